@@ -1,0 +1,89 @@
+/*
+ * The site's public-key infrastructure on GnuTLS: the site CA, keys, certificate
+ * requests, issuing, verifying a peer's chain, and detached signatures (packages).
+ *
+ * Keys, requests and certificates cross this interface as PEM strings. A function
+ * that returns a string through a `char **` hands ownership to the caller (free());
+ * on failure nothing is returned and `err` (if not NULL) holds a sentence for a person.
+ * Certificate keys are ECDSA P-256; the package signing key is Ed25519.
+ */
+#ifndef SW_PKI_H
+#define SW_PKI_H
+
+#include <gnutls/gnutls.h>
+#include <stddef.h>
+
+/* Roles a certificate may carry, in its subject's OU. */
+#define SW_PKI_ROLE_SERVER "server"
+#define SW_PKI_ROLE_ADMIN  "admin"
+#define SW_PKI_ROLE_AGENT  "agent"
+
+/* Who a verified peer is. */
+struct sw_identity {
+	char cn[128];	 /* subject common name: system or admin name */
+	char role[16];	 /* subject OU: server, admin or agent */
+	char serial[41]; /* certificate serial, lowercase hex */
+};
+
+/* A new ECDSA P-256 private key, PKCS#8 PEM. */
+int sw_pki_key_generate(char **key_pem, char *err, size_t errlen);
+
+/* A self-signed CA for site `site_code`, valid `days`; returns its cert and key. */
+int sw_pki_ca_create(const char *site_code, unsigned days, char **cert_pem, char **key_pem,
+		     char *err, size_t errlen);
+
+/* A certificate request for `key_pem` with common name `cn`, signed by the key. */
+int sw_pki_csr_create(const char *key_pem, const char *cn, char **csr_pem, char *err,
+		      size_t errlen);
+
+/* What the CA puts in an issued certificate. The subject is set here, never copied
+ * from the request: CN=cn, OU=role, O=siteward site <site code>. */
+struct sw_pki_issue {
+	const char *cn;
+	const char *role;	 /* SW_PKI_ROLE_* */
+	const char *const *sans; /* NULL-terminated DNS names or IP literals, may be NULL */
+	unsigned days;
+	int server_auth; /* TLS web server extended key usage as well as client */
+};
+
+struct sw_pki_ca;
+
+/* Loads a CA from its certificate and key. */
+int sw_pki_ca_load(const char *cert_pem, const char *key_pem, struct sw_pki_ca **out, char *err,
+		   size_t errlen);
+void sw_pki_ca_free(struct sw_pki_ca *ca);
+
+/* Issues a certificate for the public key in `csr_pem` after checking the request's
+ * own signature. `serial_hex` (41 bytes) receives the new random serial. Refuses a
+ * malformed request, a bad signature, or a key that is not ECDSA P-256 or Ed25519. */
+int sw_pki_ca_issue(struct sw_pki_ca *ca, const char *csr_pem, size_t csr_len,
+		    const struct sw_pki_issue *what, char **cert_pem, char serial_hex[41],
+		    char *err, size_t errlen);
+
+/* Verifies chains against one CA certificate. */
+struct sw_pki_verifier;
+int sw_pki_verifier_new(const char *ca_pem, struct sw_pki_verifier **out, char *err, size_t errlen);
+void sw_pki_verifier_free(struct sw_pki_verifier *v);
+
+/* Checks a peer's chain (DER, leaf first, as gnutls_certificate_get_peers gives it):
+ * issued by the CA, within its validity, usable for TLS client or server auth. Fills
+ * `id` on success. Returns SW_EDENIED with a reason in `err` when the chain is refused. */
+int sw_pki_verify_chain(struct sw_pki_verifier *v, const gnutls_datum_t *chain, unsigned nchain,
+			struct sw_identity *id, char *err, size_t errlen);
+
+/* Identity and serial of a PEM certificate, without verifying it. */
+int sw_pki_cert_identity(const char *cert_pem, struct sw_identity *id, char *err, size_t errlen);
+
+/* SHA-256 of a PEM certificate's DER encoding, lowercase hex (65 bytes). */
+int sw_pki_cert_fingerprint(const char *cert_pem, char hex[65], char *err, size_t errlen);
+
+/* Package signing: a new Ed25519 key (PKCS#8 PEM) and its public key (PEM). */
+int sw_pki_sign_key_generate(char **key_pem, char **pub_pem, char *err, size_t errlen);
+/* A detached signature over `data`, base64 (caller frees). */
+int sw_pki_sign(const char *key_pem, const void *data, size_t len, char **sig_b64, char *err,
+		size_t errlen);
+/* 0 if `sig_b64` is a valid signature of `data` by `pub_pem`, SW_EDENIED if not. */
+int sw_pki_verify_signature(const char *pub_pem, const void *data, size_t len, const char *sig_b64,
+			    char *err, size_t errlen);
+
+#endif
