@@ -5,7 +5,8 @@
  * PostgreSQL backend rewrites them to $1, $2 … outside string literals. Every call is
  * synchronous and bounded: SQLite waits at most `busy_timeout_ms` for a lock;
  * PostgreSQL connects within `connect_timeout_s` and each statement runs under
- * statement_timeout and lock_timeout of `busy_timeout_ms`.
+ * statement_timeout of `busy_timeout_ms` and a lock_timeout a tenth shorter, so a lock
+ * wait is reported as SW_EBUSY before the statement as a whole times out.
  *
  * Errors return a negative SW_E* code with a sentence in `err` (if not NULL).
  */
@@ -25,8 +26,14 @@ struct sw_db_val {
 	const char *s;
 };
 
-#define SW_DB_INT(x)  ((struct sw_db_val){.type = SW_DB_INT, .i = (x)})
-#define SW_DB_TEXT(x) ((struct sw_db_val){.type = (x) ? SW_DB_TEXT : SW_DB_NULL, .s = (x)})
+#define SW_DB_INT(x) ((struct sw_db_val){.type = SW_DB_INT, .i = (x)})
+/* A function, not a macro, so that a NULL check on an array argument does not warn. */
+static inline struct sw_db_val sw_db_text(const char *s)
+{
+	struct sw_db_val v = {.type = s ? SW_DB_TEXT : SW_DB_NULL, .s = s};
+	return v;
+}
+#define SW_DB_TEXT(x) sw_db_text(x)
 #define SW_DB_NULLV   ((struct sw_db_val){.type = SW_DB_NULL})
 
 /* Called once per result row; a non-zero return stops the query and is returned. */
