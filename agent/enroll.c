@@ -1,0 +1,216 @@
+/*
+ * siteward-agent init: enrolls this machine with a one-time token.
+ *
+ * The token carries a pin of the site CA, so the agent checks it reached the right
+ * server before it sends its request. Nothing is written to the agent's folder until
+ * the server has accepted the enrollment.
+ */
+#include "agent.h"
+
+#include "error.h"
+#include "json.h"
+#include "pki.h"
+#include "proto.h"
+#include "util.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define ENROLL_TIMEOUT_MS 15000
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: siteward-agent init --dir DIR --server https://HOST:PORT --token TOKEN\n"
+		   "                           --name NAME --listen HOST:PORT\n");
+}
+
+/* The server's {"error": …} if it sent one, else the raw status. */
+static void server_error(long status, const char *body, char *out, size_t len)
+{
+	json_t *j = NULL;
+	const char *msg = NULL;
+
+	if (sw_json_parse_object(body, strlen(body), &j, NULL, 0) == 0)
+		sw_json_str(j, "error", 400, 0, &msg, NULL, 0);
+	if (msg)
+		snprintf(out, len, "%s", msg);
+	else
+		snprintf(out, len, "server answered HTTP %ld", status);
+	json_decref(j);
+}
+
+static int write_in(const char *dir, const char *name, const char *text, unsigned mode, char *err,
+		    size_t errlen)
+{
+	char path[PATH_MAX + 64];
+
+	if (sw_path_join(path, sizeof(path), dir, name))
+		return SW_ETOOBIG;
+	return sw_file_write_atomic(path, text, strlen(text), mode, err, errlen);
+}
+
+int enroll_main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"dir", required_argument, NULL, 'd'},
+	    {"server", required_argument, NULL, 's'},
+	    {"token", required_argument, NULL, 't'},
+	    {"name", required_argument, NULL, 'n'},
+	    {"listen", required_argument, NULL, 'l'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *dir = NULL, *server = NULL, *token = NULL, *name = NULL, *listen = NULL;
+	char secret[SW_TOKEN_SECRET_HEX + 1], pin[SW_TOKEN_PIN_HEX + 1], fp[65];
+	char err[512], url[400], host[256], path[PATH_MAX + 64],
+	    tmpca[] = "/tmp/siteward-ca.XXXXXX";
+	char *resp = NULL, *key = NULL, *csr = NULL, *body = NULL, conf[2048];
+	const char *ca = NULL, *cert = NULL;
+	json_t *j = NULL, *reply = NULL;
+	unsigned port;
+	long status;
+	int opt, rc = 1, tmpfd = -1;
+
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'd': dir = optarg; break;
+		case 's': server = optarg; break;
+		case 't': token = optarg; break;
+		case 'n': name = optarg; break;
+		case 'l': listen = optarg; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (!dir || !server || !token || !name || !listen || optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	if (strncmp(server, "https://", 8) != 0 || strlen(server) > 250) {
+		fprintf(stderr, "siteward-agent: --server must be https://HOST:PORT\n");
+		return 2;
+	}
+	if (!sw_name_valid(name)) {
+		fprintf(stderr,
+			"siteward-agent: name '%s' must be 1-63 letters, digits, '.', '_' or '-'\n",
+			name);
+		return 2;
+	}
+	if (sw_hostport_parse(listen, host, sizeof(host), &port, 0, err, sizeof(err))) {
+		fprintf(stderr, "siteward-agent: --listen: %s\n", err);
+		return 2;
+	}
+	if (sw_proto_token_split(token, secret, pin)) {
+		fprintf(stderr, "siteward-agent: enrollment refused: malformed token (expected the "
+				"line 'siteward token create' prints)\n");
+		return 1;
+	}
+	sw_path_join(path, sizeof(path), dir, "agent.conf");
+	if (access(path, F_OK) == 0) {
+		fprintf(stderr, "siteward-agent: %s is already enrolled; choose an empty folder\n",
+			dir);
+		return 1;
+	}
+
+	/* 1. Fetch the site CA and check it against the token's pin. */
+	struct sw_http_client_opts insecure = {.insecure = 1};
+	snprintf(url, sizeof(url), "%s/v1/ca", server);
+	if ((rc = sw_http_fetch(&insecure, "GET", url, NULL, ENROLL_TIMEOUT_MS, &status, &resp, err,
+				sizeof(err)))) {
+		fprintf(stderr, "siteward-agent: cannot reach %s: %s\n", server, err);
+		rc = 1;
+		goto out;
+	}
+	rc = 1;
+	if (status != 200 || sw_json_parse_object(resp, strlen(resp), &j, NULL, 0) ||
+	    sw_json_str(j, "ca", 64 * 1024, 1, &ca, NULL, 0) ||
+	    sw_pki_cert_fingerprint(ca, fp, NULL, 0)) {
+		fprintf(stderr, "siteward-agent: %s is not a siteward server\n", server);
+		goto out;
+	}
+	if (strncmp(fp, pin, SW_TOKEN_PIN_HEX) != 0) {
+		fprintf(stderr, "siteward-agent: enrollment refused: the server's CA does not "
+				"match the token (wrong server, or an impostor)\n");
+		goto out;
+	}
+	tmpfd = mkstemp(tmpca);
+	if (tmpfd < 0 || write(tmpfd, ca, strlen(ca)) != (ssize_t)strlen(ca)) {
+		fprintf(stderr, "siteward-agent: cannot write a temporary file: %s\n",
+			strerror(errno));
+		goto out;
+	}
+
+	/* 2. Send a certificate request; from here on the server is verified. */
+	if (sw_pki_key_generate(&key, err, sizeof(err)) ||
+	    sw_pki_csr_create(key, name, &csr, err, sizeof(err))) {
+		fprintf(stderr, "siteward-agent: %s\n", err);
+		goto out;
+	}
+	json_t *req =
+	    json_pack("{ss ss ss ss}", "token", token, "name", name, "csr", csr, "address", listen);
+	body = req ? sw_json_dump(req) : NULL;
+	json_decref(req);
+	free(resp);
+	resp = NULL;
+	struct sw_http_client_opts pinned = {.ca_file = tmpca};
+	snprintf(url, sizeof(url), "%s/v1/enroll", server);
+	if (!body || sw_http_fetch(&pinned, "POST", url, body, ENROLL_TIMEOUT_MS, &status, &resp,
+				   err, sizeof(err))) {
+		fprintf(stderr, "siteward-agent: cannot reach %s: %s\n", server, err);
+		goto out;
+	}
+	if (status != 200) {
+		server_error(status, resp, err, sizeof(err));
+		fprintf(stderr, "siteward-agent: %s\n", err);
+		goto out;
+	}
+	if (sw_json_parse_object(resp, strlen(resp), &reply, NULL, 0) ||
+	    sw_json_str(reply, "certificate", 64 * 1024, 1, &cert, NULL, 0)) {
+		fprintf(stderr, "siteward-agent: the server's answer has no certificate\n");
+		goto out;
+	}
+
+	/* 3. Accepted: now the agent's folder is written. */
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "siteward-agent: cannot create %s: %s\n", dir, strerror(errno));
+		goto out;
+	}
+	snprintf(conf, sizeof(conf),
+		 "# siteward agent configuration; see siteward-agent.conf(5).\n"
+		 "[agent]\n"
+		 "name = %s\n"
+		 "server = %s\n"
+		 "listen = %s\n"
+		 "request_timeout_ms = 10000\n"
+		 "\n"
+		 "[log]\n"
+		 "level = info\n",
+		 name, server, listen);
+	if (write_in(dir, "ca.crt", ca, 0644, err, sizeof(err)) ||
+	    write_in(dir, "agent.key", key, 0600, err, sizeof(err)) ||
+	    write_in(dir, "agent.crt", cert, 0644, err, sizeof(err)) ||
+	    write_in(dir, "agent.conf", conf, 0600, err, sizeof(err))) {
+		fprintf(stderr, "siteward-agent: %s\n", err);
+		goto out;
+	}
+	printf("enrolled %s with %s; start it with: siteward-agent --dir %s\n", name, server, dir);
+	rc = 0;
+out:
+	if (tmpfd >= 0) {
+		close(tmpfd);
+		unlink(tmpca);
+	}
+	json_decref(j);
+	json_decref(reply);
+	free(resp);
+	free(key);
+	free(csr);
+	free(body);
+	return rc;
+}

@@ -1,0 +1,97 @@
+/* Heartbeats: the agent reports its facts on the interval the server sets, and while
+ * the server is away retries with capped exponential backoff. */
+#include "agent.h"
+
+#include "json.h"
+#include "log.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "version.h"
+
+#define BACKOFF_FIRST_MS 1000u
+#define BACKOFF_MAX_MS	 60000u
+
+static void send_heartbeat(uv_timer_t *t);
+
+static void schedule(struct agent *a, unsigned delay_ms)
+{
+	uv_timer_start(&a->heartbeat_timer, send_heartbeat, delay_ms, 0);
+}
+
+/* Never wait longer than four intervals, so a returning server hears from every agent
+ * soon, but never hammer it either. */
+static unsigned backoff_cap(const struct agent *a)
+{
+	unsigned cap = a->heartbeat_s * 4000u;
+
+	return cap < BACKOFF_MAX_MS ? cap : BACKOFF_MAX_MS;
+}
+
+static void on_reply(const struct sw_http_result *res, void *arg)
+{
+	struct agent *a = arg;
+	json_t *j = NULL;
+	int64_t interval = a->heartbeat_s;
+
+	if (res->status == 200 && sw_json_parse_object(res->body, res->len, &j, NULL, 0) == 0 &&
+	    sw_json_int(j, "heartbeat_interval", 1, 3600, 0, &interval, NULL, 0) == 0) {
+		json_decref(j);
+		if (!a->server_reachable)
+			sw_info("server %s reached", a->server);
+		a->server_reachable = 1;
+		a->heartbeat_s = (unsigned)interval;
+		a->backoff_ms = 0;
+		a->last_heartbeat_ok = sw_now_ms();
+		schedule(a, a->heartbeat_s * 1000u);
+		return;
+	}
+	json_decref(j);
+	if (a->server_reachable || a->backoff_ms == 0) {
+		if (res->status)
+			sw_warn("server %s refused the heartbeat (%ld): %.200s", a->server,
+				res->status, res->body);
+		else
+			sw_warn("server %s: %s; retrying with backoff", a->server, res->error);
+	}
+	a->server_reachable = 0;
+	a->backoff_ms = a->backoff_ms ? a->backoff_ms * 2 : BACKOFF_FIRST_MS;
+	if (a->backoff_ms > backoff_cap(a))
+		a->backoff_ms = backoff_cap(a);
+	schedule(a, a->backoff_ms);
+}
+
+static void send_heartbeat(uv_timer_t *t)
+{
+	struct agent *a = t->data;
+	char url[400], *body;
+	json_t *msg;
+
+	msg = json_pack("{ss ss so}", "version", SW_VERSION, "address", a->listen, "facts",
+			facts_collect(a));
+	body = msg ? sw_json_dump(msg) : NULL;
+	json_decref(msg);
+	snprintf(url, sizeof(url), "%s/v1/heartbeat", a->server);
+	if (!body || sw_http_client_request(a->client, "POST", url, body, strlen(body),
+					    a->request_timeout_ms, on_reply, a)) {
+		sw_err("cannot build a heartbeat; retrying");
+		schedule(a, BACKOFF_FIRST_MS);
+	}
+	free(body);
+}
+
+void heartbeat_start(struct agent *a)
+{
+	uv_timer_init(a->loop, &a->heartbeat_timer);
+	a->heartbeat_timer.data = a;
+	a->server_reachable = 1;
+	schedule(a, 0);
+}
+
+void heartbeat_stop(struct agent *a)
+{
+	uv_timer_stop(&a->heartbeat_timer);
+}

@@ -1,1 +1,184 @@
-int main(void) { return 1; }
+/*
+ * siteward-agent: enrolls once, then heartbeats to the site server and answers the
+ * server's calls on its own mutual-TLS API. One libuv loop; runs until SIGINT or SIGTERM.
+ */
+#include "agent.h"
+
+#include "error.h"
+#include "log.h"
+#include "util.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "version.h"
+
+static const char *const known_settings[] = {
+    "agent.name",
+    "agent.server",
+    "agent.listen",
+    "agent.request_timeout_ms",
+    "agent.connect_timeout_ms",
+    "log.level",
+    NULL,
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: siteward-agent --dir DIR [-n]\n"
+		   "       siteward-agent init --dir DIR --server https://HOST:PORT --token TOKEN "
+		   "--name NAME --listen HOST:PORT\n"
+		   "       siteward-agent --version\n");
+}
+
+static int read_in(const char *dir, const char *name, char **out, char *err, size_t errlen)
+{
+	char path[PATH_MAX + 64];
+
+	sw_path_join(path, sizeof(path), dir, name);
+	return sw_file_read(path, 64 * 1024, out, NULL, err, errlen);
+}
+
+static int agent_configure(struct agent *a, const char *dir, char *err, size_t errlen)
+{
+	char path[PATH_MAX + 64], sub[400];
+	unsigned connect;
+	int lv, rc;
+
+	if (!realpath(dir, a->dir)) {
+		snprintf(err, errlen, "%s: no such agent folder (enroll with siteward-agent init)",
+			 dir);
+		return SW_ENOTFOUND;
+	}
+	sw_path_join(path, sizeof(path), a->dir, "agent.conf");
+	if ((rc = sw_conf_load(path, &a->conf, err, errlen)))
+		return rc;
+	if ((rc = sw_conf_check(a->conf, known_settings, sub, sizeof(sub))) ||
+	    (rc = sw_conf_get_uint(a->conf, "agent", "request_timeout_ms", 10000, 100, 600000,
+				   &a->request_timeout_ms, sub, sizeof(sub))) ||
+	    (rc = sw_conf_get_uint(a->conf, "agent", "connect_timeout_ms", 5000, 100, 600000,
+				   &connect, sub, sizeof(sub)))) {
+		snprintf(err, errlen, "%s: %s", path, sub);
+		return rc;
+	}
+	lv = sw_log_level_parse(sw_conf_get(a->conf, "log", "level", "info"));
+	if (lv < 0) {
+		snprintf(err, errlen, "%s: [log] level must be debug, info, warn or error", path);
+		return SW_EINVAL;
+	}
+	snprintf(a->name, sizeof(a->name), "%s", sw_conf_get(a->conf, "agent", "name", ""));
+	snprintf(a->server, sizeof(a->server), "%s", sw_conf_get(a->conf, "agent", "server", ""));
+	snprintf(a->listen, sizeof(a->listen), "%s", sw_conf_get(a->conf, "agent", "listen", ""));
+	if (!sw_name_valid(a->name) || strncmp(a->server, "https://", 8) != 0) {
+		snprintf(err, errlen, "%s: [agent] needs a valid name and an https:// server",
+			 path);
+		return SW_EINVAL;
+	}
+	sw_log_init("siteward-agent", (enum sw_log_level)lv);
+	if ((rc = read_in(a->dir, "ca.crt", &a->ca_pem, err, errlen)) ||
+	    (rc = read_in(a->dir, "agent.crt", &a->cert_pem, err, errlen)) ||
+	    (rc = read_in(a->dir, "agent.key", &a->key_pem, err, errlen)))
+		return rc;
+	char ca[PATH_MAX + 64], crt[PATH_MAX + 64], key[PATH_MAX + 64];
+	sw_path_join(ca, sizeof(ca), a->dir, "ca.crt");
+	sw_path_join(crt, sizeof(crt), a->dir, "agent.crt");
+	sw_path_join(key, sizeof(key), a->dir, "agent.key");
+	struct sw_http_client_opts co = {
+	    .ca_file = ca, .cert_file = crt, .key_file = key, .connect_timeout_ms = connect};
+	return sw_http_client_new(a->loop, &co, &a->client);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	struct agent *a = h->data;
+
+	sw_info("signal %d: shutting down", signum);
+	uv_stop(a->loop);
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+static int agent_run(const char *dir, int check_only)
+{
+	struct agent a;
+	char err[512];
+	int rc;
+
+	memset(&a, 0, sizeof(a));
+	a.loop = uv_default_loop();
+	a.started_ms = sw_mono_ms();
+	a.heartbeat_s = 15;
+	sw_log_init("siteward-agent", SW_LOG_INFO);
+	rc = agent_configure(&a, dir, err, sizeof(err));
+	if (!rc && check_only) {
+		printf("configuration OK: %s, server %s\n", a.name, a.server);
+		goto out;
+	}
+	if (!rc)
+		rc = api_start(&a, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "siteward-agent: %s\n", err);
+		goto out;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	uv_signal_init(a.loop, &a.sigint);
+	uv_signal_init(a.loop, &a.sigterm);
+	a.sigint.data = a.sigterm.data = &a;
+	uv_signal_start(&a.sigint, on_signal, SIGINT);
+	uv_signal_start(&a.sigterm, on_signal, SIGTERM);
+	heartbeat_start(&a);
+	sw_info("%s listening on %s (port %u), server %s, version %s", a.name, a.listen,
+		sw_http_server_port(a.http), a.server, SW_VERSION);
+	uv_run(a.loop, UV_RUN_DEFAULT);
+	heartbeat_stop(&a);
+	sw_http_server_stop(a.http);
+	sw_http_client_free(a.client);
+	a.client = NULL;
+	uv_walk(a.loop, close_walk, NULL);
+	uv_run(a.loop, UV_RUN_DEFAULT);
+out:
+	sw_http_client_free(a.client);
+	sw_conf_free(a.conf);
+	free(a.ca_pem);
+	free(a.cert_pem);
+	free(a.key_pem);
+	uv_loop_close(a.loop);
+	return rc ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"dir", required_argument, NULL, 'd'},
+	    {"check", no_argument, NULL, 'n'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *dir = getenv("SITEWARD_AGENT");
+	int opt, check = 0;
+
+	if (argc > 1 && strcmp(argv[1], "init") == 0)
+		return enroll_main(argc - 1, argv + 1);
+	while ((opt = getopt_long(argc, argv, "nd:", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'd': dir = optarg; break;
+		case 'n': check = 1; break;
+		case 'V': printf("siteward-agent %s\n", SW_VERSION); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (!dir || optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	return agent_run(dir, check);
+}

@@ -1,0 +1,111 @@
+/* Finding the site and calling its server with the admin certificate. */
+#include "cli.h"
+
+#include "conf.h"
+#include "http_client.h"
+#include "json.h"
+#include "util.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void cli_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("siteward: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+void print_json(const json_t *j)
+{
+	char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+
+	if (s)
+		puts(s);
+	free(s);
+}
+
+int client_setup(struct cli *c, const char *site)
+{
+	char path[PATH_MAX + 32], err[512], host[256];
+	struct sw_conf *conf = NULL;
+	const char *listen;
+	unsigned port;
+
+	if (!site) {
+		cli_error("no site: pass --site DIR or set SITEWARD_SITE");
+		return 2;
+	}
+	if (!realpath(site, c->site)) {
+		cli_error("%s: no such site folder", site);
+		return 1;
+	}
+	sw_path_join(path, sizeof(path), c->site, "siteward.conf");
+	if (sw_conf_load(path, &conf, err, sizeof(err))) {
+		cli_error("%s", err);
+		return 1;
+	}
+	listen = sw_conf_get(conf, "server", "listen", "");
+	if (sw_hostport_parse(listen, host, sizeof(host), &port, 0, err, sizeof(err))) {
+		cli_error("%s: [server] listen: %s", path, err);
+		sw_conf_free(conf);
+		return 1;
+	}
+	/* A server listening on every address is reached on the loopback one. */
+	if (strcmp(host, "0.0.0.0") == 0)
+		snprintf(host, sizeof(host), "127.0.0.1");
+	else if (strcmp(host, "::") == 0)
+		snprintf(host, sizeof(host), "::1");
+	snprintf(c->url, sizeof(c->url), strchr(host, ':') ? "https://[%s]:%u" : "https://%s:%u",
+		 host, port);
+	sw_conf_free(conf);
+	return 0;
+}
+
+int client_call(const struct cli *c, const char *method, const char *path, json_t *body,
+		json_t **reply)
+{
+	char url[1024], ca[PATH_MAX + 16], crt[PATH_MAX + 16], key[PATH_MAX + 16], err[512];
+	char *text = NULL, *resp = NULL;
+	const char *msg = NULL;
+	json_t *j = NULL;
+	long status;
+	int rc;
+
+	*reply = NULL;
+	sw_path_join(ca, sizeof(ca), c->site, "ca.crt");
+	sw_path_join(crt, sizeof(crt), c->site, "admin.crt");
+	sw_path_join(key, sizeof(key), c->site, "admin.key");
+	snprintf(url, sizeof(url), "%s%s", c->url, path);
+	struct sw_http_client_opts o = {.ca_file = ca, .cert_file = crt, .key_file = key};
+	if (body)
+		text = sw_json_dump(body);
+	rc = sw_http_fetch(&o, method, url, text, c->timeout_ms, &status, &resp, err, sizeof(err));
+	free(text);
+	if (rc) {
+		cli_error("server %s: %s", c->url, err);
+		return 1;
+	}
+	rc = sw_json_parse_object(resp, strlen(resp), &j, err, sizeof(err));
+	if (status < 200 || status > 299) {
+		if (!rc)
+			sw_json_str(j, "error", 1000, 0, &msg, NULL, 0);
+		cli_error("%s", msg ? msg : "the server refused the request");
+		json_decref(j);
+		free(resp);
+		return 1;
+	}
+	free(resp);
+	if (rc) {
+		cli_error("the server's answer is not JSON: %s", err);
+		return 1;
+	}
+	*reply = j;
+	return 0;
+}

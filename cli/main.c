@@ -1,1 +1,74 @@
-int main(void) { return 1; }
+/*
+ * siteward: the administrator's command line. Every command is a call to the site
+ * server's API with the site's admin certificate; every command takes --json.
+ */
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "version.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: siteward [--site DIR] [--json] [--timeout SECONDS] COMMAND ...\n"
+		   "\n"
+		   "commands:\n"
+		   "  token create [--ttl SECONDS]   print a one-time enrollment token\n"
+		   "  systems                        list site systems and their health\n"
+		   "  systems remove NAME            remove a system and revoke its certificate\n"
+		   "  version                        print the version\n"
+		   "\n"
+		   "The site folder is --site DIR or $SITEWARD_SITE.\n");
+}
+
+int main(int argc, char **argv)
+{
+	struct cli c;
+	const char *site = getenv("SITEWARD_SITE");
+	char *args[64];
+	int nargs = 0, rc;
+
+	memset(&c, 0, sizeof(c));
+	c.timeout_ms = 30000;
+	/* Global options may stand anywhere, so `siteward systems --json` works. */
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0) {
+			c.json = 1;
+		} else if (strcmp(argv[i], "--site") == 0 && i + 1 < argc) {
+			site = argv[++i];
+		} else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
+			char *end;
+			double t = strtod(argv[++i], &end);
+			if (*end || t <= 0 || t > 86400) {
+				fprintf(stderr, "siteward: --timeout takes a number of seconds\n");
+				return 2;
+			}
+			c.timeout_ms = (unsigned)(t * 1000);
+		} else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			usage(stdout);
+			return 0;
+		} else if (nargs < 63) {
+			args[nargs++] = argv[i];
+		}
+	}
+	args[nargs] = NULL;
+	if (nargs == 0) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(args[0], "version") == 0 || strcmp(args[0], "--version") == 0) {
+		printf("siteward %s\n", SW_VERSION);
+		return 0;
+	}
+	rc = client_setup(&c, site);
+	if (rc)
+		return rc;
+	if (strcmp(args[0], "token") == 0)
+		return cmd_token(&c, nargs - 1, args + 1);
+	if (strcmp(args[0], "systems") == 0)
+		return cmd_systems(&c, nargs - 1, args + 1);
+	fprintf(stderr, "siteward: unknown command '%s'; see siteward --help\n", args[0]);
+	return 2;
+}

@@ -1,0 +1,109 @@
+/* siteward systems [--json] and siteward systems remove NAME. */
+#include "cli.h"
+
+#include "util.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static void human_bytes(json_int_t n, char *out, size_t len)
+{
+	const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	double v = (double)n;
+	int u = 0;
+
+	while (v >= 1024 && u < 4) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(out, len, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+}
+
+static void human_ago(json_int_t then, json_int_t now, char *out, size_t len)
+{
+	json_int_t s = (now - then) / 1000;
+
+	if (then == 0)
+		snprintf(out, len, "never");
+	else if (s < 120)
+		snprintf(out, len, "%llds ago", (long long)(s < 0 ? 0 : s));
+	else if (s < 7200)
+		snprintf(out, len, "%lldm ago", (long long)s / 60);
+	else
+		snprintf(out, len, "%lldh ago", (long long)s / 3600);
+}
+
+static int list(struct cli *c)
+{
+	json_t *reply, *systems, *sys;
+	json_int_t now;
+	size_t i;
+
+	if (client_call(c, "GET", "/v1/systems", NULL, &reply))
+		return 1;
+	if (c->json) {
+		print_json(reply);
+		json_decref(reply);
+		return 0;
+	}
+	systems = json_object_get(reply, "systems");
+	now = json_integer_value(json_object_get(reply, "now"));
+	printf("%-20s %-22s %-9s %-8s %-10s %-28s %4s %10s %10s\n", "NAME", "ADDRESS", "VERSION",
+	       "HEALTH", "LAST SEEN", "OS", "CPUS", "MEMORY", "DISK FREE");
+	json_array_foreach(systems, i, sys)
+	{
+		json_t *f = json_object_get(sys, "facts");
+		char ago[32], mem[32], disk[32];
+		const char *os = json_string_value(json_object_get(f, "os"));
+
+		human_ago(json_integer_value(json_object_get(sys, "last_seen")), now, ago,
+			  sizeof(ago));
+		human_bytes(json_integer_value(json_object_get(f, "memory_total")), mem,
+			    sizeof(mem));
+		human_bytes(json_integer_value(json_object_get(f, "disk_free")), disk,
+			    sizeof(disk));
+		printf("%-20s %-22s %-9s %-8s %-10s %-28.28s %4lld %10s %10s\n",
+		       json_string_value(json_object_get(sys, "name")),
+		       json_string_value(json_object_get(sys, "address")),
+		       json_string_value(json_object_get(sys, "version"))[0]
+			   ? json_string_value(json_object_get(sys, "version"))
+			   : "-",
+		       json_string_value(json_object_get(sys, "health")), ago, os ? os : "-",
+		       (long long)json_integer_value(json_object_get(f, "cpus")), mem, disk);
+	}
+	if (json_array_size(systems) == 0)
+		printf("(no systems enrolled: create a token with 'siteward token create')\n");
+	json_decref(reply);
+	return 0;
+}
+
+static int remove_system(struct cli *c, const char *name)
+{
+	char path[128];
+	json_t *reply;
+
+	if (!sw_name_valid(name)) {
+		cli_error("'%s' is not a valid system name", name);
+		return 2;
+	}
+	snprintf(path, sizeof(path), "/v1/systems/%s", name);
+	if (client_call(c, "DELETE", path, NULL, &reply))
+		return 1;
+	if (c->json)
+		print_json(reply);
+	else
+		printf("removed %s; its certificate is revoked\n", name);
+	json_decref(reply);
+	return 0;
+}
+
+int cmd_systems(struct cli *c, int argc, char **argv)
+{
+	if (argc == 0)
+		return list(c);
+	if (strcmp(argv[0], "remove") == 0 && argc == 2)
+		return remove_system(c, argv[1]);
+	cli_error("usage: siteward systems [--json] | siteward systems remove NAME");
+	return 2;
+}

@@ -1,0 +1,571 @@
+#include "http_server.h"
+
+#include "error.h"
+#include "json.h"
+#include "log.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <gnutls/gnutls.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ERR(...)                                                                                   \
+	do {                                                                                       \
+		if (err)                                                                           \
+			snprintf(err, errlen, __VA_ARGS__);                                        \
+	} while (0)
+
+/* While a TLS handshake waits for its client, libmicrohttpd 0.9.75 in epoll mode reports
+ * a zero timeout over and over. Running it again at once would spin a core for nothing,
+ * so zero timeouts without socket activity are backed off up to this bound. */
+#define SPIN_BACKOFF_MAX_MS 50
+
+struct sw_http_server {
+	uv_loop_t *loop;
+	struct MHD_Daemon *mhd;
+	struct sw_pki_verifier *verifier;
+	uv_poll_t poll;
+	uv_timer_t timer;
+	int closing, handles_open;
+	unsigned zero_streak;
+	unsigned idle_timeout_s;
+	unsigned port;
+	const struct sw_http_route *routes;
+	size_t nroutes;
+	void *arg;
+	int (*is_revoked)(void *arg, const char *serial);
+};
+
+/* What one connection has shown about its peer, worked out on its first request. */
+struct conn_state {
+	int checked;
+	int has_identity;
+	struct sw_identity id;
+	char reason[160];
+};
+
+struct sw_http_req {
+	struct sw_http_server *srv;
+	struct MHD_Connection *conn;
+	char method[16];
+	char *path;
+	const char *tail;
+	const struct sw_http_route *route;
+	const struct sw_identity *identity;
+	char peer[INET6_ADDRSTRLEN];
+	char *body;
+	size_t len, cap, max;
+	int dispatched, suspended, too_big;
+	unsigned status;
+	struct MHD_Response *response;
+};
+
+static void server_run(struct sw_http_server *srv, int activity);
+
+static void on_timer(uv_timer_t *t)
+{
+	server_run(t->data, 0);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events)
+{
+	server_run(p->data, 1);
+}
+
+static void server_run(struct sw_http_server *srv, int activity)
+{
+	MHD_UNSIGNED_LONG_LONG timeout;
+	uint64_t delay;
+
+	if (srv->closing)
+		return;
+	MHD_run(srv->mhd);
+	if (MHD_get_timeout(srv->mhd, &timeout) != MHD_YES) {
+		uv_timer_stop(&srv->timer);
+		srv->zero_streak = 0;
+		return;
+	}
+	if (timeout == 0 && !activity) {
+		if (srv->zero_streak < 16)
+			srv->zero_streak++;
+		delay = 1u << (srv->zero_streak > 6 ? 6 : srv->zero_streak);
+		if (delay > SPIN_BACKOFF_MAX_MS)
+			delay = SPIN_BACKOFF_MAX_MS;
+	} else {
+		if (activity)
+			srv->zero_streak = 0;
+		delay = timeout;
+	}
+	uv_timer_start(&srv->timer, on_timer, delay, 0);
+}
+
+static void on_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+		      enum MHD_ConnectionNotificationCode code)
+{
+	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		*socket_context = calloc(1, sizeof(struct conn_state));
+	} else {
+		free(*socket_context);
+		*socket_context = NULL;
+	}
+}
+
+/* Verifies the peer's chain once per connection and caches the answer. */
+static struct conn_state *conn_check(struct sw_http_server *srv, struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *info;
+	struct conn_state *cs;
+	gnutls_session_t session;
+	const gnutls_datum_t *chain;
+	unsigned n = 0;
+
+	info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	cs = info ? info->socket_context : NULL;
+	if (!cs || cs->checked)
+		return cs;
+	cs->checked = 1;
+	/* The handshake is over: from now on the connection may idle for longer. */
+	MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, srv->idle_timeout_s);
+	info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+	if (!info) {
+		snprintf(cs->reason, sizeof(cs->reason), "client certificate required");
+		return cs;
+	}
+	session = info->tls_session;
+	chain = gnutls_certificate_get_peers(session, &n);
+	if (!chain || n == 0) {
+		snprintf(cs->reason, sizeof(cs->reason), "client certificate required");
+		return cs;
+	}
+	if (sw_pki_verify_chain(srv->verifier, chain, n, &cs->id, cs->reason, sizeof(cs->reason)) ==
+	    0)
+		cs->has_identity = 1;
+	return cs;
+}
+
+static unsigned role_bit(const char *role)
+{
+	if (strcmp(role, SW_PKI_ROLE_ADMIN) == 0)
+		return SW_HTTP_ADMIN;
+	if (strcmp(role, SW_PKI_ROLE_AGENT) == 0)
+		return SW_HTTP_AGENT;
+	if (strcmp(role, SW_PKI_ROLE_SERVER) == 0)
+		return SW_HTTP_SERVER;
+	return 0;
+}
+
+static const char *roles_needed(unsigned roles)
+{
+	if (roles == SW_HTTP_ADMIN)
+		return "an admin certificate";
+	if (roles == SW_HTTP_AGENT)
+		return "an agent certificate";
+	if (roles == SW_HTTP_SERVER)
+		return "the site server's certificate";
+	return "another kind of certificate";
+}
+
+static const struct sw_http_route *route_find(struct sw_http_server *srv, const char *method,
+					      const char *path, const char **tail, int *path_known)
+{
+	*path_known = 0;
+	for (size_t i = 0; i < srv->nroutes; i++) {
+		const struct sw_http_route *r = &srv->routes[i];
+		size_t n = strlen(r->path);
+		int match;
+
+		if (n > 0 && r->path[n - 1] == '*') {
+			match = strncmp(path, r->path, n - 1) == 0 && path[n - 1] != '\0';
+			*tail = path + n - 1;
+		} else {
+			match = strcmp(path, r->path) == 0;
+			*tail = "";
+		}
+		if (!match)
+			continue;
+		*path_known = 1;
+		if (strcmp(method, r->method) == 0)
+			return r;
+	}
+	return NULL;
+}
+
+static enum MHD_Result queue_stored(struct sw_http_req *req)
+{
+	enum MHD_Result ret = MHD_queue_response(req->conn, req->status, req->response);
+
+	MHD_destroy_response(req->response);
+	req->response = NULL;
+	return ret;
+}
+
+/* Authorises the request against its route and calls the handler. */
+static void dispatch(struct sw_http_req *req)
+{
+	struct sw_http_server *srv = req->srv;
+	const struct sw_http_route *r = req->route;
+	struct conn_state *cs;
+
+	if (req->too_big) {
+		sw_http_reply_error(req, 413, "request body larger than %zu bytes", req->max);
+		return;
+	}
+	cs = conn_check(srv, req->conn);
+	if (cs && cs->has_identity) {
+		if (srv->is_revoked && srv->is_revoked(srv->arg, cs->id.serial)) {
+			sw_http_reply_error(req, 403, "rejected: certificate revoked");
+			return;
+		}
+		req->identity = &cs->id;
+	}
+	if (r->roles != SW_HTTP_OPEN) {
+		if (!cs || !cs->has_identity) {
+			sw_http_reply_error(req, cs && strstr(cs->reason, "required") ? 401 : 403,
+					    "rejected: %s",
+					    cs ? cs->reason : "client certificate required");
+			return;
+		}
+		if (!(role_bit(cs->id.role) & r->roles)) {
+			sw_http_reply_error(req, 403,
+					    "rejected: a %s certificate may not call this; it "
+					    "needs %s",
+					    cs->id.role, roles_needed(r->roles));
+			return;
+		}
+	}
+	r->fn(req, srv->arg);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+				  const char *method, const char *version, const char *upload_data,
+				  size_t *upload_data_size, void **con_cls)
+{
+	struct sw_http_server *srv = cls;
+	struct sw_http_req *req = *con_cls;
+
+	if (!req) {
+		const union MHD_ConnectionInfo *ci;
+		const char *clen, *tail = "";
+		int path_known;
+
+		req = calloc(1, sizeof(*req));
+		if (!req)
+			return MHD_NO;
+		*con_cls = req;
+		req->srv = srv;
+		req->conn = conn;
+		snprintf(req->method, sizeof(req->method), "%s", method);
+		req->path = strdup(url);
+		if (!req->path)
+			return MHD_NO;
+		ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		if (ci && ci->client_addr) {
+			const struct sockaddr *sa = ci->client_addr;
+			if (sa->sa_family == AF_INET)
+				inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr,
+					  req->peer, sizeof(req->peer));
+			else if (sa->sa_family == AF_INET6)
+				inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr,
+					  req->peer, sizeof(req->peer));
+		}
+		req->route = route_find(srv, req->method, req->path, &tail, &path_known);
+		req->tail = tail;
+		req->max =
+		    req->route && req->route->max_body ? req->route->max_body : SW_HTTP_MAX_BODY;
+		/* Refuse a declared oversized body before reading any of it. */
+		clen = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+						   MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (!req->route || (clen && strtoull(clen, NULL, 10) > req->max)) {
+			struct MHD_Response *resp;
+			char msg[160];
+			unsigned status;
+			enum MHD_Result ret;
+
+			if (!req->route) {
+				status = path_known ? 405 : 404;
+				snprintf(msg, sizeof(msg), "{\"error\":\"%s\"}",
+					 path_known ? "method not allowed" : "no such endpoint");
+			} else {
+				status = 413;
+				snprintf(msg, sizeof(msg),
+					 "{\"error\":\"request body larger than %zu bytes\"}",
+					 req->max);
+			}
+			resp = MHD_create_response_from_buffer(strlen(msg), msg,
+							       MHD_RESPMEM_MUST_COPY);
+			if (!resp)
+				return MHD_NO;
+			MHD_add_response_header(resp, "Content-Type", "application/json");
+			ret = MHD_queue_response(conn, status, resp);
+			MHD_destroy_response(resp);
+			req->dispatched = 1;
+			return ret;
+		}
+		return MHD_YES;
+	}
+	if (req->response)
+		return queue_stored(req);
+	if (*upload_data_size) {
+		size_t n = *upload_data_size;
+
+		*upload_data_size = 0;
+		if (req->dispatched)
+			return MHD_YES;
+		if (req->len + n > req->max) {
+			/* A body with no declared length that grows past the limit: drop the
+			 * connection rather than read an endless stream. */
+			req->too_big = 1;
+			return MHD_NO;
+		}
+		if (req->len + n + 1 > req->cap) {
+			size_t cap = req->cap ? req->cap : 1024;
+			char *b;
+			while (cap < req->len + n + 1)
+				cap *= 2;
+			b = realloc(req->body, cap);
+			if (!b)
+				return MHD_NO;
+			req->body = b;
+			req->cap = cap;
+		}
+		memcpy(req->body + req->len, upload_data, n);
+		req->len += n;
+		req->body[req->len] = '\0';
+		return MHD_YES;
+	}
+	if (req->dispatched)
+		return MHD_YES;
+	req->dispatched = 1;
+	dispatch(req);
+	if (req->response)
+		return queue_stored(req);
+	/* The handler will answer later: park the connection until it does. */
+	req->suspended = 1;
+	MHD_suspend_connection(conn);
+	return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct sw_http_req *req = *con_cls;
+
+	if (!req)
+		return;
+	if (req->response)
+		MHD_destroy_response(req->response);
+	free(req->path);
+	free(req->body);
+	free(req);
+	*con_cls = NULL;
+}
+
+static void store_reply(struct sw_http_req *req, unsigned status, char *text)
+{
+	struct MHD_Response *resp;
+
+	resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+	if (!resp) {
+		free(text);
+		return;
+	}
+	MHD_add_response_header(resp, "Content-Type", "application/json");
+	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	req->status = status;
+	req->response = resp;
+	if (req->suspended) {
+		req->suspended = 0;
+		MHD_resume_connection(req->conn);
+		uv_timer_start(&req->srv->timer, on_timer, 0, 0);
+	}
+}
+
+void sw_http_reply_json(struct sw_http_req *req, unsigned status, json_t *body)
+{
+	char *text = sw_json_dump(body);
+
+	json_decref(body);
+	if (!text)
+		text = strdup("{\"error\":\"out of memory\"}");
+	if (text)
+		store_reply(req, status, text);
+}
+
+void sw_http_reply_error(struct sw_http_req *req, unsigned status, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	sw_debug("%s %s from %s: %u %s", req->method, req->path, req->peer, status, msg);
+	sw_http_reply_json(req, status, json_pack("{ss}", "error", msg));
+}
+
+json_t *sw_http_req_json(struct sw_http_req *req)
+{
+	char err[256];
+	json_t *j;
+
+	if (sw_json_parse_object(req->body ? req->body : "", req->len, &j, err, sizeof(err))) {
+		sw_http_reply_error(req, 400, "%s", err);
+		return NULL;
+	}
+	return j;
+}
+
+const char *sw_http_req_method(const struct sw_http_req *req)
+{
+	return req->method;
+}
+
+const char *sw_http_req_path(const struct sw_http_req *req)
+{
+	return req->path;
+}
+
+const char *sw_http_req_tail(const struct sw_http_req *req)
+{
+	return req->tail;
+}
+
+const char *sw_http_req_body(const struct sw_http_req *req, size_t *len)
+{
+	if (len)
+		*len = req->len;
+	return req->body ? req->body : "";
+}
+
+const char *sw_http_req_query(const struct sw_http_req *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const struct sw_identity *sw_http_req_identity(const struct sw_http_req *req)
+{
+	return req->identity;
+}
+
+const char *sw_http_req_peer(const struct sw_http_req *req)
+{
+	return req->peer;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char line[512];
+	size_t n;
+
+	vsnprintf(line, sizeof(line), fmt, ap);
+	n = strlen(line);
+	while (n > 0 && line[n - 1] == '\n')
+		line[--n] = '\0';
+	sw_debug("http: %s", line);
+}
+
+int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts,
+			 struct sw_http_server **out, char *err, size_t errlen)
+{
+	struct sw_http_server *srv;
+	struct sockaddr_storage ss;
+	char host[256], sub[256];
+	unsigned port;
+	const union MHD_DaemonInfo *info;
+	int rc;
+
+	*out = NULL;
+	rc = sw_hostport_parse(opts->listen, host, sizeof(host), &port, 1, err, errlen);
+	if (rc)
+		return rc;
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, host, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
+		ss.ss_family = AF_INET;
+		((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
+	} else if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
+		ss.ss_family = AF_INET6;
+		((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
+	} else {
+		ERR("listen address '%s' must be an IP address and port", opts->listen);
+		return SW_EINVAL;
+	}
+	srv = calloc(1, sizeof(*srv));
+	if (!srv)
+		return SW_ENOMEM;
+	srv->loop = loop;
+	srv->routes = opts->routes;
+	srv->nroutes = opts->nroutes;
+	srv->arg = opts->arg;
+	srv->is_revoked = opts->is_revoked;
+	srv->idle_timeout_s = opts->idle_timeout_s ? opts->idle_timeout_s : 120;
+	rc = sw_pki_verifier_new(opts->ca_pem, &srv->verifier, sub, sizeof(sub));
+	if (rc) {
+		ERR("site CA: %s", sub);
+		free(srv);
+		return rc;
+	}
+	/* The connection timeout starts as the handshake bound; a connection's first
+	 * request raises it to the idle timeout (conn_check). */
+	srv->mhd = MHD_start_daemon(
+	    MHD_USE_EPOLL | MHD_USE_TLS | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL,
+	    NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+	    MHD_OPTION_HTTPS_MEM_KEY, opts->key_pem, MHD_OPTION_HTTPS_MEM_CERT, opts->cert_pem,
+	    MHD_OPTION_HTTPS_MEM_TRUST, opts->ca_pem, MHD_OPTION_HTTPS_PRIORITIES,
+	    "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", MHD_OPTION_CONNECTION_TIMEOUT,
+	    (unsigned)(opts->handshake_timeout_s ? opts->handshake_timeout_s : 10),
+	    MHD_OPTION_CONNECTION_LIMIT,
+	    (unsigned)(opts->max_connections ? opts->max_connections : 20000),
+	    MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_NOTIFY_CONNECTION, on_notify, srv,
+	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+	    srv, MHD_OPTION_END);
+	if (!srv->mhd) {
+		ERR("cannot listen on %s (address in use, or bad certificate or key)",
+		    opts->listen);
+		sw_pki_verifier_free(srv->verifier);
+		free(srv);
+		return SW_EIO;
+	}
+	info = MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_BIND_PORT);
+	srv->port = info ? info->port : port;
+	info = MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+	uv_poll_init(loop, &srv->poll, info->epoll_fd);
+	srv->poll.data = srv;
+	uv_timer_init(loop, &srv->timer);
+	srv->timer.data = srv;
+	srv->handles_open = 2;
+	uv_poll_start(&srv->poll, UV_READABLE, on_poll);
+	uv_timer_start(&srv->timer, on_timer, 0, 0);
+	*out = srv;
+	return 0;
+}
+
+unsigned sw_http_server_port(const struct sw_http_server *srv)
+{
+	return srv->port;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+	struct sw_http_server *srv = h->data;
+
+	if (--srv->handles_open == 0)
+		free(srv);
+}
+
+void sw_http_server_stop(struct sw_http_server *srv)
+{
+	if (!srv)
+		return;
+	srv->closing = 1;
+	uv_poll_stop(&srv->poll);
+	uv_timer_stop(&srv->timer);
+	MHD_stop_daemon(srv->mhd);
+	sw_pki_verifier_free(srv->verifier);
+	uv_close((uv_handle_t *)&srv->poll, on_closed);
+	uv_close((uv_handle_t *)&srv->timer, on_closed);
+}

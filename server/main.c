@@ -1,1 +1,204 @@
-int main(void) { return 1; }
+/*
+ * siteward-server: the site server — site database, site CA, HTTPS API.
+ *
+ * Reads DIR/siteward.conf, opens and migrates the database, loads the systems it
+ * knows, listens, and runs one libuv loop until SIGINT or SIGTERM.
+ */
+#include "server.h"
+
+#include "error.h"
+#include "log.h"
+#include "util.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "version.h"
+
+static const char *const known_settings[] = {
+    "site.code",
+    "server.listen",
+    "server.heartbeat_interval",
+    "server.handshake_timeout",
+    "server.idle_timeout",
+    "server.flush_interval_ms",
+    "database.url",
+    "database.busy_timeout_ms",
+    "database.connect_timeout",
+    "log.level",
+    NULL,
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: siteward-server --dir DIR [-n]\n"
+		   "       siteward-server init --dir DIR --site-code ABC --listen HOST:PORT "
+		   "[--db URL]\n"
+		   "       siteward-server --version\n");
+}
+
+static void on_flush(uv_timer_t *t)
+{
+	registry_flush(t->data);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	struct server *s = h->data;
+
+	sw_info("signal %d: shutting down", signum);
+	uv_stop(s->loop);
+}
+
+static int server_configure(struct server *s, const char *dir, char *err, size_t errlen)
+{
+	char path[PATH_MAX + 32], sub[400];
+	const char *level, *code;
+	char *ca_key = NULL;
+	unsigned busy, connect;
+	int lv, rc;
+
+	if (!realpath(dir, s->dir)) {
+		snprintf(err, errlen,
+			 "%s: no such site folder (create one with siteward-server init)", dir);
+		return SW_ENOTFOUND;
+	}
+	sw_path_join(path, sizeof(path), s->dir, "siteward.conf");
+	if ((rc = sw_conf_load(path, &s->conf, err, errlen)))
+		return rc;
+	if ((rc = sw_conf_check(s->conf, known_settings, sub, sizeof(sub)))) {
+		snprintf(err, errlen, "%s: %s", path, sub);
+		return rc;
+	}
+	level = sw_conf_get(s->conf, "log", "level", "info");
+	lv = sw_log_level_parse(level);
+	if (lv < 0) {
+		snprintf(err, errlen, "%s: [log] level must be debug, info, warn or error", path);
+		return SW_EINVAL;
+	}
+	sw_log_init("siteward-server", (enum sw_log_level)lv);
+	code = sw_conf_get(s->conf, "site", "code", "");
+	snprintf(s->site_code, sizeof(s->site_code), "%s", code);
+	snprintf(s->listen, sizeof(s->listen), "%s", sw_conf_get(s->conf, "server", "listen", ""));
+	if ((rc = sw_conf_get_uint(s->conf, "server", "heartbeat_interval", 15, 1, 3600,
+				   &s->heartbeat_s, sub, sizeof(sub))) ||
+	    (rc = sw_conf_get_uint(s->conf, "server", "flush_interval_ms", 1000, 10, 60000,
+				   &s->flush_ms, sub, sizeof(sub))) ||
+	    (rc = sw_conf_get_uint(s->conf, "database", "busy_timeout_ms", 5000, 1, 600000, &busy,
+				   sub, sizeof(sub))) ||
+	    (rc = sw_conf_get_uint(s->conf, "database", "connect_timeout", 5, 1, 300, &connect, sub,
+				   sizeof(sub)))) {
+		snprintf(err, errlen, "%s: %s", path, sub);
+		return rc;
+	}
+	sw_path_join(path, sizeof(path), s->dir, "ca.crt");
+	if ((rc = sw_file_read(path, 64 * 1024, &s->ca_pem, NULL, err, errlen)))
+		return rc;
+	sw_path_join(path, sizeof(path), s->dir, "ca.key");
+	if ((rc = sw_file_read(path, 64 * 1024, &ca_key, NULL, err, errlen)))
+		return rc;
+	rc = sw_pki_ca_load(s->ca_pem, ca_key, &s->ca, err, errlen);
+	free(ca_key);
+	if (rc)
+		return rc;
+	sw_path_join(path, sizeof(path), s->dir, "site.db");
+	struct sw_db_opts dbo = {
+	    .url = sw_conf_get(s->conf, "database", "url", path),
+	    .busy_timeout_ms = busy,
+	    .connect_timeout_s = connect,
+	};
+	if ((rc = sw_db_open(&dbo, &s->db, err, errlen)) ||
+	    (rc = sw_db_migrate(s->db, err, errlen)))
+		return rc;
+	return registry_load(s, err, errlen);
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+static int server_run(const char *dir, int check_only)
+{
+	struct server s;
+	char err[512];
+	int rc;
+
+	memset(&s, 0, sizeof(s));
+	s.loop = uv_default_loop();
+	s.started_ms = sw_mono_ms();
+	rc = server_configure(&s, dir, err, sizeof(err));
+	if (!rc && check_only) {
+		printf("configuration OK: site %s, %zu systems, database %s\n", s.site_code,
+		       sw_strmap_count(s.systems), sw_db_engine(s.db));
+		goto out;
+	}
+	if (!rc)
+		rc = api_start(&s, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "siteward-server: %s\n", err);
+		goto out;
+	}
+	uv_timer_init(s.loop, &s.flush_timer);
+	s.flush_timer.data = &s;
+	uv_timer_start(&s.flush_timer, on_flush, s.flush_ms, s.flush_ms);
+	uv_signal_init(s.loop, &s.sigint);
+	uv_signal_init(s.loop, &s.sigterm);
+	s.sigint.data = s.sigterm.data = &s;
+	uv_signal_start(&s.sigint, on_signal, SIGINT);
+	uv_signal_start(&s.sigterm, on_signal, SIGTERM);
+	signal(SIGPIPE, SIG_IGN);
+	sw_info("site %s listening on %s (port %u), %zu systems, database %s, version %s",
+		s.site_code, s.listen, sw_http_server_port(s.http), sw_strmap_count(s.systems),
+		sw_db_engine(s.db), SW_VERSION);
+	uv_run(s.loop, UV_RUN_DEFAULT);
+	registry_flush(&s);
+	sw_http_server_stop(s.http);
+	uv_walk(s.loop, close_walk, NULL);
+	uv_run(s.loop, UV_RUN_DEFAULT);
+out:
+	registry_free(&s);
+	sw_db_close(s.db);
+	sw_pki_ca_free(s.ca);
+	sw_conf_free(s.conf);
+	free(s.ca_pem);
+	free(s.cert_pem);
+	free(s.key_pem);
+	uv_loop_close(s.loop);
+	return rc ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"dir", required_argument, NULL, 'd'},
+	    {"check", no_argument, NULL, 'n'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *dir = getenv("SITEWARD_SITE");
+	int opt, check = 0;
+
+	sw_log_init("siteward-server", SW_LOG_INFO);
+	if (argc > 1 && strcmp(argv[1], "init") == 0)
+		return site_init(argc - 1, argv + 1);
+	while ((opt = getopt_long(argc, argv, "nd:", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'd': dir = optarg; break;
+		case 'n': check = 1; break;
+		case 'V': printf("siteward-server %s\n", SW_VERSION); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (!dir || optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	return server_run(dir, check);
+}

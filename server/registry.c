@@ -1,0 +1,322 @@
+/* The site's systems, enrollment tokens and revoked certificates: the database is the
+ * record, memory the working copy that heartbeats update. */
+#include "server.h"
+
+#include "error.h"
+#include "json.h"
+#include "log.h"
+#include "proto.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ERR(...)                                                                                   \
+	do {                                                                                       \
+		if (err)                                                                           \
+			snprintf(err, errlen, __VA_ARGS__);                                        \
+	} while (0)
+
+static struct system *system_new(const struct sw_db_val *row)
+{
+	struct system *sys = calloc(1, sizeof(*sys));
+	json_error_t je;
+
+	if (!sys)
+		return NULL;
+	snprintf(sys->name, sizeof(sys->name), "%s", row[0].s);
+	snprintf(sys->address, sizeof(sys->address), "%s", row[1].s);
+	snprintf(sys->serial, sizeof(sys->serial), "%s", row[2].s);
+	sys->enrolled_at = row[3].i;
+	sys->last_seen = row[4].i;
+	snprintf(sys->version, sizeof(sys->version), "%s", row[5].s ? row[5].s : "");
+	sys->facts = row[6].s ? json_loads(row[6].s, 0, &je) : NULL;
+	if (!sys->facts)
+		sys->facts = json_object();
+	return sys;
+}
+
+static void system_free(struct system *sys)
+{
+	if (!sys)
+		return;
+	json_decref(sys->facts);
+	free(sys);
+}
+
+static int load_system(void *arg, int ncols, const struct sw_db_val *row)
+{
+	struct server *s = arg;
+	struct system *sys = system_new(row);
+
+	if (!sys || sw_strmap_set(s->systems, sys->name, sys)) {
+		system_free(sys);
+		return SW_ENOMEM;
+	}
+	return 0;
+}
+
+static int load_revoked(void *arg, int ncols, const struct sw_db_val *row)
+{
+	struct server *s = arg;
+
+	return sw_strmap_set(s->revoked, row[0].s, (void *)1);
+}
+
+int registry_load(struct server *s, char *err, size_t errlen)
+{
+	int rc;
+
+	s->systems = sw_strmap_new();
+	s->revoked = sw_strmap_new();
+	if (!s->systems || !s->revoked)
+		return SW_ENOMEM;
+	rc = sw_db_exec(s->db,
+			"SELECT name, address, cert_serial, enrolled_at, last_seen, version, facts "
+			"FROM systems",
+			NULL, 0, load_system, s, NULL, err, errlen);
+	if (!rc)
+		rc = sw_db_exec(s->db, "SELECT serial FROM revoked", NULL, 0, load_revoked, s, NULL,
+				err, errlen);
+	return rc;
+}
+
+static void free_system(const char *key, void *value, void *arg)
+{
+	system_free(value);
+}
+
+void registry_free(struct server *s)
+{
+	if (s->systems)
+		sw_strmap_each(s->systems, free_system, NULL);
+	sw_strmap_free(s->systems);
+	sw_strmap_free(s->revoked);
+	free(s->dirty);
+}
+
+void registry_touch(struct server *s, struct system *sys)
+{
+	if (sys->dirty)
+		return;
+	if (s->ndirty == s->dirty_cap) {
+		size_t cap = s->dirty_cap ? s->dirty_cap * 2 : 256;
+		struct system **d = realloc(s->dirty, cap * sizeof(*d));
+		if (!d)
+			return; /* written at a later touch; memory stays right */
+		s->dirty = d;
+		s->dirty_cap = cap;
+	}
+	s->dirty[s->ndirty++] = sys;
+	sys->dirty = 1;
+}
+
+/* Writes every system changed since the last flush in one transaction, so the cost of
+ * a commit is shared by all the heartbeats of the interval. */
+int registry_flush(struct server *s)
+{
+	char err[256];
+	int rc;
+
+	if (s->ndirty == 0)
+		return 0;
+	rc = sw_db_begin(s->db, err, sizeof(err));
+	for (size_t i = 0; i < s->ndirty && !rc; i++) {
+		struct system *sys = s->dirty[i];
+		char *facts = sw_json_dump(sys->facts);
+		struct sw_db_val p[] = {SW_DB_INT(sys->last_seen), SW_DB_TEXT(sys->version),
+					SW_DB_TEXT(facts ? facts : "{}"), SW_DB_TEXT(sys->address),
+					SW_DB_TEXT(sys->name)};
+
+		rc = sw_db_exec(s->db,
+				"UPDATE systems SET last_seen = ?, version = ?, facts = ?, "
+				"address = ? WHERE name = ?",
+				p, 5, NULL, NULL, NULL, err, sizeof(err));
+		free(facts);
+	}
+	if (!rc)
+		rc = sw_db_commit(s->db, err, sizeof(err));
+	if (rc) {
+		sw_db_rollback(s->db);
+		sw_warn("cannot record heartbeats (will retry): %s", err);
+		return rc;
+	}
+	for (size_t i = 0; i < s->ndirty; i++)
+		s->dirty[i]->dirty = 0;
+	s->ndirty = 0;
+	return 0;
+}
+
+const char *registry_health(const struct server *s, const struct system *sys, int64_t now)
+{
+	int64_t seen = sys->last_seen ? sys->last_seen : sys->enrolled_at;
+	int64_t interval = (int64_t)s->heartbeat_s * 1000;
+
+	if (now - seen > 10 * interval)
+		return "offline";
+	if (now - seen > 3 * interval)
+		return "late";
+	return sys->last_seen ? "ok" : "enrolled";
+}
+
+int registry_token_create(struct server *s, int64_t ttl_s, char *token, size_t toklen,
+			  int64_t *expires_at, char *err, size_t errlen)
+{
+	char secret[SW_TOKEN_SECRET_HEX + 1], hash[65], pin[65];
+	int64_t now = sw_now_ms();
+	int rc;
+
+	if (sw_random_hex(secret, SW_TOKEN_SECRET_HEX / 2))
+		return SW_ECRYPTO;
+	rc = sw_pki_cert_fingerprint(s->ca_pem, pin, err, errlen);
+	if (rc)
+		return rc;
+	sw_sha256_hex(secret, strlen(secret), hash);
+	*expires_at = now + ttl_s * 1000;
+	struct sw_db_val p[] = {SW_DB_TEXT(hash), SW_DB_INT(now), SW_DB_INT(*expires_at)};
+	rc = sw_db_exec(s->db, "INSERT INTO tokens (hash, created_at, expires_at) VALUES (?, ?, ?)",
+			p, 3, NULL, NULL, NULL, err, errlen);
+	if (rc)
+		return rc;
+	snprintf(token, toklen, "%s.%.*s", secret, SW_TOKEN_PIN_HEX, pin);
+	return 0;
+}
+
+struct token_row {
+	int found;
+	int64_t expires_at, used_at;
+};
+
+static int read_token(void *arg, int ncols, const struct sw_db_val *row)
+{
+	struct token_row *t = arg;
+
+	t->found = 1;
+	t->expires_at = row[0].i;
+	t->used_at = row[1].type == SW_DB_NULL ? 0 : row[1].i;
+	return 0;
+}
+
+/* Consumes the token and records the system in one transaction: a refused enrollment
+ * writes nothing, an accepted one cannot be replayed. */
+int registry_enroll(struct server *s, const char *secret, const char *name, const char *address,
+		    const char *serial, char *err, size_t errlen)
+{
+	char hash[65];
+	struct token_row t = {0};
+	int64_t now = sw_now_ms(), changes = 0;
+	struct sw_db_val row[7];
+	struct system *sys;
+	int rc;
+
+	if (sw_strmap_get(s->systems, name)) {
+		ERR("a system named '%s' is already enrolled; remove it first", name);
+		return SW_EEXIST;
+	}
+	sw_sha256_hex(secret, strlen(secret), hash);
+	struct sw_db_val q[] = {SW_DB_TEXT(hash)};
+	rc = sw_db_exec(s->db, "SELECT expires_at, used_at FROM tokens WHERE hash = ?", q, 1,
+			read_token, &t, NULL, err, errlen);
+	if (rc)
+		return rc;
+	if (!t.found) {
+		ERR("unknown token; create one with 'siteward token create'");
+		return SW_EDENIED;
+	}
+	if (t.used_at) {
+		ERR("token already used; create a new one with 'siteward token create'");
+		return SW_EDENIED;
+	}
+	if (t.expires_at <= now) {
+		ERR("token expired; create a new one with 'siteward token create'");
+		return SW_EDENIED;
+	}
+	rc = sw_db_begin(s->db, err, errlen);
+	if (rc)
+		return rc;
+	struct sw_db_val u[] = {SW_DB_INT(now), SW_DB_TEXT(name), SW_DB_TEXT(hash), SW_DB_INT(now)};
+	rc = sw_db_exec(s->db,
+			"UPDATE tokens SET used_at = ?, used_by = ? WHERE hash = ? AND used_at IS "
+			"NULL AND expires_at > ?",
+			u, 4, NULL, NULL, &changes, err, errlen);
+	if (!rc && changes != 1) {
+		ERR("token already used; create a new one with 'siteward token create'");
+		rc = SW_EDENIED;
+	}
+	if (!rc) {
+		struct sw_db_val p[] = {SW_DB_TEXT(name), SW_DB_TEXT(address), SW_DB_TEXT(serial),
+					SW_DB_INT(now)};
+		rc = sw_db_exec(s->db,
+				"INSERT INTO systems (name, address, cert_serial, enrolled_at) "
+				"VALUES (?, ?, ?, ?)",
+				p, 4, NULL, NULL, NULL, err, errlen);
+		if (rc == SW_EEXIST)
+			ERR("a system named '%s' is already enrolled; remove it first", name);
+	}
+	if (!rc)
+		rc = sw_db_commit(s->db, err, errlen);
+	if (rc) {
+		sw_db_rollback(s->db);
+		return rc;
+	}
+	row[0] = SW_DB_TEXT(name);
+	row[1] = SW_DB_TEXT(address);
+	row[2] = SW_DB_TEXT(serial);
+	row[3] = SW_DB_INT(now);
+	row[4] = SW_DB_INT(0);
+	row[5] = SW_DB_TEXT("");
+	row[6] = SW_DB_NULLV;
+	sys = system_new(row);
+	if (!sys || sw_strmap_set(s->systems, name, sys)) {
+		system_free(sys);
+		return SW_ENOMEM;
+	}
+	return 0;
+}
+
+int registry_remove(struct server *s, const char *name, char *err, size_t errlen)
+{
+	struct system *sys = sw_strmap_get(s->systems, name);
+	int rc;
+
+	if (!sys) {
+		ERR("no system named '%s'", name);
+		return SW_ENOTFOUND;
+	}
+	rc = sw_db_begin(s->db, err, errlen);
+	if (rc)
+		return rc;
+	struct sw_db_val r[] = {SW_DB_TEXT(sys->serial), SW_DB_TEXT(name), SW_DB_INT(sw_now_ms())};
+	struct sw_db_val d[] = {SW_DB_TEXT(name)};
+	rc = sw_db_exec(s->db, "INSERT INTO revoked (serial, name, revoked_at) VALUES (?, ?, ?)", r,
+			3, NULL, NULL, NULL, err, errlen);
+	if (!rc)
+		rc = sw_db_exec(s->db, "DELETE FROM systems WHERE name = ?", d, 1, NULL, NULL, NULL,
+				err, errlen);
+	if (!rc)
+		rc = sw_db_commit(s->db, err, errlen);
+	if (rc) {
+		sw_db_rollback(s->db);
+		return rc;
+	}
+	/* Revoked in memory too, so the next request on any open connection is refused. */
+	if (sw_strmap_set(s->revoked, sys->serial, (void *)1))
+		return SW_ENOMEM;
+	if (sys->dirty) {
+		for (size_t i = 0; i < s->ndirty; i++)
+			if (s->dirty[i] == sys)
+				s->dirty[i] = s->dirty[--s->ndirty];
+	}
+	sw_info("system %s removed; certificate %s revoked", sys->name, sys->serial);
+	sw_strmap_del(s->systems, sys->name);
+	system_free(sys);
+	return 0;
+}
+
+int registry_is_revoked(void *arg, const char *serial)
+{
+	struct server *s = arg;
+
+	return sw_strmap_get(s->revoked, serial) != NULL;
+}

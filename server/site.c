@@ -1,0 +1,218 @@
+/* siteward-server init: creates a site — its CA, certificates, keys, config and database. */
+#include "server.h"
+
+#include "error.h"
+#include "util.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CA_DAYS		 3650
+#define SERVER_CERT_DAYS 825
+#define ADMIN_CERT_DAYS	 825
+#define MAX_SANS	 16
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: siteward-server init --dir DIR --site-code ABC --listen HOST:PORT\n"
+		"                            [--db URL] [--heartbeat SECONDS] [--san NAME]...\n");
+}
+
+static int site_code_valid(const char *code)
+{
+	if (strlen(code) != 3)
+		return 0;
+	for (int i = 0; i < 3; i++)
+		if (!((code[i] >= 'A' && code[i] <= 'Z') || (code[i] >= '0' && code[i] <= '9')))
+			return 0;
+	return 1;
+}
+
+static int write_file(const char *dir, const char *name, const char *text, unsigned mode, char *err,
+		      size_t errlen)
+{
+	char path[PATH_MAX + 64];
+
+	if (sw_path_join(path, sizeof(path), dir, name)) {
+		snprintf(err, errlen, "path too long: %s/%s", dir, name);
+		return SW_ETOOBIG;
+	}
+	return sw_file_write_atomic(path, text, strlen(text), mode, err, errlen);
+}
+
+/* Issues a key and certificate pair under the CA and writes them as NAME.key, NAME.crt. */
+static int issue_pair(struct sw_pki_ca *ca, const char *dir, const char *name,
+		      const struct sw_pki_issue *what, char *err, size_t errlen)
+{
+	char *key = NULL, *csr = NULL, *cert = NULL, serial[41], file[64];
+	int rc;
+
+	if ((rc = sw_pki_key_generate(&key, err, errlen)) ||
+	    (rc = sw_pki_csr_create(key, what->cn, &csr, err, errlen)) ||
+	    (rc = sw_pki_ca_issue(ca, csr, strlen(csr), what, &cert, serial, err, errlen)))
+		goto out;
+	snprintf(file, sizeof(file), "%s.key", name);
+	if ((rc = write_file(dir, file, key, 0600, err, errlen)))
+		goto out;
+	snprintf(file, sizeof(file), "%s.crt", name);
+	rc = write_file(dir, file, cert, 0644, err, errlen);
+out:
+	free(key);
+	free(csr);
+	free(cert);
+	return rc;
+}
+
+int site_init(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"dir", required_argument, NULL, 'd'},
+	    {"site-code", required_argument, NULL, 'c'},
+	    {"listen", required_argument, NULL, 'l'},
+	    {"db", required_argument, NULL, 'b'},
+	    {"heartbeat", required_argument, NULL, 'h'},
+	    {"san", required_argument, NULL, 's'},
+	    {"help", no_argument, NULL, 'H'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *dir = NULL, *code = NULL, *listen = NULL, *db_url = NULL;
+	const char *sans[MAX_SANS + 5];
+	char host[256], hostname[256], err[512], path[PATH_MAX + 64], dbpath[PATH_MAX + 64];
+	char conf[2048], absdir[PATH_MAX];
+	char *ca_cert = NULL, *ca_key = NULL, *sign_key = NULL, *sign_pub = NULL;
+	struct sw_pki_ca *ca = NULL;
+	struct sw_db *db = NULL;
+	unsigned port, heartbeat = 15;
+	int nsans = 0, opt, rc = 1;
+	char *end;
+
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'd': dir = optarg; break;
+		case 'c': code = optarg; break;
+		case 'l': listen = optarg; break;
+		case 'b': db_url = optarg; break;
+		case 'h':
+			heartbeat = (unsigned)strtoul(optarg, &end, 10);
+			if (*end || heartbeat < 1 || heartbeat > 3600) {
+				fprintf(stderr, "siteward-server: --heartbeat takes 1 to 3600 "
+						"seconds\n");
+				return 2;
+			}
+			break;
+		case 's':
+			if (nsans == MAX_SANS) {
+				fprintf(stderr, "siteward-server: at most %d --san names\n",
+					MAX_SANS);
+				return 2;
+			}
+			sans[nsans++] = optarg;
+			break;
+		case 'H': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (!dir || !code || !listen || optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	if (!site_code_valid(code)) {
+		fprintf(stderr,
+			"siteward-server: site code '%s' must be 3 characters, A-Z or 0-9\n", code);
+		return 2;
+	}
+	if (sw_hostport_parse(listen, host, sizeof(host), &port, 0, err, sizeof(err))) {
+		fprintf(stderr, "siteward-server: --listen: %s\n", err);
+		return 2;
+	}
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "siteward-server: cannot create %s: %s\n", dir, strerror(errno));
+		return 1;
+	}
+	if (!realpath(dir, absdir)) {
+		fprintf(stderr, "siteward-server: %s: %s\n", dir, strerror(errno));
+		return 1;
+	}
+	sw_path_join(path, sizeof(path), absdir, "siteward.conf");
+	if (access(path, F_OK) == 0) {
+		fprintf(stderr,
+			"siteward-server: %s already holds a site; choose an empty folder\n",
+			absdir);
+		return 1;
+	}
+	/* The server answers on its listen address and on the usual local names. */
+	sans[nsans++] = host;
+	if (strcmp(host, "127.0.0.1") != 0)
+		sans[nsans++] = "127.0.0.1";
+	sans[nsans++] = "localhost";
+	if (gethostname(hostname, sizeof(hostname)) == 0 && strcmp(hostname, "localhost") != 0)
+		sans[nsans++] = hostname;
+	sans[nsans] = NULL;
+
+	if (sw_pki_ca_create(code, CA_DAYS, &ca_cert, &ca_key, err, sizeof(err)) ||
+	    sw_pki_ca_load(ca_cert, ca_key, &ca, err, sizeof(err)) ||
+	    write_file(absdir, "ca.crt", ca_cert, 0644, err, sizeof(err)) ||
+	    write_file(absdir, "ca.key", ca_key, 0600, err, sizeof(err)))
+		goto out;
+	struct sw_pki_issue server = {.cn = "site-server",
+				      .role = SW_PKI_ROLE_SERVER,
+				      .sans = sans,
+				      .days = SERVER_CERT_DAYS,
+				      .server_auth = 1};
+	struct sw_pki_issue admin = {
+	    .cn = "admin", .role = SW_PKI_ROLE_ADMIN, .days = ADMIN_CERT_DAYS};
+	if (issue_pair(ca, absdir, "server", &server, err, sizeof(err)) ||
+	    issue_pair(ca, absdir, "admin", &admin, err, sizeof(err)) ||
+	    sw_pki_sign_key_generate(&sign_key, &sign_pub, err, sizeof(err)) ||
+	    write_file(absdir, "signing.key", sign_key, 0600, err, sizeof(err)) ||
+	    write_file(absdir, "signing.pub", sign_pub, 0644, err, sizeof(err)))
+		goto out;
+
+	if (!db_url) {
+		sw_path_join(dbpath, sizeof(dbpath), absdir, "site.db");
+		db_url = dbpath;
+	}
+	struct sw_db_opts dbo = {.url = db_url};
+	if (sw_db_open(&dbo, &db, err, sizeof(err)) || sw_db_migrate(db, err, sizeof(err)))
+		goto out;
+	snprintf(conf, sizeof(conf),
+		 "# siteward site server configuration; see siteward-server.conf(5).\n"
+		 "[site]\n"
+		 "code = %s\n"
+		 "\n"
+		 "[server]\n"
+		 "listen = %s\n"
+		 "heartbeat_interval = %u\n"
+		 "handshake_timeout = 10\n"
+		 "idle_timeout = 120\n"
+		 "\n"
+		 "[database]\n"
+		 "url = %s\n"
+		 "busy_timeout_ms = 5000\n"
+		 "\n"
+		 "[log]\n"
+		 "level = info\n",
+		 code, listen, heartbeat, db_url);
+	if (write_file(absdir, "siteward.conf", conf, 0600, err, sizeof(err)))
+		goto out;
+	printf("site %s created in %s (database: %s)\n", code, absdir, sw_db_engine(db));
+	printf("start it with: siteward-server --dir %s\n", absdir);
+	rc = 0;
+out:
+	if (rc)
+		fprintf(stderr, "siteward-server: init failed: %s\n", err);
+	sw_db_close(db);
+	sw_pki_ca_free(ca);
+	free(ca_cert);
+	free(ca_key);
+	free(sign_key);
+	free(sign_pub);
+	return rc;
+}

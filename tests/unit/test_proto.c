@@ -1,1 +1,164 @@
-int main(void) { return 0; }
+/* Message parsers: valid messages pass, every malformed field is refused. */
+#include "error.h"
+#include "json.h"
+#include "proto.h"
+#include "util.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static json_t *parse(const char *text)
+{
+	json_t *j = NULL;
+
+	assert_int_equal(sw_json_parse_object(text, strlen(text), &j, NULL, 0), 0);
+	return j;
+}
+
+static void test_token_split(void **state)
+{
+	char secret[SW_TOKEN_SECRET_HEX + 1], pin[SW_TOKEN_PIN_HEX + 1];
+	const char *good = "0123456789abcdef0123456789abcdef.fedcba9876543210fedcba9876543210";
+
+	assert_int_equal(sw_proto_token_split(good, secret, pin), 0);
+	assert_string_equal(secret, "0123456789abcdef0123456789abcdef");
+	assert_string_equal(pin, "fedcba9876543210fedcba9876543210");
+	assert_int_equal(sw_proto_token_split("", secret, pin), SW_EINVAL);
+	assert_int_equal(sw_proto_token_split("0123456789abcdef0123456789abcdef-fedcba9876543210"
+					      "fedcba9876543210",
+					      secret, pin),
+			 SW_EINVAL);
+	assert_int_equal(sw_proto_token_split("0123456789ABCDEF0123456789abcdef.fedcba9876543210"
+					      "fedcba9876543210",
+					      secret, pin),
+			 SW_EINVAL);
+	assert_int_equal(sw_proto_token_split("0123456789abcdef0123456789abcdef.fedcba9876543210"
+					      "fedcba98765432100",
+					      secret, pin),
+			 SW_EINVAL);
+}
+
+static void test_enroll(void **state)
+{
+	struct sw_enroll_req e;
+	char err[200];
+	json_t *j;
+
+	j = parse("{\"token\":\"t\",\"name\":\"web-1.example\",\"csr\":\"c\","
+		  "\"address\":\"[::1]:9001\"}");
+	assert_int_equal(sw_proto_enroll_parse(j, &e, err, sizeof(err)), 0);
+	assert_string_equal(e.name, "web-1.example");
+	json_decref(j);
+
+	const char *bad[] = {
+	    "{\"name\":\"a\",\"csr\":\"c\",\"address\":\"h:1\"}",
+	    "{\"token\":1,\"name\":\"a\",\"csr\":\"c\",\"address\":\"h:1\"}",
+	    "{\"token\":\"t\",\"name\":\"../a\",\"csr\":\"c\",\"address\":\"h:1\"}",
+	    "{\"token\":\"t\",\"name\":\"\",\"csr\":\"c\",\"address\":\"h:1\"}",
+	    "{\"token\":\"t\",\"name\":\"a\",\"csr\":\"c\",\"address\":\"h\"}",
+	    "{\"token\":\"t\",\"name\":\"a\",\"csr\":\"c\",\"address\":\"h:99999\"}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		j = parse(bad[i]);
+		assert_int_not_equal(sw_proto_enroll_parse(j, &e, err, sizeof(err)), 0);
+		assert_true(strlen(err) > 0);
+		json_decref(j);
+	}
+}
+
+static void test_heartbeat_keeps_only_known_facts(void **state)
+{
+	struct sw_heartbeat hb;
+	char err[200];
+	json_t *j;
+
+	j = parse("{\"version\":\"1.0\",\"address\":\"127.0.0.1:9\",\"facts\":{\"cpus\":4,"
+		  "\"hostname\":\"h\",\"evil\":\"x\"}}");
+	assert_int_equal(sw_proto_heartbeat_parse(j, &hb, err, sizeof(err)), 0);
+	assert_int_equal(json_integer_value(json_object_get(hb.facts, "cpus")), 4);
+	assert_null(json_object_get(hb.facts, "evil"));
+	json_decref(hb.facts);
+	json_decref(j);
+
+	const char *bad[] = {
+	    "{\"version\":\"1\",\"address\":\"a:1\"}",
+	    "{\"version\":\"1\",\"address\":\"a:1\",\"facts\":[]}",
+	    "{\"version\":\"1\",\"address\":\"a:1\",\"facts\":{\"cpus\":\"4\"}}",
+	    "{\"version\":\"1\",\"address\":\"a:1\",\"facts\":{\"cpus\":-4}}",
+	    "{\"version\":2,\"address\":\"a:1\",\"facts\":{}}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		j = parse(bad[i]);
+		assert_int_not_equal(sw_proto_heartbeat_parse(j, &hb, err, sizeof(err)), 0);
+		assert_null(hb.facts);
+		json_decref(j);
+	}
+}
+
+static void test_token_request(void **state)
+{
+	int64_t ttl;
+	json_t *j = parse("{}");
+
+	assert_int_equal(sw_proto_token_req_parse(j, &ttl, NULL, 0), 0);
+	assert_int_equal(ttl, 3600);
+	json_decref(j);
+	j = parse("{\"ttl\":0}");
+	assert_int_equal(sw_proto_token_req_parse(j, &ttl, NULL, 0), SW_EINVAL);
+	json_decref(j);
+	j = parse("{\"ttl\":99999999999}");
+	assert_int_equal(sw_proto_token_req_parse(j, &ttl, NULL, 0), SW_EINVAL);
+	json_decref(j);
+}
+
+static void test_json_object_only(void **state)
+{
+	json_t *j;
+	char err[200];
+
+	assert_int_equal(sw_json_parse_object("[]", 2, &j, err, sizeof(err)), SW_EINVAL);
+	assert_int_equal(sw_json_parse_object("{\"a\":1,\"a\":2}", 13, &j, err, sizeof(err)),
+			 SW_EINVAL);
+	assert_int_equal(sw_json_parse_object("", 0, &j, err, sizeof(err)), SW_EINVAL);
+	assert_int_equal(sw_json_parse_object("{\"a\":\"\\u0000\"}", 13, &j, err, sizeof(err)),
+			 SW_EINVAL);
+	assert_null(j);
+}
+
+static void test_util(void **state)
+{
+	char host[64];
+	unsigned port;
+
+	assert_int_equal(sw_hostport_parse("[::1]:80", host, sizeof(host), &port, 0, NULL, 0), 0);
+	assert_string_equal(host, "::1");
+	assert_int_equal(port, 80);
+	assert_int_equal(sw_hostport_parse("::1:80", host, sizeof(host), &port, 0, NULL, 0),
+			 SW_EINVAL);
+	assert_int_equal(sw_hostport_parse("h:0", host, sizeof(host), &port, 0, NULL, 0),
+			 SW_EINVAL);
+	assert_int_equal(sw_hostport_parse("h:0", host, sizeof(host), &port, 1, NULL, 0), 0);
+	assert_true(sw_name_valid("web1.example-2_x"));
+	assert_false(sw_name_valid("-x"));
+	assert_false(sw_name_valid("a/b"));
+	assert_true(sw_consttime_eq("abc", "abc"));
+	assert_false(sw_consttime_eq("abc", "abd"));
+	assert_false(sw_consttime_eq("abc", "ab"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_token_split),
+	    cmocka_unit_test(test_enroll),
+	    cmocka_unit_test(test_heartbeat_keeps_only_known_facts),
+	    cmocka_unit_test(test_token_request),
+	    cmocka_unit_test(test_json_object_only),
+	    cmocka_unit_test(test_util),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,47 @@
+/* siteward-agent: runs on every managed machine. */
+#ifndef AGENT_H
+#define AGENT_H
+
+#include "conf.h"
+#include "http_client.h"
+#include "http_server.h"
+
+#include <jansson.h>
+#include <limits.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct agent {
+	uv_loop_t *loop;
+	char dir[PATH_MAX];
+	char name[64];
+	char server[300]; /* https://HOST:PORT */
+	char listen[300];
+	struct sw_conf *conf;
+	struct sw_http_server *http;
+	struct sw_http_client *client;
+	char *ca_pem, *cert_pem, *key_pem;
+	unsigned heartbeat_s;	     /* as the server last said */
+	unsigned request_timeout_ms; /* bound on each call to the server */
+	unsigned backoff_ms;	     /* current retry delay while the server is away */
+	int server_reachable;	     /* for logging only changes of state */
+	int64_t last_heartbeat_ok;   /* ms since the epoch, 0 if never */
+	uv_timer_t heartbeat_timer;
+	uv_signal_t sigint, sigterm;
+	int64_t started_ms;
+};
+
+/* enroll.c */
+int enroll_main(int argc, char **argv);
+
+/* facts.c */
+json_t *facts_collect(const struct agent *a);
+
+/* heartbeat.c */
+void heartbeat_start(struct agent *a);
+void heartbeat_stop(struct agent *a);
+
+/* api.c */
+int api_start(struct agent *a, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,30 @@
+/* siteward: the administrator's command line, a client of the server's API. */
+#ifndef CLI_H
+#define CLI_H
+
+#include <jansson.h>
+#include <limits.h>
+
+struct cli {
+	char site[PATH_MAX]; /* the site folder holding admin.crt, admin.key, ca.crt */
+	char url[320];	     /* https://HOST:PORT of the server */
+	int json;	     /* --json: print the API's object */
+	unsigned timeout_ms;
+};
+
+/* client.c */
+int client_setup(struct cli *c, const char *site);
+/* Calls the server; returns 0 and the reply object on 2xx, otherwise prints the reason
+ * in one line and returns 1. */
+int client_call(const struct cli *c, const char *method, const char *path, json_t *body,
+		json_t **reply);
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void print_json(const json_t *j);
+
+/* token.c */
+int cmd_token(struct cli *c, int argc, char **argv);
+
+/* systems.c */
+int cmd_systems(struct cli *c, int argc, char **argv);
+
+#endif

@@ -1,0 +1,88 @@
+/*
+ * The HTTPS API server: libmicrohttpd in external epoll mode on a libuv loop, mutual
+ * TLS under the site CA, JSON in and out.
+ *
+ * A peer's certificate chain is verified once per connection and its identity cached;
+ * the revocation check runs on every request, so a removed system is refused at once
+ * even on a connection it already holds. A TLS handshake must finish within the
+ * handshake timeout; an idle keep-alive connection is closed after the idle timeout.
+ *
+ * A handler answers with sw_http_reply*() — at once, or later from another callback
+ * on the same loop (the connection is suspended meanwhile). Exactly one reply per
+ * request.
+ */
+#ifndef SW_HTTP_SERVER_H
+#define SW_HTTP_SERVER_H
+
+#include "pki.h"
+
+#include <jansson.h>
+#include <stddef.h>
+#include <uv.h>
+
+/* Who may call a route: a mask of certificate roles; 0 means anyone (no certificate). */
+#define SW_HTTP_OPEN   0u
+#define SW_HTTP_ADMIN  1u
+#define SW_HTTP_AGENT  2u
+#define SW_HTTP_SERVER 4u
+
+/* Largest request body accepted by default. */
+#define SW_HTTP_MAX_BODY (64 * 1024)
+
+struct sw_http_req;
+typedef void (*sw_http_handler)(struct sw_http_req *req, void *arg);
+
+struct sw_http_route {
+	const char *method;
+	const char *path; /* exact, or a prefix ending in '*' (see sw_http_req_tail) */
+	unsigned roles;	  /* SW_HTTP_* mask */
+	sw_http_handler fn;
+	size_t max_body; /* 0: SW_HTTP_MAX_BODY */
+};
+
+struct sw_http_server_opts {
+	const char *listen;			 /* HOST:PORT; port 0 picks a free one */
+	const char *cert_pem, *key_pem, *ca_pem; /* the server's and the site CA's */
+	unsigned handshake_timeout_s;		 /* default 10 */
+	unsigned idle_timeout_s;		 /* default 120 */
+	unsigned max_connections;		 /* default 20000 */
+	const struct sw_http_route *routes;
+	size_t nroutes;
+	void *arg; /* passed to handlers and is_revoked */
+	/* Non-zero if the certificate with this serial must be refused; may be NULL. */
+	int (*is_revoked)(void *arg, const char *serial);
+};
+
+struct sw_http_server;
+
+int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts,
+			 struct sw_http_server **out, char *err, size_t errlen);
+/* Stops listening, drops every connection and frees the server once the loop has
+ * closed its handles. NULL is a no-op. */
+void sw_http_server_stop(struct sw_http_server *srv);
+/* The port actually bound. */
+unsigned sw_http_server_port(const struct sw_http_server *srv);
+
+const char *sw_http_req_method(const struct sw_http_req *req);
+const char *sw_http_req_path(const struct sw_http_req *req);
+/* What follows the prefix of a '*' route, "" for an exact route. */
+const char *sw_http_req_tail(const struct sw_http_req *req);
+/* The request body; NUL-terminated for convenience, `len` excludes the NUL. */
+const char *sw_http_req_body(const struct sw_http_req *req, size_t *len);
+/* A query-string argument, or NULL. */
+const char *sw_http_req_query(const struct sw_http_req *req, const char *name);
+/* The verified peer, or NULL on an open route without a certificate. */
+const struct sw_identity *sw_http_req_identity(const struct sw_http_req *req);
+/* The peer's IP address as text. */
+const char *sw_http_req_peer(const struct sw_http_req *req);
+
+/* Replies with a JSON body; takes the reference to `body`. */
+void sw_http_reply_json(struct sw_http_req *req, unsigned status, json_t *body);
+/* Replies {"error": "<message>"} and logs it at debug level. */
+void sw_http_reply_error(struct sw_http_req *req, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Parses the request body as a JSON object, or replies 400 and returns NULL. */
+json_t *sw_http_req_json(struct sw_http_req *req);
+
+#endif

@@ -1,0 +1,45 @@
+/*
+ * The messages agents, the CLI and the server exchange, and their checked parsers.
+ * A parser validates every field's type and size and never keeps fields it does not
+ * know; strings it returns point into the parsed JSON.
+ */
+#ifndef SW_PROTO_H
+#define SW_PROTO_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* An enrollment token is "<secret>.<pin>": 32 hex digits of secret, then the first 32
+ * hex digits of the SHA-256 of the site CA certificate, so the agent can tell it is
+ * talking to the right server before it sends anything. */
+#define SW_TOKEN_SECRET_HEX 32
+#define SW_TOKEN_PIN_HEX    32
+#define SW_TOKEN_LEN	    (SW_TOKEN_SECRET_HEX + 1 + SW_TOKEN_PIN_HEX)
+
+/* Splits a token into its secret and CA pin (each NUL-terminated), or SW_EINVAL. */
+int sw_proto_token_split(const char *token, char secret[SW_TOKEN_SECRET_HEX + 1],
+			 char pin[SW_TOKEN_PIN_HEX + 1]);
+
+/* POST /v1/enroll */
+struct sw_enroll_req {
+	const char *token;
+	const char *name;
+	const char *csr;
+	const char *address; /* HOST:PORT of the agent's API */
+};
+int sw_proto_enroll_parse(const json_t *j, struct sw_enroll_req *out, char *err, size_t errlen);
+
+/* POST /v1/heartbeat. `facts` is a new object holding only the known, checked facts
+ * (the caller owns it). */
+struct sw_heartbeat {
+	const char *version;
+	const char *address;
+	json_t *facts;
+};
+int sw_proto_heartbeat_parse(const json_t *j, struct sw_heartbeat *out, char *err, size_t errlen);
+
+/* POST /v1/tokens: {"ttl": seconds}, 1 s .. 30 days, default 1 h. */
+int sw_proto_token_req_parse(const json_t *j, int64_t *ttl_s, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,236 @@
+#include "util.h"
+
+#include "error.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ERR(...)                                                                                   \
+	do {                                                                                       \
+		if (err)                                                                           \
+			snprintf(err, errlen, __VA_ARGS__);                                        \
+	} while (0)
+
+int64_t sw_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t sw_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int sw_file_read(const char *path, size_t max, char **buf, size_t *len, char *err, size_t errlen)
+{
+	char *data = NULL;
+	size_t used = 0;
+	ssize_t n;
+	struct stat st;
+	int fd, rc = SW_EIO;
+
+	*buf = NULL;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		ERR("cannot open %s: %s", path, strerror(errno));
+		return errno == ENOENT ? SW_ENOTFOUND : SW_EIO;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		ERR("%s is not a regular file", path);
+		goto out;
+	}
+	if ((size_t)st.st_size > max) {
+		ERR("%s is larger than %zu bytes", path, max);
+		rc = SW_ETOOBIG;
+		goto out;
+	}
+	data = malloc((size_t)st.st_size + 1);
+	if (!data) {
+		rc = SW_ENOMEM;
+		goto out;
+	}
+	while (used < (size_t)st.st_size) {
+		n = read(fd, data + used, (size_t)st.st_size - used);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			ERR("cannot read %s: %s", path, n < 0 ? strerror(errno) : "file shrank");
+			goto out;
+		}
+		used += (size_t)n;
+	}
+	data[used] = '\0';
+	*buf = data;
+	data = NULL;
+	if (len)
+		*len = used;
+	rc = 0;
+out:
+	free(data);
+	close(fd);
+	return rc;
+}
+
+int sw_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode, char *err,
+			 size_t errlen)
+{
+	char tmp[4096], dir[4096];
+	const char *p = data;
+	int fd = -1, dfd = -1, rc = SW_EIO;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp)) {
+		ERR("path too long: %s", path);
+		return SW_ETOOBIG;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (fd < 0) {
+		ERR("cannot create %s: %s", tmp, strerror(errno));
+		return SW_EIO;
+	}
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ERR("cannot write %s: %s", tmp, strerror(errno));
+			goto out;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	if (fsync(fd) < 0 || close(fd) < 0) {
+		fd = -1;
+		ERR("cannot write %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	fd = -1;
+	if (rename(tmp, path) < 0) {
+		ERR("cannot rename %s to %s: %s", tmp, path, strerror(errno));
+		goto out;
+	}
+	snprintf(dir, sizeof(dir), "%s", path);
+	dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0)
+		fsync(dfd);
+	rc = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (dfd >= 0)
+		close(dfd);
+	if (rc)
+		unlink(tmp);
+	return rc;
+}
+
+int sw_path_join(char *out, size_t outlen, const char *dir, const char *name)
+{
+	int n = snprintf(out, outlen, "%s/%s", dir, name);
+
+	return n < 0 || (size_t)n >= outlen ? SW_ETOOBIG : 0;
+}
+
+int sw_random_hex(char *out, size_t nbytes)
+{
+	unsigned char raw[64];
+	static const char digits[] = "0123456789abcdef";
+
+	if (nbytes > sizeof(raw))
+		return SW_EINVAL;
+	if (gnutls_rnd(GNUTLS_RND_KEY, raw, nbytes) < 0)
+		return SW_ECRYPTO;
+	for (size_t i = 0; i < nbytes; i++) {
+		out[2 * i] = digits[raw[i] >> 4];
+		out[2 * i + 1] = digits[raw[i] & 15];
+	}
+	out[2 * nbytes] = '\0';
+	return 0;
+}
+
+void sw_sha256_hex(const void *data, size_t len, char out[65])
+{
+	unsigned char digest[32];
+	static const char digits[] = "0123456789abcdef";
+
+	gnutls_hash_fast(GNUTLS_DIG_SHA256, data, len, digest);
+	for (int i = 0; i < 32; i++) {
+		out[2 * i] = digits[digest[i] >> 4];
+		out[2 * i + 1] = digits[digest[i] & 15];
+	}
+	out[64] = '\0';
+}
+
+int sw_consttime_eq(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	unsigned char diff = la != lb;
+
+	for (size_t i = 0; i < la && i < lb; i++)
+		diff |= (unsigned char)a[i] ^ (unsigned char)b[i];
+	return diff == 0;
+}
+
+int sw_hostport_parse(const char *s, char *host, size_t hostlen, unsigned *port, int allow_zero,
+		      char *err, size_t errlen)
+{
+	const char *colon, *hs = s, *he;
+	char *end;
+	unsigned long p;
+
+	if (s[0] == '[') {
+		he = strchr(s, ']');
+		if (!he || he[1] != ':')
+			goto bad;
+		hs = s + 1;
+		colon = he + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon || strchr(s, ':') != colon)
+			goto bad;
+		he = colon;
+	}
+	if (he == hs || (size_t)(he - hs) >= hostlen)
+		goto bad;
+	errno = 0;
+	p = strtoul(colon + 1, &end, 10);
+	if (errno || *end || end == colon + 1 || p > 65535 || (p == 0 && !allow_zero))
+		goto bad;
+	memcpy(host, hs, (size_t)(he - hs));
+	host[he - hs] = '\0';
+	*port = (unsigned)p;
+	return 0;
+bad:
+	ERR("'%s' is not HOST:PORT", s);
+	return SW_EINVAL;
+}
+
+int sw_name_valid(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > 63 || name[0] == '.' || name[0] == '-')
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return 0;
+	}
+	return 1;
+}

@@ -1,0 +1,43 @@
+/* Small helpers every program needs: files, time, randomness, addresses. */
+#ifndef SW_UTIL_H
+#define SW_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SW_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Milliseconds: wall clock since the epoch, and a monotonic clock for deadlines. */
+int64_t sw_now_ms(void);
+int64_t sw_mono_ms(void);
+
+/* Reads a whole file of at most `max` bytes into a NUL-terminated buffer the caller
+ * frees. A larger file fails with SW_ETOOBIG. */
+int sw_file_read(const char *path, size_t max, char **buf, size_t *len, char *err, size_t errlen);
+
+/* Replaces `path` atomically and durably: a temporary file in the same folder is
+ * written, fsynced and renamed over it, then the folder is fsynced. */
+int sw_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode, char *err,
+			 size_t errlen);
+
+/* Joins a folder and a file name into `out`; fails with SW_ETOOBIG if it does not fit. */
+int sw_path_join(char *out, size_t outlen, const char *dir, const char *name);
+
+/* `nbytes` random bytes from GnuTLS's generator as lowercase hex (2*nbytes+1 bytes). */
+int sw_random_hex(char *out, size_t nbytes);
+
+/* SHA-256 of `data` as lowercase hex (65 bytes). */
+void sw_sha256_hex(const void *data, size_t len, char out[65]);
+
+/* Compares two strings in time independent of where they differ. */
+int sw_consttime_eq(const char *a, const char *b);
+
+/* Splits "host:port", "[v6]:port" into host (no brackets) and port 1..65535 (or 0 when
+ * `allow_zero`). */
+int sw_hostport_parse(const char *s, char *host, size_t hostlen, unsigned *port, int allow_zero,
+		      char *err, size_t errlen);
+
+/* A name for a system or an admin: 1..63 of [A-Za-z0-9._-], not starting with '.' or '-'. */
+int sw_name_valid(const char *name);
+
+#endif

@@ -1,0 +1,67 @@
+/* siteward-server: the site server. */
+#ifndef SERVER_H
+#define SERVER_H
+
+#include "conf.h"
+#include "db.h"
+#include "http_server.h"
+#include "pki.h"
+#include "strmap.h"
+
+#include <jansson.h>
+#include <limits.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* One enrolled site system as the server last heard of it. */
+struct system {
+	char name[64];
+	char address[300];
+	char serial[41];
+	char version[65];
+	int64_t enrolled_at, last_seen; /* ms since the epoch */
+	json_t *facts;
+	int dirty; /* changed since the last flush to the database */
+};
+
+struct server {
+	uv_loop_t *loop;
+	char dir[PATH_MAX];
+	char site_code[4];
+	char listen[300];
+	struct sw_conf *conf;
+	struct sw_db *db;
+	struct sw_pki_ca *ca;
+	char *ca_pem, *cert_pem, *key_pem;
+	struct sw_http_server *http;
+	unsigned heartbeat_s;	   /* the interval agents are told to use */
+	unsigned flush_ms;	   /* how often heartbeat state is written */
+	struct sw_strmap *systems; /* name → struct system */
+	struct sw_strmap *revoked; /* serial → (void *)1 */
+	struct system **dirty;	   /* systems to write at the next flush */
+	size_t ndirty, dirty_cap;
+	uv_timer_t flush_timer;
+	uv_signal_t sigint, sigterm;
+	int64_t started_ms;
+};
+
+/* site.c */
+int site_init(int argc, char **argv);
+
+/* registry.c */
+int registry_load(struct server *s, char *err, size_t errlen);
+void registry_free(struct server *s);
+void registry_touch(struct server *s, struct system *sys);
+int registry_flush(struct server *s);
+const char *registry_health(const struct server *s, const struct system *sys, int64_t now);
+int registry_token_create(struct server *s, int64_t ttl_s, char *token, size_t toklen,
+			  int64_t *expires_at, char *err, size_t errlen);
+int registry_enroll(struct server *s, const char *secret, const char *name, const char *address,
+		    const char *serial, char *err, size_t errlen);
+int registry_remove(struct server *s, const char *name, char *err, size_t errlen);
+int registry_is_revoked(void *arg, const char *serial);
+
+/* api.c */
+int api_start(struct server *s, char *err, size_t errlen);
+
+#endif
