@@ -1,0 +1,279 @@
+"""Runs real siteward programs on loopback for the integration tests.
+
+A Site is a site server in a temporary folder; agents enroll with real tokens over
+mutual TLS. Everything is driven from the outside, through the command line and the
+HTTPS API, as an administrator would.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import http.client
+import uuid
+
+BUILD = os.environ.get("SITEWARD_BUILD", "build")
+DB_URL = os.environ.get("SITEWARD_TEST_DB", "")  # a postgresql:// URL, or SQLite
+
+
+def prog(name):
+    return os.path.join(BUILD, name)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred, timeout, what, step=0.05):
+    """Polls pred() until it is true; fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+def fresh_pg_database():
+    """A new, empty database on the test PostgreSQL server, as a URL."""
+    name = "sw_" + uuid.uuid4().hex[:12]
+    subprocess.run(["psql", "-q", DB_URL, "-c", f"CREATE DATABASE {name}"], check=True,
+                   capture_output=True, timeout=30)
+    return DB_URL.rsplit("/", 1)[0] + "/" + name
+
+
+class Proc:
+    """A daemon under test, its stderr in a log file."""
+
+    def __init__(self, argv, log):
+        self.argv, self.log_path = argv, log
+        self.logf = open(log, "ab")
+        self.p = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL)
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def signal(self, sig):
+        if self.alive():
+            os.kill(self.p.pid, sig)
+
+    def stop(self, timeout=10):
+        """SIGTERM, a bounded wait, then SIGKILL. Returns the exit status."""
+        if self.alive():
+            self.p.send_signal(signal.SIGCONT)
+            self.p.terminate()
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(5)
+        self.logf.close()
+        return self.p.returncode
+
+    def kill9(self):
+        self.p.kill()
+        self.p.wait(5)
+        self.logf.close()
+
+
+class Site:
+    def __init__(self, heartbeat=1, extra_conf=None, site_code="TST"):
+        self.tmp = tempfile.mkdtemp(prefix="siteward-it-")
+        self.dir = os.path.join(self.tmp, "site")
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.agents = {}
+        self.server = None
+        args = [prog("siteward-server"), "init", "--dir", self.dir, "--site-code", site_code,
+                "--listen", f"127.0.0.1:{self.port}", "--heartbeat", str(heartbeat)]
+        if DB_URL:
+            args += ["--db", fresh_pg_database()]
+        r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        if extra_conf:
+            self.set_conf(extra_conf)
+
+    def set_conf(self, settings):
+        """Adds or replaces 'section.key' settings in siteward.conf."""
+        path = os.path.join(self.dir, "siteward.conf")
+        with open(path) as f:
+            lines = f.read().splitlines()
+        for dotted, value in settings.items():
+            section, key = dotted.split(".")
+            out, cur, done = [], None, False
+            for line in lines:
+                s = line.strip()
+                if s.startswith("[") and s.endswith("]"):
+                    if cur == section and not done:
+                        out.append(f"{key} = {value}")
+                        done = True
+                    cur = s[1:-1]
+                elif cur == section and s.split("=")[0].strip() == key:
+                    line, done = f"{key} = {value}", True
+                out.append(line)
+            if not done:
+                if cur != section:
+                    out.append(f"[{section}]")
+                out.append(f"{key} = {value}")
+            lines = out
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    # -- the server -------------------------------------------------------------
+    def start(self):
+        self.server = Proc([prog("siteward-server"), "--dir", self.dir],
+                           os.path.join(self.tmp, "server.log"))
+        wait_for(self._ready, 20, "the site server to answer")
+        return self.server
+
+    def _ready(self):
+        if not self.server.alive():
+            raise AssertionError("server exited:\n" + self.server.log())
+        try:
+            status, _ = self.api("GET", "/v1/site", timeout=2)
+            return status == 200
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.server:
+            rc = self.server.stop()
+            self.server = None
+            return rc
+
+    def close(self):
+        for a in list(self.agents.values()):
+            a.stop()
+        self.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # -- talking to it ------------------------------------------------------------
+    def cli(self, *args, timeout=60, check=True):
+        """Runs the siteward CLI against this site."""
+        env = dict(os.environ, SITEWARD_SITE=self.dir)
+        r = subprocess.run([prog("siteward"), *args], capture_output=True, text=True,
+                           timeout=timeout, env=env)
+        if check:
+            assert r.returncode == 0, f"siteward {' '.join(args)}: {r.stderr}"
+        return r
+
+    def cli_json(self, *args, **kw):
+        r = self.cli(*args, "--json", **kw)
+        return json.loads(r.stdout)
+
+    def systems(self):
+        return {s["name"]: s for s in self.cli_json("systems")["systems"]}
+
+    def token(self, ttl=None):
+        args = ["token", "create"] + (["--ttl", str(ttl)] if ttl else [])
+        return self.cli(*args).stdout.strip()
+
+    def tls(self, cert=None, key=None, ca=None):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(ca or os.path.join(self.dir, "ca.crt"))
+        ctx.check_hostname = False
+        if cert:
+            ctx.load_cert_chain(cert, key)
+        return ctx
+
+    def admin_tls(self):
+        return self.tls(os.path.join(self.dir, "admin.crt"), os.path.join(self.dir, "admin.key"))
+
+    def api(self, method, path, body=None, ctx=None, port=None, timeout=10, headers=None,
+            raw=None):
+        """One HTTPS request; returns (status, parsed JSON or raw text)."""
+        conn = http.client.HTTPSConnection("127.0.0.1", port or self.port,
+                                           context=ctx or self.admin_tls(), timeout=timeout)
+        try:
+            data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+            conn.request(method, path, body=data, headers=headers or {})
+            r = conn.getresponse()
+            text = r.read().decode(errors="replace")
+            try:
+                return r.status, json.loads(text)
+            except ValueError:
+                return r.status, text
+        finally:
+            conn.close()
+
+    # -- agents -------------------------------------------------------------------
+    def enroll(self, name, token=None, start=True):
+        a = Agent(self, name)
+        r = a.init(token or self.token())
+        assert r.returncode == 0, r.stderr
+        if start:
+            a.start()
+        self.agents[name] = a
+        return a
+
+    def db_rows(self, table):
+        """Rows of a table, read straight from the database, for integrity checks."""
+        url = self._db_url()
+        if url.startswith("postgres"):
+            r = subprocess.run(["psql", "-At", url, "-c", f"SELECT * FROM {table} ORDER BY 1"],
+                               capture_output=True, text=True, check=True, timeout=30)
+            return r.stdout.splitlines()
+        import sqlite3
+        con = sqlite3.connect(url, timeout=10)
+        try:
+            return [repr(r) for r in con.execute(f"SELECT * FROM {table} ORDER BY 1")]
+        finally:
+            con.close()
+
+    def _db_url(self):
+        with open(os.path.join(self.dir, "siteward.conf")) as f:
+            for line in f:
+                if line.strip().startswith("url"):
+                    return line.split("=", 1)[1].strip()
+        raise AssertionError("no database url")
+
+
+class Agent:
+    def __init__(self, site, name):
+        self.site, self.name = site, name
+        self.dir = os.path.join(site.tmp, "agent-" + name)
+        self.port = free_port()
+        self.proc = None
+
+    def init(self, token, server=None):
+        return subprocess.run(
+            [prog("siteward-agent"), "init", "--dir", self.dir, "--server", server or self.site.url,
+             "--token", token, "--name", self.name, "--listen", f"127.0.0.1:{self.port}"],
+            capture_output=True, text=True, timeout=60)
+
+    def start(self):
+        self.proc = Proc([prog("siteward-agent"), "--dir", self.dir],
+                         os.path.join(self.site.tmp, f"agent-{self.name}.log"))
+        wait_for(lambda: self._heard_of(), 20, f"agent {self.name} to report")
+        return self.proc
+
+    def _heard_of(self):
+        if not self.proc.alive():
+            raise AssertionError(f"agent {self.name} exited:\n" + self.proc.log())
+        s = self.site.systems().get(self.name)
+        return s is not None and s["last_seen"] > 0
+
+    def stop(self):
+        if self.proc:
+            self.proc.stop()
+            self.proc = None
+
+    def cert(self):
+        return os.path.join(self.dir, "agent.crt"), os.path.join(self.dir, "agent.key")
