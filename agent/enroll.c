@@ -106,6 +106,11 @@ int enroll_main(int argc, char **argv)
 		fprintf(stderr, "siteward-agent: --listen: %s\n", err);
 		return 2;
 	}
+	if (!sw_ip_literal(host)) {
+		fprintf(stderr, "siteward-agent: --listen takes an IP address and port, not '%s'\n",
+			listen);
+		return 2;
+	}
 	if (sw_proto_token_split(token, secret, pin)) {
 		fprintf(stderr, "siteward-agent: enrollment refused: malformed token (expected the "
 				"line 'siteward token create' prints)\n");
@@ -116,6 +121,25 @@ int enroll_main(int argc, char **argv)
 		fprintf(stderr, "siteward-agent: %s is already enrolled; choose an empty folder\n",
 			dir);
 		return 1;
+	}
+
+	/* The token is spent once the server accepts: make sure the folder can be written
+	 * before asking. */
+	{
+		char parent[PATH_MAX];
+		snprintf(parent, sizeof(parent), "%s", dir);
+		char *slash = strrchr(parent, '/');
+		if (!slash)
+			snprintf(parent, sizeof(parent), ".");
+		else if (slash == parent)
+			parent[1] = '\0';
+		else
+			*slash = '\0';
+		if (access(dir, W_OK) != 0 && access(parent, W_OK) != 0) {
+			fprintf(stderr, "siteward-agent: cannot create %s: %s is not writable\n",
+				dir, parent);
+			return 1;
+		}
 	}
 
 	/* 1. Fetch the site CA and check it against the token's pin. */

@@ -33,6 +33,24 @@ static void os_name(char *out, size_t len, const char *fallback)
 	fclose(f);
 }
 
+/* MemAvailable counts reclaimable page cache too; sysinfo() has no such figure. */
+static json_int_t mem_available(const struct sysinfo *si)
+{
+	char line[256];
+	long long kib;
+	FILE *f = fopen("/proc/meminfo", "re");
+
+	if (f) {
+		while (fgets(line, sizeof(line), f))
+			if (sscanf(line, "MemAvailable: %lld kB", &kib) == 1) {
+				fclose(f);
+				return (json_int_t)kib * 1024;
+			}
+		fclose(f);
+	}
+	return (json_int_t)(si->freeram + si->bufferram) * si->mem_unit;
+}
+
 json_t *facts_collect(const struct agent *a)
 {
 	struct utsname u;
@@ -57,9 +75,7 @@ json_t *facts_collect(const struct agent *a)
 	if (sysinfo(&si) == 0) {
 		json_object_set_new(f, "memory_total",
 				    json_integer((json_int_t)si.totalram * si.mem_unit));
-		json_object_set_new(
-		    f, "memory_available",
-		    json_integer((json_int_t)(si.freeram + si.bufferram) * si.mem_unit));
+		json_object_set_new(f, "memory_available", json_integer(mem_available(&si)));
 		json_object_set_new(f, "uptime", json_integer(si.uptime));
 	}
 	if (statvfs(a->dir, &vfs) == 0)

@@ -41,7 +41,7 @@ int main(int argc, char **argv)
 		} else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
 			char *end;
 			double t = strtod(argv[++i], &end);
-			if (*end || t <= 0 || t > 86400) {
+			if (*end || t < 0.01 || t > 86400) {
 				fprintf(stderr, "siteward: --timeout takes a number of seconds\n");
 				return 2;
 			}

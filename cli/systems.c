@@ -7,17 +7,22 @@
 #include <string.h>
 #include <time.h>
 
-static void human_bytes(json_int_t n, char *out, size_t len)
+static void human_bytes(const json_t *v, char *out, size_t len)
 {
+	json_int_t n = json_integer_value(v);
 	const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-	double v = (double)n;
+	double x = (double)n;
 	int u = 0;
 
-	while (v >= 1024 && u < 4) {
-		v /= 1024;
+	if (!json_is_integer(v)) {
+		snprintf(out, len, "-");
+		return;
+	}
+	while (x >= 1024 && u < 4) {
+		x /= 1024;
 		u++;
 	}
-	snprintf(out, len, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+	snprintf(out, len, u ? "%.1f %s" : "%.0f %s", x, units[u]);
 }
 
 static void human_ago(json_int_t then, json_int_t now, char *out, size_t len)
@@ -59,18 +64,19 @@ static int list(struct cli *c)
 
 		human_ago(json_integer_value(json_object_get(sys, "last_seen")), now, ago,
 			  sizeof(ago));
-		human_bytes(json_integer_value(json_object_get(f, "memory_total")), mem,
-			    sizeof(mem));
-		human_bytes(json_integer_value(json_object_get(f, "disk_free")), disk,
-			    sizeof(disk));
-		printf("%-20s %-22s %-9s %-8s %-10s %-28.28s %4lld %10s %10s\n",
+		human_bytes(json_object_get(f, "memory_total"), mem, sizeof(mem));
+		human_bytes(json_object_get(f, "disk_free"), disk, sizeof(disk));
+		char cpus[16];
+		snprintf(cpus, sizeof(cpus), "%lld",
+			 (long long)json_integer_value(json_object_get(f, "cpus")));
+		printf("%-20s %-22s %-9s %-8s %-10s %-28.28s %4s %10s %10s\n",
 		       json_string_value(json_object_get(sys, "name")),
 		       json_string_value(json_object_get(sys, "address")),
 		       json_string_value(json_object_get(sys, "version"))[0]
 			   ? json_string_value(json_object_get(sys, "version"))
 			   : "-",
 		       json_string_value(json_object_get(sys, "health")), ago, os ? os : "-",
-		       (long long)json_integer_value(json_object_get(f, "cpus")), mem, disk);
+		       json_object_get(f, "cpus") ? cpus : "-", mem, disk);
 	}
 	if (json_array_size(systems) == 0)
 		printf("(no systems enrolled: create a token with 'siteward token create')\n");

@@ -1,6 +1,6 @@
 /*
  * Configuration files: INI (inih) read into memory, then looked up by section and key.
- * Every program names the keys it knows, so a misspelt key is an error with its line.
+ * Every program names the keys it knows, so a misspelt key is an error that names it.
  */
 #ifndef SW_CONF_H
 #define SW_CONF_H

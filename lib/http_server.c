@@ -232,9 +232,9 @@ static void dispatch(struct sw_http_req *req)
 		}
 		if (!(role_bit(cs->id.role) & r->roles)) {
 			sw_http_reply_error(req, 403,
-					    "rejected: a %s certificate may not call this; it "
-					    "needs %s",
-					    cs->id.role, roles_needed(r->roles));
+					    "rejected: this needs %s, not %s %s certificate",
+					    roles_needed(r->roles),
+					    cs->id.role[0] == 'a' ? "an" : "a", cs->id.role);
 			return;
 		}
 	}

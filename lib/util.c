@@ -220,6 +220,13 @@ bad:
 	return SW_EINVAL;
 }
 
+int sw_ip_literal(const char *host)
+{
+	unsigned char buf[16];
+
+	return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
 int sw_name_valid(const char *name)
 {
 	size_t n = strlen(name);

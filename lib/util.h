@@ -37,6 +37,9 @@ int sw_consttime_eq(const char *a, const char *b);
 int sw_hostport_parse(const char *s, char *host, size_t hostlen, unsigned *port, int allow_zero,
 		      char *err, size_t errlen);
 
+/* 1 if `host` is an IPv4 or IPv6 literal. */
+int sw_ip_literal(const char *host);
+
 /* A name for a system or an admin: 1..63 of [A-Za-z0-9._-], not starting with '.' or '-'. */
 int sw_name_valid(const char *name);
 

@@ -74,6 +74,11 @@ static void post_enroll(struct sw_http_req *req, void *arg)
 				    e.name);
 		goto out;
 	}
+	rc = registry_token_check(s, secret, err, sizeof(err));
+	if (rc) {
+		sw_http_reply_error(req, status_for(rc), "enrollment refused: %s", err);
+		goto out;
+	}
 	rc = sw_pki_ca_issue(s->ca, e.csr, strlen(e.csr), &what, &cert, serial, err, sizeof(err));
 	if (rc) {
 		sw_http_reply_error(req, 400, "enrollment refused: %s", err);

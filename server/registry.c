@@ -198,22 +198,14 @@ static int read_token(void *arg, int ncols, const struct sw_db_val *row)
 	return 0;
 }
 
-/* Consumes the token and records the system in one transaction: a refused enrollment
- * writes nothing, an accepted one cannot be replayed. */
-int registry_enroll(struct server *s, const char *secret, const char *name, const char *address,
-		    const char *serial, char *err, size_t errlen)
+/* Whether a token may enroll, without using it: checked before the CA signs anything,
+ * so a forged token costs no signature. */
+int registry_token_check(struct server *s, const char *secret, char *err, size_t errlen)
 {
 	char hash[65];
 	struct token_row t = {0};
-	int64_t now = sw_now_ms(), changes = 0;
-	struct sw_db_val row[7];
-	struct system *sys;
 	int rc;
 
-	if (sw_strmap_get(s->systems, name)) {
-		ERR("a system named '%s' is already enrolled; remove it first", name);
-		return SW_EEXIST;
-	}
 	sw_sha256_hex(secret, strlen(secret), hash);
 	struct sw_db_val q[] = {SW_DB_TEXT(hash)};
 	rc = sw_db_exec(s->db, "SELECT expires_at, used_at FROM tokens WHERE hash = ?", q, 1,
@@ -228,10 +220,32 @@ int registry_enroll(struct server *s, const char *secret, const char *name, cons
 		ERR("token already used; create a new one with 'siteward token create'");
 		return SW_EDENIED;
 	}
-	if (t.expires_at <= now) {
+	if (t.expires_at <= sw_now_ms()) {
 		ERR("token expired; create a new one with 'siteward token create'");
 		return SW_EDENIED;
 	}
+	return 0;
+}
+
+/* Consumes the token and records the system in one transaction: a refused enrollment
+ * writes nothing, an accepted one cannot be replayed. */
+int registry_enroll(struct server *s, const char *secret, const char *name, const char *address,
+		    const char *serial, char *err, size_t errlen)
+{
+	char hash[65];
+	int64_t now = sw_now_ms(), changes = 0;
+	struct sw_db_val row[7];
+	struct system *sys;
+	int rc;
+
+	if (sw_strmap_get(s->systems, name)) {
+		ERR("a system named '%s' is already enrolled; remove it first", name);
+		return SW_EEXIST;
+	}
+	rc = registry_token_check(s, secret, err, errlen);
+	if (rc)
+		return rc;
+	sw_sha256_hex(secret, strlen(secret), hash);
 	rc = sw_db_begin(s->db, err, errlen);
 	if (rc)
 		return rc;

@@ -56,6 +56,7 @@ int registry_flush(struct server *s);
 const char *registry_health(const struct server *s, const struct system *sys, int64_t now);
 int registry_token_create(struct server *s, int64_t ttl_s, char *token, size_t toklen,
 			  int64_t *expires_at, char *err, size_t errlen);
+int registry_token_check(struct server *s, const char *secret, char *err, size_t errlen);
 int registry_enroll(struct server *s, const char *secret, const char *name, const char *address,
 		    const char *serial, char *err, size_t errlen);
 int registry_remove(struct server *s, const char *name, char *err, size_t errlen);

@@ -132,6 +132,12 @@ int site_init(int argc, char **argv)
 		fprintf(stderr, "siteward-server: --listen: %s\n", err);
 		return 2;
 	}
+	if (!sw_ip_literal(host)) {
+		fprintf(stderr,
+			"siteward-server: --listen takes an IP address and port, not '%s'\n",
+			listen);
+		return 2;
+	}
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
 		fprintf(stderr, "siteward-server: cannot create %s: %s\n", dir, strerror(errno));
 		return 1;
