@@ -5,6 +5,7 @@
 #include "conf.h"
 #include "http_client.h"
 #include "http_server.h"
+#include "supervisor.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -25,7 +26,11 @@ struct agent {
 	unsigned request_timeout_ms; /* bound on each call to the server */
 	unsigned backoff_ms;	     /* current retry delay while the server is away */
 	int server_reachable;	     /* for logging only changes of state */
-	int64_t last_heartbeat_ok;   /* ms since the epoch, 0 if never */
+	int in_flight;
+	int stopping; /* shutting down: late answers are ignored */ /* a heartbeat is on its way */
+	int64_t last_heartbeat_ok; /* ms since the epoch, 0 if never */
+	struct supervisor *sup;
+	json_t *roles; /* the roles the server wants here */
 	uv_timer_t heartbeat_timer;
 	uv_signal_t sigint, sigterm;
 	int64_t started_ms;
@@ -40,6 +45,12 @@ json_t *facts_collect(const struct agent *a);
 /* heartbeat.c */
 void heartbeat_start(struct agent *a);
 void heartbeat_stop(struct agent *a);
+/* Sends a heartbeat soon, to report a change without waiting for the interval. */
+void heartbeat_soon(struct agent *a);
+
+/* roles.c */
+int roles_apply(struct agent *a, const json_t *wanted);
+void roles_load(struct agent *a);
 
 /* api.c */
 int api_start(struct agent *a, char *err, size_t errlen);

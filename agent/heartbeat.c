@@ -37,8 +37,16 @@ static void on_reply(const struct sw_http_result *res, void *arg)
 	json_t *j = NULL;
 	int64_t interval = a->heartbeat_s;
 
+	a->in_flight = 0;
+	if (a->stopping)
+		return;
 	if (res->status == 200 && sw_json_parse_object(res->body, res->len, &j, NULL, 0) == 0 &&
 	    sw_json_int(j, "heartbeat_interval", 1, 3600, 0, &interval, NULL, 0) == 0) {
+		json_t *roles = json_object_get(j, "roles");
+		/* The reply carries the roles the server wants: an agent that was away
+		 * catches up here, with no call from the server needed. */
+		if (roles)
+			roles_apply(a, roles);
 		json_decref(j);
 		if (!a->server_reachable)
 			sw_info("server %s reached", a->server);
@@ -70,13 +78,15 @@ static void send_heartbeat(uv_timer_t *t)
 	char url[400], *body;
 	json_t *msg;
 
-	msg = json_pack("{ss ss so}", "version", SW_VERSION, "address", a->listen, "facts",
-			facts_collect(a));
+	msg = json_pack("{ss ss so sO so}", "version", SW_VERSION, "address", a->listen, "facts",
+			facts_collect(a), "roles", a->roles, "services", supervisor_json(a->sup));
 	body = msg ? sw_json_dump(msg) : NULL;
 	json_decref(msg);
 	snprintf(url, sizeof(url), "%s/v1/heartbeat", a->server);
-	if (!body || sw_http_client_request(a->client, "POST", url, body, strlen(body),
-					    a->request_timeout_ms, on_reply, a)) {
+	if (body && sw_http_client_request(a->client, "POST", url, body, strlen(body),
+					   a->request_timeout_ms, on_reply, a) == 0) {
+		a->in_flight = 1;
+	} else {
 		sw_err("cannot build a heartbeat; retrying");
 		schedule(a, BACKOFF_FIRST_MS);
 	}
@@ -89,6 +99,13 @@ void heartbeat_start(struct agent *a)
 	a->heartbeat_timer.data = a;
 	a->server_reachable = 1;
 	schedule(a, 0);
+}
+
+void heartbeat_soon(struct agent *a)
+{
+	/* While the server is away the backoff decides; a change waits for it. */
+	if (a->server_reachable && !a->in_flight)
+		schedule(a, 100);
 }
 
 void heartbeat_stop(struct agent *a)

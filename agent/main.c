@@ -23,6 +23,15 @@ static const char *const known_settings[] = {
     "agent.request_timeout_ms",
     "agent.connect_timeout_ms",
     "log.level",
+    "service.*.role",
+    "service.*.command",
+    "service.*.environment",
+    "service.*.directory",
+    "service.*.user",
+    "service.*.restart",
+    "service.*.stop_timeout",
+    "service.*.restart_delay_ms",
+    "meter.listen",
     NULL,
 };
 
@@ -91,6 +100,11 @@ static int agent_configure(struct agent *a, const char *dir, char *err, size_t e
 	return sw_http_client_new(a->loop, &co, &a->client);
 }
 
+static void on_services_changed(void *arg)
+{
+	heartbeat_soon(arg);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
 	struct agent *a = h->data;
@@ -128,6 +142,12 @@ static int agent_run(const char *dir, int check_only)
 		goto out;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	a.sup = supervisor_new(a.loop, a.dir, on_services_changed, &a);
+	if (!a.sup) {
+		rc = 1;
+		goto out;
+	}
+	roles_load(&a);
 	uv_signal_init(a.loop, &a.sigint);
 	uv_signal_init(a.loop, &a.sigterm);
 	a.sigint.data = a.sigterm.data = &a;
@@ -137,7 +157,10 @@ static int agent_run(const char *dir, int check_only)
 	sw_info("%s listening on %s (port %u), server %s, version %s", a.name, a.listen,
 		sw_http_server_port(a.http), a.server, SW_VERSION);
 	uv_run(a.loop, UV_RUN_DEFAULT);
+	a.stopping = 1;
 	heartbeat_stop(&a);
+	/* Services keep running: a restarted agent finds them again. */
+	supervisor_free(a.sup);
 	sw_http_server_stop(a.http);
 	sw_http_client_free(a.client);
 	a.client = NULL;
@@ -149,6 +172,7 @@ out:
 	free(a.ca_pem);
 	free(a.cert_pem);
 	free(a.key_pem);
+	json_decref(a.roles);
 	uv_loop_close(a.loop);
 	return rc ? 1 : 0;
 }

@@ -26,7 +26,8 @@ struct svc_def {
 	char cwd[PATH_MAX];	      /* "" for the agent's folder */
 	char user[64];		      /* "" to run as the agent's user */
 	enum svc_restart restart;
-	unsigned stop_timeout_ms; /* grace between SIGTERM and SIGKILL */
+	unsigned stop_timeout_ms;  /* grace between SIGTERM and SIGKILL */
+	unsigned restart_delay_ms; /* first delay before a restart; doubles per crash */
 };
 
 struct supervisor;
@@ -45,12 +46,14 @@ void supervisor_free(struct supervisor *sup);
  * an earlier agent is still alive, it is adopted: supervised again, not restarted. */
 struct service *supervisor_add(struct supervisor *sup, struct svc_def *def);
 struct service *supervisor_find(struct supervisor *sup, const char *name);
+struct service *supervisor_first(struct supervisor *sup);
+struct service *supervisor_next(struct service *svc);
 /* Stops the service if needed and forgets it once stopped (or stuck). */
 void supervisor_remove(struct supervisor *sup, struct service *svc);
 /* Every service as a JSON array. */
 json_t *supervisor_json(struct supervisor *sup);
-/* Persists which services should run, so a restarted agent keeps to it. */
-int supervisor_target_saved(struct supervisor *sup, const char *name, int *running);
+/* Stops processes an earlier agent recorded for services that were not added again. */
+void supervisor_stop_leftovers(struct supervisor *sup);
 
 void service_start(struct service *svc);
 void service_stop(struct service *svc);

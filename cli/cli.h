@@ -5,6 +5,9 @@
 #include <jansson.h>
 #include <limits.h>
 
+/* How much longer than --timeout the CLI waits for the server's own answer. */
+#define CLI_MARGIN_MS 800
+
 struct cli {
 	char site[PATH_MAX]; /* the site folder holding admin.crt, admin.key, ca.crt */
 	char url[320];	     /* https://HOST:PORT of the server */
@@ -23,6 +26,10 @@ void print_json(const json_t *j);
 
 /* token.c */
 int cmd_token(struct cli *c, int argc, char **argv);
+
+/* services.c */
+int cmd_role(struct cli *c, int argc, char **argv);
+int cmd_service(struct cli *c, int argc, char **argv);
 
 /* systems.c */
 int cmd_systems(struct cli *c, int argc, char **argv);

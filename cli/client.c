@@ -83,10 +83,17 @@ int client_call(const struct cli *c, const char *method, const char *path, json_
 	sw_path_join(crt, sizeof(crt), c->site, "admin.crt");
 	sw_path_join(key, sizeof(key), c->site, "admin.key");
 	snprintf(url, sizeof(url), "%s%s", c->url, path);
-	struct sw_http_client_opts o = {.ca_file = ca, .cert_file = crt, .key_file = key};
+	/* The server answers within the timeout it is given (the reason for a slow agent
+	 * included); the CLI's own deadline is a little longer, for a slow server. */
+	struct sw_http_client_opts o = {.ca_file = ca,
+					.cert_file = crt,
+					.key_file = key,
+					.connect_timeout_ms =
+					    c->timeout_ms < 5000 ? c->timeout_ms : 5000};
 	if (body)
 		text = sw_json_dump(body);
-	rc = sw_http_fetch(&o, method, url, text, c->timeout_ms, &status, &resp, err, sizeof(err));
+	rc = sw_http_fetch(&o, method, url, text, c->timeout_ms + CLI_MARGIN_MS, &status, &resp,
+			   err, sizeof(err));
 	free(text);
 	if (rc) {
 		cli_error("server %s: %s", c->url, err);

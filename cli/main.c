@@ -18,6 +18,11 @@ static void usage(FILE *f)
 		   "  token create [--ttl SECONDS]   print a one-time enrollment token\n"
 		   "  systems                        list site systems and their health\n"
 		   "  systems remove NAME            remove a system and revoke its certificate\n"
+		   "  role add|remove NAME ROLE      give a system a role, or take it away\n"
+		   "  service status|start|stop|restart NAME SERVICE\n"
+		   "                                 control a role's service, within --timeout\n"
+		   "  service logs NAME SERVICE [--lines N]\n"
+		   "                                 the tail of a service's log\n"
 		   "  version                        print the version\n"
 		   "\n"
 		   "The site folder is --site DIR or $SITEWARD_SITE.\n");
@@ -69,6 +74,10 @@ int main(int argc, char **argv)
 		return cmd_token(&c, nargs - 1, args + 1);
 	if (strcmp(args[0], "systems") == 0)
 		return cmd_systems(&c, nargs - 1, args + 1);
+	if (strcmp(args[0], "role") == 0)
+		return cmd_role(&c, nargs - 1, args + 1);
+	if (strcmp(args[0], "service") == 0)
+		return cmd_service(&c, nargs - 1, args + 1);
 	fprintf(stderr, "siteward: unknown command '%s'; see siteward --help\n", args[0]);
 	return 2;
 }

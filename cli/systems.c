@@ -39,6 +39,14 @@ static void human_ago(json_int_t then, json_int_t now, char *out, size_t len)
 		snprintf(out, len, "%lldh ago", (long long)s / 3600);
 }
 
+/* Appends "a" or "a:b" to a comma-separated list. */
+static void join(char *out, size_t len, const char *a, const char *b)
+{
+	size_t n = strlen(out);
+
+	snprintf(out + n, len - n, "%s%s%s%s", n ? "," : "", a ? a : "?", b ? ":" : "", b ? b : "");
+}
+
 static int list(struct cli *c)
 {
 	json_t *reply, *systems, *sys;
@@ -54,29 +62,32 @@ static int list(struct cli *c)
 	}
 	systems = json_object_get(reply, "systems");
 	now = json_integer_value(json_object_get(reply, "now"));
-	printf("%-20s %-22s %-9s %-8s %-10s %-28s %4s %10s %10s\n", "NAME", "ADDRESS", "VERSION",
-	       "HEALTH", "LAST SEEN", "OS", "CPUS", "MEMORY", "DISK FREE");
+	printf("%-16s %-21s %-8s %-8s %-9s %-20s %-24s %4s %9s %9s\n", "NAME", "ADDRESS", "VERSION",
+	       "HEALTH", "SEEN", "ROLES", "SERVICES", "CPUS", "MEMORY", "DISK FREE");
 	json_array_foreach(systems, i, sys)
 	{
-		json_t *f = json_object_get(sys, "facts");
-		char ago[32], mem[32], disk[32];
-		const char *os = json_string_value(json_object_get(f, "os"));
+		json_t *f = json_object_get(sys, "facts"), *v;
+		char ago[32], mem[32], disk[32], cpus[16], roles[128] = "", svcs[256] = "";
+		const char *version = json_string_value(json_object_get(sys, "version"));
+		size_t k;
 
 		human_ago(json_integer_value(json_object_get(sys, "last_seen")), now, ago,
 			  sizeof(ago));
 		human_bytes(json_object_get(f, "memory_total"), mem, sizeof(mem));
 		human_bytes(json_object_get(f, "disk_free"), disk, sizeof(disk));
-		char cpus[16];
 		snprintf(cpus, sizeof(cpus), "%lld",
 			 (long long)json_integer_value(json_object_get(f, "cpus")));
-		printf("%-20s %-22s %-9s %-8s %-10s %-28.28s %4s %10s %10s\n",
+		json_array_foreach(json_object_get(sys, "roles"), k, v)
+		    join(roles, sizeof(roles), json_string_value(v), NULL);
+		json_array_foreach(json_object_get(sys, "services"), k, v)
+		    join(svcs, sizeof(svcs), json_string_value(json_object_get(v, "name")),
+			 json_string_value(json_object_get(v, "state")));
+		printf("%-16s %-21s %-8s %-8s %-9s %-20s %-24s %4s %9s %9s\n",
 		       json_string_value(json_object_get(sys, "name")),
 		       json_string_value(json_object_get(sys, "address")),
-		       json_string_value(json_object_get(sys, "version"))[0]
-			   ? json_string_value(json_object_get(sys, "version"))
-			   : "-",
-		       json_string_value(json_object_get(sys, "health")), ago, os ? os : "-",
-		       json_object_get(f, "cpus") ? cpus : "-", mem, disk);
+		       version && *version ? version : "-",
+		       json_string_value(json_object_get(sys, "health")), ago, *roles ? roles : "-",
+		       *svcs ? svcs : "-", json_object_get(f, "cpus") ? cpus : "-", mem, disk);
 	}
 	if (json_array_size(systems) == 0)
 		printf("(no systems enrolled: create a token with 'siteward token create')\n");

@@ -134,6 +134,18 @@ void sw_conf_free(struct sw_conf *conf)
 	free(conf);
 }
 
+/* "section.key", or "prefix.*.key" for any section "prefix.NAME" (NAME not empty). */
+static int known_match(const char *k, const char *section, size_t sl, const char *key)
+{
+	const char *star = strstr(k, ".*.");
+
+	if (star) {
+		size_t pl = (size_t)(star - k) + 1; /* "prefix." */
+		return sl > pl && strncmp(k, section, pl) == 0 && strcmp(star + 3, key) == 0;
+	}
+	return strncmp(k, section, sl) == 0 && k[sl] == '.' && strcmp(k + sl + 1, key) == 0;
+}
+
 int sw_conf_check(const struct sw_conf *conf, const char *const *known, char *err, size_t errlen)
 {
 	for (int i = 0; i < conf->n; i++) {
@@ -142,8 +154,7 @@ int sw_conf_check(const struct sw_conf *conf, const char *const *known, char *er
 		int ok = 0;
 
 		for (const char *const *k = known; *k && !ok; k++)
-			ok = strncmp(*k, e->section, sl) == 0 && (*k)[sl] == '.' &&
-			     strcmp(*k + sl + 1, e->key) == 0;
+			ok = known_match(*k, e->section, sl, e->key);
 		if (!ok) {
 			ERR("unknown setting [%s] %s", e->section, e->key);
 			return SW_EINVAL;
@@ -179,4 +190,17 @@ int sw_conf_get_uint(const struct sw_conf *conf, const char *section, const char
 	}
 	*out = (unsigned)v;
 	return 0;
+}
+
+int sw_conf_count(const struct sw_conf *conf)
+{
+	return conf->n;
+}
+
+void sw_conf_entry(const struct sw_conf *conf, int i, const char **section, const char **key,
+		   const char **value)
+{
+	*section = conf->entries[i].section;
+	*key = conf->entries[i].key;
+	*value = conf->entries[i].value;
 }

@@ -17,8 +17,14 @@ int sw_conf_load(const char *path, struct sw_conf **out, char *err, size_t errle
 int sw_conf_parse(const char *text, size_t len, struct sw_conf **out, char *err, size_t errlen);
 void sw_conf_free(struct sw_conf *conf);
 
-/* Refuses any "section.key" not in the NULL-terminated `known` list. */
+/* Refuses any "section.key" not in the NULL-terminated `known` list; an entry
+ * "prefix.*.key" allows `key` in every section named "prefix.SOMETHING". */
 int sw_conf_check(const struct sw_conf *conf, const char *const *known, char *err, size_t errlen);
+
+/* The number of settings, and the i-th of them, for sections a program enumerates. */
+int sw_conf_count(const struct sw_conf *conf);
+void sw_conf_entry(const struct sw_conf *conf, int i, const char **section, const char **key,
+		   const char **value);
 
 /* The value of section.key, or `def` when absent. */
 const char *sw_conf_get(const struct sw_conf *conf, const char *section, const char *key,

@@ -172,16 +172,17 @@ static void describe_failure(struct transfer *t, CURLcode cc, struct sw_http_res
 		snprintf(res->error, sizeof(res->error), "unreachable: %.200s",
 			 os_errno ? strerror((int)os_errno) : t->errbuf);
 		break;
-	case CURLE_OPERATION_TIMEDOUT:
+	case CURLE_OPERATION_TIMEDOUT: {
+		/* The connect deadline (which covers the TLS handshake) or the total one,
+		 * whichever ran out. */
+		unsigned limit = t->timeout_ms;
+		if (connect_time <= 0 && t->c->connect_timeout_ms < limit)
+			limit = t->c->connect_timeout_ms;
 		res->code = SW_ETIMEDOUT;
-		if (connect_time <= 0)
-			snprintf(res->error, sizeof(res->error),
-				 "not responding: no connection after %.1f s",
-				 t->c->connect_timeout_ms / 1000.0);
-		else
-			snprintf(res->error, sizeof(res->error),
-				 "not responding: no answer after %.1f s", t->timeout_ms / 1000.0);
+		snprintf(res->error, sizeof(res->error), "not responding after %g s",
+			 limit / 1000.0);
 		break;
+	}
 	case CURLE_SSL_CONNECT_ERROR:
 	case CURLE_PEER_FAILED_VERIFICATION:
 	case CURLE_SSL_CERTPROBLEM:
@@ -284,8 +285,14 @@ void sw_http_client_free(struct sw_http_client *c)
 {
 	if (!c)
 		return;
-	while (c->transfers)
-		transfer_free(c->transfers);
+	while (c->transfers) {
+		struct transfer *t = c->transfers;
+		struct sw_http_result res = {.code = SW_EUNREACH, .body = ""};
+
+		snprintf(res.error, sizeof(res.error), "cancelled: shutting down");
+		t->cb(&res, t->arg);
+		transfer_free(t);
+	}
 	if (c->multi)
 		curl_multi_cleanup(c->multi);
 	curl_slist_free_all(c->headers);

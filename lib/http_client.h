@@ -33,7 +33,8 @@ struct sw_http_client;
 
 int sw_http_client_new(uv_loop_t *loop, const struct sw_http_client_opts *opts,
 		       struct sw_http_client **out);
-/* Cancels transfers in flight without calling their callbacks. NULL is a no-op. */
+/* Cancels transfers in flight, calling each callback with "cancelled: shutting down".
+ * NULL is a no-op. */
 void sw_http_client_free(struct sw_http_client *c);
 
 /* Starts a request; `body` (may be NULL) is copied. `cb` is called exactly once, from

@@ -78,12 +78,11 @@ static const struct {
     {"agent_uptime", 1, INT64_MAX},
 };
 
-int sw_proto_heartbeat_parse(const json_t *j, struct sw_heartbeat *out, char *err, size_t errlen)
+static int heartbeat_base(const json_t *j, struct sw_heartbeat *out, char *err, size_t errlen)
 {
 	json_t *facts, *clean = NULL;
 	int rc;
 
-	memset(out, 0, sizeof(*out));
 	if ((rc = sw_json_str(j, "version", 64, 1, &out->version, err, errlen)) ||
 	    (rc = sw_json_str(j, "address", 300, 1, &out->address, err, errlen)) ||
 	    (rc = address_valid(out->address, err, errlen)))
@@ -119,6 +118,124 @@ int sw_proto_heartbeat_parse(const json_t *j, struct sw_heartbeat *out, char *er
 	}
 	out->facts = clean;
 	return 0;
+}
+
+int sw_proto_role_known(const char *role)
+{
+	return strcmp(role, "software-metering") == 0 || strcmp(role, "test") == 0;
+}
+
+int sw_proto_roles_check(const json_t *roles, char *err, size_t errlen)
+{
+	size_t i, k;
+	json_t *r;
+
+	if (!json_is_array(roles) || json_array_size(roles) > 32) {
+		ERR("roles must be an array of at most 32 names");
+		return SW_EINVAL;
+	}
+	json_array_foreach(roles, i, r)
+	{
+		if (!json_is_string(r) || !sw_proto_role_known(json_string_value(r))) {
+			ERR("unknown role '%.64s'", json_is_string(r) ? json_string_value(r) : "?");
+			return SW_EINVAL;
+		}
+		for (k = 0; k < i; k++)
+			if (json_equal(json_array_get(roles, k), r)) {
+				ERR("role '%s' given twice", json_string_value(r));
+				return SW_EINVAL;
+			}
+	}
+	return 0;
+}
+
+static int state_known(const char *s)
+{
+	static const char *const states[] = {SW_SERVICE_STATES};
+
+	for (size_t i = 0; i < SW_ARRAY_LEN(states); i++)
+		if (strcmp(s, states[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* A checked copy of one reported service. */
+static json_t *service_parse(const json_t *v, char *err, size_t errlen)
+{
+	const char *name, *role, *state, *reason, *tail;
+	int64_t pid = 0, status = 0, sig = 0;
+	json_t *out;
+
+	if (!json_is_object(v)) {
+		ERR("each service must be an object");
+		return NULL;
+	}
+	if (sw_json_str(v, "name", 63, 1, &name, err, errlen) ||
+	    sw_json_str(v, "role", 64, 1, &role, err, errlen) ||
+	    sw_json_str(v, "state", 16, 1, &state, err, errlen) ||
+	    sw_json_str(v, "reason", 400, 0, &reason, err, errlen) ||
+	    sw_json_str(v, "log_tail", 16384, 0, &tail, err, errlen) ||
+	    sw_json_int(v, "pid", 0, INT32_MAX, 0, &pid, err, errlen) ||
+	    sw_json_int(v, "last_exit_status", -1, 255, 0, &status, err, errlen) ||
+	    sw_json_int(v, "last_exit_signal", 0, 128, 0, &sig, err, errlen))
+		return NULL;
+	if (!sw_name_valid(name) || !state_known(state)) {
+		ERR("service '%.63s' has a bad name or state", name);
+		return NULL;
+	}
+	out = json_pack("{ss ss ss ss sI sb}", "name", name, "role", role, "state", state, "reason",
+			reason ? reason : "", "pid", (json_int_t)pid, "wants_running",
+			json_is_true(json_object_get(v, "wants_running")));
+	if (out && json_object_get(v, "last_exit_status")) {
+		json_object_set_new(out, "last_exit_status", json_integer(status));
+		json_object_set_new(out, "last_exit_signal", json_integer(sig));
+	}
+	if (out && tail)
+		json_object_set_new(out, "log_tail", json_string(tail));
+	return out;
+}
+
+int sw_proto_heartbeat_parse(const json_t *j, struct sw_heartbeat *out, char *err, size_t errlen)
+{
+	json_t *roles, *services, *v;
+	size_t i;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	roles = json_object_get(j, "roles");
+	if (roles && (rc = sw_proto_roles_check(roles, err, errlen)))
+		return rc;
+	services = json_object_get(j, "services");
+	if (services && (!json_is_array(services) || json_array_size(services) > 64)) {
+		ERR("services must be an array of at most 64");
+		return SW_EINVAL;
+	}
+	rc = heartbeat_base(j, out, err, errlen);
+	if (rc)
+		return rc;
+	if (roles)
+		out->roles = json_deep_copy(roles);
+	if (services) {
+		out->services = json_array();
+		json_array_foreach(services, i, v)
+		{
+			json_t *s = service_parse(v, err, errlen);
+			if (!s) {
+				sw_proto_heartbeat_clear(out);
+				return SW_EINVAL;
+			}
+			json_array_append_new(out->services, s);
+		}
+	}
+	return 0;
+}
+
+void sw_proto_heartbeat_clear(struct sw_heartbeat *hb)
+{
+	json_decref(hb->facts);
+	json_decref(hb->roles);
+	json_decref(hb->services);
+	memset(hb, 0, sizeof(*hb));
 }
 
 int sw_proto_token_req_parse(const json_t *j, int64_t *ttl_s, char *err, size_t errlen)

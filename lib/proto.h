@@ -30,14 +30,27 @@ struct sw_enroll_req {
 };
 int sw_proto_enroll_parse(const json_t *j, struct sw_enroll_req *out, char *err, size_t errlen);
 
-/* POST /v1/heartbeat. `facts` is a new object holding only the known, checked facts
- * (the caller owns it). */
+/* POST /v1/heartbeat. `facts`, `roles` and `services` are new values holding only known,
+ * checked fields (the caller owns them). */
 struct sw_heartbeat {
 	const char *version;
 	const char *address;
 	json_t *facts;
+	json_t *roles;	  /* checked copy: array of role names, or NULL if not sent */
+	json_t *services; /* checked copy: array of service states, or NULL if not sent */
 };
+
+/* 1 for a role siteward knows: software-metering, test. */
+int sw_proto_role_known(const char *role);
+/* Checks an array of role names: known, no repeats, at most 32. */
+int sw_proto_roles_check(const json_t *roles, char *err, size_t errlen);
+
+/* Service states as agents report them. */
+#define SW_SERVICE_STATES "stopped", "starting", "running", "stopping", "failed", "stuck"
 int sw_proto_heartbeat_parse(const json_t *j, struct sw_heartbeat *out, char *err, size_t errlen);
+
+/* Frees what a parsed heartbeat owns. */
+void sw_proto_heartbeat_clear(struct sw_heartbeat *hb);
 
 /* POST /v1/tokens: {"ttl": seconds}, 1 s .. 30 days, default 1 h. */
 int sw_proto_token_req_parse(const json_t *j, int64_t *ttl_s, char *err, size_t errlen);

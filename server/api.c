@@ -124,13 +124,21 @@ static void post_heartbeat(struct sw_http_req *req, void *arg)
 	}
 	json_decref(sys->facts);
 	sys->facts = hb.facts;
+	if (hb.services) {
+		json_decref(sys->services);
+		sys->services = hb.services;
+	}
+	if (hb.roles && !json_equal(hb.roles, sys->roles))
+		sw_info("%s runs other roles than it should; the reply tells it which", sys->name);
+	json_decref(hb.roles);
 	snprintf(sys->version, sizeof(sys->version), "%s", hb.version);
 	snprintf(sys->address, sizeof(sys->address), "%s", hb.address);
 	sys->last_seen = sw_now_ms();
 	registry_touch(s, sys);
 	json_decref(j);
 	sw_http_reply_json(req, 200,
-			   json_pack("{si}", "heartbeat_interval", (json_int_t)s->heartbeat_s));
+			   json_pack("{si sO}", "heartbeat_interval", (json_int_t)s->heartbeat_s,
+				     "roles", sys->roles));
 }
 
 static void post_token(struct sw_http_req *req, void *arg)
@@ -167,16 +175,20 @@ struct list_ctx {
 	int64_t now;
 };
 
+static json_t *system_json(struct server *s, const struct system *sys, int64_t now)
+{
+	return json_pack("{ss ss ss ss sI sI sO sO sO}", "name", sys->name, "address", sys->address,
+			 "version", sys->version, "health", registry_health(s, sys, now),
+			 "last_seen", (json_int_t)sys->last_seen, "enrolled_at",
+			 (json_int_t)sys->enrolled_at, "facts", sys->facts, "roles", sys->roles,
+			 "services", sys->services);
+}
+
 static void add_system(const char *key, void *value, void *arg)
 {
 	struct list_ctx *l = arg;
-	struct system *sys = value;
 
-	json_array_append_new(
-	    l->arr, json_pack("{ss ss ss ss sI sI sO}", "name", sys->name, "address", sys->address,
-			      "version", sys->version, "health", registry_health(l->s, sys, l->now),
-			      "last_seen", (json_int_t)sys->last_seen, "enrolled_at",
-			      (json_int_t)sys->enrolled_at, "facts", sys->facts));
+	json_array_append_new(l->arr, system_json(l->s, value, l->now));
 }
 
 static int by_name(const void *a, const void *b)
@@ -208,23 +220,190 @@ static void get_systems(struct sw_http_req *req, void *arg)
 				     "heartbeat_interval", (json_int_t)l.s->heartbeat_s));
 }
 
-static void delete_system(struct sw_http_req *req, void *arg)
+/* A route's tail split at '/': "NAME", "NAME/roles/ROLE", "NAME/services/SVC[/ACTION]". */
+struct target {
+	char name[64], kind[16], item[64], action[16];
+	int parts;
+};
+
+static int parse_target(const char *tail, struct target *t)
 {
-	struct server *s = arg;
-	const char *name = sw_http_req_tail(req);
+	char buf[256], *save = NULL, *part;
+	char *fields[4] = {t->name, t->kind, t->item, t->action};
+	size_t sizes[4] = {sizeof(t->name), sizeof(t->kind), sizeof(t->item), sizeof(t->action)};
+
+	memset(t, 0, sizeof(*t));
+	if (strlen(tail) >= sizeof(buf) || strstr(tail, "//") || tail[strlen(tail) - 1] == '/')
+		return -1;
+	snprintf(buf, sizeof(buf), "%s", tail);
+	for (part = strtok_r(buf, "/", &save); part; part = strtok_r(NULL, "/", &save)) {
+		if (t->parts == 4 || strlen(part) >= sizes[t->parts])
+			return -1;
+		snprintf(fields[t->parts], sizes[t->parts], "%s", part);
+		t->parts++;
+	}
+	if (t->parts == 0 || !sw_name_valid(t->name))
+		return -1;
+	if (t->parts >= 2 && strcmp(t->kind, "roles") != 0 && strcmp(t->kind, "services") != 0)
+		return -1;
+	if (t->parts >= 3 && strcmp(t->kind, "services") == 0 && !sw_name_valid(t->item))
+		return -1;
+	return 0;
+}
+
+static struct system *find_system(struct server *s, struct sw_http_req *req, const struct target *t)
+{
+	struct system *sys = sw_strmap_get(s->systems, t->name);
+
+	if (!sys)
+		sw_http_reply_error(req, 404, "no system named '%s'", t->name);
+	return sys;
+}
+
+static void set_role(struct server *s, struct sw_http_req *req, const struct target *t, int add)
+{
+	struct system *sys = find_system(s, req, t);
 	char err[256];
 	int rc;
 
-	if (!sw_name_valid(name)) {
-		sw_http_reply_error(req, 400, "'%s' is not a valid system name", name);
+	if (!sys)
+		return;
+	if (!sw_proto_role_known(t->item)) {
+		sw_http_reply_error(
+		    req, 400, "unknown role '%s'; known roles: software-metering, test", t->item);
 		return;
 	}
-	rc = registry_remove(s, name, err, sizeof(err));
+	rc = registry_role_set(s, sys, t->item, add, err, sizeof(err));
+	if (rc) {
+		sw_http_reply_error(req, status_for(rc), "cannot record the role: %s", err);
+		return;
+	}
+	sw_info("role %s %s %s", t->item, add ? "added to" : "removed from", sys->name);
+	if (control_push_roles(s, sys, req, t->item, add))
+		sw_http_reply_error(req, 500, "cannot call the agent of %s", sys->name);
+}
+
+/* Seconds from the request body's "timeout", 1 ms to 1 h; 30 s by default. */
+static int body_timeout(struct sw_http_req *req, unsigned *ms)
+{
+	json_t *j = NULL;
+	double t = 30;
+	size_t len;
+
+	sw_http_req_body(req, &len);
+	if (len > 0) {
+		j = sw_http_req_json(req);
+		if (!j)
+			return -1;
+		json_t *v = json_object_get(j, "timeout");
+		if (v && (!json_is_number(v) || json_number_value(v) < 0.01 ||
+			  json_number_value(v) > 3600)) {
+			json_decref(j);
+			sw_http_reply_error(req, 400, "timeout must be 0.01 to 3600 seconds");
+			return -1;
+		}
+		if (v)
+			t = json_number_value(v);
+		json_decref(j);
+	}
+	*ms = (unsigned)(t * 1000);
+	return 0;
+}
+
+static void post_system(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+	struct target t;
+	struct system *sys;
+	unsigned timeout_ms;
+
+	if (parse_target(sw_http_req_tail(req), &t) || t.parts < 3) {
+		sw_http_reply_error(req, 404, "no such endpoint");
+		return;
+	}
+	if (strcmp(t.kind, "roles") == 0 && t.parts == 3) {
+		set_role(s, req, &t, 1);
+		return;
+	}
+	if (strcmp(t.kind, "services") != 0 || t.parts != 4 ||
+	    (strcmp(t.action, "start") != 0 && strcmp(t.action, "stop") != 0 &&
+	     strcmp(t.action, "restart") != 0)) {
+		sw_http_reply_error(req, 404,
+				    "no such endpoint: services take start, stop or restart");
+		return;
+	}
+	if (body_timeout(req, &timeout_ms) || !(sys = find_system(s, req, &t)))
+		return;
+	if (control_service(s, sys, req, t.item, t.action, timeout_ms, 0))
+		sw_http_reply_error(req, 500, "cannot call the agent of %s", sys->name);
+}
+
+static void get_system(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+	struct target t;
+	struct system *sys;
+	const char *q;
+	unsigned timeout_ms = 30000, lines = 50;
+
+	if (parse_target(sw_http_req_tail(req), &t)) {
+		sw_http_reply_error(req, 404, "no such endpoint");
+		return;
+	}
+	if (!(sys = find_system(s, req, &t)))
+		return;
+	if (t.parts == 1) {
+		sw_http_reply_json(req, 200, system_json(s, sys, sw_now_ms()));
+		return;
+	}
+	if (strcmp(t.kind, "services") != 0 || t.parts < 3 ||
+	    (t.parts == 4 && strcmp(t.action, "logs") != 0)) {
+		sw_http_reply_error(req, 404, "no such endpoint");
+		return;
+	}
+	if ((q = sw_http_req_query(req, "timeout"))) {
+		double v = atof(q);
+		if (v < 0.01 || v > 3600) {
+			sw_http_reply_error(req, 400, "timeout must be 0.01 to 3600 seconds");
+			return;
+		}
+		timeout_ms = (unsigned)(v * 1000);
+	}
+	if ((q = sw_http_req_query(req, "lines"))) {
+		lines = (unsigned)strtoul(q, NULL, 10);
+		if (lines < 1 || lines > 10000) {
+			sw_http_reply_error(req, 400, "lines must be 1 to 10000");
+			return;
+		}
+	}
+	if (control_service(s, sys, req, t.item, t.parts == 4 ? "logs" : "status", timeout_ms,
+			    lines))
+		sw_http_reply_error(req, 500, "cannot call the agent of %s", sys->name);
+}
+
+static void delete_system(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+	struct target t;
+	char err[256];
+	int rc;
+
+	if (parse_target(sw_http_req_tail(req), &t) || (t.parts != 1 && t.parts != 3) ||
+	    (t.parts == 3 && strcmp(t.kind, "roles") != 0)) {
+		sw_http_reply_error(req, 400, "'%s' is not a system name or NAME/roles/ROLE",
+				    sw_http_req_tail(req));
+		return;
+	}
+	if (t.parts == 3) {
+		set_role(s, req, &t, 0);
+		return;
+	}
+	rc = registry_remove(s, t.name, err, sizeof(err));
 	if (rc) {
 		sw_http_reply_error(req, status_for(rc), "%s", err);
 		return;
 	}
-	sw_http_reply_json(req, 200, json_pack("{ss sb}", "name", name, "revoked", 1));
+	sw_http_reply_json(req, 200, json_pack("{ss sb}", "name", t.name, "revoked", 1));
 }
 
 static void get_site(struct sw_http_req *req, void *arg)
@@ -244,6 +423,8 @@ static const struct sw_http_route routes[] = {
     {"POST", "/v1/heartbeat", SW_HTTP_AGENT, post_heartbeat, 0},
     {"POST", "/v1/tokens", SW_HTTP_ADMIN, post_token, 0},
     {"GET", "/v1/systems", SW_HTTP_ADMIN, get_systems, 0},
+    {"GET", "/v1/systems/*", SW_HTTP_ADMIN, get_system, 0},
+    {"POST", "/v1/systems/*", SW_HTTP_ADMIN, post_system, 0},
     {"DELETE", "/v1/systems/*", SW_HTTP_ADMIN, delete_system, 0},
     {"GET", "/v1/site", SW_HTTP_ADMIN, get_site, 0},
 };

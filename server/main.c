@@ -138,6 +138,8 @@ static int server_run(const char *dir, int check_only)
 		goto out;
 	}
 	if (!rc)
+		rc = control_start(&s, err, sizeof(err));
+	if (!rc)
 		rc = api_start(&s, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "siteward-server: %s\n", err);
@@ -157,10 +159,14 @@ static int server_run(const char *dir, int check_only)
 		sw_db_engine(s.db), SW_VERSION);
 	uv_run(s.loop, UV_RUN_DEFAULT);
 	registry_flush(&s);
+	/* Calls to agents end first, so every request waiting on one gets its answer. */
+	sw_http_client_free(s.agents);
+	s.agents = NULL;
 	sw_http_server_stop(s.http);
 	uv_walk(s.loop, close_walk, NULL);
 	uv_run(s.loop, UV_RUN_DEFAULT);
 out:
+	sw_http_client_free(s.agents);
 	registry_free(&s);
 	sw_db_close(s.db);
 	sw_pki_ca_free(s.ca);

@@ -34,6 +34,8 @@ static struct system *system_new(const struct sw_db_val *row)
 	sys->facts = row[6].s ? json_loads(row[6].s, 0, &je) : NULL;
 	if (!sys->facts)
 		sys->facts = json_object();
+	sys->roles = json_array();
+	sys->services = json_array();
 	return sys;
 }
 
@@ -42,6 +44,8 @@ static void system_free(struct system *sys)
 	if (!sys)
 		return;
 	json_decref(sys->facts);
+	json_decref(sys->roles);
+	json_decref(sys->services);
 	free(sys);
 }
 
@@ -54,6 +58,16 @@ static int load_system(void *arg, int ncols, const struct sw_db_val *row)
 		system_free(sys);
 		return SW_ENOMEM;
 	}
+	return 0;
+}
+
+static int load_role(void *arg, int ncols, const struct sw_db_val *row)
+{
+	struct server *s = arg;
+	struct system *sys = sw_strmap_get(s->systems, row[0].s);
+
+	if (sys)
+		json_array_append_new(sys->roles, json_string(row[1].s));
 	return 0;
 }
 
@@ -76,6 +90,10 @@ int registry_load(struct server *s, char *err, size_t errlen)
 			"SELECT name, address, cert_serial, enrolled_at, last_seen, version, facts "
 			"FROM systems",
 			NULL, 0, load_system, s, NULL, err, errlen);
+	if (!rc)
+		rc =
+		    sw_db_exec(s->db, "SELECT system, role FROM system_roles ORDER BY system, role",
+			       NULL, 0, load_role, s, NULL, err, errlen);
 	if (!rc)
 		rc = sw_db_exec(s->db, "SELECT serial FROM revoked", NULL, 0, load_revoked, s, NULL,
 				err, errlen);
@@ -306,6 +324,9 @@ int registry_remove(struct server *s, const char *name, char *err, size_t errlen
 	rc = sw_db_exec(s->db, "INSERT INTO revoked (serial, name, revoked_at) VALUES (?, ?, ?)", r,
 			3, NULL, NULL, NULL, err, errlen);
 	if (!rc)
+		rc = sw_db_exec(s->db, "DELETE FROM system_roles WHERE system = ?", d, 1, NULL,
+				NULL, NULL, err, errlen);
+	if (!rc)
 		rc = sw_db_exec(s->db, "DELETE FROM systems WHERE name = ?", d, 1, NULL, NULL, NULL,
 				err, errlen);
 	if (!rc)
@@ -333,4 +354,40 @@ int registry_is_revoked(void *arg, const char *serial)
 	struct server *s = arg;
 
 	return sw_strmap_get(s->revoked, serial) != NULL;
+}
+
+/* Adds or removes a wanted role, in the database first. Adding one already there, or
+ * removing one that is not, changes nothing and succeeds. */
+int registry_role_set(struct server *s, struct system *sys, const char *role, int add, char *err,
+		      size_t errlen)
+{
+	size_t i, at = 0;
+	json_t *r;
+	int have = 0, rc;
+
+	json_array_foreach(sys->roles, i, r)
+	{
+		if (strcmp(json_string_value(r), role) == 0) {
+			have = 1;
+			at = i;
+		}
+	}
+	if (have == add)
+		return 0;
+	if (add) {
+		struct sw_db_val p[] = {SW_DB_TEXT(sys->name), SW_DB_TEXT(role),
+					SW_DB_INT(sw_now_ms())};
+		rc = sw_db_exec(
+		    s->db, "INSERT INTO system_roles (system, role, added_at) VALUES (?, ?, ?)", p,
+		    3, NULL, NULL, NULL, err, errlen);
+		if (!rc)
+			json_array_append_new(sys->roles, json_string(role));
+	} else {
+		struct sw_db_val p[] = {SW_DB_TEXT(sys->name), SW_DB_TEXT(role)};
+		rc = sw_db_exec(s->db, "DELETE FROM system_roles WHERE system = ? AND role = ?", p,
+				2, NULL, NULL, NULL, err, errlen);
+		if (!rc)
+			json_array_remove(sys->roles, at);
+	}
+	return rc;
 }

@@ -4,6 +4,7 @@
 
 #include "conf.h"
 #include "db.h"
+#include "http_client.h"
 #include "http_server.h"
 #include "pki.h"
 #include "strmap.h"
@@ -21,7 +22,9 @@ struct system {
 	char version[65];
 	int64_t enrolled_at, last_seen; /* ms since the epoch */
 	json_t *facts;
-	int dirty; /* changed since the last flush to the database */
+	json_t *roles;	  /* wanted here: array of role names, kept in the database */
+	json_t *services; /* as the agent last reported them */
+	int dirty;	  /* changed since the last flush to the database */
 };
 
 struct server {
@@ -34,11 +37,12 @@ struct server {
 	struct sw_pki_ca *ca;
 	char *ca_pem, *cert_pem, *key_pem;
 	struct sw_http_server *http;
-	unsigned heartbeat_s;	   /* the interval agents are told to use */
-	unsigned flush_ms;	   /* how often heartbeat state is written */
-	struct sw_strmap *systems; /* name → struct system */
-	struct sw_strmap *revoked; /* serial → (void *)1 */
-	struct system **dirty;	   /* systems to write at the next flush */
+	struct sw_http_client *agents; /* the server's calls to agents */
+	unsigned heartbeat_s;	       /* the interval agents are told to use */
+	unsigned flush_ms;	       /* how often heartbeat state is written */
+	struct sw_strmap *systems;     /* name → struct system */
+	struct sw_strmap *revoked;     /* serial → (void *)1 */
+	struct system **dirty;	       /* systems to write at the next flush */
 	size_t ndirty, dirty_cap;
 	uv_timer_t flush_timer;
 	uv_signal_t sigint, sigterm;
@@ -61,6 +65,16 @@ int registry_enroll(struct server *s, const char *secret, const char *name, cons
 		    const char *serial, char *err, size_t errlen);
 int registry_remove(struct server *s, const char *name, char *err, size_t errlen);
 int registry_is_revoked(void *arg, const char *serial);
+int registry_role_set(struct server *s, struct system *sys, const char *role, int add, char *err,
+		      size_t errlen);
+
+/* control.c */
+int control_start(struct server *s, char *err, size_t errlen);
+int control_push_roles(struct server *s, struct system *sys, struct sw_http_req *req,
+		       const char *role, int add);
+int control_service(struct server *s, struct system *sys, struct sw_http_req *req,
+		    const char *service, const char *action, unsigned timeout_ms,
+		    unsigned lines);
 
 /* api.c */
 int api_start(struct server *s, char *err, size_t errlen);

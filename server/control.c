@@ -1,0 +1,203 @@
+/*
+ * The component manager and the service manager: the server's calls to agents.
+ *
+ * Every call is asynchronous on the loop with its own deadline, so an agent that is
+ * dead, frozen or silent costs its caller that deadline and nobody else anything. The
+ * server never retries by itself: an agent that missed a change gets the wanted roles
+ * in the reply to its next heartbeat.
+ */
+#include "server.h"
+
+#include "error.h"
+#include "json.h"
+#include "log.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* How long a push of roles may take before the next heartbeat is left to do it. */
+#define PUSH_TIMEOUT_MS 5000
+/* The agent is asked to answer this much before the server's own deadline. */
+#define AGENT_MARGIN_MS 300
+
+struct call {
+	struct server *s;
+	struct sw_http_req *req; /* the administrator's request waiting for this, or NULL */
+	char system[64];
+	char role[64];
+	char service[64];
+	int add;
+};
+
+static int agent_url(const struct system *sys, const char *path, char *out, size_t len)
+{
+	char host[256];
+	unsigned port;
+
+	if (sw_hostport_parse(sys->address, host, sizeof(host), &port, 0, NULL, 0))
+		return -1;
+	snprintf(out, len, strchr(host, ':') ? "https://[%s]:%u%s" : "https://%s:%u%s", host, port,
+		 path);
+	return 0;
+}
+
+/* The agent's {"error": …} or the bare status. */
+static void agent_error(const struct sw_http_result *res, char *out, size_t len)
+{
+	json_t *j = NULL;
+	const char *msg = NULL;
+
+	if (sw_json_parse_object(res->body, res->len, &j, NULL, 0) == 0)
+		sw_json_str(j, "error", 400, 0, &msg, NULL, 0);
+	snprintf(out, len, "%s", msg ? msg : "the agent refused the call");
+	json_decref(j);
+}
+
+static int start_call(struct call *c, struct system *sys, const char *method, const char *path,
+		      json_t *body, unsigned timeout_ms, sw_http_done done)
+{
+	char url[512], *text = NULL;
+	int rc;
+
+	if (agent_url(sys, path, url, sizeof(url))) {
+		free(c);
+		return -1;
+	}
+	if (body) {
+		text = sw_json_dump(body);
+		json_decref(body);
+	}
+	rc = sw_http_client_request(c->s->agents, method, url, text, text ? strlen(text) : 0,
+				    timeout_ms, done, c);
+	free(text);
+	if (rc)
+		free(c);
+	return rc;
+}
+
+static void on_roles_pushed(const struct sw_http_result *res, void *arg)
+{
+	struct call *c = arg;
+	struct system *sys = sw_strmap_get(c->s->systems, c->system);
+	json_t *reply = NULL, *out;
+	char err[300];
+
+	if (res->status == 200)
+		sw_json_parse_object(res->body, res->len, &reply, NULL, 0);
+	if (res->status == 200 && reply) {
+		if (sys) {
+			json_t *svcs = json_object_get(reply, "services");
+			if (json_is_array(svcs)) {
+				json_decref(sys->services);
+				sys->services = json_incref(svcs);
+			}
+		}
+		sw_info("roles of %s applied by its agent", c->system);
+	} else {
+		if (res->status)
+			agent_error(res, err, sizeof(err));
+		else
+			snprintf(err, sizeof(err), "%s", res->error);
+		sw_info("roles of %s not applied now (%s); its next heartbeat will", c->system,
+			err);
+	}
+	if (c->req) {
+		out = json_pack("{ss ss sb sO}", "system", c->system, "role", c->role, "added",
+				c->add, "roles", sys ? sys->roles : json_array());
+		json_object_set_new(out, "applied", json_boolean(reply != NULL));
+		if (reply)
+			json_object_set(out, "services", json_object_get(reply, "services"));
+		else
+			json_object_set_new(
+			    out, "note",
+			    json_sprintf("%s: %s; the change is recorded and the agent will "
+					 "apply it when it next reports",
+					 c->system, err));
+		sw_http_reply_json(c->req, 200, out);
+	}
+	json_decref(reply);
+	free(c);
+}
+
+int control_push_roles(struct server *s, struct system *sys, struct sw_http_req *req,
+		       const char *role, int add)
+{
+	struct call *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return -1;
+	c->s = s;
+	c->req = req;
+	c->add = add;
+	snprintf(c->system, sizeof(c->system), "%s", sys->name);
+	snprintf(c->role, sizeof(c->role), "%s", role ? role : "");
+	return start_call(c, sys, "PUT", "/v1/roles", json_pack("{sO}", "roles", sys->roles),
+			  PUSH_TIMEOUT_MS, on_roles_pushed);
+}
+
+static void on_service_reply(const struct sw_http_result *res, void *arg)
+{
+	struct call *c = arg;
+	json_t *reply = NULL;
+	char err[300];
+
+	if (res->status == 0) {
+		/* unreachable, not responding, or TLS refused: the reason says which */
+		sw_http_reply_error(c->req, res->code == SW_ETIMEDOUT ? 504 : 502, "%s: %s",
+				    c->system, res->error);
+	} else if (res->status != 200 ||
+		   sw_json_parse_object(res->body, res->len, &reply, NULL, 0)) {
+		agent_error(res, err, sizeof(err));
+		sw_http_reply_error(c->req, res->status == 200 ? 502 : (unsigned)res->status,
+				    "%s: %s", c->system, err);
+	} else {
+		json_object_set_new(reply, "system", json_string(c->system));
+		sw_http_reply_json(c->req, 200, reply);
+	}
+	free(c);
+}
+
+int control_service(struct server *s, struct system *sys, struct sw_http_req *req,
+		    const char *service, const char *action, unsigned timeout_ms, unsigned lines)
+{
+	struct call *c = calloc(1, sizeof(*c));
+	char path[200];
+	unsigned wait =
+	    timeout_ms > 2 * AGENT_MARGIN_MS ? timeout_ms - AGENT_MARGIN_MS : timeout_ms / 2;
+
+	if (!c)
+		return -1;
+	c->s = s;
+	c->req = req;
+	snprintf(c->system, sizeof(c->system), "%s", sys->name);
+	snprintf(c->service, sizeof(c->service), "%s", service);
+	if (strcmp(action, "status") == 0) {
+		snprintf(path, sizeof(path), "/v1/services/%s", service);
+		return start_call(c, sys, "GET", path, NULL, timeout_ms, on_service_reply);
+	}
+	if (strcmp(action, "logs") == 0) {
+		snprintf(path, sizeof(path), "/v1/services/%s/logs?lines=%u", service, lines);
+		return start_call(c, sys, "GET", path, NULL, timeout_ms, on_service_reply);
+	}
+	snprintf(path, sizeof(path), "/v1/services/%s/%s", service, action);
+	return start_call(c, sys, "POST", path, json_pack("{si}", "timeout_ms", (int)wait),
+			  timeout_ms, on_service_reply);
+}
+
+int control_start(struct server *s, char *err, size_t errlen)
+{
+	char ca[PATH_MAX + 16], crt[PATH_MAX + 16], key[PATH_MAX + 16];
+
+	sw_path_join(ca, sizeof(ca), s->dir, "ca.crt");
+	sw_path_join(crt, sizeof(crt), s->dir, "server.crt");
+	sw_path_join(key, sizeof(key), s->dir, "server.key");
+	struct sw_http_client_opts o = {
+	    .ca_file = ca, .cert_file = crt, .key_file = key, .connect_timeout_ms = 5000};
+	if (sw_http_client_new(s->loop, &o, &s->agents)) {
+		snprintf(err, errlen, "cannot create the client for agent calls");
+		return -1;
+	}
+	return 0;
+}
