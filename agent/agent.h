@@ -27,6 +27,7 @@ struct agent {
 	unsigned backoff_ms;	     /* current retry delay while the server is away */
 	int server_reachable;	     /* for logging only changes of state */
 	int in_flight;
+	int changed; /* something to report since the heartbeat in flight was sent */
 	int stopping; /* shutting down: late answers are ignored */ /* a heartbeat is on its way */
 	int64_t last_heartbeat_ok; /* ms since the epoch, 0 if never */
 	struct supervisor *sup;

@@ -54,7 +54,9 @@ static void on_reply(const struct sw_http_result *res, void *arg)
 		a->heartbeat_s = (unsigned)interval;
 		a->backoff_ms = 0;
 		a->last_heartbeat_ok = sw_now_ms();
-		schedule(a, a->heartbeat_s * 1000u);
+		/* A change while this heartbeat was on its way is reported at once. */
+		schedule(a, a->changed ? 100 : a->heartbeat_s * 1000u);
+		a->changed = 0;
 		return;
 	}
 	json_decref(j);
@@ -104,7 +106,11 @@ void heartbeat_start(struct agent *a)
 void heartbeat_soon(struct agent *a)
 {
 	/* While the server is away the backoff decides; a change waits for it. */
-	if (a->server_reachable && !a->in_flight)
+	if (!a->server_reachable)
+		return;
+	if (a->in_flight)
+		a->changed = 1;
+	else
 		schedule(a, 100);
 }
 

@@ -277,3 +277,18 @@ class Agent:
 
     def cert(self):
         return os.path.join(self.dir, "agent.crt"), os.path.join(self.dir, "agent.key")
+
+    def add_service(self, name, command, role="test", **settings):
+        """Adds a [service.NAME] section to agent.conf (before the agent starts)."""
+        with open(os.path.join(self.dir, "agent.conf"), "a") as f:
+            f.write(f"\n[service.{name}]\nrole = {role}\ncommand = {command}\n")
+            for k, v in settings.items():
+                f.write(f"{k} = {v}\n")
+
+    def service(self, name):
+        """The service as the agent reports it (through the server)."""
+        r = self.site.cli("service", "status", self.name, name, "--json", check=False)
+        return json.loads(r.stdout) if r.returncode == 0 else None
+
+    def services(self):
+        return {s["name"]: s for s in self.site.systems()[self.name]["services"]}
