@@ -73,8 +73,7 @@ int control_start(struct server *s, char *err, size_t errlen);
 int control_push_roles(struct server *s, struct system *sys, struct sw_http_req *req,
 		       const char *role, int add);
 int control_service(struct server *s, struct system *sys, struct sw_http_req *req,
-		    const char *service, const char *action, unsigned timeout_ms,
-		    unsigned lines);
+		    const char *service, const char *action, unsigned timeout_ms, unsigned lines);
 
 /* api.c */
 int api_start(struct server *s, char *err, size_t errlen);

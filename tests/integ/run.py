@@ -29,9 +29,10 @@ def main():
     t0 = time.monotonic()
     result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
     bad = len(result.failures) + len(result.errors)
+    # An error in setUpClass is not a test run, but it is a failure.
+    passed = max(0, result.testsRun - bad - len(result.skipped))
     print(f"integration: {time.monotonic() - t0:.1f}s")
-    print(f"{result.testsRun - bad - len(result.skipped)} passed, {bad} failed, "
-          f"{len(result.skipped)} skipped")
+    print(f"{passed} passed, {bad} failed, {len(result.skipped)} skipped")
     return 0 if bad == 0 and result.testsRun > 0 else 1
 
 

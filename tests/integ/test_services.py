@@ -154,7 +154,7 @@ class Services(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0, "a start that ends failed must not succeed")
 
     def test_concurrent_start_and_stop_end_consistent(self):
-        a = self.agent("z1", coop=(prog("cooperative.py"), {"stop_timeout": "2"}))
+        a = self.agent("z1", coop=(prog("cooperative.py", "z1"), {"stop_timeout": "2"}))
         self.add_role(a)
         wait_for(lambda: self.running(a, "coop"), 3, "coop to run")
         results = []
