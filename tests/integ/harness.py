@@ -50,6 +50,25 @@ def fresh_pg_database():
     return DB_URL.rsplit("/", 1)[0] + "/" + name
 
 
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def sanitizer_reports(folder):
+    """What ASan, LSan or UBSan said in any log under `folder`."""
+    found = []
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".log"):
+            continue
+        with open(os.path.join(folder, name), errors="replace") as f:
+            text = f.read()
+        for marker in SANITIZER_MARKERS:
+            i = text.find(marker)
+            if i >= 0:
+                found.append(f"--- {name}:\n{text[max(0, i - 200):i + 3000]}")
+                break
+    return "\n".join(found)
+
+
 class Proc:
     """A daemon under test, its stderr in a log file."""
 
@@ -161,8 +180,12 @@ class Site:
     def close(self):
         for a in list(self.agents.values()):
             a.stop()
+            a.kill_services()
         self.stop()
+        reports = sanitizer_reports(self.tmp)
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if reports:
+            raise AssertionError("sanitizer reports in the programs' logs:\n" + reports)
 
     # -- talking to it ------------------------------------------------------------
     def cli(self, *args, timeout=60, check=True):
@@ -274,6 +297,20 @@ class Agent:
         if self.proc:
             self.proc.stop()
             self.proc = None
+
+    def kill_services(self):
+        """Services outlive their agent by design; a finished test ends them."""
+        try:
+            with open(os.path.join(self.dir, "services.state")) as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            return
+        for rec in state.values():
+            if rec.get("pgid", 0) > 0:
+                try:
+                    os.killpg(rec["pgid"], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def cert(self):
         return os.path.join(self.dir, "agent.crt"), os.path.join(self.dir, "agent.key")

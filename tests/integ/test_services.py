@@ -154,7 +154,8 @@ class Services(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0, "a start that ends failed must not succeed")
 
     def test_concurrent_start_and_stop_end_consistent(self):
-        a = self.agent("z1", coop=(prog("cooperative.py", "z1"), {"stop_timeout": "2"}))
+        tag = "z1-" + os.path.basename(self.site.tmp)  # unique to this run
+        a = self.agent("z1", coop=(prog("cooperative.py", tag), {"stop_timeout": "2"}))
         self.add_role(a)
         wait_for(lambda: self.running(a, "coop"), 3, "coop to run")
         results = []
@@ -178,7 +179,7 @@ class Services(unittest.TestCase):
         self.assertIn(s["state"], ("running", "stopped"))
         if s["state"] == "running":
             self.assertTrue(pid_alive(s["pid"]))
-        procs = subprocess.run(["pgrep", "-f", "cooperative.py z1"], capture_output=True,
+        procs = subprocess.run(["pgrep", "-f", "cooperative.py " + tag], capture_output=True,
                                text=True).stdout.split()
         self.assertEqual(len(procs), 1 if s["state"] == "running" else 0, procs)
 
