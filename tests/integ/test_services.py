@@ -142,6 +142,19 @@ class Services(unittest.TestCase):
         self.assertIn("cooperative: up", logs.stdout)
         self.assertLessEqual(len(logs.stdout.splitlines()), 2)
 
+    def test_environment_directory_and_restart_policy(self):
+        a = self.agent("e1", env=('/bin/sh -c "echo FOO=$FOO; pwd; exit 0"',
+                                  {"environment": '"FOO=two words" BAR=1',
+                                   "directory": "/tmp", "restart": "on-failure"}))
+        self.add_role(a)
+        # exit 0 under restart = on-failure: stopped, not restarted
+        s = wait_for(lambda: (lambda v: v if v and v["state"] == "stopped" else None)(
+            a.service("env")), 5, "env to finish")
+        self.assertIn("exited with status 0", s["reason"])
+        logs = self.cli("service", "logs", a.name, "env").stdout
+        self.assertIn("FOO=two words", logs)
+        self.assertIn("/tmp", logs)
+
     def test_crash_loop_ends_failed_with_status_and_log(self):
         a = self.agent("x1", crashy=(prog("crashy.py", "7"), {"restart_delay_ms": "50"}))
         self.add_role(a)
