@@ -18,6 +18,7 @@ struct agent {
 	char name[64];
 	char server[300]; /* https://HOST:PORT */
 	char listen[300];
+	char meter_listen[300]; /* where the meter service listens, if it runs here */
 	struct sw_conf *conf;
 	struct sw_http_server *http;
 	struct sw_http_client *client;
@@ -28,8 +29,11 @@ struct agent {
 	int server_reachable;	     /* for logging only changes of state */
 	int in_flight;
 	int changed; /* something to report since the heartbeat in flight was sent */
-	int stopping; /* shutting down: late answers are ignored */ /* a heartbeat is on its way */
-	int64_t last_heartbeat_ok; /* ms since the epoch, 0 if never */
+	int stopping;
+	int usage_in_flight;
+	json_t *meters; /* metering servers as last written to meters.json */
+	    /* shutting down: late answers are ignored */ /* a heartbeat is on its way */
+	int64_t last_heartbeat_ok;			  /* ms since the epoch, 0 if never */
 	struct supervisor *sup;
 	json_t *roles; /* the roles the server wants here */
 	uv_timer_t heartbeat_timer;
@@ -52,6 +56,10 @@ void heartbeat_soon(struct agent *a);
 /* roles.c */
 int roles_apply(struct agent *a, const json_t *wanted);
 void roles_load(struct agent *a);
+
+/* usage.c */
+void usage_upload(struct agent *a);
+void usage_meters_save(struct agent *a, json_t *meters);
 
 /* api.c */
 int api_start(struct agent *a, char *err, size_t errlen);

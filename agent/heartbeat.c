@@ -47,6 +47,7 @@ static void on_reply(const struct sw_http_result *res, void *arg)
 		 * catches up here, with no call from the server needed. */
 		if (roles)
 			roles_apply(a, roles);
+		usage_meters_save(a, json_object_get(j, "meters"));
 		json_decref(j);
 		if (!a->server_reachable)
 			sw_info("server %s reached", a->server);
@@ -54,6 +55,7 @@ static void on_reply(const struct sw_http_result *res, void *arg)
 		a->heartbeat_s = (unsigned)interval;
 		a->backoff_ms = 0;
 		a->last_heartbeat_ok = sw_now_ms();
+		usage_upload(a);
 		/* A change while this heartbeat was on its way is reported at once. */
 		schedule(a, a->changed ? 100 : a->heartbeat_s * 1000u);
 		a->changed = 0;
@@ -82,6 +84,8 @@ static void send_heartbeat(uv_timer_t *t)
 
 	msg = json_pack("{ss ss so sO so}", "version", SW_VERSION, "address", a->listen, "facts",
 			facts_collect(a), "roles", a->roles, "services", supervisor_json(a->sup));
+	if (msg && supervisor_find(a->sup, "meter") && a->meter_listen[0])
+		json_object_set_new(msg, "meter_address", json_string(a->meter_listen));
 	body = msg ? sw_json_dump(msg) : NULL;
 	json_decref(msg);
 	snprintf(url, sizeof(url), "%s/v1/heartbeat", a->server);

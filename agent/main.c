@@ -43,6 +43,21 @@ static void usage(FILE *f)
 		   "       siteward-agent --version\n");
 }
 
+/* As siteward-meter decides it: [meter] listen, or one port above the agent's. */
+static void meter_address(struct agent *a)
+{
+	char host[256];
+	unsigned port;
+	const char *m = sw_conf_get(a->conf, "meter", "listen", NULL);
+
+	if (m)
+		snprintf(a->meter_listen, sizeof(a->meter_listen), "%s", m);
+	else if (sw_hostport_parse(a->listen, host, sizeof(host), &port, 0, NULL, 0) == 0 &&
+		 port < 65535)
+		snprintf(a->meter_listen, sizeof(a->meter_listen),
+			 strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port + 1);
+}
+
 static int read_in(const char *dir, const char *name, char **out, char *err, size_t errlen)
 {
 	char path[PATH_MAX + 64];
@@ -87,6 +102,7 @@ static int agent_configure(struct agent *a, const char *dir, char *err, size_t e
 		return SW_EINVAL;
 	}
 	sw_log_init("siteward-agent", (enum sw_log_level)lv);
+	meter_address(a);
 	if ((rc = read_in(a->dir, "ca.crt", &a->ca_pem, err, errlen)) ||
 	    (rc = read_in(a->dir, "agent.crt", &a->cert_pem, err, errlen)) ||
 	    (rc = read_in(a->dir, "agent.key", &a->key_pem, err, errlen)))
@@ -173,6 +189,7 @@ out:
 	free(a.cert_pem);
 	free(a.key_pem);
 	json_decref(a.roles);
+	json_decref(a.meters);
 	uv_loop_close(a.loop);
 	return rc ? 1 : 0;
 }

@@ -23,6 +23,9 @@ static void usage(FILE *f)
 		   "                                 control a role's service, within --timeout\n"
 		   "  service logs NAME SERVICE [--lines N]\n"
 		   "                                 the tail of a service's log\n"
+		   "  product add|set|remove|list    registered products and their licenses\n"
+		   "  usage [--product NAME] [--since YYYY-MM-DD|Nd]\n"
+		   "                                 software usage by product and day\n"
 		   "  version                        print the version\n"
 		   "\n"
 		   "The site folder is --site DIR or $SITEWARD_SITE.\n");
@@ -74,6 +77,10 @@ int main(int argc, char **argv)
 		return cmd_token(&c, nargs - 1, args + 1);
 	if (strcmp(args[0], "systems") == 0)
 		return cmd_systems(&c, nargs - 1, args + 1);
+	if (strcmp(args[0], "product") == 0)
+		return cmd_product(&c, nargs - 1, args + 1);
+	if (strcmp(args[0], "usage") == 0)
+		return cmd_usage(&c, nargs - 1, args + 1);
 	if (strcmp(args[0], "role") == 0)
 		return cmd_role(&c, nargs - 1, args + 1);
 	if (strcmp(args[0], "service") == 0)

@@ -211,8 +211,14 @@ int sw_proto_heartbeat_parse(const json_t *j, struct sw_heartbeat *out, char *er
 		return SW_EINVAL;
 	}
 	rc = heartbeat_base(j, out, err, errlen);
-	if (rc)
+	if (!rc)
+		rc = sw_json_str(j, "meter_address", 300, 0, &out->meter_address, err, errlen);
+	if (!rc && out->meter_address)
+		rc = address_valid(out->meter_address, err, errlen);
+	if (rc) {
+		sw_proto_heartbeat_clear(out);
 		return rc;
+	}
 	if (roles)
 		out->roles = json_deep_copy(roles);
 	if (services) {

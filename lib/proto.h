@@ -36,8 +36,9 @@ struct sw_heartbeat {
 	const char *version;
 	const char *address;
 	json_t *facts;
-	json_t *roles;	  /* checked copy: array of role names, or NULL if not sent */
-	json_t *services; /* checked copy: array of service states, or NULL if not sent */
+	json_t *roles;		   /* checked copy: array of role names, or NULL if not sent */
+	json_t *services;	   /* checked copy: array of service states, or NULL if not sent */
+	const char *meter_address; /* HOST:PORT of the system's metering server, or NULL */
 };
 
 /* 1 for a role siteward knows: software-metering, test. */

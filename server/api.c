@@ -128,6 +128,11 @@ static void post_heartbeat(struct sw_http_req *req, void *arg)
 		json_decref(sys->services);
 		sys->services = hb.services;
 	}
+	if (strcmp(sys->meter_address, hb.meter_address ? hb.meter_address : "") != 0) {
+		snprintf(sys->meter_address, sizeof(sys->meter_address), "%s",
+			 hb.meter_address ? hb.meter_address : "");
+		metering_changed(s);
+	}
 	if (hb.roles && !json_equal(hb.roles, sys->roles))
 		sw_info("%s runs other roles than it should; the reply tells it which", sys->name);
 	json_decref(hb.roles);
@@ -137,8 +142,8 @@ static void post_heartbeat(struct sw_http_req *req, void *arg)
 	registry_touch(s, sys);
 	json_decref(j);
 	sw_http_reply_json(req, 200,
-			   json_pack("{si sO}", "heartbeat_interval", (json_int_t)s->heartbeat_s,
-				     "roles", sys->roles));
+			   json_pack("{si sO so}", "heartbeat_interval", (json_int_t)s->heartbeat_s,
+				     "roles", sys->roles, "meters", metering_meter_urls(s)));
 }
 
 static void post_token(struct sw_http_req *req, void *arg)
@@ -427,6 +432,13 @@ static const struct sw_http_route routes[] = {
     {"POST", "/v1/systems/*", SW_HTTP_ADMIN, post_system, 0},
     {"DELETE", "/v1/systems/*", SW_HTTP_ADMIN, delete_system, 0},
     {"GET", "/v1/site", SW_HTTP_ADMIN, get_site, 0},
+    {"GET", "/v1/products", SW_HTTP_ADMIN | SW_HTTP_AGENT, metering_get_products, 0},
+    {"POST", "/v1/products", SW_HTTP_ADMIN, metering_post_product, 0},
+    {"PUT", "/v1/products/*", SW_HTTP_ADMIN, metering_put_product, 0},
+    {"DELETE", "/v1/products/*", SW_HTTP_ADMIN, metering_delete_product, 0},
+    {"GET", "/v1/meter/config", SW_HTTP_AGENT, metering_get_config, 0},
+    {"POST", "/v1/usage", SW_HTTP_AGENT, metering_post_usage, 1024 * 1024},
+    {"GET", "/v1/usage", SW_HTTP_ADMIN, metering_get_usage, 0},
 };
 
 int api_start(struct server *s, char *err, size_t errlen)

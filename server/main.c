@@ -167,6 +167,7 @@ static int server_run(const char *dir, int check_only)
 	uv_run(s.loop, UV_RUN_DEFAULT);
 out:
 	sw_http_client_free(s.agents);
+	json_decref(s.meter_urls);
 	registry_free(&s);
 	sw_db_close(s.db);
 	sw_pki_ca_free(s.ca);

@@ -36,6 +36,8 @@ static struct system *system_new(const struct sw_db_val *row)
 		sys->facts = json_object();
 	sys->roles = json_array();
 	sys->services = json_array();
+	if (row[7].type == SW_DB_TEXT)
+		snprintf(sys->meter_address, sizeof(sys->meter_address), "%s", row[7].s);
 	return sys;
 }
 
@@ -86,10 +88,11 @@ int registry_load(struct server *s, char *err, size_t errlen)
 	s->revoked = sw_strmap_new();
 	if (!s->systems || !s->revoked)
 		return SW_ENOMEM;
-	rc = sw_db_exec(s->db,
-			"SELECT name, address, cert_serial, enrolled_at, last_seen, version, facts "
-			"FROM systems",
-			NULL, 0, load_system, s, NULL, err, errlen);
+	rc =
+	    sw_db_exec(s->db,
+		       "SELECT name, address, cert_serial, enrolled_at, last_seen, version, facts, "
+		       "meter_address FROM systems",
+		       NULL, 0, load_system, s, NULL, err, errlen);
 	if (!rc)
 		rc =
 		    sw_db_exec(s->db, "SELECT system, role FROM system_roles ORDER BY system, role",
@@ -143,14 +146,14 @@ int registry_flush(struct server *s)
 	for (size_t i = 0; i < s->ndirty && !rc; i++) {
 		struct system *sys = s->dirty[i];
 		char *facts = sw_json_dump(sys->facts);
-		struct sw_db_val p[] = {SW_DB_INT(sys->last_seen), SW_DB_TEXT(sys->version),
+		struct sw_db_val p[] = {SW_DB_INT(sys->last_seen),	  SW_DB_TEXT(sys->version),
 					SW_DB_TEXT(facts ? facts : "{}"), SW_DB_TEXT(sys->address),
-					SW_DB_TEXT(sys->name)};
+					SW_DB_TEXT(sys->meter_address),	  SW_DB_TEXT(sys->name)};
 
 		rc = sw_db_exec(s->db,
 				"UPDATE systems SET last_seen = ?, version = ?, facts = ?, "
-				"address = ? WHERE name = ?",
-				p, 5, NULL, NULL, NULL, err, sizeof(err));
+				"address = ?, meter_address = ? WHERE name = ?",
+				p, 6, NULL, NULL, NULL, err, sizeof(err));
 		free(facts);
 	}
 	if (!rc)
@@ -252,7 +255,7 @@ int registry_enroll(struct server *s, const char *secret, const char *name, cons
 {
 	char hash[65];
 	int64_t now = sw_now_ms(), changes = 0;
-	struct sw_db_val row[7];
+	struct sw_db_val row[8];
 	struct system *sys;
 	int rc;
 
@@ -299,6 +302,7 @@ int registry_enroll(struct server *s, const char *secret, const char *name, cons
 	row[4] = SW_DB_INT(0);
 	row[5] = SW_DB_TEXT("");
 	row[6] = SW_DB_NULLV;
+	row[7] = SW_DB_NULLV;
 	sys = system_new(row);
 	if (!sys || sw_strmap_set(s->systems, name, sys)) {
 		system_free(sys);
@@ -345,6 +349,7 @@ int registry_remove(struct server *s, const char *name, char *err, size_t errlen
 	}
 	sw_info("system %s removed; certificate %s revoked", sys->name, sys->serial);
 	sw_strmap_del(s->systems, sys->name);
+	metering_changed(s);
 	system_free(sys);
 	return 0;
 }
@@ -374,6 +379,7 @@ int registry_role_set(struct server *s, struct system *sys, const char *role, in
 	}
 	if (have == add)
 		return 0;
+	metering_changed(s);
 	if (add) {
 		struct sw_db_val p[] = {SW_DB_TEXT(sys->name), SW_DB_TEXT(role),
 					SW_DB_INT(sw_now_ms())};

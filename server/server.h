@@ -22,9 +22,10 @@ struct system {
 	char version[65];
 	int64_t enrolled_at, last_seen; /* ms since the epoch */
 	json_t *facts;
-	json_t *roles;	  /* wanted here: array of role names, kept in the database */
-	json_t *services; /* as the agent last reported them */
-	int dirty;	  /* changed since the last flush to the database */
+	json_t *roles;		 /* wanted here: array of role names, kept in the database */
+	json_t *services;	 /* as the agent last reported them */
+	char meter_address[300]; /* HOST:PORT of its metering server, "" if none */
+	int dirty;		 /* changed since the last flush to the database */
 };
 
 struct server {
@@ -38,6 +39,7 @@ struct server {
 	char *ca_pem, *cert_pem, *key_pem;
 	struct sw_http_server *http;
 	struct sw_http_client *agents; /* the server's calls to agents */
+	json_t *meter_urls;	       /* cached; NULL when roles or addresses changed */
 	unsigned heartbeat_s;	       /* the interval agents are told to use */
 	unsigned flush_ms;	       /* how often heartbeat state is written */
 	struct sw_strmap *systems;     /* name → struct system */
@@ -74,6 +76,18 @@ int control_push_roles(struct server *s, struct system *sys, struct sw_http_req 
 		       const char *role, int add);
 int control_service(struct server *s, struct system *sys, struct sw_http_req *req,
 		    const char *service, const char *action, unsigned timeout_ms, unsigned lines);
+
+/* metering.c */
+void metering_get_products(struct sw_http_req *req, void *arg);
+void metering_post_product(struct sw_http_req *req, void *arg);
+void metering_put_product(struct sw_http_req *req, void *arg);
+void metering_delete_product(struct sw_http_req *req, void *arg);
+void metering_get_config(struct sw_http_req *req, void *arg);
+void metering_post_usage(struct sw_http_req *req, void *arg);
+void metering_get_usage(struct sw_http_req *req, void *arg);
+json_t *metering_meter_urls(struct server *s);
+/* Forgets the cached list of metering servers after a role or address change. */
+void metering_changed(struct server *s);
 
 /* api.c */
 int api_start(struct server *s, char *err, size_t errlen);

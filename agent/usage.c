@@ -1,0 +1,120 @@
+/*
+ * Usage recorded while no metering server answered: siteward-run leaves one file per
+ * run in usage-cache/, and the agent uploads them to the site server, deleting each
+ * only once the server has stored it. Ingestion is idempotent, so a retry after a lost
+ * answer never counts a run twice.
+ */
+#include "agent.h"
+
+#include "json.h"
+#include "log.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define UPLOAD_BATCH 200
+
+struct upload {
+	struct agent *a;
+	char files[UPLOAD_BATCH][80];
+	int n;
+};
+
+static void on_uploaded(const struct sw_http_result *res, void *arg)
+{
+	struct upload *u = arg;
+	char path[PATH_MAX + 100];
+
+	u->a->usage_in_flight = 0;
+	if (res->status == 200) {
+		for (int i = 0; i < u->n; i++) {
+			snprintf(path, sizeof(path), "%s/usage-cache/%s", u->a->dir, u->files[i]);
+			unlink(path);
+		}
+		sw_info("uploaded %d usage records recorded offline", u->n);
+	} else if (res->status) {
+		sw_warn("the server refused cached usage (%ld): %.200s", res->status, res->body);
+	}
+	free(u);
+}
+
+/* Sends up to UPLOAD_BATCH cached records; called after each good heartbeat. */
+void usage_upload(struct agent *a)
+{
+	char dirpath[PATH_MAX + 32], path[PATH_MAX + 100], url[400], *text, *body;
+	struct dirent *de;
+	struct upload *u;
+	json_t *records, *msg;
+	DIR *d;
+
+	if (a->usage_in_flight)
+		return;
+	snprintf(dirpath, sizeof(dirpath), "%s/usage-cache", a->dir);
+	d = opendir(dirpath);
+	if (!d)
+		return;
+	u = calloc(1, sizeof(*u));
+	records = json_array();
+	while (u && (de = readdir(d)) && u->n < UPLOAD_BATCH) {
+		size_t len = strlen(de->d_name);
+		json_t *rec;
+		if (len < 6 || len >= sizeof(u->files[0]) || strcmp(de->d_name + len - 5, ".json"))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dirpath, de->d_name);
+		if (sw_file_read(path, 16 * 1024, &text, NULL, NULL, 0))
+			continue;
+		rec = json_loads(text, 0, NULL);
+		free(text);
+		if (!json_is_object(rec)) {
+			sw_warn("%s is not a usage record; moving it aside", path);
+			char bad[PATH_MAX + 110];
+			snprintf(bad, sizeof(bad), "%s.bad", path);
+			rename(path, bad);
+			json_decref(rec);
+			continue;
+		}
+		json_array_append_new(records, rec);
+		snprintf(u->files[u->n++], sizeof(u->files[0]), "%s", de->d_name);
+	}
+	closedir(d);
+	if (!u || u->n == 0) {
+		free(u);
+		json_decref(records);
+		return;
+	}
+	u->a = a;
+	msg = json_pack("{sI so}", "now", (json_int_t)sw_now_ms(), "records", records);
+	body = msg ? sw_json_dump(msg) : NULL;
+	json_decref(msg);
+	snprintf(url, sizeof(url), "%s/v1/usage", a->server);
+	if (body && sw_http_client_request(a->client, "POST", url, body, strlen(body),
+					   a->request_timeout_ms, on_uploaded, u) == 0)
+		a->usage_in_flight = 1;
+	else
+		free(u);
+	free(body);
+}
+
+/* The metering servers the site server named, for siteward-run to fail over among. */
+void usage_meters_save(struct agent *a, json_t *meters)
+{
+	char path[PATH_MAX + 32], *text;
+	json_t *doc;
+
+	if (!json_is_array(meters) || (a->meters && json_equal(a->meters, meters)))
+		return;
+	json_decref(a->meters);
+	a->meters = json_incref(meters);
+	doc = json_pack("{sO}", "meters", meters);
+	text = doc ? json_dumps(doc, JSON_INDENT(2)) : NULL;
+	json_decref(doc);
+	sw_path_join(path, sizeof(path), a->dir, "meters.json");
+	/* Readable by the users who run siteward-run. */
+	if (!text || sw_file_write_atomic(path, text, strlen(text), 0644, NULL, 0))
+		sw_warn("cannot write %s", path);
+	free(text);
+}

@@ -1,0 +1,203 @@
+/* siteward product add|set|remove|list and siteward usage. */
+#include "cli.h"
+
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char product_usage[] =
+    "usage: siteward product add NAME --exe FILE [--version PATTERN] --licenses N [--enforce]\n"
+    "       siteward product set NAME [--exe FILE] [--version PATTERN] [--licenses N]\n"
+    "                            [--enforce | --no-enforce]\n"
+    "       siteward product remove NAME | siteward product list";
+
+static void print_products(const json_t *reply)
+{
+	json_t *p, *arr = json_object_get(reply, "products");
+	size_t i;
+
+	printf("%-20s %-24s %-10s %8s  %s\n", "PRODUCT", "EXECUTABLE", "VERSION", "LICENSES",
+	       "ENFORCED");
+	json_array_foreach(arr, i, p)
+	{
+		const char *v = json_string_value(json_object_get(p, "version"));
+		printf("%-20s %-24s %-10s %8lld  %s\n",
+		       json_string_value(json_object_get(p, "name")),
+		       json_string_value(json_object_get(p, "exe")), v && *v ? v : "any",
+		       (long long)json_integer_value(json_object_get(p, "licenses")),
+		       json_is_true(json_object_get(p, "enforce")) ? "yes" : "no");
+	}
+	if (json_array_size(arr) == 0)
+		printf("(no products: register one with 'siteward product add')\n");
+}
+
+int cmd_product(struct cli *c, int argc, char **argv)
+{
+	const char *action = argc > 0 ? argv[0] : "";
+	char path[128];
+	json_t *body, *reply;
+	int rc;
+
+	if (strcmp(action, "list") == 0 && argc == 1) {
+		if (client_call(c, "GET", "/v1/products", NULL, &reply))
+			return 1;
+		if (c->json)
+			print_json(reply);
+		else
+			print_products(reply);
+		json_decref(reply);
+		return 0;
+	}
+	if (argc < 2 || !sw_name_valid(argv[1])) {
+		cli_error("%s", product_usage);
+		return 2;
+	}
+	if (strcmp(action, "remove") == 0 && argc == 2) {
+		snprintf(path, sizeof(path), "/v1/products/%s", argv[1]);
+		if (client_call(c, "DELETE", path, NULL, &reply))
+			return 1;
+		if (c->json)
+			print_json(reply);
+		else
+			printf("product %s removed\n", argv[1]);
+		json_decref(reply);
+		return 0;
+	}
+	if (strcmp(action, "add") != 0 && strcmp(action, "set") != 0) {
+		cli_error("%s", product_usage);
+		return 2;
+	}
+	body = json_object();
+	if (strcmp(action, "add") == 0)
+		json_object_set_new(body, "name", json_string(argv[1]));
+	for (int i = 2; i < argc; i++) {
+		const char *o = argv[i];
+		if (strcmp(o, "--enforce") == 0 || strcmp(o, "--no-enforce") == 0) {
+			json_object_set_new(body, "enforce", json_boolean(o[2] == 'e'));
+		} else if (i + 1 < argc &&
+			   (strcmp(o, "--exe") == 0 || strcmp(o, "--version") == 0)) {
+			json_object_set_new(body, o + 2, json_string(argv[++i]));
+		} else if (i + 1 < argc && strcmp(o, "--licenses") == 0) {
+			char *end;
+			long n = strtol(argv[++i], &end, 10);
+			if (*end || n < 0 || n > 1000000) {
+				cli_error("--licenses takes 0 to 1000000");
+				json_decref(body);
+				return 2;
+			}
+			json_object_set_new(body, "licenses", json_integer(n));
+		} else {
+			cli_error("%s", product_usage);
+			json_decref(body);
+			return 2;
+		}
+	}
+	if (strcmp(action, "add") == 0) {
+		rc = client_call(c, "POST", "/v1/products", body, &reply);
+	} else {
+		snprintf(path, sizeof(path), "/v1/products/%s", argv[1]);
+		rc = client_call(c, "PUT", path, body, &reply);
+	}
+	json_decref(body);
+	if (rc)
+		return 1;
+	if (c->json)
+		print_json(reply);
+	else
+		printf("product %s: %s, %lld licenses%s\n", argv[1],
+		       json_string_value(json_object_get(reply, "exe")),
+		       (long long)json_integer_value(json_object_get(reply, "licenses")),
+		       json_is_true(json_object_get(reply, "enforce")) ? ", enforced" : "");
+	json_decref(reply);
+	return 0;
+}
+
+/* --since takes YYYY-MM-DD (UTC) or a number of days back, like 7d. */
+static int parse_since(const char *s, long long *ms)
+{
+	struct tm tm;
+	char *end;
+	long days;
+
+	memset(&tm, 0, sizeof(tm));
+	end = strptime(s, "%Y-%m-%d", &tm);
+	if (end && !*end) {
+		*ms = (long long)timegm(&tm) * 1000;
+		return 0;
+	}
+	days = strtol(s, &end, 10);
+	if (days >= 0 && days < 100000 && strcmp(end, "d") == 0) {
+		*ms = sw_now_ms() / 86400000 * 86400000 - (long long)days * 86400000;
+		return 0;
+	}
+	return -1;
+}
+
+int cmd_usage(struct cli *c, int argc, char **argv)
+{
+	char path[256];
+	const char *product = NULL;
+	long long since = 0;
+	json_t *reply, *u;
+	size_t i;
+
+	for (int k = 0; k < argc; k++) {
+		if (strcmp(argv[k], "--product") == 0 && k + 1 < argc &&
+		    sw_name_valid(argv[k + 1])) {
+			product = argv[++k];
+		} else if (strcmp(argv[k], "--since") == 0 && k + 1 < argc &&
+			   parse_since(argv[k + 1], &since) == 0) {
+			k++;
+		} else {
+			cli_error("usage: siteward usage [--product NAME] [--since YYYY-MM-DD|Nd]");
+			return 2;
+		}
+	}
+	snprintf(path, sizeof(path), "/v1/usage?since=%lld%s%s", since, product ? "&product=" : "",
+		 product ? product : "");
+	if (client_call(c, "GET", path, NULL, &reply))
+		return 1;
+	if (c->json) {
+		print_json(reply);
+		json_decref(reply);
+		return 0;
+	}
+	printf("%-20s %-10s %8s %5s %5s %10s %9s %7s %6s\n", "PRODUCT", "DAY", "LAUNCHES", "USERS",
+	       "HOSTS", "RUN TIME", "PEAK/LIC", "DENIED", "WAITS");
+	json_array_foreach(json_object_get(reply, "usage"), i, u)
+	{
+		time_t day = (time_t)(json_integer_value(json_object_get(u, "day")) / 1000);
+		long long run = json_integer_value(json_object_get(u, "run_time_ms")) / 1000;
+		char date[16], peak[32], runtime[32];
+		struct tm tm;
+		json_t *lic = json_object_get(u, "licenses");
+
+		gmtime_r(&day, &tm);
+		strftime(date, sizeof(date), "%Y-%m-%d", &tm);
+		snprintf(runtime, sizeof(runtime), "%lld:%02lld:%02lld", run / 3600, run / 60 % 60,
+			 run % 60);
+		if (lic)
+			snprintf(
+			    peak, sizeof(peak), "%lld/%lld",
+			    (long long)json_integer_value(json_object_get(u, "peak_concurrent")),
+			    (long long)json_integer_value(lic));
+		else
+			snprintf(
+			    peak, sizeof(peak), "%lld",
+			    (long long)json_integer_value(json_object_get(u, "peak_concurrent")));
+		printf("%-20s %-10s %8lld %5lld %5lld %10s %9s %7lld %6lld\n",
+		       json_string_value(json_object_get(u, "product")), date,
+		       (long long)json_integer_value(json_object_get(u, "launches")),
+		       (long long)json_integer_value(json_object_get(u, "users")),
+		       (long long)json_integer_value(json_object_get(u, "hosts")), runtime, peak,
+		       (long long)json_integer_value(json_object_get(u, "denials")),
+		       (long long)json_integer_value(json_object_get(u, "queue_waits")));
+	}
+	if (json_array_size(json_object_get(reply, "usage")) == 0)
+		printf("(no usage recorded)\n");
+	json_decref(reply);
+	return 0;
+}

@@ -1,0 +1,606 @@
+/*
+ * Software metering on the site server: the product table, each metering server's
+ * share of the licenses, usage ingestion and the usage report.
+ */
+#include "server.h"
+
+#include "error.h"
+#include "json.h"
+#include "log.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_USAGE_BATCH 1000
+#define DAY_MS		86400000LL
+/* The lease a metering server gives; a client heartbeats at a third of it. */
+#define LEASE_TTL_MS 30000
+
+static unsigned status_of(int rc)
+{
+	switch (rc) {
+	case SW_EINVAL:
+	case SW_ETOOBIG: return 400;
+	case SW_ENOTFOUND: return 404;
+	case SW_EEXIST: return 409;
+	case SW_EBUSY:
+	case SW_ETIMEDOUT: return 503;
+	default: return 500;
+	}
+}
+
+static int exe_valid(const char *exe)
+{
+	return *exe && strlen(exe) <= 255 && !strchr(exe, '/') && strcmp(exe, ".") != 0 &&
+	       strcmp(exe, "..") != 0;
+}
+
+static int product_row(void *arg, int ncols, const struct sw_db_val *row)
+{
+	json_array_append_new(arg, json_pack("{ss ss ss sI sb}", "name", row[0].s, "exe", row[1].s,
+					     "version", row[2].s, "licenses", (json_int_t)row[3].i,
+					     "enforce", row[4].i != 0));
+	return 0;
+}
+
+static json_t *products_load(struct server *s, char *err, size_t errlen)
+{
+	json_t *arr = json_array();
+
+	if (sw_db_exec(s->db,
+		       "SELECT name, exe, version, licenses, enforce FROM products ORDER BY name",
+		       NULL, 0, product_row, arr, NULL, err, errlen)) {
+		json_decref(arr);
+		return NULL;
+	}
+	return arr;
+}
+
+void metering_get_products(struct sw_http_req *req, void *arg)
+{
+	char err[256];
+	json_t *arr = products_load(arg, err, sizeof(err));
+
+	if (!arr) {
+		sw_http_reply_error(req, 500, "%s", err);
+		return;
+	}
+	sw_http_reply_json(req, 200, json_pack("{so}", "products", arr));
+}
+
+/* Reads the fields of a product from a request; `partial` allows missing ones. */
+static int product_fields(const json_t *j, int partial, const char **exe, const char **version,
+			  int64_t *licenses, int *enforce, char *err, size_t errlen)
+{
+	json_t *e;
+	int rc;
+
+	if ((rc = sw_json_str(j, "exe", 255, !partial, exe, err, errlen)) ||
+	    (rc = sw_json_str(j, "version", 64, 0, version, err, errlen)) ||
+	    (rc = sw_json_int(j, "licenses", 0, 1000000, !partial, licenses, err, errlen)))
+		return rc;
+	if (*exe && !exe_valid(*exe)) {
+		snprintf(err, errlen, "exe must be a file name, not a path");
+		return SW_EINVAL;
+	}
+	e = json_object_get(j, "enforce");
+	if (e && !json_is_boolean(e)) {
+		snprintf(err, errlen, "field 'enforce' must be true or false");
+		return SW_EINVAL;
+	}
+	if (e)
+		*enforce = json_is_true(e);
+	return 0;
+}
+
+void metering_post_product(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+	const char *name, *exe = NULL, *version = NULL;
+	int64_t licenses = 0;
+	int enforce = 0, rc;
+	char err[256];
+	json_t *j = sw_http_req_json(req);
+
+	if (!j)
+		return;
+	rc = sw_json_str(j, "name", 63, 1, &name, err, sizeof(err));
+	if (!rc && !sw_name_valid(name)) {
+		snprintf(err, sizeof(err),
+			 "product name must be 1-63 letters, digits, '.', '_', '-'");
+		rc = SW_EINVAL;
+	}
+	if (!rc)
+		rc = product_fields(j, 0, &exe, &version, &licenses, &enforce, err, sizeof(err));
+	if (!rc) {
+		struct sw_db_val p[] = {
+		    SW_DB_TEXT(name),	 SW_DB_TEXT(exe),    SW_DB_TEXT(version ? version : ""),
+		    SW_DB_INT(licenses), SW_DB_INT(enforce), SW_DB_INT(sw_now_ms())};
+		rc = sw_db_exec(s->db,
+				"INSERT INTO products (name, exe, version, licenses, enforce, "
+				"created_at) VALUES (?, ?, ?, ?, ?, ?)",
+				p, 6, NULL, NULL, NULL, err, sizeof(err));
+		if (rc == SW_EEXIST)
+			snprintf(err, sizeof(err),
+				 "a product named '%s' exists; change it with 'product set'", name);
+	}
+	if (rc) {
+		sw_http_reply_error(req, status_of(rc), "%s", err);
+	} else {
+		sw_info("product %s added: %s, %lld licenses%s", name, exe, (long long)licenses,
+			enforce ? ", enforced" : "");
+		sw_http_reply_json(req, 200,
+				   json_pack("{ss ss ss sI sb}", "name", name, "exe", exe,
+					     "version", version ? version : "", "licenses",
+					     (json_int_t)licenses, "enforce", enforce));
+	}
+	json_decref(j);
+}
+
+struct current {
+	int found;
+	char exe[256], version[65];
+	int64_t licenses;
+	int enforce;
+};
+
+static int read_current(void *arg, int ncols, const struct sw_db_val *row)
+{
+	struct current *c = arg;
+
+	c->found = 1;
+	snprintf(c->exe, sizeof(c->exe), "%s", row[0].s);
+	snprintf(c->version, sizeof(c->version), "%s", row[1].s);
+	c->licenses = row[2].i;
+	c->enforce = row[3].i != 0;
+	return 0;
+}
+
+void metering_put_product(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+	const char *name = sw_http_req_tail(req), *exe = NULL, *version = NULL;
+	struct current c = {0};
+	char err[256];
+	json_t *j;
+	int rc;
+
+	if (!sw_name_valid(name)) {
+		sw_http_reply_error(req, 400, "'%s' is not a product name", name);
+		return;
+	}
+	if (!(j = sw_http_req_json(req)))
+		return;
+	struct sw_db_val q[] = {SW_DB_TEXT(name)};
+	rc =
+	    sw_db_exec(s->db, "SELECT exe, version, licenses, enforce FROM products WHERE name = ?",
+		       q, 1, read_current, &c, NULL, err, sizeof(err));
+	if (!rc && !c.found) {
+		snprintf(err, sizeof(err), "no product named '%s'", name);
+		rc = SW_ENOTFOUND;
+	}
+	if (!rc)
+		rc =
+		    product_fields(j, 1, &exe, &version, &c.licenses, &c.enforce, err, sizeof(err));
+	if (!rc) {
+		struct sw_db_val p[] = {
+		    SW_DB_TEXT(exe ? exe : c.exe), SW_DB_TEXT(version ? version : c.version),
+		    SW_DB_INT(c.licenses), SW_DB_INT(c.enforce), SW_DB_TEXT(name)};
+		rc = sw_db_exec(
+		    s->db,
+		    "UPDATE products SET exe = ?, version = ?, licenses = ?, enforce = ? "
+		    "WHERE name = ?",
+		    p, 5, NULL, NULL, NULL, err, sizeof(err));
+	}
+	if (rc)
+		sw_http_reply_error(req, status_of(rc), "%s", err);
+	else
+		sw_http_reply_json(req, 200,
+				   json_pack("{ss ss ss sI sb}", "name", name, "exe",
+					     exe ? exe : c.exe, "version",
+					     version ? version : c.version, "licenses",
+					     (json_int_t)c.licenses, "enforce", c.enforce));
+	json_decref(j);
+}
+
+void metering_delete_product(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+	const char *name = sw_http_req_tail(req);
+	int64_t changes = 0;
+	char err[256];
+	int rc;
+
+	if (!sw_name_valid(name)) {
+		sw_http_reply_error(req, 400, "'%s' is not a product name", name);
+		return;
+	}
+	struct sw_db_val p[] = {SW_DB_TEXT(name)};
+	rc = sw_db_exec(s->db, "DELETE FROM products WHERE name = ?", p, 1, NULL, NULL, &changes,
+			err, sizeof(err));
+	if (rc)
+		sw_http_reply_error(req, status_of(rc), "%s", err);
+	else if (changes == 0)
+		sw_http_reply_error(req, 404, "no product named '%s'", name);
+	else
+		sw_http_reply_json(req, 200, json_pack("{ss sb}", "name", name, "removed", 1));
+}
+
+struct meters_ctx {
+	json_t *names; /* systems with the software-metering role, by name */
+};
+
+static int has_role(const struct system *sys, const char *role)
+{
+	size_t i;
+	json_t *r;
+
+	json_array_foreach(sys->roles, i, r) if (strcmp(json_string_value(r), role) == 0) return 1;
+	return 0;
+}
+
+static void collect_meter(const char *key, void *value, void *arg)
+{
+	struct system *sys = value;
+
+	if (has_role(sys, "software-metering"))
+		json_array_append_new(arg, json_string(sys->name));
+}
+
+static int by_string(const void *a, const void *b)
+{
+	return strcmp(json_string_value(*(json_t *const *)a),
+		      json_string_value(*(json_t *const *)b));
+}
+
+/* Metering systems in name order: the order in which licenses are shared out. */
+static json_t *meter_systems(struct server *s)
+{
+	json_t *arr = json_array(), *sorted = json_array();
+	json_t **items;
+	size_t n;
+
+	sw_strmap_each(s->systems, collect_meter, arr);
+	n = json_array_size(arr);
+	items = calloc(n ? n : 1, sizeof(*items));
+	for (size_t i = 0; items && i < n; i++)
+		items[i] = json_array_get(arr, i);
+	if (items)
+		qsort(items, n, sizeof(*items), by_string);
+	for (size_t i = 0; items && i < n; i++)
+		json_array_append(sorted, items[i]);
+	free(items);
+	json_decref(arr);
+	return sorted;
+}
+
+/* The URLs of every metering server, for clients to fail over among. Heartbeats
+ * carry it, so it is computed only when roles or addresses change. */
+json_t *metering_meter_urls(struct server *s)
+{
+	json_t *names, *urls, *v;
+	size_t i;
+
+	if (s->meter_urls)
+		return json_incref(s->meter_urls);
+	names = meter_systems(s);
+	urls = json_array();
+	json_array_foreach(names, i, v)
+	{
+		struct system *sys = sw_strmap_get(s->systems, json_string_value(v));
+		if (sys && sys->meter_address[0])
+			json_array_append_new(urls, json_sprintf("https://%s", sys->meter_address));
+	}
+	json_decref(names);
+	s->meter_urls = json_incref(urls);
+	return urls;
+}
+
+void metering_changed(struct server *s)
+{
+	json_decref(s->meter_urls);
+	s->meter_urls = NULL;
+}
+
+/* A static split of each product's licenses among the metering servers: the sum of
+ * shares never exceeds the count, whether or not every server is reachable. */
+void metering_get_config(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+	const char *me = sw_http_req_identity(req)->cn;
+	json_t *names = meter_systems(s), *products, *p, *v;
+	char err[256];
+	size_t i, n = json_array_size(names), idx = n;
+
+	json_array_foreach(names, i, v) if (strcmp(json_string_value(v), me) == 0) idx = i;
+	json_decref(names);
+	if (idx == n) {
+		sw_http_reply_error(req, 403, "%s does not have the software-metering role", me);
+		return;
+	}
+	products = products_load(s, err, sizeof(err));
+	if (!products) {
+		sw_http_reply_error(req, 500, "%s", err);
+		return;
+	}
+	json_array_foreach(products, i, p)
+	{
+		json_int_t total = json_integer_value(json_object_get(p, "licenses"));
+		json_int_t share =
+		    total / (json_int_t)n + ((json_int_t)idx < total % (json_int_t)n);
+		json_object_set_new(p, "allotment", json_integer(share));
+	}
+	sw_http_reply_json(req, 200,
+			   json_pack("{so si si}", "products", products, "lease_ttl_ms",
+				     LEASE_TTL_MS, "meters", (int)n));
+}
+
+/* Idempotent by record id; times are moved by the uploader's clock error, so a client
+ * hours ahead or behind still lands its records where they happened. */
+void metering_post_usage(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+	int64_t now = sw_now_ms(), their_now = now, skew = 0, accepted = 0, dup = 0;
+	json_t *j = sw_http_req_json(req), *records, *r;
+	char err[256] = "";
+	size_t i;
+	int rc = 0;
+
+	if (!j)
+		return;
+	records = json_object_get(j, "records");
+	if (sw_json_int(j, "now", 0, INT64_MAX, 1, &their_now, err, sizeof(err))) {
+		rc = SW_EINVAL;
+	} else if (!json_is_array(records) || json_array_size(records) > MAX_USAGE_BATCH) {
+		snprintf(err, sizeof(err), "records must be an array of at most %d",
+			 MAX_USAGE_BATCH);
+		rc = SW_EINVAL;
+	}
+	/* Check the whole batch before storing any of it. */
+	json_array_foreach(records, i, r)
+	{
+		const char *id, *product, *exe, *user, *host, *kind, *source;
+		int64_t start, end, wait = 0;
+		if (rc)
+			break;
+		if (!json_is_object(r) || sw_json_str(r, "id", 64, 1, &id, err, sizeof(err)) ||
+		    sw_json_str(r, "product", 63, 0, &product, err, sizeof(err)) ||
+		    sw_json_str(r, "exe", 255, 1, &exe, err, sizeof(err)) ||
+		    sw_json_str(r, "user", 64, 1, &user, err, sizeof(err)) ||
+		    sw_json_str(r, "host", 63, 1, &host, err, sizeof(err)) ||
+		    sw_json_str(r, "kind", 16, 1, &kind, err, sizeof(err)) ||
+		    sw_json_str(r, "source", 16, 1, &source, err, sizeof(err)) ||
+		    sw_json_int(r, "start", 0, INT64_MAX / 2, 1, &start, err, sizeof(err)) ||
+		    sw_json_int(r, "end", 0, INT64_MAX / 2, 1, &end, err, sizeof(err)) ||
+		    sw_json_int(r, "wait_ms", 0, INT64_MAX / 2, 0, &wait, err, sizeof(err)))
+			rc = SW_EINVAL;
+		else if (end < start || (strcmp(kind, "run") != 0 && strcmp(kind, "denied") != 0))
+			rc = SW_EINVAL,
+			snprintf(err, sizeof(err), "record %s: bad kind or times", id);
+	}
+	if (rc) {
+		sw_http_reply_error(req, 400, "usage refused: %s", err);
+		json_decref(j);
+		return;
+	}
+	skew = now - their_now;
+	if (skew > -2000 && skew < 2000)
+		skew = 0; /* network delay, not a clock error */
+	rc = sw_db_begin(s->db, err, sizeof(err));
+	json_array_foreach(records, i, r)
+	{
+		int64_t changes = 0, wait = 0;
+		if (rc)
+			break;
+		sw_json_int(r, "wait_ms", 0, INT64_MAX / 2, 0, &wait, NULL, 0);
+		struct sw_db_val p[] = {
+		    SW_DB_TEXT(json_string_value(json_object_get(r, "id"))),
+		    SW_DB_TEXT(json_string_value(json_object_get(r, "product"))),
+		    SW_DB_TEXT(json_string_value(json_object_get(r, "exe"))),
+		    SW_DB_TEXT(json_string_value(json_object_get(r, "user"))),
+		    SW_DB_TEXT(json_string_value(json_object_get(r, "host"))),
+		    SW_DB_INT(json_integer_value(json_object_get(r, "start")) + skew),
+		    SW_DB_INT(json_integer_value(json_object_get(r, "end")) + skew),
+		    SW_DB_TEXT(json_string_value(json_object_get(r, "kind"))),
+		    SW_DB_INT(wait),
+		    SW_DB_TEXT(json_string_value(json_object_get(r, "source"))),
+		    SW_DB_INT(now)};
+		rc = sw_db_exec(s->db,
+				"INSERT INTO usage (id, product, exe, user_name, host, start_ms, "
+				"end_ms, kind, wait_ms, source, received_at) VALUES "
+				"(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+				p, 11, NULL, NULL, &changes, err, sizeof(err));
+		if (changes)
+			accepted++;
+		else
+			dup++;
+	}
+	if (!rc)
+		rc = sw_db_commit(s->db, err, sizeof(err));
+	if (rc) {
+		sw_db_rollback(s->db);
+		sw_http_reply_error(req, status_of(rc), "cannot store usage: %s", err);
+	} else {
+		if (accepted)
+			sw_info("usage from %s: %lld records (%lld already had)",
+				sw_http_req_identity(req)->cn, (long long)accepted, (long long)dup);
+		sw_http_reply_json(req, 200,
+				   json_pack("{sI sI sI}", "accepted", (json_int_t)accepted,
+					     "duplicates", (json_int_t)dup, "clock_skew_ms",
+					     (json_int_t)skew));
+	}
+	json_decref(j);
+}
+
+/* Per product and day: launches, users, hosts, run time, peak concurrency, denials. */
+struct day {
+	char product[64];
+	int64_t day;
+	int64_t launches, denials, run_ms, wait_ms, waits;
+	json_t *users, *hosts;
+	int64_t *starts, *ends;
+	size_t n, cap;
+};
+
+struct report {
+	struct day *days;
+	size_t n, cap;
+};
+
+static struct day *day_get(struct report *r, const char *product, int64_t day)
+{
+	for (size_t i = 0; i < r->n; i++)
+		if (r->days[i].day == day && strcmp(r->days[i].product, product) == 0)
+			return &r->days[i];
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 16;
+		struct day *d = realloc(r->days, cap * sizeof(*d));
+		if (!d)
+			return NULL;
+		r->days = d;
+		r->cap = cap;
+	}
+	struct day *d = &r->days[r->n++];
+	memset(d, 0, sizeof(*d));
+	snprintf(d->product, sizeof(d->product), "%s", product);
+	d->day = day;
+	d->users = json_object();
+	d->hosts = json_object();
+	return d;
+}
+
+static int usage_row(void *arg, int ncols, const struct sw_db_val *row)
+{
+	struct report *r = arg;
+	const char *product = row[0].type == SW_DB_TEXT ? row[0].s : "(unregistered)";
+	int64_t start = row[3].i, end = row[4].i;
+	struct day *d = day_get(r, product, start / DAY_MS * DAY_MS);
+
+	if (!d)
+		return SW_ENOMEM;
+	if (strcmp(row[5].s, "denied") == 0) {
+		d->denials++;
+		return 0;
+	}
+	d->launches++;
+	d->run_ms += end - start;
+	if (row[6].i > 0) {
+		d->waits++;
+		d->wait_ms += row[6].i;
+	}
+	json_object_set_new(d->users, row[1].s, json_true());
+	json_object_set_new(d->hosts, row[2].s, json_true());
+	if (d->n == d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 64;
+		int64_t *s = realloc(d->starts, cap * sizeof(*s)), *e;
+		if (!s)
+			return SW_ENOMEM;
+		d->starts = s;
+		e = realloc(d->ends, cap * sizeof(*e));
+		if (!e)
+			return SW_ENOMEM;
+		d->ends = e;
+		d->cap = cap;
+	}
+	d->starts[d->n] = start;
+	d->ends[d->n++] = end;
+	return 0;
+}
+
+static int cmp64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* The most runs at once: sweep the sorted starts and ends. */
+static int64_t peak(struct day *d)
+{
+	size_t i = 0, k = 0;
+	int64_t cur = 0, best = 0;
+
+	qsort(d->starts, d->n, sizeof(int64_t), cmp64);
+	qsort(d->ends, d->n, sizeof(int64_t), cmp64);
+	while (i < d->n) {
+		if (d->starts[i] < d->ends[k]) {
+			if (++cur > best)
+				best = cur;
+			i++;
+		} else {
+			cur--;
+			k++;
+		}
+	}
+	return best;
+}
+
+static int licenses_row(void *arg, int ncols, const struct sw_db_val *row)
+{
+	json_object_set_new(arg, row[0].s, json_integer(row[1].i));
+	return 0;
+}
+
+void metering_get_usage(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+	const char *product = sw_http_req_query(req, "product");
+	const char *since_arg = sw_http_req_query(req, "since");
+	int64_t since = 0;
+	struct report r = {0};
+	json_t *out = json_array(), *licenses = json_object();
+	char err[256];
+	int rc;
+
+	if (since_arg) {
+		char *end;
+		since = strtoll(since_arg, &end, 10);
+		if (*end || since < 0) {
+			sw_http_reply_error(req, 400, "since must be milliseconds since the epoch");
+			goto out;
+		}
+	}
+	if (product && !sw_name_valid(product)) {
+		sw_http_reply_error(req, 400, "'%s' is not a product name", product);
+		goto out;
+	}
+	struct sw_db_val p[] = {SW_DB_INT(since), SW_DB_TEXT(product), SW_DB_TEXT(product)};
+	rc = sw_db_exec(
+	    s->db,
+	    "SELECT product, user_name, host, start_ms, end_ms, kind, wait_ms FROM usage "
+	    "WHERE start_ms >= ? AND (? IS NULL OR product = ?) ORDER BY start_ms",
+	    p, 3, usage_row, &r, NULL, err, sizeof(err));
+	if (!rc)
+		rc = sw_db_exec(s->db, "SELECT name, licenses FROM products", NULL, 0, licenses_row,
+				licenses, NULL, err, sizeof(err));
+	if (rc) {
+		sw_http_reply_error(req, status_of(rc), "%s", err);
+		goto out;
+	}
+	for (size_t i = 0; i < r.n; i++) {
+		struct day *d = &r.days[i];
+		json_t *lic = json_object_get(licenses, d->product);
+		json_array_append_new(
+		    out, json_pack("{ss sI sI sI sI sI sI sI sI sI sO*}", "product", d->product,
+				   "day", (json_int_t)d->day, "launches", (json_int_t)d->launches,
+				   "users", (json_int_t)json_object_size(d->users), "hosts",
+				   (json_int_t)json_object_size(d->hosts), "run_time_ms",
+				   (json_int_t)d->run_ms, "peak_concurrent", (json_int_t)peak(d),
+				   "denials", (json_int_t)d->denials, "queue_waits",
+				   (json_int_t)d->waits, "queue_wait_ms", (json_int_t)d->wait_ms,
+				   "licenses", lic));
+	}
+	sw_http_reply_json(req, 200, json_pack("{sO}", "usage", out));
+out:
+	for (size_t i = 0; i < r.n; i++) {
+		json_decref(r.days[i].users);
+		json_decref(r.days[i].hosts);
+		free(r.days[i].starts);
+		free(r.days[i].ends);
+	}
+	free(r.days);
+	json_decref(out);
+	json_decref(licenses);
+}

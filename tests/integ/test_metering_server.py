@@ -1,0 +1,149 @@
+"""Software metering on the site server: products, license shares, usage ingestion
+(idempotent, clock-skew proof) and the report, through the real programs."""
+import json
+import os
+import time
+import unittest
+import uuid
+
+from harness import Site, wait_for
+
+
+def record(**kw):
+    r = {"id": uuid.uuid4().hex, "product": "cad", "exe": "cad", "user": "alice",
+         "host": "h1", "start": 0, "end": 0, "kind": "run", "wait_ms": 0, "source": "meter"}
+    r.update(kw)
+    return r
+
+
+class MeteringServer(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.site = Site(heartbeat=1)
+        cls.site.start()
+        cls.meters = [cls.site.enroll(n) for n in ("m1", "m2", "m3")]
+        cls.plain = cls.site.enroll("plain")
+        for m in cls.meters:
+            cls.site.cli("role", "add", m.name, "software-metering")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.site.close()
+
+    def agent_api(self, agent, method, path, body=None):
+        return self.site.api(method, path, body, ctx=self.site.tls(*agent.cert()))
+
+    def test_products(self):
+        s = self.site
+        s.cli("product", "add", "p1", "--exe", "p1bin", "--licenses", "4", "--enforce")
+        r = s.cli("product", "add", "p1", "--exe", "x", "--licenses", "1", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("exists", r.stderr)
+        s.cli("product", "set", "p1", "--licenses", "6", "--no-enforce")
+        p = {x["name"]: x for x in s.cli_json("product", "list")["products"]}["p1"]
+        self.assertEqual((p["exe"], p["licenses"], p["enforce"]), ("p1bin", 6, False))
+        for bad in (["--exe", "/usr/bin/x", "--licenses", "1"], ["--exe", "x"],
+                    ["--exe", "x", "--licenses", "-1"]):
+            r = s.cli("product", "add", "p2", *bad, check=False)
+            self.assertNotEqual(r.returncode, 0, bad)
+        s.cli("product", "remove", "p1")
+        r = s.cli("product", "remove", "p1", check=False)
+        self.assertIn("no product named", r.stderr)
+
+    def test_license_shares_never_exceed_the_count(self):
+        self.site.cli("product", "add", "share", "--exe", "share", "--licenses", "7",
+                      "--enforce")
+        shares = []
+        for m in self.meters:
+            status, cfg = self.agent_api(m, "GET", "/v1/meter/config")
+            self.assertEqual(status, 200, cfg)
+            p = {x["name"]: x for x in cfg["products"]}["share"]
+            shares.append(p["allotment"])
+        self.assertEqual(sum(shares), 7)
+        self.assertEqual(sorted(shares), [2, 2, 3])
+        status, body = self.agent_api(self.plain, "GET", "/v1/meter/config")
+        self.assertEqual(status, 403)
+        self.assertIn("software-metering role", body["error"])
+
+    def test_clients_learn_the_metering_servers(self):
+        # each agent reports where its meter listens; every agent is told the list
+        def listed():
+            try:
+                with open(os.path.join(self.plain.dir, "meters.json")) as f:
+                    return len(json.load(f)["meters"]) == 3
+            except (OSError, ValueError, KeyError):
+                return False
+        wait_for(listed, 10, "meters.json to list the three metering servers")
+
+    def test_usage_is_idempotent_and_reported(self):
+        day = int(time.time() * 1000) // 86400000 * 86400000
+        recs = [record(product="rep", exe="rep", user=u, host=h, start=day + 1000 * i,
+                       end=day + 1000 * i + 60000)
+                for i, (u, h) in enumerate([("a", "h1"), ("b", "h1"), ("a", "h2")])]
+        recs.append(record(product="rep", exe="rep", kind="denied", start=day + 5000,
+                           end=day + 5000))
+        body = {"now": int(time.time() * 1000), "records": recs}
+        status, r1 = self.agent_api(self.meters[0], "POST", "/v1/usage", body)
+        self.assertEqual((status, r1["accepted"], r1["duplicates"]), (200, 4, 0))
+        status, r2 = self.agent_api(self.meters[0], "POST", "/v1/usage", body)
+        self.assertEqual((status, r2["accepted"], r2["duplicates"]), (200, 0, 4))
+        u = self.site.cli_json("usage", "--product", "rep")["usage"]
+        self.assertEqual(len(u), 1)
+        row = u[0]
+        self.assertEqual((row["launches"], row["users"], row["hosts"], row["denials"]),
+                         (3, 2, 2, 1))
+        self.assertEqual(row["run_time_ms"], 3 * 60000)
+        self.assertEqual(row["peak_concurrent"], 3)
+        self.assertIn("rep", self.site.cli("usage").stdout)
+
+    def test_clock_skew_is_corrected(self):
+        now = int(time.time() * 1000)
+        ahead = 3 * 3600 * 1000
+        rec = record(product="skew", exe="skew", start=now + ahead - 60000, end=now + ahead)
+        status, r = self.agent_api(self.meters[1], "POST", "/v1/usage",
+                                   {"now": now + ahead, "records": [rec]})
+        self.assertEqual(status, 200)
+        self.assertLess(abs(r["clock_skew_ms"] + ahead), 5000)
+        rows = [x for x in self.site.db_rows("usage") if rec["id"] in x]
+        self.assertEqual(len(rows), 1)
+        # stored where it happened in server time, not three hours in the future
+        self.assertNotIn(str(now + ahead), rows[0])
+
+    def test_bad_usage_refused_whole(self):
+        before = self.site.db_rows("usage")
+        good = record(product="bad", exe="bad", start=1000, end=2000)
+        now = int(time.time() * 1000)
+        for bad in (record(kind="stolen"), record(start=5000, end=1000), record(id=5),
+                    {"id": "x"}, record(user="u" * 500)):
+            status, body = self.agent_api(self.meters[0], "POST", "/v1/usage",
+                                          {"now": now, "records": [good, bad]})
+            self.assertEqual(status, 400, body)
+        status, body = self.agent_api(self.meters[0], "POST", "/v1/usage",
+                                      {"now": now, "records": [good] * 1001})
+        self.assertEqual(status, 400)
+        status, body = self.agent_api(self.meters[0], "POST", "/v1/usage", {"records": []})
+        self.assertEqual(status, 400)
+        self.assertEqual(before, self.site.db_rows("usage"))
+        # an admin certificate is not a metering client
+        status, _ = self.site.api("POST", "/v1/usage", {"now": now, "records": [good]})
+        self.assertEqual(status, 403)
+
+    def test_offline_cache_uploaded_once(self):
+        cache = os.path.join(self.plain.dir, "usage-cache")
+        os.makedirs(cache, exist_ok=True)
+        now = int(time.time() * 1000)
+        ids = []
+        for i in range(3):
+            r = record(product=None, exe="offline-tool", start=now - 5000, end=now,
+                       source="offline", host="plain")
+            ids.append(r["id"])
+            with open(os.path.join(cache, r["id"] + ".json"), "w") as f:
+                json.dump(r, f)
+        wait_for(lambda: not os.listdir(cache), 10, "the cache to be uploaded")
+        rows = self.site.db_rows("usage")
+        for i in ids:
+            self.assertEqual(sum(i in x for x in rows), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
