@@ -32,8 +32,10 @@ struct agent {
 	int stopping;
 	int usage_in_flight;
 	json_t *meters; /* metering servers as last written to meters.json */
-	    /* shutting down: late answers are ignored */ /* a heartbeat is on its way */
-	int64_t last_heartbeat_ok;			  /* ms since the epoch, 0 if never */
+	struct passive *passive;
+	unsigned passive_ms; /* how often running programs are scanned; 0: never */
+	/* shutting down: late answers are ignored */ /* a heartbeat is on its way */
+	int64_t last_heartbeat_ok;		      /* ms since the epoch, 0 if never */
 	struct supervisor *sup;
 	json_t *roles; /* the roles the server wants here */
 	uv_timer_t heartbeat_timer;
@@ -56,6 +58,10 @@ void heartbeat_soon(struct agent *a);
 /* roles.c */
 int roles_apply(struct agent *a, const json_t *wanted);
 void roles_load(struct agent *a);
+
+/* passive.c */
+struct passive *passive_start(struct agent *a, unsigned interval_ms);
+void passive_stop(struct passive *p);
 
 /* usage.c */
 void usage_upload(struct agent *a);

@@ -32,6 +32,7 @@ static const char *const known_settings[] = {
     "service.*.stop_timeout",
     "service.*.restart_delay_ms",
     "meter.listen",
+    "metering.passive_interval_ms",
     NULL,
 };
 
@@ -84,7 +85,9 @@ static int agent_configure(struct agent *a, const char *dir, char *err, size_t e
 	    (rc = sw_conf_get_uint(a->conf, "agent", "request_timeout_ms", 10000, 100, 600000,
 				   &a->request_timeout_ms, sub, sizeof(sub))) ||
 	    (rc = sw_conf_get_uint(a->conf, "agent", "connect_timeout_ms", 5000, 100, 600000,
-				   &connect, sub, sizeof(sub)))) {
+				   &connect, sub, sizeof(sub))) ||
+	    (rc = sw_conf_get_uint(a->conf, "metering", "passive_interval_ms", 10000, 0, 3600000,
+				   &a->passive_ms, sub, sizeof(sub)))) {
 		snprintf(err, errlen, "%s: %s", path, sub);
 		return rc;
 	}
@@ -164,6 +167,7 @@ static int agent_run(const char *dir, int check_only)
 		goto out;
 	}
 	roles_load(&a);
+	a.passive = passive_start(&a, a.passive_ms);
 	uv_signal_init(a.loop, &a.sigint);
 	uv_signal_init(a.loop, &a.sigterm);
 	a.sigint.data = a.sigterm.data = &a;
@@ -174,6 +178,7 @@ static int agent_run(const char *dir, int check_only)
 		sw_http_server_port(a.http), a.server, SW_VERSION);
 	uv_run(a.loop, UV_RUN_DEFAULT);
 	a.stopping = 1;
+	passive_stop(a.passive);
 	heartbeat_stop(&a);
 	/* Services keep running: a restarted agent finds them again. */
 	supervisor_free(a.sup);

@@ -1,6 +1,8 @@
 """Software metering on the site server: products, license shares, usage ingestion
 (idempotent, clock-skew proof) and the report, through the real programs."""
 import json
+import shutil
+import subprocess
 import os
 import time
 import unittest
@@ -147,3 +149,49 @@ class MeteringServer(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Passive(unittest.TestCase):
+    """Registered programs seen running are metered without siteward-run."""
+
+    def setUp(self):
+        self.site = Site(heartbeat=1)
+        self.site.start()
+        self.a = self.site.enroll("pm", start=False)
+        with open(os.path.join(self.a.dir, "agent.conf"), "a") as f:
+            f.write("\n[metering]\npassive_interval_ms = 200\n")
+        self.tool = "pmtool-" + uuid.uuid4().hex[:8]
+        self.bin = os.path.join(self.site.tmp, self.tool)
+        shutil.copy("/bin/sleep", self.bin)
+        # a shell named siteward-run stands for a run the metering server counts
+        self.wrapper = os.path.join(self.site.tmp, "siteward-run")
+        shutil.copy("/bin/sh", self.wrapper)
+        self.site.cli("product", "add", "pm", "--exe", self.tool, "--licenses", "5")
+        self.a.start()
+
+    def tearDown(self):
+        self.site.close()
+
+    def test_runs_seen_are_recorded_once(self):
+        time.sleep(1.5)  # the agent has fetched the product table
+        subprocess.run([self.bin, "1.2"], check=True)
+        subprocess.run([self.wrapper, "-c", f"{self.bin} 1.2; true"], check=True)
+
+        def runs():
+            u = self.site.cli_json("usage", "--product", "pm")["usage"]
+            return u[0]["launches"] if u else 0
+        wait_for(lambda: runs() >= 1, 10, "the passive run to be reported")
+        time.sleep(2)
+        self.assertEqual(runs(), 1, "counted twice, or counted a siteward-run child")
+        rows = [r for r in self.site.db_rows("usage") if self.tool in r]
+        self.assertEqual(len(rows), 1)
+        self.assertIn("passive", rows[0])
+        # restarting the agent while a run is in progress does not count it twice
+        p = subprocess.Popen([self.bin, "3"])
+        time.sleep(1)
+        self.a.stop()
+        self.a.start()
+        p.wait(10)
+        wait_for(lambda: runs() == 2, 10, "the second run")
+        time.sleep(1.5)
+        self.assertEqual(runs(), 2)

@@ -1,0 +1,313 @@
+/*
+ * Passive metering: registered products seen running on this machine are recorded as
+ * usage, whether or not they were started through siteward-run. A scan of /proc every
+ * interval notes each matching process; when one is gone, its run goes to the usage
+ * cache that usage.c uploads. A run's id is derived from the host, pid and process
+ * start time, so seeing the same process again (after an agent restart, say) never
+ * counts it twice. Processes started by siteward-run are left to the metering server.
+ */
+#include "agent.h"
+
+#include "json.h"
+#include "log.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PRODUCTS_EVERY_MS 60000 /* how often the product table is fetched */
+#define MAX_TRACKED	  4096
+
+struct seen {
+	char id[33];
+	char product[64], exe[256], user[64];
+	pid_t pid;
+	unsigned long long starttime;
+	int64_t start_ms;
+	int alive; /* seen in the current scan */
+};
+
+struct passive {
+	struct agent *a;
+	uv_timer_t timer;
+	json_t *products; /* array of {name, exe} */
+	int64_t products_at;
+	int fetching;
+	struct seen *seen;
+	size_t nseen;
+	int64_t boot_ms; /* wall clock at boot, to date processes */
+	long ticks;
+};
+
+/* The fields of /proc/PID/stat we need: parent, start time (ticks after boot). */
+static int proc_stat(pid_t pid, pid_t *ppid, unsigned long long *start)
+{
+	char path[64], buf[1024], *p;
+	int fd, n, field = 2;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = (int)read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	if (!p)
+		return -1;
+	for (p++; *p; p++) {
+		if (*p != ' ')
+			continue;
+		field++;
+		if (field == 4)
+			*ppid = atoi(p + 1);
+		else if (field == 22) {
+			*start = strtoull(p + 1, NULL, 10);
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static int proc_comm(pid_t pid, char *out, size_t len)
+{
+	char path[64];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	if (!fgets(out, (int)len, f)) {
+		fclose(f);
+		return -1;
+	}
+	fclose(f);
+	out[strcspn(out, "\n")] = '\0';
+	return 0;
+}
+
+/* The executable's file name: from /proc/PID/exe where permitted, else its comm. */
+static int proc_exe(pid_t pid, char *out, size_t len)
+{
+	char path[64], target[PATH_MAX];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/exe", (int)pid);
+	n = readlink(path, target, sizeof(target) - 1);
+	if (n > 0) {
+		char *slash;
+		target[n] = '\0';
+		/* a replaced binary reads "/path/prog (deleted)" */
+		if (n > 10 && strcmp(target + n - 10, " (deleted)") == 0)
+			target[n - 10] = '\0';
+		slash = strrchr(target, '/');
+		snprintf(out, len, "%s", slash ? slash + 1 : target);
+		return 0;
+	}
+	return proc_comm(pid, out, len);
+}
+
+static const char *product_for(struct passive *p, const char *exe)
+{
+	size_t i;
+	json_t *prod;
+
+	json_array_foreach(p->products, i, prod)
+	{
+		const char *e = json_string_value(json_object_get(prod, "exe"));
+		if (e && strcmp(e, exe) == 0)
+			return json_string_value(json_object_get(prod, "name"));
+	}
+	return NULL;
+}
+
+static void record_run(struct passive *p, const struct seen *s, int64_t end_ms)
+{
+	char path[PATH_MAX + 100], dir[PATH_MAX + 32], *text;
+	json_t *rec;
+
+	snprintf(dir, sizeof(dir), "%s/usage-cache", p->a->dir);
+	mkdir(dir, 0700);
+	rec =
+	    json_pack("{ss ss ss ss ss sI sI ss sI ss}", "id", s->id, "product", s->product, "exe",
+		      s->exe, "user", s->user, "host", p->a->name, "start", (json_int_t)s->start_ms,
+		      "end", (json_int_t)(end_ms > s->start_ms ? end_ms : s->start_ms), "kind",
+		      "run", "wait_ms", (json_int_t)0, "source", "passive");
+	text = rec ? sw_json_dump(rec) : NULL;
+	json_decref(rec);
+	snprintf(path, sizeof(path), "%s/%s.json", dir, s->id);
+	if (!text || sw_file_write_atomic(path, text, strlen(text), 0600, NULL, 0))
+		sw_warn("cannot record passive usage of %s", s->exe);
+	free(text);
+}
+
+static void scan(struct passive *p)
+{
+	struct dirent *de;
+	DIR *d = opendir("/proc");
+	int64_t now = sw_now_ms();
+
+	if (!d)
+		return;
+	for (size_t i = 0; i < p->nseen; i++)
+		p->seen[i].alive = 0;
+	while ((de = readdir(d))) {
+		char exe[256], parent[64], key[128];
+		pid_t pid, ppid = 0;
+		unsigned long long start = 0;
+		const char *product;
+		size_t i;
+
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		pid = atoi(de->d_name);
+		if (proc_exe(pid, exe, sizeof(exe)) || !(product = product_for(p, exe)) ||
+		    proc_stat(pid, &ppid, &start))
+			continue;
+		if (proc_comm(ppid, parent, sizeof(parent)) == 0 &&
+		    strcmp(parent, "siteward-run") == 0)
+			continue; /* metered by its metering server */
+		for (i = 0; i < p->nseen; i++)
+			if (p->seen[i].pid == pid && p->seen[i].starttime == start)
+				break;
+		if (i < p->nseen) {
+			p->seen[i].alive = 1;
+			continue;
+		}
+		if (p->nseen == MAX_TRACKED)
+			continue;
+		struct seen *s = &p->seen[p->nseen++];
+		struct stat st;
+		char path[64];
+		memset(s, 0, sizeof(*s));
+		s->pid = pid;
+		s->starttime = start;
+		s->alive = 1;
+		s->start_ms = p->boot_ms + (int64_t)(start * 1000 / (unsigned long long)p->ticks);
+		snprintf(s->product, sizeof(s->product), "%s", product);
+		snprintf(s->exe, sizeof(s->exe), "%s", exe);
+		snprintf(path, sizeof(path), "/proc/%d", (int)pid);
+		if (stat(path, &st) == 0) {
+			struct passwd *pw = getpwuid(st.st_uid);
+			if (pw)
+				snprintf(s->user, sizeof(s->user), "%s", pw->pw_name);
+			else
+				snprintf(s->user, sizeof(s->user), "%u", (unsigned)st.st_uid);
+		}
+		snprintf(key, sizeof(key), "%s/%d/%llu/%lld", p->a->name, (int)pid, start,
+			 (long long)p->boot_ms / 1000);
+		char hex[65];
+		sw_sha256_hex(key, strlen(key), hex);
+		memcpy(s->id, hex, 32);
+		s->id[32] = '\0';
+	}
+	closedir(d);
+	for (size_t i = 0; i < p->nseen;) {
+		if (p->seen[i].alive) {
+			i++;
+			continue;
+		}
+		record_run(p, &p->seen[i], now);
+		p->seen[i] = p->seen[--p->nseen];
+	}
+}
+
+static void on_products(const struct sw_http_result *res, void *arg)
+{
+	struct passive *p = arg;
+	json_t *j = NULL, *arr;
+
+	p->fetching = 0;
+	if (res->status != 200 || sw_json_parse_object(res->body, res->len, &j, NULL, 0))
+		return;
+	arr = json_object_get(j, "products");
+	if (json_is_array(arr)) {
+		json_decref(p->products);
+		p->products = json_incref(arr);
+		p->products_at = sw_mono_ms();
+	}
+	json_decref(j);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+	struct passive *p = t->data;
+	char url[400];
+
+	if (!p->fetching &&
+	    (!p->products_at || sw_mono_ms() - p->products_at > PRODUCTS_EVERY_MS)) {
+		snprintf(url, sizeof(url), "%s/v1/products", p->a->server);
+		if (sw_http_client_request(p->a->client, "GET", url, NULL, 0,
+					   p->a->request_timeout_ms, on_products, p) == 0)
+			p->fetching = 1;
+	}
+	if (json_array_size(p->products))
+		scan(p);
+}
+
+static int64_t boot_time_ms(void)
+{
+	char line[256];
+	long long btime = 0;
+	FILE *f = fopen("/proc/stat", "re");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "btime %lld", &btime) == 1)
+			break;
+	fclose(f);
+	return btime * 1000;
+}
+
+struct passive *passive_start(struct agent *a, unsigned interval_ms)
+{
+	struct passive *p;
+
+	if (interval_ms == 0)
+		return NULL;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->a = a;
+	p->seen = calloc(MAX_TRACKED, sizeof(*p->seen));
+	p->products = json_array();
+	p->boot_ms = boot_time_ms();
+	p->ticks = sysconf(_SC_CLK_TCK);
+	if (!p->seen || p->ticks <= 0) {
+		json_decref(p->products);
+		free(p->seen);
+		free(p);
+		return NULL;
+	}
+	uv_timer_init(a->loop, &p->timer);
+	p->timer.data = p;
+	uv_timer_start(&p->timer, on_tick, 1000, interval_ms);
+	return p;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+	struct passive *p = h->data;
+
+	json_decref(p->products);
+	free(p->seen);
+	free(p);
+}
+
+void passive_stop(struct passive *p)
+{
+	if (!p)
+		return;
+	uv_timer_stop(&p->timer);
+	uv_close((uv_handle_t *)&p->timer, on_closed);
+}
