@@ -58,6 +58,7 @@ void heartbeat_soon(struct agent *a);
 /* roles.c */
 int roles_apply(struct agent *a, const json_t *wanted);
 void roles_load(struct agent *a);
+int roles_check_config(struct agent *a, char *err, size_t errlen);
 
 /* passive.c */
 struct passive *passive_start(struct agent *a, unsigned interval_ms);

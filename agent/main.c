@@ -105,6 +105,10 @@ static int agent_configure(struct agent *a, const char *dir, char *err, size_t e
 		return SW_EINVAL;
 	}
 	sw_log_init("siteward-agent", (enum sw_log_level)lv);
+	if (roles_check_config(a, sub, sizeof(sub))) {
+		snprintf(err, errlen, "%s: %s", path, sub);
+		return SW_EINVAL;
+	}
 	meter_address(a);
 	if ((rc = read_in(a->dir, "ca.crt", &a->ca_pem, err, errlen)) ||
 	    (rc = read_in(a->dir, "agent.crt", &a->cert_pem, err, errlen)) ||

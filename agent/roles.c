@@ -123,7 +123,7 @@ static int make_def(struct agent *a, const char *name, const char *role,
 		return -1;
 	}
 	def->stop_timeout_ms = stop_timeout * 1000;
-	if (sw_conf_get_uint(a->conf, section, "restart_delay_ms", 1000, 10, 60000,
+	if (sw_conf_get_uint(a->conf, section, "restart_delay_ms", 1000, 10, 30000,
 			     &def->restart_delay_ms, key, sizeof(key))) {
 		snprintf(err, errlen, "%s", key);
 		svc_def_clear(def);
@@ -141,6 +141,12 @@ static void add_service(struct agent *a, const char *name, const char *role,
 	struct service *svc;
 	char err[256];
 
+	if (!sw_name_valid(name)) {
+		sw_err("role %s: [service.%s]: a service name is 1-63 letters, digits, '.', '_' or "
+		       "'-'; skipped",
+		       role, name);
+		return;
+	}
 	if (supervisor_find(a->sup, name))
 		return;
 	if (make_def(a, name, role, default_command, &def, err, sizeof(err))) {
@@ -150,6 +156,29 @@ static void add_service(struct agent *a, const char *name, const char *role,
 	svc = supervisor_add(a->sup, &def);
 	if (svc && service_state(svc) == SVC_STOPPED && (fresh || service_wants_running(svc)))
 		service_start(svc);
+}
+
+/* Every [service.NAME] section must make a service, so mistakes show at start-up. */
+int roles_check_config(struct agent *a, char *err, size_t errlen)
+{
+	for (int i = 0; i < sw_conf_count(a->conf); i++) {
+		const char *section, *key, *value;
+		struct svc_def def;
+
+		sw_conf_entry(a->conf, i, &section, &key, &value);
+		if (strncmp(section, "service.", 8) != 0 || strcmp(key, "command") != 0)
+			continue;
+		if (!sw_name_valid(section + 8)) {
+			snprintf(err, errlen,
+				 "[%s]: a service name is 1-63 letters, digits, '.', '_' or '-'",
+				 section);
+			return -1;
+		}
+		if (make_def(a, section + 8, "test", NULL, &def, err, errlen))
+			return -1;
+		svc_def_clear(&def);
+	}
+	return 0;
 }
 
 static void add_role(struct agent *a, const char *role, int fresh)

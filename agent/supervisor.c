@@ -367,8 +367,15 @@ static void spawn(struct service *svc)
 	}
 	for (int i = 0; svc->def.env[i]; i++)
 		env[n++] = svc->def.env[i];
-	for (int i = 0; environ[i] && n < (int)SW_ARRAY_LEN(env) - 1; i++)
-		env[n++] = environ[i];
+	/* the agent's environment, less what the service's own settings replace */
+	for (int i = 0; environ[i] && n < (int)SW_ARRAY_LEN(env) - 1; i++) {
+		size_t klen = strcspn(environ[i], "=");
+		int replaced = 0;
+		for (int k = 0; svc->def.env[k] && !replaced; k++)
+			replaced = strncmp(svc->def.env[k], environ[i], klen + 1) == 0;
+		if (!replaced)
+			env[n++] = environ[i];
+	}
 	env[n] = NULL;
 	fd = open_log(svc);
 	c = calloc(1, sizeof(*c));
@@ -543,6 +550,12 @@ void service_stop(struct service *svc)
 
 void service_restart(struct service *svc)
 {
+	if (svc->state == SVC_STARTING && !svc->pid && !svc->adopted) {
+		/* waiting to restart after a crash: restart now */
+		svc->target_running = 1;
+		spawn(svc);
+		return;
+	}
 	if (svc->state == SVC_RUNNING || svc->state == SVC_STARTING) {
 		service_stop(svc);
 		svc->target_running = 1; /* check_stopped starts it again */
@@ -624,11 +637,11 @@ static void service_free(struct service *svc)
 void supervisor_remove(struct supervisor *sup, struct service *svc)
 {
 	svc->removing = 1;
-	if (svc->state == SVC_STOPPED || svc->state == SVC_FAILED) {
+	if (svc->state != SVC_STOPPED && svc->state != SVC_FAILED)
+		service_stop(svc);
+	/* nothing was running (or a restart wait was cancelled): forget it now */
+	if (svc->state == SVC_STOPPED || svc->state == SVC_FAILED)
 		service_free(svc);
-		return;
-	}
-	service_stop(svc);
 }
 
 /* Watches a process an earlier agent started, if it is still the same process. */
@@ -663,7 +676,7 @@ static void adopt(struct service *svc, json_t *rec)
 	svc->pgid = pgid;
 	svc->starttime = start;
 	svc->run_started_ms = sw_mono_ms();
-	set_state(svc, SVC_RUNNING, "running as pid %d (found again after an agent restart)",
+	set_state(svc, SVC_RUNNING, "running as pid %d, found again after an agent restart",
 		  (int)pid);
 }
 
@@ -698,6 +711,9 @@ struct service *supervisor_add(struct supervisor *sup, struct svc_def *def)
 			snprintf(svc->reason, sizeof(svc->reason), "stopped on request");
 		adopt(svc, rec);
 		json_object_del(sup->saved, svc->def.name);
+		/* an agent that died in the middle of a stop: finish it */
+		if (svc->state == SVC_RUNNING && !svc->target_running)
+			begin_stop(svc);
 	}
 	save_state(sup);
 	return svc;
@@ -775,26 +791,36 @@ struct supervisor *supervisor_new(uv_loop_t *loop, const char *dir, void (*on_ch
 	return sup;
 }
 
-/* Processes recorded by an earlier agent for services nobody wants any more. */
+/* Processes recorded by an earlier agent for services nobody wants any more are
+ * stopped like any other: SIGTERM, grace, SIGKILL, and "stuck" if they survive. */
 void supervisor_stop_leftovers(struct supervisor *sup)
 {
 	const char *name;
-	json_t *rec;
+	json_t *rec, *saved = sup->saved;
 
-	json_object_foreach(sup->saved, name, rec)
+	sup->saved = json_object();
+	json_object_foreach(saved, name, rec)
 	{
-		pid_t pid = (pid_t)json_integer_value(json_object_get(rec, "pid"));
-		pid_t pgid = (pid_t)json_integer_value(json_object_get(rec, "pgid"));
-		unsigned long long start =
-		    (unsigned long long)json_integer_value(json_object_get(rec, "starttime"));
-		if (pid > 0 && start && proc_starttime(pid, NULL, NULL) == start && pgid > 0) {
+		struct service *svc = calloc(1, sizeof(*svc));
+		if (!svc)
+			break;
+		svc->sup = sup;
+		snprintf(svc->def.name, sizeof(svc->def.name), "%s", name);
+		snprintf(svc->def.role, sizeof(svc->def.role), "(no longer wanted)");
+		svc->def.stop_timeout_ms = 10000;
+		uv_timer_init(sup->loop, &svc->timer);
+		uv_timer_init(sup->loop, &svc->group_poll);
+		svc->timer.data = svc->group_poll.data = svc;
+		svc->handles = 2;
+		svc->next = sup->services;
+		sup->services = svc;
+		adopt(svc, rec);
+		if (svc->pid)
 			sw_warn("service %s (pid %d) is no longer wanted; stopping it", name,
-				(int)pid);
-			kill(-pgid, SIGTERM);
-			kill(-pgid, SIGCONT);
-		}
+				(int)svc->pid);
+		supervisor_remove(sup, svc);
 	}
-	json_object_clear(sup->saved);
+	json_decref(saved);
 	save_state(sup);
 }
 

@@ -23,7 +23,10 @@ int cmd_role(struct cli *c, int argc, char **argv)
 		return 2;
 	}
 	snprintf(path, sizeof(path), "/v1/systems/%s/roles/%s", argv[1], argv[2]);
-	if (client_call(c, add ? "POST" : "DELETE", path, NULL, &reply))
+	json_t *body = json_pack("{sf}", "timeout", c->timeout_ms / 1000.0);
+	int rc = client_call(c, add ? "POST" : "DELETE", path, body, &reply);
+	json_decref(body);
+	if (rc)
 		return 1;
 	if (c->json) {
 		print_json(reply);
@@ -115,7 +118,7 @@ int cmd_service(struct cli *c, int argc, char **argv)
 	state = json_string_value(json_object_get(reply, "state"));
 	/* A start or stop that did not end where it was meant to is a failure. */
 	rc = want && (!state || strcmp(state, want) != 0) ? 1 : 0;
-	if (rc && !c->json)
+	if (rc)
 		cli_error("%s %s is %s, not %s", argv[1], argv[2], state ? state : "unknown", want);
 	json_decref(reply);
 	return rc;

@@ -265,13 +265,16 @@ static struct system *find_system(struct server *s, struct sw_http_req *req, con
 	return sys;
 }
 
+static int body_timeout(struct sw_http_req *req, unsigned *ms);
+
 static void set_role(struct server *s, struct sw_http_req *req, const struct target *t, int add)
 {
 	struct system *sys = find_system(s, req, t);
+	unsigned timeout_ms;
 	char err[256];
 	int rc;
 
-	if (!sys)
+	if (!sys || body_timeout(req, &timeout_ms))
 		return;
 	if (!sw_proto_role_known(t->item)) {
 		sw_http_reply_error(
@@ -284,8 +287,13 @@ static void set_role(struct server *s, struct sw_http_req *req, const struct tar
 		return;
 	}
 	sw_info("role %s %s %s", t->item, add ? "added to" : "removed from", sys->name);
-	if (control_push_roles(s, sys, req, t->item, add))
-		sw_http_reply_error(req, 500, "cannot call the agent of %s", sys->name);
+	/* The change is recorded; the push only hurries it, within the caller's deadline. */
+	if (control_push_roles(s, sys, req, t->item, add, timeout_ms))
+		sw_http_reply_json(
+		    req, 200,
+		    json_pack("{ss ss sb sO sb ss}", "system", sys->name, "role", t->item, "added",
+			      add, "roles", sys->roles, "applied", 0, "note",
+			      "recorded; the agent will apply it when it next reports"));
 }
 
 /* Seconds from the request body's "timeout", 1 ms to 1 h; 30 s by default. */

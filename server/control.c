@@ -104,8 +104,8 @@ static void on_roles_pushed(const struct sw_http_result *res, void *arg)
 			err);
 	}
 	if (c->req) {
-		out = json_pack("{ss ss sb sO}", "system", c->system, "role", c->role, "added",
-				c->add, "roles", sys ? sys->roles : json_array());
+		out = json_pack("{ss ss sb so}", "system", c->system, "role", c->role, "added",
+				c->add, "roles", sys ? json_incref(sys->roles) : json_array());
 		json_object_set_new(out, "applied", json_boolean(reply != NULL));
 		if (reply)
 			json_object_set(out, "services", json_object_get(reply, "services"));
@@ -122,8 +122,11 @@ static void on_roles_pushed(const struct sw_http_result *res, void *arg)
 }
 
 int control_push_roles(struct server *s, struct system *sys, struct sw_http_req *req,
-		       const char *role, int add)
+		       const char *role, int add, unsigned timeout_ms)
 {
+	unsigned limit =
+	    timeout_ms > 2 * AGENT_MARGIN_MS ? timeout_ms - AGENT_MARGIN_MS : timeout_ms / 2;
+
 	struct call *c = calloc(1, sizeof(*c));
 
 	if (!c)
@@ -134,7 +137,7 @@ int control_push_roles(struct server *s, struct system *sys, struct sw_http_req 
 	snprintf(c->system, sizeof(c->system), "%s", sys->name);
 	snprintf(c->role, sizeof(c->role), "%s", role ? role : "");
 	return start_call(c, sys, "PUT", "/v1/roles", json_pack("{sO}", "roles", sys->roles),
-			  PUSH_TIMEOUT_MS, on_roles_pushed);
+			  limit < PUSH_TIMEOUT_MS ? limit : PUSH_TIMEOUT_MS, on_roles_pushed);
 }
 
 static void on_service_reply(const struct sw_http_result *res, void *arg)

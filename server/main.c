@@ -45,6 +45,11 @@ static void on_flush(uv_timer_t *t)
 	registry_flush(t->data);
 }
 
+static void on_last_flush(uv_timer_t *t)
+{
+	uv_stop(t->loop);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
 	struct server *s = h->data;
@@ -162,6 +167,9 @@ static int server_run(const char *dir, int check_only)
 	/* Calls to agents end first, so every request waiting on one gets its answer. */
 	sw_http_client_free(s.agents);
 	s.agents = NULL;
+	/* a moment, bounded, for those answers to go out before the listener closes */
+	uv_timer_start(&s.flush_timer, on_last_flush, 200, 0);
+	uv_run(s.loop, UV_RUN_DEFAULT);
 	sw_http_server_stop(s.http);
 	uv_walk(s.loop, close_walk, NULL);
 	uv_run(s.loop, UV_RUN_DEFAULT);

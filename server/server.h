@@ -73,7 +73,7 @@ int registry_role_set(struct server *s, struct system *sys, const char *role, in
 /* control.c */
 int control_start(struct server *s, char *err, size_t errlen);
 int control_push_roles(struct server *s, struct system *sys, struct sw_http_req *req,
-		       const char *role, int add);
+		       const char *role, int add, unsigned timeout_ms);
 int control_service(struct server *s, struct system *sys, struct sw_http_req *req,
 		    const char *service, const char *action, unsigned timeout_ms, unsigned lines);
 

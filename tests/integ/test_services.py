@@ -166,6 +166,37 @@ class Services(unittest.TestCase):
         r = self.cli("service", "start", a.name, "crashy")
         self.assertNotEqual(r.returncode, 0, "a start that ends failed must not succeed")
 
+    def test_restart_and_removal_while_waiting_to_restart(self):
+        a = self.agent("w1", crashy=(prog("crashy.py", "3"), {"restart_delay_ms": "30000"}))
+        self.add_role(a)
+        wait_for(lambda: "restarting in" in (a.service("crashy") or {}).get("reason", ""),
+                 5, "crashy to wait for its restart")
+        r = self.cli("service", "restart", a.name, "crashy", "--json", "--timeout", "1.5")
+        # restarted at once rather than left stopped; it crashes again, and waits again
+        self.assertIn(json.loads(r.stdout)["state"], ("starting", "running"))
+        self.assertIn("restarting in", a.service("crashy")["reason"])
+        self.site.cli("role", "remove", a.name, "test")
+        wait_for(lambda: "crashy" not in a.services(), 5, "crashy to be forgotten")
+        self.add_role(a)
+        wait_for(lambda: (a.service("crashy") or {}).get("state") == "starting", 5,
+                 "crashy to be started again when its role comes back")
+
+    def test_agent_killed_mid_stop_finishes_the_stop(self):
+        a = self.agent("m1", stub=(prog("stubborn.py", "m1"), {"stop_timeout": "4"}))
+        self.add_role(a)
+        pid = wait_for(lambda: self.running(a, "stub"), 3, "stub to run")["pid"]
+        self.cli("service", "stop", a.name, "stub", "--timeout", "1")
+        self.assertEqual(a.service("stub")["state"], "stopping")
+        a.proc.kill9()
+        a.start()
+        # the new agent keeps to "stopped": it stops the service it found, with its grace
+        s = a.service("stub")
+        self.assertIn(s["state"], ("stopping", "stopped"))
+        self.assertFalse(s["wants_running"])
+        r = self.cli("service", "stop", a.name, "stub", "--timeout", "10", "--json")
+        self.assertEqual(json.loads(r.stdout)["state"], "stopped")
+        self.assertFalse(group_alive(pid))
+
     def test_concurrent_start_and_stop_end_consistent(self):
         tag = "z1-" + os.path.basename(self.site.tmp)  # unique to this run
         a = self.agent("z1", coop=(prog("cooperative.py", tag), {"stop_timeout": "2"}))
