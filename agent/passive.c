@@ -37,6 +37,7 @@ struct passive {
 	struct agent *a;
 	uv_timer_t timer;
 	json_t *products; /* array of {name, exe} */
+	json_t *excluded; /* executables never metered passively */
 	int64_t products_at;
 	int fetching;
 	struct seen *seen;
@@ -121,6 +122,8 @@ static const char *product_for(struct passive *p, const char *exe)
 	size_t i;
 	json_t *prod;
 
+	json_array_foreach(p->excluded, i,
+			   prod) if (strcmp(json_string_value(prod), exe) == 0) return NULL;
 	json_array_foreach(p->products, i, prod)
 	{
 		const char *e = json_string_value(json_object_get(prod, "exe"));
@@ -231,8 +234,11 @@ static void on_products(const struct sw_http_result *res, void *arg)
 		return;
 	arr = json_object_get(j, "products");
 	if (json_is_array(arr)) {
+		json_t *ex = json_object_get(j, "excluded");
 		json_decref(p->products);
 		p->products = json_incref(arr);
+		json_decref(p->excluded);
+		p->excluded = json_is_array(ex) ? json_incref(ex) : json_array();
 		p->products_at = sw_mono_ms();
 	}
 	json_decref(j);
@@ -300,6 +306,7 @@ static void on_closed(uv_handle_t *h)
 	struct passive *p = h->data;
 
 	json_decref(p->products);
+	json_decref(p->excluded);
 	free(p->seen);
 	free(p);
 }

@@ -9,10 +9,12 @@
 #include <time.h>
 
 static const char product_usage[] =
-    "usage: siteward product add NAME --exe FILE [--version PATTERN] --licenses N [--enforce]\n"
-    "       siteward product set NAME [--exe FILE] [--version PATTERN] [--licenses N]\n"
-    "                            [--enforce | --no-enforce]\n"
-    "       siteward product remove NAME | siteward product list";
+    "usage: siteward product add NAME --exe FILE --licenses N [OPTIONS]\n"
+    "       siteward product set NAME [--exe FILE] [--licenses N] [OPTIONS]\n"
+    "       siteward product remove NAME | siteward product list\n"
+    "       siteward product exclude|include EXE   (passive metering)\n"
+    "options: --version PATTERN --build-id HEX --enforce|--no-enforce --hours HH:MM-HH:MM\n"
+    "         --deny-users U1,U2 --deny-hosts H1,H2  (an empty value clears)";
 
 static void print_products(const json_t *reply)
 {
@@ -55,6 +57,18 @@ int cmd_product(struct cli *c, int argc, char **argv)
 		cli_error("%s", product_usage);
 		return 2;
 	}
+	if ((strcmp(action, "exclude") == 0 || strcmp(action, "include") == 0) && argc == 2) {
+		snprintf(path, sizeof(path), "/v1/excluded/%s", argv[1]);
+		if (client_call(c, action[0] == 'e' ? "PUT" : "DELETE", path, NULL, &reply))
+			return 1;
+		if (c->json)
+			print_json(reply);
+		else
+			printf("%s %s passive metering\n", argv[1],
+			       action[0] == 'e' ? "left out of" : "back in");
+		json_decref(reply);
+		return 0;
+	}
 	if (strcmp(action, "remove") == 0 && argc == 2) {
 		snprintf(path, sizeof(path), "/v1/products/%s", argv[1]);
 		if (client_call(c, "DELETE", path, NULL, &reply))
@@ -78,8 +92,19 @@ int cmd_product(struct cli *c, int argc, char **argv)
 		if (strcmp(o, "--enforce") == 0 || strcmp(o, "--no-enforce") == 0) {
 			json_object_set_new(body, "enforce", json_boolean(o[2] == 'e'));
 		} else if (i + 1 < argc &&
-			   (strcmp(o, "--exe") == 0 || strcmp(o, "--version") == 0)) {
+			   (strcmp(o, "--exe") == 0 || strcmp(o, "--version") == 0 ||
+			    strcmp(o, "--hours") == 0)) {
 			json_object_set_new(body, o + 2, json_string(argv[++i]));
+		} else if (i + 1 < argc && strcmp(o, "--build-id") == 0) {
+			json_object_set_new(body, "build_id", json_string(argv[++i]));
+		} else if (i + 1 < argc &&
+			   (strcmp(o, "--deny-users") == 0 || strcmp(o, "--deny-hosts") == 0)) {
+			json_t *list = json_array();
+			char buf[1024], *save = NULL, *tok;
+			snprintf(buf, sizeof(buf), "%s", argv[++i]);
+			for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+				json_array_append_new(list, json_string(tok));
+			json_object_set_new(body, o[7] == 'u' ? "deny_users" : "deny_hosts", list);
 		} else if (i + 1 < argc && strcmp(o, "--licenses") == 0) {
 			char *end;
 			long n = strtol(argv[++i], &end, 10);

@@ -29,6 +29,8 @@ static const char *const known_settings[] = {
     "database.busy_timeout_ms",
     "database.connect_timeout",
     "log.level",
+    "metering.detail_days",
+    "metering.summarize_interval_s",
     NULL,
 };
 
@@ -43,6 +45,11 @@ static void usage(FILE *f)
 static void on_flush(uv_timer_t *t)
 {
 	registry_flush(t->data);
+}
+
+static void on_summarize(uv_timer_t *t)
+{
+	metering_summarize(t->data);
 }
 
 static void on_last_flush(uv_timer_t *t)
@@ -92,6 +99,10 @@ static int server_configure(struct server *s, const char *dir, char *err, size_t
 				   &s->heartbeat_s, sub, sizeof(sub))) ||
 	    (rc = sw_conf_get_uint(s->conf, "server", "flush_interval_ms", 1000, 10, 60000,
 				   &s->flush_ms, sub, sizeof(sub))) ||
+	    (rc = sw_conf_get_uint(s->conf, "metering", "detail_days", 90, 0, 36500,
+				   &s->detail_days, sub, sizeof(sub))) ||
+	    (rc = sw_conf_get_uint(s->conf, "metering", "summarize_interval_s", 3600, 1, 86400,
+				   &s->summarize_s, sub, sizeof(sub))) ||
 	    (rc = sw_conf_get_uint(s->conf, "database", "busy_timeout_ms", 5000, 1, 600000, &busy,
 				   sub, sizeof(sub))) ||
 	    (rc = sw_conf_get_uint(s->conf, "database", "connect_timeout", 5, 1, 300, &connect, sub,
@@ -153,6 +164,9 @@ static int server_run(const char *dir, int check_only)
 	uv_timer_init(s.loop, &s.flush_timer);
 	s.flush_timer.data = &s;
 	uv_timer_start(&s.flush_timer, on_flush, s.flush_ms, s.flush_ms);
+	uv_timer_init(s.loop, &s.summarize_timer);
+	s.summarize_timer.data = &s;
+	uv_timer_start(&s.summarize_timer, on_summarize, 1000, s.summarize_s * 1000ull);
 	uv_signal_init(s.loop, &s.sigint);
 	uv_signal_init(s.loop, &s.sigterm);
 	s.sigint.data = s.sigterm.data = &s;

@@ -18,6 +18,12 @@
 /* The lease a metering server gives; a client heartbeats at a third of it. */
 #define LEASE_TTL_MS 30000
 
+static int count_row(void *arg, int ncols, const struct sw_db_val *row)
+{
+	*(int64_t *)arg = row[0].i;
+	return 0;
+}
+
 static unsigned status_of(int rc)
 {
 	switch (rc) {
@@ -37,11 +43,55 @@ static int exe_valid(const char *exe)
 	       strcmp(exe, "..") != 0;
 }
 
+/* A registered product, as stored and as sent to metering servers. */
+struct product {
+	char name[64], exe[256], version[65], build_id[129], hours[16];
+	char deny_users[1024], deny_hosts[1024]; /* comma-separated */
+	int64_t licenses;
+	int enforce;
+};
+
+#define PRODUCT_COLUMNS                                                                            \
+	"name, exe, version, licenses, enforce, build_id, hours, deny_users, deny_hosts"
+
+static void product_read(struct product *p, const struct sw_db_val *row)
+{
+	snprintf(p->name, sizeof(p->name), "%s", row[0].s);
+	snprintf(p->exe, sizeof(p->exe), "%s", row[1].s);
+	snprintf(p->version, sizeof(p->version), "%s", row[2].s);
+	p->licenses = row[3].i;
+	p->enforce = row[4].i != 0;
+	snprintf(p->build_id, sizeof(p->build_id), "%s", row[5].s);
+	snprintf(p->hours, sizeof(p->hours), "%s", row[6].s);
+	snprintf(p->deny_users, sizeof(p->deny_users), "%s", row[7].s);
+	snprintf(p->deny_hosts, sizeof(p->deny_hosts), "%s", row[8].s);
+}
+
+static json_t *list_json(const char *csv)
+{
+	json_t *arr = json_array();
+	char buf[1024], *save = NULL, *tok;
+
+	snprintf(buf, sizeof(buf), "%s", csv);
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+		json_array_append_new(arr, json_string(tok));
+	return arr;
+}
+
+static json_t *product_json(const struct product *p)
+{
+	return json_pack("{ss ss ss sI sb ss ss so so}", "name", p->name, "exe", p->exe, "version",
+			 p->version, "licenses", (json_int_t)p->licenses, "enforce", p->enforce,
+			 "build_id", p->build_id, "hours", p->hours, "deny_users",
+			 list_json(p->deny_users), "deny_hosts", list_json(p->deny_hosts));
+}
+
 static int product_row(void *arg, int ncols, const struct sw_db_val *row)
 {
-	json_array_append_new(arg, json_pack("{ss ss ss sI sb}", "name", row[0].s, "exe", row[1].s,
-					     "version", row[2].s, "licenses", (json_int_t)row[3].i,
-					     "enforce", row[4].i != 0));
+	struct product p;
+
+	product_read(&p, row);
+	json_array_append_new(arg, product_json(&p));
 	return 0;
 }
 
@@ -49,40 +99,106 @@ static json_t *products_load(struct server *s, char *err, size_t errlen)
 {
 	json_t *arr = json_array();
 
-	if (sw_db_exec(s->db,
-		       "SELECT name, exe, version, licenses, enforce FROM products ORDER BY name",
-		       NULL, 0, product_row, arr, NULL, err, errlen)) {
+	if (sw_db_exec(s->db, "SELECT " PRODUCT_COLUMNS " FROM products ORDER BY name", NULL, 0,
+		       product_row, arr, NULL, err, errlen)) {
 		json_decref(arr);
 		return NULL;
 	}
 	return arr;
 }
 
+static int excluded_row(void *arg, int ncols, const struct sw_db_val *row)
+{
+	json_array_append_new(arg, json_string(row[0].s));
+	return 0;
+}
+
 void metering_get_products(struct sw_http_req *req, void *arg)
 {
+	struct server *s = arg;
 	char err[256];
-	json_t *arr = products_load(arg, err, sizeof(err));
+	json_t *arr = products_load(s, err, sizeof(err)), *excluded = json_array();
 
-	if (!arr) {
+	if (!arr || sw_db_exec(s->db, "SELECT exe FROM excluded_programs ORDER BY exe", NULL, 0,
+			       excluded_row, excluded, NULL, err, sizeof(err))) {
+		json_decref(arr);
+		json_decref(excluded);
 		sw_http_reply_error(req, 500, "%s", err);
 		return;
 	}
-	sw_http_reply_json(req, 200, json_pack("{so}", "products", arr));
+	sw_http_reply_json(req, 200, json_pack("{so so}", "products", arr, "excluded", excluded));
 }
 
-/* Reads the fields of a product from a request; `partial` allows missing ones. */
-static int product_fields(const json_t *j, int partial, const char **exe, const char **version,
-			  int64_t *licenses, int *enforce, char *err, size_t errlen)
+static int hex_valid(const char *s)
 {
+	size_t n = strlen(s);
+
+	if (n < 2 || n > 128 || n % 2)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+	return 1;
+}
+
+static int hours_valid(const char *h)
+{
+	int a, b, c, d, n = 0;
+
+	return sscanf(h, "%2d:%2d-%2d:%2d%n", &a, &b, &c, &d, &n) == 4 && h[n] == '\0' && a >= 0 &&
+	       a <= 24 && c >= 0 && c <= 24 && b >= 0 && b < 60 && d >= 0 && d < 60;
+}
+
+/* A JSON array of names into a comma-separated list; each a valid name. */
+static int names_field(const json_t *j, const char *key, char *out, size_t len, char *err,
+		       size_t errlen)
+{
+	json_t *arr = json_object_get(j, key), *v;
+	size_t i, used = 0;
+
+	if (!arr)
+		return 1; /* absent: keep what there is */
+	if (!json_is_array(arr) || json_array_size(arr) > 64) {
+		snprintf(err, errlen, "%s must be a list of at most 64 names", key);
+		return SW_EINVAL;
+	}
+	out[0] = '\0';
+	json_array_foreach(arr, i, v)
+	{
+		const char *name = json_string_value(v);
+		if (!name || !sw_name_valid(name) || used + strlen(name) + 2 > len) {
+			snprintf(err, errlen, "%s: '%.63s' is not a name", key, name ? name : "?");
+			return SW_EINVAL;
+		}
+		used += (size_t)snprintf(out + used, len - used, "%s%s", used ? "," : "", name);
+	}
+	return 0;
+}
+
+/* Fields of a request over `p` (a new product, or the one being changed). */
+static int product_update(struct product *p, const json_t *j, int creating, char *err,
+			  size_t errlen)
+{
+	const char *exe = NULL, *version = NULL, *build_id = NULL, *hours = NULL;
 	json_t *e;
 	int rc;
 
-	if ((rc = sw_json_str(j, "exe", 255, !partial, exe, err, errlen)) ||
-	    (rc = sw_json_str(j, "version", 64, 0, version, err, errlen)) ||
-	    (rc = sw_json_int(j, "licenses", 0, 1000000, !partial, licenses, err, errlen)))
+	if ((rc = sw_json_str(j, "exe", 255, creating, &exe, err, errlen)) ||
+	    (rc = sw_json_str(j, "version", 64, 0, &version, err, errlen)) ||
+	    (rc = sw_json_str(j, "build_id", 128, 0, &build_id, err, errlen)) ||
+	    (rc = sw_json_str(j, "hours", 15, 0, &hours, err, errlen)) ||
+	    (rc = sw_json_int(j, "licenses", 0, 1000000, creating, &p->licenses, err, errlen)))
 		return rc;
-	if (*exe && !exe_valid(*exe)) {
+	if (exe && !exe_valid(exe)) {
 		snprintf(err, errlen, "exe must be a file name, not a path");
+		return SW_EINVAL;
+	}
+	if (build_id && *build_id && !hex_valid(build_id)) {
+		snprintf(err, errlen, "build_id must be lowercase hex, as readelf -n shows it");
+		return SW_EINVAL;
+	}
+	if (hours && *hours && !hours_valid(hours)) {
+		snprintf(err, errlen, "hours must be HH:MM-HH:MM, like 08:00-18:00");
 		return SW_EINVAL;
 	}
 	e = json_object_get(j, "enforce");
@@ -90,60 +206,86 @@ static int product_fields(const json_t *j, int partial, const char **exe, const 
 		snprintf(err, errlen, "field 'enforce' must be true or false");
 		return SW_EINVAL;
 	}
+	if (names_field(j, "deny_users", p->deny_users, sizeof(p->deny_users), err, errlen) < 0 ||
+	    names_field(j, "deny_hosts", p->deny_hosts, sizeof(p->deny_hosts), err, errlen) < 0)
+		return SW_EINVAL;
 	if (e)
-		*enforce = json_is_true(e);
+		p->enforce = json_is_true(e);
+	if (exe)
+		snprintf(p->exe, sizeof(p->exe), "%s", exe);
+	if (version)
+		snprintf(p->version, sizeof(p->version), "%s", version);
+	if (build_id)
+		snprintf(p->build_id, sizeof(p->build_id), "%s", build_id);
+	if (hours)
+		snprintf(p->hours, sizeof(p->hours), "%s", hours);
 	return 0;
+}
+
+static int product_store(struct server *s, const struct product *p, int creating, char *err,
+			 size_t errlen)
+{
+	struct sw_db_val v[] = {SW_DB_TEXT(p->exe),	   SW_DB_TEXT(p->version),
+				SW_DB_INT(p->licenses),	   SW_DB_INT(p->enforce),
+				SW_DB_TEXT(p->build_id),   SW_DB_TEXT(p->hours),
+				SW_DB_TEXT(p->deny_users), SW_DB_TEXT(p->deny_hosts),
+				SW_DB_TEXT(p->name),	   SW_DB_INT(sw_now_ms())};
+
+	if (creating)
+		return sw_db_exec(
+		    s->db,
+		    "INSERT INTO products (exe, version, licenses, enforce, build_id, "
+		    "hours, deny_users, deny_hosts, name, created_at) VALUES "
+		    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		    v, 10, NULL, NULL, NULL, err, errlen);
+	return sw_db_exec(s->db,
+			  "UPDATE products SET exe = ?, version = ?, licenses = ?, enforce = ?, "
+			  "build_id = ?, hours = ?, deny_users = ?, deny_hosts = ? WHERE name = ?",
+			  v, 9, NULL, NULL, NULL, err, errlen);
 }
 
 void metering_post_product(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
-	const char *name, *exe = NULL, *version = NULL;
-	int64_t licenses = 0;
-	int enforce = 0, rc;
+	struct product p;
+	const char *name;
 	char err[256];
 	json_t *j = sw_http_req_json(req);
+	int rc;
 
 	if (!j)
 		return;
+	memset(&p, 0, sizeof(p));
 	rc = sw_json_str(j, "name", 63, 1, &name, err, sizeof(err));
 	if (!rc && !sw_name_valid(name)) {
 		snprintf(err, sizeof(err),
 			 "product name must be 1-63 letters, digits, '.', '_', '-'");
 		rc = SW_EINVAL;
 	}
-	if (!rc)
-		rc = product_fields(j, 0, &exe, &version, &licenses, &enforce, err, sizeof(err));
 	if (!rc) {
-		struct sw_db_val p[] = {
-		    SW_DB_TEXT(name),	 SW_DB_TEXT(exe),    SW_DB_TEXT(version ? version : ""),
-		    SW_DB_INT(licenses), SW_DB_INT(enforce), SW_DB_INT(sw_now_ms())};
-		rc = sw_db_exec(s->db,
-				"INSERT INTO products (name, exe, version, licenses, enforce, "
-				"created_at) VALUES (?, ?, ?, ?, ?, ?)",
-				p, 6, NULL, NULL, NULL, err, sizeof(err));
+		snprintf(p.name, sizeof(p.name), "%s", name);
+		rc = product_update(&p, j, 1, err, sizeof(err));
+	}
+	if (!rc) {
+		rc = product_store(s, &p, 1, err, sizeof(err));
 		if (rc == SW_EEXIST)
 			snprintf(err, sizeof(err),
-				 "a product named '%s' exists; change it with 'product set'", name);
+				 "a product named '%s' exists; change it with 'product set'",
+				 p.name);
 	}
 	if (rc) {
 		sw_http_reply_error(req, status_of(rc), "%s", err);
 	} else {
-		sw_info("product %s added: %s, %lld licenses%s", name, exe, (long long)licenses,
-			enforce ? ", enforced" : "");
-		sw_http_reply_json(req, 200,
-				   json_pack("{ss ss ss sI sb}", "name", name, "exe", exe,
-					     "version", version ? version : "", "licenses",
-					     (json_int_t)licenses, "enforce", enforce));
+		sw_info("product %s added: %s, %lld licenses%s", p.name, p.exe,
+			(long long)p.licenses, p.enforce ? ", enforced" : "");
+		sw_http_reply_json(req, 200, product_json(&p));
 	}
 	json_decref(j);
 }
 
 struct current {
 	int found;
-	char exe[256], version[65];
-	int64_t licenses;
-	int enforce;
+	struct product p;
 };
 
 static int read_current(void *arg, int ncols, const struct sw_db_val *row)
@@ -151,17 +293,14 @@ static int read_current(void *arg, int ncols, const struct sw_db_val *row)
 	struct current *c = arg;
 
 	c->found = 1;
-	snprintf(c->exe, sizeof(c->exe), "%s", row[0].s);
-	snprintf(c->version, sizeof(c->version), "%s", row[1].s);
-	c->licenses = row[2].i;
-	c->enforce = row[3].i != 0;
+	product_read(&c->p, row);
 	return 0;
 }
 
 void metering_put_product(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
-	const char *name = sw_http_req_tail(req), *exe = NULL, *version = NULL;
+	const char *name = sw_http_req_tail(req);
 	struct current c = {0};
 	char err[256];
 	json_t *j;
@@ -174,34 +313,20 @@ void metering_put_product(struct sw_http_req *req, void *arg)
 	if (!(j = sw_http_req_json(req)))
 		return;
 	struct sw_db_val q[] = {SW_DB_TEXT(name)};
-	rc =
-	    sw_db_exec(s->db, "SELECT exe, version, licenses, enforce FROM products WHERE name = ?",
-		       q, 1, read_current, &c, NULL, err, sizeof(err));
+	rc = sw_db_exec(s->db, "SELECT " PRODUCT_COLUMNS " FROM products WHERE name = ?", q, 1,
+			read_current, &c, NULL, err, sizeof(err));
 	if (!rc && !c.found) {
 		snprintf(err, sizeof(err), "no product named '%s'", name);
 		rc = SW_ENOTFOUND;
 	}
 	if (!rc)
-		rc =
-		    product_fields(j, 1, &exe, &version, &c.licenses, &c.enforce, err, sizeof(err));
-	if (!rc) {
-		struct sw_db_val p[] = {
-		    SW_DB_TEXT(exe ? exe : c.exe), SW_DB_TEXT(version ? version : c.version),
-		    SW_DB_INT(c.licenses), SW_DB_INT(c.enforce), SW_DB_TEXT(name)};
-		rc = sw_db_exec(
-		    s->db,
-		    "UPDATE products SET exe = ?, version = ?, licenses = ?, enforce = ? "
-		    "WHERE name = ?",
-		    p, 5, NULL, NULL, NULL, err, sizeof(err));
-	}
+		rc = product_update(&c.p, j, 0, err, sizeof(err));
+	if (!rc)
+		rc = product_store(s, &c.p, 0, err, sizeof(err));
 	if (rc)
 		sw_http_reply_error(req, status_of(rc), "%s", err);
 	else
-		sw_http_reply_json(req, 200,
-				   json_pack("{ss ss ss sI sb}", "name", name, "exe",
-					     exe ? exe : c.exe, "version",
-					     version ? version : c.version, "licenses",
-					     (json_int_t)c.licenses, "enforce", c.enforce));
+		sw_http_reply_json(req, 200, product_json(&c.p));
 	json_decref(j);
 }
 
@@ -226,6 +351,45 @@ void metering_delete_product(struct sw_http_req *req, void *arg)
 		sw_http_reply_error(req, 404, "no product named '%s'", name);
 	else
 		sw_http_reply_json(req, 200, json_pack("{ss sb}", "name", name, "removed", 1));
+}
+
+/* PUT adds a program to the passive-metering exclusions, DELETE takes it off. */
+void metering_exclude(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+	const char *exe = sw_http_req_tail(req);
+	int add = strcmp(sw_http_req_method(req), "PUT") == 0;
+	int64_t count = 0;
+	char err[256];
+	int rc = 0;
+
+	if (!exe_valid(exe)) {
+		sw_http_reply_error(req, 400, "'%s' is not a program's file name", exe);
+		return;
+	}
+	if (add) {
+		rc = sw_db_exec(s->db, "SELECT COUNT(*) FROM excluded_programs", NULL, 0, count_row,
+				&count, NULL, err, sizeof(err));
+		if (!rc && count >= 10000) {
+			sw_http_reply_error(req, 409, "at most 10000 excluded programs");
+			return;
+		}
+		struct sw_db_val p[] = {SW_DB_TEXT(exe), SW_DB_INT(sw_now_ms())};
+		if (!rc)
+			rc = sw_db_exec(
+			    s->db,
+			    "INSERT INTO excluded_programs (exe, added_at) VALUES (?, ?) "
+			    "ON CONFLICT (exe) DO NOTHING",
+			    p, 2, NULL, NULL, NULL, err, sizeof(err));
+	} else {
+		struct sw_db_val p[] = {SW_DB_TEXT(exe)};
+		rc = sw_db_exec(s->db, "DELETE FROM excluded_programs WHERE exe = ?", p, 1, NULL,
+				NULL, NULL, err, sizeof(err));
+	}
+	if (rc)
+		sw_http_reply_error(req, status_of(rc), "%s", err);
+	else
+		sw_http_reply_json(req, 200, json_pack("{ss sb}", "exe", exe, "excluded", add));
 }
 
 struct meters_ctx {
@@ -386,6 +550,7 @@ void metering_post_usage(struct sw_http_req *req, void *arg)
 		return;
 	}
 	skew = now - their_now;
+	int64_t cutoff = metering_cutoff(s), too_old = 0;
 	if (skew > -2000 && skew < 2000)
 		skew = 0; /* network delay, not a clock error */
 	rc = sw_db_begin(s->db, err, sizeof(err));
@@ -394,6 +559,11 @@ void metering_post_usage(struct sw_http_req *req, void *arg)
 		int64_t changes = 0, wait = 0;
 		if (rc)
 			break;
+		/* Days before the detail period are summarised and closed. */
+		if (json_integer_value(json_object_get(r, "start")) + skew < cutoff) {
+			too_old++;
+			continue;
+		}
 		sw_json_int(r, "wait_ms", 0, INT64_MAX / 2, 0, &wait, NULL, 0);
 		struct sw_db_val p[] = {
 		    SW_DB_TEXT(json_string_value(json_object_get(r, "id"))),
@@ -423,12 +593,16 @@ void metering_post_usage(struct sw_http_req *req, void *arg)
 		sw_db_rollback(s->db);
 		sw_http_reply_error(req, status_of(rc), "cannot store usage: %s", err);
 	} else {
+		if (too_old)
+			sw_warn("usage from %s: %lld records older than the detail period dropped",
+				sw_http_req_identity(req)->cn, (long long)too_old);
 		if (accepted)
 			sw_info("usage from %s: %lld records (%lld already had)",
 				sw_http_req_identity(req)->cn, (long long)accepted, (long long)dup);
 		sw_http_reply_json(req, 200,
-				   json_pack("{sI sI sI}", "accepted", (json_int_t)accepted,
-					     "duplicates", (json_int_t)dup, "clock_skew_ms",
+				   json_pack("{sI sI sI sI}", "accepted", (json_int_t)accepted,
+					     "duplicates", (json_int_t)dup, "too_old",
+					     (json_int_t)too_old, "clock_skew_ms",
 					     (json_int_t)skew));
 	}
 	json_decref(j);
@@ -543,6 +717,68 @@ static int licenses_row(void *arg, int ncols, const struct sw_db_val *row)
 	return 0;
 }
 
+static void report_free(struct report *r)
+{
+	for (size_t i = 0; i < r->n; i++) {
+		json_decref(r->days[i].users);
+		json_decref(r->days[i].hosts);
+		free(r->days[i].starts);
+		free(r->days[i].ends);
+	}
+	free(r->days);
+	memset(r, 0, sizeof(*r));
+}
+
+/* Runs with from <= start < to, for one product or all (NULL). */
+static int report_detail(struct server *s, int64_t from, int64_t to, const char *product,
+			 struct report *r, char *err, size_t errlen)
+{
+	struct sw_db_val p[] = {SW_DB_INT(from), SW_DB_INT(to), SW_DB_TEXT(product),
+				SW_DB_TEXT(product)};
+
+	return sw_db_exec(s->db,
+			  "SELECT product, user_name, host, start_ms, end_ms, kind, wait_ms FROM "
+			  "usage WHERE start_ms >= ? AND start_ms < ? AND (? IS NULL OR product = "
+			  "?) ORDER BY start_ms",
+			  p, 4, usage_row, r, NULL, err, errlen);
+}
+
+/* The first moment whose usage is still kept in detail. */
+int64_t metering_cutoff(const struct server *s)
+{
+	return (sw_now_ms() / DAY_MS - (int64_t)s->detail_days) * DAY_MS;
+}
+
+static json_t *day_json(struct day *d, json_t *licenses)
+{
+	return json_pack(
+	    "{ss sI sI sI sI sI sI sI sI sI sO*}", "product", d->product, "day", (json_int_t)d->day,
+	    "launches", (json_int_t)d->launches, "users", (json_int_t)json_object_size(d->users),
+	    "hosts", (json_int_t)json_object_size(d->hosts), "run_time_ms", (json_int_t)d->run_ms,
+	    "peak_concurrent", (json_int_t)peak(d), "denials", (json_int_t)d->denials,
+	    "queue_waits", (json_int_t)d->waits, "queue_wait_ms", (json_int_t)d->wait_ms,
+	    "licenses", json_object_get(licenses, d->product));
+}
+
+static int daily_row(void *arg, int ncols, const struct sw_db_val *row)
+{
+	json_t *out = ((json_t **)arg)[0], *licenses = ((json_t **)arg)[1];
+
+	json_array_append_new(
+	    out, json_pack("{ss sI sI sI sI sI sI sI sI sI sO* sb}", "product", row[0].s, "day",
+			   (json_int_t)row[1].i, "launches", (json_int_t)row[2].i, "users",
+			   (json_int_t)row[3].i, "hosts", (json_int_t)row[4].i, "run_time_ms",
+			   (json_int_t)row[5].i, "peak_concurrent", (json_int_t)row[6].i, "denials",
+			   (json_int_t)row[7].i, "queue_waits", (json_int_t)row[8].i,
+			   "queue_wait_ms", (json_int_t)row[9].i, "licenses",
+			   json_object_get(licenses, row[0].s), "summarised", 1));
+	return 0;
+}
+
+#define DAILY_COLUMNS                                                                              \
+	"product, day, launches, users, hosts, run_time_ms, peak_concurrent, denials, "            \
+	"queue_waits, queue_wait_ms"
+
 void metering_get_usage(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
@@ -566,41 +802,115 @@ void metering_get_usage(struct sw_http_req *req, void *arg)
 		sw_http_reply_error(req, 400, "'%s' is not a product name", product);
 		goto out;
 	}
-	struct sw_db_val p[] = {SW_DB_INT(since), SW_DB_TEXT(product), SW_DB_TEXT(product)};
-	rc = sw_db_exec(
-	    s->db,
-	    "SELECT product, user_name, host, start_ms, end_ms, kind, wait_ms FROM usage "
-	    "WHERE start_ms >= ? AND (? IS NULL OR product = ?) ORDER BY start_ms",
-	    p, 3, usage_row, &r, NULL, err, sizeof(err));
+	rc = sw_db_exec(s->db, "SELECT name, licenses FROM products", NULL, 0, licenses_row,
+			licenses, NULL, err, sizeof(err));
+	/* Summarised days first (they are the older ones), then the detail. */
+	struct sw_db_val p[] = {SW_DB_INT(since / DAY_MS * DAY_MS), SW_DB_TEXT(product),
+				SW_DB_TEXT(product)};
+	json_t *ctx[2] = {out, licenses};
 	if (!rc)
-		rc = sw_db_exec(s->db, "SELECT name, licenses FROM products", NULL, 0, licenses_row,
-				licenses, NULL, err, sizeof(err));
+		rc = sw_db_exec(s->db,
+				"SELECT " DAILY_COLUMNS " FROM usage_daily WHERE day >= ? AND "
+				"(? IS NULL OR product = ?) ORDER BY day, product",
+				p, 3, daily_row, ctx, NULL, err, sizeof(err));
+	if (!rc)
+		rc = report_detail(s, since, INT64_MAX, product, &r, err, sizeof(err));
 	if (rc) {
 		sw_http_reply_error(req, status_of(rc), "%s", err);
 		goto out;
 	}
-	for (size_t i = 0; i < r.n; i++) {
-		struct day *d = &r.days[i];
-		json_t *lic = json_object_get(licenses, d->product);
-		json_array_append_new(
-		    out, json_pack("{ss sI sI sI sI sI sI sI sI sI sO*}", "product", d->product,
-				   "day", (json_int_t)d->day, "launches", (json_int_t)d->launches,
-				   "users", (json_int_t)json_object_size(d->users), "hosts",
-				   (json_int_t)json_object_size(d->hosts), "run_time_ms",
-				   (json_int_t)d->run_ms, "peak_concurrent", (json_int_t)peak(d),
-				   "denials", (json_int_t)d->denials, "queue_waits",
-				   (json_int_t)d->waits, "queue_wait_ms", (json_int_t)d->wait_ms,
-				   "licenses", lic));
-	}
-	sw_http_reply_json(req, 200, json_pack("{sO}", "usage", out));
+	for (size_t i = 0; i < r.n; i++)
+		json_array_append_new(out, day_json(&r.days[i], licenses));
+	sw_http_reply_json(
+	    req, 200,
+	    json_pack("{sO sI}", "usage", out, "detail_from", (json_int_t)metering_cutoff(s)));
 out:
-	for (size_t i = 0; i < r.n; i++) {
-		json_decref(r.days[i].users);
-		json_decref(r.days[i].hosts);
-		free(r.days[i].starts);
-		free(r.days[i].ends);
-	}
-	free(r.days);
+	report_free(&r);
 	json_decref(out);
 	json_decref(licenses);
+}
+
+struct daily {
+	int found;
+	int64_t v[8];
+};
+
+static int read_daily(void *arg, int ncols, const struct sw_db_val *row)
+{
+	struct daily *d = arg;
+
+	d->found = 1;
+	for (int i = 0; i < 8; i++)
+		d->v[i] = row[i].i;
+	return 0;
+}
+
+/* Condenses detail older than the detail period into one row per product and day, in
+ * one transaction with the deletion of that detail: nothing is counted twice or lost. */
+int metering_summarize(struct server *s)
+{
+	int64_t cutoff = metering_cutoff(s), deleted = 0;
+	struct report r = {0};
+	char err[256];
+	int rc;
+
+	rc = report_detail(s, 0, cutoff, NULL, &r, err, sizeof(err));
+	if (rc || r.n == 0)
+		goto out;
+	rc = sw_db_begin(s->db, err, sizeof(err));
+	for (size_t i = 0; i < r.n && !rc; i++) {
+		struct day *d = &r.days[i];
+		struct daily old = {0};
+		int64_t v[8] = {d->launches,
+				(int64_t)json_object_size(d->users),
+				(int64_t)json_object_size(d->hosts),
+				d->run_ms,
+				peak(d),
+				d->denials,
+				d->waits,
+				d->wait_ms};
+		struct sw_db_val key[] = {SW_DB_TEXT(d->product), SW_DB_INT(d->day)};
+
+		/* a day summarised before (the detail period was shortened since) adds up;
+		 * distinct users and hosts and the peak can then only be bounded below */
+		rc = sw_db_exec(s->db,
+				"SELECT launches, users, hosts, run_time_ms, peak_concurrent, "
+				"denials, queue_waits, queue_wait_ms FROM usage_daily WHERE "
+				"product = ? AND day = ?",
+				key, 2, read_daily, &old, NULL, err, sizeof(err));
+		if (!rc && old.found) {
+			for (int k = 0; k < 8; k++)
+				v[k] = (k == 1 || k == 2 || k == 4)
+					   ? (v[k] > old.v[k] ? v[k] : old.v[k])
+					   : v[k] + old.v[k];
+			rc = sw_db_exec(s->db,
+					"DELETE FROM usage_daily WHERE product = ? AND day = ?",
+					key, 2, NULL, NULL, NULL, err, sizeof(err));
+		}
+		struct sw_db_val row[] = {
+		    SW_DB_TEXT(d->product), SW_DB_INT(d->day), SW_DB_INT(v[0]), SW_DB_INT(v[1]),
+		    SW_DB_INT(v[2]),	    SW_DB_INT(v[3]),   SW_DB_INT(v[4]), SW_DB_INT(v[5]),
+		    SW_DB_INT(v[6]),	    SW_DB_INT(v[7])};
+		if (!rc)
+			rc = sw_db_exec(s->db,
+					"INSERT INTO usage_daily (" DAILY_COLUMNS
+					") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+					row, 10, NULL, NULL, NULL, err, sizeof(err));
+	}
+	struct sw_db_val c[] = {SW_DB_INT(cutoff)};
+	if (!rc)
+		rc = sw_db_exec(s->db, "DELETE FROM usage WHERE start_ms < ?", c, 1, NULL, NULL,
+				&deleted, err, sizeof(err));
+	if (!rc)
+		rc = sw_db_commit(s->db, err, sizeof(err));
+	if (rc)
+		sw_db_rollback(s->db);
+	else
+		sw_info("usage before the last %u days summarised: %zu product-days from %lld runs",
+			s->detail_days, r.n, (long long)deleted);
+out:
+	if (rc)
+		sw_warn("cannot summarise usage (will retry): %s", err);
+	report_free(&r);
+	return rc;
 }

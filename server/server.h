@@ -42,9 +42,12 @@ struct server {
 	json_t *meter_urls;	       /* cached; NULL when roles or addresses changed */
 	unsigned heartbeat_s;	       /* the interval agents are told to use */
 	unsigned flush_ms;	       /* how often heartbeat state is written */
-	struct sw_strmap *systems;     /* name → struct system */
-	struct sw_strmap *revoked;     /* serial → (void *)1 */
-	struct system **dirty;	       /* systems to write at the next flush */
+	unsigned detail_days;	       /* usage detail kept this long, then summarised */
+	unsigned summarize_s;	       /* how often summarising runs */
+	uv_timer_t summarize_timer;
+	struct sw_strmap *systems; /* name → struct system */
+	struct sw_strmap *revoked; /* serial → (void *)1 */
+	struct system **dirty;	   /* systems to write at the next flush */
 	size_t ndirty, dirty_cap;
 	uv_timer_t flush_timer;
 	uv_signal_t sigint, sigterm;
@@ -82,12 +85,15 @@ void metering_get_products(struct sw_http_req *req, void *arg);
 void metering_post_product(struct sw_http_req *req, void *arg);
 void metering_put_product(struct sw_http_req *req, void *arg);
 void metering_delete_product(struct sw_http_req *req, void *arg);
+void metering_exclude(struct sw_http_req *req, void *arg);
 void metering_get_config(struct sw_http_req *req, void *arg);
 void metering_post_usage(struct sw_http_req *req, void *arg);
 void metering_get_usage(struct sw_http_req *req, void *arg);
 json_t *metering_meter_urls(struct server *s);
 /* Forgets the cached list of metering servers after a role or address change. */
 void metering_changed(struct server *s);
+int64_t metering_cutoff(const struct server *s);
+int metering_summarize(struct server *s);
 
 /* api.c */
 int api_start(struct server *s, char *err, size_t errlen);

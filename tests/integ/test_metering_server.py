@@ -48,6 +48,22 @@ class MeteringServer(unittest.TestCase):
                     ["--exe", "x", "--licenses", "-1"]):
             r = s.cli("product", "add", "p2", *bad, check=False)
             self.assertNotEqual(r.returncode, 0, bad)
+        s.cli("product", "set", "p1", "--hours", "08:00-18:00", "--deny-users", "mallory,eve",
+              "--deny-hosts", "kiosk1", "--build-id", "0a1b2c3d")
+        p = {x["name"]: x for x in s.cli_json("product", "list")["products"]}["p1"]
+        self.assertEqual((p["hours"], p["deny_users"], p["deny_hosts"], p["build_id"]),
+                         ("08:00-18:00", ["mallory", "eve"], ["kiosk1"], "0a1b2c3d"))
+        for bad in (["--hours", "8-18"], ["--hours", "25:00-26:00"], ["--build-id", "XYZ"],
+                    ["--deny-users", "a b"]):
+            r = s.cli("product", "set", "p1", *bad, check=False)
+            self.assertNotEqual(r.returncode, 0, bad)
+        s.cli("product", "set", "p1", "--deny-users", "")
+        p = {x["name"]: x for x in s.cli_json("product", "list")["products"]}["p1"]
+        self.assertEqual(p["deny_users"], [])
+        s.cli("product", "exclude", "updatedb")
+        self.assertIn("updatedb", s.cli_json("product", "list")["excluded"])
+        s.cli("product", "include", "updatedb")
+        self.assertNotIn("updatedb", s.cli_json("product", "list")["excluded"])
         s.cli("product", "remove", "p1")
         r = s.cli("product", "remove", "p1", check=False)
         self.assertIn("no product named", r.stderr)
@@ -195,3 +211,42 @@ class Passive(unittest.TestCase):
         wait_for(lambda: runs() == 2, 10, "the second run")
         time.sleep(1.5)
         self.assertEqual(runs(), 2)
+
+
+class Summaries(unittest.TestCase):
+    """Detail older than the configured age is condensed per day, counted once."""
+
+    def test_old_detail_is_summarised_once(self):
+        site = Site(heartbeat=1, extra_conf={"metering.detail_days": "1",
+                                             "metering.summarize_interval_s": "1"})
+        try:
+            site.start()
+            m = site.enroll("sm")
+            site.cli("role", "add", "sm", "software-metering")
+            yesterday = (int(time.time() * 1000) // 86400000 - 1) * 86400000 + 12 * 3600000
+            recs = [record(product="old", exe="old", user=u, start=yesterday + i * 1000,
+                           end=yesterday + i * 1000 + 30000)
+                    for i, u in enumerate(("a", "b", "a"))]
+            body = {"now": int(time.time() * 1000), "records": recs}
+            ctx = site.tls(*m.cert())
+            status, r = site.api("POST", "/v1/usage", body, ctx=ctx)
+            self.assertEqual((status, r["accepted"]), (200, 3))
+            before = site.cli_json("usage", "--product", "old")["usage"]
+            self.assertEqual(len(before), 1)
+            # keep no detail at all: yesterday is summarised at the next pass
+            site.stop()
+            site.set_conf({"metering.detail_days": "0"})
+            site.start()
+            wait_for(lambda: not [x for x in site.db_rows("usage") if "'old'" in x], 10,
+                     "yesterday's detail to be summarised")
+            after = site.cli_json("usage", "--product", "old")["usage"]
+            self.assertEqual(len(after), 1)
+            self.assertTrue(after[0]["summarised"])
+            for k in ("launches", "users", "run_time_ms", "peak_concurrent", "denials"):
+                self.assertEqual(after[0][k], before[0][k], k)
+            # the same records again are refused as too old, never counted twice
+            status, r = site.api("POST", "/v1/usage", body, ctx=ctx)
+            self.assertEqual((status, r["accepted"], r["too_old"]), (200, 0, 3))
+            self.assertEqual(site.cli_json("usage", "--product", "old")["usage"], after)
+        finally:
+            site.close()
