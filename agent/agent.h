@@ -63,6 +63,8 @@ int roles_check_config(struct agent *a, char *err, size_t errlen);
 /* passive.c */
 struct passive *passive_start(struct agent *a, unsigned interval_ms);
 void passive_stop(struct passive *p);
+/* The server's products_version from a heartbeat reply: a change means a new fetch. */
+void passive_products_version(struct passive *p, const json_t *version);
 
 /* usage.c */
 void usage_upload(struct agent *a);

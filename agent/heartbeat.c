@@ -48,6 +48,7 @@ static void on_reply(const struct sw_http_result *res, void *arg)
 		if (roles)
 			roles_apply(a, roles);
 		usage_meters_save(a, json_object_get(j, "meters"));
+		passive_products_version(a->passive, json_object_get(j, "products_version"));
 		json_decref(j);
 		if (!a->server_reachable)
 			sw_info("server %s reached", a->server);

@@ -8,6 +8,9 @@
  */
 #include "agent.h"
 
+#include "elfid.h"
+#include "strmap.h"
+
 #include "json.h"
 #include "log.h"
 #include "util.h"
@@ -36,9 +39,13 @@ struct seen {
 struct passive {
 	struct agent *a;
 	uv_timer_t timer;
-	json_t *products; /* array of {name, exe} */
-	json_t *excluded; /* executables never metered passively */
+	json_t *products;	     /* array of {name, exe} */
+	json_t *excluded;	     /* executables never metered passively */
+	struct sw_strmap *build_ids; /* executable path -> its build ID ("" for none) */
 	int64_t products_at;
+	json_int_t products_version; /* as of the last fetch, or 0 */
+	json_int_t wanted_version;   /* as the server last said */
+	json_int_t fetch_version;    /* what the fetch in flight will bring */
 	int fetching;
 	struct seen *seen;
 	size_t nseen;
@@ -117,18 +124,55 @@ static int proc_exe(pid_t pid, char *out, size_t len)
 	return proc_comm(pid, out, len);
 }
 
-static const char *product_for(struct passive *p, const char *exe)
+/* The build ID of a process's executable, read once per path. */
+static const char *build_id_of(struct passive *p, pid_t pid)
+{
+	char link[64], path[PATH_MAX], hex[2 * SW_BUILD_ID_MAX + 1];
+	ssize_t n;
+	char *cached;
+
+	snprintf(link, sizeof(link), "/proc/%d/exe", (int)pid);
+	n = readlink(link, path, sizeof(path) - 1);
+	if (n <= 0)
+		return "";
+	path[n] = '\0';
+	cached = sw_strmap_get(p->build_ids, path);
+	if (cached)
+		return cached;
+	if (sw_strmap_count(p->build_ids) > 4096)
+		return ""; /* bounded; refilled when the product table next changes */
+	/* the process's own view of its executable, even if the path was replaced */
+	if (sw_elf_build_id(link, hex, sizeof(hex)))
+		hex[0] = '\0';
+	cached = strdup(hex);
+	if (!cached || sw_strmap_set(p->build_ids, path, cached)) {
+		free(cached);
+		return "";
+	}
+	return cached;
+}
+
+static const char *product_for(struct passive *p, const char *exe, pid_t pid)
 {
 	size_t i;
 	json_t *prod;
+	const char *bid = NULL;
 
 	json_array_foreach(p->excluded, i,
 			   prod) if (strcmp(json_string_value(prod), exe) == 0) return NULL;
 	json_array_foreach(p->products, i, prod)
 	{
 		const char *e = json_string_value(json_object_get(prod, "exe"));
+		const char *want = json_string_value(json_object_get(prod, "build_id"));
 		if (e && strcmp(e, exe) == 0)
 			return json_string_value(json_object_get(prod, "name"));
+		/* a renamed copy still carries the build ID */
+		if (want && *want) {
+			if (!bid)
+				bid = build_id_of(p, pid);
+			if (strcmp(bid, want) == 0)
+				return json_string_value(json_object_get(prod, "name"));
+		}
 	}
 	return NULL;
 }
@@ -173,7 +217,7 @@ static void scan(struct passive *p)
 		if (de->d_name[0] < '1' || de->d_name[0] > '9')
 			continue;
 		pid = atoi(de->d_name);
-		if (proc_exe(pid, exe, sizeof(exe)) || !(product = product_for(p, exe)) ||
+		if (proc_exe(pid, exe, sizeof(exe)) || !(product = product_for(p, exe, pid)) ||
 		    proc_stat(pid, &ppid, &start))
 			continue;
 		if (proc_comm(ppid, parent, sizeof(parent)) == 0 &&
@@ -224,6 +268,18 @@ static void scan(struct passive *p)
 	}
 }
 
+static void free_value(const char *key, void *value, void *arg)
+{
+	free(value);
+}
+
+static void clear_build_ids(struct passive *p)
+{
+	sw_strmap_each(p->build_ids, free_value, NULL);
+	sw_strmap_free(p->build_ids);
+	p->build_ids = sw_strmap_new();
+}
+
 static void on_products(const struct sw_http_result *res, void *arg)
 {
 	struct passive *p = arg;
@@ -239,7 +295,9 @@ static void on_products(const struct sw_http_result *res, void *arg)
 		p->products = json_incref(arr);
 		json_decref(p->excluded);
 		p->excluded = json_is_array(ex) ? json_incref(ex) : json_array();
+		clear_build_ids(p);
 		p->products_at = sw_mono_ms();
+		p->products_version = p->fetch_version;
 	}
 	json_decref(j);
 }
@@ -249,8 +307,9 @@ static void on_tick(uv_timer_t *t)
 	struct passive *p = t->data;
 	char url[400];
 
-	if (!p->fetching &&
-	    (!p->products_at || sw_mono_ms() - p->products_at > PRODUCTS_EVERY_MS)) {
+	if (!p->fetching && (!p->products_at || p->wanted_version != p->products_version ||
+			     sw_mono_ms() - p->products_at > PRODUCTS_EVERY_MS)) {
+		p->fetch_version = p->wanted_version;
 		snprintf(url, sizeof(url), "%s/v1/products", p->a->server);
 		if (sw_http_client_request(p->a->client, "GET", url, NULL, 0,
 					   p->a->request_timeout_ms, on_products, p) == 0)
@@ -287,9 +346,11 @@ struct passive *passive_start(struct agent *a, unsigned interval_ms)
 	p->a = a;
 	p->seen = calloc(MAX_TRACKED, sizeof(*p->seen));
 	p->products = json_array();
+	p->build_ids = sw_strmap_new();
 	p->boot_ms = boot_time_ms();
 	p->ticks = sysconf(_SC_CLK_TCK);
-	if (!p->seen || p->ticks <= 0) {
+	if (!p->seen || !p->build_ids || p->ticks <= 0) {
+		sw_strmap_free(p->build_ids);
 		json_decref(p->products);
 		free(p->seen);
 		free(p);
@@ -307,6 +368,8 @@ static void on_closed(uv_handle_t *h)
 
 	json_decref(p->products);
 	json_decref(p->excluded);
+	sw_strmap_each(p->build_ids, free_value, NULL);
+	sw_strmap_free(p->build_ids);
 	free(p->seen);
 	free(p);
 }
@@ -317,4 +380,10 @@ void passive_stop(struct passive *p)
 		return;
 	uv_timer_stop(&p->timer);
 	uv_close((uv_handle_t *)&p->timer, on_closed);
+}
+
+void passive_products_version(struct passive *p, const json_t *version)
+{
+	if (p && json_is_integer(version))
+		p->wanted_version = json_integer_value(version);
 }

@@ -142,8 +142,10 @@ static void post_heartbeat(struct sw_http_req *req, void *arg)
 	registry_touch(s, sys);
 	json_decref(j);
 	sw_http_reply_json(req, 200,
-			   json_pack("{si sO so}", "heartbeat_interval", (json_int_t)s->heartbeat_s,
-				     "roles", sys->roles, "meters", metering_meter_urls(s)));
+			   json_pack("{si sO so sI}", "heartbeat_interval",
+				     (json_int_t)s->heartbeat_s, "roles", sys->roles, "meters",
+				     metering_meter_urls(s), "products_version",
+				     (json_int_t)s->products_version));
 }
 
 static void post_token(struct sw_http_req *req, void *arg)

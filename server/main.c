@@ -147,6 +147,7 @@ static int server_run(const char *dir, int check_only)
 	memset(&s, 0, sizeof(s));
 	s.loop = uv_default_loop();
 	s.started_ms = sw_mono_ms();
+	s.products_version = sw_now_ms();
 	rc = server_configure(&s, dir, err, sizeof(err));
 	if (!rc && check_only) {
 		printf("configuration OK: site %s, %zu systems, database %s\n", s.site_code,

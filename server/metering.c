@@ -276,6 +276,7 @@ void metering_post_product(struct sw_http_req *req, void *arg)
 	if (rc) {
 		sw_http_reply_error(req, status_of(rc), "%s", err);
 	} else {
+		s->products_version++;
 		sw_info("product %s added: %s, %lld licenses%s", p.name, p.exe,
 			(long long)p.licenses, p.enforce ? ", enforced" : "");
 		sw_http_reply_json(req, 200, product_json(&p));
@@ -323,6 +324,8 @@ void metering_put_product(struct sw_http_req *req, void *arg)
 		rc = product_update(&c.p, j, 0, err, sizeof(err));
 	if (!rc)
 		rc = product_store(s, &c.p, 0, err, sizeof(err));
+	if (!rc)
+		s->products_version++;
 	if (rc)
 		sw_http_reply_error(req, status_of(rc), "%s", err);
 	else
@@ -349,8 +352,10 @@ void metering_delete_product(struct sw_http_req *req, void *arg)
 		sw_http_reply_error(req, status_of(rc), "%s", err);
 	else if (changes == 0)
 		sw_http_reply_error(req, 404, "no product named '%s'", name);
-	else
+	else {
+		s->products_version++;
 		sw_http_reply_json(req, 200, json_pack("{ss sb}", "name", name, "removed", 1));
+	}
 }
 
 /* PUT adds a program to the passive-metering exclusions, DELETE takes it off. */
@@ -386,10 +391,12 @@ void metering_exclude(struct sw_http_req *req, void *arg)
 		rc = sw_db_exec(s->db, "DELETE FROM excluded_programs WHERE exe = ?", p, 1, NULL,
 				NULL, NULL, err, sizeof(err));
 	}
-	if (rc)
+	if (rc) {
 		sw_http_reply_error(req, status_of(rc), "%s", err);
-	else
-		sw_http_reply_json(req, 200, json_pack("{ss sb}", "exe", exe, "excluded", add));
+		return;
+	}
+	s->products_version++;
+	sw_http_reply_json(req, 200, json_pack("{ss sb}", "exe", exe, "excluded", add));
 }
 
 struct meters_ctx {

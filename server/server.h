@@ -39,6 +39,7 @@ struct server {
 	char *ca_pem, *cert_pem, *key_pem;
 	struct sw_http_server *http;
 	struct sw_http_client *agents; /* the server's calls to agents */
+	int64_t products_version; /* changes whenever products or exclusions change */
 	json_t *meter_urls;	       /* cached; NULL when roles or addresses changed */
 	unsigned heartbeat_s;	       /* the interval agents are told to use */
 	unsigned flush_ms;	       /* how often heartbeat state is written */

@@ -188,8 +188,24 @@ class Passive(unittest.TestCase):
     def tearDown(self):
         self.site.close()
 
+    def test_renamed_copy_recognised_by_build_id(self):
+        build_id = uuid.uuid4().hex
+        src = os.path.join(self.site.tmp, "prog.c")
+        with open(src, "w") as f:
+            f.write("#include <unistd.h>\nint main(void) { sleep(1); return 0; }\n")
+        renamed = os.path.join(self.site.tmp, "renamed-" + uuid.uuid4().hex[:6])
+        subprocess.run(["cc", "-o", renamed, src, f"-Wl,--build-id=0x{build_id}"], check=True)
+        self.site.cli("product", "add", "bid", "--exe", "not-this-name", "--licenses", "1",
+                      "--build-id", build_id)
+        time.sleep(2.5)  # a heartbeat tells the agent, which fetches the product table
+        subprocess.run([renamed], check=True)
+        wait_for(lambda: self.site.cli_json("usage", "--product", "bid")["usage"], 10,
+                 "the renamed copy to be metered as its product")
+        rows = [r for r in self.site.db_rows("usage") if os.path.basename(renamed) in r]
+        self.assertEqual(len(rows), 1)
+
     def test_runs_seen_are_recorded_once(self):
-        time.sleep(1.5)  # the agent has fetched the product table
+        time.sleep(2.5)  # a heartbeat tells the agent, which fetches the product table
         subprocess.run([self.bin, "1.2"], check=True)
         subprocess.run([self.wrapper, "-c", f"{self.bin} 1.2; true"], check=True)
 
