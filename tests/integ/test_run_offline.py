@@ -3,9 +3,13 @@ its status comes back, and the run is recorded for the agent to upload; or, by p
 it is refused. Dead and silent servers cost at most their deadlines."""
 import json
 import os
+import pty
 import signal
 import socket
+import ssl
 import subprocess
+import sys
+import threading
 import time
 import unittest
 
@@ -122,6 +126,63 @@ class RunOffline(unittest.TestCase):
         self.assertEqual(p.returncode, 7)
         self.assertEqual(len(self.records()), 1)
 
+    def test_run_offline_terminal_interrupt_reaches_program_once(self):
+        # Control-C on a terminal signals the whole foreground group: siteward-run must
+        # not pass it on as well.
+        counter = ("import signal, sys, time\n"
+                   "n = []\n"
+                   "signal.signal(signal.SIGINT, lambda *a: n.append(1))\n"
+                   "print('ready', flush=True)\n"
+                   "time.sleep(1)\n"
+                   "sys.exit(10 + len(n))\n")
+        pid, fd = pty.fork()
+        if pid == 0:
+            try:
+                os.execv(prog("siteward-run"), ["siteward-run", "--agent", self.dir, "--",
+                                                 sys.executable, "-c", counter])
+            finally:
+                os._exit(99)
+        out = b""
+        try:
+            deadline = time.monotonic() + 20
+            while b"ready" not in out and time.monotonic() < deadline:
+                out += os.read(fd, 1024)
+            os.write(fd, b"\x03")
+            while True:
+                try:
+                    chunk = os.read(fd, 1024)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+        finally:
+            _, st = os.waitpid(pid, 0)
+            os.close(fd)
+        self.assert_clean(out.decode(errors="replace"))
+        self.assertEqual(os.waitstatus_to_exitcode(st), 11, out)
+
+    def test_run_offline_signal_while_asking_ends_run(self):
+        # Before the program starts, a signal has its usual effect on siteward-run.
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        marker = os.path.join(self.site.tmp, f"ran-{self.agent.name}")
+        try:
+            with open(os.path.join(self.dir, "meters.json"), "w") as f:
+                json.dump({"meters": [f"https://127.0.0.1:{silent.getsockname()[1]}"]}, f)
+            p = subprocess.Popen([prog("siteward-run"), "--agent", self.dir, "--",
+                                  "touch", marker], stderr=subprocess.PIPE, text=True)
+            time.sleep(0.5)
+            p.send_signal(signal.SIGINT)
+            self.assertEqual(p.wait(10), -signal.SIGINT)
+            self.assert_clean(p.stderr.read())
+            p.stderr.close()
+        finally:
+            silent.close()
+        self.assertFalse(os.path.exists(marker))
+        self.assertEqual(self.records(), [])
+
     def test_run_offline_not_found_and_not_executable(self):
         r = self.run_prog("no-such-program-here")
         self.assertEqual(r.returncode, 127)
@@ -131,6 +192,14 @@ class RunOffline(unittest.TestCase):
         r = self.run_prog(os.path.join(self.dir, "agent.conf"))  # not executable
         self.assertEqual(r.returncode, 126)
         self.assertIn("Permission denied", r.stderr)
+        # found, but what would run it is not: execve itself fails, after the search
+        script = os.path.join(self.site.tmp, f"badinterp-{self.agent.name}")
+        with open(script, "w") as f:
+            f.write("#!/nonexistent/interpreter\n")
+        os.chmod(script, 0o755)
+        r = self.run_prog(script)
+        self.assertEqual(r.returncode, 127)
+        self.assertIn("interpreter", r.stderr)
         self.assertEqual(self.records(), [])  # nothing ran, nothing to record
 
     def test_run_offline_policy_deny(self):
@@ -202,6 +271,65 @@ class RunOffline(unittest.TestCase):
             silent.close()
         self.assertEqual(r.returncode, 75)
         self.assertLess(took, 5 + 3)
+        self.assertEqual(len(self.records()), 1)
+
+    def test_run_offline_unrecordable_run_keeps_status(self):
+        with open(self.cache, "w") as f:  # a file where the folder should be
+            f.write("")
+        r = self.run_prog("/bin/sh", "-c", "exit 6")
+        self.assertEqual(r.returncode, 6)
+        self.assertIn("siteward-run: this run is not recorded: cannot create", r.stderr)
+        self.assertEqual(len(r.stderr.splitlines()), 1)
+
+    def test_run_offline_server_that_stalls_after_handshake(self):
+        # A server with a site certificate that completes TLS, reads the request and
+        # never answers: the request's total deadline (5 s) ends the wait.
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*self.agent.cert())
+        ctx.load_verify_locations(os.path.join(self.dir, "ca.crt"))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(8)
+        lsock.settimeout(0.2)
+        held, stop = [], threading.Event()
+
+        def serve():
+            while not stop.is_set():
+                try:
+                    conn, _ = lsock.accept()
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                try:
+                    conn.settimeout(10)
+                    tls = ctx.wrap_socket(conn, server_side=True)
+                    tls.recv(65536)
+                    held.append(tls)
+                except OSError:
+                    conn.close()
+                    return
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        try:
+            with open(os.path.join(self.dir, "meters.json"), "w") as f:
+                json.dump({"meters": [f"https://127.0.0.1:{lsock.getsockname()[1]}"]}, f)
+            t0 = time.monotonic()
+            r = self.run_prog("/bin/sh", "-c", "exit 9", opts=("--verbose",), timeout=60)
+            took = time.monotonic() - t0
+        finally:
+            stop.set()
+            t.join(5)
+            lsock.close()
+            for c in held:
+                c.close()
+        self.assertEqual(r.returncode, 9, r.stderr)
+        self.assertEqual(len(held), 1, "the request never reached the server")
+        self.assertGreater(took, 4.5)
+        self.assertLess(took, 5 + 3)
+        self.assertIn("not responding after 5 s", r.stderr)
         self.assertEqual(len(self.records()), 1)
 
     def test_run_offline_malformed_meters_file(self):

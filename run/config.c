@@ -1,0 +1,155 @@
+/*
+ * The agent's folder as siteward-run reads it: agent.conf for the system's name and the
+ * offline policy, meters.json for the metering servers, and the agent's identity.
+ */
+#include "run.h"
+
+#include "conf.h"
+#include "error.h"
+#include "json.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define METERS_MAX_BYTES (64 * 1024)
+#define ACCESS_HINT                                                                                \
+	"siteward-run needs to read the agent's folder and write its usage-cache (see "            \
+	"siteward-run(1))"
+
+static void add_meter(struct run_config *c, const char *url)
+{
+	size_t n = strlen(url);
+	char *u;
+
+	while (n > 0 && url[n - 1] == '/')
+		n--;
+	if (c->nmeters >= RUN_MAX_METERS || (u = strndup(url, n)) == NULL)
+		return;
+	c->meters[c->nmeters++] = u;
+}
+
+/* A missing or empty meters.json means no server; a malformed one is said, then the same. */
+static void load_meters(struct run_config *c)
+{
+	char path[PATH_MAX + 16], err[400], why[300];
+	json_t *doc = NULL, *list;
+	size_t len, i;
+	char *text = NULL;
+	int rc;
+
+	sw_path_join(path, sizeof(path), c->dir, "meters.json");
+	rc = sw_file_read(path, METERS_MAX_BYTES, &text, &len, err, sizeof(err));
+	if (rc == SW_ENOTFOUND)
+		return;
+	if (rc) {
+		fprintf(stderr, "siteward-run: %s; asking no metering server\n", err);
+		return;
+	}
+	if (strspn(text, " \t\r\n") == len)
+		goto out;
+	if (sw_json_parse_object(text, len, &doc, why, sizeof(why))) {
+		fprintf(stderr, "siteward-run: %s: %s; asking no metering server\n", path, why);
+		goto out;
+	}
+	list = json_object_get(doc, "meters");
+	if (!json_is_array(list)) {
+		fprintf(stderr,
+			"siteward-run: %s: \"meters\" must be a list of URLs; asking no "
+			"metering server\n",
+			path);
+		goto out;
+	}
+	for (i = 0; i < json_array_size(list); i++) {
+		const char *url = json_string_value(json_array_get(list, i));
+
+		if (!url || strncmp(url, "https://", 8) != 0 || strlen(url) >= RUN_URL_MAX) {
+			run_printable(why, 120, url ? url : "(not a string)");
+			fprintf(stderr, "siteward-run: %s: ignoring '%s': not an https:// URL\n",
+				path, why);
+			continue;
+		}
+		add_meter(c, url);
+	}
+out:
+	json_decref(doc);
+	free(text);
+}
+
+int config_load(struct run_config *c, const char *dir, char *err, size_t errlen)
+{
+	char path[PATH_MAX + 16];
+	struct sw_conf *conf = NULL;
+	const char *v;
+	int rc;
+
+	memset(c, 0, sizeof(*c));
+	if (!realpath(dir, c->dir)) {
+		snprintf(err, errlen, "%s: %s; %s", dir, strerror(errno),
+			 errno == EACCES ? ACCESS_HINT : "is it the agent's folder?");
+		return SW_ENOTFOUND;
+	}
+	sw_path_join(path, sizeof(path), c->dir, "agent.conf");
+	if (eaccess(path, R_OK) < 0 && errno == EACCES) {
+		snprintf(err, errlen, "cannot read %s: %s; %s", path, strerror(errno), ACCESS_HINT);
+		return SW_EDENIED;
+	}
+	if ((rc = sw_conf_load(path, &conf, err, errlen))) {
+		if (rc == SW_ENOTFOUND)
+			snprintf(err, errlen,
+				 "%s has no agent.conf; is it an enrolled agent's folder?", c->dir);
+		goto out;
+	}
+	v = sw_conf_get(conf, "agent", "name", NULL);
+	if (!v || !sw_name_valid(v)) {
+		snprintf(err, errlen, "%s: [agent] name is %s; is %s an enrolled agent's folder?",
+			 path, v ? "not a valid name" : "missing", c->dir);
+		rc = SW_EINVAL;
+		goto out;
+	}
+	snprintf(c->host, sizeof(c->host), "%s", v);
+	v = sw_conf_get(conf, "run", "offline", "run");
+	if (strcmp(v, "run") == 0) {
+		c->offline = RUN_OFFLINE_RUN;
+	} else if (strcmp(v, "deny") == 0) {
+		c->offline = RUN_OFFLINE_DENY;
+	} else {
+		snprintf(err, errlen, "%s: [run] offline must be 'run' or 'deny', not '%.40s'",
+			 path, v);
+		rc = SW_EINVAL;
+		goto out;
+	}
+	sw_path_join(c->ca, sizeof(c->ca), c->dir, "ca.crt");
+	sw_path_join(c->cert, sizeof(c->cert), c->dir, "agent.crt");
+	sw_path_join(c->key, sizeof(c->key), c->dir, "agent.key");
+	load_meters(c);
+	if (c->nmeters > 0) {
+		/* Without the identity no server can be asked: the same, to the user, as
+		 * none answering; the reason goes to whoever can fix the permissions. */
+		const char *const ids[] = {c->ca, c->cert, c->key};
+		for (size_t i = 0; i < SW_ARRAY_LEN(ids); i++) {
+			if (eaccess(ids[i], R_OK) == 0)
+				continue;
+			fprintf(stderr,
+				"siteward-run: cannot read %s: %s; siteward-run needs read access "
+				"to the agent's identity to ask a metering server\n",
+				ids[i], strerror(errno));
+			config_cleanup(c);
+			break;
+		}
+	}
+	rc = 0;
+out:
+	sw_conf_free(conf);
+	return rc;
+}
+
+void config_cleanup(struct run_config *c)
+{
+	for (int i = 0; i < c->nmeters; i++)
+		free(c->meters[i]);
+	c->nmeters = 0;
+}

@@ -1,0 +1,235 @@
+/*
+ * siteward-run: the software-metering client (SMS's client agent, online mode). It asks
+ * a metering server for a license before PROGRAM runs, keeps the lease while it runs
+ * and returns it when PROGRAM exits; it exits with PROGRAM's status. A denial exits 75
+ * without running it. When no metering server answers it follows the offline policy:
+ * run PROGRAM and leave a usage record for the agent to upload, or refuse.
+ */
+#include "run.h"
+
+#include "error.h"
+#include "http_client.h"
+#include "util.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "version.h"
+
+#define CONNECT_MS   2000  /* each server's connect and TLS handshake */
+#define MAX_WAIT_SEC 3600u /* --wait: a metering server queues for an hour at most */
+
+static const char usage_text[] =
+    "usage: siteward-run [--agent ADIR] [--wait SECONDS] [--verbose] -- PROGRAM [ARGS...]\n";
+
+void run_printable(char *out, size_t outlen, const char *in)
+{
+	size_t i;
+	json_t *probe;
+
+	if (outlen == 0)
+		return;
+	for (i = 0; in[i] && i + 1 < outlen; i++)
+		out[i] = (unsigned char)in[i] < 0x20 || in[i] == 0x7f ? '?' : in[i];
+	out[i] = '\0';
+	/* JSON carries UTF-8 only: a name in another encoding keeps its ASCII. */
+	probe = json_string(out);
+	if (!probe)
+		for (i = 0; out[i]; i++)
+			if ((unsigned char)out[i] >= 0x80)
+				out[i] = '?';
+	json_decref(probe);
+}
+
+static int parse_wait(const char *s, unsigned *ms)
+{
+	char *end;
+	unsigned long v;
+
+	if (*s < '0' || *s > '9')
+		return SW_EINVAL;
+	v = strtoul(s, &end, 10);
+	if (*end || v > MAX_WAIT_SEC)
+		return SW_EINVAL;
+	*ms = (unsigned)v * 1000u;
+	return 0;
+}
+
+static void identify(struct run *r)
+{
+	const char *p = strrchr(r->argv[0], '/');
+	struct passwd *pw = getpwuid(getuid());
+
+	run_printable(r->exe, sizeof(r->exe), p ? p + 1 : r->argv[0]);
+	if (pw && pw->pw_name[0])
+		run_printable(r->user, sizeof(r->user), pw->pw_name);
+	else
+		snprintf(r->user, sizeof(r->user), "%u", (unsigned)getuid());
+}
+
+/* Ends every request and handle, and the loop; safe to call twice. */
+static void finish(struct run *r)
+{
+	r->lease.closing = 1;
+	sw_http_client_free(r->http);
+	r->http = NULL;
+	lease_cleanup(&r->lease);
+	child_cleanup(&r->child);
+	if (r->loop) {
+		uv_run(r->loop, UV_RUN_DEFAULT);
+		uv_loop_close(r->loop);
+		r->loop = NULL;
+	}
+}
+
+/* Runs PROGRAM as our child until it exits; returns its status. */
+static int run_child(struct run *r)
+{
+	char err[PATH_MAX + 128];
+	int rc;
+
+	r->start_ms = sw_now_ms();
+	rc = child_start(r, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "siteward-run: %s\n", err);
+		return rc == SW_ENOTFOUND ? RUN_EX_NOTFOUND : RUN_EX_NOEXEC;
+	}
+	if (r->lease.outcome == LEASE_GRANTED)
+		lease_heartbeat_start(r);
+	/* The one wait without a deadline: how long PROGRAM runs is the user's business. */
+	while (!r->child.exited)
+		uv_run(r->loop, UV_RUN_ONCE);
+	r->end_ms = sw_now_ms();
+	if (r->lease.outcome == LEASE_OFFLINE && usage_record(r, err, sizeof(err)))
+		fprintf(stderr, "siteward-run: this run is not recorded: %s\n", err);
+	return r->child.status;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"agent", required_argument, NULL, 'a'}, {"wait", required_argument, NULL, 'w'},
+	    {"verbose", no_argument, NULL, 'v'},     {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},	     {NULL, 0, NULL, 0},
+	};
+	static struct run r;
+	struct sw_http_client_opts ho = {.connect_timeout_ms = CONNECT_MS};
+	const char *dir = getenv("SITEWARD_AGENT");
+	uv_loop_t loop;
+	char err[PATH_MAX + 128];
+	int opt, rc, status = RUN_EX_SOFTWARE;
+
+	if (child_init(&r.child)) {
+		fprintf(stderr, "siteward-run: cannot watch signals: %s\n", strerror(errno));
+		return RUN_EX_SOFTWARE;
+	}
+	/* "+": options end at PROGRAM, whose own options are its business. */
+	while ((opt = getopt_long(argc, argv, "+a:w:vh", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'a': dir = optarg; break;
+		case 'w':
+			if (parse_wait(optarg, &r.wait_ms)) {
+				fprintf(stderr,
+					"siteward-run: --wait takes whole seconds, 0 to %u\n",
+					MAX_WAIT_SEC);
+				return RUN_EX_USAGE;
+			}
+			break;
+		case 'v': r.verbose = 1; break;
+		case 'V': printf("siteward-run %s\n", SW_VERSION); return 0;
+		case 'h': fputs(usage_text, stdout); return 0;
+		default: fputs(usage_text, stderr); return RUN_EX_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		fputs(usage_text, stderr);
+		return RUN_EX_USAGE;
+	}
+	if (!dir || !dir[0]) {
+		fprintf(stderr, "siteward-run: which agent? pass --agent ADIR or set "
+				"SITEWARD_AGENT to the agent's folder\n");
+		return RUN_EX_USAGE;
+	}
+	r.argv = argv + optind;
+	identify(&r);
+	if (config_load(&r.conf, dir, err, sizeof(err))) {
+		fprintf(stderr, "siteward-run: %s\n", err);
+		return RUN_EX_CONFIG;
+	}
+	if ((rc = child_find(r.argv[0], err, sizeof(err)))) {
+		fprintf(stderr, "siteward-run: %s\n", err);
+		status = rc == SW_ENOTFOUND ? RUN_EX_NOTFOUND : RUN_EX_NOEXEC;
+		goto out;
+	}
+	if (sw_random_hex(r.client, 16) || uv_loop_init(&loop) < 0) {
+		fprintf(stderr, "siteward-run: cannot start: out of resources\n");
+		goto out;
+	}
+	r.loop = &loop;
+	if (child_watch(&r)) {
+		fprintf(stderr, "siteward-run: cannot watch signals: out of resources\n");
+		goto out;
+	}
+	ho.ca_file = r.conf.ca;
+	ho.cert_file = r.conf.cert;
+	ho.key_file = r.conf.key;
+	if (sw_http_client_new(r.loop, &ho, &r.http)) {
+		fprintf(stderr, "siteward-run: cannot start: out of memory\n");
+		goto out;
+	}
+
+	/* Every checkout request has its deadline; the loop ends when the last one does. */
+	lease_checkout(&r);
+	while (r.lease.outcome == LEASE_PENDING)
+		uv_run(r.loop, UV_RUN_ONCE);
+
+	switch (r.lease.outcome) {
+	case LEASE_UNMETERED:
+		finish(&r);
+		rc = child_exec(&r);
+		fprintf(stderr, "siteward-run: %s: %s\n", r.argv[0], strerror(rc));
+		status = rc == ENOENT ? RUN_EX_NOTFOUND : RUN_EX_NOEXEC;
+		break;
+	case LEASE_DENIED:
+		fprintf(stderr, "siteward-run: denied: %s\n", r.lease.reason);
+		status = RUN_EX_TEMPFAIL;
+		break;
+	case LEASE_FAILED:
+		fprintf(stderr,
+			"siteward-run: no metering server accepted the request (last: %s); tell "
+			"the site's administrator\n",
+			r.lease.reason);
+		status = RUN_EX_SOFTWARE;
+		break;
+	case LEASE_OFFLINE:
+		if (r.conf.offline == RUN_OFFLINE_DENY) {
+			fprintf(stderr, "siteward-run: denied: no metering server answered\n");
+			status = RUN_EX_TEMPFAIL;
+			break;
+		}
+		if (r.verbose)
+			fprintf(stderr,
+				"siteward-run: no metering server answered; running %s "
+				"and recording it in usage-cache\n",
+				r.exe);
+		status = run_child(&r);
+		break;
+	case LEASE_GRANTED:
+		status = run_child(&r);
+		/* Also when PROGRAM could not be executed: the license is returned. */
+		lease_checkin(&r);
+		while (lease_busy(&r))
+			uv_run(r.loop, UV_RUN_ONCE);
+		break;
+	case LEASE_PENDING: break;
+	}
+out:
+	finish(&r);
+	config_cleanup(&r.conf);
+	return status;
+}

@@ -1,0 +1,135 @@
+/* siteward-run: the software-metering client that wraps one program. */
+#ifndef RUN_H
+#define RUN_H
+
+#include <jansson.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+struct sw_http_client;
+
+/* siteward-run's own exit statuses (sysexits.h and the shell's), beside the program's. */
+enum {
+	RUN_EX_USAGE = 64,    /* bad command line */
+	RUN_EX_SOFTWARE = 70, /* every metering server answered with an error */
+	RUN_EX_TEMPFAIL = 75, /* denied: no license now, or no server and policy deny */
+	RUN_EX_CONFIG = 78,   /* the agent's folder is missing or unusable */
+	RUN_EX_NOEXEC = 126,  /* the program exists but cannot be executed */
+	RUN_EX_NOTFOUND = 127 /* no such program */
+};
+
+#define RUN_MAX_METERS 32
+#define RUN_URL_MAX    1024
+
+enum run_offline { RUN_OFFLINE_RUN, RUN_OFFLINE_DENY };
+
+/* What the agent's folder says: who we are and whom to ask. */
+struct run_config {
+	char dir[PATH_MAX];
+	char host[64];		  /* [agent] name */
+	enum run_offline offline; /* [run] offline */
+	char *meters[RUN_MAX_METERS];
+	int nmeters;
+	char ca[PATH_MAX + 16], cert[PATH_MAX + 16], key[PATH_MAX + 16];
+};
+
+enum lease_outcome {
+	LEASE_PENDING,
+	LEASE_GRANTED,	 /* run it as our child, heartbeat, check in */
+	LEASE_UNMETERED, /* not a registered product: exec it in place */
+	LEASE_DENIED,	 /* a server refused a license */
+	LEASE_FAILED,	 /* every server that answered answered with an error */
+	LEASE_OFFLINE	 /* no server answered */
+};
+
+/* A license checked out from one metering server, and the requests that keep it. */
+struct lease {
+	enum lease_outcome outcome;
+	int meter;	   /* the server being asked, then the one that granted */
+	int answered;	   /* some server answered with an HTTP error */
+	json_t *id;	   /* the lease as the server named it, sent back as it came */
+	char product[256]; /* printable */
+	char reason[600];  /* the denial, or the last error, printable */
+	unsigned ttl_ms;   /* the lease's lifetime at the server */
+	uv_timer_t timer;  /* heartbeats */
+	int timer_on;	   /* the timer handle is initialised */
+	int heartbeating;  /* a heartbeat awaits its answer */
+	int failing;	   /* the last heartbeat did not reach the server */
+	int lost;	   /* the server says the lease is gone */
+	int checking_in;   /* the check-in awaits its answer */
+	int closing;	   /* answers from now on are cancellations */
+};
+
+/* The program, run as our child. */
+struct child {
+	pid_t pid;
+	int sfd;		/* signalfd: the forwarded signals and SIGCHLD */
+	uv_poll_t poll;		/* on sfd */
+	int poll_on;		/* the poll handle is initialised */
+	sigset_t oldmask;	/* our signal mask at start, the child's */
+	int chld_ignored;	/* SIGCHLD was ignored when we started: the child's too */
+	int exited;		/* the child has been reaped */
+	int status;		/* its exit status, 128+N for signal N */
+	unsigned char fds[128]; /* a bitmap of the descriptors open when we started */
+	int fds_known;		/* fds could be read from /proc */
+};
+
+struct run {
+	uv_loop_t *loop;
+	struct run_config conf;
+	char **argv;	 /* the program and its arguments */
+	char exe[256];	 /* the basename of the program, printable */
+	char user[65];	 /* the invoking user's name, printable */
+	char client[33]; /* this run's client id, also the offline record's id */
+	unsigned wait_ms;
+	int verbose;
+	struct sw_http_client *http;
+	struct lease lease;
+	struct child child;
+	int64_t start_ms, end_ms; /* wall clock */
+};
+
+/* main.c */
+/* The printable form of text from a peer or a file: control bytes become '?', and
+ * bytes past ASCII too unless the text is UTF-8. */
+void run_printable(char *out, size_t outlen, const char *in);
+
+/* config.c */
+/* Reads the agent's folder into c (freed by config_cleanup, also after a failure). A
+ * missing, unreadable or malformed meters.json leaves no servers, said on stderr when it
+ * is not simply missing. */
+int config_load(struct run_config *c, const char *dir, char *err, size_t errlen);
+void config_cleanup(struct run_config *c);
+
+/* lease.c */
+/* Starts asking; r->lease.outcome leaves LEASE_PENDING from a loop callback, or at once
+ * when there is no server to ask. */
+void lease_checkout(struct run *r);
+void lease_heartbeat_start(struct run *r);
+/* Stops the heartbeats and returns the lease; lease_busy() until it is answered or its
+ * 5 s pass. */
+void lease_checkin(struct run *r);
+int lease_busy(const struct run *r);
+void lease_cleanup(struct lease *l);
+
+/* child.c */
+/* First thing in main(): notes the descriptors we were given and blocks the signals
+ * we watch. child_watch() reads them on the loop; until PROGRAM starts, one ends us. */
+int child_init(struct child *c);
+int child_watch(struct run *r);
+/* SW_ENOTFOUND (exit 127) or SW_EDENIED (126) with the reason in err. */
+int child_find(const char *program, char *err, size_t errlen);
+/* Forks and executes PROGRAM; r->child.exited and .status once the loop reaps it. */
+int child_start(struct run *r, char *err, size_t errlen);
+/* Becomes PROGRAM; returns only on failure, with its errno. */
+int child_exec(struct run *r);
+void child_cleanup(struct child *c);
+
+/* usage.c */
+/* Writes ADIR/usage-cache/CLIENT.json for a run no server heard of. */
+int usage_record(const struct run *r, char *err, size_t errlen);
+
+#endif
