@@ -70,7 +70,8 @@ int enroll_main(int argc, char **argv)
 	char err[512], url[400], host[256], path[PATH_MAX + 64],
 	    tmpca[] = "/tmp/siteward-ca.XXXXXX";
 	char *resp = NULL, *key = NULL, *csr = NULL, *body = NULL, conf[2048];
-	const char *ca = NULL, *cert = NULL;
+	char *client_key = NULL, *client_csr = NULL;
+	const char *ca = NULL, *cert = NULL, *client_cert = NULL;
 	json_t *j = NULL, *reply = NULL;
 	unsigned port;
 	long status;
@@ -172,12 +173,14 @@ int enroll_main(int argc, char **argv)
 
 	/* 2. Send a certificate request; from here on the server is verified. */
 	if (sw_pki_key_generate(&key, err, sizeof(err)) ||
-	    sw_pki_csr_create(key, name, &csr, err, sizeof(err))) {
+	    sw_pki_csr_create(key, name, &csr, err, sizeof(err)) ||
+	    sw_pki_key_generate(&client_key, err, sizeof(err)) ||
+	    sw_pki_csr_create(client_key, name, &client_csr, err, sizeof(err))) {
 		fprintf(stderr, "siteward-agent: %s\n", err);
 		goto out;
 	}
-	json_t *req =
-	    json_pack("{ss ss ss ss}", "token", token, "name", name, "csr", csr, "address", listen);
+	json_t *req = json_pack("{ss ss ss ss ss}", "token", token, "name", name, "csr", csr,
+				"address", listen, "client_csr", client_csr);
 	body = req ? sw_json_dump(req) : NULL;
 	json_decref(req);
 	free(resp);
@@ -195,7 +198,8 @@ int enroll_main(int argc, char **argv)
 		goto out;
 	}
 	if (sw_json_parse_object(resp, strlen(resp), &reply, NULL, 0) ||
-	    sw_json_str(reply, "certificate", 64 * 1024, 1, &cert, NULL, 0)) {
+	    sw_json_str(reply, "certificate", 64 * 1024, 1, &cert, NULL, 0) ||
+	    sw_json_str(reply, "client_certificate", 64 * 1024, 0, &client_cert, NULL, 0)) {
 		fprintf(stderr, "siteward-agent: the server's answer has no certificate\n");
 		goto out;
 	}
@@ -219,7 +223,11 @@ int enroll_main(int argc, char **argv)
 	if (write_in(dir, "ca.crt", ca, 0644, err, sizeof(err)) ||
 	    write_in(dir, "agent.key", key, 0600, err, sizeof(err)) ||
 	    write_in(dir, "agent.crt", cert, 0644, err, sizeof(err)) ||
-	    write_in(dir, "agent.conf", conf, 0600, err, sizeof(err))) {
+	    write_in(dir, "agent.conf", conf, 0600, err, sizeof(err)) ||
+	    /* siteward-run uses these as whichever user runs it: a certificate the
+	     * metering servers accept and nothing else does */
+	    (client_cert && (write_in(dir, "client.key", client_key, 0644, err, sizeof(err)) ||
+			     write_in(dir, "client.crt", client_cert, 0644, err, sizeof(err))))) {
 		fprintf(stderr, "siteward-agent: %s\n", err);
 		goto out;
 	}
@@ -235,6 +243,8 @@ out:
 	free(resp);
 	free(key);
 	free(csr);
+	free(client_key);
+	free(client_csr);
 	free(body);
 	return rc;
 }

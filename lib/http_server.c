@@ -156,6 +156,8 @@ static unsigned role_bit(const char *role)
 		return SW_HTTP_AGENT;
 	if (strcmp(role, SW_PKI_ROLE_SERVER) == 0)
 		return SW_HTTP_SERVER;
+	if (strcmp(role, SW_PKI_ROLE_CLIENT) == 0)
+		return SW_HTTP_CLIENT;
 	return 0;
 }
 

@@ -25,6 +25,7 @@
 #define SW_HTTP_ADMIN  1u
 #define SW_HTTP_AGENT  2u
 #define SW_HTTP_SERVER 4u
+#define SW_HTTP_CLIENT 8u /* a machine's metering client */
 
 /* Largest request body accepted by default. */
 #define SW_HTTP_MAX_BODY (64 * 1024)

@@ -17,6 +17,8 @@
 #define SW_PKI_ROLE_SERVER "server"
 #define SW_PKI_ROLE_ADMIN  "admin"
 #define SW_PKI_ROLE_AGENT  "agent"
+/* A machine's metering client: readable by its users, accepted only by metering servers. */
+#define SW_PKI_ROLE_CLIENT "client"
 
 /* Who a verified peer is. */
 struct sw_identity {

@@ -26,7 +26,8 @@ struct sw_enroll_req {
 	const char *token;
 	const char *name;
 	const char *csr;
-	const char *address; /* HOST:PORT of the agent's API */
+	const char *address;	/* HOST:PORT of the agent's API */
+	const char *client_csr; /* optional: for the machine's metering client certificate */
 };
 int sw_proto_enroll_parse(const json_t *j, struct sw_enroll_req *out, char *err, size_t errlen);
 

@@ -123,8 +123,14 @@ int config_load(struct run_config *c, const char *dir, char *err, size_t errlen)
 		goto out;
 	}
 	sw_path_join(c->ca, sizeof(c->ca), c->dir, "ca.crt");
-	sw_path_join(c->cert, sizeof(c->cert), c->dir, "agent.crt");
-	sw_path_join(c->key, sizeof(c->key), c->dir, "agent.key");
+	/* The machine's metering-client certificate, which every user may read and only
+	 * metering servers accept; an agent enrolled before it existed has only its own. */
+	sw_path_join(c->cert, sizeof(c->cert), c->dir, "client.crt");
+	sw_path_join(c->key, sizeof(c->key), c->dir, "client.key");
+	if (access(c->cert, F_OK) != 0) {
+		sw_path_join(c->cert, sizeof(c->cert), c->dir, "agent.crt");
+		sw_path_join(c->key, sizeof(c->key), c->dir, "agent.key");
+	}
 	load_meters(c);
 	if (c->nmeters > 0) {
 		/* Without the identity no server can be asked: the same, to the user, as

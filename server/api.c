@@ -44,7 +44,7 @@ static void post_enroll(struct sw_http_req *req, void *arg)
 	char err[256], secret[SW_TOKEN_SECRET_HEX + 1], pin[SW_TOKEN_PIN_HEX + 1];
 	char host[256], serial[41];
 	unsigned port;
-	char *cert = NULL;
+	char *cert = NULL, *client_cert = NULL, client_serial[41] = "";
 	json_t *j;
 	int rc;
 
@@ -84,7 +84,20 @@ static void post_enroll(struct sw_http_req *req, void *arg)
 		sw_http_reply_error(req, 400, "enrollment refused: %s", err);
 		goto out;
 	}
-	rc = registry_enroll(s, secret, e.name, e.address, serial, err, sizeof(err));
+	if (e.client_csr) {
+		/* the machine's metering client: users may read its key, so it is good for
+		 * nothing but asking metering servers for licenses */
+		struct sw_pki_issue client = {
+		    .cn = e.name, .role = SW_PKI_ROLE_CLIENT, .days = AGENT_CERT_DAYS};
+		rc = sw_pki_ca_issue(s->ca, e.client_csr, strlen(e.client_csr), &client,
+				     &client_cert, client_serial, err, sizeof(err));
+		if (rc) {
+			sw_http_reply_error(req, 400, "enrollment refused: client request: %s",
+					    err);
+			goto out;
+		}
+	}
+	rc = registry_enroll(s, secret, e.name, e.address, serial, client_serial, err, sizeof(err));
 	if (rc) {
 		sw_http_reply_error(req, status_for(rc), "enrollment refused: %s", err);
 		goto out;
@@ -92,11 +105,13 @@ static void post_enroll(struct sw_http_req *req, void *arg)
 	sw_info("system %s enrolled from %s (certificate %s)", e.name, sw_http_req_peer(req),
 		serial);
 	sw_http_reply_json(req, 200,
-			   json_pack("{ss ss ss si}", "certificate", cert, "ca", s->ca_pem,
+			   json_pack("{ss ss ss si ss*}", "certificate", cert, "ca", s->ca_pem,
 				     "site_code", s->site_code, "heartbeat_interval",
-				     (json_int_t)s->heartbeat_s));
+				     (json_int_t)s->heartbeat_s, "client_certificate",
+				     client_cert));
 out:
 	free(cert);
+	free(client_cert);
 	json_decref(j);
 }
 

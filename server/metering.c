@@ -412,6 +412,11 @@ static int has_role(const struct system *sys, const char *role)
 	return 0;
 }
 
+static void collect_key(const char *key, void *value, void *arg)
+{
+	json_array_append_new(arg, json_string(key));
+}
+
 static void collect_meter(const char *key, void *value, void *arg)
 {
 	struct system *sys = value;
@@ -503,9 +508,12 @@ void metering_get_config(struct sw_http_req *req, void *arg)
 		    total / (json_int_t)n + ((json_int_t)idx < total % (json_int_t)n);
 		json_object_set_new(p, "allotment", json_integer(share));
 	}
+	/* Metering servers refuse the certificates of removed systems too. */
+	json_t *revoked = json_array();
+	sw_strmap_each(s->revoked, collect_key, revoked);
 	sw_http_reply_json(req, 200,
-			   json_pack("{so si si}", "products", products, "lease_ttl_ms",
-				     LEASE_TTL_MS, "meters", (int)n));
+			   json_pack("{so si si so}", "products", products, "lease_ttl_ms",
+				     LEASE_TTL_MS, "meters", (int)n, "revoked", revoked));
 }
 
 /* Idempotent by record id; times are moved by the uploader's clock error, so a client

@@ -38,6 +38,8 @@ static struct system *system_new(const struct sw_db_val *row)
 	sys->services = json_array();
 	if (row[7].type == SW_DB_TEXT)
 		snprintf(sys->meter_address, sizeof(sys->meter_address), "%s", row[7].s);
+	if (row[8].type == SW_DB_TEXT)
+		snprintf(sys->client_serial, sizeof(sys->client_serial), "%s", row[8].s);
 	return sys;
 }
 
@@ -91,7 +93,7 @@ int registry_load(struct server *s, char *err, size_t errlen)
 	rc =
 	    sw_db_exec(s->db,
 		       "SELECT name, address, cert_serial, enrolled_at, last_seen, version, facts, "
-		       "meter_address FROM systems",
+		       "meter_address, client_serial FROM systems",
 		       NULL, 0, load_system, s, NULL, err, errlen);
 	if (!rc)
 		rc =
@@ -251,11 +253,11 @@ int registry_token_check(struct server *s, const char *secret, char *err, size_t
 /* Consumes the token and records the system in one transaction: a refused enrollment
  * writes nothing, an accepted one cannot be replayed. */
 int registry_enroll(struct server *s, const char *secret, const char *name, const char *address,
-		    const char *serial, char *err, size_t errlen)
+		    const char *serial, const char *client_serial, char *err, size_t errlen)
 {
 	char hash[65];
 	int64_t now = sw_now_ms(), changes = 0;
-	struct sw_db_val row[8];
+	struct sw_db_val row[9];
 	struct system *sys;
 	int rc;
 
@@ -281,11 +283,11 @@ int registry_enroll(struct server *s, const char *secret, const char *name, cons
 	}
 	if (!rc) {
 		struct sw_db_val p[] = {SW_DB_TEXT(name), SW_DB_TEXT(address), SW_DB_TEXT(serial),
-					SW_DB_INT(now)};
+					SW_DB_INT(now), SW_DB_TEXT(client_serial)};
 		rc = sw_db_exec(s->db,
-				"INSERT INTO systems (name, address, cert_serial, enrolled_at) "
-				"VALUES (?, ?, ?, ?)",
-				p, 4, NULL, NULL, NULL, err, errlen);
+				"INSERT INTO systems (name, address, cert_serial, enrolled_at, "
+				"client_serial) VALUES (?, ?, ?, ?, ?)",
+				p, 5, NULL, NULL, NULL, err, errlen);
 		if (rc == SW_EEXIST)
 			ERR("a system named '%s' is already enrolled; remove it first", name);
 	}
@@ -303,6 +305,7 @@ int registry_enroll(struct server *s, const char *secret, const char *name, cons
 	row[5] = SW_DB_TEXT("");
 	row[6] = SW_DB_NULLV;
 	row[7] = SW_DB_NULLV;
+	row[8] = SW_DB_TEXT(client_serial);
 	sys = system_new(row);
 	if (!sys || sw_strmap_set(s->systems, name, sys)) {
 		system_free(sys);
@@ -327,6 +330,12 @@ int registry_remove(struct server *s, const char *name, char *err, size_t errlen
 	struct sw_db_val d[] = {SW_DB_TEXT(name)};
 	rc = sw_db_exec(s->db, "INSERT INTO revoked (serial, name, revoked_at) VALUES (?, ?, ?)", r,
 			3, NULL, NULL, NULL, err, errlen);
+	struct sw_db_val rc2[] = {SW_DB_TEXT(sys->client_serial), SW_DB_TEXT(name),
+				  SW_DB_INT(sw_now_ms())};
+	if (!rc && sys->client_serial[0])
+		rc = sw_db_exec(s->db,
+				"INSERT INTO revoked (serial, name, revoked_at) VALUES (?, ?, ?)",
+				rc2, 3, NULL, NULL, NULL, err, errlen);
 	if (!rc)
 		rc = sw_db_exec(s->db, "DELETE FROM system_roles WHERE system = ?", d, 1, NULL,
 				NULL, NULL, err, errlen);
@@ -340,7 +349,8 @@ int registry_remove(struct server *s, const char *name, char *err, size_t errlen
 		return rc;
 	}
 	/* Revoked in memory too, so the next request on any open connection is refused. */
-	if (sw_strmap_set(s->revoked, sys->serial, (void *)1))
+	if (sw_strmap_set(s->revoked, sys->serial, (void *)1) ||
+	    (sys->client_serial[0] && sw_strmap_set(s->revoked, sys->client_serial, (void *)1)))
 		return SW_ENOMEM;
 	if (sys->dirty) {
 		for (size_t i = 0; i < s->ndirty; i++)

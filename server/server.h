@@ -19,6 +19,7 @@ struct system {
 	char name[64];
 	char address[300];
 	char serial[41];
+	char client_serial[41]; /* its metering client's certificate, "" if none */
 	char version[65];
 	int64_t enrolled_at, last_seen; /* ms since the epoch */
 	json_t *facts;
@@ -39,7 +40,7 @@ struct server {
 	char *ca_pem, *cert_pem, *key_pem;
 	struct sw_http_server *http;
 	struct sw_http_client *agents; /* the server's calls to agents */
-	int64_t products_version; /* changes whenever products or exclusions change */
+	int64_t products_version;      /* changes whenever products or exclusions change */
 	json_t *meter_urls;	       /* cached; NULL when roles or addresses changed */
 	unsigned heartbeat_s;	       /* the interval agents are told to use */
 	unsigned flush_ms;	       /* how often heartbeat state is written */
@@ -68,7 +69,7 @@ int registry_token_create(struct server *s, int64_t ttl_s, char *token, size_t t
 			  int64_t *expires_at, char *err, size_t errlen);
 int registry_token_check(struct server *s, const char *secret, char *err, size_t errlen);
 int registry_enroll(struct server *s, const char *secret, const char *name, const char *address,
-		    const char *serial, char *err, size_t errlen);
+		    const char *serial, const char *client_serial, char *err, size_t errlen);
 int registry_remove(struct server *s, const char *name, char *err, size_t errlen);
 int registry_is_revoked(void *arg, const char *serial);
 int registry_role_set(struct server *s, struct system *sys, const char *role, int add, char *err,

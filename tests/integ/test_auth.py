@@ -68,6 +68,20 @@ class Authorization(unittest.TestCase):
         self.refused("GET", "/v1/status", ctx=self.agent_tls(), port=port)
         self.refused("GET", "/v1/status", ctx=self.other_admin(), port=port)
 
+    def test_metering_client_certificate_is_good_for_nothing_else(self):
+        d = self.agent.dir
+        crt, key = os.path.join(d, "client.crt"), os.path.join(d, "client.key")
+        self.assertEqual(os.stat(key).st_mode & 0o777, 0o644)  # any local user may read it
+        self.assertEqual(os.stat(os.path.join(d, "agent.key")).st_mode & 0o777, 0o600)
+        client = self.site.tls(crt, key)
+        for method, path, body in (("GET", "/v1/systems", None), ("POST", "/v1/tokens", {}),
+                                   ("POST", "/v1/heartbeat",
+                                    {"version": "0", "address": "127.0.0.1:1", "facts": {}}),
+                                   ("GET", "/v1/meter/config", None),
+                                   ("POST", "/v1/usage", {"now": 1, "records": []})):
+            self.refused(method, path, body=body, ctx=client)
+        self.refused("GET", "/v1/status", ctx=client, port=self.agent.port)
+
     def test_removed_system_refused_at_once_even_on_open_connection(self):
         victim = self.site.enroll("victim")
         victim.stop()
