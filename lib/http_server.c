@@ -33,7 +33,9 @@ struct sw_http_server {
 	uv_timer_t timer;
 	int closing, handles_open;
 	unsigned zero_streak;
-	unsigned idle_timeout_s;
+	unsigned idle_timeout_s, handshake_timeout_s;
+	struct conn_state *new_head, *new_tail; /* connections yet to make a request */
+	uv_timer_t sweep;
 	unsigned port;
 	const struct sw_http_route *routes;
 	size_t nroutes;
@@ -47,6 +49,13 @@ struct conn_state {
 	int has_identity;
 	struct sw_identity id;
 	char reason[160];
+	/* Until its first request a connection is on the server's list of new ones, oldest
+	 * first, so the handshake bound can be enforced without giving every connection a
+	 * timeout of its own (see sweep_new). */
+	struct MHD_Connection *conn;
+	struct conn_state *prev, *next;
+	int64_t started_ms;
+	int on_list, cut;
 };
 
 struct sw_http_req {
@@ -104,14 +113,75 @@ static void server_run(struct sw_http_server *srv, int activity)
 	uv_timer_start(&srv->timer, on_timer, delay, 0);
 }
 
+static void list_remove(struct sw_http_server *srv, struct conn_state *cs)
+{
+	if (!cs->on_list)
+		return;
+	if (cs->prev)
+		cs->prev->next = cs->next;
+	else
+		srv->new_head = cs->next;
+	if (cs->next)
+		cs->next->prev = cs->prev;
+	else
+		srv->new_tail = cs->prev;
+	cs->on_list = 0;
+}
+
 static void on_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
 		      enum MHD_ConnectionNotificationCode code)
 {
+	struct sw_http_server *srv = cls;
+	struct conn_state *cs;
+
 	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-		*socket_context = calloc(1, sizeof(struct conn_state));
+		cs = calloc(1, sizeof(*cs));
+		if (cs) {
+			cs->conn = conn;
+			cs->started_ms = sw_mono_ms();
+			cs->prev = srv->new_tail;
+			if (srv->new_tail)
+				srv->new_tail->next = cs;
+			else
+				srv->new_head = cs;
+			srv->new_tail = cs;
+			cs->on_list = 1;
+		}
+		*socket_context = cs;
 	} else {
-		free(*socket_context);
+		cs = *socket_context;
+		if (cs)
+			list_remove(srv, cs);
+		free(cs);
 		*socket_context = NULL;
+	}
+}
+
+/* Connections that have not made a request within the handshake bound (a TLS
+ * handshake that stalls, or silence after it) are cut: given a one-second timeout,
+ * which libmicrohttpd enforces at its next run. Every other connection keeps the
+ * daemon's idle timeout, so libmicrohttpd keeps them in its sorted list; a timeout of
+ * its own would put each on a list it walks in full on every run. */
+static void sweep_new(uv_timer_t *t)
+{
+	struct sw_http_server *srv = t->data;
+	int64_t now = sw_mono_ms(), bound = (int64_t)srv->handshake_timeout_s * 1000;
+	int cut = 0;
+
+	for (struct conn_state *cs = srv->new_head; cs && now - cs->started_ms >= bound;) {
+		struct conn_state *next = cs->next;
+		list_remove(srv, cs);
+		if (!cs->cut) {
+			cs->cut = 1;
+			MHD_set_connection_option(cs->conn, MHD_CONNECTION_OPTION_TIMEOUT, 1u);
+			cut++;
+		}
+		cs = next;
+	}
+	if (cut) {
+		sw_debug("http: %d connections without a request after %u s cut", cut,
+			 srv->handshake_timeout_s);
+		uv_timer_start(&srv->timer, on_timer, 0, 0);
 	}
 }
 
@@ -129,8 +199,6 @@ static struct conn_state *conn_check(struct sw_http_server *srv, struct MHD_Conn
 	if (!cs || cs->checked)
 		return cs;
 	cs->checked = 1;
-	/* The handshake is over: from now on the connection may idle for longer. */
-	MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, srv->idle_timeout_s);
 	info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
 	if (!info) {
 		snprintf(cs->reason, sizeof(cs->reason), "client certificate required");
@@ -255,6 +323,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		const char *clen, *tail = "";
 		int path_known;
 
+		const union MHD_ConnectionInfo *sc =
+		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+		/* a request: the handshake is over, the daemon's idle timeout applies */
+		if (sc && sc->socket_context)
+			list_remove(srv, sc->socket_context);
 		req = calloc(1, sizeof(*req));
 		if (!req)
 			return MHD_NO;
@@ -505,6 +578,7 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	srv->arg = opts->arg;
 	srv->is_revoked = opts->is_revoked;
 	srv->idle_timeout_s = opts->idle_timeout_s ? opts->idle_timeout_s : 120;
+	srv->handshake_timeout_s = opts->handshake_timeout_s ? opts->handshake_timeout_s : 10;
 	rc = sw_pki_verifier_new(opts->ca_pem, &srv->verifier, sub, sizeof(sub));
 	if (rc) {
 		ERR("site CA: %s", sub);
@@ -519,8 +593,7 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	    MHD_OPTION_HTTPS_MEM_KEY, opts->key_pem, MHD_OPTION_HTTPS_MEM_CERT, opts->cert_pem,
 	    MHD_OPTION_HTTPS_MEM_TRUST, opts->ca_pem, MHD_OPTION_HTTPS_PRIORITIES,
 	    "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", MHD_OPTION_CONNECTION_TIMEOUT,
-	    (unsigned)(opts->handshake_timeout_s ? opts->handshake_timeout_s : 10),
-	    MHD_OPTION_CONNECTION_LIMIT,
+	    srv->idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
 	    (unsigned)(opts->max_connections ? opts->max_connections : 20000),
 	    MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_NOTIFY_CONNECTION, on_notify, srv,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
@@ -539,7 +612,10 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	srv->poll.data = srv;
 	uv_timer_init(loop, &srv->timer);
 	srv->timer.data = srv;
-	srv->handles_open = 2;
+	uv_timer_init(loop, &srv->sweep);
+	srv->sweep.data = srv;
+	uv_timer_start(&srv->sweep, sweep_new, 1000, 1000);
+	srv->handles_open = 3;
 	uv_poll_start(&srv->poll, UV_READABLE, on_poll);
 	uv_timer_start(&srv->timer, on_timer, 0, 0);
 	*out = srv;
@@ -566,8 +642,10 @@ void sw_http_server_stop(struct sw_http_server *srv)
 	srv->closing = 1;
 	uv_poll_stop(&srv->poll);
 	uv_timer_stop(&srv->timer);
+	uv_timer_stop(&srv->sweep);
 	MHD_stop_daemon(srv->mhd);
 	sw_pki_verifier_free(srv->verifier);
 	uv_close((uv_handle_t *)&srv->poll, on_closed);
 	uv_close((uv_handle_t *)&srv->timer, on_closed);
+	uv_close((uv_handle_t *)&srv->sweep, on_closed);
 }
