@@ -33,6 +33,7 @@ struct sw_http_server {
 	uv_timer_t timer;
 	int closing, handles_open;
 	unsigned zero_streak;
+	unsigned resume_runs; /* immediate runs owed to connections just resumed */
 	unsigned idle_timeout_s, handshake_timeout_s;
 	struct conn_state *new_head, *new_tail; /* connections yet to make a request */
 	uv_timer_t sweep;
@@ -99,7 +100,12 @@ static void server_run(struct sw_http_server *srv, int activity)
 		srv->zero_streak = 0;
 		return;
 	}
-	if (timeout == 0 && !activity) {
+	if (timeout == 0 && !activity && srv->resume_runs > 0) {
+		/* A resumed connection needs a few runs to send its reply: that is work,
+		 * not the handshake spin. */
+		srv->resume_runs--;
+		delay = 0;
+	} else if (timeout == 0 && !activity) {
 		if (srv->zero_streak < 16)
 			srv->zero_streak++;
 		delay = 1u << (srv->zero_streak > 6 ? 6 : srv->zero_streak);
@@ -456,6 +462,8 @@ static void store_reply(struct sw_http_req *req, unsigned status, char *text)
 	if (req->suspended) {
 		req->suspended = 0;
 		MHD_resume_connection(req->conn);
+		if (req->srv->resume_runs < 64)
+			req->srv->resume_runs += 4;
 		uv_timer_start(&req->srv->timer, on_timer, 0, 0);
 	}
 }

@@ -2,46 +2,30 @@
  * siteward-meter: the license server of the software-metering role (SMS's
  * SMS_License_Server), run by the agent as the role's `meter` service.
  *
- * For now it answers its health endpoint on the site's mutual TLS with the agent's
- * certificate; licensing comes with the metering feature.
+ * It grants leases on licenses of the products the site server configures, queues
+ * checkouts that may wait, expires leases nobody renews, and uploads usage. Every grant,
+ * check-in, expiry and denial is in its journal (ADIR/meter/journal) before it is
+ * answered, so a meter killed with -9 comes back with the same leases and usage.
  */
+#include "meter.h"
+
 #include "conf.h"
 #include "error.h"
-#include "http_server.h"
 #include "log.h"
 #include "util.h"
 
+#include <errno.h>
 #include <getopt.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "version.h"
 
-struct meter {
-	uv_loop_t *loop;
-	char dir[PATH_MAX];
-	char listen[300];
-	char *ca_pem, *cert_pem, *key_pem;
-	struct sw_http_server *http;
-	uv_signal_t sigint, sigterm;
-	int64_t started_ms;
-};
-
-static void get_health(struct sw_http_req *req, void *arg)
-{
-	struct meter *m = arg;
-
-	sw_http_reply_json(req, 200,
-			   json_pack("{ss ss sI}", "status", "ok", "version", SW_VERSION,
-				     "uptime_ms", (json_int_t)(sw_mono_ms() - m->started_ms)));
-}
-
-static const struct sw_http_route routes[] = {
-    {"GET", "/v1/health", SW_HTTP_ADMIN | SW_HTTP_AGENT | SW_HTTP_SERVER, get_health, 0},
-};
+#define TICK_MS	 1000
+#define DRAIN_MS 200
 
 static void on_signal(uv_signal_t *h, int signum)
 {
@@ -49,6 +33,22 @@ static void on_signal(uv_signal_t *h, int signum)
 
 	sw_info("signal %d: shutting down", signum);
 	uv_stop(m->loop);
+}
+
+static void on_drained(uv_timer_t *t)
+{
+	uv_stop(t->loop);
+}
+
+/* Leases nobody renewed lapse: their licenses go to the queues. */
+static void on_tick(uv_timer_t *t)
+{
+	struct meter *m = t->data;
+
+	size_t n = lease_expire_due(m->table, sw_now_ms(), sw_mono_ms());
+
+	if (n)
+		sw_info("%zu lease%s expired unrenewed; licenses returned", n, n == 1 ? "" : "s");
 }
 
 static int read_in(const char *dir, const char *name, char **out, char *err, size_t errlen)
@@ -59,14 +59,15 @@ static int read_in(const char *dir, const char *name, char **out, char *err, siz
 	return sw_file_read(path, 64 * 1024, out, NULL, err, errlen);
 }
 
-/* The meter listens where [meter] listen says, or one port above the agent. */
+/* The meter listens where [meter] listen says, or one port above the agent, and talks to
+ * the agent's site server with the agent's certificate. */
 static int configure(struct meter *m, const char *dir, char *err, size_t errlen)
 {
 	char path[PATH_MAX + 64], host[256];
 	struct sw_conf *conf = NULL;
-	const char *listen;
+	const char *listen, *server;
 	unsigned port;
-	int rc;
+	int level, rc;
 
 	if (!realpath(dir, m->dir)) {
 		snprintf(err, errlen, "%s: no such agent folder", dir);
@@ -75,28 +76,94 @@ static int configure(struct meter *m, const char *dir, char *err, size_t errlen)
 	sw_path_join(path, sizeof(path), m->dir, "agent.conf");
 	if ((rc = sw_conf_load(path, &conf, err, errlen)))
 		return rc;
+	/* The agent's log level is the meter's too: one knob per machine. */
+	if ((level = sw_log_level_parse(sw_conf_get(conf, "log", "level", "info"))) >= 0)
+		sw_log_init("siteward-meter", (enum sw_log_level)level);
+	server = sw_conf_get(conf, "agent", "server", NULL);
+	if (!server || strncmp(server, "https://", 8) != 0) {
+		snprintf(err, errlen, "%s: [agent] server must be https://HOST:PORT", path);
+		rc = SW_EINVAL;
+		goto out;
+	}
+	snprintf(m->server, sizeof(m->server), "%s", server);
 	listen = sw_conf_get(conf, "meter", "listen", NULL);
 	if (listen) {
 		snprintf(m->listen, sizeof(m->listen), "%s", listen);
 	} else {
 		rc = sw_hostport_parse(sw_conf_get(conf, "agent", "listen", ""), host, sizeof(host),
 				       &port, 0, err, errlen);
-		if (!rc && port == 65535)
-			rc = SW_EINVAL;
-		if (rc) {
+		if (rc || port == 65535) {
 			snprintf(err, errlen, "%s: set [meter] listen", path);
-			sw_conf_free(conf);
-			return SW_EINVAL;
+			rc = SW_EINVAL;
+			goto out;
 		}
 		snprintf(m->listen, sizeof(m->listen), strchr(host, ':') ? "[%s]:%u" : "%s:%u",
 			 host, port + 1);
 	}
-	sw_conf_free(conf);
+	sw_path_join(m->ca_file, sizeof(m->ca_file), m->dir, "ca.crt");
+	sw_path_join(m->cert_file, sizeof(m->cert_file), m->dir, "agent.crt");
+	sw_path_join(m->key_file, sizeof(m->key_file), m->dir, "agent.key");
+	sw_path_join(m->data_dir, sizeof(m->data_dir), m->dir, "meter");
+	if (mkdir(m->data_dir, 0700) < 0 && errno != EEXIST) {
+		snprintf(err, errlen, "cannot create %s: %s", m->data_dir, strerror(errno));
+		rc = SW_EIO;
+		goto out;
+	}
 	if ((rc = read_in(m->dir, "ca.crt", &m->ca_pem, err, errlen)) ||
 	    (rc = read_in(m->dir, "agent.crt", &m->cert_pem, err, errlen)) ||
 	    (rc = read_in(m->dir, "agent.key", &m->key_pem, err, errlen)))
+		goto out;
+out:
+	sw_conf_free(conf);
+	return rc;
+}
+
+static int replay_apply(void *arg, const json_t *rec, char *err, size_t errlen)
+{
+	return lease_apply(arg, rec, sw_now_ms(), sw_mono_ms(), err, errlen);
+}
+
+/* The cached configuration first, so recovered leases find their products; then the
+ * journal. */
+static int recover(struct meter *m, char *err, size_t errlen)
+{
+	int rc;
+
+	if (!(m->table = lease_table_new())) {
+		snprintf(err, errlen, "out of memory");
+		return SW_ENOMEM;
+	}
+	sync_load_cache(m);
+	rc = journal_open(m->loop, m->data_dir, replay_apply, lease_snapshot, m->table, &m->journal,
+			  err, errlen);
+	if (rc)
 		return rc;
+	m->table->journal = m->journal;
+	sw_info("recovered %zu leases and %zu pending usage records", m->table->nleases,
+		m->table->nusage);
 	return 0;
+}
+
+/* Removed systems are refused at once, with the list the site server last sent. */
+static int is_revoked(void *arg, const char *serial)
+{
+	struct meter *m = arg;
+
+	return lease_revoked(m->table, serial);
+}
+
+static int serve(struct meter *m, char *err, size_t errlen)
+{
+	struct sw_http_server_opts o = {.listen = m->listen,
+					.cert_pem = m->cert_pem,
+					.key_pem = m->key_pem,
+					.ca_pem = m->ca_pem,
+					.routes = api_routes,
+					.nroutes = api_nroutes,
+					.arg = m,
+					.is_revoked = is_revoked};
+
+	return sw_http_server_start(m->loop, &o, &m->http, err, errlen);
 }
 
 int main(int argc, char **argv)
@@ -128,18 +195,8 @@ int main(int argc, char **argv)
 	}
 	m.loop = uv_default_loop();
 	m.started_ms = sw_mono_ms();
-	rc = configure(&m, dir, err, sizeof(err));
-	if (!rc) {
-		struct sw_http_server_opts o = {.listen = m.listen,
-						.cert_pem = m.cert_pem,
-						.key_pem = m.key_pem,
-						.ca_pem = m.ca_pem,
-						.routes = routes,
-						.nroutes = SW_ARRAY_LEN(routes),
-						.arg = &m};
-		rc = sw_http_server_start(m.loop, &o, &m.http, err, sizeof(err));
-	}
-	if (rc) {
+	if ((rc = configure(&m, dir, err, sizeof(err))) || (rc = recover(&m, err, sizeof(err))) ||
+	    (rc = serve(&m, err, sizeof(err))) || (rc = sync_start(&m, err, sizeof(err)))) {
 		fprintf(stderr, "siteward-meter: %s\n", err);
 		rc = 1;
 		goto out;
@@ -150,13 +207,37 @@ int main(int argc, char **argv)
 	m.sigint.data = m.sigterm.data = &m;
 	uv_signal_start(&m.sigint, on_signal, SIGINT);
 	uv_signal_start(&m.sigterm, on_signal, SIGTERM);
+	uv_timer_init(m.loop, &m.tick);
+	m.tick.data = &m;
+	uv_timer_start(&m.tick, on_tick, TICK_MS, TICK_MS);
 	sw_info("listening on %s, version %s", m.listen, SW_VERSION);
 	uv_run(m.loop, UV_RUN_DEFAULT);
+
+	/* Shutdown: the queue is told to ask again, what is journaled is flushed and
+	 * answered, then the server goes. */
+	m.stopping = 1;
+	api_shutdown(&m);
+	/* A moment for those answers to leave; bounded, whatever the peers do. */
+	uv_timer_start(&m.tick, on_drained, DRAIN_MS, 0);
+	uv_run(m.loop, UV_RUN_DEFAULT);
+	journal_close(m.journal);
+	m.journal = m.table->journal = NULL;
+	sync_stop(&m);
 	sw_http_server_stop(m.http);
+	uv_close((uv_handle_t *)&m.tick, NULL);
 	uv_close((uv_handle_t *)&m.sigint, NULL);
 	uv_close((uv_handle_t *)&m.sigterm, NULL);
 	uv_run(m.loop, UV_RUN_DEFAULT);
+	rc = 0;
 out:
+	if (rc) {
+		/* Failed before the loop ran: close what was opened. */
+		journal_close(m.journal);
+		sync_stop(&m);
+		sw_http_server_stop(m.http);
+		uv_run(m.loop, UV_RUN_DEFAULT);
+	}
+	lease_table_free(m.table);
 	free(m.ca_pem);
 	free(m.cert_pem);
 	free(m.key_pem);

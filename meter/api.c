@@ -1,0 +1,328 @@
+/*
+ * The meter's API. A grant, a check-in or a denial is answered only once its journal
+ * record is on disk: the handler returns with the request suspended, and the journal's
+ * flush replies. A checkout that may wait joins its product's queue and is answered
+ * when a license is given to it or when its wait is over (long-poll).
+ */
+#include "meter.h"
+
+#include "error.h"
+#include "json.h"
+#include "log.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "version.h"
+
+/* A request answered later: after its journal record is durable, or a queued checkout. */
+struct call {
+	struct call *prev, *next; /* in m->calls while queued */
+	struct meter *m;
+	struct sw_http_req *req;
+	unsigned status;
+	json_t *reply;
+	struct waiter w;
+	uv_timer_t timer;
+	int queued, has_timer;
+};
+
+static void call_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void call_free(struct call *c)
+{
+	json_decref(c->reply);
+	c->reply = NULL;
+	if (c->has_timer) {
+		uv_timer_stop(&c->timer);
+		uv_close((uv_handle_t *)&c->timer, call_closed);
+	} else {
+		free(c);
+	}
+}
+
+static void call_unqueue(struct call *c)
+{
+	struct meter *m = c->m;
+
+	if (!c->queued)
+		return;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		m->calls = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->queued = 0;
+}
+
+static void on_durable(void *arg, int rc)
+{
+	struct call *c = arg;
+
+	if (rc) {
+		sw_http_reply_error(c->req, 503, "license server cannot write its journal");
+	} else {
+		sw_http_reply_json(c->req, c->status, c->reply);
+		c->reply = NULL;
+	}
+	call_free(c);
+}
+
+/* Replies with `body` once everything journaled so far is on disk; takes `body`. */
+static void reply_durable(struct call *c, unsigned status, json_t *body)
+{
+	struct meter *m = c->m;
+
+	c->status = status;
+	c->reply = body;
+	if (journal_wait(m->journal, on_durable, c)) {
+		sw_http_reply_error(c->req, 500, "out of memory");
+		call_free(c);
+	}
+}
+
+static struct call *call_new(struct meter *m, struct sw_http_req *req)
+{
+	struct call *c = calloc(1, sizeof(*c));
+
+	if (!c) {
+		sw_http_reply_error(req, 500, "out of memory");
+		return NULL;
+	}
+	c->m = m;
+	c->req = req;
+	return c;
+}
+
+static json_t *granted_json(const struct lease_table *t, const struct lease *l)
+{
+	return json_pack("{sb ss ss sI}", "granted", 1, "lease", l->id, "product", l->product,
+			 "ttl_ms", (json_int_t)t->ttl_ms);
+}
+
+static json_t *denied_json(const char *product, const char *reason)
+{
+	return json_pack("{sb ss ss}", "granted", 0, "product", product, "reason", reason);
+}
+
+static const char *caller(struct sw_http_req *req)
+{
+	const struct sw_identity *id = sw_http_req_identity(req);
+
+	return id ? id->cn : "";
+}
+
+/* A license freed for a queued checkout. */
+static void on_granted(struct waiter *w, struct lease *l)
+{
+	struct call *c = w->arg;
+
+	call_unqueue(c);
+	uv_timer_stop(&c->timer);
+	sw_info("lease %s of %s granted to %s@%s after %lld ms in the queue", l->id, l->product,
+		l->user, l->host, (long long)l->wait_ms);
+	/* If the caller has gone, the lease is never renewed and simply expires. */
+	reply_durable(c, 200, granted_json(c->m->table, l));
+}
+
+static void on_wait_over(uv_timer_t *t)
+{
+	struct call *c = t->data;
+	struct meter *m = c->m;
+	char reason[METER_REASON_MAX], product[METER_NAME_MAX + 1];
+
+	call_unqueue(c);
+	snprintf(product, sizeof(product), "%s", c->w.product->name);
+	lease_waiter_cancel(m->table, &c->w, 1, sw_now_ms(), reason, sizeof(reason));
+	reply_durable(c, 200, denied_json(product, reason));
+}
+
+static void post_checkout(struct sw_http_req *req, void *arg)
+{
+	struct meter *m = arg;
+	struct checkout_req r;
+	struct checkout_out out;
+	struct call *c = NULL;
+	char err[256];
+	json_t *j;
+
+	if (m->stopping) {
+		/* Another metering server can answer at once; a grant here would be cut. */
+		sw_http_reply_error(req, 503, "license server shutting down; ask again");
+		return;
+	}
+	if (!(j = sw_http_req_json(req)))
+		return;
+	if (proto_checkout_parse(j, &r, err, sizeof(err))) {
+		json_decref(j);
+		sw_http_reply_error(req, 400, "%s", err);
+		return;
+	}
+	json_decref(j);
+	if (!(c = call_new(m, req)))
+		return;
+	c->w.granted = on_granted;
+	c->w.arg = c;
+	if (lease_checkout(m->table, &r, caller(req), sw_now_ms(), sw_mono_ms(), &c->w, &out)) {
+		sw_http_reply_error(req, 500, "cannot grant a lease: out of memory");
+		call_free(c);
+		return;
+	}
+	switch (out.result) {
+	case CHECKOUT_UNMETERED:
+		sw_http_reply_json(req, 200, json_pack("{sb}", "metered", 0));
+		call_free(c);
+		break;
+	case CHECKOUT_GRANTED:
+		sw_debug("lease %s of %s granted to %s@%s", out.lease->id, out.lease->product,
+			 r.user, caller(req));
+		reply_durable(c, 200, granted_json(m->table, out.lease));
+		break;
+	case CHECKOUT_DENIED:
+		sw_info("checkout of %s by %s@%s denied: %s", out.product->name, r.user,
+			caller(req), out.reason);
+		reply_durable(c, 200, denied_json(out.product->name, out.reason));
+		break;
+	case CHECKOUT_QUEUED:
+		uv_timer_init(m->loop, &c->timer);
+		c->timer.data = c;
+		c->has_timer = 1;
+		c->queued = 1;
+		c->next = m->calls;
+		if (m->calls)
+			m->calls->prev = c;
+		m->calls = c;
+		uv_timer_start(&c->timer, on_wait_over, (uint64_t)r.wait_ms, 0);
+		break;
+	}
+}
+
+static void post_heartbeat(struct sw_http_req *req, void *arg)
+{
+	struct meter *m = arg;
+	struct heartbeat_req *r = NULL;
+	json_t *j, *renewed = NULL, *lost = NULL;
+	int64_t wall = sw_now_ms(), mono = sw_mono_ms();
+	char err[256];
+
+	if (!(j = sw_http_req_json(req)))
+		return;
+	if (!(r = malloc(sizeof(*r)))) {
+		sw_http_reply_error(req, 500, "out of memory");
+		goto out;
+	}
+	if (proto_heartbeat_parse(j, r, err, sizeof(err))) {
+		sw_http_reply_error(req, 400, "%s", err);
+		goto out;
+	}
+	renewed = json_array();
+	lost = json_array();
+	if (!renewed || !lost) {
+		sw_http_reply_error(req, 500, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < r->nleases; i++) {
+		int rc = lease_renew(m->table, r->leases[i], r->client, caller(req), wall, mono);
+
+		json_array_append_new(rc ? lost : renewed, json_string(r->leases[i]));
+	}
+	sw_http_reply_json(req, 200,
+			   json_pack("{sO sO sI}", "renewed", renewed, "lost", lost, "ttl_ms",
+				     (json_int_t)m->table->ttl_ms));
+out:
+	json_decref(renewed);
+	json_decref(lost);
+	json_decref(j);
+	free(r);
+}
+
+static void post_checkin(struct sw_http_req *req, void *arg)
+{
+	struct meter *m = arg;
+	struct checkin_req r;
+	struct call *c;
+	char err[256];
+	json_t *j;
+	int rc;
+
+	if (!(j = sw_http_req_json(req)))
+		return;
+	rc = proto_checkin_parse(j, &r, err, sizeof(err));
+	json_decref(j);
+	if (rc) {
+		sw_http_reply_error(req, 400, "%s", err);
+		return;
+	}
+	rc = lease_checkin(m->table, r.lease, r.client, caller(req), sw_now_ms(), sw_mono_ms());
+	if (rc == SW_ENOTFOUND) {
+		sw_http_reply_error(req, 404, "no lease %s here (expired or never granted)",
+				    r.lease);
+		return;
+	}
+	if (rc) {
+		sw_http_reply_error(req, 403, "lease %s belongs to another client", r.lease);
+		return;
+	}
+	if ((c = call_new(m, req)))
+		reply_durable(c, 200, json_pack("{sb}", "released", 1));
+}
+
+static void get_health(struct sw_http_req *req, void *arg)
+{
+	struct meter *m = arg;
+	uint64_t flushes, records, max_batch;
+
+	journal_stats(m->journal, &flushes, &records, &max_batch);
+	sw_http_reply_json(
+	    req, 200,
+	    json_pack("{ss ss sI sI sI sI s{sI sI sI}}", "status",
+		      journal_failing(m->journal) ? "degraded: cannot write the journal" : "ok",
+		      "version", SW_VERSION, "uptime_ms",
+		      (json_int_t)(sw_mono_ms() - m->started_ms), "leases",
+		      (json_int_t)m->table->nleases, "waiting", (json_int_t)m->table->nwaiting,
+		      "pending_usage", (json_int_t)m->table->nusage, "journal", "flushes",
+		      (json_int_t)flushes, "records", (json_int_t)records, "max_batch",
+		      (json_int_t)max_batch));
+}
+
+static void get_leases(struct sw_http_req *req, void *arg)
+{
+	struct meter *m = arg;
+	json_t *j = lease_list_json(m->table, sw_now_ms(), sw_mono_ms());
+
+	if (!j) {
+		sw_http_reply_error(req, 500, "out of memory");
+		return;
+	}
+	sw_http_reply_json(req, 200, j);
+}
+
+/* Metering clients hold a 'client' certificate of their machine, or its agent's. */
+#define ANY_SITE_CERT (SW_HTTP_ADMIN | SW_HTTP_AGENT | SW_HTTP_SERVER | SW_HTTP_CLIENT)
+
+const struct sw_http_route api_routes[] = {
+    {"GET", "/v1/health", ANY_SITE_CERT, get_health, 0},
+    {"GET", "/v1/leases", SW_HTTP_ADMIN | SW_HTTP_SERVER, get_leases, 0},
+    {"POST", "/v1/checkout", ANY_SITE_CERT, post_checkout, METER_MAX_BODY},
+    {"POST", "/v1/heartbeat", ANY_SITE_CERT, post_heartbeat, METER_MAX_BODY},
+    {"POST", "/v1/checkin", ANY_SITE_CERT, post_checkin, METER_MAX_BODY},
+};
+const size_t api_nroutes = SW_ARRAY_LEN(api_routes);
+
+void api_shutdown(struct meter *m)
+{
+	while (m->calls) {
+		struct call *c = m->calls;
+
+		call_unqueue(c);
+		lease_waiter_cancel(m->table, &c->w, 0, sw_now_ms(), NULL, 0);
+		sw_http_reply_error(c->req, 503, "license server shutting down; ask again");
+		call_free(c);
+	}
+}

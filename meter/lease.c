@@ -1,0 +1,938 @@
+/*
+ * Products, leases, the FIFO queue of waiting checkouts and pending usage. Everything
+ * here runs on the loop thread; a change that must survive a crash (a grant, a release,
+ * a denial, an upload) is appended to the journal as it happens, in the order it
+ * happens, so a reply that waits for its own record is never ahead of the records it
+ * depends on. Renewals are not journaled: a restart gives every lease a fresh ttl.
+ *
+ * The records (each line also has "seq" and "t", the type):
+ *   grant     a lease: lease, client, product, exe, user, host, pid, granted_at, wait_ms
+ *   release   a check-in or expiry: lease, and usage (its run record, id = lease id)
+ *   usage     a pending record on its own (a denial, or a snapshot's pending usage)
+ *   uploaded  ids: records the site server has accepted
+ * A snapshot is grant and usage records only.
+ */
+#include "meter.h"
+
+#include "error.h"
+#include "json.h"
+#include "log.h"
+#include "strmap.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ERR(...)                                                                                   \
+	do {                                                                                       \
+		if (err)                                                                           \
+			snprintf(err, errlen, __VA_ARGS__);                                        \
+	} while (0)
+
+#define TTL_MIN_MS 1000
+#define TTL_MAX_MS 3600000
+
+static void copy(char *dst, size_t size, const char *src)
+{
+	snprintf(dst, size, "%s", src ? src : "");
+}
+
+struct lease_table *lease_table_new(void)
+{
+	struct lease_table *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return NULL;
+	t->ttl_ms = METER_DEFAULT_TTL_MS;
+	t->leases = sw_strmap_new();
+	t->usage = sw_strmap_new();
+	if (!t->leases || !t->usage) {
+		lease_table_free(t);
+		return NULL;
+	}
+	return t;
+}
+
+void lease_table_free(struct lease_table *t)
+{
+	if (!t)
+		return;
+	for (struct lease *l = t->lhead, *n; l; l = n) {
+		n = l->next;
+		free(l);
+	}
+	for (struct usage *u = t->uhead, *n; u; u = n) {
+		n = u->next;
+		free(u);
+	}
+	for (struct product *p = t->products, *n; p; p = n) {
+		n = p->next;
+		free(p);
+	}
+	sw_strmap_free(t->leases);
+	sw_strmap_free(t->usage);
+	sw_strmap_free(t->revoked);
+	free(t);
+}
+
+static struct product *product_by_name(const struct lease_table *t, const char *name)
+{
+	for (struct product *p = t->products; p; p = p->next)
+		if (strcmp(p->name, name) == 0)
+			return p;
+	return NULL;
+}
+
+static struct product *product_by_exe(const struct lease_table *t, const char *exe)
+{
+	for (struct product *p = t->products; p; p = p->next)
+		if (!p->removed && strcmp(p->exe, exe) == 0)
+			return p;
+	return NULL;
+}
+
+/* A lease recovered for a product the configuration no longer (or not yet) names. */
+static struct product *product_placeholder(struct lease_table *t, const char *name)
+{
+	struct product *p = product_by_name(t, name);
+
+	if (p)
+		return p;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	copy(p->name, sizeof(p->name), name);
+	p->removed = 1;
+	p->next = t->products;
+	t->products = p;
+	t->nproducts++;
+	return p;
+}
+
+static void product_drop_if_unused(struct lease_table *t, struct product *p)
+{
+	if (!p->removed || p->in_use || p->nwait)
+		return;
+	for (struct product **pp = &t->products; *pp; pp = &(*pp)->next) {
+		if (*pp == p) {
+			*pp = p->next;
+			t->nproducts--;
+			free(p);
+			return;
+		}
+	}
+}
+
+static int has_room(const struct lease_table *t, const struct product *p)
+{
+	if (t->nleases >= METER_MAX_LEASES)
+		return 0;
+	return !p->enforce || p->removed || p->in_use < (uint64_t)p->allotment;
+}
+
+/* Appends to the journal when there is one; returns the record's sequence number. */
+static uint64_t journal_rec(struct lease_table *t, const char *type, json_t *rec)
+{
+	uint64_t seq = 0;
+
+	if (!rec) {
+		sw_err("journal: out of memory building a %s record", type);
+		return 0;
+	}
+	if (!t->journal) {
+		json_decref(rec);
+		return 0;
+	}
+	if (journal_append(t->journal, type, rec, &seq))
+		sw_err("journal: cannot append a %s record", type);
+	return seq;
+}
+
+/* Usage */
+
+static json_t *usage_json(const struct usage *u)
+{
+	return json_pack("{ss ss ss ss ss sI sI ss sI ss}", "id", u->id, "product", u->product,
+			 "exe", u->exe, "user", u->user, "host", u->host, "start",
+			 (json_int_t)u->start, "end", (json_int_t)u->end, "kind", u->kind,
+			 "wait_ms", (json_int_t)u->wait_ms, "source", "meter");
+}
+
+static int usage_parse(const json_t *j, struct usage *u, char *err, size_t errlen)
+{
+	const char *id, *product, *exe, *user, *host, *kind;
+	int rc;
+
+	memset(u, 0, sizeof(*u));
+	if (!json_is_object(j)) {
+		ERR("usage must be an object");
+		return SW_EINVAL;
+	}
+	if ((rc = sw_json_str(j, "id", METER_ID_LEN, 1, &id, err, errlen)) ||
+	    (rc = sw_json_str(j, "product", METER_NAME_MAX, 1, &product, err, errlen)) ||
+	    (rc = sw_json_str(j, "exe", METER_EXE_MAX, 1, &exe, err, errlen)) ||
+	    (rc = sw_json_str(j, "user", METER_USER_MAX, 1, &user, err, errlen)) ||
+	    (rc = sw_json_str(j, "host", METER_HOST_MAX, 1, &host, err, errlen)) ||
+	    (rc = sw_json_str(j, "kind", 7, 1, &kind, err, errlen)) ||
+	    (rc = sw_json_int(j, "start", 0, INT64_MAX, 1, &u->start, err, errlen)) ||
+	    (rc = sw_json_int(j, "end", 0, INT64_MAX, 1, &u->end, err, errlen)) ||
+	    (rc = sw_json_int(j, "wait_ms", 0, INT64_MAX, 0, &u->wait_ms, err, errlen)))
+		return rc;
+	if (!proto_id_valid(id)) {
+		ERR("usage id must be 32 lowercase hex digits");
+		return SW_EINVAL;
+	}
+	if (strcmp(kind, "run") != 0 && strcmp(kind, "denied") != 0) {
+		ERR("usage kind must be run or denied");
+		return SW_EINVAL;
+	}
+	copy(u->id, sizeof(u->id), id);
+	copy(u->product, sizeof(u->product), product);
+	copy(u->exe, sizeof(u->exe), exe);
+	copy(u->user, sizeof(u->user), user);
+	copy(u->host, sizeof(u->host), host);
+	copy(u->kind, sizeof(u->kind), kind);
+	return 0;
+}
+
+/* Keeps a copy of `src` as pending, unless a record with its id is pending already. */
+static struct usage *usage_add(struct lease_table *t, const struct usage *src)
+{
+	struct usage *u;
+
+	if (sw_strmap_get(t->usage, src->id))
+		return NULL;
+	u = malloc(sizeof(*u));
+	if (!u)
+		goto oom;
+	*u = *src;
+	u->next = NULL;
+	u->prev = t->utail;
+	u->uploading = 0;
+	if (sw_strmap_set(t->usage, u->id, u)) {
+		free(u);
+		goto oom;
+	}
+	if (t->utail)
+		t->utail->next = u;
+	else
+		t->uhead = u;
+	t->utail = u;
+	t->nusage++;
+	return u;
+oom:
+	sw_err("out of memory keeping usage record %s", src->id);
+	return NULL;
+}
+
+static void usage_del(struct lease_table *t, struct usage *u)
+{
+	sw_strmap_del(t->usage, u->id);
+	if (u->prev)
+		u->prev->next = u->next;
+	else
+		t->uhead = u->next;
+	if (u->next)
+		u->next->prev = u->prev;
+	else
+		t->utail = u->prev;
+	t->nusage--;
+	free(u);
+}
+
+/* Leases */
+
+static json_t *lease_record(const struct lease *l)
+{
+	return json_pack("{ss ss ss ss ss ss sI sI sI}", "lease", l->id, "client", l->client,
+			 "product", l->product, "exe", l->exe, "user", l->user, "host", l->host,
+			 "pid", (json_int_t)l->pid, "granted_at", (json_int_t)l->granted_at,
+			 "wait_ms", (json_int_t)l->wait_ms);
+}
+
+static struct lease *lease_insert(struct lease_table *t, struct product *p, struct lease *src)
+{
+	struct lease *l = malloc(sizeof(*l));
+
+	if (!l)
+		return NULL;
+	*l = *src;
+	if (sw_strmap_set(t->leases, l->id, l)) {
+		free(l);
+		return NULL;
+	}
+	l->next = NULL;
+	l->prev = t->ltail;
+	if (t->ltail)
+		t->ltail->next = l;
+	else
+		t->lhead = l;
+	t->ltail = l;
+	t->nleases++;
+	p->in_use++;
+	return l;
+}
+
+static void lease_unlink(struct lease_table *t, struct lease *l)
+{
+	struct product *p = product_by_name(t, l->product);
+
+	sw_strmap_del(t->leases, l->id);
+	if (l->prev)
+		l->prev->next = l->next;
+	else
+		t->lhead = l->next;
+	if (l->next)
+		l->next->prev = l->prev;
+	else
+		t->ltail = l->prev;
+	t->nleases--;
+	if (p && p->in_use)
+		p->in_use--;
+}
+
+/* A new lease, journaled. */
+static struct lease *grant(struct lease_table *t, struct product *p, const struct checkout_req *r,
+			   const char *host, int64_t wall, int64_t mono, int64_t wait_ms)
+{
+	struct lease tmp, *l;
+
+	memset(&tmp, 0, sizeof(tmp));
+	if (sw_random_hex(tmp.id, METER_ID_LEN / 2))
+		return NULL;
+	copy(tmp.client, sizeof(tmp.client), r->client);
+	copy(tmp.product, sizeof(tmp.product), p->name);
+	copy(tmp.exe, sizeof(tmp.exe), r->exe);
+	copy(tmp.user, sizeof(tmp.user), r->user);
+	copy(tmp.host, sizeof(tmp.host), host);
+	tmp.pid = r->pid;
+	tmp.granted_at = tmp.renewed_at = wall;
+	tmp.deadline = mono + t->ttl_ms;
+	tmp.wait_ms = wait_ms;
+	l = lease_insert(t, p, &tmp);
+	if (!l)
+		return NULL;
+	journal_rec(t, "grant", lease_record(l));
+	return l;
+}
+
+static void record_denial(struct lease_table *t, const struct product *p,
+			  const struct checkout_req *r, const char *host, int64_t start,
+			  int64_t end, int64_t wait_ms)
+{
+	struct usage u, *pu;
+
+	memset(&u, 0, sizeof(u));
+	if (sw_random_hex(u.id, METER_ID_LEN / 2))
+		return;
+	copy(u.product, sizeof(u.product), p->name);
+	copy(u.exe, sizeof(u.exe), r->exe);
+	copy(u.user, sizeof(u.user), r->user);
+	copy(u.host, sizeof(u.host), host);
+	copy(u.kind, sizeof(u.kind), "denied");
+	u.start = start;
+	u.end = end;
+	u.wait_ms = wait_ms;
+	pu = usage_add(t, &u);
+	if (pu)
+		pu->seq = journal_rec(t, "usage", json_pack("{so}", "usage", usage_json(pu)));
+}
+
+static void waiter_unlink(struct lease_table *t, struct waiter *w)
+{
+	struct product *p = w->product;
+
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		p->qhead = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	else
+		p->qtail = w->prev;
+	w->prev = w->next = NULL;
+	p->nwait--;
+	t->nwaiting--;
+}
+
+/* Gives free licenses of `p` to its queue, first come first served. */
+static void grant_waiters(struct lease_table *t, struct product *p, int64_t wall, int64_t mono)
+{
+	while (p->qhead && has_room(t, p)) {
+		struct waiter *w = p->qhead;
+		struct lease *l;
+
+		l = grant(t, p, &w->req, w->host, wall, mono, mono - w->since_mono);
+		if (!l) {
+			sw_err("cannot grant a lease of %s to a waiter", p->name);
+			return;
+		}
+		waiter_unlink(t, w);
+		w->granted(w, l);
+	}
+}
+
+/* Ends a lease: it becomes a run record (journaled with the release) and its license
+ * goes to the queue. */
+static void release(struct lease_table *t, struct lease *l, int64_t end, int64_t wall, int64_t mono)
+{
+	struct product *p = product_by_name(t, l->product);
+	struct usage u, *pu;
+	json_t *uj;
+
+	memset(&u, 0, sizeof(u));
+	copy(u.id, sizeof(u.id), l->id);
+	copy(u.product, sizeof(u.product), l->product);
+	copy(u.exe, sizeof(u.exe), l->exe);
+	copy(u.user, sizeof(u.user), l->user);
+	copy(u.host, sizeof(u.host), l->host);
+	copy(u.kind, sizeof(u.kind), "run");
+	u.start = l->granted_at;
+	u.end = end < l->granted_at ? l->granted_at : end;
+	u.wait_ms = l->wait_ms;
+	lease_unlink(t, l);
+	pu = usage_add(t, &u);
+	uj = usage_json(&u);
+	if (uj) {
+		uint64_t seq =
+		    journal_rec(t, "release", json_pack("{ss so}", "lease", l->id, "usage", uj));
+		if (pu)
+			pu->seq = seq;
+	}
+	free(l);
+	if (p) {
+		grant_waiters(t, p, wall, mono);
+		product_drop_if_unused(t, p);
+	}
+}
+
+int lease_checkout(struct lease_table *t, const struct checkout_req *req, const char *host,
+		   int64_t wall, int64_t mono, struct waiter *w, struct checkout_out *out)
+{
+	struct product *p = product_by_exe(t, req->exe);
+
+	memset(out, 0, sizeof(*out));
+	if (!p) {
+		out->result = CHECKOUT_UNMETERED;
+		return 0;
+	}
+	out->product = p;
+	/* With others queued, a newcomer waits behind them even if the queue is being
+	 * served right now. */
+	if (has_room(t, p) && !p->qhead) {
+		out->lease = grant(t, p, req, host, wall, mono, 0);
+		if (!out->lease)
+			return SW_ENOMEM;
+		out->result = CHECKOUT_GRANTED;
+		return 0;
+	}
+	if (t->nleases >= METER_MAX_LEASES)
+		snprintf(out->reason, sizeof(out->reason),
+			 "this license server holds the most leases it can (%d)", METER_MAX_LEASES);
+	else if (p->allotment == 0)
+		snprintf(out->reason, sizeof(out->reason),
+			 "no license of %s is allotted to this license server", p->name);
+	else if (p->allotment == 1)
+		snprintf(out->reason, sizeof(out->reason), "the one license of %s is in use",
+			 p->name);
+	else
+		snprintf(out->reason, sizeof(out->reason), "all %lld licenses of %s are in use",
+			 (long long)p->allotment, p->name);
+	if (req->wait_ms > 0 && t->nleases < METER_MAX_LEASES) {
+		if (p->nwait >= METER_MAX_WAITERS) {
+			snprintf(out->reason, sizeof(out->reason),
+				 "all %lld licenses of %s are in use and %u checkouts are "
+				 "already waiting",
+				 (long long)p->allotment, p->name, p->nwait);
+		} else {
+			void (*cb)(struct waiter *, struct lease *) = w->granted;
+			void *arg = w->arg;
+
+			memset(w, 0, sizeof(*w));
+			w->granted = cb;
+			w->arg = arg;
+			w->product = p;
+			w->req = *req;
+			copy(w->host, sizeof(w->host), host);
+			w->since_wall = wall;
+			w->since_mono = mono;
+			w->prev = p->qtail;
+			if (p->qtail)
+				p->qtail->next = w;
+			else
+				p->qhead = w;
+			p->qtail = w;
+			p->nwait++;
+			t->nwaiting++;
+			out->result = CHECKOUT_QUEUED;
+			return 0;
+		}
+	}
+	record_denial(t, p, req, host, wall, wall, 0);
+	out->result = CHECKOUT_DENIED;
+	return 0;
+}
+
+void lease_waiter_cancel(struct lease_table *t, struct waiter *w, int deny, int64_t wall,
+			 char *reason, size_t reasonlen)
+{
+	struct product *p = w->product;
+	int64_t waited = wall - w->since_wall;
+
+	waiter_unlink(t, w);
+	if (deny) {
+		record_denial(t, p, &w->req, w->host, w->since_wall, wall, waited < 0 ? 0 : waited);
+		if (reason)
+			snprintf(reason, reasonlen, "no license of %s freed within %lld s", p->name,
+				 (long long)((w->req.wait_ms + 999) / 1000));
+	}
+	product_drop_if_unused(t, p);
+}
+
+struct lease *lease_find(const struct lease_table *t, const char *id)
+{
+	return sw_strmap_get(t->leases, id);
+}
+
+int lease_revoked(const struct lease_table *t, const char *serial)
+{
+	return t->revoked && sw_strmap_get(t->revoked, serial) != NULL;
+}
+
+static struct lease *owned(struct lease_table *t, const char *id, const char *client,
+			   const char *host, int *rc)
+{
+	struct lease *l = lease_find(t, id);
+
+	*rc = 0;
+	if (!l)
+		*rc = SW_ENOTFOUND;
+	else if (strcmp(l->client, client) != 0 || strcmp(l->host, host) != 0)
+		*rc = SW_EDENIED;
+	return *rc ? NULL : l;
+}
+
+int lease_renew(struct lease_table *t, const char *id, const char *client, const char *host,
+		int64_t wall, int64_t mono)
+{
+	struct lease *l;
+	int rc;
+
+	if ((l = owned(t, id, client, host, &rc))) {
+		l->renewed_at = wall;
+		l->deadline = mono + t->ttl_ms;
+	}
+	return rc;
+}
+
+int lease_checkin(struct lease_table *t, const char *id, const char *client, const char *host,
+		  int64_t wall, int64_t mono)
+{
+	struct lease *l;
+	int rc;
+
+	if ((l = owned(t, id, client, host, &rc)))
+		release(t, l, wall, wall, mono);
+	return rc;
+}
+
+size_t lease_expire_due(struct lease_table *t, int64_t wall, int64_t mono)
+{
+	size_t n = 0;
+
+	for (struct lease *l = t->lhead, *next; l; l = next) {
+		next = l->next;
+		if (l->deadline > mono)
+			continue;
+		sw_debug("lease %s of %s (%s@%s) expired unrenewed", l->id, l->product, l->user,
+			 l->host);
+		/* Releasing may grant waiters, which appends leases at the tail: they are
+		 * fresh, so walking on over them does no harm. */
+		release(t, l, l->renewed_at, wall, mono);
+		n++;
+	}
+	return n;
+}
+
+json_t *lease_list_json(const struct lease_table *t, int64_t wall, int64_t mono)
+{
+	json_t *arr = json_array();
+
+	if (!arr)
+		return NULL;
+	for (const struct lease *l = t->lhead; l; l = l->next) {
+		json_t *o =
+		    json_pack("{ss ss ss ss sI ss sI sI}", "lease", l->id, "product", l->product,
+			      "user", l->user, "host", l->host, "pid", (json_int_t)l->pid, "client",
+			      l->client, "granted_at", (json_int_t)l->granted_at, "expires_at",
+			      (json_int_t)(wall + l->deadline - mono));
+		if (!o || json_array_append_new(arr, o)) {
+			json_decref(arr);
+			return NULL;
+		}
+	}
+	return json_pack("{so}", "leases", arr);
+}
+
+json_t *lease_usage_take(struct lease_table *t, uint64_t durable_seq, size_t max)
+{
+	json_t *arr = NULL;
+	size_t n = 0;
+
+	for (struct usage *u = t->uhead; u && n < max; u = u->next) {
+		json_t *o;
+
+		if (u->uploading || u->seq > durable_seq)
+			continue;
+		if (!arr && !(arr = json_array()))
+			return NULL;
+		o = usage_json(u);
+		if (!o || json_array_append_new(arr, o))
+			break;
+		u->uploading = 1;
+		n++;
+	}
+	return arr;
+}
+
+void lease_usage_done(struct lease_table *t, const json_t *records, int ok)
+{
+	json_t *ids = ok ? json_array() : NULL;
+	const json_t *r;
+	size_t i;
+
+	json_array_foreach(records, i, r)
+	{
+		const char *id = json_string_value(json_object_get(r, "id"));
+		struct usage *u = id ? sw_strmap_get(t->usage, id) : NULL;
+
+		if (!u)
+			continue;
+		if (ok) {
+			json_array_append_new(ids, json_string(id));
+			usage_del(t, u);
+		} else {
+			u->uploading = 0;
+		}
+	}
+	if (ok && json_array_size(ids) > 0)
+		journal_rec(t, "uploaded", json_pack("{so}", "ids", ids));
+	else
+		json_decref(ids);
+}
+
+/* Configuration */
+
+static int product_parse(const json_t *j, struct product *p, char *err, size_t errlen)
+{
+	const char *name, *exe, *version;
+	json_t *enforce;
+	int rc;
+
+	memset(p, 0, sizeof(*p));
+	if (!json_is_object(j)) {
+		ERR("a product must be an object");
+		return SW_EINVAL;
+	}
+	if ((rc = sw_json_str(j, "name", METER_NAME_MAX, 1, &name, err, errlen)) ||
+	    (rc = sw_json_str(j, "exe", METER_EXE_MAX, 1, &exe, err, errlen)) ||
+	    (rc = sw_json_str(j, "version", METER_VERSION_MAX, 0, &version, err, errlen)) ||
+	    (rc = sw_json_int(j, "licenses", 0, 100000000, 1, &p->licenses, err, errlen)) ||
+	    (rc = sw_json_int(j, "allotment", 0, 100000000, 1, &p->allotment, err, errlen)))
+		return rc;
+	enforce = json_object_get(j, "enforce");
+	if (enforce && !json_is_boolean(enforce)) {
+		ERR("product %s: 'enforce' must be true or false", name);
+		return SW_EINVAL;
+	}
+	if (!*name || !*exe) {
+		ERR("a product needs a name and an exe");
+		return SW_EINVAL;
+	}
+	copy(p->name, sizeof(p->name), name);
+	copy(p->exe, sizeof(p->exe), exe);
+	copy(p->version, sizeof(p->version), version);
+	p->enforce = json_is_true(enforce);
+	return 0;
+}
+
+/* The serials of removed systems' certificates: lowercase hex, as the server writes. */
+static int revoked_parse(const json_t *arr, struct sw_strmap **out, char *err, size_t errlen)
+{
+	const json_t *v;
+	size_t i;
+
+	*out = NULL;
+	if (!arr || json_is_null(arr))
+		return 0;
+	if (!json_is_array(arr)) {
+		ERR("'revoked' must be an array");
+		return SW_EINVAL;
+	}
+	if (json_array_size(arr) > METER_MAX_REVOKED) {
+		ERR("more than %d revoked certificates", METER_MAX_REVOKED);
+		return SW_ETOOBIG;
+	}
+	if (!(*out = sw_strmap_new()))
+		return SW_ENOMEM;
+	json_array_foreach(arr, i, v)
+	{
+		const char *s = json_string_value(v);
+		size_t n = s ? strlen(s) : 0;
+
+		if (!s || n == 0 || n > 40 || n != json_string_length(v) ||
+		    strspn(s, "0123456789abcdef") != n) {
+			ERR("revoked[%zu] must be a certificate serial in lowercase hex", i);
+			return SW_EINVAL;
+		}
+		if (sw_strmap_set(*out, s, (void *)1))
+			return SW_ENOMEM;
+	}
+	return 0;
+}
+
+int lease_config_parse(const char *text, size_t len, struct meter_config *out, char *err,
+		       size_t errlen)
+{
+	struct product **tail = &out->products, *p;
+	json_t *j = NULL, *arr, *v;
+	size_t i;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	out->ttl_ms = METER_DEFAULT_TTL_MS;
+	if ((rc = sw_json_parse_object(text, len, &j, err, errlen)))
+		return rc;
+	if ((rc = sw_json_int(j, "lease_ttl_ms", TTL_MIN_MS, TTL_MAX_MS, 0, &out->ttl_ms, err,
+			      errlen)))
+		goto out;
+	if ((rc = revoked_parse(json_object_get(j, "revoked"), &out->revoked, err, errlen)))
+		goto out;
+	arr = json_object_get(j, "products");
+	if (!json_is_array(arr)) {
+		ERR("'products' must be an array");
+		rc = SW_EINVAL;
+		goto out;
+	}
+	if (json_array_size(arr) > METER_MAX_PRODUCTS) {
+		ERR("more than %d products", METER_MAX_PRODUCTS);
+		rc = SW_ETOOBIG;
+		goto out;
+	}
+	json_array_foreach(arr, i, v)
+	{
+		struct product tmp;
+
+		if ((rc = product_parse(v, &tmp, err, errlen)))
+			goto out;
+		for (p = out->products; p; p = p->next) {
+			if (strcmp(p->name, tmp.name) == 0) {
+				ERR("product %s is named twice", tmp.name);
+				rc = SW_EINVAL;
+				goto out;
+			}
+		}
+		if (!(p = malloc(sizeof(*p)))) {
+			rc = SW_ENOMEM;
+			goto out;
+		}
+		*p = tmp;
+		*tail = p;
+		tail = &p->next;
+		out->nproducts++;
+	}
+	rc = 0;
+out:
+	if (rc)
+		lease_config_cleanup(out);
+	json_decref(j);
+	return rc;
+}
+
+void lease_config_cleanup(struct meter_config *conf)
+{
+	for (struct product *p = conf->products, *n; p; p = n) {
+		n = p->next;
+		free(p);
+	}
+	conf->products = NULL;
+	conf->nproducts = 0;
+	sw_strmap_free(conf->revoked);
+	conf->revoked = NULL;
+}
+
+void lease_configure(struct lease_table *t, struct meter_config *conf, int64_t wall, int64_t mono)
+{
+	struct product *p, *np, *next, **tail;
+
+	t->ttl_ms = conf->ttl_ms;
+	for (p = t->products; p; p = p->next)
+		p->removed = 1;
+	for (np = conf->products; np; np = next) {
+		next = np->next;
+		p = product_by_name(t, np->name);
+		if (p) {
+			copy(p->exe, sizeof(p->exe), np->exe);
+			copy(p->version, sizeof(p->version), np->version);
+			p->licenses = np->licenses;
+			p->allotment = np->allotment;
+			p->enforce = np->enforce;
+			p->removed = 0;
+			free(np);
+			continue;
+		}
+		np->next = NULL;
+		for (tail = &t->products; *tail; tail = &(*tail)->next)
+			;
+		*tail = np;
+		t->nproducts++;
+	}
+	conf->products = NULL;
+	conf->nproducts = 0;
+	sw_strmap_free(t->revoked);
+	t->revoked = conf->revoked;
+	conf->revoked = NULL;
+	/* A larger allotment, an enforcement turned off or a product dropped frees room
+	 * for those waiting. */
+	for (p = t->products; p; p = next) {
+		next = p->next;
+		grant_waiters(t, p, wall, mono);
+		product_drop_if_unused(t, p);
+	}
+}
+
+/* Replay */
+
+static int apply_grant(struct lease_table *t, const json_t *rec, int64_t wall, int64_t mono,
+		       char *err, size_t errlen)
+{
+	const char *id, *client, *product, *exe, *user, *host;
+	struct lease tmp;
+	struct product *p;
+	int rc;
+
+	memset(&tmp, 0, sizeof(tmp));
+	if ((rc = sw_json_str(rec, "lease", METER_ID_LEN, 1, &id, err, errlen)) ||
+	    (rc = sw_json_str(rec, "client", METER_ID_LEN, 1, &client, err, errlen)) ||
+	    (rc = sw_json_str(rec, "product", METER_NAME_MAX, 1, &product, err, errlen)) ||
+	    (rc = sw_json_str(rec, "exe", METER_EXE_MAX, 1, &exe, err, errlen)) ||
+	    (rc = sw_json_str(rec, "user", METER_USER_MAX, 1, &user, err, errlen)) ||
+	    (rc = sw_json_str(rec, "host", METER_HOST_MAX, 1, &host, err, errlen)) ||
+	    (rc = sw_json_int(rec, "pid", 0, INT32_MAX, 1, &tmp.pid, err, errlen)) ||
+	    (rc = sw_json_int(rec, "granted_at", 0, INT64_MAX, 1, &tmp.granted_at, err, errlen)) ||
+	    (rc = sw_json_int(rec, "wait_ms", 0, INT64_MAX, 0, &tmp.wait_ms, err, errlen)))
+		return rc;
+	if (!proto_id_valid(id) || !proto_id_valid(client) || !*product) {
+		ERR("grant record with a malformed lease or client id");
+		return SW_EINVAL;
+	}
+	if (lease_find(t, id))
+		return 0;
+	if (t->nleases >= METER_MAX_LEASES) {
+		ERR("more than %d leases", METER_MAX_LEASES);
+		return SW_ETOOBIG;
+	}
+	copy(tmp.id, sizeof(tmp.id), id);
+	copy(tmp.client, sizeof(tmp.client), client);
+	copy(tmp.product, sizeof(tmp.product), product);
+	copy(tmp.exe, sizeof(tmp.exe), exe);
+	copy(tmp.user, sizeof(tmp.user), user);
+	copy(tmp.host, sizeof(tmp.host), host);
+	/* Renewals are not journaled: the restart counts as one, so a client that is
+	 * still alive keeps its lease by heartbeating within a ttl. */
+	tmp.renewed_at = wall;
+	tmp.deadline = mono + t->ttl_ms;
+	if (!(p = product_placeholder(t, product)) || !lease_insert(t, p, &tmp))
+		return SW_ENOMEM;
+	return 0;
+}
+
+static int apply_usage(struct lease_table *t, const json_t *rec, uint64_t seq, char *err,
+		       size_t errlen)
+{
+	struct usage u, *pu;
+	int rc;
+
+	if ((rc = usage_parse(json_object_get(rec, "usage"), &u, err, errlen)))
+		return rc;
+	pu = usage_add(t, &u);
+	if (pu)
+		pu->seq = seq;
+	return 0;
+}
+
+int lease_apply(struct lease_table *t, const json_t *rec, int64_t wall, int64_t mono, char *err,
+		size_t errlen)
+{
+	const char *type = json_string_value(json_object_get(rec, "t"));
+	json_int_t seq = json_integer_value(json_object_get(rec, "seq"));
+
+	if (!type) {
+		ERR("record without a type");
+		return SW_EINVAL;
+	}
+	if (strcmp(type, "grant") == 0)
+		return apply_grant(t, rec, wall, mono, err, errlen);
+	if (strcmp(type, "usage") == 0)
+		return apply_usage(t, rec, (uint64_t)seq, err, errlen);
+	if (strcmp(type, "release") == 0) {
+		const char *id;
+		struct lease *l;
+		int rc;
+
+		if ((rc = sw_json_str(rec, "lease", METER_ID_LEN, 1, &id, err, errlen)))
+			return rc;
+		if ((rc = apply_usage(t, rec, (uint64_t)seq, err, errlen)))
+			return rc;
+		if ((l = lease_find(t, id))) {
+			struct product *p = product_by_name(t, l->product);
+
+			lease_unlink(t, l);
+			free(l);
+			if (p)
+				product_drop_if_unused(t, p);
+		}
+		return 0;
+	}
+	if (strcmp(type, "uploaded") == 0) {
+		json_t *ids = json_object_get(rec, "ids"), *v;
+		size_t i;
+
+		if (!json_is_array(ids)) {
+			ERR("uploaded record without ids");
+			return SW_EINVAL;
+		}
+		json_array_foreach(ids, i, v)
+		{
+			struct usage *u;
+
+			if (json_is_string(v) &&
+			    (u = sw_strmap_get(t->usage, json_string_value(v))))
+				usage_del(t, u);
+		}
+		return 0;
+	}
+	ERR("unknown record type '%.32s'", type);
+	return SW_EINVAL;
+}
+
+int lease_snapshot(void *arg, struct journal *j, struct journal_buf *b)
+{
+	struct lease_table *t = arg;
+	int rc;
+
+	for (const struct lease *l = t->lhead; l; l = l->next)
+		if ((rc = journal_buf_add(j, b, "grant", lease_record(l), NULL)))
+			return rc;
+	for (struct usage *u = t->uhead; u; u = u->next) {
+		uint64_t seq;
+
+		if ((rc = journal_buf_add(j, b, "usage", json_pack("{so}", "usage", usage_json(u)),
+					  &seq)))
+			return rc;
+		/* Its record is now the snapshot's: uploadable once the snapshot is durable. */
+		u->seq = seq;
+	}
+	return 0;
+}

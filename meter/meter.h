@@ -1,0 +1,256 @@
+/* siteward-meter: the license server of the software-metering role. */
+#ifndef METER_H
+#define METER_H
+
+#include "http_client.h"
+#include "http_server.h"
+
+#include <jansson.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define METER_ID_LEN	     32 /* lease, client and usage ids: 32 lowercase hex */
+#define METER_NAME_MAX	     64
+#define METER_EXE_MAX	     255
+#define METER_USER_MAX	     64
+#define METER_HOST_MAX	     127
+#define METER_VERSION_MAX    64
+#define METER_REASON_MAX     160
+#define METER_MAX_PRODUCTS   1000
+#define METER_MAX_LEASES     100000
+#define METER_MAX_WAITERS    10000 /* per product */
+#define METER_MAX_WAIT_MS    3600000
+#define METER_MAX_BODY	     (16 * 1024)
+#define METER_HB_MAX_LEASES  256
+#define METER_UPLOAD_BATCH   500
+#define METER_JOURNAL_MAX    (16 * 1024 * 1024)
+#define METER_DEFAULT_TTL_MS 30000
+#define METER_MAX_REVOKED    200000
+
+/* A product of the site, as the server last configured it. */
+struct product {
+	struct product *next;
+	char name[METER_NAME_MAX + 1];
+	char exe[METER_EXE_MAX + 1];
+	char version[METER_VERSION_MAX + 1];
+	int64_t licenses;  /* site total, for messages */
+	int64_t allotment; /* this meter's share */
+	int enforce;
+	int removed; /* no longer configured: matches nothing, holds its leases */
+	unsigned in_use;
+	struct waiter *qhead, *qtail; /* FIFO */
+	unsigned nwait;
+};
+
+/* One granted license. Wall-clock times are for people and usage; `deadline` is on the
+ * monotonic clock, so a clock step never expires a lease early. */
+struct lease {
+	struct lease *prev, *next;
+	char id[METER_ID_LEN + 1];
+	char client[METER_ID_LEN + 1];
+	char product[METER_NAME_MAX + 1];
+	char exe[METER_EXE_MAX + 1];
+	char user[METER_USER_MAX + 1];
+	char host[METER_HOST_MAX + 1];
+	int64_t pid;
+	int64_t granted_at, renewed_at; /* wall ms */
+	int64_t deadline;		/* monotonic ms */
+	int64_t wait_ms;		/* how long the checkout queued */
+};
+
+/* A usage record not yet accepted by the site server. A run's id is its lease's id, so a
+ * record written twice (a check-in lost in a crash, then an expiry) is one record. */
+struct usage {
+	struct usage *prev, *next;
+	char id[METER_ID_LEN + 1];
+	char product[METER_NAME_MAX + 1];
+	char exe[METER_EXE_MAX + 1];
+	char user[METER_USER_MAX + 1];
+	char host[METER_HOST_MAX + 1];
+	char kind[8]; /* run, denied */
+	int64_t start, end, wait_ms;
+	uint64_t seq; /* journal record that holds it: uploadable once durable */
+	int uploading;
+};
+
+/* POST /v1/checkout, parsed. */
+struct checkout_req {
+	char exe[METER_EXE_MAX + 1];
+	char user[METER_USER_MAX + 1];
+	char client[METER_ID_LEN + 1];
+	int64_t pid, wait_ms;
+};
+
+struct heartbeat_req {
+	char client[METER_ID_LEN + 1];
+	size_t nleases;
+	char leases[METER_HB_MAX_LEASES][METER_ID_LEN + 1];
+};
+
+struct checkin_req {
+	char client[METER_ID_LEN + 1];
+	char lease[METER_ID_LEN + 1];
+};
+
+/* A checkout queued for a license. Owned by the caller of lease_checkout(); `granted` is
+ * called once when a license is given to it, after which the queue forgets it. */
+struct waiter {
+	struct waiter *prev, *next;
+	struct product *product;
+	struct checkout_req req;
+	char host[METER_HOST_MAX + 1];
+	int64_t since_wall, since_mono;
+	void (*granted)(struct waiter *w, struct lease *l);
+	void *arg;
+};
+
+struct lease_table {
+	struct journal *journal; /* NULL: nothing is journaled (tests) */
+	struct product *products;
+	unsigned nproducts;
+	int64_t ttl_ms;
+	struct sw_strmap *leases;
+	struct lease *lhead, *ltail;
+	size_t nleases;
+	struct sw_strmap *usage;
+	struct usage *uhead, *utail;
+	size_t nusage;
+	size_t nwaiting;
+	struct sw_strmap *revoked; /* serials of removed systems' certificates, or NULL */
+};
+
+enum checkout_result { CHECKOUT_UNMETERED, CHECKOUT_GRANTED, CHECKOUT_DENIED, CHECKOUT_QUEUED };
+
+struct checkout_out {
+	enum checkout_result result;
+	struct lease *lease;
+	const struct product *product;
+	char reason[METER_REASON_MAX];
+};
+
+/* A parsed GET /v1/meter/config answer. */
+struct meter_config {
+	struct product *products; /* list, owned */
+	unsigned nproducts;
+	int64_t ttl_ms;
+	struct sw_strmap *revoked; /* owned; NULL when the answer had none */
+};
+
+struct journal_buf {
+	char *data;
+	size_t len, cap;
+};
+
+struct meter {
+	uv_loop_t *loop;
+	char dir[PATH_MAX];
+	char data_dir[PATH_MAX + 16];
+	char listen[300];
+	char server[300];
+	char ca_file[PATH_MAX + 16], cert_file[PATH_MAX + 16], key_file[PATH_MAX + 16];
+	char *ca_pem, *cert_pem, *key_pem;
+	struct sw_http_server *http;
+	struct sw_http_client *client;
+	struct lease_table *table;
+	struct journal *journal;
+	struct call *calls; /* queued checkouts, answered at shutdown */
+	uv_timer_t tick, config_timer, upload_timer;
+	uv_signal_t sigint, sigterm;
+	int64_t started_ms;
+	int stopping;
+	int server_reachable;
+	int config_in_flight, upload_in_flight;
+	char *config_text; /* the last good config answer, as cached */
+	json_t *uploading; /* records of the upload in flight */
+};
+
+/* lease.c */
+struct lease_table *lease_table_new(void);
+void lease_table_free(struct lease_table *t);
+/* Replaces the products and the ttl; leases of removed products stay until released. */
+void lease_configure(struct lease_table *t, struct meter_config *conf, int64_t wall, int64_t mono);
+int lease_config_parse(const char *text, size_t len, struct meter_config *out, char *err,
+		       size_t errlen);
+void lease_config_cleanup(struct meter_config *conf);
+/* `w` is used only when the answer is CHECKOUT_QUEUED, and must then live until it is
+ * granted or cancelled. */
+int lease_checkout(struct lease_table *t, const struct checkout_req *req, const char *host,
+		   int64_t wall, int64_t mono, struct waiter *w, struct checkout_out *out);
+/* Takes a waiter out of its queue; with `deny`, records a denial and writes its reason. */
+void lease_waiter_cancel(struct lease_table *t, struct waiter *w, int deny, int64_t wall,
+			 char *reason, size_t reasonlen);
+/* 0, SW_ENOTFOUND for an unknown lease, SW_EDENIED for another client's or host's. */
+int lease_renew(struct lease_table *t, const char *id, const char *client, const char *host,
+		int64_t wall, int64_t mono);
+int lease_checkin(struct lease_table *t, const char *id, const char *client, const char *host,
+		  int64_t wall, int64_t mono);
+/* Expires leases past their deadline; returns how many. */
+size_t lease_expire_due(struct lease_table *t, int64_t wall, int64_t mono);
+struct lease *lease_find(const struct lease_table *t, const char *id);
+/* 1 if the site server listed this certificate serial as revoked. */
+int lease_revoked(const struct lease_table *t, const char *serial);
+json_t *lease_list_json(const struct lease_table *t, int64_t wall, int64_t mono);
+/* Up to `max` pending records written by journal records <= durable_seq, marked as
+ * uploading; NULL when there are none. */
+json_t *lease_usage_take(struct lease_table *t, uint64_t durable_seq, size_t max);
+/* After an upload: on success forgets the records (journaling their ids), otherwise
+ * makes them uploadable again. */
+void lease_usage_done(struct lease_table *t, const json_t *records, int ok);
+/* Applies one journal record during replay. */
+int lease_apply(struct lease_table *t, const json_t *rec, int64_t wall, int64_t mono, char *err,
+		size_t errlen);
+/* Writes the live state (leases, pending usage) as journal records. */
+int lease_snapshot(void *arg, struct journal *j, struct journal_buf *b);
+
+/* journal.c */
+typedef void (*journal_done_fn)(void *arg, int rc);
+typedef int (*journal_apply_fn)(void *arg, const json_t *rec, char *err, size_t errlen);
+typedef int (*journal_snapshot_fn)(void *arg, struct journal *j, struct journal_buf *b);
+/* Replays `dir`/journal through `apply`, then compacts it to a snapshot. */
+int journal_open(uv_loop_t *loop, const char *dir, journal_apply_fn apply,
+		 journal_snapshot_fn snapshot, void *arg, struct journal **out, char *err,
+		 size_t errlen);
+/* Waits for the flush in progress, then frees. NULL is a no-op. */
+void journal_close(struct journal *j);
+/* Adds a record {"seq","t":type, ...rec} to the batch; takes the reference to `rec`. */
+int journal_append(struct journal *j, const char *type, json_t *rec, uint64_t *seq);
+/* Calls cb(arg, 0) once every record appended so far is on disk, or cb(arg, SW_EIO) if
+ * writing failed. May call it before returning when nothing is pending. */
+int journal_wait(struct journal *j, journal_done_fn cb, void *arg);
+uint64_t journal_durable_seq(const struct journal *j);
+int journal_busy(const struct journal *j);
+/* Serialises a record with the next sequence number (to *seq if not NULL) into `b`;
+ * takes `rec`. */
+int journal_buf_add(struct journal *j, struct journal_buf *b, const char *type, json_t *rec,
+		    uint64_t *seq);
+/* Parses one line; *out is the record with "seq" and "t" checked. */
+int journal_parse_line(const char *line, size_t len, json_t **out, uint64_t *seq, char *err,
+		       size_t errlen);
+/* 1 while the last write failed and no snapshot has caught up since. */
+int journal_failing(const struct journal *j);
+/* Counters for health: flushes done and records they carried. */
+void journal_stats(const struct journal *j, uint64_t *flushes, uint64_t *records,
+		   uint64_t *max_batch);
+
+/* proto.c */
+int proto_checkout_parse(const json_t *j, struct checkout_req *out, char *err, size_t errlen);
+int proto_heartbeat_parse(const json_t *j, struct heartbeat_req *out, char *err, size_t errlen);
+int proto_checkin_parse(const json_t *j, struct checkin_req *out, char *err, size_t errlen);
+/* 1 if `s` is exactly 32 lowercase hex digits. */
+int proto_id_valid(const char *s);
+
+/* api.c */
+extern const struct sw_http_route api_routes[];
+extern const size_t api_nroutes;
+/* Answers every queued checkout (the meter is going away). */
+void api_shutdown(struct meter *m);
+
+/* sync.c */
+/* Loads ADIR/meter/config.json if there is one; a missing cache is an empty config. */
+void sync_load_cache(struct meter *m);
+int sync_start(struct meter *m, char *err, size_t errlen);
+void sync_stop(struct meter *m);
+
+#endif

@@ -1,0 +1,144 @@
+/* The bodies of the meter's API: every field typed and bounded, unknown fields refused. */
+#include "meter.h"
+
+#include "error.h"
+#include "json.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define ERR(...)                                                                                   \
+	do {                                                                                       \
+		if (err)                                                                           \
+			snprintf(err, errlen, __VA_ARGS__);                                        \
+	} while (0)
+
+int proto_id_valid(const char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i]; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+	return i == METER_ID_LEN;
+}
+
+/* Refuses a member not in the NULL-terminated `known` list. */
+static int only_known(const json_t *j, const char *const *known, char *err, size_t errlen)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach((json_t *)j, key, v)
+	{
+		size_t i;
+
+		for (i = 0; known[i]; i++)
+			if (strcmp(key, known[i]) == 0)
+				break;
+		if (!known[i]) {
+			ERR("unknown field '%.64s'", key);
+			return SW_EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int get_id(const json_t *j, const char *key, char out[METER_ID_LEN + 1], char *err,
+		  size_t errlen)
+{
+	const char *s;
+	int rc;
+
+	if ((rc = sw_json_str(j, key, METER_ID_LEN, 1, &s, err, errlen)))
+		return rc;
+	if (!proto_id_valid(s)) {
+		ERR("field '%s' must be 32 lowercase hex digits", key);
+		return SW_EINVAL;
+	}
+	memcpy(out, s, METER_ID_LEN + 1);
+	return 0;
+}
+
+static int get_text(const json_t *j, const char *key, size_t max, char *out, char *err,
+		    size_t errlen)
+{
+	const char *s;
+	int rc;
+
+	if ((rc = sw_json_str(j, key, max, 1, &s, err, errlen)))
+		return rc;
+	if (!*s) {
+		ERR("field '%s' must not be empty", key);
+		return SW_EINVAL;
+	}
+	for (const char *p = s; *p; p++) {
+		if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+			ERR("field '%s' contains a control character", key);
+			return SW_EINVAL;
+		}
+	}
+	memcpy(out, s, strlen(s) + 1);
+	return 0;
+}
+
+int proto_checkout_parse(const json_t *j, struct checkout_req *out, char *err, size_t errlen)
+{
+	static const char *const known[] = {"exe", "user", "pid", "client", "wait_ms", NULL};
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if ((rc = only_known(j, known, err, errlen)) ||
+	    (rc = get_text(j, "exe", METER_EXE_MAX, out->exe, err, errlen)) ||
+	    (rc = get_text(j, "user", METER_USER_MAX, out->user, err, errlen)) ||
+	    (rc = sw_json_int(j, "pid", 0, INT32_MAX, 1, &out->pid, err, errlen)) ||
+	    (rc = get_id(j, "client", out->client, err, errlen)) ||
+	    (rc = sw_json_int(j, "wait_ms", 0, METER_MAX_WAIT_MS, 0, &out->wait_ms, err, errlen)))
+		return rc;
+	return 0;
+}
+
+int proto_heartbeat_parse(const json_t *j, struct heartbeat_req *out, char *err, size_t errlen)
+{
+	static const char *const known[] = {"client", "leases", NULL};
+	json_t *arr, *v;
+	size_t i;
+	int rc;
+
+	out->nleases = 0;
+	if ((rc = only_known(j, known, err, errlen)) ||
+	    (rc = get_id(j, "client", out->client, err, errlen)))
+		return rc;
+	arr = json_object_get(j, "leases");
+	if (!json_is_array(arr)) {
+		ERR("field 'leases' must be an array");
+		return SW_EINVAL;
+	}
+	if (json_array_size(arr) > METER_HB_MAX_LEASES) {
+		ERR("field 'leases' holds more than %d ids", METER_HB_MAX_LEASES);
+		return SW_ETOOBIG;
+	}
+	json_array_foreach(arr, i, v)
+	{
+		const char *s = json_string_value(v);
+
+		if (!s || json_string_length(v) != METER_ID_LEN || !proto_id_valid(s)) {
+			ERR("leases[%zu] must be 32 lowercase hex digits", i);
+			return SW_EINVAL;
+		}
+		memcpy(out->leases[out->nleases++], s, METER_ID_LEN + 1);
+	}
+	return 0;
+}
+
+int proto_checkin_parse(const json_t *j, struct checkin_req *out, char *err, size_t errlen)
+{
+	static const char *const known[] = {"client", "lease", NULL};
+	int rc;
+
+	if ((rc = only_known(j, known, err, errlen)) ||
+	    (rc = get_id(j, "client", out->client, err, errlen)) ||
+	    (rc = get_id(j, "lease", out->lease, err, errlen)))
+		return rc;
+	return 0;
+}

@@ -1,0 +1,258 @@
+/*
+ * Talking to the site server: the product configuration every 10 s (cached on disk, so
+ * the meter starts and serves with the server down) and pending usage every 5 s in
+ * batches. Every call has the client's connect bound and a total bound; a record leaves
+ * the pending set only after a 200 that covered it, and ingestion is idempotent by id,
+ * so a retried batch is harmless.
+ */
+#include "meter.h"
+
+#include "error.h"
+#include "json.h"
+#include "log.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONNECT_TIMEOUT_MS 5000
+#define REQUEST_TIMEOUT_MS 10000
+#define CONFIG_INTERVAL_MS 10000
+#define UPLOAD_INTERVAL_MS 5000
+#define CONFIG_MAX	   SW_HTTP_CLIENT_MAX_BODY
+
+struct cache_job {
+	uv_work_t work;
+	char path[PATH_MAX + 32];
+	char *text;
+	int rc;
+	char err[256];
+};
+
+/* Logs only changes between reachable and not, so a server away for days costs one
+ * line, not one per call. */
+static void server_state(struct meter *m, int ok, const char *what, const char *why)
+{
+	if (ok && !m->server_reachable)
+		sw_info("site server %s reached again", m->server);
+	else if (!ok && m->server_reachable)
+		sw_warn("site server %s: %s: %s; serving from the cached configuration and "
+			"keeping usage on disk",
+			m->server, what, why);
+	m->server_reachable = ok;
+}
+
+static int apply_config(struct meter *m, const char *text, size_t len, char *err, size_t errlen)
+{
+	struct meter_config conf;
+	int rc;
+
+	if ((rc = lease_config_parse(text, len, &conf, err, errlen)))
+		return rc;
+	lease_configure(m->table, &conf, sw_now_ms(), sw_mono_ms());
+	lease_config_cleanup(&conf);
+	return 0;
+}
+
+void sync_load_cache(struct meter *m)
+{
+	char path[PATH_MAX + 32], err[256];
+	char *text = NULL;
+	size_t len;
+
+	snprintf(path, sizeof(path), "%s/config.json", m->data_dir);
+	if (sw_file_read(path, CONFIG_MAX, &text, &len, err, sizeof(err))) {
+		sw_info("no cached configuration (%s): no products until the server answers", err);
+		return;
+	}
+	if (apply_config(m, text, len, err, sizeof(err))) {
+		sw_warn("%s: ignoring the cached configuration: %s", path, err);
+		free(text);
+		return;
+	}
+	sw_info("configuration from cache: %u products", m->table->nproducts);
+	m->config_text = text;
+}
+
+static void cache_work(uv_work_t *w)
+{
+	struct cache_job *job = w->data;
+
+	job->rc = sw_file_write_atomic(job->path, job->text, strlen(job->text), 0600, job->err,
+				       sizeof(job->err));
+}
+
+static void cache_done(uv_work_t *w, int status)
+{
+	struct cache_job *job = w->data;
+
+	if (job->rc)
+		sw_warn("cannot cache the configuration: %s", job->err);
+	free(job->text);
+	free(job);
+}
+
+/* The cache is written on the thread pool: the loop never waits for a disk. */
+static void cache_write(struct meter *m, const char *text)
+{
+	struct cache_job *job = calloc(1, sizeof(*job));
+
+	if (!job || !(job->text = strdup(text))) {
+		free(job);
+		return;
+	}
+	snprintf(job->path, sizeof(job->path), "%s/config.json", m->data_dir);
+	job->work.data = job;
+	if (uv_queue_work(m->loop, &job->work, cache_work, cache_done)) {
+		free(job->text);
+		free(job);
+	}
+}
+
+static void on_config(const struct sw_http_result *res, void *arg)
+{
+	struct meter *m = arg;
+	char err[256], why[300];
+
+	m->config_in_flight = 0;
+	if (m->stopping)
+		return;
+	if (res->status != 200) {
+		if (res->status)
+			snprintf(why, sizeof(why), "HTTP %ld %.200s", res->status, res->body);
+		else
+			snprintf(why, sizeof(why), "%s", res->error);
+		server_state(m, 0, "GET /v1/meter/config", why);
+		return;
+	}
+	server_state(m, 1, NULL, NULL);
+	if (m->config_text && strcmp(m->config_text, res->body) == 0)
+		return;
+	if (apply_config(m, res->body, res->len, err, sizeof(err))) {
+		sw_warn("site server sent a configuration the meter refuses: %s", err);
+		return;
+	}
+	sw_info("configuration from the site server: %u products, lease ttl %lld ms",
+		m->table->nproducts, (long long)m->table->ttl_ms);
+	free(m->config_text);
+	m->config_text = strdup(res->body);
+	if (m->config_text)
+		cache_write(m, m->config_text);
+}
+
+static void fetch_config(uv_timer_t *t)
+{
+	struct meter *m = t->data;
+	char url[400];
+
+	if (m->config_in_flight || m->stopping)
+		return;
+	snprintf(url, sizeof(url), "%s/v1/meter/config", m->server);
+	if (sw_http_client_request(m->client, "GET", url, NULL, 0, REQUEST_TIMEOUT_MS, on_config,
+				   m) == 0)
+		m->config_in_flight = 1;
+}
+
+static void upload(uv_timer_t *t);
+
+static void on_upload(const struct sw_http_result *res, void *arg)
+{
+	struct meter *m = arg;
+	json_t *j = NULL;
+	int64_t accepted = 0, duplicates = 0;
+	char why[300];
+	int ok = 0;
+
+	m->upload_in_flight = 0;
+	if (res->status == 200 && sw_json_parse_object(res->body, res->len, &j, NULL, 0) == 0 &&
+	    sw_json_int(j, "accepted", 0, INT64_MAX, 1, &accepted, NULL, 0) == 0 &&
+	    sw_json_int(j, "duplicates", 0, INT64_MAX, 0, &duplicates, NULL, 0) == 0)
+		ok = 1;
+	json_decref(j);
+	if (m->uploading) {
+		if (ok)
+			sw_debug("uploaded %zu usage records (%lld new, %lld duplicates)",
+				 json_array_size(m->uploading), (long long)accepted,
+				 (long long)duplicates);
+		lease_usage_done(m->table, m->uploading, ok);
+		json_decref(m->uploading);
+		m->uploading = NULL;
+	}
+	if (m->stopping)
+		return;
+	if (!ok) {
+		if (res->status)
+			snprintf(why, sizeof(why), "HTTP %ld %.200s", res->status, res->body);
+		else
+			snprintf(why, sizeof(why), "%s", res->error);
+		server_state(m, 0, "POST /v1/usage", why);
+		return;
+	}
+	server_state(m, 1, NULL, NULL);
+	/* A backlog (the server was away) drains batch after batch, not one per interval. */
+	if (m->table->nusage > 0)
+		uv_timer_start(&m->upload_timer, upload, 0, UPLOAD_INTERVAL_MS);
+}
+
+static void upload(uv_timer_t *t)
+{
+	struct meter *m = t->data;
+	json_t *records, *msg;
+	char url[400], *body = NULL;
+
+	if (m->upload_in_flight || m->stopping)
+		return;
+	records = lease_usage_take(m->table, journal_durable_seq(m->journal), METER_UPLOAD_BATCH);
+	if (!records)
+		return;
+	msg = json_pack("{sI sO}", "now", (json_int_t)sw_now_ms(), "records", records);
+	body = msg ? sw_json_dump(msg) : NULL;
+	json_decref(msg);
+	snprintf(url, sizeof(url), "%s/v1/usage", m->server);
+	if (body && sw_http_client_request(m->client, "POST", url, body, strlen(body),
+					   REQUEST_TIMEOUT_MS, on_upload, m) == 0) {
+		m->upload_in_flight = 1;
+		m->uploading = records;
+	} else {
+		lease_usage_done(m->table, records, 0);
+		json_decref(records);
+	}
+	free(body);
+}
+
+int sync_start(struct meter *m, char *err, size_t errlen)
+{
+	struct sw_http_client_opts o = {.ca_file = m->ca_file,
+					.cert_file = m->cert_file,
+					.key_file = m->key_file,
+					.connect_timeout_ms = CONNECT_TIMEOUT_MS};
+	int rc;
+
+	if ((rc = sw_http_client_new(m->loop, &o, &m->client))) {
+		snprintf(err, errlen, "cannot start the HTTP client: %s", sw_strerror(rc));
+		return rc;
+	}
+	m->server_reachable = 1;
+	uv_timer_init(m->loop, &m->config_timer);
+	uv_timer_init(m->loop, &m->upload_timer);
+	m->config_timer.data = m->upload_timer.data = m;
+	uv_timer_start(&m->config_timer, fetch_config, 0, CONFIG_INTERVAL_MS);
+	uv_timer_start(&m->upload_timer, upload, UPLOAD_INTERVAL_MS, UPLOAD_INTERVAL_MS);
+	return 0;
+}
+
+void sync_stop(struct meter *m)
+{
+	if (!m->client)
+		return;
+	uv_timer_stop(&m->config_timer);
+	uv_timer_stop(&m->upload_timer);
+	uv_close((uv_handle_t *)&m->config_timer, NULL);
+	uv_close((uv_handle_t *)&m->upload_timer, NULL);
+	/* Cancels the calls in flight; their callbacks put records back as pending. */
+	sw_http_client_free(m->client);
+	m->client = NULL;
+	free(m->config_text);
+	m->config_text = NULL;
+}

@@ -1,0 +1,337 @@
+/* The meter's license table: grants, denials, ownership, expiry and the FIFO queue. */
+#include "error.h"
+#include "meter/meter.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#define CLIENT_A "0123456789abcdef0123456789abcdef"
+#define CLIENT_B "fedcba9876543210fedcba9876543210"
+#define WALL	 1700000000000LL
+
+static struct lease_table *table_with(const char *config)
+{
+	struct lease_table *t = lease_table_new();
+	struct meter_config conf;
+	char err[256];
+
+	assert_non_null(t);
+	assert_int_equal(lease_config_parse(config, strlen(config), &conf, err, sizeof(err)), 0);
+	lease_configure(t, &conf, WALL, 0);
+	lease_config_cleanup(&conf);
+	return t;
+}
+
+static const char cad_config[] =
+    "{\"products\":[{\"name\":\"cad\",\"exe\":\"cad\",\"version\":\"\",\"licenses\":2,"
+    "\"allotment\":2,\"enforce\":true},{\"name\":\"notes\",\"exe\":\"notes\",\"licenses\":1,"
+    "\"allotment\":1,\"enforce\":false}],\"lease_ttl_ms\":30000}";
+
+static struct checkout_req req_for(const char *exe, const char *user, const char *client,
+				   int64_t wait_ms)
+{
+	struct checkout_req r;
+
+	memset(&r, 0, sizeof(r));
+	strcpy(r.exe, exe);
+	strcpy(r.user, user);
+	strcpy(r.client, client);
+	r.pid = 42;
+	r.wait_ms = wait_ms;
+	return r;
+}
+
+static void test_grant_then_deny(void **state)
+{
+	struct lease_table *t = table_with(cad_config);
+	struct checkout_req r = req_for("cad", "alice", CLIENT_A, 0);
+	struct checkout_out out;
+	struct waiter w = {0};
+
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(lease_checkout(t, &r, "web1", WALL, 0, &w, &out), 0);
+		assert_int_equal(out.result, CHECKOUT_GRANTED);
+		assert_non_null(out.lease);
+		assert_int_equal(strlen(out.lease->id), 32);
+		assert_string_equal(out.lease->host, "web1");
+	}
+	assert_int_equal(lease_checkout(t, &r, "web1", WALL, 0, &w, &out), 0);
+	assert_int_equal(out.result, CHECKOUT_DENIED);
+	assert_string_equal(out.reason, "all 2 licenses of cad are in use");
+	assert_int_equal(t->nleases, 2);
+	/* The denial is a usage record. */
+	assert_int_equal(t->nusage, 1);
+	assert_string_equal(t->uhead->kind, "denied");
+	assert_string_equal(t->uhead->user, "alice");
+
+	r = req_for("vim", "alice", CLIENT_A, 0);
+	assert_int_equal(lease_checkout(t, &r, "web1", WALL, 0, &w, &out), 0);
+	assert_int_equal(out.result, CHECKOUT_UNMETERED);
+	lease_table_free(t);
+}
+
+static void test_unenforced_never_denies(void **state)
+{
+	struct lease_table *t = table_with(cad_config);
+	struct checkout_req r = req_for("notes", "bob", CLIENT_A, 0);
+	struct checkout_out out;
+	struct waiter w = {0};
+
+	for (int i = 0; i < 10; i++) {
+		assert_int_equal(lease_checkout(t, &r, "web1", WALL, 0, &w, &out), 0);
+		assert_int_equal(out.result, CHECKOUT_GRANTED);
+	}
+	assert_int_equal(t->nleases, 10);
+	assert_int_equal(t->nusage, 0);
+	lease_table_free(t);
+}
+
+static void test_checkin_ownership(void **state)
+{
+	struct lease_table *t = table_with(cad_config);
+	struct checkout_req r = req_for("cad", "alice", CLIENT_A, 0);
+	struct checkout_out out;
+	struct waiter w = {0};
+	char id[33];
+
+	assert_int_equal(lease_checkout(t, &r, "web1", WALL, 0, &w, &out), 0);
+	strcpy(id, out.lease->id);
+	assert_int_equal(lease_checkin(t, id, CLIENT_B, "web1", WALL + 5, 5), SW_EDENIED);
+	assert_int_equal(lease_checkin(t, id, CLIENT_A, "web2", WALL + 5, 5), SW_EDENIED);
+	assert_int_equal(lease_renew(t, id, CLIENT_B, "web1", WALL + 5, 5), SW_EDENIED);
+	assert_int_equal(
+	    lease_checkin(t, "00000000000000000000000000000000", CLIENT_A, "web1", WALL + 5, 5),
+	    SW_ENOTFOUND);
+	assert_int_equal(t->nleases, 1);
+	assert_int_equal(lease_checkin(t, id, CLIENT_A, "web1", WALL + 1000, 1000), 0);
+	assert_int_equal(t->nleases, 0);
+	/* The run is a usage record named after its lease. */
+	assert_int_equal(t->nusage, 1);
+	assert_string_equal(t->uhead->id, id);
+	assert_string_equal(t->uhead->kind, "run");
+	assert_int_equal(t->uhead->start, WALL);
+	assert_int_equal(t->uhead->end, WALL + 1000);
+	assert_int_equal(lease_checkin(t, id, CLIENT_A, "web1", WALL + 5, 5), SW_ENOTFOUND);
+	lease_table_free(t);
+}
+
+struct grants {
+	int n;
+	struct waiter *order[8];
+	char lease[8][33];
+};
+
+static struct grants granted_log;
+
+static void on_granted(struct waiter *w, struct lease *l)
+{
+	granted_log.order[granted_log.n] = w;
+	strcpy(granted_log.lease[granted_log.n], l->id);
+	granted_log.n++;
+}
+
+static void test_expiry_grants_fifo(void **state)
+{
+	struct lease_table *t = table_with(cad_config);
+	struct checkout_req r = req_for("cad", "alice", CLIENT_A, 0);
+	struct checkout_out out;
+	struct waiter w0 = {0}, w[3];
+	char first[2][33];
+
+	memset(&granted_log, 0, sizeof(granted_log));
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(lease_checkout(t, &r, "web1", WALL, 0, &w0, &out), 0);
+		strcpy(first[i], out.lease->id);
+	}
+	for (int i = 0; i < 3; i++) {
+		struct checkout_req q = req_for("cad", "carol", CLIENT_B, 60000);
+
+		memset(&w[i], 0, sizeof(w[i]));
+		w[i].granted = on_granted;
+		assert_int_equal(
+		    lease_checkout(t, &q, "web2", WALL + 100 + i, 100 + i, &w[i], &out), 0);
+		assert_int_equal(out.result, CHECKOUT_QUEUED);
+	}
+	assert_int_equal(t->nwaiting, 3);
+	/* The first lease is renewed, the second not: only the second expires. */
+	assert_int_equal(lease_renew(t, first[0], CLIENT_A, "web1", WALL + 20000, 20000), 0);
+	assert_int_equal(lease_expire_due(t, WALL + 29999, 29999), 0);
+	assert_int_equal(lease_expire_due(t, WALL + 30000, 30000), 1);
+	assert_null(lease_find(t, first[1]));
+	assert_int_equal(granted_log.n, 1);
+	assert_ptr_equal(granted_log.order[0], &w[0]);
+	/* The expired run ends at its last renewal, here its grant. */
+	assert_string_equal(t->uhead->id, first[1]);
+	assert_int_equal(t->uhead->end, WALL);
+	/* Then the renewed one: the queue is served in order. */
+	assert_int_equal(lease_expire_due(t, WALL + 50000, 50000), 1);
+	assert_int_equal(granted_log.n, 2);
+	assert_ptr_equal(granted_log.order[1], &w[1]);
+	assert_non_null(lease_find(t, granted_log.lease[1]));
+	assert_int_equal(lease_find(t, granted_log.lease[1])->wait_ms, 50000 - 101);
+	assert_int_equal(t->nwaiting, 1);
+	/* The last waiter gives up: a denial with its reason. */
+	{
+		char reason[160];
+		size_t before = t->nusage;
+
+		lease_waiter_cancel(t, &w[2], 1, WALL + 60102, reason, sizeof(reason));
+		assert_string_equal(reason, "no license of cad freed within 60 s");
+		assert_int_equal(t->nusage, before + 1);
+		assert_string_equal(t->utail->kind, "denied");
+		assert_int_equal(t->utail->wait_ms, 60000);
+	}
+	assert_int_equal(t->nwaiting, 0);
+	lease_table_free(t);
+}
+
+static void test_queue_bound(void **state)
+{
+	struct lease_table *t = table_with(cad_config);
+	struct checkout_req r = req_for("cad", "alice", CLIENT_A, 1000);
+	struct checkout_out out;
+	struct waiter *w = calloc(METER_MAX_WAITERS + 3, sizeof(*w));
+
+	assert_non_null(w);
+	for (int i = 0; i < METER_MAX_WAITERS + 2; i++) {
+		w[i].granted = on_granted;
+		assert_int_equal(lease_checkout(t, &r, "web1", WALL, 0, &w[i], &out), 0);
+		assert_int_equal(out.result, i < 2 ? CHECKOUT_GRANTED : CHECKOUT_QUEUED);
+	}
+	assert_int_equal(lease_checkout(t, &r, "web1", WALL, 0, &w[METER_MAX_WAITERS + 2], &out),
+			 0);
+	assert_int_equal(out.result, CHECKOUT_DENIED);
+	assert_non_null(strstr(out.reason, "already waiting"));
+	for (int i = 2; i < METER_MAX_WAITERS + 2; i++)
+		lease_waiter_cancel(t, &w[i], 0, WALL, NULL, 0);
+	assert_int_equal(t->nwaiting, 0);
+	lease_table_free(t);
+	free(w);
+}
+
+static void test_config_refused(void **state)
+{
+	static const char *bad[] = {
+	    "[]",
+	    "{\"products\":{}}",
+	    "{\"products\":[{\"name\":\"a\",\"exe\":\"a\",\"licenses\":-1,\"allotment\":1}]}",
+	    "{\"products\":[{\"name\":\"a\",\"exe\":\"a\",\"licenses\":1}]}",
+	    "{\"products\":[{\"name\":\"a\",\"exe\":\"a\",\"licenses\":1,\"allotment\":1},"
+	    "{\"name\":\"a\",\"exe\":\"b\",\"licenses\":1,\"allotment\":1}]}",
+	    "{\"products\":[],\"lease_ttl_ms\":5}",
+	};
+	struct meter_config conf;
+	char err[256];
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_not_equal(
+		    lease_config_parse(bad[i], strlen(bad[i]), &conf, err, sizeof(err)), 0);
+}
+
+static void test_allotment_raised_serves_queue(void **state)
+{
+	struct lease_table *t = table_with(cad_config);
+	struct checkout_req r = req_for("cad", "alice", CLIENT_A, 5000);
+	struct checkout_out out;
+	struct waiter w[3];
+	struct meter_config conf;
+	const char more[] = "{\"products\":[{\"name\":\"cad\",\"exe\":\"cad\",\"licenses\":3,"
+			    "\"allotment\":3,\"enforce\":true}]}";
+
+	memset(w, 0, sizeof(w));
+	memset(&granted_log, 0, sizeof(granted_log));
+	for (int i = 0; i < 3; i++) {
+		w[i].granted = on_granted;
+		assert_int_equal(lease_checkout(t, &r, "web1", WALL, 0, &w[i], &out), 0);
+	}
+	assert_int_equal(out.result, CHECKOUT_QUEUED);
+	assert_int_equal(lease_config_parse(more, strlen(more), &conf, NULL, 0), 0);
+	lease_configure(t, &conf, WALL, 10);
+	assert_int_equal(granted_log.n, 1);
+	assert_int_equal(t->nleases, 3);
+	lease_table_free(t);
+}
+
+static void test_request_bodies(void **state)
+{
+	static const char *bad_checkout[] = {
+	    "{\"exe\":\"cad\",\"user\":\"a\",\"pid\":1}",
+	    "{\"exe\":\"cad\",\"user\":\"a\",\"pid\":1,\"client\":\"ABCDEF\"}",
+	    "{\"exe\":\"cad\",\"user\":\"a\",\"pid\":1,\"client\":\"" CLIENT_A
+	    "\",\"host\":\"evil\"}",
+	    "{\"exe\":\"cad\",\"user\":\"a\",\"pid\":1,\"client\":\"" CLIENT_A
+	    "\",\"wait_ms\":3600001}",
+	    "{\"exe\":\"\",\"user\":\"a\",\"pid\":1,\"client\":\"" CLIENT_A "\"}",
+	    "{\"exe\":\"c\\nd\",\"user\":\"a\",\"pid\":1,\"client\":\"" CLIENT_A "\"}",
+	    "{\"exe\":\"cad\",\"user\":\"a\",\"pid\":-1,\"client\":\"" CLIENT_A "\"}",
+	};
+	const char good[] = "{\"exe\":\"cad\",\"user\":\"alice\",\"pid\":123,\"client\":\"" CLIENT_A
+			    "\",\"wait_ms\":5000}";
+	const char hb[] = "{\"client\":\"" CLIENT_A "\",\"leases\":[\"" CLIENT_B "\"]}";
+	struct checkout_req co;
+	struct heartbeat_req *h = malloc(sizeof(*h));
+	struct checkin_req ci;
+	char err[256];
+	json_t *j;
+
+	assert_non_null(h);
+	for (size_t i = 0; i < sizeof(bad_checkout) / sizeof(bad_checkout[0]); i++) {
+		assert_non_null(j = json_loads(bad_checkout[i], 0, NULL));
+		assert_int_not_equal(proto_checkout_parse(j, &co, err, sizeof(err)), 0);
+		json_decref(j);
+	}
+	assert_non_null(j = json_loads(good, 0, NULL));
+	assert_int_equal(proto_checkout_parse(j, &co, err, sizeof(err)), 0);
+	assert_string_equal(co.exe, "cad");
+	assert_int_equal(co.pid, 123);
+	assert_int_equal(co.wait_ms, 5000);
+	/* A checkout body is not a check-in body. */
+	assert_int_not_equal(proto_checkin_parse(j, &ci, err, sizeof(err)), 0);
+	json_decref(j);
+	assert_non_null(j = json_loads(hb, 0, NULL));
+	assert_int_equal(proto_heartbeat_parse(j, h, err, sizeof(err)), 0);
+	assert_int_equal(h->nleases, 1);
+	assert_string_equal(h->leases[0], CLIENT_B);
+	json_decref(j);
+	free(h);
+}
+
+static void test_revoked_serials(void **state)
+{
+	const char text[] = "{\"products\":[],\"lease_ttl_ms\":30000,\"revoked\":[\"0a1b2c\"]}";
+	const char bad[] = "{\"products\":[],\"revoked\":[\"0A1B\"]}";
+	struct lease_table *t = table_with(text);
+	struct meter_config conf;
+
+	assert_true(lease_revoked(t, "0a1b2c"));
+	assert_false(lease_revoked(t, "0a1b2d"));
+	assert_int_not_equal(lease_config_parse(bad, strlen(bad), &conf, NULL, 0), 0);
+	/* A configuration without the list forgives nobody it does not name. */
+	assert_int_equal(lease_config_parse(cad_config, strlen(cad_config), &conf, NULL, 0), 0);
+	lease_configure(t, &conf, WALL, 0);
+	lease_config_cleanup(&conf);
+	assert_false(lease_revoked(t, "0a1b2c"));
+	lease_table_free(t);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_grant_then_deny),
+	    cmocka_unit_test(test_unenforced_never_denies),
+	    cmocka_unit_test(test_checkin_ownership),
+	    cmocka_unit_test(test_expiry_grants_fifo),
+	    cmocka_unit_test(test_queue_bound),
+	    cmocka_unit_test(test_config_refused),
+	    cmocka_unit_test(test_allotment_raised_serves_queue),
+	    cmocka_unit_test(test_request_bodies),
+	    cmocka_unit_test(test_revoked_serials),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
