@@ -30,6 +30,7 @@ static const char *const known_settings[] = {
     "database.connect_timeout",
     "log.level",
     "metering.detail_days",
+    "metering.lease_ttl_ms",
     "metering.summarize_interval_s",
     NULL,
 };
@@ -99,6 +100,8 @@ static int server_configure(struct server *s, const char *dir, char *err, size_t
 				   &s->heartbeat_s, sub, sizeof(sub))) ||
 	    (rc = sw_conf_get_uint(s->conf, "server", "flush_interval_ms", 1000, 10, 60000,
 				   &s->flush_ms, sub, sizeof(sub))) ||
+	    (rc = sw_conf_get_uint(s->conf, "metering", "lease_ttl_ms", 30000, 1000, 3600000,
+				   &s->lease_ttl_ms, sub, sizeof(sub))) ||
 	    (rc = sw_conf_get_uint(s->conf, "metering", "detail_days", 90, 0, 36500,
 				   &s->detail_days, sub, sizeof(sub))) ||
 	    (rc = sw_conf_get_uint(s->conf, "metering", "summarize_interval_s", 3600, 1, 86400,

@@ -15,8 +15,6 @@
 
 #define MAX_USAGE_BATCH 1000
 #define DAY_MS		86400000LL
-/* The lease a metering server gives; a client heartbeats at a third of it. */
-#define LEASE_TTL_MS 30000
 
 static int count_row(void *arg, int ncols, const struct sw_db_val *row)
 {
@@ -513,7 +511,7 @@ void metering_get_config(struct sw_http_req *req, void *arg)
 	sw_strmap_each(s->revoked, collect_key, revoked);
 	sw_http_reply_json(req, 200,
 			   json_pack("{so si si so}", "products", products, "lease_ttl_ms",
-				     LEASE_TTL_MS, "meters", (int)n, "revoked", revoked));
+				     (int)s->lease_ttl_ms, "meters", (int)n, "revoked", revoked));
 }
 
 /* Idempotent by record id; times are moved by the uploader's clock error, so a client

@@ -46,6 +46,7 @@ struct server {
 	unsigned flush_ms;	       /* how often heartbeat state is written */
 	unsigned detail_days;	       /* usage detail kept this long, then summarised */
 	unsigned summarize_s;	       /* how often summarising runs */
+	unsigned lease_ttl_ms;	       /* a license lease not renewed this long expires */
 	uv_timer_t summarize_timer;
 	struct sw_strmap *systems; /* name → struct system */
 	struct sw_strmap *revoked; /* serial → (void *)1 */

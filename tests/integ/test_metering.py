@@ -1,0 +1,293 @@
+"""Software metering end to end: siteward-run, the license server (siteward-meter run by
+the agent for the software-metering role), the site server's usage report."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import unittest
+import uuid
+
+from harness import Site, free_port, prog, wait_for
+
+TTL_MS = 3000
+
+
+def meter_site(n_meters=1, licenses=2):
+    site = Site(heartbeat=1, extra_conf={"metering.lease_ttl_ms": str(TTL_MS)})
+    site.start()
+    tool = os.path.join(site.tmp, "cadtool")
+    shutil.copy("/bin/sleep", tool)
+    site.cli("product", "add", "cad", "--exe", "cadtool", "--licenses", str(licenses),
+             "--enforce")
+    site.cli("product", "add", "draw", "--exe", "drawtool", "--licenses", "5")
+    meters = []
+    for i in range(n_meters):
+        m = site.enroll(f"m{i + 1}", start=False)
+        m.meter_port = free_port()
+        with open(os.path.join(m.dir, "agent.conf"), "a") as f:
+            f.write(f"\n[meter]\nlisten = 127.0.0.1:{m.meter_port}\n")
+        m.start()
+        site.cli("role", "add", m.name, "software-metering")
+        meters.append(m)
+    client = site.enroll("c1")
+    for m in meters:
+        wait_for(lambda: meter_api(site, m, "GET", "/v1/health")[0] == 200, 10,
+                 f"{m.name}'s license server")
+
+    def listed():
+        try:
+            with open(os.path.join(client.dir, "meters.json")) as f:
+                return len(json.load(f)["meters"]) == n_meters
+        except (OSError, ValueError, KeyError):
+            return False
+    wait_for(listed, 10, "the client to learn the metering servers")
+    return site, meters, client, tool
+
+
+def meter_api(site, m, method, path, body=None, ctx=None, raw=None):
+    return site.api(method, path, body, ctx=ctx or site.admin_tls(), port=m.meter_port,
+                    raw=raw)
+
+
+def leases(site, m):
+    """The leases a license server holds, or None while it does not answer."""
+    try:
+        status, body = meter_api(site, m, "GET", "/v1/leases")
+    except OSError:
+        return None
+    return body["leases"] if status == 200 else None
+
+
+def run(client, tool, *args, wait=None):
+    argv = [prog("siteward-run"), "--agent", client.dir]
+    if wait is not None:
+        argv += ["--wait", str(wait)]
+    return subprocess.Popen(argv + ["--", tool, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+class OneMeter(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.site, (cls.m,), cls.client, cls.tool = meter_site()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.site.close()
+
+    def setUp(self):
+        wait_for(lambda: leases(self.site, self.m) == [], TTL_MS / 1000 + 5,
+                 "no license held from an earlier test")
+
+    def client_tls(self):
+        return self.site.tls(os.path.join(self.client.dir, "client.crt"),
+                             os.path.join(self.client.dir, "client.key"))
+
+    def test_two_licenses_third_denied_then_waits(self):
+        a, b = run(self.client, self.tool, "2"), run(self.client, self.tool, "2")
+        wait_for(lambda: len(leases(self.site, self.m)) == 2, 5, "two licenses in use")
+        c = run(self.client, self.tool, "0.1")
+        out, err = c.communicate(timeout=20)
+        self.assertEqual(c.returncode, 75, err)
+        self.assertIn("denied", err)
+        self.assertIn("licenses of cad are in use", err)
+        t0 = time.monotonic()
+        d = run(self.client, self.tool, "0.1", wait=20)
+        d.communicate(timeout=30)
+        self.assertEqual(d.returncode, 0)
+        for p in (a, b):
+            p.communicate(timeout=20)
+            self.assertEqual(p.returncode, 0)
+        # it started as soon as one of the first two finished (about 2 s in)
+        self.assertLess(time.monotonic() - t0, 4)
+        self.assertGreater(time.monotonic() - t0, 1)
+
+    def test_killed_client_license_returns_after_lease_expires(self):
+        p = run(self.client, self.tool, "30")
+        wait_for(lambda: len(leases(self.site, self.m)) == 1, 5, "the license in use")
+        p.kill()
+        p.wait(5)
+        t0 = time.monotonic()
+        wait_for(lambda: leases(self.site, self.m) == [], TTL_MS / 1000 + 3,
+                 "the lease to expire")
+        self.assertGreater(time.monotonic() - t0, TTL_MS / 1000 / 2)
+        subprocess.run(["pkill", "-f", self.tool + " 30"])
+
+    def test_exit_status_and_signals_pass_through(self):
+        r = subprocess.run([prog("siteward-run"), "--agent", self.client.dir, "--",
+                            "/bin/sh", "-c", "exit 7"], timeout=20)
+        self.assertEqual(r.returncode, 7)
+        p = run(self.client, self.tool, "30")
+        wait_for(lambda: len(leases(self.site, self.m)) == 1, 5, "the license in use")
+        os.kill(p.pid, signal.SIGTERM)  # forwarded to the program
+        p.communicate(timeout=10)
+        self.assertEqual(p.returncode, 128 + signal.SIGTERM)
+        wait_for(lambda: leases(self.site, self.m) == [], 3, "the check-in")
+
+    def test_hostile_requests_refused(self):
+        ctx = self.client_tls()
+        client_id = uuid.uuid4().hex
+        status, g = meter_api(self.site, self.m, "POST", "/v1/checkout",
+                              {"exe": "cadtool", "user": "u", "pid": 1, "client": client_id,
+                               "wait_ms": 0}, ctx=ctx)
+        self.assertTrue(g["granted"], g)
+        try:
+            status, body = meter_api(self.site, self.m, "POST", "/v1/checkout",
+                                     {"exe": "nosuchprogram", "user": "u", "pid": 1,
+                                      "client": client_id, "wait_ms": 0}, ctx=ctx)
+            self.assertEqual((status, body), (200, {"metered": False}))
+            forged = uuid.uuid4().hex
+            status, body = meter_api(self.site, self.m, "POST", "/v1/heartbeat",
+                                     {"client": client_id, "leases": [forged]}, ctx=ctx)
+            self.assertEqual(body["lost"], [forged])
+            status, body = meter_api(self.site, self.m, "POST", "/v1/checkin",
+                                     {"client": client_id, "lease": forged}, ctx=ctx)
+            self.assertEqual(status, 404)
+            # another client's lease
+            status, body = meter_api(self.site, self.m, "POST", "/v1/checkin",
+                                     {"client": uuid.uuid4().hex, "lease": g["lease"]},
+                                     ctx=ctx)
+            self.assertEqual(status, 403, body)
+            status, body = meter_api(self.site, self.m, "POST", "/v1/heartbeat",
+                                     {"client": uuid.uuid4().hex, "leases": [g["lease"]]},
+                                     ctx=ctx)
+            self.assertEqual(body["lost"], [g["lease"]])
+            for raw in (b"{", b"[]", b'{"exe": 5}', b'{"exe":"x","user":"u","pid":1,'
+                        b'"client":"nothex","wait_ms":0}', b"x" * 20000):
+                try:
+                    status, body = meter_api(self.site, self.m, "POST", "/v1/checkout",
+                                             raw=raw, ctx=ctx)
+                except OSError:
+                    # refused before the body was read, and the connection closed
+                    self.assertGreater(len(raw), 16 * 1024)
+                    continue
+                self.assertIn(status, (400, 413), raw[:40])
+            self.assertEqual(len(leases(self.site, self.m)), 1)
+            # the site server does not accept a client certificate
+            self.assertEqual(self.site.api("GET", "/v1/systems", ctx=ctx)[0], 403)
+        finally:
+            meter_api(self.site, self.m, "POST", "/v1/checkin",
+                      {"client": client_id, "lease": g["lease"]}, ctx=ctx)
+
+    def test_usage_reported_once(self):
+        # drawtool is registered before the license server started, and used only here
+        draw = os.path.join(self.site.tmp, "drawtool")
+        shutil.copy("/bin/sleep", draw)
+
+        def launches():
+            return sum(u["launches"] for u in
+                       self.site.cli_json("usage", "--product", "draw")["usage"])
+        self.assertEqual(launches(), 0)
+        p = run(self.client, draw, "0.2")
+        p.communicate(timeout=20)
+        self.assertEqual(p.returncode, 0)
+        wait_for(lambda: launches() == 1, 15, "the run in the usage report")
+        time.sleep(6)  # another upload pass: nothing counted twice
+        self.assertEqual(launches(), 1)
+
+
+class MeterCrash(unittest.TestCase):
+    def test_kill9_under_load_keeps_acknowledged_leases_and_usage(self):
+        site, (m,), client, tool = meter_site(licenses=50)
+        try:
+            ctx = site.tls(os.path.join(client.dir, "client.crt"),
+                           os.path.join(client.dir, "client.key"))
+            held, granted, returned, stop = [], set(), [], threading.Event()
+            cid = uuid.uuid4().hex
+
+            def checkout():
+                status, g = meter_api(site, m, "POST", "/v1/checkout",
+                                      {"exe": "cadtool", "user": "u", "pid": 1,
+                                       "client": cid, "wait_ms": 0}, ctx=ctx)
+                return g["lease"] if status == 200 and g.get("granted") else None
+
+            for _ in range(10):
+                held.append(checkout())
+
+            def churn():
+                while not stop.is_set():
+                    try:
+                        lease = checkout()
+                        if lease:
+                            granted.add(lease)
+                            status, _ = meter_api(site, m, "POST", "/v1/checkin",
+                                                  {"client": cid, "lease": lease}, ctx=ctx)
+                            if status == 200:
+                                returned.append(lease)
+                    except OSError:
+                        time.sleep(0.05)
+
+            workers = [threading.Thread(target=churn) for _ in range(4)]
+            for w in workers:
+                w.start()
+            time.sleep(1)
+            pid = m.service("meter")["pid"]
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(0.5)
+            stop.set()
+            for w in workers:
+                w.join(20)
+            # the agent restarts it; every acknowledged grant is live again
+            wait_for(lambda: leases(site, m) is not None, 15, "the license server back")
+            live = {x["lease"] for x in leases(site, m)}
+            # acknowledged grants are live, acknowledged check-ins stay released; only
+            # calls in flight at the crash (one per worker) may have gone either way
+            self.assertTrue(set(held) <= live, set(held) - live)
+            self.assertFalse(live & set(returned), "a checked-in lease came back")
+            self.assertLessEqual(len(live - set(held) - granted), len(workers))
+            self.assertLessEqual(len((granted - set(returned)) - live), len(workers))
+            # every acknowledged check-in becomes exactly one usage record
+            self.assertGreater(len(returned), 10)
+
+            def stored():
+                rows = site.db_rows("usage")
+                return all(sum(r in row for row in rows) == 1 for r in returned)
+            wait_for(stored, 20, "every returned lease's run in the site database")
+        finally:
+            site.close()
+
+
+class Failover(unittest.TestCase):
+    def test_two_meters_share_and_fail_over_within_the_count(self):
+        site, (m1, m2), client, tool = meter_site(n_meters=2, licenses=2)
+        try:
+            procs = [run(client, tool, "3") for _ in range(3)]
+            time.sleep(1.5)
+            total = len(leases(site, m1)) + len(leases(site, m2))
+            self.assertEqual(total, 2)
+            outs = [p.communicate(timeout=20) for p in procs]
+            self.assertEqual(sorted(p.returncode for p in procs), [0, 0, 75], outs)
+            # m1 goes away: clients fail over to m2, whose share is one license
+            site.cli("service", "stop", "m1", "meter")
+            procs = [run(client, tool, "2") for _ in range(2)]
+            time.sleep(1)
+            self.assertEqual(len(leases(site, m2)), 1)
+            outs = [p.communicate(timeout=30) for p in procs]
+            self.assertEqual(sorted(p.returncode for p in procs), [0, 75], outs)
+        finally:
+            site.close()
+
+
+class MeterDown(unittest.TestCase):
+    def test_programs_run_and_usage_arrives_once(self):
+        site, (m,), client, tool = meter_site()
+        try:
+            site.cli("service", "stop", "m1", "meter")
+            r = subprocess.run([prog("siteward-run"), "--agent", client.dir, "--", tool,
+                                "0.1"], capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            wait_for(lambda: any("cadtool" in x and "offline" in x
+                                 for x in site.db_rows("usage")), 15,
+                     "the offline run uploaded")
+            site.cli("service", "start", "m1", "meter")
+            time.sleep(2)
+            self.assertEqual(sum("offline" in x for x in site.db_rows("usage")), 1)
+        finally:
+            site.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
