@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define ERR(...)                                                                                   \
 	do {                                                                                       \
@@ -84,12 +85,47 @@ static struct product *product_by_name(const struct lease_table *t, const char *
 	return NULL;
 }
 
-static struct product *product_by_exe(const struct lease_table *t, const char *exe)
+/* The product a program is: by its file name, or by its build ID, which a renamed
+ * copy keeps. */
+static struct product *product_for(const struct lease_table *t, const struct checkout_req *r)
 {
 	for (struct product *p = t->products; p; p = p->next)
-		if (!p->removed && strcmp(p->exe, exe) == 0)
+		if (!p->removed && (strcmp(p->exe, r->exe) == 0 ||
+				    (p->build_id[0] && strcmp(p->build_id, r->build_id) == 0)))
 			return p;
 	return NULL;
+}
+
+/* Why a product's policy refuses this use now, or NULL. */
+static const char *policy_refusal(const struct product *p, const struct checkout_req *r,
+				  const char *host, int64_t wall, char *buf, size_t len)
+{
+	char key[METER_HOST_MAX + 3];
+	time_t now = (time_t)(wall / 1000);
+	struct tm tm;
+	int minute;
+
+	snprintf(key, sizeof(key), ",%s,", r->user);
+	if (strstr(p->deny_users, key)) {
+		snprintf(buf, len, "user %s may not use %s", r->user, p->name);
+		return buf;
+	}
+	snprintf(key, sizeof(key), ",%s,", host);
+	if (strstr(p->deny_hosts, key)) {
+		snprintf(buf, len, "%s may not be used on %s", p->name, host);
+		return buf;
+	}
+	if (p->hours_from < 0)
+		return NULL;
+	localtime_r(&now, &tm);
+	minute = tm.tm_hour * 60 + tm.tm_min;
+	/* a window may run past midnight, like 22:00-06:00 */
+	if (p->hours_from <= p->hours_to ? (minute >= p->hours_from && minute < p->hours_to)
+					 : (minute >= p->hours_from || minute < p->hours_to))
+		return NULL;
+	snprintf(buf, len, "%s may be used from %02d:%02d to %02d:%02d", p->name,
+		 p->hours_from / 60, p->hours_from % 60, p->hours_to / 60, p->hours_to % 60);
+	return buf;
 }
 
 /* A lease recovered for a product the configuration no longer (or not yet) names. */
@@ -104,6 +140,7 @@ static struct product *product_placeholder(struct lease_table *t, const char *na
 		return NULL;
 	copy(p->name, sizeof(p->name), name);
 	p->removed = 1;
+	p->hours_from = p->hours_to = -1;
 	p->next = t->products;
 	t->products = p;
 	t->nproducts++;
@@ -410,7 +447,7 @@ static void release(struct lease_table *t, struct lease *l, int64_t end, int64_t
 int lease_checkout(struct lease_table *t, const struct checkout_req *req, const char *host,
 		   int64_t wall, int64_t mono, struct waiter *w, struct checkout_out *out)
 {
-	struct product *p = product_by_exe(t, req->exe);
+	struct product *p = product_for(t, req);
 
 	memset(out, 0, sizeof(*out));
 	if (!p) {
@@ -418,6 +455,11 @@ int lease_checkout(struct lease_table *t, const struct checkout_req *req, const 
 		return 0;
 	}
 	out->product = p;
+	if (policy_refusal(p, req, host, wall, out->reason, sizeof(out->reason))) {
+		record_denial(t, p, req, host, wall, wall, 0);
+		out->result = CHECKOUT_DENIED;
+		return 0;
+	}
 	/* With others queued, a newcomer waits behind them even if the queue is being
 	 * served right now. */
 	if (has_room(t, p) && !p->qhead) {
@@ -624,6 +666,59 @@ void lease_usage_done(struct lease_table *t, const json_t *records, int ok)
 
 /* Configuration */
 
+/* ",a,b," from a JSON list of names, for whole-word lookups. */
+static int names_parse(const json_t *j, const char *key, char *out, size_t len, char *err,
+		       size_t errlen)
+{
+	const json_t *arr = json_object_get(j, key), *v;
+	size_t i, used = 1;
+
+	snprintf(out, len, ",");
+	if (!arr)
+		return 0;
+	if (!json_is_array(arr)) {
+		ERR("'%s' must be a list of names", key);
+		return SW_EINVAL;
+	}
+	json_array_foreach(arr, i, v)
+	{
+		const char *s = json_string_value(v);
+		if (!s || !*s || strchr(s, ',') || used + strlen(s) + 2 > len) {
+			ERR("'%s' holds a bad or too long name", key);
+			return SW_EINVAL;
+		}
+		used += (size_t)snprintf(out + used, len - used, "%s,", s);
+	}
+	return 0;
+}
+
+/* Build ID, allowed hours and denied users and hosts. */
+static int policy_parse(const json_t *j, struct product *p, char *err, size_t errlen)
+{
+	const char *bid = NULL, *hours = NULL;
+	int a, b, c, d, n = 0, rc;
+
+	p->hours_from = p->hours_to = -1;
+	if ((rc = sw_json_str(j, "build_id", METER_BUILD_ID_MAX, 0, &bid, err, errlen)) ||
+	    (rc = sw_json_str(j, "hours", 15, 0, &hours, err, errlen)) ||
+	    (rc =
+		 names_parse(j, "deny_users", p->deny_users, sizeof(p->deny_users), err, errlen)) ||
+	    (rc = names_parse(j, "deny_hosts", p->deny_hosts, sizeof(p->deny_hosts), err, errlen)))
+		return rc;
+	if (bid)
+		copy(p->build_id, sizeof(p->build_id), bid);
+	if (hours && *hours) {
+		if (sscanf(hours, "%2d:%2d-%2d:%2d%n", &a, &b, &c, &d, &n) != 4 || hours[n] ||
+		    a < 0 || a > 24 || b < 0 || b > 59 || c < 0 || c > 24 || d < 0 || d > 59) {
+			ERR("product %s: hours must be HH:MM-HH:MM", p->name);
+			return SW_EINVAL;
+		}
+		p->hours_from = a * 60 + b;
+		p->hours_to = c * 60 + d;
+	}
+	return 0;
+}
+
 static int product_parse(const json_t *j, struct product *p, char *err, size_t errlen)
 {
 	const char *name, *exe, *version;
@@ -654,7 +749,7 @@ static int product_parse(const json_t *j, struct product *p, char *err, size_t e
 	copy(p->exe, sizeof(p->exe), exe);
 	copy(p->version, sizeof(p->version), version);
 	p->enforce = json_is_true(enforce);
-	return 0;
+	return policy_parse(j, p, err, errlen);
 }
 
 /* The serials of removed systems' certificates: lowercase hex, as the server writes. */
@@ -775,6 +870,11 @@ void lease_configure(struct lease_table *t, struct meter_config *conf, int64_t w
 		if (p) {
 			copy(p->exe, sizeof(p->exe), np->exe);
 			copy(p->version, sizeof(p->version), np->version);
+			copy(p->build_id, sizeof(p->build_id), np->build_id);
+			copy(p->deny_users, sizeof(p->deny_users), np->deny_users);
+			copy(p->deny_hosts, sizeof(p->deny_hosts), np->deny_hosts);
+			p->hours_from = np->hours_from;
+			p->hours_to = np->hours_to;
 			p->licenses = np->licenses;
 			p->allotment = np->allotment;
 			p->enforce = np->enforce;

@@ -14,6 +14,7 @@
 #define METER_ID_LEN	     32 /* lease, client and usage ids: 32 lowercase hex */
 #define METER_NAME_MAX	     64
 #define METER_EXE_MAX	     255
+#define METER_BUILD_ID_MAX   128
 #define METER_USER_MAX	     64
 #define METER_HOST_MAX	     127
 #define METER_VERSION_MAX    64
@@ -35,8 +36,11 @@ struct product {
 	char name[METER_NAME_MAX + 1];
 	char exe[METER_EXE_MAX + 1];
 	char version[METER_VERSION_MAX + 1];
-	int64_t licenses;  /* site total, for messages */
-	int64_t allotment; /* this meter's share */
+	char build_id[METER_BUILD_ID_MAX + 1];	 /* "" if not known by one */
+	int hours_from, hours_to;		 /* minutes after midnight; -1: any time */
+	char deny_users[1024], deny_hosts[1024]; /* ",a,b," for whole-word lookups */
+	int64_t licenses;			 /* site total, for messages */
+	int64_t allotment;			 /* this meter's share */
 	int enforce;
 	int removed; /* no longer configured: matches nothing, holds its leases */
 	unsigned in_use;
@@ -78,6 +82,7 @@ struct usage {
 /* POST /v1/checkout, parsed. */
 struct checkout_req {
 	char exe[METER_EXE_MAX + 1];
+	char build_id[METER_BUILD_ID_MAX + 1]; /* optional */
 	char user[METER_USER_MAX + 1];
 	char client[METER_ID_LEN + 1];
 	int64_t pid, wait_ms;

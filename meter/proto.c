@@ -84,7 +84,9 @@ static int get_text(const json_t *j, const char *key, size_t max, char *out, cha
 
 int proto_checkout_parse(const json_t *j, struct checkout_req *out, char *err, size_t errlen)
 {
-	static const char *const known[] = {"exe", "user", "pid", "client", "wait_ms", NULL};
+	static const char *const known[] = {"exe",     "user",	   "pid", "client",
+					    "wait_ms", "build_id", NULL};
+	const char *bid = NULL;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
@@ -93,8 +95,16 @@ int proto_checkout_parse(const json_t *j, struct checkout_req *out, char *err, s
 	    (rc = get_text(j, "user", METER_USER_MAX, out->user, err, errlen)) ||
 	    (rc = sw_json_int(j, "pid", 0, INT32_MAX, 1, &out->pid, err, errlen)) ||
 	    (rc = get_id(j, "client", out->client, err, errlen)) ||
-	    (rc = sw_json_int(j, "wait_ms", 0, METER_MAX_WAIT_MS, 0, &out->wait_ms, err, errlen)))
+	    (rc = sw_json_int(j, "wait_ms", 0, METER_MAX_WAIT_MS, 0, &out->wait_ms, err, errlen)) ||
+	    (rc = sw_json_str(j, "build_id", METER_BUILD_ID_MAX, 0, &bid, err, errlen)))
 		return rc;
+	if (bid) {
+		if (!*bid || strspn(bid, "0123456789abcdef") != strlen(bid)) {
+			ERR("field 'build_id' must be lowercase hex");
+			return SW_EINVAL;
+		}
+		memcpy(out->build_id, bid, strlen(bid) + 1);
+	}
 	return 0;
 }
 

@@ -103,7 +103,7 @@ int child_init(struct child *c)
 }
 
 /* Finds what execvp would run, so a mistyped name costs no license. */
-int child_find(const char *program, char *err, size_t errlen)
+int child_find(const char *program, char *found, size_t foundlen, char *err, size_t errlen)
 {
 	char path[PATH_MAX];
 	const char *dirs, *p, *end;
@@ -120,6 +120,7 @@ int child_find(const char *program, char *err, size_t errlen)
 				 S_ISDIR(st.st_mode) ? "Is a directory" : strerror(EACCES));
 			return SW_EDENIED;
 		}
+		snprintf(found, foundlen, "%s", program);
 		return 0;
 	}
 	if (!program[0]) {
@@ -137,8 +138,10 @@ int child_find(const char *program, char *err, size_t errlen)
 		if (snprintf(path, sizeof(path), "%.*s%s%s", (int)n, p, n ? "/" : "", program) <
 			(int)sizeof(path) &&
 		    stat(path, &st) == 0) {
-			if (S_ISREG(st.st_mode) && eaccess(path, X_OK) == 0)
+			if (S_ISREG(st.st_mode) && eaccess(path, X_OK) == 0) {
+				snprintf(found, foundlen, "%s", path);
 				return 0;
+			}
 			exists = 1;
 		}
 		if (!*end)

@@ -172,6 +172,9 @@ static void ask(struct run *r)
 		json_t *msg = json_pack("{ss ss sI ss sI}", "exe", r->exe, "user", r->user, "pid",
 					(json_int_t)getpid(), "client", r->client, "wait_ms",
 					(json_int_t)r->wait_ms);
+		/* a renamed copy is still recognised by its build ID */
+		if (msg && r->build_id[0])
+			json_object_set_new(msg, "build_id", json_string(r->build_id));
 		if (r->verbose)
 			fprintf(stderr, "siteward-run: asking %s for %s\n",
 				r->conf.meters[l->meter], r->exe);

@@ -7,6 +7,7 @@
  */
 #include "run.h"
 
+#include "elfid.h"
 #include "error.h"
 #include "http_client.h"
 #include "util.h"
@@ -121,7 +122,7 @@ int main(int argc, char **argv)
 	struct sw_http_client_opts ho = {.connect_timeout_ms = CONNECT_MS};
 	const char *dir = getenv("SITEWARD_AGENT");
 	uv_loop_t loop;
-	char err[PATH_MAX + 128];
+	char err[PATH_MAX + 128], path[PATH_MAX];
 	int opt, rc, status = RUN_EX_SOFTWARE;
 
 	if (child_init(&r.child)) {
@@ -161,11 +162,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "siteward-run: %s\n", err);
 		return RUN_EX_CONFIG;
 	}
-	if ((rc = child_find(r.argv[0], err, sizeof(err)))) {
+	if ((rc = child_find(r.argv[0], path, sizeof(path), err, sizeof(err)))) {
 		fprintf(stderr, "siteward-run: %s\n", err);
 		status = rc == SW_ENOTFOUND ? RUN_EX_NOTFOUND : RUN_EX_NOEXEC;
 		goto out;
 	}
+	if (sw_elf_build_id(path, r.build_id, sizeof(r.build_id)))
+		r.build_id[0] = '\0'; /* a script, or a program built without one */
 	if (sw_random_hex(r.client, 16) || uv_loop_init(&loop) < 0) {
 		fprintf(stderr, "siteward-run: cannot start: out of resources\n");
 		goto out;

@@ -80,10 +80,11 @@ struct child {
 struct run {
 	uv_loop_t *loop;
 	struct run_config conf;
-	char **argv;	 /* the program and its arguments */
-	char exe[256];	 /* the basename of the program, printable */
-	char user[65];	 /* the invoking user's name, printable */
-	char client[33]; /* this run's client id, also the offline record's id */
+	char **argv;	    /* the program and its arguments */
+	char exe[256];	    /* the basename of the program, printable */
+	char build_id[129]; /* its ELF build ID, "" if it has none */
+	char user[65];	    /* the invoking user's name, printable */
+	char client[33];    /* this run's client id, also the offline record's id */
 	unsigned wait_ms;
 	int verbose;
 	struct sw_http_client *http;
@@ -121,7 +122,8 @@ void lease_cleanup(struct lease *l);
 int child_init(struct child *c);
 int child_watch(struct run *r);
 /* SW_ENOTFOUND (exit 127) or SW_EDENIED (126) with the reason in err. */
-int child_find(const char *program, char *err, size_t errlen);
+/* Finds the program as execvp would; its path goes to `found`. */
+int child_find(const char *program, char *found, size_t foundlen, char *err, size_t errlen);
 /* Forks and executes PROGRAM; r->child.exited and .status once the loop reaps it. */
 int child_start(struct run *r, char *err, size_t errlen);
 /* Becomes PROGRAM; returns only on failure, with its errno. */

@@ -15,7 +15,7 @@ from harness import Site, free_port, prog, wait_for
 TTL_MS = 3000
 
 
-def meter_site(n_meters=1, licenses=2):
+def meter_site(n_meters=1, licenses=2, before_meters=None):
     site = Site(heartbeat=1, extra_conf={"metering.lease_ttl_ms": str(TTL_MS)})
     site.start()
     tool = os.path.join(site.tmp, "cadtool")
@@ -23,6 +23,8 @@ def meter_site(n_meters=1, licenses=2):
     site.cli("product", "add", "cad", "--exe", "cadtool", "--licenses", str(licenses),
              "--enforce")
     site.cli("product", "add", "draw", "--exe", "drawtool", "--licenses", "5")
+    if before_meters:
+        before_meters(site)
     meters = []
     for i in range(n_meters):
         m = site.enroll(f"m{i + 1}", start=False)
@@ -72,7 +74,47 @@ def run(client, tool, *args, wait=None):
 class OneMeter(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.site, (cls.m,), cls.client, cls.tool = meter_site()
+        cls.site, (cls.m,), cls.client, cls.tool = meter_site(before_meters=cls.policies)
+
+    @classmethod
+    def policies(cls, site):
+        """Products with policies, registered before the license server starts."""
+        import getpass
+        me = getpass.getuser()
+        for name in ("kiosktool", "nighttool"):
+            shutil.copy("/bin/sleep", os.path.join(site.tmp, name))
+        site.cli("product", "add", "kiosk", "--exe", "kiosktool", "--licenses", "5",
+                 "--deny-users", f"{me},mallory")
+        # a window that is closed now, whatever the time of day
+        now = time.localtime()
+        start = (now.tm_hour + 2) % 24
+        site.cli("product", "add", "night", "--exe", "nighttool", "--licenses", "5",
+                 "--hours", f"{start:02d}:00-{(start + 1) % 24:02d}:00")
+        # a program known by its build ID, run under another name
+        cls.build_id = uuid.uuid4().hex
+        src = os.path.join(site.tmp, "p.c")
+        with open(src, "w") as f:
+            f.write("int main(void) { return 0; }\n")
+        cls.renamed = os.path.join(site.tmp, "totally-renamed")
+        subprocess.run(["cc", "-o", cls.renamed, src, f"-Wl,--build-id=0x{cls.build_id}"],
+                       check=True)
+        site.cli("product", "add", "bid", "--exe", "original-name", "--licenses", "1",
+                 "--enforce", "--build-id", cls.build_id)
+
+    def test_policies_deny_with_reasons(self):
+        for tool, reason in (("kiosktool", "may not use kiosk"),
+                             ("nighttool", "night may be used from")):
+            r = subprocess.run([prog("siteward-run"), "--agent", self.client.dir, "--",
+                                os.path.join(self.site.tmp, tool), "0"],
+                               capture_output=True, text=True, timeout=20)
+            self.assertEqual(r.returncode, 75, r.stderr)
+            self.assertIn(reason, r.stderr)
+
+    def test_renamed_copy_is_metered_by_build_id(self):
+        r = subprocess.run([prog("siteward-run"), "--agent", self.client.dir, "-v", "--",
+                            self.renamed], capture_output=True, text=True, timeout=20)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("for bid", r.stderr)
 
     @classmethod
     def tearDownClass(cls):
