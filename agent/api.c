@@ -3,6 +3,7 @@
 #include "agent.h"
 
 #include "json.h"
+#include "log.h"
 #include "proto.h"
 #include "util.h"
 
@@ -119,7 +120,7 @@ static void post_service(struct sw_http_req *req, void *arg)
 	char name[64], err[200];
 	const char *action;
 	struct service *svc;
-	int64_t timeout_ms = 30000;
+	int64_t timeout_ms = 30000, deadline_ms = 0;
 	json_t *j;
 
 	if (split_tail(sw_http_req_tail(req), name, sizeof(name), &action)) {
@@ -129,12 +130,23 @@ static void post_service(struct sw_http_req *req, void *arg)
 	j = sw_http_req_json(req);
 	if (!j)
 		return;
-	if (sw_json_int(j, "timeout_ms", 0, MAX_WAIT_MS, 0, &timeout_ms, err, sizeof(err))) {
+	if (sw_json_int(j, "timeout_ms", 0, MAX_WAIT_MS, 0, &timeout_ms, err, sizeof(err)) ||
+	    sw_json_int(j, "deadline_ms", 0, INT64_MAX / 2, 0, &deadline_ms, err, sizeof(err))) {
 		sw_http_reply_error(req, 400, "%s", err);
 		json_decref(j);
 		return;
 	}
 	json_decref(j);
+	/* A request that waited past its caller's deadline (this agent was frozen, or the
+	 * network slow) is not acted on: the caller is told it failed. The deadline is a
+	 * little before the caller's own, which covers the error in the clock difference
+	 * the server measures from heartbeats. */
+	if (deadline_ms && sw_now_ms() > deadline_ms) {
+		sw_warn("ignoring a %s of %s that expired %lld ms before it arrived", action, name,
+			(long long)(sw_now_ms() - deadline_ms));
+		sw_http_reply_error(req, 410, "the request expired before it arrived; not applied");
+		return;
+	}
 	svc = supervisor_find(a->sup, name);
 	if (!svc) {
 		sw_http_reply_error(req, 404, "no service named '%s' on %s", name, a->name);

@@ -85,6 +85,9 @@ static void send_heartbeat(uv_timer_t *t)
 
 	msg = json_pack("{ss ss so sO so}", "version", SW_VERSION, "address", a->listen, "facts",
 			facts_collect(a), "roles", a->roles, "services", supervisor_json(a->sup));
+	/* the server learns this agent's clock error from it, for deadlines it sends */
+	if (msg)
+		json_object_set_new(msg, "now", json_integer(sw_now_ms()));
 	if (msg && supervisor_find(a->sup, "meter") && a->meter_listen[0])
 		json_object_set_new(msg, "meter_address", json_string(a->meter_listen));
 	body = msg ? sw_json_dump(msg) : NULL;

@@ -214,6 +214,8 @@ int sw_proto_heartbeat_parse(const json_t *j, struct sw_heartbeat *out, char *er
 	rc = heartbeat_base(j, out, err, errlen);
 	if (!rc)
 		rc = sw_json_str(j, "meter_address", 300, 0, &out->meter_address, err, errlen);
+	if (!rc)
+		rc = sw_json_int(j, "now", 0, INT64_MAX / 2, 0, &out->now, err, errlen);
 	if (!rc && out->meter_address)
 		rc = address_valid(out->meter_address, err, errlen);
 	if (rc) {

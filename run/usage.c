@@ -35,6 +35,9 @@ int usage_record(const struct run *r, char *err, size_t errlen)
 			r->exe, "user", r->user, "host", r->conf.host, "start",
 			(json_int_t)r->start_ms, "end", (json_int_t)r->end_ms, "kind", "run",
 			"wait_ms", (json_int_t)0, "source", "offline");
+	/* the site server attributes the run to its product by name or build ID */
+	if (rec && r->build_id[0])
+		json_object_set_new(rec, "build_id", json_string(r->build_id));
 	if (rec)
 		text = sw_json_dump(rec);
 	json_decref(rec);

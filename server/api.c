@@ -139,6 +139,8 @@ static void post_heartbeat(struct sw_http_req *req, void *arg)
 	}
 	json_decref(sys->facts);
 	sys->facts = hb.facts;
+	if (hb.now)
+		sys->clock_skew_ms = hb.now - sw_now_ms();
 	if (hb.services) {
 		json_decref(sys->services);
 		sys->services = hb.services;

@@ -185,7 +185,11 @@ int control_service(struct server *s, struct system *sys, struct sw_http_req *re
 		return start_call(c, sys, "GET", path, NULL, timeout_ms, on_service_reply);
 	}
 	snprintf(path, sizeof(path), "/v1/services/%s/%s", service, action);
-	return start_call(c, sys, "POST", path, json_pack("{si}", "timeout_ms", (int)wait),
+	/* On the agent's clock: when the caller will have given up. An agent that wakes
+	 * up (from SIGSTOP, say) to a request past it must not act on it. */
+	json_int_t deadline = sw_now_ms() + wait + sys->clock_skew_ms;
+	return start_call(c, sys, "POST", path,
+			  json_pack("{si sI}", "timeout_ms", (int)wait, "deadline_ms", deadline),
 			  timeout_ms, on_service_reply);
 }
 

@@ -516,11 +516,34 @@ void metering_get_config(struct sw_http_req *req, void *arg)
 
 /* Idempotent by record id; times are moved by the uploader's clock error, so a client
  * hours ahead or behind still lands its records where they happened. */
+/* A record's product: as recorded, or the registered product its executable (or its
+ * build ID) is. */
+static const char *attribute(const json_t *products, const json_t *r)
+{
+	const char *product = json_string_value(json_object_get(r, "product"));
+	const char *exe = json_string_value(json_object_get(r, "exe"));
+	const char *bid = json_string_value(json_object_get(r, "build_id"));
+	const json_t *p;
+	size_t i;
+
+	if (product)
+		return product;
+	json_array_foreach(products, i, p)
+	{
+		const char *pe = json_string_value(json_object_get(p, "exe"));
+		const char *pb = json_string_value(json_object_get(p, "build_id"));
+		if ((pe && exe && strcmp(pe, exe) == 0) ||
+		    (pb && *pb && bid && strcmp(pb, bid) == 0))
+			return json_string_value(json_object_get(p, "name"));
+	}
+	return NULL;
+}
+
 void metering_post_usage(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
 	int64_t now = sw_now_ms(), their_now = now, skew = 0, accepted = 0, dup = 0;
-	json_t *j = sw_http_req_json(req), *records, *r;
+	json_t *j = sw_http_req_json(req), *records, *r, *products = NULL;
 	char err[256] = "";
 	size_t i;
 	int rc = 0;
@@ -538,10 +561,14 @@ void metering_post_usage(struct sw_http_req *req, void *arg)
 	/* Check the whole batch before storing any of it. */
 	json_array_foreach(records, i, r)
 	{
-		const char *id, *product, *exe, *user, *host, *kind, *source;
+		const char *id, *product, *exe, *user, *host, *kind, *source, *bid;
 		int64_t start, end, wait = 0;
 		if (rc)
 			break;
+		if (sw_json_str(r, "build_id", 128, 0, &bid, err, sizeof(err))) {
+			rc = SW_EINVAL;
+			break;
+		}
 		if (!json_is_object(r) || sw_json_str(r, "id", 64, 1, &id, err, sizeof(err)) ||
 		    sw_json_str(r, "product", 63, 0, &product, err, sizeof(err)) ||
 		    sw_json_str(r, "exe", 255, 1, &exe, err, sizeof(err)) ||
@@ -559,6 +586,13 @@ void metering_post_usage(struct sw_http_req *req, void *arg)
 	}
 	if (rc) {
 		sw_http_reply_error(req, 400, "usage refused: %s", err);
+		json_decref(j);
+		return;
+	}
+	/* Runs recorded offline do not know their product: the table does. */
+	products = products_load(s, err, sizeof(err));
+	if (!products) {
+		sw_http_reply_error(req, 500, "%s", err);
 		json_decref(j);
 		return;
 	}
@@ -580,7 +614,7 @@ void metering_post_usage(struct sw_http_req *req, void *arg)
 		sw_json_int(r, "wait_ms", 0, INT64_MAX / 2, 0, &wait, NULL, 0);
 		struct sw_db_val p[] = {
 		    SW_DB_TEXT(json_string_value(json_object_get(r, "id"))),
-		    SW_DB_TEXT(json_string_value(json_object_get(r, "product"))),
+		    SW_DB_TEXT(attribute(products, r)),
 		    SW_DB_TEXT(json_string_value(json_object_get(r, "exe"))),
 		    SW_DB_TEXT(json_string_value(json_object_get(r, "user"))),
 		    SW_DB_TEXT(json_string_value(json_object_get(r, "host"))),
@@ -618,6 +652,7 @@ void metering_post_usage(struct sw_http_req *req, void *arg)
 					     (json_int_t)too_old, "clock_skew_ms",
 					     (json_int_t)skew));
 	}
+	json_decref(products);
 	json_decref(j);
 }
 

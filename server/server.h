@@ -26,6 +26,7 @@ struct system {
 	json_t *roles;		 /* wanted here: array of role names, kept in the database */
 	json_t *services;	 /* as the agent last reported them */
 	char meter_address[300]; /* HOST:PORT of its metering server, "" if none */
+	int64_t clock_skew_ms;	 /* its clock minus ours, as of its last heartbeat */
 	int dirty;		 /* changed since the last flush to the database */
 };
 

@@ -324,6 +324,10 @@ class MeterDown(unittest.TestCase):
             wait_for(lambda: any("cadtool" in x and "offline" in x
                                  for x in site.db_rows("usage")), 15,
                      "the offline run uploaded")
+            # attributed to its product by the site server, though it ran offline
+            self.assertEqual(
+                sum(u["launches"] for u in site.cli_json("usage", "--product", "cad")["usage"]),
+                1)
             site.cli("service", "start", "m1", "meter")
             time.sleep(2)
             self.assertEqual(sum("offline" in x for x in site.db_rows("usage")), 1)

@@ -283,6 +283,28 @@ class Services(unittest.TestCase):
         wait_for(lambda: a.service("stuck")["state"] == "stopped", 5, "stuck to be stopped")
 
 
+class StaleRequests(unittest.TestCase):
+    def test_frozen_agent_does_not_act_on_a_stop_its_caller_gave_up_on(self):
+        site = Site(heartbeat=1)
+        try:
+            site.start()
+            a = site.enroll("st1", start=False)
+            a.add_service("coop", prog("cooperative.py", "st1"))
+            a.start()
+            site.cli("role", "add", "st1", "test")
+            wait_for(lambda: (a.service("coop") or {}).get("state") == "running", 5,
+                     "coop to run")
+            a.proc.signal(signal.SIGSTOP)
+            r = site.cli("service", "stop", "st1", "coop", "--timeout", "2", check=False)
+            self.assertIn("not responding after 2 s", r.stderr)
+            time.sleep(2)
+            a.proc.signal(signal.SIGCONT)
+            wait_for(lambda: "expired" in a.proc.log(), 5, "the stale stop to be refused")
+            self.assertEqual(a.service("coop")["state"], "running")
+        finally:
+            site.close()
+
+
 class Unreachable(unittest.TestCase):
     """An agent that cannot be reached costs its deadline, not a hang, and delays nobody."""
 
