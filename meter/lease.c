@@ -799,7 +799,8 @@ int lease_config_parse(const char *text, size_t len, struct meter_config *out, c
 	out->ttl_ms = METER_DEFAULT_TTL_MS;
 	if ((rc = sw_json_parse_object(text, len, &j, err, errlen)))
 		return rc;
-	if ((rc = sw_json_int(j, "lease_ttl_ms", TTL_MIN_MS, TTL_MAX_MS, 0, &out->ttl_ms, err,
+	if ((rc = sw_json_int(j, "poll_ms", 500, 3600000, 0, &out->poll_ms, err, errlen)) ||
+	    (rc = sw_json_int(j, "lease_ttl_ms", TTL_MIN_MS, TTL_MAX_MS, 0, &out->ttl_ms, err,
 			      errlen)))
 		goto out;
 	if ((rc = revoked_parse(json_object_get(j, "revoked"), &out->revoked, err, errlen)))

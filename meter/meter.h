@@ -140,6 +140,7 @@ struct meter_config {
 	struct product *products; /* list, owned */
 	unsigned nproducts;
 	int64_t ttl_ms;
+	int64_t poll_ms;	   /* how often to ask again; 0: the meter's default */
 	struct sw_strmap *revoked; /* owned; NULL when the answer had none */
 };
 
@@ -162,6 +163,7 @@ struct meter {
 	struct journal *journal;
 	struct call *calls; /* queued checkouts, answered at shutdown */
 	uv_timer_t tick, config_timer, upload_timer;
+	int64_t poll_ms; /* as the site server last said, 0 for the default */
 	uv_signal_t sigint, sigterm;
 	int64_t started_ms;
 	int stopping;

@@ -51,6 +51,8 @@ static int apply_config(struct meter *m, const char *text, size_t len, char *err
 	if ((rc = lease_config_parse(text, len, &conf, err, errlen)))
 		return rc;
 	lease_configure(m->table, &conf, sw_now_ms(), sw_mono_ms());
+	if (conf.poll_ms)
+		m->poll_ms = conf.poll_ms;
 	lease_config_cleanup(&conf);
 	return 0;
 }
@@ -110,6 +112,8 @@ static void cache_write(struct meter *m, const char *text)
 	}
 }
 
+static void fetch_config(uv_timer_t *t);
+
 static void on_config(const struct sw_http_result *res, void *arg)
 {
 	struct meter *m = arg;
@@ -123,7 +127,7 @@ static void on_config(const struct sw_http_result *res, void *arg)
 			snprintf(why, sizeof(why), "HTTP %ld %.200s", res->status, res->body);
 		else
 			snprintf(why, sizeof(why), "%s", res->error);
-		server_state(m, 0, "GET /v1/meter/config", why);
+		server_state(m, 0, "POST /v1/meter/config", why);
 		return;
 	}
 	server_state(m, 1, NULL, NULL);
@@ -135,6 +139,10 @@ static void on_config(const struct sw_http_result *res, void *arg)
 	}
 	sw_info("configuration from the site server: %u products, lease ttl %lld ms",
 		m->table->nproducts, (long long)m->table->ttl_ms);
+	/* the site server sets how often shares are worked out */
+	if (m->poll_ms && uv_timer_get_repeat(&m->config_timer) != (uint64_t)m->poll_ms)
+		uv_timer_start(&m->config_timer, fetch_config, (uint64_t)m->poll_ms,
+			       (uint64_t)m->poll_ms);
 	free(m->config_text);
 	m->config_text = strdup(res->body);
 	if (m->config_text)
@@ -148,10 +156,23 @@ static void fetch_config(uv_timer_t *t)
 
 	if (m->config_in_flight || m->stopping)
 		return;
+	/* What this server has of each product, from which the site server works out
+	 * every server's share by demand. */
+	json_t *report = json_object();
+	for (struct product *p = m->table->products; p; p = p->next)
+		if (!p->removed)
+			json_object_set_new(
+			    report, p->name,
+			    json_pack("{sI sI sI}", "allotment", (json_int_t)p->allotment, "in_use",
+				      (json_int_t)p->in_use, "waiting", (json_int_t)p->nwait));
+	json_t *msg = json_pack("{so}", "products", report);
+	char *body = msg ? sw_json_dump(msg) : NULL;
+	json_decref(msg);
 	snprintf(url, sizeof(url), "%s/v1/meter/config", m->server);
-	if (sw_http_client_request(m->client, "GET", url, NULL, 0, REQUEST_TIMEOUT_MS, on_config,
-				   m) == 0)
+	if (body && sw_http_client_request(m->client, "POST", url, body, strlen(body),
+					   REQUEST_TIMEOUT_MS, on_config, m) == 0)
 		m->config_in_flight = 1;
+	free(body);
 }
 
 static void upload(uv_timer_t *t);
@@ -237,7 +258,8 @@ int sync_start(struct meter *m, char *err, size_t errlen)
 	uv_timer_init(m->loop, &m->config_timer);
 	uv_timer_init(m->loop, &m->upload_timer);
 	m->config_timer.data = m->upload_timer.data = m;
-	uv_timer_start(&m->config_timer, fetch_config, 0, CONFIG_INTERVAL_MS);
+	uv_timer_start(&m->config_timer, fetch_config, 0,
+		       m->poll_ms ? (uint64_t)m->poll_ms : CONFIG_INTERVAL_MS);
 	uv_timer_start(&m->upload_timer, upload, UPLOAD_INTERVAL_MS, UPLOAD_INTERVAL_MS);
 	return 0;
 }

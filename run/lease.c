@@ -133,7 +133,22 @@ static void on_checkout(const struct sw_http_result *res, void *arg)
 		if (r->verbose)
 			fprintf(stderr, "siteward-run: %s: %s\n", url, res->error);
 	} else if (res->status == 200) {
-		if (decide(r, res, why, sizeof(why)) == 0) {
+		if (decide(r, res, why, sizeof(why)) == 0 && l->outcome == LEASE_DENIED &&
+		    !l->waiting_pass) {
+			if (r->verbose)
+				fprintf(stderr, "siteward-run: %s: denied: %s\n", url, l->reason);
+			if (l->denied_at < 0) {
+				l->denied_at = l->meter;
+				snprintf(l->denial, sizeof(l->denial), "%s", l->reason);
+				snprintf(l->denied_product, sizeof(l->denied_product), "%s",
+					 l->product);
+			}
+			l->outcome = LEASE_PENDING;
+			l->meter++;
+			ask(r);
+			return;
+		}
+		if (l->outcome != LEASE_PENDING) {
 			if (r->verbose && l->outcome == LEASE_UNMETERED)
 				fprintf(stderr, "siteward-run: %s: %s is not metered\n", url,
 					r->exe);
@@ -162,16 +177,45 @@ static void on_checkout(const struct sw_http_result *res, void *arg)
 	ask(r);
 }
 
+/* The first denial, when every server has denied (and any wait has passed). */
+static void deny(struct run *r)
+{
+	struct lease *l = &r->lease;
+
+	if (l->outcome != LEASE_DENIED) {
+		snprintf(l->reason, sizeof(l->reason), "%s", l->denial);
+		snprintf(l->product, sizeof(l->product), "%s", l->denied_product);
+	}
+	l->outcome = LEASE_DENIED;
+	l->meter = l->denied_at;
+}
+
 /* Asks the current server, or ends the checkout when none is left. */
 static void ask(struct run *r)
 {
 	struct lease *l = &r->lease;
-	unsigned timeout = r->wait_ms ? r->wait_ms + LONGPOLL_SLACK_MS : REQUEST_MS;
+	/* every server is asked at once first; the wait is spent in one queue */
+	unsigned wait = l->waiting_pass ? r->wait_ms : 0;
+	unsigned timeout = wait ? wait + LONGPOLL_SLACK_MS : REQUEST_MS;
 
+	if (l->waiting_pass && l->meter != l->denied_at) {
+		deny(r);
+		return;
+	}
+	if (l->meter >= r->conf.nmeters && l->denied_at >= 0) {
+		if (r->wait_ms && !l->waiting_pass) {
+			l->waiting_pass = 1;
+			l->meter = l->denied_at;
+			ask(r);
+		} else {
+			deny(r);
+		}
+		return;
+	}
 	for (; l->meter < r->conf.nmeters; l->meter++) {
 		json_t *msg = json_pack("{ss ss sI ss sI}", "exe", r->exe, "user", r->user, "pid",
 					(json_int_t)getpid(), "client", r->client, "wait_ms",
-					(json_int_t)r->wait_ms);
+					(json_int_t)wait);
 		/* a renamed copy is still recognised by its build ID */
 		if (msg && r->build_id[0])
 			json_object_set_new(msg, "build_id", json_string(r->build_id));
@@ -181,6 +225,10 @@ static void ask(struct run *r)
 		if (post(r, "/v1/checkout", msg, timeout, on_checkout) == 0)
 			return;
 	}
+	if (l->denied_at >= 0) {
+		ask(r); /* every server asked: the denial, or the wait, decides */
+		return;
+	}
 	l->outcome = l->answered ? LEASE_FAILED : LEASE_OFFLINE;
 }
 
@@ -188,6 +236,7 @@ void lease_checkout(struct run *r)
 {
 	r->lease.outcome = LEASE_PENDING;
 	r->lease.meter = 0;
+	r->lease.denied_at = -1;
 	ask(r);
 }
 

@@ -61,6 +61,13 @@ struct lease {
 	int lost;	   /* the server says the lease is gone */
 	int checking_in;   /* the check-in awaits its answer */
 	int closing;	   /* answers from now on are cancellations */
+	/* A denial by one server sends the request to the next, which may have licenses
+	 * of its own; only when all deny is the run denied, or with --wait, queued at the
+	 * first that denied. */
+	int denied_at;	  /* the first server that denied, -1 for none */
+	int waiting_pass; /* queued at denied_at */
+	char denial[600]; /* its reason, printable */
+	char denied_product[256];
 };
 
 /* The program, run as our child. */

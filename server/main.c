@@ -31,6 +31,7 @@ static const char *const known_settings[] = {
     "log.level",
     "metering.detail_days",
     "metering.lease_ttl_ms",
+    "metering.meter_poll_ms",
     "metering.summarize_interval_s",
     NULL,
 };
@@ -102,6 +103,8 @@ static int server_configure(struct server *s, const char *dir, char *err, size_t
 				   &s->flush_ms, sub, sizeof(sub))) ||
 	    (rc = sw_conf_get_uint(s->conf, "metering", "lease_ttl_ms", 30000, 1000, 3600000,
 				   &s->lease_ttl_ms, sub, sizeof(sub))) ||
+	    (rc = sw_conf_get_uint(s->conf, "metering", "meter_poll_ms", 10000, 500, 3600000,
+				   &s->meter_poll_ms, sub, sizeof(sub))) ||
 	    (rc = sw_conf_get_uint(s->conf, "metering", "detail_days", 90, 0, 36500,
 				   &s->detail_days, sub, sizeof(sub))) ||
 	    (rc = sw_conf_get_uint(s->conf, "metering", "summarize_interval_s", 3600, 1, 86400,

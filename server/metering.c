@@ -480,38 +480,188 @@ void metering_changed(struct server *s)
 
 /* A static split of each product's licenses among the metering servers: the sum of
  * shares never exceeds the count, whether or not every server is reachable. */
+struct share {
+	int64_t applied, in_use, waiting, assigned;
+	int known;
+};
+
+static int share_row(void *arg, int ncols, const struct sw_db_val *row)
+{
+	struct share *sh = arg;
+
+	sh->applied = row[0].i;
+	sh->in_use = row[1].i;
+	sh->waiting = row[2].i;
+	sh->assigned = row[3].i;
+	sh->known = 1;
+	return 0;
+}
+
+/* What a metering server reported of one product (its "products" object), stored
+ * before anything is computed from it. */
+static int store_report(struct server *s, const char *meter, const char *product, const json_t *rep,
+			char *err, size_t errlen)
+{
+	int64_t applied = 0, in_use = 0, waiting = 0;
+	int rc;
+
+	if ((rc = sw_json_int(rep, "allotment", 0, 100000000, 1, &applied, err, errlen)) ||
+	    (rc = sw_json_int(rep, "in_use", 0, 100000000, 1, &in_use, err, errlen)) ||
+	    (rc = sw_json_int(rep, "waiting", 0, 100000000, 1, &waiting, err, errlen)))
+		return rc;
+	struct sw_db_val u[] = {SW_DB_INT(applied),	SW_DB_INT(in_use), SW_DB_INT(waiting),
+				SW_DB_INT(sw_now_ms()), SW_DB_TEXT(meter), SW_DB_TEXT(product)};
+	int64_t changes = 0;
+	rc =
+	    sw_db_exec(s->db,
+		       "UPDATE allotments SET applied = ?, in_use = ?, waiting = ?, updated_at = ? "
+		       "WHERE system = ? AND product = ?",
+		       u, 6, NULL, NULL, &changes, err, errlen);
+	if (!rc && changes == 0) {
+		struct sw_db_val i[] = {SW_DB_TEXT(meter),  SW_DB_TEXT(product),
+					SW_DB_INT(applied), SW_DB_INT(in_use),
+					SW_DB_INT(waiting), SW_DB_INT(sw_now_ms())};
+		rc =
+		    sw_db_exec(s->db,
+			       "INSERT INTO allotments (system, product, applied, in_use, waiting, "
+			       "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+			       i, 6, NULL, NULL, NULL, err, errlen);
+	}
+	return rc;
+}
+
+/*
+ * The share of `product` for meter number `me` of `n` (in name order), by demand:
+ * each server's target is what it has in use plus what is waiting there, with the rest
+ * spread evenly; but a share is raised only from licenses that no other server holds
+ * or may still hold (the larger of what it last reported applying and what it was last
+ * assigned), so the sum of every server's licenses never exceeds the count, whoever is
+ * unreachable.
+ */
+static int64_t share_for(struct server *s, json_t *names, size_t me, const char *product,
+			 int64_t total, char *err, size_t errlen, int *rc)
+{
+	size_t n = json_array_size(names);
+	struct share *sh = calloc(n ? n : 1, sizeof(*sh));
+	int64_t *target = calloc(n ? n : 1, sizeof(*target)), used = 0, others = 0, out = 0;
+
+	*rc = sh && target ? 0 : SW_ENOMEM;
+	for (size_t i = 0; !*rc && i < n; i++) {
+		struct sw_db_val k[] = {SW_DB_TEXT(json_string_value(json_array_get(names, i))),
+					SW_DB_TEXT(product)};
+		*rc = sw_db_exec(s->db,
+				 "SELECT applied, in_use, waiting, assigned FROM allotments WHERE "
+				 "system = ? AND product = ?",
+				 k, 2, share_row, &sh[i], NULL, err, errlen);
+	}
+	if (*rc)
+		goto out;
+	/* what is in use stays where it is; then waiting clients; then the rest evenly */
+	for (size_t i = 0; i < n; i++)
+		used += target[i] = sh[i].in_use;
+	for (int more = 1; more && used < total;) {
+		more = 0;
+		for (size_t i = 0; i < n && used < total; i++)
+			if (target[i] < sh[i].in_use + sh[i].waiting) {
+				target[i]++;
+				used++;
+				more = 1;
+			}
+	}
+	for (size_t i = 0; n && used < total; i = (i + 1) % n) {
+		target[i]++;
+		used++;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (i != me)
+			others += sh[i].applied > sh[i].assigned ? sh[i].applied : sh[i].assigned;
+	out = total - others;
+	if (out > target[me])
+		out = target[me];
+	if (out < 0)
+		out = 0;
+	struct sw_db_val u[] = {SW_DB_INT(out),
+				SW_DB_TEXT(json_string_value(json_array_get(names, me))),
+				SW_DB_TEXT(product)};
+	int64_t changes = 0;
+	*rc =
+	    sw_db_exec(s->db, "UPDATE allotments SET assigned = ? WHERE system = ? AND product = ?",
+		       u, 3, NULL, NULL, &changes, err, errlen);
+	if (!*rc && changes == 0) {
+		struct sw_db_val i[] = {SW_DB_TEXT(json_string_value(json_array_get(names, me))),
+					SW_DB_TEXT(product), SW_DB_INT(out),
+					SW_DB_INT(sw_now_ms())};
+		*rc = sw_db_exec(
+		    s->db,
+		    "INSERT INTO allotments (system, product, assigned, updated_at) VALUES "
+		    "(?, ?, ?, ?)",
+		    i, 4, NULL, NULL, NULL, err, errlen);
+	}
+out:
+	free(sh);
+	free(target);
+	return out;
+}
+
+/* GET, or POST with what the metering server has of each product; the answer holds
+ * the products, each with this server's share of its licenses. */
 void metering_get_config(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
 	const char *me = sw_http_req_identity(req)->cn;
-	json_t *names = meter_systems(s), *products, *p, *v;
+	json_t *names = meter_systems(s), *products = NULL, *p, *v, *body = NULL, *reports;
 	char err[256];
 	size_t i, n = json_array_size(names), idx = n;
+	int rc = 0;
 
 	json_array_foreach(names, i, v) if (strcmp(json_string_value(v), me) == 0) idx = i;
-	json_decref(names);
 	if (idx == n) {
 		sw_http_reply_error(req, 403, "%s does not have the software-metering role", me);
-		return;
+		goto out;
 	}
+	if (strcmp(sw_http_req_method(req), "POST") == 0 && !(body = sw_http_req_json(req)))
+		goto out;
 	products = products_load(s, err, sizeof(err));
 	if (!products) {
 		sw_http_reply_error(req, 500, "%s", err);
-		return;
+		goto out;
 	}
+	reports = json_object_get(body, "products");
+	/* one transaction: the reports and the shares computed from them */
+	rc = sw_db_begin(s->db, err, sizeof(err));
 	json_array_foreach(products, i, p)
 	{
-		json_int_t total = json_integer_value(json_object_get(p, "licenses"));
-		json_int_t share =
-		    total / (json_int_t)n + ((json_int_t)idx < total % (json_int_t)n);
+		const char *name = json_string_value(json_object_get(p, "name"));
+		json_t *rep = json_object_get(reports, name);
+		int64_t share;
+
+		if (rc)
+			break;
+		if (rep && (rc = store_report(s, me, name, rep, err, sizeof(err))))
+			break;
+		share = share_for(s, names, idx, name,
+				  json_integer_value(json_object_get(p, "licenses")), err,
+				  sizeof(err), &rc);
 		json_object_set_new(p, "allotment", json_integer(share));
+	}
+	if (!rc)
+		rc = sw_db_commit(s->db, err, sizeof(err));
+	if (rc) {
+		sw_db_rollback(s->db);
+		sw_http_reply_error(req, rc == SW_EINVAL ? 400 : 503, "%s", err);
+		goto out;
 	}
 	/* Metering servers refuse the certificates of removed systems too. */
 	json_t *revoked = json_array();
 	sw_strmap_each(s->revoked, collect_key, revoked);
 	sw_http_reply_json(req, 200,
-			   json_pack("{so si si so}", "products", products, "lease_ttl_ms",
-				     (int)s->lease_ttl_ms, "meters", (int)n, "revoked", revoked));
+			   json_pack("{sO si si so si}", "products", products, "lease_ttl_ms",
+				     (int)s->lease_ttl_ms, "meters", (int)n, "revoked", revoked,
+				     "poll_ms", (int)s->meter_poll_ms));
+out:
+	json_decref(products);
+	json_decref(body);
+	json_decref(names);
 }
 
 /* Idempotent by record id; times are moved by the uploader's clock error, so a client

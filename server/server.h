@@ -48,6 +48,7 @@ struct server {
 	unsigned detail_days;	       /* usage detail kept this long, then summarised */
 	unsigned summarize_s;	       /* how often summarising runs */
 	unsigned lease_ttl_ms;	       /* a license lease not renewed this long expires */
+	unsigned meter_poll_ms;	       /* how often metering servers ask for their shares */
 	uv_timer_t summarize_timer;
 	struct sw_strmap *systems; /* name → struct system */
 	struct sw_strmap *revoked; /* serial → (void *)1 */

@@ -15,8 +15,9 @@ from harness import Site, free_port, prog, wait_for
 TTL_MS = 3000
 
 
-def meter_site(n_meters=1, licenses=2, before_meters=None):
-    site = Site(heartbeat=1, extra_conf={"metering.lease_ttl_ms": str(TTL_MS)})
+def meter_site(n_meters=1, licenses=2, before_meters=None, conf=None):
+    site = Site(heartbeat=1, extra_conf=dict({"metering.lease_ttl_ms": str(TTL_MS)},
+                                             **(conf or {})))
     site.start()
     tool = os.path.join(site.tmp, "cadtool")
     shutil.copy("/bin/sleep", tool)
@@ -294,7 +295,12 @@ class MeterCrash(unittest.TestCase):
 
 class Failover(unittest.TestCase):
     def test_two_meters_share_and_fail_over_within_the_count(self):
-        site, (m1, m2), client, tool = meter_site(n_meters=2, licenses=2)
+        site, (m1, m2), client, tool = meter_site(n_meters=2, licenses=2,
+                                                  conf={"metering.meter_poll_ms": "500"})
+
+        def applied(m):
+            rows = [r for r in site.db_rows("allotments") if f"'{m.name}', 'cad'" in r]
+            return int(rows[0].split(",")[2]) if rows else None
         try:
             procs = [run(client, tool, "3") for _ in range(3)]
             time.sleep(1.5)
@@ -302,13 +308,85 @@ class Failover(unittest.TestCase):
             self.assertEqual(total, 2)
             outs = [p.communicate(timeout=20) for p in procs]
             self.assertEqual(sorted(p.returncode for p in procs), [0, 0, 75], outs)
-            # m1 goes away: clients fail over to m2, whose share is one license
+            # idle again, the shares even out; then m1 goes away and its clients fail
+            # over to m2, whose share is the one license m1 does not hold
+            wait_for(lambda: applied(m1) == 1 and applied(m2) == 1, 10, "even shares")
             site.cli("service", "stop", "m1", "meter")
             procs = [run(client, tool, "2") for _ in range(2)]
             time.sleep(1)
             self.assertEqual(len(leases(site, m2)), 1)
             outs = [p.communicate(timeout=30) for p in procs]
             self.assertEqual(sorted(p.returncode for p in procs), [0, 75], outs)
+        finally:
+            site.close()
+
+
+class Rebalance(unittest.TestCase):
+    """Shares follow demand, and the site never grants more than the count, even while
+    a metering server holding licenses cannot be reached."""
+
+    def test_shares_follow_demand_within_the_count(self):
+        site, (m1, m2), client, tool = meter_site(n_meters=2, licenses=2,
+                                                  conf={"metering.meter_poll_ms": "500"})
+        ctx = site.tls(os.path.join(client.dir, "client.crt"),
+                       os.path.join(client.dir, "client.key"))
+        over, stop = [], threading.Event()
+
+        def checkout(m, wait_ms=0):
+            return meter_api(site, m, "POST", "/v1/checkout",
+                             {"exe": "cadtool", "user": "u", "pid": 1,
+                              "client": uuid.uuid4().hex, "wait_ms": wait_ms}, ctx=ctx)[1]
+
+        def watch():
+            while not stop.is_set():
+                a, b = leases(site, m1), leases(site, m2)
+                if a is not None and b is not None and len(a) + len(b) > 2:
+                    over.append((a, b))
+                time.sleep(0.05)
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            # m1's one license in use, m2's idle; a client that can reach only m1 waits
+            wait_for(lambda: checkout(m1).get("granted"), 10, "a license from m1")
+            t0 = time.monotonic()
+            waited = checkout(m1, wait_ms=15000)
+            # m2 gave up its idle license and m1 got it, well before the wait ran out
+            self.assertTrue(waited.get("granted"), waited)
+            self.assertLess(time.monotonic() - t0, 6)
+            self.assertEqual(len(leases(site, m1)), 2)
+            self.assertEqual(checkout(m2).get("granted"), False)
+        finally:
+            stop.set()
+            watcher.join(10)
+            site.close()
+        self.assertEqual(over, [], "more licenses granted than the count")
+
+    def test_unreachable_server_keeps_its_licenses_reserved(self):
+        site, (m1, m2), client, tool = meter_site(n_meters=2, licenses=2,
+                                                  conf={"metering.meter_poll_ms": "500"})
+        try:
+            ctx = site.tls(os.path.join(client.dir, "client.crt"),
+                           os.path.join(client.dir, "client.key"))
+            # the shares settle to one each once both servers have reported
+            g = wait_for(lambda: (lambda r: r if r.get("granted") else None)(
+                meter_api(site, m2, "POST", "/v1/checkout",
+                          {"exe": "cadtool", "user": "u", "pid": 1,
+                           "client": uuid.uuid4().hex, "wait_ms": 0}, ctx=ctx)[1]),
+                10, "a license from m2")
+            meter_pid = m2.service("meter")["pid"]
+            os.kill(meter_pid, signal.SIGSTOP)  # m2 holds a license and cannot be asked
+            try:
+                procs = [run(client, tool, "0", wait=4) for _ in range(3)]
+                outs = [p.communicate(timeout=30) for p in procs]
+                # m1 may use only the license m2 does not hold
+                self.assertEqual(sorted(p.returncode for p in procs), [0, 0, 0], outs)
+                self.assertLessEqual(len(leases(site, m1)), 1)
+                status, cfg = site.api("GET", "/v1/meter/config",
+                                       ctx=site.tls(*m1.cert()))
+                share = {p["name"]: p["allotment"] for p in cfg["products"]}["cad"]
+                self.assertLessEqual(share, 1)
+            finally:
+                os.kill(meter_pid, signal.SIGCONT)
         finally:
             site.close()
 
