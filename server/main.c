@@ -8,6 +8,7 @@
 
 #include "error.h"
 #include "log.h"
+#include "migrations.h"
 #include "util.h"
 
 #include <getopt.h>
@@ -67,7 +68,8 @@ static void on_signal(uv_signal_t *h, int signum)
 	uv_stop(s->loop);
 }
 
-static int server_configure(struct server *s, const char *dir, char *err, size_t errlen)
+static int server_configure(struct server *s, const char *dir, int check_only, char *err,
+			    size_t errlen)
 {
 	char path[PATH_MAX + 32], sub[400];
 	const char *level, *code;
@@ -132,9 +134,29 @@ static int server_configure(struct server *s, const char *dir, char *err, size_t
 	    .busy_timeout_ms = busy,
 	    .connect_timeout_s = connect,
 	};
-	if ((rc = sw_db_open(&dbo, &s->db, err, errlen)) ||
-	    (rc = sw_db_migrate(s->db, err, errlen)))
+	if ((rc = sw_db_open(&dbo, &s->db, err, errlen)))
 		return rc;
+	if (check_only) {
+		/* a check reads and changes nothing: the schema is migrated at start */
+		int version = 0;
+		if ((rc = sw_db_schema_version(s->db, &version, err, errlen)))
+			return rc;
+		if (version > sw_migrations_count) {
+			snprintf(err, errlen,
+				 "database schema %d is newer than this program (%d); upgrade "
+				 "siteward",
+				 version, sw_migrations_count);
+			return SW_EINVAL;
+		}
+		if (version < sw_migrations_count) {
+			printf("database schema %d: migrations up to %d run when the server "
+			       "starts\n",
+			       version, sw_migrations_count);
+			return 0;
+		}
+	} else if ((rc = sw_db_migrate(s->db, err, errlen))) {
+		return rc;
+	}
 	return registry_load(s, err, errlen);
 }
 
@@ -154,10 +176,10 @@ static int server_run(const char *dir, int check_only)
 	s.loop = uv_default_loop();
 	s.started_ms = sw_mono_ms();
 	s.products_version = sw_now_ms();
-	rc = server_configure(&s, dir, err, sizeof(err));
+	rc = server_configure(&s, dir, check_only, err, sizeof(err));
 	if (!rc && check_only) {
 		printf("configuration OK: site %s, %zu systems, database %s\n", s.site_code,
-		       sw_strmap_count(s.systems), sw_db_engine(s.db));
+		       s.systems ? sw_strmap_count(s.systems) : 0, sw_db_engine(s.db));
 		goto out;
 	}
 	if (!rc)

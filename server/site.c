@@ -82,7 +82,7 @@ int site_init(int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	const char *dir = NULL, *code = NULL, *listen = NULL, *db_url = NULL;
-	const char *sans[MAX_SANS + 5];
+	const char *sans[MAX_SANS + 8];
 	char host[256], hostname[256], err[512], path[PATH_MAX + 64], dbpath[PATH_MAX + 64];
 	char conf[2048], absdir[PATH_MAX];
 	char *ca_cert = NULL, *ca_key = NULL, *sign_key = NULL, *sign_pub = NULL;
@@ -138,6 +138,25 @@ int site_init(int argc, char **argv)
 			listen);
 		return 2;
 	}
+	if (db_url && strncmp(db_url, "sqlite:", 7) == 0)
+		db_url += 7;
+	if (db_url && strncmp(db_url, "postgres", 8) != 0 && db_url[0] != '/') {
+		/* a relative SQLite path would depend on where the server is started */
+		char cwd[PATH_MAX];
+		if (!getcwd(cwd, sizeof(cwd)) ||
+		    snprintf(dbpath, sizeof(dbpath), "%s/%s", cwd, db_url) >= (int)sizeof(dbpath)) {
+			fprintf(stderr, "siteward-server: --db: path too long\n");
+			return 2;
+		}
+		db_url = dbpath;
+	}
+	/* inih reads lines of up to 200 bytes: a longer setting would be cut */
+	if (db_url && strlen(db_url) > 180) {
+		fprintf(stderr, "siteward-server: --db is longer than 180 characters; for "
+				"PostgreSQL, name a service (postgresql:///?service=NAME) from a "
+				"pg_service.conf file instead\n");
+		return 2;
+	}
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
 		fprintf(stderr, "siteward-server: cannot create %s: %s\n", dir, strerror(errno));
 		return 1;
@@ -158,6 +177,8 @@ int site_init(int argc, char **argv)
 	if (strcmp(host, "127.0.0.1") != 0)
 		sans[nsans++] = "127.0.0.1";
 	sans[nsans++] = "localhost";
+	if (strcmp(host, "::1") != 0)
+		sans[nsans++] = "::1"; /* the CLI's way to a server listening on [::] */
 	if (gethostname(hostname, sizeof(hostname)) == 0 && strcmp(hostname, "localhost") != 0)
 		sans[nsans++] = hostname;
 	sans[nsans] = NULL;
