@@ -68,6 +68,8 @@ void passive_products_version(struct passive *p, const json_t *version);
 
 /* usage.c */
 void usage_upload(struct agent *a);
+/* Makes usage-cache/ a drop box every local user's siteward-run can write into. */
+void usage_cache_prepare(struct agent *a);
 void usage_meters_save(struct agent *a, json_t *meters);
 
 /* api.c */

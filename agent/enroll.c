@@ -205,7 +205,8 @@ int enroll_main(int argc, char **argv)
 	}
 
 	/* 3. Accepted: now the agent's folder is written. */
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+	/* readable by the users who run siteward-run; agent.key stays the agent's own */
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
 		fprintf(stderr, "siteward-agent: cannot create %s: %s\n", dir, strerror(errno));
 		goto out;
 	}
@@ -223,7 +224,7 @@ int enroll_main(int argc, char **argv)
 	if (write_in(dir, "ca.crt", ca, 0644, err, sizeof(err)) ||
 	    write_in(dir, "agent.key", key, 0600, err, sizeof(err)) ||
 	    write_in(dir, "agent.crt", cert, 0644, err, sizeof(err)) ||
-	    write_in(dir, "agent.conf", conf, 0600, err, sizeof(err)) ||
+	    write_in(dir, "agent.conf", conf, 0644, err, sizeof(err)) ||
 	    /* siteward-run uses these as whichever user runs it: a certificate the
 	     * metering servers accept and nothing else does */
 	    (client_cert && (write_in(dir, "client.key", client_key, 0644, err, sizeof(err)) ||

@@ -33,6 +33,7 @@ static const char *const known_settings[] = {
     "service.*.restart_delay_ms",
     "meter.listen",
     "metering.passive_interval_ms",
+    "run.offline",
     NULL,
 };
 
@@ -171,6 +172,7 @@ static int agent_run(const char *dir, int check_only)
 		goto out;
 	}
 	roles_load(&a);
+	usage_cache_prepare(&a);
 	a.passive = passive_start(&a, a.passive_ms);
 	uv_signal_init(a.loop, &a.sigint);
 	uv_signal_init(a.loop, &a.sigterm);

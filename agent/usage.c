@@ -11,9 +11,11 @@
 #include "util.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define UPLOAD_BATCH 200
@@ -117,4 +119,18 @@ void usage_meters_save(struct agent *a, json_t *meters)
 	if (!text || sw_file_write_atomic(path, text, strlen(text), 0644, NULL, 0))
 		sw_warn("cannot write %s", path);
 	free(text);
+}
+
+void usage_cache_prepare(struct agent *a)
+{
+	char path[PATH_MAX + 32];
+
+	snprintf(path, sizeof(path), "%s/usage-cache", a->dir);
+	if (mkdir(path, 01733) < 0 && errno != EEXIST) {
+		sw_warn("cannot create %s: %s", path, strerror(errno));
+		return;
+	}
+	/* sticky and not listable: users add records, none can read or remove another's */
+	if (chmod(path, 01733) < 0)
+		sw_warn("cannot set the mode of %s: %s", path, strerror(errno));
 }

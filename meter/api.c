@@ -176,6 +176,16 @@ static void post_checkout(struct sw_http_req *req, void *arg)
 	}
 	switch (out.result) {
 	case CHECKOUT_UNMETERED:
+		/* Without a product table yet (first start with the site server away), "not
+		 * metered" could let a product run unrecorded: the client asks elsewhere or
+		 * follows its offline policy instead. */
+		if (!m->config_text) {
+			sw_http_reply_error(req, 503,
+					    "no product table yet; ask another "
+					    "license server");
+			call_free(c);
+			break;
+		}
 		sw_http_reply_json(req, 200, json_pack("{sb}", "metered", 0));
 		call_free(c);
 		break;

@@ -15,12 +15,15 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "version.h"
 
@@ -108,6 +111,23 @@ static int configure(struct meter *m, const char *dir, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot create %s: %s", m->data_dir, strerror(errno));
 		rc = SW_EIO;
 		goto out;
+	}
+	/* One license server per folder: a second would rewrite the journal under the
+	 * first. The lock goes with the process, however it ends. */
+	{
+		char lock[PATH_MAX + 16];
+		int fd;
+		sw_path_join(lock, sizeof(lock), m->data_dir, "lock");
+		fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
+			snprintf(err, errlen, "another siteward-meter is running on %s",
+				 m->data_dir);
+			if (fd >= 0)
+				close(fd);
+			rc = SW_EBUSY;
+			goto out;
+		}
+		/* kept open for the life of the process */
 	}
 	if ((rc = read_in(m->dir, "ca.crt", &m->ca_pem, err, errlen)) ||
 	    (rc = read_in(m->dir, "agent.crt", &m->cert_pem, err, errlen)) ||

@@ -466,7 +466,7 @@ static const struct sw_http_route routes[] = {
     {"PUT", "/v1/excluded/*", SW_HTTP_ADMIN, metering_exclude, 0},
     {"DELETE", "/v1/excluded/*", SW_HTTP_ADMIN, metering_exclude, 0},
     {"GET", "/v1/meter/config", SW_HTTP_AGENT, metering_get_config, 0},
-    {"POST", "/v1/meter/config", SW_HTTP_AGENT, metering_get_config, 0},
+    {"POST", "/v1/meter/config", SW_HTTP_AGENT, metering_get_config, 1024 * 1024},
     {"POST", "/v1/usage", SW_HTTP_AGENT, metering_post_usage, 1024 * 1024},
     {"GET", "/v1/usage", SW_HTTP_ADMIN, metering_get_usage, 0},
 };

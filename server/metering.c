@@ -478,8 +478,7 @@ void metering_changed(struct server *s)
 	s->meter_urls = NULL;
 }
 
-/* A static split of each product's licenses among the metering servers: the sum of
- * shares never exceeds the count, whether or not every server is reachable. */
+/* A metering server's standing for one product, as stored in allotments. */
 struct share {
 	int64_t applied, in_use, waiting, assigned;
 	int known;

@@ -302,6 +302,9 @@ class Failover(unittest.TestCase):
             rows = [r for r in site.db_rows("allotments") if f"'{m.name}', 'cad'" in r]
             return int(rows[0].split(",")[2]) if rows else None
         try:
+            # a share changes hands only once its holder has given it up: wait until
+            # the start-up shares have settled
+            wait_for(lambda: applied(m1) == 1 and applied(m2) == 1, 10, "even shares")
             procs = [run(client, tool, "3") for _ in range(3)]
             time.sleep(1.5)
             total = len(leases(site, m1)) + len(leases(site, m2))
