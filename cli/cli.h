@@ -38,4 +38,7 @@ int cmd_usage(struct cli *c, int argc, char **argv);
 /* systems.c */
 int cmd_systems(struct cli *c, int argc, char **argv);
 
+/* package.c: works from the site folder alone, without the server. */
+int cmd_package(struct cli *c, const char *site, int argc, char **argv);
+
 #endif

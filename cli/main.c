@@ -26,6 +26,10 @@ static void usage(FILE *f)
 		   "  product add|set|remove|list    registered products and their licenses\n"
 		   "  usage [--product NAME] [--since YYYY-MM-DD|Nd]\n"
 		   "                                 software usage by product and day\n"
+		   "  package build --version V [--min-version V] --from PREFIX -o FILE\n"
+		   "                                 a service pack of an install tree, signed\n"
+		   "                                 with the site's key\n"
+		   "  package verify FILE            check a package against the site's key\n"
 		   "  version                        print the version\n"
 		   "\n"
 		   "The site folder is --site DIR or $SITEWARD_SITE.\n");
@@ -70,6 +74,8 @@ int main(int argc, char **argv)
 		printf("siteward %s\n", SW_VERSION);
 		return 0;
 	}
+	if (strcmp(args[0], "package") == 0)
+		return cmd_package(&c, site, nargs - 1, args + 1);
 	rc = client_setup(&c, site);
 	if (rc)
 		return rc;
