@@ -933,11 +933,12 @@ static int report_detail(struct server *s, int64_t from, int64_t to, const char 
 	struct sw_db_val p[] = {SW_DB_INT(from), SW_DB_INT(to), SW_DB_TEXT(product),
 				SW_DB_TEXT(product)};
 
-	return sw_db_exec(s->db,
-			  "SELECT product, user_name, host, start_ms, end_ms, kind, wait_ms FROM "
-			  "usage WHERE start_ms >= ? AND start_ms < ? AND (? IS NULL OR product = "
-			  "?) ORDER BY start_ms",
-			  p, 4, usage_row, r, NULL, err, errlen);
+	return sw_db_exec(
+	    s->db,
+	    "SELECT product, user_name, host, start_ms, end_ms, kind, wait_ms FROM "
+	    "usage WHERE start_ms >= ? AND start_ms < ? AND (CAST(? AS TEXT) IS NULL OR product = "
+	    "?) ORDER BY start_ms",
+	    p, 4, usage_row, r, NULL, err, errlen);
 }
 
 /* The first moment whose usage is still kept in detail. */
@@ -1008,7 +1009,7 @@ void metering_get_usage(struct sw_http_req *req, void *arg)
 	if (!rc)
 		rc = sw_db_exec(s->db,
 				"SELECT " DAILY_COLUMNS " FROM usage_daily WHERE day >= ? AND "
-				"(? IS NULL OR product = ?) ORDER BY day, product",
+				"(CAST(? AS TEXT) IS NULL OR product = ?) ORDER BY day, product",
 				p, 3, daily_row, ctx, NULL, err, sizeof(err));
 	if (!rc)
 		rc = report_detail(s, since, INT64_MAX, product, &r, err, sizeof(err));

@@ -260,6 +260,19 @@ class Site:
         finally:
             con.close()
 
+    def db_fields(self, table):
+        """Rows of a table as lists of strings, the same for either engine."""
+        url = self._db_url()
+        if url.startswith("postgres"):
+            return [line.split("|") for line in self.db_rows(table)]
+        import sqlite3
+        con = sqlite3.connect(url, timeout=10)
+        try:
+            return [["" if v is None else str(v) for v in r]
+                    for r in con.execute(f"SELECT * FROM {table} ORDER BY 1")]
+        finally:
+            con.close()
+
     def _db_url(self):
         with open(os.path.join(self.dir, "siteward.conf")) as f:
             for line in f:

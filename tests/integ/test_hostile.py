@@ -7,7 +7,7 @@ import ssl
 import time
 import unittest
 
-from harness import Site
+from harness import Site, wait_for
 
 
 def cpu_seconds(pid):
@@ -23,6 +23,11 @@ class Hostile(unittest.TestCase):
         cls.site.start()
         cls.agent = cls.site.enroll("h1")
         cls.agent.stop()
+        # heartbeat state reaches the database within a flush interval: let it settle
+        # before tests compare what is stored
+        wait_for(lambda: any("|0.1" in r or "'0.1" in r for r in cls.site.db_rows("systems")),
+                 5, "the heartbeat to be stored")
+        time.sleep(1.2)
 
     @classmethod
     def tearDownClass(cls):

@@ -299,8 +299,8 @@ class Failover(unittest.TestCase):
                                                   conf={"metering.meter_poll_ms": "500"})
 
         def applied(m):
-            rows = [r for r in site.db_rows("allotments") if f"'{m.name}', 'cad'" in r]
-            return int(rows[0].split(",")[2]) if rows else None
+            rows = [r for r in site.db_fields("allotments") if r[:2] == [m.name, "cad"]]
+            return int(rows[0][2]) if rows else None
         try:
             # a share changes hands only once its holder has given it up: wait until
             # the start-up shares have settled

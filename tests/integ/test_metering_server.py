@@ -253,7 +253,7 @@ class Summaries(unittest.TestCase):
             site.stop()
             site.set_conf({"metering.detail_days": "0"})
             site.start()
-            wait_for(lambda: not [x for x in site.db_rows("usage") if "'old'" in x], 10,
+            wait_for(lambda: not [r for r in site.db_fields("usage") if r[1] == "old"], 10,
                      "yesterday's detail to be summarised")
             after = site.cli_json("usage", "--product", "old")["usage"]
             self.assertEqual(len(after), 1)

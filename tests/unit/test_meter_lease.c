@@ -221,8 +221,9 @@ static void test_config_refused(void **state)
 	    "{\"products\":{}}",
 	    "{\"products\":[{\"name\":\"a\",\"exe\":\"a\",\"licenses\":-1,\"allotment\":1}]}",
 	    "{\"products\":[{\"name\":\"a\",\"exe\":\"a\",\"licenses\":1}]}",
-	    "{\"products\":[{\"name\":\"a\",\"exe\":\"a\",\"licenses\":1,\"allotment\":1},"
-	    "{\"name\":\"a\",\"exe\":\"b\",\"licenses\":1,\"allotment\":1}]}",
+	    /* one long literal: the same product twice */
+	    ("{\"products\":[{\"name\":\"a\",\"exe\":\"a\",\"licenses\":1,\"allotment\":1},"
+	     "{\"name\":\"a\",\"exe\":\"b\",\"licenses\":1,\"allotment\":1}]}"),
 	    "{\"products\":[],\"lease_ttl_ms\":5}",
 	};
 	struct meter_config conf;
