@@ -1,10 +1,16 @@
 #!/usr/bin/env python3
 """Runs the integration tests: the real programs on loopback, driven from outside.
 
-usage: run.py --build DIR [--db postgresql://…] [-k PATTERN]
+usage: run.py --build DIR [--db postgresql://…] [-k PATTERN] [-j JOBS]
+
+Test modules run in parallel, each in its own process (-j, default 3): the tests spend
+most of their time waiting on the programs' timers, not on the processors.
 """
 import argparse
+import concurrent.futures
 import os
+import re
+import subprocess
 import sys
 import time
 import unittest
@@ -12,28 +18,62 @@ import unittest
 here = os.path.dirname(os.path.abspath(__file__))
 
 
+def run_module(name, pattern):
+    """Runs one test module in this process; prints its report; returns counts."""
+    sys.path.insert(0, here)
+    loader = unittest.TestLoader()
+    if pattern:
+        loader.testNamePatterns = [f"*{pattern}*"]
+    suite = loader.loadTestsFromName(name)
+    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
+    bad = len(result.failures) + len(result.errors)
+    passed = max(0, result.testsRun - bad - len(result.skipped))
+    print(f"COUNTS {passed} {bad} {len(result.skipped)}")
+    return 0 if bad == 0 else 1
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
     ap.add_argument("--db", default="", help="run against this PostgreSQL server")
     ap.add_argument("-k", default=None, help="only tests whose name contains this")
+    ap.add_argument("-j", type=int, default=3, help="test modules run at once")
+    ap.add_argument("--module", help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ["SITEWARD_BUILD"] = os.path.abspath(args.build)
     if args.db:
         os.environ["SITEWARD_TEST_DB"] = args.db
-    sys.path.insert(0, here)
-    loader = unittest.TestLoader()
-    if args.k:
-        loader.testNamePatterns = [f"*{args.k}*"]
-    suite = loader.discover(here, pattern="test_*.py", top_level_dir=here)
+    if args.module:
+        return run_module(args.module, args.k)
+
+    modules = sorted(f[:-3] for f in os.listdir(here)
+                     if f.startswith("test_") and f.endswith(".py"))
     t0 = time.monotonic()
-    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
-    bad = len(result.failures) + len(result.errors)
-    # An error in setUpClass is not a test run, but it is a failure.
-    passed = max(0, result.testsRun - bad - len(result.skipped))
+    totals = [0, 0, 0]
+
+    def one(mod):
+        argv = [sys.executable, os.path.abspath(__file__), "--build", args.build,
+                "--module", mod] + (["-k", args.k] if args.k else [])
+        p = subprocess.run(argv, capture_output=True, text=True, env=os.environ.copy(),
+                           timeout=1800)
+        return mod, p
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.j)) as pool:
+        for mod, p in pool.map(one, modules):
+            out = p.stdout + p.stderr
+            m = re.search(r"^COUNTS (\d+) (\d+) (\d+)$", p.stdout, re.M)
+            counts = [int(x) for x in m.groups()] if m else [0, 1, 0]
+            if not m:
+                out += f"\n{mod}: the module did not finish (exit {p.returncode})\n"
+            for i in range(3):
+                totals[i] += counts[i]
+            print(f"==== {mod}: {counts[0]} passed, {counts[1]} failed, "
+                  f"{counts[2]} skipped")
+            print("\n".join(l for l in out.splitlines() if not l.startswith("COUNTS ")))
+            sys.stdout.flush()
     print(f"integration: {time.monotonic() - t0:.1f}s")
-    print(f"{passed} passed, {bad} failed, {len(result.skipped)} skipped")
-    return 0 if bad == 0 and result.testsRun > 0 else 1
+    print(f"{totals[0]} passed, {totals[1]} failed, {totals[2]} skipped")
+    return 0 if totals[1] == 0 and totals[0] > 0 else 1
 
 
 if __name__ == "__main__":
