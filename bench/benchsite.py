@@ -2,12 +2,15 @@
 processes a bench starts (each stopped at the end, whatever happens), and readings from
 /proc. Python's standard library only.
 """
+import http.client
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -35,6 +38,27 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def fixed_port(lo=20000, hi=32000):
+    """A free loopback port outside the kernel's ephemeral range, for a server that starts
+    some time after the port is chosen: no outgoing connection can take it meanwhile, as
+    it could take a port free_port() handed out."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            eph_lo, eph_hi = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        eph_lo, eph_hi = 32768, 60999
+    candidates = [p for p in range(lo, hi) if not eph_lo <= p <= eph_hi]
+    start = os.getpid() % max(len(candidates), 1)
+    for p in candidates[start:] + candidates[:start]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+                return p
+            except OSError:
+                continue
+    raise RuntimeError(f"no free port in {lo}-{hi} outside the ephemeral range")
 
 
 def port_open(port):
@@ -73,9 +97,11 @@ class Bench:
     (SIGTERM, a bounded wait, SIGKILL) and removes the folder. SIGTERM and SIGHUP end
     the bench through the same path as Ctrl-C."""
 
-    def __init__(self, prefix):
-        self.tmp = tempfile.mkdtemp(prefix=prefix)
+    def __init__(self, prefix, dir=None):
+        self.tmp = tempfile.mkdtemp(prefix=prefix, dir=dir)
         self.procs = []
+        self.groups = []  # (pgid, pid): process groups started on our behalf
+        self.finders = []  # called at close, after our processes stop: more groups
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
 
@@ -103,13 +129,59 @@ class Bench:
                 p.kill()
                 p.wait(5)
 
+    def watch_group(self, pgid, pid):
+        """A process group something we started started (an agent's service, which
+        outlives its agent by design): close() ends it too, while `pid` is its leader."""
+        if (pgid, pid) not in self.groups:
+            self.groups.append((pgid, pid))
+
+    def find_groups_at_close(self, fn):
+        """fn() -> [(pgid, pid)], called by close() once our own processes have stopped:
+        for groups started by them that may not have been watched yet (an agent that
+        started a service just before the bench was interrupted)."""
+        self.finders.append(fn)
+
+    def _group_alive(self, pgid, pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                s = f.read()
+            fields = s[s.rindex(")") + 2:].split()
+            return fields[0] != "Z" and int(fields[2]) == pgid
+        except (OSError, ValueError):
+            return False
+
+    def stop_group(self, pgid, pid, timeout=10):
+        if not self._group_alive(pgid, pid):
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pgid, sig)
+            except OSError:
+                return
+            deadline = time.monotonic() + (timeout if sig == signal.SIGTERM else 5)
+            while time.monotonic() < deadline and self._group_alive(pgid, pid):
+                time.sleep(0.05)
+            if not self._group_alive(pgid, pid):
+                return
+
     def close(self):
         for p in self.procs:
             if p.poll() is None:
                 p.terminate()
         for p in self.procs:
             self.stop(p, 5)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        for fn in self.finders:
+            try:
+                for g in fn():
+                    self.watch_group(*g)
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+        for pgid, pid in self.groups:
+            self.stop_group(pgid, pid, 5)
+        if getattr(self, "keep", False):
+            say(f"kept {self.tmp} (logs, journal); remove it when done")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class Site:
@@ -226,6 +298,94 @@ def heartbeat_body(address):
                       separators=(",", ":"))
 
 
+# -- the reference server ----------------------------------------------------------
+
+NGINX_CONF = """\
+worker_processes 1;
+worker_rlimit_nofile {nofile};
+error_log {dir}/error.log warn;
+pid {dir}/nginx.pid;
+events {{ worker_connections {conns}; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_client_certificate {ca};
+        ssl_verify_client on;
+        # siteward's servers issue no session tickets; neither does the reference.
+        ssl_session_tickets off;
+{locations}    }}
+}}
+"""
+
+
+def start_nginx(bench, cert, key, ca, answers, cpu):
+    """nginx as one unprivileged master-less process on a free loopback port, mutual TLS
+    with `cert`/`key` and clients checked against `ca`, answering each path of `answers`
+    (path -> JSON text) with 200 and that text. Returns the process with .url set to
+    https://127.0.0.1:PORT."""
+    nginx = os.environ.get("NGINX", "/usr/sbin/nginx")
+    if not os.access(nginx, os.X_OK):
+        raise RuntimeError(f"{nginx} not found (Debian: nginx-light); set NGINX=PATH")
+    d = bench.path("nginx")
+    os.makedirs(d)
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nofile = min(nofile if nofile != resource.RLIM_INFINITY else 65536, 65536)
+    port = free_port()
+    locations = "".join(
+        f"        location = {path} {{\n"
+        f"            default_type application/json;\n"
+        f"            return 200 '{body}';\n"
+        f"        }}\n" for path, body in answers.items())
+    with open(os.path.join(d, "nginx.conf"), "w") as f:
+        f.write(NGINX_CONF.format(dir=d, port=port, cert=cert, key=key, ca=ca, nofile=nofile,
+                                  conns=nofile - 64, locations=locations))
+    p = bench.start([nginx, "-p", d, "-e", os.path.join(d, "error.log"), "-c",
+                     os.path.join(d, "nginx.conf"), "-g", "daemon off; master_process off;"],
+                    "nginx.out", cpu)
+
+    def ready():
+        if p.poll() is not None:
+            raise RuntimeError("nginx exited:\n" + tail(p.log_path) +
+                               tail(os.path.join(d, "error.log")))
+        return port_open(port)
+
+    wait_for(ready, 10, "nginx to listen")
+    p.url = f"https://127.0.0.1:{port}"
+    return p
+
+
+def https_json(port, method, path, cert, key, ca, body=None, timeout=5):
+    """One mutual-TLS request to 127.0.0.1:port; returns (status, parsed JSON or None)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(ca)
+    ctx.check_hostname = False
+    ctx.load_cert_chain(cert, key)
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=timeout)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=data,
+                     headers={"Content-Type": "application/json"} if data else {})
+        r = conn.getresponse()
+        text = r.read()
+        try:
+            return r.status, json.loads(text)
+        except ValueError:
+            return r.status, None
+    finally:
+        conn.close()
+
+
 # -- /proc readings -----------------------------------------------------------------
 
 def status_kib(pid, field="VmRSS"):
@@ -282,6 +442,42 @@ def established(port):
         except OSError:
             pass
     return n
+
+
+def cpu_us(pid):
+    """CPU time of a whole process in microseconds: summed per-thread schedstat run time
+    (nanoseconds), /proc/PID/stat where there is none; None if it is gone."""
+    try:
+        total = 0
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total // 1000
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+        fields = s[s.rindex(")") + 2:].split()
+        return (int(fields[11]) + int(fields[12])) * 1000000 // os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+
+
+def fs_type(path):
+    """The file system type holding `path` (from /proc/self/mounts), e.g. ext4, tmpfs."""
+    path = os.path.realpath(path)
+    best, kind = "", "?"
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                mnt = parts[1].replace("\\040", " ")
+                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                    best, kind = mnt, parts[2]
+    except OSError:
+        pass
+    return kind
 
 
 def loadavg():

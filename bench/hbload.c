@@ -6,6 +6,11 @@
  * it measures a window and prints requests/s, p50/p99/max latency, errors and, given a
  * process id, that process's CPU time per request over the same window.
  *
+ * With --meter it loads a license server instead (siteward-meter): each connection
+ * loops POST /v1/checkout, then POST /v1/checkin of the lease that checkout granted, and
+ * the report adds checkout+checkin pairs/s and each kind's latency. After the window the
+ * leases still held are checked in (bounded), so a run leaves the server as it found it.
+ *
  * A tool, not a daemon: one thread, libcurl multi driven by curl_multi_poll; every
  * transfer has a connect and a total timeout.
  */
@@ -27,16 +32,31 @@
 #define MAX_BODY    (1024 * 1024)
 #define MAX_ERRTEXT 4
 #define MAX_CORES   64
+#define MAX_REPLY   2048 /* of a license server's reply, kept to find the lease */
+#define LEASE_MAX   64
+
+enum phase { CHECKOUT, CHECKIN };
 
 struct identity {
 	char cert[PATH_MAX], key[PATH_MAX], ca[PATH_MAX];
 };
+
+struct stats;
 
 struct handle {
 	CURL *easy;
 	struct curl_slist *connect_to, *resolve;
 	int64_t started_us;
 	char errbuf[CURL_ERROR_SIZE];
+	int active;	 /* in the multi */
+	int64_t sent_us; /* when it was handed to libcurl (paced: may be after it was due) */
+	/* --meter: what this connection does next, and the lease it holds */
+	enum phase phase;
+	char client[33], lease[LEASE_MAX + 1];
+	char body[512];
+	char reply[MAX_REPLY + 1];
+	size_t reply_len;
+	struct stats *st;
 };
 
 /* Where the URL points, as a numeric address, so every handle can have a private host
@@ -51,14 +71,30 @@ struct opts {
 	unsigned conns, connect_timeout_ms, timeout_ms, rate;
 	double duration_s, warmup_s;
 	int new_conn, json;
+	int meter;	 /* --meter: checkout, then checkin, on each connection */
+	const char *exe; /* --exe: the program checked out */
+	char checkout_url[2048], checkin_url[2048];
 	long pid;
 	struct identity *ids;
 	size_t nids;
 };
 
+/* Latencies in microseconds. */
+struct lat {
+	uint32_t *v;
+	size_t n, cap;
+};
+
 struct stats {
 	uint32_t *lat_us; /* one per successful request in the window */
 	size_t n, cap;
+	/* --meter: each kind's latencies, the pairs completed in the window, checkouts the
+	 * server answered without a lease, and leases still held when hbload gave up */
+	struct lat checkout, checkin;
+	/* --meter with --rate: how late hbload sent (a busy core 1 shows here, not in the
+	 * server) and the latency from sending */
+	struct lat late, from_sent;
+	uint64_t pairs, not_granted, held_at_end, drain_errors;
 	uint64_t errors, http_errors, connects, resp_bytes;
 	char errtext[MAX_ERRTEXT][CURL_ERROR_SIZE + 64];
 	size_t nerrtext;
@@ -78,8 +114,13 @@ static void usage(FILE *f)
 	fprintf(
 	    f,
 	    "usage: hbload -u URL -b BODY.json (-i IDENTITY_DIR... | -I LIST) [options]\n"
-	    "  -u, --url URL             where to POST\n"
+	    "       hbload --meter -u https://HOST:PORT (-i IDENTITY_DIR... | -I LIST) [options]\n"
+	    "  -u, --url URL             where to POST (--meter: the license server)\n"
 	    "  -b, --body FILE           the JSON body to send\n"
+	    "  -m, --meter               license server load: each connection checks a license\n"
+	    "                            out (POST /v1/checkout), then checks that lease in\n"
+	    "                            (POST /v1/checkin), and again; no --body\n"
+	    "      --exe NAME            the program --meter checks out (default cadtool)\n"
 	    "  -i, --identity DIR        a folder with agent.crt, agent.key and ca.crt; repeat to\n"
 	    "                            give connections their own identities (round robin)\n"
 	    "  -I, --identities FILE     a file of identity folders, one per line\n"
@@ -302,6 +343,124 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return size * nmemb;
 }
 
+/* --meter: the reply is kept (up to MAX_REPLY bytes) to find the lease in it. */
+static size_t on_write_meter(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	struct handle *h = userdata;
+	size_t n = size * nmemb, room = MAX_REPLY - h->reply_len;
+
+	h->st->resp_bytes += n;
+	if (n < room)
+		room = n;
+	memcpy(h->reply + h->reply_len, ptr, room);
+	h->reply_len += room;
+	h->reply[h->reply_len] = '\0';
+	return n;
+}
+
+/* A metering client's id: 32 hex digits, a new one for each connection and run. */
+static void client_id(char out[33], unsigned i)
+{
+	unsigned char b[16];
+	FILE *f = fopen("/dev/urandom", "re");
+	size_t got = f ? fread(b, 1, sizeof(b), f) : 0;
+
+	if (f)
+		fclose(f);
+	if (got != sizeof(b)) {
+		uint64_t x = (uint64_t)mono_us() ^ ((uint64_t)getpid() << 32) ^ i;
+
+		for (size_t k = 0; k < sizeof(b); k++) {
+			x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+			b[k] = (unsigned char)(x >> 56);
+		}
+	}
+	for (size_t k = 0; k < sizeof(b); k++)
+		snprintf(out + 2 * k, 3, "%02x", b[k]);
+}
+
+/* Where JSON member `key` of a small flat object starts its value, or NULL. Enough for
+ * the license server's replies; not a JSON parser. */
+static const char *json_member(const char *text, const char *key)
+{
+	char quoted[64];
+	const char *p = text;
+	size_t n;
+
+	n = (size_t)snprintf(quoted, sizeof(quoted), "\"%s\"", key);
+	while ((p = strstr(p, quoted))) {
+		p += n;
+		p += strspn(p, " \t\r\n");
+		if (*p == ':') {
+			p++;
+			return p + strspn(p, " \t\r\n");
+		}
+	}
+	return NULL;
+}
+
+static int json_true(const char *text, const char *key)
+{
+	const char *v = json_member(text, key);
+
+	return v && strncmp(v, "true", 4) == 0;
+}
+
+/* Sets the handle up for what it does next: check out, or check in its lease. */
+static void meter_prepare(const struct opts *o, struct handle *h, unsigned i)
+{
+	int n;
+
+	if (h->phase == CHECKOUT)
+		n = snprintf(h->body, sizeof(h->body),
+			     "{\"exe\":\"%s\",\"user\":\"bench\",\"pid\":%u,\"client\":\"%s\","
+			     "\"wait_ms\":0}",
+			     o->exe, 1000 + i, h->client);
+	else
+		n = snprintf(h->body, sizeof(h->body), "{\"client\":\"%s\",\"lease\":\"%s\"}",
+			     h->client, h->lease);
+	curl_easy_setopt(h->easy, CURLOPT_URL,
+			 h->phase == CHECKOUT ? o->checkout_url : o->checkin_url);
+	curl_easy_setopt(h->easy, CURLOPT_POSTFIELDS, h->body);
+	curl_easy_setopt(h->easy, CURLOPT_POSTFIELDSIZE, (long)n);
+	h->reply_len = 0;
+	h->reply[0] = '\0';
+}
+
+/* Reads a 200 reply of the license server and moves the handle to its next phase; 0 if
+ * the reply is what a working server sends, else -1 with `why` (the handle then starts
+ * over with a checkout). `*pair` is set when a check-in completed a pair. */
+static int meter_reply(struct handle *h, char *why, size_t whylen, int *pair)
+{
+	const char *v;
+	size_t n;
+
+	*pair = 0;
+	if (h->phase == CHECKIN) {
+		h->phase = CHECKOUT;
+		if (!json_true(h->reply, "released")) {
+			snprintf(why, whylen, "check-in not released: %.120s", h->reply);
+			return -1;
+		}
+		*pair = 1;
+		return 0;
+	}
+	if (!json_true(h->reply, "granted")) {
+		snprintf(why, whylen, "checkout not granted: %.120s", h->reply);
+		return -1;
+	}
+	v = json_member(h->reply, "lease");
+	n = v && *v == '"' ? strspn(v + 1, "0123456789abcdef") : 0;
+	if (n == 0 || n > LEASE_MAX || v[1 + n] != '"') {
+		snprintf(why, whylen, "checkout granted without a lease id: %.120s", h->reply);
+		return -1;
+	}
+	memcpy(h->lease, v + 1, n);
+	h->lease[n] = '\0';
+	h->phase = CHECKIN;
+	return 0;
+}
+
 /* Error texts name a connection's private host name (easy_new); one text per kind of
  * error reads better, so they get the address back. */
 static void note_error(struct stats *st, const char *raw, const char *addr)
@@ -323,6 +482,20 @@ static void note_error(struct stats *st, const char *raw, const char *addr)
 			return;
 	if (st->nerrtext < MAX_ERRTEXT)
 		snprintf(st->errtext[st->nerrtext++], sizeof(st->errtext[0]), "%s", text);
+}
+
+static int lat_add(struct lat *l, uint32_t us)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 65536;
+		uint32_t *v = realloc(l->v, cap * sizeof(*v));
+		if (!v)
+			return -1;
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n++] = us;
+	return 0;
 }
 
 static int record(struct stats *st, uint32_t us)
@@ -347,18 +520,23 @@ static int cmp_u32(const void *a, const void *b)
 }
 
 /* Nearest-rank percentile of a sorted array, in milliseconds. */
-static double pct_ms(const struct stats *st, double p)
+static double pct_of(const uint32_t *v, size_t n, double p)
 {
 	size_t i;
 
-	if (st->n == 0)
+	if (n == 0)
 		return 0;
-	i = (size_t)(p / 100.0 * (double)st->n + 0.999999);
+	i = (size_t)(p / 100.0 * (double)n + 0.999999);
 	if (i > 0)
 		i--;
-	if (i >= st->n)
-		i = st->n - 1;
-	return st->lat_us[i] / 1000.0;
+	if (i >= n)
+		i = n - 1;
+	return v[i] / 1000.0;
+}
+
+static double pct_ms(const struct stats *st, double p)
+{
+	return pct_of(st->lat_us, st->n, p);
 }
 
 static int target_find(const char *url, struct target *t)
@@ -434,10 +612,21 @@ static CURL *easy_new(const struct opts *o, const struct target *t, unsigned i,
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)o->timeout_ms);
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, len);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, st);
+	if (o->meter) {
+		/* the URL and body change with each request: meter_prepare */
+		h->easy = e;
+		h->st = st;
+		h->phase = CHECKOUT;
+		client_id(h->client, i);
+		meter_prepare(o, h, i);
+		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write_meter);
+		curl_easy_setopt(e, CURLOPT_WRITEDATA, h);
+	} else {
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, len);
+		curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+		curl_easy_setopt(e, CURLOPT_WRITEDATA, st);
+	}
 	curl_easy_setopt(e, CURLOPT_SSLCERT, id->cert);
 	curl_easy_setopt(e, CURLOPT_SSLKEY, id->key);
 	curl_easy_setopt(e, CURLOPT_CAINFO, o->cacert ? o->cacert : id->ca);
@@ -454,7 +643,7 @@ static CURL *easy_new(const struct opts *o, const struct target *t, unsigned i,
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-	enum { OPT_JSON = 256, OPT_CTO, OPT_TO, OPT_CACERT };
+	enum { OPT_JSON = 256, OPT_CTO, OPT_TO, OPT_CACERT, OPT_EXE };
 	static const struct option longopts[] = {
 	    {"url", required_argument, NULL, 'u'},
 	    {"body", required_argument, NULL, 'b'},
@@ -470,13 +659,15 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	    {"timeout-ms", required_argument, NULL, OPT_TO},
 	    {"pid", required_argument, NULL, 'p'},
 	    {"json", no_argument, NULL, OPT_JSON},
+	    {"meter", no_argument, NULL, 'm'},
+	    {"exe", required_argument, NULL, OPT_EXE},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	unsigned v;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "u:b:i:I:c:d:w:nr:p:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "u:b:i:I:c:d:w:nr:p:mh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'u': o->url = optarg; break;
 		case 'b': o->body_file = optarg; break;
@@ -521,12 +712,47 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			o->pid = (long)v;
 			break;
 		case OPT_JSON: o->json = 1; break;
+		case 'm': o->meter = 1; break;
+		case OPT_EXE: o->exe = optarg; break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); return -1;
 		}
 	}
-	if (optind != argc || !o->url || !o->body_file || o->nids == 0) {
+	if (optind != argc || !o->url || (!o->body_file && !o->meter) || o->nids == 0) {
 		usage(stderr);
+		return -1;
+	}
+	if (o->meter) {
+		size_t n = strlen(o->url);
+
+		if (o->body_file) {
+			fprintf(stderr, "hbload: --meter sends its own bodies; no --body\n");
+			return -1;
+		}
+		if (!o->exe)
+			o->exe = "cadtool";
+		/* The exe goes into a JSON string as is: keep it to what needs no escaping. */
+		if (!*o->exe || strlen(o->exe) > 200 ||
+		    strspn(o->exe,
+			   "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+			strlen(o->exe)) {
+			fprintf(stderr, "hbload: --exe: 1-200 letters, digits, '.', '_' or '-'\n");
+			return -1;
+		}
+		/* The server's address, with or without a trailing / or /v1/checkout. */
+		if (n >= 12 && strcmp(o->url + n - 12, "/v1/checkout") == 0)
+			n -= 12;
+		while (n > 0 && o->url[n - 1] == '/')
+			n--;
+		if ((size_t)snprintf(o->checkout_url, sizeof(o->checkout_url), "%.*s/v1/checkout",
+				     (int)n, o->url) >= sizeof(o->checkout_url) ||
+		    (size_t)snprintf(o->checkin_url, sizeof(o->checkin_url), "%.*s/v1/checkin",
+				     (int)n, o->url) >= sizeof(o->checkin_url)) {
+			fprintf(stderr, "hbload: --url too long\n");
+			return -1;
+		}
+	} else if (o->exe) {
+		fprintf(stderr, "hbload: --exe goes with --meter\n");
 		return -1;
 	}
 	if (o->duration_s <= 0) {
@@ -569,6 +795,27 @@ static void report(const struct opts *o, const struct stats *st, double window_s
 			printf(",\"pid\":%ld,\"server_cpu_us\":%" PRId64
 			       ",\"server_cpu_pct\":%.1f,\"server_cpu_us_per_req\":%.2f",
 			       o->pid, server_us, srv_pct, srv_per);
+		if (o->meter)
+			printf(",\"mode\":\"meter\",\"exe\":\"%s\",\"pairs\":%" PRIu64
+			       ",\"pairs_per_s\":%.1f,\"checkouts\":%zu,\"checkins\":%zu,"
+			       "\"checkout_p50_ms\":%.3f,\"checkout_p99_ms\":%.3f,"
+			       "\"checkin_p50_ms\":%.3f,\"checkin_p99_ms\":%.3f,"
+			       "\"not_granted\":%" PRIu64 ",\"drain_errors\":%" PRIu64
+			       ",\"held_at_end\":%" PRIu64,
+			       o->exe, st->pairs, window_s > 0 ? (double)st->pairs / window_s : 0,
+			       st->checkout.n, st->checkin.n,
+			       pct_of(st->checkout.v, st->checkout.n, 50),
+			       pct_of(st->checkout.v, st->checkout.n, 99),
+			       pct_of(st->checkin.v, st->checkin.n, 50),
+			       pct_of(st->checkin.v, st->checkin.n, 99), st->not_granted,
+			       st->drain_errors, st->held_at_end);
+		if (o->meter && o->rate)
+			printf(",\"sent_late_p99_ms\":%.3f,\"sent_late_max_ms\":%.3f,"
+			       "\"from_sent_p50_ms\":%.3f,\"from_sent_p99_ms\":%.3f",
+			       pct_of(st->late.v, st->late.n, 99),
+			       st->late.n ? st->late.v[st->late.n - 1] / 1000.0 : 0,
+			       pct_of(st->from_sent.v, st->from_sent.n, 50),
+			       pct_of(st->from_sent.v, st->from_sent.n, 99));
 		printf(",\"core_busy_pct\":[");
 		for (unsigned i = 0; i < ncores; i++)
 			printf("%s%.1f", i ? "," : "", core_pct(c0, c1, i, 0));
@@ -586,6 +833,27 @@ static void report(const struct opts *o, const struct stats *st, double window_s
 	printf("  requests    %zu (%.1f/s)\n", st->n, rps);
 	printf("  latency     p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", pct_ms(st, 50),
 	       pct_ms(st, 99), st->n ? st->lat_us[st->n - 1] / 1000.0 : 0);
+	if (o->meter) {
+		printf("  pairs       %" PRIu64 " checkout+checkin of %s (%.1f/s)\n", st->pairs,
+		       o->exe, window_s > 0 ? (double)st->pairs / window_s : 0);
+		printf("  checkout    %zu, p50 %.2f ms, p99 %.2f ms; not granted %" PRIu64 "\n",
+		       st->checkout.n, pct_of(st->checkout.v, st->checkout.n, 50),
+		       pct_of(st->checkout.v, st->checkout.n, 99), st->not_granted);
+		printf("  checkin     %zu, p50 %.2f ms, p99 %.2f ms\n", st->checkin.n,
+		       pct_of(st->checkin.v, st->checkin.n, 50),
+		       pct_of(st->checkin.v, st->checkin.n, 99));
+		if (o->rate)
+			printf(
+			    "  sent late   p99 %.2f ms, max %.2f ms (hbload behind its schedule); "
+			    "from sending: p50 %.2f ms, p99 %.2f ms\n",
+			    pct_of(st->late.v, st->late.n, 99),
+			    st->late.n ? st->late.v[st->late.n - 1] / 1000.0 : 0,
+			    pct_of(st->from_sent.v, st->from_sent.n, 50),
+			    pct_of(st->from_sent.v, st->from_sent.n, 99));
+		printf("  afterwards  %" PRIu64 " leases left held, %" PRIu64
+		       " errors checking in\n",
+		       st->held_at_end, st->drain_errors);
+	}
 	printf("  errors      %" PRIu64 " (HTTP status not 200: %" PRIu64
 	       "); during warm-up %" PRIu64 "\n",
 	       st->errors, st->http_errors, st->errors_outside);
@@ -601,6 +869,58 @@ static void report(const struct opts *o, const struct stats *st, double window_s
 	for (unsigned i = 0; i < ncores; i++)
 		printf("  core %-6u %.1f%% busy (softirq %.1f%%)\n", i, core_pct(c0, c1, i, 0),
 		       core_pct(c0, c1, i, 1));
+}
+
+/* --meter, after the window: leases still held are checked in, so the next run starts
+ * from the same state; nothing new is checked out. Bounded by --timeout-ms. What could
+ * not be checked in is counted (it expires on the server by its ttl). */
+static void drain(const struct opts *o, CURLM *multi, struct handle *hs, struct stats *st)
+{
+	int64_t deadline = mono_us() + (int64_t)o->timeout_ms * 1000;
+	int running, busy;
+
+	for (;;) {
+		CURLMsg *msg;
+		int left;
+
+		busy = 0;
+		for (unsigned i = 0; i < o->conns; i++) {
+			struct handle *h = &hs[i];
+
+			if (!h->active && h->phase == CHECKIN) {
+				meter_prepare(o, h, i);
+				h->active = 1;
+				curl_multi_add_handle(multi, h->easy);
+			}
+			busy += h->active;
+		}
+		if (!busy || mono_us() >= deadline)
+			break;
+		curl_multi_perform(multi, &running);
+		while ((msg = curl_multi_info_read(multi, &left))) {
+			struct handle *h;
+			long status = 0;
+			int pair;
+			char why[200];
+
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&h);
+			if (msg->data.result == CURLE_OK)
+				curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &status);
+			if (msg->data.result != CURLE_OK || status != 200 ||
+			    meter_reply(h, why, sizeof(why), &pair)) {
+				st->drain_errors++;
+				h->phase = CHECKOUT;
+			}
+			curl_multi_remove_handle(multi, h->easy);
+			h->active = 0;
+		}
+		curl_multi_poll(multi, NULL, 0, 100, NULL);
+	}
+	st->held_at_end = 0;
+	for (unsigned i = 0; i < o->conns; i++)
+		st->held_at_end += hs[i].phase == CHECKIN || hs[i].active;
 }
 
 int main(int argc, char **argv)
@@ -628,8 +948,8 @@ int main(int argc, char **argv)
 	memset(&st, 0, sizeof(st));
 	if (parse_args(argc, argv, &o))
 		return 2;
-	body = read_body(o.body_file, &len);
-	if (!body)
+	/* --meter builds its bodies per request */
+	if (!o.meter && !(body = read_body(o.body_file, &len)))
 		return 2;
 	if (o.pid && proc_cpu_us(o.pid) < 0) {
 		fprintf(stderr, "hbload: no process %ld to measure\n", o.pid);
@@ -682,6 +1002,10 @@ int main(int argc, char **argv)
 			nidle--;
 
 			h->started_us = o.rate ? next_due : now;
+			if (o.meter)
+				meter_prepare(&o, h, (unsigned)(h - hs));
+			h->active = 1;
+			h->sent_us = now;
 			curl_multi_add_handle(multi, h->easy);
 			if (o.rate)
 				next_due = t0 + (int64_t)((double)++sent * 1e6 / o.rate);
@@ -691,6 +1015,9 @@ int main(int argc, char **argv)
 		while ((msg = curl_multi_info_read(multi, &left))) {
 			struct handle *h;
 			long status = 0, nconn = 0;
+			enum phase did;
+			int bad = 0, pair = 0;
+			char why[200];
 
 			if (msg->msg != CURLMSG_DONE)
 				continue;
@@ -698,6 +1025,11 @@ int main(int argc, char **argv)
 			if (msg->data.result == CURLE_OK)
 				curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &status);
 			curl_easy_getinfo(h->easy, CURLINFO_NUM_CONNECTS, &nconn);
+			did = h->phase;
+			if (o.meter && msg->data.result == CURLE_OK && status == 200)
+				bad = meter_reply(h, why, sizeof(why), &pair);
+			else if (o.meter)
+				h->phase = CHECKOUT; /* a lease whose check-in failed expires */
 			if (measuring) {
 				st.connects += (uint64_t)nconn;
 				if (msg->data.result != CURLE_OK) {
@@ -714,19 +1046,36 @@ int main(int argc, char **argv)
 					st.http_errors++;
 					snprintf(text, sizeof(text), "HTTP status %ld", status);
 					note_error(&st, text, target.addr);
+				} else if (bad) {
+					st.errors++;
+					st.not_granted += did == CHECKOUT;
+					note_error(&st, why, target.addr);
 				} else {
 					int64_t us = now - h->started_us;
-					if (record(&st,
-						   us > UINT32_MAX ? UINT32_MAX : (uint32_t)us)) {
+					uint32_t u = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+					/* both within `us`, which fits */
+					int64_t late = h->sent_us - h->started_us;
+					int64_t since = now - h->sent_us;
+
+					if (record(&st, u) ||
+					    (o.meter &&
+					     lat_add(did == CHECKOUT ? &st.checkout : &st.checkin,
+						     u)) ||
+					    (o.meter && o.rate &&
+					     (lat_add(&st.late, late < 0 ? 0 : (uint32_t)late) ||
+					      lat_add(&st.from_sent,
+						      since < 0 ? 0 : (uint32_t)since)))) {
 						fprintf(stderr, "hbload: out of memory\n");
 						goto out;
 					}
+					st.pairs += (uint64_t)pair;
 				}
-			} else if (msg->data.result != CURLE_OK || status != 200) {
+			} else if (msg->data.result != CURLE_OK || status != 200 || bad) {
 				st.errors_outside++;
 			}
 			h->errbuf[0] = '\0';
 			curl_multi_remove_handle(multi, h->easy);
+			h->active = 0;
 			idle[(head + nidle++) % o.conns] = h;
 		}
 		if (!measuring && now >= warm_end) {
@@ -755,7 +1104,13 @@ int main(int argc, char **argv)
 		srv1 = proc_cpu_us(o.pid);
 		srv1 = srv0 >= 0 && srv1 >= 0 ? srv1 - srv0 : -1;
 	}
+	if (o.meter)
+		drain(&o, multi, hs, &st);
 	qsort(st.lat_us, st.n, sizeof(*st.lat_us), cmp_u32);
+	qsort(st.checkout.v, st.checkout.n, sizeof(uint32_t), cmp_u32);
+	qsort(st.checkin.v, st.checkin.n, sizeof(uint32_t), cmp_u32);
+	qsort(st.late.v, st.late.n, sizeof(uint32_t), cmp_u32);
+	qsort(st.from_sent.v, st.from_sent.n, sizeof(uint32_t), cmp_u32);
 	report(&o, &st, (double)(end - win_start) / 1e6, o.pid ? srv1 : -1, cli1 - cli0, &cores0,
 	       &cores1);
 	for (size_t i = 0; i < st.nerrtext; i++)
@@ -779,6 +1134,10 @@ out:
 	curl_slist_free_all(hdrs);
 	curl_global_cleanup();
 	free(st.lat_us);
+	free(st.checkout.v);
+	free(st.checkin.v);
+	free(st.late.v);
+	free(st.from_sent.v);
 	free(o.ids);
 	free(body);
 	return rc;
