@@ -680,10 +680,10 @@ static void adopt(struct service *svc, json_t *rec)
 		  (int)pid);
 }
 
-struct service *supervisor_add(struct supervisor *sup, struct svc_def *def)
+/* A new service on the supervisor's list, taking the definition's strings. */
+static struct service *service_new(struct supervisor *sup, struct svc_def *def)
 {
 	struct service *svc = calloc(1, sizeof(*svc));
-	json_t *rec;
 
 	if (!svc) {
 		svc_def_clear(def);
@@ -703,6 +703,16 @@ struct service *supervisor_add(struct supervisor *sup, struct svc_def *def)
 	svc->handles = 2;
 	svc->next = sup->services;
 	sup->services = svc;
+	return svc;
+}
+
+struct service *supervisor_add(struct supervisor *sup, struct svc_def *def)
+{
+	struct service *svc = service_new(sup, def);
+	json_t *rec;
+
+	if (!svc)
+		return NULL;
 	rec = json_object_get(sup->saved, svc->def.name);
 	svc->target_running = 1; /* a wanted role's services run unless stopped on purpose */
 	if (rec) {
@@ -801,19 +811,14 @@ void supervisor_stop_leftovers(struct supervisor *sup)
 	sup->saved = json_object();
 	json_object_foreach(saved, name, rec)
 	{
-		struct service *svc = calloc(1, sizeof(*svc));
-		if (!svc)
+		struct svc_def def;
+		struct service *svc;
+
+		memset(&def, 0, sizeof(def));
+		snprintf(def.name, sizeof(def.name), "%s", name);
+		snprintf(def.role, sizeof(def.role), "(no longer wanted)");
+		if (!(svc = service_new(sup, &def)))
 			break;
-		svc->sup = sup;
-		snprintf(svc->def.name, sizeof(svc->def.name), "%s", name);
-		snprintf(svc->def.role, sizeof(svc->def.role), "(no longer wanted)");
-		svc->def.stop_timeout_ms = 10000;
-		uv_timer_init(sup->loop, &svc->timer);
-		uv_timer_init(sup->loop, &svc->group_poll);
-		svc->timer.data = svc->group_poll.data = svc;
-		svc->handles = 2;
-		svc->next = sup->services;
-		sup->services = svc;
 		adopt(svc, rec);
 		if (svc->pid)
 			sw_warn("service %s (pid %d) is no longer wanted; stopping it", name,
