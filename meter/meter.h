@@ -163,7 +163,9 @@ struct meter {
 	struct journal *journal;
 	struct call *calls; /* queued checkouts, answered at shutdown */
 	uv_timer_t tick, config_timer, upload_timer;
-	int64_t poll_ms; /* as the site server last said, 0 for the default */
+	int64_t poll_ms;    /* as the site server last said, 0 for the default */
+	int upload_waiting; /* an upload waits for pending usage to be durable */
+	int in_upload;	    /* inside upload(): a callback now is not a reason to go again */
 	uv_signal_t sigint, sigterm;
 	int64_t started_ms;
 	int stopping;

@@ -216,6 +216,16 @@ static void on_upload(const struct sw_http_result *res, void *arg)
 		uv_timer_start(&m->upload_timer, upload, 0, UPLOAD_INTERVAL_MS);
 }
 
+static void on_usage_durable(void *arg, int rc)
+{
+	struct meter *m = arg;
+
+	m->upload_waiting = 0;
+	/* called at once when nothing was pending: then the interval decides, no spin */
+	if (rc == 0 && !m->in_upload && !m->stopping && !m->upload_in_flight)
+		uv_timer_start(&m->upload_timer, upload, 0, UPLOAD_INTERVAL_MS);
+}
+
 static void upload(uv_timer_t *t)
 {
 	struct meter *m = t->data;
@@ -225,8 +235,18 @@ static void upload(uv_timer_t *t)
 	if (m->upload_in_flight || m->stopping)
 		return;
 	records = lease_usage_take(m->table, journal_durable_seq(m->journal), METER_UPLOAD_BATCH);
-	if (!records)
+	if (!records) {
+		/* Usage pending but not yet durable (a compaction renumbers it): upload as
+		 * soon as the journal has it on disk, not at the next interval. */
+		if (m->table->nusage > 0 && !m->upload_waiting) {
+			m->in_upload = 1;
+			m->upload_waiting = 1; /* the callback, even an immediate one, clears it */
+			if (journal_wait(m->journal, on_usage_durable, m))
+				m->upload_waiting = 0;
+			m->in_upload = 0;
+		}
 		return;
+	}
 	msg = json_pack("{sI sO}", "now", (json_int_t)sw_now_ms(), "records", records);
 	body = msg ? sw_json_dump(msg) : NULL;
 	json_decref(msg);
