@@ -143,8 +143,10 @@ static int hours_valid(const char *h)
 {
 	int a, b, c, d, n = 0;
 
+	/* a window that starts where it ends would allow no time at all */
 	return sscanf(h, "%2d:%2d-%2d:%2d%n", &a, &b, &c, &d, &n) == 4 && h[n] == '\0' && a >= 0 &&
-	       a <= 24 && c >= 0 && c <= 24 && b >= 0 && b < 60 && d >= 0 && d < 60;
+	       a <= 24 && c >= 0 && c <= 24 && b >= 0 && b < 60 && d >= 0 && d < 60 &&
+	       a * 60 + b != c * 60 + d;
 }
 
 /* A JSON array of names into a comma-separated list; each a valid name. */
@@ -220,9 +222,33 @@ static int product_update(struct product *p, const json_t *j, int creating, char
 	return 0;
 }
 
+static int name_row(void *arg, int ncols, const struct sw_db_val *row)
+{
+	snprintf(arg, 64, "%s", row[0].s);
+	return 0;
+}
+
 static int product_store(struct server *s, const struct product *p, int creating, char *err,
 			 size_t errlen)
 {
+	char other[64] = "";
+	int rc;
+
+	/* one program, one product: otherwise license servers, passive metering and the
+	 * report could each pick a different one */
+	struct sw_db_val q[] = {SW_DB_TEXT(p->exe), SW_DB_TEXT(p->build_id),
+				SW_DB_TEXT(p->build_id), SW_DB_TEXT(p->name)};
+	rc = sw_db_exec(s->db,
+			"SELECT name FROM products WHERE (exe = ? OR (? <> '' AND build_id = ?)) "
+			"AND name <> ?",
+			q, 4, name_row, other, NULL, err, errlen);
+	if (rc)
+		return rc;
+	if (other[0]) {
+		snprintf(err, errlen, "product %s already meters that executable or build ID",
+			 other);
+		return SW_EEXIST;
+	}
 	struct sw_db_val v[] = {SW_DB_TEXT(p->exe),	   SW_DB_TEXT(p->version),
 				SW_DB_INT(p->licenses),	   SW_DB_INT(p->enforce),
 				SW_DB_TEXT(p->build_id),   SW_DB_TEXT(p->hours),
@@ -266,7 +292,7 @@ void metering_post_product(struct sw_http_req *req, void *arg)
 	}
 	if (!rc) {
 		rc = product_store(s, &p, 1, err, sizeof(err));
-		if (rc == SW_EEXIST)
+		if (rc == SW_EEXIST && !strstr(err, "already meters"))
 			snprintf(err, sizeof(err),
 				 "a product named '%s' exists; change it with 'product set'",
 				 p.name);

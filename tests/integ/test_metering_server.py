@@ -53,8 +53,11 @@ class MeteringServer(unittest.TestCase):
         p = {x["name"]: x for x in s.cli_json("product", "list")["products"]}["p1"]
         self.assertEqual((p["hours"], p["deny_users"], p["deny_hosts"], p["build_id"]),
                          ("08:00-18:00", ["mallory", "eve"], ["kiosk1"], "0a1b2c3d"))
+        r = s.cli("product", "add", "p1twin", "--exe", "p1bin", "--licenses", "1", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("already meters", r.stderr)
         for bad in (["--hours", "8-18"], ["--hours", "25:00-26:00"], ["--build-id", "XYZ"],
-                    ["--deny-users", "a b"]):
+                    ["--deny-users", "a b"], ["--hours", "08:00-08:00"]):
             r = s.cli("product", "set", "p1", *bad, check=False)
             self.assertNotEqual(r.returncode, 0, bad)
         s.cli("product", "set", "p1", "--deny-users", "")
