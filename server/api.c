@@ -16,7 +16,8 @@
 /* How long an issued agent certificate lasts. */
 #define AGENT_CERT_DAYS 825
 
-static unsigned status_for(int rc)
+/* The HTTP status for an SW_E* code. */
+unsigned api_status(int rc)
 {
 	switch (rc) {
 	case SW_EINVAL:
@@ -76,7 +77,7 @@ static void post_enroll(struct sw_http_req *req, void *arg)
 	}
 	rc = registry_token_check(s, secret, err, sizeof(err));
 	if (rc) {
-		sw_http_reply_error(req, status_for(rc), "enrollment refused: %s", err);
+		sw_http_reply_error(req, api_status(rc), "enrollment refused: %s", err);
 		goto out;
 	}
 	rc = sw_pki_ca_issue(s->ca, e.csr, strlen(e.csr), &what, &cert, serial, err, sizeof(err));
@@ -99,7 +100,7 @@ static void post_enroll(struct sw_http_req *req, void *arg)
 	}
 	rc = registry_enroll(s, secret, e.name, e.address, serial, client_serial, err, sizeof(err));
 	if (rc) {
-		sw_http_reply_error(req, status_for(rc), "enrollment refused: %s", err);
+		sw_http_reply_error(req, api_status(rc), "enrollment refused: %s", err);
 		goto out;
 	}
 	sw_info("system %s enrolled from %s (certificate %s)", e.name, sw_http_req_peer(req),
@@ -184,7 +185,7 @@ static void post_token(struct sw_http_req *req, void *arg)
 	}
 	rc = registry_token_create(s, ttl, token, sizeof(token), &expires, err, sizeof(err));
 	if (rc) {
-		sw_http_reply_error(req, status_for(rc), "cannot create a token: %s", err);
+		sw_http_reply_error(req, api_status(rc), "cannot create a token: %s", err);
 		return;
 	}
 	sw_info("enrollment token created by %s, valid %lld s", sw_http_req_identity(req)->cn,
@@ -302,7 +303,7 @@ static void set_role(struct server *s, struct sw_http_req *req, const struct tar
 	}
 	rc = registry_role_set(s, sys, t->item, add, err, sizeof(err));
 	if (rc) {
-		sw_http_reply_error(req, status_for(rc), "cannot record the role: %s", err);
+		sw_http_reply_error(req, api_status(rc), "cannot record the role: %s", err);
 		return;
 	}
 	sw_info("role %s %s %s", t->item, add ? "added to" : "removed from", sys->name);
@@ -432,7 +433,7 @@ static void delete_system(struct sw_http_req *req, void *arg)
 	}
 	rc = registry_remove(s, t.name, err, sizeof(err));
 	if (rc) {
-		sw_http_reply_error(req, status_for(rc), "%s", err);
+		sw_http_reply_error(req, api_status(rc), "%s", err);
 		return;
 	}
 	sw_http_reply_json(req, 200, json_pack("{ss sb}", "name", t.name, "revoked", 1));

@@ -22,19 +22,6 @@ static int count_row(void *arg, int ncols, const struct sw_db_val *row)
 	return 0;
 }
 
-static unsigned status_of(int rc)
-{
-	switch (rc) {
-	case SW_EINVAL:
-	case SW_ETOOBIG: return 400;
-	case SW_ENOTFOUND: return 404;
-	case SW_EEXIST: return 409;
-	case SW_EBUSY:
-	case SW_ETIMEDOUT: return 503;
-	default: return 500;
-	}
-}
-
 static int exe_valid(const char *exe)
 {
 	return *exe && strlen(exe) <= 255 && !strchr(exe, '/') && strcmp(exe, ".") != 0 &&
@@ -298,7 +285,7 @@ void metering_post_product(struct sw_http_req *req, void *arg)
 				 p.name);
 	}
 	if (rc) {
-		sw_http_reply_error(req, status_of(rc), "%s", err);
+		sw_http_reply_error(req, api_status(rc), "%s", err);
 	} else {
 		s->products_version++;
 		sw_info("product %s added: %s, %lld licenses%s", p.name, p.exe,
@@ -351,7 +338,7 @@ void metering_put_product(struct sw_http_req *req, void *arg)
 	if (!rc)
 		s->products_version++;
 	if (rc)
-		sw_http_reply_error(req, status_of(rc), "%s", err);
+		sw_http_reply_error(req, api_status(rc), "%s", err);
 	else
 		sw_http_reply_json(req, 200, product_json(&c.p));
 	json_decref(j);
@@ -373,7 +360,7 @@ void metering_delete_product(struct sw_http_req *req, void *arg)
 	rc = sw_db_exec(s->db, "DELETE FROM products WHERE name = ?", p, 1, NULL, NULL, &changes,
 			err, sizeof(err));
 	if (rc)
-		sw_http_reply_error(req, status_of(rc), "%s", err);
+		sw_http_reply_error(req, api_status(rc), "%s", err);
 	else if (changes == 0)
 		sw_http_reply_error(req, 404, "no product named '%s'", name);
 	else {
@@ -416,7 +403,7 @@ void metering_exclude(struct sw_http_req *req, void *arg)
 				NULL, NULL, err, sizeof(err));
 	}
 	if (rc) {
-		sw_http_reply_error(req, status_of(rc), "%s", err);
+		sw_http_reply_error(req, api_status(rc), "%s", err);
 		return;
 	}
 	s->products_version++;
@@ -813,7 +800,7 @@ void metering_post_usage(struct sw_http_req *req, void *arg)
 		rc = sw_db_commit(s->db, err, sizeof(err));
 	if (rc) {
 		sw_db_rollback(s->db);
-		sw_http_reply_error(req, status_of(rc), "cannot store usage: %s", err);
+		sw_http_reply_error(req, api_status(rc), "cannot store usage: %s", err);
 	} else {
 		if (too_old)
 			sw_warn("usage from %s: %lld records older than the detail period dropped",
@@ -1040,7 +1027,7 @@ void metering_get_usage(struct sw_http_req *req, void *arg)
 	if (!rc)
 		rc = report_detail(s, since, INT64_MAX, product, &r, err, sizeof(err));
 	if (rc) {
-		sw_http_reply_error(req, status_of(rc), "%s", err);
+		sw_http_reply_error(req, api_status(rc), "%s", err);
 		goto out;
 	}
 	for (size_t i = 0; i < r.n; i++)

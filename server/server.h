@@ -101,6 +101,7 @@ int64_t metering_cutoff(const struct server *s);
 int metering_summarize(struct server *s);
 
 /* api.c */
+unsigned api_status(int rc);
 int api_start(struct server *s, char *err, size_t errlen);
 
 #endif
