@@ -3,7 +3,10 @@
 #include "db_impl.h"
 #include "error.h"
 #include "migrations.h"
+#include "util.h"
 
+#include <dirent.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -269,7 +272,8 @@ static int newer_schema(int version, char *err, size_t errlen)
 	return SW_EINVAL;
 }
 
-static int apply(struct sw_db *db, const struct sw_migration *m, char *err, size_t errlen)
+static int apply(struct sw_db *db, const struct sw_migration *m, int known, char *err,
+		 size_t errlen)
 {
 	struct sw_db_val row[3] = {SW_DB_INT(m->number), SW_DB_TEXT(m->name), SW_DB_INT(now_ms())};
 	char why[512] = "";
@@ -307,14 +311,94 @@ out:
 		sw_db_rollback(db);
 	if (rc < 0)
 		db_seterr(err, errlen, "migration %s failed: %s", m->name, why);
-	else if (version > sw_migrations_count)
+	else if (version > known)
 		rc = newer_schema(version, err, errlen);
 	return rc;
 }
 
-int sw_db_migrate(struct sw_db *db, char *err, size_t errlen)
+static int migration_cmp(const void *a, const void *b)
 {
-	int version;
+	const struct sw_migration *x = a, *y = b;
+
+	return (x->number > y->number) - (x->number < y->number);
+}
+
+static void files_free(struct sw_migration *m, int n)
+{
+	for (int i = 0; i < n; i++) {
+		free((char *)m[i].name);
+		free((char *)m[i].sql);
+	}
+	free(m);
+}
+
+/* The migrations NNN_name.sql in `dir` numbered past the compiled-in ones, in order. */
+static int files_load(const char *dir, struct sw_migration **out, int *count, char *err,
+		      size_t errlen)
+{
+	struct sw_migration *m = NULL;
+	struct dirent *e;
+	int n = 0, cap = 0, rc = 0;
+	DIR *d;
+
+	*out = NULL;
+	*count = 0;
+	if (!dir || !(d = opendir(dir)))
+		return 0;
+	while ((e = readdir(d))) {
+		char path[PATH_MAX], *sql = NULL;
+		int number = 0, len = 0;
+
+		if (sscanf(e->d_name, "%3d_%*[a-z0-9_].sq%*[l]%n", &number, &len) != 1 ||
+		    len != (int)strlen(e->d_name) || number <= sw_migrations_count)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		if ((rc = sw_file_read(path, 16 << 20, &sql, NULL, err, errlen)))
+			break;
+		if (n == cap) {
+			struct sw_migration *bigger;
+			cap = cap ? cap * 2 : 8;
+			bigger = realloc(m, (size_t)cap * sizeof(*m));
+			if (!bigger) {
+				free(sql);
+				rc = SW_ENOMEM;
+				break;
+			}
+			m = bigger;
+		}
+		m[n].number = number;
+		m[n].sql = sql;
+		m[n].name = strdup(e->d_name);
+		n++;
+		if (!m[n - 1].name) {
+			rc = SW_ENOMEM;
+			break;
+		}
+	}
+	closedir(d);
+	if (rc) {
+		files_free(m, n);
+		return rc;
+	}
+	if (n > 1)
+		qsort(m, (size_t)n, sizeof(*m), migration_cmp);
+	for (int i = 0; i < n; i++) {
+		if (m[i].number != sw_migrations_count + i + 1) {
+			db_seterr(err, errlen, "%s: migrations must follow %d without gaps", dir,
+				  sw_migrations_count);
+			files_free(m, n);
+			return SW_EINVAL;
+		}
+	}
+	*out = m;
+	*count = n;
+	return 0;
+}
+
+int sw_db_migrate_with(struct sw_db *db, const char *dir, char *err, size_t errlen)
+{
+	struct sw_migration *files;
+	int version, nfiles;
 	int rc;
 
 	rc = sw_db_exec(db, create_migrations_sql, NULL, 0, NULL, NULL, NULL, err, errlen);
@@ -324,14 +408,24 @@ int sw_db_migrate(struct sw_db *db, char *err, size_t errlen)
 	rc = sw_db_schema_version(db, &version, err, errlen);
 	if (rc < 0)
 		return rc;
-	if (version > sw_migrations_count)
+	if ((rc = files_load(dir, &files, &nfiles, err, errlen)))
+		return rc;
+	if (version > sw_migrations_count + nfiles) {
+		files_free(files, nfiles);
 		return newer_schema(version, err, errlen);
-	for (int i = 0; i < sw_migrations_count; i++) {
-		if (sw_migrations[i].number <= version)
-			continue;
-		rc = apply(db, &sw_migrations[i], err, errlen);
-		if (rc < 0)
-			return rc;
 	}
-	return 0;
+	for (int i = 0; i < sw_migrations_count + nfiles && rc == 0; i++) {
+		const struct sw_migration *m =
+		    i < sw_migrations_count ? &sw_migrations[i] : &files[i - sw_migrations_count];
+
+		if (m->number > version)
+			rc = apply(db, m, sw_migrations_count + nfiles, err, errlen);
+	}
+	files_free(files, nfiles);
+	return rc < 0 ? rc : 0;
+}
+
+int sw_db_migrate(struct sw_db *db, char *err, size_t errlen)
+{
+	return sw_db_migrate_with(db, NULL, err, errlen);
 }

@@ -59,6 +59,10 @@ const char *sw_db_engine(const struct sw_db *db);
  * each in its own transaction, in number order. Refuses a database whose recorded
  * version is newer than this program knows. */
 int sw_db_migrate(struct sw_db *db, char *err, size_t errlen);
+/* The same, then the migrations in `dir` (files NNN_name.sql numbered on from the
+ * compiled-in ones, as an upgrade's install tree carries them in share/siteward/sql/).
+ * A schema newer than both is refused. `dir` may be NULL or missing. */
+int sw_db_migrate_with(struct sw_db *db, const char *dir, char *err, size_t errlen);
 /* The highest applied migration number, 0 for none. */
 int sw_db_schema_version(struct sw_db *db, int *version, char *err, size_t errlen);
 

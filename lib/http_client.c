@@ -5,9 +5,15 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 struct sw_http_client {
 	uv_loop_t *loop;
@@ -31,6 +37,19 @@ struct transfer {
 	int too_big;
 	unsigned timeout_ms;
 	char errbuf[CURL_ERROR_SIZE];
+	/* A download (dl_cb set): a 2xx body goes to fd, any other to `body`. */
+	sw_http_download_done dl_cb;
+	int fd;
+	uint64_t offset;     /* bytes the file held when asked for; kept unless reset */
+	uint64_t written;    /* bytes of this response written after them */
+	uint64_t max;	     /* the file may not grow past this */
+	int64_t range_start; /* the first byte a 206 says it holds; -1: none said */
+	long status;	     /* of the response whose body is arriving */
+	int started;	     /* the first body byte has arrived: status is known */
+	int bad_range;	     /* a 206 for other bytes than asked */
+	int io_errno;	     /* writing the file failed */
+	char range[32];	     /* "N-" */
+	char path[PATH_MAX]; /* for messages */
 };
 
 struct sock {
@@ -142,6 +161,68 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
+/* A download's body: the file's next bytes when the answer is 200 or 206. */
+static size_t on_write_file(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	struct transfer *t = userdata;
+	size_t n = size * nmemb, done = 0;
+
+	if (!t->started) {
+		t->started = 1;
+		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->status);
+		if (t->status == 206 && t->range_start != (int64_t)t->offset) {
+			t->bad_range = 1;
+			return 0;
+		}
+		if (t->status == 200 && t->offset > 0) {
+			/* The server ignored the range: what it sends is the whole file. */
+			if (ftruncate(t->fd, 0) < 0) {
+				t->io_errno = errno;
+				return 0;
+			}
+			t->offset = 0;
+		}
+	}
+	if (t->status != 200 && t->status != 206)
+		return on_write(ptr, size, nmemb, userdata);
+	if (t->offset + t->written + n > t->max) {
+		t->too_big = 1;
+		return 0;
+	}
+	while (done < n) {
+		ssize_t w = write(t->fd, ptr + done, n - done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			t->io_errno = errno;
+			return 0;
+		}
+		done += (size_t)w;
+	}
+	t->written += n;
+	return n;
+}
+
+/* Notes where a 206's bytes start ("Content-Range: bytes 100-199/200"); a new response
+ * (after a 100 Continue, say) forgets what an earlier one said. */
+static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata)
+{
+	struct transfer *t = userdata;
+	size_t n = size * nitems;
+	char line[256];
+	uint64_t start;
+
+	if (n >= 5 && strncmp(buf, "HTTP/", 5) == 0)
+		t->range_start = -1;
+	if (n < 14 || n >= sizeof(line) || strncasecmp(buf, "content-range:", 14) != 0)
+		return n;
+	memcpy(line, buf, n);
+	line[n] = '\0';
+	if (sscanf(line + 14, " bytes %" SCNu64 "-", &start) == 1 && start <= INT64_MAX)
+		t->range_start = (int64_t)start;
+	return n;
+}
+
 static void transfer_free(struct transfer *t)
 {
 	if (t->pprev) {
@@ -151,6 +232,8 @@ static void transfer_free(struct transfer *t)
 	}
 	curl_multi_remove_handle(t->c->multi, t->easy);
 	curl_easy_cleanup(t->easy);
+	if (t->fd >= 0)
+		close(t->fd);
 	free(t->body);
 	free(t);
 }
@@ -211,6 +294,70 @@ static void describe_failure(struct transfer *t, CURLcode cc, struct sw_http_res
 	}
 }
 
+static void download_done(struct transfer *t, CURLcode cc)
+{
+	struct sw_http_download_result res;
+	struct stat st;
+
+	memset(&res, 0, sizeof(res));
+	if (cc == CURLE_OK) {
+		if (!t->started) {
+			/* an empty body: nothing was written, so the status is decided here */
+			curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->status);
+			if (t->status == 200 && t->offset > 0) {
+				if (ftruncate(t->fd, 0) < 0)
+					t->io_errno = errno;
+				t->offset = 0;
+			}
+		}
+		res.status = t->status;
+		if (t->io_errno) {
+			res.status = 0;
+			res.code = SW_EIO;
+			snprintf(res.error, sizeof(res.error), "cannot write %.150s: %s", t->path,
+				 strerror(t->io_errno));
+		} else if (t->status != 200 && t->status != 206) {
+			res.code = SW_EPROTO;
+			snprintf(res.error, sizeof(res.error),
+				 "refused with HTTP status %ld: %.150s", t->status,
+				 t->body ? t->body : "");
+		}
+	} else if (cc == CURLE_WRITE_ERROR && (t->io_errno || t->bad_range || t->too_big)) {
+		res.code = t->too_big ? SW_ETOOBIG : t->io_errno ? SW_EIO : SW_EPROTO;
+		if (t->io_errno)
+			snprintf(res.error, sizeof(res.error), "cannot write %.150s: %s", t->path,
+				 strerror(t->io_errno));
+		else if (t->bad_range)
+			snprintf(res.error, sizeof(res.error),
+				 "the server sent other bytes than asked for (from %" PRId64
+				 ", not %" PRIu64 ")",
+				 t->range_start, t->offset);
+		else
+			snprintf(res.error, sizeof(res.error),
+				 "more than the %" PRIu64 " bytes expected", t->max);
+	} else if (cc == CURLE_PARTIAL_FILE) {
+		res.code = SW_EPROTO;
+		snprintf(res.error, sizeof(res.error), "connection dropped: %.200s",
+			 t->errbuf[0] ? t->errbuf : curl_easy_strerror(cc));
+	} else {
+		struct sw_http_result r;
+
+		memset(&r, 0, sizeof(r));
+		describe_failure(t, cc, &r);
+		res.code = r.code;
+		snprintf(res.error, sizeof(res.error), "%s", r.error);
+	}
+	if (res.status != 200 && res.status != 206) {
+		res.body = t->body && t->status != 200 && t->status != 206 ? t->body : "";
+		res.len = strlen(res.body);
+	} else {
+		res.body = "";
+	}
+	res.resumed_from = t->offset;
+	res.size = fstat(t->fd, &st) == 0 ? (uint64_t)st.st_size : t->offset + t->written;
+	t->dl_cb(&res, t->arg);
+}
+
 static void check_done(struct sw_http_client *c)
 {
 	CURLMsg *msg;
@@ -223,6 +370,11 @@ static void check_done(struct sw_http_client *c)
 		if (msg->msg != CURLMSG_DONE)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+		if (t->dl_cb) {
+			download_done(t, msg->data.result);
+			transfer_free(t);
+			continue;
+		}
 		memset(&res, 0, sizeof(res));
 		res.body = t->body ? t->body : "";
 		res.len = t->len;
@@ -290,7 +442,17 @@ void sw_http_client_free(struct sw_http_client *c)
 		struct sw_http_result res = {.code = SW_EUNREACH, .body = ""};
 
 		snprintf(res.error, sizeof(res.error), "cancelled: shutting down");
-		t->cb(&res, t->arg);
+		if (t->dl_cb) {
+			struct sw_http_download_result dr = {.code = SW_EUNREACH, .body = ""};
+			struct stat st;
+
+			snprintf(dr.error, sizeof(dr.error), "%s", res.error);
+			dr.resumed_from = t->offset;
+			dr.size = fstat(t->fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+			t->dl_cb(&dr, t->arg);
+		} else {
+			t->cb(&res, t->arg);
+		}
 		transfer_free(t);
 	}
 	if (c->multi)
@@ -307,24 +469,24 @@ void sw_http_client_free(struct sw_http_client *c)
 	}
 }
 
-int sw_http_client_request(struct sw_http_client *c, const char *method, const char *url,
-			   const char *body, size_t len, unsigned timeout_ms, sw_http_done cb,
-			   void *arg)
+/* A transfer with what every request and download shares; not started yet. */
+static struct transfer *transfer_new(struct sw_http_client *c, const char *url, unsigned timeout_ms,
+				     void *arg)
 {
 	struct transfer *t;
 	CURL *e;
 
 	t = calloc(1, sizeof(*t));
 	if (!t)
-		return SW_ENOMEM;
+		return NULL;
 	e = curl_easy_init();
 	if (!e) {
 		free(t);
-		return SW_ENOMEM;
+		return NULL;
 	}
 	t->c = c;
 	t->easy = e;
-	t->cb = cb;
+	t->fd = -1;
 	t->arg = arg;
 	t->timeout_ms = timeout_ms;
 	curl_easy_setopt(e, CURLOPT_URL, url);
@@ -334,8 +496,6 @@ int sw_http_client_request(struct sw_http_client *c, const char *method, const c
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https");
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
 	if (c->insecure) {
@@ -349,6 +509,39 @@ int sw_http_client_request(struct sw_http_client *c, const char *method, const c
 		curl_easy_setopt(e, CURLOPT_SSLCERT, c->cert_file);
 		curl_easy_setopt(e, CURLOPT_SSLKEY, c->key_file);
 	}
+	return t;
+}
+
+/* Puts a transfer on the client's list and in the multi handle. */
+static int transfer_add(struct transfer *t)
+{
+	struct sw_http_client *c = t->c;
+
+	t->next = c->transfers;
+	if (t->next)
+		t->next->pprev = &t->next;
+	c->transfers = t;
+	t->pprev = &c->transfers;
+	if (curl_multi_add_handle(c->multi, t->easy) != CURLM_OK) {
+		transfer_free(t);
+		return SW_ENOMEM;
+	}
+	return 0;
+}
+
+int sw_http_client_request(struct sw_http_client *c, const char *method, const char *url,
+			   const char *body, size_t len, unsigned timeout_ms, sw_http_done cb,
+			   void *arg)
+{
+	struct transfer *t = transfer_new(c, url, timeout_ms, arg);
+	CURL *e;
+
+	if (!t)
+		return SW_ENOMEM;
+	e = t->easy;
+	t->cb = cb;
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
 	if (body) {
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)len);
 		curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body);
@@ -357,16 +550,50 @@ int sw_http_client_request(struct sw_http_client *c, const char *method, const c
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
 	else if (strcmp(method, "POST") == 0 && !body)
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
-	t->next = c->transfers;
-	if (t->next)
-		t->next->pprev = &t->next;
-	c->transfers = t;
-	t->pprev = &c->transfers;
-	if (curl_multi_add_handle(c->multi, e) != CURLM_OK) {
-		transfer_free(t);
+	return transfer_add(t);
+}
+
+int sw_http_client_download(struct sw_http_client *c, const char *url, const char *path,
+			    uint64_t max_bytes, unsigned timeout_ms, sw_http_download_done cb,
+			    void *arg)
+{
+	struct transfer *t;
+	struct stat st;
+	int fd;
+
+	if (strlen(path) >= sizeof(t->path))
+		return SW_EINVAL;
+	/* O_APPEND: whatever the file holds stays, and the body goes after it. */
+	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return SW_EIO;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return SW_EIO;
+	}
+	t = transfer_new(c, url, timeout_ms, arg);
+	if (!t) {
+		close(fd);
 		return SW_ENOMEM;
 	}
-	return 0;
+	t->dl_cb = cb;
+	t->fd = fd;
+	t->offset = (uint64_t)st.st_size;
+	t->max = max_bytes;
+	t->range_start = -1;
+	snprintf(t->path, sizeof(t->path), "%s", path);
+	curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, on_write_file);
+	curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
+	curl_easy_setopt(t->easy, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t);
+	if (t->offset > 0) {
+		/* CURLOPT_RANGE rather than CURLOPT_RESUME_FROM_LARGE: with the latter, curl
+		 * fails a 200 answer outright, and a server that ignores ranges is allowed;
+		 * the whole body then replaces the file (on_write_file). */
+		snprintf(t->range, sizeof(t->range), "%" PRIu64 "-", t->offset);
+		curl_easy_setopt(t->easy, CURLOPT_RANGE, t->range);
+	}
+	return transfer_add(t);
 }
 
 struct fetch {

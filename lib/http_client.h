@@ -7,6 +7,7 @@
 #define SW_HTTP_CLIENT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 /* Largest response body accepted. */
@@ -29,6 +30,20 @@ struct sw_http_result {
 
 typedef void (*sw_http_done)(const struct sw_http_result *res, void *arg);
 
+/* What a download did. The file holds `size` bytes afterwards, whatever happened, so a
+ * failed download can be resumed from there. */
+struct sw_http_download_result {
+	long status;	       /* 200 or 206 when the body went to the file; 0: failed */
+	int code;	       /* 0, or an SW_E* code when status is 0 or not 2xx */
+	char error[256];       /* why it failed */
+	const char *body;      /* a refusal's body (status not 2xx), NUL-terminated */
+	size_t len;	       /* bytes of `body` */
+	uint64_t resumed_from; /* bytes kept from an earlier attempt */
+	uint64_t size;	       /* bytes in the file now */
+};
+
+typedef void (*sw_http_download_done)(const struct sw_http_download_result *res, void *arg);
+
 struct sw_http_client;
 
 int sw_http_client_new(uv_loop_t *loop, const struct sw_http_client_opts *opts,
@@ -42,6 +57,16 @@ void sw_http_client_free(struct sw_http_client *c);
 int sw_http_client_request(struct sw_http_client *c, const char *method, const char *url,
 			   const char *body, size_t len, unsigned timeout_ms, sw_http_done cb,
 			   void *arg);
+
+/* Downloads `url` (GET) into the file `path`, resuming: bytes already in the file are
+ * kept and only the rest is asked for (Range: bytes=N-). A server that answers 206 has
+ * its body appended; one that ignores the range and answers 200 with the whole body
+ * has the file started over. A body that would take the file past `max_bytes` ends the
+ * download (SW_ETOOBIG). A refusal (not 2xx) leaves the file as it was, its body in
+ * the result. `cb` is called exactly once, from the loop. */
+int sw_http_client_download(struct sw_http_client *c, const char *url, const char *path,
+			    uint64_t max_bytes, unsigned timeout_ms, sw_http_download_done cb,
+			    void *arg);
 
 /* Runs one request to completion on a private loop, for command-line programs. On a
  * transport failure returns its SW_E* code with the reason in `err`; otherwise 0 with

@@ -7,12 +7,14 @@
 
 #include <arpa/inet.h>
 #include <gnutls/gnutls.h>
+#include <inttypes.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define ERR(...)                                                                                   \
 	do {                                                                                       \
@@ -34,6 +36,7 @@ struct sw_http_server {
 	int closing, handles_open;
 	unsigned zero_streak;
 	unsigned resume_runs; /* immediate runs owed to connections just resumed */
+	unsigned streaming;   /* file replies being sent: zero timeouts are their work */
 	unsigned idle_timeout_s, handshake_timeout_s;
 	struct conn_state *new_head, *new_tail; /* connections yet to make a request */
 	uv_timer_t sweep;
@@ -70,7 +73,7 @@ struct sw_http_req {
 	char peer[INET6_ADDRSTRLEN];
 	char *body;
 	size_t len, cap, max;
-	int dispatched, suspended, too_big;
+	int dispatched, suspended, too_big, streaming;
 	unsigned status;
 	struct MHD_Response *response;
 };
@@ -100,7 +103,11 @@ static void server_run(struct sw_http_server *srv, int activity)
 		srv->zero_streak = 0;
 		return;
 	}
-	if (timeout == 0 && !activity && srv->resume_runs > 0) {
+	if (timeout == 0 && !activity && srv->streaming > 0) {
+		/* A file reply goes out a buffer per run; the socket stays writable and
+		 * epoll (edge-triggered) says nothing more. */
+		delay = 0;
+	} else if (timeout == 0 && !activity && srv->resume_runs > 0) {
 		/* A resumed connection needs a few runs to send its reply: that is work,
 		 * not the handshake spin. */
 		srv->resume_runs--;
@@ -438,6 +445,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 	if (!req)
 		return;
+	if (req->streaming)
+		req->srv->streaming--;
 	if (req->response)
 		MHD_destroy_response(req->response);
 	free(req->path);
@@ -523,6 +532,46 @@ const char *sw_http_req_body(const struct sw_http_req *req, size_t *len)
 	if (len)
 		*len = req->len;
 	return req->body ? req->body : "";
+}
+
+const char *sw_http_req_header(const struct sw_http_req *req, const char *name)
+{
+	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+void sw_http_reply_file(struct sw_http_req *req, int fd, uint64_t size, uint64_t offset)
+{
+	struct MHD_Response *resp;
+	char range[96];
+
+	if (offset > size)
+		offset = size;
+	resp = MHD_create_response_from_fd_at_offset64(size - offset, fd, offset);
+	if (!resp) {
+		close(fd);
+		sw_http_reply_error(req, 500, "out of memory");
+		return;
+	}
+	MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
+	MHD_add_response_header(resp, "Accept-Ranges", "bytes");
+	if (offset > 0) {
+		snprintf(range, sizeof(range), "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, offset,
+			 size ? size - 1 : 0, size);
+		MHD_add_response_header(resp, "Content-Range", range);
+	}
+	if (req->response)
+		MHD_destroy_response(req->response);
+	req->status = offset > 0 ? 206 : 200;
+	req->response = resp;
+	if (!req->streaming) {
+		req->streaming = 1;
+		req->srv->streaming++;
+	}
+	if (req->suspended) {
+		req->suspended = 0;
+		MHD_resume_connection(req->conn);
+		uv_timer_start(&req->srv->timer, on_timer, 0, 0);
+	}
 }
 
 const char *sw_http_req_query(const struct sw_http_req *req, const char *name)

@@ -18,6 +18,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 /* Who may call a route: a mask of certificate roles; 0 means anyone (no certificate). */
@@ -78,6 +79,11 @@ const struct sw_identity *sw_http_req_identity(const struct sw_http_req *req);
 const char *sw_http_req_peer(const struct sw_http_req *req);
 
 /* Replies with a JSON body; takes the reference to `body`. */
+/* A request header, NULL if absent. */
+const char *sw_http_req_header(const struct sw_http_req *req, const char *name);
+/* Answers with the bytes of the open file `fd` (of `size` bytes) from `offset` on: 200
+ * for the whole file, 206 with Content-Range past a start. The reply owns `fd`. */
+void sw_http_reply_file(struct sw_http_req *req, int fd, uint64_t size, uint64_t offset);
 void sw_http_reply_json(struct sw_http_req *req, unsigned status, json_t *body);
 /* Replies {"error": "<message>"} and logs it at debug level. */
 void sw_http_reply_error(struct sw_http_req *req, unsigned status, const char *fmt, ...)

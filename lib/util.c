@@ -87,6 +87,54 @@ out:
 	return rc;
 }
 
+int sw_file_copy(const char *from, const char *to, char *err, size_t errlen)
+{
+	char buf[65536];
+	int in, out, rc = 0;
+	ssize_t n;
+
+	in = open(from, O_RDONLY | O_CLOEXEC);
+	if (in < 0) {
+		snprintf(err, errlen, "%s: %s", from, strerror(errno));
+		return errno == ENOENT ? SW_ENOTFOUND : SW_EIO;
+	}
+	out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (out < 0) {
+		snprintf(err, errlen, "%s: %s", to, strerror(errno));
+		close(in);
+		return SW_EIO;
+	}
+	while ((n = read(in, buf, sizeof(buf))) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			snprintf(err, errlen, "%s: %s", from, strerror(errno));
+			rc = SW_EIO;
+			break;
+		}
+		for (ssize_t done = 0; done < n;) {
+			ssize_t w = write(out, buf + done, (size_t)(n - done));
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0) {
+				snprintf(err, errlen, "%s: %s", to, strerror(errno));
+				rc = SW_EIO;
+				break;
+			}
+			done += w;
+		}
+		if (rc)
+			break;
+	}
+	if (!rc && fsync(out)) {
+		snprintf(err, errlen, "%s: %s", to, strerror(errno));
+		rc = SW_EIO;
+	}
+	close(in);
+	close(out);
+	return rc;
+}
+
 int sw_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode, char *err,
 			 size_t errlen)
 {

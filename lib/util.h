@@ -20,6 +20,9 @@ int sw_file_read(const char *path, size_t max, char **buf, size_t *len, char *er
 int sw_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode, char *err,
 			 size_t errlen);
 
+/* Copies the file `from` to `to` (created 0644, or truncated), synced before it returns. */
+int sw_file_copy(const char *from, const char *to, char *err, size_t errlen);
+
 /* Joins a folder and a file name into `out`; fails with SW_ETOOBIG if it does not fit. */
 int sw_path_join(char *out, size_t outlen, const char *dir, const char *name);
 
