@@ -16,6 +16,7 @@ struct agent {
 	uv_loop_t *loop;
 	char dir[PATH_MAX];
 	char name[64];
+	char version[33]; /* the running version (sw_install_version), found at start */
 	char server[300]; /* https://HOST:PORT */
 	char listen[300];
 	char meter_listen[300]; /* where the meter service listens, if it runs here */
@@ -41,6 +42,12 @@ struct agent {
 	uv_timer_t heartbeat_timer;
 	uv_signal_t sigint, sigterm;
 	int64_t started_ms;
+	char **argv; /* as main got it, for a re-exec */
+	struct upgrade *upgrade;
+	/* Set when the agent is to re-execute itself once its loop has wound down. */
+	char restart_exe[PATH_MAX];
+	char restart_back[33];	 /* on failure, switch back to this version ("": run self_exe) */
+	char self_exe[PATH_MAX]; /* this program, as started */
 };
 
 /* enroll.c */
@@ -48,6 +55,9 @@ int enroll_main(int argc, char **argv);
 
 /* facts.c */
 json_t *facts_collect(const struct agent *a);
+
+/* The heartbeat interval handed from an agent to the program it restarts into. */
+#define HEARTBEAT_ENV "SITEWARD_AGENT_HEARTBEAT_S"
 
 /* heartbeat.c */
 void heartbeat_start(struct agent *a);
@@ -71,6 +81,25 @@ void usage_upload(struct agent *a);
 /* Makes usage-cache/ a drop box every local user's siteward-run can write into. */
 void usage_cache_prepare(struct agent *a);
 void usage_meters_save(struct agent *a, json_t *meters);
+
+/* upgrade.c: the agent's half of a site upgrade (see siteward-agent(8)) */
+int upgrade_init(struct agent *a);
+/* Answers what is under way (a staging gets 503) before the API goes away. */
+void upgrade_stop(struct agent *a);
+void upgrade_free(struct agent *a);
+/* 1 if an upgrade stopped this service and has not started it again. */
+int upgrade_holds(const struct agent *a, const char *name);
+/* {"staged":[V...], "previous":P or null} */
+json_t *upgrade_status(const struct agent *a);
+/* Bytes available to the agent on its folder's file system; -1 if unknown. */
+int64_t upgrade_disk_free(const char *dir);
+/* Replaces this process with a->restart_exe, the same arguments; never returns. */
+void upgrade_exec(struct agent *a) __attribute__((noreturn));
+void upgrade_post_stop(struct sw_http_req *req, void *arg);
+void upgrade_post_start(struct sw_http_req *req, void *arg);
+void upgrade_post_stage(struct sw_http_req *req, void *arg);
+void upgrade_post_switch(struct sw_http_req *req, void *arg);
+void upgrade_post_rollback(struct sw_http_req *req, void *arg);
 
 /* api.c */
 int api_start(struct agent *a, char *err, size_t errlen);

@@ -1,5 +1,6 @@
-/* The agent's own HTTPS API, which only the site server may call: roles, and the
- * control of each service with a deadline on every answer. */
+/* The agent's own HTTPS API, which only the site server may call: roles, the control
+ * of each service with a deadline on every answer, and the steps of an upgrade
+ * (upgrade.c). */
 #include "agent.h"
 
 #include "json.h"
@@ -11,8 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "version.h"
-
 /* The longest a caller may ask the agent to wait for a service to settle. */
 #define MAX_WAIT_MS (3600 * 1000)
 
@@ -20,11 +19,13 @@ static void get_status(struct sw_http_req *req, void *arg)
 {
 	struct agent *a = arg;
 
-	sw_http_reply_json(req, 200,
-			   json_pack("{ss ss sI sI sO so}", "name", a->name, "version", SW_VERSION,
-				     "uptime_ms", (json_int_t)(sw_mono_ms() - a->started_ms),
-				     "last_heartbeat", (json_int_t)a->last_heartbeat_ok, "roles",
-				     a->roles, "services", supervisor_json(a->sup)));
+	sw_http_reply_json(
+	    req, 200,
+	    json_pack("{ss ss sI sI sO so sI so}", "name", a->name, "version", a->version,
+		      "uptime_ms", (json_int_t)(sw_mono_ms() - a->started_ms), "last_heartbeat",
+		      (json_int_t)a->last_heartbeat_ok, "roles", a->roles, "services",
+		      supervisor_json(a->sup), "disk_free", (json_int_t)upgrade_disk_free(a->dir),
+		      "upgrade", upgrade_status(a)));
 }
 
 static void put_roles(struct sw_http_req *req, void *arg)
@@ -173,6 +174,11 @@ static const struct sw_http_route routes[] = {
     {"PUT", "/v1/roles", SW_HTTP_SERVER, put_roles, 0},
     {"GET", "/v1/services/*", SW_HTTP_SERVER, get_service, 0},
     {"POST", "/v1/services/*", SW_HTTP_SERVER, post_service, 0},
+    {"POST", "/v1/upgrade/stop", SW_HTTP_SERVER, upgrade_post_stop, 0},
+    {"POST", "/v1/upgrade/start", SW_HTTP_SERVER, upgrade_post_start, 0},
+    {"POST", "/v1/upgrade/stage", SW_HTTP_SERVER, upgrade_post_stage, 0},
+    {"POST", "/v1/upgrade/switch", SW_HTTP_SERVER, upgrade_post_switch, 0},
+    {"POST", "/v1/upgrade/rollback", SW_HTTP_SERVER, upgrade_post_rollback, 0},
 };
 
 int api_start(struct agent *a, char *err, size_t errlen)

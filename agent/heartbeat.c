@@ -10,8 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "version.h"
-
 #define BACKOFF_FIRST_MS 1000u
 #define BACKOFF_MAX_MS	 60000u
 
@@ -83,7 +81,7 @@ static void send_heartbeat(uv_timer_t *t)
 	char url[400], *body;
 	json_t *msg;
 
-	msg = json_pack("{ss ss so sO so}", "version", SW_VERSION, "address", a->listen, "facts",
+	msg = json_pack("{ss ss so sO so}", "version", a->version, "address", a->listen, "facts",
 			facts_collect(a), "roles", a->roles, "services", supervisor_json(a->sup));
 	/* the server learns this agent's clock error from it, for deadlines it sends */
 	if (msg)

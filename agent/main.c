@@ -5,6 +5,7 @@
 #include "agent.h"
 
 #include "error.h"
+#include "install.h"
 #include "log.h"
 #include "util.h"
 
@@ -134,6 +135,8 @@ static void on_signal(uv_signal_t *h, int signum)
 	struct agent *a = h->data;
 
 	sw_info("signal %d: shutting down", signum);
+	/* a stop asked for wins over a restart an upgrade had planned */
+	a->restart_exe[0] = '\0';
 	uv_stop(a->loop);
 }
 
@@ -143,7 +146,7 @@ static void close_walk(uv_handle_t *h, void *arg)
 		uv_close(h, NULL);
 }
 
-static int agent_run(const char *dir, int check_only)
+static int agent_run(const char *dir, int check_only, char **argv)
 {
 	struct agent a;
 	char err[512];
@@ -153,8 +156,19 @@ static int agent_run(const char *dir, int check_only)
 	a.loop = uv_default_loop();
 	a.started_ms = sw_mono_ms();
 	a.heartbeat_s = 15;
+	if (getenv(HEARTBEAT_ENV)) {
+		unsigned long hb = strtoul(getenv(HEARTBEAT_ENV), NULL, 10);
+		if (hb >= 1 && hb <= 3600)
+			a.heartbeat_s = (unsigned)hb;
+		unsetenv(HEARTBEAT_ENV); /* not for the services it starts */
+	}
+	a.argv = argv;
+	if (sw_install_self(a.self_exe, sizeof(a.self_exe)))
+		a.self_exe[0] = '\0';
 	sw_log_init("siteward-agent", SW_LOG_INFO);
 	rc = agent_configure(&a, dir, err, sizeof(err));
+	if (!rc)
+		sw_install_version(a.dir, a.version, sizeof(a.version));
 	if (!rc && check_only) {
 		printf("configuration OK: %s, server %s\n", a.name, a.server);
 		goto out;
@@ -167,7 +181,8 @@ static int agent_run(const char *dir, int check_only)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	a.sup = supervisor_new(a.loop, a.dir, on_services_changed, &a);
-	if (!a.sup) {
+	/* before the roles: services an upgrade stopped must stay stopped */
+	if (!a.sup || upgrade_init(&a)) {
 		rc = 1;
 		goto out;
 	}
@@ -181,11 +196,12 @@ static int agent_run(const char *dir, int check_only)
 	uv_signal_start(&a.sigterm, on_signal, SIGTERM);
 	heartbeat_start(&a);
 	sw_info("%s listening on %s (port %u), server %s, version %s", a.name, a.listen,
-		sw_http_server_port(a.http), a.server, SW_VERSION);
+		sw_http_server_port(a.http), a.server, a.version);
 	uv_run(a.loop, UV_RUN_DEFAULT);
 	a.stopping = 1;
 	passive_stop(a.passive);
 	heartbeat_stop(&a);
+	upgrade_stop(&a);
 	/* Services keep running: a restarted agent finds them again. */
 	supervisor_free(a.sup);
 	sw_http_server_stop(a.http);
@@ -202,6 +218,9 @@ out:
 	json_decref(a.roles);
 	json_decref(a.meters);
 	uv_loop_close(a.loop);
+	upgrade_free(&a);
+	if (!rc && a.restart_exe[0])
+		upgrade_exec(&a); /* the loop has closed everything it had open */
 	return rc ? 1 : 0;
 }
 
@@ -232,5 +251,5 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	return agent_run(dir, check);
+	return agent_run(dir, check, argv);
 }

@@ -147,14 +147,21 @@ static void add_service(struct agent *a, const char *name, const char *role,
 		       role, name);
 		return;
 	}
-	if (supervisor_find(a->sup, name))
+	/* one whose role went and came back while it stopped is added again */
+	svc = supervisor_find(a->sup, name);
+	if (svc && !service_removing(svc))
 		return;
 	if (make_def(a, name, role, default_command, &def, err, sizeof(err))) {
 		sw_err("role %s: service %s: %s", role, name, err);
 		return;
 	}
 	svc = supervisor_add(a->sup, &def);
-	if (svc && service_state(svc) == SVC_STOPPED && (fresh || service_wants_running(svc)))
+	/* One an upgrade stopped waits for the upgrade to start it again. A start while
+	 * it stops takes effect once it has stopped. */
+	if (svc &&
+	    (service_state(svc) == SVC_STOPPED || service_state(svc) == SVC_STOPPING ||
+	     service_state(svc) == SVC_STUCK) &&
+	    !upgrade_holds(a, name) && (fresh || service_wants_running(svc)))
 		service_start(svc);
 }
 

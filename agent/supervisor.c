@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/pidfd.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -50,6 +51,7 @@ struct child {
 struct adopted {
 	uv_poll_t poll;
 	int fd;
+	pid_t pid;
 	struct service *svc;
 };
 
@@ -66,6 +68,8 @@ struct service {
 	uv_timer_t timer;      /* settle, backoff, grace, kill wait */
 	uv_timer_t group_poll; /* while stopping or stuck */
 	int escalated, was_stuck, removing, handles;
+	unsigned grace_ms; /* of the stop under way */
+	int no_kill;	   /* the stop under way gives up at its grace instead of SIGKILL */
 	int64_t run_started_ms;
 	unsigned backoff_ms;
 	int64_t crashes[CRASH_LIMIT];
@@ -335,6 +339,9 @@ static void on_adopted_exit(uv_poll_t *h, int status, int events)
 	struct adopted *a = h->data;
 	struct service *svc = a->svc;
 
+	/* A process adopted after this agent re-executed itself is still its child, one
+	 * libuv does not know: reap it here, or it stays a zombie. */
+	waitpid(a->pid, NULL, WNOHANG);
 	adopted_free(a);
 	if (!svc)
 		return;
@@ -453,8 +460,7 @@ static void check_stopped(uv_timer_t *t)
 	if (svc->was_stuck)
 		set_state(svc, SVC_STOPPED, "stopped after being stuck");
 	else if (svc->escalated)
-		set_state(svc, SVC_STOPPED, "killed after %u s grace",
-			  svc->def.stop_timeout_ms / 1000);
+		set_state(svc, SVC_STOPPED, "killed after %u s grace", svc->grace_ms / 1000);
 	else
 		set_state(svc, SVC_STOPPED, "stopped");
 	svc->pid = svc->pgid = 0;
@@ -484,13 +490,40 @@ static void on_kill_wait(uv_timer_t *t)
 	notify(svc);
 }
 
+/* A stop that may not kill gives up: the service runs on, still supervised and wanted
+ * running, and says why. */
+static void abandon_stop(struct service *svc)
+{
+	uv_timer_stop(&svc->group_poll);
+	svc->target_running = 1;
+	sw_warn("service %s: still running %u ms after SIGTERM; not killing it", svc->def.name,
+		svc->grace_ms);
+	if (svc->pid)
+		set_state(svc, SVC_RUNNING, "timed out after %g s waiting for exit",
+			  svc->grace_ms / 1000.0);
+	else
+		/* the main process went, but what it started did not: nothing is left to
+		 * watch for an exit, so it cannot be "running" */
+		set_state(svc, SVC_FAILED,
+			  "timed out after %g s waiting for exit (its main process exited, "
+			  "process group %d did not)",
+			  svc->grace_ms / 1000.0, (int)svc->pgid);
+	save_state(svc->sup);
+	notify(svc);
+}
+
 static void on_grace(uv_timer_t *t)
 {
 	struct service *svc = t->data;
 
+	/* a service whose role went is stopped whatever it takes */
+	if (svc->no_kill && !svc->removing) {
+		abandon_stop(svc);
+		return;
+	}
 	svc->escalated = 1;
 	sw_warn("service %s: still running %u ms after SIGTERM; sending SIGKILL", svc->def.name,
-		svc->def.stop_timeout_ms);
+		svc->grace_ms);
 	if (svc->pgid > 0)
 		kill(-svc->pgid, SIGKILL);
 	uv_timer_start(&svc->timer, on_kill_wait, KILL_WAIT_MS, 0);
@@ -506,7 +539,7 @@ static void begin_stop(struct service *svc)
 		/* A frozen process cannot act on SIGTERM until it runs again. */
 		kill(-svc->pgid, SIGCONT);
 	}
-	uv_timer_start(&svc->timer, on_grace, svc->def.stop_timeout_ms, 0);
+	uv_timer_start(&svc->timer, on_grace, svc->grace_ms, 0);
 	uv_timer_start(&svc->group_poll, check_stopped, GROUP_POLL_MS, GROUP_POLL_MS);
 	notify(svc);
 }
@@ -529,6 +562,18 @@ void service_start(struct service *svc)
 
 void service_stop(struct service *svc)
 {
+	service_stop_with(svc, -1, 1);
+}
+
+void service_stop_with(struct service *svc, int64_t grace_ms, int kill)
+{
+	/* A stop under way keeps its grace; one that may kill makes it one that may. */
+	if (svc->state != SVC_STOPPING && svc->state != SVC_STUCK) {
+		svc->grace_ms = grace_ms < 0 ? svc->def.stop_timeout_ms : (unsigned)grace_ms;
+		svc->no_kill = !kill;
+	} else if (kill) {
+		svc->no_kill = 0;
+	}
 	svc->target_running = 0;
 	switch (svc->state) {
 	case SVC_FAILED: set_state(svc, SVC_STOPPED, "stopped"); break;
@@ -668,6 +713,7 @@ static void adopt(struct service *svc, json_t *rec)
 		return;
 	}
 	a->fd = fd;
+	a->pid = pid;
 	a->svc = svc;
 	a->poll.data = a;
 	uv_poll_start(&a->poll, UV_READABLE, on_adopted_exit);
@@ -680,6 +726,17 @@ static void adopt(struct service *svc, json_t *rec)
 		  (int)pid);
 }
 
+/* Gives the service the definition (taking its strings), with defaults filled in. */
+static void take_def(struct service *svc, struct svc_def *def)
+{
+	svc->def = *def;
+	memset(def, 0, sizeof(*def));
+	if (svc->def.stop_timeout_ms == 0)
+		svc->def.stop_timeout_ms = 10000;
+	if (svc->def.restart_delay_ms == 0)
+		svc->def.restart_delay_ms = BACKOFF_FIRST_MS;
+}
+
 /* A new service on the supervisor's list, taking the definition's strings. */
 static struct service *service_new(struct supervisor *sup, struct svc_def *def)
 {
@@ -690,12 +747,8 @@ static struct service *service_new(struct supervisor *sup, struct svc_def *def)
 		return NULL;
 	}
 	svc->sup = sup;
-	svc->def = *def;
-	memset(def, 0, sizeof(*def));
-	if (svc->def.stop_timeout_ms == 0)
-		svc->def.stop_timeout_ms = 10000;
-	if (svc->def.restart_delay_ms == 0)
-		svc->def.restart_delay_ms = BACKOFF_FIRST_MS;
+	take_def(svc, def);
+	svc->grace_ms = svc->def.stop_timeout_ms;
 	snprintf(svc->reason, sizeof(svc->reason), "never started");
 	uv_timer_init(sup->loop, &svc->timer);
 	uv_timer_init(sup->loop, &svc->group_poll);
@@ -708,8 +761,20 @@ static struct service *service_new(struct supervisor *sup, struct svc_def *def)
 
 struct service *supervisor_add(struct supervisor *sup, struct svc_def *def)
 {
-	struct service *svc = service_new(sup, def);
+	struct service *svc = supervisor_find(sup, def->name);
 	json_t *rec;
+
+	if (svc && svc->removing) {
+		/* Its role came back while it was being stopped: the stop goes on, and the
+		 * service stays, as the new definition says, for the caller to start. */
+		svc_def_clear(&svc->def);
+		take_def(svc, def);
+		svc->removing = 0;
+		svc->target_running = 0;
+		save_state(sup);
+		return svc;
+	}
+	svc = service_new(sup, def);
 
 	if (!svc)
 		return NULL;
@@ -911,6 +976,11 @@ enum svc_state service_state(const struct service *svc)
 int service_wants_running(const struct service *svc)
 {
 	return svc->target_running;
+}
+
+int service_removing(const struct service *svc)
+{
+	return svc->removing;
 }
 
 /* The end of a file: at most `max` bytes, starting at a line boundary. */

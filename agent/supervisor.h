@@ -43,7 +43,9 @@ struct supervisor *supervisor_new(uv_loop_t *loop, const char *dir, void (*on_ch
 void supervisor_free(struct supervisor *sup);
 
 /* Adds a service (taking the definition's strings), stopped. If a process recorded by
- * an earlier agent is still alive, it is adopted: supervised again, not restarted. */
+ * an earlier agent is still alive, it is adopted: supervised again, not restarted. A
+ * service of that name still being removed is kept instead, with the new definition,
+ * and its stop goes on. */
 struct service *supervisor_add(struct supervisor *sup, struct svc_def *def);
 struct service *supervisor_find(struct supervisor *sup, const char *name);
 struct service *supervisor_first(struct supervisor *sup);
@@ -57,6 +59,10 @@ void supervisor_stop_leftovers(struct supervisor *sup);
 
 void service_start(struct service *svc);
 void service_stop(struct service *svc);
+/* A stop with its own grace (negative: the service's stop_timeout). With `kill` 0 there
+ * is no SIGKILL: a service still running after the grace is left running, wanted
+ * running, with the reason "timed out after S s waiting for exit". */
+void service_stop_with(struct service *svc, int64_t grace_ms, int kill);
 void service_restart(struct service *svc);
 /* Calls fn once the service is in a settled state (not starting or stopping) or after
  * timeout_ms, whichever is first. */
@@ -66,6 +72,8 @@ const char *service_name(const struct service *svc);
 const char *service_role(const struct service *svc);
 enum svc_state service_state(const struct service *svc);
 int service_wants_running(const struct service *svc);
+/* 1 while a service whose role went is being stopped, to be forgotten. */
+int service_removing(const struct service *svc);
 /* The last `lines` lines of the service's log (caller frees). */
 char *service_log_tail(const struct service *svc, unsigned lines);
 

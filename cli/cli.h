@@ -21,6 +21,11 @@ int client_setup(struct cli *c, const char *site);
  * in one line and returns 1. */
 int client_call(const struct cli *c, const char *method, const char *path, json_t *body,
 		json_t **reply);
+/* The same without printing: 0 on 2xx; otherwise 1 with the reason in `err`, the HTTP
+ * status in *status (0 when the server was not reached) and its object, if any, in
+ * *reply for the caller to free. */
+int client_request(const struct cli *c, const char *method, const char *path, json_t *body,
+		   long *status, json_t **reply, char *err, size_t errlen);
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void print_json(const json_t *j);
 
@@ -37,6 +42,9 @@ int cmd_usage(struct cli *c, int argc, char **argv);
 
 /* systems.c */
 int cmd_systems(struct cli *c, int argc, char **argv);
+
+/* upgrade.c */
+int cmd_upgrade(struct cli *c, int argc, char **argv);
 
 /* package.c: works from the site folder alone, without the server. */
 int cmd_package(struct cli *c, const char *site, int argc, char **argv);

@@ -68,17 +68,15 @@ int client_setup(struct cli *c, const char *site)
 	return 0;
 }
 
-int client_call(const struct cli *c, const char *method, const char *path, json_t *body,
-		json_t **reply)
+int client_request(const struct cli *c, const char *method, const char *path, json_t *body,
+		   long *status, json_t **reply, char *err, size_t errlen)
 {
-	char url[1024], ca[PATH_MAX + 16], crt[PATH_MAX + 16], key[PATH_MAX + 16], err[512];
+	char url[1024], ca[PATH_MAX + 16], crt[PATH_MAX + 16], key[PATH_MAX + 16];
 	char *text = NULL, *resp = NULL;
-	const char *msg = NULL;
-	json_t *j = NULL;
-	long status;
 	int rc;
 
 	*reply = NULL;
+	*status = 0;
 	sw_path_join(ca, sizeof(ca), c->site, "ca.crt");
 	sw_path_join(crt, sizeof(crt), c->site, "admin.crt");
 	sw_path_join(key, sizeof(key), c->site, "admin.key");
@@ -92,27 +90,44 @@ int client_call(const struct cli *c, const char *method, const char *path, json_
 					    c->timeout_ms < 5000 ? c->timeout_ms : 5000};
 	if (body)
 		text = sw_json_dump(body);
-	rc = sw_http_fetch(&o, method, url, text, c->timeout_ms + CLI_MARGIN_MS, &status, &resp,
-			   err, sizeof(err));
+	rc = sw_http_fetch(&o, method, url, text, c->timeout_ms + CLI_MARGIN_MS, status, &resp, err,
+			   errlen);
 	free(text);
 	if (rc) {
-		cli_error("server %s: %s", c->url, err);
+		char why[512];
+		snprintf(why, sizeof(why), "%s", err);
+		snprintf(err, errlen, "server %s: %s", c->url, why);
+		*status = 0;
 		return 1;
 	}
-	rc = sw_json_parse_object(resp, strlen(resp), &j, err, sizeof(err));
-	if (status < 200 || status > 299) {
-		if (!rc)
-			sw_json_str(j, "error", 1000, 0, &msg, NULL, 0);
-		cli_error("%s", msg ? msg : "the server refused the request");
-		json_decref(j);
-		free(resp);
-		return 1;
-	}
+	rc = sw_json_parse_object(resp, strlen(resp), reply, err, errlen);
 	free(resp);
 	if (rc) {
-		cli_error("the server's answer is not JSON: %s", err);
+		char why[512];
+		snprintf(why, sizeof(why), "%s", err);
+		snprintf(err, errlen, "the server's answer is not JSON: %s", why);
 		return 1;
 	}
-	*reply = j;
+	if (*status < 200 || *status > 299) {
+		const char *msg = NULL;
+		sw_json_str(*reply, "error", 1000, 0, &msg, NULL, 0);
+		snprintf(err, errlen, "%s", msg ? msg : "the server refused the request");
+		return 1;
+	}
+	return 0;
+}
+
+int client_call(const struct cli *c, const char *method, const char *path, json_t *body,
+		json_t **reply)
+{
+	char err[1100];
+	long status;
+
+	if (client_request(c, method, path, body, &status, reply, err, sizeof(err))) {
+		cli_error("%s", err);
+		json_decref(*reply);
+		*reply = NULL;
+		return 1;
+	}
 	return 0;
 }

@@ -30,6 +30,12 @@ static void usage(FILE *f)
 		   "                                 a service pack of an install tree, signed\n"
 		   "                                 with the site's key\n"
 		   "  package verify FILE            check a package against the site's key\n"
+		   "  upgrade check FILE [--strict]  preflight of a package on every system\n"
+		   "  upgrade run FILE [--parallel N] [--stop-timeout S]\n"
+		   "              [--on-stuck defer|kill|remove-role|fail] [--max-failures N]\n"
+		   "                                 upgrade the site server, then every system\n"
+		   "  upgrade status|resume|rollback the latest upgrade: its progress and report,\n"
+		   "                                 continue it, or return to the old version\n"
 		   "  version                        print the version\n"
 		   "\n"
 		   "The site folder is --site DIR or $SITEWARD_SITE.\n");
@@ -91,6 +97,8 @@ int main(int argc, char **argv)
 		return cmd_role(&c, nargs - 1, args + 1);
 	if (strcmp(args[0], "service") == 0)
 		return cmd_service(&c, nargs - 1, args + 1);
+	if (strcmp(args[0], "upgrade") == 0)
+		return cmd_upgrade(&c, nargs - 1, args + 1);
 	fprintf(stderr, "siteward: unknown command '%s'; see siteward --help\n", args[0]);
 	return 2;
 }

@@ -158,6 +158,7 @@ static void post_heartbeat(struct sw_http_req *req, void *arg)
 	snprintf(sys->address, sizeof(sys->address), "%s", hb.address);
 	sys->last_seen = sw_now_ms();
 	registry_touch(s, sys);
+	upgrade_heard(s, sys);
 	json_decref(j);
 	sw_http_reply_json(req, 200,
 			   json_pack("{si sO so sI}", "heartbeat_interval",
@@ -470,6 +471,12 @@ static const struct sw_http_route routes[] = {
     {"POST", "/v1/meter/config", SW_HTTP_AGENT, metering_get_config, 1024 * 1024},
     {"POST", "/v1/usage", SW_HTTP_AGENT, metering_post_usage, 1024 * 1024},
     {"GET", "/v1/usage", SW_HTTP_ADMIN, metering_get_usage, 0},
+    {"POST", "/v1/upgrades", SW_HTTP_ADMIN, upgrade_post, 0},
+    {"POST", "/v1/upgrades/check", SW_HTTP_ADMIN, upgrade_check, 0},
+    {"GET", "/v1/upgrades/current", SW_HTTP_ADMIN, upgrade_get, 0},
+    {"POST", "/v1/upgrades/current/*", SW_HTTP_ADMIN, upgrade_action, 0},
+    {"GET", "/v1/packages/*", SW_HTTP_AGENT, upgrade_get_package, 0},
+    {"GET", "/v1/site/signing-key", SW_HTTP_AGENT, upgrade_signing_key, 0},
 };
 
 int api_start(struct server *s, char *err, size_t errlen)

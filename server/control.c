@@ -193,6 +193,34 @@ int control_service(struct server *s, struct system *sys, struct sw_http_req *re
 			  timeout_ms, on_service_reply);
 }
 
+int control_call(struct server *s, struct system *sys, const char *method, const char *path,
+		 json_t *body, unsigned timeout_ms, sw_http_done done, void *arg)
+{
+	char url[512], *text = NULL;
+	int rc;
+
+	if (agent_url(sys, path, url, sizeof(url))) {
+		json_decref(body);
+		return -1;
+	}
+	if (body) {
+		text = sw_json_dump(body);
+		json_decref(body);
+	}
+	rc = sw_http_client_request(s->agents, method, url, text, text ? strlen(text) : 0,
+				    timeout_ms, done, arg);
+	free(text);
+	return rc;
+}
+
+void control_error(const struct sw_http_result *res, char *out, size_t len)
+{
+	if (res->status == 0)
+		snprintf(out, len, "%s", res->error);
+	else
+		agent_error(res, out, len);
+}
+
 int control_start(struct server *s, char *err, size_t errlen)
 {
 	char ca[PATH_MAX + 16], crt[PATH_MAX + 16], key[PATH_MAX + 16];

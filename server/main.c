@@ -7,15 +7,18 @@
 #include "server.h"
 
 #include "error.h"
+#include "install.h"
 #include "log.h"
 #include "migrations.h"
 #include "util.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "version.h"
 
@@ -129,12 +132,13 @@ static int server_configure(struct server *s, const char *dir, int check_only, c
 	if (rc)
 		return rc;
 	sw_path_join(path, sizeof(path), s->dir, "site.db");
-	struct sw_db_opts dbo = {
-	    .url = sw_conf_get(s->conf, "database", "url", path),
+	snprintf(s->db_url, sizeof(s->db_url), "%s", sw_conf_get(s->conf, "database", "url", path));
+	s->db_opts = (struct sw_db_opts){
+	    .url = s->db_url,
 	    .busy_timeout_ms = busy,
 	    .connect_timeout_s = connect,
 	};
-	if ((rc = sw_db_open(&dbo, &s->db, err, errlen)))
+	if ((rc = sw_db_open(&s->db_opts, &s->db, err, errlen)))
 		return rc;
 	if (check_only) {
 		/* a check reads and changes nothing: the schema is migrated at start */
@@ -154,10 +158,22 @@ static int server_configure(struct server *s, const char *dir, int check_only, c
 			       version, sw_migrations_count);
 			return 0;
 		}
-	} else if ((rc = sw_db_migrate(s->db, err, errlen))) {
-		return rc;
+	} else {
+		/* An install tree (make install, or an upgrade's versions/V) carries the
+		 * migrations of its version beside the programs. */
+		char exe[PATH_MAX], sql[PATH_MAX + 64], *slash;
+
+		sql[0] = '\0';
+		if (sw_install_self(exe, sizeof(exe)) == 0 && (slash = strrchr(exe, '/'))) {
+			*slash = '\0';
+			snprintf(sql, sizeof(sql), "%s/../share/siteward/sql", exe);
+		}
+		if ((rc = sw_db_migrate_with(s->db, sql[0] ? sql : NULL, err, errlen)))
+			return rc;
 	}
-	return registry_load(s, err, errlen);
+	if ((rc = registry_load(s, err, errlen)))
+		return rc;
+	return check_only ? 0 : upgrade_load(s, err, errlen);
 }
 
 static void close_walk(uv_handle_t *h, void *arg)
@@ -169,7 +185,7 @@ static void close_walk(uv_handle_t *h, void *arg)
 static int server_run(const char *dir, int check_only)
 {
 	struct server s;
-	char err[512];
+	char err[512], version[40];
 	int rc;
 
 	memset(&s, 0, sizeof(s));
@@ -204,8 +220,9 @@ static int server_run(const char *dir, int check_only)
 	signal(SIGPIPE, SIG_IGN);
 	sw_info("site %s listening on %s (port %u), %zu systems, database %s, version %s",
 		s.site_code, s.listen, sw_http_server_port(s.http), sw_strmap_count(s.systems),
-		sw_db_engine(s.db), SW_VERSION);
+		sw_db_engine(s.db), (sw_install_version(s.dir, version, sizeof(version)), version));
 	uv_run(s.loop, UV_RUN_DEFAULT);
+	s.stopping = 1;
 	registry_flush(&s);
 	/* Calls to agents end first, so every request waiting on one gets its answer. */
 	sw_http_client_free(s.agents);
@@ -217,7 +234,9 @@ static int server_run(const char *dir, int check_only)
 	uv_walk(s.loop, close_walk, NULL);
 	uv_run(s.loop, UV_RUN_DEFAULT);
 out:
+	s.stopping = 1;
 	sw_http_client_free(s.agents);
+	upgrade_free(&s);
 	json_decref(s.meter_urls);
 	registry_free(&s);
 	sw_db_close(s.db);
@@ -227,6 +246,15 @@ out:
 	free(s.cert_pem);
 	free(s.key_pem);
 	uv_loop_close(s.loop);
+	if (!rc && s.reexec[0]) {
+		/* An upgrade switched versions: the new program resumes from the journal. */
+		char *args[] = {"siteward-server", "--dir", s.dir, NULL};
+
+		sw_info("restarting as %s", s.reexec);
+		execv(s.reexec, args);
+		sw_err("cannot start %s: %s", s.reexec, strerror(errno));
+		return 1;
+	}
 	return rc ? 1 : 0;
 }
 

@@ -57,6 +57,11 @@ struct server {
 	uv_timer_t flush_timer;
 	uv_signal_t sigint, sigterm;
 	int64_t started_ms;
+	struct upgrade *upgrade; /* the latest upgrade run, NULL if none */
+	int stopping;		 /* shutting down: late answers change nothing */
+	char reexec[PATH_MAX];	 /* after shutdown, exec this (an upgrade's switch) */
+	struct sw_db_opts db_opts;
+	char db_url[PATH_MAX + 64];
 };
 
 /* site.c */
@@ -84,6 +89,25 @@ int control_push_roles(struct server *s, struct system *sys, struct sw_http_req 
 		       const char *role, int add, unsigned timeout_ms);
 int control_service(struct server *s, struct system *sys, struct sw_http_req *req,
 		    const char *service, const char *action, unsigned timeout_ms, unsigned lines);
+
+/* The server's own call to an agent, with its deadline; `body` is consumed. */
+int control_call(struct server *s, struct system *sys, const char *method, const char *path,
+		 json_t *body, unsigned timeout_ms, sw_http_done done, void *arg);
+/* Why a call failed: the transfer's reason, or the agent's {"error": …}. */
+void control_error(const struct sw_http_result *res, char *out, size_t len);
+
+/* upgrade.c */
+struct upgrade;
+int upgrade_load(struct server *s, char *err, size_t errlen);
+void upgrade_free(struct server *s);
+/* A heartbeat from `sys`: a deferred system that reports its old version is upgraded. */
+void upgrade_heard(struct server *s, struct system *sys);
+void upgrade_post(struct sw_http_req *req, void *arg);
+void upgrade_check(struct sw_http_req *req, void *arg);
+void upgrade_get(struct sw_http_req *req, void *arg);
+void upgrade_action(struct sw_http_req *req, void *arg);
+void upgrade_get_package(struct sw_http_req *req, void *arg);
+void upgrade_signing_key(struct sw_http_req *req, void *arg);
 
 /* metering.c */
 void metering_get_products(struct sw_http_req *req, void *arg);

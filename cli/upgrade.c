@@ -1,0 +1,415 @@
+/*
+ * siteward upgrade check|run|status|resume|rollback: the site upgrade, which runs in
+ * the server. The CLI starts it and follows it; it can be stopped or killed at any time
+ * without harm, and `status` or `resume` picks the run up again from any terminal.
+ */
+#include "cli.h"
+
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Exit statuses of run, resume and rollback. */
+#define EXIT_DEFERRED 3 /* finished; some systems are deferred and will catch up */
+#define EXIT_FAILED   4 /* the run stopped, or systems failed */
+
+#define POLL_MS	       300
+#define LOST_SERVER_MS 60000 /* the server may restart itself during a run */
+
+static void upgrade_usage(void)
+{
+	cli_error("usage: siteward upgrade check FILE [--strict]\n"
+		  "       siteward upgrade run FILE [--parallel N] [--stop-timeout S] "
+		  "[--on-stuck defer|kill|remove-role|fail] [--max-failures N] [--strict]\n"
+		  "       siteward upgrade status|resume|rollback");
+}
+
+static const char *str(const json_t *j, const char *key)
+{
+	const char *s = json_string_value(json_object_get(j, key));
+
+	return s ? s : "";
+}
+
+static long long num(const json_t *j, const char *key)
+{
+	return (long long)json_integer_value(json_object_get(j, key));
+}
+
+static void print_issues(const char *name, const char *version, const json_t *issues)
+{
+	json_t *i;
+	size_t k;
+
+	if (!json_array_size(issues)) {
+		printf("%-20s %-10s ok\n", name, version);
+		return;
+	}
+	json_array_foreach(issues, k, i)
+	    printf("%-20s %-10s %-7s %s\n", k ? "" : name, k ? "" : version, str(i, "level"),
+		   str(i, "message"));
+}
+
+static int absolute(const char *file, char *out, size_t len)
+{
+	if (!realpath(file, out)) {
+		cli_error("%s: no such package file", file);
+		return 1;
+	}
+	(void)len;
+	return 0;
+}
+
+static int do_check(struct cli *c, int argc, char **argv)
+{
+	char path[PATH_MAX];
+	const char *file = NULL;
+	json_t *reply, *y, *body;
+	int strict = 0, rc;
+	size_t i;
+
+	for (int k = 0; k < argc; k++) {
+		if (strcmp(argv[k], "--strict") == 0)
+			strict = 1;
+		else if (!file && argv[k][0] != '-')
+			file = argv[k];
+		else {
+			upgrade_usage();
+			return 2;
+		}
+	}
+	if (!file) {
+		upgrade_usage();
+		return 2;
+	}
+	if (absolute(file, path, sizeof(path)))
+		return 1;
+	body = json_pack("{ss sb}", "package", path, "strict", strict);
+	rc = client_call(c, "POST", "/v1/upgrades/check", body, &reply);
+	json_decref(body);
+	if (rc)
+		return 1;
+	if (c->json) {
+		print_json(reply);
+	} else {
+		printf("package %s (upgrades from %s), %lld bytes\n", str(reply, "version"),
+		       str(reply, "min_version"), num(reply, "size"));
+		printf("%-20s %-10s %s\n", "SYSTEM", "VERSION", "CHECK");
+		print_issues("site server", "", json_object_get(reply, "site"));
+		json_array_foreach(json_object_get(reply, "systems"), i, y)
+		    print_issues(str(y, "name"), str(y, "version"), json_object_get(y, "issues"));
+		printf("%lld errors, %lld warnings\n", num(reply, "errors"),
+		       num(reply, "warnings"));
+	}
+	int ok = json_is_true(json_object_get(reply, "ok"));
+	json_decref(reply);
+	return ok ? 0 : 1;
+}
+
+static void fmt_secs(char *out, size_t len, long long ms)
+{
+	snprintf(out, len, "%.1f s", ms / 1000.0);
+}
+
+static void print_report(const json_t *run)
+{
+	const json_t *counts = json_object_get(run, "counts");
+	json_t *y;
+	size_t i;
+	char t[32];
+
+	fmt_secs(t, sizeof(t), num(run, "elapsed_ms"));
+	int back = strcmp(str(run, "mode"), "rollback") == 0;
+
+	printf("upgrade %lld%s, %s → %s: %s in %s (%lld upgraded, %lld deferred, %lld failed",
+	       num(run, "id"), back ? " (rollback)" : "", str(run, back ? "version" : "from"),
+	       str(run, back ? "from" : "version"), str(run, "state"), t, num(counts, "upgraded"),
+	       num(counts, "deferred"), num(counts, "failed"));
+	if (num(counts, "rolled_back"))
+		printf(", %lld rolled back", num(counts, "rolled_back"));
+	printf(")%s%s\n", *str(run, "reason") ? ": " : "", str(run, "reason"));
+	printf("site server: %s\n", str(json_object_get(run, "server"), "step"));
+	printf("%-20s %-10s %-10s %-12s %8s  %-36s %s\n", "SYSTEM", "FROM", "NOW", "OUTCOME",
+	       "TIME", "STEPS", "REASON");
+	json_array_foreach(json_object_get(run, "systems"), i, y)
+	{
+		char steps[256] = "";
+		const char *k;
+		json_t *v;
+
+		json_object_foreach(json_object_get(y, "times"), k, v)
+		{
+			size_t n = strlen(steps);
+			snprintf(steps + n, sizeof(steps) - n, "%s%s %.1f", n ? " " : "", k,
+				 (double)json_integer_value(v) / 1000.0);
+		}
+		fmt_secs(t, sizeof(t), num(y, "elapsed_ms"));
+		printf("%-20s %-10s %-10s %-12s %8s  %-36s %s\n", str(y, "name"), str(y, "from"),
+		       str(y, "version"), str(y, "state"), t, steps, str(y, "reason"));
+	}
+}
+
+static int exit_status(const json_t *run)
+{
+	const char *state = str(run, "state");
+
+	if (strcmp(state, "done") == 0 || strcmp(state, "rolled-back") == 0)
+		return 0;
+	if (strcmp(state, "deferred") == 0)
+		return EXIT_DEFERRED;
+	return EXIT_FAILED;
+}
+
+static int following(const char *state)
+{
+	return strcmp(state, "running") == 0 || strcmp(state, "rolling-back") == 0;
+}
+
+/* Prints what changed since `last` (plain lines), or one live line in a terminal. */
+static void progress(const json_t *run, json_t *last, int live)
+{
+	const json_t *counts = json_object_get(run, "counts");
+	json_t *y;
+	size_t i;
+
+	if (live) {
+		long long n = num(counts, "systems");
+		long long parallel = num(json_object_get(run, "options"), "parallel");
+		long long waves = parallel > 0 ? (n + parallel - 1) / parallel : 1, wave = waves;
+		char t[32];
+
+		json_array_foreach(json_object_get(run, "systems"), i, y)
+		{
+			const char *st = str(y, "state");
+			if ((strcmp(st, "pending") == 0 || strcmp(st, "active") == 0) &&
+			    (long long)i / (parallel > 0 ? parallel : 1) + 1 < wave) {
+				wave = (long long)i / (parallel > 0 ? parallel : 1) + 1;
+				break;
+			}
+		}
+		fmt_secs(t, sizeof(t), num(run, "elapsed_ms"));
+		fprintf(stderr,
+			"\r\033[Kwave %lld/%lld: %lld upgraded, %lld active, %lld deferred, %lld "
+			"failed, %lld pending, %s (server: %s)",
+			wave, waves, num(counts, "upgraded") + num(counts, "rolled_back"),
+			num(counts, "active"), num(counts, "deferred"), num(counts, "failed"),
+			num(counts, "pending"), t, str(json_object_get(run, "server"), "step"));
+		fflush(stderr);
+		return;
+	}
+	const char *server = str(json_object_get(run, "server"), "step");
+	if (strcmp(server, str(last, "server")) != 0) {
+		fprintf(stderr, "upgrade: site server: %s\n", server);
+		json_object_set_new(last, "server", json_string(server));
+	}
+	json_array_foreach(json_object_get(run, "systems"), i, y)
+	{
+		char was[200], now[200];
+		const char *name = str(y, "name");
+
+		snprintf(now, sizeof(now), "%s %s", str(y, "state"), str(y, "step"));
+		snprintf(was, sizeof(was), "%s", str(last, name));
+		if (strcmp(was, now) == 0)
+			continue;
+		json_object_set_new(last, name, json_string(now));
+		if (strcmp(str(y, "state"), "active") == 0)
+			fprintf(stderr, "upgrade: %s: %s\n", name, str(y, "step"));
+		else if (strcmp(str(y, "state"), "pending") != 0)
+			fprintf(stderr, "upgrade: %s: %s%s%s\n", name, str(y, "state"),
+				*str(y, "reason") ? ": " : "", str(y, "reason"));
+	}
+}
+
+/* Follows the run until it ends; the server may restart itself along the way. */
+static int follow(struct cli *c, json_t *run)
+{
+	int live = !c->json && isatty(2);
+	json_t *last = json_object();
+	int64_t lost_since = 0;
+	char err[1100];
+	long status;
+	int rc;
+
+	while (run && following(str(run, "state"))) {
+		json_t *next = NULL;
+		struct timespec ts = {0, POLL_MS * 1000000L};
+
+		if (!c->json)
+			progress(run, last, live);
+		nanosleep(&ts, NULL);
+		if (client_request(c, "GET", "/v1/upgrades/current", NULL, &status, &next, err,
+				   sizeof(err))) {
+			json_decref(next);
+			if (status != 0) {
+				cli_error("%s", err);
+				json_decref(run);
+				json_decref(last);
+				return 1;
+			}
+			if (!lost_since)
+				lost_since = sw_mono_ms();
+			if (sw_mono_ms() - lost_since > LOST_SERVER_MS) {
+				cli_error(
+				    "%s; the upgrade goes on in the server: see `siteward upgrade "
+				    "status`",
+				    err);
+				json_decref(run);
+				json_decref(last);
+				return 1;
+			}
+			continue;
+		}
+		lost_since = 0;
+		json_decref(run);
+		run = next;
+	}
+	if (live)
+		fprintf(stderr, "\r\033[K");
+	else if (!c->json && run)
+		progress(run, last, 0);
+	json_decref(last);
+	if (c->json)
+		print_json(run);
+	else
+		print_report(run);
+	if (strcmp(str(run, "state"), "interrupted") == 0 && !c->json)
+		fprintf(stderr, "siteward: the upgrade was interrupted; `siteward upgrade resume` "
+				"continues it\n");
+	rc = exit_status(run);
+	json_decref(run);
+	return rc;
+}
+
+static int parse_uint(const char *s, long long min, long long max, long long *out)
+{
+	char *end;
+	double v = strtod(s, &end);
+
+	if (*end || end == s || v < min || v > max)
+		return -1;
+	*out = (long long)v;
+	return 0;
+}
+
+static int do_run(struct cli *c, int argc, char **argv)
+{
+	const char *file = NULL, *on_stuck = "defer";
+	long long parallel = 5, max_failures = -1, stop_ms = 30000;
+	char path[PATH_MAX], err[1100];
+	json_t *reply = NULL, *body;
+	int strict = 0, rc;
+	long status;
+
+	for (int k = 0; k < argc; k++) {
+		const char *o = argv[k];
+		int has = k + 1 < argc;
+		char *end;
+
+		if (strcmp(o, "--strict") == 0) {
+			strict = 1;
+		} else if (strcmp(o, "--parallel") == 0 && has) {
+			if (parse_uint(argv[++k], 1, 1000, &parallel)) {
+				cli_error("--parallel takes a number from 1 to 1000");
+				return 2;
+			}
+		} else if (strcmp(o, "--stop-timeout") == 0 && has) {
+			double s = strtod(argv[++k], &end);
+			if (*end || s < 0.1 || s > 3600) {
+				cli_error("--stop-timeout takes seconds, from 0.1 to 3600");
+				return 2;
+			}
+			stop_ms = (long long)(s * 1000);
+		} else if (strcmp(o, "--on-stuck") == 0 && has) {
+			on_stuck = argv[++k];
+		} else if (strcmp(o, "--max-failures") == 0 && has) {
+			if (parse_uint(argv[++k], 0, 1000000, &max_failures)) {
+				cli_error("--max-failures takes a number");
+				return 2;
+			}
+		} else if (!file && o[0] != '-') {
+			file = o;
+		} else {
+			upgrade_usage();
+			return 2;
+		}
+	}
+	if (!file) {
+		upgrade_usage();
+		return 2;
+	}
+	if (absolute(file, path, sizeof(path)))
+		return 1;
+	body = json_pack("{ss si si ss si sb}", "package", path, "parallel", (int)parallel,
+			 "stop_timeout_ms", (int)stop_ms, "on_stuck", on_stuck, "max_failures",
+			 (int)max_failures, "strict", strict);
+	rc = client_request(c, "POST", "/v1/upgrades", body, &status, &reply, err, sizeof(err));
+	json_decref(body);
+	if (rc) {
+		json_t *p, *i;
+		size_t k, n;
+
+		if (c->json && reply && json_object_get(reply, "problems"))
+			print_json(reply);
+		else if (reply)
+			json_array_foreach(json_object_get(reply, "problems"), k, p)
+			    json_array_foreach(json_object_get(p, "issues"), n, i)
+				fprintf(stderr, "  %s: %s: %s\n", str(p, "name"), str(i, "level"),
+					str(i, "message"));
+		cli_error("%s", err);
+		json_decref(reply);
+		return 1;
+	}
+	return follow(c, reply);
+}
+
+static int do_action(struct cli *c, const char *action)
+{
+	char path[64];
+	json_t *reply;
+
+	json_t *body = json_object();
+	int rc;
+
+	snprintf(path, sizeof(path), "/v1/upgrades/current/%s", action);
+	rc = client_call(c, "POST", path, body, &reply);
+	json_decref(body);
+	if (rc)
+		return 1;
+	return follow(c, reply);
+}
+
+static int do_status(struct cli *c)
+{
+	json_t *run;
+
+	if (client_call(c, "GET", "/v1/upgrades/current", NULL, &run))
+		return 1;
+	if (c->json)
+		print_json(run);
+	else
+		print_report(run);
+	json_decref(run);
+	return 0;
+}
+
+int cmd_upgrade(struct cli *c, int argc, char **argv)
+{
+	if (argc < 1) {
+		upgrade_usage();
+		return 2;
+	}
+	if (strcmp(argv[0], "check") == 0)
+		return do_check(c, argc - 1, argv + 1);
+	if (strcmp(argv[0], "run") == 0)
+		return do_run(c, argc - 1, argv + 1);
+	if (strcmp(argv[0], "status") == 0 && argc == 1)
+		return do_status(c);
+	if ((strcmp(argv[0], "resume") == 0 || strcmp(argv[0], "rollback") == 0) && argc == 1)
+		return do_action(c, argv[0]);
+	upgrade_usage();
+	return 2;
+}
