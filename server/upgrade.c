@@ -96,6 +96,7 @@ struct upgrade {
 	int server_busy;
 	struct usys *sys;
 	size_t nsys;
+	struct sw_strmap *index; /* name → its struct usys, for the heartbeat path */
 	uv_timer_t tick;
 	int tick_started;
 };
@@ -213,8 +214,20 @@ static void upgrade_destroy(struct upgrade *u)
 		json_decref(u->sys[i].removed);
 		json_decref(u->sys[i].stuck_roles);
 	}
+	sw_strmap_free(u->index);
 	free(u->sys);
 	free(u);
+}
+
+/* The index by name; `sys` must not move afterwards. */
+static int index_build(struct upgrade *u)
+{
+	if (!(u->index = sw_strmap_new()))
+		return SW_ENOMEM;
+	for (size_t i = 0; i < u->nsys; i++)
+		if (sw_strmap_set(u->index, u->sys[i].name, &u->sys[i]))
+			return SW_ENOMEM;
+	return 0;
 }
 
 static void on_tick_closed(uv_handle_t *h)
@@ -893,6 +906,9 @@ static void drive(struct upgrade *u)
 		u->catchups = 0;
 		finish_run(u);
 	}
+	/* A finished run waits for heartbeats, not for the clock. */
+	if (active == 0 && !is_active_state(u->state) && u->tick_started)
+		uv_timer_stop(&u->tick);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -917,15 +933,14 @@ void upgrade_heard(struct server *s, struct system *sys)
 
 	/* A run stopped by its policy or budget leaves its deferred systems alone; one that
 	 * merely finished with failures does not. */
+	struct usys *y;
+
 	if (!u || u->rollback || u->halted ||
 	    (strcmp(u->state, "running") != 0 && strcmp(u->state, "deferred") != 0 &&
 	     strcmp(u->state, "failed") != 0))
 		return;
-	for (size_t i = 0; i < u->nsys; i++) {
-		struct usys *y = &u->sys[i];
-
-		if (y->state != Y_DEFERRED || strcmp(y->name, sys->name) != 0)
-			continue;
+	y = sw_strmap_get(u->index, sys->name);
+	if (y && y->state == Y_DEFERRED) {
 		if (strcmp(sys->version, u->version) == 0 && !json_array_size(y->removed)) {
 			system_done(y, Y_UPGRADED, NULL);
 			u->catchups = 1;
@@ -936,7 +951,6 @@ void upgrade_heard(struct server *s, struct system *sys)
 			begin_system(y);
 			tick_start(u);
 		}
-		return;
 	}
 }
 
@@ -1233,6 +1247,10 @@ int upgrade_load(struct server *s, char *err, size_t errlen)
 			     p, 1, sys_row, u, NULL, err, errlen))) {
 		upgrade_destroy(u);
 		return rc ? rc : SW_ENOMEM;
+	}
+	if (index_build(u)) {
+		upgrade_destroy(u);
+		return SW_ENOMEM;
 	}
 	s->upgrade = u;
 	sw_install_version(s->dir, running, sizeof(running));
@@ -1763,6 +1781,11 @@ void upgrade_post(struct sw_http_req *req, void *arg)
 	u->started_at = now_ms();
 	for (size_t i = 0; i < u->nsys; i++)
 		u->sys[i].u = u;
+	if (index_build(u)) {
+		sw_http_reply_error(req, 500, "out of memory");
+		upgrade_destroy(u);
+		goto out;
+	}
 	if (run_insert(u, err, sizeof(err))) {
 		sw_http_reply_error(req, 500, "the upgrade journal: %s", err);
 		upgrade_destroy(u);

@@ -183,6 +183,12 @@ class Site:
             a.kill_services()
         self.stop()
         reports = sanitizer_reports(self.tmp)
+        keep = os.environ.get("SITEWARD_KEEP")  # a folder to keep the logs in, for a look
+        if keep:
+            os.makedirs(keep, exist_ok=True)
+            shutil.copytree(self.tmp, os.path.join(keep, os.path.basename(self.tmp)),
+                            ignore=shutil.ignore_patterns("*.pkg", "bin", "versions"),
+                            dirs_exist_ok=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
         if reports:
             raise AssertionError("sanitizer reports in the programs' logs:\n" + reports)
