@@ -90,3 +90,40 @@ class KB(UpgradeSite):
         # nothing happens to m1 by itself after a failed run
         time.sleep(3)
         self.assertEqual(site.systems()["m1"]["version"], old)
+
+    def test_kill_policy_escalates(self):
+        site = self.make_site(plain=0, meters=("m1",), stubborn=("m1",))
+        pkg = build_package(site)
+        before = [s for s in site.systems()["m1"]["services"] if s["name"] == "meter"][0]
+        rc, run, err = self.upgrade(site, "run", pkg, "--stop-timeout", "2", "--on-stuck",
+                                    "kill")
+        self.assertEqual(rc, 0, report(err, run))
+        y = self.by_name(run)["m1"]
+        self.assertEqual(y["state"], "upgraded", y)
+        # SIGTERM was ignored for the stop timeout, then SIGKILL ended it
+        self.assertGreaterEqual(y["times"]["stop"], 1500, y)
+        self.assertFalse(os.path.exists(f"/proc/{before['pid']}"))
+        wait_for(lambda: self.running(site, "m1"), 15, "m1's meter again")
+        self.assert_on(site, "m1", NEW)
+
+    def test_max_failures_stops_the_run(self):
+        old = old_version()
+        site = self.make_site(plain=3)
+        pkg = build_package(site)
+        for name in ("a1", "a2"):
+            site.agents[name].proc.signal(signal.SIGSTOP)
+        rc, run, err = self.upgrade(site, "run", pkg, "--stop-timeout", "2", "--parallel", "1",
+                                    "--max-failures", "1")
+        for name in ("a1", "a2"):
+            site.agents[name].proc.signal(signal.SIGCONT)
+        self.assertEqual(rc, 4, report(err, run))
+        self.assertEqual(run["state"], "failed")
+        self.assertIn("more than 1 systems deferred or failed", run["reason"])
+        ys = self.by_name(run)
+        self.assertEqual([ys[n]["state"] for n in ("a1", "a2", "a3")],
+                         ["deferred", "deferred", "unchanged"], run)
+        # a run stopped by its budget leaves its deferred systems alone
+        time.sleep(5)
+        for name in ("a1", "a2", "a3"):
+            self.assertEqual(site.systems()[name]["version"], old)
+        self.assertEqual(self.status(site)["state"], "failed")
