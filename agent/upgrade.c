@@ -15,6 +15,7 @@
 #include "json.h"
 #include "log.h"
 #include "pkg.h"
+#include "proto.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -36,15 +37,15 @@
 #define KEY_FILE	 "signing.pub" /* the site's package key, from the server */
 #define KEY_MAX		 (16 * 1024)
 #define MAX_WAIT_MS	 (3600 * 1000)
-#define START_WAIT_MS	 30000		    /* a start without a deadline answers by then */
-#define DOWNLOAD_MS	 (10 * 60 * 1000)   /* a download without a deadline */
-#define PACKAGE_MAX	 ((int64_t)4 << 30) /* bytes in a package file */
-#define DISK_FACTOR	 3		    /* the package, its unpacked tree, and room to spare */
-#define RESTART_DELAY_MS 200		    /* lets the 202 go out before the API closes */
+#define START_WAIT_MS	 30000		  /* a start without a deadline answers by then */
+#define DOWNLOAD_MS	 (10 * 60 * 1000) /* a download without a deadline */
+#define PACKAGE_MAX	 SW_STAGE_PACKAGE_MAX
+#define DISK_FACTOR	 3   /* the package, its unpacked tree, and room to spare */
+#define RESTART_DELAY_MS 200 /* lets the 202 go out before the API closes */
 #define AGENT_PROG	 "siteward-agent"
 #define PKG_REFUSED	 "package refused: "
 #define PKG_REFUSED_LEN	 17
-#define URL_MAX		 1000
+#define URL_MAX		 SW_STAGE_URL_MAX
 
 struct stage;
 
@@ -726,21 +727,12 @@ static int staged_as(const char *hashfile, const char *sha256)
 	return same;
 }
 
-static int hex64(const char *s)
-{
-	if (strlen(s) != 64)
-		return 0;
-	for (; *s; s++)
-		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
-			return 0;
-	return 1;
-}
-
 void upgrade_post_stage(struct sw_http_req *req, void *arg)
 {
 	struct agent *a = arg;
 	const char *version = NULL, *sha = NULL, *url = NULL;
 	int64_t size = 0, deadline_ms = 0, avail;
+	struct sw_stage_req sr;
 	char err[200], versions[PATH_MAX], name[SW_PKG_VERSION_MAX + 16], key[PATH_MAX],
 	    url_key[sizeof(a->server) + 32];
 	json_t *j = sw_http_req_json(req);
@@ -749,23 +741,16 @@ void upgrade_post_stage(struct sw_http_req *req, void *arg)
 
 	if (!j)
 		return;
-	if (sw_json_str(j, "version", SW_PKG_VERSION_MAX, 1, &version, err, sizeof(err)) ||
-	    sw_json_str(j, "sha256", 64, 1, &sha, err, sizeof(err)) ||
-	    sw_json_str(j, "url", URL_MAX, 1, &url, err, sizeof(err)) ||
-	    sw_json_int(j, "size", 1, PACKAGE_MAX, 1, &size, err, sizeof(err)) ||
-	    sw_json_int(j, "deadline_ms", 0, INT64_MAX / 2, 0, &deadline_ms, err, sizeof(err))) {
+	if (sw_proto_stage_req_parse(j, &sr, err, sizeof(err))) {
 		sw_http_reply_error(req, 400, "%s", err);
 		json_decref(j);
 		return;
 	}
-	if (!sw_version_valid(version) || !hex64(sha) || strncmp(url, "https://", 8) != 0) {
-		sw_http_reply_error(req, 400,
-				    !sw_version_valid(version) ? "not a valid version"
-				    : !hex64(sha) ? "sha256 must be 64 lowercase hex digits"
-						  : "url must be an https:// URL");
-		json_decref(j);
-		return;
-	}
+	version = sr.version;
+	sha = sr.sha256;
+	url = sr.url;
+	size = sr.size;
+	deadline_ms = sr.deadline_ms;
 	st = calloc(1, sizeof(*st));
 	if (!st) {
 		sw_http_reply_error(req, 500, "out of memory");

@@ -2,8 +2,11 @@
 
 #include "error.h"
 #include "json.h"
+#include "pkg.h"
 #include "util.h"
 
+#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -251,4 +254,75 @@ int sw_proto_token_req_parse(const json_t *j, int64_t *ttl_s, char *err, size_t 
 {
 	*ttl_s = 3600;
 	return sw_json_int(j, "ttl", 1, 30 * 24 * 3600, 0, ttl_s, err, errlen);
+}
+
+static void proto_seterr(char *err, size_t errlen, const char *msg)
+{
+	if (err)
+		snprintf(err, errlen, "%s", msg);
+}
+
+int sw_proto_upgrade_req_parse(const json_t *j, struct sw_upgrade_req *out, char *err,
+			       size_t errlen)
+{
+	int64_t parallel = 5, stop = 30000, max_failures = -1;
+	const char *on_stuck = NULL;
+	json_t *strict = json_object_get(j, "strict");
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if ((rc = sw_json_str(j, "package", PATH_MAX - 1, 1, &out->package, err, errlen)) ||
+	    (rc = sw_json_int(j, "parallel", 1, 1000, 0, &parallel, err, errlen)) ||
+	    (rc = sw_json_int(j, "stop_timeout_ms", 100, 3600000, 0, &stop, err, errlen)) ||
+	    (rc = sw_json_int(j, "max_failures", -1, 1000000, 0, &max_failures, err, errlen)) ||
+	    (rc = sw_json_str(j, "on_stuck", 15, 0, &on_stuck, err, errlen)))
+		return rc;
+	if (out->package[0] != '/') {
+		proto_seterr(err, errlen, "package: give an absolute path");
+		return SW_EINVAL;
+	}
+	if (!on_stuck)
+		on_stuck = "defer";
+	if (strcmp(on_stuck, "defer") && strcmp(on_stuck, "kill") &&
+	    strcmp(on_stuck, "remove-role") && strcmp(on_stuck, "fail")) {
+		proto_seterr(err, errlen, "on_stuck must be defer, kill, remove-role or fail");
+		return SW_EINVAL;
+	}
+	if (strict && !json_is_boolean(strict)) {
+		proto_seterr(err, errlen, "strict must be true or false");
+		return SW_EINVAL;
+	}
+	snprintf(out->on_stuck, sizeof(out->on_stuck), "%s", on_stuck);
+	out->parallel = (unsigned)parallel;
+	out->stop_timeout_ms = (unsigned)stop;
+	out->max_failures = (int)max_failures;
+	out->strict = json_is_true(strict);
+	return 0;
+}
+
+int sw_proto_stage_req_parse(const json_t *j, struct sw_stage_req *out, char *err, size_t errlen)
+{
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if ((rc = sw_json_str(j, "version", SW_PKG_VERSION_MAX, 1, &out->version, err, errlen)) ||
+	    (rc = sw_json_str(j, "sha256", 64, 1, &out->sha256, err, errlen)) ||
+	    (rc = sw_json_str(j, "url", SW_STAGE_URL_MAX, 1, &out->url, err, errlen)) ||
+	    (rc = sw_json_int(j, "size", 1, SW_STAGE_PACKAGE_MAX, 1, &out->size, err, errlen)) ||
+	    (rc = sw_json_int(j, "deadline_ms", 0, INT64_MAX / 2, 0, &out->deadline_ms, err,
+			      errlen)))
+		return rc;
+	if (!sw_version_valid(out->version)) {
+		proto_seterr(err, errlen, "not a valid version");
+		return SW_EINVAL;
+	}
+	if (strlen(out->sha256) != 64 || strspn(out->sha256, "0123456789abcdef") != 64) {
+		proto_seterr(err, errlen, "sha256 must be 64 lowercase hex digits");
+		return SW_EINVAL;
+	}
+	if (strncmp(out->url, "https://", 8) != 0) {
+		proto_seterr(err, errlen, "url must be an https:// URL");
+		return SW_EINVAL;
+	}
+	return 0;
 }

@@ -58,4 +58,28 @@ void sw_proto_heartbeat_clear(struct sw_heartbeat *hb);
 /* POST /v1/tokens: {"ttl": seconds}, 1 s .. 30 days, default 1 h. */
 int sw_proto_token_req_parse(const json_t *j, int64_t *ttl_s, char *err, size_t errlen);
 
+/* POST /v1/upgrades and /v1/upgrades/check on the server: the administrator's run. */
+struct sw_upgrade_req {
+	const char *package;	  /* absolute path on the server's machine (borrowed) */
+	unsigned parallel;	  /* 1..1000, default 5 */
+	unsigned stop_timeout_ms; /* 100 ms .. 1 h, default 30 s */
+	int max_failures;	  /* -1 (no bound, the default) .. 1000000 */
+	char on_stuck[16];	  /* defer (default), kill, remove-role, fail */
+	int strict;		  /* warnings stop the run too */
+};
+int sw_proto_upgrade_req_parse(const json_t *j, struct sw_upgrade_req *out, char *err,
+			       size_t errlen);
+
+/* POST /v1/upgrade/stage on an agent: which package to stage, from where. */
+#define SW_STAGE_URL_MAX     1000
+#define SW_STAGE_PACKAGE_MAX ((int64_t)4 << 30)
+struct sw_stage_req {
+	const char *version; /* a valid version (borrowed, as the strings below) */
+	const char *sha256;  /* 64 lowercase hex digits */
+	const char *url;     /* https://…, at most SW_STAGE_URL_MAX bytes */
+	int64_t size;	     /* 1 .. SW_STAGE_PACKAGE_MAX */
+	int64_t deadline_ms; /* 0 if none */
+};
+int sw_proto_stage_req_parse(const json_t *j, struct sw_stage_req *out, char *err, size_t errlen);
+
 #endif

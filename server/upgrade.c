@@ -26,6 +26,7 @@
 #include "json.h"
 #include "log.h"
 #include "pkg.h"
+#include "proto.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -1596,23 +1597,18 @@ static void on_probe(const struct sw_http_result *res, void *arg)
 		check_reply(c);
 }
 
-/* Reads and checks the common body of check and run. */
+/* Reads and checks the common body of check and run, and stores the package. */
 static int parse_request(struct server *s, struct sw_http_req *req, json_t *j,
-			 struct sw_pkg_manifest **m)
+			 struct sw_upgrade_req *r, struct sw_pkg_manifest **m)
 {
-	const char *path;
 	char err[600];
 	int rc;
 
-	if (sw_json_str(j, "package", PATH_MAX - 1, 1, &path, err, sizeof(err))) {
+	if (sw_proto_upgrade_req_parse(j, r, err, sizeof(err))) {
 		sw_http_reply_error(req, 400, "%s", err);
 		return -1;
 	}
-	if (path[0] != '/') {
-		sw_http_reply_error(req, 400, "package: give an absolute path");
-		return -1;
-	}
-	if ((rc = package_store(s, path, m, err, sizeof(err)))) {
+	if ((rc = package_store(s, r->package, m, err, sizeof(err)))) {
 		sw_http_reply_error(req, rc == SW_EDENIED || rc == SW_EINVAL ? 422 : api_status(rc),
 				    "package refused: %s", err);
 		return -1;
@@ -1625,19 +1621,20 @@ void upgrade_check(struct sw_http_req *req, void *arg)
 	struct server *s = arg;
 	json_t *j = sw_http_req_json(req);
 	struct system **list, *sys;
+	struct sw_upgrade_req r;
 	struct check *c;
 
 	if (!j)
 		return;
 	c = calloc(1, sizeof(*c));
-	if (!c || parse_request(s, req, j, &c->m)) {
+	if (!c || parse_request(s, req, j, &r, &c->m)) {
 		free(c);
 		json_decref(j);
 		return;
 	}
 	c->s = s;
 	c->req = req;
-	c->strict = json_is_true(json_object_get(j, "strict"));
+	c->strict = r.strict;
 	json_decref(j);
 	c->systems = json_array();
 	c->out = json_pack("{ss ss ss sI so sO}", "version", c->m->version, "min_version",
@@ -1679,8 +1676,7 @@ void upgrade_post(struct sw_http_req *req, void *arg)
 	struct sw_pkg_manifest *m = NULL;
 	struct upgrade *u = NULL;
 	struct system **list = NULL, *sys;
-	const char *on_stuck = "defer";
-	int64_t parallel = 5, stop_timeout = 30000, max_failures = -1;
+	struct sw_upgrade_req r;
 	char err[600];
 	int strict;
 
@@ -1695,23 +1691,9 @@ void upgrade_post(struct sw_http_req *req, void *arg)
 				    s->upgrade->id, s->upgrade->version, s->upgrade->state);
 		goto out;
 	}
-	if (sw_json_int(j, "parallel", 1, 1000, 0, &parallel, err, sizeof(err)) ||
-	    sw_json_int(j, "stop_timeout_ms", 100, 3600000, 0, &stop_timeout, err, sizeof(err)) ||
-	    sw_json_int(j, "max_failures", -1, 1000000, 0, &max_failures, err, sizeof(err)) ||
-	    sw_json_str(j, "on_stuck", 15, 0, &on_stuck, err, sizeof(err))) {
-		sw_http_reply_error(req, 400, "%s", err);
+	if (parse_request(s, req, j, &r, &m))
 		goto out;
-	}
-	if (!on_stuck)
-		on_stuck = "defer";
-	if (strcmp(on_stuck, "defer") && strcmp(on_stuck, "kill") &&
-	    strcmp(on_stuck, "remove-role") && strcmp(on_stuck, "fail")) {
-		sw_http_reply_error(req, 400, "on_stuck must be defer, kill, remove-role or fail");
-		goto out;
-	}
-	strict = json_is_true(json_object_get(j, "strict"));
-	if (parse_request(s, req, j, &m))
-		goto out;
+	strict = r.strict;
 	/* Preflight from what the server knows; errors stop the run before any system is
 	 * touched, warnings only with strict. */
 	problems = json_array();
@@ -1774,10 +1756,10 @@ void upgrade_post(struct sw_http_req *req, void *arg)
 	u->size = m->package_size;
 	snprintf(u->state, sizeof(u->state), "running");
 	snprintf(u->server_step, sizeof(u->server_step), "pending");
-	u->parallel = (unsigned)parallel;
-	u->stop_timeout_ms = (unsigned)stop_timeout;
-	u->max_failures = (int)max_failures;
-	snprintf(u->on_stuck, sizeof(u->on_stuck), "%s", on_stuck);
+	u->parallel = r.parallel;
+	u->stop_timeout_ms = r.stop_timeout_ms;
+	u->max_failures = r.max_failures;
+	snprintf(u->on_stuck, sizeof(u->on_stuck), "%s", r.on_stuck);
 	u->started_at = now_ms();
 	for (size_t i = 0; i < u->nsys; i++)
 		u->sys[i].u = u;

@@ -115,6 +115,53 @@ static void test_token_request(void **state)
 	json_decref(j);
 }
 
+#define HEX64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+static void test_upgrade_requests(void **state)
+{
+	struct sw_upgrade_req u;
+	struct sw_stage_req st;
+	char err[200];
+	json_t *j = parse("{\"package\":\"/tmp/p.pkg\"}");
+
+	assert_int_equal(sw_proto_upgrade_req_parse(j, &u, err, sizeof(err)), 0);
+	assert_int_equal(u.parallel, 5);
+	assert_int_equal(u.stop_timeout_ms, 30000);
+	assert_int_equal(u.max_failures, -1);
+	assert_string_equal(u.on_stuck, "defer");
+	json_decref(j);
+	static const char *const bad_runs[] = {
+	    "{}",
+	    "{\"package\":\"p.pkg\"}",
+	    "{\"package\":\"/p\",\"parallel\":0}",
+	    "{\"package\":\"/p\",\"stop_timeout_ms\":5}",
+	    "{\"package\":\"/p\",\"on_stuck\":\"ignore\"}",
+	    "{\"package\":\"/p\",\"max_failures\":-2}",
+	    "{\"package\":\"/p\",\"strict\":1}",
+	};
+	for (size_t i = 0; i < sizeof(bad_runs) / sizeof(bad_runs[0]); i++) {
+		j = parse(bad_runs[i]);
+		assert_int_not_equal(sw_proto_upgrade_req_parse(j, &u, err, sizeof(err)), 0);
+		json_decref(j);
+	}
+	j = parse("{\"version\":\"9.0.0\",\"sha256\":\"" HEX64 "\",\"size\":10,"
+		  "\"url\":\"https://h:1/v1/packages/x\"}");
+	assert_int_equal(sw_proto_stage_req_parse(j, &st, err, sizeof(err)), 0);
+	assert_int_equal(st.size, 10);
+	json_decref(j);
+	static const char *const bad_stages[] = {
+	    "{\"version\":\"../x\",\"sha256\":\"" HEX64 "\",\"size\":1,\"url\":\"https://h\"}",
+	    "{\"version\":\"1\",\"sha256\":\"ABC\",\"size\":1,\"url\":\"https://h\"}",
+	    "{\"version\":\"1\",\"sha256\":\"" HEX64 "\",\"size\":0,\"url\":\"https://h\"}",
+	    "{\"version\":\"1\",\"sha256\":\"" HEX64 "\",\"size\":1,\"url\":\"http://h\"}",
+	};
+	for (size_t i = 0; i < sizeof(bad_stages) / sizeof(bad_stages[0]); i++) {
+		j = parse(bad_stages[i]);
+		assert_int_equal(sw_proto_stage_req_parse(j, &st, err, sizeof(err)), SW_EINVAL);
+		json_decref(j);
+	}
+}
+
 static void test_json_object_only(void **state)
 {
 	json_t *j;
@@ -157,6 +204,7 @@ int main(void)
 	    cmocka_unit_test(test_enroll),
 	    cmocka_unit_test(test_heartbeat_keeps_only_known_facts),
 	    cmocka_unit_test(test_token_request),
+	    cmocka_unit_test(test_upgrade_requests),
 	    cmocka_unit_test(test_json_object_only),
 	    cmocka_unit_test(test_util),
 	};
