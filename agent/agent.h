@@ -32,7 +32,8 @@ struct agent {
 	int changed; /* something to report since the heartbeat in flight was sent */
 	int stopping;
 	int usage_in_flight;
-	json_t *meters; /* metering servers as last written to meters.json */
+	unsigned usage_batch; /* cached records per upload while isolating a refused one; 0: all */
+	json_t *meters;	      /* metering servers as last written to meters.json */
 	struct passive *passive;
 	unsigned passive_ms; /* how often running programs are scanned; 0: never */
 	/* shutting down: late answers are ignored */ /* a heartbeat is on its way */

@@ -31,17 +31,46 @@ static void on_uploaded(const struct sw_http_result *res, void *arg)
 	struct upload *u = arg;
 	char path[PATH_MAX + 100];
 
-	u->a->usage_in_flight = 0;
+	struct agent *a = u->a;
+	int again = 0;
+
+	a->usage_in_flight = 0;
 	if (res->status == 200) {
 		for (int i = 0; i < u->n; i++) {
-			snprintf(path, sizeof(path), "%s/usage-cache/%s", u->a->dir, u->files[i]);
+			snprintf(path, sizeof(path), "%s/usage-cache/%s", a->dir, u->files[i]);
 			unlink(path);
 		}
 		sw_info("uploaded %d usage records recorded offline", u->n);
+		/* after a refusal, batches grow back while the rest goes */
+		if (a->usage_batch && a->usage_batch < UPLOAD_BATCH) {
+			a->usage_batch =
+			    a->usage_batch * 2 < UPLOAD_BATCH ? a->usage_batch * 2 : UPLOAD_BATCH;
+			again = 1;
+		}
+	} else if (res->status == 400 && u->n > 1) {
+		/* The server refuses the batch for a record in it (anyone on the machine can
+		 * drop one here): halve the batches until that record goes alone, so it
+		 * cannot hold back the others. */
+		a->usage_batch = (unsigned)u->n / 2;
+		sw_warn("the server refused %d cached usage records (%.200s); sending %u at a "
+			"time to find the one it refuses",
+			u->n, res->body, a->usage_batch);
+		again = 1;
+	} else if (res->status == 400) {
+		char aside[PATH_MAX + 120];
+
+		snprintf(path, sizeof(path), "%s/usage-cache/%s", a->dir, u->files[0]);
+		snprintf(aside, sizeof(aside), "%s.rejected", path);
+		if (rename(path, aside) == 0)
+			sw_warn("the server refuses the usage record %s (%.200s); kept aside as %s",
+				u->files[0], res->body, aside);
+		again = 1;
 	} else if (res->status) {
 		sw_warn("the server refused cached usage (%ld): %.200s", res->status, res->body);
 	}
 	free(u);
+	if (again && !a->stopping)
+		usage_upload(a);
 }
 
 /* Sends up to UPLOAD_BATCH cached records; called after each good heartbeat. */
@@ -61,7 +90,9 @@ void usage_upload(struct agent *a)
 		return;
 	u = calloc(1, sizeof(*u));
 	records = json_array();
-	while (u && (de = readdir(d)) && u->n < UPLOAD_BATCH) {
+	int batch = a->usage_batch ? (int)a->usage_batch : UPLOAD_BATCH;
+
+	while (u && (de = readdir(d)) && u->n < batch) {
 		size_t len = strlen(de->d_name);
 		json_t *rec;
 		if (len < 6 || len >= sizeof(u->files[0]) || strcmp(de->d_name + len - 5, ".json"))

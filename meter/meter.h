@@ -171,8 +171,9 @@ struct meter {
 	int stopping;
 	int server_reachable;
 	int config_in_flight, upload_in_flight;
-	char *config_text; /* the last good config answer, as cached */
-	json_t *uploading; /* records of the upload in flight */
+	char *config_text;   /* the last good config answer, as cached */
+	json_t *uploading;   /* records of the upload in flight */
+	size_t upload_batch; /* records per upload; smaller while isolating a refused one */
 };
 
 /* lease.c */

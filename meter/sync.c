@@ -12,9 +12,12 @@
 #include "log.h"
 #include "util.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define CONNECT_TIMEOUT_MS 5000
 #define REQUEST_TIMEOUT_MS 10000
@@ -177,6 +180,48 @@ static void fetch_config(uv_timer_t *t)
 
 static void upload(uv_timer_t *t);
 
+/* The server refused a batch for its content (400): a record in it that it will never
+ * take must not hold back the others. Batches are halved until that record goes alone;
+ * then it is kept aside in usage-rejected.jsonl, with the reason in the log, and
+ * dropped from the journal. */
+static void refused(struct meter *m, const struct sw_http_result *res)
+{
+	size_t n = json_array_size(m->uploading);
+
+	if (n > 1) {
+		m->upload_batch = n / 2;
+		sw_warn("the site server refused %zu usage records (%.200s); sending %zu at a "
+			"time to find the one it refuses",
+			n, res->body, m->upload_batch);
+		lease_usage_done(m->table, m->uploading, 0);
+	} else {
+		char path[PATH_MAX + 32],
+		    *line = json_dumps(json_array_get(m->uploading, 0), JSON_COMPACT);
+		int fd;
+
+		snprintf(path, sizeof(path), "%s/usage-rejected.jsonl", m->data_dir);
+		fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		if (fd < 0 || !line || write(fd, line, strlen(line)) < 0 ||
+		    write(fd, "\n", 1) < 0 || fdatasync(fd) < 0) {
+			/* not kept: it stays in the journal, and is tried again later */
+			sw_err("%s: %s; the refused usage record stays queued", path,
+			       strerror(errno));
+			lease_usage_done(m->table, m->uploading, 0);
+		} else {
+			sw_warn("the site server refuses a usage record for good (%.200s); kept "
+				"aside in %s",
+				res->body, path);
+			lease_usage_done(m->table, m->uploading, 1);
+		}
+		if (fd >= 0)
+			close(fd);
+		free(line);
+	}
+	json_decref(m->uploading);
+	m->uploading = NULL;
+	uv_timer_start(&m->upload_timer, upload, 0, UPLOAD_INTERVAL_MS);
+}
+
 static void on_upload(const struct sw_http_result *res, void *arg)
 {
 	struct meter *m = arg;
@@ -191,6 +236,10 @@ static void on_upload(const struct sw_http_result *res, void *arg)
 	    sw_json_int(j, "duplicates", 0, INT64_MAX, 0, &duplicates, NULL, 0) == 0)
 		ok = 1;
 	json_decref(j);
+	if (m->uploading && !ok && res->status == 400 && !m->stopping) {
+		refused(m, res);
+		return;
+	}
 	if (m->uploading) {
 		if (ok)
 			sw_debug("uploaded %zu usage records (%lld new, %lld duplicates)",
@@ -200,6 +249,9 @@ static void on_upload(const struct sw_http_result *res, void *arg)
 		json_decref(m->uploading);
 		m->uploading = NULL;
 	}
+	if (ok && m->upload_batch < METER_UPLOAD_BATCH)
+		m->upload_batch = m->upload_batch * 2 < METER_UPLOAD_BATCH ? m->upload_batch * 2
+									   : METER_UPLOAD_BATCH;
 	if (m->stopping)
 		return;
 	if (!ok) {
@@ -234,7 +286,7 @@ static void upload(uv_timer_t *t)
 
 	if (m->upload_in_flight || m->stopping)
 		return;
-	records = lease_usage_take(m->table, journal_durable_seq(m->journal), METER_UPLOAD_BATCH);
+	records = lease_usage_take(m->table, journal_durable_seq(m->journal), m->upload_batch);
 	if (!records) {
 		/* Usage pending but not yet durable (a compaction renumbers it): upload as
 		 * soon as the journal has it on disk, not at the next interval. */
@@ -275,6 +327,7 @@ int sync_start(struct meter *m, char *err, size_t errlen)
 		return rc;
 	}
 	m->server_reachable = 1;
+	m->upload_batch = METER_UPLOAD_BATCH;
 	uv_timer_init(m->loop, &m->config_timer);
 	uv_timer_init(m->loop, &m->upload_timer);
 	m->config_timer.data = m->upload_timer.data = m;

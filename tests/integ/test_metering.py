@@ -415,6 +415,37 @@ class MeterDown(unittest.TestCase):
         finally:
             site.close()
 
+    def test_a_refused_record_does_not_hold_back_the_others(self):
+        site, (m,), client, tool = meter_site()
+        try:
+            site.cli("service", "stop", "m1", "meter")
+            client.stop()
+            for _ in range(3):
+                r = subprocess.run([prog("siteward-run"), "--agent", client.dir, "--", tool,
+                                    "0"], capture_output=True, text=True, timeout=30)
+                self.assertEqual(r.returncode, 0, r.stderr)
+            # a record the server will never take, as any user on the machine could
+            # drop into the cache
+            cache = os.path.join(client.dir, "usage-cache")
+            poison = os.path.join(cache, "0-poison.json")
+            with open(poison, "w") as f:
+                json.dump({"id": "poison", "exe": "cadtool", "user": "x", "host": "h",
+                           "kind": "bogus", "source": "offline", "start": 1, "end": 2}, f)
+            self.assertEqual(len(os.listdir(cache)), 4)
+            client.start()
+
+            def launches():
+                return sum(u["launches"] for u in
+                           site.cli_json("usage", "--product", "cad")["usage"])
+            wait_for(lambda: launches() == 3, 20, "the three good records")
+            wait_for(lambda: os.listdir(cache) == ["0-poison.json.rejected"], 10,
+                     "the refused record kept aside, the rest uploaded")
+            log = client.proc.log()
+            self.assertIn("sending", log)
+            self.assertIn("kept aside", log)
+        finally:
+            site.close()
+
 
 if __name__ == "__main__":
     unittest.main()
