@@ -51,6 +51,7 @@
 #define KILL_EXTRA_MS	  4000	 /* SIGKILL and its bounded wait, on the agent */
 #define MARGIN_MS	  1500	 /* for the answer to travel */
 #define CATCHUP_DELAY_MS  3000	 /* a deferred system is retried no sooner than this */
+#define BACKUP_TIMEOUT_MS 600000 /* pg_dump, or psql restoring, the site database */
 #define METERING_ROLE	  "software-metering"
 
 enum ystate { Y_PENDING, Y_ACTIVE, Y_UPGRADED, Y_DEFERRED, Y_FAILED, Y_UNCHANGED, Y_ROLLED_BACK };
@@ -87,6 +88,7 @@ struct upgrade {
 	char reason[400];
 	char server_step[16];
 	char backup[PATH_MAX];
+	char pending_backup[PATH_MAX]; /* where pg_dump is writing */
 	unsigned parallel, stop_timeout_ms;
 	int max_failures; /* -1: no bound */
 	char on_stuck[16];
@@ -988,16 +990,173 @@ static int pending_migrations(struct upgrade *u, int *n, char *err, size_t errle
 	return 0;
 }
 
+/* A PostgreSQL client program (pg_dump, psql) run for the upgrade, with its
+ * output in a log beside the backup and a deadline: the loop goes on meanwhile. */
+struct tool {
+	uv_process_t proc;
+	uv_timer_t timer;
+	struct upgrade *u;
+	int open_handles, timed_out;
+	int64_t status;
+	int signal;
+	char what[16];
+	char log[PATH_MAX + 8];
+	void (*done)(struct upgrade *u, const char *why);
+};
+
+static void tool_closed(uv_handle_t *h)
+{
+	struct tool *t = h->data;
+	char why[600] = "";
+
+	if (--t->open_handles > 0)
+		return;
+	if (!t->done) { /* it never started */
+		free(t);
+		return;
+	}
+	if (t->timed_out) {
+		snprintf(why, sizeof(why), "%s timed out after %u s (see %s)", t->what,
+			 BACKUP_TIMEOUT_MS / 1000, t->log);
+	} else if (t->status != 0 || t->signal) {
+		char *text = NULL;
+		size_t len = 0;
+		const char *tail = "";
+
+		if (sw_file_read(t->log, 1 << 20, &text, &len, NULL, 0) == 0 && len) {
+			while (len && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+				text[--len] = '\0';
+			tail = strrchr(text, '\n') ? strrchr(text, '\n') + 1 : text;
+		}
+		snprintf(why, sizeof(why), "%s failed (%s %d): %.300s", t->what,
+			 t->signal ? "signal" : "exit status",
+			 t->signal ? t->signal : (int)t->status, tail);
+		free(text);
+	}
+	t->u->server_busy = 0;
+	t->done(t->u, why[0] ? why : NULL);
+	free(t);
+}
+
+static void tool_exited(uv_process_t *p, int64_t status, int signal)
+{
+	struct tool *t = p->data;
+
+	t->status = status;
+	t->signal = signal;
+	uv_close((uv_handle_t *)&t->timer, tool_closed);
+	uv_close((uv_handle_t *)&t->proc, tool_closed);
+}
+
+static void tool_expired(uv_timer_t *timer)
+{
+	struct tool *t = timer->data;
+
+	t->timed_out = 1;
+	uv_process_kill(&t->proc, SIGKILL);
+}
+
+static int tool_run(struct upgrade *u, const char *what, char **argv, const char *log,
+		    void (*done)(struct upgrade *u, const char *why), char *err, size_t errlen)
+{
+	struct tool *t = calloc(1, sizeof(*t));
+	uv_stdio_container_t stdio[3];
+	uv_process_options_t o;
+	int fd, rc;
+
+	if (!t)
+		return SW_ENOMEM;
+	fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: %s", log, strerror(errno));
+		free(t);
+		return SW_EIO;
+	}
+	t->u = u;
+	t->done = done;
+	snprintf(t->what, sizeof(t->what), "%s", what);
+	snprintf(t->log, sizeof(t->log), "%s", log);
+	memset(&o, 0, sizeof(o));
+	stdio[0].flags = UV_IGNORE;
+	stdio[1].flags = stdio[2].flags = UV_INHERIT_FD;
+	stdio[1].data.fd = stdio[2].data.fd = fd;
+	o.file = argv[0];
+	o.args = argv;
+	o.stdio = stdio;
+	o.stdio_count = 3;
+	o.exit_cb = tool_exited;
+	t->proc.data = t->timer.data = t;
+	rc = uv_spawn(u->s->loop, &t->proc, &o);
+	close(fd);
+	if (rc) {
+		snprintf(err, errlen, "cannot run %s: %s (install postgresql-client)", what,
+			 uv_strerror(rc));
+		uv_close((uv_handle_t *)&t->proc, NULL);
+		/* the handle is freed once closed: leave `t` to the loop */
+		t->open_handles = 1;
+		t->done = NULL;
+		return SW_ENOTFOUND;
+	}
+	uv_timer_init(u->s->loop, &t->timer);
+	uv_timer_start(&t->timer, tool_expired, BACKUP_TIMEOUT_MS, 0);
+	t->open_handles = 2;
+	u->server_busy = 1;
+	sw_info("upgrade %" PRId64 ": %s running (log %s)", u->id, what, log);
+	return 0;
+}
+
+static void server_step(struct upgrade *u);
+
+static void on_dumped(struct upgrade *u, const char *why)
+{
+	if (why) {
+		snprintf(u->server_step, sizeof(u->server_step), "failed");
+		u->backup[0] = '\0';
+		halt(u, "the site server: database backup: %s%s", why, "");
+		finish_run(u);
+		return;
+	}
+	snprintf(u->backup, sizeof(u->backup), "%s", u->pending_backup);
+	snprintf(u->server_step, sizeof(u->server_step), "backed-up");
+	run_save(u);
+	sw_info("upgrade %" PRId64 ": database backed up to %s", u->id, u->backup);
+	server_step(u);
+}
+
+static void on_restored_db(struct upgrade *u, const char *why)
+{
+	if (why) {
+		halt(u, "the server cannot return to %s: %s", u->from, why);
+		finish_run(u);
+		return;
+	}
+	sw_info("upgrade: database restored from %s", u->backup);
+	snprintf(u->server_step, sizeof(u->server_step), "restored");
+	server_step(u);
+}
+
+/* Backs the database up before the package's migrations run: SQLite at once with
+ * VACUUM INTO; PostgreSQL with pg_dump, in the background (1 when started). */
 static int db_backup(struct upgrade *u, char *err, size_t errlen)
 {
 	char path[PATH_MAX], sql[PATH_MAX + 64], name[64];
 	struct sw_db_val p[1];
 
 	if (strcmp(sw_db_engine(u->s->db), "sqlite") != 0) {
-		snprintf(err, errlen,
-			 "the package migrates the database, and PostgreSQL sites are not backed "
-			 "up automatically yet: back up with pg_dump first");
-		return SW_EINVAL;
+		char *argv[] = {"pg_dump",	   "--format=plain", "--no-owner",
+				"--no-privileges", "--file",	     u->pending_backup,
+				"--dbname",	   u->s->db_url,     NULL};
+		char log[PATH_MAX + 8];
+		int rc;
+
+		snprintf(name, sizeof(name), "site-%s-%" PRId64 ".sql", u->from, u->id);
+		if (site_path(u->s, path, sizeof(path), "backups", NULL))
+			return SW_ETOOBIG;
+		mkdir(path, 0700);
+		sw_path_join(u->pending_backup, sizeof(u->pending_backup), path, name);
+		snprintf(log, sizeof(log), "%s.log", u->pending_backup);
+		rc = tool_run(u, "pg_dump", argv, log, on_dumped, err, errlen);
+		return rc ? rc : 1;
 	}
 	snprintf(name, sizeof(name), "site-%s-%" PRId64 ".db", u->from, u->id);
 	if (site_path(u->s, path, sizeof(path), "backups", NULL))
@@ -1037,8 +1196,37 @@ static void server_step(struct upgrade *u)
 			finish_run(u);
 			return;
 		}
-		if (u->backup[0]) {
-			/* The journal is written again into the restored database below. */
+		if (u->backup[0] && strcmp(u->server_step, "restored") != 0) {
+			/* The journal is written again into the restored database. */
+			if (strlen(u->backup) > 4 &&
+			    strcmp(u->backup + strlen(u->backup) - 4, ".sql") == 0) {
+				/* One transaction replaces the schema whole: what the migrations
+				 * added goes too, and a failure leaves the database as it was. */
+				char *argv[] = {"psql",
+						"-X",
+						"-q",
+						"-v",
+						"ON_ERROR_STOP=1",
+						"--single-transaction",
+						"-c",
+						"DROP SCHEMA public CASCADE",
+						"-c",
+						"CREATE SCHEMA public",
+						"-f",
+						u->backup,
+						"--dbname",
+						s->db_url,
+						NULL};
+				char log[PATH_MAX + 16];
+
+				snprintf(log, sizeof(log), "%s.restore.log", u->backup);
+				if (tool_run(u, "psql", argv, log, on_restored_db, err,
+					     sizeof(err))) {
+					halt(u, "the server cannot return to %s: %s", u->from, err);
+					finish_run(u);
+				}
+				return;
+			}
 			char live[PATH_MAX], tmp[PATH_MAX + 8];
 			sw_db_close(s->db);
 			s->db = NULL;
@@ -1104,7 +1292,9 @@ static void server_step(struct upgrade *u)
 	if ((rc = pending_migrations(u, &n, err, sizeof(err))))
 		goto failed;
 	if (n > 0 && !u->backup[0]) {
-		if ((rc = db_backup(u, err, sizeof(err))))
+		if ((rc = db_backup(u, err, sizeof(err))) == 1)
+			return; /* pg_dump runs; on_dumped goes on */
+		if (rc)
 			goto failed;
 		snprintf(u->server_step, sizeof(u->server_step), "backed-up");
 		run_save(u);
@@ -1421,6 +1611,29 @@ static uint64_t free_bytes(const char *dir)
 	return statvfs(dir, &v) ? 0 : (uint64_t)v.f_bavail * v.f_frsize;
 }
 
+/* 1 if `prog` is an executable in $PATH. */
+static int in_path(const char *prog)
+{
+	const char *path = getenv("PATH");
+	char dir[PATH_MAX], file[PATH_MAX + 64];
+
+	if (!path)
+		path = "/usr/bin:/bin";
+	while (*path) {
+		size_t n = strcspn(path, ":");
+
+		if (n > 0 && n < sizeof(dir)) {
+			memcpy(dir, path, n);
+			dir[n] = '\0';
+			snprintf(file, sizeof(file), "%s/%s", dir, prog);
+			if (access(file, X_OK) == 0)
+				return 1;
+		}
+		path += n + (path[n] == ':');
+	}
+	return 0;
+}
+
 /* What can be known without asking any agent: the server's side and the registry. */
 static json_t *preflight_site(struct server *s, const struct sw_pkg_manifest *m)
 {
@@ -1445,10 +1658,10 @@ static json_t *preflight_site(struct server *s, const struct sw_pkg_manifest *m)
 		for (size_t i = 0; i < m->nmigrations; i++) {
 			const char *base = strrchr(m->migrations[i], '/');
 			if (atoi(base ? base + 1 : m->migrations[i]) > version) {
-				issue(
-				    site, "error",
-				    "the package migrates the database, and PostgreSQL sites are "
-				    "not backed up automatically yet: back up with pg_dump first");
+				if (!in_path("pg_dump") || !in_path("psql"))
+					issue(site, "error",
+					      "the package migrates the database: its backup needs "
+					      "pg_dump and psql (install postgresql-client)");
 				break;
 			}
 		}
