@@ -313,12 +313,20 @@ static void get_leases(struct sw_http_req *req, void *arg)
 	sw_http_reply_json(req, 200, j);
 }
 
+/* The site server's push: products changed. */
+static void post_refresh(struct sw_http_req *req, void *arg)
+{
+	sync_refresh(arg);
+	sw_http_reply_json(req, 202, json_object());
+}
+
 /* Metering clients hold a 'client' certificate of their machine, or its agent's. */
 #define ANY_SITE_CERT (SW_HTTP_ADMIN | SW_HTTP_AGENT | SW_HTTP_SERVER | SW_HTTP_CLIENT)
 
 const struct sw_http_route api_routes[] = {
     {"GET", "/v1/health", ANY_SITE_CERT, get_health, 0},
     {"GET", "/v1/leases", SW_HTTP_ADMIN | SW_HTTP_SERVER, get_leases, 0},
+    {"POST", "/v1/config/refresh", SW_HTTP_SERVER, post_refresh, 0},
     {"POST", "/v1/checkout", ANY_SITE_CERT, post_checkout, METER_MAX_BODY},
     {"POST", "/v1/heartbeat", ANY_SITE_CERT, post_heartbeat, METER_MAX_BODY},
     {"POST", "/v1/checkin", ANY_SITE_CERT, post_checkin, METER_MAX_BODY},

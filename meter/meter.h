@@ -171,6 +171,7 @@ struct meter {
 	int stopping;
 	int server_reachable;
 	int config_in_flight, upload_in_flight;
+	int config_again;    /* fetch again when the fetch in flight ends */
 	char *config_text;   /* the last good config answer, as cached */
 	json_t *uploading;   /* records of the upload in flight */
 	size_t upload_batch; /* records per upload; smaller while isolating a refused one */
@@ -262,5 +263,7 @@ void api_shutdown(struct meter *m);
 void sync_load_cache(struct meter *m);
 int sync_start(struct meter *m, char *err, size_t errlen);
 void sync_stop(struct meter *m);
+/* The site server says products changed: fetch the configuration now. */
+void sync_refresh(struct meter *m);
 
 #endif

@@ -125,6 +125,12 @@ static void on_config(const struct sw_http_result *res, void *arg)
 	m->config_in_flight = 0;
 	if (m->stopping)
 		return;
+	if (m->config_again) {
+		/* the site server changed products while this fetch was on its way */
+		m->config_again = 0;
+		uv_timer_start(&m->config_timer, fetch_config, 0,
+			       uv_timer_get_repeat(&m->config_timer));
+	}
 	if (res->status != 200) {
 		if (res->status)
 			snprintf(why, sizeof(why), "HTTP %ld %.200s", res->status, res->body);
@@ -312,6 +318,17 @@ static void upload(uv_timer_t *t)
 		json_decref(records);
 	}
 	free(body);
+}
+
+void sync_refresh(struct meter *m)
+{
+	if (!m->client || m->stopping)
+		return;
+	if (m->config_in_flight)
+		m->config_again = 1;
+	else
+		uv_timer_start(&m->config_timer, fetch_config, 0,
+			       uv_timer_get_repeat(&m->config_timer));
 }
 
 int sync_start(struct meter *m, char *err, size_t errlen)

@@ -13,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The bound on telling a metering server that products changed. */
+#define PUSH_TIMEOUT_MS 3000
+
 #define MAX_USAGE_BATCH 1000
 #define DAY_MS		86400000LL
 
@@ -255,6 +258,39 @@ static int product_store(struct server *s, const struct product *p, int creating
 			  v, 9, NULL, NULL, NULL, err, errlen);
 }
 
+static void on_pushed(const struct sw_http_result *res, void *arg)
+{
+	char *url = arg;
+
+	if (res->status != 202)
+		sw_info("%s: not told of the new products now (%s); it asks on its own poll", url,
+			res->status ? "refused" : res->error);
+	free(url);
+}
+
+/* The component manager pushes a changed product table: each metering server is told to
+ * fetch it now, rather than at its next poll. A server that is away learns it from its
+ * poll when it is back; nobody waits for these calls. */
+static void products_changed(struct server *s)
+{
+	json_t *urls, *v;
+	size_t i;
+
+	s->products_version++;
+	urls = metering_meter_urls(s);
+	json_array_foreach(urls, i, v)
+	{
+		char *url = NULL;
+
+		if (asprintf(&url, "%s/v1/config/refresh", json_string_value(v)) < 0)
+			continue;
+		if (sw_http_client_request(s->agents, "POST", url, "{}", 2, PUSH_TIMEOUT_MS,
+					   on_pushed, url))
+			free(url);
+	}
+	json_decref(urls);
+}
+
 void metering_post_product(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
@@ -287,7 +323,7 @@ void metering_post_product(struct sw_http_req *req, void *arg)
 	if (rc) {
 		sw_http_reply_error(req, api_status(rc), "%s", err);
 	} else {
-		s->products_version++;
+		products_changed(s);
 		sw_info("product %s added: %s, %lld licenses%s", p.name, p.exe,
 			(long long)p.licenses, p.enforce ? ", enforced" : "");
 		sw_http_reply_json(req, 200, product_json(&p));
@@ -336,7 +372,7 @@ void metering_put_product(struct sw_http_req *req, void *arg)
 	if (!rc)
 		rc = product_store(s, &c.p, 0, err, sizeof(err));
 	if (!rc)
-		s->products_version++;
+		products_changed(s);
 	if (rc)
 		sw_http_reply_error(req, api_status(rc), "%s", err);
 	else
@@ -364,7 +400,7 @@ void metering_delete_product(struct sw_http_req *req, void *arg)
 	else if (changes == 0)
 		sw_http_reply_error(req, 404, "no product named '%s'", name);
 	else {
-		s->products_version++;
+		products_changed(s);
 		sw_http_reply_json(req, 200, json_pack("{ss sb}", "name", name, "removed", 1));
 	}
 }
@@ -406,7 +442,7 @@ void metering_exclude(struct sw_http_req *req, void *arg)
 		sw_http_reply_error(req, api_status(rc), "%s", err);
 		return;
 	}
-	s->products_version++;
+	products_changed(s);
 	sw_http_reply_json(req, 200, json_pack("{ss sb}", "exe", exe, "excluded", add));
 }
 

@@ -394,6 +394,30 @@ class Rebalance(unittest.TestCase):
             site.close()
 
 
+class Push(unittest.TestCase):
+    def test_a_new_product_reaches_the_license_server_at_once(self):
+        # the license server's own poll is a minute away: only the push can tell it
+        site, (m,), client, tool = meter_site(conf={"metering.meter_poll_ms": "60000"})
+        try:
+            zero = os.path.join(site.tmp, "zerotool")
+            shutil.copy("/bin/true", zero)
+            r = subprocess.run([prog("siteward-run"), "--agent", client.dir, "--", zero],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 0, r.stderr)  # not a product: it just runs
+            site.cli("product", "add", "zero", "--exe", "zerotool", "--licenses", "0",
+                     "--enforce")
+            t0 = time.monotonic()
+
+            def denied():
+                r = subprocess.run([prog("siteward-run"), "--agent", client.dir, "--",
+                                    zero], capture_output=True, text=True, timeout=30)
+                return r.returncode == 75
+            wait_for(denied, 5, "the license server to know the new product")
+            self.assertLess(time.monotonic() - t0, 5)
+        finally:
+            site.close()
+
+
 class MeterDown(unittest.TestCase):
     def test_programs_run_and_usage_arrives_once(self):
         site, (m,), client, tool = meter_site()
