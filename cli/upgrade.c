@@ -54,13 +54,13 @@ static void print_issues(const char *name, const char *version, const json_t *is
 		   str(i, "message"));
 }
 
-static int absolute(const char *file, char *out, size_t len)
+/* The package as the server will read it: an absolute path (`out` holds PATH_MAX). */
+static int absolute(const char *file, char out[PATH_MAX])
 {
 	if (!realpath(file, out)) {
 		cli_error("%s: no such package file", file);
 		return 1;
 	}
-	(void)len;
 	return 0;
 }
 
@@ -86,7 +86,7 @@ static int do_check(struct cli *c, int argc, char **argv)
 		upgrade_usage();
 		return 2;
 	}
-	if (absolute(file, path, sizeof(path)))
+	if (absolute(file, path))
 		return 1;
 	body = json_pack("{ss sb}", "package", path, "strict", strict);
 	rc = client_call(c, "POST", "/v1/upgrades/check", body, &reply);
@@ -341,7 +341,7 @@ static int do_run(struct cli *c, int argc, char **argv)
 		upgrade_usage();
 		return 2;
 	}
-	if (absolute(file, path, sizeof(path)))
+	if (absolute(file, path))
 		return 1;
 	body = json_pack("{ss si si ss si sb}", "package", path, "parallel", (int)parallel,
 			 "stop_timeout_ms", (int)stop_ms, "on_stuck", on_stuck, "max_failures",

@@ -8,6 +8,7 @@
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 #include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,4 +289,52 @@ int sw_name_valid(const char *name)
 			return 0;
 	}
 	return 1;
+}
+
+int sw_path_find(const char *program, char *found, size_t foundlen, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	const char *dirs, *p, *end;
+	struct stat st;
+	int exists = 0;
+
+	if (strchr(program, '/')) {
+		if (stat(program, &st) < 0) {
+			snprintf(err, errlen, "%s: %s", program, strerror(errno));
+			return errno == ENOENT || errno == ENOTDIR ? SW_ENOTFOUND : SW_EDENIED;
+		}
+		if (S_ISDIR(st.st_mode) || eaccess(program, X_OK) < 0) {
+			snprintf(err, errlen, "%s: %s", program,
+				 S_ISDIR(st.st_mode) ? "Is a directory" : strerror(EACCES));
+			return SW_EDENIED;
+		}
+		snprintf(found, foundlen, "%s", program);
+		return 0;
+	}
+	if (!program[0]) {
+		snprintf(err, errlen, "an empty program name");
+		return SW_ENOTFOUND;
+	}
+	dirs = getenv("PATH");
+	if (!dirs || !dirs[0])
+		dirs = "/bin:/usr/bin";
+	for (p = dirs;; p = end + 1) {
+		size_t n;
+
+		end = strchrnul(p, ':');
+		n = (size_t)(end - p);
+		if (snprintf(path, sizeof(path), "%.*s%s%s", (int)n, p, n ? "/" : "", program) <
+			(int)sizeof(path) &&
+		    stat(path, &st) == 0) {
+			if (S_ISREG(st.st_mode) && eaccess(path, X_OK) == 0) {
+				snprintf(found, foundlen, "%s", path);
+				return 0;
+			}
+			exists = 1;
+		}
+		if (!*end)
+			break;
+	}
+	snprintf(err, errlen, "%s: %s", program, exists ? strerror(EACCES) : "command not found");
+	return exists ? SW_EDENIED : SW_ENOTFOUND;
 }

@@ -23,6 +23,11 @@ int sw_file_write_atomic(const char *path, const void *data, size_t len, unsigne
 /* Copies the file `from` to `to` (created 0644, or truncated), synced before it returns. */
 int sw_file_copy(const char *from, const char *to, char *err, size_t errlen);
 
+/* Finds the file execvp would run for `program` (a path, or a name looked up in $PATH,
+ * "/bin:/usr/bin" when unset), into `found`. SW_ENOTFOUND ("command not found") or
+ * SW_EDENIED (found but not executable), with the reason in `err`. */
+int sw_path_find(const char *program, char *found, size_t foundlen, char *err, size_t errlen);
+
 /* Joins a folder and a file name into `out`; fails with SW_ETOOBIG if it does not fit. */
 int sw_path_join(char *out, size_t outlen, const char *dir, const char *name);
 

@@ -102,55 +102,6 @@ int child_init(struct child *c)
 	return 0;
 }
 
-/* Finds what execvp would run, so a mistyped name costs no license. */
-int child_find(const char *program, char *found, size_t foundlen, char *err, size_t errlen)
-{
-	char path[PATH_MAX];
-	const char *dirs, *p, *end;
-	struct stat st;
-	int exists = 0;
-
-	if (strchr(program, '/')) {
-		if (stat(program, &st) < 0) {
-			snprintf(err, errlen, "%s: %s", program, strerror(errno));
-			return errno == ENOENT || errno == ENOTDIR ? SW_ENOTFOUND : SW_EDENIED;
-		}
-		if (S_ISDIR(st.st_mode) || eaccess(program, X_OK) < 0) {
-			snprintf(err, errlen, "%s: %s", program,
-				 S_ISDIR(st.st_mode) ? "Is a directory" : strerror(EACCES));
-			return SW_EDENIED;
-		}
-		snprintf(found, foundlen, "%s", program);
-		return 0;
-	}
-	if (!program[0]) {
-		snprintf(err, errlen, "an empty program name");
-		return SW_ENOTFOUND;
-	}
-	dirs = getenv("PATH");
-	if (!dirs || !dirs[0])
-		dirs = "/bin:/usr/bin";
-	for (p = dirs;; p = end + 1) {
-		size_t n;
-
-		end = strchrnul(p, ':');
-		n = (size_t)(end - p);
-		if (snprintf(path, sizeof(path), "%.*s%s%s", (int)n, p, n ? "/" : "", program) <
-			(int)sizeof(path) &&
-		    stat(path, &st) == 0) {
-			if (S_ISREG(st.st_mode) && eaccess(path, X_OK) == 0) {
-				snprintf(found, foundlen, "%s", path);
-				return 0;
-			}
-			exists = 1;
-		}
-		if (!*end)
-			break;
-	}
-	snprintf(err, errlen, "%s: %s", program, exists ? strerror(EACCES) : "command not found");
-	return exists ? SW_EDENIED : SW_ENOTFOUND;
-}
-
 static void reap(struct child *c)
 {
 	pid_t p;
@@ -268,7 +219,7 @@ int child_start(struct run *r, char *err, size_t errlen)
 		n = read(pfd[0], &e, sizeof(e));
 	while (n < 0 && errno == EINTR);
 	if (n == (ssize_t)sizeof(e)) {
-		/* child_find() saw the file itself: what is missing is what runs it. */
+		/* sw_path_find() saw the file itself: what is missing is what runs it. */
 		snprintf(err, errlen, "%s: %s%s", r->argv[0], strerror(e),
 			 e == ENOENT ? " (its #! interpreter or its loader)" : "");
 		rc = e == ENOENT ? SW_ENOTFOUND : SW_EDENIED;

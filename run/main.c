@@ -162,7 +162,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "siteward-run: %s\n", err);
 		return RUN_EX_CONFIG;
 	}
-	if ((rc = child_find(r.argv[0], path, sizeof(path), err, sizeof(err)))) {
+	/* Found before the checkout, so a mistyped name costs no license. */
+	if ((rc = sw_path_find(r.argv[0], path, sizeof(path), err, sizeof(err)))) {
 		fprintf(stderr, "siteward-run: %s\n", err);
 		status = rc == SW_ENOTFOUND ? RUN_EX_NOTFOUND : RUN_EX_NOEXEC;
 		goto out;

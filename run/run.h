@@ -128,9 +128,6 @@ void lease_cleanup(struct lease *l);
  * we watch. child_watch() reads them on the loop; until PROGRAM starts, one ends us. */
 int child_init(struct child *c);
 int child_watch(struct run *r);
-/* SW_ENOTFOUND (exit 127) or SW_EDENIED (126) with the reason in err. */
-/* Finds the program as execvp would; its path goes to `found`. */
-int child_find(const char *program, char *found, size_t foundlen, char *err, size_t errlen);
 /* Forks and executes PROGRAM; r->child.exited and .status once the loop reaps it. */
 int child_start(struct run *r, char *err, size_t errlen);
 /* Becomes PROGRAM; returns only on failure, with its errno. */

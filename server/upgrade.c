@@ -1614,24 +1614,9 @@ static uint64_t free_bytes(const char *dir)
 /* 1 if `prog` is an executable in $PATH. */
 static int in_path(const char *prog)
 {
-	const char *path = getenv("PATH");
-	char dir[PATH_MAX], file[PATH_MAX + 64];
+	char found[PATH_MAX];
 
-	if (!path)
-		path = "/usr/bin:/bin";
-	while (*path) {
-		size_t n = strcspn(path, ":");
-
-		if (n > 0 && n < sizeof(dir)) {
-			memcpy(dir, path, n);
-			dir[n] = '\0';
-			snprintf(file, sizeof(file), "%s/%s", dir, prog);
-			if (access(file, X_OK) == 0)
-				return 1;
-		}
-		path += n + (path[n] == ':');
-	}
-	return 0;
+	return sw_path_find(prog, found, sizeof(found), NULL, 0) == 0;
 }
 
 /* What can be known without asking any agent: the server's side and the registry. */
@@ -1674,11 +1659,22 @@ static json_t *preflight_site(struct server *s, const struct sw_pkg_manifest *m)
 	return site;
 }
 
+/* An agent's free space (`disk`, as it reported it) against the package staged and
+ * extracted beside a spare copy. */
+static void disk_issue(json_t *list, const json_t *disk, const struct sw_pkg_manifest *m)
+{
+	uint64_t need = m->package_size * 2 + m->total_size;
+
+	if (json_is_integer(disk) && (uint64_t)json_integer_value(disk) < need)
+		issue(list, "error", "has %" JSON_INTEGER_FORMAT " bytes free; it needs %" PRIu64,
+		      json_integer_value(disk), need);
+}
+
+/* From the registry; `disk` is the free space to judge, NULL when a probe will tell. */
 static json_t *preflight_system(struct server *s, const struct sw_pkg_manifest *m,
-				struct system *sys)
+				struct system *sys, const json_t *disk)
 {
 	json_t *list = json_array();
-	json_t *disk = json_object_get(sys->facts, "disk_free");
 	const char *health = registry_health(s, sys, now_ms());
 
 	if (!sys->version[0])
@@ -1691,10 +1687,7 @@ static json_t *preflight_system(struct server *s, const struct sw_pkg_manifest *
 		      m->version);
 	else if (strcmp(sys->version, m->version) == 0)
 		issue(list, "warning", "already runs %s", m->version);
-	if (json_is_integer(disk) &&
-	    (uint64_t)json_integer_value(disk) < m->package_size * 2 + m->total_size)
-		issue(list, "error", "has %" JSON_INTEGER_FORMAT " bytes free; it needs %" PRIu64,
-		      json_integer_value(disk), m->package_size * 2 + m->total_size);
+	disk_issue(list, disk, m);
 	if (strcmp(health, "ok") != 0 && strcmp(health, "enrolled") != 0)
 		issue(list, "warning", "is %s; --on-stuck decides what happens to it", health);
 	return list;
@@ -1778,15 +1771,9 @@ static void on_probe(const struct sw_http_result *res, void *arg)
 		json_object_set_new(p->entry, "reachable", json_true());
 		if (v)
 			json_object_set_new(p->entry, "version", json_string(v));
-		if (json_is_integer(disk)) {
+		if (json_is_integer(disk))
 			json_object_set(p->entry, "disk_free", disk);
-			if ((uint64_t)json_integer_value(disk) <
-			    c->m->package_size * 2 + c->m->total_size)
-				issue(issues, "error",
-				      "has %" JSON_INTEGER_FORMAT " bytes free; it needs %" PRIu64,
-				      json_integer_value(disk),
-				      c->m->package_size * 2 + c->m->total_size);
-		}
+		disk_issue(issues, disk, c->m);
 		json_array_foreach(json_object_get(reply, "services"), i, svc)
 		{
 			const char *st = json_string_value(json_object_get(svc, "state"));
@@ -1862,7 +1849,7 @@ void upgrade_check(struct sw_http_req *req, void *arg)
 			continue;
 		p->c = c;
 		p->entry = json_pack("{ss ss so}", "name", sys->name, "version", sys->version,
-				     "issues", preflight_system(s, c->m, sys));
+				     "issues", preflight_system(s, c->m, sys, NULL));
 		json_array_append_new(c->systems, p->entry);
 		c->pending++;
 		if (control_call(s, sys, "GET", "/v1/status", NULL, PROBE_TIMEOUT_MS, on_probe,
@@ -1923,7 +1910,8 @@ void upgrade_post(struct sw_http_req *req, void *arg)
 	}
 	list = systems_list(s);
 	for (size_t i = 0; list && (sys = list[i]); i++) {
-		json_t *issues = preflight_system(s, m, sys);
+		json_t *issues =
+		    preflight_system(s, m, sys, json_object_get(sys->facts, "disk_free"));
 		struct usys *y = &u->sys[u->nsys++];
 
 		if (count_level(issues, "error") || (strict && count_level(issues, "warning")))

@@ -1,6 +1,8 @@
 """Site upgrades end to end (KB Q258547): the site server upgrades itself, then every
 system, with real agents, real services, real signals and real packages; a system that
 cannot be stopped is handled by policy and the run never hangs."""
+import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -155,6 +157,40 @@ class Refused(UpgradeSite):
             self.assertEqual(site.systems()[a.name]["version"], old)
             self.assertFalse(os.path.exists(os.path.join(a.dir, "versions")))
         self.assertFalse(os.path.exists(os.path.join(site.dir, "versions")))
+
+    def test_hostile_requests_are_refused(self):
+        site = self.make_site(plain=1)
+        pkg = build_package(site)
+        for body, why in (({}, "package"), ({"package": "rel.pkg"}, "absolute path"),
+                          ({"package": pkg, "parallel": 0}, "parallel"),
+                          ({"package": pkg, "on_stuck": "ignore"}, "on_stuck"),
+                          ({"package": "/etc/passwd"}, "package refused")):
+            status, reply = site.api("POST", "/v1/upgrades", body)
+            self.assertIn(status, (400, 422), reply)
+            self.assertIn(why, reply["error"])
+        status, reply = site.api("POST", "/v1/upgrades", raw="{" * 10 + "x")
+        self.assertEqual(status, 400)
+        self.assertEqual(site.db_rows("upgrades"), [])
+        # packages are for agents only, by their hash, and a range resumes
+        agent = site.tls(*site.agents["a1"].cert())
+        status, _ = site.api("GET", "/v1/packages/x", ctx=site.admin_tls())
+        self.assertEqual(status, 403)
+        self.assertEqual(site.api("GET", "/v1/packages/..%2fsite.db", ctx=agent)[0], 400)
+        self.assertEqual(site.api("GET", "/v1/packages/" + "0" * 64, ctx=agent)[0], 404)
+        site.cli("upgrade", "check", pkg)  # stores it in the site folder
+        with open(pkg, "rb") as f:
+            data = f.read()
+        name = "/v1/packages/" + hashlib.sha256(data).hexdigest()
+        conn = http.client.HTTPSConnection("127.0.0.1", site.port, context=agent, timeout=10)
+        conn.request("GET", name, headers={"Range": "bytes=100-"})
+        r = conn.getresponse()
+        self.assertEqual(r.status, 206)
+        self.assertEqual(r.getheader("Content-Range"), f"bytes 100-{len(data) - 1}/{len(data)}")
+        self.assertEqual(r.read(), data[100:])
+        conn.close()
+        status, _ = site.api("GET", name, ctx=agent,
+                             headers={"Range": f"bytes={len(data) + 1}-"})
+        self.assertEqual(status, 416)
 
     def test_check_reports_each_system(self):
         site = self.make_site(plain=2)
