@@ -11,8 +11,10 @@
 #include "elfid.h"
 #include "strmap.h"
 
+#include "error.h"
 #include "json.h"
 #include "log.h"
+#include "progver.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -42,6 +44,7 @@ struct passive {
 	json_t *products;	     /* array of {name, exe} */
 	json_t *excluded;	     /* executables never metered passively */
 	struct sw_strmap *build_ids; /* executable path -> its build ID ("" for none) */
+	struct sw_strmap *versions;  /* executable file -> its package's version ("" for none) */
 	int64_t products_at;
 	json_int_t products_version; /* as of the last fetch, or 0 */
 	json_int_t wanted_version;   /* as the server last said */
@@ -124,6 +127,11 @@ static int proc_exe(pid_t pid, char *out, size_t len)
 	return proc_comm(pid, out, len);
 }
 
+static void free_value(const char *key, void *value, void *arg)
+{
+	free(value);
+}
+
 /* The build ID of a process's executable, read once per path. */
 static const char *build_id_of(struct passive *p, pid_t pid)
 {
@@ -152,11 +160,53 @@ static const char *build_id_of(struct passive *p, pid_t pid)
 	return cached;
 }
 
+/* The version of a process's executable (its package's, "" for none), looked up once
+ * per file: the key has the file's inode and change time, so an upgraded package is
+ * asked again. The lookup queries dpkg's database, bounded by its deadline, and only
+ * for programs that a product with a version pattern could be. */
+static const char *version_of(struct passive *p, pid_t pid)
+{
+	char link[64], path[PATH_MAX], key[PATH_MAX + 64], v[SW_PROG_VERSION_MAX + 1];
+	char err[PATH_MAX + 128];
+	struct stat st;
+	ssize_t n;
+	char *cached;
+	int rc;
+
+	snprintf(link, sizeof(link), "/proc/%d/exe", (int)pid);
+	n = readlink(link, path, sizeof(path) - 1);
+	if (n <= 0 || stat(link, &st) < 0)
+		return "";
+	path[n] = '\0';
+	snprintf(key, sizeof(key), "%s\n%llu:%llu:%lld", path, (unsigned long long)st.st_dev,
+		 (unsigned long long)st.st_ino, (long long)st.st_ctim.tv_sec);
+	if ((cached = sw_strmap_get(p->versions, key)))
+		return cached;
+	if (sw_strmap_count(p->versions) > 4096) {
+		sw_strmap_each(p->versions, free_value, NULL);
+		sw_strmap_free(p->versions);
+		if (!(p->versions = sw_strmap_new()))
+			return "";
+	}
+	rc = sw_program_version(path, v, sizeof(v), err, sizeof(err));
+	if (rc && rc != SW_ENOTFOUND)
+		sw_warn("passive metering: the version of %s is not known: %s", path, err);
+	cached = strdup(v);
+	if (!cached || sw_strmap_set(p->versions, key, cached)) {
+		free(cached);
+		return "";
+	}
+	return cached;
+}
+
+/* The product a process is, as a license server would choose it: by file name or
+ * build ID, then by the most specific version pattern that fits. */
 static const char *product_for(struct passive *p, const char *exe, pid_t pid)
 {
+	const char *bid = NULL, *version = NULL, *best = NULL;
+	int best_fit = -1;
 	size_t i;
 	json_t *prod;
-	const char *bid = NULL;
 
 	json_array_foreach(p->excluded, i,
 			   prod) if (strcmp(json_string_value(prod), exe) == 0) return NULL;
@@ -164,17 +214,27 @@ static const char *product_for(struct passive *p, const char *exe, pid_t pid)
 	{
 		const char *e = json_string_value(json_object_get(prod, "exe"));
 		const char *want = json_string_value(json_object_get(prod, "build_id"));
-		if (e && strcmp(e, exe) == 0)
-			return json_string_value(json_object_get(prod, "name"));
-		/* a renamed copy still carries the build ID */
-		if (want && *want) {
+		const char *pattern = json_string_value(json_object_get(prod, "version"));
+		int fit;
+
+		if (!(e && strcmp(e, exe) == 0)) {
+			/* a renamed copy still carries the build ID */
+			if (!want || !*want)
+				continue;
 			if (!bid)
 				bid = build_id_of(p, pid);
-			if (strcmp(bid, want) == 0)
-				return json_string_value(json_object_get(prod, "name"));
+			if (strcmp(bid, want) != 0)
+				continue;
+		}
+		if (pattern && *pattern && !version)
+			version = version_of(p, pid);
+		fit = sw_version_match(pattern, version && *version ? version : NULL);
+		if (fit > best_fit) {
+			best = json_string_value(json_object_get(prod, "name"));
+			best_fit = fit;
 		}
 	}
-	return NULL;
+	return best;
 }
 
 static void record_run(struct passive *p, const struct seen *s, int64_t end_ms)
@@ -268,11 +328,6 @@ static void scan(struct passive *p)
 	}
 }
 
-static void free_value(const char *key, void *value, void *arg)
-{
-	free(value);
-}
-
 static void clear_build_ids(struct passive *p)
 {
 	sw_strmap_each(p->build_ids, free_value, NULL);
@@ -347,10 +402,12 @@ struct passive *passive_start(struct agent *a, unsigned interval_ms)
 	p->seen = calloc(MAX_TRACKED, sizeof(*p->seen));
 	p->products = json_array();
 	p->build_ids = sw_strmap_new();
+	p->versions = sw_strmap_new();
 	p->boot_ms = boot_time_ms();
 	p->ticks = sysconf(_SC_CLK_TCK);
-	if (!p->seen || !p->build_ids || p->ticks <= 0) {
+	if (!p->seen || !p->build_ids || !p->versions || p->ticks <= 0) {
 		sw_strmap_free(p->build_ids);
+		sw_strmap_free(p->versions);
 		json_decref(p->products);
 		free(p->seen);
 		free(p);
@@ -370,6 +427,8 @@ static void on_closed(uv_handle_t *h)
 	json_decref(p->excluded);
 	sw_strmap_each(p->build_ids, free_value, NULL);
 	sw_strmap_free(p->build_ids);
+	sw_strmap_each(p->versions, free_value, NULL);
+	sw_strmap_free(p->versions);
 	free(p->seen);
 	free(p);
 }

@@ -9,10 +9,14 @@
 #include <gnutls/gnutls.h>
 #include <libgen.h>
 #include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -337,4 +341,101 @@ int sw_path_find(const char *program, char *found, size_t foundlen, char *err, s
 	}
 	snprintf(err, errlen, "%s: %s", program, exists ? strerror(EACCES) : "command not found");
 	return exists ? SW_EDENIED : SW_ENOTFOUND;
+}
+
+int sw_command_output(char *const argv[], int timeout_ms, char *out, size_t outlen, int *status,
+		      char *err, size_t errlen)
+{
+	int64_t deadline = sw_mono_ms() + timeout_ms;
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	sigset_t none, all;
+	int pipefd[2], rc = 0, open = 1;
+	size_t used = 0;
+	pid_t pid;
+
+	out[0] = '\0';
+	*status = -1;
+	if (pipe2(pipefd, O_CLOEXEC) < 0) {
+		ERR("cannot run %s: %s", argv[0], strerror(errno));
+		return SW_EIO;
+	}
+	sigemptyset(&none);
+	sigfillset(&all);
+	posix_spawn_file_actions_init(&fa);
+	posix_spawnattr_init(&attr);
+	/* The caller may block or catch signals (siteward-run does): the tool gets its own
+	 * default dispositions and an empty mask. */
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setsigdefault(&attr, &all);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	rc = posix_spawn(&pid, argv[0], &fa, &attr, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	close(pipefd[1]);
+	if (rc) {
+		close(pipefd[0]);
+		ERR("cannot run %s: %s", argv[0], strerror(rc));
+		return rc == ENOENT ? SW_ENOTFOUND : SW_EIO;
+	}
+	rc = 0;
+	/* Read to the end of its output, then wait for it to exit, all within the time. */
+	for (;;) {
+		int64_t left = deadline - sw_mono_ms();
+		struct pollfd pfd = {.fd = pipefd[0], .events = POLLIN};
+		char buf[4096];
+		ssize_t n;
+
+		if (!open) {
+			pid_t w = waitpid(pid, status, WNOHANG);
+
+			if (w == pid)
+				break;
+			if (w < 0 && errno != EINTR) {
+				rc = SW_EIO;
+				break;
+			}
+			if (left <= 0) {
+				rc = SW_ETIMEDOUT;
+				break;
+			}
+			usleep(1000);
+			continue;
+		}
+		if (left <= 0) {
+			rc = SW_ETIMEDOUT;
+			break;
+		}
+		n = poll(&pfd, 1, (int)(left < INT32_MAX ? left : INT32_MAX));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0)
+			continue; /* the deadline, next turn */
+		n = read(pipefd[0], buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			open = 0;
+			continue;
+		}
+		if (used + 1 < outlen) {
+			size_t take = (size_t)n < outlen - 1 - used ? (size_t)n : outlen - 1 - used;
+
+			memcpy(out + used, buf, take);
+			used += take;
+			out[used] = '\0';
+		}
+	}
+	close(pipefd[0]);
+	if (rc) {
+		/* Killed, then reaped: SIGKILL cannot be ignored, so this wait is short. */
+		kill(pid, SIGKILL);
+		while (waitpid(pid, status, 0) < 0 && errno == EINTR)
+			;
+		ERR("%s did not %s within %d ms", argv[0], open ? "answer" : "exit", timeout_ms);
+	}
+	return rc;
 }

@@ -28,6 +28,13 @@ int sw_file_copy(const char *from, const char *to, char *err, size_t errlen);
  * SW_EDENIED (found but not executable), with the reason in `err`. */
 int sw_path_find(const char *program, char *found, size_t foundlen, char *err, size_t errlen);
 
+/* Runs argv[0] (a path) with `argv`, stdin and stderr on /dev/null, and reads what it
+ * writes to stdout into `out` (NUL-terminated; the rest is read and dropped). It gets
+ * `timeout_ms` in all; past that it is killed and SW_ETIMEDOUT returned. *status is its
+ * wait status. For short, synchronous questions to a system tool. */
+int sw_command_output(char *const argv[], int timeout_ms, char *out, size_t outlen, int *status,
+		      char *err, size_t errlen);
+
 /* Joins a folder and a file name into `out`; fails with SW_ETOOBIG if it does not fit. */
 int sw_path_join(char *out, size_t outlen, const char *dir, const char *name);
 

@@ -175,6 +175,10 @@ static void post_checkout(struct sw_http_req *req, void *arg)
 		return;
 	}
 	switch (out.result) {
+	case CHECKOUT_NEED_VERSION:
+		sw_http_reply_json(req, 200, json_pack("{sb}", "version_needed", 1));
+		call_free(c);
+		break;
 	case CHECKOUT_UNMETERED:
 		/* Without a product table yet (first start with the site server away), "not
 		 * metered" could let a product run unrecorded: the client asks elsewhere or

@@ -17,6 +17,7 @@
 #include "error.h"
 #include "json.h"
 #include "log.h"
+#include "progver.h"
 #include "strmap.h"
 #include "util.h"
 
@@ -86,14 +87,35 @@ static struct product *product_by_name(const struct lease_table *t, const char *
 }
 
 /* The product a program is: by its file name, or by its build ID, which a renamed
- * copy keeps. */
-static struct product *product_for(const struct lease_table *t, const struct checkout_req *r)
+ * copy keeps. Products of one program are told apart by their version patterns; the
+ * most specific pattern that fits the version wins, a product without one takes the
+ * rest. *need_version is set when a pattern would decide and the client has not said
+ * its version (looking it up costs the client a query of dpkg's database, so it does
+ * so only when asked). */
+static struct product *product_for(const struct lease_table *t, const struct checkout_req *r,
+				   int *need_version)
 {
-	for (struct product *p = t->products; p; p = p->next)
-		if (!p->removed && (strcmp(p->exe, r->exe) == 0 ||
+	struct product *best = NULL;
+	int best_fit = -1;
+
+	*need_version = 0;
+	for (struct product *p = t->products; p; p = p->next) {
+		int fit;
+
+		if (p->removed || !(strcmp(p->exe, r->exe) == 0 ||
 				    (p->build_id[0] && strcmp(p->build_id, r->build_id) == 0)))
-			return p;
-	return NULL;
+			continue;
+		if (p->version[0] && !r->has_version) {
+			*need_version = 1;
+			continue;
+		}
+		fit = sw_version_match(p->version, r->version[0] ? r->version : NULL);
+		if (fit > best_fit) {
+			best = p;
+			best_fit = fit;
+		}
+	}
+	return *need_version ? NULL : best;
 }
 
 /* Why a product's policy refuses this use now, or NULL. */
@@ -447,11 +469,12 @@ static void release(struct lease_table *t, struct lease *l, int64_t end, int64_t
 int lease_checkout(struct lease_table *t, const struct checkout_req *req, const char *host,
 		   int64_t wall, int64_t mono, struct waiter *w, struct checkout_out *out)
 {
-	struct product *p = product_for(t, req);
+	int need_version;
+	struct product *p = product_for(t, req, &need_version);
 
 	memset(out, 0, sizeof(*out));
 	if (!p) {
-		out->result = CHECKOUT_UNMETERED;
+		out->result = need_version ? CHECKOUT_NEED_VERSION : CHECKOUT_UNMETERED;
 		return 0;
 	}
 	out->product = p;

@@ -83,6 +83,8 @@ struct usage {
 struct checkout_req {
 	char exe[METER_EXE_MAX + 1];
 	char build_id[METER_BUILD_ID_MAX + 1]; /* optional */
+	char version[METER_VERSION_MAX + 1];   /* its package's; "" for none known */
+	int has_version;		       /* the client looked its version up */
 	char user[METER_USER_MAX + 1];
 	char client[METER_ID_LEN + 1];
 	int64_t pid, wait_ms;
@@ -126,7 +128,13 @@ struct lease_table {
 	struct sw_strmap *revoked; /* serials of removed systems' certificates, or NULL */
 };
 
-enum checkout_result { CHECKOUT_UNMETERED, CHECKOUT_GRANTED, CHECKOUT_DENIED, CHECKOUT_QUEUED };
+enum checkout_result {
+	CHECKOUT_UNMETERED,
+	CHECKOUT_GRANTED,
+	CHECKOUT_DENIED,
+	CHECKOUT_QUEUED,
+	CHECKOUT_NEED_VERSION /* a product's version pattern decides: ask with the version */
+};
 
 struct checkout_out {
 	enum checkout_result result;

@@ -3,6 +3,7 @@
 
 #include "error.h"
 #include "json.h"
+#include "progver.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -84,9 +85,9 @@ static int get_text(const json_t *j, const char *key, size_t max, char *out, cha
 
 int proto_checkout_parse(const json_t *j, struct checkout_req *out, char *err, size_t errlen)
 {
-	static const char *const known[] = {"exe",     "user",	   "pid", "client",
-					    "wait_ms", "build_id", NULL};
-	const char *bid = NULL;
+	static const char *const known[] = {"exe",     "user",	   "pid",     "client",
+					    "wait_ms", "build_id", "version", NULL};
+	const char *bid = NULL, *version = NULL;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
@@ -96,8 +97,18 @@ int proto_checkout_parse(const json_t *j, struct checkout_req *out, char *err, s
 	    (rc = sw_json_int(j, "pid", 0, INT32_MAX, 1, &out->pid, err, errlen)) ||
 	    (rc = get_id(j, "client", out->client, err, errlen)) ||
 	    (rc = sw_json_int(j, "wait_ms", 0, METER_MAX_WAIT_MS, 0, &out->wait_ms, err, errlen)) ||
-	    (rc = sw_json_str(j, "build_id", METER_BUILD_ID_MAX, 0, &bid, err, errlen)))
+	    (rc = sw_json_str(j, "build_id", METER_BUILD_ID_MAX, 0, &bid, err, errlen)) ||
+	    (rc = sw_json_str(j, "version", METER_VERSION_MAX, 0, &version, err, errlen)))
 		return rc;
+	/* "" says the client looked and no package owns the program */
+	if (version) {
+		if (*version && !sw_prog_version_valid(version)) {
+			ERR("field 'version' must be a package version, like 9.1-1");
+			return SW_EINVAL;
+		}
+		memcpy(out->version, version, strlen(version) + 1);
+		out->has_version = 1;
+	}
 	if (bid) {
 		if (!*bid || strspn(bid, "0123456789abcdef") != strlen(bid)) {
 			ERR("field 'build_id' must be lowercase hex");

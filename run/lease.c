@@ -77,6 +77,15 @@ static int decide(struct run *r, const struct sw_http_result *res, char *why, si
 
 	if (sw_json_parse_object(res->body, res->len, &a, why, whylen))
 		goto out;
+	if (json_is_true(json_object_get(a, "version_needed"))) {
+		if (r->has_version) {
+			snprintf(why, whylen, "asks for the version it was given");
+			goto out;
+		}
+		l->version_asked = 1;
+		rc = 0;
+		goto out;
+	}
 	if (json_is_false(json_object_get(a, "metered"))) {
 		l->outcome = LEASE_UNMETERED;
 		rc = 0;
@@ -133,8 +142,16 @@ static void on_checkout(const struct sw_http_result *res, void *arg)
 		if (r->verbose)
 			fprintf(stderr, "siteward-run: %s: %s\n", url, res->error);
 	} else if (res->status == 200) {
-		if (decide(r, res, why, sizeof(why)) == 0 && l->outcome == LEASE_DENIED &&
-		    !l->waiting_pass) {
+		int bad = decide(r, res, why, sizeof(why));
+
+		if (!bad && l->version_asked) {
+			/* The product depends on the version: the same server, asked again. */
+			l->version_asked = 0;
+			run_version(r);
+			ask(r);
+			return;
+		}
+		if (!bad && l->outcome == LEASE_DENIED && !l->waiting_pass) {
 			if (r->verbose)
 				fprintf(stderr, "siteward-run: %s: denied: %s\n", url, l->reason);
 			if (l->denied_at < 0) {
@@ -219,6 +236,8 @@ static void ask(struct run *r)
 		/* a renamed copy is still recognised by its build ID */
 		if (msg && r->build_id[0])
 			json_object_set_new(msg, "build_id", json_string(r->build_id));
+		if (msg && r->has_version)
+			json_object_set_new(msg, "version", json_string(r->version));
 		if (r->verbose)
 			fprintf(stderr, "siteward-run: asking %s for %s\n",
 				r->conf.meters[l->meter], r->exe);

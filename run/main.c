@@ -10,6 +10,7 @@
 #include "elfid.h"
 #include "error.h"
 #include "http_client.h"
+#include "progver.h"
 #include "util.h"
 
 #include <errno.h>
@@ -45,6 +46,24 @@ void run_printable(char *out, size_t outlen, const char *in)
 			if ((unsigned char)out[i] >= 0x80)
 				out[i] = '?';
 	json_decref(probe);
+}
+
+void run_version(struct run *r)
+{
+	char err[PATH_MAX + 128];
+	int rc;
+
+	if (r->has_version)
+		return;
+	r->has_version = 1;
+	rc = sw_program_version(r->path, r->version, sizeof(r->version), err, sizeof(err));
+	/* Not from a package: its version is unknown, and only a product without a version
+	 * pattern can be it. */
+	if (rc && rc != SW_ENOTFOUND)
+		fprintf(stderr, "siteward-run: the version of %s is not known: %s\n", r->exe, err);
+	if (r->verbose)
+		fprintf(stderr, "siteward-run: %s is version %s\n", r->path,
+			r->version[0] ? r->version : "(none: no package owns it)");
 }
 
 static int parse_wait(const char *s, unsigned *ms)
@@ -106,6 +125,8 @@ static int run_child(struct run *r)
 	while (!r->child.exited)
 		uv_run(r->loop, UV_RUN_ONCE);
 	r->end_ms = sw_now_ms();
+	if (r->lease.outcome == LEASE_OFFLINE)
+		run_version(r); /* the site server's products may tell versions apart */
 	if (r->lease.outcome == LEASE_OFFLINE && usage_record(r, err, sizeof(err)))
 		fprintf(stderr, "siteward-run: this run is not recorded: %s\n", err);
 	return r->child.status;
@@ -168,6 +189,7 @@ int main(int argc, char **argv)
 		status = rc == SW_ENOTFOUND ? RUN_EX_NOTFOUND : RUN_EX_NOEXEC;
 		goto out;
 	}
+	snprintf(r.path, sizeof(r.path), "%s", path);
 	if (sw_elf_build_id(path, r.build_id, sizeof(r.build_id)))
 		r.build_id[0] = '\0'; /* a script, or a program built without one */
 	if (sw_random_hex(r.client, 16) || uv_loop_init(&loop) < 0) {

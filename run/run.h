@@ -68,6 +68,7 @@ struct lease {
 	int waiting_pass; /* queued at denied_at */
 	char denial[600]; /* its reason, printable */
 	char denied_product[256];
+	int version_asked; /* the server answered "version_needed" */
 };
 
 /* The program, run as our child. */
@@ -87,11 +88,14 @@ struct child {
 struct run {
 	uv_loop_t *loop;
 	struct run_config conf;
-	char **argv;	    /* the program and its arguments */
-	char exe[256];	    /* the basename of the program, printable */
-	char build_id[129]; /* its ELF build ID, "" if it has none */
-	char user[65];	    /* the invoking user's name, printable */
-	char client[33];    /* this run's client id, also the offline record's id */
+	char **argv;	     /* the program and its arguments */
+	char exe[256];	     /* the basename of the program, printable */
+	char build_id[129];  /* its ELF build ID, "" if it has none */
+	char path[PATH_MAX]; /* the file it is */
+	char version[65];    /* its package's version, "" for none known */
+	int has_version;     /* version has been looked up */
+	char user[65];	     /* the invoking user's name, printable */
+	char client[33];     /* this run's client id, also the offline record's id */
 	unsigned wait_ms;
 	int verbose;
 	struct sw_http_client *http;
@@ -104,6 +108,9 @@ struct run {
 /* The printable form of text from a peer or a file: control bytes become '?', and
  * bytes past ASCII too unless the text is UTF-8. */
 void run_printable(char *out, size_t outlen, const char *in);
+/* Looks up the program's version once (its package's, from dpkg's database), for a
+ * license server that needs it or an offline record. */
+void run_version(struct run *r);
 
 /* config.c */
 /* Reads the agent's folder into c (freed by config_cleanup, also after a failure). A

@@ -38,6 +38,8 @@ int usage_record(const struct run *r, char *err, size_t errlen)
 	/* the site server attributes the run to its product by name or build ID */
 	if (rec && r->build_id[0])
 		json_object_set_new(rec, "build_id", json_string(r->build_id));
+	if (rec && r->version[0])
+		json_object_set_new(rec, "version", json_string(r->version));
 	if (rec)
 		text = sw_json_dump(rec);
 	json_decref(rec);

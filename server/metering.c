@@ -7,6 +7,7 @@
 #include "error.h"
 #include "json.h"
 #include "log.h"
+#include "progver.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -183,6 +184,13 @@ static int product_update(struct product *p, const json_t *j, int creating, char
 		snprintf(err, errlen, "exe must be a file name, not a path");
 		return SW_EINVAL;
 	}
+	if (version &&
+	    strspn(version, "0123456789abcdefghijklmnopqrstuvwxyz"
+			    "ABCDEFGHIJKLMNOPQRSTUVWXYZ.+~:_-*?[]!") != strlen(version)) {
+		snprintf(err, errlen,
+			 "version must be a pattern of a package version, like 9.* or 2.1-*");
+		return SW_EINVAL;
+	}
 	if (build_id && *build_id && !hex_valid(build_id)) {
 		snprintf(err, errlen, "build_id must be lowercase hex, as readelf -n shows it");
 		return SW_EINVAL;
@@ -224,19 +232,23 @@ static int product_store(struct server *s, const struct product *p, int creating
 	char other[64] = "";
 	int rc;
 
-	/* one program, one product: otherwise license servers, passive metering and the
-	 * report could each pick a different one */
+	/* One program and version pattern, one product: otherwise license servers, passive
+	 * metering and the report could each pick a different one. Products of one program
+	 * differ in their version patterns, and the most specific pattern that fits wins. */
 	struct sw_db_val q[] = {SW_DB_TEXT(p->exe), SW_DB_TEXT(p->build_id),
-				SW_DB_TEXT(p->build_id), SW_DB_TEXT(p->name)};
+				SW_DB_TEXT(p->build_id), SW_DB_TEXT(p->version),
+				SW_DB_TEXT(p->name)};
 	rc = sw_db_exec(s->db,
 			"SELECT name FROM products WHERE (exe = ? OR (? <> '' AND build_id = ?)) "
-			"AND name <> ?",
-			q, 4, name_row, other, NULL, err, errlen);
+			"AND version = ? AND name <> ?",
+			q, 5, name_row, other, NULL, err, errlen);
 	if (rc)
 		return rc;
 	if (other[0]) {
-		snprintf(err, errlen, "product %s already meters that executable or build ID",
-			 other);
+		snprintf(err, errlen,
+			 "product %s already meters that executable or build ID%s%s; give this "
+			 "one another --version pattern",
+			 other, p->version[0] ? " at version " : " for every version", p->version);
 		return SW_EEXIST;
 	}
 	struct sw_db_val v[] = {SW_DB_TEXT(p->exe),	   SW_DB_TEXT(p->version),
@@ -721,20 +733,32 @@ static const char *attribute(const json_t *products, const json_t *r)
 	const char *product = json_string_value(json_object_get(r, "product"));
 	const char *exe = json_string_value(json_object_get(r, "exe"));
 	const char *bid = json_string_value(json_object_get(r, "build_id"));
+	const char *version = json_string_value(json_object_get(r, "version"));
+	const char *best = NULL;
+	int best_fit = -1;
 	const json_t *p;
 	size_t i;
 
 	if (product)
 		return product;
+	/* as the license servers choose: the most specific version pattern that fits */
 	json_array_foreach(products, i, p)
 	{
 		const char *pe = json_string_value(json_object_get(p, "exe"));
 		const char *pb = json_string_value(json_object_get(p, "build_id"));
-		if ((pe && exe && strcmp(pe, exe) == 0) ||
-		    (pb && *pb && bid && strcmp(pb, bid) == 0))
-			return json_string_value(json_object_get(p, "name"));
+		const char *pv = json_string_value(json_object_get(p, "version"));
+		int fit;
+
+		if (!((pe && exe && strcmp(pe, exe) == 0) ||
+		      (pb && *pb && bid && strcmp(pb, bid) == 0)))
+			continue;
+		fit = sw_version_match(pv, version && *version ? version : NULL);
+		if (fit > best_fit) {
+			best = json_string_value(json_object_get(p, "name"));
+			best_fit = fit;
+		}
 	}
-	return NULL;
+	return best;
 }
 
 void metering_post_usage(struct sw_http_req *req, void *arg)
@@ -759,11 +783,12 @@ void metering_post_usage(struct sw_http_req *req, void *arg)
 	/* Check the whole batch before storing any of it. */
 	json_array_foreach(records, i, r)
 	{
-		const char *id, *product, *exe, *user, *host, *kind, *source, *bid;
+		const char *id, *product, *exe, *user, *host, *kind, *source, *bid, *version;
 		int64_t start, end, wait = 0;
 		if (rc)
 			break;
-		if (sw_json_str(r, "build_id", 128, 0, &bid, err, sizeof(err))) {
+		if (sw_json_str(r, "build_id", 128, 0, &bid, err, sizeof(err)) ||
+		    sw_json_str(r, "version", SW_PROG_VERSION_MAX, 0, &version, err, sizeof(err))) {
 			rc = SW_EINVAL;
 			break;
 		}

@@ -7,6 +7,7 @@
 
 #include "json.h"
 #include "meter/meter.h"
+#include "progver.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -24,7 +25,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (sw_json_parse_object((const char *)data, size, &j, err, sizeof(err)))
 		return 0;
 	if (proto_checkout_parse(j, &co, err, sizeof(err)) == 0 &&
-	    (strlen(co.client) != 32 || !co.exe[0] || !co.user[0] || co.wait_ms < 0))
+	    (strlen(co.client) != 32 || !co.exe[0] || !co.user[0] || co.wait_ms < 0 ||
+	     (co.version[0] && !sw_prog_version_valid(co.version)) ||
+	     (!co.has_version && co.version[0])))
 		abort();
 	if (proto_heartbeat_parse(j, &hb, err, sizeof(err)) == 0) {
 		if (hb.nleases > METER_HB_MAX_LEASES)

@@ -50,6 +50,13 @@ def meter_site(n_meters=1, licenses=2, before_meters=None, conf=None):
     return site, meters, client, tool
 
 
+def package_version(pkg="coreutils"):
+    """What dpkg says of a package's version, and the pattern for its major version."""
+    v = subprocess.run(["dpkg-query", "--show", "--showformat=${Version}", pkg],
+                       capture_output=True, text=True, check=True).stdout
+    return v, v.split(":")[-1].split(".")[0] + ".*"
+
+
 def meter_api(site, m, method, path, body=None, ctx=None, raw=None):
     return site.api(method, path, body, ctx=ctx or site.admin_tls(), port=m.meter_port,
                     raw=raw)
@@ -101,6 +108,15 @@ class OneMeter(unittest.TestCase):
                        check=True)
         site.cli("product", "add", "bid", "--exe", "original-name", "--licenses", "1",
                  "--enforce", "--build-id", cls.build_id)
+        # two editions of one packaged program, told apart by the package's version
+        cls.version, pattern = package_version()
+        site.cli("product", "add", "true-old", "--exe", "true", "--licenses", "1",
+                 "--enforce", "--version", "0.*")
+        site.cli("product", "add", "true-now", "--exe", "true", "--licenses", "1",
+                 "--enforce", "--version", pattern)
+        r = site.cli("product", "add", "true-dup", "--exe", "true", "--licenses", "1",
+                     "--version", pattern, check=False)
+        assert r.returncode != 0 and "already meters" in r.stderr, r.stderr
 
     def test_policies_deny_with_reasons(self):
         for tool, reason in (("kiosktool", "may not use kiosk"),
@@ -116,6 +132,46 @@ class OneMeter(unittest.TestCase):
                             self.renamed], capture_output=True, text=True, timeout=20)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("for bid", r.stderr)
+
+    def test_version_pattern_picks_the_product(self):
+        r = subprocess.run([prog("siteward-run"), "--agent", self.client.dir, "-v", "--",
+                            "/usr/bin/true"], capture_output=True, text=True, timeout=20)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(f"is version {self.version}", r.stderr)
+        self.assertIn("for true-now", r.stderr)
+        # true-now's one license held by hand: the packaged program is denied by its
+        # product, while an old version's checkout counts against true-old
+        held = []
+        for version, product in ((self.version, "true-now"), ("0.5-1", "true-old")):
+            client = uuid.uuid4().hex
+            status, body = meter_api(self.site, self.m, "POST", "/v1/checkout", {
+                "exe": "true", "user": "a", "pid": 1, "client": client,
+                "version": version}, ctx=self.client_tls())
+            self.assertEqual((status, body.get("granted"), body.get("product")),
+                             (200, True, product), body)
+            held.append((client, body["lease"]))
+        r = subprocess.run([prog("siteward-run"), "--agent", self.client.dir, "--",
+                            "/usr/bin/true"], capture_output=True, text=True, timeout=20)
+        self.assertEqual(r.returncode, 75, r.stderr)
+        self.assertIn("true-now", r.stderr)
+        for client, lease in held:
+            status, _ = meter_api(self.site, self.m, "POST", "/v1/checkin",
+                                  {"client": client, "lease": lease}, ctx=self.client_tls())
+            self.assertEqual(status, 200)
+        # a copy no package owns has no version: neither product is it
+        copy = os.path.join(self.site.tmp, "true")
+        shutil.copy("/usr/bin/true", copy)
+        r = subprocess.run([prog("siteward-run"), "--agent", self.client.dir, "-v", "--",
+                            copy], capture_output=True, text=True, timeout=20)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("no package owns it", r.stderr)
+        self.assertIn("is not metered", r.stderr)
+        # the version given by hand must be a version
+        status, body = meter_api(self.site, self.m, "POST", "/v1/checkout", {
+            "exe": "true", "user": "a", "pid": 1, "client": uuid.uuid4().hex,
+            "version": "9.1\n"}, ctx=self.client_tls())
+        self.assertEqual(status, 400)
+        self.assertIn("version", body["error"])
 
     @classmethod
     def tearDownClass(cls):

@@ -117,6 +117,36 @@ class MeteringServer(unittest.TestCase):
         self.assertEqual(row["peak_concurrent"], 3)
         self.assertIn("rep", self.site.cli("usage").stdout)
 
+    def test_offline_runs_attributed_by_version(self):
+        s = self.site
+        s.cli("product", "add", "vtool-2", "--exe", "vtool", "--licenses", "1",
+              "--version", "2.*")
+        s.cli("product", "add", "vtool-21", "--exe", "vtool", "--licenses", "1",
+              "--version", "2.1*")
+        s.cli("product", "add", "vtool-any", "--exe", "vtool", "--licenses", "1")
+        r = s.cli("product", "add", "vtool-bad", "--exe", "vtool", "--licenses", "1",
+                  "--version", "2 *", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("version", r.stderr)
+        now = int(time.time() * 1000)
+        recs = [record(product=None, exe="vtool", start=now - 1000, end=now,
+                       source="offline", host="plain", **({"version": v} if v else {}))
+                for v in ("2.3-1", "2.1-4", "1.0-1", None)]
+        status, body = self.agent_api(self.plain, "POST", "/v1/usage",
+                                      {"now": now, "records": recs})
+        self.assertEqual((status, body.get("accepted")), (200, 4), body)
+
+        def launches(product):
+            u = s.cli_json("usage", "--product", product)["usage"]
+            return sum(d["launches"] for d in u)
+        self.assertEqual([launches(p) for p in ("vtool-2", "vtool-21", "vtool-any")],
+                         [1, 1, 2])
+        # a version that is not one refuses the batch
+        bad = record(product=None, exe="vtool", version="x" * 65, source="offline")
+        status, _ = self.agent_api(self.plain, "POST", "/v1/usage", {"now": now,
+                                                                     "records": [bad]})
+        self.assertEqual(status, 400)
+
     def test_clock_skew_is_corrected(self):
         now = int(time.time() * 1000)
         ahead = 3 * 3600 * 1000
@@ -206,6 +236,29 @@ class Passive(unittest.TestCase):
                  "the renamed copy to be metered as its product")
         rows = [r for r in self.site.db_rows("usage") if os.path.basename(renamed) in r]
         self.assertEqual(len(rows), 1)
+
+    def test_version_pattern_picks_the_product(self):
+        """Two products of one packaged program: the package's version decides."""
+        version = subprocess.run(["dpkg-query", "--show", "--showformat=${Version}",
+                                  "coreutils"], capture_output=True, text=True,
+                                 check=True).stdout
+        pattern = version.split(":")[-1].split(".")[0] + ".*"
+        # the old edition first: the first product of a program is not the one taken
+        self.site.cli("product", "add", "hash-old", "--exe", "sha1sum", "--licenses", "1",
+                      "--version", "0.*")
+        self.site.cli("product", "add", "hash-now", "--exe", "sha1sum", "--licenses", "1",
+                      "--version", pattern)
+        time.sleep(2.5)  # a heartbeat tells the agent, which fetches the product table
+        # sha1sum waits on its input: running for as long as the test holds it open
+        p = subprocess.Popen(["/usr/bin/sha1sum"], stdin=subprocess.PIPE,
+                             stdout=subprocess.DEVNULL)
+        time.sleep(1.5)
+        p.stdin.close()
+        p.wait(10)
+        wait_for(lambda: self.site.cli_json("usage", "--product", "hash-now")["usage"], 10,
+                 "the packaged program to be metered as the product of its version")
+        time.sleep(1)
+        self.assertEqual(self.site.cli_json("usage", "--product", "hash-old")["usage"], [])
 
     def test_runs_seen_are_recorded_once(self):
         time.sleep(2.5)  # a heartbeat tells the agent, which fetches the product table

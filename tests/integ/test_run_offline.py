@@ -4,6 +4,7 @@ it is refused. Dead and silent servers cost at most their deadlines."""
 import json
 import os
 import pty
+import shutil
 import signal
 import socket
 import ssl
@@ -84,11 +85,23 @@ class RunOffline(unittest.TestCase):
         self.assertLessEqual(rec["start"], rec["end"])
         self.assertLessEqual(rec["end"], t1 + 5)
         self.assertEqual(os.stat(self.cache).st_mode & 0o777, 0o700)
+        # /bin/sh is dash's: the record carries the package's version, for products
+        # told apart by version
+        dash = subprocess.run(["dpkg-query", "--show", "--showformat=${Version}", "dash"],
+                              capture_output=True, text=True, check=True).stdout
+        self.assertEqual(rec["version"], dash)
         # one file per run
         self.assertEqual(self.run_prog("true").returncode, 0)
         recs = self.records()
         self.assertEqual(len(recs), 2)
         self.assertEqual(len({x["id"] for x in recs}), 2)
+        # a program no package installed has no version in its record
+        copy = os.path.join(self.dir, "mytool")
+        shutil.copy("/usr/bin/true", copy)
+        self.assertEqual(self.run_prog(copy).returncode, 0)
+        mine = [x for x in self.records() if x["exe"] == "mytool"]
+        self.assertEqual(len(mine), 1)
+        self.assertNotIn("version", mine[0])
 
     def test_run_offline_empty_meters_file_and_path_search(self):
         with open(os.path.join(self.dir, "meters.json"), "w") as f:

@@ -75,6 +75,54 @@ static void test_grant_then_deny(void **state)
 	lease_table_free(t);
 }
 
+/* Two editions of one program, told apart by version; a third product takes the rest. */
+static void test_version_patterns(void **state)
+{
+	struct lease_table *t =
+	    table_with("{\"products\":[{\"name\":\"cad9\",\"exe\":\"cad\",\"version\":\"9.*\","
+		       "\"licenses\":1,\"allotment\":1,\"enforce\":true},"
+		       "{\"name\":\"cad91\",\"exe\":\"cad\",\"version\":\"9.1*\",\"licenses\":1,"
+		       "\"allotment\":1,\"enforce\":true},"
+		       "{\"name\":\"cad-any\",\"exe\":\"cad\",\"version\":\"\",\"licenses\":1,"
+		       "\"allotment\":1,\"enforce\":true}],\"lease_ttl_ms\":30000}");
+	struct checkout_req r = req_for("cad", "alice", CLIENT_A, 0);
+	struct checkout_out out;
+	struct waiter w = {0};
+
+	/* the client has not said its version: it is asked to, nothing is granted */
+	assert_int_equal(lease_checkout(t, &r, "web1", WALL, 0, &w, &out), 0);
+	assert_int_equal(out.result, CHECKOUT_NEED_VERSION);
+	assert_int_equal(t->nleases, 0);
+	r.has_version = 1;
+	strcpy(r.version, "9.1-2");
+	assert_int_equal(lease_checkout(t, &r, "web1", WALL, 0, &w, &out), 0);
+	assert_int_equal(out.result, CHECKOUT_GRANTED);
+	assert_string_equal(out.lease->product, "cad91"); /* the most specific fit */
+	strcpy(r.version, "9.0-1");
+	assert_int_equal(lease_checkout(t, &r, "web1", WALL, 0, &w, &out), 0);
+	assert_int_equal(out.result, CHECKOUT_GRANTED);
+	assert_string_equal(out.lease->product, "cad9");
+	strcpy(r.version, "8.4-1");
+	assert_int_equal(lease_checkout(t, &r, "web1", WALL, 0, &w, &out), 0);
+	assert_int_equal(out.result, CHECKOUT_GRANTED);
+	assert_string_equal(out.lease->product, "cad-any");
+	/* no package owns it: only the product without a pattern can be it */
+	strcpy(r.version, "");
+	assert_int_equal(lease_checkout(t, &r, "web1", WALL, 0, &w, &out), 0);
+	assert_int_equal(out.result, CHECKOUT_DENIED);
+	assert_string_equal(out.product->name, "cad-any");
+	lease_table_free(t);
+
+	/* with only a versioned product, another version is not metered */
+	t = table_with("{\"products\":[{\"name\":\"cad9\",\"exe\":\"cad\",\"version\":"
+		       "\"9.*\",\"licenses\":1,\"allotment\":1,\"enforce\":true}],"
+		       "\"lease_ttl_ms\":30000}");
+	strcpy(r.version, "10.0-1");
+	assert_int_equal(lease_checkout(t, &r, "web1", WALL, 0, &w, &out), 0);
+	assert_int_equal(out.result, CHECKOUT_UNMETERED);
+	lease_table_free(t);
+}
+
 static void test_unenforced_never_denies(void **state)
 {
 	struct lease_table *t = table_with(cad_config);
@@ -270,6 +318,9 @@ static void test_request_bodies(void **state)
 	    "{\"exe\":\"\",\"user\":\"a\",\"pid\":1,\"client\":\"" CLIENT_A "\"}",
 	    "{\"exe\":\"c\\nd\",\"user\":\"a\",\"pid\":1,\"client\":\"" CLIENT_A "\"}",
 	    "{\"exe\":\"cad\",\"user\":\"a\",\"pid\":-1,\"client\":\"" CLIENT_A "\"}",
+	    "{\"exe\":\"cad\",\"user\":\"a\",\"pid\":1,\"client\":\"" CLIENT_A
+	    "\",\"version\":\"9.* \"}",
+	    "{\"exe\":\"cad\",\"user\":\"a\",\"pid\":1,\"client\":\"" CLIENT_A "\",\"version\":9}",
 	};
 	const char good[] = "{\"exe\":\"cad\",\"user\":\"alice\",\"pid\":123,\"client\":\"" CLIENT_A
 			    "\",\"wait_ms\":5000}";
@@ -291,6 +342,14 @@ static void test_request_bodies(void **state)
 	assert_string_equal(co.exe, "cad");
 	assert_int_equal(co.pid, 123);
 	assert_int_equal(co.wait_ms, 5000);
+	assert_false(co.has_version);
+	json_decref(j);
+	assert_non_null(j = json_loads("{\"exe\":\"cad\",\"user\":\"a\",\"pid\":1,\"client\":"
+				       "\"" CLIENT_A "\",\"version\":\"1:9.1~rc1-2\"}",
+				       0, NULL));
+	assert_int_equal(proto_checkout_parse(j, &co, err, sizeof(err)), 0);
+	assert_true(co.has_version);
+	assert_string_equal(co.version, "1:9.1~rc1-2");
 	/* A checkout body is not a check-in body. */
 	assert_int_not_equal(proto_checkin_parse(j, &ci, err, sizeof(err)), 0);
 	json_decref(j);
@@ -324,6 +383,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_grant_then_deny),
+	    cmocka_unit_test(test_version_patterns),
 	    cmocka_unit_test(test_unenforced_never_denies),
 	    cmocka_unit_test(test_checkin_ownership),
 	    cmocka_unit_test(test_expiry_grants_fifo),
