@@ -527,5 +527,43 @@ class MeterDown(unittest.TestCase):
             site.close()
 
 
+    def test_a_record_the_site_server_refuses_is_kept_aside_by_the_license_server(self):
+        site, (m,), client, tool = meter_site()
+        try:
+            site.cli("service", "stop", "m1", "meter")
+            # pending usage in the license server's journal, one record of it damaged so
+            # that the site server refuses it (it ends before it starts)
+            now = int(time.time() * 1000)
+            good = [uuid.uuid4().hex for _ in range(3)]
+            bad = uuid.uuid4().hex
+            with open(os.path.join(m.dir, "meter", "journal"), "a") as f:
+                for seq, (rid, end) in enumerate([(good[0], now), (bad, now - 60000),
+                                                  (good[1], now), (good[2], now)]):
+                    f.write(json.dumps({"seq": 1000000 + seq, "t": "usage", "usage": {
+                        "id": rid, "product": "cad", "exe": "cadtool", "user": "u",
+                        "host": "c1", "start": now - 1000, "end": end, "kind": "run",
+                        "wait_ms": 0, "source": "meter"}}) + "\n")
+            site.cli("service", "start", "m1", "meter")
+
+            def launches():
+                return sum(u["launches"] for u in
+                           site.cli_json("usage", "--product", "cad")["usage"])
+            wait_for(lambda: launches() == 3, 30, "the three good records")
+            rejected = os.path.join(m.dir, "meter", "usage-rejected.jsonl")
+            wait_for(lambda: os.path.exists(rejected), 10, "the refused record kept aside")
+            with open(rejected) as f:
+                kept = [json.loads(line) for line in f]
+            self.assertEqual([r["id"] for r in kept], [bad])
+            with open(os.path.join(m.dir, "logs", "meter.log")) as f:
+                self.assertIn("kept aside", f.read())
+            # nothing is pending any more, and nothing was counted twice
+            wait_for(lambda: meter_api(site, m, "GET", "/v1/health")[1].get(
+                "pending_usage") == 0, 10, "no usage pending")
+            time.sleep(1)
+            self.assertEqual(launches(), 3)
+            self.assertNotIn(bad, "".join(map(str, site.db_rows("usage"))))
+        finally:
+            site.close()
+
 if __name__ == "__main__":
     unittest.main()
