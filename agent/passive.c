@@ -1,10 +1,12 @@
 /*
  * Passive metering: registered products seen running on this machine are recorded as
- * usage, whether or not they were started through siteward-run. A scan of /proc every
- * interval notes each matching process; when one is gone, its run goes to the usage
- * cache that usage.c uploads. A run's id is derived from the host, pid and process
- * start time, so seeing the same process again (after an agent restart, say) never
- * counts it twice. Processes started by siteward-run are left to the metering server.
+ * usage, whether or not they were started through siteward-run. Where permitted, the
+ * kernel's process events (the proc connector) note each matching process as it
+ * executes and end its run as it exits; a scan of /proc every interval catches up
+ * (events dropped in a burst, processes older than the agent) and is all there is
+ * elsewhere. An ended run goes to the usage cache that usage.c uploads. A run's id is derived from
+ * the host, pid and process start time, so seeing the same process again (after an agent restart,
+ * say) never counts it twice. Processes started by siteward-run are left to the metering server.
  */
 #include "agent.h"
 
@@ -14,6 +16,7 @@
 #include "error.h"
 #include "json.h"
 #include "log.h"
+#include "procev.h"
 #include "progver.h"
 #include "util.h"
 
@@ -53,6 +56,10 @@ struct passive {
 	struct seen *seen;
 	size_t nseen;
 	int64_t boot_ms; /* wall clock at boot, to date processes */
+	int cn_fd;	 /* the process connector, or -1 */
+	uv_poll_t cn_poll;
+	int cn_overrun; /* said that events were lost */
+	int handles;	/* open libuv handles: freed when the last one is closed */
 	long ticks;
 };
 
@@ -257,6 +264,61 @@ static void record_run(struct passive *p, const struct seen *s, int64_t end_ms)
 	free(text);
 }
 
+/* Looks at one process: a product not tracked yet starts a run. */
+static void note(struct passive *p, pid_t pid)
+{
+	char exe[256], parent[64], key[128], path[64], hex[65];
+	pid_t ppid = 0;
+	unsigned long long start = 0;
+	const char *product;
+	struct seen *s;
+	struct stat st;
+	size_t i;
+
+	if (proc_exe(pid, exe, sizeof(exe)) || !(product = product_for(p, exe, pid)) ||
+	    proc_stat(pid, &ppid, &start))
+		return;
+	if (proc_comm(ppid, parent, sizeof(parent)) == 0 && strcmp(parent, "siteward-run") == 0)
+		return; /* metered by its metering server */
+	for (i = 0; i < p->nseen; i++)
+		if (p->seen[i].pid == pid && p->seen[i].starttime == start)
+			break;
+	if (i < p->nseen) {
+		p->seen[i].alive = 1;
+		return;
+	}
+	if (p->nseen == MAX_TRACKED)
+		return;
+	s = &p->seen[p->nseen++];
+	memset(s, 0, sizeof(*s));
+	s->pid = pid;
+	s->starttime = start;
+	s->alive = 1;
+	s->start_ms = p->boot_ms + (int64_t)(start * 1000 / (unsigned long long)p->ticks);
+	snprintf(s->product, sizeof(s->product), "%s", product);
+	snprintf(s->exe, sizeof(s->exe), "%s", exe);
+	snprintf(path, sizeof(path), "/proc/%d", (int)pid);
+	if (stat(path, &st) == 0) {
+		struct passwd *pw = getpwuid(st.st_uid);
+		if (pw)
+			snprintf(s->user, sizeof(s->user), "%s", pw->pw_name);
+		else
+			snprintf(s->user, sizeof(s->user), "%u", (unsigned)st.st_uid);
+	}
+	snprintf(key, sizeof(key), "%s/%d/%llu/%lld", p->a->name, (int)pid, start,
+		 (long long)p->boot_ms / 1000);
+	sw_sha256_hex(key, strlen(key), hex);
+	memcpy(s->id, hex, 32);
+	s->id[32] = '\0';
+}
+
+/* The run at index i ended at end_ms: recorded, and no longer tracked. */
+static void end_run(struct passive *p, size_t i, int64_t end_ms)
+{
+	record_run(p, &p->seen[i], end_ms);
+	p->seen[i] = p->seen[--p->nseen];
+}
+
 static void scan(struct passive *p)
 {
 	struct dirent *de;
@@ -267,64 +329,66 @@ static void scan(struct passive *p)
 		return;
 	for (size_t i = 0; i < p->nseen; i++)
 		p->seen[i].alive = 0;
-	while ((de = readdir(d))) {
-		char exe[256], parent[64], key[128];
-		pid_t pid, ppid = 0;
-		unsigned long long start = 0;
-		const char *product;
-		size_t i;
-
-		if (de->d_name[0] < '1' || de->d_name[0] > '9')
-			continue;
-		pid = atoi(de->d_name);
-		if (proc_exe(pid, exe, sizeof(exe)) || !(product = product_for(p, exe, pid)) ||
-		    proc_stat(pid, &ppid, &start))
-			continue;
-		if (proc_comm(ppid, parent, sizeof(parent)) == 0 &&
-		    strcmp(parent, "siteward-run") == 0)
-			continue; /* metered by its metering server */
-		for (i = 0; i < p->nseen; i++)
-			if (p->seen[i].pid == pid && p->seen[i].starttime == start)
-				break;
-		if (i < p->nseen) {
-			p->seen[i].alive = 1;
-			continue;
-		}
-		if (p->nseen == MAX_TRACKED)
-			continue;
-		struct seen *s = &p->seen[p->nseen++];
-		struct stat st;
-		char path[64];
-		memset(s, 0, sizeof(*s));
-		s->pid = pid;
-		s->starttime = start;
-		s->alive = 1;
-		s->start_ms = p->boot_ms + (int64_t)(start * 1000 / (unsigned long long)p->ticks);
-		snprintf(s->product, sizeof(s->product), "%s", product);
-		snprintf(s->exe, sizeof(s->exe), "%s", exe);
-		snprintf(path, sizeof(path), "/proc/%d", (int)pid);
-		if (stat(path, &st) == 0) {
-			struct passwd *pw = getpwuid(st.st_uid);
-			if (pw)
-				snprintf(s->user, sizeof(s->user), "%s", pw->pw_name);
-			else
-				snprintf(s->user, sizeof(s->user), "%u", (unsigned)st.st_uid);
-		}
-		snprintf(key, sizeof(key), "%s/%d/%llu/%lld", p->a->name, (int)pid, start,
-			 (long long)p->boot_ms / 1000);
-		char hex[65];
-		sw_sha256_hex(key, strlen(key), hex);
-		memcpy(s->id, hex, 32);
-		s->id[32] = '\0';
-	}
+	while ((de = readdir(d)))
+		if (de->d_name[0] >= '1' && de->d_name[0] <= '9')
+			note(p, atoi(de->d_name));
 	closedir(d);
 	for (size_t i = 0; i < p->nseen;) {
-		if (p->seen[i].alive) {
+		if (p->seen[i].alive)
 			i++;
-			continue;
+		else
+			end_run(p, i, now);
+	}
+}
+
+/* The process connector: a program executed is looked at at once, so a run shorter
+ * than the scan interval still counts, and a run ends when its process does. */
+static void on_event(void *arg, const struct sw_procev *ev)
+{
+	struct passive *p = arg;
+
+	if (ev->kind == SW_PROCEV_EXEC) {
+		if (json_array_size(p->products))
+			note(p, ev->pid);
+		return;
+	}
+	for (size_t i = 0; i < p->nseen; i++)
+		if (p->seen[i].pid == ev->pid) {
+			end_run(p, i, sw_now_ms());
+			return;
 		}
-		record_run(p, &p->seen[i], now);
-		p->seen[i] = p->seen[--p->nseen];
+}
+
+static void on_events(uv_poll_t *h, int status, int events)
+{
+	struct passive *p = h->data;
+	char buf[8192];
+
+	if (status < 0) {
+		sw_warn("passive metering: process events fail (%s); scanning /proc only",
+			uv_strerror(status));
+		uv_poll_stop(&p->cn_poll);
+		return;
+	}
+	/* A burst is taken a bounded share at a time; the loop comes back for the rest. */
+	for (int i = 0; i < 256; i++) {
+		int rc = sw_procev_read(p->cn_fd, buf, sizeof(buf), on_event, p);
+
+		if (rc == SW_EBUSY)
+			return;
+		if (rc == SW_ETOOBIG) {
+			if (!p->cn_overrun)
+				sw_warn("passive metering: process events were lost in a burst; "
+					"scanning /proc");
+			p->cn_overrun = 1;
+			if (json_array_size(p->products))
+				scan(p);
+		} else if (rc < 0) {
+			sw_warn("passive metering: cannot read process events; scanning /proc "
+				"only");
+			uv_poll_stop(&p->cn_poll);
+			return;
+		}
 	}
 }
 
@@ -391,6 +455,7 @@ static int64_t boot_time_ms(void)
 
 struct passive *passive_start(struct agent *a, unsigned interval_ms)
 {
+	char err[256] = "the process connector is not open";
 	struct passive *p;
 
 	if (interval_ms == 0)
@@ -415,7 +480,22 @@ struct passive *passive_start(struct agent *a, unsigned interval_ms)
 	}
 	uv_timer_init(a->loop, &p->timer);
 	p->timer.data = p;
+	p->handles = 1;
 	uv_timer_start(&p->timer, on_tick, 1000, interval_ms);
+	p->cn_fd = sw_procev_open(err, sizeof(err));
+	if (p->cn_fd >= 0 && uv_poll_init(a->loop, &p->cn_poll, p->cn_fd) == 0) {
+		p->cn_poll.data = p;
+		p->handles++;
+		uv_poll_start(&p->cn_poll, UV_READABLE, on_events);
+		sw_info("passive metering: process events from the kernel, and a /proc scan "
+			"every %u ms",
+			interval_ms);
+	} else {
+		if (p->cn_fd >= 0)
+			close(p->cn_fd);
+		p->cn_fd = -1;
+		sw_info("passive metering: a /proc scan every %u ms (%s)", interval_ms, err);
+	}
 	return p;
 }
 
@@ -423,6 +503,8 @@ static void on_closed(uv_handle_t *h)
 {
 	struct passive *p = h->data;
 
+	if (--p->handles > 0)
+		return;
 	json_decref(p->products);
 	json_decref(p->excluded);
 	sw_strmap_each(p->build_ids, free_value, NULL);
@@ -437,6 +519,12 @@ void passive_stop(struct passive *p)
 {
 	if (!p)
 		return;
+	if (p->cn_fd >= 0) {
+		uv_poll_stop(&p->cn_poll);
+		uv_close((uv_handle_t *)&p->cn_poll, on_closed);
+		sw_procev_close(p->cn_fd);
+		p->cn_fd = -1;
+	}
 	uv_timer_stop(&p->timer);
 	uv_close((uv_handle_t *)&p->timer, on_closed);
 }

@@ -260,6 +260,35 @@ class Passive(unittest.TestCase):
         time.sleep(1)
         self.assertEqual(self.site.cli_json("usage", "--product", "hash-old")["usage"], [])
 
+    def test_short_runs_seen_through_process_events(self):
+        """With the process connector, a run far shorter than the scan interval counts,
+        and ends when its process does."""
+        b = self.site.enroll("pm2", start=False)
+        with open(os.path.join(b.dir, "agent.conf"), "a") as f:
+            f.write("\n[metering]\npassive_interval_ms = 600000\n")
+        b.start()
+        wait_for(lambda: "passive metering:" in b.proc.log(), 10, "passive metering to start")
+        if "process events from the kernel" not in b.proc.log():
+            self.assertNotEqual(os.geteuid(), 0, "root, and yet no process connector")
+            self.skipTest("the process connector needs CAP_NET_ADMIN; the agent scans /proc")
+        time.sleep(2)  # its first tick fetches the product table
+        t0 = time.time() * 1000
+        subprocess.run([self.bin, "0.05"], check=True)
+        t1 = time.time() * 1000
+
+        def mine():
+            return [r for r in self.site.db_fields("usage") if r[4] == "pm2"]
+        wait_for(mine, 15, "the 50 ms run, seen by its exec and exit events")
+        time.sleep(1)
+        (row,) = mine()
+        self.assertEqual((row[1], row[2], row[9]), ("pm", self.tool, "passive"))
+        # it ended when its process did, not at a scan ten minutes later; the start is
+        # the kernel's, to within about a second
+        start, end = int(row[5]), int(row[6])
+        self.assertLessEqual(end, t1 + 1000)
+        self.assertGreaterEqual(end, t0)
+        self.assertLessEqual(start, end)
+
     def test_runs_seen_are_recorded_once(self):
         time.sleep(2.5)  # a heartbeat tells the agent, which fetches the product table
         subprocess.run([self.bin, "1.2"], check=True)
