@@ -498,6 +498,11 @@ int lease_checkout(struct lease_table *t, const struct checkout_req *req, const 
 	else if (p->allotment == 0)
 		snprintf(out->reason, sizeof(out->reason),
 			 "no license of %s is allotted to this license server", p->name);
+	else if (p->allotment < p->licenses)
+		/* one server's share: the count the user knows is the site's */
+		snprintf(out->reason, sizeof(out->reason),
+			 "the %lld of %s's %lld licenses this license server holds are in use",
+			 (long long)p->allotment, p->name, (long long)p->licenses);
 	else if (p->allotment == 1)
 		snprintf(out->reason, sizeof(out->reason), "the one license of %s is in use",
 			 p->name);

@@ -75,6 +75,24 @@ static void test_grant_then_deny(void **state)
 	lease_table_free(t);
 }
 
+/* A server holding a share of the licenses names the site's count too. */
+static void test_denial_names_the_share(void **state)
+{
+	struct lease_table *t =
+	    table_with("{\"products\":[{\"name\":\"cad\",\"exe\":\"cad\",\"licenses\":5,"
+		       "\"allotment\":2,\"enforce\":true}],\"lease_ttl_ms\":30000}");
+	struct checkout_req r = req_for("cad", "alice", CLIENT_A, 0);
+	struct checkout_out out;
+	struct waiter w = {0};
+
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(lease_checkout(t, &r, "web1", WALL, 0, &w, &out), 0);
+	assert_int_equal(out.result, CHECKOUT_DENIED);
+	assert_string_equal(out.reason,
+			    "the 2 of cad's 5 licenses this license server holds are in use");
+	lease_table_free(t);
+}
+
 /* Two editions of one program, told apart by version; a third product takes the rest. */
 static void test_version_patterns(void **state)
 {
@@ -384,6 +402,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_grant_then_deny),
 	    cmocka_unit_test(test_version_patterns),
+	    cmocka_unit_test(test_denial_names_the_share),
 	    cmocka_unit_test(test_unenforced_never_denies),
 	    cmocka_unit_test(test_checkin_ownership),
 	    cmocka_unit_test(test_expiry_grants_fifo),
