@@ -490,6 +490,29 @@ static int by_string(const void *a, const void *b)
 		      json_string_value(*(json_t *const *)b));
 }
 
+/* A system without the role whose license server may still grant: the agent last
+ * reported its meter service with a process (it has not stopped it yet, or cannot). */
+static void collect_former_meter(const char *key, void *value, void *arg)
+{
+	struct system *sys = value;
+	json_t *svc;
+	size_t i;
+
+	if (has_role(sys, "software-metering"))
+		return;
+	json_array_foreach(sys->services, i, svc)
+	{
+		const char *name = json_string_value(json_object_get(svc, "name"));
+		const char *state = json_string_value(json_object_get(svc, "state"));
+
+		if (name && state && strcmp(name, "meter") == 0 && strcmp(state, "stopped") != 0 &&
+		    strcmp(state, "failed") != 0) {
+			json_array_append_new(arg, json_string(sys->name));
+			return;
+		}
+	}
+}
+
 /* Metering systems in name order: the order in which licenses are shared out. */
 static json_t *meter_systems(struct server *s)
 {
@@ -596,12 +619,13 @@ static int store_report(struct server *s, const char *meter, const char *product
  * spread evenly; but a share is raised only from licenses that no other server holds
  * or may still hold (the larger of what it last reported applying and what it was last
  * assigned), so the sum of every server's licenses never exceeds the count, whoever is
- * unreachable.
+ * unreachable. `former` are systems that lost the role but whose license server may
+ * still be granting from its last share: they get nothing new, and keep what they had.
  */
-static int64_t share_for(struct server *s, json_t *names, size_t me, const char *product,
-			 int64_t total, char *err, size_t errlen, int *rc)
+static int64_t share_for(struct server *s, json_t *names, json_t *former, size_t me,
+			 const char *product, int64_t total, char *err, size_t errlen, int *rc)
 {
-	size_t n = json_array_size(names);
+	size_t n = json_array_size(names), nf = json_array_size(former);
 	struct share *sh = calloc(n ? n : 1, sizeof(*sh));
 	int64_t *target = calloc(n ? n : 1, sizeof(*target)), used = 0, others = 0, out = 0;
 
@@ -635,6 +659,18 @@ static int64_t share_for(struct server *s, json_t *names, size_t me, const char 
 	for (size_t i = 0; i < n; i++)
 		if (i != me)
 			others += sh[i].applied > sh[i].assigned ? sh[i].applied : sh[i].assigned;
+	for (size_t i = 0; !*rc && i < nf; i++) {
+		struct share f = {0};
+		struct sw_db_val k[] = {SW_DB_TEXT(json_string_value(json_array_get(former, i))),
+					SW_DB_TEXT(product)};
+		*rc = sw_db_exec(s->db,
+				 "SELECT applied, in_use, waiting, assigned FROM allotments WHERE "
+				 "system = ? AND product = ?",
+				 k, 2, share_row, &f, NULL, err, errlen);
+		others += f.applied > f.assigned ? f.applied : f.assigned;
+	}
+	if (*rc)
+		goto out;
 	out = total - others;
 	if (out > target[me])
 		out = target[me];
@@ -669,7 +705,8 @@ void metering_get_config(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
 	const char *me = sw_http_req_identity(req)->cn;
-	json_t *names = meter_systems(s), *products = NULL, *p, *v, *body = NULL, *reports;
+	json_t *names = meter_systems(s), *former = json_array(), *products = NULL, *p, *v;
+	json_t *body = NULL, *reports;
 	char err[256];
 	size_t i, n = json_array_size(names), idx = n;
 	int rc = 0;
@@ -687,6 +724,7 @@ void metering_get_config(struct sw_http_req *req, void *arg)
 		goto out;
 	}
 	reports = json_object_get(body, "products");
+	sw_strmap_each(s->systems, collect_former_meter, former);
 	/* one transaction: the reports and the shares computed from them */
 	rc = sw_db_begin(s->db, err, sizeof(err));
 	json_array_foreach(products, i, p)
@@ -699,7 +737,7 @@ void metering_get_config(struct sw_http_req *req, void *arg)
 			break;
 		if (rep && (rc = store_report(s, me, name, rep, err, sizeof(err))))
 			break;
-		share = share_for(s, names, idx, name,
+		share = share_for(s, names, former, idx, name,
 				  json_integer_value(json_object_get(p, "licenses")), err,
 				  sizeof(err), &rc);
 		json_object_set_new(p, "allotment", json_integer(share));
@@ -722,6 +760,7 @@ out:
 	json_decref(products);
 	json_decref(body);
 	json_decref(names);
+	json_decref(former);
 }
 
 /* Idempotent by record id; times are moved by the uploader's clock error, so a client

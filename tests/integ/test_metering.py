@@ -450,6 +450,39 @@ class Rebalance(unittest.TestCase):
             site.close()
 
 
+    def test_a_server_losing_its_role_keeps_its_licenses_reserved_until_it_stops(self):
+        site, (m1, m2), client, tool = meter_site(n_meters=2, licenses=2,
+                                                  conf={"metering.meter_poll_ms": "500"})
+        try:
+            ctx = site.tls(os.path.join(client.dir, "client.crt"),
+                           os.path.join(client.dir, "client.key"))
+
+            def share(m):
+                status, cfg = site.api("GET", "/v1/meter/config", ctx=site.tls(*m.cert()))
+                return {p["name"]: p["allotment"] for p in cfg["products"]}["cad"]
+
+            def checkout(m):
+                return meter_api(site, m, "POST", "/v1/checkout",
+                                 {"exe": "cadtool", "user": "u", "pid": 1,
+                                  "client": uuid.uuid4().hex, "wait_ms": 0}, ctx=ctx)[1]
+            wait_for(lambda: checkout(m1).get("granted"), 10, "a license from m1")
+            wait_for(lambda: share(m2) == 1, 10, "the shares to settle to one each")
+            # m1 loses the role while its agent is frozen: its license server keeps
+            # running, and may grant from its share until the agent stops it
+            m1.proc.signal(signal.SIGSTOP)
+            try:
+                site.cli("role", "remove", "m1", "software-metering", timeout=60)
+                time.sleep(2)  # several polls of m2's
+                self.assertEqual(share(m2), 1, "m1's licenses given away while it runs")
+                self.assertIsNotNone(leases(site, m1), "m1's license server stopped")
+            finally:
+                m1.proc.signal(signal.SIGCONT)
+            # once m1's agent has stopped its license server and said so, m2 has both
+            wait_for(lambda: share(m2) == 2, 20, "m2 to get m1's share")
+            self.assertIsNone(leases(site, m1))
+        finally:
+            site.close()
+
 class Push(unittest.TestCase):
     def test_a_new_product_reaches_the_license_server_at_once(self):
         # the license server's own poll is a minute away: only the push can tell it
