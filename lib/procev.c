@@ -61,6 +61,26 @@ void sw_procev_close(int fd)
 	close(fd);
 }
 
+/* An exec or an exit of a whole process: threads exec and exit too, and do not count. */
+static int event_of(const struct proc_event *pe, struct sw_procev *ev)
+{
+	int pid, tgid;
+
+	if (pe->what == PROC_EVENT_EXEC) {
+		ev->kind = SW_PROCEV_EXEC;
+		pid = pe->event_data.exec.process_pid;
+		tgid = pe->event_data.exec.process_tgid;
+	} else if (pe->what == PROC_EVENT_EXIT) {
+		ev->kind = SW_PROCEV_EXIT;
+		pid = pe->event_data.exit.process_pid;
+		tgid = pe->event_data.exit.process_tgid;
+	} else {
+		return 0;
+	}
+	ev->pid = tgid;
+	return pid == tgid && tgid > 0;
+}
+
 int sw_procev_parse(const void *buf, size_t len, void (*fn)(void *arg, const struct sw_procev *ev),
 		    void *arg)
 {
@@ -86,21 +106,7 @@ int sw_procev_parse(const void *buf, size_t len, void (*fn)(void *arg, const str
 			    cn.len >= sizeof(pe) &&
 			    NLMSG_LENGTH(sizeof(cn)) + (size_t)cn.len <= msglen) {
 				memcpy(&pe, p + NLMSG_LENGTH(sizeof(cn)), sizeof(pe));
-				/* Threads exec and exit too: only whole processes count. */
-				if (pe.what == PROC_EVENT_EXEC &&
-				    pe.event_data.exec.process_pid ==
-					pe.event_data.exec.process_tgid &&
-				    pe.event_data.exec.process_tgid > 0) {
-					ev.kind = SW_PROCEV_EXEC;
-					ev.pid = pe.event_data.exec.process_tgid;
-					fn(arg, &ev);
-					n++;
-				} else if (pe.what == PROC_EVENT_EXIT &&
-					   pe.event_data.exit.process_pid ==
-					       pe.event_data.exit.process_tgid &&
-					   pe.event_data.exit.process_tgid > 0) {
-					ev.kind = SW_PROCEV_EXIT;
-					ev.pid = pe.event_data.exit.process_tgid;
+				if (event_of(&pe, &ev)) {
 					fn(arg, &ev);
 					n++;
 				}
