@@ -106,9 +106,13 @@ static json_t *granted_json(const struct lease_table *t, const struct lease *l)
 			 "ttl_ms", (json_int_t)t->ttl_ms);
 }
 
-static json_t *denied_json(const char *product, const char *reason)
+static json_t *denied_json(const char *product, const char *reason, unsigned queue_position)
 {
-	return json_pack("{sb ss ss}", "granted", 0, "product", product, "reason", reason);
+	json_t *j = json_pack("{sb ss ss}", "granted", 0, "product", product, "reason", reason);
+
+	if (j && queue_position)
+		json_object_set_new(j, "queue_position", json_integer(queue_position));
+	return j;
 }
 
 static const char *caller(struct sw_http_req *req)
@@ -140,7 +144,7 @@ static void on_wait_over(uv_timer_t *t)
 	call_unqueue(c);
 	snprintf(product, sizeof(product), "%s", c->w.product->name);
 	lease_waiter_cancel(m->table, &c->w, 1, sw_now_ms(), reason, sizeof(reason));
-	reply_durable(c, 200, denied_json(product, reason));
+	reply_durable(c, 200, denied_json(product, reason, 0));
 }
 
 static void post_checkout(struct sw_http_req *req, void *arg)
@@ -201,7 +205,8 @@ static void post_checkout(struct sw_http_req *req, void *arg)
 	case CHECKOUT_DENIED:
 		sw_info("checkout of %s by %s@%s denied: %s", out.product->name, r.user,
 			caller(req), out.reason);
-		reply_durable(c, 200, denied_json(out.product->name, out.reason));
+		reply_durable(c, 200,
+			      denied_json(out.product->name, out.reason, out.queue_position));
 		break;
 	case CHECKOUT_QUEUED:
 		uv_timer_init(m->loop, &c->timer);

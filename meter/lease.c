@@ -539,6 +539,9 @@ int lease_checkout(struct lease_table *t, const struct checkout_req *req, const 
 			return 0;
 		}
 	}
+	/* A checkout that may wait is told where it would stand in the queue. */
+	if (t->nleases < METER_MAX_LEASES && p->allotment > 0 && p->nwait < METER_MAX_WAITERS)
+		out->queue_position = p->nwait + 1;
 	record_denial(t, p, req, host, wall, wall, 0);
 	out->result = CHECKOUT_DENIED;
 	return 0;

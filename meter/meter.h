@@ -141,6 +141,7 @@ struct checkout_out {
 	struct lease *lease;
 	const struct product *product;
 	char reason[METER_REASON_MAX];
+	unsigned queue_position; /* denied for want of a license: where waiting would put it */
 };
 
 /* A parsed GET /v1/meter/config answer. */

@@ -99,8 +99,12 @@ static int decide(struct run *r, const struct sw_http_result *res, char *why, si
 	if (sw_json_str(a, "product", 200, 0, &product, why, whylen))
 		goto out;
 	if (json_is_false(granted)) {
-		if (sw_json_str(a, "reason", 400, 0, &reason, why, whylen))
+		int64_t pos = 0;
+
+		if (sw_json_str(a, "reason", 400, 0, &reason, why, whylen) ||
+		    sw_json_int(a, "queue_position", 1, INT32_MAX, 0, &pos, why, whylen))
 			goto out;
+		l->queue_position = (unsigned)pos;
 		run_printable(l->product, sizeof(l->product), product ? product : "");
 		run_printable(l->reason, sizeof(l->reason), reason ? reason : "no license free");
 		l->outcome = LEASE_DENIED;
@@ -159,6 +163,7 @@ static void on_checkout(const struct sw_http_result *res, void *arg)
 				snprintf(l->denial, sizeof(l->denial), "%s", l->reason);
 				snprintf(l->denied_product, sizeof(l->denied_product), "%s",
 					 l->product);
+				l->denied_position = l->queue_position;
 			}
 			l->outcome = LEASE_PENDING;
 			l->meter++;
@@ -202,6 +207,7 @@ static void deny(struct run *r)
 	if (l->outcome != LEASE_DENIED) {
 		snprintf(l->reason, sizeof(l->reason), "%s", l->denial);
 		snprintf(l->product, sizeof(l->product), "%s", l->denied_product);
+		l->queue_position = l->denied_position;
 	}
 	l->outcome = LEASE_DENIED;
 	l->meter = l->denied_at;

@@ -222,7 +222,13 @@ int main(int argc, char **argv)
 		status = rc == ENOENT ? RUN_EX_NOTFOUND : RUN_EX_NOEXEC;
 		break;
 	case LEASE_DENIED:
-		fprintf(stderr, "siteward-run: denied: %s\n", r.lease.reason);
+		if (r.lease.queue_position && !r.wait_ms)
+			fprintf(stderr,
+				"siteward-run: denied: %s (with --wait SECONDS it would be number "
+				"%u in the queue)\n",
+				r.lease.reason, r.lease.queue_position);
+		else
+			fprintf(stderr, "siteward-run: denied: %s\n", r.lease.reason);
 		status = RUN_EX_TEMPFAIL;
 		break;
 	case LEASE_FAILED:

@@ -68,7 +68,9 @@ struct lease {
 	int waiting_pass; /* queued at denied_at */
 	char denial[600]; /* its reason, printable */
 	char denied_product[256];
-	int version_asked; /* the server answered "version_needed" */
+	unsigned queue_position;  /* a denial's: where --wait would have put the checkout */
+	unsigned denied_position; /* the first denial's */
+	int version_asked;	  /* the server answered "version_needed" */
 };
 
 /* The program, run as our child. */

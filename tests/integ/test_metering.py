@@ -126,6 +126,7 @@ class OneMeter(unittest.TestCase):
                                capture_output=True, text=True, timeout=20)
             self.assertEqual(r.returncode, 75, r.stderr)
             self.assertIn(reason, r.stderr)
+            self.assertNotIn("queue", r.stderr)  # waiting would not help
 
     def test_renamed_copy_is_metered_by_build_id(self):
         r = subprocess.run([prog("siteward-run"), "--agent", self.client.dir, "-v", "--",
@@ -193,6 +194,7 @@ class OneMeter(unittest.TestCase):
         self.assertEqual(c.returncode, 75, err)
         self.assertIn("denied", err)
         self.assertIn("licenses of cad are in use", err)
+        self.assertIn("it would be number 1 in the queue", err)
         t0 = time.monotonic()
         d = run(self.client, self.tool, "0.1", wait=20)
         d.communicate(timeout=30)

@@ -63,6 +63,7 @@ static void test_grant_then_deny(void **state)
 	assert_int_equal(lease_checkout(t, &r, "web1", WALL, 0, &w, &out), 0);
 	assert_int_equal(out.result, CHECKOUT_DENIED);
 	assert_string_equal(out.reason, "all 2 licenses of cad are in use");
+	assert_int_equal(out.queue_position, 1); /* had it asked to wait */
 	assert_int_equal(t->nleases, 2);
 	/* The denial is a usage record. */
 	assert_int_equal(t->nusage, 1);
@@ -268,11 +269,20 @@ static void test_queue_bound(void **state)
 		w[i].granted = on_granted;
 		assert_int_equal(lease_checkout(t, &r, "web1", WALL, 0, &w[i], &out), 0);
 		assert_int_equal(out.result, i < 2 ? CHECKOUT_GRANTED : CHECKOUT_QUEUED);
+		if (i == 3) {
+			/* one that does not wait hears where it would stand */
+			struct checkout_req now = req_for("cad", "bob", CLIENT_B, 0);
+
+			assert_int_equal(lease_checkout(t, &now, "web1", WALL, 0, NULL, &out), 0);
+			assert_int_equal(out.result, CHECKOUT_DENIED);
+			assert_int_equal(out.queue_position, 3);
+		}
 	}
 	assert_int_equal(lease_checkout(t, &r, "web1", WALL, 0, &w[METER_MAX_WAITERS + 2], &out),
 			 0);
 	assert_int_equal(out.result, CHECKOUT_DENIED);
 	assert_non_null(strstr(out.reason, "already waiting"));
+	assert_int_equal(out.queue_position, 0); /* the queue is full */
 	for (int i = 2; i < METER_MAX_WAITERS + 2; i++)
 		lease_waiter_cancel(t, &w[i], 0, WALL, NULL, 0);
 	assert_int_equal(t->nwaiting, 0);
