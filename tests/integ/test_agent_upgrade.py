@@ -512,5 +512,41 @@ class AgentUpgrade(unittest.TestCase):
         self.assertEqual((s, r["restarting"]), (200, False))
 
 
+    def test_a_version_that_cannot_run_is_switched_back(self):
+        a = self.agent("sb1", coop=(prog("cooperative.py", "sb1-coop"), {}))
+        self.give_key(a)
+        # a package whose agent cannot be executed (its interpreter does not exist)
+        tree = os.path.join(self.site.tmp, "broken-tree")
+        os.makedirs(os.path.join(tree, "bin"))
+        agent_bin = os.path.join(tree, "bin", "siteward-agent")
+        with open(agent_bin, "w") as f:
+            f.write("#!/nonexistent/interpreter\n")
+        os.chmod(agent_bin, 0o755)
+        shutil.copy(build_prog("siteward-meter"), os.path.join(tree, "bin"))
+        pkg = os.path.join(self.site.tmp, "sp-broken.tar.gz")
+        self.site.cli("package", "build", "--version", "9.9.3", "--from", tree, "-o", pkg)
+        s, r = self.stage(a, "9.9.3", pkg)
+        self.assertEqual(s, 200, r)
+        agent_pid, coop_pid = a.proc.pid, self.running(a, "coop")["pid"]
+
+        s, r = self.post(a, "switch", {"version": "9.9.3"})
+        self.assertEqual((s, r), (202, {"version": "9.9.3", "restarting": True}))
+        # the exec fails; the agent switches back and runs on as the version it was
+        wait_for(lambda: f"switched back to version {self.build_version}" in a.proc.log(),
+                 15, "the agent to switch back")
+        self.assertIn("current/bin/siteward-agent: No such file or directory",
+                      a.proc.log())
+        wait_for(lambda: self.version_of(a) == self.build_version, 15,
+                 "the agent to come back as the version that ran")
+        self.assertEqual(a.proc.pid, agent_pid)
+        self.assertEqual(os.path.realpath(f"/proc/{agent_pid}/exe"),
+                         os.path.realpath(build_prog("siteward-agent")))
+        current = os.path.join(a.dir, "current")
+        self.assertFalse(os.path.lexists(current) and
+                         os.readlink(current).endswith("9.9.3"), "still switched to 9.9.3")
+        # its service ran through it all, adopted again
+        self.assertEqual(self.running(a, "coop")["pid"], coop_pid)
+        self.assertEqual(processes_running("sb1-coop"), [coop_pid])
+
 if __name__ == "__main__":
     unittest.main()
