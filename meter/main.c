@@ -11,6 +11,7 @@
 
 #include "conf.h"
 #include "error.h"
+#include "install.h"
 #include "log.h"
 #include "util.h"
 
@@ -196,7 +197,7 @@ int main(int argc, char **argv)
 	};
 	struct meter m;
 	const char *dir = getenv("SITEWARD_AGENT");
-	char err[512];
+	char err[512], version[64];
 	int opt, rc;
 
 	memset(&m, 0, sizeof(m));
@@ -230,7 +231,9 @@ int main(int argc, char **argv)
 	uv_timer_init(m.loop, &m.tick);
 	m.tick.data = &m;
 	uv_timer_start(&m.tick, on_tick, TICK_MS, TICK_MS);
-	sw_info("listening on %s, version %s", m.listen, SW_VERSION);
+	/* the package version of the tree it runs from, as the agent reports its own */
+	sw_install_version(m.dir, version, sizeof(version));
+	sw_info("listening on %s, version %s", m.listen, version);
 	uv_run(m.loop, UV_RUN_DEFAULT);
 
 	/* Shutdown: the queue is told to ask again, what is journaled is flushed and

@@ -39,6 +39,10 @@ class KB(UpgradeSite):
         # the meter of m1 runs the new version's program
         meter = [s for s in site.systems()["m1"]["services"] if s["name"] == "meter"][0]
         self.assertIn(f"/versions/{NEW}/bin/siteward-meter", exe_of(meter["pid"]))
+        # and says which version it is: the package's, not the one it was built as
+        with open(os.path.join(site.agents["m1"].dir, "logs", "meter.log")) as f:
+            started = [line for line in f if "listening on" in line]
+        self.assertTrue(started[-1].rstrip().endswith(f"version {NEW}"), started[-1])
         # back from SIGSTOP: upgraded without anyone asking
         m2.proc.signal(signal.SIGCONT)
         wait_for(lambda: self.by_name(self.status(site))["m2"]["state"] == "upgraded", 60,
