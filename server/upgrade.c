@@ -553,7 +553,9 @@ static void stuck(struct usys *y, const char *why, const json_t *failed)
 		return;
 	}
 	restart_old(y);
-	if (strcmp(u->on_stuck, "kill") == 0)
+	/* SIGKILL needs the agent: one that does not answer is caught up when it does,
+	 * its services then killed after the stop timeout as this policy asks. */
+	if (strcmp(u->on_stuck, "kill") == 0 && y->reachable)
 		system_done(y, Y_FAILED, "%s", why);
 	else
 		system_done(y, Y_DEFERRED, "%s", why);

@@ -96,19 +96,33 @@ class KB(UpgradeSite):
         self.assertEqual(site.systems()["m1"]["version"], old)
 
     def test_kill_policy_escalates(self):
-        site = self.make_site(plain=0, meters=("m1",), stubborn=("m1",))
+        site = self.make_site(plain=0, meters=("m1", "m2"), stubborn=("m1", "m2"))
         pkg = build_package(site)
-        before = [s for s in site.systems()["m1"]["services"] if s["name"] == "meter"][0]
+        meters = {n: [s for s in site.systems()[n]["services"] if s["name"] == "meter"][0]
+                  for n in ("m1", "m2")}
+        m2 = site.agents["m2"]
+        m2.proc.signal(signal.SIGSTOP)
         rc, run, err = self.upgrade(site, "run", pkg, "--stop-timeout", "2", "--on-stuck",
                                     "kill")
-        self.assertEqual(rc, 0, report(err, run))
+        self.assertEqual(rc, 3, report(err, run))
         y = self.by_name(run)["m1"]
         self.assertEqual(y["state"], "upgraded", y)
         # SIGTERM was ignored for the stop timeout, then SIGKILL ended it
         self.assertGreaterEqual(y["times"]["stop"], 1500, y)
-        self.assertFalse(os.path.exists(f"/proc/{before['pid']}"))
+        self.assertFalse(os.path.exists(f"/proc/{meters['m1']['pid']}"))
         wait_for(lambda: self.running(site, "m1"), 15, "m1's meter again")
         self.assert_on(site, "m1", NEW)
+        # an agent that does not answer cannot kill: deferred, and caught up with the
+        # same escalation once it answers again
+        y = self.by_name(run)["m2"]
+        self.assertEqual(y["state"], "deferred", y)
+        self.assertIn("agent not answering", y["reason"])
+        m2.proc.signal(signal.SIGCONT)
+        wait_for(lambda: self.by_name(self.status(site))["m2"]["state"] == "upgraded", 60,
+                 "m2 to catch up")
+        self.assertFalse(os.path.exists(f"/proc/{meters['m2']['pid']}"))
+        wait_for(lambda: self.running(site, "m2"), 15, "m2's meter again")
+        self.assert_on(site, "m2", NEW)
 
     def test_max_failures_stops_the_run(self):
         old = old_version()
