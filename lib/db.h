@@ -75,4 +75,11 @@ int sw_db_begin(struct sw_db *db, char *err, size_t errlen);
 int sw_db_commit(struct sw_db *db, char *err, size_t errlen);
 void sw_db_rollback(struct sw_db *db); /* best effort; logs a failure */
 
+/* This process's environment with the connection settings of a PostgreSQL URL as
+ * libpq's variables (PGHOST, PGDATABASE, PGPASSWORD...), for pg_dump and psql: a
+ * password in the URL then never shows on a command line. NULL on failure, with the
+ * reason; free with sw_environ_free(). */
+char **sw_db_pg_environ(const char *url, char *err, size_t errlen);
+void sw_environ_free(char **env);
+
 #endif

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Type OIDs of the integer columns (server/catalog/pg_type.h). */
 #define INT8OID 20
@@ -657,4 +658,62 @@ out:
 	}
 	*out = p != NULL ? &p->base : NULL;
 	return rc;
+}
+
+char **sw_db_pg_environ(const char *url, char *err, size_t errlen)
+{
+	PQconninfoOption *opts, *o;
+	char *perr = NULL, **env;
+	size_t n = 0, k = 0;
+
+	opts = PQconninfoParse(url, &perr);
+	if (!opts) {
+		snprintf(err, errlen, "the database URL cannot be read: %s",
+			 perr ? perr : "out of memory");
+		PQfreemem(perr);
+		return NULL;
+	}
+	while (environ[n])
+		n++;
+	for (o = opts; o->keyword; o++)
+		n++;
+	env = calloc(n + 1, sizeof(*env));
+	/* The URL's settings, in place of any the server itself was started with. */
+	for (o = opts; env && o->keyword; o++) {
+		if (!o->val || !o->envvar)
+			continue;
+		if (asprintf(&env[k], "%s=%s", o->envvar, o->val) < 0) {
+			env[k] = NULL;
+			sw_environ_free(env);
+			env = NULL;
+			break;
+		}
+		k++;
+	}
+	for (size_t i = 0, set = k; env && environ[i]; i++) {
+		size_t j, len = strcspn(environ[i], "=");
+
+		for (j = 0; j < set; j++)
+			if (strncmp(env[j], environ[i], len + 1) == 0)
+				break;
+		if (j < set)
+			continue;
+		if (!(env[k++] = strdup(environ[i]))) {
+			sw_environ_free(env);
+			env = NULL;
+		}
+	}
+	PQconninfoFree(opts);
+	if (!env)
+		snprintf(err, errlen, "out of memory");
+	return env;
+}
+
+void sw_environ_free(char **env)
+{
+	if (!env)
+		return;
+	for (size_t i = 0; env[i]; i++)
+		free(env[i]);
+	free(env);
 }

@@ -1058,19 +1058,27 @@ static void tool_expired(uv_timer_t *timer)
 	uv_process_kill(&t->proc, SIGKILL);
 }
 
+/* Runs pg_dump or psql against the site database, named by the environment (see
+ * sw_db_pg_environ), in the background with its deadline. */
 static int tool_run(struct upgrade *u, const char *what, char **argv, const char *log,
 		    void (*done)(struct upgrade *u, const char *why), char *err, size_t errlen)
 {
 	struct tool *t = calloc(1, sizeof(*t));
 	uv_stdio_container_t stdio[3];
 	uv_process_options_t o;
+	char **env;
 	int fd, rc;
 
 	if (!t)
 		return SW_ENOMEM;
+	if (!(env = sw_db_pg_environ(u->s->db_url, err, errlen))) {
+		free(t);
+		return SW_EINVAL;
+	}
 	fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		snprintf(err, errlen, "%s: %s", log, strerror(errno));
+		sw_environ_free(env);
 		free(t);
 		return SW_EIO;
 	}
@@ -1084,12 +1092,14 @@ static int tool_run(struct upgrade *u, const char *what, char **argv, const char
 	stdio[1].data.fd = stdio[2].data.fd = fd;
 	o.file = argv[0];
 	o.args = argv;
+	o.env = env;
 	o.stdio = stdio;
 	o.stdio_count = 3;
 	o.exit_cb = tool_exited;
 	t->proc.data = t->timer.data = t;
 	rc = uv_spawn(u->s->loop, &t->proc, &o);
 	close(fd);
+	sw_environ_free(env);
 	if (rc) {
 		snprintf(err, errlen, "cannot run %s: %s (install postgresql-client)", what,
 			 uv_strerror(rc));
@@ -1145,9 +1155,8 @@ static int db_backup(struct upgrade *u, char *err, size_t errlen)
 	struct sw_db_val p[1];
 
 	if (strcmp(sw_db_engine(u->s->db), "sqlite") != 0) {
-		char *argv[] = {"pg_dump",	   "--format=plain", "--no-owner",
-				"--no-privileges", "--file",	     u->pending_backup,
-				"--dbname",	   u->s->db_url,     NULL};
+		char *argv[] = {"pg_dump", "--format=plain",  "--no-owner", "--no-privileges",
+				"--file",  u->pending_backup, NULL};
 		char log[PATH_MAX + 8];
 		int rc;
 
@@ -1216,8 +1225,6 @@ static void server_step(struct upgrade *u)
 						"CREATE SCHEMA public",
 						"-f",
 						u->backup,
-						"--dbname",
-						s->db_url,
 						NULL};
 				char log[PATH_MAX + 16];
 

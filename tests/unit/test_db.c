@@ -734,6 +734,34 @@ static void test_pg_bad_url_redacted(void **state)
 	assert_null(strstr(err, "s3%zzcret"));
 }
 
+/* pg_dump and psql are given the URL's settings in their environment, not argv. */
+static void test_pg_environ(void **state)
+{
+	char err[256], **env;
+	const char *want[] = {"PGHOST=db.example", "PGPORT=5433",     "PGUSER=siteward",
+			      "PGPASSWORD=s3cret", "PGDATABASE=site", "PGSSLMODE=require"};
+	int host = 0;
+
+	setenv("PGHOST", "elsewhere", 1);
+	env = sw_db_pg_environ("postgresql://siteward:s3cret@db.example:5433/site?sslmode=require",
+			       err, sizeof(err));
+	unsetenv("PGHOST");
+	assert_non_null(env);
+	for (size_t w = 0; w < sizeof(want) / sizeof(want[0]); w++) {
+		size_t i;
+
+		for (i = 0; env[i] && strcmp(env[i], want[w]) != 0; i++)
+			;
+		assert_non_null(env[i]);
+	}
+	for (size_t i = 0; env[i]; i++)
+		host += strncmp(env[i], "PGHOST=", 7) == 0;
+	assert_int_equal(host, 1); /* the URL's, in place of the server's own */
+	sw_environ_free(env);
+	assert_null(sw_db_pg_environ("postgresql://[bad", err, sizeof(err)));
+	assert_non_null(strstr(err, "cannot be read"));
+}
+
 #define DB_TESTS(setup)                                                                            \
 	cmocka_unit_test_setup_teardown(test_migrate_creates_tables, setup, teardown),             \
 	    cmocka_unit_test_setup_teardown(test_migrate_idempotent, setup, teardown),             \
@@ -755,6 +783,7 @@ int main(void)
 	    cmocka_unit_test(test_open_dispatch),
 	    cmocka_unit_test(test_pg_unreachable),
 	    cmocka_unit_test(test_pg_bad_url_redacted),
+	    cmocka_unit_test(test_pg_environ),
 	};
 	const struct CMUnitTest sqlite[] = {DB_TESTS(setup_sqlite)};
 	const struct CMUnitTest pg[] = {
