@@ -312,6 +312,8 @@ void api_shutdown(struct meter *m);
 void sync_load_cache(struct meter *m);
 int sync_start(struct meter *m, char *err, size_t errlen);
 void sync_stop(struct meter *m);
+/* Every tick: uploads at once when a whole batch is pending. */
+void sync_usage_tick(struct meter *m);
 /* The site server says products changed: fetch the configuration now. */
 void sync_refresh(struct meter *m);
 

@@ -324,6 +324,17 @@ static void upload(uv_timer_t *t)
 	free(body);
 }
 
+void sync_usage_tick(struct meter *m)
+{
+	/* A busy meter makes a batch in well under the interval: send it now rather than
+	 * let the journal and memory fill with records nobody has. A server that is away
+	 * is left to the interval. */
+	if (!m->client || m->stopping || m->upload_in_flight || m->upload_waiting ||
+	    !m->server_reachable || m->table->nusage < METER_UPLOAD_BATCH)
+		return;
+	uv_timer_start(&m->upload_timer, upload, 0, UPLOAD_INTERVAL_MS);
+}
+
 void sync_refresh(struct meter *m)
 {
 	if (!m->client || m->stopping)
