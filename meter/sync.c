@@ -267,8 +267,11 @@ static void on_upload(const struct sw_http_result *res, void *arg)
 		return;
 	}
 	server_state(m, 1, NULL, NULL);
-	/* A backlog (the server was away) drains batch after batch, not one per interval. */
-	if (m->table->nusage > 0)
+	/* A backlog (the server was away, or a busy meter) drains batch after batch, not
+	 * one per interval; what is left of a batch waits for the tick or the interval, so a
+	 * busy meter does not send a trickle of uploads of a record or two, each a
+	 * transaction on the site server. */
+	if (m->table->nusage >= m->upload_batch)
 		uv_timer_start(&m->upload_timer, upload, 0, UPLOAD_INTERVAL_MS);
 }
 
