@@ -9,7 +9,8 @@
  * and the loop thread never touches the disk. At start the file is replayed (a torn
  * last line is ignored, a corrupt line elsewhere is logged and skipped) and replaced by
  * a snapshot of the live state; past a size bound it is compacted the same way, on the
- * thread pool.
+ * thread pool. Every record keeps its JSON text, made once, so a snapshot costs the
+ * loop a reference per record; the lines are made and written on the thread pool.
  */
 #include "meter.h"
 
@@ -33,6 +34,8 @@
 
 /* A journal line longer than this is corrupt: the largest record is well under it. */
 #define LINE_MAX_BYTES (1024 * 1024)
+/* A snapshot goes to the file in writes of about this much. */
+#define SNAP_CHUNK (256 * 1024)
 
 struct jwait {
 	struct jwait *next;
@@ -61,7 +64,7 @@ struct journal {
 	/* the job on the thread pool: an append of `flushing`, or a snapshot */
 	int job_compact, job_compacted, job_errno, new_fd;
 	int lost; /* a batch failed to write: the file lags memory until a snapshot */
-	struct journal_buf snap;
+	struct journal_snap snap;
 	uint64_t snap_last_seq;
 	journal_snapshot_fn snapshot;
 	void *arg;
@@ -116,6 +119,102 @@ out:
 	return rc;
 }
 
+struct jtext *jtext_new(const char *s, size_t len)
+{
+	struct jtext *t = malloc(sizeof(*t) + len + 1);
+
+	if (!t)
+		return NULL;
+	t->refs = 1;
+	t->len = len;
+	memcpy(t->s, s, len);
+	t->s[len] = '\0';
+	return t;
+}
+
+struct jtext *jtext_dump(json_t *j)
+{
+	char *text = j ? sw_json_dump(j) : NULL;
+	struct jtext *t = text ? jtext_new(text, strlen(text)) : NULL;
+
+	free(text);
+	json_decref(j);
+	return t;
+}
+
+struct jtext *jtext_ref(struct jtext *t)
+{
+	if (t)
+		t->refs++;
+	return t;
+}
+
+void jtext_unref(struct jtext *t)
+{
+	if (t && --t->refs == 0)
+		free(t);
+}
+
+/* One line {"seq":N,"t":"type",members,"key":text}; `text` is an object, whose members
+ * are spliced in when `key` is NULL. Runs on the loop and on the journal's thread. */
+static int line_put(struct journal_buf *b, uint64_t seq, const char *type, const char *members,
+		    const char *key, const char *text, size_t tlen)
+{
+	char head[128];
+	int n, rc;
+
+	n = snprintf(head, sizeof(head), "{\"seq\":%llu,\"t\":\"%s\"", (unsigned long long)seq,
+		     type);
+	if (n < 0 || (size_t)n >= sizeof(head))
+		return SW_EINVAL;
+	if ((rc = buf_put(b, head, (size_t)n)))
+		return rc;
+	if (members && *members &&
+	    ((rc = buf_put(b, ",", 1)) || (rc = buf_put(b, members, strlen(members)))))
+		return rc;
+	if (text && key) {
+		n = snprintf(head, sizeof(head), ",\"%s\":", key);
+		if (n < 0 || (size_t)n >= sizeof(head))
+			return SW_EINVAL;
+		if ((rc = buf_put(b, head, (size_t)n)) || (rc = buf_put(b, text, tlen)))
+			return rc;
+	} else if (text && tlen > 2) {
+		if ((rc = buf_put(b, ",", 1)) || (rc = buf_put(b, text + 1, tlen - 2)))
+			return rc;
+	}
+	return buf_put(b, "}\n", 2);
+}
+
+static void snap_cleanup(struct journal_snap *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		jtext_unref(s->recs[i].text);
+	free(s->recs);
+	memset(s, 0, sizeof(*s));
+}
+
+int journal_snap_add(struct journal *j, struct journal_snap *s, const char *type, const char *key,
+		     struct jtext *text, uint64_t *seq)
+{
+	if (!text || text->len < 2 || text->s[0] != '{')
+		return SW_EINVAL;
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 1024;
+		struct journal_snap_rec *r = realloc(s->recs, cap * sizeof(*r));
+
+		if (!r)
+			return SW_ENOMEM;
+		s->recs = r;
+		s->cap = cap;
+	}
+	s->recs[s->n++] = (struct journal_snap_rec){
+	    .seq = j->next_seq, .type = type, .key = key, .text = jtext_ref(text)};
+	if (seq)
+		*seq = j->next_seq;
+	j->next_seq++;
+	return 0;
+}
+
 int journal_parse_line(const char *line, size_t len, json_t **out, uint64_t *seq, char *err,
 		       size_t errlen)
 {
@@ -152,17 +251,42 @@ static int write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
-/* Writes `data` to journal.tmp, syncs it, renames it over the journal and syncs the
- * folder; the file stays open for appending as *newfd. Returns 0 or -errno. */
-static int write_snapshot(struct journal *j, const struct journal_buf *b, int *newfd)
+/* The snapshot's lines, made here from the records' texts (the loop only collected
+ * them). Returns 0 or -errno. */
+static int write_snap_lines(int fd, struct journal_snap *s)
+{
+	struct journal_buf b = {0};
+	int rc = 0;
+
+	s->bytes = 0;
+	for (size_t i = 0; i < s->n && !rc; i++) {
+		const struct journal_snap_rec *r = &s->recs[i];
+
+		if (line_put(&b, r->seq, r->type, NULL, r->key, r->text->s, r->text->len)) {
+			rc = -ENOMEM;
+			break;
+		}
+		if (b.len >= SNAP_CHUNK || i + 1 == s->n) {
+			rc = write_all(fd, b.data, b.len);
+			s->bytes += b.len;
+			b.len = 0;
+		}
+	}
+	free(b.data);
+	return rc;
+}
+
+/* Writes the snapshot to journal.tmp, syncs it, renames it over the journal and syncs
+ * the folder; the file stays open for appending as *newfd. Returns 0 or -errno. */
+static int write_snapshot(struct journal *j, struct journal_snap *s, int *newfd)
 {
 	int fd, dfd, rc;
 
 	fd = open(j->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	if ((rc = write_all(fd, b->data ? b->data : "", b->len)) ||
-	    (fsync(fd) < 0 && (rc = -errno)) || (rename(j->tmp, j->path) < 0 && (rc = -errno))) {
+	if ((rc = write_snap_lines(fd, s)) || (fsync(fd) < 0 && (rc = -errno)) ||
+	    (rename(j->tmp, j->path) < 0 && (rc = -errno))) {
 		close(fd);
 		unlink(j->tmp);
 		return rc;
@@ -180,7 +304,8 @@ static int write_snapshot(struct journal *j, const struct journal_buf *b, int *n
 	return 0;
 }
 
-/* Thread pool: nothing here touches the loop or the lease table. */
+/* Thread pool: nothing here touches the loop or the lease table; the snapshot's texts
+ * are read only, and let go on the loop when the job is done. */
 static void work_cb(uv_work_t *w)
 {
 	struct journal *j = w->data;
@@ -219,7 +344,7 @@ static void after_work_cb(uv_work_t *w, int status)
 	if (j->job_compacted) {
 		close(j->fd);
 		j->fd = j->new_fd;
-		j->size = j->snap.len;
+		j->size = j->snap.bytes;
 		j->durable_seq = j->snap_last_seq;
 		j->compact_at = j->size * 2 > METER_JOURNAL_MAX ? j->size * 2 : METER_JOURNAL_MAX;
 		if (j->lost)
@@ -244,8 +369,8 @@ static void after_work_cb(uv_work_t *w, int status)
 	j->records += j->flushing.nrec;
 	if (j->flushing.nrec > j->max_batch)
 		j->max_batch = j->flushing.nrec;
-	free(j->snap.data);
-	memset(&j->snap, 0, sizeof(j->snap));
+	/* Back on the loop: the records' texts can be let go. */
+	snap_cleanup(&j->snap);
 	wt = j->flushing.head;
 	free(j->flushing.buf.data);
 	batch_reset(&j->flushing);
@@ -269,8 +394,7 @@ static void start_flush(struct journal *j)
 			j->job_compact = 1;
 			j->snap_last_seq = j->next_seq - 1;
 		} else {
-			free(j->snap.data);
-			memset(&j->snap, 0, sizeof(j->snap));
+			snap_cleanup(&j->snap);
 		}
 	}
 	j->flushing = j->cur;
@@ -311,6 +435,29 @@ int journal_append(struct journal *j, const char *type, json_t *rec, uint64_t *s
 	j->cur.nrec++;
 	if (seq)
 		*seq = s;
+	kick(j);
+	return 0;
+}
+
+int journal_append_text(struct journal *j, const char *type, const char *members, const char *key,
+			const struct jtext *text, uint64_t *seq)
+{
+	size_t len = j->cur.buf.len;
+	int rc;
+
+	if (text && (text->len < 2 || text->s[0] != '{'))
+		return SW_EINVAL;
+	rc = line_put(&j->cur.buf, j->next_seq, type, members, key, text ? text->s : NULL,
+		      text ? text->len : 0);
+	if (rc) {
+		j->cur.buf.len = len; /* no half line */
+		return rc;
+	}
+	j->cur.last_seq = j->next_seq;
+	j->cur.nrec++;
+	if (seq)
+		*seq = j->next_seq;
+	j->next_seq++;
 	kick(j);
 	return 0;
 }
@@ -490,17 +637,16 @@ int journal_open(uv_loop_t *loop, const char *dir, journal_apply_fn apply,
 		rc = SW_EIO;
 		goto fail;
 	}
-	j->size = j->snap.len;
+	j->size = j->snap.bytes;
 	j->compact_at = j->size * 2 > METER_JOURNAL_MAX ? j->size * 2 : METER_JOURNAL_MAX;
 	j->durable_seq = j->next_seq - 1;
-	free(j->snap.data);
-	memset(&j->snap, 0, sizeof(j->snap));
+	snap_cleanup(&j->snap);
 	uv_idle_init(loop, &j->idle);
 	j->idle.data = j;
 	*out = j;
 	return 0;
 fail:
-	free(j->snap.data);
+	snap_cleanup(&j->snap);
 	free(j);
 	return rc;
 }

@@ -62,10 +62,12 @@ void lease_table_free(struct lease_table *t)
 		return;
 	for (struct lease *l = t->lhead, *n; l; l = n) {
 		n = l->next;
+		jtext_unref(l->text);
 		free(l);
 	}
 	for (struct usage *u = t->uhead, *n; u; u = n) {
 		n = u->next;
+		jtext_unref(u->text);
 		free(u);
 	}
 	for (struct product *p = t->products, *n; p; p = n) {
@@ -190,20 +192,16 @@ static int has_room(const struct lease_table *t, const struct product *p)
 	return !p->enforce || p->removed || p->in_use < (uint64_t)p->allotment;
 }
 
-/* Appends to the journal when there is one; returns the record's sequence number. */
-static uint64_t journal_rec(struct lease_table *t, const char *type, json_t *rec)
+/* Appends to the journal when there is one (see journal_append_text); returns the
+ * record's sequence number. */
+static uint64_t journal_rec(struct lease_table *t, const char *type, const char *members,
+			    const char *key, const struct jtext *text)
 {
 	uint64_t seq = 0;
 
-	if (!rec) {
-		sw_err("journal: out of memory building a %s record", type);
+	if (!t->journal)
 		return 0;
-	}
-	if (!t->journal) {
-		json_decref(rec);
-		return 0;
-	}
-	if (journal_append(t->journal, type, rec, &seq))
+	if (journal_append_text(t->journal, type, members, key, text, &seq))
 		sw_err("journal: cannot append a %s record", type);
 	return seq;
 }
@@ -216,6 +214,11 @@ static json_t *usage_json(const struct usage *u)
 			 "exe", u->exe, "user", u->user, "host", u->host, "start",
 			 (json_int_t)u->start, "end", (json_int_t)u->end, "kind", u->kind,
 			 "wait_ms", (json_int_t)u->wait_ms, "source", "meter");
+}
+
+static struct jtext *usage_text(const struct usage *u)
+{
+	return jtext_dump(usage_json(u));
 }
 
 static int usage_parse(const json_t *j, struct usage *u, char *err, size_t errlen)
@@ -269,7 +272,13 @@ static struct usage *usage_add(struct lease_table *t, const struct usage *src)
 	u->next = NULL;
 	u->prev = t->utail;
 	u->uploading = 0;
+	/* Made once: the journal, its snapshots and the uploads all use this text. */
+	if (!(u->text = usage_text(u))) {
+		free(u);
+		goto oom;
+	}
 	if (sw_strmap_set(t->usage, u->id, u)) {
+		jtext_unref(u->text);
 		free(u);
 		goto oom;
 	}
@@ -297,6 +306,7 @@ static void usage_del(struct lease_table *t, struct usage *u)
 	else
 		t->utail = u->prev;
 	t->nusage--;
+	jtext_unref(u->text);
 	free(u);
 }
 
@@ -310,6 +320,12 @@ static json_t *lease_record(const struct lease *l)
 			 "wait_ms", (json_int_t)l->wait_ms);
 }
 
+static void lease_free(struct lease *l)
+{
+	jtext_unref(l->text);
+	free(l);
+}
+
 static struct lease *lease_insert(struct lease_table *t, struct product *p, struct lease *src)
 {
 	struct lease *l = malloc(sizeof(*l));
@@ -317,8 +333,13 @@ static struct lease *lease_insert(struct lease_table *t, struct product *p, stru
 	if (!l)
 		return NULL;
 	*l = *src;
-	if (sw_strmap_set(t->leases, l->id, l)) {
+	/* Made once: the grant record and every snapshot while the lease lives. */
+	if (!(l->text = jtext_dump(lease_record(l)))) {
 		free(l);
+		return NULL;
+	}
+	if (sw_strmap_set(t->leases, l->id, l)) {
+		lease_free(l);
 		return NULL;
 	}
 	l->next = NULL;
@@ -372,7 +393,7 @@ static struct lease *grant(struct lease_table *t, struct product *p, const struc
 	l = lease_insert(t, p, &tmp);
 	if (!l)
 		return NULL;
-	journal_rec(t, "grant", lease_record(l));
+	journal_rec(t, "grant", NULL, NULL, l->text);
 	return l;
 }
 
@@ -395,7 +416,7 @@ static void record_denial(struct lease_table *t, const struct product *p,
 	u.wait_ms = wait_ms;
 	pu = usage_add(t, &u);
 	if (pu)
-		pu->seq = journal_rec(t, "usage", json_pack("{so}", "usage", usage_json(pu)));
+		pu->seq = journal_rec(t, "usage", NULL, "usage", pu->text);
 }
 
 static void waiter_unlink(struct lease_table *t, struct waiter *w)
@@ -438,7 +459,8 @@ static void release(struct lease_table *t, struct lease *l, int64_t end, int64_t
 {
 	struct product *p = product_by_name(t, l->product);
 	struct usage u, *pu;
-	json_t *uj;
+	struct jtext *text;
+	char members[64];
 
 	memset(&u, 0, sizeof(u));
 	copy(u.id, sizeof(u.id), l->id);
@@ -452,14 +474,20 @@ static void release(struct lease_table *t, struct lease *l, int64_t end, int64_t
 	u.wait_ms = l->wait_ms;
 	lease_unlink(t, l);
 	pu = usage_add(t, &u);
-	uj = usage_json(&u);
-	if (uj) {
-		uint64_t seq =
-		    journal_rec(t, "release", json_pack("{ss so}", "lease", l->id, "usage", uj));
+	/* A record of this id already pending is the same run: the release still says so. */
+	text = pu ? jtext_ref(pu->text) : usage_text(&u);
+	if (text) {
+		uint64_t seq;
+
+		snprintf(members, sizeof(members), "\"lease\":\"%s\"", l->id);
+		seq = journal_rec(t, "release", members, "usage", text);
 		if (pu)
 			pu->seq = seq;
+		jtext_unref(text);
+	} else {
+		sw_err("journal: out of memory building a release record");
 	}
-	free(l);
+	lease_free(l);
 	if (p) {
 		grant_waiters(t, p, wall, mono);
 		product_drop_if_unused(t, p);
@@ -648,51 +676,97 @@ json_t *lease_list_json(const struct lease_table *t, int64_t wall, int64_t mono)
 	return json_pack("{so}", "leases", arr);
 }
 
-json_t *lease_usage_take(struct lease_table *t, uint64_t durable_seq, size_t max)
+size_t lease_usage_take(struct lease_table *t, uint64_t durable_seq, size_t max,
+			struct usage_batch *out)
 {
-	json_t *arr = NULL;
+	struct journal_buf b = {0};
 	size_t n = 0;
+	int rc = 0;
 
-	for (struct usage *u = t->uhead; u && n < max; u = u->next) {
-		json_t *o;
-
+	memset(out, 0, sizeof(*out));
+	for (struct usage *u = t->uhead; u && n < max && !rc; u = u->next) {
 		if (u->uploading || u->seq > durable_seq)
 			continue;
-		if (!arr && !(arr = json_array()))
-			return NULL;
-		o = usage_json(u);
-		if (!o || json_array_append_new(arr, o))
+		if (!out->ids && !(out->ids = calloc(max, sizeof(*out->ids))))
 			break;
+		/* The array is the records' own texts, joined: nothing to build. Room for
+		 * the comma, the text, and the closing bracket and NUL. */
+		if (b.cap - b.len < u->text->len + 3) {
+			size_t cap = b.cap ? b.cap : 64 * 1024;
+			char *d;
+
+			while (cap - b.len < u->text->len + 3)
+				cap *= 2;
+			if (!(d = realloc(b.data, cap))) {
+				rc = SW_ENOMEM;
+				break;
+			}
+			b.data = d;
+			b.cap = cap;
+		}
+		b.data[b.len++] = n ? ',' : '[';
+		memcpy(b.data + b.len, u->text->s, u->text->len);
+		b.len += u->text->len;
+		memcpy(out->ids[n], u->id, sizeof(out->ids[n]));
 		u->uploading = 1;
 		n++;
 	}
-	return arr;
+	if (n == 0 || rc) {
+		out->n = n;
+		if (n)
+			lease_usage_done(t, out, 0);
+		free(b.data);
+		usage_batch_cleanup(out);
+		return 0;
+	}
+	b.data[b.len++] = ']';
+	b.data[b.len] = '\0';
+	out->n = n;
+	out->json = b.data;
+	out->len = b.len;
+	return n;
 }
 
-void lease_usage_done(struct lease_table *t, const json_t *records, int ok)
+void lease_usage_done(struct lease_table *t, const struct usage_batch *b, int ok)
 {
-	json_t *ids = ok ? json_array() : NULL;
-	const json_t *r;
-	size_t i;
+	struct journal_buf ids = {0};
+	size_t n = 0;
 
-	json_array_foreach(records, i, r)
-	{
-		const char *id = json_string_value(json_object_get(r, "id"));
-		struct usage *u = id ? sw_strmap_get(t->usage, id) : NULL;
+	/* "ids":["...","..."]: 35 bytes an id, 9 more */
+	if (ok && b->n && !(ids.data = malloc(16 + b->n * (METER_ID_LEN + 3))))
+		ok = -1;
+	if (ids.data)
+		ids.len = (size_t)sprintf(ids.data, "\"ids\":[");
+	for (size_t i = 0; i < b->n; i++) {
+		struct usage *u = sw_strmap_get(t->usage, b->ids[i]);
 
 		if (!u)
 			continue;
-		if (ok) {
-			json_array_append_new(ids, json_string(id));
+		if (ok > 0) {
+			ids.len +=
+			    (size_t)sprintf(ids.data + ids.len, "%s\"%s\"", n ? "," : "", u->id);
+			n++;
 			usage_del(t, u);
 		} else {
 			u->uploading = 0;
 		}
 	}
-	if (ok && json_array_size(ids) > 0)
-		journal_rec(t, "uploaded", json_pack("{so}", "ids", ids));
-	else
-		json_decref(ids);
+	if (ok < 0)
+		sw_err("out of memory noting %zu uploaded usage records; they will be sent "
+		       "again",
+		       b->n);
+	if (n) {
+		ids.len += (size_t)sprintf(ids.data + ids.len, "]");
+		journal_rec(t, "uploaded", ids.data, NULL, NULL);
+	}
+	free(ids.data);
+}
+
+void usage_batch_cleanup(struct usage_batch *b)
+{
+	free(b->ids);
+	free(b->json);
+	memset(b, 0, sizeof(*b));
 }
 
 /* Configuration */
@@ -1021,7 +1095,7 @@ int lease_apply(struct lease_table *t, const json_t *rec, int64_t wall, int64_t 
 			struct product *p = product_by_name(t, l->product);
 
 			lease_unlink(t, l);
-			free(l);
+			lease_free(l);
 			if (p)
 				product_drop_if_unused(t, p);
 		}
@@ -1049,19 +1123,19 @@ int lease_apply(struct lease_table *t, const json_t *rec, int64_t wall, int64_t 
 	return SW_EINVAL;
 }
 
-int lease_snapshot(void *arg, struct journal *j, struct journal_buf *b)
+int lease_snapshot(void *arg, struct journal *j, struct journal_snap *s)
 {
 	struct lease_table *t = arg;
 	int rc;
 
+	/* References only: the journal's thread makes the lines. */
 	for (const struct lease *l = t->lhead; l; l = l->next)
-		if ((rc = journal_buf_add(j, b, "grant", lease_record(l), NULL)))
+		if ((rc = journal_snap_add(j, s, "grant", NULL, l->text, NULL)))
 			return rc;
 	for (struct usage *u = t->uhead; u; u = u->next) {
 		uint64_t seq;
 
-		if ((rc = journal_buf_add(j, b, "usage", json_pack("{so}", "usage", usage_json(u)),
-					  &seq)))
+		if ((rc = journal_snap_add(j, s, "usage", "usage", u->text, &seq)))
 			return rc;
 		/* Its record is now the snapshot's: uploadable once the snapshot is durable. */
 		u->seq = seq;

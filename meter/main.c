@@ -53,6 +53,7 @@ static void on_tick(uv_timer_t *t)
 
 	if (n)
 		sw_info("%zu lease%s expired unrenewed; licenses returned", n, n == 1 ? "" : "s");
+	sync_usage_tick(m);
 }
 
 static int read_in(const char *dir, const char *name, char **out, char *err, size_t errlen)

@@ -30,6 +30,15 @@
 #define METER_DEFAULT_TTL_MS 30000
 #define METER_MAX_REVOKED    200000
 
+/* JSON text made once and shared, never changed: a record's text is kept with it and
+ * handed to the journal's thread for a snapshot while the loop goes on. Its count of
+ * references is touched on the loop thread only. */
+struct jtext {
+	unsigned refs;
+	size_t len;
+	char s[];
+};
+
 /* A product of the site, as the server last configured it. */
 struct product {
 	struct product *next;
@@ -62,6 +71,7 @@ struct lease {
 	int64_t granted_at, renewed_at; /* wall ms */
 	int64_t deadline;		/* monotonic ms */
 	int64_t wait_ms;		/* how long the checkout queued */
+	struct jtext *text;		/* its grant record's fields, as JSON */
 };
 
 /* A usage record not yet accepted by the site server. A run's id is its lease's id, so a
@@ -77,6 +87,15 @@ struct usage {
 	int64_t start, end, wait_ms;
 	uint64_t seq; /* journal record that holds it: uploadable once durable */
 	int uploading;
+	struct jtext *text; /* the record as JSON, as uploaded and journaled */
+};
+
+/* The records of one upload. */
+struct usage_batch {
+	size_t n;
+	char (*ids)[METER_ID_LEN + 1];
+	char *json; /* the records as a JSON array */
+	size_t len;
 };
 
 /* POST /v1/checkout, parsed. */
@@ -158,6 +177,20 @@ struct journal_buf {
 	size_t len, cap;
 };
 
+/* A snapshot: records whose text exists already, each with its sequence number. The
+ * journal's thread writes the lines; the loop only collects references. */
+struct journal_snap_rec {
+	uint64_t seq;
+	const char *type, *key; /* string literals */
+	struct jtext *text;
+};
+
+struct journal_snap {
+	struct journal_snap_rec *recs;
+	size_t n, cap;
+	uint64_t bytes; /* as written */
+};
+
 struct meter {
 	uv_loop_t *loop;
 	char dir[PATH_MAX];
@@ -180,9 +213,9 @@ struct meter {
 	int stopping;
 	int server_reachable;
 	int config_in_flight, upload_in_flight;
-	int config_again;    /* fetch again when the fetch in flight ends */
-	char *config_text;   /* the last good config answer, as cached */
-	json_t *uploading;   /* records of the upload in flight */
+	int config_again;	      /* fetch again when the fetch in flight ends */
+	char *config_text;	      /* the last good config answer, as cached */
+	struct usage_batch uploading; /* records of the upload in flight */
 	size_t upload_batch; /* records per upload; smaller while isolating a refused one */
 };
 
@@ -213,21 +246,23 @@ struct lease *lease_find(const struct lease_table *t, const char *id);
 int lease_revoked(const struct lease_table *t, const char *serial);
 json_t *lease_list_json(const struct lease_table *t, int64_t wall, int64_t mono);
 /* Up to `max` pending records written by journal records <= durable_seq, marked as
- * uploading; NULL when there are none. */
-json_t *lease_usage_take(struct lease_table *t, uint64_t durable_seq, size_t max);
+ * uploading, into `out`; returns how many (0: none, `out` is then empty). */
+size_t lease_usage_take(struct lease_table *t, uint64_t durable_seq, size_t max,
+			struct usage_batch *out);
 /* After an upload: on success forgets the records (journaling their ids), otherwise
  * makes them uploadable again. */
-void lease_usage_done(struct lease_table *t, const json_t *records, int ok);
+void lease_usage_done(struct lease_table *t, const struct usage_batch *b, int ok);
+void usage_batch_cleanup(struct usage_batch *b);
 /* Applies one journal record during replay. */
 int lease_apply(struct lease_table *t, const json_t *rec, int64_t wall, int64_t mono, char *err,
 		size_t errlen);
 /* Writes the live state (leases, pending usage) as journal records. */
-int lease_snapshot(void *arg, struct journal *j, struct journal_buf *b);
+int lease_snapshot(void *arg, struct journal *j, struct journal_snap *s);
 
 /* journal.c */
 typedef void (*journal_done_fn)(void *arg, int rc);
 typedef int (*journal_apply_fn)(void *arg, const json_t *rec, char *err, size_t errlen);
-typedef int (*journal_snapshot_fn)(void *arg, struct journal *j, struct journal_buf *b);
+typedef int (*journal_snapshot_fn)(void *arg, struct journal *j, struct journal_snap *s);
 /* Replays `dir`/journal through `apply`, then compacts it to a snapshot. */
 int journal_open(uv_loop_t *loop, const char *dir, journal_apply_fn apply,
 		 journal_snapshot_fn snapshot, void *arg, struct journal **out, char *err,
@@ -236,6 +271,20 @@ int journal_open(uv_loop_t *loop, const char *dir, journal_apply_fn apply,
 void journal_close(struct journal *j);
 /* Adds a record {"seq","t":type, ...rec} to the batch; takes the reference to `rec`. */
 int journal_append(struct journal *j, const char *type, json_t *rec, uint64_t *seq);
+/* Adds a record {"seq","t":type, members, "key":text} to the batch, where `members` is
+ * "\"name\":value,..." or NULL, and `text` an object; with a NULL key, the members of
+ * `text` are the record's. */
+int journal_append_text(struct journal *j, const char *type, const char *members, const char *key,
+			const struct jtext *text, uint64_t *seq);
+/* Adds a record {"seq","t":type, "key":text} (or text's members, key NULL) to a
+ * snapshot, with the next sequence number; takes a reference to `text`. */
+int journal_snap_add(struct journal *j, struct journal_snap *s, const char *type, const char *key,
+		     struct jtext *text, uint64_t *seq);
+/* JSON text: of `len` bytes of `s`, or the compact dump of `j` (taken; NULL fails). */
+struct jtext *jtext_new(const char *s, size_t len);
+struct jtext *jtext_dump(json_t *j);
+struct jtext *jtext_ref(struct jtext *t);
+void jtext_unref(struct jtext *t);
 /* Calls cb(arg, 0) once every record appended so far is on disk, or cb(arg, SW_EIO) if
  * writing failed. May call it before returning when nothing is pending. */
 int journal_wait(struct journal *j, journal_done_fn cb, void *arg);
@@ -272,6 +321,8 @@ void api_shutdown(struct meter *m);
 void sync_load_cache(struct meter *m);
 int sync_start(struct meter *m, char *err, size_t errlen);
 void sync_stop(struct meter *m);
+/* Every tick: uploads at once when a whole batch is pending. */
+void sync_usage_tick(struct meter *m);
 /* The site server says products changed: fetch the configuration now. */
 void sync_refresh(struct meter *m);
 

@@ -192,39 +192,39 @@ static void upload(uv_timer_t *t);
  * dropped from the journal. */
 static void refused(struct meter *m, const struct sw_http_result *res)
 {
-	size_t n = json_array_size(m->uploading);
+	size_t n = m->uploading.n;
 
 	if (n > 1) {
 		m->upload_batch = n / 2;
 		sw_warn("the site server refused %zu usage records (%.200s); sending %zu at a "
 			"time to find the one it refuses",
 			n, res->body, m->upload_batch);
-		lease_usage_done(m->table, m->uploading, 0);
+		lease_usage_done(m->table, &m->uploading, 0);
 	} else {
-		char path[PATH_MAX + 32],
-		    *line = json_dumps(json_array_get(m->uploading, 0), JSON_COMPACT);
+		char path[PATH_MAX + 32];
+		/* the one record: the array without its brackets */
+		const char *line = m->uploading.json + 1;
+		size_t len = m->uploading.len - 2;
 		int fd;
 
 		snprintf(path, sizeof(path), "%s/usage-rejected.jsonl", m->data_dir);
 		fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-		if (fd < 0 || !line || write(fd, line, strlen(line)) < 0 ||
-		    write(fd, "\n", 1) < 0 || fdatasync(fd) < 0) {
+		if (fd < 0 || write(fd, line, len) < 0 || write(fd, "\n", 1) < 0 ||
+		    fdatasync(fd) < 0) {
 			/* not kept: it stays in the journal, and is tried again later */
 			sw_err("%s: %s; the refused usage record stays queued", path,
 			       strerror(errno));
-			lease_usage_done(m->table, m->uploading, 0);
+			lease_usage_done(m->table, &m->uploading, 0);
 		} else {
 			sw_warn("the site server refuses a usage record for good (%.200s); kept "
 				"aside in %s",
 				res->body, path);
-			lease_usage_done(m->table, m->uploading, 1);
+			lease_usage_done(m->table, &m->uploading, 1);
 		}
 		if (fd >= 0)
 			close(fd);
-		free(line);
 	}
-	json_decref(m->uploading);
-	m->uploading = NULL;
+	usage_batch_cleanup(&m->uploading);
 	uv_timer_start(&m->upload_timer, upload, 0, UPLOAD_INTERVAL_MS);
 }
 
@@ -242,18 +242,16 @@ static void on_upload(const struct sw_http_result *res, void *arg)
 	    sw_json_int(j, "duplicates", 0, INT64_MAX, 0, &duplicates, NULL, 0) == 0)
 		ok = 1;
 	json_decref(j);
-	if (m->uploading && !ok && res->status == 400 && !m->stopping) {
+	if (m->uploading.n && !ok && res->status == 400 && !m->stopping) {
 		refused(m, res);
 		return;
 	}
-	if (m->uploading) {
+	if (m->uploading.n) {
 		if (ok)
 			sw_debug("uploaded %zu usage records (%lld new, %lld duplicates)",
-				 json_array_size(m->uploading), (long long)accepted,
-				 (long long)duplicates);
-		lease_usage_done(m->table, m->uploading, ok);
-		json_decref(m->uploading);
-		m->uploading = NULL;
+				 m->uploading.n, (long long)accepted, (long long)duplicates);
+		lease_usage_done(m->table, &m->uploading, ok);
+		usage_batch_cleanup(&m->uploading);
 	}
 	if (ok && m->upload_batch < METER_UPLOAD_BATCH)
 		m->upload_batch = m->upload_batch * 2 < METER_UPLOAD_BATCH ? m->upload_batch * 2
@@ -269,8 +267,11 @@ static void on_upload(const struct sw_http_result *res, void *arg)
 		return;
 	}
 	server_state(m, 1, NULL, NULL);
-	/* A backlog (the server was away) drains batch after batch, not one per interval. */
-	if (m->table->nusage > 0)
+	/* A backlog (the server was away, or a busy meter) drains batch after batch, not
+	 * one per interval; what is left of a batch waits for the tick or the interval, so a
+	 * busy meter does not send a trickle of uploads of a record or two, each a
+	 * transaction on the site server. */
+	if (m->table->nusage >= m->upload_batch)
 		uv_timer_start(&m->upload_timer, upload, 0, UPLOAD_INTERVAL_MS);
 }
 
@@ -287,13 +288,13 @@ static void on_usage_durable(void *arg, int rc)
 static void upload(uv_timer_t *t)
 {
 	struct meter *m = t->data;
-	json_t *records, *msg;
-	char url[400], *body = NULL;
+	struct usage_batch b;
+	char url[400], head[64], *body = NULL;
+	size_t hlen;
 
 	if (m->upload_in_flight || m->stopping)
 		return;
-	records = lease_usage_take(m->table, journal_durable_seq(m->journal), m->upload_batch);
-	if (!records) {
+	if (!lease_usage_take(m->table, journal_durable_seq(m->journal), m->upload_batch, &b)) {
 		/* Usage pending but not yet durable (a compaction renumbers it): upload as
 		 * soon as the journal has it on disk, not at the next interval. */
 		if (m->table->nusage > 0 && !m->upload_waiting) {
@@ -305,19 +306,36 @@ static void upload(uv_timer_t *t)
 		}
 		return;
 	}
-	msg = json_pack("{sI sO}", "now", (json_int_t)sw_now_ms(), "records", records);
-	body = msg ? sw_json_dump(msg) : NULL;
-	json_decref(msg);
+	/* {"now":N,"records":[...]}, the array being the records' own texts joined */
+	hlen = (size_t)snprintf(head, sizeof(head),
+				"{\"now\":%lld,\"records\":", (long long)sw_now_ms());
+	body = malloc(hlen + b.len + 2);
+	if (body) {
+		memcpy(body, head, hlen);
+		memcpy(body + hlen, b.json, b.len);
+		memcpy(body + hlen + b.len, "}", 2);
+	}
 	snprintf(url, sizeof(url), "%s/v1/usage", m->server);
-	if (body && sw_http_client_request(m->client, "POST", url, body, strlen(body),
+	if (body && sw_http_client_request(m->client, "POST", url, body, hlen + b.len + 1,
 					   REQUEST_TIMEOUT_MS, on_upload, m) == 0) {
 		m->upload_in_flight = 1;
-		m->uploading = records;
+		m->uploading = b;
 	} else {
-		lease_usage_done(m->table, records, 0);
-		json_decref(records);
+		lease_usage_done(m->table, &b, 0);
+		usage_batch_cleanup(&b);
 	}
 	free(body);
+}
+
+void sync_usage_tick(struct meter *m)
+{
+	/* A busy meter makes a batch in well under the interval: send it now rather than
+	 * let the journal and memory fill with records nobody has. A server that is away
+	 * is left to the interval. */
+	if (!m->client || m->stopping || m->upload_in_flight || m->upload_waiting ||
+	    !m->server_reachable || m->table->nusage < METER_UPLOAD_BATCH)
+		return;
+	uv_timer_start(&m->upload_timer, upload, 0, UPLOAD_INTERVAL_MS);
 }
 
 void sync_refresh(struct meter *m)

@@ -171,7 +171,8 @@ static void test_replay_restores_state(void **state)
 	struct checkout_out out;
 	struct waiter w = {0};
 	char kept[33], released[33], denied[33];
-	json_t *batch;
+	struct usage_batch batch;
+	json_t *arr;
 
 	open_table(f);
 	assert_int_equal(lease_checkout(f->t, &a, "web1", WALL, 0, &w, &out), 0);
@@ -184,12 +185,18 @@ static void test_replay_restores_state(void **state)
 	assert_int_equal(lease_checkin(f->t, released, CLIENT_B, "web2", WALL + 500, 500), 0);
 	flush(f);
 	/* The denial is uploaded: it must not come back. */
-	batch = lease_usage_take(f->t, journal_durable_seq(f->j), 1);
-	assert_non_null(batch);
-	assert_string_equal(json_string_value(json_object_get(json_array_get(batch, 0), "id")),
+	assert_int_equal(lease_usage_take(f->t, journal_durable_seq(f->j), 1, &batch), 1);
+	assert_string_equal(batch.ids[0], denied);
+	/* what is uploaded: a JSON array of the records */
+	assert_non_null(arr = json_loadb(batch.json, batch.len, 0, NULL));
+	assert_int_equal(json_array_size(arr), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(arr, 0), "id")),
 			    denied);
-	lease_usage_done(f->t, batch, 1);
-	json_decref(batch);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(arr, 0), "kind")),
+			    "denied");
+	json_decref(arr);
+	lease_usage_done(f->t, &batch, 1);
+	usage_batch_cleanup(&batch);
 	flush(f);
 	close_table(f);
 
@@ -252,6 +259,81 @@ static void test_torn_and_corrupt_lines(void **state)
 	}
 }
 
+#define LEASE_1 "11111111111111111111111111111111"
+#define LEASE_2 "22222222222222222222222222222222"
+#define DENIAL	"33333333333333333333333333333333"
+#define GONE	"44444444444444444444444444444444"
+
+/* The state an old-format journal holds: lease 1 live, lease 2 released into a pending
+ * run, a pending denial (one more was uploaded). */
+static void check_old_state(struct fixture *f)
+{
+	struct usage_batch batch;
+	json_t *arr, *rec;
+
+	assert_int_equal(f->t->nleases, 1);
+	assert_non_null(lease_find(f->t, LEASE_1));
+	assert_string_equal(lease_find(f->t, LEASE_1)->exe, "cad \"pro\"");
+	assert_int_equal(f->t->nusage, 2);
+	assert_string_equal(f->t->uhead->id, LEASE_2);
+	assert_string_equal(f->t->utail->id, DENIAL);
+	assert_int_equal(lease_usage_take(f->t, journal_durable_seq(f->j), 10, &batch), 2);
+	assert_non_null(arr = json_loadb(batch.json, batch.len, 0, NULL));
+	assert_int_equal(json_array_size(arr), 2);
+	rec = json_array_get(arr, 0);
+	assert_string_equal(json_string_value(json_object_get(rec, "id")), LEASE_2);
+	assert_string_equal(json_string_value(json_object_get(rec, "user")), "b\u00e9");
+	assert_string_equal(json_string_value(json_object_get(rec, "kind")), "run");
+	assert_int_equal(json_integer_value(json_object_get(rec, "start")), 5);
+	assert_int_equal(json_integer_value(json_object_get(rec, "end")), 9);
+	assert_int_equal(json_integer_value(json_object_get(rec, "wait_ms")), 3);
+	assert_string_equal(json_string_value(json_object_get(rec, "source")), "meter");
+	rec = json_array_get(arr, 1);
+	assert_string_equal(json_string_value(json_object_get(rec, "id")), DENIAL);
+	assert_string_equal(json_string_value(json_object_get(rec, "kind")), "denied");
+	json_decref(arr);
+	lease_usage_done(f->t, &batch, 0);
+	usage_batch_cleanup(&batch);
+}
+
+/* A journal as earlier versions wrote it replays, and so does the snapshot made of it. */
+static void test_old_journal_replays(void **state)
+{
+	struct fixture *f = *state;
+	size_t lines;
+	char *text;
+
+	write_journal(
+	    f, "{\"seq\":1,\"t\":\"grant\",\"lease\":\"" LEASE_1 "\",\"client\":\"" CLIENT_A
+	       "\",\"product\":\"cad\",\"exe\":\"cad \\\"pro\\\"\",\"user\":\"a\",\"host\":\"h\","
+	       "\"pid\":1,\"granted_at\":5,\"wait_ms\":0}\n"
+	       "{\"seq\":2,\"t\":\"grant\",\"lease\":\"" LEASE_2 "\",\"client\":\"" CLIENT_A
+	       "\",\"product\":\"cad\",\"exe\":\"cad\",\"user\":\"b\\u00e9\",\"host\":\"h\","
+	       "\"pid\":1,\"granted_at\":5,\"wait_ms\":3}\n"
+	       "{\"seq\":3,\"t\":\"usage\",\"usage\":{\"id\":\"" GONE "\",\"product\":\"cad\","
+	       "\"exe\":\"cad\",\"user\":\"c\",\"host\":\"h\",\"start\":6,\"end\":6,"
+	       "\"kind\":\"denied\",\"wait_ms\":0,\"source\":\"meter\"}}\n"
+	       "{\"seq\":4,\"t\":\"release\",\"lease\":\"" LEASE_2 "\",\"usage\":{\"id\":\"" LEASE_2
+	       "\",\"product\":\"cad\",\"exe\":\"cad\",\"user\":\"b\\u00e9\",\"host\":\"h\","
+	       "\"start\":5,\"end\":9,\"kind\":\"run\",\"wait_ms\":3,\"source\":\"meter\"}}\n"
+	       "{\"seq\":5,\"t\":\"usage\",\"usage\":{\"id\":\"" DENIAL "\",\"product\":\"cad\","
+	       "\"exe\":\"cad\",\"user\":\"c\",\"host\":\"h\",\"start\":7,\"end\":7,"
+	       "\"kind\":\"denied\",\"wait_ms\":0,\"source\":\"meter\"}}\n"
+	       "{\"seq\":6,\"t\":\"uploaded\",\"ids\":[\"" GONE "\"]}\n");
+	open_table(f);
+	check_old_state(f);
+	/* the snapshot: one grant and two usage records, numbered on from the old file */
+	text = read_journal(f, &lines);
+	assert_int_equal(lines, 3);
+	assert_non_null(strstr(text, "{\"seq\":7,\"t\":\"grant\",\"lease\":\"" LEASE_1));
+	assert_non_null(strstr(text, "{\"seq\":8,\"t\":\"usage\",\"usage\":{\"id\":\"" LEASE_2));
+	assert_non_null(strstr(text, "{\"seq\":9,\"t\":\"usage\",\"usage\":{\"id\":\"" DENIAL));
+	free(text);
+	close_table(f);
+	open_table(f);
+	check_old_state(f);
+}
+
 static void test_compaction_keeps_live_state(void **state)
 {
 	struct fixture *f = *state;
@@ -265,15 +347,15 @@ static void test_compaction_keeps_live_state(void **state)
 	open_table(f);
 	/* Churn: many grants and check-ins, every run uploaded. */
 	for (int i = 0; i < 200; i++) {
-		json_t *batch;
+		struct usage_batch batch;
 
 		assert_int_equal(lease_checkout(f->t, &a, "web1", WALL + i, i, &w, &out), 0);
 		assert_int_equal(lease_checkin(f->t, out.lease->id, CLIENT_A, "web1", WALL + i, i),
 				 0);
 		flush(f);
-		batch = lease_usage_take(f->t, journal_durable_seq(f->j), 500);
-		lease_usage_done(f->t, batch, 1);
-		json_decref(batch);
+		assert_int_equal(lease_usage_take(f->t, journal_durable_seq(f->j), 500, &batch), 1);
+		lease_usage_done(f->t, &batch, 1);
+		usage_batch_cleanup(&batch);
 	}
 	assert_int_equal(lease_checkout(f->t, &a, "web1", WALL, 0, &w, &out), 0);
 	strcpy(live, out.lease->id);
@@ -305,7 +387,7 @@ static void test_compaction_at_runtime(void **state)
 	char path[128];
 	struct stat st;
 	off_t last = 0, written = 0;
-	json_t *batch;
+	struct usage_batch batch;
 
 	open_table(f);
 	snprintf(path, sizeof(path), "%s/journal", f->dir);
@@ -315,10 +397,10 @@ static void test_compaction_at_runtime(void **state)
 		for (int i = 0; i < 1000; i++)
 			assert_int_equal(lease_checkout(f->t, &r, "web1", WALL, 0, &w, &out), 0);
 		flush(f);
-		while ((batch = lease_usage_take(f->t, journal_durable_seq(f->j),
-						 METER_UPLOAD_BATCH))) {
-			lease_usage_done(f->t, batch, 1);
-			json_decref(batch);
+		while (
+		    lease_usage_take(f->t, journal_durable_seq(f->j), METER_UPLOAD_BATCH, &batch)) {
+			lease_usage_done(f->t, &batch, 1);
+			usage_batch_cleanup(&batch);
 		}
 		done_count = 0;
 		assert_int_equal(journal_wait(f->j, on_done, NULL), 0);
@@ -394,6 +476,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replay_restores_state, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_torn_and_corrupt_lines, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_old_journal_replays, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_compaction_keeps_live_state, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_compaction_at_runtime, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_failed_write_is_recovered, setup, teardown),
