@@ -95,30 +95,6 @@ static int buf_put(struct journal_buf *b, const char *s, size_t n)
 	return 0;
 }
 
-int journal_buf_add(struct journal *j, struct journal_buf *b, const char *type, json_t *rec,
-		    uint64_t *seq)
-{
-	json_t *line = NULL;
-	char *text = NULL;
-	int rc = SW_ENOMEM;
-
-	if (!rec)
-		goto out;
-	line = json_pack("{sI ss}", "seq", (json_int_t)j->next_seq, "t", type);
-	if (!line || json_object_update(line, rec) || !(text = sw_json_dump(line)))
-		goto out;
-	if ((rc = buf_put(b, text, strlen(text))) || (rc = buf_put(b, "\n", 1)))
-		goto out;
-	if (seq)
-		*seq = j->next_seq;
-	j->next_seq++;
-out:
-	free(text);
-	json_decref(line);
-	json_decref(rec);
-	return rc;
-}
-
 struct jtext *jtext_new(const char *s, size_t len)
 {
 	struct jtext *t = malloc(sizeof(*t) + len + 1);
@@ -422,21 +398,6 @@ static void kick(struct journal *j)
 {
 	if (!j->busy)
 		uv_idle_start(&j->idle, on_idle);
-}
-
-int journal_append(struct journal *j, const char *type, json_t *rec, uint64_t *seq)
-{
-	uint64_t s;
-	int rc;
-
-	if ((rc = journal_buf_add(j, &j->cur.buf, type, rec, &s)))
-		return rc;
-	j->cur.last_seq = s;
-	j->cur.nrec++;
-	if (seq)
-		*seq = s;
-	kick(j);
-	return 0;
 }
 
 int journal_append_text(struct journal *j, const char *type, const char *members, const char *key,

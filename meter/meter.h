@@ -269,8 +269,6 @@ int journal_open(uv_loop_t *loop, const char *dir, journal_apply_fn apply,
 		 size_t errlen);
 /* Waits for the flush in progress, then frees. NULL is a no-op. */
 void journal_close(struct journal *j);
-/* Adds a record {"seq","t":type, ...rec} to the batch; takes the reference to `rec`. */
-int journal_append(struct journal *j, const char *type, json_t *rec, uint64_t *seq);
 /* Adds a record {"seq","t":type, members, "key":text} to the batch, where `members` is
  * "\"name\":value,..." or NULL, and `text` an object; with a NULL key, the members of
  * `text` are the record's. */
@@ -290,10 +288,6 @@ void jtext_unref(struct jtext *t);
 int journal_wait(struct journal *j, journal_done_fn cb, void *arg);
 uint64_t journal_durable_seq(const struct journal *j);
 int journal_busy(const struct journal *j);
-/* Serialises a record with the next sequence number (to *seq if not NULL) into `b`;
- * takes `rec`. */
-int journal_buf_add(struct journal *j, struct journal_buf *b, const char *type, json_t *rec,
-		    uint64_t *seq);
 /* Parses one line; *out is the record with "seq" and "t" checked. */
 int journal_parse_line(const char *line, size_t len, json_t **out, uint64_t *seq, char *err,
 		       size_t errlen);
