@@ -30,25 +30,38 @@ static int send_op(int fd, enum proc_cn_mcast_op op)
 	return send(fd, msg, nl->nlmsg_len, 0) == (ssize_t)nl->nlmsg_len ? 0 : -1;
 }
 
+/* Why the connector cannot be had here, as an error code. */
+static int unavailable(int e, const char *what, char *err, size_t errlen)
+{
+	if (e == EPERM || e == EACCES) {
+		snprintf(err, errlen, "%s: not permitted (%s)", what, strerror(e));
+		return SW_EDENIED;
+	}
+	/* a kernel without it, or a network namespace other than the machine's own */
+	if (e == EPROTONOSUPPORT || e == EAFNOSUPPORT || e == ENOENT || e == ECONNREFUSED) {
+		snprintf(err, errlen, "%s: not available here (%s)", what, strerror(e));
+		return SW_ENOTFOUND;
+	}
+	snprintf(err, errlen, "%s: %s", what, strerror(e));
+	return SW_EIO;
+}
+
 int sw_procev_open(char *err, size_t errlen)
 {
 	struct sockaddr_nl sa = {.nl_family = AF_NETLINK, .nl_groups = CN_IDX_PROC};
 	int fd, rcvbuf = 1 << 20;
 
 	fd = socket(PF_NETLINK, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_CONNECTOR);
-	if (fd < 0) {
-		snprintf(err, errlen, "no process connector: %s", strerror(errno));
-		return SW_EIO;
-	}
+	if (fd < 0)
+		return unavailable(errno, "no process connector", err, errlen);
 	/* Room for bursts (a build starting thousands of processes); past it, events are
 	 * dropped and the caller is told. */
 	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || send_op(fd, PROC_CN_MCAST_LISTEN)) {
 		int e = errno;
 
-		snprintf(err, errlen, "cannot listen to process events: %s", strerror(e));
 		close(fd);
-		return e == EPERM || e == EACCES ? SW_EDENIED : SW_EIO;
+		return unavailable(e, "cannot listen to process events", err, errlen);
 	}
 	return fd;
 }

@@ -1,7 +1,8 @@
 /*
  * The kernel's process events through the proc connector (NETLINK_CONNECTOR,
- * CN_IDX_PROC): a process executing a program, and a process exiting. Subscribing takes
- * CAP_NET_ADMIN in the initial namespaces; without it, callers scan /proc instead.
+ * CN_IDX_PROC): a process executing a program, and a process exiting. The connector lives
+ * in the machine's own network namespace only, and older kernels let only
+ * CAP_NET_ADMIN subscribe; where it cannot be had, callers scan /proc instead.
  */
 #ifndef SW_PROCEV_H
 #define SW_PROCEV_H
@@ -16,7 +17,8 @@ struct sw_procev {
 };
 
 /* A non-blocking socket subscribed to process events: its descriptor, or SW_EDENIED
- * (not permitted here) or SW_EIO, with the reason in `err`. Close it with close(2),
+ * (not permitted here), SW_ENOTFOUND (no connector in this kernel or network namespace)
+ * or SW_EIO, with the reason in `err`. Close it with close(2),
  * after sw_procev_close() has unsubscribed. */
 int sw_procev_open(char *err, size_t errlen);
 void sw_procev_close(int fd);

@@ -268,9 +268,11 @@ class Passive(unittest.TestCase):
             f.write("\n[metering]\npassive_interval_ms = 600000\n")
         b.start()
         wait_for(lambda: "passive metering:" in b.proc.log(), 10, "passive metering to start")
-        if "process events from the kernel" not in b.proc.log():
-            self.assertNotEqual(os.geteuid(), 0, "root, and yet no process connector")
-            self.skipTest("the process connector needs CAP_NET_ADMIN; the agent scans /proc")
+        log = b.proc.log()
+        if "process events from the kernel" not in log:
+            # refused for a reason of the machine's, not of the agent's making
+            self.assertTrue("not permitted" in log or "not available here" in log, log)
+            self.skipTest("no process connector here; the agent scans /proc")
         time.sleep(2)  # its first tick fetches the product table
         t0 = time.time() * 1000
         subprocess.run([self.bin, "0.05"], check=True)

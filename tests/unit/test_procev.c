@@ -94,8 +94,10 @@ static void test_kernel_events(void **state)
 	pid_t pid;
 
 	if (fd < 0) {
-		/* not permitted here (no CAP_NET_ADMIN): the agent scans /proc instead */
-		assert_int_equal(fd, SW_EDENIED);
+		/* not permitted (an older kernel, without CAP_NET_ADMIN) or not there (another
+		 * network namespace): the agent scans /proc instead */
+		printf("the process connector: %s\n", err);
+		assert_true(fd == SW_EDENIED || fd == SW_ENOTFOUND);
 		skip();
 	}
 	pid = fork();
