@@ -410,6 +410,13 @@ static void on_products(const struct sw_http_result *res, void *arg)
 	arr = json_object_get(j, "products");
 	if (json_is_array(arr)) {
 		json_t *ex = json_object_get(j, "excluded");
+
+		/* said when it changes: what passive metering looks for from now on */
+		if (!json_equal(arr, p->products) ||
+		    (json_is_array(ex) && !json_equal(ex, p->excluded)))
+			sw_info("passive metering: %zu product%s, %zu program%s excluded",
+				json_array_size(arr), json_array_size(arr) == 1 ? "" : "s",
+				json_array_size(ex), json_array_size(ex) == 1 ? "" : "s");
 		json_decref(p->products);
 		p->products = json_incref(arr);
 		json_decref(p->excluded);

@@ -248,7 +248,9 @@ class Passive(unittest.TestCase):
                       "--version", "0.*")
         self.site.cli("product", "add", "hash-now", "--exe", "sha1sum", "--licenses", "1",
                       "--version", pattern)
-        time.sleep(2.5)  # a heartbeat tells the agent, which fetches the product table
+        # a heartbeat tells the agent, which fetches the product table
+        wait_for(lambda: "passive metering: 3 products" in self.a.proc.log(), 15,
+                 "the agent to fetch the new product table")
         # sha1sum waits on its input: running for as long as the test holds it open
         p = subprocess.Popen(["/usr/bin/sha1sum"], stdin=subprocess.PIPE,
                              stdout=subprocess.DEVNULL)
@@ -267,13 +269,13 @@ class Passive(unittest.TestCase):
         with open(os.path.join(b.dir, "agent.conf"), "a") as f:
             f.write("\n[metering]\npassive_interval_ms = 600000\n")
         b.start()
-        wait_for(lambda: "passive metering:" in b.proc.log(), 10, "passive metering to start")
+        wait_for(lambda: "passive metering: 1 product," in b.proc.log(), 15,
+                 "the agent to fetch the product table")
         log = b.proc.log()
         if "process events from the kernel" not in log:
             # refused for a reason of the machine's, not of the agent's making
             self.assertTrue("not permitted" in log or "not available here" in log, log)
             self.skipTest("no process connector here; the agent scans /proc")
-        time.sleep(2)  # its first tick fetches the product table
         t0 = time.time() * 1000
         subprocess.run([self.bin, "0.05"], check=True)
         t1 = time.time() * 1000
