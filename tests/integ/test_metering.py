@@ -151,8 +151,22 @@ class OneMeter(unittest.TestCase):
             self.assertEqual((status, body.get("granted"), body.get("product")),
                              (200, True, product), body)
             held.append((client, body["lease"]))
-        r = subprocess.run([prog("siteward-run"), "--agent", self.client.dir, "--",
-                            "/usr/bin/true"], capture_output=True, text=True, timeout=20)
+        # kept alive as siteward-run would, however slow the version lookup is here
+        done = threading.Event()
+
+        def renew():
+            while not done.wait(0.5):
+                for client, lease in held:
+                    meter_api(self.site, self.m, "POST", "/v1/heartbeat",
+                              {"client": client, "leases": [lease]}, ctx=self.client_tls())
+        renewer = threading.Thread(target=renew)
+        renewer.start()
+        try:
+            r = subprocess.run([prog("siteward-run"), "--agent", self.client.dir, "--",
+                                "/usr/bin/true"], capture_output=True, text=True, timeout=20)
+        finally:
+            done.set()
+            renewer.join(10)
         self.assertEqual(r.returncode, 75, r.stderr)
         self.assertIn("true-now", r.stderr)
         for client, lease in held:
