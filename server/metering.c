@@ -476,29 +476,32 @@ static void collect_key(const char *key, void *value, void *arg)
 	json_array_append_new(arg, json_string(key));
 }
 
-static void collect_meter(const char *key, void *value, void *arg)
-{
-	struct system *sys = value;
-
-	if (has_role(sys, "software-metering"))
-		json_array_append_new(arg, json_string(sys->name));
-}
-
 static int by_string(const void *a, const void *b)
 {
 	return strcmp(json_string_value(*(json_t *const *)a),
 		      json_string_value(*(json_t *const *)b));
 }
 
-/* A system without the role whose license server may still grant: the agent last
- * reported its meter service with a process (it has not stopped it yet, or cannot). */
-static void collect_former_meter(const char *key, void *value, void *arg)
+/* Where collect_meters puts what it finds. */
+struct meters {
+	json_t *current; /* systems with the role */
+	json_t *former;	 /* NULL, or systems without it whose license server may still grant */
+};
+
+/* A system with the metering role; or one without it whose agent last reported its
+ * meter service with a process (it has not stopped it yet, or cannot). */
+static void collect_meters(const char *key, void *value, void *arg)
 {
 	struct system *sys = value;
+	struct meters *m = arg;
 	json_t *svc;
 	size_t i;
 
-	if (has_role(sys, "software-metering"))
+	if (has_role(sys, "software-metering")) {
+		json_array_append_new(m->current, json_string(sys->name));
+		return;
+	}
+	if (!m->former)
 		return;
 	json_array_foreach(sys->services, i, svc)
 	{
@@ -507,20 +510,22 @@ static void collect_former_meter(const char *key, void *value, void *arg)
 
 		if (name && state && strcmp(name, "meter") == 0 && strcmp(state, "stopped") != 0 &&
 		    strcmp(state, "failed") != 0) {
-			json_array_append_new(arg, json_string(sys->name));
+			json_array_append_new(m->former, json_string(sys->name));
 			return;
 		}
 	}
 }
 
-/* Metering systems in name order: the order in which licenses are shared out. */
-static json_t *meter_systems(struct server *s)
+/* Metering systems in name order: the order in which licenses are shared out; and, into
+ * `former` when not NULL, the systems that lost the role but may still be granting. */
+static json_t *meter_systems(struct server *s, json_t *former)
 {
 	json_t *arr = json_array(), *sorted = json_array();
+	struct meters m = {arr, former};
 	json_t **items;
 	size_t n;
 
-	sw_strmap_each(s->systems, collect_meter, arr);
+	sw_strmap_each(s->systems, collect_meters, &m);
 	n = json_array_size(arr);
 	items = calloc(n ? n : 1, sizeof(*items));
 	for (size_t i = 0; items && i < n; i++)
@@ -543,7 +548,7 @@ json_t *metering_meter_urls(struct server *s)
 
 	if (s->meter_urls)
 		return json_incref(s->meter_urls);
-	names = meter_systems(s);
+	names = meter_systems(s, NULL);
 	urls = json_array();
 	json_array_foreach(names, i, v)
 	{
@@ -705,7 +710,7 @@ void metering_get_config(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
 	const char *me = sw_http_req_identity(req)->cn;
-	json_t *names = meter_systems(s), *former = json_array(), *products = NULL, *p, *v;
+	json_t *former = json_array(), *names = meter_systems(s, former), *products = NULL, *p, *v;
 	json_t *body = NULL, *reports;
 	char err[256];
 	size_t i, n = json_array_size(names), idx = n;
@@ -724,7 +729,6 @@ void metering_get_config(struct sw_http_req *req, void *arg)
 		goto out;
 	}
 	reports = json_object_get(body, "products");
-	sw_strmap_each(s->systems, collect_former_meter, former);
 	/* one transaction: the reports and the shares computed from them */
 	rc = sw_db_begin(s->db, err, sizeof(err));
 	json_array_foreach(products, i, p)
