@@ -11,6 +11,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import http.client
@@ -22,6 +23,40 @@ DB_URL = os.environ.get("SITEWARD_TEST_DB", "")  # a postgresql:// URL, or SQLit
 
 def prog(name):
     return os.path.join(BUILD, name)
+
+
+def script(name, *args):
+    """A command line running one of the test programs in tests/integ/programs."""
+    return " ".join([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                  "programs", name), *args])
+
+
+def proc_state(pid):
+    """The state letter of a process, or None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def pid_alive(pid):
+    return proc_state(pid) not in (None, "Z", "X")
+
+
+def group_alive(pgid):
+    """Whether any live process is in process group `pgid`."""
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def free_port():

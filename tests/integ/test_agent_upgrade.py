@@ -11,46 +11,14 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 import unittest
 
-from harness import Site, prog as build_prog, wait_for
+from harness import Site, group_alive, pid_alive, proc_state, script, wait_for
+from harness import prog as build_prog
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-PY = sys.executable
-
-
-def prog(script, *args):
-    return " ".join([PY, os.path.join(HERE, "programs", script), *args])
-
-
-def proc_state(pid):
-    """The state letter of a process, or None if there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
-
-
-def pid_alive(pid):
-    return proc_state(pid) not in (None, "Z", "X")
-
-
-def group_alive(pgid):
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+prog = script
 
 
 def processes_running(marker):

@@ -5,42 +5,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import unittest
 
-from harness import Site, wait_for
+from harness import Site, group_alive, pid_alive, script, wait_for
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-PY = sys.executable
-
-
-def prog(script, *args):
-    """A command line running one of the test programs in tests/integ/programs."""
-    return " ".join([PY, os.path.join(HERE, "programs", script), *args])
-
-
-def pid_alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
-def group_alive(pgid):
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+prog = script
 
 
 class Services(unittest.TestCase):

@@ -8,25 +8,19 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import unittest
 
-from harness import Proc, Site, free_port, prog, wait_for
+from harness import Proc, Site, free_port, prog, script, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-PY = sys.executable
 NEW = "9.0.0"
 PROGRAMS = ("siteward", "siteward-server", "siteward-agent", "siteward-meter", "siteward-run")
 # An extra migration a package can carry, so rollback has a database to restore.
 PROBE_SQL = "CREATE TABLE upgrade_probe (id BIGINT PRIMARY KEY);\n"
-
-
-def svc_prog(script, *args):
-    return " ".join([PY, os.path.join(HERE, "programs", script), *args])
 
 
 def build_tree(dest, migration=True):
@@ -70,7 +64,7 @@ class UpgradeSite(unittest.TestCase):
         site.start()
         for i in range(plain):
             a = site.enroll(f"a{i + 1}", start=False)
-            a.add_service("work", svc_prog("cooperative.py", a.name), stop_timeout="2")
+            a.add_service("work", script("cooperative.py", a.name), stop_timeout="2")
             a.start()
             site.cli("role", "add", a.name, "test")
         for name in meters:
@@ -80,7 +74,7 @@ class UpgradeSite(unittest.TestCase):
                 f.write(f"\n[meter]\nlisten = 127.0.0.1:{m.meter_port}\n")
                 if name in stubborn:
                     # the Software Metering service of KB Q258547: it cannot be stopped
-                    f.write(f"\n[service.meter]\ncommand = {svc_prog('stubborn.py')}\n"
+                    f.write(f"\n[service.meter]\ncommand = {script('stubborn.py')}\n"
                             "stop_timeout = 60\n")
             m.start()
             site.cli("role", "add", name, "software-metering")
