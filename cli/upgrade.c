@@ -104,6 +104,11 @@ static int do_check(struct cli *c, int argc, char **argv)
 		    print_issues(str(y, "name"), str(y, "version"), json_object_get(y, "issues"));
 		printf("%lld errors, %lld warnings\n", num(reply, "errors"),
 		       num(reply, "warnings"));
+		if (num(reply, "bound_ms")) {
+			char b[32];
+			snprintf(b, sizeof(b), "%.0f s", num(reply, "bound_ms") / 1000.0);
+			printf("a run with these options takes at most %s\n", b);
+		}
 	}
 	int ok = json_is_true(json_object_get(reply, "ok"));
 	json_decref(reply);
@@ -113,6 +118,20 @@ static int do_check(struct cli *c, int argc, char **argv)
 static void fmt_secs(char *out, size_t len, long long ms)
 {
 	snprintf(out, len, "%.1f s", ms / 1000.0);
+}
+
+/* The run's bound, known before it began, beside the time it has taken. */
+static void print_bound(const json_t *run)
+{
+	long long bound = num(run, "bound_ms"), leg = num(run, "leg_started_at");
+	long long end = num(run, "finished_at") ? num(run, "finished_at") : sw_now_ms();
+	char a[32], b[32];
+
+	if (!bound)
+		return;
+	fmt_secs(a, sizeof(a), end - leg);
+	fmt_secs(b, sizeof(b), bound);
+	printf("time: %s of at most %s\n", a, b);
 }
 
 static void print_report(const json_t *run)
@@ -132,6 +151,7 @@ static void print_report(const json_t *run)
 	if (num(counts, "rolled_back"))
 		printf(", %lld rolled back", num(counts, "rolled_back"));
 	printf(")%s%s\n", *str(run, "reason") ? ": " : "", str(run, "reason"));
+	print_bound(run);
 	printf("site server: %s\n", str(json_object_get(run, "server"), "step"));
 	printf("%-20s %-10s %-10s %-12s %8s  %-36s %s\n", "SYSTEM", "FROM", "NOW", "OUTCOME",
 	       "TIME", "STEPS", "REASON");
@@ -234,6 +254,12 @@ static int follow(struct cli *c, json_t *run)
 	long status;
 	int rc;
 
+	if (run && !c->json && following(str(run, "state"))) {
+		char b[32];
+		fmt_secs(b, sizeof(b), num(run, "bound_ms"));
+		fprintf(stderr, "upgrade %lld: %lld systems, at most %s\n", num(run, "id"),
+			num(json_object_get(run, "counts"), "systems"), b);
+	}
 	while (run && following(str(run, "state"))) {
 		json_t *next = NULL;
 		struct timespec ts = {0, POLL_MS * 1000000L};

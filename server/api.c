@@ -105,6 +105,7 @@ static void post_enroll(struct sw_http_req *req, void *arg)
 	}
 	sw_info("system %s enrolled from %s (certificate %s)", e.name, sw_http_req_peer(req),
 		serial);
+	upgrade_system_enrolled(s, sw_strmap_get(s->systems, e.name));
 	sw_http_reply_json(req, 200,
 			   json_pack("{ss ss ss si ss*}", "certificate", cert, "ca", s->ca_pem,
 				     "site_code", s->site_code, "heartbeat_interval",
@@ -308,6 +309,7 @@ static void set_role(struct server *s, struct sw_http_req *req, const struct tar
 		return;
 	}
 	sw_info("role %s %s %s", t->item, add ? "added to" : "removed from", sys->name);
+	upgrade_role_changed(s, sys, t->item, add);
 	/* The change is recorded; the push only hurries it, within the caller's deadline. */
 	if (control_push_roles(s, sys, req, t->item, add, timeout_ms))
 		sw_http_reply_json(
@@ -437,6 +439,7 @@ static void delete_system(struct sw_http_req *req, void *arg)
 		sw_http_reply_error(req, api_status(rc), "%s", err);
 		return;
 	}
+	upgrade_system_removed(s, t.name);
 	sw_http_reply_json(req, 200, json_pack("{ss sb}", "name", t.name, "revoked", 1));
 }
 
@@ -475,8 +478,8 @@ static const struct sw_http_route routes[] = {
     {"POST", "/v1/upgrades/check", SW_HTTP_ADMIN, upgrade_check, 0},
     {"GET", "/v1/upgrades/current", SW_HTTP_ADMIN, upgrade_get, 0},
     {"POST", "/v1/upgrades/current/*", SW_HTTP_ADMIN, upgrade_action, 0},
-    {"GET", "/v1/packages/*", SW_HTTP_AGENT, upgrade_get_package, 0},
-    {"GET", "/v1/site/signing-key", SW_HTTP_AGENT, upgrade_signing_key, 0},
+    {"GET", "/v1/packages/*", SW_HTTP_AGENT, package_get, 0},
+    {"GET", "/v1/site/signing-key", SW_HTTP_AGENT, package_signing_key, 0},
 };
 
 int api_start(struct server *s, char *err, size_t errlen)

@@ -96,18 +96,26 @@ int control_call(struct server *s, struct system *sys, const char *method, const
 /* Why a call failed: the transfer's reason, or the agent's {"error": …}. */
 void control_error(const struct sw_http_result *res, char *out, size_t len);
 
-/* upgrade.c */
+/* upgrade.c (the rest of the upgrade's parts are declared in upgrade.h) */
 struct upgrade;
 int upgrade_load(struct server *s, char *err, size_t errlen);
 void upgrade_free(struct server *s);
 /* A heartbeat from `sys`: a deferred system that reports its old version is upgraded. */
 void upgrade_heard(struct server *s, struct system *sys);
+/* The site's changes that an upgrade in flight hears of. */
+void upgrade_system_removed(struct server *s, const char *name);
+void upgrade_system_enrolled(struct server *s, struct system *sys);
+void upgrade_role_changed(struct server *s, struct system *sys, const char *role, int add);
+
+/* upgrade_api.c */
 void upgrade_post(struct sw_http_req *req, void *arg);
 void upgrade_check(struct sw_http_req *req, void *arg);
 void upgrade_get(struct sw_http_req *req, void *arg);
 void upgrade_action(struct sw_http_req *req, void *arg);
-void upgrade_get_package(struct sw_http_req *req, void *arg);
-void upgrade_signing_key(struct sw_http_req *req, void *arg);
+
+/* package.c */
+void package_get(struct sw_http_req *req, void *arg);
+void package_signing_key(struct sw_http_req *req, void *arg);
 
 /* metering.c */
 void metering_get_products(struct sw_http_req *req, void *arg);

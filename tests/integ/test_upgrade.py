@@ -95,9 +95,17 @@ class UpgradeSite(unittest.TestCase):
     def upgrade(self, site, *args, timeout=180):
         r = site.cli("upgrade", *args, "--json", check=False, timeout=timeout)
         try:
-            return r.returncode, json.loads(r.stdout), r.stderr
+            run = json.loads(r.stdout)
         except ValueError:
             return r.returncode, None, r.stderr
+        self.assert_within_bound(run)
+        return r.returncode, run, r.stderr
+
+    def assert_within_bound(self, run):
+        """Every run ends within the bound it gave before it began."""
+        if run.get("bound_ms") and run.get("finished_at"):
+            self.assertLessEqual(run["finished_at"], run["deadline_at"], json.dumps(run))
+            self.assertLessEqual(run["finished_at"] - run["leg_started_at"], run["bound_ms"])
 
     def status(self, site):
         return site.cli_json("upgrade", "status")

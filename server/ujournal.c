@@ -1,0 +1,253 @@
+/*
+ * The upgrade journal: a run is a row in `upgrades` and one row per system in
+ * `upgrade_systems`, written at every step, so the report survives crashes and resume
+ * continues where the run was.
+ */
+#include "upgrade.h"
+
+#include "error.h"
+#include "json.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const stuck_names[] = {"defer", "kill", "remove-role", "fail"};
+
+static int name_index(const char *const *names, size_t n, const char *s, int fallback)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(s, names[i]) == 0)
+			return (int)i;
+	return fallback;
+}
+
+json_t *ujournal_options(const struct upgrade *u)
+{
+	return json_pack("{si si ss si sb sb sI sI}", "parallel", (int)u->o.parallel,
+			 "stop_timeout_ms", (int)u->o.stop_timeout_ms, "on_stuck",
+			 stuck_names[u->o.on_stuck], "max_failures", u->o.max_failures, "rollback",
+			 u->o.rollback, "halted", u->halted, "bound_ms", (json_int_t)u->bound_ms,
+			 "leg_at", (json_int_t)u->leg_at);
+}
+
+void ujournal_run_save(struct upgrade *u)
+{
+	char err[300];
+	json_t *o = ujournal_options(u);
+	char *opts = sw_json_dump(o);
+	struct sw_db_val p[] = {SW_DB_TEXT(urun_names[u->state]),
+				SW_DB_TEXT(u->reason),
+				SW_DB_TEXT(uself_names[u->self]),
+				SW_DB_TEXT(u->backup),
+				SW_DB_INT(u->finished_at),
+				SW_DB_TEXT(opts ? opts : "{}"),
+				SW_DB_INT(u->id)};
+
+	if (sw_db_exec(u->s->db,
+		       "UPDATE upgrades SET state = ?, reason = ?, server_step = ?, backup = ?, "
+		       "finished_at = ?, options = ? WHERE id = ?",
+		       p, 7, NULL, NULL, NULL, err, sizeof(err)))
+		sw_err("upgrade journal: %s", err);
+	free(opts);
+	json_decref(o);
+}
+
+void ujournal_sys_save(struct usys *y)
+{
+	char err[300];
+	char *times = sw_json_dump(y->times);
+	char *removed = sw_json_dump(y->removed);
+	struct sw_db_val p[] = {SW_DB_TEXT(ystate_names[y->state]),
+				SW_DB_TEXT(ystep_name(y->step)),
+				SW_DB_TEXT(y->reason),
+				SW_DB_INT(y->attempts),
+				SW_DB_TEXT(times ? times : "{}"),
+				SW_DB_TEXT(removed ? removed : "[]"),
+				SW_DB_INT(y->started_at),
+				SW_DB_INT(y->finished_at),
+				SW_DB_TEXT(y->step == YS_RESTART ? ystate_names[y->then] : ""),
+				SW_DB_TEXT(y->serial),
+				SW_DB_INT(y->u->id),
+				SW_DB_TEXT(y->name)};
+
+	y->dirty = 0;
+	if (sw_db_exec(y->u->s->db,
+		       "UPDATE upgrade_systems SET state = ?, step = ?, reason = ?, attempts = ?, "
+		       "times = ?, removed_roles = ?, started_at = ?, finished_at = ?, "
+		       "then_state = ?, cert_serial = ? WHERE upgrade_id = ? AND name = ?",
+		       p, 12, NULL, NULL, NULL, err, sizeof(err)))
+		sw_err("upgrade journal: %s", err);
+	free(times);
+	free(removed);
+}
+
+int ujournal_run_insert(struct upgrade *u, char *err, size_t errlen)
+{
+	json_t *o = ujournal_options(u);
+	char *opts = sw_json_dump(o);
+	struct sw_db_val del[] = {SW_DB_INT(u->id)};
+	struct sw_db_val p[] = {
+	    SW_DB_INT(u->id),	   SW_DB_TEXT(u->version),	   SW_DB_TEXT(u->from),
+	    SW_DB_TEXT(u->sha),	   SW_DB_INT((int64_t)u->size),	   SW_DB_TEXT(urun_names[u->state]),
+	    SW_DB_TEXT(u->reason), SW_DB_TEXT(opts ? opts : "{}"), SW_DB_TEXT(uself_names[u->self]),
+	    SW_DB_TEXT(u->backup), SW_DB_INT(u->started_at),	   SW_DB_INT(u->finished_at)};
+	int rc;
+
+	if ((rc = sw_db_begin(u->s->db, err, errlen)))
+		goto out;
+	if ((rc = sw_db_exec(u->s->db, "DELETE FROM upgrade_systems WHERE upgrade_id = ?", del, 1,
+			     NULL, NULL, NULL, err, errlen)) ||
+	    (rc = sw_db_exec(u->s->db, "DELETE FROM upgrades WHERE id = ?", del, 1, NULL, NULL,
+			     NULL, err, errlen)) ||
+	    (rc = sw_db_exec(u->s->db,
+			     "INSERT INTO upgrades (id, version, from_version, package_sha256, "
+			     "package_size, state, reason, options, server_step, backup, "
+			     "started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+			     p, 12, NULL, NULL, NULL, err, errlen)))
+		goto fail;
+	for (size_t i = 0; i < u->nsys; i++) {
+		struct usys *y = &u->sys[i];
+		struct sw_db_val q[] = {SW_DB_INT(u->id), SW_DB_TEXT(y->name),
+					SW_DB_INT((int64_t)i), SW_DB_TEXT(y->from),
+					SW_DB_TEXT(ystate_names[y->state])};
+
+		if ((rc = sw_db_exec(u->s->db,
+				     "INSERT INTO upgrade_systems (upgrade_id, name, position, "
+				     "from_version, state) VALUES (?, ?, ?, ?, ?)",
+				     q, 5, NULL, NULL, NULL, err, errlen)))
+			goto fail;
+	}
+	if ((rc = sw_db_commit(u->s->db, err, errlen)))
+		goto fail;
+	for (size_t i = 0; i < u->nsys; i++)
+		ujournal_sys_save(&u->sys[i]);
+	goto out;
+fail:
+	sw_db_rollback(u->s->db);
+out:
+	free(opts);
+	json_decref(o);
+	return rc;
+}
+
+struct load_ctx {
+	struct upgrade *u;
+	int rows;
+};
+
+static int run_row(void *arg, int ncols, const struct sw_db_val *row)
+{
+	struct load_ctx *l = arg;
+	struct upgrade *u = l->u;
+	json_t *opts = NULL;
+	json_int_t v;
+	const char *p;
+
+	(void)ncols;
+	l->rows++;
+	u->id = row[0].i;
+	snprintf(u->version, sizeof(u->version), "%s", row[1].s);
+	snprintf(u->from, sizeof(u->from), "%s", row[2].s);
+	snprintf(u->sha, sizeof(u->sha), "%s", row[3].s);
+	u->size = (uint64_t)row[4].i;
+	u->state = (enum urun)name_index(urun_names, R_ROLLED_BACK + 1, row[5].s, R_INTERRUPTED);
+	snprintf(u->reason, sizeof(u->reason), "%s", row[6].s);
+	u->self = (enum uself)name_index(uself_names, SELF_ROLLED_BACK + 1, row[8].s, SELF_PENDING);
+	snprintf(u->backup, sizeof(u->backup), "%s", row[9].s);
+	u->started_at = row[10].i;
+	u->finished_at = row[11].i;
+	u->o.parallel = 5;
+	u->o.stop_timeout_ms = 30000;
+	u->o.max_failures = -1;
+	u->o.on_stuck = STUCK_DEFER;
+	if (sw_json_parse_object(row[7].s, strlen(row[7].s), &opts, NULL, 0) == 0) {
+		if ((v = json_integer_value(json_object_get(opts, "parallel"))) > 0)
+			u->o.parallel = (unsigned)v;
+		if ((v = json_integer_value(json_object_get(opts, "stop_timeout_ms"))) > 0)
+			u->o.stop_timeout_ms = (unsigned)v;
+		u->o.max_failures = (int)json_integer_value(json_object_get(opts, "max_failures"));
+		if ((p = json_string_value(json_object_get(opts, "on_stuck"))))
+			u->o.on_stuck = name_index(stuck_names, 4, p, STUCK_DEFER);
+		u->o.rollback = json_is_true(json_object_get(opts, "rollback"));
+		u->halted = json_is_true(json_object_get(opts, "halted"));
+		u->bound_ms = json_integer_value(json_object_get(opts, "bound_ms"));
+		u->leg_at = json_integer_value(json_object_get(opts, "leg_at"));
+	}
+	json_decref(opts);
+	return 0;
+}
+
+static int sys_row(void *arg, int ncols, const struct sw_db_val *row)
+{
+	struct upgrade *u = arg;
+	struct usys *y = &u->sys[u->nsys++];
+
+	(void)ncols;
+	memset(y, 0, sizeof(*y));
+	y->u = u;
+	snprintf(y->name, sizeof(y->name), "%s", row[0].s);
+	snprintf(y->from, sizeof(y->from), "%s", row[1].s);
+	y->state = ystate_parse(row[2].s);
+	y->step = ystep_parse(row[3].s);
+	snprintf(y->reason, sizeof(y->reason), "%s", row[4].s);
+	y->attempts = (int)row[5].i;
+	if (sw_json_parse_object(row[6].s, strlen(row[6].s), &y->times, NULL, 0))
+		y->times = json_object();
+	y->removed = json_loads(row[7].s, 0, NULL);
+	if (!json_is_array(y->removed)) {
+		json_decref(y->removed);
+		y->removed = json_array();
+	}
+	y->started_at = row[8].i;
+	y->finished_at = row[9].i;
+	y->deferred_at = y->finished_at;
+	y->then = row[10].s[0] ? ystate_parse(row[10].s) : Y_FAILED;
+	snprintf(y->serial, sizeof(y->serial), "%s", row[11].s);
+	return 0;
+}
+
+static int count_row(void *arg, int ncols, const struct sw_db_val *row)
+{
+	(void)ncols;
+	*(int64_t *)arg = row[0].i;
+	return 0;
+}
+
+int ujournal_load(struct server *s, struct upgrade **out, char *err, size_t errlen)
+{
+	struct upgrade *u = calloc(1, sizeof(*u));
+	struct load_ctx l = {u, 0};
+	int64_t n = 0;
+	int rc;
+
+	*out = NULL;
+	if (!u)
+		return SW_ENOMEM;
+	u->s = s;
+	rc = sw_db_exec(s->db,
+			"SELECT id, version, from_version, package_sha256, package_size, state, "
+			"reason, options, server_step, backup, started_at, finished_at FROM "
+			"upgrades ORDER BY id DESC LIMIT 1",
+			NULL, 0, run_row, &l, NULL, err, errlen);
+	if (rc || !l.rows) {
+		free(u);
+		return rc;
+	}
+	struct sw_db_val p[] = {SW_DB_INT(u->id)};
+	if ((rc = sw_db_exec(s->db, "SELECT COUNT(*) FROM upgrade_systems WHERE upgrade_id = ?", p,
+			     1, count_row, &n, NULL, err, errlen)) ||
+	    !(u->sys = calloc((size_t)n + 1, sizeof(*u->sys))) ||
+	    (rc = sw_db_exec(s->db,
+			     "SELECT name, from_version, state, step, reason, attempts, times, "
+			     "removed_roles, started_at, finished_at, then_state, cert_serial "
+			     "FROM upgrade_systems WHERE upgrade_id = ? ORDER BY position",
+			     p, 1, sys_row, u, NULL, err, errlen)) ||
+	    (rc = upgrade_index_build(u))) {
+		upgrade_destroy(u);
+		return rc ? rc : SW_ENOMEM;
+	}
+	*out = u;
+	return 0;
+}

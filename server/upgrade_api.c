@@ -1,0 +1,410 @@
+/*
+ * The upgrade's HTTP handlers: check, run, status, resume and rollback. Run and check
+ * first store the package (verified off the loop), then go on from package_store's
+ * answer; the request waits, suspended, meanwhile.
+ */
+#include "upgrade.h"
+
+#include "error.h"
+#include "install.h"
+#include "json.h"
+#include "log.h"
+#include "proto.h"
+#include "util.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static json_t *run_json(const struct upgrade *u)
+{
+	json_t *systems = json_array();
+	int64_t now = sw_now_ms();
+
+	for (size_t i = 0; i < u->nsys; i++) {
+		const struct usys *y = &u->sys[i];
+		struct system *sys = sw_strmap_get(u->s->systems, y->name);
+		int64_t end = y->finished_at ? y->finished_at : now;
+
+		json_array_append_new(
+		    systems, json_pack("{ss ss ss ss ss ss si sO sO sI}", "name", y->name, "from",
+				       y->from, "version", sys ? sys->version : "", "state",
+				       ystate_names[y->state], "step", ystep_name(y->step),
+				       "reason", y->reason, "attempts", y->attempts, "times",
+				       y->times, "removed_roles", y->removed, "elapsed_ms",
+				       (json_int_t)(y->started_at && end > y->started_at
+							? end - y->started_at
+							: 0)));
+	}
+	return json_pack(
+	    "{sI ss ss ss ss ss so sI sI sI sI sI sI s{ss ss} s{si si si si si si si si} so}", "id",
+	    (json_int_t)u->id, "version", u->version, "from", u->from, "state",
+	    urun_names[u->state], "reason", u->reason, "mode",
+	    u->o.rollback ? "rollback" : "upgrade", "options", ujournal_options(u), "started_at",
+	    (json_int_t)u->started_at, "finished_at", (json_int_t)u->finished_at, "elapsed_ms",
+	    (json_int_t)((u->finished_at ? u->finished_at : now) - u->started_at), "leg_started_at",
+	    (json_int_t)u->leg_at, "bound_ms", (json_int_t)u->bound_ms, "deadline_at",
+	    (json_int_t)(u->leg_at + u->bound_ms), "server", "step", uself_names[u->self], "backup",
+	    u->backup, "counts", "systems", (int)u->nsys, "pending",
+	    (int)upgrade_count(u, Y_PENDING), "active", (int)upgrade_count(u, Y_ACTIVE), "upgraded",
+	    (int)upgrade_count(u, Y_UPGRADED), "deferred", (int)upgrade_count(u, Y_DEFERRED),
+	    "failed", (int)upgrade_count(u, Y_FAILED), "rolled_back",
+	    (int)upgrade_count(u, Y_ROLLED_BACK), "removed", (int)upgrade_count(u, Y_REMOVED),
+	    "systems", systems);
+}
+
+void upgrade_get(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+
+	if (!s->upgrade) {
+		sw_http_reply_error(req, 404, "no upgrade has run on this site");
+		return;
+	}
+	sw_http_reply_json(req, 200, run_json(s->upgrade));
+}
+
+/* A request of run or check, while its package is being stored. */
+struct pending {
+	struct sw_http_req *req;
+	struct sw_upgrade_req r;
+	char package[PATH_MAX];
+	int check;
+};
+
+static int is_busy(struct server *s, struct sw_http_req *req)
+{
+	struct upgrade *u = s->upgrade;
+
+	if (u && (upgrade_is_active(u) || u->state == R_INTERRUPTED)) {
+		sw_http_reply_error(req, 409,
+				    "upgrade %" PRId64
+				    " to %s is %s: see `siteward upgrade status`, "
+				    "or `siteward upgrade resume`",
+				    u->id, u->version, urun_names[u->state]);
+		return 1;
+	}
+	return 0;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct usys *)a)->name, ((const struct usys *)b)->name);
+}
+
+static enum ystate initial_state(const struct system *sys, const struct sw_pkg_manifest *m,
+				 char *reason, size_t len)
+{
+	if (strcmp(sys->version, m->version) == 0) {
+		snprintf(reason, len, "already on %s", m->version);
+		return Y_UPGRADED;
+	}
+	return Y_PENDING;
+}
+
+/* The package's migrations that the site database has not run. */
+static int migrates(struct server *s, const struct sw_pkg_manifest *m)
+{
+	int version = 0;
+
+	sw_db_schema_version(s->db, &version, NULL, 0);
+	for (size_t i = 0; i < m->nmigrations; i++) {
+		const char *base = strrchr(m->migrations[i], '/');
+		if (atoi(base ? base + 1 : m->migrations[i]) > version)
+			return 1;
+	}
+	return 0;
+}
+
+static void opts_from(const struct sw_upgrade_req *r, struct uopts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->parallel = r->parallel;
+	o->stop_timeout_ms = r->stop_timeout_ms;
+	o->max_failures = r->max_failures;
+	o->on_stuck = strcmp(r->on_stuck, "kill") == 0		? STUCK_KILL
+		      : strcmp(r->on_stuck, "remove-role") == 0 ? STUCK_REMOVE_ROLE
+		      : strcmp(r->on_stuck, "fail") == 0	? STUCK_FAIL
+								: STUCK_DEFER;
+}
+
+/* What a run of `m` with these options would be bounded by, were it started now. */
+static int64_t bound_preview(struct server *s, const struct sw_upgrade_req *r,
+			     const struct sw_pkg_manifest *m)
+{
+	struct upgrade u = {.s = s, .size = m->package_size, .self_migrations = migrates(s, m)};
+	struct system **list = upgrade_systems_list(s), *sys;
+	size_t metering = 0, others = 0;
+	json_t *role;
+	size_t k;
+
+	opts_from(r, &u.o);
+	snprintf(u.version, sizeof(u.version), "%s", m->version);
+	for (size_t i = 0; list && (sys = list[i]); i++) {
+		int is = 0;
+		if (strcmp(sys->version, m->version) == 0)
+			continue;
+		json_array_foreach(sys->roles, k, role) is |=
+		    strcmp(json_string_value(role), METERING_ROLE) == 0;
+		is ? metering++ : others++;
+	}
+	free(list);
+	return usys_run_bound_ms(&u.o, metering, others, upgrade_self_bound_ms(&u));
+}
+
+static void run_start(struct server *s, struct pending *p, struct sw_pkg_manifest *m)
+{
+	struct sw_http_req *req = p->req;
+	json_t *site, *problems = json_array();
+	struct system **list = NULL, *sys;
+	struct upgrade *u = NULL;
+	char err[600];
+	int strict = p->r.strict;
+
+	/* Another run may have begun while the package was verified. */
+	if (is_busy(s, req))
+		goto out;
+	/* Preflight from what the server knows; errors stop the run before any system is
+	 * touched, warnings only with strict. */
+	site = preflight_site(s, m);
+	if (preflight_count(site, "error") || (strict && preflight_count(site, "warning")))
+		json_array_append_new(problems,
+				      json_pack("{ss sO}", "name", "site server", "issues", site));
+	json_decref(site);
+	u = calloc(1, sizeof(*u));
+	if (!u || !(u->sys = calloc(sw_strmap_count(s->systems) + 1, sizeof(*u->sys)))) {
+		sw_http_reply_error(req, 500, "out of memory");
+		goto out;
+	}
+	list = upgrade_systems_list(s);
+	for (size_t i = 0; list && (sys = list[i]); i++) {
+		json_t *issues =
+		    preflight_system(s, m, sys, json_object_get(sys->facts, "disk_free"));
+		struct usys *y = &u->sys[u->nsys++];
+
+		if (preflight_count(issues, "error") ||
+		    (strict && preflight_count(issues, "warning")))
+			json_array_append_new(
+			    problems, json_pack("{ss sO}", "name", sys->name, "issues", issues));
+		json_decref(issues);
+		y->u = u;
+		snprintf(y->name, sizeof(y->name), "%s", sys->name);
+		snprintf(y->from, sizeof(y->from), "%s", sys->version);
+		snprintf(y->serial, sizeof(y->serial), "%s", sys->serial);
+		y->times = json_object();
+		y->removed = json_array();
+		y->state = initial_state(sys, m, y->reason, sizeof(y->reason));
+	}
+	if (json_array_size(problems)) {
+		json_t *first = json_array_get(problems, 0);
+		json_t *issue = json_array_get(json_object_get(first, "issues"), 0);
+		sw_http_reply_json(
+		    req, 422,
+		    json_pack("{so sO}", "error",
+			      json_sprintf("preflight failed: %s %s%s",
+					   json_string_value(json_object_get(first, "name")),
+					   json_string_value(json_object_get(issue, "message")),
+					   json_array_size(problems) > 1 ? " (and more)" : ""),
+			      "problems", problems));
+		goto out;
+	}
+	qsort(u->sys, u->nsys, sizeof(*u->sys), name_cmp);
+	u->s = s;
+	u->id = sw_now_ms();
+	if (s->upgrade && u->id <= s->upgrade->id)
+		u->id = s->upgrade->id + 1;
+	snprintf(u->version, sizeof(u->version), "%s", m->version);
+	snprintf(u->min_version, sizeof(u->min_version), "%s", m->min_version);
+	sw_install_version(s->dir, u->from, sizeof(u->from));
+	snprintf(u->sha, sizeof(u->sha), "%s", m->package_sha256);
+	u->size = m->package_size;
+	u->state = R_RUNNING;
+	u->self = SELF_PENDING;
+	u->self_migrations = migrates(s, m);
+	opts_from(&p->r, &u->o);
+	u->started_at = sw_now_ms();
+	for (size_t i = 0; i < u->nsys; i++)
+		u->sys[i].u = u;
+	if (upgrade_index_build(u)) {
+		sw_http_reply_error(req, 500, "out of memory");
+		goto out;
+	}
+	/* Its bound is known, and journaled, before anything is touched. */
+	upgrade_leg_begin(u);
+	if (ujournal_run_insert(u, err, sizeof(err))) {
+		sw_http_reply_error(req, 500, "the upgrade journal: %s", err);
+		goto out;
+	}
+	upgrade_free(s);
+	s->upgrade = u;
+	sw_info("upgrade %" PRId64 ": %s → %s on %zu systems, parallel %u, stop timeout %u ms, "
+		"on stuck %s, at most %.0f s",
+		u->id, u->from, u->version, u->nsys, u->o.parallel, u->o.stop_timeout_ms,
+		p->r.on_stuck, u->bound_ms / 1000.0);
+	sw_http_reply_json(req, 201, run_json(u));
+	upgrade_timers_start(u);
+	u = NULL;
+out:
+	upgrade_destroy(u);
+	json_decref(problems);
+	free(list);
+	sw_pkg_manifest_free(m);
+}
+
+static void on_stored(struct server *s, int rc, struct sw_pkg_manifest *m, const char *err,
+		      void *arg)
+{
+	struct pending *p = arg;
+
+	if (rc)
+		sw_http_reply_error(p->req,
+				    rc == SW_EDENIED || rc == SW_EINVAL ? 422 : api_status(rc),
+				    "package refused: %s", err);
+	else if (p->check)
+		preflight_probe(s, p->req, m, p->r.strict, bound_preview(s, &p->r, m));
+	else
+		run_start(s, p, m);
+	free(p);
+}
+
+static void store_request(struct sw_http_req *req, struct server *s, int check)
+{
+	json_t *j = sw_http_req_json(req);
+	struct pending *p;
+	char err[600];
+	int rc;
+
+	if (!j)
+		return;
+	if (!check && is_busy(s, req))
+		goto out;
+	if (!(p = calloc(1, sizeof(*p)))) {
+		sw_http_reply_error(req, 500, "out of memory");
+		goto out;
+	}
+	if (sw_proto_upgrade_req_parse(j, &p->r, err, sizeof(err))) {
+		sw_http_reply_error(req, 400, "%s", err);
+		free(p);
+		goto out;
+	}
+	p->req = req;
+	p->check = check;
+	snprintf(p->package, sizeof(p->package), "%s", p->r.package);
+	p->r.package = p->package;
+	if ((rc = package_store(s, p->package, on_stored, p))) {
+		sw_http_reply_error(req, api_status(rc), "package refused: cannot verify it now");
+		free(p);
+	}
+out:
+	json_decref(j);
+}
+
+void upgrade_post(struct sw_http_req *req, void *arg)
+{
+	store_request(req, arg, 0);
+}
+
+void upgrade_check(struct sw_http_req *req, void *arg)
+{
+	store_request(req, arg, 1);
+}
+
+static void resume(struct sw_http_req *req, struct upgrade *u)
+{
+	struct server *s = u->s;
+
+	if (upgrade_is_active(u)) {
+		sw_http_reply_json(req, 200, run_json(u));
+		return;
+	}
+	if (u->state != R_INTERRUPTED && u->state != R_FAILED && u->state != R_DEFERRED) {
+		sw_http_reply_error(req, 409, "upgrade %" PRId64 " is %s: nothing to resume", u->id,
+				    urun_names[u->state]);
+		return;
+	}
+	u->state = u->o.rollback ? R_ROLLING_BACK : R_RUNNING;
+	u->reason[0] = '\0';
+	u->halted = 0;
+	u->finished_at = 0;
+	if (u->self == SELF_FAILED)
+		u->self = SELF_PENDING;
+	for (size_t i = 0; i < u->nsys; i++) {
+		struct usys *y = &u->sys[i];
+		if (y->state == Y_FAILED || y->state == Y_UNCHANGED || y->state == Y_DEFERRED ||
+		    (y->state == Y_REMOVED && sw_strmap_get(s->systems, y->name))) {
+			y->state = Y_PENDING;
+			y->step = YS_NONE;
+			y->serial[0] = '\0';
+			ujournal_sys_save(y);
+		}
+	}
+	upgrade_leg_begin(u);
+	upgrade_run_enter(u, u->state);
+	sw_info("upgrade %" PRId64 " to %s resumed", u->id, u->version);
+	/* Systems caught in a step go on from it: every step is idempotent on the agent. */
+	for (size_t i = 0; i < u->nsys; i++)
+		if (u->sys[i].state == Y_ACTIVE)
+			upgrade_sys_begin(&u->sys[i]);
+	sw_http_reply_json(req, 200, run_json(u));
+	upgrade_timers_start(u);
+}
+
+static void rollback(struct sw_http_req *req, struct upgrade *u)
+{
+	struct server *s = u->s;
+
+	if (u->o.rollback && upgrade_is_active(u)) {
+		sw_http_reply_json(req, 200, run_json(u));
+		return;
+	}
+	if (u->o.rollback && u->state == R_ROLLED_BACK) {
+		sw_http_reply_error(req, 409, "upgrade %" PRId64 " is already rolled back", u->id);
+		return;
+	}
+	u->o.rollback = 1;
+	u->halted = 0;
+	u->reason[0] = '\0';
+	u->finished_at = 0;
+	for (size_t i = 0; i < u->nsys; i++) {
+		struct usys *y = &u->sys[i];
+		struct system *sys = sw_strmap_get(s->systems, y->name);
+		/* one caught in a step may have its services stopped: it goes through the
+		 * rollback's steps too, and the answer it waits for is dropped */
+		int moved = sys && (strcmp(sys->version, y->from) != 0 || y->state == Y_ACTIVE);
+
+		if (y->state == Y_REMOVED)
+			continue;
+		y->gen++;
+		y->busy = 0;
+		y->catchup = 0;
+		y->state = moved ? Y_PENDING : Y_UNCHANGED;
+		y->step = YS_NONE;
+		y->started_at = y->finished_at = 0;
+		if (!moved)
+			snprintf(y->reason, sizeof(y->reason), "still on %s", y->from);
+		ujournal_sys_save(y);
+	}
+	/* The server returns last, after the systems. */
+	u->self = SELF_DONE;
+	upgrade_leg_begin(u);
+	upgrade_run_enter(u, R_ROLLING_BACK);
+	sw_info("upgrade %" PRId64 ": rolling back to %s", u->id, u->from);
+	sw_http_reply_json(req, 200, run_json(u));
+	upgrade_timers_start(u);
+}
+
+void upgrade_action(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+	const char *action = sw_http_req_tail(req);
+
+	if (!s->upgrade)
+		sw_http_reply_error(req, 404, "no upgrade has run on this site");
+	else if (strcmp(action, "resume") == 0)
+		resume(req, s->upgrade);
+	else if (strcmp(action, "rollback") == 0)
+		rollback(req, s->upgrade);
+	else
+		sw_http_reply_error(req, 404, "unknown action %s: resume or rollback", action);
+}
