@@ -79,7 +79,7 @@ static void fail_call(struct fixture *f, enum yevent e, const char *why)
 
 #define RUNNING_NEW                                                                                \
 	"{\"version\": \"" NEW "\", \"services\": [{\"name\": \"meter\", \"state\": "              \
-			       "\"running\"}]}"
+	"\"running\"}]}"
 
 /* Up to `step` on the happy path. */
 static void walk_to(struct fixture *f, enum ystep step)
