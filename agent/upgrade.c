@@ -599,17 +599,15 @@ static void on_downloaded(const struct sw_http_download_result *res, void *arg)
 		return;
 	}
 	st->resumed_from = res->resumed_from;
-	if (res->status == 0 && res->code == SW_ETIMEDOUT) {
-		stage_fail(st, 504, "download timed out after %u s", (st->timeout_ms + 500) / 1000);
-		return;
-	}
 	if (res->status == 0 && res->code == SW_ETOOBIG) {
 		unlink(st->part);
 		stage_fail(st, 502, "download failed: %s", res->error);
 		return;
 	}
 	if (res->status == 0) {
-		stage_fail(st, res->code == SW_EIO ? 500 : 502, "download failed: %s", res->error);
+		int status = res->code == SW_EIO ? 500 : res->code == SW_ETIMEDOUT ? 504 : 502;
+
+		stage_fail(st, status, "download failed: %s", res->error);
 		return;
 	}
 	if (res->status != 200 && res->status != 206) {

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -35,7 +36,10 @@ struct transfer {
 	char *body;
 	size_t len, cap;
 	int too_big;
-	unsigned timeout_ms;
+	uint64_t added;	    /* uv_hrtime() when it was handed to curl */
+	int connected;	    /* a connection, new or reused, is ready for the request */
+	curl_socket_t sock; /* the socket curl opened last for it */
+	int tcp_up;	    /* that socket got as far as a TCP connection */
 	char errbuf[CURL_ERROR_SIZE];
 	/* A download (dl_cb set): a 2xx body goes to fd, any other to `body`. */
 	sw_http_download_done dl_cb;
@@ -238,42 +242,108 @@ static void transfer_free(struct transfer *t)
 	free(t);
 }
 
-/* Turns a failed transfer into a reason a person can act on. */
+/* Called when a connection, new or kept alive, is ready for the request: a deadline
+ * that passes from here on was waiting for the answer, not for a connection. */
+static int on_prereq(void *userdata, char *primary_ip, char *local_ip, int primary_port,
+		     int local_port)
+{
+	struct transfer *t = userdata;
+
+	t->connected = 1;
+	return CURL_PREREQFUNC_OK;
+}
+
+/* Called for each new socket: curl connects anew (a kept-alive connection may have
+ * turned out closed), so the request has no connection until on_prereq says so. */
+static int on_sockopt(void *userdata, curl_socket_t fd, curlsocktype purpose)
+{
+	struct transfer *t = userdata;
+
+	t->connected = 0;
+	t->sock = fd;
+	t->tcp_up = 0;
+	return CURL_SOCKOPT_OK;
+}
+
+/* Closes a socket for curl. The socket of a transfer still waiting for its connection
+ * tells, while it is open, whether TCP got through: then the TLS handshake was what
+ * did not (curl's connect time stays 0 until both are done). */
+static int on_close_socket(void *userdata, curl_socket_t fd)
+{
+	struct sw_http_client *c = userdata;
+	struct sockaddr_storage peer;
+	socklen_t len = sizeof(peer);
+	struct transfer *t;
+
+	for (t = c->transfers; t; t = t->next)
+		if (!t->connected && t->sock == fd &&
+		    getpeername(fd, (struct sockaddr *)&peer, &len) == 0)
+			t->tcp_up = 1;
+	return close(fd);
+}
+
+/* What a deadline that passed was waiting for. Not told by curl's connect time, which
+ * is 0 on a kept-alive connection as if the connection were never set up. */
+static void describe_timeout(struct transfer *t, double secs, char *buf, size_t len)
+{
+	curl_off_t got = 0, expected = -1;
+	long head = 0;
+
+	if (!t->connected) {
+		/* The connect deadline (which covers the TLS handshake) or the total one. */
+		snprintf(buf, len, "no connection after %.1f s%s", secs,
+			 t->tcp_up ? ": TLS handshake unanswered" : "");
+		return;
+	}
+	curl_easy_getinfo(t->easy, CURLINFO_HEADER_SIZE, &head);
+	curl_easy_getinfo(t->easy, CURLINFO_SIZE_DOWNLOAD_T, &got);
+	curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &expected);
+	if (head == 0 && got == 0)
+		snprintf(buf, len, "no answer after %.1f s", secs);
+	else if (expected >= 0)
+		snprintf(buf, len,
+			 "answer incomplete after %.1f s: %" CURL_FORMAT_CURL_OFF_T
+			 " of %" CURL_FORMAT_CURL_OFF_T " bytes",
+			 secs, got, expected);
+	else
+		snprintf(buf, len,
+			 "answer incomplete after %.1f s: %" CURL_FORMAT_CURL_OFF_T " bytes", secs,
+			 got);
+}
+
+/* Turns a failed transfer into a reason a person can act on: what was waited for and
+ * how long the wait took, as measured, not as configured. */
 static void describe_failure(struct transfer *t, CURLcode cc, struct sw_http_result *res)
 {
+	double secs = (double)(uv_hrtime() - t->added) / 1e9;
+	const char *detail = t->errbuf[0] ? t->errbuf : curl_easy_strerror(cc);
 	long os_errno = 0;
-	double connect_time = 0;
-	char *url = NULL;
 
 	curl_easy_getinfo(t->easy, CURLINFO_OS_ERRNO, &os_errno);
-	curl_easy_getinfo(t->easy, CURLINFO_CONNECT_TIME, &connect_time);
-	curl_easy_getinfo(t->easy, CURLINFO_EFFECTIVE_URL, &url);
 	switch (cc) {
 	case CURLE_COULDNT_CONNECT:
 	case CURLE_COULDNT_RESOLVE_HOST:
 		res->code = SW_EUNREACH;
-		snprintf(res->error, sizeof(res->error), "unreachable: %.200s",
-			 os_errno ? strerror((int)os_errno) : t->errbuf);
+		if (os_errno)
+			detail = strerror((int)os_errno);
+		/* A refusal comes at once; a lookup or a route that fails slowly says so. */
+		if (secs < 1)
+			snprintf(res->error, sizeof(res->error), "unreachable: %.200s", detail);
+		else
+			snprintf(res->error, sizeof(res->error), "unreachable after %.1f s: %.200s",
+				 secs, detail);
 		break;
-	case CURLE_OPERATION_TIMEDOUT: {
-		/* The connect deadline (which covers the TLS handshake) or the total one,
-		 * whichever ran out. */
-		unsigned limit = t->timeout_ms;
-		if (connect_time <= 0 && t->c->connect_timeout_ms < limit)
-			limit = t->c->connect_timeout_ms;
+	case CURLE_OPERATION_TIMEDOUT:
 		res->code = SW_ETIMEDOUT;
-		snprintf(res->error, sizeof(res->error), "not responding after %g s",
-			 limit / 1000.0);
+		describe_timeout(t, secs, res->error, sizeof(res->error));
 		break;
-	}
 	case CURLE_SSL_CONNECT_ERROR:
 	case CURLE_PEER_FAILED_VERIFICATION:
 	case CURLE_SSL_CERTPROBLEM:
 	case CURLE_SSL_CACERT_BADFILE:
 	case CURLE_SSL_ISSUER_ERROR:
 		res->code = SW_ETLS;
-		snprintf(res->error, sizeof(res->error), "rejected: TLS: %.200s",
-			 t->errbuf[0] ? t->errbuf : curl_easy_strerror(cc));
+		snprintf(res->error, sizeof(res->error), "rejected: TLS: %.200s", detail);
 		break;
 	case CURLE_WRITE_ERROR:
 		res->code = t->too_big ? SW_ETOOBIG : SW_EIO;
@@ -283,14 +353,12 @@ static void describe_failure(struct transfer *t, CURLcode cc, struct sw_http_res
 	case CURLE_GOT_NOTHING:
 	case CURLE_RECV_ERROR:
 	case CURLE_SEND_ERROR:
+	case CURLE_PARTIAL_FILE:
 		res->code = SW_EPROTO;
-		snprintf(res->error, sizeof(res->error), "connection dropped: %.200s",
-			 t->errbuf[0] ? t->errbuf : curl_easy_strerror(cc));
+		snprintf(res->error, sizeof(res->error), "connection dropped after %.1f s: %.200s",
+			 secs, detail);
 		break;
-	default:
-		res->code = SW_EPROTO;
-		snprintf(res->error, sizeof(res->error), "%s",
-			 t->errbuf[0] ? t->errbuf : curl_easy_strerror(cc));
+	default: res->code = SW_EPROTO; snprintf(res->error, sizeof(res->error), "%s", detail);
 	}
 }
 
@@ -335,10 +403,6 @@ static void download_done(struct transfer *t, CURLcode cc)
 		else
 			snprintf(res.error, sizeof(res.error),
 				 "more than the %" PRIu64 " bytes expected", t->max);
-	} else if (cc == CURLE_PARTIAL_FILE) {
-		res.code = SW_EPROTO;
-		snprintf(res.error, sizeof(res.error), "connection dropped: %.200s",
-			 t->errbuf[0] ? t->errbuf : curl_easy_strerror(cc));
 	} else {
 		struct sw_http_result r;
 
@@ -487,8 +551,8 @@ static struct transfer *transfer_new(struct sw_http_client *c, const char *url, 
 	t->c = c;
 	t->easy = e;
 	t->fd = -1;
+	t->sock = CURL_SOCKET_BAD;
 	t->arg = arg;
-	t->timeout_ms = timeout_ms;
 	curl_easy_setopt(e, CURLOPT_URL, url);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, t);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
@@ -498,6 +562,13 @@ static struct transfer *transfer_new(struct sw_http_client *c, const char *url, 
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
+	curl_easy_setopt(e, CURLOPT_PREREQDATA, t);
+	curl_easy_setopt(e, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
+	curl_easy_setopt(e, CURLOPT_SOCKOPTDATA, t);
+	/* a connection outlives the transfer that opened it: the client closes its sockets */
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c);
 	if (c->insecure) {
 		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
@@ -522,6 +593,7 @@ static int transfer_add(struct transfer *t)
 		t->next->pprev = &t->next;
 	c->transfers = t;
 	t->pprev = &c->transfers;
+	t->added = uv_hrtime();
 	if (curl_multi_add_handle(c->multi, t->easy) != CURLM_OK) {
 		transfer_free(t);
 		return SW_ENOMEM;

@@ -1,7 +1,18 @@
 /*
  * The HTTPS client: libcurl's multi interface on a libuv loop. Every transfer has a
  * connect deadline (which includes the TLS handshake) and a total deadline; when one
- * passes, the transfer ends with a reason a person can act on.
+ * passes, the transfer ends with a reason a person can act on. A reason says what was
+ * waited for and the seconds the transfer really took, from when it was started:
+ *
+ *   unreachable: Connection refused                    SW_EUNREACH ("unreachable after
+ *                                                      N s: …" when it took a while)
+ *   no connection after N s                            SW_ETIMEDOUT, in lookup or TCP
+ *   no connection after N s: TLS handshake unanswered  SW_ETIMEDOUT
+ *   no answer after N s                                SW_ETIMEDOUT, the request sent on
+ *                                                      a new or a kept-alive connection
+ *   answer incomplete after N s: X of Y bytes          SW_ETIMEDOUT
+ *   connection dropped after N s: …                    SW_EPROTO
+ *   rejected: TLS: …                                   SW_ETLS
  */
 #ifndef SW_HTTP_CLIENT_H
 #define SW_HTTP_CLIENT_H
@@ -25,7 +36,7 @@ struct sw_http_result {
 	char *body;  /* NUL-terminated; owned by the client, valid during the callback */
 	size_t len;
 	int code;	 /* 0, or an SW_E* code when status is 0 */
-	char error[256]; /* why the transfer failed: "unreachable: connection refused" … */
+	char error[256]; /* why the transfer failed: "no answer after 121.0 s" … */
 };
 
 typedef void (*sw_http_done)(const struct sw_http_result *res, void *arg);

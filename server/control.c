@@ -147,7 +147,8 @@ static void on_service_reply(const struct sw_http_result *res, void *arg)
 	char err[300];
 
 	if (res->status == 0) {
-		/* unreachable, not responding, or TLS refused: the reason says which */
+		/* unreachable, no connection, no answer, dropped or TLS refused: the reason
+		 * says which, and how long it waited */
 		sw_http_reply_error(c->req, res->code == SW_ETIMEDOUT ? 504 : 502, "%s: %s",
 				    c->system, res->error);
 	} else if (res->status != 200 ||

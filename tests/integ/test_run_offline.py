@@ -342,7 +342,7 @@ class RunOffline(unittest.TestCase):
         self.assertEqual(len(held), 1, "the request never reached the server")
         self.assertGreater(took, 4.5)
         self.assertLess(took, 5 + 3)
-        self.assertIn("not responding after 5 s", r.stderr)
+        self.assertRegex(r.stderr, r"no answer after [56]\.\d s")
         self.assertEqual(len(self.records()), 1)
 
     def test_run_offline_malformed_meters_file(self):

@@ -267,7 +267,7 @@ class StaleRequests(unittest.TestCase):
                      "coop to run")
             a.proc.signal(signal.SIGSTOP)
             r = site.cli("service", "stop", "st1", "coop", "--timeout", "2", check=False)
-            self.assertIn("not responding after 2 s", r.stderr)
+            self.assertRegex(r.stderr, r"st1: (no connection|no answer) after [23]\.\d s")
             time.sleep(2)
             a.proc.signal(signal.SIGCONT)
             wait_for(lambda: "expired" in a.proc.log(), 5, "the stale stop to be refused")
@@ -340,7 +340,7 @@ class Unreachable(unittest.TestCase):
             for key in ("frozen", "silent"):
                 r, took = out[key]
                 self.assertNotEqual(r.returncode, 0, key)
-                self.assertIn("not responding after 5 s", r.stderr, key)
+                self.assertRegex(r.stderr, r": (no connection|no answer) after [56]\.\d s", key)
                 self.assertLess(took, 5 + 1, key)
                 self.assertGreater(took, 4.5, key)
             r, took = out["good"]

@@ -6,6 +6,8 @@
 #include "pki.h"
 #include "util.h"
 
+#include <fcntl.h>
+#include <gnutls/gnutls.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -68,6 +70,24 @@ static void on_later_timer(uv_timer_t *t)
 	fx.pending = NULL;
 }
 
+/* Never answers: the test replies once the client has given up. */
+static void on_stall(struct sw_http_req *req, void *arg)
+{
+	fx.pending = req;
+}
+
+/* Promises 4000 bytes, has 1000: the server drops the connection when they run out. */
+static void on_cut(struct sw_http_req *req, void *arg)
+{
+	char path[128];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/short", fx.dir);
+	fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	sw_http_reply_file(req, fd, 4000, 0);
+}
+
 /* Answers 100 ms after the request, from a timer: the connection waits suspended. */
 static void on_later(struct sw_http_req *req, void *arg)
 {
@@ -101,6 +121,8 @@ static const struct sw_http_route routes[] = {
     {"GET", "/admin", SW_HTTP_ADMIN, on_hello, 0},
     {"GET", "/agent/*", SW_HTTP_AGENT, on_hello, 0},
     {"GET", "/later", SW_HTTP_OPEN, on_later, 0},
+    {"GET", "/stall", SW_HTTP_OPEN, on_stall, 0},
+    {"GET", "/cut", SW_HTTP_OPEN, on_cut, 0},
     {"POST", "/echo", SW_HTTP_OPEN, on_echo, 100},
     {"POST", "/sink", SW_HTTP_OPEN, on_sink, 2 * 1000 * 1000},
 };
@@ -152,6 +174,10 @@ static int teardown(void **state)
 {
 	char cmd[128];
 
+	/* a test that failed early leaves its request unanswered; the server cannot stop
+	 * with a connection suspended */
+	if (fx.pending)
+		sw_http_reply_json(fx.pending, 200, json_object());
 	sw_http_server_stop(fx.srv);
 	uv_close((uv_handle_t *)&fx.later, NULL);
 	uv_run(&fx.loop, UV_RUN_DEFAULT);
@@ -292,41 +318,262 @@ static void test_large_body_is_not_paced(void **state)
 	free(big);
 }
 
-/* A peer that accepts connections and never answers costs the client its deadline. */
-static void test_client_deadlines(void **state)
+/* The seconds a reason says were waited after `prefix`, or -1 if it does not start so. */
+static double waited(const char *reason, const char *prefix)
+{
+	char *end;
+	double secs;
+
+	if (strncmp(reason, prefix, strlen(prefix)) != 0)
+		return -1;
+	secs = strtod(reason + strlen(prefix), &end);
+	return strncmp(end, " s", 2) == 0 ? secs : -1;
+}
+
+static void run_until_done(struct call *res)
+{
+	while (!res->done)
+		uv_run(&fx.loop, UV_RUN_ONCE);
+}
+
+/* A listening socket on loopback, not accepting; its address in `url` + `path`. */
+static int listener(int backlog, const char *path, char *url, size_t len)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(sa);
+	socklen_t salen = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(fd, backlog), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &salen), 0);
+	snprintf(url, len, "https://127.0.0.1:%u%s", ntohs(sa.sin_port), path);
+	return fd;
+}
+
+/* A peer that accepts connections and never answers costs the client its connect
+ * deadline, and the reason names the TLS handshake it waited for. */
+static void test_client_deadlines(void **state)
+{
 	struct sw_http_client *c;
 	struct sw_http_client_opts o = {.ca_file = fx.ca_file, .connect_timeout_ms = 300};
 	struct call res = {0};
 	char url[64];
 	int64_t t0;
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	double secs;
+	int fd = listener(8, "/x", url, sizeof(url));
 
-	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(listen(fd, 8), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-	snprintf(url, sizeof(url), "https://127.0.0.1:%u/x", ntohs(sa.sin_port));
 	assert_int_equal(sw_http_client_new(&fx.loop, &o, &c), 0);
 	t0 = sw_mono_ms();
 	assert_int_equal(sw_http_client_request(c, "GET", url, NULL, 0, 2000, on_done, &res), 0);
-	while (!res.done)
-		uv_run(&fx.loop, UV_RUN_ONCE);
+	run_until_done(&res);
 	assert_int_equal(res.status, 0);
 	assert_int_equal(res.code, SW_ETIMEDOUT);
-	assert_non_null(strstr(res.error, "not responding"));
+	secs = waited(res.error, "no connection after ");
+	assert_true(secs >= 0.3 && secs < 1.5);
+	assert_non_null(strstr(res.error, ": TLS handshake unanswered"));
 	assert_true(sw_mono_ms() - t0 < 1500);
 	close(fd);
 
 	/* a closed port is refused at once */
 	memset(&res, 0, sizeof(res));
 	assert_int_equal(sw_http_client_request(c, "GET", url, NULL, 0, 2000, on_done, &res), 0);
-	while (!res.done)
-		uv_run(&fx.loop, UV_RUN_ONCE);
+	run_until_done(&res);
 	assert_int_equal(res.code, SW_EUNREACH);
-	assert_non_null(strstr(res.error, "unreachable"));
+	assert_non_null(strstr(res.error, "unreachable: "));
 	sw_http_client_free(c);
+}
+
+/* A port whose queue of connections is full drops the SYN: the TCP connect itself is
+ * what the deadline waited for, and the reason does not blame a TLS handshake. */
+static void test_tcp_connect_unanswered(void **state)
+{
+	struct sw_http_client *c;
+	struct sw_http_client_opts o = {.ca_file = fx.ca_file, .connect_timeout_ms = 300};
+	struct sockaddr_in sa;
+	socklen_t salen = sizeof(sa);
+	struct call res = {0};
+	char url[64];
+	double secs;
+	int fd = listener(0, "/x", url, sizeof(url));
+	int filler = socket(AF_INET, SOCK_STREAM, 0);
+
+	/* a backlog of 0 holds one connection; the next SYN is dropped */
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &salen), 0);
+	assert_int_equal(connect(filler, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(sw_http_client_new(&fx.loop, &o, &c), 0);
+	assert_int_equal(sw_http_client_request(c, "GET", url, NULL, 0, 2000, on_done, &res), 0);
+	run_until_done(&res);
+	assert_int_equal(res.code, SW_ETIMEDOUT);
+	secs = waited(res.error, "no connection after ");
+	assert_true(secs >= 0.3 && secs < 1.5);
+	assert_null(strstr(res.error, "TLS"));
+	sw_http_client_free(c);
+	close(filler);
+	close(fd);
+}
+
+/* A request on a kept-alive connection that gets no answer waits its whole deadline,
+ * and says so: curl reports a connect time of 0 for a reused connection, which must not
+ * read as a connect deadline that passed. */
+static void test_reused_connection_no_answer(void **state)
+{
+	struct sw_http_client *c;
+	struct sw_http_client_opts o = {.ca_file = fx.ca_file, .connect_timeout_ms = 300};
+	struct call res = {0};
+	char url[128];
+	int64_t t0;
+	double secs;
+
+	assert_int_equal(sw_http_client_new(&fx.loop, &o, &c), 0);
+	snprintf(url, sizeof(url), "https://127.0.0.1:%u/open", sw_http_server_port(fx.srv));
+	assert_int_equal(sw_http_client_request(c, "GET", url, NULL, 0, 5000, on_done, &res), 0);
+	run_until_done(&res);
+	assert_int_equal(res.status, 200);
+
+	memset(&res, 0, sizeof(res));
+	snprintf(url, sizeof(url), "https://127.0.0.1:%u/stall", sw_http_server_port(fx.srv));
+	t0 = sw_mono_ms();
+	assert_int_equal(sw_http_client_request(c, "GET", url, NULL, 0, 1500, on_done, &res), 0);
+	run_until_done(&res);
+	assert_true(sw_mono_ms() - t0 >= 1500);
+	assert_int_equal(res.status, 0);
+	assert_int_equal(res.code, SW_ETIMEDOUT);
+	secs = waited(res.error, "no answer after ");
+	assert_true(secs >= 1.5 && secs < 3);
+	assert_null(strstr(res.error, "connection"));
+	assert_non_null(fx.pending);
+	sw_http_client_free(c);
+}
+
+struct fetched {
+	int done;
+	struct sw_http_download_result res;
+	char error[256];
+};
+
+static void on_downloaded(const struct sw_http_download_result *res, void *arg)
+{
+	struct fetched *f = arg;
+
+	f->done = 1;
+	f->res = *res;
+	snprintf(f->error, sizeof(f->error), "%s", res->error);
+}
+
+static struct fetched download(const char *url, unsigned timeout_ms)
+{
+	struct sw_http_client *c;
+	struct sw_http_client_opts o = {.ca_file = fx.ca_file, .connect_timeout_ms = 1000};
+	struct fetched f = {0};
+	char path[128];
+
+	snprintf(path, sizeof(path), "%s/download", fx.dir);
+	unlink(path);
+	assert_int_equal(sw_http_client_new(&fx.loop, &o, &c), 0);
+	assert_int_equal(
+	    sw_http_client_download(c, url, path, 1 << 20, timeout_ms, on_downloaded, &f), 0);
+	while (!f.done)
+		uv_run(&fx.loop, UV_RUN_ONCE);
+	sw_http_client_free(c);
+	return f;
+}
+
+/* A download the server drops part way keeps what came, and says when it was cut. */
+static void test_download_cut_off(void **state)
+{
+	char path[128], url[128], block[1000];
+	struct fetched f;
+	double secs;
+
+	memset(block, 'p', sizeof(block));
+	snprintf(path, sizeof(path), "%s/short", fx.dir);
+	assert_int_equal(sw_file_write_atomic(path, block, sizeof(block), 0600, NULL, 0), 0);
+	snprintf(url, sizeof(url), "https://127.0.0.1:%u/cut", sw_http_server_port(fx.srv));
+	f = download(url, 5000);
+	assert_int_equal(f.res.status, 0);
+	assert_int_equal(f.res.code, SW_EPROTO);
+	secs = waited(f.error, "connection dropped after ");
+	assert_true(secs >= 0 && secs < 5);
+	assert_non_null(strstr(f.error, " s: "));
+	assert_int_equal(f.res.size, 1000);
+}
+
+/* A TLS server on its own thread that sends `reply` to the first request and then says
+ * nothing until the client goes away. */
+struct stub {
+	int fd;
+	const char *reply;
+	uv_thread_t thread;
+};
+
+static void stub_main(void *arg)
+{
+	struct stub *st = arg;
+	gnutls_certificate_credentials_t cred;
+	gnutls_session_t s;
+	gnutls_datum_t cert = {(unsigned char *)fx.server_cert, (unsigned)strlen(fx.server_cert)};
+	gnutls_datum_t key = {(unsigned char *)fx.server_key, (unsigned)strlen(fx.server_key)};
+	char buf[4096];
+	size_t got = 0;
+	ssize_t n;
+	int fd = accept(st->fd, NULL, NULL), rc;
+
+	if (fd < 0)
+		return;
+	gnutls_certificate_allocate_credentials(&cred);
+	gnutls_certificate_set_x509_key_mem(cred, &cert, &key, GNUTLS_X509_FMT_PEM);
+	gnutls_init(&s, GNUTLS_SERVER);
+	gnutls_set_default_priority(s);
+	gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, cred);
+	gnutls_transport_set_int(s, fd);
+	do
+		rc = gnutls_handshake(s);
+	while (rc < 0 && !gnutls_error_is_fatal(rc));
+	while (rc == 0 && got < sizeof(buf) - 1 &&
+	       (n = gnutls_record_recv(s, buf + got, sizeof(buf) - 1 - got)) > 0) {
+		got += (size_t)n;
+		buf[got] = '\0';
+		if (strstr(buf, "\r\n\r\n")) {
+			gnutls_record_send(s, st->reply, strlen(st->reply));
+			break;
+		}
+	}
+	/* until the client closes the connection */
+	while (rc == 0 && gnutls_record_recv(s, buf, sizeof(buf)) > 0)
+		;
+	gnutls_deinit(s);
+	gnutls_certificate_free_credentials(cred);
+	close(fd);
+}
+
+/* A download whose server stops sending part way waits its deadline and says how much
+ * of the answer came. */
+static void test_download_stalls_midway(void **state)
+{
+	char url[64], reply[1024];
+	struct stub st = {0};
+	struct fetched f;
+	double secs;
+	int n;
+
+	n = snprintf(reply, sizeof(reply),
+		     "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nContent-Type: "
+		     "application/octet-stream\r\n\r\n");
+	memset(reply + n, 'q', 400);
+	reply[n + 400] = '\0';
+	st.reply = reply;
+	st.fd = listener(8, "/pkg", url, sizeof(url));
+	assert_int_equal(uv_thread_create(&st.thread, stub_main, &st), 0);
+	f = download(url, 1500);
+	uv_thread_join(&st.thread);
+	close(st.fd);
+	assert_int_equal(f.res.status, 0);
+	assert_int_equal(f.res.code, SW_ETIMEDOUT);
+	secs = waited(f.error, "answer incomplete after ");
+	assert_true(secs >= 1.5 && secs < 3);
+	assert_non_null(strstr(f.error, " s: 400 of 1000 bytes"));
+	assert_int_equal(f.res.size, 400);
 }
 
 int main(void)
@@ -338,6 +585,10 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_body_limits, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_large_body_is_not_paced, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_client_deadlines, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tcp_connect_unanswered, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reused_connection_no_answer, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_download_cut_off, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_download_stalls_midway, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
