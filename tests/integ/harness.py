@@ -383,3 +383,33 @@ class Agent:
 
     def services(self):
         return {s["name"]: s for s in self.site.systems()[self.name]["services"]}
+
+
+def last_seen(site, name):
+    """When the site server last handled a heartbeat of agent `name` (ms), or 0."""
+    try:
+        status, body = site.api("GET", f"/v1/systems/{name}", timeout=5)
+    except OSError:
+        return 0
+    return body.get("last_seen", 0) if status == 200 else 0
+
+
+def wait_heartbeats(site, name, count=1, after_ms=0, timeout=20):
+    """Waits until the site server has handled `count` more heartbeats of agent `name`,
+    and one stamped at `after_ms` or later; returns the last one's last_seen.
+
+    An agent sends a heartbeat only after it has handled the reply to the one before, so
+    from the second one on its own loop has run on for a heartbeat interval since this
+    call: the program's own measure that time has passed, for tests that show something
+    does not happen."""
+    seen = last_seen(site, name)
+    for i in range(count):
+        seen = wait_for(lambda prev=seen: (lambda t: t if t > prev else 0)(
+            last_seen(site, name)), timeout,
+            f"the site server to hear heartbeat {i + 1} of {count} from {name} "
+            f"(after last_seen {seen})", step=0.1)
+    if seen < after_ms:
+        seen = wait_for(lambda: (lambda t: t if t >= after_ms else 0)(last_seen(site, name)),
+                        timeout + max(0, after_ms / 1000 - time.time()),
+                        f"a heartbeat from {name} stamped at {after_ms} or later", step=0.1)
+    return seen

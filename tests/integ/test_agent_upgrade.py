@@ -15,7 +15,8 @@ import threading
 import time
 import unittest
 
-from harness import Site, group_alive, pid_alive, proc_state, script, wait_for
+from harness import (Site, group_alive, pid_alive, proc_state, script, wait_for,
+                     wait_heartbeats)
 from harness import prog as build_prog
 
 prog = script
@@ -250,11 +251,11 @@ class AgentUpgrade(unittest.TestCase):
         self.assertEqual(self.held(a), ["coop"])
 
         # Held across heartbeats (roles re-applied) and a restart of the agent.
-        time.sleep(2.5)
+        wait_heartbeats(self.site, a.name, 3)
         self.assertEqual(self.svc(a, "coop")["state"], "stopped")
         a.stop()
         a.start()
-        time.sleep(2.5)
+        wait_heartbeats(self.site, a.name, 3)
         self.assertEqual(self.svc(a, "coop")["state"], "stopped")
         self.assertEqual(self.running(a, "stub")["pid"], stub_pid)
 
@@ -468,7 +469,8 @@ class AgentUpgrade(unittest.TestCase):
         self.assertFalse(os.path.lexists(os.path.join(a.dir, "current")))
         wait_for(lambda: self.site.systems()["sw1"]["version"] == self.build_version, 5,
                  "the server to see the build's version")
-        time.sleep(2)  # heartbeats re-apply the roles: the services stay stopped
+        # heartbeats re-apply the roles: the services stay stopped
+        wait_heartbeats(self.site, a.name, 3)
         for n in ("coop", "other"):
             self.assertEqual(self.svc(a, n)["state"], "stopped")
             self.assertEqual(processes_running(f"sw1-{n}"), [])

@@ -54,10 +54,11 @@ class Enrollment(unittest.TestCase):
         self.assertEqual(rows, self.site.db_rows("tokens"), "a refused use changed the token")
 
     def test_expired_token_refused(self):
-        token = self.site.token(ttl=1)
+        created = self.site.cli_json("token", "create", "--ttl", "1")
         import time
-        time.sleep(1.5)
-        self.refused("late1", token, "token expired")
+        wait_for(lambda: time.time() * 1000 > created["expires_at"], 10,
+                 f"the token's expiry time ({created['expires_at']} ms) to pass")
+        self.refused("late1", created["token"], "token expired")
 
     def test_garbage_and_unknown_tokens_refused(self):
         self.refused("junk1", "not-a-token", "malformed token")

@@ -10,7 +10,7 @@ import time
 import unittest
 import uuid
 
-from harness import Site, free_port, prog, wait_for
+from harness import Site, free_port, prog, wait_for, wait_heartbeats
 
 TTL_MS = 3000
 
@@ -300,7 +300,16 @@ class OneMeter(unittest.TestCase):
         p.communicate(timeout=20)
         self.assertEqual(p.returncode, 0)
         wait_for(lambda: launches() == 1, 15, "the run in the usage report")
-        time.sleep(6)  # another upload pass: nothing counted twice
+        # another upload pass, which a later run of another product shows: nothing
+        # counted twice
+        def cad():
+            return sum(u["launches"] for u in
+                       self.site.cli_json("usage", "--product", "cad")["usage"])
+        before = cad()
+        p = run(self.client, self.tool, "0.1")
+        p.communicate(timeout=20)
+        self.assertEqual(p.returncode, 0)
+        wait_for(lambda: cad() > before, 20, "a later run in the usage report")
         self.assertEqual(launches(), 1)
 
 
@@ -311,6 +320,7 @@ class MeterCrash(unittest.TestCase):
             ctx = site.tls(os.path.join(client.dir, "client.crt"),
                            os.path.join(client.dir, "client.key"))
             held, granted, returned, stop = [], set(), [], threading.Event()
+            failed = []
             cid = uuid.uuid4().hex
 
             def checkout():
@@ -333,15 +343,17 @@ class MeterCrash(unittest.TestCase):
                             if status == 200:
                                 returned.append(lease)
                     except OSError:
+                        failed.append(time.monotonic())
                         time.sleep(0.05)
 
             workers = [threading.Thread(target=churn) for _ in range(4)]
             for w in workers:
                 w.start()
-            time.sleep(1)
+            wait_for(lambda: len(returned) > 10, 20, "more than ten check-ins under way")
             pid = m.service("meter")["pid"]
+            n = len(failed)
             os.kill(pid, signal.SIGKILL)
-            time.sleep(0.5)
+            wait_for(lambda: len(failed) > n, 10, "a worker's call to fail on the killed meter")
             stop.set()
             for w in workers:
                 w.join(20)
@@ -370,25 +382,30 @@ class Failover(unittest.TestCase):
         site, (m1, m2), client, tool = meter_site(n_meters=2, licenses=2,
                                                   conf={"metering.meter_poll_ms": "500"})
 
-        def applied(m):
-            rows = [r for r in site.db_fields("allotments") if r[:2] == [m.name, "cad"]]
-            return int(rows[0][2]) if rows else None
+        def even():
+            # applied, as each reported, and assigned, as the site last worked out
+            rows = {r[0]: (r[2], r[5]) for r in site.db_fields("allotments") if r[1] == "cad"}
+            return rows.get(m1.name) == rows.get(m2.name) == ("1", "1")
         try:
             # a share changes hands only once its holder has given it up: wait until
             # the start-up shares have settled
-            wait_for(lambda: applied(m1) == 1 and applied(m2) == 1, 10, "even shares")
+            wait_for(even, 10, "even shares")
             procs = [run(client, tool, "3") for _ in range(3)]
-            time.sleep(1.5)
+            # the third is denied at once, while the first two hold their licenses
+            wait_for(lambda: any(p.poll() is not None for p in procs) and
+                     len(leases(site, m1) or []) + len(leases(site, m2) or []) >= 2, 10,
+                     "two runs holding licenses and the third denied")
             total = len(leases(site, m1)) + len(leases(site, m2))
             self.assertEqual(total, 2)
             outs = [p.communicate(timeout=20) for p in procs]
             self.assertEqual(sorted(p.returncode for p in procs), [0, 0, 75], outs)
             # idle again, the shares even out; then m1 goes away and its clients fail
             # over to m2, whose share is the one license m1 does not hold
-            wait_for(lambda: applied(m1) == 1 and applied(m2) == 1, 10, "even shares")
+            wait_for(even, 10, "even shares")
             site.cli("service", "stop", "m1", "meter")
             procs = [run(client, tool, "2") for _ in range(2)]
-            time.sleep(1)
+            wait_for(lambda: any(p.poll() is not None for p in procs) and leases(site, m2),
+                     10, "one run holding m2's license and the other denied")
             self.assertEqual(len(leases(site, m2)), 1)
             outs = [p.communicate(timeout=30) for p in procs]
             self.assertEqual(sorted(p.returncode for p in procs), [0, 75], outs)
@@ -481,6 +498,9 @@ class Rebalance(unittest.TestCase):
                 return meter_api(site, m, "POST", "/v1/checkout",
                                  {"exe": "cadtool", "user": "u", "pid": 1,
                                   "client": uuid.uuid4().hex, "wait_ms": 0}, ctx=ctx)[1]
+            def polled(m):
+                rows = [r for r in site.db_fields("allotments") if r[:2] == [m.name, "cad"]]
+                return int(rows[0][6]) if rows else 0
             wait_for(lambda: checkout(m1).get("granted"), 10, "a license from m1")
             wait_for(lambda: share(m2) == 1, 10, "the shares to settle to one each")
             # m1 loses the role while its agent is frozen: its license server keeps
@@ -488,7 +508,9 @@ class Rebalance(unittest.TestCase):
             m1.proc.signal(signal.SIGSTOP)
             try:
                 site.cli("role", "remove", "m1", "software-metering", timeout=60)
-                time.sleep(2)  # several polls of m2's
+                for i in range(3):  # several polls of m2's
+                    wait_for(lambda last=polled(m2): polled(m2) > last, 10,
+                             f"m2's poll {i + 1} of 3 after the role went")
                 self.assertEqual(share(m2), 1, "m1's licenses given away while it runs")
                 self.assertIsNotNone(leases(site, m1), "m1's license server stopped")
             finally:
@@ -539,7 +561,10 @@ class MeterDown(unittest.TestCase):
                 sum(u["launches"] for u in site.cli_json("usage", "--product", "cad")["usage"]),
                 1)
             site.cli("service", "start", "m1", "meter")
-            time.sleep(2)
+            wait_for(lambda: meter_api(site, m, "GET", "/v1/health")[0] == 200, 10,
+                     "m1's license server back")
+            # the client's agent sends what it has cached after each heartbeat
+            wait_heartbeats(site, client.name, 2)
             self.assertEqual(sum("offline" in x for x in site.db_rows("usage")), 1)
         finally:
             site.close()
@@ -608,7 +633,14 @@ class MeterDown(unittest.TestCase):
             # nothing is pending any more, and nothing was counted twice
             wait_for(lambda: meter_api(site, m, "GET", "/v1/health")[1].get(
                 "pending_usage") == 0, 10, "no usage pending")
-            time.sleep(1)
+            # another upload pass, which a later run of another product shows
+            draw = os.path.join(site.tmp, "drawtool")
+            shutil.copy("/bin/sleep", draw)
+            r = subprocess.run([prog("siteward-run"), "--agent", client.dir, "--", draw, "0"],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            wait_for(lambda: site.cli_json("usage", "--product", "draw")["usage"], 20,
+                     "a later run in the usage report")
             self.assertEqual(launches(), 3)
             self.assertNotIn(bad, "".join(map(str, site.db_rows("usage"))))
         finally:

@@ -8,7 +8,16 @@ import time
 import unittest
 import uuid
 
-from harness import Site, wait_for
+from harness import Site, wait_for, wait_heartbeats
+
+
+def cache_sent(agent):
+    """Whether the agent has uploaded every usage record it has cached."""
+    try:
+        return not [f for f in os.listdir(os.path.join(agent.dir, "usage-cache"))
+                    if f.endswith(".json")]
+    except FileNotFoundError:
+        return True
 
 
 def record(**kw):
@@ -230,7 +239,9 @@ class Passive(unittest.TestCase):
         subprocess.run(["cc", "-o", renamed, src, f"-Wl,--build-id=0x{build_id}"], check=True)
         self.site.cli("product", "add", "bid", "--exe", "not-this-name", "--licenses", "1",
                       "--build-id", build_id)
-        time.sleep(2.5)  # a heartbeat tells the agent, which fetches the product table
+        # a heartbeat tells the agent, which fetches the product table
+        wait_for(lambda: "passive metering: 2 products," in self.a.proc.log(), 15,
+                 "the agent to fetch the new product table")
         subprocess.run([renamed], check=True)
         wait_for(lambda: self.site.cli_json("usage", "--product", "bid")["usage"], 10,
                  "the renamed copy to be metered as its product")
@@ -254,12 +265,15 @@ class Passive(unittest.TestCase):
         # sha1sum waits on its input: running for as long as the test holds it open
         p = subprocess.Popen(["/usr/bin/sha1sum"], stdin=subprocess.PIPE,
                              stdout=subprocess.DEVNULL)
-        time.sleep(1.5)
+        # seen: the agent's loop has run a scan since, as its heartbeats show
+        wait_heartbeats(self.site, self.a.name, 2)
         p.stdin.close()
         p.wait(10)
         wait_for(lambda: self.site.cli_json("usage", "--product", "hash-now")["usage"], 10,
                  "the packaged program to be metered as the product of its version")
-        time.sleep(1)
+        # nothing more recorded after further scans, and nothing left to upload
+        wait_heartbeats(self.site, self.a.name, 2)
+        wait_for(lambda: cache_sent(self.a), 10, "the agent's cached usage to be uploaded")
         self.assertEqual(self.site.cli_json("usage", "--product", "hash-old")["usage"], [])
 
     def test_short_runs_seen_through_process_events(self):
@@ -283,7 +297,9 @@ class Passive(unittest.TestCase):
         def mine():
             return [r for r in self.site.db_fields("usage") if r[4] == "pm2"]
         wait_for(mine, 15, "the 50 ms run, seen by its exec and exit events")
-        time.sleep(1)
+        # nothing more recorded after further scans, and nothing left to upload
+        wait_heartbeats(self.site, b.name, 2)
+        wait_for(lambda: cache_sent(b), 10, "the agent's cached usage to be uploaded")
         (row,) = mine()
         self.assertEqual((row[1], row[2], row[9]), ("pm", self.tool, "passive"))
         # it ended when its process did, not at a scan ten minutes later; the start is
@@ -294,7 +310,9 @@ class Passive(unittest.TestCase):
         self.assertLessEqual(start, end)
 
     def test_runs_seen_are_recorded_once(self):
-        time.sleep(2.5)  # a heartbeat tells the agent, which fetches the product table
+        # a heartbeat tells the agent, which fetches the product table
+        wait_for(lambda: "passive metering: 1 product," in self.a.proc.log(), 15,
+                 "the agent to fetch the product table")
         subprocess.run([self.bin, "1.2"], check=True)
         subprocess.run([self.wrapper, "-c", f"{self.bin} 1.2; true"], check=True)
 
@@ -302,19 +320,31 @@ class Passive(unittest.TestCase):
             u = self.site.cli_json("usage", "--product", "pm")["usage"]
             return u[0]["launches"] if u else 0
         wait_for(lambda: runs() >= 1, 10, "the passive run to be reported")
-        time.sleep(2)
+        # nothing more recorded after further scans, and nothing left to upload
+        wait_heartbeats(self.site, self.a.name, 2)
+        wait_for(lambda: cache_sent(self.a), 10, "the agent's cached usage to be uploaded")
         self.assertEqual(runs(), 1, "counted twice, or counted a siteward-run child")
         rows = [r for r in self.site.db_rows("usage") if self.tool in r]
         self.assertEqual(len(rows), 1)
         self.assertIn("passive", rows[0])
-        # restarting the agent while a run is in progress does not count it twice
-        p = subprocess.Popen([self.bin, "3"])
-        time.sleep(1)
-        self.a.stop()
-        self.a.start()
-        p.wait(10)
+        # restarting the agent while a run is in progress does not count it twice; the
+        # run lasts until both agents have seen it, however slow the restart
+        p = subprocess.Popen([self.bin, "30"])
+        try:
+            # seen: the agent's loop has run a scan since, as its heartbeats show
+            wait_heartbeats(self.site, self.a.name, 2)
+            fetched = self.a.proc.log().count("passive metering: 1 product,")
+            self.a.stop()
+            self.a.start()
+            wait_for(lambda: self.a.proc.log().count("passive metering: 1 product,") > fetched,
+                     15, "the restarted agent to fetch the product table")
+            wait_heartbeats(self.site, self.a.name, 2)
+        finally:
+            p.terminate()
+            p.wait(10)
         wait_for(lambda: runs() == 2, 10, "the second run")
-        time.sleep(1.5)
+        wait_heartbeats(self.site, self.a.name, 2)
+        wait_for(lambda: cache_sent(self.a), 10, "the agent's cached usage to be uploaded")
         self.assertEqual(runs(), 2)
 
 

@@ -1,5 +1,6 @@
 """Restarts, outages and deadlines: nothing lost, nobody hangs."""
 import signal
+import socket
 import subprocess
 import time
 import unittest
@@ -38,7 +39,21 @@ class Restart(unittest.TestCase):
     def test_agents_survive_server_outage_and_reconnect(self):
         a = self.site.enroll("o1")
         self.site.stop()
-        time.sleep(3)
+        wait_for(lambda: "retrying with backoff" in a.proc.log(), 10,
+                 "the agent to see the server gone")
+        # and it lives on through its retries: a listener in the server's place sees two
+        # more, each cut off at once
+        with socket.socket() as ear:
+            ear.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            ear.bind(("127.0.0.1", self.site.port))
+            ear.listen(4)
+            ear.settimeout(15)
+            for i in (1, 2):
+                try:
+                    conn, _ = ear.accept()
+                except socket.timeout:
+                    self.fail(f"the agent's retry {i} never came")
+                conn.close()
         self.assertTrue(a.proc.alive(), "the agent died with its server")
         self.assertIn("retrying with backoff", a.proc.log())
         self.site.start()

@@ -181,17 +181,27 @@ class RunOffline(unittest.TestCase):
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         marker = os.path.join(self.site.tmp, f"ran-{self.agent.name}")
+        asking = None
         try:
             with open(os.path.join(self.dir, "meters.json"), "w") as f:
                 json.dump({"meters": [f"https://127.0.0.1:{silent.getsockname()[1]}"]}, f)
             p = subprocess.Popen([prog("siteward-run"), "--agent", self.dir, "--",
                                   "touch", marker], stderr=subprocess.PIPE, text=True)
-            time.sleep(0.5)
+            # asking: connected to the server that never answers
+            silent.settimeout(10)
+            try:
+                asking, _ = silent.accept()
+            except socket.timeout:
+                p.kill()
+                p.wait()
+                self.fail("siteward-run never connected to the metering server")
             p.send_signal(signal.SIGINT)
             self.assertEqual(p.wait(10), -signal.SIGINT)
             self.assert_clean(p.stderr.read())
             p.stderr.close()
         finally:
+            if asking:
+                asking.close()
             silent.close()
         self.assertFalse(os.path.exists(marker))
         self.assertEqual(self.records(), [])

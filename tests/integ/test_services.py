@@ -9,9 +9,18 @@ import threading
 import time
 import unittest
 
-from harness import Site, group_alive, pid_alive, script, wait_for
+from harness import Site, group_alive, pid_alive, script, wait_for, wait_heartbeats
 
 prog = script
+
+
+def connected_to(port):
+    """Whether some established connection on loopback has 127.0.0.1:port at its far
+    end: someone has called that port, answered or not."""
+    want = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as f:
+        return any(fields[2] == want and fields[3] == "01"
+                   for fields in (line.split() for line in f.readlines()[1:]))
 
 
 class Services(unittest.TestCase):
@@ -189,7 +198,10 @@ class Services(unittest.TestCase):
         for r in results:
             self.assertIn(r.returncode, (0, 1))
             self.assertIn(json.loads(r.stdout)["state"], ("running", "stopped"))
-        time.sleep(1.5)
+        wait_for(lambda: (a.service("coop") or {}).get("state") in ("running", "stopped"), 10,
+                 "coop to settle as running or stopped")
+        # and it stays so while the agent goes on through heartbeats
+        wait_heartbeats(self.site, a.name, 2)
         s = a.service("coop")
         self.assertIn(s["state"], ("running", "stopped"))
         if s["state"] == "running":
@@ -266,9 +278,13 @@ class StaleRequests(unittest.TestCase):
             wait_for(lambda: (a.service("coop") or {}).get("state") == "running", 5,
                      "coop to run")
             a.proc.signal(signal.SIGSTOP)
+            t0 = time.monotonic()
             r = site.cli("service", "stop", "st1", "coop", "--timeout", "2", check=False)
             self.assertRegex(r.stderr, r"st1: (no connection|no answer) after [23]\.\d s")
-            time.sleep(2)
+            # frozen for at least 4 s from the request: past its deadline (2 s less a
+            # margin) with 2 s to spare for the server's estimate of the agent's clock; a
+            # frozen agent shows nothing that could be waited for instead
+            time.sleep(max(0, t0 + 4 - time.monotonic()))
             a.proc.signal(signal.SIGCONT)
             wait_for(lambda: "expired" in a.proc.log(), 5, "the stale stop to be refused")
             self.assertEqual(a.service("coop")["state"], "running")
@@ -333,7 +349,9 @@ class Unreachable(unittest.TestCase):
             ]
             for t in threads:
                 t.start()
-            time.sleep(0.3)
+            # both calls under way: the server has connected to both ports
+            wait_for(lambda: connected_to(frozen.port) and connected_to(silent.port), 10,
+                     "the server to call the frozen and the silent agent")
             run("good", "service", "stop", "good", "stub", "--timeout", "5")
             for t in threads:
                 t.join(20)

@@ -11,8 +11,8 @@ import signal
 import subprocess
 import tempfile
 import threading
-import time
 import unittest
+import uuid
 
 from harness import Proc, Site, free_port, prog, script, wait_for
 
@@ -313,7 +313,13 @@ class Metering(UpgradeSite):
                 return False
         wait_for(listed, 15, "the client to learn both metering servers")
         pkg = build_package(site)
-        time.sleep(1.5)  # both metering servers have polled the product table
+
+        def applied(name, product):
+            rows = [r for r in site.db_fields("allotments") if r[:2] == [name, product]]
+            return int(rows[0][2]) if rows else 0
+        # both metering servers have polled the product table: each reports a share of cad
+        wait_for(lambda: applied("m1", "cad") and applied("m2", "cad"), 15,
+                 "both metering servers to apply a share of cad")
         results, stop = [], threading.Event()
 
         def runs():
@@ -324,9 +330,11 @@ class Metering(UpgradeSite):
         t = threading.Thread(target=runs)
         t.start()
         try:
-            time.sleep(1)
+            wait_for(lambda: results, 30, "a run before the upgrade")
             rc, run, err = self.upgrade(site, "run", pkg, "--stop-timeout", "3")
-            time.sleep(1)
+            after = len(results)
+            # the run under way may have started before the upgrade ended; the next did not
+            wait_for(lambda: len(results) >= after + 2, 30, "a run after the upgrade")
         finally:
             stop.set()
             t.join(90)
@@ -339,7 +347,29 @@ class Metering(UpgradeSite):
             return sum(u["launches"] for u in
                        site.cli_json("usage", "--product", "cad")["usage"])
         wait_for(lambda: launches() == len(results), 30, "every run in the usage report")
-        time.sleep(3)
+        # a further upload pass of each metering server, which a run of a product of its
+        # own through each shows: nothing counted twice
+        site.cli("product", "add", "probe", "--exe", "probetool", "--licenses", "2")
+        ctx = site.tls(os.path.join(client.dir, "client.crt"),
+                       os.path.join(client.dir, "client.key"))
+        for name in ("m1", "m2"):
+            port, cid = site.agents[name].meter_port, uuid.uuid4().hex
+
+            def checkout():
+                try:
+                    status, g = site.api("POST", "/v1/checkout",
+                                         {"exe": "probetool", "user": "u", "pid": 1,
+                                          "client": cid, "wait_ms": 0}, ctx=ctx, port=port)
+                except OSError:
+                    return None
+                return g if status == 200 and g.get("granted") else None
+            g = wait_for(checkout, 15, f"{name} to grant the probe product")
+            status, _ = site.api("POST", "/v1/checkin", {"client": cid, "lease": g["lease"]},
+                                 ctx=ctx, port=port)
+            self.assertEqual(status, 200)
+        wait_for(lambda: sum(u["launches"] for u in site.cli_json(
+            "usage", "--product", "probe")["usage"]) == 2, 30,
+            "both metering servers' next upload passes")
         self.assertEqual(launches(), len(results))
 
 

@@ -5,7 +5,7 @@ import os
 import signal
 import time
 
-from harness import wait_for
+from harness import wait_for, wait_heartbeats
 from test_upgrade import NEW, UpgradeSite, build_package, exe_of, old_version, report
 
 
@@ -78,7 +78,8 @@ class KB(UpgradeSite):
         self.assertEqual(run["state"], "failed")
         self.assertIn("m1", run["reason"])
         site.agents["m1"].proc.signal(signal.SIGCONT)
-        time.sleep(2)
+        # m1 has gone through what waited for it while it was frozen
+        wait_heartbeats(site, "m1", 2)
         for name, y in self.by_name(run).items():
             # every system whole: on the new version and upgraded, or on the old one
             # with its services running
@@ -91,8 +92,8 @@ class KB(UpgradeSite):
                 self.assertFalse(os.path.exists(os.path.join(site.agents[name].dir,
                                                              "current")))
         self.assertEqual(self.by_name(run)["m1"]["state"], "failed")
-        # nothing happens to m1 by itself after a failed run
-        time.sleep(3)
+        # nothing happens to m1 by itself after a failed run, however often it is heard
+        wait_heartbeats(site, "m1", 3)
         self.assertEqual(site.systems()["m1"]["version"], old)
 
     def test_kill_policy_escalates(self):
@@ -132,6 +133,7 @@ class KB(UpgradeSite):
             site.agents[name].proc.signal(signal.SIGSTOP)
         rc, run, err = self.upgrade(site, "run", pkg, "--stop-timeout", "2", "--parallel", "1",
                                     "--max-failures", "1")
+        ended = int(time.time() * 1000)
         for name in ("a1", "a2"):
             site.agents[name].proc.signal(signal.SIGCONT)
         self.assertEqual(rc, 4, report(err, run))
@@ -140,8 +142,10 @@ class KB(UpgradeSite):
         ys = self.by_name(run)
         self.assertEqual([ys[n]["state"] for n in ("a1", "a2", "a3")],
                          ["deferred", "deferred", "unchanged"], run)
-        # a run stopped by its budget leaves its deferred systems alone
-        time.sleep(5)
+        # a run stopped by its budget leaves its deferred systems alone: the server hears
+        # each again 5 s after the run, when a deferred one would be caught up (3 s on)
+        for name in ("a1", "a2"):
+            wait_heartbeats(site, name, 2, after_ms=ended + 5000)
         for name in ("a1", "a2", "a3"):
             self.assertEqual(site.systems()[name]["version"], old)
         self.assertEqual(self.status(site)["state"], "failed")
