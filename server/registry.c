@@ -7,6 +7,7 @@
 #include "log.h"
 #include "proto.h"
 #include "util.h"
+#include "work.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,40 +136,162 @@ void registry_touch(struct server *s, struct system *sys)
 	sys->dirty = 1;
 }
 
-/* Writes every system changed since the last flush in one transaction, so the cost of
- * a commit is shared by all the heartbeats of the interval. */
-int registry_flush(struct server *s)
-{
-	char err[256];
+/* A system's heartbeat state as it is written, copied off the loop's memory. */
+struct flush_row {
+	char name[64], version[65], address[300], meter_address[300];
+	int64_t last_seen;
+	char *facts;
+};
+
+struct flush {
+	struct server *s;
+	struct sw_db *db;
+	struct flush_row *rows;
+	size_t n;
 	int rc;
+	char err[256];
+};
 
-	if (s->ndirty == 0)
-		return 0;
-	rc = sw_db_begin(s->db, err, sizeof(err));
-	for (size_t i = 0; i < s->ndirty && !rc; i++) {
-		struct system *sys = s->dirty[i];
-		char *facts = sw_json_dump(sys->facts);
-		struct sw_db_val p[] = {SW_DB_INT(sys->last_seen),	  SW_DB_TEXT(sys->version),
-					SW_DB_TEXT(facts ? facts : "{}"), SW_DB_TEXT(sys->address),
-					SW_DB_TEXT(sys->meter_address),	  SW_DB_TEXT(sys->name)};
+static int flush_write(struct sw_db *db, const struct flush_row *rows, size_t n, char *err,
+		       size_t errlen)
+{
+	int rc = sw_db_begin(db, err, errlen);
 
-		rc = sw_db_exec(s->db,
+	for (size_t i = 0; i < n && !rc; i++) {
+		const struct flush_row *r = &rows[i];
+		struct sw_db_val p[] = {SW_DB_INT(r->last_seen),
+					SW_DB_TEXT(r->version),
+					SW_DB_TEXT(r->facts ? r->facts : "{}"),
+					SW_DB_TEXT(r->address),
+					SW_DB_TEXT(r->meter_address),
+					SW_DB_TEXT(r->name)};
+
+		rc = sw_db_exec(db,
 				"UPDATE systems SET last_seen = ?, version = ?, facts = ?, "
 				"address = ?, meter_address = ? WHERE name = ?",
-				p, 6, NULL, NULL, NULL, err, sizeof(err));
-		free(facts);
+				p, 6, NULL, NULL, NULL, err, errlen);
 	}
 	if (!rc)
-		rc = sw_db_commit(s->db, err, sizeof(err));
-	if (rc) {
-		sw_db_rollback(s->db);
-		sw_warn("cannot record heartbeats (will retry): %s", err);
-		return rc;
+		rc = sw_db_commit(db, err, errlen);
+	if (rc)
+		sw_db_rollback(db);
+	return rc;
+}
+
+/* The dirty systems, copied, and marked clean: a heartbeat meanwhile marks one again. */
+static struct flush *flush_collect(struct server *s)
+{
+	struct flush *f = calloc(1, sizeof(*f));
+
+	if (!f || !(f->rows = calloc(s->ndirty, sizeof(*f->rows)))) {
+		free(f);
+		return NULL;
 	}
-	for (size_t i = 0; i < s->ndirty; i++)
-		s->dirty[i]->dirty = 0;
+	f->s = s;
+	for (size_t i = 0; i < s->ndirty; i++) {
+		struct system *sys = s->dirty[i];
+		struct flush_row *r = &f->rows[f->n++];
+
+		snprintf(r->name, sizeof(r->name), "%s", sys->name);
+		snprintf(r->version, sizeof(r->version), "%s", sys->version);
+		snprintf(r->address, sizeof(r->address), "%s", sys->address);
+		snprintf(r->meter_address, sizeof(r->meter_address), "%s", sys->meter_address);
+		r->last_seen = sys->last_seen;
+		r->facts = sw_json_dump(sys->facts);
+		sys->dirty = 0;
+	}
 	s->ndirty = 0;
+	return f;
+}
+
+/* Rows that were not written are dirty again, for the next flush. */
+static void flush_end(struct flush *f)
+{
+	struct server *s = f->s;
+
+	for (size_t i = 0; i < f->n; i++) {
+		struct system *sys = f->rc ? sw_strmap_get(s->systems, f->rows[i].name) : NULL;
+		if (sys)
+			registry_touch(s, sys);
+		free(f->rows[i].facts);
+	}
+	free(f->rows);
+	free(f);
+}
+
+static void flush_run(void *arg)
+{
+	struct flush *f = arg;
+
+	f->rc = flush_write(f->db, f->rows, f->n, f->err, sizeof(f->err));
+}
+
+static void flush_done(void *arg, int timed_out)
+{
+	struct flush *f = arg;
+
+	if (timed_out)
+		sw_warn("recording the heartbeats of %zu systems has taken over %u s; the next "
+			"flush waits for it",
+			f->n, FLUSH_SLOW_MS / 1000);
+}
+
+static void flush_release(void *arg)
+{
+	struct flush *f = arg;
+	struct server *s = f->s;
+
+	if (f->rc)
+		sw_warn("cannot record heartbeats (will retry): %s", f->err);
+	if (f->db != s->flush_db)
+		sw_db_close(f->db); /* detached meanwhile */
+	s->flush_busy = 0;
+	flush_end(f);
+}
+
+/* Writes every system changed since the last flush in one transaction, so the cost of
+ * a commit is shared by all the heartbeats of the interval; on its own connection, on
+ * the thread pool, so a slow database delays no heartbeat and no request. One flush at
+ * a time: the next waits for the one in flight. */
+int registry_flush(struct server *s)
+{
+	struct flush *f;
+
+	if (s->ndirty == 0 || s->flush_busy)
+		return 0;
+	if (!(f = flush_collect(s)))
+		return SW_ENOMEM;
+	if (!s->flush_db) {
+		/* at shutdown, or where a second connection could not be had */
+		f->rc = flush_write(s->db, f->rows, f->n, f->err, sizeof(f->err));
+		if (f->rc)
+			sw_warn("cannot record heartbeats (will retry): %s", f->err);
+		flush_end(f);
+		return 0;
+	}
+	f->db = s->flush_db;
+	s->flush_busy = 1;
+	if (sw_work_start(s->loop, FLUSH_SLOW_MS, flush_run, flush_done, flush_release, f)) {
+		s->flush_busy = 0;
+		f->rc = SW_ENOMEM;
+		flush_end(f);
+		return SW_ENOMEM;
+	}
 	return 0;
+}
+
+void registry_flush_detach(struct server *s)
+{
+	struct sw_db *db = s->flush_db;
+
+	s->flush_db = NULL;
+	if (!s->flush_busy)
+		sw_db_close(db); /* else flush_release closes it */
+}
+
+int registry_flush_open(struct server *s, char *err, size_t errlen)
+{
+	return sw_db_open(&s->db_opts, &s->flush_db, err, errlen);
 }
 
 const char *registry_health(const struct server *s, const struct system *sys, int64_t now)

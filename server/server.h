@@ -55,6 +55,8 @@ struct server {
 	struct system **dirty;	   /* systems to write at the next flush */
 	size_t ndirty, dirty_cap;
 	uv_timer_t flush_timer;
+	struct sw_db *flush_db; /* the heartbeat flush's own connection, NULL: none */
+	int flush_busy;		/* a flush is in flight on the thread pool */
 	uv_signal_t sigint, sigterm;
 	int64_t started_ms;
 	struct upgrade *upgrade; /* the latest upgrade run, NULL if none */
@@ -71,7 +73,13 @@ int site_init(int argc, char **argv);
 int registry_load(struct server *s, char *err, size_t errlen);
 void registry_free(struct server *s);
 void registry_touch(struct server *s, struct system *sys);
+/* A flush slower than this is logged; the next waits for it all the same. */
+#define FLUSH_SLOW_MS 10000
 int registry_flush(struct server *s);
+/* The flush's own connection, opened at start; detached (closed once no flush uses it)
+ * at shutdown and before the database file is replaced. */
+int registry_flush_open(struct server *s, char *err, size_t errlen);
+void registry_flush_detach(struct server *s);
 const char *registry_health(const struct server *s, const struct system *sys, int64_t now);
 int registry_token_create(struct server *s, int64_t ttl_s, char *token, size_t toklen,
 			  int64_t *expires_at, char *err, size_t errlen);

@@ -382,6 +382,9 @@ static void sqlite_restore(struct upgrade *u)
 	struct server *s = u->s;
 	char err[600], live[PATH_MAX], tmp[PATH_MAX + 8], side[PATH_MAX + 8];
 
+	/* The file is replaced: heartbeats are flushed on the loop's connection from here
+	 * on, until the re-exec. */
+	registry_flush_detach(s);
 	sw_db_close(s->db);
 	s->db = NULL;
 	snprintf(live, sizeof(live), "%s", s->db_url);

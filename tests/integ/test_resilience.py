@@ -1,6 +1,7 @@
 """Restarts, outages and deadlines: nothing lost, nobody hangs."""
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 import unittest
@@ -29,6 +30,43 @@ class Restart(unittest.TestCase):
         for n in before:
             for key in ("address", "version", "facts", "last_seen", "enrolled_at"):
                 self.assertEqual(before[n][key], after[n][key], f"{n}.{key} changed")
+
+    def test_a_locked_database_delays_no_request(self):
+        """Heartbeats are written off the loop: while another process holds the site
+        database's write lock for longer than the server's busy timeout (5 s), requests
+        are answered at once; the heartbeats are written once the lock goes."""
+        url = self.site._db_url()
+        if url.startswith("postgres"):
+            self.skipTest("holds an SQLite lock")
+        a = self.site.enroll("l1")
+
+        def stored():
+            con = sqlite3.connect(url, timeout=10)
+            try:
+                return con.execute("SELECT last_seen FROM systems WHERE name = 'l1'").fetchone()[0]
+            finally:
+                con.close()
+        wait_for(lambda: stored() > 0, 15, "l1's first heartbeat written")
+        con = sqlite3.connect(url, timeout=10, isolation_level=None)
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            locked_at = int(time.time() * 1000)
+            worst, t_end = 0.0, time.monotonic() + 7
+            while time.monotonic() < t_end:
+                t0 = time.monotonic()
+                self.site.api("GET", "/v1/site")
+                worst = max(worst, time.monotonic() - t0)
+                time.sleep(0.05)
+            # heartbeats went on being heard meanwhile, and stayed in memory
+            self.assertGreater(self.site.systems()["l1"]["last_seen"], locked_at)
+            self.assertLessEqual(stored(), locked_at)
+        finally:
+            con.execute("ROLLBACK")
+            con.close()
+        self.assertLess(worst, 1.0, f"a request took {worst:.1f} s while the database was locked")
+        self.assertIn("cannot record heartbeats (will retry)", self.site.server.log())
+        wait_for(lambda: stored() > locked_at, 15, "the heartbeats written after the lock")
+        self.assertTrue(a.proc.alive())
 
     def test_kill9_keeps_enrolled_systems(self):
         self.site.enroll("k1", start=False)
