@@ -199,7 +199,7 @@ static int server_run(const char *dir, int check_only)
 		goto out;
 	}
 	if (!rc)
-		rc = registry_flush_open(&s, err, sizeof(err));
+		rc = dbq_open(&s, err, sizeof(err));
 	if (!rc)
 		rc = control_start(&s, err, sizeof(err));
 	if (!rc)
@@ -225,10 +225,8 @@ static int server_run(const char *dir, int check_only)
 		sw_db_engine(s.db), (sw_install_version(s.dir, version, sizeof(version)), version));
 	uv_run(s.loop, UV_RUN_DEFAULT);
 	s.stopping = 1;
-	/* The last flush on the loop's own connection, once one in flight has returned. */
-	registry_flush_detach(&s);
-	while (s.flush_busy)
-		uv_run(s.loop, UV_RUN_ONCE);
+	/* The last writes on the loop's own connection, once the one in flight has returned. */
+	dbq_drain(&s);
 	registry_flush(&s);
 	/* Calls to agents end first, so every request waiting on one gets its answer. */
 	sw_http_client_free(s.agents);
@@ -245,7 +243,7 @@ out:
 	upgrade_free(&s);
 	json_decref(s.meter_urls);
 	registry_free(&s);
-	sw_db_close(s.flush_db);
+	sw_db_close(s.dbq_db);
 	sw_db_close(s.db);
 	sw_pki_ca_free(s.ca);
 	sw_conf_free(s.conf);

@@ -84,16 +84,21 @@ static int product_row(void *arg, int ncols, const struct sw_db_val *row)
 	return 0;
 }
 
-static json_t *products_load(struct server *s, char *err, size_t errlen)
+static json_t *products_load_db(struct sw_db *db, char *err, size_t errlen)
 {
 	json_t *arr = json_array();
 
-	if (sw_db_exec(s->db, "SELECT " PRODUCT_COLUMNS " FROM products ORDER BY name", NULL, 0,
+	if (sw_db_exec(db, "SELECT " PRODUCT_COLUMNS " FROM products ORDER BY name", NULL, 0,
 		       product_row, arr, NULL, err, errlen)) {
 		json_decref(arr);
 		return NULL;
 	}
 	return arr;
+}
+
+static json_t *products_load(struct server *s, char *err, size_t errlen)
+{
+	return products_load_db(s->db, err, errlen);
 }
 
 static int excluded_row(void *arg, int ncols, const struct sw_db_val *row)
@@ -804,11 +809,103 @@ static const char *attribute(const json_t *products, const json_t *r)
 	return best;
 }
 
+/* A batch of usage records, checked on the loop, stored by the write queue. */
+struct ingest {
+	struct sw_http_req *req;
+	json_t *j;
+	int64_t now, skew, cutoff;
+	char from[64];
+	int64_t accepted, dup, too_old;
+	int rc;
+	char err[256];
+};
+
+static void ingest_run(struct sw_db *db, void *arg)
+{
+	struct ingest *in = arg;
+	json_t *records = json_object_get(in->j, "records"), *r;
+	/* Runs recorded offline do not know their product: the table does. */
+	json_t *products = products_load_db(db, in->err, sizeof(in->err));
+	size_t i;
+
+	if (!products) {
+		in->rc = SW_EDB;
+		return;
+	}
+	in->rc = sw_db_begin(db, in->err, sizeof(in->err));
+	json_array_foreach(records, i, r)
+	{
+		int64_t changes = 0, wait = 0;
+		if (in->rc)
+			break;
+		/* Days before the detail period are summarised and closed. */
+		if (json_integer_value(json_object_get(r, "start")) + in->skew < in->cutoff) {
+			in->too_old++;
+			continue;
+		}
+		sw_json_int(r, "wait_ms", 0, INT64_MAX / 2, 0, &wait, NULL, 0);
+		struct sw_db_val p[] = {
+		    SW_DB_TEXT(json_string_value(json_object_get(r, "id"))),
+		    SW_DB_TEXT(attribute(products, r)),
+		    SW_DB_TEXT(json_string_value(json_object_get(r, "exe"))),
+		    SW_DB_TEXT(json_string_value(json_object_get(r, "user"))),
+		    SW_DB_TEXT(json_string_value(json_object_get(r, "host"))),
+		    SW_DB_INT(json_integer_value(json_object_get(r, "start")) + in->skew),
+		    SW_DB_INT(json_integer_value(json_object_get(r, "end")) + in->skew),
+		    SW_DB_TEXT(json_string_value(json_object_get(r, "kind"))),
+		    SW_DB_INT(wait),
+		    SW_DB_TEXT(json_string_value(json_object_get(r, "source"))),
+		    SW_DB_INT(in->now)};
+		in->rc =
+		    sw_db_exec(db,
+			       "INSERT INTO usage (id, product, exe, user_name, host, start_ms, "
+			       "end_ms, kind, wait_ms, source, received_at) VALUES "
+			       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+			       p, 11, NULL, NULL, &changes, in->err, sizeof(in->err));
+		if (changes)
+			in->accepted++;
+		else
+			in->dup++;
+	}
+	if (!in->rc)
+		in->rc = sw_db_commit(db, in->err, sizeof(in->err));
+	if (in->rc) {
+		sw_db_rollback(db);
+		in->accepted = in->dup = in->too_old = 0;
+	}
+	json_decref(products);
+}
+
+static void ingest_done(struct server *s, void *arg)
+{
+	struct ingest *in = arg;
+
+	(void)s;
+	if (in->rc) {
+		sw_http_reply_error(in->req, api_status(in->rc), "cannot store usage: %s", in->err);
+	} else {
+		if (in->too_old)
+			sw_warn("usage from %s: %lld records older than the detail period dropped",
+				in->from, (long long)in->too_old);
+		if (in->accepted)
+			sw_info("usage from %s: %lld records (%lld already had)", in->from,
+				(long long)in->accepted, (long long)in->dup);
+		sw_http_reply_json(in->req, 200,
+				   json_pack("{sI sI sI sI}", "accepted", (json_int_t)in->accepted,
+					     "duplicates", (json_int_t)in->dup, "too_old",
+					     (json_int_t)in->too_old, "clock_skew_ms",
+					     (json_int_t)in->skew));
+	}
+	json_decref(in->j);
+	free(in);
+}
+
 void metering_post_usage(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
-	int64_t now = sw_now_ms(), their_now = now, skew = 0, accepted = 0, dup = 0;
-	json_t *j = sw_http_req_json(req), *records, *r, *products = NULL;
+	int64_t now = sw_now_ms(), their_now = now;
+	json_t *j = sw_http_req_json(req), *records, *r;
+	struct ingest *in;
 	char err[256] = "";
 	size_t i;
 	int rc = 0;
@@ -855,71 +952,25 @@ void metering_post_usage(struct sw_http_req *req, void *arg)
 		json_decref(j);
 		return;
 	}
-	/* Runs recorded offline do not know their product: the table does. */
-	products = products_load(s, err, sizeof(err));
-	if (!products) {
-		sw_http_reply_error(req, 500, "%s", err);
+	if (!(in = calloc(1, sizeof(*in)))) {
+		sw_http_reply_error(req, 500, "out of memory");
 		json_decref(j);
 		return;
 	}
-	skew = now - their_now;
-	int64_t cutoff = metering_cutoff(s), too_old = 0;
-	if (skew > -2000 && skew < 2000)
-		skew = 0; /* network delay, not a clock error */
-	rc = sw_db_begin(s->db, err, sizeof(err));
-	json_array_foreach(records, i, r)
-	{
-		int64_t changes = 0, wait = 0;
-		if (rc)
-			break;
-		/* Days before the detail period are summarised and closed. */
-		if (json_integer_value(json_object_get(r, "start")) + skew < cutoff) {
-			too_old++;
-			continue;
-		}
-		sw_json_int(r, "wait_ms", 0, INT64_MAX / 2, 0, &wait, NULL, 0);
-		struct sw_db_val p[] = {
-		    SW_DB_TEXT(json_string_value(json_object_get(r, "id"))),
-		    SW_DB_TEXT(attribute(products, r)),
-		    SW_DB_TEXT(json_string_value(json_object_get(r, "exe"))),
-		    SW_DB_TEXT(json_string_value(json_object_get(r, "user"))),
-		    SW_DB_TEXT(json_string_value(json_object_get(r, "host"))),
-		    SW_DB_INT(json_integer_value(json_object_get(r, "start")) + skew),
-		    SW_DB_INT(json_integer_value(json_object_get(r, "end")) + skew),
-		    SW_DB_TEXT(json_string_value(json_object_get(r, "kind"))),
-		    SW_DB_INT(wait),
-		    SW_DB_TEXT(json_string_value(json_object_get(r, "source"))),
-		    SW_DB_INT(now)};
-		rc = sw_db_exec(s->db,
-				"INSERT INTO usage (id, product, exe, user_name, host, start_ms, "
-				"end_ms, kind, wait_ms, source, received_at) VALUES "
-				"(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-				p, 11, NULL, NULL, &changes, err, sizeof(err));
-		if (changes)
-			accepted++;
-		else
-			dup++;
+	in->req = req;
+	in->j = j;
+	in->now = now;
+	in->skew = now - their_now;
+	if (in->skew > -2000 && in->skew < 2000)
+		in->skew = 0; /* network delay, not a clock error */
+	in->cutoff = metering_cutoff(s);
+	snprintf(in->from, sizeof(in->from), "%s", sw_http_req_identity(req)->cn);
+	/* Stored off the loop; the license server has its answer once it is durable. */
+	if (dbq_push(s, DBQ_SLOW_MS, ingest_run, ingest_done, in)) {
+		sw_http_reply_error(req, 500, "out of memory");
+		json_decref(j);
+		free(in);
 	}
-	if (!rc)
-		rc = sw_db_commit(s->db, err, sizeof(err));
-	if (rc) {
-		sw_db_rollback(s->db);
-		sw_http_reply_error(req, api_status(rc), "cannot store usage: %s", err);
-	} else {
-		if (too_old)
-			sw_warn("usage from %s: %lld records older than the detail period dropped",
-				sw_http_req_identity(req)->cn, (long long)too_old);
-		if (accepted)
-			sw_info("usage from %s: %lld records (%lld already had)",
-				sw_http_req_identity(req)->cn, (long long)accepted, (long long)dup);
-		sw_http_reply_json(req, 200,
-				   json_pack("{sI sI sI sI}", "accepted", (json_int_t)accepted,
-					     "duplicates", (json_int_t)dup, "too_old",
-					     (json_int_t)too_old, "clock_skew_ms",
-					     (json_int_t)skew));
-	}
-	json_decref(products);
-	json_decref(j);
 }
 
 /* Per product and day: launches, users, hosts, run time, peak concurrency, denials. */

@@ -7,7 +7,6 @@
 #include "log.h"
 #include "proto.h"
 #include "util.h"
-#include "work.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,8 +143,6 @@ struct flush_row {
 };
 
 struct flush {
-	struct server *s;
-	struct sw_db *db;
 	struct flush_row *rows;
 	size_t n;
 	int rc;
@@ -187,7 +184,6 @@ static struct flush *flush_collect(struct server *s)
 		free(f);
 		return NULL;
 	}
-	f->s = s;
 	for (size_t i = 0; i < s->ndirty; i++) {
 		struct system *sys = s->dirty[i];
 		struct flush_row *r = &f->rows[f->n++];
@@ -204,11 +200,21 @@ static struct flush *flush_collect(struct server *s)
 	return f;
 }
 
-/* Rows that were not written are dirty again, for the next flush. */
-static void flush_end(struct flush *f)
+static void flush_run(struct sw_db *db, void *arg)
 {
-	struct server *s = f->s;
+	struct flush *f = arg;
 
+	f->rc = flush_write(db, f->rows, f->n, f->err, sizeof(f->err));
+}
+
+/* Rows that were not written are dirty again, for the next flush. */
+static void flush_done(struct server *s, void *arg)
+{
+	struct flush *f = arg;
+
+	s->flush_busy = 0;
+	if (f->rc)
+		sw_warn("cannot record heartbeats (will retry): %s", f->err);
 	for (size_t i = 0; i < f->n; i++) {
 		struct system *sys = f->rc ? sw_strmap_get(s->systems, f->rows[i].name) : NULL;
 		if (sys)
@@ -219,40 +225,10 @@ static void flush_end(struct flush *f)
 	free(f);
 }
 
-static void flush_run(void *arg)
-{
-	struct flush *f = arg;
-
-	f->rc = flush_write(f->db, f->rows, f->n, f->err, sizeof(f->err));
-}
-
-static void flush_done(void *arg, int timed_out)
-{
-	struct flush *f = arg;
-
-	if (timed_out)
-		sw_warn("recording the heartbeats of %zu systems has taken over %u s; the next "
-			"flush waits for it",
-			f->n, FLUSH_SLOW_MS / 1000);
-}
-
-static void flush_release(void *arg)
-{
-	struct flush *f = arg;
-	struct server *s = f->s;
-
-	if (f->rc)
-		sw_warn("cannot record heartbeats (will retry): %s", f->err);
-	if (f->db != s->flush_db)
-		sw_db_close(f->db); /* detached meanwhile */
-	s->flush_busy = 0;
-	flush_end(f);
-}
-
 /* Writes every system changed since the last flush in one transaction, so the cost of
- * a commit is shared by all the heartbeats of the interval; on its own connection, on
- * the thread pool, so a slow database delays no heartbeat and no request. One flush at
- * a time: the next waits for the one in flight. */
+ * a commit is shared by all the heartbeats of the interval; through the write queue,
+ * so a slow database delays no heartbeat and no request. One flush at a time: the next
+ * waits for the one in flight. */
 int registry_flush(struct server *s)
 {
 	struct flush *f;
@@ -261,37 +237,14 @@ int registry_flush(struct server *s)
 		return 0;
 	if (!(f = flush_collect(s)))
 		return SW_ENOMEM;
-	if (!s->flush_db) {
-		/* at shutdown, or where a second connection could not be had */
-		f->rc = flush_write(s->db, f->rows, f->n, f->err, sizeof(f->err));
-		if (f->rc)
-			sw_warn("cannot record heartbeats (will retry): %s", f->err);
-		flush_end(f);
-		return 0;
-	}
-	f->db = s->flush_db;
 	s->flush_busy = 1;
-	if (sw_work_start(s->loop, FLUSH_SLOW_MS, flush_run, flush_done, flush_release, f)) {
-		s->flush_busy = 0;
+	if (dbq_push(s, DBQ_SLOW_MS, flush_run, flush_done, f)) {
 		f->rc = SW_ENOMEM;
-		flush_end(f);
+		snprintf(f->err, sizeof(f->err), "out of memory");
+		flush_done(s, f);
 		return SW_ENOMEM;
 	}
 	return 0;
-}
-
-void registry_flush_detach(struct server *s)
-{
-	struct sw_db *db = s->flush_db;
-
-	s->flush_db = NULL;
-	if (!s->flush_busy)
-		sw_db_close(db); /* else flush_release closes it */
-}
-
-int registry_flush_open(struct server *s, char *err, size_t errlen)
-{
-	return sw_db_open(&s->db_opts, &s->flush_db, err, errlen);
 }
 
 const char *registry_health(const struct server *s, const struct system *sys, int64_t now)

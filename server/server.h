@@ -55,8 +55,10 @@ struct server {
 	struct system **dirty;	   /* systems to write at the next flush */
 	size_t ndirty, dirty_cap;
 	uv_timer_t flush_timer;
-	struct sw_db *flush_db; /* the heartbeat flush's own connection, NULL: none */
-	int flush_busy;		/* a flush is in flight on the thread pool */
+	struct sw_db *dbq_db; /* the write queue's own connection (dbq.c), NULL: none */
+	struct dbq_job *dbq_head, **dbq_tail;
+	int dbq_busy;	/* a job of the queue is on the thread pool */
+	int flush_busy; /* a flush of heartbeat state is queued or running */
 	uv_signal_t sigint, sigterm;
 	int64_t started_ms;
 	struct upgrade *upgrade; /* the latest upgrade run, NULL if none */
@@ -73,13 +75,7 @@ int site_init(int argc, char **argv);
 int registry_load(struct server *s, char *err, size_t errlen);
 void registry_free(struct server *s);
 void registry_touch(struct server *s, struct system *sys);
-/* A flush slower than this is logged; the next waits for it all the same. */
-#define FLUSH_SLOW_MS 10000
 int registry_flush(struct server *s);
-/* The flush's own connection, opened at start; detached (closed once no flush uses it)
- * at shutdown and before the database file is replaced. */
-int registry_flush_open(struct server *s, char *err, size_t errlen);
-void registry_flush_detach(struct server *s);
 const char *registry_health(const struct server *s, const struct system *sys, int64_t now);
 int registry_token_create(struct server *s, int64_t ttl_s, char *token, size_t toklen,
 			  int64_t *expires_at, char *err, size_t errlen);
@@ -90,6 +86,21 @@ int registry_remove(struct server *s, const char *name, char *err, size_t errlen
 int registry_is_revoked(void *arg, const char *serial);
 int registry_role_set(struct server *s, struct system *sys, const char *role, int add, char *err,
 		      size_t errlen);
+
+/* dbq.c: writes off the loop, one at a time, in order, on a connection of their own.
+ * `run(db, arg)` works on the thread pool with the connection it is given; `done(s, arg)`
+ * follows on the loop. Once detached (at shutdown, or before the database file is
+ * replaced) jobs run on the loop's own connection, and `done` at once. */
+#define DBQ_SLOW_MS 10000 /* a job slower than this is logged */
+typedef void (*dbq_run_fn)(struct sw_db *db, void *arg);
+typedef void (*dbq_done_fn)(struct server *s, void *arg);
+struct dbq_job;
+int dbq_open(struct server *s, char *err, size_t errlen);
+int dbq_push(struct server *s, unsigned bound_ms, dbq_run_fn run, dbq_done_fn done, void *arg);
+void dbq_detach(struct server *s);
+/* Detaches, waits for the job in flight, and runs what is queued on the loop; not from
+ * inside the loop (it runs it). */
+void dbq_drain(struct server *s);
 
 /* control.c */
 int control_start(struct server *s, char *err, size_t errlen);

@@ -382,9 +382,9 @@ static void sqlite_restore(struct upgrade *u)
 	struct server *s = u->s;
 	char err[600], live[PATH_MAX], tmp[PATH_MAX + 8], side[PATH_MAX + 8];
 
-	/* The file is replaced: heartbeats are flushed on the loop's connection from here
-	 * on, until the re-exec. */
-	registry_flush_detach(s);
+	/* The file is replaced: writes go through the loop's connection from here on,
+	 * until the re-exec (self_return waited for the one in flight). */
+	dbq_detach(s);
 	sw_db_close(s->db);
 	s->db = NULL;
 	snprintf(live, sizeof(live), "%s", s->db_url);
@@ -443,6 +443,8 @@ static void self_return(struct upgrade *u)
 			}
 			return;
 		}
+		if (s->dbq_busy)
+			return; /* on a later tick, once the write in flight has returned */
 		sqlite_restore(u);
 	}
 	if (sw_install_switch_back(s->dir, u->from, "siteward-server", exe, sizeof(exe), err,
