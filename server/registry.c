@@ -183,6 +183,47 @@ const char *registry_health(const struct server *s, const struct system *sys, in
 	return sys->last_seen ? "ok" : "enrolled";
 }
 
+enum sw_clock_state registry_clock(const struct server *s, const struct system *sys, int64_t now,
+				   char *note, size_t len)
+{
+	/* a certificate the site issues now starts this far back: a clock further behind
+	 * cannot verify it, whatever the older certificates allow */
+	int64_t from = now - (int64_t)SW_PKI_BACKDATE_S * 1000;
+	enum sw_clock_state st;
+	char how[64];
+
+	if (s->tls_not_before > from)
+		from = s->tls_not_before;
+	st = sw_clock_judge(now, sys->clock_skew_ms, from, s->tls_not_after);
+	sw_clock_describe(sys->clock_skew_ms, how, sizeof(how));
+	if (st == SW_CLOCK_BREAKS_TLS)
+		snprintf(note, len,
+			 "clock %s the site server's: the site's certificates are %s by it, so "
+			 "TLS fails; set its time (timedatectl / chrony)",
+			 how, sys->clock_skew_ms < 0 ? "not yet valid" : "expired");
+	else if (st == SW_CLOCK_SKEWED)
+		snprintf(note, len,
+			 "clock %s the site server's; set its time (timedatectl / chrony)", how);
+	else if (len)
+		note[0] = '\0';
+	return st;
+}
+
+void registry_clock_heard(struct server *s, struct system *sys, int64_t now)
+{
+	char note[256];
+	enum sw_clock_state st = registry_clock(s, sys, now, note, sizeof(note));
+
+	if (st == sys->clock_state)
+		return;
+	if (st == SW_CLOCK_OK)
+		sw_info("system %s: clock within %ds of the site server's again", sys->name,
+			SW_CLOCK_WARN_MS / 1000);
+	else
+		sw_warn("system %s: %s", sys->name, note);
+	sys->clock_state = st;
+}
+
 int registry_token_create(struct server *s, int64_t ttl_s, char *token, size_t toklen,
 			  int64_t *expires_at, char *err, size_t errlen)
 {
