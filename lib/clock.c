@@ -4,7 +4,8 @@
 
 void sw_clock_span(int64_t ms, char *out, size_t len)
 {
-	long long s = (long long)((ms < 0 ? -ms : ms) / 1000);
+	/* to the nearest second: a reading taken a few ms late is still "3h 0m" */
+	long long s = (long long)(((ms < 0 ? -ms : ms) + 500) / 1000);
 
 	if (s < 60)
 		snprintf(out, len, "%llds", s);
@@ -21,7 +22,7 @@ void sw_clock_describe(int64_t skew_ms, char *out, size_t len)
 	char span[48];
 
 	sw_clock_span(skew_ms, span, sizeof(span));
-	snprintf(out, len, "%s %s", span, skew_ms < 0 ? "behind" : "ahead");
+	snprintf(out, len, "%s %s", span, skew_ms < 0 ? "behind" : "ahead of");
 }
 
 enum sw_clock_state sw_clock_judge(int64_t now, int64_t skew_ms, int64_t not_before,

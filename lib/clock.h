@@ -21,10 +21,12 @@ enum sw_clock_state {
 	SW_CLOCK_BREAKS_TLS, /* certificates are outside their validity by that clock */
 };
 
-/* A difference for a person, without its sign: "45s", "2m 5s", "3h 2m", "8d 2h". */
+/* A difference for a person, to the second and without its sign: "45s", "2m 5s",
+ * "3h 2m", "8d 2h". */
 void sw_clock_span(int64_t ms, char *out, size_t len);
 
-/* "3h 2m behind" or "45s ahead", for a clock `skew_ms` ahead of the reference. */
+/* "3h 2m behind" or "45s ahead of", to go before "the server's", for a clock `skew_ms` ahead of the
+ * reference. */
 void sw_clock_describe(int64_t skew_ms, char *out, size_t len);
 
 /* How a machine whose clock reads `skew_ms` ahead of ours (at our `now`) fares with

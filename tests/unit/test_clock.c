@@ -19,8 +19,13 @@ static void test_span(void **state)
 
 	sw_clock_span(0, buf, sizeof(buf));
 	assert_string_equal(buf, "0s");
-	sw_clock_span(-59 * S - 999, buf, sizeof(buf));
+	sw_clock_span(-59 * S - 499, buf, sizeof(buf));
 	assert_string_equal(buf, "59s");
+	/* to the nearest second: a reading a few ms late is still a round figure */
+	sw_clock_span(3 * H - 3, buf, sizeof(buf));
+	assert_string_equal(buf, "3h 0m");
+	sw_clock_span(-59 * S - 500, buf, sizeof(buf));
+	assert_string_equal(buf, "1m 0s");
 	sw_clock_span(2 * MIN + 5 * S, buf, sizeof(buf));
 	assert_string_equal(buf, "2m 5s");
 	sw_clock_span(-(3 * H + 2 * MIN + 40 * S), buf, sizeof(buf));
@@ -43,7 +48,7 @@ static void test_describe(void **state)
 	sw_clock_describe(-(3 * H + 2 * MIN), buf, sizeof(buf));
 	assert_string_equal(buf, "3h 2m behind");
 	sw_clock_describe(45 * S, buf, sizeof(buf));
-	assert_string_equal(buf, "45s ahead");
+	assert_string_equal(buf, "45s ahead of");
 }
 
 static void test_judge(void **state)
