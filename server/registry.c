@@ -18,6 +18,7 @@
 			snprintf(err, errlen, __VA_ARGS__);                                        \
 	} while (0)
 
+/* `row`: the ten columns registry_load() selects, in its order. */
 static struct system *system_new(const struct sw_db_val *row)
 {
 	struct system *sys = calloc(1, sizeof(*sys));
@@ -40,6 +41,8 @@ static struct system *system_new(const struct sw_db_val *row)
 		snprintf(sys->meter_address, sizeof(sys->meter_address), "%s", row[7].s);
 	if (row[8].type == SW_DB_TEXT)
 		snprintf(sys->client_serial, sizeof(sys->client_serial), "%s", row[8].s);
+	if (row[9].type == SW_DB_INT)
+		sys->clock_skew_ms = row[9].i;
 	return sys;
 }
 
@@ -93,7 +96,7 @@ int registry_load(struct server *s, char *err, size_t errlen)
 	rc =
 	    sw_db_exec(s->db,
 		       "SELECT name, address, cert_serial, enrolled_at, last_seen, version, facts, "
-		       "meter_address, client_serial FROM systems",
+		       "meter_address, client_serial, clock_skew_ms FROM systems",
 		       NULL, 0, load_system, s, NULL, err, errlen);
 	if (!rc)
 		rc =
@@ -148,14 +151,18 @@ int registry_flush(struct server *s)
 	for (size_t i = 0; i < s->ndirty && !rc; i++) {
 		struct system *sys = s->dirty[i];
 		char *facts = sw_json_dump(sys->facts);
-		struct sw_db_val p[] = {SW_DB_INT(sys->last_seen),	  SW_DB_TEXT(sys->version),
-					SW_DB_TEXT(facts ? facts : "{}"), SW_DB_TEXT(sys->address),
-					SW_DB_TEXT(sys->meter_address),	  SW_DB_TEXT(sys->name)};
+		struct sw_db_val p[] = {SW_DB_INT(sys->last_seen),
+					SW_DB_TEXT(sys->version),
+					SW_DB_TEXT(facts ? facts : "{}"),
+					SW_DB_TEXT(sys->address),
+					SW_DB_TEXT(sys->meter_address),
+					SW_DB_INT(sys->clock_skew_ms),
+					SW_DB_TEXT(sys->name)};
 
 		rc = sw_db_exec(s->db,
 				"UPDATE systems SET last_seen = ?, version = ?, facts = ?, "
-				"address = ?, meter_address = ? WHERE name = ?",
-				p, 6, NULL, NULL, NULL, err, sizeof(err));
+				"address = ?, meter_address = ?, clock_skew_ms = ? WHERE name = ?",
+				p, 7, NULL, NULL, NULL, err, sizeof(err));
 		free(facts);
 	}
 	if (!rc)
@@ -298,7 +305,7 @@ int registry_enroll(struct server *s, const char *secret, const char *name, cons
 {
 	char hash[65];
 	int64_t now = sw_now_ms(), changes = 0;
-	struct sw_db_val row[9];
+	struct sw_db_val row[10];
 	struct system *sys;
 	int rc;
 
@@ -347,6 +354,7 @@ int registry_enroll(struct server *s, const char *secret, const char *name, cons
 	row[6] = SW_DB_NULLV;
 	row[7] = SW_DB_NULLV;
 	row[8] = SW_DB_TEXT(client_serial);
+	row[9] = SW_DB_INT(0);
 	sys = system_new(row);
 	if (!sys || sw_strmap_set(s->systems, name, sys)) {
 		system_free(sys);
