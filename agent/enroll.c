@@ -45,24 +45,40 @@ static void server_error(long status, const char *body, char *out, size_t len)
 	json_decref(j);
 }
 
-/* Why the server's certificate did not verify, when this machine's clock says why: far
- * off the server's (`skew_ms`, when `known`), or outside the site CA's validity. */
-static int clock_reason(const char *ca, int known, int64_t skew_ms, char *out, size_t len)
+/* A clock off enough to be worth setting right: `out` says by how much. */
+static int clock_off(int known, int64_t skew_ms, char *out, size_t len)
 {
-	int64_t now = sw_now_ms(), nb = 0, na = 0;
 	char how[64];
 
-	if (known && sw_clock_judge(now, skew_ms, 0, 0) != SW_CLOCK_OK) {
-		sw_clock_describe(skew_ms, how, sizeof(how));
-		snprintf(out, len, "this machine's clock is %s the site server's", how);
-		return 1;
+	if (!known || sw_clock_judge(0, skew_ms, 0, 0) == SW_CLOCK_OK)
+		return 0;
+	sw_clock_describe(skew_ms, how, sizeof(how));
+	snprintf(out, len, "this machine's clock is %s the site server's", how);
+	return 1;
+}
+
+/* Whether this machine's clock is why the server's certificate did not verify: the
+ * site CA or the server's certificate (`srv`, as the server sent it, may be NULL) is not
+ * valid by it. `out` says so, as far off the server's clock as it is (`skew_ms`, when
+ * `known`). Unverified data, used only to tell a person what to do. */
+static int clock_breaks(const char *ca, const char *srv, int known, int64_t skew_ms, char *out,
+			size_t len)
+{
+	int64_t now = sw_now_ms(), nb = 0, na = 0, snb, sna;
+
+	if (sw_pki_cert_validity(ca, &nb, &na, NULL, 0))
+		return 0;
+	if (srv && sw_pki_cert_validity(srv, &snb, &sna, NULL, 0) == 0) {
+		nb = snb > nb ? snb : nb;
+		na = sna < na ? sna : na;
 	}
-	if (sw_pki_cert_validity(ca, &nb, &na, NULL, 0) == 0 && (now < nb || now > na)) {
-		snprintf(out, len, "this machine's clock is %s the site CA's validity",
+	if (now >= nb && now <= na)
+		return 0;
+	/* a server whose own clock is as wrong gets no figure: only the certificates */
+	if (!clock_off(known, skew_ms, out, len))
+		snprintf(out, len, "this machine's clock is %s the site's certificates",
 			 now < nb ? "before the start of" : "past the end of");
-		return 1;
-	}
-	return 0;
+	return 1;
 }
 
 static int write_in(const char *dir, const char *name, const char *text, unsigned mode, char *err,
@@ -92,7 +108,7 @@ int enroll_main(int argc, char **argv)
 	    tmpca[] = "/tmp/siteward-ca.XXXXXX";
 	char *resp = NULL, *key = NULL, *csr = NULL, *body = NULL, conf[2048];
 	char *client_key = NULL, *client_csr = NULL;
-	const char *ca = NULL, *cert = NULL, *client_cert = NULL;
+	const char *ca = NULL, *cert = NULL, *client_cert = NULL, *server_cert = NULL;
 	json_t *j = NULL, *reply = NULL;
 	unsigned port;
 	long status;
@@ -188,6 +204,7 @@ int enroll_main(int argc, char **argv)
 		skew = t0 + (sw_now_ms() - t0) / 2 - server_now;
 		server_time = 1;
 	}
+	sw_json_str(j, "certificate", 64 * 1024, 0, &server_cert, NULL, 0);
 	if (strncmp(fp, pin, SW_TOKEN_PIN_HEX) != 0) {
 		fprintf(stderr, "siteward-agent: enrollment refused: the server's CA does not "
 				"match the token (wrong server, or an impostor)\n");
@@ -222,7 +239,8 @@ int enroll_main(int argc, char **argv)
 	}
 	rc = sw_http_fetch(&pinned, "POST", url, body, ENROLL_TIMEOUT_MS, &status, &resp, err,
 			   sizeof(err));
-	if (rc == SW_ETLS && clock_reason(ca, server_time, skew, reason, sizeof(reason))) {
+	if (rc == SW_ETLS &&
+	    clock_breaks(ca, server_cert, server_time, skew, reason, sizeof(reason))) {
 		fprintf(stderr,
 			"siteward-agent: cannot verify the site server's certificate: %s; set the "
 			"time (timedatectl / chrony) and enroll again\n",
@@ -278,7 +296,7 @@ int enroll_main(int argc, char **argv)
 	}
 	printf("enrolled %s with %s; start it with: siteward-agent --dir %s\n", name, server, dir);
 	/* It works, and the server corrects times from here: still worth setting right. */
-	if (server_time && clock_reason(ca, 1, skew, reason, sizeof(reason)))
+	if (clock_off(server_time, skew, reason, sizeof(reason)))
 		fprintf(stderr, "siteward-agent: note: %s; set the time (timedatectl / chrony)\n",
 			reason);
 	rc = 0;

@@ -35,9 +35,11 @@ static void get_ca(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
 
-	/* "now" lets an agent whose TLS check fails tell a clock error from an impostor */
+	/* With the server's clock and certificate (public: every handshake shows it), an
+	 * agent whose TLS check fails can tell whether its own clock is the reason. */
 	sw_http_reply_json(req, 200,
-			   json_pack("{ss sI}", "ca", s->ca_pem, "now", (json_int_t)sw_now_ms()));
+			   json_pack("{ss sI ss}", "ca", s->ca_pem, "now", (json_int_t)sw_now_ms(),
+				     "certificate", s->cert_pem));
 }
 
 static void post_enroll(struct sw_http_req *req, void *arg)
