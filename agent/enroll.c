@@ -7,6 +7,7 @@
  */
 #include "agent.h"
 
+#include "clock.h"
 #include "error.h"
 #include "json.h"
 #include "pki.h"
@@ -44,6 +45,42 @@ static void server_error(long status, const char *body, char *out, size_t len)
 	json_decref(j);
 }
 
+/* A clock off enough to be worth setting right: `out` says by how much. */
+static int clock_off(int known, int64_t skew_ms, char *out, size_t len)
+{
+	char how[64];
+
+	if (!known || sw_clock_judge(0, skew_ms, 0, 0) == SW_CLOCK_OK)
+		return 0;
+	sw_clock_describe(skew_ms, how, sizeof(how));
+	snprintf(out, len, "this machine's clock is %s the site server's", how);
+	return 1;
+}
+
+/* Whether this machine's clock is why the server's certificate did not verify: the
+ * site CA or the server's certificate (`srv`, as the server sent it, may be NULL) is not
+ * valid by it. `out` says so, as far off the server's clock as it is (`skew_ms`, when
+ * `known`). Unverified data, used only to tell a person what to do. */
+static int clock_breaks(const char *ca, const char *srv, int known, int64_t skew_ms, char *out,
+			size_t len)
+{
+	int64_t now = sw_now_ms(), nb = 0, na = 0, snb, sna;
+
+	if (sw_pki_cert_validity(ca, &nb, &na, NULL, 0))
+		return 0;
+	if (srv && sw_pki_cert_validity(srv, &snb, &sna, NULL, 0) == 0) {
+		nb = snb > nb ? snb : nb;
+		na = sna < na ? sna : na;
+	}
+	if (now >= nb && now <= na)
+		return 0;
+	/* a server whose own clock is as wrong gets no figure: only the certificates */
+	if (!clock_off(known, skew_ms, out, len))
+		snprintf(out, len, "this machine's clock is %s the site's certificates",
+			 now < nb ? "before the start of" : "past the end of");
+	return 1;
+}
+
 static int write_in(const char *dir, const char *name, const char *text, unsigned mode, char *err,
 		    size_t errlen)
 {
@@ -67,15 +104,16 @@ int enroll_main(int argc, char **argv)
 	};
 	const char *dir = NULL, *server = NULL, *token = NULL, *name = NULL, *listen = NULL;
 	char secret[SW_TOKEN_SECRET_HEX + 1], pin[SW_TOKEN_PIN_HEX + 1], fp[65];
-	char err[512], url[400], host[256], path[PATH_MAX + 64],
+	char err[512], url[400], host[256], path[PATH_MAX + 64], reason[128],
 	    tmpca[] = "/tmp/siteward-ca.XXXXXX";
 	char *resp = NULL, *key = NULL, *csr = NULL, *body = NULL, conf[2048];
 	char *client_key = NULL, *client_csr = NULL;
-	const char *ca = NULL, *cert = NULL, *client_cert = NULL;
+	const char *ca = NULL, *cert = NULL, *client_cert = NULL, *server_cert = NULL;
 	json_t *j = NULL, *reply = NULL;
 	unsigned port;
 	long status;
-	int opt, rc = 1, tmpfd = -1;
+	int opt, rc = 1, tmpfd = -1, server_time = 0;
+	int64_t t0, server_now = 0, skew = 0;
 
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -146,6 +184,7 @@ int enroll_main(int argc, char **argv)
 	/* 1. Fetch the site CA and check it against the token's pin. */
 	struct sw_http_client_opts insecure = {.insecure = 1};
 	snprintf(url, sizeof(url), "%s/v1/ca", server);
+	t0 = sw_now_ms();
 	if ((rc = sw_http_fetch(&insecure, "GET", url, NULL, ENROLL_TIMEOUT_MS, &status, &resp, err,
 				sizeof(err)))) {
 		fprintf(stderr, "siteward-agent: cannot reach %s: %s\n", server, err);
@@ -159,6 +198,13 @@ int enroll_main(int argc, char **argv)
 		fprintf(stderr, "siteward-agent: %s is not a siteward server\n", server);
 		goto out;
 	}
+	/* The server's clock against ours, at the middle of the exchange; only for telling
+	 * a person about a clock error, never for trusting anything. */
+	if (sw_json_int(j, "now", 1, INT64_MAX / 2, 0, &server_now, NULL, 0) == 0 && server_now) {
+		skew = t0 + (sw_now_ms() - t0) / 2 - server_now;
+		server_time = 1;
+	}
+	sw_json_str(j, "certificate", 64 * 1024, 0, &server_cert, NULL, 0);
 	if (strncmp(fp, pin, SW_TOKEN_PIN_HEX) != 0) {
 		fprintf(stderr, "siteward-agent: enrollment refused: the server's CA does not "
 				"match the token (wrong server, or an impostor)\n");
@@ -187,11 +233,27 @@ int enroll_main(int argc, char **argv)
 	resp = NULL;
 	struct sw_http_client_opts pinned = {.ca_file = tmpca};
 	snprintf(url, sizeof(url), "%s/v1/enroll", server);
-	if (!body || sw_http_fetch(&pinned, "POST", url, body, ENROLL_TIMEOUT_MS, &status, &resp,
-				   err, sizeof(err))) {
-		fprintf(stderr, "siteward-agent: cannot reach %s: %s\n", server, err);
+	if (!body) {
+		fprintf(stderr, "siteward-agent: out of memory\n");
 		goto out;
 	}
+	rc = sw_http_fetch(&pinned, "POST", url, body, ENROLL_TIMEOUT_MS, &status, &resp, err,
+			   sizeof(err));
+	if (rc == SW_ETLS &&
+	    clock_breaks(ca, server_cert, server_time, skew, reason, sizeof(reason))) {
+		fprintf(stderr,
+			"siteward-agent: cannot verify the site server's certificate: %s; set the "
+			"time (timedatectl / chrony) and enroll again\n",
+			reason);
+		rc = 1;
+		goto out;
+	}
+	if (rc) {
+		fprintf(stderr, "siteward-agent: cannot reach %s: %s\n", server, err);
+		rc = 1;
+		goto out;
+	}
+	rc = 1;
 	if (status != 200) {
 		server_error(status, resp, err, sizeof(err));
 		fprintf(stderr, "siteward-agent: %s\n", err);
@@ -233,6 +295,10 @@ int enroll_main(int argc, char **argv)
 		goto out;
 	}
 	printf("enrolled %s with %s; start it with: siteward-agent --dir %s\n", name, server, dir);
+	/* It works, and the server corrects times from here: still worth setting right. */
+	if (clock_off(server_time, skew, reason, sizeof(reason)))
+		fprintf(stderr, "siteward-agent: note: %s; set the time (timedatectl / chrony)\n",
+			reason);
 	rc = 0;
 out:
 	if (tmpfd >= 0) {

@@ -1,6 +1,7 @@
 /* siteward systems [--json] and siteward systems remove NAME. */
 #include "cli.h"
 
+#include "clock.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -39,6 +40,20 @@ static void human_ago(json_int_t then, json_int_t now, char *out, size_t len)
 		snprintf(out, len, "%lldh ago", (long long)s / 3600);
 }
 
+/* "+3h 0m", "-2m 5s"; "-" while the difference is only network delay. */
+static void human_skew(const json_t *v, char *out, size_t len)
+{
+	json_int_t ms = json_integer_value(v);
+	char span[48];
+
+	if (!json_is_integer(v) || (ms > -SW_CLOCK_NOTABLE_MS && ms < SW_CLOCK_NOTABLE_MS)) {
+		snprintf(out, len, "-");
+		return;
+	}
+	sw_clock_span(ms, span, sizeof(span));
+	snprintf(out, len, "%c%s", ms < 0 ? '-' : '+', span);
+}
+
 /* Appends "a" or "a:b" to a comma-separated list. */
 static void join(char *out, size_t len, const char *a, const char *b)
 {
@@ -62,17 +77,20 @@ static int list(struct cli *c)
 	}
 	systems = json_object_get(reply, "systems");
 	now = json_integer_value(json_object_get(reply, "now"));
-	printf("%-16s %-21s %-8s %-8s %-9s %-20s %-24s %4s %9s %9s\n", "NAME", "ADDRESS", "VERSION",
-	       "HEALTH", "SEEN", "ROLES", "SERVICES", "CPUS", "MEMORY", "DISK FREE");
+	printf("%-16s %-21s %-8s %-8s %-9s %-8s %-20s %-24s %4s %9s %9s\n", "NAME", "ADDRESS",
+	       "VERSION", "HEALTH", "SEEN", "CLOCK", "ROLES", "SERVICES", "CPUS", "MEMORY",
+	       "DISK FREE");
 	json_array_foreach(systems, i, sys)
 	{
 		json_t *f = json_object_get(sys, "facts"), *v;
-		char ago[32], mem[32], disk[32], cpus[16], roles[128] = "", svcs[256] = "";
+		char ago[32], mem[32], disk[32], cpus[16], skew[64], roles[128] = "",
+								     svcs[256] = "";
 		const char *version = json_string_value(json_object_get(sys, "version"));
 		size_t k;
 
 		human_ago(json_integer_value(json_object_get(sys, "last_seen")), now, ago,
 			  sizeof(ago));
+		human_skew(json_object_get(sys, "clock_skew_ms"), skew, sizeof(skew));
 		human_bytes(json_object_get(f, "memory_total"), mem, sizeof(mem));
 		human_bytes(json_object_get(f, "disk_free"), disk, sizeof(disk));
 		snprintf(cpus, sizeof(cpus), "%lld",
@@ -82,12 +100,21 @@ static int list(struct cli *c)
 		json_array_foreach(json_object_get(sys, "services"), k, v)
 		    join(svcs, sizeof(svcs), json_string_value(json_object_get(v, "name")),
 			 json_string_value(json_object_get(v, "state")));
-		printf("%-16s %-21s %-8s %-8s %-9s %-20s %-24s %4s %9s %9s\n",
+		printf("%-16s %-21s %-8s %-8s %-9s %-8s %-20s %-24s %4s %9s %9s\n",
 		       json_string_value(json_object_get(sys, "name")),
 		       json_string_value(json_object_get(sys, "address")),
 		       version && *version ? version : "-",
-		       json_string_value(json_object_get(sys, "health")), ago, *roles ? roles : "-",
-		       *svcs ? svcs : "-", json_object_get(f, "cpus") ? cpus : "-", mem, disk);
+		       json_string_value(json_object_get(sys, "health")), ago, skew,
+		       *roles ? roles : "-", *svcs ? svcs : "-",
+		       json_object_get(f, "cpus") ? cpus : "-", mem, disk);
+	}
+	/* a clock worth setting right gets a line of its own, with what to do */
+	json_array_foreach(systems, i, sys)
+	{
+		const char *note = json_string_value(json_object_get(sys, "clock_note"));
+		if (note)
+			printf("note: %s: %s\n", json_string_value(json_object_get(sys, "name")),
+			       note);
 	}
 	if (json_array_size(systems) == 0)
 		printf("(no systems enrolled: create a token with 'siteward token create')\n");

@@ -23,7 +23,6 @@
 #define DAYS_MAX      36500
 #define SERIAL_LEN    16
 #define SERIAL_MAX    20
-#define SKEW_SECONDS  3600
 #define ED25519_SIG   64
 #define SIG_B64_MAX   128
 #define SITE_PREFIX   "siteward site "
@@ -297,13 +296,13 @@ static int set_random_serial(gnutls_x509_crt_t crt)
 	return gnutls_x509_crt_set_serial(crt, serial, sizeof(serial));
 }
 
-/* Starts an hour back so a peer whose clock runs slow accepts a certificate at once. */
+/* Starts a week back so a machine whose clock is days behind accepts it at once. */
 static int set_validity(gnutls_x509_crt_t crt, unsigned days)
 {
 	time_t now = time(NULL);
 	int ret;
 
-	ret = gnutls_x509_crt_set_activation_time(crt, now - SKEW_SECONDS);
+	ret = gnutls_x509_crt_set_activation_time(crt, now - SW_PKI_BACKDATE_S);
 	if (ret < 0)
 		return ret;
 	return gnutls_x509_crt_set_expiration_time(crt, now + (time_t)days * 86400);
@@ -987,6 +986,32 @@ int sw_pki_cert_identity(const char *cert_pem, struct sw_identity *id, char *err
 	if (rc < 0)
 		goto out;
 	rc = crt_identity(crt, id, SW_EINVAL, err, errlen);
+out:
+	gnutls_x509_crt_deinit(crt);
+	return rc;
+}
+
+int sw_pki_cert_validity(const char *cert_pem, int64_t *not_before, int64_t *not_after, char *err,
+			 size_t errlen)
+{
+	gnutls_x509_crt_t crt = NULL;
+	time_t nb, na;
+	int rc;
+
+	rc = import_crt_pem(cert_pem, &crt, err, errlen);
+	if (rc < 0)
+		goto out;
+	nb = gnutls_x509_crt_get_activation_time(crt);
+	na = gnutls_x509_crt_get_expiration_time(crt);
+	if (nb == (time_t)-1 || na == (time_t)-1) {
+		rc = SW_EINVAL;
+		set_err(err, errlen, "certificate has no readable validity");
+		goto out;
+	}
+	if (not_before)
+		*not_before = (int64_t)nb * 1000;
+	if (not_after)
+		*not_after = (int64_t)na * 1000;
 out:
 	gnutls_x509_crt_deinit(crt);
 	return rc;

@@ -12,6 +12,7 @@
 
 #include <gnutls/gnutls.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Roles a certificate may carry, in its subject's OU. */
 #define SW_PKI_ROLE_SERVER "server"
@@ -19,6 +20,11 @@
 #define SW_PKI_ROLE_AGENT  "agent"
 /* A machine's metering client: readable by its users, accepted only by metering servers. */
 #define SW_PKI_ROLE_CLIENT "client"
+
+/* How far back an issued certificate starts: a machine whose clock is up to this much
+ * behind the issuer's accepts it at once. The far end is the issue time plus its days,
+ * which are years, so a machine days ahead accepts it too. */
+#define SW_PKI_BACKDATE_S (7 * 86400)
 
 /* Who a verified peer is. */
 struct sw_identity {
@@ -75,6 +81,10 @@ int sw_pki_verify_chain(struct sw_pki_verifier *v, const gnutls_datum_t *chain, 
 
 /* Identity and serial of a PEM certificate, without verifying it. */
 int sw_pki_cert_identity(const char *cert_pem, struct sw_identity *id, char *err, size_t errlen);
+
+/* A PEM certificate's notBefore and notAfter, in ms since the epoch (either may be NULL). */
+int sw_pki_cert_validity(const char *cert_pem, int64_t *not_before, int64_t *not_after, char *err,
+			 size_t errlen);
 
 /* SHA-256 of a PEM certificate's DER encoding, lowercase hex (65 bytes). */
 int sw_pki_cert_fingerprint(const char *cert_pem, char hex[65], char *err, size_t errlen);

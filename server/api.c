@@ -35,7 +35,11 @@ static void get_ca(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
 
-	sw_http_reply_json(req, 200, json_pack("{ss}", "ca", s->ca_pem));
+	/* With the server's clock and certificate (public: every handshake shows it), an
+	 * agent whose TLS check fails can tell whether its own clock is the reason. */
+	sw_http_reply_json(req, 200,
+			   json_pack("{ss sI ss}", "ca", s->ca_pem, "now", (json_int_t)sw_now_ms(),
+				     "certificate", s->cert_pem));
 }
 
 static void post_enroll(struct sw_http_req *req, void *arg)
@@ -141,8 +145,11 @@ static void post_heartbeat(struct sw_http_req *req, void *arg)
 	}
 	json_decref(sys->facts);
 	sys->facts = hb.facts;
-	if (hb.now)
-		sys->clock_skew_ms = hb.now - sw_now_ms();
+	if (hb.now) {
+		int64_t now = sw_now_ms();
+		sys->clock_skew_ms = hb.now - now;
+		registry_clock_heard(s, sys, now);
+	}
 	if (hb.services) {
 		json_decref(sys->services);
 		sys->services = hb.services;
@@ -204,11 +211,15 @@ struct list_ctx {
 
 static json_t *system_json(struct server *s, const struct system *sys, int64_t now)
 {
-	return json_pack("{ss ss ss ss sI sI sO sO sO}", "name", sys->name, "address", sys->address,
-			 "version", sys->version, "health", registry_health(s, sys, now),
-			 "last_seen", (json_int_t)sys->last_seen, "enrolled_at",
-			 (json_int_t)sys->enrolled_at, "facts", sys->facts, "roles", sys->roles,
-			 "services", sys->services);
+	char note[256];
+
+	registry_clock(s, sys, now, note, sizeof(note));
+	return json_pack("{ss ss ss ss sI sI sO sO sO sI ss?}", "name", sys->name, "address",
+			 sys->address, "version", sys->version, "health",
+			 registry_health(s, sys, now), "last_seen", (json_int_t)sys->last_seen,
+			 "enrolled_at", (json_int_t)sys->enrolled_at, "facts", sys->facts, "roles",
+			 sys->roles, "services", sys->services, "clock_skew_ms",
+			 (json_int_t)sys->clock_skew_ms, "clock_note", note[0] ? note : NULL);
 }
 
 static void add_system(const char *key, void *value, void *arg)
@@ -482,6 +493,24 @@ static const struct sw_http_route routes[] = {
     {"GET", "/v1/site/signing-key", SW_HTTP_AGENT, package_signing_key, 0},
 };
 
+/* When an agent's clock can verify both the CA and this server's certificate. Unknown
+ * ends stay 0 (no limit): a clock note is advice, never a reason not to start. */
+static void tls_window(struct server *s)
+{
+	int64_t nb, na;
+
+	s->tls_not_before = s->tls_not_after = 0;
+	if (sw_pki_cert_validity(s->ca_pem, &s->tls_not_before, &s->tls_not_after, NULL, 0) ||
+	    sw_pki_cert_validity(s->cert_pem, &nb, &na, NULL, 0)) {
+		s->tls_not_before = s->tls_not_after = 0;
+		return;
+	}
+	if (nb > s->tls_not_before)
+		s->tls_not_before = nb;
+	if (na < s->tls_not_after)
+		s->tls_not_after = na;
+}
+
 int api_start(struct server *s, char *err, size_t errlen)
 {
 	char path[PATH_MAX + 32];
@@ -497,6 +526,7 @@ int api_start(struct server *s, char *err, size_t errlen)
 	rc = sw_file_read(path, 64 * 1024, &s->cert_pem, NULL, err, errlen);
 	if (rc)
 		return rc;
+	tls_window(s);
 	sw_path_join(path, sizeof(path), s->dir, "server.key");
 	rc = sw_file_read(path, 64 * 1024, &s->key_pem, NULL, err, errlen);
 	if (rc)

@@ -18,6 +18,7 @@
 			snprintf(err, errlen, __VA_ARGS__);                                        \
 	} while (0)
 
+/* `row`: the ten columns registry_load() selects, in its order. */
 static struct system *system_new(const struct sw_db_val *row)
 {
 	struct system *sys = calloc(1, sizeof(*sys));
@@ -40,6 +41,8 @@ static struct system *system_new(const struct sw_db_val *row)
 		snprintf(sys->meter_address, sizeof(sys->meter_address), "%s", row[7].s);
 	if (row[8].type == SW_DB_TEXT)
 		snprintf(sys->client_serial, sizeof(sys->client_serial), "%s", row[8].s);
+	if (row[9].type == SW_DB_INT)
+		sys->clock_skew_ms = row[9].i;
 	return sys;
 }
 
@@ -93,7 +96,7 @@ int registry_load(struct server *s, char *err, size_t errlen)
 	rc =
 	    sw_db_exec(s->db,
 		       "SELECT name, address, cert_serial, enrolled_at, last_seen, version, facts, "
-		       "meter_address, client_serial FROM systems",
+		       "meter_address, client_serial, clock_skew_ms FROM systems",
 		       NULL, 0, load_system, s, NULL, err, errlen);
 	if (!rc)
 		rc =
@@ -138,7 +141,7 @@ void registry_touch(struct server *s, struct system *sys)
 /* A system's heartbeat state as it is written, copied off the loop's memory. */
 struct flush_row {
 	char name[64], version[65], address[300], meter_address[300];
-	int64_t last_seen;
+	int64_t last_seen, clock_skew_ms;
 	char *facts;
 };
 
@@ -161,12 +164,13 @@ static int flush_write(struct sw_db *db, const struct flush_row *rows, size_t n,
 					SW_DB_TEXT(r->facts ? r->facts : "{}"),
 					SW_DB_TEXT(r->address),
 					SW_DB_TEXT(r->meter_address),
+					SW_DB_INT(r->clock_skew_ms),
 					SW_DB_TEXT(r->name)};
 
 		rc = sw_db_exec(db,
 				"UPDATE systems SET last_seen = ?, version = ?, facts = ?, "
-				"address = ?, meter_address = ? WHERE name = ?",
-				p, 6, NULL, NULL, NULL, err, errlen);
+				"address = ?, meter_address = ?, clock_skew_ms = ? WHERE name = ?",
+				p, 7, NULL, NULL, NULL, err, errlen);
 	}
 	if (!rc)
 		rc = sw_db_commit(db, err, errlen);
@@ -193,6 +197,7 @@ static struct flush *flush_collect(struct server *s)
 		snprintf(r->address, sizeof(r->address), "%s", sys->address);
 		snprintf(r->meter_address, sizeof(r->meter_address), "%s", sys->meter_address);
 		r->last_seen = sys->last_seen;
+		r->clock_skew_ms = sys->clock_skew_ms;
 		r->facts = sw_json_dump(sys->facts);
 		sys->dirty = 0;
 	}
@@ -257,6 +262,47 @@ const char *registry_health(const struct server *s, const struct system *sys, in
 	if (now - seen > 3 * interval)
 		return "late";
 	return sys->last_seen ? "ok" : "enrolled";
+}
+
+enum sw_clock_state registry_clock(const struct server *s, const struct system *sys, int64_t now,
+				   char *note, size_t len)
+{
+	/* a certificate the site issues now starts this far back: a clock further behind
+	 * cannot verify it, whatever the older certificates allow */
+	int64_t from = now - (int64_t)SW_PKI_BACKDATE_S * 1000;
+	enum sw_clock_state st;
+	char how[64];
+
+	if (s->tls_not_before > from)
+		from = s->tls_not_before;
+	st = sw_clock_judge(now, sys->clock_skew_ms, from, s->tls_not_after);
+	sw_clock_describe(sys->clock_skew_ms, how, sizeof(how));
+	if (st == SW_CLOCK_BREAKS_TLS)
+		snprintf(note, len,
+			 "clock %s the site server's: the site's certificates are %s by it, so "
+			 "TLS fails; set its time (timedatectl / chrony)",
+			 how, sys->clock_skew_ms < 0 ? "not yet valid" : "expired");
+	else if (st == SW_CLOCK_SKEWED)
+		snprintf(note, len,
+			 "clock %s the site server's; set its time (timedatectl / chrony)", how);
+	else if (len)
+		note[0] = '\0';
+	return st;
+}
+
+void registry_clock_heard(struct server *s, struct system *sys, int64_t now)
+{
+	char note[256];
+	enum sw_clock_state st = registry_clock(s, sys, now, note, sizeof(note));
+
+	if (st == sys->clock_state)
+		return;
+	if (st == SW_CLOCK_OK)
+		sw_info("system %s: clock within %ds of the site server's again", sys->name,
+			SW_CLOCK_WARN_MS / 1000);
+	else
+		sw_warn("system %s: %s", sys->name, note);
+	sys->clock_state = st;
 }
 
 int registry_token_create(struct server *s, int64_t ttl_s, char *token, size_t toklen,
@@ -333,7 +379,7 @@ int registry_enroll(struct server *s, const char *secret, const char *name, cons
 {
 	char hash[65];
 	int64_t now = sw_now_ms(), changes = 0;
-	struct sw_db_val row[9];
+	struct sw_db_val row[10];
 	struct system *sys;
 	int rc;
 
@@ -382,6 +428,7 @@ int registry_enroll(struct server *s, const char *secret, const char *name, cons
 	row[6] = SW_DB_NULLV;
 	row[7] = SW_DB_NULLV;
 	row[8] = SW_DB_TEXT(client_serial);
+	row[9] = SW_DB_INT(0);
 	sys = system_new(row);
 	if (!sys || sw_strmap_set(s->systems, name, sys)) {
 		system_free(sys);

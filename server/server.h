@@ -2,6 +2,7 @@
 #ifndef SERVER_H
 #define SERVER_H
 
+#include "clock.h"
 #include "conf.h"
 #include "db.h"
 #include "http_client.h"
@@ -27,7 +28,8 @@ struct system {
 	json_t *services;	 /* as the agent last reported them */
 	char meter_address[300]; /* HOST:PORT of its metering server, "" if none */
 	int64_t clock_skew_ms;	 /* its clock minus ours, as of its last heartbeat */
-	int dirty;		 /* changed since the last flush to the database */
+	enum sw_clock_state clock_state; /* as last logged */
+	int dirty;			 /* changed since the last flush to the database */
 };
 
 struct server {
@@ -39,6 +41,8 @@ struct server {
 	struct sw_db *db;
 	struct sw_pki_ca *ca;
 	char *ca_pem, *cert_pem, *key_pem;
+	/* when both the site CA and the server's certificate are valid (ms; 0: unknown) */
+	int64_t tls_not_before, tls_not_after;
 	struct sw_http_server *http;
 	struct sw_http_client *agents; /* the server's calls to agents */
 	int64_t products_version;      /* changes whenever products or exclusions change */
@@ -77,6 +81,12 @@ void registry_free(struct server *s);
 void registry_touch(struct server *s, struct system *sys);
 int registry_flush(struct server *s);
 const char *registry_health(const struct server *s, const struct system *sys, int64_t now);
+/* How the system's clock stands against the site's certificates; `note` gets what to do
+ * about it, or "" when it is fine. */
+enum sw_clock_state registry_clock(const struct server *s, const struct system *sys, int64_t now,
+				   char *note, size_t len);
+/* A heartbeat brought a new clock reading: logs when its state changes. */
+void registry_clock_heard(struct server *s, struct system *sys, int64_t now);
 int registry_token_create(struct server *s, int64_t ttl_s, char *token, size_t toklen,
 			  int64_t *expires_at, char *err, size_t errlen);
 int registry_token_check(struct server *s, const char *secret, char *err, size_t errlen);

@@ -107,11 +107,11 @@ def sanitizer_reports(folder):
 class Proc:
     """A daemon under test, its stderr in a log file."""
 
-    def __init__(self, argv, log):
+    def __init__(self, argv, log, env=None):
         self.argv, self.log_path = argv, log
         self.logf = open(log, "ab")
         self.p = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, env=env)
 
     @property
     def pid(self):
@@ -323,8 +323,10 @@ class Site:
 
 
 class Agent:
-    def __init__(self, site, name):
+    def __init__(self, site, name, env=None):
+        """`env`: variables added to the environment of the agent and all it runs."""
         self.site, self.name = site, name
+        self.env = dict(os.environ, **env) if env else None
         self.dir = os.path.join(site.tmp, "agent-" + name)
         self.port = free_port()
         self.proc = None
@@ -333,11 +335,11 @@ class Agent:
         return subprocess.run(
             [prog("siteward-agent"), "init", "--dir", self.dir, "--server", server or self.site.url,
              "--token", token, "--name", self.name, "--listen", f"127.0.0.1:{self.port}"],
-            capture_output=True, text=True, timeout=60)
+            capture_output=True, text=True, timeout=60, env=self.env)
 
     def start(self):
         self.proc = Proc([prog("siteward-agent"), "--dir", self.dir],
-                         os.path.join(self.site.tmp, f"agent-{self.name}.log"))
+                         os.path.join(self.site.tmp, f"agent-{self.name}.log"), self.env)
         wait_for(lambda: self._heard_of(), 20, f"agent {self.name} to report")
         return self.proc
 
