@@ -1095,14 +1095,14 @@ static void report_free(struct report *r)
 }
 
 /* Runs with from <= start < to, for one product or all (NULL). */
-static int report_detail(struct server *s, int64_t from, int64_t to, const char *product,
+static int report_detail(struct sw_db *db, int64_t from, int64_t to, const char *product,
 			 struct report *r, char *err, size_t errlen)
 {
 	struct sw_db_val p[] = {SW_DB_INT(from), SW_DB_INT(to), SW_DB_TEXT(product),
 				SW_DB_TEXT(product)};
 
 	return sw_db_exec(
-	    s->db,
+	    db,
 	    "SELECT product, user_name, host, start_ms, end_ms, kind, wait_ms FROM "
 	    "usage WHERE start_ms >= ? AND start_ms < ? AND (CAST(? AS TEXT) IS NULL OR product = "
 	    "?) ORDER BY start_ms",
@@ -1180,7 +1180,7 @@ void metering_get_usage(struct sw_http_req *req, void *arg)
 				"(CAST(? AS TEXT) IS NULL OR product = ?) ORDER BY day, product",
 				p, 3, daily_row, ctx, NULL, err, sizeof(err));
 	if (!rc)
-		rc = report_detail(s, since, INT64_MAX, product, &r, err, sizeof(err));
+		rc = report_detail(s->db, since, INT64_MAX, product, &r, err, sizeof(err));
 	if (rc) {
 		sw_http_reply_error(req, api_status(rc), "%s", err);
 		goto out;
@@ -1213,17 +1213,27 @@ static int read_daily(void *arg, int ncols, const struct sw_db_val *row)
 
 /* Condenses detail older than the detail period into one row per product and day, in
  * one transaction with the deletion of that detail: nothing is counted twice or lost. */
-int metering_summarize(struct server *s)
-{
-	int64_t cutoff = metering_cutoff(s), deleted = 0;
-	struct report r = {0};
+/* Summarising, on the write queue: it reads and rewrites the whole detail period. */
+struct summary {
+	int64_t cutoff, deleted;
+	unsigned detail_days;
+	size_t days;
+	int rc;
 	char err[256];
+};
+
+static void summarize_run(struct sw_db *db, void *arg)
+{
+	struct summary *m = arg;
+	int64_t cutoff = m->cutoff, deleted = 0;
+	struct report r = {0};
+	char *err = m->err;
 	int rc;
 
-	rc = report_detail(s, 0, cutoff, NULL, &r, err, sizeof(err));
+	rc = report_detail(db, 0, cutoff, NULL, &r, err, sizeof(m->err));
 	if (rc || r.n == 0)
 		goto out;
-	rc = sw_db_begin(s->db, err, sizeof(err));
+	rc = sw_db_begin(db, err, sizeof(m->err));
 	for (size_t i = 0; i < r.n && !rc; i++) {
 		struct day *d = &r.days[i];
 		struct daily old = {0};
@@ -1239,44 +1249,72 @@ int metering_summarize(struct server *s)
 
 		/* a day summarised before (the detail period was shortened since) adds up;
 		 * distinct users and hosts and the peak can then only be bounded below */
-		rc = sw_db_exec(s->db,
+		rc = sw_db_exec(db,
 				"SELECT launches, users, hosts, run_time_ms, peak_concurrent, "
 				"denials, queue_waits, queue_wait_ms FROM usage_daily WHERE "
 				"product = ? AND day = ?",
-				key, 2, read_daily, &old, NULL, err, sizeof(err));
+				key, 2, read_daily, &old, NULL, err, sizeof(m->err));
 		if (!rc && old.found) {
 			for (int k = 0; k < 8; k++)
 				v[k] = (k == 1 || k == 2 || k == 4)
 					   ? (v[k] > old.v[k] ? v[k] : old.v[k])
 					   : v[k] + old.v[k];
-			rc = sw_db_exec(s->db,
-					"DELETE FROM usage_daily WHERE product = ? AND day = ?",
-					key, 2, NULL, NULL, NULL, err, sizeof(err));
+			rc = sw_db_exec(db, "DELETE FROM usage_daily WHERE product = ? AND day = ?",
+					key, 2, NULL, NULL, NULL, err, sizeof(m->err));
 		}
 		struct sw_db_val row[] = {
 		    SW_DB_TEXT(d->product), SW_DB_INT(d->day), SW_DB_INT(v[0]), SW_DB_INT(v[1]),
 		    SW_DB_INT(v[2]),	    SW_DB_INT(v[3]),   SW_DB_INT(v[4]), SW_DB_INT(v[5]),
 		    SW_DB_INT(v[6]),	    SW_DB_INT(v[7])};
 		if (!rc)
-			rc = sw_db_exec(s->db,
+			rc = sw_db_exec(db,
 					"INSERT INTO usage_daily (" DAILY_COLUMNS
 					") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-					row, 10, NULL, NULL, NULL, err, sizeof(err));
+					row, 10, NULL, NULL, NULL, err, sizeof(m->err));
 	}
 	struct sw_db_val c[] = {SW_DB_INT(cutoff)};
 	if (!rc)
-		rc = sw_db_exec(s->db, "DELETE FROM usage WHERE start_ms < ?", c, 1, NULL, NULL,
-				&deleted, err, sizeof(err));
+		rc = sw_db_exec(db, "DELETE FROM usage WHERE start_ms < ?", c, 1, NULL, NULL,
+				&deleted, err, sizeof(m->err));
 	if (!rc)
-		rc = sw_db_commit(s->db, err, sizeof(err));
+		rc = sw_db_commit(db, err, sizeof(m->err));
 	if (rc)
-		sw_db_rollback(s->db);
-	else
-		sw_info("usage before the last %u days summarised: %zu product-days from %lld runs",
-			s->detail_days, r.n, (long long)deleted);
+		sw_db_rollback(db);
 out:
-	if (rc)
-		sw_warn("cannot summarise usage (will retry): %s", err);
+	m->rc = rc;
+	m->deleted = deleted;
+	m->days = rc ? 0 : r.n;
 	report_free(&r);
-	return rc;
+}
+
+static void summarize_done(struct server *s, void *arg)
+{
+	struct summary *m = arg;
+
+	s->summarizing = 0;
+	if (m->rc)
+		sw_warn("cannot summarise usage (will retry): %s", m->err);
+	else if (m->days)
+		sw_info("usage before the last %u days summarised: %zu product-days from %lld runs",
+			m->detail_days, m->days, (long long)m->deleted);
+	free(m);
+}
+
+int metering_summarize(struct server *s)
+{
+	struct summary *m;
+
+	if (s->summarizing)
+		return 0;
+	if (!(m = calloc(1, sizeof(*m))))
+		return SW_ENOMEM;
+	m->cutoff = metering_cutoff(s);
+	m->detail_days = s->detail_days;
+	s->summarizing = 1;
+	if (dbq_push(s, DBQ_SLOW_MS, summarize_run, summarize_done, m)) {
+		s->summarizing = 0;
+		free(m);
+		return SW_ENOMEM;
+	}
+	return 0;
 }

@@ -61,8 +61,9 @@ struct server {
 	uv_timer_t flush_timer;
 	struct sw_db *dbq_db; /* the write queue's own connection (dbq.c), NULL: none */
 	struct dbq_job *dbq_head, **dbq_tail;
-	int dbq_busy;	/* a job of the queue is on the thread pool */
-	int flush_busy; /* a flush of heartbeat state is queued or running */
+	int dbq_busy;	 /* a job of the queue is on the thread pool */
+	int flush_busy;	 /* a flush of heartbeat state is queued or running */
+	int summarizing; /* usage summaries are queued or running */
 	uv_signal_t sigint, sigterm;
 	int64_t started_ms;
 	struct upgrade *upgrade; /* the latest upgrade run, NULL if none */
