@@ -152,6 +152,7 @@ static int run_row(void *arg, int ncols, const struct sw_db_val *row)
 	snprintf(u->from, sizeof(u->from), "%s", row[2].s);
 	snprintf(u->sha, sizeof(u->sha), "%s", row[3].s);
 	u->size = (uint64_t)row[4].i;
+	u->o.package_size = u->size;
 	u->state = (enum urun)name_index(urun_names, R_ROLLED_BACK + 1, row[5].s, R_INTERRUPTED);
 	snprintf(u->reason, sizeof(u->reason), "%s", row[6].s);
 	u->self = (enum uself)name_index(uself_names, SELF_ROLLED_BACK + 1, row[8].s, SELF_PENDING);

@@ -20,7 +20,8 @@
 #include <uv.h>
 
 #define TICK_MS		   250	  /* scheduling, and the polling steps */
-#define STAGE_TIMEOUT_MS   120000 /* download, verification and extraction on an agent */
+#define STAGE_BASE_MS	   30000  /* staging on an agent (download, checks, extraction): this… */
+#define STAGE_BYTES_MS	   256	  /* …and a millisecond per this many bytes (256 kB/s) */
 #define SWITCH_TIMEOUT_MS  10000  /* the agent's answer to a switch */
 #define RETURN_TIMEOUT_MS  30000  /* for an agent to come back on the new version */
 #define START_TIMEOUT_MS   20000  /* for its services to be running again */
@@ -120,7 +121,8 @@ struct yinfo {
 /* The options of a run that its machines read. */
 struct uopts {
 	unsigned parallel, stop_timeout_ms;
-	int max_failures; /* -1: no bound */
+	uint64_t package_size; /* the staging step's deadline grows with it */
+	int max_failures;      /* -1: no bound */
 	enum { STUCK_DEFER, STUCK_KILL, STUCK_REMOVE_ROLE, STUCK_FAIL } on_stuck;
 	int rollback;
 };

@@ -140,6 +140,7 @@ static int64_t bound_preview(struct server *s, const struct sw_upgrade_req *r,
 	size_t k;
 
 	opts_from(r, &u.o);
+	u.o.package_size = m->package_size;
 	snprintf(u.version, sizeof(u.version), "%s", m->version);
 	for (size_t i = 0; list && (sys = list[i]); i++) {
 		int is = 0;
@@ -223,6 +224,7 @@ static void run_start(struct server *s, struct pending *p, struct sw_pkg_manifes
 	u->self = SELF_PENDING;
 	u->self_migrations = migrates(s, m);
 	opts_from(&p->r, &u->o);
+	u->o.package_size = m->package_size;
 	u->started_at = sw_now_ms();
 	for (size_t i = 0; i < u->nsys; i++)
 		u->sys[i].u = u;

@@ -50,7 +50,7 @@ enum yon {
 struct ystep_def {
 	const char *name;
 	const char *method, *path; /* the request; NULL: none */
-	unsigned timeout_ms;	   /* the step's deadline; 0: the run's stop bound */
+	unsigned timeout_ms;	   /* the step's deadline; 0: from the run's options */
 	int poll;		   /* asked every tick until it is good or the deadline passes */
 	enum yon refused, timeout, unreachable;
 };
@@ -60,8 +60,7 @@ static const struct ystep_def steps[YS_COUNT] = {
     [YS_NONE] = {"", NULL, NULL, 0, 0, ON_FAIL, ON_FAIL, ON_FAIL},
     [YS_DRAIN] = {"drain", NULL, NULL, 0, 0, ON_FAIL, ON_FAIL, ON_FAIL},
     [YS_STOP] = {"stop", "POST", "/v1/upgrade/stop", 0, 0, ON_STUCK, ON_STUCK, ON_STUCK},
-    [YS_STAGE] = {"stage", "POST", "/v1/upgrade/stage", STAGE_TIMEOUT_MS + MARGIN_MS, 0, ON_FAIL,
-		  ON_STUCK, ON_RETRY},
+    [YS_STAGE] = {"stage", "POST", "/v1/upgrade/stage", 0, 0, ON_FAIL, ON_STUCK, ON_RETRY},
     /* No answer may mean it restarted before answering: the wait tells. */
     [YS_SWITCH] = {"switch", "POST", "/v1/upgrade/switch", SWITCH_TIMEOUT_MS, 0, ON_FAIL, ON_NEXT,
 		   ON_NEXT},
@@ -114,9 +113,21 @@ static unsigned stop_ms(const struct usys *y, const struct uopts *o)
 	return o->stop_timeout_ms + (y->kill ? KILL_EXTRA_MS : 0);
 }
 
+/* A download at 256 kB/s at the least, from a slow link's or a large package's agent. */
+static unsigned stage_ms(const struct uopts *o)
+{
+	uint64_t ms = STAGE_BASE_MS + o->package_size / STAGE_BYTES_MS + MARGIN_MS;
+
+	return ms > 24 * 3600 * 1000u ? 24 * 3600 * 1000u : (unsigned)ms;
+}
+
 static unsigned step_ms(const struct usys *y, const struct uopts *o, enum ystep step)
 {
-	return step == YS_STOP ? stop_ms(y, o) : steps[step].timeout_ms;
+	if (step == YS_STOP)
+		return stop_ms(y, o);
+	if (step == YS_STAGE)
+		return stage_ms(o);
+	return steps[step].timeout_ms;
 }
 
 unsigned ystep_call_ms(const struct usys *y, int64_t now)
@@ -562,9 +573,9 @@ int64_t usys_bound_ms(const struct uopts *o)
 	else
 		/* the remove-role policy stops twice; the restart step comes only on paths
 		 * that end before the stage, which are shorter */
-		t = stop * (o->on_stuck == STUCK_REMOVE_ROLE ? 2 : 1) + STAGE_TIMEOUT_MS +
-		    MARGIN_MS + SWITCH_TIMEOUT_MS + RETURN_TIMEOUT_MS + START_TIMEOUT_MS +
-		    MARGIN_MS + VERIFY_TIMEOUT_MS + START_TIMEOUT_MS;
+		t = stop * (o->on_stuck == STUCK_REMOVE_ROLE ? 2 : 1) + stage_ms(o) +
+		    SWITCH_TIMEOUT_MS + RETURN_TIMEOUT_MS + START_TIMEOUT_MS + MARGIN_MS +
+		    VERIFY_TIMEOUT_MS + START_TIMEOUT_MS;
 	/* each step's answer is taken on the loop's next turn, and a tick may pass first */
 	return t + polls + YS_COUNT * TICK_MS;
 }

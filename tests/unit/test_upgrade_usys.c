@@ -288,7 +288,7 @@ static void test_stage_asked_again_within_its_deadline(void **state)
 	(void)state;
 	walk_to(f, YS_STAGE);
 	deadline = f->y.deadline;
-	assert_int_equal(deadline - f->now, STAGE_TIMEOUT_MS + MARGIN_MS);
+	assert_int_equal(deadline - f->now, STAGE_BASE_MS + MARGIN_MS);
 	/* the agent restarted under the download: asked again */
 	fail_call(f, YE_UNREACHABLE, "connection dropped after 3.0 s");
 	assert_int_equal(f->y.state, Y_ACTIVE);
@@ -549,11 +549,15 @@ static void test_bounds(void **state)
 
 	(void)state;
 	/* the longest path is the sum of the table's deadlines along it */
-	assert_true(t >= 5000 + KILL_EXTRA_MS + STAGE_TIMEOUT_MS + SWITCH_TIMEOUT_MS +
+	assert_true(t >= 5000 + KILL_EXTRA_MS + STAGE_BASE_MS + SWITCH_TIMEOUT_MS +
 			     RETURN_TIMEOUT_MS + START_TIMEOUT_MS + VERIFY_TIMEOUT_MS);
 	o.on_stuck = STUCK_REMOVE_ROLE;
 	assert_true(usys_bound_ms(&o) >= t + 5000 + KILL_EXTRA_MS);
 	o.on_stuck = STUCK_DEFER;
+	/* the staging step's deadline grows with the package: 256 kB/s at the least */
+	o.package_size = 256 * 1000 * 60;
+	assert_int_equal(usys_bound_ms(&o) - t, 60 * 1000);
+	o.package_size = 0;
 	/* one wave when they all fit */
 	assert_int_equal(usys_run_bound_ms(&o, 0, 10, 0), t + TICK_MS);
 	assert_int_equal(usys_run_bound_ms(&o, 0, 10, 7000), t + TICK_MS + 7000);
