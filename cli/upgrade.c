@@ -22,7 +22,7 @@
 
 static void upgrade_usage(void)
 {
-	cli_error("usage: siteward upgrade check FILE [--strict]\n"
+	cli_error("usage: siteward upgrade check FILE [run options]\n"
 		  "       siteward upgrade run FILE [--parallel N] [--stop-timeout S] "
 		  "[--on-stuck defer|kill|remove-role|fail] [--max-failures N] [--strict]\n"
 		  "       siteward upgrade status|resume|rollback");
@@ -64,31 +64,80 @@ static int absolute(const char *file, char out[PATH_MAX])
 	return 0;
 }
 
-static int do_check(struct cli *c, int argc, char **argv)
-{
-	char path[PATH_MAX];
-	const char *file = NULL;
-	json_t *reply, *y, *body;
-	int strict = 0, rc;
-	size_t i;
+/* The options of a run, which check takes too so that its bound is the run's. */
+struct run_opts {
+	const char *file, *on_stuck;
+	long long parallel, max_failures, stop_ms;
+	int strict;
+};
 
+static int parse_uint(const char *s, long long min, long long max, long long *out);
+
+/* 0, or the exit status of a usage error. */
+static int run_opts_parse(int argc, char **argv, struct run_opts *o)
+{
+	*o = (struct run_opts){
+	    .on_stuck = "defer", .parallel = 5, .max_failures = -1, .stop_ms = 30000};
 	for (int k = 0; k < argc; k++) {
-		if (strcmp(argv[k], "--strict") == 0)
-			strict = 1;
-		else if (!file && argv[k][0] != '-')
-			file = argv[k];
-		else {
+		const char *a = argv[k];
+		int has = k + 1 < argc;
+		char *end;
+
+		if (strcmp(a, "--strict") == 0) {
+			o->strict = 1;
+		} else if (strcmp(a, "--parallel") == 0 && has) {
+			if (parse_uint(argv[++k], 1, 1000, &o->parallel)) {
+				cli_error("--parallel takes a number from 1 to 1000");
+				return 2;
+			}
+		} else if (strcmp(a, "--stop-timeout") == 0 && has) {
+			double sec = strtod(argv[++k], &end);
+			if (*end || sec < 0.1 || sec > 3600) {
+				cli_error("--stop-timeout takes seconds, from 0.1 to 3600");
+				return 2;
+			}
+			o->stop_ms = (long long)(sec * 1000);
+		} else if (strcmp(a, "--on-stuck") == 0 && has) {
+			o->on_stuck = argv[++k];
+		} else if (strcmp(a, "--max-failures") == 0 && has) {
+			if (parse_uint(argv[++k], 0, 1000000, &o->max_failures)) {
+				cli_error("--max-failures takes a number");
+				return 2;
+			}
+		} else if (!o->file && a[0] != '-') {
+			o->file = a;
+		} else {
 			upgrade_usage();
 			return 2;
 		}
 	}
-	if (!file) {
+	if (!o->file) {
 		upgrade_usage();
 		return 2;
 	}
-	if (absolute(file, path))
+	return 0;
+}
+
+static json_t *run_opts_body(const struct run_opts *o, const char *path)
+{
+	return json_pack("{ss si si ss si sb}", "package", path, "parallel", (int)o->parallel,
+			 "stop_timeout_ms", (int)o->stop_ms, "on_stuck", o->on_stuck,
+			 "max_failures", (int)o->max_failures, "strict", o->strict);
+}
+
+static int do_check(struct cli *c, int argc, char **argv)
+{
+	char path[PATH_MAX];
+	json_t *reply, *y, *body;
+	struct run_opts o;
+	size_t i;
+	int rc;
+
+	if ((rc = run_opts_parse(argc, argv, &o)))
+		return rc;
+	if (absolute(o.file, path))
 		return 1;
-	body = json_pack("{ss sb}", "package", path, "strict", strict);
+	body = run_opts_body(&o, path);
 	rc = client_call(c, "POST", "/v1/upgrades/check", body, &reply);
 	json_decref(body);
 	if (rc)
@@ -323,55 +372,17 @@ static int parse_uint(const char *s, long long min, long long max, long long *ou
 
 static int do_run(struct cli *c, int argc, char **argv)
 {
-	const char *file = NULL, *on_stuck = "defer";
-	long long parallel = 5, max_failures = -1, stop_ms = 30000;
 	char path[PATH_MAX], err[1100];
 	json_t *reply = NULL, *body;
-	int strict = 0, rc;
+	struct run_opts o;
 	long status;
+	int rc;
 
-	for (int k = 0; k < argc; k++) {
-		const char *o = argv[k];
-		int has = k + 1 < argc;
-		char *end;
-
-		if (strcmp(o, "--strict") == 0) {
-			strict = 1;
-		} else if (strcmp(o, "--parallel") == 0 && has) {
-			if (parse_uint(argv[++k], 1, 1000, &parallel)) {
-				cli_error("--parallel takes a number from 1 to 1000");
-				return 2;
-			}
-		} else if (strcmp(o, "--stop-timeout") == 0 && has) {
-			double s = strtod(argv[++k], &end);
-			if (*end || s < 0.1 || s > 3600) {
-				cli_error("--stop-timeout takes seconds, from 0.1 to 3600");
-				return 2;
-			}
-			stop_ms = (long long)(s * 1000);
-		} else if (strcmp(o, "--on-stuck") == 0 && has) {
-			on_stuck = argv[++k];
-		} else if (strcmp(o, "--max-failures") == 0 && has) {
-			if (parse_uint(argv[++k], 0, 1000000, &max_failures)) {
-				cli_error("--max-failures takes a number");
-				return 2;
-			}
-		} else if (!file && o[0] != '-') {
-			file = o;
-		} else {
-			upgrade_usage();
-			return 2;
-		}
-	}
-	if (!file) {
-		upgrade_usage();
-		return 2;
-	}
-	if (absolute(file, path))
+	if ((rc = run_opts_parse(argc, argv, &o)))
+		return rc;
+	if (absolute(o.file, path))
 		return 1;
-	body = json_pack("{ss si si ss si sb}", "package", path, "parallel", (int)parallel,
-			 "stop_timeout_ms", (int)stop_ms, "on_stuck", on_stuck, "max_failures",
-			 (int)max_failures, "strict", strict);
+	body = run_opts_body(&o, path);
 	rc = client_request(c, "POST", "/v1/upgrades", body, &status, &reply, err, sizeof(err));
 	json_decref(body);
 	if (rc) {

@@ -101,7 +101,7 @@ class Events(UpgradeSite):
         tree = build_tree(tempfile.mkdtemp(prefix="tree-", dir=site.tmp), migration=False)
         pkg = os.path.join(site.tmp, "new.pkg")
         site.cli("package", "build", "--version", NEW, "--from", tree, "-o", pkg)
-        check = site.cli_json("upgrade", "check", pkg)
+        check = site.cli_json("upgrade", "check", pkg, "--stop-timeout", "3")
         self.assertGreater(check["bound_ms"], 0)
         r = site.cli("upgrade", "run", pkg, "--stop-timeout", "3", check=False, timeout=180)
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -112,6 +112,8 @@ class Events(UpgradeSite):
         run = self.status(site)
         self.assert_within_bound(run)
         self.assertEqual(run["state"], "done")
+        # check gave the bound of the run it described
+        self.assertEqual(check["bound_ms"], run["bound_ms"])
 
 
 if __name__ == "__main__":
