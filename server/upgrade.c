@@ -453,7 +453,9 @@ static void drive(struct upgrade *u)
 	int metering_busy = 0;
 	int64_t now = now_ms();
 
-	if (u->state == R_INTERRUPTED)
+	/* While the server's own part is in flight (a restore, its re-exec), nothing else
+	 * moves: a rollback that finished here would be reported before the server returns. */
+	if (u->state == R_INTERRUPTED || u->self_busy || u->s->stopping)
 		return;
 	if (u->state == R_RUNNING && u->self != SELF_DONE) {
 		if (!u->halted)

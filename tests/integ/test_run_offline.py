@@ -177,32 +177,48 @@ class RunOffline(unittest.TestCase):
 
     def test_run_offline_signal_while_asking_ends_run(self):
         # Before the program starts, a signal has its usual effect on siteward-run.
-        silent = socket.socket()
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
         marker = os.path.join(self.site.tmp, f"ran-{self.agent.name}")
-        asking = None
-        try:
-            with open(os.path.join(self.dir, "meters.json"), "w") as f:
-                json.dump({"meters": [f"https://127.0.0.1:{silent.getsockname()[1]}"]}, f)
-            p = subprocess.Popen([prog("siteward-run"), "--agent", self.dir, "--",
-                                  "touch", marker], stderr=subprocess.PIPE, text=True)
-            # asking: connected to the server that never answers
-            silent.settimeout(10)
+        # siteward-run gives a silent server 2 s: on a loaded machine the signal can come
+        # after that, when it has gone on offline; such a try proves nothing and is made
+        # again, at most three times
+        for attempt in range(3):
+            silent = socket.socket()
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(8)
+            asking = None
             try:
-                asking, _ = silent.accept()
-            except socket.timeout:
-                p.kill()
-                p.wait()
-                self.fail("siteward-run never connected to the metering server")
-            p.send_signal(signal.SIGINT)
-            self.assertEqual(p.wait(10), -signal.SIGINT)
-            self.assert_clean(p.stderr.read())
-            p.stderr.close()
-        finally:
-            if asking:
-                asking.close()
-            silent.close()
+                with open(os.path.join(self.dir, "meters.json"), "w") as f:
+                    json.dump({"meters": [f"https://127.0.0.1:{silent.getsockname()[1]}"]}, f)
+                p = subprocess.Popen([prog("siteward-run"), "--agent", self.dir, "--",
+                                      "touch", marker], stderr=subprocess.PIPE, text=True)
+                # asking: connected to the server that never answers
+                silent.settimeout(10)
+                try:
+                    asking, _ = silent.accept()
+                except socket.timeout:
+                    p.kill()
+                    p.wait()
+                    self.fail("siteward-run never connected to the metering server")
+                if p.poll() is None:
+                    p.send_signal(signal.SIGINT)
+                status = p.wait(10)
+                err = p.stderr.read()
+                p.stderr.close()
+            finally:
+                if asking:
+                    asking.close()
+                silent.close()
+            if status == 0 and os.path.exists(marker):
+                # it ran offline: the program and its record are undone for the next try
+                os.unlink(marker)
+                for name in os.listdir(self.cache):
+                    os.unlink(os.path.join(self.cache, name))
+                continue
+            self.assertEqual(status, -signal.SIGINT, err)
+            self.assert_clean(err)
+            break
+        else:
+            self.fail("siteward-run was never caught asking in three tries")
         self.assertFalse(os.path.exists(marker))
         self.assertEqual(self.records(), [])
 
