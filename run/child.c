@@ -198,6 +198,16 @@ int child_start(struct run *r, char *err, size_t errlen)
 	}
 	if (c->fds_known)
 		each_fd(close_on_exec, c);
+	/* A signal that came while the loop was held (by a version lookup, say) has not
+	 * been read yet: the loop runs the timer that decided to go on before it reads the
+	 * signal. It still ends siteward-run before PROGRAM starts. */
+	if (c->sfd >= 0) {
+		struct signalfd_siginfo si;
+
+		while (read(c->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+			if (si.ssi_signo != SIGCHLD)
+				die_by((int)si.ssi_signo);
+	}
 	c->pid = fork();
 	if (c->pid == 0) {
 		restore(c);
