@@ -79,6 +79,24 @@ def run(client, tool, *args, wait=None):
                             stderr=subprocess.PIPE, text=True)
 
 
+def has_child(pid, program):
+    """Whether process `pid` has a child running `program` (not a lookup's tool), from
+    /proc."""
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                argv0 = f.read().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        if int(fields[1]) == pid and argv0 == program:
+            return True
+    return False
+
+
 class OneMeter(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -237,6 +255,9 @@ class OneMeter(unittest.TestCase):
         self.assertEqual(r.returncode, 7)
         p = run(self.client, self.tool, "30")
         wait_for(lambda: len(leases(self.site, self.m)) == 1, 5, "the license in use")
+        # granted is not yet started: a signal before the program runs ends siteward-run
+        # itself, by design
+        wait_for(lambda: has_child(p.pid, self.tool), 10, "the program started")
         os.kill(p.pid, signal.SIGTERM)  # forwarded to the program
         p.communicate(timeout=10)
         self.assertEqual(p.returncode, 128 + signal.SIGTERM)
