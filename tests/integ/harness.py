@@ -44,8 +44,8 @@ def pid_alive(pid):
     return proc_state(pid) not in (None, "Z", "X")
 
 
-def group_alive(pgid):
-    """Whether any live process is in process group `pgid`."""
+def processes():
+    """(pid, state, ppid, pgid) of every process, from /proc."""
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
@@ -54,8 +54,25 @@ def group_alive(pgid):
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
+        yield int(d), fields[0], int(fields[1]), int(fields[2])
+
+
+def group_alive(pgid):
+    """Whether any live process is in process group `pgid`."""
+    return any(g == pgid and st not in ("Z", "X") for _, st, _, g in processes())
+
+
+def has_child(pid, program):
+    """Whether process `pid` has a child running `program` (its argv[0])."""
+    for child, _, parent, _ in processes():
+        if parent != pid:
+            continue
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                if f.read().split(b"\0")[0].decode(errors="replace") == program:
+                    return True
+        except OSError:
+            continue
     return False
 
 

@@ -10,7 +10,7 @@ import time
 import unittest
 import uuid
 
-from harness import Site, free_port, prog, wait_for, wait_heartbeats
+from harness import Site, free_port, has_child, prog, wait_for, wait_heartbeats
 
 TTL_MS = 3000
 
@@ -77,24 +77,6 @@ def run(client, tool, *args, wait=None):
         argv += ["--wait", str(wait)]
     return subprocess.Popen(argv + ["--", tool, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-
-
-def has_child(pid, program):
-    """Whether process `pid` has a child running `program` (not a lookup's tool), from
-    /proc."""
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                argv0 = f.read().split(b"\0")[0].decode(errors="replace")
-        except OSError:
-            continue
-        if int(fields[1]) == pid and argv0 == program:
-            return True
-    return False
 
 
 class OneMeter(unittest.TestCase):
