@@ -55,31 +55,27 @@ static void job_release(void *arg)
 	next(s);
 }
 
+/* Starts the next job; once detached, or when the pool will not take it, runs what is
+ * queued on the loop's own connection, in a loop rather than by recursion. */
 static void next(struct server *s)
 {
-	struct dbq_job *j = s->dbq_head;
+	struct dbq_job *j;
 
-	if (s->dbq_busy || !j)
-		return;
-	s->dbq_head = j->next;
-	if (!s->dbq_head)
-		s->dbq_tail = &s->dbq_head;
-	if (!s->dbq_db) {
-		/* detached: on the loop's own connection */
+	while (!s->dbq_busy && (j = s->dbq_head)) {
+		s->dbq_head = j->next;
+		if (!s->dbq_head)
+			s->dbq_tail = &s->dbq_head;
+		if (s->dbq_db) {
+			j->db = s->dbq_db;
+			s->dbq_busy = 1;
+			if (sw_work_start(s->loop, j->bound_ms, job_run, job_slow, job_release,
+					  j) == 0)
+				return;
+			s->dbq_busy = 0;
+		}
 		j->run(s->db, j->arg);
 		j->done(s, j->arg);
 		free(j);
-		next(s);
-		return;
-	}
-	j->db = s->dbq_db;
-	s->dbq_busy = 1;
-	if (sw_work_start(s->loop, j->bound_ms, job_run, job_slow, job_release, j)) {
-		s->dbq_busy = 0;
-		j->run(s->db, j->arg);
-		j->done(s, j->arg);
-		free(j);
-		next(s);
 	}
 }
 
