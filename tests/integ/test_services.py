@@ -136,7 +136,9 @@ class Services(unittest.TestCase):
         self.assertIn("/tmp", logs)
 
     def test_crash_loop_ends_failed_with_status_and_log(self):
-        a = self.agent("x1", crashy=(prog("crashy.py", "7"), {"restart_delay_ms": "50"}))
+        crashy = "/bin/sh " + os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                           "programs", "crashy.sh") + " 7"
+        a = self.agent("x1", crashy=(crashy, {"restart_delay_ms": "50"}))
         self.add_role(a)
         s = wait_for(lambda: (lambda v: v if v and v["state"] == "failed" else None)(
             a.service("crashy")), 10, "crashy to fail")
