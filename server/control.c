@@ -140,6 +140,27 @@ int control_push_roles(struct server *s, struct system *sys, struct sw_http_req 
 			  limit < PUSH_TIMEOUT_MS ? limit : PUSH_TIMEOUT_MS, on_roles_pushed);
 }
 
+/* A service's state as its agent just answered it replaces the one from its last
+ * heartbeat, so what depends on it (the metering servers' shares) knows at once. */
+static void remember_service(struct server *s, const char *system, const json_t *reply)
+{
+	struct system *sys = sw_strmap_get(s->systems, system);
+	const char *name = json_string_value(json_object_get(reply, "name"));
+	json_t *svc;
+	size_t i;
+
+	if (!sys || !name || !json_is_string(json_object_get(reply, "state")))
+		return;
+	json_array_foreach(sys->services, i, svc)
+	{
+		const char *n = json_string_value(json_object_get(svc, "name"));
+		if (n && strcmp(n, name) == 0) {
+			json_array_set_new(sys->services, i, json_deep_copy(reply));
+			return;
+		}
+	}
+}
+
 static void on_service_reply(const struct sw_http_result *res, void *arg)
 {
 	struct call *c = arg;
@@ -157,6 +178,7 @@ static void on_service_reply(const struct sw_http_result *res, void *arg)
 		sw_http_reply_error(c->req, res->status == 200 ? 502 : (unsigned)res->status,
 				    "%s: %s", c->system, err);
 	} else {
+		remember_service(c->s, c->system, reply);
 		json_object_set_new(reply, "system", json_string(c->system));
 		sw_http_reply_json(c->req, 200, reply);
 	}

@@ -3,12 +3,14 @@
  * share of the licenses, usage ingestion and the usage report.
  */
 #include "server.h"
+#include "share.h"
 
 #include "error.h"
 #include "json.h"
 #include "log.h"
 #include "progver.h"
 #include "util.h"
+#include "work.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,7 @@
 #define PUSH_TIMEOUT_MS 3000
 
 #define MAX_USAGE_BATCH 1000
+#define USAGE_REPORT_MS 60000 /* the longest a usage report may take */
 #define DAY_MS		86400000LL
 
 static int count_row(void *arg, int ncols, const struct sw_db_val *row)
@@ -572,27 +575,67 @@ void metering_changed(struct server *s)
 	s->meter_urls = NULL;
 }
 
-/* A metering server's standing for one product, as stored in allotments. */
-struct share {
-	int64_t applied, in_use, waiting, assigned;
-	int known;
-};
-
 static int share_row(void *arg, int ncols, const struct sw_db_val *row)
 {
 	struct share *sh = arg;
 
+	(void)ncols;
 	sh->applied = row[0].i;
 	sh->in_use = row[1].i;
 	sh->waiting = row[2].i;
 	sh->assigned = row[3].i;
-	sh->known = 1;
 	return 0;
 }
 
+/* Whether a metering server's clients can reach it: it has polled within two of its
+ * polls (or, none since the site server started, it started as long ago), and its
+ * agent does not report its service as stopped, stopping, failed or stuck. */
+static int meter_live(struct server *s, const char *name, int64_t now)
+{
+	struct system *sys = sw_strmap_get(s->systems, name);
+	json_t *svc;
+	size_t i;
+
+	if (!sys || now - (sys->meter_seen_ms ? sys->meter_seen_ms : s->started_ms) >
+			2 * (int64_t)s->meter_poll_ms + 1000)
+		return 0;
+	json_array_foreach(sys->services, i, svc)
+	{
+		const char *role = json_string_value(json_object_get(svc, "role"));
+		const char *state = json_string_value(json_object_get(svc, "state"));
+		if (role && strcmp(role, "software-metering") == 0 && state &&
+		    strcmp(state, "running") != 0 && strcmp(state, "starting") != 0)
+			return 0;
+	}
+	return 1;
+}
+
+static int share_load(struct sw_db *db, const char *system, const char *product, struct share *sh,
+		      char *err, size_t errlen)
+{
+	struct sw_db_val k[] = {SW_DB_TEXT(system), SW_DB_TEXT(product)};
+
+	return sw_db_exec(db,
+			  "SELECT applied, in_use, waiting, assigned FROM allotments "
+			  "WHERE system = ? AND product = ?",
+			  k, 2, share_row, sh, NULL, err, errlen);
+}
+
+/* A metering server's poll: what it reported, stored, and the shares worked out from
+ * it, by the write queue; what the loop knows (who has the role, who is live) is taken
+ * before, the reply built after. */
+struct config {
+	struct sw_http_req *req;
+	json_t *names, *former, *reports, *products;
+	size_t me;
+	int *live; /* per name: meter_live() as the poll came */
+	int rc;
+	char err[256];
+};
+
 /* What a metering server reported of one product (its "products" object), stored
  * before anything is computed from it. */
-static int store_report(struct server *s, const char *meter, const char *product, const json_t *rep,
+static int store_report(struct sw_db *db, const char *meter, const char *product, const json_t *rep,
 			char *err, size_t errlen)
 {
 	int64_t applied = 0, in_use = 0, waiting = 0;
@@ -606,7 +649,7 @@ static int store_report(struct server *s, const char *meter, const char *product
 				SW_DB_INT(sw_now_ms()), SW_DB_TEXT(meter), SW_DB_TEXT(product)};
 	int64_t changes = 0;
 	rc =
-	    sw_db_exec(s->db,
+	    sw_db_exec(db,
 		       "UPDATE allotments SET applied = ?, in_use = ?, waiting = ?, updated_at = ? "
 		       "WHERE system = ? AND product = ?",
 		       u, 6, NULL, NULL, &changes, err, errlen);
@@ -615,7 +658,7 @@ static int store_report(struct server *s, const char *meter, const char *product
 					SW_DB_INT(applied), SW_DB_INT(in_use),
 					SW_DB_INT(waiting), SW_DB_INT(sw_now_ms())};
 		rc =
-		    sw_db_exec(s->db,
+		    sw_db_exec(db,
 			       "INSERT INTO allotments (system, product, applied, in_use, waiting, "
 			       "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
 			       i, 6, NULL, NULL, NULL, err, errlen);
@@ -623,90 +666,104 @@ static int store_report(struct server *s, const char *meter, const char *product
 	return rc;
 }
 
-/*
- * The share of `product` for meter number `me` of `n` (in name order), by demand:
- * each server's target is what it has in use plus what is waiting there, with the rest
- * spread evenly; but a share is raised only from licenses that no other server holds
- * or may still hold (the larger of what it last reported applying and what it was last
- * assigned), so the sum of every server's licenses never exceeds the count, whoever is
- * unreachable. `former` are systems that lost the role but whose license server may
- * still be granting from its last share: they get nothing new, and keep what they had.
- */
-static int64_t share_for(struct server *s, json_t *names, json_t *former, size_t me,
-			 const char *product, int64_t total, char *err, size_t errlen, int *rc)
+/* The share of `product` for the polling server, as share.h rules, stored as its
+ * assignment. */
+static int64_t share_for(struct sw_db *db, struct config *c, const char *product, int64_t total,
+			 int *rc)
 {
-	size_t n = json_array_size(names), nf = json_array_size(former);
-	struct share *sh = calloc(n ? n : 1, sizeof(*sh));
-	int64_t *target = calloc(n ? n : 1, sizeof(*target)), used = 0, others = 0, out = 0;
+	size_t n = json_array_size(c->names), nf = json_array_size(c->former);
+	struct share *sh = calloc(n + nf + 1, sizeof(*sh));
+	int64_t out = 0;
+	const char *me = json_string_value(json_array_get(c->names, c->me));
 
-	*rc = sh && target ? 0 : SW_ENOMEM;
-	for (size_t i = 0; !*rc && i < n; i++) {
-		struct sw_db_val k[] = {SW_DB_TEXT(json_string_value(json_array_get(names, i))),
-					SW_DB_TEXT(product)};
-		*rc = sw_db_exec(s->db,
-				 "SELECT applied, in_use, waiting, assigned FROM allotments WHERE "
-				 "system = ? AND product = ?",
-				 k, 2, share_row, &sh[i], NULL, err, errlen);
+	*rc = sh ? 0 : SW_ENOMEM;
+	for (size_t i = 0; !*rc && i < n + nf; i++) {
+		const char *name = json_string_value(i < n ? json_array_get(c->names, i)
+							   : json_array_get(c->former, i - n));
+		*rc = share_load(db, name, product, &sh[i], c->err, sizeof(c->err));
+		sh[i].live = i < n && c->live[i];
 	}
 	if (*rc)
 		goto out;
-	/* what is in use stays where it is; then waiting clients; then the rest evenly */
-	for (size_t i = 0; i < n; i++)
-		used += target[i] = sh[i].in_use;
-	for (int more = 1; more && used < total;) {
-		more = 0;
-		for (size_t i = 0; i < n && used < total; i++)
-			if (target[i] < sh[i].in_use + sh[i].waiting) {
-				target[i]++;
-				used++;
-				more = 1;
-			}
-	}
-	for (size_t i = 0; n && used < total; i = (i + 1) % n) {
-		target[i]++;
-		used++;
-	}
-	for (size_t i = 0; i < n; i++)
-		if (i != me)
-			others += sh[i].applied > sh[i].assigned ? sh[i].applied : sh[i].assigned;
-	for (size_t i = 0; !*rc && i < nf; i++) {
-		struct share f = {0};
-		struct sw_db_val k[] = {SW_DB_TEXT(json_string_value(json_array_get(former, i))),
-					SW_DB_TEXT(product)};
-		*rc = sw_db_exec(s->db,
-				 "SELECT applied, in_use, waiting, assigned FROM allotments WHERE "
-				 "system = ? AND product = ?",
-				 k, 2, share_row, &f, NULL, err, errlen);
-		others += f.applied > f.assigned ? f.applied : f.assigned;
-	}
-	if (*rc)
-		goto out;
-	out = total - others;
-	if (out > target[me])
-		out = target[me];
-	if (out < 0)
-		out = 0;
-	struct sw_db_val u[] = {SW_DB_INT(out),
-				SW_DB_TEXT(json_string_value(json_array_get(names, me))),
-				SW_DB_TEXT(product)};
+	out = share_of(sh, n, sh + n, nf, c->me, total);
+	struct sw_db_val u[] = {SW_DB_INT(out), SW_DB_TEXT(me), SW_DB_TEXT(product)};
 	int64_t changes = 0;
-	*rc =
-	    sw_db_exec(s->db, "UPDATE allotments SET assigned = ? WHERE system = ? AND product = ?",
-		       u, 3, NULL, NULL, &changes, err, errlen);
+	*rc = sw_db_exec(db, "UPDATE allotments SET assigned = ? WHERE system = ? AND product = ?",
+			 u, 3, NULL, NULL, &changes, c->err, sizeof(c->err));
 	if (!*rc && changes == 0) {
-		struct sw_db_val i[] = {SW_DB_TEXT(json_string_value(json_array_get(names, me))),
-					SW_DB_TEXT(product), SW_DB_INT(out),
+		struct sw_db_val i[] = {SW_DB_TEXT(me), SW_DB_TEXT(product), SW_DB_INT(out),
 					SW_DB_INT(sw_now_ms())};
-		*rc = sw_db_exec(
-		    s->db,
-		    "INSERT INTO allotments (system, product, assigned, updated_at) VALUES "
-		    "(?, ?, ?, ?)",
-		    i, 4, NULL, NULL, NULL, err, errlen);
+		*rc = sw_db_exec(db,
+				 "INSERT INTO allotments (system, product, assigned, updated_at) "
+				 "VALUES (?, ?, ?, ?)",
+				 i, 4, NULL, NULL, NULL, c->err, sizeof(c->err));
 	}
 out:
 	free(sh);
-	free(target);
 	return out;
+}
+
+/* One transaction: the reports and the shares computed from them. */
+static void config_run(struct sw_db *db, void *arg)
+{
+	struct config *c = arg;
+	const char *me = json_string_value(json_array_get(c->names, c->me));
+	json_t *p;
+	size_t i;
+
+	if (!(c->products = products_load_db(db, c->err, sizeof(c->err)))) {
+		c->rc = SW_EDB;
+		return;
+	}
+	c->rc = sw_db_begin(db, c->err, sizeof(c->err));
+	json_array_foreach(c->products, i, p)
+	{
+		const char *name = json_string_value(json_object_get(p, "name"));
+		json_t *rep = json_object_get(c->reports, name);
+		int64_t share;
+
+		if (c->rc)
+			break;
+		if (rep && (c->rc = store_report(db, me, name, rep, c->err, sizeof(c->err))))
+			break;
+		share = share_for(db, c, name, json_integer_value(json_object_get(p, "licenses")),
+				  &c->rc);
+		json_object_set_new(p, "allotment", json_integer(share));
+	}
+	if (!c->rc)
+		c->rc = sw_db_commit(db, c->err, sizeof(c->err));
+	if (c->rc)
+		sw_db_rollback(db);
+}
+
+static void config_free(struct config *c)
+{
+	json_decref(c->names);
+	json_decref(c->former);
+	json_decref(c->reports);
+	json_decref(c->products);
+	free(c->live);
+	free(c);
+}
+
+static void config_done(struct server *s, void *arg)
+{
+	struct config *c = arg;
+	json_t *revoked;
+
+	if (c->rc) {
+		sw_http_reply_error(c->req, c->rc == SW_EINVAL ? 400 : 503, "%s", c->err);
+		config_free(c);
+		return;
+	}
+	/* Metering servers refuse the certificates of removed systems too. */
+	revoked = json_array();
+	sw_strmap_each(s->revoked, collect_key, revoked);
+	sw_http_reply_json(c->req, 200,
+			   json_pack("{sO si si so si}", "products", c->products, "lease_ttl_ms",
+				     (int)s->lease_ttl_ms, "meters", (int)json_array_size(c->names),
+				     "revoked", revoked, "poll_ms", (int)s->meter_poll_ms));
+	config_free(c);
 }
 
 /* GET, or POST with what the metering server has of each product; the answer holds
@@ -715,61 +772,45 @@ void metering_get_config(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
 	const char *me = sw_http_req_identity(req)->cn;
-	json_t *former = json_array(), *names = meter_systems(s, former), *products = NULL, *p, *v;
-	json_t *body = NULL, *reports;
-	char err[256];
-	size_t i, n = json_array_size(names), idx = n;
-	int rc = 0;
+	struct system *sys_me = sw_strmap_get(s->systems, me);
+	struct config *c = calloc(1, sizeof(*c));
+	json_t *body = NULL, *v;
+	size_t i, n;
 
-	json_array_foreach(names, i, v) if (strcmp(json_string_value(v), me) == 0) idx = i;
-	if (idx == n) {
+	if (!c) {
+		sw_http_reply_error(req, 500, "out of memory");
+		return;
+	}
+	c->req = req;
+	c->former = json_array();
+	c->names = meter_systems(s, c->former);
+	n = json_array_size(c->names);
+	c->me = n;
+	json_array_foreach(c->names, i, v) if (strcmp(json_string_value(v), me) == 0) c->me = i;
+	if (c->me == n || !sys_me) {
 		sw_http_reply_error(req, 403, "%s does not have the software-metering role", me);
-		goto out;
+		config_free(c);
+		return;
 	}
-	if (strcmp(sw_http_req_method(req), "POST") == 0 && !(body = sw_http_req_json(req)))
-		goto out;
-	products = products_load(s, err, sizeof(err));
-	if (!products) {
-		sw_http_reply_error(req, 500, "%s", err);
-		goto out;
+	if (strcmp(sw_http_req_method(req), "POST") == 0 && !(body = sw_http_req_json(req))) {
+		config_free(c);
+		return;
 	}
-	reports = json_object_get(body, "products");
-	/* one transaction: the reports and the shares computed from them */
-	rc = sw_db_begin(s->db, err, sizeof(err));
-	json_array_foreach(products, i, p)
-	{
-		const char *name = json_string_value(json_object_get(p, "name"));
-		json_t *rep = json_object_get(reports, name);
-		int64_t share;
-
-		if (rc)
-			break;
-		if (rep && (rc = store_report(s, me, name, rep, err, sizeof(err))))
-			break;
-		share = share_for(s, names, former, idx, name,
-				  json_integer_value(json_object_get(p, "licenses")), err,
-				  sizeof(err), &rc);
-		json_object_set_new(p, "allotment", json_integer(share));
-	}
-	if (!rc)
-		rc = sw_db_commit(s->db, err, sizeof(err));
-	if (rc) {
-		sw_db_rollback(s->db);
-		sw_http_reply_error(req, rc == SW_EINVAL ? 400 : 503, "%s", err);
-		goto out;
-	}
-	/* Metering servers refuse the certificates of removed systems too. */
-	json_t *revoked = json_array();
-	sw_strmap_each(s->revoked, collect_key, revoked);
-	sw_http_reply_json(req, 200,
-			   json_pack("{sO si si so si}", "products", products, "lease_ttl_ms",
-				     (int)s->lease_ttl_ms, "meters", (int)n, "revoked", revoked,
-				     "poll_ms", (int)s->meter_poll_ms));
-out:
-	json_decref(products);
+	c->reports = json_incref(json_object_get(body, "products"));
 	json_decref(body);
-	json_decref(names);
-	json_decref(former);
+	if (!(c->live = calloc(n, sizeof(*c->live)))) {
+		sw_http_reply_error(req, 500, "out of memory");
+		config_free(c);
+		return;
+	}
+	/* the polling server is live: it answers, whatever its agent last said */
+	sys_me->meter_seen_ms = sw_mono_ms();
+	json_array_foreach(c->names, i, v) c->live[i] =
+	    i == c->me || meter_live(s, json_string_value(v), sys_me->meter_seen_ms);
+	if (dbq_push(s, DBQ_SLOW_MS, config_run, config_done, c)) {
+		sw_http_reply_error(req, 500, "out of memory");
+		config_free(c);
+	}
 }
 
 /* Idempotent by record id; times are moved by the uploader's clock error, so a client
@@ -1145,55 +1186,108 @@ static int daily_row(void *arg, int ncols, const struct sw_db_val *row)
 	"product, day, launches, users, hosts, run_time_ms, peak_concurrent, denials, "            \
 	"queue_waits, queue_wait_ms"
 
+/* A usage report, read on the thread pool through a connection of its own: a report
+ * over a large site reads many rows, and no heartbeat waits for it. */
+struct usage_report {
+	struct sw_http_req *req;
+	const struct sw_db_opts *opts;
+	char product[64];
+	int64_t since, cutoff;
+	json_t *out, *licenses;
+	struct report r;
+	int rc;
+	char err[256];
+};
+
+static void usage_run(void *arg)
+{
+	struct usage_report *u = arg;
+	const char *product = u->product[0] ? u->product : NULL;
+	struct sw_db *db = NULL;
+
+	if ((u->rc = sw_db_open(u->opts, &db, u->err, sizeof(u->err))))
+		return;
+	u->rc = sw_db_exec(db, "SELECT name, licenses FROM products", NULL, 0, licenses_row,
+			   u->licenses, NULL, u->err, sizeof(u->err));
+	/* Summarised days first (they are the older ones), then the detail. */
+	struct sw_db_val p[] = {SW_DB_INT(u->since / DAY_MS * DAY_MS), SW_DB_TEXT(product),
+				SW_DB_TEXT(product)};
+	json_t *ctx[2] = {u->out, u->licenses};
+	if (!u->rc)
+		u->rc = sw_db_exec(db,
+				   "SELECT " DAILY_COLUMNS " FROM usage_daily WHERE day >= ? AND "
+				   "(CAST(? AS TEXT) IS NULL OR product = ?) ORDER BY day, product",
+				   p, 3, daily_row, ctx, NULL, u->err, sizeof(u->err));
+	if (!u->rc)
+		u->rc =
+		    report_detail(db, u->since, INT64_MAX, product, &u->r, u->err, sizeof(u->err));
+	for (size_t i = 0; !u->rc && i < u->r.n; i++)
+		json_array_append_new(u->out, day_json(&u->r.days[i], u->licenses));
+	sw_db_close(db);
+}
+
+static void usage_done(void *arg, int timed_out)
+{
+	struct usage_report *u = arg;
+
+	if (timed_out)
+		sw_http_reply_error(u->req, 504,
+				    "the usage report took over %d s; ask for less (a product, a "
+				    "later --since)",
+				    USAGE_REPORT_MS / 1000);
+	else if (u->rc)
+		sw_http_reply_error(u->req, api_status(u->rc), "%s", u->err);
+	else
+		sw_http_reply_json(
+		    u->req, 200,
+		    json_pack("{sO sI}", "usage", u->out, "detail_from", (json_int_t)u->cutoff));
+}
+
+static void usage_free(void *arg)
+{
+	struct usage_report *u = arg;
+
+	report_free(&u->r);
+	json_decref(u->out);
+	json_decref(u->licenses);
+	free(u);
+}
+
 void metering_get_usage(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
 	const char *product = sw_http_req_query(req, "product");
 	const char *since_arg = sw_http_req_query(req, "since");
+	struct usage_report *u;
 	int64_t since = 0;
-	struct report r = {0};
-	json_t *out = json_array(), *licenses = json_object();
-	char err[256];
-	int rc;
 
 	if (since_arg) {
 		char *end;
 		since = strtoll(since_arg, &end, 10);
 		if (*end || since < 0) {
 			sw_http_reply_error(req, 400, "since must be milliseconds since the epoch");
-			goto out;
+			return;
 		}
 	}
 	if (product && !sw_name_valid(product)) {
 		sw_http_reply_error(req, 400, "'%s' is not a product name", product);
-		goto out;
+		return;
 	}
-	rc = sw_db_exec(s->db, "SELECT name, licenses FROM products", NULL, 0, licenses_row,
-			licenses, NULL, err, sizeof(err));
-	/* Summarised days first (they are the older ones), then the detail. */
-	struct sw_db_val p[] = {SW_DB_INT(since / DAY_MS * DAY_MS), SW_DB_TEXT(product),
-				SW_DB_TEXT(product)};
-	json_t *ctx[2] = {out, licenses};
-	if (!rc)
-		rc = sw_db_exec(s->db,
-				"SELECT " DAILY_COLUMNS " FROM usage_daily WHERE day >= ? AND "
-				"(CAST(? AS TEXT) IS NULL OR product = ?) ORDER BY day, product",
-				p, 3, daily_row, ctx, NULL, err, sizeof(err));
-	if (!rc)
-		rc = report_detail(s->db, since, INT64_MAX, product, &r, err, sizeof(err));
-	if (rc) {
-		sw_http_reply_error(req, api_status(rc), "%s", err);
-		goto out;
+	if (!(u = calloc(1, sizeof(*u)))) {
+		sw_http_reply_error(req, 500, "out of memory");
+		return;
 	}
-	for (size_t i = 0; i < r.n; i++)
-		json_array_append_new(out, day_json(&r.days[i], licenses));
-	sw_http_reply_json(
-	    req, 200,
-	    json_pack("{sO sI}", "usage", out, "detail_from", (json_int_t)metering_cutoff(s)));
-out:
-	report_free(&r);
-	json_decref(out);
-	json_decref(licenses);
+	u->req = req;
+	u->opts = &s->db_opts;
+	snprintf(u->product, sizeof(u->product), "%s", product ? product : "");
+	u->since = since;
+	u->cutoff = metering_cutoff(s);
+	u->out = json_array();
+	u->licenses = json_object();
+	if (sw_work_start(s->loop, USAGE_REPORT_MS, usage_run, usage_done, usage_free, u)) {
+		sw_http_reply_error(req, 503, "cannot start the usage report; try again");
+		usage_free(u);
+	}
 }
 
 struct daily {

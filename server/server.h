@@ -28,6 +28,7 @@ struct system {
 	json_t *services;	 /* as the agent last reported them */
 	char meter_address[300]; /* HOST:PORT of its metering server, "" if none */
 	int64_t clock_skew_ms;	 /* its clock minus ours, as of its last heartbeat */
+	int64_t meter_seen_ms;	 /* sw_mono_ms() of its metering server's last poll, 0: none */
 	enum sw_clock_state clock_state; /* as last logged */
 	int dirty;			 /* changed since the last flush to the database */
 };

@@ -47,6 +47,15 @@ def meter_site(n_meters=1, licenses=2, before_meters=None, conf=None):
         except (OSError, ValueError, KeyError):
             return False
     wait_for(listed, 10, "the client to learn the metering servers")
+
+    def shared():
+        # every license of "cad" is in some metering server's share
+        got = 0
+        for m in meters:
+            status, h = meter_api(site, m, "GET", "/v1/health")
+            got += h.get("products", {}).get("cad", {}).get("allotment", 0)
+        return got == licenses
+    wait_for(shared, 15, "the metering servers to hold every license between them")
     return site, meters, client, tool
 
 
@@ -386,9 +395,11 @@ class Failover(unittest.TestCase):
                                                   conf={"metering.meter_poll_ms": "500"})
 
         def even():
-            # applied, as each reported, and assigned, as the site last worked out
-            rows = {r[0]: (r[2], r[5]) for r in site.db_fields("allotments") if r[1] == "cad"}
-            return rows.get(m1.name) == rows.get(m2.name) == ("1", "1")
+            # applied and in use, as each reported, and assigned, as the site last
+            # worked out
+            rows = {r[0]: (r[2], r[3], r[5])
+                    for r in site.db_fields("allotments") if r[1] == "cad"}
+            return rows.get(m1.name) == rows.get(m2.name) == ("1", "0", "1")
         try:
             # a share changes hands only once its holder has given it up: wait until
             # the start-up shares have settled
@@ -408,7 +419,7 @@ class Failover(unittest.TestCase):
             self.assertEqual(sorted(p.returncode for p in procs), [0, 0, 75], outs)
             # idle again, the shares even out; then m1 goes away and its clients fail
             # over to m2, whose share is the one license m1 does not hold
-            wait_for(even, 10, "even shares")
+            wait_for(even, 10, "even shares, nothing in use")
             site.cli("service", "stop", "m1", "meter")
             # the licensed run holds m2's license for 5 s: long enough to be seen by a
             # loaded machine, and every look counts, not only the last
