@@ -96,6 +96,8 @@ int dbq_push(struct server *s, unsigned bound_ms, dbq_run_fn run, dbq_done_fn do
 	j->run = run;
 	j->done = done;
 	j->arg = arg;
+	if (!s->dbq_tail) /* not open yet (the journal at start-up): runs on the loop */
+		s->dbq_tail = &s->dbq_head;
 	*s->dbq_tail = j;
 	s->dbq_tail = &j->next;
 	next(s);

@@ -101,8 +101,9 @@ int registry_role_set(struct server *s, struct system *sys, const char *role, in
 
 /* dbq.c: writes off the loop, one at a time, in order, on a connection of their own.
  * `run(db, arg)` works on the thread pool with the connection it is given; `done(s, arg)`
- * follows on the loop. Once detached (at shutdown, or before the database file is
- * replaced) jobs run on the loop's own connection, and `done` at once. */
+ * follows on the loop. Before it is open (at start-up) and once detached (at shutdown,
+ * or before the database file is replaced) jobs run on the loop's own connection, and
+ * `done` at once. */
 #define DBQ_SLOW_MS 10000 /* a job slower than this is logged */
 typedef void (*dbq_run_fn)(struct sw_db *db, void *arg);
 typedef void (*dbq_done_fn)(struct server *s, void *arg);

@@ -1,7 +1,10 @@
 /*
  * The upgrade journal: a run is a row in `upgrades` and one row per system in
  * `upgrade_systems`, written at every step, so the report survives crashes and resume
- * continues where the run was.
+ * continues where the run was. A system's rows go through the write queue, in order,
+ * and the call of a step waits until the row naming the step is stored: a slow
+ * database delays no heartbeat, and a crash never finds a system a step ahead of its
+ * journal. The run's row (a few writes a run) is written on the loop.
  */
 #include "upgrade.h"
 
@@ -9,6 +12,7 @@
 #include "json.h"
 #include "log.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +36,10 @@ json_t *ujournal_options(const struct upgrade *u)
 			 "leg_at", (json_int_t)u->leg_at);
 }
 
+#define RUN_UPDATE                                                                                 \
+	"UPDATE upgrades SET state = ?, reason = ?, server_step = ?, backup = ?, "                 \
+	"finished_at = ?, options = ? WHERE id = ?"
+
 void ujournal_run_save(struct upgrade *u)
 {
 	char err[300];
@@ -45,42 +53,199 @@ void ujournal_run_save(struct upgrade *u)
 				SW_DB_TEXT(opts ? opts : "{}"),
 				SW_DB_INT(u->id)};
 
-	if (sw_db_exec(u->s->db,
-		       "UPDATE upgrades SET state = ?, reason = ?, server_step = ?, backup = ?, "
-		       "finished_at = ?, options = ? WHERE id = ?",
-		       p, 7, NULL, NULL, NULL, err, sizeof(err)))
+	if (sw_db_exec(u->s->db, RUN_UPDATE, p, 7, NULL, NULL, NULL, err, sizeof(err)))
 		sw_err("upgrade journal: %s", err);
 	free(opts);
 	json_decref(o);
 }
 
-void ujournal_sys_save(struct usys *y)
-{
-	char err[300];
-	char *times = sw_json_dump(y->times);
-	char *removed = sw_json_dump(y->removed);
-	struct sw_db_val p[] = {SW_DB_TEXT(ystate_names[y->state]),
-				SW_DB_TEXT(ystep_name(y->step)),
-				SW_DB_TEXT(y->reason),
-				SW_DB_INT(y->attempts),
-				SW_DB_TEXT(times ? times : "{}"),
-				SW_DB_TEXT(removed ? removed : "[]"),
-				SW_DB_INT(y->started_at),
-				SW_DB_INT(y->finished_at),
-				SW_DB_TEXT(y->step == YS_RESTART ? ystate_names[y->then] : ""),
-				SW_DB_TEXT(y->serial),
-				SW_DB_INT(y->u->id),
-				SW_DB_TEXT(y->name)};
+#define SYS_UPDATE                                                                                 \
+	"UPDATE upgrade_systems SET state = ?, step = ?, reason = ?, attempts = ?, times = ?, "    \
+	"removed_roles = ?, started_at = ?, finished_at = ?, then_state = ?, cert_serial = ? "     \
+	"WHERE upgrade_id = ? AND name = ?"
+#define SYS_NPARAMS 12
 
-	y->dirty = 0;
-	if (sw_db_exec(y->u->s->db,
-		       "UPDATE upgrade_systems SET state = ?, step = ?, reason = ?, attempts = ?, "
-		       "times = ?, removed_roles = ?, started_at = ?, finished_at = ?, "
-		       "then_state = ?, cert_serial = ? WHERE upgrade_id = ? AND name = ?",
-		       p, 12, NULL, NULL, NULL, err, sizeof(err)))
-		sw_err("upgrade journal: %s", err);
+/* A system's row as it stands now: its parameters for SYS_UPDATE, text in `own`. */
+struct sys_row {
+	struct sw_db_val p[SYS_NPARAMS];
+	char *own[SYS_NPARAMS];
+};
+
+static int sys_row_take(struct sys_row *r, struct usys *y)
+{
+	char *times = sw_json_dump(y->times), *removed = sw_json_dump(y->removed);
+	struct sw_db_val p[SYS_NPARAMS] = {
+	    SW_DB_TEXT(ystate_names[y->state]),
+	    SW_DB_TEXT(ystep_name(y->step)),
+	    SW_DB_TEXT(y->reason),
+	    SW_DB_INT(y->attempts),
+	    SW_DB_TEXT(times ? times : "{}"),
+	    SW_DB_TEXT(removed ? removed : "[]"),
+	    SW_DB_INT(y->started_at),
+	    SW_DB_INT(y->finished_at),
+	    SW_DB_TEXT(y->step == YS_RESTART ? ystate_names[y->then] : ""),
+	    SW_DB_TEXT(y->serial),
+	    SW_DB_INT(y->u->id),
+	    SW_DB_TEXT(y->name)};
+	int rc = 0;
+
+	for (int i = 0; i < SYS_NPARAMS; i++) {
+		r->p[i] = p[i];
+		r->own[i] = NULL;
+		if (p[i].type == SW_DB_TEXT && !(r->p[i].s = r->own[i] = strdup(p[i].s)))
+			rc = SW_ENOMEM;
+	}
 	free(times);
 	free(removed);
+	return rc;
+}
+
+static void sys_row_free(struct sys_row *r)
+{
+	for (int i = 0; i < SYS_NPARAMS; i++)
+		free(r->own[i]);
+}
+
+static void sys_row_write(struct sw_db *db, const struct sys_row *r, const char *name)
+{
+	char err[300];
+
+	if (sw_db_exec(db, SYS_UPDATE, r->p, SYS_NPARAMS, NULL, NULL, NULL, err, sizeof(err)))
+		sw_err("upgrade journal: %s: %s", name, err);
+}
+
+/* A system's row on its way to the database through the write queue; then, if asked,
+ * the call of its step, which is made only once the row that names it is stored. */
+struct sys_write {
+	struct sys_row row;
+	char name[64];
+	int call;
+	int64_t id;
+	size_t index;
+	unsigned gen;
+};
+
+static void sys_write_run(struct sw_db *db, void *arg)
+{
+	struct sys_write *w = arg;
+
+	sys_row_write(db, &w->row, w->name);
+}
+
+static void sys_write_done(struct server *s, void *arg)
+{
+	struct sys_write *w = arg;
+	struct upgrade *u = s->upgrade;
+
+	if (w->call && !s->stopping && u && u->id == w->id && w->index < u->nsys) {
+		struct usys *y = &u->sys[w->index];
+		/* unless the machine moved on meanwhile (an event, or a later step's call) */
+		if (y->gen == w->gen && y->busy && y->state == Y_ACTIVE)
+			upgrade_call_step(y);
+	}
+	sys_row_free(&w->row);
+	free(w);
+}
+
+/* Written now, on the loop's connection: when the write queue cannot take it. */
+static void sys_save_now(struct usys *y)
+{
+	struct sys_row r;
+
+	if (sys_row_take(&r, y) == 0)
+		sys_row_write(y->u->s->db, &r, y->name);
+	else
+		sw_err("upgrade journal: %s: out of memory", y->name);
+	sys_row_free(&r);
+}
+
+void ujournal_sys_save(struct usys *y, int then_call)
+{
+	struct sys_write *w = calloc(1, sizeof(*w));
+
+	y->dirty = 0;
+	if (!w || sys_row_take(&w->row, y)) {
+		if (w)
+			sys_row_free(&w->row);
+		free(w);
+		sys_save_now(y);
+		if (then_call)
+			upgrade_call_step(y);
+		return;
+	}
+	snprintf(w->name, sizeof(w->name), "%s", y->name);
+	w->call = then_call;
+	w->id = y->u->id;
+	w->index = (size_t)(y - y->u->sys);
+	w->gen = y->gen;
+	if (then_call)
+		y->busy = 1; /* nothing else asks its agent meanwhile */
+	if (dbq_push(y->u->s, DBQ_SLOW_MS, sys_write_run, sys_write_done, w)) {
+		sys_row_free(&w->row);
+		free(w);
+		sys_save_now(y);
+		if (then_call)
+			upgrade_call_step(y);
+	}
+}
+
+/* The run's row, once every system's row queued before it is stored, so the journal
+ * never holds a finished run with a system still at a step. What is written then is
+ * the run as it is then; or, if another run has begun meanwhile, as it was here. */
+struct run_barrier {
+	int64_t id;
+	char state[32], self[32], reason[512], backup[PATH_MAX];
+	int64_t finished_at;
+	char *opts;
+};
+
+static void barrier_run(struct sw_db *db, void *arg)
+{
+	(void)db;
+	(void)arg;
+}
+
+static void barrier_done(struct server *s, void *arg)
+{
+	struct run_barrier *b = arg;
+	char err[300];
+
+	if (s->upgrade && s->upgrade->id == b->id) {
+		ujournal_run_save(s->upgrade);
+	} else {
+		struct sw_db_val p[] = {
+		    SW_DB_TEXT(b->state),      SW_DB_TEXT(b->reason),
+		    SW_DB_TEXT(b->self),       SW_DB_TEXT(b->backup),
+		    SW_DB_INT(b->finished_at), SW_DB_TEXT(b->opts ? b->opts : "{}"),
+		    SW_DB_INT(b->id)};
+		if (sw_db_exec(s->db, RUN_UPDATE, p, 7, NULL, NULL, NULL, err, sizeof(err)))
+			sw_err("upgrade journal: %s", err);
+	}
+	free(b->opts);
+	free(b);
+}
+
+void ujournal_run_save_after(struct upgrade *u)
+{
+	struct run_barrier *b = calloc(1, sizeof(*b));
+	json_t *o = ujournal_options(u);
+
+	if (b) {
+		b->id = u->id;
+		snprintf(b->state, sizeof(b->state), "%s", urun_names[u->state]);
+		snprintf(b->self, sizeof(b->self), "%s", uself_names[u->self]);
+		snprintf(b->reason, sizeof(b->reason), "%s", u->reason);
+		snprintf(b->backup, sizeof(b->backup), "%s", u->backup);
+		b->finished_at = u->finished_at;
+		b->opts = sw_json_dump(o);
+	}
+	json_decref(o);
+	if (!b || dbq_push(u->s, DBQ_SLOW_MS, barrier_run, barrier_done, b)) {
+		if (b)
+			free(b->opts);
+		free(b);
+		ujournal_run_save(u);
+	}
 }
 
 int ujournal_run_insert(struct upgrade *u, char *err, size_t errlen)
@@ -121,8 +286,11 @@ int ujournal_run_insert(struct upgrade *u, char *err, size_t errlen)
 	}
 	if ((rc = sw_db_commit(u->s->db, err, errlen)))
 		goto fail;
-	for (size_t i = 0; i < u->nsys; i++)
-		ujournal_sys_save(&u->sys[i]);
+	/* now, whole: a rollback writes the journal again before its server re-executes */
+	for (size_t i = 0; i < u->nsys; i++) {
+		u->sys[i].dirty = 0;
+		sys_save_now(&u->sys[i]);
+	}
 	goto out;
 fail:
 	sw_db_rollback(u->s->db);

@@ -146,7 +146,11 @@ void upgrade_finish(struct upgrade *u)
 		snprintf(u->reason, sizeof(u->reason), "%zu system%s failed", failed,
 			 failed == 1 ? "" : "s");
 	u->finished_at = now_ms();
-	upgrade_run_enter(u, st);
+	if (u->state != st)
+		sw_info("upgrade %" PRId64 " to %s: %s", u->id, u->version, urun_names[st]);
+	u->state = st;
+	/* after the systems' last rows: a finished run's journal has every outcome */
+	ujournal_run_save_after(u);
 	sw_info("upgrade %" PRId64 " to %s: %s in %.1f s of a bound of %.1f s (%zu upgraded, %zu "
 		"deferred, %zu failed)%s%s",
 		u->id, u->version, urun_names[st], (u->finished_at - u->leg_at) / 1000.0,
@@ -169,7 +173,7 @@ void upgrade_halt(struct upgrade *u, const char *fmt, ...)
 		if (u->sys[i].state == Y_PENDING) {
 			u->sys[i].state = Y_UNCHANGED;
 			snprintf(u->sys[i].reason, sizeof(u->sys[i].reason), "the run stopped");
-			ujournal_sys_save(&u->sys[i]);
+			ujournal_sys_save(&u->sys[i], 0);
 		}
 	}
 	ujournal_run_save(u);
@@ -203,7 +207,6 @@ static void post(struct usys *y, enum yevent ev, const char *why)
 	upgrade_kick(u);
 }
 
-static void call_step(struct usys *y);
 static void apply(struct usys *y, enum yevent ev, const struct yinfo *in);
 
 /* Roles of `y` added (restore) or removed, as its machine asked; the agent hears of it
@@ -242,14 +245,15 @@ static void apply(struct usys *y, enum yevent ev, const struct yinfo *in)
 	}
 	if (act.restore)
 		roles_change(y, y->removed, 1);
+	/* a step's call is made once the row naming the step is stored */
 	if (y->dirty)
-		ujournal_sys_save(y);
+		ujournal_sys_save(y, act.call);
+	else if (act.call)
+		upgrade_call_step(y);
 	if (act.halt)
 		upgrade_halt(u, "%s: %s", y->name, y->reason);
 	if (act.finished && ev <= YE_TICK && (y->state == Y_DEFERRED || y->state == Y_FAILED))
 		budget_check(u);
-	if (act.call)
-		call_step(y);
 	if (act.finished) {
 		/* a finished run's outcome may change with it */
 		if (!upgrade_is_active(u))
@@ -329,8 +333,8 @@ static json_t *step_body(struct usys *y, const struct system *sys, int64_t now)
 	}
 }
 
-/* The request of the step `y` is at, with what is left of the step's deadline. */
-static void call_step(struct usys *y)
+/* The step's request, once the row naming the step is stored (ujournal.c). */
+void upgrade_call_step(struct usys *y)
 {
 	struct server *s = y->u->s;
 	struct system *sys = sw_strmap_get(s->systems, y->name);
@@ -565,7 +569,7 @@ void upgrade_heard(struct server *s, struct system *sys)
 		y->state = Y_UPGRADED;
 		y->reason[0] = '\0';
 		y->finished_at = now_ms();
-		ujournal_sys_save(y);
+		ujournal_sys_save(y, 0);
 		sw_info("upgrade: %s upgraded: it reports %s", y->name, u->version);
 		u->catchups = 1;
 		upgrade_kick(u);

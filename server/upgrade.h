@@ -224,6 +224,8 @@ size_t upgrade_count(const struct upgrade *u, enum ystate st);
 void upgrade_halt(struct upgrade *u, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void upgrade_finish(struct upgrade *u);
 void upgrade_kick(struct upgrade *u);
+/* Makes the request of the step `y` is at, with what is left of the step's deadline. */
+void upgrade_call_step(struct usys *y);
 void upgrade_timers_start(struct upgrade *u);
 /* Every enrolled system, in an array the caller frees (NULL-terminated). */
 struct system **upgrade_systems_list(struct server *s);
@@ -242,7 +244,11 @@ void upgrade_self_enter(struct upgrade *u, enum uself step);
 /* ujournal.c */
 json_t *ujournal_options(const struct upgrade *u);
 void ujournal_run_save(struct upgrade *u);
-void ujournal_sys_save(struct usys *y);
+/* The run's row once what is queued before it is stored. */
+void ujournal_run_save_after(struct upgrade *u);
+/* A system's row, through the write queue; with `then_call`, the call of its step
+ * follows once it is stored (the system is busy until then). */
+void ujournal_sys_save(struct usys *y, int then_call);
 int ujournal_run_insert(struct upgrade *u, char *err, size_t errlen);
 /* The latest run, or NULL with 0 when there is none. */
 int ujournal_load(struct server *s, struct upgrade **out, char *err, size_t errlen);

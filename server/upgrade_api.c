@@ -338,7 +338,7 @@ static void resume(struct sw_http_req *req, struct upgrade *u)
 			y->state = Y_PENDING;
 			y->step = YS_NONE;
 			y->serial[0] = '\0';
-			ujournal_sys_save(y);
+			ujournal_sys_save(y, 0);
 		}
 	}
 	upgrade_leg_begin(u);
@@ -385,7 +385,7 @@ static void rollback(struct sw_http_req *req, struct upgrade *u)
 		y->started_at = y->finished_at = 0;
 		if (!moved)
 			snprintf(y->reason, sizeof(y->reason), "still on %s", y->from);
-		ujournal_sys_save(y);
+		ujournal_sys_save(y, 0);
 	}
 	/* The server returns last, after the systems. */
 	u->self = SELF_DONE;

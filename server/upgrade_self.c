@@ -416,6 +416,10 @@ static void self_return(struct upgrade *u)
 		upgrade_finish(u);
 		return;
 	}
+	/* The systems' last rows are stored before the database is restored and the
+	 * journal written again whole, so none lands on the journal after it. */
+	if (s->dbq_busy || s->dbq_head)
+		return; /* on a later tick */
 	if (u->backup[0] && u->self != SELF_RESTORED) {
 		size_t n = strlen(u->backup);
 		if (n > 4 && strcmp(u->backup + n - 4, ".sql") == 0) {
@@ -443,8 +447,6 @@ static void self_return(struct upgrade *u)
 			}
 			return;
 		}
-		if (s->dbq_busy)
-			return; /* on a later tick, once the write in flight has returned */
 		sqlite_restore(u);
 	}
 	if (sw_install_switch_back(s->dir, u->from, "siteward-server", exe, sizeof(exe), err,

@@ -263,8 +263,13 @@ class Crash(UpgradeSite):
             wait_for(lambda n=name: site.systems()[n]["version"] == NEW, 20,
                      f"{name} to report {NEW}")
             self.assert_on(site, name, NEW)
-        # the journal in the database agrees with the systems
-        rows = site.db_fields("upgrade_systems")
+        # the journal in the database agrees with the systems (its rows are written
+        # in order off the loop, the run's last)
+        def journal():
+            rows = site.db_fields("upgrade_systems")
+            run_rows = site.db_fields("upgrades")
+            return run_rows and run_rows[-1][5] == "done" and rows
+        rows = wait_for(journal, 10, "the finished run in the journal")
         self.assertEqual(len(rows), 4)
         self.assertEqual({r[1]: r[4] for r in rows},
                          {n: "upgraded" for n in ("a1", "a2", "a3", "a4")})
