@@ -493,8 +493,11 @@ static void drive(struct upgrade *u)
 	}
 	if (active == 0 && upgrade_is_active(u) &&
 	    (u->halted || upgrade_count(u, Y_PENDING) == 0)) {
-		if (u->o.rollback && !u->halted && u->self == SELF_DONE) {
-			upgrade_self_step(u); /* the server returns last */
+		/* The server returns last, asked again on every tick until it is back (a
+		 * return waiting for the write queue may have its database restored). */
+		if (u->o.rollback && !u->halted &&
+		    (u->self == SELF_DONE || u->self == SELF_RESTORED)) {
+			upgrade_self_step(u);
 			return;
 		}
 		upgrade_finish(u);
