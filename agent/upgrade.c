@@ -787,7 +787,7 @@ void upgrade_post_stage(struct sw_http_req *req, void *arg)
 		return;
 	}
 	if (a->upgrade->stage) {
-		sw_http_reply_error(req, 409,
+		sw_http_reply_error(req, 503,
 				    "version %s is being staged; try again when it is done",
 				    a->upgrade->stage->version);
 		stage_free(st);
@@ -904,7 +904,8 @@ void upgrade_post_switch(struct sw_http_req *req, void *arg)
 	if (!not_restarting(a, req))
 		return;
 	if (a->upgrade->stage && strcmp(a->upgrade->stage->version, v) == 0) {
-		sw_http_reply_error(req, 409, "version %s is being staged", v);
+		sw_http_reply_error(req, 503,
+				    "version %s is being staged; try again when it is done", v);
 		return;
 	}
 	if (!sw_install_has(a->dir, v)) {

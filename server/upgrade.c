@@ -291,7 +291,7 @@ static void on_call(const struct sw_http_result *res, void *arg)
 		apply(y, YE_ANSWER, &(struct yinfo){.reply = reply});
 	} else {
 		control_error(res, why, sizeof(why));
-		apply(y, YE_REFUSED, &(struct yinfo){.why = why});
+		apply(y, res->status == 503 ? YE_BUSY : YE_REFUSED, &(struct yinfo){.why = why});
 	}
 out:
 	json_decref(reply);

@@ -101,6 +101,7 @@ enum yevent {
 	YE_REFUSED,	/* the agent answered with an error */
 	YE_TIMEOUT,	/* no answer by the call's deadline */
 	YE_UNREACHABLE, /* no connection, or it dropped before the answer */
+	YE_BUSY,	/* the agent answered 503: busy with it, or going away; ask again */
 	YE_TICK,	/* time passes */
 	YE_REMOVED,	/* removed from the site: its certificate is revoked */
 	YE_REENROLLED,	/* a new enrollment under its name (another certificate) */

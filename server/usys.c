@@ -34,8 +34,8 @@
 const char *const ystate_names[] = {"pending", "active",    "upgraded",	   "deferred",
 				    "failed",  "unchanged", "rolled-back", "removed"};
 
-const char *const yevent_names[] = {"begin", "answer",	"refused",     "timeout", "unreachable",
-				    "tick",  "removed", "re-enrolled", "role"};
+const char *const yevent_names[] = {"begin", "answer", "refused", "timeout",	 "unreachable",
+				    "busy",  "tick",   "removed", "re-enrolled", "role"};
 
 /* What a transport outcome leads to. */
 enum yon {
@@ -484,14 +484,18 @@ void usys_event(struct usys *y, const struct uopts *o, enum yevent ev, const str
 	case YE_REFUSED:
 	case YE_TIMEOUT:
 	case YE_UNREACHABLE:
+	case YE_BUSY:
 		if (y->state != Y_ACTIVE)
 			return;
 		y->busy = 0;
-		y->reachable = ev == YE_REFUSED;
+		y->reachable = ev == YE_REFUSED || ev == YE_BUSY;
 		if (ev == YE_REFUSED)
 			on_outcome(y, o, d->refused, in->why, in, now, act);
 		else {
-			enum yon on = ev == YE_TIMEOUT ? d->timeout : d->unreachable;
+			/* busy: what it is asked is under way there, or it is going away */
+			enum yon on = ev == YE_TIMEOUT ? d->timeout
+				      : ev == YE_BUSY  ? (d->poll ? ON_POLL : ON_RETRY)
+						       : d->unreachable;
 			/* a step asked again ends at its own deadline, as a timeout */
 			if (on == ON_RETRY && now + TICK_MS >= y->deadline)
 				on = d->timeout;

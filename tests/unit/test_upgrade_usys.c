@@ -311,6 +311,39 @@ static void test_stage_asked_again_within_its_deadline(void **state)
 	fx_free(f);
 }
 
+/* An agent still staging from before (a server restarted under it) answers 503: the
+ * step is asked again while its deadline lasts, not failed. */
+static void test_busy_agent_asked_again(void **state)
+{
+	struct fixture *f = fx_new(STUCK_DEFER, 0);
+	int64_t deadline;
+
+	(void)state;
+	walk_to(f, YS_STAGE);
+	fail_call(f, YE_BUSY, "stage: version 2.0.0 is being staged; try again when it is done");
+	assert_int_equal(f->y.state, Y_ACTIVE);
+	assert_int_equal(f->y.step, YS_STAGE);
+	assert_false(f->act.call);
+	f->now += TICK_MS;
+	ev(f, YE_TICK, NULL);
+	assert_true(f->act.call);
+	answer(f, "{\"version\": \"" NEW "\", \"staged\": true}");
+	assert_int_equal(f->y.step, YS_SWITCH);
+	/* busy to the end of a step is that step's timeout, with what the agent said */
+	fx_free(f);
+	f = fx_new(STUCK_DEFER, 0);
+	walk_to(f, YS_STAGE);
+	deadline = f->y.deadline;
+	f->now = deadline;
+	fail_call(f, YE_BUSY, "version 2.0.0 is being staged");
+	/* it answers: its services come back on the old version before the outcome */
+	assert_int_equal(f->y.step, YS_RESTART);
+	answer(f, "{}");
+	assert_int_equal(f->y.state, Y_DEFERRED);
+	assert_string_equal(f->y.reason, "version 2.0.0 is being staged");
+	fx_free(f);
+}
+
 static void test_stage_refused_fails_and_restarts(void **state)
 {
 	struct fixture *f = fx_new(STUCK_DEFER, 0);
@@ -583,6 +616,7 @@ int main(void)
 	    cmocka_unit_test(test_fail_policy_halts),
 	    cmocka_unit_test(test_kill_policy),
 	    cmocka_unit_test(test_stage_asked_again_within_its_deadline),
+	    cmocka_unit_test(test_busy_agent_asked_again),
 	    cmocka_unit_test(test_stage_refused_fails_and_restarts),
 	    cmocka_unit_test(test_switch_without_answer_waits),
 	    cmocka_unit_test(test_wait_deadline_fails_without_restart),
