@@ -295,28 +295,33 @@ static void post_checkin(struct sw_http_req *req, void *arg)
 static void get_health(struct sw_http_req *req, void *arg)
 {
 	struct meter *m = arg;
+	const char *role = sw_http_req_identity(req)->role;
 	uint64_t flushes, records, max_batch;
+	json_t *h, *products;
 
-	json_t *products = json_object();
-
-	/* each product's share here, so an administrator sees where the licenses are */
-	for (struct product *p = m->table->products; p; p = p->next)
-		if (!p->removed)
-			json_object_set_new(
-			    products, p->name,
-			    json_pack("{sI sI sI}", "allotment", (json_int_t)p->allotment, "in_use",
-				      (json_int_t)p->in_use, "waiting", (json_int_t)p->nwait));
 	journal_stats(m->journal, &flushes, &records, &max_batch);
-	sw_http_reply_json(
-	    req, 200,
-	    json_pack("{ss ss sI sI sI sI s{sI sI sI} so}", "status",
+	h = json_pack("{ss ss sI sI sI sI s{sI sI sI}}", "status",
 		      journal_failing(m->journal) ? "degraded: cannot write the journal" : "ok",
 		      "version", SW_VERSION, "uptime_ms",
 		      (json_int_t)(sw_mono_ms() - m->started_ms), "leases",
 		      (json_int_t)m->table->nleases, "waiting", (json_int_t)m->table->nwaiting,
 		      "pending_usage", (json_int_t)m->table->nusage, "journal", "flushes",
 		      (json_int_t)flushes, "records", (json_int_t)records, "max_batch",
-		      (json_int_t)max_batch, "products", products));
+		      (json_int_t)max_batch);
+	/* each product's share here, so an administrator sees where the licenses are; not
+	 * to the machines' clients, whose users may read their keys */
+	if (strcmp(role, SW_PKI_ROLE_ADMIN) == 0 || strcmp(role, SW_PKI_ROLE_SERVER) == 0) {
+		products = json_object();
+		for (struct product *p = m->table->products; p; p = p->next)
+			if (!p->removed)
+				json_object_set_new(products, p->name,
+						    json_pack("{sI sI sI}", "allotment",
+							      (json_int_t)p->allotment, "in_use",
+							      (json_int_t)p->in_use, "waiting",
+							      (json_int_t)p->nwait));
+		json_object_set_new(h, "products", products);
+	}
+	sw_http_reply_json(req, 200, h);
 }
 
 static void get_leases(struct sw_http_req *req, void *arg)

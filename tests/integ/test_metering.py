@@ -254,6 +254,18 @@ class OneMeter(unittest.TestCase):
         self.assertEqual(p.returncode, 128 + signal.SIGTERM)
         wait_for(lambda: leases(self.site, self.m) == [], 3, "the check-in")
 
+    def test_health_shows_shares_to_administrators_only(self):
+        status, h = meter_api(self.site, self.m, "GET", "/v1/health")
+        self.assertEqual(status, 200, h)
+        self.assertEqual(h["products"]["cad"]["allotment"], 2, h)
+        # a machine's metering client (its users may read its key) gets the counts only
+        ctx = self.site.tls(os.path.join(self.client.dir, "client.crt"),
+                            os.path.join(self.client.dir, "client.key"))
+        status, h = meter_api(self.site, self.m, "GET", "/v1/health", ctx=ctx)
+        self.assertEqual(status, 200, h)
+        self.assertEqual(h["status"], "ok")
+        self.assertNotIn("products", h)
+
     def test_hostile_requests_refused(self):
         ctx = self.client_tls()
         client_id = uuid.uuid4().hex
