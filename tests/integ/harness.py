@@ -6,6 +6,7 @@ HTTPS API, as an administrator would.
 """
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -76,7 +77,29 @@ def has_child(pid, program):
     return False
 
 
+def _below_ephemeral():
+    """Ports below the kernel's ephemeral range: no outgoing connection is given one."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return (max(1024, low - 12000), low - 1) if low > 2048 else None
+
+
 def free_port():
+    """A port free now, for a program under test to listen on. A port from the
+    ephemeral range could meanwhile be given to some outgoing connection, and the
+    program would find it taken; one below that range is taken only by another pick."""
+    span = _below_ephemeral()
+    for _ in range(100 if span else 0):
+        port = random.randint(*span)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
