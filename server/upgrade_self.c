@@ -78,7 +78,7 @@ struct job {
 	int64_t id;
 	unsigned bound_ms;
 	int rc;
-	char what[16];
+	char what[32];
 	char path[PATH_MAX], dest[PATH_MAX];
 	char *pub;
 	struct sw_db_opts db;
@@ -142,6 +142,18 @@ static void run_vacuum(void *arg)
 	if (!(j->rc = sw_db_open(&j->db, &db, j->err, sizeof(j->err))))
 		j->rc =
 		    sw_db_exec(db, "VACUUM INTO ?", p, 1, NULL, NULL, NULL, j->err, sizeof(j->err));
+	sw_db_close(db);
+}
+
+/* The package's migrations, on a connection of their own: heartbeats and requests go on
+ * meanwhile (their writes wait for the migration's lock off the loop). */
+static void run_migrate(void *arg)
+{
+	struct job *j = arg;
+	struct sw_db *db = NULL;
+
+	if (!(j->rc = sw_db_open(&j->db, &db, j->err, sizeof(j->err))))
+		j->rc = sw_db_migrate_with(db, j->path, j->err, sizeof(j->err));
 	sw_db_close(db);
 }
 
@@ -303,6 +315,17 @@ static int pending_migrations(struct upgrade *u, int *n, char *err, size_t errle
 			(*n)++;
 	closedir(d);
 	return 0;
+}
+
+/* Migrated, the step is taken again: with none pending now, it switches. */
+static void after_migrate(struct upgrade *u, const char *why)
+{
+	if (why) {
+		fail(u, "the site server: %s", why);
+		return;
+	}
+	sw_info("upgrade %" PRId64 ": database migrated", u->id);
+	upgrade_self_step(u);
 }
 
 static void after_backup(struct upgrade *u, const char *why)
@@ -518,11 +541,19 @@ void upgrade_self_step(struct upgrade *u)
 			fail(u, "the site server: database backup: %s", err);
 		return; /* after_backup goes on */
 	}
-	snprintf(sqldir, sizeof(sqldir), "%s/" SW_INSTALL_VERSIONS "/%s/share/siteward/sql", s->dir,
-		 u->version);
-	if (n > 0 && (rc = sw_db_migrate_with(s->db, sqldir, err, sizeof(err)))) {
-		fail(u, "the site server: %s", err);
-		return;
+	if (n > 0) {
+		struct job *j = job_new(u, "the migrations", MIGRATE_TIMEOUT_MS, after_migrate);
+
+		if (!j) {
+			fail(u, "the site server: %s", "out of memory");
+			return;
+		}
+		j->db = s->db_opts;
+		snprintf(j->path, sizeof(j->path),
+			 "%s/" SW_INSTALL_VERSIONS "/%s/share/siteward/sql", s->dir, u->version);
+		if (job_start(u, j, run_migrate))
+			fail(u, "the site server: %s", "cannot start the migrations");
+		return; /* after_migrate goes on */
 	}
 	upgrade_self_enter(u, SELF_SWITCHED);
 	if ((rc = sw_install_switch(s->dir, u->version, err, sizeof(err)))) {

@@ -300,6 +300,30 @@ class Rollback(UpgradeSite):
         with self.assertRaises(Exception):
             site.db_rows("upgrade_probe")
 
+    def test_a_failing_migration_stops_the_run_on_the_old_server(self):
+        """The package's migrations run off the loop; one that fails stops the run with
+        its reason, and the server stays on its version and its schema."""
+        site = self.make_site(plain=1)
+        tree = build_tree(tempfile.mkdtemp(prefix="tree-", dir=site.tmp), migration=False)
+        sql = os.path.join(tree, "share", "siteward", "sql")
+        n = len(os.listdir(sql)) + 1
+        with open(os.path.join(sql, f"{n:03d}_broken.sql"), "w") as f:
+            f.write("CREATE TABLE upgrade_probe (id BIGINT PRIMARY KEY);\n"
+                    "INSERT INTO no_such_table VALUES (1);\n")
+        pkg = os.path.join(site.tmp, f"siteward-{NEW}.pkg")
+        site.cli("package", "build", "--version", NEW, "--from", tree, "-o", pkg)
+        rc, run, err = self.upgrade(site, "run", pkg, "--stop-timeout", "3")
+        self.assertNotEqual(rc, 0, report(err, run))
+        self.assertEqual(run["state"], "failed", report(err, run))
+        self.assertIn("the migrations", run["reason"])
+        self.assertIn("no_such_table", run["reason"])
+        self.assertEqual(os.path.realpath(exe_of(site.server.pid)),
+                         os.path.realpath(prog("siteward-server")))
+        with self.assertRaises(Exception):
+            site.db_rows("upgrade_probe")
+        # and the site goes on: a request is answered, the system still reports
+        self.assertIn("a1", site.systems())
+
 
 class Metering(UpgradeSite):
     def test_licenses_keep_coming_during_the_upgrade(self):
