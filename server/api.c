@@ -42,83 +42,138 @@ static void get_ca(struct sw_http_req *req, void *arg)
 				     "certificate", s->cert_pem));
 }
 
-static void post_enroll(struct sw_http_req *req, void *arg)
-{
-	struct server *s = arg;
+/* An enrollment on its way: the token is checked through the write queue before the CA
+ * signs anything, so a forged token costs no signature; then the token is used and the
+ * system recorded in one transaction. */
+struct enroll {
+	struct reg_op op;
+	struct sw_http_req *req;
+	json_t *j; /* holds the strings of `e` */
 	struct sw_enroll_req e;
-	char err[256], secret[SW_TOKEN_SECRET_HEX + 1], pin[SW_TOKEN_PIN_HEX + 1];
-	char host[256], serial[41];
-	unsigned port;
-	char *cert = NULL, *client_cert = NULL, client_serial[41] = "";
-	json_t *j;
-	int rc;
+	char *cert, *client_cert;
+};
 
-	j = sw_http_req_json(req);
-	if (!j)
+static void enroll_free(struct enroll *en)
+{
+	json_decref(en->j);
+	free(en->cert);
+	free(en->client_cert);
+	free(en);
+}
+
+static void enroll_recorded(struct server *s, struct reg_op *op)
+{
+	struct enroll *en = op->arg;
+
+	if (op->rc) {
+		sw_http_reply_error(en->req, api_status(op->rc), "enrollment refused: %s", op->err);
+		enroll_free(en);
 		return;
-	rc = sw_proto_enroll_parse(j, &e, err, sizeof(err));
+	}
+	sw_info("system %s enrolled from %s (certificate %s)", op->name, sw_http_req_peer(en->req),
+		op->serial);
+	upgrade_system_enrolled(s, sw_strmap_get(s->systems, op->name));
+	sw_http_reply_json(en->req, 200,
+			   json_pack("{ss ss ss si ss*}", "certificate", en->cert, "ca", s->ca_pem,
+				     "site_code", s->site_code, "heartbeat_interval",
+				     (json_int_t)s->heartbeat_s, "client_certificate",
+				     en->client_cert));
+	enroll_free(en);
+}
+
+static void enroll_checked(struct server *s, struct reg_op *op)
+{
+	struct enroll *en = op->arg;
+	struct sw_enroll_req *e = &en->e;
+	char host[256], err[256];
+	unsigned port;
+	int rc = op->rc;
+
 	if (rc) {
-		sw_http_reply_error(req, 400, "enrollment refused: %s", err);
-		goto out;
+		sw_http_reply_error(en->req, api_status(rc), "enrollment refused: %s", op->err);
+		enroll_free(en);
+		return;
 	}
-	if (sw_proto_token_split(e.token, secret, pin)) {
-		sw_http_reply_error(req, 403, "enrollment refused: malformed token");
-		goto out;
-	}
-	sw_hostport_parse(e.address, host, sizeof(host), &port, 0, NULL, 0);
+	sw_hostport_parse(e->address, host, sizeof(host), &port, 0, NULL, 0);
 	const char *sans[] = {host, NULL};
-	struct sw_pki_issue what = {.cn = e.name,
+	struct sw_pki_issue what = {.cn = e->name,
 				    .role = SW_PKI_ROLE_AGENT,
 				    .sans = sans,
 				    .days = AGENT_CERT_DAYS,
 				    .server_auth = 1};
-	if (sw_strmap_get(s->systems, e.name)) {
-		sw_http_reply_error(req, 409,
-				    "enrollment refused: a system named '%s' is already "
-				    "enrolled; remove it first",
-				    e.name);
-		goto out;
-	}
-	rc = registry_token_check(s, secret, err, sizeof(err));
+	rc = sw_pki_ca_issue(s->ca, e->csr, strlen(e->csr), &what, &en->cert, op->serial, err,
+			     sizeof(err));
 	if (rc) {
-		sw_http_reply_error(req, api_status(rc), "enrollment refused: %s", err);
-		goto out;
+		sw_http_reply_error(en->req, 400, "enrollment refused: %s", err);
+		enroll_free(en);
+		return;
 	}
-	rc = sw_pki_ca_issue(s->ca, e.csr, strlen(e.csr), &what, &cert, serial, err, sizeof(err));
-	if (rc) {
-		sw_http_reply_error(req, 400, "enrollment refused: %s", err);
-		goto out;
-	}
-	if (e.client_csr) {
+	if (e->client_csr) {
 		/* the machine's metering client: users may read its key, so it is good for
 		 * nothing but asking metering servers for licenses */
 		struct sw_pki_issue client = {
-		    .cn = e.name, .role = SW_PKI_ROLE_CLIENT, .days = AGENT_CERT_DAYS};
-		rc = sw_pki_ca_issue(s->ca, e.client_csr, strlen(e.client_csr), &client,
-				     &client_cert, client_serial, err, sizeof(err));
+		    .cn = e->name, .role = SW_PKI_ROLE_CLIENT, .days = AGENT_CERT_DAYS};
+		rc = sw_pki_ca_issue(s->ca, e->client_csr, strlen(e->client_csr), &client,
+				     &en->client_cert, op->client_serial, err, sizeof(err));
 		if (rc) {
-			sw_http_reply_error(req, 400, "enrollment refused: client request: %s",
+			sw_http_reply_error(en->req, 400, "enrollment refused: client request: %s",
 					    err);
-			goto out;
+			enroll_free(en);
+			return;
 		}
 	}
-	rc = registry_enroll(s, secret, e.name, e.address, serial, client_serial, err, sizeof(err));
-	if (rc) {
-		sw_http_reply_error(req, api_status(rc), "enrollment refused: %s", err);
-		goto out;
+	op->kind = REG_ENROLL;
+	op->done = enroll_recorded;
+	if (registry_submit(s, op)) {
+		sw_http_reply_error(en->req, api_status(op->rc), "enrollment refused: %s", op->err);
+		enroll_free(en);
 	}
-	sw_info("system %s enrolled from %s (certificate %s)", e.name, sw_http_req_peer(req),
-		serial);
-	upgrade_system_enrolled(s, sw_strmap_get(s->systems, e.name));
-	sw_http_reply_json(req, 200,
-			   json_pack("{ss ss ss si ss*}", "certificate", cert, "ca", s->ca_pem,
-				     "site_code", s->site_code, "heartbeat_interval",
-				     (json_int_t)s->heartbeat_s, "client_certificate",
-				     client_cert));
-out:
-	free(cert);
-	free(client_cert);
-	json_decref(j);
+}
+
+static void post_enroll(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+	struct enroll *en;
+	char err[256], pin[SW_TOKEN_PIN_HEX + 1];
+	json_t *j;
+
+	if (!(j = sw_http_req_json(req)))
+		return;
+	if (!(en = calloc(1, sizeof(*en)))) {
+		json_decref(j);
+		sw_http_reply_error(req, 500, "out of memory");
+		return;
+	}
+	en->req = req;
+	en->j = j;
+	if (sw_proto_enroll_parse(j, &en->e, err, sizeof(err))) {
+		sw_http_reply_error(req, 400, "enrollment refused: %s", err);
+		enroll_free(en);
+		return;
+	}
+	if (sw_proto_token_split(en->e.token, en->op.secret, pin)) {
+		sw_http_reply_error(req, 403, "enrollment refused: malformed token");
+		enroll_free(en);
+		return;
+	}
+	if (sw_strmap_get(s->systems, en->e.name)) {
+		sw_http_reply_error(req, 409,
+				    "enrollment refused: a system named '%s' is already "
+				    "enrolled; remove it first",
+				    en->e.name);
+		enroll_free(en);
+		return;
+	}
+	snprintf(en->op.name, sizeof(en->op.name), "%s", en->e.name);
+	snprintf(en->op.address, sizeof(en->op.address), "%s", en->e.address);
+	en->op.kind = REG_TOKEN_CHECK;
+	en->op.done = enroll_checked;
+	en->op.arg = en;
+	if (registry_submit(s, &en->op)) {
+		sw_http_reply_error(req, api_status(en->op.rc), "enrollment refused: %s",
+				    en->op.err);
+		enroll_free(en);
+	}
 }
 
 static void post_heartbeat(struct sw_http_req *req, void *arg)
@@ -175,11 +230,28 @@ static void post_heartbeat(struct sw_http_req *req, void *arg)
 				     (json_int_t)s->products_version));
 }
 
+static void token_created(struct server *s, struct reg_op *op)
+{
+	struct sw_http_req *req = op->arg;
+
+	if (op->rc) {
+		sw_http_reply_error(req, api_status(op->rc), "cannot create a token: %s", op->err);
+	} else {
+		sw_info("enrollment token created by %s, valid %lld s",
+			sw_http_req_identity(req)->cn, (long long)op->ttl_s);
+		sw_http_reply_json(req, 200,
+				   json_pack("{ss sI}", "token", op->token, "expires_at",
+					     (json_int_t)op->expires_at));
+	}
+	free(op);
+}
+
 static void post_token(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
-	char token[SW_TOKEN_LEN + 1], err[256];
-	int64_t ttl, expires;
+	struct reg_op *op;
+	char err[256];
+	int64_t ttl;
 	json_t *j;
 	int rc;
 
@@ -192,15 +264,18 @@ static void post_token(struct sw_http_req *req, void *arg)
 		sw_http_reply_error(req, 400, "%s", err);
 		return;
 	}
-	rc = registry_token_create(s, ttl, token, sizeof(token), &expires, err, sizeof(err));
-	if (rc) {
-		sw_http_reply_error(req, api_status(rc), "cannot create a token: %s", err);
+	if (!(op = calloc(1, sizeof(*op)))) {
+		sw_http_reply_error(req, 500, "out of memory");
 		return;
 	}
-	sw_info("enrollment token created by %s, valid %lld s", sw_http_req_identity(req)->cn,
-		(long long)ttl);
-	sw_http_reply_json(req, 200,
-			   json_pack("{ss sI}", "token", token, "expires_at", (json_int_t)expires));
+	op->kind = REG_TOKEN_CREATE;
+	op->ttl_s = ttl;
+	op->done = token_created;
+	op->arg = req;
+	if (registry_submit(s, op)) {
+		sw_http_reply_error(req, api_status(op->rc), "cannot create a token: %s", op->err);
+		free(op);
+	}
 }
 
 struct list_ctx {
@@ -300,12 +375,43 @@ static struct system *find_system(struct server *s, struct sw_http_req *req, con
 
 static int body_timeout(struct sw_http_req *req, unsigned *ms);
 
+/* A role added or removed by an administrator, on its way through the write queue. */
+struct role_change {
+	struct reg_op op;
+	struct sw_http_req *req;
+	unsigned timeout_ms;
+};
+
+static void role_recorded(struct server *s, struct reg_op *op)
+{
+	struct role_change *c = op->arg;
+	const char *role = json_string_value(json_array_get(op->roles, 0));
+	struct system *sys = sw_strmap_get(s->systems, op->name);
+
+	if (op->rc) {
+		sw_http_reply_error(c->req, api_status(op->rc), "cannot record the role: %s",
+				    op->err);
+		goto out;
+	}
+	sw_info("role %s %s %s", role, op->add ? "added to" : "removed from", sys->name);
+	upgrade_role_changed(s, sys, role, op->add);
+	/* The change is recorded; the push only hurries it, within the caller's deadline. */
+	if (control_push_roles(s, sys, c->req, role, op->add, c->timeout_ms))
+		sw_http_reply_json(
+		    c->req, 200,
+		    json_pack("{ss ss sb sO sb ss}", "system", sys->name, "role", role, "added",
+			      op->add, "roles", sys->roles, "applied", 0, "note",
+			      "recorded; the agent will apply it when it next reports"));
+out:
+	json_decref(op->roles);
+	free(c);
+}
+
 static void set_role(struct server *s, struct sw_http_req *req, const struct target *t, int add)
 {
 	struct system *sys = find_system(s, req, t);
+	struct role_change *c;
 	unsigned timeout_ms;
-	char err[256];
-	int rc;
 
 	if (!sys || body_timeout(req, &timeout_ms))
 		return;
@@ -314,20 +420,24 @@ static void set_role(struct server *s, struct sw_http_req *req, const struct tar
 		    req, 400, "unknown role '%s'; known roles: software-metering, test", t->item);
 		return;
 	}
-	rc = registry_role_set(s, sys, t->item, add, err, sizeof(err));
-	if (rc) {
-		sw_http_reply_error(req, api_status(rc), "cannot record the role: %s", err);
+	if (!(c = calloc(1, sizeof(*c))) || !(c->op.roles = json_pack("[s]", t->item))) {
+		free(c);
+		sw_http_reply_error(req, 500, "out of memory");
 		return;
 	}
-	sw_info("role %s %s %s", t->item, add ? "added to" : "removed from", sys->name);
-	upgrade_role_changed(s, sys, t->item, add);
-	/* The change is recorded; the push only hurries it, within the caller's deadline. */
-	if (control_push_roles(s, sys, req, t->item, add, timeout_ms))
-		sw_http_reply_json(
-		    req, 200,
-		    json_pack("{ss ss sb sO sb ss}", "system", sys->name, "role", t->item, "added",
-			      add, "roles", sys->roles, "applied", 0, "note",
-			      "recorded; the agent will apply it when it next reports"));
+	c->req = req;
+	c->timeout_ms = timeout_ms;
+	c->op.kind = REG_ROLES;
+	c->op.add = add;
+	snprintf(c->op.name, sizeof(c->op.name), "%s", sys->name);
+	c->op.done = role_recorded;
+	c->op.arg = c;
+	if (registry_submit(s, &c->op)) {
+		sw_http_reply_error(req, api_status(c->op.rc), "cannot record the role: %s",
+				    c->op.err);
+		json_decref(c->op.roles);
+		free(c);
+	}
 }
 
 /* Seconds from the request body's "timeout", 1 ms to 1 h; 30 s by default. */
@@ -428,12 +538,24 @@ static void get_system(struct sw_http_req *req, void *arg)
 		sw_http_reply_error(req, 500, "cannot call the agent of %s", sys->name);
 }
 
+static void system_removed(struct server *s, struct reg_op *op)
+{
+	struct sw_http_req *req = op->arg;
+
+	if (op->rc) {
+		sw_http_reply_error(req, api_status(op->rc), "%s", op->err);
+	} else {
+		upgrade_system_removed(s, op->name);
+		sw_http_reply_json(req, 200, json_pack("{ss sb}", "name", op->name, "revoked", 1));
+	}
+	free(op);
+}
+
 static void delete_system(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
+	struct reg_op *op;
 	struct target t;
-	char err[256];
-	int rc;
 
 	if (parse_target(sw_http_req_tail(req), &t) || (t.parts != 1 && t.parts != 3) ||
 	    (t.parts == 3 && strcmp(t.kind, "roles") != 0)) {
@@ -445,13 +567,18 @@ static void delete_system(struct sw_http_req *req, void *arg)
 		set_role(s, req, &t, 0);
 		return;
 	}
-	rc = registry_remove(s, t.name, err, sizeof(err));
-	if (rc) {
-		sw_http_reply_error(req, api_status(rc), "%s", err);
+	if (!(op = calloc(1, sizeof(*op)))) {
+		sw_http_reply_error(req, 500, "out of memory");
 		return;
 	}
-	upgrade_system_removed(s, t.name);
-	sw_http_reply_json(req, 200, json_pack("{ss sb}", "name", t.name, "revoked", 1));
+	op->kind = REG_REMOVE;
+	snprintf(op->name, sizeof(op->name), "%s", t.name);
+	op->done = system_removed;
+	op->arg = req;
+	if (registry_submit(s, op)) {
+		sw_http_reply_error(req, api_status(op->rc), "%s", op->err);
+		free(op);
+	}
 }
 
 static void get_site(struct sw_http_req *req, void *arg)

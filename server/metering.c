@@ -99,31 +99,10 @@ static json_t *products_load_db(struct sw_db *db, char *err, size_t errlen)
 	return arr;
 }
 
-static json_t *products_load(struct server *s, char *err, size_t errlen)
-{
-	return products_load_db(s->db, err, errlen);
-}
-
 static int excluded_row(void *arg, int ncols, const struct sw_db_val *row)
 {
 	json_array_append_new(arg, json_string(row[0].s));
 	return 0;
-}
-
-void metering_get_products(struct sw_http_req *req, void *arg)
-{
-	struct server *s = arg;
-	char err[256];
-	json_t *arr = products_load(s, err, sizeof(err)), *excluded = json_array();
-
-	if (!arr || sw_db_exec(s->db, "SELECT exe FROM excluded_programs ORDER BY exe", NULL, 0,
-			       excluded_row, excluded, NULL, err, sizeof(err))) {
-		json_decref(arr);
-		json_decref(excluded);
-		sw_http_reply_error(req, 500, "%s", err);
-		return;
-	}
-	sw_http_reply_json(req, 200, json_pack("{so so}", "products", arr, "excluded", excluded));
 }
 
 static int hex_valid(const char *s)
@@ -234,7 +213,7 @@ static int name_row(void *arg, int ncols, const struct sw_db_val *row)
 	return 0;
 }
 
-static int product_store(struct server *s, const struct product *p, int creating, char *err,
+static int product_store(struct sw_db *db, const struct product *p, int creating, char *err,
 			 size_t errlen)
 {
 	char other[64] = "";
@@ -246,7 +225,7 @@ static int product_store(struct server *s, const struct product *p, int creating
 	struct sw_db_val q[] = {SW_DB_TEXT(p->exe), SW_DB_TEXT(p->build_id),
 				SW_DB_TEXT(p->build_id), SW_DB_TEXT(p->version),
 				SW_DB_TEXT(p->name)};
-	rc = sw_db_exec(s->db,
+	rc = sw_db_exec(db,
 			"SELECT name FROM products WHERE (exe = ? OR (? <> '' AND build_id = ?)) "
 			"AND version = ? AND name <> ?",
 			q, 5, name_row, other, NULL, err, errlen);
@@ -267,12 +246,12 @@ static int product_store(struct server *s, const struct product *p, int creating
 
 	if (creating)
 		return sw_db_exec(
-		    s->db,
+		    db,
 		    "INSERT INTO products (exe, version, licenses, enforce, build_id, "
 		    "hours, deny_users, deny_hosts, name, created_at) VALUES "
 		    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 		    v, 10, NULL, NULL, NULL, err, errlen);
-	return sw_db_exec(s->db,
+	return sw_db_exec(db,
 			  "UPDATE products SET exe = ?, version = ?, licenses = ?, enforce = ?, "
 			  "build_id = ?, hours = ?, deny_users = ?, deny_hosts = ? WHERE name = ?",
 			  v, 9, NULL, NULL, NULL, err, errlen);
@@ -311,45 +290,20 @@ static void products_changed(struct server *s)
 	json_decref(urls);
 }
 
-void metering_post_product(struct sw_http_req *req, void *arg)
-{
-	struct server *s = arg;
-	struct product p;
-	const char *name;
-	char err[256];
-	json_t *j = sw_http_req_json(req);
-	int rc;
+/* An administrator's look at, or change to, the products and exclusions: on the write
+ * queue, whole, so it sees every change asked before it and none is half seen. */
+enum product_kind { PRODUCTS_LIST, PRODUCT_ADD, PRODUCT_SET, PRODUCT_DELETE, EXCLUDE, INCLUDE };
 
-	if (!j)
-		return;
-	memset(&p, 0, sizeof(p));
-	rc = sw_json_str(j, "name", 63, 1, &name, err, sizeof(err));
-	if (!rc && !sw_name_valid(name)) {
-		snprintf(err, sizeof(err),
-			 "product name must be 1-63 letters, digits, '.', '_', '-'");
-		rc = SW_EINVAL;
-	}
-	if (!rc) {
-		snprintf(p.name, sizeof(p.name), "%s", name);
-		rc = product_update(&p, j, 1, err, sizeof(err));
-	}
-	if (!rc) {
-		rc = product_store(s, &p, 1, err, sizeof(err));
-		if (rc == SW_EEXIST && !strstr(err, "already meters"))
-			snprintf(err, sizeof(err),
-				 "a product named '%s' exists; change it with 'product set'",
-				 p.name);
-	}
-	if (rc) {
-		sw_http_reply_error(req, api_status(rc), "%s", err);
-	} else {
-		products_changed(s);
-		sw_info("product %s added: %s, %lld licenses%s", p.name, p.exe,
-			(long long)p.licenses, p.enforce ? ", enforced" : "");
-		sw_http_reply_json(req, 200, product_json(&p));
-	}
-	json_decref(j);
-}
+struct product_job {
+	enum product_kind kind;
+	struct sw_http_req *req;
+	json_t *body; /* PRODUCT_ADD, PRODUCT_SET: the request's fields */
+	struct product p;
+	char exe[256]; /* EXCLUDE, INCLUDE */
+	json_t *out;   /* the reply, built off the loop */
+	int rc;
+	char err[256];
+};
 
 struct current {
 	int found;
@@ -365,105 +319,229 @@ static int read_current(void *arg, int ncols, const struct sw_db_val *row)
 	return 0;
 }
 
+static int products_list(struct sw_db *db, struct product_job *w)
+{
+	json_t *arr = products_load_db(db, w->err, sizeof(w->err)), *excluded = json_array();
+
+	if (!arr || sw_db_exec(db, "SELECT exe FROM excluded_programs ORDER BY exe", NULL, 0,
+			       excluded_row, excluded, NULL, w->err, sizeof(w->err))) {
+		json_decref(arr);
+		json_decref(excluded);
+		return SW_EIO;
+	}
+	w->out = json_pack("{so so}", "products", arr, "excluded", excluded);
+	return 0;
+}
+
+static int product_add(struct sw_db *db, struct product_job *w)
+{
+	int rc = product_update(&w->p, w->body, 1, w->err, sizeof(w->err));
+
+	if (!rc)
+		rc = product_store(db, &w->p, 1, w->err, sizeof(w->err));
+	if (rc == SW_EEXIST && !strstr(w->err, "already meters"))
+		snprintf(w->err, sizeof(w->err),
+			 "a product named '%s' exists; change it with 'product set'", w->p.name);
+	return rc;
+}
+
+static int product_set(struct sw_db *db, struct product_job *w)
+{
+	struct current c = {0};
+	struct sw_db_val q[] = {SW_DB_TEXT(w->p.name)};
+	int rc;
+
+	rc = sw_db_exec(db, "SELECT " PRODUCT_COLUMNS " FROM products WHERE name = ?", q, 1,
+			read_current, &c, NULL, w->err, sizeof(w->err));
+	if (!rc && !c.found) {
+		snprintf(w->err, sizeof(w->err), "no product named '%s'", w->p.name);
+		rc = SW_ENOTFOUND;
+	}
+	if (!rc)
+		rc = product_update(&c.p, w->body, 0, w->err, sizeof(w->err));
+	if (!rc)
+		rc = product_store(db, &c.p, 0, w->err, sizeof(w->err));
+	if (!rc)
+		w->p = c.p;
+	return rc;
+}
+
+static int product_delete(struct sw_db *db, struct product_job *w)
+{
+	struct sw_db_val p[] = {SW_DB_TEXT(w->p.name)};
+	int64_t changes = 0;
+	int rc;
+
+	rc = sw_db_exec(db, "DELETE FROM products WHERE name = ?", p, 1, NULL, NULL, &changes,
+			w->err, sizeof(w->err));
+	if (!rc && changes == 0) {
+		snprintf(w->err, sizeof(w->err), "no product named '%s'", w->p.name);
+		rc = SW_ENOTFOUND;
+	}
+	return rc;
+}
+
+static int exclusion_set(struct sw_db *db, struct product_job *w)
+{
+	int64_t count = 0;
+	int rc;
+
+	if (w->kind == INCLUDE) {
+		struct sw_db_val p[] = {SW_DB_TEXT(w->exe)};
+		return sw_db_exec(db, "DELETE FROM excluded_programs WHERE exe = ?", p, 1, NULL,
+				  NULL, NULL, w->err, sizeof(w->err));
+	}
+	rc = sw_db_exec(db, "SELECT COUNT(*) FROM excluded_programs", NULL, 0, count_row, &count,
+			NULL, w->err, sizeof(w->err));
+	if (!rc && count >= 10000) {
+		snprintf(w->err, sizeof(w->err), "at most 10000 excluded programs");
+		return SW_EEXIST;
+	}
+	struct sw_db_val p[] = {SW_DB_TEXT(w->exe), SW_DB_INT(sw_now_ms())};
+	if (!rc)
+		rc = sw_db_exec(db,
+				"INSERT INTO excluded_programs (exe, added_at) VALUES (?, ?) "
+				"ON CONFLICT (exe) DO NOTHING",
+				p, 2, NULL, NULL, NULL, w->err, sizeof(w->err));
+	return rc;
+}
+
+static void product_run(struct sw_db *db, void *arg)
+{
+	struct product_job *w = arg;
+
+	switch (w->kind) {
+	case PRODUCTS_LIST: w->rc = products_list(db, w); break;
+	case PRODUCT_ADD: w->rc = product_add(db, w); break;
+	case PRODUCT_SET: w->rc = product_set(db, w); break;
+	case PRODUCT_DELETE: w->rc = product_delete(db, w); break;
+	case EXCLUDE:
+	case INCLUDE: w->rc = exclusion_set(db, w); break;
+	}
+}
+
+static void product_done(struct server *s, void *arg)
+{
+	struct product_job *w = arg;
+
+	if (w->rc) {
+		sw_http_reply_error(w->req, api_status(w->rc), "%s", w->err);
+		goto out;
+	}
+	if (w->kind != PRODUCTS_LIST)
+		products_changed(s);
+	switch (w->kind) {
+	case PRODUCTS_LIST:
+		sw_http_reply_json(w->req, 200, w->out);
+		w->out = NULL;
+		break;
+	case PRODUCT_ADD:
+		sw_info("product %s added: %s, %lld licenses%s", w->p.name, w->p.exe,
+			(long long)w->p.licenses, w->p.enforce ? ", enforced" : "");
+		/* fall through */
+	case PRODUCT_SET: sw_http_reply_json(w->req, 200, product_json(&w->p)); break;
+	case PRODUCT_DELETE:
+		sw_http_reply_json(w->req, 200,
+				   json_pack("{ss sb}", "name", w->p.name, "removed", 1));
+		break;
+	case EXCLUDE:
+	case INCLUDE:
+		sw_http_reply_json(
+		    w->req, 200,
+		    json_pack("{ss sb}", "exe", w->exe, "excluded", w->kind == EXCLUDE));
+		break;
+	}
+out:
+	json_decref(w->body);
+	json_decref(w->out);
+	free(w);
+}
+
+/* Queues `kind` for `req`, taking `body`; replies itself when it cannot. */
+static void product_submit(struct server *s, struct sw_http_req *req, enum product_kind kind,
+			   const char *name, const char *exe, json_t *body)
+{
+	struct product_job *w = calloc(1, sizeof(*w));
+
+	if (!w) {
+		json_decref(body);
+		sw_http_reply_error(req, 500, "out of memory");
+		return;
+	}
+	w->kind = kind;
+	w->req = req;
+	w->body = body;
+	snprintf(w->p.name, sizeof(w->p.name), "%s", name ? name : "");
+	snprintf(w->exe, sizeof(w->exe), "%s", exe ? exe : "");
+	if (dbq_push(s, DBQ_SLOW_MS, product_run, product_done, w)) {
+		json_decref(body);
+		free(w);
+		sw_http_reply_error(req, 500, "out of memory");
+	}
+}
+
+void metering_get_products(struct sw_http_req *req, void *arg)
+{
+	product_submit(arg, req, PRODUCTS_LIST, NULL, NULL, NULL);
+}
+
+void metering_post_product(struct sw_http_req *req, void *arg)
+{
+	const char *name;
+	char err[256];
+	json_t *j = sw_http_req_json(req);
+
+	if (!j)
+		return;
+	if (sw_json_str(j, "name", 63, 1, &name, err, sizeof(err))) {
+		sw_http_reply_error(req, 400, "%s", err);
+		json_decref(j);
+		return;
+	}
+	if (!sw_name_valid(name)) {
+		sw_http_reply_error(req, 400,
+				    "product name must be 1-63 letters, digits, '.', '_', '-'");
+		json_decref(j);
+		return;
+	}
+	product_submit(arg, req, PRODUCT_ADD, name, NULL, j);
+}
+
 void metering_put_product(struct sw_http_req *req, void *arg)
 {
-	struct server *s = arg;
 	const char *name = sw_http_req_tail(req);
-	struct current c = {0};
-	char err[256];
 	json_t *j;
-	int rc;
 
 	if (!sw_name_valid(name)) {
 		sw_http_reply_error(req, 400, "'%s' is not a product name", name);
 		return;
 	}
-	if (!(j = sw_http_req_json(req)))
-		return;
-	struct sw_db_val q[] = {SW_DB_TEXT(name)};
-	rc = sw_db_exec(s->db, "SELECT " PRODUCT_COLUMNS " FROM products WHERE name = ?", q, 1,
-			read_current, &c, NULL, err, sizeof(err));
-	if (!rc && !c.found) {
-		snprintf(err, sizeof(err), "no product named '%s'", name);
-		rc = SW_ENOTFOUND;
-	}
-	if (!rc)
-		rc = product_update(&c.p, j, 0, err, sizeof(err));
-	if (!rc)
-		rc = product_store(s, &c.p, 0, err, sizeof(err));
-	if (!rc)
-		products_changed(s);
-	if (rc)
-		sw_http_reply_error(req, api_status(rc), "%s", err);
-	else
-		sw_http_reply_json(req, 200, product_json(&c.p));
-	json_decref(j);
+	if ((j = sw_http_req_json(req)))
+		product_submit(arg, req, PRODUCT_SET, name, NULL, j);
 }
 
 void metering_delete_product(struct sw_http_req *req, void *arg)
 {
-	struct server *s = arg;
 	const char *name = sw_http_req_tail(req);
-	int64_t changes = 0;
-	char err[256];
-	int rc;
 
 	if (!sw_name_valid(name)) {
 		sw_http_reply_error(req, 400, "'%s' is not a product name", name);
 		return;
 	}
-	struct sw_db_val p[] = {SW_DB_TEXT(name)};
-	rc = sw_db_exec(s->db, "DELETE FROM products WHERE name = ?", p, 1, NULL, NULL, &changes,
-			err, sizeof(err));
-	if (rc)
-		sw_http_reply_error(req, api_status(rc), "%s", err);
-	else if (changes == 0)
-		sw_http_reply_error(req, 404, "no product named '%s'", name);
-	else {
-		products_changed(s);
-		sw_http_reply_json(req, 200, json_pack("{ss sb}", "name", name, "removed", 1));
-	}
+	product_submit(arg, req, PRODUCT_DELETE, name, NULL, NULL);
 }
 
 /* PUT adds a program to the passive-metering exclusions, DELETE takes it off. */
 void metering_exclude(struct sw_http_req *req, void *arg)
 {
-	struct server *s = arg;
 	const char *exe = sw_http_req_tail(req);
 	int add = strcmp(sw_http_req_method(req), "PUT") == 0;
-	int64_t count = 0;
-	char err[256];
-	int rc = 0;
 
 	if (!exe_valid(exe)) {
 		sw_http_reply_error(req, 400, "'%s' is not a program's file name", exe);
 		return;
 	}
-	if (add) {
-		rc = sw_db_exec(s->db, "SELECT COUNT(*) FROM excluded_programs", NULL, 0, count_row,
-				&count, NULL, err, sizeof(err));
-		if (!rc && count >= 10000) {
-			sw_http_reply_error(req, 409, "at most 10000 excluded programs");
-			return;
-		}
-		struct sw_db_val p[] = {SW_DB_TEXT(exe), SW_DB_INT(sw_now_ms())};
-		if (!rc)
-			rc = sw_db_exec(
-			    s->db,
-			    "INSERT INTO excluded_programs (exe, added_at) VALUES (?, ?) "
-			    "ON CONFLICT (exe) DO NOTHING",
-			    p, 2, NULL, NULL, NULL, err, sizeof(err));
-	} else {
-		struct sw_db_val p[] = {SW_DB_TEXT(exe)};
-		rc = sw_db_exec(s->db, "DELETE FROM excluded_programs WHERE exe = ?", p, 1, NULL,
-				NULL, NULL, err, sizeof(err));
-	}
-	if (rc) {
-		sw_http_reply_error(req, api_status(rc), "%s", err);
-		return;
-	}
-	products_changed(s);
-	sw_http_reply_json(req, 200, json_pack("{ss sb}", "exe", exe, "excluded", add));
+	product_submit(arg, req, add ? EXCLUDE : INCLUDE, NULL, exe, NULL);
 }
 
 struct meters_ctx {

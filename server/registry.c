@@ -305,27 +305,18 @@ void registry_clock_heard(struct server *s, struct system *sys, int64_t now)
 	sys->clock_state = st;
 }
 
-int registry_token_create(struct server *s, int64_t ttl_s, char *token, size_t toklen,
-			  int64_t *expires_at, char *err, size_t errlen)
-{
-	char secret[SW_TOKEN_SECRET_HEX + 1], hash[65], pin[65];
-	int64_t now = sw_now_ms();
-	int rc;
+/* --- changes, through the write queue --- */
 
-	if (sw_random_hex(secret, SW_TOKEN_SECRET_HEX / 2))
-		return SW_ECRYPTO;
-	rc = sw_pki_cert_fingerprint(s->ca_pem, pin, err, errlen);
-	if (rc)
-		return rc;
-	sw_sha256_hex(secret, strlen(secret), hash);
-	*expires_at = now + ttl_s * 1000;
-	struct sw_db_val p[] = {SW_DB_TEXT(hash), SW_DB_INT(now), SW_DB_INT(*expires_at)};
-	rc = sw_db_exec(s->db, "INSERT INTO tokens (hash, created_at, expires_at) VALUES (?, ?, ?)",
-			p, 3, NULL, NULL, NULL, err, errlen);
-	if (rc)
-		return rc;
-	snprintf(token, toklen, "%s.%.*s", secret, SW_TOKEN_PIN_HEX, pin);
-	return 0;
+static int token_create_write(struct sw_db *db, struct reg_op *op)
+{
+	char hash[65];
+	int64_t now = sw_now_ms();
+
+	sw_sha256_hex(op->secret, strlen(op->secret), hash);
+	op->expires_at = now + op->ttl_s * 1000;
+	struct sw_db_val p[] = {SW_DB_TEXT(hash), SW_DB_INT(now), SW_DB_INT(op->expires_at)};
+	return sw_db_exec(db, "INSERT INTO tokens (hash, created_at, expires_at) VALUES (?, ?, ?)",
+			  p, 3, NULL, NULL, NULL, op->err, sizeof(op->err));
 }
 
 struct token_row {
@@ -343,17 +334,18 @@ static int read_token(void *arg, int ncols, const struct sw_db_val *row)
 	return 0;
 }
 
-/* Whether a token may enroll, without using it: checked before the CA signs anything,
- * so a forged token costs no signature. */
-int registry_token_check(struct server *s, const char *secret, char *err, size_t errlen)
+/* Whether a token may enroll, without using it. */
+static int token_check(struct sw_db *db, struct reg_op *op)
 {
 	char hash[65];
 	struct token_row t = {0};
+	char *err = op->err;
+	size_t errlen = sizeof(op->err);
 	int rc;
 
-	sw_sha256_hex(secret, strlen(secret), hash);
+	sw_sha256_hex(op->secret, strlen(op->secret), hash);
 	struct sw_db_val q[] = {SW_DB_TEXT(hash)};
-	rc = sw_db_exec(s->db, "SELECT expires_at, used_at FROM tokens WHERE hash = ?", q, 1,
+	rc = sw_db_exec(db, "SELECT expires_at, used_at FROM tokens WHERE hash = ?", q, 1,
 			read_token, &t, NULL, err, errlen);
 	if (rc)
 		return rc;
@@ -374,28 +366,23 @@ int registry_token_check(struct server *s, const char *secret, char *err, size_t
 
 /* Consumes the token and records the system in one transaction: a refused enrollment
  * writes nothing, an accepted one cannot be replayed. */
-int registry_enroll(struct server *s, const char *secret, const char *name, const char *address,
-		    const char *serial, const char *client_serial, char *err, size_t errlen)
+static int enroll_write(struct sw_db *db, struct reg_op *op)
 {
 	char hash[65];
-	int64_t now = sw_now_ms(), changes = 0;
-	struct sw_db_val row[10];
-	struct system *sys;
+	char *err = op->err;
+	size_t errlen = sizeof(op->err);
+	int64_t changes = 0;
 	int rc;
 
-	if (sw_strmap_get(s->systems, name)) {
-		ERR("a system named '%s' is already enrolled; remove it first", name);
-		return SW_EEXIST;
-	}
-	rc = registry_token_check(s, secret, err, errlen);
-	if (rc)
+	op->enrolled_at = sw_now_ms();
+	if ((rc = token_check(db, op)))
 		return rc;
-	sw_sha256_hex(secret, strlen(secret), hash);
-	rc = sw_db_begin(s->db, err, errlen);
-	if (rc)
+	sw_sha256_hex(op->secret, strlen(op->secret), hash);
+	if ((rc = sw_db_begin(db, err, errlen)))
 		return rc;
-	struct sw_db_val u[] = {SW_DB_INT(now), SW_DB_TEXT(name), SW_DB_TEXT(hash), SW_DB_INT(now)};
-	rc = sw_db_exec(s->db,
+	struct sw_db_val u[] = {SW_DB_INT(op->enrolled_at), SW_DB_TEXT(op->name), SW_DB_TEXT(hash),
+				SW_DB_INT(op->enrolled_at)};
+	rc = sw_db_exec(db,
 			"UPDATE tokens SET used_at = ?, used_by = ? WHERE hash = ? AND used_at IS "
 			"NULL AND expires_at > ?",
 			u, 4, NULL, NULL, &changes, err, errlen);
@@ -404,77 +391,170 @@ int registry_enroll(struct server *s, const char *secret, const char *name, cons
 		rc = SW_EDENIED;
 	}
 	if (!rc) {
-		struct sw_db_val p[] = {SW_DB_TEXT(name), SW_DB_TEXT(address), SW_DB_TEXT(serial),
-					SW_DB_INT(now), SW_DB_TEXT(client_serial)};
-		rc = sw_db_exec(s->db,
+		struct sw_db_val p[] = {SW_DB_TEXT(op->name), SW_DB_TEXT(op->address),
+					SW_DB_TEXT(op->serial), SW_DB_INT(op->enrolled_at),
+					SW_DB_TEXT(op->client_serial)};
+		rc = sw_db_exec(db,
 				"INSERT INTO systems (name, address, cert_serial, enrolled_at, "
 				"client_serial) VALUES (?, ?, ?, ?, ?)",
 				p, 5, NULL, NULL, NULL, err, errlen);
 		if (rc == SW_EEXIST)
-			ERR("a system named '%s' is already enrolled; remove it first", name);
+			ERR("a system named '%s' is already enrolled; remove it first", op->name);
 	}
 	if (!rc)
-		rc = sw_db_commit(s->db, err, errlen);
-	if (rc) {
-		sw_db_rollback(s->db);
+		rc = sw_db_commit(db, err, errlen);
+	if (rc)
+		sw_db_rollback(db);
+	return rc;
+}
+
+/* The system's row goes only if it is still the enrollment this removal was asked for:
+ * a second removal meanwhile finds nothing. Its certificates are revoked with it. */
+static int remove_write(struct sw_db *db, struct reg_op *op)
+{
+	char *err = op->err;
+	size_t errlen = sizeof(op->err);
+	int64_t changes = 0, now = sw_now_ms();
+	int rc;
+
+	if ((rc = sw_db_begin(db, err, errlen)))
 		return rc;
+	struct sw_db_val d[] = {SW_DB_TEXT(op->name), SW_DB_TEXT(op->serial)};
+	struct sw_db_val r[] = {SW_DB_TEXT(op->serial), SW_DB_TEXT(op->name), SW_DB_INT(now)};
+	struct sw_db_val rc2[] = {SW_DB_TEXT(op->client_serial), SW_DB_TEXT(op->name),
+				  SW_DB_INT(now)};
+	rc = sw_db_exec(db, "DELETE FROM systems WHERE name = ? AND cert_serial = ?", d, 2, NULL,
+			NULL, &changes, err, errlen);
+	if (!rc && changes != 1) {
+		ERR("no system named '%s'", op->name);
+		rc = SW_ENOTFOUND;
 	}
-	row[0] = SW_DB_TEXT(name);
-	row[1] = SW_DB_TEXT(address);
-	row[2] = SW_DB_TEXT(serial);
-	row[3] = SW_DB_INT(now);
-	row[4] = SW_DB_INT(0);
-	row[5] = SW_DB_TEXT("");
-	row[6] = SW_DB_NULLV;
-	row[7] = SW_DB_NULLV;
-	row[8] = SW_DB_TEXT(client_serial);
-	row[9] = SW_DB_INT(0);
-	sys = system_new(row);
-	if (!sys || sw_strmap_set(s->systems, name, sys)) {
+	if (!rc)
+		rc = sw_db_exec(db, "DELETE FROM system_roles WHERE system = ?", d, 1, NULL, NULL,
+				NULL, err, errlen);
+	if (!rc)
+		rc = sw_db_exec(db,
+				"INSERT INTO revoked (serial, name, revoked_at) VALUES (?, ?, ?)",
+				r, 3, NULL, NULL, NULL, err, errlen);
+	if (!rc && op->client_serial[0])
+		rc = sw_db_exec(db,
+				"INSERT INTO revoked (serial, name, revoked_at) VALUES (?, ?, ?)",
+				rc2, 3, NULL, NULL, NULL, err, errlen);
+	if (!rc)
+		rc = sw_db_commit(db, err, errlen);
+	if (rc)
+		sw_db_rollback(db);
+	return rc;
+}
+
+static int count_row(void *arg, int ncols, const struct sw_db_val *row)
+{
+	*(int64_t *)arg = row[0].i;
+	return 0;
+}
+
+/* Wanted roles, added or removed; only for the enrollment they were asked for, so a
+ * removal (or a new enrollment under the name) meanwhile leaves no stray row. Adding
+ * one already there, or removing one that is not, changes nothing. */
+static int roles_write(struct sw_db *db, struct reg_op *op)
+{
+	char *err = op->err;
+	size_t errlen = sizeof(op->err);
+	int64_t count = 0, now = sw_now_ms();
+	json_t *r;
+	size_t i;
+	int rc;
+
+	if ((rc = sw_db_begin(db, err, errlen)))
+		return rc;
+	struct sw_db_val q[] = {SW_DB_TEXT(op->name), SW_DB_TEXT(op->serial)};
+	rc = sw_db_exec(db, "SELECT COUNT(*) FROM systems WHERE name = ? AND cert_serial = ?", q, 2,
+			count_row, &count, NULL, err, errlen);
+	if (!rc && count == 0) {
+		ERR("no system named '%s'", op->name);
+		rc = SW_ENOTFOUND;
+	}
+	json_array_foreach(op->roles, i, r)
+	{
+		struct sw_db_val p[] = {SW_DB_TEXT(op->name), SW_DB_TEXT(json_string_value(r)),
+					SW_DB_INT(now)};
+		if (rc)
+			break;
+		if (op->add)
+			rc = sw_db_exec(db,
+					"INSERT INTO system_roles (system, role, added_at) SELECT "
+					"name, CAST(? AS TEXT), CAST(? AS BIGINT) FROM systems "
+					"WHERE name = ? AND cert_serial = ? "
+					"ON CONFLICT DO NOTHING",
+					(struct sw_db_val[]){p[1], p[2], q[0], q[1]}, 4, NULL, NULL,
+					NULL, err, errlen);
+		else
+			rc =
+			    sw_db_exec(db, "DELETE FROM system_roles WHERE system = ? AND role = ?",
+				       p, 2, NULL, NULL, NULL, err, errlen);
+	}
+	if (!rc)
+		rc = sw_db_commit(db, err, errlen);
+	if (rc)
+		sw_db_rollback(db);
+	return rc;
+}
+
+static void op_run(struct sw_db *db, void *arg)
+{
+	struct reg_op *op = arg;
+
+	switch (op->kind) {
+	case REG_TOKEN_CREATE: op->rc = token_create_write(db, op); break;
+	case REG_TOKEN_CHECK: op->rc = token_check(db, op); break;
+	case REG_ENROLL: op->rc = enroll_write(db, op); break;
+	case REG_REMOVE: op->rc = remove_write(db, op); break;
+	case REG_ROLES: op->rc = roles_write(db, op); break;
+	}
+}
+
+/* The system as `op` knew it: the same name and certificate, not a later enrollment. */
+static struct system *op_system(struct server *s, const struct reg_op *op)
+{
+	struct system *sys = sw_strmap_get(s->systems, op->name);
+
+	return sys && strcmp(sys->serial, op->serial) == 0 ? sys : NULL;
+}
+
+static int enrolled(struct server *s, struct reg_op *op)
+{
+	struct sw_db_val row[10] = {SW_DB_TEXT(op->name),
+				    SW_DB_TEXT(op->address),
+				    SW_DB_TEXT(op->serial),
+				    SW_DB_INT(op->enrolled_at),
+				    SW_DB_INT(0),
+				    SW_DB_TEXT(""),
+				    SW_DB_NULLV,
+				    SW_DB_NULLV,
+				    SW_DB_TEXT(op->client_serial),
+				    SW_DB_INT(0)};
+	struct system *sys = system_new(row);
+
+	if (!sys || sw_strmap_set(s->systems, op->name, sys)) {
 		system_free(sys);
+		snprintf(op->err, sizeof(op->err), "out of memory");
 		return SW_ENOMEM;
 	}
 	return 0;
 }
 
-int registry_remove(struct server *s, const char *name, char *err, size_t errlen)
+static int removed(struct server *s, struct reg_op *op)
 {
-	struct system *sys = sw_strmap_get(s->systems, name);
-	int rc;
+	struct system *sys = op_system(s, op);
 
-	if (!sys) {
-		ERR("no system named '%s'", name);
-		return SW_ENOTFOUND;
-	}
-	rc = sw_db_begin(s->db, err, errlen);
-	if (rc)
-		return rc;
-	struct sw_db_val r[] = {SW_DB_TEXT(sys->serial), SW_DB_TEXT(name), SW_DB_INT(sw_now_ms())};
-	struct sw_db_val d[] = {SW_DB_TEXT(name)};
-	rc = sw_db_exec(s->db, "INSERT INTO revoked (serial, name, revoked_at) VALUES (?, ?, ?)", r,
-			3, NULL, NULL, NULL, err, errlen);
-	struct sw_db_val rc2[] = {SW_DB_TEXT(sys->client_serial), SW_DB_TEXT(name),
-				  SW_DB_INT(sw_now_ms())};
-	if (!rc && sys->client_serial[0])
-		rc = sw_db_exec(s->db,
-				"INSERT INTO revoked (serial, name, revoked_at) VALUES (?, ?, ?)",
-				rc2, 3, NULL, NULL, NULL, err, errlen);
-	if (!rc)
-		rc = sw_db_exec(s->db, "DELETE FROM system_roles WHERE system = ?", d, 1, NULL,
-				NULL, NULL, err, errlen);
-	if (!rc)
-		rc = sw_db_exec(s->db, "DELETE FROM systems WHERE name = ?", d, 1, NULL, NULL, NULL,
-				err, errlen);
-	if (!rc)
-		rc = sw_db_commit(s->db, err, errlen);
-	if (rc) {
-		sw_db_rollback(s->db);
-		return rc;
-	}
 	/* Revoked in memory too, so the next request on any open connection is refused. */
-	if (sw_strmap_set(s->revoked, sys->serial, (void *)1) ||
-	    (sys->client_serial[0] && sw_strmap_set(s->revoked, sys->client_serial, (void *)1)))
+	if (sw_strmap_set(s->revoked, op->serial, (void *)1) ||
+	    (op->client_serial[0] && sw_strmap_set(s->revoked, op->client_serial, (void *)1))) {
+		snprintf(op->err, sizeof(op->err), "out of memory");
 		return SW_ENOMEM;
+	}
+	if (!sys)
+		return 0;
 	if (sys->dirty) {
 		for (size_t i = 0; i < s->ndirty; i++)
 			if (s->dirty[i] == sys)
@@ -487,46 +567,111 @@ int registry_remove(struct server *s, const char *name, char *err, size_t errlen
 	return 0;
 }
 
+static void roles_applied(struct server *s, struct reg_op *op)
+{
+	struct system *sys = op_system(s, op);
+	json_t *r, *have;
+	size_t i, j;
+
+	if (!sys)
+		return;
+	json_array_foreach(op->roles, i, r)
+	{
+		const char *role = json_string_value(r);
+		size_t at = SIZE_MAX;
+
+		json_array_foreach(sys->roles, j, have)
+		{
+			if (strcmp(json_string_value(have), role) == 0)
+				at = j;
+		}
+		if ((at != SIZE_MAX) == op->add)
+			continue;
+		metering_changed(s);
+		if (op->add)
+			json_array_append_new(sys->roles, json_string(role));
+		else
+			json_array_remove(sys->roles, at);
+	}
+}
+
+/* Memory follows what was stored, then the caller hears of it. */
+static void op_done(struct server *s, void *arg)
+{
+	struct reg_op *op = arg;
+
+	if (!op->rc) {
+		switch (op->kind) {
+		case REG_TOKEN_CREATE:
+			snprintf(op->token, sizeof(op->token), "%s.%.*s", op->secret,
+				 SW_TOKEN_PIN_HEX, op->pin);
+			break;
+		case REG_TOKEN_CHECK: break;
+		case REG_ENROLL: op->rc = enrolled(s, op); break;
+		case REG_REMOVE: op->rc = removed(s, op); break;
+		case REG_ROLES: roles_applied(s, op); break;
+		}
+	}
+	if (op->kind == REG_ROLES && !op->rc && !op_system(s, op)) {
+		snprintf(op->err, sizeof(op->err), "%s was removed meanwhile", op->name);
+		op->rc = SW_ENOTFOUND;
+	}
+	op->done(s, op);
+}
+
+int registry_submit(struct server *s, struct reg_op *op)
+{
+	struct system *sys;
+
+	op->rc = 0;
+	op->err[0] = '\0';
+	switch (op->kind) {
+	case REG_TOKEN_CREATE:
+		if (sw_random_hex(op->secret, SW_TOKEN_SECRET_HEX / 2))
+			op->rc = SW_ECRYPTO;
+		else
+			op->rc =
+			    sw_pki_cert_fingerprint(s->ca_pem, op->pin, op->err, sizeof(op->err));
+		break;
+	case REG_ENROLL:
+		if (sw_strmap_get(s->systems, op->name)) {
+			snprintf(op->err, sizeof(op->err),
+				 "a system named '%s' is already enrolled; remove it first",
+				 op->name);
+			op->rc = SW_EEXIST;
+		}
+		break;
+	case REG_REMOVE:
+		if (!(sys = sw_strmap_get(s->systems, op->name))) {
+			snprintf(op->err, sizeof(op->err), "no system named '%s'", op->name);
+			op->rc = SW_ENOTFOUND;
+			break;
+		}
+		snprintf(op->serial, sizeof(op->serial), "%s", sys->serial);
+		snprintf(op->client_serial, sizeof(op->client_serial), "%s", sys->client_serial);
+		break;
+	case REG_ROLES:
+		if (!(sys = sw_strmap_get(s->systems, op->name))) {
+			snprintf(op->err, sizeof(op->err), "no system named '%s'", op->name);
+			op->rc = SW_ENOTFOUND;
+			break;
+		}
+		snprintf(op->serial, sizeof(op->serial), "%s", sys->serial);
+		break;
+	default: break;
+	}
+	if (op->rc)
+		return op->rc;
+	if (dbq_push(s, DBQ_SLOW_MS, op_run, op_done, op)) {
+		snprintf(op->err, sizeof(op->err), "out of memory");
+		return op->rc = SW_ENOMEM;
+	}
+	return 0;
+}
+
 int registry_is_revoked(void *arg, const char *serial)
 {
 	struct server *s = arg;
 
 	return sw_strmap_get(s->revoked, serial) != NULL;
-}
-
-/* Adds or removes a wanted role, in the database first. Adding one already there, or
- * removing one that is not, changes nothing and succeeds. */
-int registry_role_set(struct server *s, struct system *sys, const char *role, int add, char *err,
-		      size_t errlen)
-{
-	size_t i, at = 0;
-	json_t *r;
-	int have = 0, rc;
-
-	json_array_foreach(sys->roles, i, r)
-	{
-		if (strcmp(json_string_value(r), role) == 0) {
-			have = 1;
-			at = i;
-		}
-	}
-	if (have == add)
-		return 0;
-	metering_changed(s);
-	if (add) {
-		struct sw_db_val p[] = {SW_DB_TEXT(sys->name), SW_DB_TEXT(role),
-					SW_DB_INT(sw_now_ms())};
-		rc = sw_db_exec(
-		    s->db, "INSERT INTO system_roles (system, role, added_at) VALUES (?, ?, ?)", p,
-		    3, NULL, NULL, NULL, err, errlen);
-		if (!rc)
-			json_array_append_new(sys->roles, json_string(role));
-	} else {
-		struct sw_db_val p[] = {SW_DB_TEXT(sys->name), SW_DB_TEXT(role)};
-		rc = sw_db_exec(s->db, "DELETE FROM system_roles WHERE system = ? AND role = ?", p,
-				2, NULL, NULL, NULL, err, errlen);
-		if (!rc)
-			json_array_remove(sys->roles, at);
-	}
-	return rc;
 }

@@ -8,6 +8,7 @@
 #include "http_client.h"
 #include "http_server.h"
 #include "pki.h"
+#include "proto.h"
 #include "strmap.h"
 
 #include <jansson.h>
@@ -68,6 +69,7 @@ struct server {
 	uv_signal_t sigint, sigterm;
 	int64_t started_ms;
 	struct upgrade *upgrade; /* the latest upgrade run, NULL if none */
+	int upgrade_starting;	 /* a new run's rows are on their way to the journal */
 	int stopping;		 /* shutting down: late answers change nothing */
 	char reexec[PATH_MAX];	 /* after shutdown, exec this (an upgrade's switch) */
 	struct sw_db_opts db_opts;
@@ -89,15 +91,31 @@ enum sw_clock_state registry_clock(const struct server *s, const struct system *
 				   char *note, size_t len);
 /* A heartbeat brought a new clock reading: logs when its state changes. */
 void registry_clock_heard(struct server *s, struct system *sys, int64_t now);
-int registry_token_create(struct server *s, int64_t ttl_s, char *token, size_t toklen,
-			  int64_t *expires_at, char *err, size_t errlen);
-int registry_token_check(struct server *s, const char *secret, char *err, size_t errlen);
-int registry_enroll(struct server *s, const char *secret, const char *name, const char *address,
-		    const char *serial, const char *client_serial, char *err, size_t errlen);
-int registry_remove(struct server *s, const char *name, char *err, size_t errlen);
+/* A change to the registry: written through the write queue, then memory follows, then
+ * `done` is called on the loop with `rc` and `err` set (and what the kind gives back).
+ * The caller owns `op` and frees it from `done`. */
+enum reg_kind {
+	REG_TOKEN_CREATE, /* in: ttl_s; out: token, expires_at */
+	REG_TOKEN_CHECK,  /* in: secret; whether it may enroll, without using it */
+	REG_ENROLL,	  /* in: secret, name, address, serial, client_serial */
+	REG_REMOVE,	  /* in: name; revokes its certificates */
+	REG_ROLES,	  /* in: name, roles, add */
+};
+struct reg_op {
+	enum reg_kind kind;
+	char name[64], address[300], serial[41], client_serial[41];
+	char secret[SW_TOKEN_SECRET_HEX + 1], pin[65], token[SW_TOKEN_LEN + 1];
+	int64_t ttl_s, expires_at, enrolled_at;
+	json_t *roles; /* REG_ROLES: role names, the caller's */
+	int add;
+	int rc;
+	char err[256];
+	void (*done)(struct server *s, struct reg_op *op);
+	void *arg;
+};
+/* Non-zero, with `err` set and `done` not called, when refused at once. */
+int registry_submit(struct server *s, struct reg_op *op);
 int registry_is_revoked(void *arg, const char *serial);
-int registry_role_set(struct server *s, struct system *sys, const char *role, int add, char *err,
-		      size_t errlen);
 
 /* dbq.c: writes off the loop, one at a time, in order, on a connection of their own.
  * `run(db, arg)` works on the thread pool with the connection it is given; `done(s, arg)`

@@ -4,7 +4,7 @@
  * continues where the run was. A system's rows go through the write queue, in order,
  * and the call of a step waits until the row naming the step is stored: a slow
  * database delays no heartbeat, and a crash never finds a system a step ahead of its
- * journal. The run's row (a few writes a run) is written on the loop.
+ * journal. The run's row goes the same way, behind the rows queued before it.
  */
 #include "upgrade.h"
 
@@ -40,23 +40,59 @@ json_t *ujournal_options(const struct upgrade *u)
 	"UPDATE upgrades SET state = ?, reason = ?, server_step = ?, backup = ?, "                 \
 	"finished_at = ?, options = ? WHERE id = ?"
 
+/* The run's row as it stands when it is saved, written through the write queue behind
+ * every system row queued before it: a finished run's journal has every outcome. */
+struct run_row {
+	int64_t id;
+	char state[32], self[32], reason[512], backup[PATH_MAX];
+	int64_t finished_at;
+	char *opts;
+};
+
+static void run_row_write(struct sw_db *db, void *arg)
+{
+	struct run_row *r = arg;
+	char err[300];
+	struct sw_db_val p[] = {SW_DB_TEXT(r->state),	   SW_DB_TEXT(r->reason),
+				SW_DB_TEXT(r->self),	   SW_DB_TEXT(r->backup),
+				SW_DB_INT(r->finished_at), SW_DB_TEXT(r->opts ? r->opts : "{}"),
+				SW_DB_INT(r->id)};
+
+	if (sw_db_exec(db, RUN_UPDATE, p, 7, NULL, NULL, NULL, err, sizeof(err)))
+		sw_err("upgrade journal: %s", err);
+}
+
+static void run_row_free(struct server *s, void *arg)
+{
+	struct run_row *r = arg;
+
+	(void)s;
+	free(r->opts);
+	free(r);
+}
+
 void ujournal_run_save(struct upgrade *u)
 {
-	char err[300];
+	struct run_row *r = calloc(1, sizeof(*r));
 	json_t *o = ujournal_options(u);
-	char *opts = sw_json_dump(o);
-	struct sw_db_val p[] = {SW_DB_TEXT(urun_names[u->state]),
-				SW_DB_TEXT(u->reason),
-				SW_DB_TEXT(uself_names[u->self]),
-				SW_DB_TEXT(u->backup),
-				SW_DB_INT(u->finished_at),
-				SW_DB_TEXT(opts ? opts : "{}"),
-				SW_DB_INT(u->id)};
 
-	if (sw_db_exec(u->s->db, RUN_UPDATE, p, 7, NULL, NULL, NULL, err, sizeof(err)))
-		sw_err("upgrade journal: %s", err);
-	free(opts);
+	if (!r || !(r->opts = sw_json_dump(o))) {
+		sw_err("upgrade journal: out of memory for the run's row");
+		free(r);
+		json_decref(o);
+		return;
+	}
 	json_decref(o);
+	r->id = u->id;
+	snprintf(r->state, sizeof(r->state), "%s", urun_names[u->state]);
+	snprintf(r->self, sizeof(r->self), "%s", uself_names[u->self]);
+	snprintf(r->reason, sizeof(r->reason), "%s", u->reason);
+	snprintf(r->backup, sizeof(r->backup), "%s", u->backup);
+	r->finished_at = u->finished_at;
+	if (dbq_push(u->s, DBQ_SLOW_MS, run_row_write, run_row_free, r)) {
+		run_row_write(u->s->db, r); /* the queue cannot take it: now */
+		run_row_free(u->s, r);
+	}
 }
 
 #define SYS_UPDATE                                                                                 \
@@ -147,13 +183,13 @@ static void sys_write_done(struct server *s, void *arg)
 	free(w);
 }
 
-/* Written now, on the loop's connection: when the write queue cannot take it. */
-static void sys_save_now(struct usys *y)
+/* Written now, through `db`: when the write queue cannot take it, or with the run. */
+static void sys_save_now(struct sw_db *db, struct usys *y)
 {
 	struct sys_row r;
 
 	if (sys_row_take(&r, y) == 0)
-		sys_row_write(y->u->s->db, &r, y->name);
+		sys_row_write(db, &r, y->name);
 	else
 		sw_err("upgrade journal: %s: out of memory", y->name);
 	sys_row_free(&r);
@@ -168,7 +204,7 @@ void ujournal_sys_save(struct usys *y, int then_call)
 		if (w)
 			sys_row_free(&w->row);
 		free(w);
-		sys_save_now(y);
+		sys_save_now(y->u->s->db, y);
 		if (then_call)
 			upgrade_call_step(y);
 		return;
@@ -183,72 +219,13 @@ void ujournal_sys_save(struct usys *y, int then_call)
 	if (dbq_push(y->u->s, DBQ_SLOW_MS, sys_write_run, sys_write_done, w)) {
 		sys_row_free(&w->row);
 		free(w);
-		sys_save_now(y);
+		sys_save_now(y->u->s->db, y);
 		if (then_call)
 			upgrade_call_step(y);
 	}
 }
 
-/* The run's row, once every system's row queued before it is stored, so the journal
- * never holds a finished run with a system still at a step. What is written then is
- * the run as it is then; or, if another run has begun meanwhile, as it was here. */
-struct run_barrier {
-	int64_t id;
-	char state[32], self[32], reason[512], backup[PATH_MAX];
-	int64_t finished_at;
-	char *opts;
-};
-
-static void barrier_run(struct sw_db *db, void *arg)
-{
-	(void)db;
-	(void)arg;
-}
-
-static void barrier_done(struct server *s, void *arg)
-{
-	struct run_barrier *b = arg;
-	char err[300];
-
-	if (s->upgrade && s->upgrade->id == b->id) {
-		ujournal_run_save(s->upgrade);
-	} else {
-		struct sw_db_val p[] = {
-		    SW_DB_TEXT(b->state),      SW_DB_TEXT(b->reason),
-		    SW_DB_TEXT(b->self),       SW_DB_TEXT(b->backup),
-		    SW_DB_INT(b->finished_at), SW_DB_TEXT(b->opts ? b->opts : "{}"),
-		    SW_DB_INT(b->id)};
-		if (sw_db_exec(s->db, RUN_UPDATE, p, 7, NULL, NULL, NULL, err, sizeof(err)))
-			sw_err("upgrade journal: %s", err);
-	}
-	free(b->opts);
-	free(b);
-}
-
-void ujournal_run_save_after(struct upgrade *u)
-{
-	struct run_barrier *b = calloc(1, sizeof(*b));
-	json_t *o = ujournal_options(u);
-
-	if (b) {
-		b->id = u->id;
-		snprintf(b->state, sizeof(b->state), "%s", urun_names[u->state]);
-		snprintf(b->self, sizeof(b->self), "%s", uself_names[u->self]);
-		snprintf(b->reason, sizeof(b->reason), "%s", u->reason);
-		snprintf(b->backup, sizeof(b->backup), "%s", u->backup);
-		b->finished_at = u->finished_at;
-		b->opts = sw_json_dump(o);
-	}
-	json_decref(o);
-	if (!b || dbq_push(u->s, DBQ_SLOW_MS, barrier_run, barrier_done, b)) {
-		if (b)
-			free(b->opts);
-		free(b);
-		ujournal_run_save(u);
-	}
-}
-
-int ujournal_run_insert(struct upgrade *u, char *err, size_t errlen)
+static int run_insert(struct sw_db *db, struct upgrade *u, char *err, size_t errlen)
 {
 	json_t *o = ujournal_options(u);
 	char *opts = sw_json_dump(o);
@@ -260,13 +237,13 @@ int ujournal_run_insert(struct upgrade *u, char *err, size_t errlen)
 	    SW_DB_TEXT(u->backup), SW_DB_INT(u->started_at),	   SW_DB_INT(u->finished_at)};
 	int rc;
 
-	if ((rc = sw_db_begin(u->s->db, err, errlen)))
+	if ((rc = sw_db_begin(db, err, errlen)))
 		goto out;
-	if ((rc = sw_db_exec(u->s->db, "DELETE FROM upgrade_systems WHERE upgrade_id = ?", del, 1,
-			     NULL, NULL, NULL, err, errlen)) ||
-	    (rc = sw_db_exec(u->s->db, "DELETE FROM upgrades WHERE id = ?", del, 1, NULL, NULL,
-			     NULL, err, errlen)) ||
-	    (rc = sw_db_exec(u->s->db,
+	if ((rc = sw_db_exec(db, "DELETE FROM upgrade_systems WHERE upgrade_id = ?", del, 1, NULL,
+			     NULL, NULL, err, errlen)) ||
+	    (rc = sw_db_exec(db, "DELETE FROM upgrades WHERE id = ?", del, 1, NULL, NULL, NULL, err,
+			     errlen)) ||
+	    (rc = sw_db_exec(db,
 			     "INSERT INTO upgrades (id, version, from_version, package_sha256, "
 			     "package_size, state, reason, options, server_step, backup, "
 			     "started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -278,26 +255,75 @@ int ujournal_run_insert(struct upgrade *u, char *err, size_t errlen)
 					SW_DB_INT((int64_t)i), SW_DB_TEXT(y->from),
 					SW_DB_TEXT(ystate_names[y->state])};
 
-		if ((rc = sw_db_exec(u->s->db,
+		if ((rc = sw_db_exec(db,
 				     "INSERT INTO upgrade_systems (upgrade_id, name, position, "
 				     "from_version, state) VALUES (?, ?, ?, ?, ?)",
 				     q, 5, NULL, NULL, NULL, err, errlen)))
 			goto fail;
 	}
-	if ((rc = sw_db_commit(u->s->db, err, errlen)))
+	if ((rc = sw_db_commit(db, err, errlen)))
 		goto fail;
 	/* now, whole: a rollback writes the journal again before its server re-executes */
 	for (size_t i = 0; i < u->nsys; i++) {
 		u->sys[i].dirty = 0;
-		sys_save_now(&u->sys[i]);
+		sys_save_now(db, &u->sys[i]);
 	}
 	goto out;
 fail:
-	sw_db_rollback(u->s->db);
+	sw_db_rollback(db);
 out:
 	free(opts);
 	json_decref(o);
 	return rc;
+}
+
+int ujournal_run_insert(struct upgrade *u, char *err, size_t errlen)
+{
+	return run_insert(u->s->db, u, err, errlen);
+}
+
+/* A new run's rows, before the loop knows of the run, so nothing else reads or changes
+ * it while they are written off the loop. */
+struct run_begin {
+	struct upgrade *u;
+	void (*done)(struct upgrade *u, int rc, const char *err, void *arg);
+	void *arg;
+	int rc;
+	char err[300];
+};
+
+static void begin_run(struct sw_db *db, void *arg)
+{
+	struct run_begin *b = arg;
+
+	b->rc = run_insert(db, b->u, b->err, sizeof(b->err));
+}
+
+static void begin_done(struct server *s, void *arg)
+{
+	struct run_begin *b = arg;
+
+	(void)s;
+	b->done(b->u, b->rc, b->err, b->arg);
+	free(b);
+}
+
+int ujournal_run_begin(struct upgrade *u,
+		       void (*done)(struct upgrade *u, int rc, const char *err, void *arg),
+		       void *arg)
+{
+	struct run_begin *b = calloc(1, sizeof(*b));
+
+	if (!b)
+		return SW_ENOMEM;
+	b->u = u;
+	b->done = done;
+	b->arg = arg;
+	if (dbq_push(u->s, DBQ_SLOW_MS, begin_run, begin_done, b)) {
+		free(b);
+		return SW_ENOMEM;
+	}
+	return 0;
 }
 
 struct load_ctx {

@@ -149,8 +149,8 @@ void upgrade_finish(struct upgrade *u)
 	if (u->state != st)
 		sw_info("upgrade %" PRId64 " to %s: %s", u->id, u->version, urun_names[st]);
 	u->state = st;
-	/* after the systems' last rows: a finished run's journal has every outcome */
-	ujournal_run_save_after(u);
+	/* queued after the systems' last rows: a finished run's journal has every outcome */
+	ujournal_run_save(u);
 	sw_info("upgrade %" PRId64 " to %s: %s in %.1f s of a bound of %.1f s (%zu upgraded, %zu "
 		"deferred, %zu failed)%s%s",
 		u->id, u->version, urun_names[st], (u->finished_at - u->leg_at) / 1000.0,
@@ -209,25 +209,43 @@ static void post(struct usys *y, enum yevent ev, const char *why)
 
 static void apply(struct usys *y, enum yevent ev, const struct yinfo *in);
 
-/* Roles of `y` added (restore) or removed, as its machine asked; the agent hears of it
- * at once, or from its next heartbeat. */
+static void roles_changed(struct server *s, struct reg_op *op)
+{
+	struct system *sys = sw_strmap_get(s->systems, op->name);
+
+	if (op->rc)
+		sw_err("upgrade: %s: cannot %s roles: %s", op->name, op->add ? "restore" : "remove",
+		       op->err);
+	else if (sys && !s->stopping)
+		control_push_roles(s, sys, NULL, NULL, 0, 5000);
+	json_decref(op->roles);
+	free(op);
+}
+
+/* Roles of `y` added (restore) or removed, as its machine asked, through the write queue
+ * ahead of the row naming its next step; the agent hears of it at once, or from its
+ * next heartbeat. */
 static void roles_change(struct usys *y, const json_t *roles, int add)
 {
 	struct server *s = y->u->s;
-	struct system *sys = sw_strmap_get(s->systems, y->name);
-	char err[200];
-	json_t *r;
-	size_t i;
+	struct reg_op *op = calloc(1, sizeof(*op));
 
-	if (!sys)
+	if (!op || !(op->roles = json_deep_copy(roles))) {
+		sw_err("upgrade: %s: out of memory for a change of roles", y->name);
+		free(op);
 		return;
-	json_array_foreach(roles, i, r)
-	{
-		if (registry_role_set(s, sys, json_string_value(r), add, err, sizeof(err)))
-			sw_err("upgrade: %s: cannot %s role %s: %s", y->name,
-			       add ? "restore" : "remove", json_string_value(r), err);
 	}
-	control_push_roles(s, sys, NULL, NULL, 0, 5000);
+	op->kind = REG_ROLES;
+	op->add = add;
+	snprintf(op->name, sizeof(op->name), "%s", y->name);
+	op->done = roles_changed;
+	if (registry_submit(s, op)) {
+		if (op->rc != SW_ENOTFOUND)
+			sw_err("upgrade: %s: cannot %s roles: %s", y->name,
+			       add ? "restore" : "remove", op->err);
+		json_decref(op->roles);
+		free(op);
+	}
 }
 
 static void apply(struct usys *y, enum yevent ev, const struct yinfo *in)

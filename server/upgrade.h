@@ -244,13 +244,19 @@ void upgrade_self_enter(struct upgrade *u, enum uself step);
 
 /* ujournal.c */
 json_t *ujournal_options(const struct upgrade *u);
+/* The run's row as it is now, through the write queue, once what is queued before it is
+ * stored. */
 void ujournal_run_save(struct upgrade *u);
-/* The run's row once what is queued before it is stored. */
-void ujournal_run_save_after(struct upgrade *u);
 /* A system's row, through the write queue; with `then_call`, the call of its step
  * follows once it is stored (the system is busy until then). */
 void ujournal_sys_save(struct usys *y, int then_call);
+/* A run's rows, whole, replacing any under its id: on the loop's connection (the return
+ * of a rollback, with the queue detached), or through the queue for a new run that the
+ * loop does not know yet; `done` follows on the loop. */
 int ujournal_run_insert(struct upgrade *u, char *err, size_t errlen);
+int ujournal_run_begin(struct upgrade *u,
+		       void (*done)(struct upgrade *u, int rc, const char *err, void *arg),
+		       void *arg);
 /* The latest run, or NULL with 0 when there is none. */
 int ujournal_load(struct server *s, struct upgrade **out, char *err, size_t errlen);
 

@@ -77,6 +77,11 @@ static int is_busy(struct server *s, struct sw_http_req *req)
 {
 	struct upgrade *u = s->upgrade;
 
+	if (s->upgrade_starting) {
+		sw_http_reply_error(req, 409,
+				    "an upgrade is starting: see `siteward upgrade status`");
+		return 1;
+	}
 	if (u && (upgrade_is_active(u) || u->state == R_INTERRUPTED)) {
 		sw_http_reply_error(req, 409,
 				    "upgrade %" PRId64
@@ -154,13 +159,52 @@ static int64_t bound_preview(struct server *s, const struct sw_upgrade_req *r,
 	return usys_run_bound_ms(&u.o, metering, others, upgrade_self_bound_ms(&u));
 }
 
+/* A run whose rows are on their way to the journal. */
+struct begin {
+	struct sw_http_req *req;
+	char on_stuck[16];
+};
+
+static void run_begun(struct upgrade *u, int rc, const char *err, void *arg)
+{
+	struct begin *b = arg;
+	struct server *s = u->s;
+
+	s->upgrade_starting = 0;
+	if (rc) {
+		sw_http_reply_error(b->req, 500, "the upgrade journal: %s", err);
+		upgrade_destroy(u);
+		free(b);
+		return;
+	}
+	upgrade_free(s);
+	s->upgrade = u;
+	/* what the site did while the rows were written: the machines hear of it now */
+	for (size_t i = 0; i < u->nsys && !s->stopping; i++) {
+		struct system *sys = sw_strmap_get(s->systems, u->sys[i].name);
+		if (!sys)
+			upgrade_system_removed(s, u->sys[i].name);
+		else
+			upgrade_system_enrolled(s, sys);
+	}
+	sw_info("upgrade %" PRId64 ": %s → %s on %zu systems, parallel %u, stop timeout %u ms, "
+		"on stuck %s, at most %.0f s",
+		u->id, u->from, u->version, u->nsys, u->o.parallel, u->o.stop_timeout_ms,
+		b->on_stuck, u->bound_ms / 1000.0);
+	sw_http_reply_json(b->req, 201, run_json(u));
+	/* a server stopping meanwhile resumes the journaled run when it starts again */
+	if (!s->stopping)
+		upgrade_timers_start(u);
+	free(b);
+}
+
 static void run_start(struct server *s, struct pending *p, struct sw_pkg_manifest *m)
 {
 	struct sw_http_req *req = p->req;
 	json_t *site, *problems = json_array();
 	struct system **list = NULL, *sys;
 	struct upgrade *u = NULL;
-	char err[600];
+	struct begin *b;
 	int strict = p->r.strict;
 
 	/* Another run may have begun while the package was verified. */
@@ -234,18 +278,18 @@ static void run_start(struct server *s, struct pending *p, struct sw_pkg_manifes
 	}
 	/* Its bound is known, and journaled, before anything is touched. */
 	upgrade_leg_begin(u);
-	if (ujournal_run_insert(u, err, sizeof(err))) {
-		sw_http_reply_error(req, 500, "the upgrade journal: %s", err);
+	if (!(b = calloc(1, sizeof(*b)))) {
+		sw_http_reply_error(req, 500, "out of memory");
 		goto out;
 	}
-	upgrade_free(s);
-	s->upgrade = u;
-	sw_info("upgrade %" PRId64 ": %s → %s on %zu systems, parallel %u, stop timeout %u ms, "
-		"on stuck %s, at most %.0f s",
-		u->id, u->from, u->version, u->nsys, u->o.parallel, u->o.stop_timeout_ms,
-		p->r.on_stuck, u->bound_ms / 1000.0);
-	sw_http_reply_json(req, 201, run_json(u));
-	upgrade_timers_start(u);
+	b->req = req;
+	snprintf(b->on_stuck, sizeof(b->on_stuck), "%s", p->r.on_stuck);
+	if (ujournal_run_begin(u, run_begun, b)) {
+		free(b);
+		sw_http_reply_error(req, 500, "out of memory");
+		goto out;
+	}
+	s->upgrade_starting = 1;
 	u = NULL;
 out:
 	upgrade_destroy(u);

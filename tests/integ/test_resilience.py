@@ -3,6 +3,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import threading
 import time
 import unittest
 
@@ -67,6 +68,61 @@ class Restart(unittest.TestCase):
         self.assertIn("cannot record heartbeats (will retry)", self.site.server.log())
         wait_for(lambda: stored() > locked_at, 15, "the heartbeats written after the lock")
         self.assertTrue(a.proc.alive())
+
+    def test_administrative_writes_wait_off_the_loop(self):
+        """An administrator's writes (a token, a role, a product, a removal) queue behind a
+        held database lock without holding up anything else: meanwhile other requests
+        are answered at once; once the lock goes, each is stored and answered."""
+        url = self.site._db_url()
+        if url.startswith("postgres"):
+            self.skipTest("holds an SQLite lock")
+        self.site.enroll("w1", start=False)
+        self.site.enroll("w2", start=False)
+        results = {}
+
+        def call(key, method, path, body=None):
+            results[key] = self.site.api(method, path, body, timeout=30)
+        writes = [
+            ("token", "POST", "/v1/tokens", {"ttl": 600}),
+            ("role", "POST", "/v1/systems/w1/roles/test", {"timeout": 1}),
+            ("product", "POST", "/v1/products", {"name": "locked", "exe": "locked-prog",
+                                                 "licenses": 1}),
+            ("remove", "DELETE", "/v1/systems/w2", None),
+            ("list", "GET", "/v1/products", None),
+        ]
+        con = sqlite3.connect(url, timeout=10, isolation_level=None)
+        con.execute("BEGIN IMMEDIATE")
+        threads = []
+        try:
+            for w in writes:
+                t = threading.Thread(target=call, args=w, daemon=True)
+                t.start()
+                threads.append(t)
+            worst = 0.0
+            for _ in range(10):
+                t0 = time.monotonic()
+                status, _ = self.site.api("GET", "/v1/site")
+                self.assertEqual(status, 200)
+                worst = max(worst, time.monotonic() - t0)
+                time.sleep(0.05)
+            self.assertLess(worst, 1.0, f"a request took {worst:.1f} s behind the writes")
+            # nothing can be stored while the lock is held, so nothing is answered yet
+            self.assertEqual(results, {})
+            self.assertIn("w2", self.site.systems())
+        finally:
+            con.execute("ROLLBACK")
+            con.close()
+        for t in threads:
+            t.join(30)
+        self.assertEqual({k: v[0] for k, v in results.items()},
+                         {"token": 200, "role": 200, "product": 200, "remove": 200,
+                          "list": 200}, results)
+        status, products = self.site.api("GET", "/v1/products")
+        self.assertIn("locked", [p["name"] for p in products["products"]])
+        self.assertNotIn("w2", self.site.systems())
+        self.assertEqual(self.site.systems()["w1"]["roles"], ["test"])
+        self.site.enroll("w3", token=results["token"][1]["token"], start=False)
+        self.assertIn("w3", self.site.systems())
 
     def test_kill9_keeps_enrolled_systems(self):
         self.site.enroll("k1", start=False)
