@@ -180,6 +180,7 @@ struct upgrade {
 	int halted;   /* no system starts any more: the run failed */
 	int catchups; /* deferred systems upgraded since the run finished */
 	int self_busy;
+	int restore_copied;  /* the SQLite backup lies copied beside the live file */
 	int self_migrations; /* the package migrates the schema */
 	int64_t started_at, finished_at;
 	int64_t leg_at;	  /* when this leg (start, resume, rollback) began */

@@ -399,11 +399,49 @@ static void after_db_restore(struct upgrade *u, const char *why)
 	upgrade_self_step(u);
 }
 
-/* Puts the SQLite backup back in place of the live database, reopened after. */
-static void sqlite_restore(struct upgrade *u)
+/* The SQLite backup copied beside the live database, on the thread pool: the slow part
+ * of a restore, while the site goes on. */
+static void run_copy(void *arg)
+{
+	struct job *j = arg;
+
+	j->rc = sw_file_copy(j->path, j->dest, j->err, sizeof(j->err));
+}
+
+static void after_restore_copy(struct upgrade *u, const char *why)
+{
+	if (why) {
+		upgrade_halt(u, "the server cannot return to %s: %s", u->from, why);
+		upgrade_finish(u);
+		return;
+	}
+	u->restore_copied = 1;
+	upgrade_self_step(u);
+}
+
+static int restore_copy(struct upgrade *u, char *err, size_t errlen)
+{
+	struct job *j = job_new(u, "the database restore", BACKUP_TIMEOUT_MS, after_restore_copy);
+
+	if (!j) {
+		snprintf(err, errlen, "out of memory");
+		return SW_ENOMEM;
+	}
+	snprintf(j->path, sizeof(j->path), "%s", u->backup);
+	snprintf(j->dest, sizeof(j->dest), "%s.new", u->s->db_url);
+	if (job_start(u, j, run_copy)) {
+		snprintf(err, errlen, "cannot start the copy of %s", u->backup);
+		return SW_ENOMEM;
+	}
+	return 0;
+}
+
+/* Puts the copied backup in place of the live database, reopened after. */
+static int sqlite_swap(struct upgrade *u, char *err, size_t errlen)
 {
 	struct server *s = u->s;
-	char err[600], live[PATH_MAX], tmp[PATH_MAX + 8], side[PATH_MAX + 8];
+	char live[PATH_MAX], tmp[PATH_MAX + 8], side[PATH_MAX + 8], why[300];
+	int failed = 0;
 
 	/* The file is replaced: writes go through the loop's connection from here on,
 	 * until the re-exec (self_return waited for the one in flight). */
@@ -412,8 +450,10 @@ static void sqlite_restore(struct upgrade *u)
 	s->db = NULL;
 	snprintf(live, sizeof(live), "%s", s->db_url);
 	snprintf(tmp, sizeof(tmp), "%s.new", live);
-	if (sw_file_copy(u->backup, tmp, err, sizeof(err)) || rename(tmp, live)) {
-		sw_err("upgrade: cannot restore the database from %s: %s", u->backup, err);
+	if (rename(tmp, live)) {
+		snprintf(err, errlen, "cannot put %s in place: %s", tmp, strerror(errno));
+		unlink(tmp);
+		failed = 1;
 	} else {
 		snprintf(side, sizeof(side), "%s-wal", live);
 		unlink(side);
@@ -421,10 +461,14 @@ static void sqlite_restore(struct upgrade *u)
 		unlink(side);
 		sw_info("upgrade: database restored from %s", u->backup);
 	}
-	if (sw_db_open(&s->db_opts, &s->db, err, sizeof(err))) {
-		sw_err("upgrade: cannot reopen the database: %s", err);
+	if (sw_db_open(&s->db_opts, &s->db, why, sizeof(why))) {
+		sw_err("upgrade: cannot reopen the database: %s", why);
 		exit(1);
 	}
+	/* the server stays: its writes go off the loop again */
+	if (failed && dbq_open(s, why, sizeof(why)))
+		sw_warn("database writes stay on the server's loop: %s", why);
+	return failed ? SW_EIO : 0;
 }
 
 /* The return at the end of a rollback. */
@@ -470,7 +514,18 @@ static void self_return(struct upgrade *u)
 			}
 			return;
 		}
-		sqlite_restore(u);
+		if (!u->restore_copied) {
+			if (restore_copy(u, err, sizeof(err))) {
+				upgrade_halt(u, "the server cannot return to %s: %s", u->from, err);
+				upgrade_finish(u);
+			}
+			return; /* after_restore_copy goes on */
+		}
+		if (sqlite_swap(u, err, sizeof(err))) {
+			upgrade_halt(u, "the server cannot return to %s: %s", u->from, err);
+			upgrade_finish(u);
+			return;
+		}
 	}
 	if (sw_install_switch_back(s->dir, u->from, "siteward-server", exe, sizeof(exe), err,
 				   sizeof(err))) {

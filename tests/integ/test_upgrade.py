@@ -324,6 +324,27 @@ class Rollback(UpgradeSite):
         # and the site goes on: a request is answered, the system still reports
         self.assertIn("a1", site.systems())
 
+    def test_a_lost_backup_stops_the_return_and_the_server_stays(self):
+        """At the end of a rollback the database is copied back from its backup on the
+        thread pool; when the copy fails, the server does not return to a version that
+        cannot read its schema: the run fails with the reason and the server goes on."""
+        site = self.make_site(plain=1)
+        if site._db_url().startswith("postgres"):
+            self.skipTest("the SQLite file's copy")
+        pkg = build_package(site, migration=True)
+        rc, run, err = self.upgrade(site, "run", pkg, "--stop-timeout", "3")
+        self.assertEqual(rc, 0, report(err, run))
+        os.unlink(run["server"]["backup"])
+        rc, run, err = self.upgrade(site, "rollback")
+        self.assertNotEqual(rc, 0, report(err, run))
+        self.assertEqual(run["state"], "failed", report(err, run))
+        self.assertIn("the database restore", run["reason"])
+        self.assertIn("cannot return", run["reason"])
+        # still the new program, on the migrated schema, and answering
+        self.assertEqual(site.db_rows("upgrade_probe"), [])
+        self.assertIn(NEW, os.path.realpath(exe_of(site.server.pid)))
+        self.assertIn("a1", site.systems())
+
 
 class Metering(UpgradeSite):
     def test_licenses_keep_coming_during_the_upgrade(self):
