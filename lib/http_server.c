@@ -38,6 +38,8 @@ struct sw_http_server {
 	unsigned resume_runs; /* immediate runs owed to connections just resumed */
 	unsigned streaming;   /* file replies being sent: zero timeouts are their work */
 	uint64_t body_reads;  /* request body pieces taken in, ever */
+	int in_run;	      /* inside MHD_run(): handlers are running */
+	int kicked;	      /* a handler of the run resumed a suspended request */
 	unsigned idle_timeout_s, handshake_timeout_s;
 	struct conn_state *new_head, *new_tail; /* connections yet to make a request */
 	uv_timer_t sweep;
@@ -77,6 +79,14 @@ struct sw_http_req {
 	int dispatched, suspended, too_big, streaming;
 	unsigned status;
 	struct MHD_Response *response;
+	/* a local request (sw_http_local): no connection, the reply goes to `local_done` */
+	sw_http_local_done local_done;
+	void *local_arg;
+	char *local_reply; /* stored while the handler still runs */
+	int local_running; /* inside the handler: the reply is passed on after it */
+	char *query;	   /* its arguments, decoded: "k\0v\0k\0v\0" */
+	size_t query_len;
+	struct sw_identity local_id;
 };
 
 static void server_run(struct sw_http_server *srv, int activity);
@@ -95,10 +105,18 @@ static void server_run(struct sw_http_server *srv, int activity)
 {
 	MHD_UNSIGNED_LONG_LONG timeout;
 	uint64_t delay, body_reads = srv->body_reads;
+	int kicked;
 
 	if (srv->closing)
 		return;
+	srv->in_run = 1;
 	MHD_run(srv->mhd);
+	srv->in_run = 0;
+	/* A handler of this run answered another, suspended, request (a command for the
+	 * agent whose poll waits): it goes out at the next run, which must come at once
+	 * even when libmicrohttpd, counting no resumed connection, asks for none. */
+	kicked = srv->kicked;
+	srv->kicked = 0;
 	/* libmicrohttpd takes in one TLS record (16 KiB) of a body per run and, the socket
 	 * being edge-triggered, hears nothing more of the bytes already waiting: it asks for
 	 * a zero timeout instead. A run that took in body bytes is work like socket
@@ -106,12 +124,14 @@ static void server_run(struct sw_http_server *srv, int activity)
 	 * 70-170 ms. A body that stalls takes in nothing, and backs off as before. */
 	if (srv->body_reads != body_reads)
 		activity = 1;
-	if (MHD_get_timeout(srv->mhd, &timeout) != MHD_YES) {
+	if (MHD_get_timeout(srv->mhd, &timeout) != MHD_YES && !kicked) {
 		uv_timer_stop(&srv->timer);
 		srv->zero_streak = 0;
 		return;
 	}
-	if (timeout == 0 && !activity && srv->streaming > 0) {
+	if (kicked) {
+		delay = 0;
+	} else if (timeout == 0 && !activity && srv->streaming > 0) {
 		/* A file reply goes out a buffer per run; the socket stays writable and
 		 * epoll (edge-triggered) says nothing more. */
 		delay = 0;
@@ -261,12 +281,13 @@ static const char *roles_needed(unsigned roles)
 	return "another kind of certificate";
 }
 
-static const struct sw_http_route *route_find(struct sw_http_server *srv, const char *method,
-					      const char *path, const char **tail, int *path_known)
+static const struct sw_http_route *route_find(const struct sw_http_route *routes, size_t nroutes,
+					      const char *method, const char *path,
+					      const char **tail, int *path_known)
 {
 	*path_known = 0;
-	for (size_t i = 0; i < srv->nroutes; i++) {
-		const struct sw_http_route *r = &srv->routes[i];
+	for (size_t i = 0; i < nroutes; i++) {
+		const struct sw_http_route *r = &routes[i];
 		size_t n = strlen(r->path);
 		int match;
 
@@ -369,7 +390,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 				inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr,
 					  req->peer, sizeof(req->peer));
 		}
-		req->route = route_find(srv, req->method, req->path, &tail, &path_known);
+		req->route = route_find(srv->routes, srv->nroutes, req->method, req->path, &tail,
+					&path_known);
 		req->tail = tail;
 		req->max =
 		    req->route && req->route->max_body ? req->route->max_body : SW_HTTP_MAX_BODY;
@@ -464,9 +486,43 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	*con_cls = NULL;
 }
 
+/* Resumes a suspended request; the next run comes at once. */
+static void resume(struct sw_http_req *req)
+{
+	struct sw_http_server *srv = req->srv;
+
+	MHD_resume_connection(req->conn);
+	if (srv->in_run)
+		srv->kicked = 1; /* the timer started below is the run's to set */
+}
+
+static void local_free(struct sw_http_req *req)
+{
+	free(req->local_reply);
+	free(req->query);
+	free(req->path);
+	free(req->body);
+	free(req);
+}
+
 static void store_reply(struct sw_http_req *req, unsigned status, char *text)
 {
 	struct MHD_Response *resp;
+
+	if (req->local_done) {
+		if (req->local_reply) { /* a second reply: the first stands */
+			free(text);
+			return;
+		}
+		req->status = status;
+		req->local_reply = text;
+		if (!req->local_running) {
+			req->local_done(req->local_arg, status, text);
+			req->local_reply = NULL;
+			local_free(req);
+		}
+		return;
+	}
 
 	resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
 	if (!resp) {
@@ -479,7 +535,7 @@ static void store_reply(struct sw_http_req *req, unsigned status, char *text)
 	req->response = resp;
 	if (req->suspended) {
 		req->suspended = 0;
-		MHD_resume_connection(req->conn);
+		resume(req);
 		if (req->srv->resume_runs < 64)
 			req->srv->resume_runs += 4;
 		uv_timer_start(&req->srv->timer, on_timer, 0, 0);
@@ -545,6 +601,8 @@ const char *sw_http_req_body(const struct sw_http_req *req, size_t *len)
 
 const char *sw_http_req_header(const struct sw_http_req *req, const char *name)
 {
+	if (!req->conn)
+		return NULL;
 	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
@@ -552,6 +610,12 @@ void sw_http_reply_file(struct sw_http_req *req, int fd, uint64_t size, uint64_t
 {
 	struct MHD_Response *resp;
 	char range[96];
+
+	if (req->local_done) {
+		close(fd);
+		sw_http_reply_error(req, 501, "files are not sent in answer to a command");
+		return;
+	}
 
 	if (offset > size)
 		offset = size;
@@ -578,14 +642,23 @@ void sw_http_reply_file(struct sw_http_req *req, int fd, uint64_t size, uint64_t
 	}
 	if (req->suspended) {
 		req->suspended = 0;
-		MHD_resume_connection(req->conn);
+		resume(req);
 		uv_timer_start(&req->srv->timer, on_timer, 0, 0);
 	}
 }
 
 const char *sw_http_req_query(const struct sw_http_req *req, const char *name)
 {
-	return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+	if (req->conn)
+		return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+	for (size_t at = 0; req->query && at < req->query_len;) {
+		const char *k = req->query + at, *v = k + strlen(k) + 1;
+
+		if (strcmp(k, name) == 0)
+			return v;
+		at = (size_t)(v + strlen(v) + 1 - req->query);
+	}
+	return NULL;
 }
 
 const struct sw_identity *sw_http_req_identity(const struct sw_http_req *req)
@@ -714,4 +787,107 @@ void sw_http_server_stop(struct sw_http_server *srv)
 	uv_close((uv_handle_t *)&srv->poll, on_closed);
 	uv_close((uv_handle_t *)&srv->timer, on_closed);
 	uv_close((uv_handle_t *)&srv->sweep, on_closed);
+}
+
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9'   ? c - '0'
+	       : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10
+				      : -1;
+}
+
+/* Appends `n` bytes of `in`, %XX and '+' decoded, and a NUL. */
+static size_t url_decode(char *out, const char *in, size_t n)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (in[i] == '%' && i + 2 < n && hexval(in[i + 1]) >= 0 && hexval(in[i + 2]) >= 0) {
+			out[o++] = (char)(hexval(in[i + 1]) * 16 + hexval(in[i + 2]));
+			i += 2;
+		} else {
+			out[o++] = in[i] == '+' ? ' ' : in[i];
+		}
+	}
+	out[o++] = '\0';
+	return o;
+}
+
+/* "a=1&b=x%20y" into "a\01\0b\0x y\0", decoded as libmicrohttpd decodes a query
+ * string; an argument without '=' has the value "". */
+static int query_decode(struct sw_http_req *req, const char *q)
+{
+	size_t n = strlen(q), o = 0;
+	char *out = malloc(n + 2 * (n + 1) + 1);
+
+	if (!out)
+		return SW_ENOMEM;
+	while (*q) {
+		size_t len = strcspn(q, "&");
+		const char *eq = memchr(q, '=', len);
+
+		if (len > 0) {
+			size_t klen = eq ? (size_t)(eq - q) : len;
+			o += url_decode(out + o, q, klen);
+			o += eq ? url_decode(out + o, eq + 1, len - klen - 1)
+				: url_decode(out + o, "", 0);
+		}
+		q += len + (q[len] == '&');
+	}
+	req->query = out;
+	req->query_len = o;
+	return 0;
+}
+
+int sw_http_local(const struct sw_http_route *routes, size_t nroutes, void *arg,
+		  const struct sw_http_local_req *in, sw_http_local_done done, void *done_arg)
+{
+	struct sw_http_req *req = calloc(1, sizeof(*req));
+	const char *tail = "", *q;
+	int path_known = 0;
+
+	if (!req)
+		return SW_ENOMEM;
+	snprintf(req->method, sizeof(req->method), "%s", in->method);
+	q = strchr(in->path, '?');
+	req->path = q ? strndup(in->path, (size_t)(q - in->path)) : strdup(in->path);
+	req->body = malloc(in->len + 1);
+	if (!req->path || !req->body || (q && query_decode(req, q + 1))) {
+		local_free(req);
+		return SW_ENOMEM;
+	}
+	memcpy(req->body, in->body ? in->body : "", in->len);
+	req->body[in->len] = '\0';
+	req->len = in->len;
+	snprintf(req->peer, sizeof(req->peer), "%s", in->peer ? in->peer : "");
+	req->local_id = in->identity;
+	req->identity = &req->local_id;
+	req->local_done = done;
+	req->local_arg = done_arg;
+	req->local_running = 1;
+	req->route = route_find(routes, nroutes, req->method, req->path, &tail, &path_known);
+	req->tail = tail;
+	req->max = req->route && req->route->max_body ? req->route->max_body : SW_HTTP_MAX_BODY;
+	if (!req->route)
+		sw_http_reply_error(req, path_known ? 405 : 404, "%s",
+				    path_known ? "method not allowed" : "no such endpoint");
+	else if (req->len > req->max)
+		sw_http_reply_error(req, 413, "request body larger than %zu bytes", req->max);
+	else if (req->route->roles != SW_HTTP_OPEN &&
+		 !(role_bit(req->local_id.role) & req->route->roles))
+		sw_http_reply_error(req, 403, "rejected: this needs %s, not %s %s certificate",
+				    roles_needed(req->route->roles),
+				    req->local_id.role[0] == 'a' ? "an" : "a", req->local_id.role);
+	else
+		req->route->fn(req, arg);
+	req->local_running = 0;
+	if (req->local_reply) { /* answered at once */
+		char *text = req->local_reply;
+
+		req->local_reply = NULL;
+		done(done_arg, req->status, text);
+		local_free(req);
+	}
+	return 0;
 }

@@ -92,4 +92,22 @@ void sw_http_reply_error(struct sw_http_req *req, unsigned status, const char *f
 /* Parses the request body as a JSON object, or replies 400 and returns NULL. */
 json_t *sw_http_req_json(struct sw_http_req *req);
 
+/* A request that came by another way than a connection (a command an agent took off its
+ * channel to the site server), run through `routes` like one that did: the route's
+ * roles are checked against `identity`, and the handler answers with the same calls.
+ * `done` gets the status and the reply's JSON text, which it owns and frees; it runs
+ * once the handler has returned (still inside sw_http_local() when it answered at once),
+ * or when it answers later. Files are not sent this way (501). */
+struct sw_http_local_req {
+	const char *method;
+	const char *path; /* with its query string, if any */
+	const char *body;
+	size_t len;
+	const char *peer; /* what sw_http_req_peer() says */
+	struct sw_identity identity;
+};
+typedef void (*sw_http_local_done)(void *arg, unsigned status, char *body);
+int sw_http_local(const struct sw_http_route *routes, size_t nroutes, void *arg,
+		  const struct sw_http_local_req *in, sw_http_local_done done, void *done_arg);
+
 #endif

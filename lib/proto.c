@@ -250,6 +250,49 @@ void sw_proto_heartbeat_clear(struct sw_heartbeat *hb)
 	memset(hb, 0, sizeof(*hb));
 }
 
+/* POST /v1/agent/poll: what an agent brings each time it asks for work. */
+int sw_proto_poll_parse(const json_t *j, struct sw_poll *out, char *err, size_t errlen)
+{
+	const char *id, *body;
+	json_t *v;
+	size_t i;
+	int64_t status;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	out->answers = json_object_get(j, "answers");
+	out->running = json_object_get(j, "running");
+	if (out->answers &&
+	    (!json_is_array(out->answers) || json_array_size(out->answers) > SW_POLL_MAX_IDS)) {
+		ERR("answers must be a list of at most %d", SW_POLL_MAX_IDS);
+		return SW_EINVAL;
+	}
+	if (out->running &&
+	    (!json_is_array(out->running) || json_array_size(out->running) > SW_POLL_MAX_IDS)) {
+		ERR("running must be a list of at most %d command ids", SW_POLL_MAX_IDS);
+		return SW_EINVAL;
+	}
+	json_array_foreach(out->answers, i, v)
+	{
+		if (!json_is_object(v) ||
+		    (rc = sw_json_str(v, "id", SW_COMMAND_ID_MAX, 1, &id, err, errlen)) ||
+		    (rc = sw_json_int(v, "status", 100, 599, 1, &status, err, errlen)) ||
+		    (rc = sw_json_str(v, "body", SW_HTTP_MAX_ANSWER, 0, &body, err, errlen))) {
+			if (!json_is_object(v))
+				ERR("an answer must be an object");
+			return SW_EINVAL;
+		}
+	}
+	json_array_foreach(out->running, i, v)
+	{
+		if (!json_is_string(v) || strlen(json_string_value(v)) > SW_COMMAND_ID_MAX) {
+			ERR("running must list command ids");
+			return SW_EINVAL;
+		}
+	}
+	return sw_json_int(j, "hold_ms", 0, SW_POLL_HOLD_MAX_MS, 0, &out->hold_ms, err, errlen);
+}
+
 int sw_proto_token_req_parse(const json_t *j, int64_t *ttl_s, char *err, size_t errlen)
 {
 	*ttl_s = 3600;

@@ -82,4 +82,17 @@ struct sw_stage_req {
 };
 int sw_proto_stage_req_parse(const json_t *j, struct sw_stage_req *out, char *err, size_t errlen);
 
+/* POST /v1/agent/poll. `answers` and `running` point into the parsed object, checked:
+ * each answer {"id", "status" 100-599, "body": the reply's JSON text}, each running id a
+ * string; NULL when absent. */
+#define SW_POLL_MAX_IDS	    1000
+#define SW_COMMAND_ID_MAX   39
+#define SW_POLL_HOLD_MAX_MS 600000
+#define SW_HTTP_MAX_ANSWER  (4 * 1024 * 1024)
+struct sw_poll {
+	json_t *answers, *running;
+	int64_t hold_ms;
+};
+int sw_proto_poll_parse(const json_t *j, struct sw_poll *out, char *err, size_t errlen);
+
 #endif

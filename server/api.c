@@ -596,6 +596,7 @@ static const struct sw_http_route routes[] = {
     {"GET", "/v1/ca", SW_HTTP_OPEN, get_ca, 0},
     {"POST", "/v1/enroll", SW_HTTP_OPEN, post_enroll, 32 * 1024},
     {"POST", "/v1/heartbeat", SW_HTTP_AGENT, post_heartbeat, 0},
+    {"POST", "/v1/agent/poll", SW_HTTP_AGENT, channel_poll, 4 * 1024 * 1024},
     {"POST", "/v1/tokens", SW_HTTP_ADMIN, post_token, 0},
     {"GET", "/v1/systems", SW_HTTP_ADMIN, get_systems, 0},
     {"GET", "/v1/systems/*", SW_HTTP_ADMIN, get_system, 0},

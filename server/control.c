@@ -58,20 +58,8 @@ static void agent_error(const struct sw_http_result *res, char *out, size_t len)
 static int start_call(struct call *c, struct system *sys, const char *method, const char *path,
 		      json_t *body, unsigned timeout_ms, sw_http_done done)
 {
-	char url[512], *text = NULL;
-	int rc;
+	int rc = control_call(c->s, sys, method, path, body, timeout_ms, done, c);
 
-	if (agent_url(sys, path, url, sizeof(url))) {
-		free(c);
-		return -1;
-	}
-	if (body) {
-		text = sw_json_dump(body);
-		json_decref(body);
-	}
-	rc = sw_http_client_request(c->s->agents, method, url, text, text ? strlen(text) : 0,
-				    timeout_ms, done, c);
-	free(text);
 	if (rc)
 		free(c);
 	return rc;
@@ -222,10 +210,10 @@ int control_call(struct server *s, struct system *sys, const char *method, const
 	char url[512], *text = NULL;
 	int rc;
 
-	if (agent_url(sys, path, url, sizeof(url))) {
-		json_decref(body);
-		return -1;
-	}
+	/* over the connection the agent holds open; an agent that does not hold one (of
+	 * an older version) is dialled at the address it listens on */
+	if (channel_connected(s, sys) || agent_url(sys, path, url, sizeof(url)))
+		return channel_call(s, sys, method, path, body, timeout_ms, done, arg);
 	if (body) {
 		text = sw_json_dump(body);
 		json_decref(body);

@@ -231,6 +231,7 @@ static int server_run(const char *dir, int check_only)
 	/* Calls to agents end first, so every request waiting on one gets its answer. */
 	sw_http_client_free(s.agents);
 	s.agents = NULL;
+	channel_stop(&s);
 	/* a moment, bounded, for those answers to go out before the listener closes */
 	uv_timer_start(&s.flush_timer, on_last_flush, 200, 0);
 	uv_run(s.loop, UV_RUN_DEFAULT);

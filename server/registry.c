@@ -561,6 +561,7 @@ static int removed(struct server *s, struct reg_op *op)
 				s->dirty[i] = s->dirty[--s->ndirty];
 	}
 	sw_info("system %s removed; certificate %s revoked", sys->name, sys->serial);
+	channel_forget(s, sys);
 	sw_strmap_del(s->systems, sys->name);
 	metering_changed(s);
 	system_free(sys);

@@ -32,6 +32,7 @@ struct system {
 	int64_t meter_seen_ms;	 /* sw_mono_ms() of its metering server's last poll, 0: none */
 	enum sw_clock_state clock_state; /* as last logged */
 	int dirty;			 /* changed since the last flush to the database */
+	struct chan *chan;		 /* its agent's channel (channel.c), NULL: none yet */
 };
 
 struct server {
@@ -145,6 +146,19 @@ int control_call(struct server *s, struct system *sys, const char *method, const
 		 json_t *body, unsigned timeout_ms, sw_http_done done, void *arg);
 /* Why a call failed: the transfer's reason, or the agent's {"error": …}. */
 void control_error(const struct sw_http_result *res, char *out, size_t len);
+
+/* channel.c: commands to agents over the connection each agent holds open. */
+void channel_poll(struct sw_http_req *req, void *arg); /* POST /v1/agent/poll */
+/* Sends a command to the agent of `sys`: `done` gets its answer, or at `timeout_ms` a
+ * failure that says whether it was delivered; never inside this call. `body` is
+ * consumed. Non-zero (and `done` not called) only when out of memory. */
+int channel_call(struct server *s, struct system *sys, const char *method, const char *path,
+		 json_t *body, unsigned timeout_ms, sw_http_done done, void *arg);
+/* Whether the agent of `sys` has polled lately (or polls now). */
+int channel_connected(const struct server *s, const struct system *sys);
+/* The system goes (removed, or the server stops): its poll and commands are answered. */
+void channel_forget(struct server *s, struct system *sys);
+void channel_stop(struct server *s);
 
 /* upgrade.c (the rest of the upgrade's parts are declared in upgrade.h) */
 struct upgrade;

@@ -576,6 +576,82 @@ static void test_download_stalls_midway(void **state)
 	assert_int_equal(f.res.size, 400);
 }
 
+struct local_answer {
+	int calls;
+	unsigned status;
+	json_t *body;
+};
+
+static void on_local(void *arg, unsigned status, char *text)
+{
+	struct local_answer *a = arg;
+
+	a->calls++;
+	a->status = status;
+	json_decref(a->body);
+	a->body = json_loads(text, 0, NULL);
+	free(text);
+}
+
+static struct local_answer *local(struct local_answer *a, const char *method, const char *path,
+				  const char *body, const char *role)
+{
+	struct sw_http_local_req in = {.method = method,
+				       .path = path,
+				       .body = body,
+				       .len = body ? strlen(body) : 0,
+				       .peer = "channel"};
+
+	json_decref(a->body);
+	memset(a, 0, sizeof(*a));
+	snprintf(in.identity.cn, sizeof(in.identity.cn), "site");
+	snprintf(in.identity.role, sizeof(in.identity.role), "%s", role);
+	assert_int_equal(
+	    sw_http_local(routes, sizeof(routes) / sizeof(routes[0]), NULL, &in, on_local, a), 0);
+	return a;
+}
+
+/* A request that came another way than a connection runs through the same routes:
+ * roles checked, the tail and the query decoded, bodies limited, and a reply given
+ * later arrives later. */
+static void test_local_requests(void **state)
+{
+	struct local_answer a = {0};
+	char path[128];
+
+	local(&a, "GET", "/agent/x%2Fy?q=a+b%21&z", NULL, "agent");
+	assert_int_equal(a.calls, 1);
+	assert_int_equal(a.status, 200);
+	assert_string_equal(json_string_value(json_object_get(a.body, "who")), "site");
+	assert_string_equal(json_string_value(json_object_get(a.body, "tail")), "x%2Fy");
+	assert_string_equal(json_string_value(json_object_get(a.body, "q")), "a b!");
+
+	assert_int_equal(local(&a, "GET", "/agent/x", NULL, "admin")->status, 403);
+	assert_int_equal(local(&a, "POST", "/agent/x", NULL, "agent")->status, 405);
+	assert_int_equal(local(&a, "GET", "/nowhere", NULL, "agent")->status, 404);
+	local(&a, "POST", "/echo", "{\"k\":1}", "agent");
+	assert_int_equal(a.status, 200);
+	assert_int_equal(json_integer_value(json_object_get(a.body, "k")), 1);
+	local(&a, "POST", "/echo",
+	      "{\"k\":\"a string longer than one hundred bytes, which is the limit of this "
+	      "route's body, so it is refused\"}",
+	      "agent");
+	assert_int_equal(a.status, 413);
+	/* files are not sent this way */
+	snprintf(path, sizeof(path), "%s/short", fx.dir);
+	put(path, "a file");
+	assert_int_equal(local(&a, "GET", "/cut", NULL, "agent")->status, 501);
+
+	/* answered from a timer: not inside the call, once, when it comes */
+	local(&a, "GET", "/later", NULL, "agent");
+	assert_int_equal(a.calls, 0);
+	while (a.calls == 0)
+		uv_run(&fx.loop, UV_RUN_ONCE);
+	assert_int_equal(a.calls, 1);
+	assert_int_equal(a.status, 202);
+	json_decref(a.body);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -589,6 +665,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_reused_connection_no_answer, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_download_cut_off, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_download_stalls_midway, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_local_requests, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

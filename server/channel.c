@@ -1,0 +1,353 @@
+/*
+ * The agents' channels: each agent holds one connection to the site server open and
+ * asks it for work (POST /v1/agent/poll); the server keeps that request until it has a
+ * command for the agent, or the agent's hold runs out, and answers with the commands.
+ * The agent runs them and brings their answers on its next poll. Nothing dials an
+ * agent, so a managed machine opens no port.
+ *
+ * A command has an id and a deadline. It goes out once, and again only on a poll that
+ * shows the agent neither answered nor runs it (the poll that carried it was lost); the
+ * agent remembers the ids it has seen, so it runs each at most once. Whatever happens,
+ * the caller hears once: the answer, or at the deadline that there was none.
+ */
+#include "server.h"
+
+#include "error.h"
+#include "json.h"
+#include "log.h"
+#include "proto.h"
+#include "util.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The longest a poll is held; the agent asks for less. */
+#define HOLD_MAX_MS 60000
+/* A channel polled within this much is taken as connected. */
+#define CONNECTED_MS (HOLD_MAX_MS + 15000)
+/* The agent is asked to give up on a command this much before the caller does. */
+#define AGENT_MARGIN_MS 300
+
+struct chan_cmd {
+	struct chan_cmd *next;
+	struct server *s;
+	char system[64];
+	char id[40];
+	char method[8];
+	char *path, *body; /* body: JSON text, or NULL */
+	int64_t deadline;  /* sw_mono_ms() when the caller gives up */
+	unsigned timeout_ms;
+	int sent;     /* went out in a poll's answer */
+	int finished; /* the caller has heard */
+	uv_timer_t timer;
+	sw_http_done done;
+	void *arg;
+	struct sw_http_result res; /* what the caller hears */
+};
+
+struct chan {
+	struct server *s;
+	char system[64];
+	struct sw_http_req *held; /* the agent's poll, waiting for work */
+	uv_timer_t hold;
+	struct chan_cmd *cmds; /* not finished: queued or sent */
+	int64_t polled_at;     /* sw_mono_ms() of its last poll, 0: never */
+	int closing;
+};
+
+static uint64_t next_id;
+
+static void cmd_closed(uv_handle_t *h)
+{
+	struct chan_cmd *c = h->data;
+
+	free(c->path);
+	free(c->body);
+	free(c->res.body);
+	free(c);
+}
+
+static void chan_unlink(struct chan *ch, struct chan_cmd *c)
+{
+	for (struct chan_cmd **p = &ch->cmds; *p; p = &(*p)->next) {
+		if (*p == c) {
+			*p = c->next;
+			return;
+		}
+	}
+}
+
+static struct chan *chan_of(struct server *s, const char *system)
+{
+	struct system *sys = sw_strmap_get(s->systems, system);
+
+	return sys ? sys->chan : NULL;
+}
+
+/* The caller hears, once, on the loop's next turn at the earliest: `c` leaves its
+ * channel now. */
+static void cmd_finish_later(struct chan_cmd *c);
+
+static void on_cmd_timer(uv_timer_t *t)
+{
+	struct chan_cmd *c = t->data;
+	struct chan *ch = chan_of(c->s, c->system);
+
+	if (!c->finished) { /* the deadline */
+		if (ch)
+			chan_unlink(ch, c);
+		c->res.status = 0;
+		c->res.code = SW_ETIMEDOUT;
+		snprintf(c->res.error, sizeof(c->res.error),
+			 c->sent ? "no answer after %.1f s"
+				 : "not connected: the command was "
+				   "not delivered within %.1f s",
+			 c->timeout_ms / 1000.0);
+		c->finished = 1;
+	}
+	c->done(&c->res, c->arg);
+	uv_close((uv_handle_t *)&c->timer, cmd_closed);
+}
+
+static void cmd_finish_later(struct chan_cmd *c)
+{
+	c->finished = 1;
+	uv_timer_start(&c->timer, on_cmd_timer, 0, 0);
+}
+
+static void cmd_fail(struct chan_cmd *c, int code, const char *why)
+{
+	c->res.status = 0;
+	c->res.code = code;
+	snprintf(c->res.error, sizeof(c->res.error), "%s", why);
+	cmd_finish_later(c);
+}
+
+static json_t *cmd_json(const struct chan_cmd *c, const struct system *sys)
+{
+	int64_t left = c->deadline - sw_mono_ms() - AGENT_MARGIN_MS;
+	/* on the agent's clock, as it last told of it */
+	json_int_t deadline = sw_now_ms() + (left > 0 ? left : 0) + sys->clock_skew_ms;
+
+	return json_pack("{ss ss ss ss* sI}", "id", c->id, "method", c->method, "path", c->path,
+			 "body", c->body, "deadline", deadline);
+}
+
+/* Answers the held poll with every command not sent yet. */
+static void chan_flush(struct chan *ch)
+{
+	struct system *sys = sw_strmap_get(ch->s->systems, ch->system);
+	json_t *cmds = json_array();
+
+	if (!ch->held || !sys)
+		return;
+	for (struct chan_cmd *c = ch->cmds; c; c = c->next) {
+		if (!c->sent) {
+			json_array_append_new(cmds, cmd_json(c, sys));
+			c->sent = 1;
+		}
+	}
+	uv_timer_stop(&ch->hold);
+	sw_http_reply_json(ch->held, 200, json_pack("{so}", "commands", cmds));
+	ch->held = NULL;
+}
+
+static void on_hold(uv_timer_t *t)
+{
+	chan_flush(t->data);
+}
+
+static void hold_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static struct chan *chan_get(struct server *s, struct system *sys)
+{
+	struct chan *ch = sys->chan;
+
+	if (ch)
+		return ch;
+	if (!(ch = calloc(1, sizeof(*ch))))
+		return NULL;
+	ch->s = s;
+	snprintf(ch->system, sizeof(ch->system), "%s", sys->name);
+	uv_timer_init(s->loop, &ch->hold);
+	ch->hold.data = ch;
+	sys->chan = ch;
+	return ch;
+}
+
+int channel_connected(const struct server *s, const struct system *sys)
+{
+	const struct chan *ch = sys->chan;
+
+	return ch && (ch->held || (ch->polled_at && sw_mono_ms() - ch->polled_at < CONNECTED_MS));
+}
+
+int channel_call(struct server *s, struct system *sys, const char *method, const char *path,
+		 json_t *body, unsigned timeout_ms, sw_http_done done, void *arg)
+{
+	static int64_t started; /* ids differ from one run of the server to the next */
+	struct chan *ch = chan_get(s, sys);
+	struct chan_cmd *c = calloc(1, sizeof(*c));
+
+	if (!started)
+		started = sw_now_ms();
+
+	if (!ch || !c || !(c->path = strdup(path)) || (body && !(c->body = sw_json_dump(body)))) {
+		json_decref(body);
+		if (c)
+			free(c->path);
+		free(c);
+		return SW_ENOMEM;
+	}
+	json_decref(body);
+	c->s = s;
+	snprintf(c->system, sizeof(c->system), "%s", sys->name);
+	snprintf(c->id, sizeof(c->id), "%" PRId64 "-%" PRIu64, started, ++next_id);
+	snprintf(c->method, sizeof(c->method), "%s", method);
+	c->timeout_ms = timeout_ms;
+	c->deadline = sw_mono_ms() + timeout_ms;
+	c->done = done;
+	c->arg = arg;
+	uv_timer_init(s->loop, &c->timer);
+	c->timer.data = c;
+	uv_timer_start(&c->timer, on_cmd_timer, timeout_ms, 0);
+	struct chan_cmd **tail = &ch->cmds; /* in the order they were asked for */
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = c;
+	chan_flush(ch);
+	return 0;
+}
+
+/* An answer the agent brought: the command it names is done. */
+static void take_answer(struct chan *ch, const json_t *a)
+{
+	const char *id = json_string_value(json_object_get(a, "id"));
+	const char *text = json_string_value(json_object_get(a, "body"));
+	json_int_t status = json_integer_value(json_object_get(a, "status"));
+
+	for (struct chan_cmd *c = ch->cmds; c; c = c->next) {
+		if (strcmp(c->id, id) != 0)
+			continue;
+		chan_unlink(ch, c);
+		c->res.status = (long)status;
+		c->res.body = strdup(text ? text : "");
+		c->res.len = c->res.body ? strlen(c->res.body) : 0;
+		if (!c->res.body) {
+			cmd_fail(c, SW_ENOMEM, "out of memory for the agent's answer");
+			return;
+		}
+		cmd_finish_later(c);
+		return;
+	}
+}
+
+static int in_list(const json_t *ids, const char *id)
+{
+	const json_t *v;
+	size_t i;
+
+	json_array_foreach(ids, i, v)
+	{
+		if (json_is_string(v) && strcmp(json_string_value(v), id) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+void channel_poll(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+	const struct sw_identity *id = sw_http_req_identity(req);
+	struct system *sys = sw_strmap_get(s->systems, id->cn);
+	json_t *j, *answers, *running, *a;
+	struct sw_poll poll;
+	char err[256];
+	int64_t hold_ms;
+	struct chan *ch;
+	size_t i;
+
+	if (!sys || strcmp(sys->serial, id->serial) != 0) {
+		sw_http_reply_error(req, 403, "rejected: %s is not an enrolled system", id->cn);
+		return;
+	}
+	if (s->stopping) {
+		sw_http_reply_error(req, 503, "the site server is stopping");
+		return;
+	}
+	if (!(j = sw_http_req_json(req)))
+		return;
+	if (sw_proto_poll_parse(j, &poll, err, sizeof(err))) {
+		sw_http_reply_error(req, 400, "bad poll: %s", err);
+		json_decref(j);
+		return;
+	}
+	answers = poll.answers;
+	running = poll.running;
+	hold_ms = poll.hold_ms;
+	if (!(ch = chan_get(s, sys))) {
+		sw_http_reply_error(req, 503, "out of memory");
+		json_decref(j);
+		return;
+	}
+	if (ch->held) { /* the agent came back on another connection */
+		sw_http_reply_error(ch->held, 409, "another poll of %s replaced this one",
+				    sys->name);
+		ch->held = NULL;
+		uv_timer_stop(&ch->hold);
+	}
+	ch->polled_at = sw_mono_ms();
+	json_array_foreach(answers, i, a) take_answer(ch, a);
+	/* sent, neither answered nor running: the reply that carried it was lost */
+	for (struct chan_cmd *c = ch->cmds; c; c = c->next) {
+		if (c->sent && !in_list(running, c->id))
+			c->sent = 0;
+	}
+	json_decref(j);
+	ch->held = req;
+	for (struct chan_cmd *c = ch->cmds; c; c = c->next) {
+		if (!c->sent) {
+			chan_flush(ch);
+			return;
+		}
+	}
+	uv_timer_start(&ch->hold, on_hold, hold_ms < HOLD_MAX_MS ? (uint64_t)hold_ms : HOLD_MAX_MS,
+		       0);
+}
+
+void channel_forget(struct server *s, struct system *sys)
+{
+	struct chan *ch = sys->chan;
+
+	if (!ch)
+		return;
+	sys->chan = NULL;
+	if (ch->held)
+		sw_http_reply_error(ch->held, s->stopping ? 503 : 403, "%s",
+				    s->stopping ? "the site server is stopping"
+						: "the system was removed");
+	while (ch->cmds) {
+		struct chan_cmd *c = ch->cmds;
+
+		ch->cmds = c->next;
+		cmd_fail(c, s->stopping ? SW_EBUSY : SW_ENOTFOUND,
+			 s->stopping ? "the site server is stopping" : "the system was removed");
+	}
+	uv_close((uv_handle_t *)&ch->hold, hold_closed);
+}
+
+static void forget_each(const char *key, void *value, void *arg)
+{
+	(void)key;
+	channel_forget(arg, value);
+}
+
+void channel_stop(struct server *s)
+{
+	sw_strmap_each(s->systems, forget_each, s);
+}

@@ -1,0 +1,188 @@
+"""The agents' channel on the site server: an agent's poll is held until there is a
+command for it; the command carries an id and a deadline; its answer comes back on the
+next poll; what is not answered in time fails with a reason that says whether it was
+delivered. Driven here by a client that polls with a real agent's certificate."""
+import json
+import os
+import threading
+import time
+import unittest
+
+from harness import Site, wait_for
+
+
+class Poller:
+    """Polls as the agent `name` would, with its certificate."""
+
+    def __init__(self, site, name):
+        self.site = site
+        a = site.agents[name]
+        self.ctx = site.tls(os.path.join(a.dir, "agent.crt"), os.path.join(a.dir, "agent.key"))
+
+    def poll(self, answers=(), running=(), hold_ms=20000, timeout=30):
+        body = {"answers": list(answers), "running": list(running), "hold_ms": hold_ms}
+        return self.site.api("POST", "/v1/agent/poll", body, ctx=self.ctx, timeout=timeout)
+
+    def poll_in_background(self, **kw):
+        out = {}
+
+        def run():
+            out["reply"] = self.poll(**kw)
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t, out
+
+
+def answer(cmd, status, body):
+    return {"id": cmd["id"], "status": status, "body": json.dumps(body)}
+
+
+class Channel(unittest.TestCase):
+    def setUp(self):
+        self.site = Site(heartbeat=1)
+        self.site.start()
+        self.site.enroll("p1", start=False)
+        self.poller = Poller(self.site, "p1")
+
+    def tearDown(self):
+        self.site.close()
+
+    def status_in_background(self, timeout):
+        out = {}
+
+        def run():
+            out["reply"] = self.site.api(
+                "GET", f"/v1/systems/p1/services/work?timeout={timeout}", timeout=timeout + 10)
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t, out
+
+    def test_a_command_goes_down_the_held_poll_and_its_answer_comes_back(self):
+        t0 = time.monotonic()
+        self.assertEqual(self.poller.poll(hold_ms=0), (200, {"commands": []}))
+        self.assertLess(time.monotonic() - t0, 5)
+        poll, got = self.poller.poll_in_background()
+        asked, reply = self.status_in_background(10)
+        poll.join(15)
+        status, body = got["reply"]
+        self.assertEqual(status, 200, body)
+        [cmd] = body["commands"]
+        self.assertEqual((cmd["method"], cmd["path"]), ("GET", "/v1/services/work"))
+        # the deadline is on the agent's clock, a little before the caller's
+        self.assertLess(cmd["deadline"], time.time() * 1000 + 10000)
+        self.assertGreater(cmd["deadline"], time.time() * 1000 + 5000)
+        self.assertTrue(cmd["id"])
+        status, body = self.poller.poll(
+            answers=[answer(cmd, 200, {"name": "work", "state": "running"})], hold_ms=0)
+        self.assertEqual(status, 200)
+        asked.join(15)
+        status, body = reply["reply"]
+        self.assertEqual(status, 200, body)
+        self.assertEqual((body["system"], body["name"], body["state"]), ("p1", "work", "running"))
+
+    def test_an_agent_refusal_reaches_the_caller(self):
+        self.poller.poll(hold_ms=0)
+        poll, got = self.poller.poll_in_background()
+        asked, reply = self.status_in_background(10)
+        poll.join(15)
+        [cmd] = got["reply"][1]["commands"]
+        self.poller.poll(answers=[answer(cmd, 404, {"error": "no service named 'work' on p1"})],
+                         hold_ms=0)
+        asked.join(15)
+        status, body = reply["reply"]
+        self.assertEqual(status, 404, body)
+        self.assertIn("no service named 'work'", body["error"])
+
+    def test_no_answer_by_the_deadline(self):
+        """Delivered, never answered: the caller hears at its deadline that nothing came."""
+        self.poller.poll(hold_ms=0)
+        poll, got = self.poller.poll_in_background()
+        t0 = time.monotonic()
+        asked, reply = self.status_in_background(1)
+        poll.join(15)
+        self.assertEqual(len(got["reply"][1]["commands"]), 1)
+        asked.join(15)
+        took = time.monotonic() - t0
+        status, body = reply["reply"]
+        self.assertEqual(status, 504, body)
+        self.assertIn("no answer after 1.0 s", body["error"])
+        self.assertLess(took, 5)
+
+    def test_not_delivered_by_the_deadline(self):
+        """An agent that polled lately but does not now (frozen, or its link cut): the
+        command waits for it until the deadline, and the reason says it never went."""
+        self.poller.poll(hold_ms=0)
+        status, body = self.site.api("GET", "/v1/systems/p1/services/work?timeout=1",
+                                     timeout=15)
+        self.assertEqual(status, 504, body)
+        self.assertIn("not delivered within 1.0 s", body["error"])
+        # a command past its deadline is not sent later
+        self.assertEqual(self.poller.poll(hold_ms=0), (200, {"commands": []}))
+
+    def test_a_lost_reply_is_sent_again_with_the_same_id(self):
+        """The poll that carried a command was lost: the next poll shows the agent neither
+        answered nor runs it, so it goes again, with its id, for the agent to run once.
+        One the agent runs is not sent again."""
+        self.poller.poll(hold_ms=0)
+        poll, got = self.poller.poll_in_background()
+        asked, reply = self.status_in_background(10)
+        poll.join(15)
+        [cmd] = got["reply"][1]["commands"]
+        status, body = self.poller.poll(hold_ms=0)
+        self.assertEqual([c["id"] for c in body["commands"]], [cmd["id"]])
+        status, body = self.poller.poll(running=[cmd["id"]], hold_ms=0)
+        self.assertEqual(body["commands"], [])
+        self.poller.poll(answers=[answer(cmd, 200, {"name": "work", "state": "stopped"})],
+                         hold_ms=0)
+        asked.join(15)
+        self.assertEqual(reply["reply"][1]["state"], "stopped")
+
+    def test_a_second_poll_replaces_the_first(self):
+        """An agent back on a new connection while its old poll is still held (a link
+        cut without a word): the old one is answered 409, the new one holds."""
+        self.poller.poll(hold_ms=0)
+        first, got1 = self.poller.poll_in_background(hold_ms=3000)
+        second, got2 = self.poller.poll_in_background(hold_ms=3000)
+        first.join(15)
+        second.join(15)
+        self.assertEqual(sorted([got1["reply"][0], got2["reply"][0]]), [200, 409],
+                         (got1, got2))
+
+    def test_removal_ends_the_poll_and_fails_the_commands(self):
+        self.poller.poll(hold_ms=0)
+        poll, got = self.poller.poll_in_background()
+        asked, reply = self.status_in_background(20)
+        poll.join(15)
+        self.assertEqual(len(got["reply"][1]["commands"]), 1)
+        # delivered, not answered: the system is removed meanwhile
+        t0 = time.monotonic()
+        status, body = self.site.api("DELETE", "/v1/systems/p1")
+        self.assertEqual(status, 200, body)
+        asked.join(15)
+        self.assertLess(time.monotonic() - t0, 10)
+        status, body = reply["reply"]
+        self.assertEqual(status, 502, body)
+        self.assertIn("the system was removed", body["error"])
+        status, body = self.poller.poll(hold_ms=0)
+        self.assertEqual(status, 403, body)
+
+    def test_hostile_polls_are_refused(self):
+        admin = self.site.admin_tls()
+        status, _ = self.site.api("POST", "/v1/agent/poll", {"hold_ms": 0}, ctx=admin)
+        self.assertEqual(status, 403)
+        for bad in ({"answers": "x"}, {"running": {}}, {"hold_ms": -1},
+                    {"answers": [{"id": 7, "status": 200}]},
+                    {"answers": [{"id": "a", "status": 99}]},
+                    {"answers": [{"id": "x" * 40, "status": 200}]},
+                    {"running": [1]}, {"running": ["a"] * 1001}):
+            status, body = self.site.api("POST", "/v1/agent/poll", bad, ctx=self.poller.ctx)
+            self.assertEqual(status, 400, body)
+            self.assertIn("bad poll", body["error"])
+        # an answer to a command nobody sent changes nothing
+        status, body = self.poller.poll(
+            answers=[{"id": "no-such", "status": 200, "body": "{}"}], hold_ms=0)
+        self.assertEqual(status, 200, body)
+
+
+if __name__ == "__main__":
+    unittest.main()
