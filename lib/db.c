@@ -429,3 +429,10 @@ int sw_db_migrate(struct sw_db *db, char *err, size_t errlen)
 {
 	return sw_db_migrate_with(db, NULL, err, errlen);
 }
+
+int sw_db_int_row(void *arg, int ncols, const struct sw_db_val *row)
+{
+	(void)ncols;
+	*(int64_t *)arg = row[0].type == SW_DB_INT ? row[0].i : 0;
+	return 0;
+}

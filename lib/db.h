@@ -38,6 +38,9 @@ static inline struct sw_db_val sw_db_text(const char *s)
 
 /* Called once per result row; a non-zero return stops the query and is returned. */
 typedef int (*sw_db_row_fn)(void *arg, int ncols, const struct sw_db_val *row);
+/* A row function that puts the first column's integer in the int64_t at `arg` (for
+ * SELECT COUNT(*) and the like). */
+int sw_db_int_row(void *arg, int ncols, const struct sw_db_val *row);
 
 struct sw_db_opts {
 	/* "postgresql://…" or "postgres://…" for PostgreSQL; anything else is a path to an

@@ -23,12 +23,6 @@
 #define USAGE_REPORT_MS 60000 /* the longest a usage report may take */
 #define DAY_MS		86400000LL
 
-static int count_row(void *arg, int ncols, const struct sw_db_val *row)
-{
-	*(int64_t *)arg = row[0].i;
-	return 0;
-}
-
 static int exe_valid(const char *exe)
 {
 	return *exe && strlen(exe) <= 255 && !strchr(exe, '/') && strcmp(exe, ".") != 0 &&
@@ -391,8 +385,8 @@ static int exclusion_set(struct sw_db *db, struct product_job *w)
 		return sw_db_exec(db, "DELETE FROM excluded_programs WHERE exe = ?", p, 1, NULL,
 				  NULL, NULL, w->err, sizeof(w->err));
 	}
-	rc = sw_db_exec(db, "SELECT COUNT(*) FROM excluded_programs", NULL, 0, count_row, &count,
-			NULL, w->err, sizeof(w->err));
+	rc = sw_db_exec(db, "SELECT COUNT(*) FROM excluded_programs", NULL, 0, sw_db_int_row,
+			&count, NULL, w->err, sizeof(w->err));
 	if (!rc && count >= 10000) {
 		snprintf(w->err, sizeof(w->err), "at most 10000 excluded programs");
 		return SW_EEXIST;

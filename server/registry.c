@@ -447,12 +447,6 @@ static int remove_write(struct sw_db *db, struct reg_op *op)
 	return rc;
 }
 
-static int count_row(void *arg, int ncols, const struct sw_db_val *row)
-{
-	*(int64_t *)arg = row[0].i;
-	return 0;
-}
-
 /* Wanted roles, added or removed; only for the enrollment they were asked for, so a
  * removal (or a new enrollment under the name) meanwhile leaves no stray row. Adding
  * one already there, or removing one that is not, changes nothing. */
@@ -469,7 +463,7 @@ static int roles_write(struct sw_db *db, struct reg_op *op)
 		return rc;
 	struct sw_db_val q[] = {SW_DB_TEXT(op->name), SW_DB_TEXT(op->serial)};
 	rc = sw_db_exec(db, "SELECT COUNT(*) FROM systems WHERE name = ? AND cert_serial = ?", q, 2,
-			count_row, &count, NULL, err, errlen);
+			sw_db_int_row, &count, NULL, err, errlen);
 	if (!rc && count == 0) {
 		ERR("no system named '%s'", op->name);
 		rc = SW_ENOTFOUND;

@@ -403,13 +403,6 @@ static int sys_row(void *arg, int ncols, const struct sw_db_val *row)
 	return 0;
 }
 
-static int count_row(void *arg, int ncols, const struct sw_db_val *row)
-{
-	(void)ncols;
-	*(int64_t *)arg = row[0].i;
-	return 0;
-}
-
 int ujournal_load(struct server *s, struct upgrade **out, char *err, size_t errlen)
 {
 	struct upgrade *u = calloc(1, sizeof(*u));
@@ -432,7 +425,7 @@ int ujournal_load(struct server *s, struct upgrade **out, char *err, size_t errl
 	}
 	struct sw_db_val p[] = {SW_DB_INT(u->id)};
 	if ((rc = sw_db_exec(s->db, "SELECT COUNT(*) FROM upgrade_systems WHERE upgrade_id = ?", p,
-			     1, count_row, &n, NULL, err, errlen)) ||
+			     1, sw_db_int_row, &n, NULL, err, errlen)) ||
 	    !(u->sys = calloc((size_t)n + 1, sizeof(*u->sys))) ||
 	    (rc = sw_db_exec(s->db,
 			     "SELECT name, from_version, state, step, reason, attempts, times, "
