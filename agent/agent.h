@@ -45,6 +45,8 @@ struct agent {
 	int64_t started_ms;
 	char **argv; /* as main got it, for a re-exec */
 	struct upgrade *upgrade;
+	struct channel *channel; /* commands from the server over our own connection */
+	int use_channel;	 /* [agent] channel = yes */
 	/* Set when the agent is to re-execute itself once its loop has wound down. */
 	char restart_exe[PATH_MAX];
 	char restart_back[33];	 /* on failure, switch back to this version ("": run self_exe) */
@@ -65,6 +67,10 @@ void heartbeat_start(struct agent *a);
 void heartbeat_stop(struct agent *a);
 /* Sends a heartbeat soon, to report a change without waiting for the interval. */
 void heartbeat_soon(struct agent *a);
+
+/* channel.c: commands from the site server over the connection the agent keeps. */
+int channel_start(struct agent *a);
+void channel_stop(struct agent *a);
 
 /* roles.c */
 int roles_apply(struct agent *a, const json_t *wanted);
@@ -104,5 +110,8 @@ void upgrade_post_rollback(struct sw_http_req *req, void *arg);
 
 /* api.c */
 int api_start(struct agent *a, char *err, size_t errlen);
+/* A command from the server's channel, through the API's own routes. */
+int api_local(struct agent *a, const struct sw_http_local_req *in, sw_http_local_done done,
+	      void *arg);
 
 #endif

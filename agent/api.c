@@ -181,6 +181,12 @@ static const struct sw_http_route routes[] = {
     {"POST", "/v1/upgrade/rollback", SW_HTTP_SERVER, upgrade_post_rollback, 0},
 };
 
+int api_local(struct agent *a, const struct sw_http_local_req *in, sw_http_local_done done,
+	      void *arg)
+{
+	return sw_http_local(routes, SW_ARRAY_LEN(routes), a, in, done, arg);
+}
+
 int api_start(struct agent *a, char *err, size_t errlen)
 {
 	struct sw_http_server_opts o = {

@@ -23,6 +23,7 @@ static const char *const known_settings[] = {
     "agent.listen",
     "agent.request_timeout_ms",
     "agent.connect_timeout_ms",
+    "agent.channel",
     "log.level",
     "service.*.role",
     "service.*.command",
@@ -92,6 +93,14 @@ static int agent_configure(struct agent *a, const char *dir, char *err, size_t e
 				   &a->passive_ms, sub, sizeof(sub)))) {
 		snprintf(err, errlen, "%s: %s", path, sub);
 		return rc;
+	}
+	{
+		const char *c = sw_conf_get(a->conf, "agent", "channel", "no");
+		if (strcmp(c, "yes") != 0 && strcmp(c, "no") != 0) {
+			snprintf(err, errlen, "%s: [agent] channel must be yes or no", path);
+			return SW_EINVAL;
+		}
+		a->use_channel = strcmp(c, "yes") == 0;
 	}
 	lv = sw_log_level_parse(sw_conf_get(a->conf, "log", "level", "info"));
 	if (lv < 0) {
@@ -195,12 +204,19 @@ static int agent_run(const char *dir, int check_only, char **argv)
 	uv_signal_start(&a.sigint, on_signal, SIGINT);
 	uv_signal_start(&a.sigterm, on_signal, SIGTERM);
 	heartbeat_start(&a);
-	sw_info("%s listening on %s (port %u), server %s, version %s", a.name, a.listen,
-		sw_http_server_port(a.http), a.server, a.version);
+	if (a.use_channel && channel_start(&a)) {
+		fprintf(stderr, "siteward-agent: out of memory\n");
+		rc = 1;
+		goto out;
+	}
+	sw_info("%s listening on %s (port %u), server %s%s, version %s", a.name, a.listen,
+		sw_http_server_port(a.http), a.server,
+		a.use_channel ? " (commands over its channel)" : "", a.version);
 	uv_run(a.loop, UV_RUN_DEFAULT);
 	a.stopping = 1;
 	passive_stop(a.passive);
 	heartbeat_stop(&a);
+	channel_stop(&a);
 	upgrade_stop(&a);
 	/* Services keep running: a restarted agent finds them again. */
 	supervisor_free(a.sup);

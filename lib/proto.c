@@ -293,6 +293,46 @@ int sw_proto_poll_parse(const json_t *j, struct sw_poll *out, char *err, size_t 
 	return sw_json_int(j, "hold_ms", 0, SW_POLL_HOLD_MAX_MS, 0, &out->hold_ms, err, errlen);
 }
 
+/* The server's answer to a poll: {"commands": [{"id", "method", "path", "body",
+ * "deadline"}]}, every field checked before the agent acts on any of them. */
+int sw_proto_commands_check(const json_t *j, char *err, size_t errlen)
+{
+	json_t *cmds = json_object_get(j, "commands"), *c;
+	const char *id, *method, *path, *body;
+	int64_t deadline;
+	size_t i;
+	int rc;
+
+	if (!json_is_array(cmds) || json_array_size(cmds) > SW_POLL_MAX_IDS) {
+		ERR("commands must be a list of at most %d", SW_POLL_MAX_IDS);
+		return SW_EINVAL;
+	}
+	json_array_foreach(cmds, i, c)
+	{
+		if (!json_is_object(c)) {
+			ERR("a command must be an object");
+			return SW_EINVAL;
+		}
+		if ((rc = sw_json_str(c, "id", SW_COMMAND_ID_MAX, 1, &id, err, errlen)) ||
+		    (rc = sw_json_str(c, "method", 7, 1, &method, err, errlen)) ||
+		    (rc = sw_json_str(c, "path", 1024, 1, &path, err, errlen)) ||
+		    (json_object_get(c, "body") && !json_is_null(json_object_get(c, "body")) &&
+		     (rc = sw_json_str(c, "body", SW_HTTP_MAX_ANSWER, 1, &body, err, errlen))) ||
+		    (rc = sw_json_int(c, "deadline", 0, INT64_MAX / 2, 1, &deadline, err, errlen)))
+			return rc;
+		if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0 &&
+		    strcmp(method, "PUT") != 0 && strcmp(method, "DELETE") != 0) {
+			ERR("a command's method must be GET, POST, PUT or DELETE");
+			return SW_EINVAL;
+		}
+		if (strncmp(path, "/v1/", 4) != 0) {
+			ERR("a command's path must start with /v1/");
+			return SW_EINVAL;
+		}
+	}
+	return 0;
+}
+
 int sw_proto_token_req_parse(const json_t *j, int64_t *ttl_s, char *err, size_t errlen)
 {
 	*ttl_s = 3600;

@@ -94,5 +94,7 @@ struct sw_poll {
 	int64_t hold_ms;
 };
 int sw_proto_poll_parse(const json_t *j, struct sw_poll *out, char *err, size_t errlen);
+/* The reply to a poll, as the agent reads it: every command's fields checked. */
+int sw_proto_commands_check(const json_t *j, char *err, size_t errlen);
 
 #endif

@@ -199,6 +199,15 @@ int sw_path_join(char *out, size_t outlen, const char *dir, const char *name)
 	return n < 0 || (size_t)n >= outlen ? SW_ETOOBIG : 0;
 }
 
+uint32_t sw_random_u32(void)
+{
+	uint32_t v = 0;
+
+	if (gnutls_rnd(GNUTLS_RND_NONCE, &v, sizeof(v)) < 0)
+		v = (uint32_t)getpid() * 2654435761u; /* only for jitter: anything will do */
+	return v;
+}
+
 int sw_random_hex(char *out, size_t nbytes)
 {
 	unsigned char raw[64];

@@ -40,6 +40,8 @@ int sw_path_join(char *out, size_t outlen, const char *dir, const char *name);
 
 /* `nbytes` random bytes from GnuTLS's generator as lowercase hex (2*nbytes+1 bytes). */
 int sw_random_hex(char *out, size_t nbytes);
+/* A random number, for jitter (not for keys). */
+uint32_t sw_random_u32(void);
 
 /* SHA-256 of `data` as lowercase hex (65 bytes). */
 void sw_sha256_hex(const void *data, size_t len, char out[65]);

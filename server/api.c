@@ -289,12 +289,13 @@ static json_t *system_json(struct server *s, const struct system *sys, int64_t n
 	char note[256];
 
 	registry_clock(s, sys, now, note, sizeof(note));
-	return json_pack("{ss ss ss ss sI sI sO sO sO sI ss?}", "name", sys->name, "address",
+	return json_pack("{ss ss ss ss sI sI sO sO sO sI ss? sb}", "name", sys->name, "address",
 			 sys->address, "version", sys->version, "health",
 			 registry_health(s, sys, now), "last_seen", (json_int_t)sys->last_seen,
 			 "enrolled_at", (json_int_t)sys->enrolled_at, "facts", sys->facts, "roles",
 			 sys->roles, "services", sys->services, "clock_skew_ms",
-			 (json_int_t)sys->clock_skew_ms, "clock_note", note[0] ? note : NULL);
+			 (json_int_t)sys->clock_skew_ms, "clock_note", note[0] ? note : NULL,
+			 "channel", channel_connected(s, sys));
 }
 
 static void add_system(const char *key, void *value, void *arg)

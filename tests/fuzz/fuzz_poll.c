@@ -1,4 +1,5 @@
-/* POST /v1/agent/poll bodies, as the server reads them from an enrolled agent. */
+/* POST /v1/agent/poll bodies, as the server reads them from an enrolled agent, and its
+ * replies, as the agent reads them. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -36,6 +37,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 	} else if (!err[0]) {
 		abort(); /* a refusal says why */
+	}
+	err[0] = '\0';
+	if (sw_proto_commands_check(j, err, sizeof(err)) == 0) {
+		json_array_foreach(json_object_get(j, "commands"), i, v)
+		{
+			if (!json_string_value(json_object_get(v, "path")) ||
+			    !json_string_value(json_object_get(v, "method")))
+				abort();
+		}
+	} else if (!err[0]) {
+		abort();
 	}
 	json_decref(j);
 	return 0;

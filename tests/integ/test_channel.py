@@ -4,11 +4,12 @@ next poll; what is not answered in time fails with a reason that says whether it
 delivered. Driven here by a client that polls with a real agent's certificate."""
 import json
 import os
+import signal
 import threading
 import time
 import unittest
 
-from harness import Site, wait_for
+from harness import Site, script, wait_for
 
 
 class Poller:
@@ -182,6 +183,55 @@ class Channel(unittest.TestCase):
         status, body = self.poller.poll(
             answers=[{"id": "no-such", "status": 200, "body": "{}"}], hold_ms=0)
         self.assertEqual(status, 200, body)
+
+
+class AgentChannel(unittest.TestCase):
+    """A real agent with `[agent] channel = yes`: the server's commands reach it over
+    the connection it keeps, not by dialling it."""
+
+    def setUp(self):
+        self.site = Site(heartbeat=1)
+        self.addCleanup(self.site.close)
+        self.site.start()
+        a = self.a = self.site.enroll("c1", start=False)
+        a.add_service("work", script("cooperative.py", "c1"), stop_timeout="2")
+        with open(os.path.join(a.dir, "agent.conf"), "a") as f:
+            f.write("\n[agent]\nchannel = yes\n")
+        self.addCleanup(lambda: a.proc and a.proc.alive() and a.proc.signal(signal.SIGCONT))
+        a.start()
+        self.site.cli("role", "add", "c1", "test")
+        wait_for(lambda: self.site.systems()["c1"]["channel"], 15, "c1's channel")
+        wait_for(lambda: self.state() == "running", 15, "work to run")
+
+    def state(self):
+        s = self.a.service("work")
+        return s and s["state"]
+
+    def test_service_commands_go_over_the_channel(self):
+        for action, state in (("stop", "stopped"), ("start", "running"),
+                              ("restart", "running")):
+            r = self.site.cli("service", action, "c1", "work", "--json", check=False)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(json.loads(r.stdout)["state"], state)
+            self.assertEqual(self.state(), state)
+        r = self.site.cli("service", "logs", "c1", "work", "--lines", "5", check=False)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("channel", self.a.proc.log())
+
+    def test_a_command_past_its_deadline_is_never_run(self):
+        """The agent frozen while its poll is held: the command goes down that poll,
+        the caller hears at its deadline that no answer came, and the agent, woken,
+        finds the command expired and does not run it."""
+        self.a.proc.signal(signal.SIGSTOP)
+        r = self.site.cli("service", "stop", "c1", "work", "--timeout", "2", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("no answer after 2.0 s", r.stderr)
+        self.a.proc.signal(signal.SIGCONT)
+        wait_for(lambda: "not running POST /v1/services/work/stop" in self.a.proc.log(), 15,
+                 "the agent to refuse the expired command")
+        r = self.site.cli("service", "status", "c1", "work", "--json", check=False)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["state"], "running")
 
 
 if __name__ == "__main__":

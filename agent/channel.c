@@ -1,0 +1,263 @@
+/*
+ * The agent's channel to the site server ([agent] channel = yes): the agent asks the
+ * server for work (POST /v1/agent/poll) on the connection it keeps, runs each command
+ * through the same routes and handlers its own API serves, and brings the answers on
+ * its next poll. While commands run it asks to be held only briefly, so their answers
+ * go out soon; otherwise the server holds the poll until there is work.
+ *
+ * A command runs at most once: the ids seen lately are remembered (until well past
+ * their deadlines), and one that arrives past its deadline is refused, not run. A
+ * server that is away is asked again with jittered exponential backoff.
+ */
+#include "agent.h"
+
+#include "error.h"
+#include "json.h"
+#include "log.h"
+#include "proto.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HOLD_IDLE_MS	 25000
+#define HOLD_RUNNING_MS	 250
+#define BACKOFF_FIRST_MS 1000u
+#define BACKOFF_MAX_MS	 60000u
+#define SEEN_MAX	 512
+#define SEEN_KEEP_MS	 600000 /* an id is remembered this long past its deadline */
+
+struct seen {
+	char id[SW_COMMAND_ID_MAX + 1];
+	int64_t until; /* sw_now_ms() */
+};
+
+struct channel {
+	struct agent *a;
+	uv_timer_t timer;
+	int in_flight, stopping, closed;
+	unsigned backoff_ms;
+	json_t *pending; /* answers for the next poll */
+	json_t *sent;	 /* answers in the poll in flight: back to pending if it fails */
+	json_t *running; /* ids of the commands being run */
+	struct seen seen[SEEN_MAX];
+	size_t seen_next;
+};
+
+struct run {
+	struct channel *ch;
+	char id[SW_COMMAND_ID_MAX + 1];
+};
+
+static void poll_now(struct channel *ch);
+
+/* Once stopped, the channel goes when nothing in flight can call back into it. */
+static void maybe_free(struct channel *ch)
+{
+	if (!ch->closed || ch->in_flight || json_array_size(ch->running))
+		return;
+	json_decref(ch->pending);
+	json_decref(ch->sent);
+	json_decref(ch->running);
+	free(ch);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+	poll_now(t->data);
+}
+
+static void schedule(struct channel *ch, unsigned ms)
+{
+	if (!ch->stopping)
+		uv_timer_start(&ch->timer, on_timer, ms, 0);
+}
+
+static int seen_before(struct channel *ch, const char *id, int64_t deadline)
+{
+	int64_t now = sw_now_ms();
+
+	for (size_t i = 0; i < SEEN_MAX; i++)
+		if (ch->seen[i].until > now && strcmp(ch->seen[i].id, id) == 0)
+			return 1;
+	snprintf(ch->seen[ch->seen_next].id, sizeof(ch->seen[0].id), "%s", id);
+	ch->seen[ch->seen_next].until = deadline + SEEN_KEEP_MS;
+	ch->seen_next = (ch->seen_next + 1) % SEEN_MAX;
+	return 0;
+}
+
+static void answer(struct channel *ch, const char *id, unsigned status, const char *body)
+{
+	json_array_append_new(
+	    ch->pending, json_pack("{ss si ss}", "id", id, "status", (int)status, "body", body));
+}
+
+static void not_running(struct channel *ch, const char *id)
+{
+	json_t *v;
+	size_t i;
+
+	json_array_foreach(ch->running, i, v)
+	{
+		if (strcmp(json_string_value(v), id) == 0) {
+			json_array_remove(ch->running, i);
+			return;
+		}
+	}
+}
+
+static void on_answered(void *arg, unsigned status, char *body)
+{
+	struct run *r = arg;
+	struct channel *ch = r->ch;
+
+	answer(ch, r->id, status, body);
+	not_running(ch, r->id);
+	free(body);
+	free(r);
+	if (ch->stopping)
+		maybe_free(ch);
+	else if (!ch->in_flight)
+		schedule(ch, 0);
+}
+
+static void run_command(struct channel *ch, const json_t *cmd)
+{
+	const char *id = json_string_value(json_object_get(cmd, "id"));
+	const char *body = json_string_value(json_object_get(cmd, "body"));
+	int64_t deadline = json_integer_value(json_object_get(cmd, "deadline"));
+	struct sw_http_local_req in = {.method = json_string_value(json_object_get(cmd, "method")),
+				       .path = json_string_value(json_object_get(cmd, "path")),
+				       .body = body,
+				       .len = body ? strlen(body) : 0,
+				       .peer = "site server"};
+	struct run *r;
+
+	if (seen_before(ch, id, deadline))
+		return; /* running, or answered: its answer is on its way */
+	if (sw_now_ms() > deadline) {
+		sw_warn("not running %s %s: it expired %lld ms before it arrived", in.method,
+			in.path, (long long)(sw_now_ms() - deadline));
+		answer(ch, id, 410,
+		       "{\"error\":\"the command expired before it arrived; not run\"}");
+		return;
+	}
+	if (!(r = calloc(1, sizeof(*r)))) {
+		answer(ch, id, 503, "{\"error\":\"the agent is out of memory\"}");
+		return;
+	}
+	r->ch = ch;
+	snprintf(r->id, sizeof(r->id), "%s", id);
+	snprintf(in.identity.cn, sizeof(in.identity.cn), "site server");
+	snprintf(in.identity.role, sizeof(in.identity.role), "%s", SW_PKI_ROLE_SERVER);
+	json_array_append_new(ch->running, json_string(id));
+	if (api_local(ch->a, &in, on_answered, r)) {
+		not_running(ch, id);
+		free(r);
+		answer(ch, id, 503, "{\"error\":\"the agent is out of memory\"}");
+	}
+}
+
+static void on_reply(const struct sw_http_result *res, void *arg)
+{
+	struct channel *ch = arg;
+	json_t *j = NULL, *cmd;
+	char err[256];
+	size_t i;
+
+	ch->in_flight = 0;
+	if (ch->stopping) {
+		maybe_free(ch);
+		return;
+	}
+	if (res->status == 200 && sw_json_parse_object(res->body, res->len, &j, NULL, 0) == 0 &&
+	    sw_proto_commands_check(j, err, sizeof(err)) == 0) {
+		json_array_clear(ch->sent);
+		if (ch->backoff_ms)
+			sw_info("channel to %s open again", ch->a->server);
+		ch->backoff_ms = 0;
+		json_array_foreach(json_object_get(j, "commands"), i, cmd) run_command(ch, cmd);
+		json_decref(j);
+		schedule(ch, 0);
+		return;
+	}
+	json_decref(j);
+	/* the answers go again on the next poll; the server matches them by id */
+	json_array_extend(ch->pending, ch->sent);
+	json_array_clear(ch->sent);
+	if (!ch->backoff_ms)
+		sw_warn("channel to %s: %s; asking again with backoff", ch->a->server,
+			res->status ? "refused" : res->error);
+	ch->backoff_ms = ch->backoff_ms ? ch->backoff_ms * 2 : BACKOFF_FIRST_MS;
+	if (ch->backoff_ms > BACKOFF_MAX_MS)
+		ch->backoff_ms = BACKOFF_MAX_MS;
+	/* jittered, so a fleet that lost its server does not come back all at once */
+	schedule(ch, ch->backoff_ms / 2 + (unsigned)(sw_random_u32() % (ch->backoff_ms / 2 + 1)));
+}
+
+static void poll_now(struct channel *ch)
+{
+	unsigned hold = json_array_size(ch->running) ? HOLD_RUNNING_MS : HOLD_IDLE_MS;
+	char url[400], *body;
+	json_t *msg;
+
+	if (ch->in_flight || ch->stopping)
+		return;
+	json_array_extend(ch->sent, ch->pending);
+	json_array_clear(ch->pending);
+	msg = json_pack("{sO sO si}", "answers", ch->sent, "running", ch->running, "hold_ms",
+			(int)hold);
+	body = msg ? sw_json_dump(msg) : NULL;
+	json_decref(msg);
+	snprintf(url, sizeof(url), "%s/v1/agent/poll", ch->a->server);
+	if (body && sw_http_client_request(ch->a->client, "POST", url, body, strlen(body),
+					   hold + ch->a->request_timeout_ms, on_reply, ch) == 0) {
+		ch->in_flight = 1;
+	} else {
+		json_array_extend(ch->pending, ch->sent);
+		json_array_clear(ch->sent);
+		schedule(ch, BACKOFF_FIRST_MS);
+	}
+	free(body);
+}
+
+int channel_start(struct agent *a)
+{
+	struct channel *ch = calloc(1, sizeof(*ch));
+
+	if (!ch || !(ch->pending = json_array()) || !(ch->sent = json_array()) ||
+	    !(ch->running = json_array())) {
+		if (ch) {
+			json_decref(ch->pending);
+			json_decref(ch->sent);
+		}
+		free(ch);
+		return SW_ENOMEM;
+	}
+	ch->a = a;
+	uv_timer_init(a->loop, &ch->timer);
+	ch->timer.data = ch;
+	a->channel = ch;
+	schedule(ch, 0);
+	return 0;
+}
+
+static void channel_closed(uv_handle_t *h)
+{
+	struct channel *ch = h->data;
+
+	ch->closed = 1;
+	maybe_free(ch);
+}
+
+void channel_stop(struct agent *a)
+{
+	struct channel *ch = a->channel;
+
+	if (!ch)
+		return;
+	a->channel = NULL;
+	ch->stopping = 1;
+	uv_close((uv_handle_t *)&ch->timer, channel_closed);
+}
