@@ -139,9 +139,9 @@ static json_t *cmd_json(const struct chan_cmd *c, const struct system *sys)
 static void chan_flush(struct chan *ch)
 {
 	struct system *sys = sw_strmap_get(ch->s->systems, ch->system);
-	json_t *cmds = json_array();
+	json_t *cmds;
 
-	if (!ch->held || !sys)
+	if (!ch->held || !sys || !(cmds = json_array()))
 		return;
 	for (struct chan_cmd *c = ch->cmds; c; c = c->next) {
 		if (!c->sent) {
