@@ -106,8 +106,9 @@ class Restart(unittest.TestCase):
                 worst = max(worst, time.monotonic() - t0)
                 time.sleep(0.05)
             self.assertLess(worst, 1.0, f"a request took {worst:.1f} s behind the writes")
-            # nothing can be stored while the lock is held, so nothing is answered yet
-            self.assertEqual(results, {})
+            # no write can be stored while the lock is held, so none is answered yet (a
+            # read at the head of the queue may be: SQLite's WAL lets it through)
+            self.assertEqual(set(results) - {"list"}, set(), results)
             self.assertIn("w2", self.site.systems())
         finally:
             con.execute("ROLLBACK")
