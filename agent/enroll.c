@@ -231,7 +231,7 @@ int enroll_main(int argc, char **argv)
 	json_decref(req);
 	free(resp);
 	resp = NULL;
-	struct sw_http_client_opts pinned = {.ca_file = tmpca};
+	struct sw_http_client_opts pinned = {.ca_file = tmpca, .peer_role = SW_PKI_ROLE_SERVER};
 	snprintf(url, sizeof(url), "%s/v1/enroll", server);
 	if (!body) {
 		fprintf(stderr, "siteward-agent: out of memory\n");

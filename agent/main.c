@@ -7,6 +7,7 @@
 #include "error.h"
 #include "install.h"
 #include "log.h"
+#include "pki.h"
 #include "util.h"
 
 #include <getopt.h>
@@ -129,8 +130,11 @@ static int agent_configure(struct agent *a, const char *dir, char *err, size_t e
 	sw_path_join(ca, sizeof(ca), a->dir, "ca.crt");
 	sw_path_join(crt, sizeof(crt), a->dir, "agent.crt");
 	sw_path_join(key, sizeof(key), a->dir, "agent.key");
-	struct sw_http_client_opts co = {
-	    .ca_file = ca, .cert_file = crt, .key_file = key, .connect_timeout_ms = connect};
+	struct sw_http_client_opts co = {.ca_file = ca,
+					 .cert_file = crt,
+					 .key_file = key,
+					 .connect_timeout_ms = connect,
+					 .peer_role = SW_PKI_ROLE_SERVER};
 	return sw_http_client_new(a->loop, &co, &a->client);
 }
 

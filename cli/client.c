@@ -4,6 +4,7 @@
 #include "conf.h"
 #include "http_client.h"
 #include "json.h"
+#include "pki.h"
 #include "util.h"
 
 #include <stdarg.h>
@@ -87,7 +88,8 @@ int client_request(const struct cli *c, const char *method, const char *path, js
 					.cert_file = crt,
 					.key_file = key,
 					.connect_timeout_ms =
-					    c->timeout_ms < 5000 ? c->timeout_ms : 5000};
+					    c->timeout_ms < 5000 ? c->timeout_ms : 5000,
+					.peer_role = SW_PKI_ROLE_SERVER};
 	if (body)
 		text = sw_json_dump(body);
 	rc = sw_http_fetch(&o, method, url, text, c->timeout_ms + CLI_MARGIN_MS, status, &resp, err,

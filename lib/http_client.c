@@ -2,6 +2,7 @@
 
 #include "error.h"
 #include "log.h"
+#include "pki.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -24,6 +25,7 @@ struct sw_http_client {
 	char *ca_file, *cert_file, *key_file;
 	unsigned connect_timeout_ms;
 	int insecure;
+	char peer_role[16];	    /* "": any */
 	struct transfer *transfers; /* in flight, for cancellation */
 };
 
@@ -41,6 +43,7 @@ struct transfer {
 	curl_socket_t sock; /* the socket curl opened last for it */
 	int tcp_up;	    /* that socket got as far as a TCP connection */
 	char errbuf[CURL_ERROR_SIZE];
+	char wrong_peer[200]; /* the peer's certificate is not for the role asked: who it is */
 	/* A download (dl_cb set): a 2xx body goes to fd, any other to `body`. */
 	sw_http_download_done dl_cb;
 	int fd;
@@ -244,11 +247,43 @@ static void transfer_free(struct transfer *t)
 
 /* Called when a connection, new or kept alive, is ready for the request: a deadline
  * that passes from here on was waiting for the answer, not for a connection. */
+/* On a new connection, whether the peer's certificate is for another role than the
+ * one asked for. curl gives the chain of a connection's handshake to the transfer that
+ * opened it; a kept-alive connection was checked by that transfer. */
+static int wrong_peer(struct transfer *t)
+{
+	struct curl_certinfo *ci = NULL;
+	struct sw_identity id;
+	char err[200];
+
+	if (curl_easy_getinfo(t->easy, CURLINFO_CERTINFO, &ci) != CURLE_OK || !ci ||
+	    ci->num_of_certs == 0)
+		return 0;
+	for (struct curl_slist *l = ci->certinfo[0]; l; l = l->next) {
+		if (strncmp(l->data, "Cert:", 5) != 0)
+			continue;
+		if (sw_pki_cert_identity(l->data + 5, &id, err, sizeof(err)) != 0) {
+			snprintf(t->wrong_peer, sizeof(t->wrong_peer), "unreadable (%s)", err);
+			return 1;
+		}
+		if (strcmp(id.role, t->c->peer_role) == 0)
+			return 0;
+		snprintf(t->wrong_peer, sizeof(t->wrong_peer), "%s %.100s",
+			 id.role[0] ? id.role : "(no role)", id.cn);
+		return 1;
+	}
+	snprintf(t->wrong_peer, sizeof(t->wrong_peer), "without a certificate");
+	return 1;
+}
+
 static int on_prereq(void *userdata, char *primary_ip, char *local_ip, int primary_port,
 		     int local_port)
 {
 	struct transfer *t = userdata;
 
+	(void)primary_ip, (void)local_ip, (void)primary_port, (void)local_port;
+	if (t->c->peer_role[0] && wrong_peer(t))
+		return CURL_PREREQFUNC_ABORT; /* curl closes the connection */
 	t->connected = 1;
 	return CURL_PREREQFUNC_OK;
 }
@@ -319,6 +354,12 @@ static void describe_failure(struct transfer *t, CURLcode cc, struct sw_http_res
 	const char *detail = t->errbuf[0] ? t->errbuf : curl_easy_strerror(cc);
 	long os_errno = 0;
 
+	if (t->wrong_peer[0]) {
+		res->code = SW_ETLS;
+		snprintf(res->error, sizeof(res->error), "rejected: the peer is %s, not a %s",
+			 t->wrong_peer, t->c->peer_role);
+		return;
+	}
 	curl_easy_getinfo(t->easy, CURLINFO_OS_ERRNO, &os_errno);
 	switch (cc) {
 	case CURLE_COULDNT_CONNECT:
@@ -475,6 +516,7 @@ int sw_http_client_new(uv_loop_t *loop, const struct sw_http_client_opts *opts,
 	c->cert_file = dup_or_null(opts->cert_file);
 	c->key_file = dup_or_null(opts->key_file);
 	c->insecure = opts->insecure;
+	snprintf(c->peer_role, sizeof(c->peer_role), "%s", opts->peer_role ? opts->peer_role : "");
 	c->connect_timeout_ms = opts->connect_timeout_ms ? opts->connect_timeout_ms : 5000;
 	c->multi = curl_multi_init();
 	c->headers = curl_slist_append(NULL, "Content-Type: application/json");
@@ -580,6 +622,8 @@ static struct transfer *transfer_new(struct sw_http_client *c, const char *url, 
 		curl_easy_setopt(e, CURLOPT_SSLCERT, c->cert_file);
 		curl_easy_setopt(e, CURLOPT_SSLKEY, c->key_file);
 	}
+	if (c->peer_role[0])
+		curl_easy_setopt(e, CURLOPT_CERTINFO, 1L);
 	return t;
 }
 

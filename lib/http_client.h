@@ -13,6 +13,7 @@
  *   answer incomplete after N s: X of Y bytes          SW_ETIMEDOUT
  *   connection dropped after N s: …                    SW_EPROTO
  *   rejected: TLS: …                                   SW_ETLS
+ *   rejected: the peer is X, not a Y                   SW_ETLS (opts.peer_role)
  */
 #ifndef SW_HTTP_CLIENT_H
 #define SW_HTTP_CLIENT_H
@@ -29,6 +30,10 @@ struct sw_http_client_opts {
 	const char *cert_file, *key_file; /* our client certificate, or NULL */
 	unsigned connect_timeout_ms;	  /* default 5000 */
 	int insecure; /* skip verification: only to fetch a CA that is then pinned */
+	/* If set, the role (SW_PKI_ROLE_*) the peer's certificate must carry: checked on
+	 * each new connection before a request goes out on it, so a machine holding only
+	 * a certificate from the same CA for another role is sent nothing. */
+	const char *peer_role;
 };
 
 struct sw_http_result {

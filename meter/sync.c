@@ -10,6 +10,7 @@
 #include "error.h"
 #include "json.h"
 #include "log.h"
+#include "pki.h"
 #include "util.h"
 
 #include <errno.h>
@@ -354,7 +355,8 @@ int sync_start(struct meter *m, char *err, size_t errlen)
 	struct sw_http_client_opts o = {.ca_file = m->ca_file,
 					.cert_file = m->cert_file,
 					.key_file = m->key_file,
-					.connect_timeout_ms = CONNECT_TIMEOUT_MS};
+					.connect_timeout_ms = CONNECT_TIMEOUT_MS,
+					.peer_role = SW_PKI_ROLE_SERVER};
 	int rc;
 
 	if ((rc = sw_http_client_new(m->loop, &o, &m->client))) {

@@ -11,6 +11,7 @@
 #include "error.h"
 #include "json.h"
 #include "log.h"
+#include "pki.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -239,8 +240,11 @@ int control_start(struct server *s, char *err, size_t errlen)
 	sw_path_join(ca, sizeof(ca), s->dir, "ca.crt");
 	sw_path_join(crt, sizeof(crt), s->dir, "server.crt");
 	sw_path_join(key, sizeof(key), s->dir, "server.key");
-	struct sw_http_client_opts o = {
-	    .ca_file = ca, .cert_file = crt, .key_file = key, .connect_timeout_ms = 5000};
+	struct sw_http_client_opts o = {.ca_file = ca,
+					.cert_file = crt,
+					.key_file = key,
+					.connect_timeout_ms = 5000,
+					.peer_role = SW_PKI_ROLE_AGENT};
 	if (sw_http_client_new(s->loop, &o, &s->agents)) {
 		snprintf(err, errlen, "cannot create the client for agent calls");
 		return -1;

@@ -30,6 +30,7 @@ struct fixture {
 	uv_timer_t later;
 	struct sw_http_req *pending;
 	int revoke_agent;
+	struct sw_http_server *other; /* a second server a test started */
 };
 
 static struct fixture fx;
@@ -179,6 +180,7 @@ static int teardown(void **state)
 	if (fx.pending)
 		sw_http_reply_json(fx.pending, 200, json_object());
 	sw_http_server_stop(fx.srv);
+	sw_http_server_stop(fx.other);
 	uv_close((uv_handle_t *)&fx.later, NULL);
 	uv_run(&fx.loop, UV_RUN_DEFAULT);
 	assert_int_equal(uv_loop_close(&fx.loop), 0);
@@ -652,6 +654,70 @@ static void test_local_requests(void **state)
 	json_decref(a.body);
 }
 
+static int hello_calls;
+
+static void on_counted(struct sw_http_req *req, void *arg)
+{
+	hello_calls++;
+	on_hello(req, arg);
+}
+
+static void two_calls(struct sw_http_client *c, unsigned port, struct call out[2])
+{
+	char url[128];
+
+	snprintf(url, sizeof(url), "https://127.0.0.1:%u/open", port);
+	for (int i = 0; i < 2; i++) {
+		memset(&out[i], 0, sizeof(out[i]));
+		assert_int_equal(
+		    sw_http_client_request(c, "GET", url, NULL, 0, 5000, on_done, &out[i]), 0);
+		while (!out[i].done)
+			uv_run(&fx.loop, UV_RUN_ONCE);
+	}
+}
+
+/* A client that asks for the site server's role sends nothing to a peer holding only
+ * another role's certificate from the same CA, on its first connection or any after;
+ * the real server it reaches, on a new connection and on the kept-alive one. */
+static void test_peer_role(void **state)
+{
+	static const struct sw_http_route counted[] = {
+	    {"GET", "/open", SW_HTTP_OPEN, on_counted, 0},
+	};
+	struct sw_http_client_opts o = {.ca_file = fx.ca_file, .peer_role = SW_PKI_ROLE_SERVER};
+	struct sw_http_client *c;
+	char *crt, *key, err[256];
+	struct call r[2];
+
+	assert_int_equal(sw_file_read(fx.agent_crt, 65536, &crt, NULL, NULL, 0), 0);
+	assert_int_equal(sw_file_read(fx.agent_key, 65536, &key, NULL, NULL, 0), 0);
+	struct sw_http_server_opts so = {.listen = "127.0.0.1:0",
+					 .cert_pem = crt,
+					 .key_pem = key,
+					 .ca_pem = fx.ca_cert,
+					 .routes = counted,
+					 .nroutes = SW_ARRAY_LEN(counted)};
+	assert_int_equal(sw_http_server_start(&fx.loop, &so, &fx.other, err, sizeof(err)), 0);
+	assert_int_equal(sw_http_client_new(&fx.loop, &o, &c), 0);
+
+	hello_calls = 0;
+	two_calls(c, sw_http_server_port(fx.other), r);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(r[i].status, 0);
+		assert_int_equal(r[i].code, SW_ETLS);
+		assert_string_equal(r[i].error, "rejected: the peer is agent web1, not a server");
+	}
+	assert_int_equal(hello_calls, 0);
+
+	two_calls(c, sw_http_server_port(fx.srv), r);
+	assert_int_equal(r[0].status, 200);
+	assert_int_equal(r[1].status, 200);
+
+	sw_http_client_free(c);
+	free(crt);
+	free(key);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -666,6 +732,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_download_cut_off, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_download_stalls_midway, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_local_requests, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_peer_role, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
