@@ -22,7 +22,8 @@ struct agent {
 	char meter_listen[300]; /* where the meter service listens, if it runs here */
 	struct sw_conf *conf;
 	struct sw_http_server *http;
-	struct sw_http_client *client;
+	struct sw_http_client *client; /* to the server: heartbeats, the channel, uploads */
+	struct sw_http_client *bulk;   /* to the server: package downloads */
 	char *ca_pem, *cert_pem, *key_pem;
 	unsigned heartbeat_s;	     /* as the server last said */
 	unsigned request_timeout_ms; /* bound on each call to the server */
@@ -67,10 +68,18 @@ void heartbeat_start(struct agent *a);
 void heartbeat_stop(struct agent *a);
 /* Sends a heartbeat soon, to report a change without waiting for the interval. */
 void heartbeat_soon(struct agent *a);
+/* What a heartbeat says: version, facts, roles, services, clock, meter address. */
+json_t *heartbeat_body(struct agent *a);
+/* Acts on the server's reply to a heartbeat; -1 if it is not one. */
+int heartbeat_took(struct agent *a, const json_t *reply);
 
 /* channel.c: commands from the site server over the connection the agent keeps. */
 int channel_start(struct agent *a);
 void channel_stop(struct agent *a);
+/* A change to report: the heartbeat goes with the next poll. */
+void channel_soon(struct agent *a);
+/* Answers not yet taken by the server (an agent about to restart waits for them). */
+int channel_unsent(const struct agent *a);
 
 /* roles.c */
 int roles_apply(struct agent *a, const json_t *wanted);

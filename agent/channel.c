@@ -2,8 +2,13 @@
  * The agent's channel to the site server ([agent] channel = yes): the agent asks the
  * server for work (POST /v1/agent/poll) on the connection it keeps, runs each command
  * through the same routes and handlers its own API serves, and brings the answers on
- * its next poll. While commands run it asks to be held only briefly, so their answers
- * go out soon; otherwise the server holds the poll until there is work.
+ * its next poll. While commands run, or answers are on their way, it asks to be held
+ * only briefly, so answers go out and are taken soon; otherwise the server holds the
+ * poll until there is work, or the next heartbeat is due.
+ *
+ * Heartbeats ride on polls: on the interval, or on the first poll after a change. The
+ * agent's client keeps one connection to the server, so a usage upload started by a
+ * heartbeat's reply goes on it too, between polls.
  *
  * A command runs at most once: the ids seen lately are remembered (until well past
  * their deadlines), and one that arrives past its deadline is refused, not run. A
@@ -41,6 +46,8 @@ struct channel {
 	json_t *pending; /* answers for the next poll */
 	json_t *sent;	 /* answers in the poll in flight: back to pending if it fails */
 	json_t *running; /* ids of the commands being run */
+	int64_t hb_due;	 /* sw_mono_ms() when the next heartbeat goes; 0: on the first poll */
+	int hb_sent;	 /* the poll in flight carries one */
 	struct seen seen[SEEN_MAX];
 	size_t seen_next;
 };
@@ -162,21 +169,28 @@ static void run_command(struct channel *ch, const json_t *cmd)
 static void on_reply(const struct sw_http_result *res, void *arg)
 {
 	struct channel *ch = arg;
+	struct agent *a = ch->a;
 	json_t *j = NULL, *cmd;
+	int hb_sent = ch->hb_sent;
 	char err[256];
 	size_t i;
 
 	ch->in_flight = 0;
+	ch->hb_sent = 0;
 	if (ch->stopping) {
 		maybe_free(ch);
 		return;
 	}
 	if (res->status == 200 && sw_json_parse_object(res->body, res->len, &j, NULL, 0) == 0 &&
-	    sw_proto_commands_check(j, err, sizeof(err)) == 0) {
+	    sw_proto_commands_check(j, err, sizeof(err)) == 0 &&
+	    (!hb_sent || heartbeat_took(a, json_object_get(j, "heartbeat")) == 0)) {
 		json_array_clear(ch->sent);
 		if (ch->backoff_ms)
-			sw_info("channel to %s open again", ch->a->server);
+			sw_info("channel to %s open again", a->server);
 		ch->backoff_ms = 0;
+		a->server_reachable = 1;
+		if (hb_sent)
+			ch->hb_due = sw_mono_ms() + a->heartbeat_s * 1000;
 		json_array_foreach(json_object_get(j, "commands"), i, cmd) run_command(ch, cmd);
 		json_decref(j);
 		schedule(ch, 0);
@@ -186,9 +200,15 @@ static void on_reply(const struct sw_http_result *res, void *arg)
 	/* the answers go again on the next poll; the server matches them by id */
 	json_array_extend(ch->pending, ch->sent);
 	json_array_clear(ch->sent);
-	if (!ch->backoff_ms)
-		sw_warn("channel to %s: %s; asking again with backoff", ch->a->server,
-			res->status ? "refused" : res->error);
+	if (!ch->backoff_ms) {
+		if (res->status)
+			sw_warn("channel to %s refused (%ld): %.200s; asking again with backoff",
+				a->server, res->status, res->body);
+		else
+			sw_warn("channel to %s: %s; asking again with backoff", a->server,
+				res->error);
+	}
+	a->server_reachable = 0;
 	ch->backoff_ms = ch->backoff_ms ? ch->backoff_ms * 2 : BACKOFF_FIRST_MS;
 	if (ch->backoff_ms > BACKOFF_MAX_MS)
 		ch->backoff_ms = BACKOFF_MAX_MS;
@@ -198,7 +218,10 @@ static void on_reply(const struct sw_http_result *res, void *arg)
 
 static void poll_now(struct channel *ch)
 {
-	unsigned hold = json_array_size(ch->running) ? HOLD_RUNNING_MS : HOLD_IDLE_MS;
+	struct agent *a = ch->a;
+	int64_t now = sw_mono_ms();
+	int hb = a->changed || now >= ch->hb_due;
+	unsigned hold = HOLD_IDLE_MS;
 	char url[400], *body;
 	json_t *msg;
 
@@ -206,8 +229,17 @@ static void poll_now(struct channel *ch)
 		return;
 	json_array_extend(ch->sent, ch->pending);
 	json_array_clear(ch->pending);
+	if (json_array_size(ch->running) || json_array_size(ch->sent))
+		hold = HOLD_RUNNING_MS;
+	else if (!hb && ch->hb_due - now < hold)
+		hold = (unsigned)(ch->hb_due - now);
 	msg = json_pack("{sO sO si}", "answers", ch->sent, "running", ch->running, "hold_ms",
 			(int)hold);
+	if (msg && hb) {
+		json_object_set_new(msg, "heartbeat", heartbeat_body(a));
+		a->changed = 0;
+		ch->hb_sent = 1;
+	}
 	body = msg ? sw_json_dump(msg) : NULL;
 	json_decref(msg);
 	snprintf(url, sizeof(url), "%s/v1/agent/poll", ch->a->server);
@@ -217,9 +249,29 @@ static void poll_now(struct channel *ch)
 	} else {
 		json_array_extend(ch->pending, ch->sent);
 		json_array_clear(ch->sent);
+		a->changed |= ch->hb_sent;
+		ch->hb_sent = 0;
 		schedule(ch, BACKOFF_FIRST_MS);
 	}
 	free(body);
+}
+
+void channel_soon(struct agent *a)
+{
+	struct channel *ch = a->channel;
+
+	a->changed = 1;
+	/* a poll in flight is held at most until the next heartbeat; then the change goes */
+	if (ch && !ch->in_flight && !ch->backoff_ms)
+		schedule(ch, 0);
+}
+
+int channel_unsent(const struct agent *a)
+{
+	const struct channel *ch = a->channel;
+
+	return ch && (json_array_size(ch->pending) || json_array_size(ch->sent) ||
+		      json_array_size(ch->running));
 }
 
 int channel_start(struct agent *a)

@@ -1,5 +1,7 @@
 /* Heartbeats: the agent reports its facts on the interval the server sets, and while
- * the server is away retries with capped exponential backoff. */
+ * the server is away retries with capped exponential backoff. An agent with a channel
+ * sends them on its polls instead (channel.c); what goes and what the reply does is the
+ * same either way. */
 #include "agent.h"
 
 #include "json.h"
@@ -29,32 +31,56 @@ static unsigned backoff_cap(const struct agent *a)
 	return cap < BACKOFF_MAX_MS ? cap : BACKOFF_MAX_MS;
 }
 
+int heartbeat_took(struct agent *a, const json_t *j)
+{
+	int64_t interval = a->heartbeat_s;
+	json_t *roles;
+
+	if (!json_is_object(j) ||
+	    sw_json_int(j, "heartbeat_interval", 1, 3600, 0, &interval, NULL, 0) != 0)
+		return -1;
+	/* The reply carries the roles the server wants: an agent that was away catches up
+	 * here, with no call from the server needed. */
+	if ((roles = json_object_get(j, "roles")))
+		roles_apply(a, roles);
+	usage_meters_save(a, json_object_get(j, "meters"));
+	passive_products_version(a->passive, json_object_get(j, "products_version"));
+	a->heartbeat_s = (unsigned)interval;
+	a->last_heartbeat_ok = sw_now_ms();
+	usage_upload(a);
+	return 0;
+}
+
+json_t *heartbeat_body(struct agent *a)
+{
+	json_t *msg = json_pack("{ss so sO so}", "version", a->version, "facts", facts_collect(a),
+				"roles", a->roles, "services", supervisor_json(a->sup));
+
+	/* the server learns this agent's clock error from it, for deadlines it sends */
+	if (msg)
+		json_object_set_new(msg, "now", json_integer(sw_now_ms()));
+	if (msg && !a->use_channel)
+		json_object_set_new(msg, "address", json_string(a->listen));
+	if (msg && supervisor_find(a->sup, "meter") && a->meter_listen[0])
+		json_object_set_new(msg, "meter_address", json_string(a->meter_listen));
+	return msg;
+}
+
 static void on_reply(const struct sw_http_result *res, void *arg)
 {
 	struct agent *a = arg;
 	json_t *j = NULL;
-	int64_t interval = a->heartbeat_s;
 
 	a->in_flight = 0;
 	if (a->stopping)
 		return;
 	if (res->status == 200 && sw_json_parse_object(res->body, res->len, &j, NULL, 0) == 0 &&
-	    sw_json_int(j, "heartbeat_interval", 1, 3600, 0, &interval, NULL, 0) == 0) {
-		json_t *roles = json_object_get(j, "roles");
-		/* The reply carries the roles the server wants: an agent that was away
-		 * catches up here, with no call from the server needed. */
-		if (roles)
-			roles_apply(a, roles);
-		usage_meters_save(a, json_object_get(j, "meters"));
-		passive_products_version(a->passive, json_object_get(j, "products_version"));
+	    heartbeat_took(a, j) == 0) {
 		json_decref(j);
 		if (!a->server_reachable)
 			sw_info("server %s reached", a->server);
 		a->server_reachable = 1;
-		a->heartbeat_s = (unsigned)interval;
 		a->backoff_ms = 0;
-		a->last_heartbeat_ok = sw_now_ms();
-		usage_upload(a);
 		/* A change while this heartbeat was on its way is reported at once. */
 		schedule(a, a->changed ? 100 : a->heartbeat_s * 1000u);
 		a->changed = 0;
@@ -79,15 +105,8 @@ static void send_heartbeat(uv_timer_t *t)
 {
 	struct agent *a = t->data;
 	char url[400], *body;
-	json_t *msg;
+	json_t *msg = heartbeat_body(a);
 
-	msg = json_pack("{ss ss so sO so}", "version", a->version, "address", a->listen, "facts",
-			facts_collect(a), "roles", a->roles, "services", supervisor_json(a->sup));
-	/* the server learns this agent's clock error from it, for deadlines it sends */
-	if (msg)
-		json_object_set_new(msg, "now", json_integer(sw_now_ms()));
-	if (msg && supervisor_find(a->sup, "meter") && a->meter_listen[0])
-		json_object_set_new(msg, "meter_address", json_string(a->meter_listen));
 	body = msg ? sw_json_dump(msg) : NULL;
 	json_decref(msg);
 	snprintf(url, sizeof(url), "%s/v1/heartbeat", a->server);
@@ -106,11 +125,16 @@ void heartbeat_start(struct agent *a)
 	uv_timer_init(a->loop, &a->heartbeat_timer);
 	a->heartbeat_timer.data = a;
 	a->server_reachable = 1;
-	schedule(a, 0);
+	if (!a->use_channel)
+		schedule(a, 0);
 }
 
 void heartbeat_soon(struct agent *a)
 {
+	if (a->use_channel) {
+		channel_soon(a);
+		return;
+	}
 	/* While the server is away the backoff decides; a change waits for it. */
 	if (!a->server_reachable)
 		return;

@@ -135,6 +135,11 @@ static int agent_configure(struct agent *a, const char *dir, char *err, size_t e
 					 .key_file = key,
 					 .connect_timeout_ms = connect,
 					 .peer_role = SW_PKI_ROLE_SERVER};
+	/* Packages come on a connection of their own, so a long download delays no poll. */
+	if ((rc = sw_http_client_new(a->loop, &co, &a->bulk)))
+		return rc;
+	/* With a channel, everything else goes on the one connection it keeps. */
+	co.max_host_connections = a->use_channel ? 1 : 0;
 	return sw_http_client_new(a->loop, &co, &a->client);
 }
 
@@ -226,11 +231,13 @@ static int agent_run(const char *dir, int check_only, char **argv)
 	supervisor_free(a.sup);
 	sw_http_server_stop(a.http);
 	sw_http_client_free(a.client);
-	a.client = NULL;
+	sw_http_client_free(a.bulk);
+	a.client = a.bulk = NULL;
 	uv_walk(a.loop, close_walk, NULL);
 	uv_run(a.loop, UV_RUN_DEFAULT);
 out:
 	sw_http_client_free(a.client);
+	sw_http_client_free(a.bulk);
 	sw_conf_free(a.conf);
 	free(a.ca_pem);
 	free(a.cert_pem);

@@ -40,8 +40,9 @@
 #define START_WAIT_MS	 30000		  /* a start without a deadline answers by then */
 #define DOWNLOAD_MS	 (10 * 60 * 1000) /* a download without a deadline */
 #define PACKAGE_MAX	 SW_STAGE_PACKAGE_MAX
-#define DISK_FACTOR	 3   /* the package, its unpacked tree, and room to spare */
-#define RESTART_DELAY_MS 200 /* lets the 202 go out before the API closes */
+#define DISK_FACTOR	 3    /* the package, its unpacked tree, and room to spare */
+#define RESTART_DELAY_MS 200  /* lets the 202 go out before the API closes */
+#define RESTART_DRAIN_MS 5000 /* the longest a restart waits for the channel's answers */
 #define AGENT_PROG	 "siteward-agent"
 #define PKG_REFUSED	 "package refused: "
 #define PKG_REFUSED_LEN	 17
@@ -53,6 +54,7 @@ struct upgrade {
 	json_t *held;	     /* names in STOPPED_FILE; NULL when there is no such file */
 	struct stage *stage; /* the staging under way */
 	uv_timer_t restart_timer;
+	int64_t restart_asked; /* sw_mono_ms() when the restart was asked for */
 	int restarting;
 };
 
@@ -645,7 +647,7 @@ static void stage_download(struct stage *st)
 		return;
 	}
 	sw_info("staging version %s from %s", st->version, st->url);
-	rc = sw_http_client_download(st->a->client, st->url, st->part, st->size, st->timeout_ms,
+	rc = sw_http_client_download(st->a->bulk, st->url, st->part, st->size, st->timeout_ms,
 				     on_downloaded, st);
 	if (rc)
 		stage_fail(st, 500, "cannot download into %s: %s", st->part, sw_strerror(rc));
@@ -849,6 +851,13 @@ static void on_restart_timer(uv_timer_t *t)
 {
 	struct agent *a = t->data;
 
+	/* Answers owed over the channel are taken first (the switch's own among them), so
+	 * the server hears them from this process rather than waiting out their deadlines;
+	 * for a bounded time, as a server away must not hold the restart. */
+	if (channel_unsent(a) && sw_mono_ms() - a->upgrade->restart_asked < RESTART_DRAIN_MS) {
+		uv_timer_start(&a->upgrade->restart_timer, on_restart_timer, 50, 0);
+		return;
+	}
 	sw_info("restarting as %s", a->restart_exe);
 	uv_stop(a->loop);
 }
@@ -860,6 +869,7 @@ static void restart_soon(struct agent *a, struct sw_http_req *req, const char *v
 	/* answered before the delay, so that the answer too goes out */
 	stage_abandon(a, "the agent is restarting");
 	sw_http_reply_json(req, 202, json_pack("{ss sb}", "version", version, "restarting", 1));
+	a->upgrade->restart_asked = sw_mono_ms();
 	uv_timer_start(&a->upgrade->restart_timer, on_restart_timer, RESTART_DELAY_MS, 0);
 }
 

@@ -528,6 +528,9 @@ int sw_http_client_new(uv_loop_t *loop, const struct sw_http_client_opts *opts,
 	curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
 	curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
 	curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+	if (opts->max_host_connections)
+		curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+				  (long)opts->max_host_connections);
 	uv_timer_init(loop, &c->timer);
 	c->timer.data = c;
 	*out = c;

@@ -34,6 +34,9 @@ struct sw_http_client_opts {
 	 * each new connection before a request goes out on it, so a machine holding only
 	 * a certificate from the same CA for another role is sent nothing. */
 	const char *peer_role;
+	/* If not 0, at most this many connections to one server: requests beyond wait, in
+	 * the order made, for one to be free (their deadlines run meanwhile). */
+	unsigned max_host_connections;
 };
 
 struct sw_http_result {

@@ -88,8 +88,8 @@ static int heartbeat_base(const json_t *j, struct sw_heartbeat *out, char *err, 
 	int rc;
 
 	if ((rc = sw_json_str(j, "version", 64, 1, &out->version, err, errlen)) ||
-	    (rc = sw_json_str(j, "address", 300, 1, &out->address, err, errlen)) ||
-	    (rc = address_valid(out->address, err, errlen)))
+	    (rc = sw_json_str(j, "address", 300, 0, &out->address, err, errlen)) ||
+	    (out->address && (rc = address_valid(out->address, err, errlen))))
 		return rc;
 	facts = json_object_get(j, "facts");
 	if (!json_is_object(facts)) {
@@ -290,7 +290,19 @@ int sw_proto_poll_parse(const json_t *j, struct sw_poll *out, char *err, size_t 
 			return SW_EINVAL;
 		}
 	}
-	return sw_json_int(j, "hold_ms", 0, SW_POLL_HOLD_MAX_MS, 0, &out->hold_ms, err, errlen);
+	if ((rc = sw_json_int(j, "hold_ms", 0, SW_POLL_HOLD_MAX_MS, 0, &out->hold_ms, err, errlen)))
+		return rc;
+	v = json_object_get(j, "heartbeat");
+	if (!v)
+		return 0;
+	if (!json_is_object(v)) {
+		ERR("heartbeat must be an object");
+		return SW_EINVAL;
+	}
+	if ((rc = sw_proto_heartbeat_parse(v, &out->heartbeat, err, errlen)))
+		return rc;
+	out->has_heartbeat = 1;
+	return 0;
 }
 
 /* The server's answer to a poll: {"commands": [{"id", "method", "path", "body",

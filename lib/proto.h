@@ -26,7 +26,9 @@ struct sw_enroll_req {
 	const char *token;
 	const char *name;
 	const char *csr;
-	const char *address;	/* HOST:PORT of the agent's API */
+	const char *address;
+	    /* HOST:PORT the agent listens on, or NULL (it has a channel) */ /* HOST:PORT of the
+										agent's API */
 	const char *client_csr; /* optional: for the machine's metering client certificate */
 };
 int sw_proto_enroll_parse(const json_t *j, struct sw_enroll_req *out, char *err, size_t errlen);
@@ -84,7 +86,9 @@ int sw_proto_stage_req_parse(const json_t *j, struct sw_stage_req *out, char *er
 
 /* POST /v1/agent/poll. `answers` and `running` point into the parsed object, checked:
  * each answer {"id", "status" 100-599, "body": the reply's JSON text}, each running id a
- * string; NULL when absent. */
+ * string; NULL when absent. A poll may carry the agent's heartbeat (as POST
+ * /v1/heartbeat's body); then `has_heartbeat` is set and `heartbeat` must be cleared
+ * with sw_proto_heartbeat_clear. */
 #define SW_POLL_MAX_IDS	    1000
 #define SW_COMMAND_ID_MAX   39
 #define SW_POLL_HOLD_MAX_MS 600000
@@ -92,6 +96,8 @@ int sw_proto_stage_req_parse(const json_t *j, struct sw_stage_req *out, char *er
 struct sw_poll {
 	json_t *answers, *running;
 	int64_t hold_ms;
+	int has_heartbeat;
+	struct sw_heartbeat heartbeat;
 };
 int sw_proto_poll_parse(const json_t *j, struct sw_poll *out, char *err, size_t errlen);
 /* The reply to a poll, as the agent reads it: every command's fields checked. */

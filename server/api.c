@@ -198,36 +198,42 @@ static void post_heartbeat(struct sw_http_req *req, void *arg)
 		json_decref(j);
 		return;
 	}
+	/* an agent with no channel says where it listens */
+	sw_http_reply_json(req, 200, api_heartbeat_take(s, sys, &hb, hb.address ? hb.address : ""));
+	json_decref(j);
+}
+
+json_t *api_heartbeat_take(struct server *s, struct system *sys, struct sw_heartbeat *hb,
+			   const char *address)
+{
 	json_decref(sys->facts);
-	sys->facts = hb.facts;
-	if (hb.now) {
+	sys->facts = hb->facts;
+	if (hb->now) {
 		int64_t now = sw_now_ms();
-		sys->clock_skew_ms = hb.now - now;
+		sys->clock_skew_ms = hb->now - now;
 		registry_clock_heard(s, sys, now);
 	}
-	if (hb.services) {
+	if (hb->services) {
 		json_decref(sys->services);
-		sys->services = hb.services;
+		sys->services = hb->services;
 	}
-	if (strcmp(sys->meter_address, hb.meter_address ? hb.meter_address : "") != 0) {
+	if (strcmp(sys->meter_address, hb->meter_address ? hb->meter_address : "") != 0) {
 		snprintf(sys->meter_address, sizeof(sys->meter_address), "%s",
-			 hb.meter_address ? hb.meter_address : "");
+			 hb->meter_address ? hb->meter_address : "");
 		metering_changed(s);
 	}
-	if (hb.roles && !json_equal(hb.roles, sys->roles))
+	if (hb->roles && !json_equal(hb->roles, sys->roles))
 		sw_info("%s runs other roles than it should; the reply tells it which", sys->name);
-	json_decref(hb.roles);
-	snprintf(sys->version, sizeof(sys->version), "%s", hb.version);
-	snprintf(sys->address, sizeof(sys->address), "%s", hb.address);
+	json_decref(hb->roles);
+	snprintf(sys->version, sizeof(sys->version), "%s", hb->version);
+	memset(hb, 0, sizeof(*hb)); /* what it owned is the system's now */
+	snprintf(sys->address, sizeof(sys->address), "%s", address);
 	sys->last_seen = sw_now_ms();
 	registry_touch(s, sys);
 	upgrade_heard(s, sys);
-	json_decref(j);
-	sw_http_reply_json(req, 200,
-			   json_pack("{si sO so sI}", "heartbeat_interval",
-				     (json_int_t)s->heartbeat_s, "roles", sys->roles, "meters",
-				     metering_meter_urls(s), "products_version",
-				     (json_int_t)s->products_version));
+	return json_pack("{si sO so sI}", "heartbeat_interval", (json_int_t)s->heartbeat_s, "roles",
+			 sys->roles, "meters", metering_meter_urls(s), "products_version",
+			 (json_int_t)s->products_version);
 }
 
 static void token_created(struct server *s, struct reg_op *op)

@@ -5,6 +5,10 @@
  * The agent runs them and brings their answers on its next poll. Nothing dials an
  * agent, so a managed machine opens no port.
  *
+ * A poll may carry the agent's heartbeat: it is answered at once, with the heartbeat's
+ * reply and any commands, and the agent's next poll is the one held. So one connection
+ * carries all the agent says and is told.
+ *
  * A command has an id and a deadline. It goes out once, and again only on a poll that
  * shows the agent neither answered nor runs it (the poll that carried it was lost); the
  * agent remembers the ids it has seen, so it runs each at most once. Whatever happens,
@@ -53,6 +57,7 @@ struct chan {
 	struct sw_http_req *held; /* the agent's poll, waiting for work */
 	uv_timer_t hold;
 	struct chan_cmd *cmds; /* not finished: queued or sent */
+	json_t *heartbeat;     /* the reply to the held poll's heartbeat, or NULL */
 	int64_t polled_at;     /* sw_mono_ms() of its last poll, 0: never */
 	int closing;
 };
@@ -150,7 +155,9 @@ static void chan_flush(struct chan *ch)
 		}
 	}
 	uv_timer_stop(&ch->hold);
-	sw_http_reply_json(ch->held, 200, json_pack("{so}", "commands", cmds));
+	sw_http_reply_json(ch->held, 200,
+			   json_pack("{so so*}", "commands", cmds, "heartbeat", ch->heartbeat));
+	ch->heartbeat = NULL;
 	ch->held = NULL;
 }
 
@@ -292,6 +299,8 @@ void channel_poll(struct sw_http_req *req, void *arg)
 	hold_ms = poll.hold_ms;
 	if (!(ch = chan_get(s, sys))) {
 		sw_http_reply_error(req, 503, "out of memory");
+		if (poll.has_heartbeat)
+			sw_proto_heartbeat_clear(&poll.heartbeat);
 		json_decref(j);
 		return;
 	}
@@ -302,6 +311,11 @@ void channel_poll(struct sw_http_req *req, void *arg)
 		uv_timer_stop(&ch->hold);
 	}
 	ch->polled_at = sw_mono_ms();
+	if (poll.has_heartbeat) {
+		/* the address shown is where the connection comes from, not one it claims */
+		json_decref(ch->heartbeat);
+		ch->heartbeat = api_heartbeat_take(s, sys, &poll.heartbeat, sw_http_req_peer(req));
+	}
 	json_array_foreach(answers, i, a) take_answer(ch, a);
 	/* sent, neither answered nor running: the reply that carried it was lost */
 	for (struct chan_cmd *c = ch->cmds; c; c = c->next) {
@@ -310,6 +324,10 @@ void channel_poll(struct sw_http_req *req, void *arg)
 	}
 	json_decref(j);
 	ch->held = req;
+	if (ch->heartbeat) {
+		chan_flush(ch);
+		return;
+	}
 	for (struct chan_cmd *c = ch->cmds; c; c = c->next) {
 		if (!c->sent) {
 			chan_flush(ch);
@@ -338,6 +356,8 @@ void channel_forget(struct server *s, struct system *sys)
 		cmd_fail(c, s->stopping ? SW_EBUSY : SW_ENOTFOUND,
 			 s->stopping ? "the site server is stopping" : "the system was removed");
 	}
+	json_decref(ch->heartbeat);
+	ch->heartbeat = NULL;
 	uv_close((uv_handle_t *)&ch->hold, hold_closed);
 }
 

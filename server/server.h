@@ -199,5 +199,10 @@ int metering_summarize(struct server *s);
 /* api.c */
 unsigned api_status(int rc);
 int api_start(struct server *s, char *err, size_t errlen);
+/* A heartbeat from `sys` (POST /v1/heartbeat, or carried by its poll), heard from
+ * `address`: the system's state follows it, and what `hb` owned is the system's. Returns
+ * the reply the agent gets. */
+json_t *api_heartbeat_take(struct server *s, struct system *sys, struct sw_heartbeat *hb,
+			   const char *address);
 
 #endif

@@ -35,6 +35,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		if (p.hold_ms < 0 || p.hold_ms > SW_POLL_HOLD_MAX_MS)
 			abort();
+		if (p.has_heartbeat) {
+			if (!p.heartbeat.version || !json_is_object(p.heartbeat.facts))
+				abort();
+			sw_proto_heartbeat_clear(&p.heartbeat);
+		}
 	} else if (!err[0]) {
 		abort(); /* a refusal says why */
 	}

@@ -5,11 +5,20 @@ delivered. Driven here by a client that polls with a real agent's certificate.""
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 import unittest
 
-from harness import Site, script, wait_for
+from harness import Site, script, wait_for, wait_heartbeats
+
+
+def connections(pid, port):
+    """Local ports of the TCP connections process `pid` has to `port` on loopback."""
+    out = subprocess.run(["ss", "-Htnp", "state", "established", "dport", "=", f":{port}"],
+                         capture_output=True, text=True, timeout=10, check=True).stdout
+    return {line.split()[2].rsplit(":", 1)[1] for line in out.splitlines()
+            if f"pid={pid}," in line}
 
 
 class Poller:
@@ -217,6 +226,28 @@ class AgentChannel(unittest.TestCase):
         r = self.site.cli("service", "logs", "c1", "work", "--lines", "5", check=False)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("channel", self.a.proc.log())
+
+    def test_one_connection_carries_everything(self):
+        """Heartbeats go on polls, commands and their answers on the same connection:
+        the agent keeps one to the server, the same one throughout, and the address
+        shown for it is where that connection comes from."""
+        seen = set()
+
+        def sample():
+            seen.update(connections(self.a.proc.pid, self.site.port))
+            return False
+
+        after = self.site.systems()["c1"]["last_seen"]
+        for action in ("stop", "start"):
+            sample()
+            r = self.site.cli("service", action, "c1", "work", "--json", check=False)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            sample()
+        # heartbeats come on polls, one interval apart, and change what the server shows
+        wait_heartbeats(self.site, "c1", count=3, after_ms=after)
+        sample()
+        self.assertEqual(len(seen), 1, f"connections from the agent: {seen}")
+        self.assertEqual(self.site.systems()["c1"]["address"], "127.0.0.1")
 
     def test_a_command_past_its_deadline_is_never_run(self):
         """The agent frozen while its poll is held: the command goes down that poll,

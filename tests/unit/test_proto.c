@@ -99,6 +99,42 @@ static void test_heartbeat_keeps_only_known_facts(void **state)
 	}
 }
 
+/* A poll may carry the heartbeat; one with no address (the agent listens nowhere) is
+ * whole, and a bad one refuses the poll. */
+static void test_poll_heartbeat(void **state)
+{
+	struct sw_poll p;
+	char err[200];
+	json_t *j;
+
+	j = parse("{\"hold_ms\":500,\"heartbeat\":{\"version\":\"1.0\",\"facts\":{\"cpus\":2}}}");
+	assert_int_equal(sw_proto_poll_parse(j, &p, err, sizeof(err)), 0);
+	assert_true(p.has_heartbeat);
+	assert_null(p.heartbeat.address);
+	assert_int_equal(json_integer_value(json_object_get(p.heartbeat.facts, "cpus")), 2);
+	sw_proto_heartbeat_clear(&p.heartbeat);
+	json_decref(j);
+
+	j = parse("{\"hold_ms\":500}");
+	assert_int_equal(sw_proto_poll_parse(j, &p, err, sizeof(err)), 0);
+	assert_false(p.has_heartbeat);
+	json_decref(j);
+
+	const char *bad[] = {
+	    "{\"heartbeat\":[]}",
+	    "{\"heartbeat\":{\"version\":\"1\",\"facts\":[]}}",
+	    "{\"heartbeat\":{\"version\":\"1\",\"address\":\"nowhere\",\"facts\":{}}}",
+	    "{\"hold_ms\":-1,\"heartbeat\":{\"version\":\"1\",\"facts\":{}}}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		j = parse(bad[i]);
+		assert_int_not_equal(sw_proto_poll_parse(j, &p, err, sizeof(err)), 0);
+		assert_false(p.has_heartbeat);
+		assert_null(p.heartbeat.facts);
+		json_decref(j);
+	}
+}
+
 static void test_token_request(void **state)
 {
 	int64_t ttl;
@@ -203,6 +239,7 @@ int main(void)
 	    cmocka_unit_test(test_token_split),
 	    cmocka_unit_test(test_enroll),
 	    cmocka_unit_test(test_heartbeat_keeps_only_known_facts),
+	    cmocka_unit_test(test_poll_heartbeat),
 	    cmocka_unit_test(test_token_request),
 	    cmocka_unit_test(test_upgrade_requests),
 	    cmocka_unit_test(test_json_object_only),
