@@ -16,38 +16,31 @@ struct agent {
 	uv_loop_t *loop;
 	char dir[PATH_MAX];
 	char name[64];
-	char version[33]; /* the running version (sw_install_version), found at start */
-	char server[300]; /* https://HOST:PORT */
-	char listen[300];
+	char version[33];	/* the running version (sw_install_version), found at start */
+	char server[300];	/* https://HOST:PORT */
 	char meter_listen[300]; /* where the meter service listens, if it runs here */
 	struct sw_conf *conf;
-	struct sw_http_server *http;
 	struct sw_http_client *client; /* to the server: heartbeats, the channel, uploads */
 	struct sw_http_client *bulk;   /* to the server: package downloads */
 	char *ca_pem, *cert_pem, *key_pem;
 	unsigned heartbeat_s;	     /* as the server last said */
 	unsigned request_timeout_ms; /* bound on each call to the server */
-	unsigned backoff_ms;	     /* current retry delay while the server is away */
-	int server_reachable;	     /* for logging only changes of state */
-	int in_flight;
-	int changed; /* something to report since the heartbeat in flight was sent */
+	int server_reachable;	     /* the channel's last poll was answered */
+	int changed;		     /* something to report since the last heartbeat was sent */
 	int stopping;
 	int usage_in_flight;
 	unsigned usage_batch; /* cached records per upload while isolating a refused one; 0: all */
 	json_t *meters;	      /* metering servers as last written to meters.json */
 	struct passive *passive;
-	unsigned passive_ms; /* how often running programs are scanned; 0: never */
-	/* shutting down: late answers are ignored */ /* a heartbeat is on its way */
-	int64_t last_heartbeat_ok;		      /* ms since the epoch, 0 if never */
+	unsigned passive_ms;	   /* how often running programs are scanned; 0: never */
+	int64_t last_heartbeat_ok; /* ms since the epoch, 0 if never */
 	struct supervisor *sup;
 	json_t *roles; /* the roles the server wants here */
-	uv_timer_t heartbeat_timer;
 	uv_signal_t sigint, sigterm;
 	int64_t started_ms;
 	char **argv; /* as main got it, for a re-exec */
 	struct upgrade *upgrade;
 	struct channel *channel; /* commands from the server over our own connection */
-	int use_channel;	 /* [agent] channel = yes */
 	/* Set when the agent is to re-execute itself once its loop has wound down. */
 	char restart_exe[PATH_MAX];
 	char restart_back[33];	 /* on failure, switch back to this version ("": run self_exe) */
@@ -64,8 +57,6 @@ json_t *facts_collect(const struct agent *a);
 #define HEARTBEAT_ENV "SITEWARD_AGENT_HEARTBEAT_S"
 
 /* heartbeat.c */
-void heartbeat_start(struct agent *a);
-void heartbeat_stop(struct agent *a);
 /* Sends a heartbeat soon, to report a change without waiting for the interval. */
 void heartbeat_soon(struct agent *a);
 /* What a heartbeat says: version, facts, roles, services, clock, meter address. */
@@ -73,7 +64,8 @@ json_t *heartbeat_body(struct agent *a);
 /* Acts on the server's reply to a heartbeat; -1 if it is not one. */
 int heartbeat_took(struct agent *a, const json_t *reply);
 
-/* channel.c: commands from the site server over the connection the agent keeps. */
+/* channel.c: the connection the agent keeps to the site server: its heartbeats go up,
+ * the server's commands come down. */
 int channel_start(struct agent *a);
 void channel_stop(struct agent *a);
 /* A change to report: the heartbeat goes with the next poll. */
@@ -117,9 +109,8 @@ void upgrade_post_stage(struct sw_http_req *req, void *arg);
 void upgrade_post_switch(struct sw_http_req *req, void *arg);
 void upgrade_post_rollback(struct sw_http_req *req, void *arg);
 
-/* api.c */
-int api_start(struct agent *a, char *err, size_t errlen);
-/* A command from the server's channel, through the API's own routes. */
+/* api.c: what the server may ask of the agent */
+/* A command from the server's channel, through the API's routes. */
 int api_local(struct agent *a, const struct sw_http_local_req *in, sw_http_local_done done,
 	      void *arg);
 

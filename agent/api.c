@@ -1,6 +1,6 @@
-/* The agent's own HTTPS API, which only the site server may call: roles, the control
- * of each service with a deadline on every answer, and the steps of an upgrade
- * (upgrade.c). */
+/* What the site server may ask of the agent, over its channel (channel.c): roles, the
+ * control of each service with a deadline on every answer, and the steps of an upgrade
+ * (upgrade.c). Requests come through the routes below as the server sent them. */
 #include "agent.h"
 
 #include "json.h"
@@ -185,19 +185,4 @@ int api_local(struct agent *a, const struct sw_http_local_req *in, sw_http_local
 	      void *arg)
 {
 	return sw_http_local(routes, SW_ARRAY_LEN(routes), a, in, done, arg);
-}
-
-int api_start(struct agent *a, char *err, size_t errlen)
-{
-	struct sw_http_server_opts o = {
-	    .listen = a->listen,
-	    .cert_pem = a->cert_pem,
-	    .key_pem = a->key_pem,
-	    .ca_pem = a->ca_pem,
-	    .routes = routes,
-	    .nroutes = SW_ARRAY_LEN(routes),
-	    .arg = a,
-	};
-
-	return sw_http_server_start(a->loop, &o, &a->http, err, errlen);
 }

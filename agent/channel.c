@@ -43,6 +43,7 @@ struct channel {
 	uv_timer_t timer;
 	int in_flight, stopping, closed;
 	unsigned backoff_ms;
+	char said[256];	 /* why the last poll failed, as logged: a new reason is logged too */
 	json_t *pending; /* answers for the next poll */
 	json_t *sent;	 /* answers in the poll in flight: back to pending if it fails */
 	json_t *running; /* ids of the commands being run */
@@ -166,6 +167,15 @@ static void run_command(struct channel *ch, const json_t *cmd)
 	}
 }
 
+/* Never wait longer than four heartbeat intervals, so a returning server hears from
+ * every agent soon, but never hammer it either. */
+static unsigned backoff_cap(const struct agent *a)
+{
+	unsigned cap = a->heartbeat_s * 4000u;
+
+	return cap < BACKOFF_MAX_MS ? cap : BACKOFF_MAX_MS;
+}
+
 static void on_reply(const struct sw_http_result *res, void *arg)
 {
 	struct channel *ch = arg;
@@ -187,6 +197,7 @@ static void on_reply(const struct sw_http_result *res, void *arg)
 		json_array_clear(ch->sent);
 		if (ch->backoff_ms)
 			sw_info("channel to %s open again", a->server);
+		ch->said[0] = '\0';
 		ch->backoff_ms = 0;
 		a->server_reachable = 1;
 		if (hb_sent)
@@ -200,18 +211,18 @@ static void on_reply(const struct sw_http_result *res, void *arg)
 	/* the answers go again on the next poll; the server matches them by id */
 	json_array_extend(ch->pending, ch->sent);
 	json_array_clear(ch->sent);
-	if (!ch->backoff_ms) {
-		if (res->status)
-			sw_warn("channel to %s refused (%ld): %.200s; asking again with backoff",
-				a->server, res->status, res->body);
-		else
-			sw_warn("channel to %s: %s; asking again with backoff", a->server,
-				res->error);
-	}
+	char why[sizeof(ch->said)];
+	if (res->status)
+		snprintf(why, sizeof(why), "refused (%ld): %.200s", res->status, res->body);
+	else
+		snprintf(why, sizeof(why), "%s", res->error);
+	if (!ch->backoff_ms || strcmp(why, ch->said) != 0)
+		sw_warn("channel to %s: %s; retrying with backoff", a->server, why);
+	snprintf(ch->said, sizeof(ch->said), "%s", why);
 	a->server_reachable = 0;
 	ch->backoff_ms = ch->backoff_ms ? ch->backoff_ms * 2 : BACKOFF_FIRST_MS;
-	if (ch->backoff_ms > BACKOFF_MAX_MS)
-		ch->backoff_ms = BACKOFF_MAX_MS;
+	if (ch->backoff_ms > backoff_cap(a))
+		ch->backoff_ms = backoff_cap(a);
 	/* jittered, so a fleet that lost its server does not come back all at once */
 	schedule(ch, ch->backoff_ms / 2 + (unsigned)(sw_random_u32() % (ch->backoff_ms / 2 + 1)));
 }

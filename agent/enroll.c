@@ -27,7 +27,7 @@
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: siteward-agent init --dir DIR --server https://HOST:PORT --token TOKEN\n"
-		   "                           --name NAME --listen HOST:PORT\n");
+		   "                           --name NAME\n");
 }
 
 /* The server's {"error": …} if it sent one, else the raw status. */
@@ -104,13 +104,12 @@ int enroll_main(int argc, char **argv)
 	};
 	const char *dir = NULL, *server = NULL, *token = NULL, *name = NULL, *listen = NULL;
 	char secret[SW_TOKEN_SECRET_HEX + 1], pin[SW_TOKEN_PIN_HEX + 1], fp[65];
-	char err[512], url[400], host[256], path[PATH_MAX + 64], reason[128],
+	char err[512], url[400], path[PATH_MAX + 64], reason[128],
 	    tmpca[] = "/tmp/siteward-ca.XXXXXX";
 	char *resp = NULL, *key = NULL, *csr = NULL, *body = NULL, conf[2048];
 	char *client_key = NULL, *client_csr = NULL;
 	const char *ca = NULL, *cert = NULL, *client_cert = NULL, *server_cert = NULL;
 	json_t *j = NULL, *reply = NULL;
-	unsigned port;
 	long status;
 	int opt, rc = 1, tmpfd = -1, server_time = 0;
 	int64_t t0, server_now = 0, skew = 0;
@@ -127,7 +126,7 @@ int enroll_main(int argc, char **argv)
 		default: usage(stderr); return 2;
 		}
 	}
-	if (!dir || !server || !token || !name || !listen || optind != argc) {
+	if (!dir || !server || !token || !name || optind != argc) {
 		usage(stderr);
 		return 2;
 	}
@@ -141,15 +140,12 @@ int enroll_main(int argc, char **argv)
 			name);
 		return 2;
 	}
-	if (sw_hostport_parse(listen, host, sizeof(host), &port, 0, err, sizeof(err))) {
-		fprintf(stderr, "siteward-agent: --listen: %s\n", err);
-		return 2;
-	}
-	if (!sw_ip_literal(host)) {
-		fprintf(stderr, "siteward-agent: --listen takes an IP address and port, not '%s'\n",
+	/* Scripts written when agents listened keep working. */
+	if (listen)
+		fprintf(stderr,
+			"siteward-agent: note: --listen %s is ignored: the agent opens no "
+			"port; it connects to the server and takes its commands that way\n",
 			listen);
-		return 2;
-	}
 	if (sw_proto_token_split(token, secret, pin)) {
 		fprintf(stderr, "siteward-agent: enrollment refused: malformed token (expected the "
 				"line 'siteward token create' prints)\n");
@@ -225,8 +221,8 @@ int enroll_main(int argc, char **argv)
 		fprintf(stderr, "siteward-agent: %s\n", err);
 		goto out;
 	}
-	json_t *req = json_pack("{ss ss ss ss ss}", "token", token, "name", name, "csr", csr,
-				"address", listen, "client_csr", client_csr);
+	json_t *req = json_pack("{ss ss ss ss}", "token", token, "name", name, "csr", csr,
+				"client_csr", client_csr);
 	body = req ? sw_json_dump(req) : NULL;
 	json_decref(req);
 	free(resp);
@@ -277,12 +273,11 @@ int enroll_main(int argc, char **argv)
 		 "[agent]\n"
 		 "name = %s\n"
 		 "server = %s\n"
-		 "listen = %s\n"
 		 "request_timeout_ms = 10000\n"
 		 "\n"
 		 "[log]\n"
 		 "level = info\n",
-		 name, server, listen);
+		 name, server);
 	if (write_in(dir, "ca.crt", ca, 0644, err, sizeof(err)) ||
 	    write_in(dir, "agent.key", key, 0600, err, sizeof(err)) ||
 	    write_in(dir, "agent.crt", cert, 0644, err, sizeof(err)) ||

@@ -24,7 +24,6 @@ static const char *const known_settings[] = {
     "agent.listen",
     "agent.request_timeout_ms",
     "agent.connect_timeout_ms",
-    "agent.channel",
     "log.level",
     "service.*.role",
     "service.*.command",
@@ -44,23 +43,8 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: siteward-agent --dir DIR [-n]\n"
 		   "       siteward-agent init --dir DIR --server https://HOST:PORT --token TOKEN "
-		   "--name NAME --listen HOST:PORT\n"
+		   "--name NAME\n"
 		   "       siteward-agent --version\n");
-}
-
-/* As siteward-meter decides it: [meter] listen, or one port above the agent's. */
-static void meter_address(struct agent *a)
-{
-	char host[256];
-	unsigned port;
-	const char *m = sw_conf_get(a->conf, "meter", "listen", NULL);
-
-	if (m)
-		snprintf(a->meter_listen, sizeof(a->meter_listen), "%s", m);
-	else if (sw_hostport_parse(a->listen, host, sizeof(host), &port, 0, NULL, 0) == 0 &&
-		 port < 65535)
-		snprintf(a->meter_listen, sizeof(a->meter_listen),
-			 strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port + 1);
 }
 
 static int read_in(const char *dir, const char *name, char **out, char *err, size_t errlen)
@@ -95,14 +79,6 @@ static int agent_configure(struct agent *a, const char *dir, char *err, size_t e
 		snprintf(err, errlen, "%s: %s", path, sub);
 		return rc;
 	}
-	{
-		const char *c = sw_conf_get(a->conf, "agent", "channel", "no");
-		if (strcmp(c, "yes") != 0 && strcmp(c, "no") != 0) {
-			snprintf(err, errlen, "%s: [agent] channel must be yes or no", path);
-			return SW_EINVAL;
-		}
-		a->use_channel = strcmp(c, "yes") == 0;
-	}
 	lv = sw_log_level_parse(sw_conf_get(a->conf, "log", "level", "info"));
 	if (lv < 0) {
 		snprintf(err, errlen, "%s: [log] level must be debug, info, warn or error", path);
@@ -110,7 +86,6 @@ static int agent_configure(struct agent *a, const char *dir, char *err, size_t e
 	}
 	snprintf(a->name, sizeof(a->name), "%s", sw_conf_get(a->conf, "agent", "name", ""));
 	snprintf(a->server, sizeof(a->server), "%s", sw_conf_get(a->conf, "agent", "server", ""));
-	snprintf(a->listen, sizeof(a->listen), "%s", sw_conf_get(a->conf, "agent", "listen", ""));
 	if (!sw_name_valid(a->name) || strncmp(a->server, "https://", 8) != 0) {
 		snprintf(err, errlen, "%s: [agent] needs a valid name and an https:// server",
 			 path);
@@ -121,7 +96,8 @@ static int agent_configure(struct agent *a, const char *dir, char *err, size_t e
 		snprintf(err, errlen, "%s: %s", path, sub);
 		return SW_EINVAL;
 	}
-	meter_address(a);
+	if (sw_conf_meter_listen(a->conf, a->meter_listen, sizeof(a->meter_listen)))
+		a->meter_listen[0] = '\0'; /* the meter says why it cannot start */
 	if ((rc = read_in(a->dir, "ca.crt", &a->ca_pem, err, errlen)) ||
 	    (rc = read_in(a->dir, "agent.crt", &a->cert_pem, err, errlen)) ||
 	    (rc = read_in(a->dir, "agent.key", &a->key_pem, err, errlen)))
@@ -138,8 +114,8 @@ static int agent_configure(struct agent *a, const char *dir, char *err, size_t e
 	/* Packages come on a connection of their own, so a long download delays no poll. */
 	if ((rc = sw_http_client_new(a->loop, &co, &a->bulk)))
 		return rc;
-	/* With a channel, everything else goes on the one connection it keeps. */
-	co.max_host_connections = a->use_channel ? 1 : 0;
+	/* Everything else goes on the one connection the channel keeps. */
+	co.max_host_connections = 1;
 	return sw_http_client_new(a->loop, &co, &a->client);
 }
 
@@ -191,8 +167,6 @@ static int agent_run(const char *dir, int check_only, char **argv)
 		printf("configuration OK: %s, server %s\n", a.name, a.server);
 		goto out;
 	}
-	if (!rc)
-		rc = api_start(&a, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "siteward-agent: %s\n", err);
 		goto out;
@@ -212,24 +186,22 @@ static int agent_run(const char *dir, int check_only, char **argv)
 	a.sigint.data = a.sigterm.data = &a;
 	uv_signal_start(&a.sigint, on_signal, SIGINT);
 	uv_signal_start(&a.sigterm, on_signal, SIGTERM);
-	heartbeat_start(&a);
-	if (a.use_channel && channel_start(&a)) {
+	if (channel_start(&a)) {
 		fprintf(stderr, "siteward-agent: out of memory\n");
 		rc = 1;
 		goto out;
 	}
-	sw_info("%s listening on %s (port %u), server %s%s, version %s", a.name, a.listen,
-		sw_http_server_port(a.http), a.server,
-		a.use_channel ? " (commands over its channel)" : "", a.version);
+	if (sw_conf_get(a.conf, "agent", "listen", NULL))
+		sw_info("[agent] listen is no longer used: the agent opens no port, and takes "
+			"the server's commands over the connection it keeps");
+	sw_info("%s started, server %s, version %s", a.name, a.server, a.version);
 	uv_run(a.loop, UV_RUN_DEFAULT);
 	a.stopping = 1;
 	passive_stop(a.passive);
-	heartbeat_stop(&a);
 	channel_stop(&a);
 	upgrade_stop(&a);
 	/* Services keep running: a restarted agent finds them again. */
 	supervisor_free(a.sup);
-	sw_http_server_stop(a.http);
 	sw_http_client_free(a.client);
 	sw_http_client_free(a.bulk);
 	a.client = a.bulk = NULL;

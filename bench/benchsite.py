@@ -236,15 +236,14 @@ class Site:
     def cli(self, *args):
         return run([prog("siteward"), "--timeout", "10"] + list(args), self.env)
 
-    def enroll(self, name, listen=None):
+    def enroll(self, name):
         """Enrolls an identity with a fresh token; returns its folder (agent.crt, agent.key,
         ca.crt, agent.conf). The agent itself is not started."""
         adir = self.bench.path("agents", name)
         os.makedirs(os.path.dirname(adir), exist_ok=True)
         token = self.cli("token", "create").strip()
         run([prog("siteward-agent"), "init", "--dir", adir, "--server", self.url, "--token",
-             token, "--name", name, "--listen", listen or f"127.0.0.1:{free_port()}"],
-            self.env)
+             token, "--name", name], self.env)
         return adir
 
     def systems(self):

@@ -204,3 +204,23 @@ void sw_conf_entry(const struct sw_conf *conf, int i, const char **section, cons
 	*key = conf->entries[i].key;
 	*value = conf->entries[i].value;
 }
+
+int sw_conf_meter_listen(const struct sw_conf *conf, char *out, size_t len)
+{
+	const char *m = sw_conf_get(conf, "meter", "listen", NULL);
+	const char *agent = sw_conf_get(conf, "agent", "listen", NULL);
+	char host[256];
+	unsigned port;
+
+	if (m) {
+		snprintf(out, len, "%s", m);
+	} else if (agent) {
+		if (sw_hostport_parse(agent, host, sizeof(host), &port, 0, NULL, 0) ||
+		    port == 65535)
+			return SW_EINVAL;
+		snprintf(out, len, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port + 1);
+	} else {
+		snprintf(out, len, "0.0.0.0:%u", SW_METER_PORT);
+	}
+	return 0;
+}

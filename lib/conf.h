@@ -33,4 +33,12 @@ const char *sw_conf_get(const struct sw_conf *conf, const char *section, const c
 int sw_conf_get_uint(const struct sw_conf *conf, const char *section, const char *key, unsigned def,
 		     unsigned min, unsigned max, unsigned *out, char *err, size_t errlen);
 
+/* The port a metering server listens on when agent.conf does not say. */
+#define SW_METER_PORT 8471
+/* Where siteward-meter listens, as it and the agent that reports it read agent.conf:
+ * [meter] listen; else one port above [agent] listen (a folder enrolled when agents
+ * listened); else every address, port SW_METER_PORT. Returns SW_EINVAL if [agent]
+ * listen, the only one not checked where it is used, cannot give a port. */
+int sw_conf_meter_listen(const struct sw_conf *conf, char *out, size_t len);
+
 #endif

@@ -54,14 +54,14 @@ int sw_proto_enroll_parse(const json_t *j, struct sw_enroll_req *out, char *err,
 	if ((rc = sw_json_str(j, "token", 128, 1, &out->token, err, errlen)) ||
 	    (rc = sw_json_str(j, "name", 63, 1, &out->name, err, errlen)) ||
 	    (rc = sw_json_str(j, "csr", 16384, 1, &out->csr, err, errlen)) ||
-	    (rc = sw_json_str(j, "address", 300, 1, &out->address, err, errlen)) ||
+	    (rc = sw_json_str(j, "address", 300, 0, &out->address, err, errlen)) ||
 	    (rc = sw_json_str(j, "client_csr", 16384, 0, &out->client_csr, err, errlen)))
 		return rc;
 	if (!sw_name_valid(out->name)) {
 		ERR("name '%s' must be 1-63 letters, digits, '.', '_' or '-'", out->name);
 		return SW_EINVAL;
 	}
-	return address_valid(out->address, err, errlen);
+	return out->address ? address_valid(out->address, err, errlen) : 0;
 }
 
 /* Facts an agent reports, each with its type and bound. */

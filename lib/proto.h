@@ -26,9 +26,7 @@ struct sw_enroll_req {
 	const char *token;
 	const char *name;
 	const char *csr;
-	const char *address;
-	    /* HOST:PORT the agent listens on, or NULL (it has a channel) */ /* HOST:PORT of the
-										agent's API */
+	const char *address;	/* HOST:PORT an agent of old listens on, or NULL */
 	const char *client_csr; /* optional: for the machine's metering client certificate */
 };
 int sw_proto_enroll_parse(const json_t *j, struct sw_enroll_req *out, char *err, size_t errlen);
@@ -37,7 +35,7 @@ int sw_proto_enroll_parse(const json_t *j, struct sw_enroll_req *out, char *err,
  * checked fields (the caller owns them). */
 struct sw_heartbeat {
 	const char *version;
-	const char *address;
+	const char *address; /* HOST:PORT an agent of old listens on, or NULL (it polls) */
 	json_t *facts;
 	json_t *roles;		   /* checked copy: array of role names, or NULL if not sent */
 	json_t *services;	   /* checked copy: array of service states, or NULL if not sent */

@@ -64,14 +64,13 @@ static int read_in(const char *dir, const char *name, char **out, char *err, siz
 	return sw_file_read(path, 64 * 1024, out, NULL, err, errlen);
 }
 
-/* The meter listens where [meter] listen says, or one port above the agent, and talks to
- * the agent's site server with the agent's certificate. */
+/* The meter listens where agent.conf says (sw_conf_meter_listen), and talks to the
+ * agent's site server with the agent's certificate. */
 static int configure(struct meter *m, const char *dir, char *err, size_t errlen)
 {
-	char path[PATH_MAX + 64], host[256];
+	char path[PATH_MAX + 64];
 	struct sw_conf *conf = NULL;
-	const char *listen, *server;
-	unsigned port;
+	const char *server;
 	int level, rc;
 
 	if (!realpath(dir, m->dir)) {
@@ -91,19 +90,10 @@ static int configure(struct meter *m, const char *dir, char *err, size_t errlen)
 		goto out;
 	}
 	snprintf(m->server, sizeof(m->server), "%s", server);
-	listen = sw_conf_get(conf, "meter", "listen", NULL);
-	if (listen) {
-		snprintf(m->listen, sizeof(m->listen), "%s", listen);
-	} else {
-		rc = sw_hostport_parse(sw_conf_get(conf, "agent", "listen", ""), host, sizeof(host),
-				       &port, 0, err, errlen);
-		if (rc || port == 65535) {
-			snprintf(err, errlen, "%s: set [meter] listen", path);
-			rc = SW_EINVAL;
-			goto out;
-		}
-		snprintf(m->listen, sizeof(m->listen), strchr(host, ':') ? "[%s]:%u" : "%s:%u",
-			 host, port + 1);
+	if ((rc = sw_conf_meter_listen(conf, m->listen, sizeof(m->listen)))) {
+		snprintf(err, errlen,
+			 "%s: [agent] listen gives no port above it; set [meter] listen", path);
+		goto out;
 	}
 	sw_path_join(m->ca_file, sizeof(m->ca_file), m->dir, "ca.crt");
 	sw_path_join(m->cert_file, sizeof(m->cert_file), m->dir, "agent.crt");

@@ -94,7 +94,8 @@ static void enroll_checked(struct server *s, struct reg_op *op)
 		enroll_free(en);
 		return;
 	}
-	sw_hostport_parse(e->address, host, sizeof(host), &port, 0, NULL, 0);
+	if (sw_hostport_parse(op->address, host, sizeof(host), &port, 0, NULL, 0))
+		snprintf(host, sizeof(host), "%s", op->address); /* a bare IP address */
 	const char *sans[] = {host, NULL};
 	struct sw_pki_issue what = {.cn = e->name,
 				    .role = SW_PKI_ROLE_AGENT,
@@ -165,7 +166,10 @@ static void post_enroll(struct sw_http_req *req, void *arg)
 		return;
 	}
 	snprintf(en->op.name, sizeof(en->op.name), "%s", en->e.name);
-	snprintf(en->op.address, sizeof(en->op.address), "%s", en->e.address);
+	/* An agent that listens (of an older version) says where; one that polls is where
+	 * its connection comes from, and so is its metering server if it runs one. */
+	snprintf(en->op.address, sizeof(en->op.address), "%s",
+		 en->e.address ? en->e.address : sw_http_req_peer(req));
 	en->op.kind = REG_TOKEN_CHECK;
 	en->op.done = enroll_checked;
 	en->op.arg = en;
@@ -203,9 +207,26 @@ static void post_heartbeat(struct sw_http_req *req, void *arg)
 	json_decref(j);
 }
 
+/* Where clients reach a metering server that listens on every address: where its
+ * system's connection comes from. */
+static void meter_reached_at(const char *meter, const char *address, char *out, size_t len)
+{
+	char host[256];
+	unsigned port;
+
+	snprintf(out, len, "%s", meter ? meter : "");
+	if (!meter || !sw_ip_literal(address) ||
+	    sw_hostport_parse(meter, host, sizeof(host), &port, 0, NULL, 0) ||
+	    (strcmp(host, "0.0.0.0") != 0 && strcmp(host, "::") != 0))
+		return;
+	snprintf(out, len, strchr(address, ':') ? "[%s]:%u" : "%s:%u", address, port);
+}
+
 json_t *api_heartbeat_take(struct server *s, struct system *sys, struct sw_heartbeat *hb,
 			   const char *address)
 {
+	char meter[300];
+
 	json_decref(sys->facts);
 	sys->facts = hb->facts;
 	if (hb->now) {
@@ -217,9 +238,9 @@ json_t *api_heartbeat_take(struct server *s, struct system *sys, struct sw_heart
 		json_decref(sys->services);
 		sys->services = hb->services;
 	}
-	if (strcmp(sys->meter_address, hb->meter_address ? hb->meter_address : "") != 0) {
-		snprintf(sys->meter_address, sizeof(sys->meter_address), "%s",
-			 hb->meter_address ? hb->meter_address : "");
+	meter_reached_at(hb->meter_address, address, meter, sizeof(meter));
+	if (strcmp(sys->meter_address, meter) != 0) {
+		snprintf(sys->meter_address, sizeof(sys->meter_address), "%s", meter);
 		metering_changed(s);
 	}
 	if (hb->roles && !json_equal(hb->roles, sys->roles))

@@ -105,6 +105,30 @@ def free_port():
         return s.getsockname()[1]
 
 
+def listening_sockets(pid):
+    """The TCP and UDP sockets process `pid` listens or is bound on, as /proc shows them
+    ("tcp 0100007F:1F90"), whatever their address family."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for proto in ("tcp", "tcp6", "udp", "udp6"):
+        with open(f"/proc/{pid}/net/{proto}") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                # TCP: state 0A is LISTEN; UDP: any socket bound with no peer receives
+                bound = (fields[3] == "0A" if proto.startswith("tcp")
+                         else fields[2].endswith(":0000"))
+                if bound and fields[9] in inodes:
+                    found.append(f"{proto} {fields[1]}")
+    return found
+
+
 def wait_for(pred, timeout, what, step=0.05):
     """Polls pred() until it is true; fails the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -368,14 +392,18 @@ class Agent:
         self.site, self.name = site, name
         self.env = dict(os.environ, **env) if env else None
         self.dir = os.path.join(site.tmp, "agent-" + name)
-        self.port = free_port()
+        self.meter_port = free_port()  # where its metering server listens, if it runs one
         self.proc = None
 
-    def init(self, token, server=None):
-        return subprocess.run(
+    def init(self, token, server=None, extra=()):
+        r = subprocess.run(
             [prog("siteward-agent"), "init", "--dir", self.dir, "--server", server or self.site.url,
-             "--token", token, "--name", self.name, "--listen", f"127.0.0.1:{self.port}"],
+             "--token", token, "--name", self.name, *extra],
             capture_output=True, text=True, timeout=60, env=self.env)
+        if r.returncode == 0:
+            with open(os.path.join(self.dir, "agent.conf"), "a") as f:
+                f.write(f"\n[meter]\nlisten = 127.0.0.1:{self.meter_port}\n")
+        return r
 
     def start(self):
         self.proc = Proc([prog("siteward-agent"), "--dir", self.dir],

@@ -1,7 +1,8 @@
-"""The agent's half of a site upgrade, called as the site server calls it: stopping
-services with and without SIGKILL, staging signed packages (resumed downloads, refused
-packages), switching into a staged version by re-executing in place, starting the
-services again, and rolling back, with the services running through it all."""
+"""The agent's half of a site upgrade, called as the site server calls it, over the
+agent's channel: stopping services with and without SIGKILL, staging signed packages
+(resumed downloads, refused packages), switching into a staged version by re-executing
+in place, starting the services again, and rolling back, with the services running
+through it all."""
 import hashlib
 import http.server
 import json
@@ -14,9 +15,10 @@ import subprocess
 import threading
 import time
 import unittest
+import uuid
 
-from harness import (Site, group_alive, pid_alive, proc_state, script, wait_for,
-                     wait_heartbeats)
+from harness import (Proc, Site, group_alive, listening_sockets, pid_alive, proc_state,
+                     script, wait_for)
 from harness import prog as build_prog
 
 prog = script
@@ -37,17 +39,6 @@ def processes_running(marker):
     return found
 
 
-def listening_inode(port):
-    """The inode of the socket listening on 127.0.0.1:port, or None."""
-    want = f"0100007F:{port:04X}"
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            if fields[1] == want and fields[3] == "0A":
-                return fields[9]
-    return None
-
-
 def fd_targets(pid):
     out = []
     for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -56,6 +47,126 @@ def fd_targets(pid):
         except OSError:
             pass
     return out
+
+
+class StandIn:
+    """The site server as the agents under test see it. Their channel is the test's: it
+    sends the commands a site server sends, one call at a time, and hears the answers;
+    their heartbeats (which ride on polls) are answered with the roles the test sets.
+    Every other call an agent makes (its package key, its products, usage) goes on to
+    the real site server, with that agent's own certificate."""
+
+    def __init__(self, site):
+        self.site = site
+        self.cond = threading.Condition()
+        self.queue, self.answers, self.roles, self.beats = {}, {}, {}, {}
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def caller(self):
+                subject = dict(x[0] for x in self.connection.getpeercert()["subject"])
+                return subject["commonName"]
+
+            def reply(self, status, body):
+                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def relay(self, method):
+                n = int(self.headers.get("Content-Length") or 0)
+                data = self.rfile.read(n) if n else None
+                a = owner.site.agents[self.caller()]
+                status, body = owner.site.api(method, self.path,
+                                              ctx=owner.site.tls(*a.cert()),
+                                              raw=data, timeout=30)
+                self.reply(status, body if isinstance(body, str) else json.dumps(body))
+
+            def do_GET(self):
+                self.relay("GET")
+
+            def do_POST(self):
+                if self.path != "/v1/agent/poll":
+                    self.relay("POST")
+                    return
+                name = self.caller()
+                poll = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                out = {"commands": []}
+                with owner.cond:
+                    for ans in poll.get("answers", []):
+                        owner.answers[ans["id"]] = (ans["status"], json.loads(ans["body"]))
+                    owner.cond.notify_all()
+                    if "heartbeat" in poll:
+                        owner.beats.setdefault(name, []).append(
+                            (time.time() * 1000, poll["heartbeat"]["version"]))
+                        out["heartbeat"] = {"heartbeat_interval": 1,
+                                            "roles": owner.roles.get(name, []),
+                                            "meters": [], "products_version": 0}
+                        owner.cond.notify_all()
+                    else:
+                        owner.cond.wait_for(lambda: owner.queue.get(name),
+                                            poll.get("hold_ms", 0) / 1000)
+                    out["commands"] = owner.queue.pop(name, [])
+                self.reply(200, out)
+
+        class Server(http.server.ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # an agent that re-executes drops its connection
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(os.path.join(site.dir, "server.crt"),
+                            os.path.join(site.dir, "server.key"))
+        ctx.load_verify_locations(os.path.join(site.dir, "ca.crt"))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def call(self, name, method, path, body=None, timeout=30):
+        """Sends a command down `name`'s channel: (status, answer), or (0, None) when no
+        answer came within `timeout` seconds."""
+        cid = uuid.uuid4().hex
+        cmd = {"id": cid, "method": method, "path": path,
+               "body": json.dumps(body) if body is not None else None,
+               "deadline": int(time.time() * 1000 + timeout * 1000)}
+        with self.cond:
+            self.queue.setdefault(name, []).append(cmd)
+            self.cond.notify_all()
+            if not self.cond.wait_for(lambda: cid in self.answers, timeout):
+                self.queue[name] = [c for c in self.queue.get(name, []) if c["id"] != cid]
+                return 0, None
+            return self.answers.pop(cid)
+
+    def set_roles(self, name, roles):
+        with self.cond:
+            self.roles[name] = list(roles)
+
+    def heartbeats(self, name):
+        with self.cond:
+            return list(self.beats.get(name, []))
+
+    def wait_heartbeats(self, name, count):
+        have = len(self.heartbeats(name))
+        wait_for(lambda: len(self.heartbeats(name)) >= have + count, 5 + 2 * count,
+                 f"{count} more heartbeats from {name}")
+
+    def version(self, name):
+        beats = self.heartbeats(name)
+        return beats[-1][1] if beats else None
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 class PackageServer:
@@ -141,6 +252,7 @@ class AgentUpgrade(unittest.TestCase):
         cls.site = Site(heartbeat=1)
         cls.site.start()
         cls.pkgs = PackageServer(cls.site)
+        cls.standin = StandIn(cls.site)
         cls.tree = os.path.join(cls.site.tmp, "tree")
         os.makedirs(os.path.join(cls.tree, "bin"))
         for p in ("siteward-agent", "siteward-meter"):
@@ -157,16 +269,12 @@ class AgentUpgrade(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.pkgs.close()
+        cls.standin.close()
         cls.site.close()
 
     # -- helpers --------------------------------------------------------------------
-    def server_tls(self):
-        return self.site.tls(os.path.join(self.site.dir, "server.crt"),
-                             os.path.join(self.site.dir, "server.key"))
-
     def call(self, a, method, path, body=None, timeout=30):
-        return self.site.api(method, path, body, ctx=self.server_tls(), port=a.port,
-                             timeout=timeout)
+        return self.standin.call(a.name, method, path, body, timeout)
 
     def post(self, a, step, body, timeout=30):
         return self.call(a, "POST", f"/v1/upgrade/{step}", body, timeout)
@@ -186,12 +294,28 @@ class AgentUpgrade(unittest.TestCase):
     def deadline(self, s=20):
         return int(time.time() * 1000) + s * 1000
 
+    def start(self, a):
+        """Starts the agent with the stand-in as its site server."""
+        a.proc = Proc([build_prog("siteward-agent"), "--dir", a.dir],
+                      os.path.join(self.site.tmp, f"agent-{a.name}.log"))
+        wait_for(lambda: self.standin.heartbeats(a.name) or not a.proc.alive(), 20,
+                 f"agent {a.name} to report")
+        self.assertTrue(a.proc.alive(), a.proc.log())
+
+    def roles(self, a, *roles):
+        self.standin.set_roles(a.name, roles)
+
     def agent(self, name, **services):
         a = self.site.enroll(name, start=False)
         for svc, (command, settings) in services.items():
             a.add_service(svc, command, **settings)
-        a.start()
-        self.site.cli("role", "add", a.name, "test")
+        conf = os.path.join(a.dir, "agent.conf")
+        with open(conf) as f:
+            text = f.read().replace(self.site.url, self.standin.url)
+        with open(conf, "w") as f:
+            f.write(text)
+        self.roles(a, "test")
+        self.start(a)
         for svc in services:
             wait_for(lambda: self.running(a, svc), 5, f"{svc} to run")
         return a
@@ -251,11 +375,11 @@ class AgentUpgrade(unittest.TestCase):
         self.assertEqual(self.held(a), ["coop"])
 
         # Held across heartbeats (roles re-applied) and a restart of the agent.
-        wait_heartbeats(self.site, a.name, 3)
+        self.standin.wait_heartbeats(a.name, 3)
         self.assertEqual(self.svc(a, "coop")["state"], "stopped")
         a.stop()
-        a.start()
-        wait_heartbeats(self.site, a.name, 3)
+        self.start(a)
+        self.standin.wait_heartbeats(a.name, 3)
         self.assertEqual(self.svc(a, "coop")["state"], "stopped")
         self.assertEqual(self.running(a, "stub")["pid"], stub_pid)
 
@@ -288,10 +412,10 @@ class AgentUpgrade(unittest.TestCase):
         # while its service, which ignores SIGTERM, is still being stopped
         a = self.agent("rb1", stub=(prog("stubborn.py"), {"stop_timeout": "2"}))
         pid = self.running(a, "stub")["pid"]
-        self.site.cli("role", "remove", a.name, "test")
+        self.roles(a)
         wait_for(lambda: (self.svc(a, "stub") or {}).get("state") == "stopping", 5,
                  "stub to be stopping")
-        self.site.cli("role", "add", a.name, "test")
+        self.roles(a, "test")
         wait_for(lambda: (self.running(a, "stub") or {}).get("pid") not in (None, pid), 10,
                  "stub to run again")
         self.assertFalse(group_alive(pid), "the old run was not killed")
@@ -390,8 +514,9 @@ class AgentUpgrade(unittest.TestCase):
         self.assertEqual(s, 200, r)
         pids = {n: self.running(a, n)["pid"] for n in ("coop", "other")}
         agent_pid = a.proc.pid
-        old_listener = listening_inode(a.port)
-        self.assertIsNotNone(old_listener)
+        old_sockets = {t for t in fd_targets(agent_pid) if t.startswith("socket:")}
+        self.assertTrue(old_sockets)
+        self.assertEqual(listening_sockets(agent_pid), [])
 
         s, r = self.post(a, "switch", {"version": "9.9.8"})
         self.assertEqual(s, 409, r)
@@ -421,14 +546,13 @@ class AgentUpgrade(unittest.TestCase):
         self.assertEqual(os.readlink(f"/proc/{agent_pid}/exe"),
                          os.path.join(os.path.realpath(a.dir),
                                       "versions/9.9.9/bin/siteward-agent"))
-        # nothing of the old image's sockets: a new listener, the old one gone
-        new_listener = listening_inode(a.port)
-        self.assertNotEqual(new_listener, old_listener)
-        self.assertNotIn(f"socket:[{old_listener}]", fd_targets(agent_pid))
+        # nothing of the old image's sockets: its connections are gone, no listener
+        self.assertFalse(old_sockets & set(fd_targets(agent_pid)))
+        self.assertEqual(listening_sockets(agent_pid), [])
         # the server hears of the new version at once
-        wait_for(lambda: self.site.systems()["sw1"]["version"] == "9.9.9", 5,
+        wait_for(lambda: self.standin.version("sw1") == "9.9.9", 5,
                  "the server to see version 9.9.9")
-        self.assertGreater(self.site.systems()["sw1"]["last_seen"], t0)
+        self.assertGreater(self.standin.heartbeats("sw1")[-1][0], t0)
         self.assertEqual(self.status(a)["upgrade"],
                          {"staged": ["9.9.9"], "previous": self.build_version})
         # adopted, neither restarted nor duplicated
@@ -445,13 +569,13 @@ class AgentUpgrade(unittest.TestCase):
         self.assertEqual(len(processes_running("sw1-coop")), 1)
 
         # a role's own programs come from the running version
-        self.site.cli("role", "add", a.name, "software-metering")
+        self.roles(a, "test", "software-metering")
         wait_for(lambda: (self.svc(a, "meter") or {}).get("pid"), 10, "the meter to start")
         meter_pid = self.svc(a, "meter")["pid"]
         self.assertEqual(os.readlink(f"/proc/{meter_pid}/exe"),
                          os.path.join(os.path.realpath(a.dir),
                                       "versions/9.9.9/bin/siteward-meter"))
-        self.site.cli("role", "remove", a.name, "software-metering")
+        self.roles(a, "test")
         wait_for(lambda: self.svc(a, "meter") is None, 15, "the meter to go")
 
         # stop, roll back to the build's own version, start: the upgrade's order
@@ -467,10 +591,10 @@ class AgentUpgrade(unittest.TestCase):
         self.assertEqual(os.path.realpath(f"/proc/{agent_pid}/exe"),
                          os.path.realpath(build_prog("siteward-agent")))
         self.assertFalse(os.path.lexists(os.path.join(a.dir, "current")))
-        wait_for(lambda: self.site.systems()["sw1"]["version"] == self.build_version, 5,
+        wait_for(lambda: self.standin.version("sw1") == self.build_version, 5,
                  "the server to see the build's version")
         # heartbeats re-apply the roles: the services stay stopped
-        wait_heartbeats(self.site, a.name, 3)
+        self.standin.wait_heartbeats(a.name, 3)
         for n in ("coop", "other"):
             self.assertEqual(self.svc(a, n)["state"], "stopped")
             self.assertEqual(processes_running(f"sw1-{n}"), [])

@@ -1,10 +1,13 @@
-"""Who may call what: both APIs refuse a missing certificate, another site's, a removed
-system's, and the wrong kind of certificate."""
+"""Who may call what: the server's API refuses a missing certificate, another site's, a
+removed system's, and the wrong kind of certificate; an agent sends nothing to a peer
+that is not its site server."""
 import os
+import socket
 import ssl
+import threading
 import unittest
 
-from harness import Site
+from harness import Proc, Site, free_port, prog, wait_for
 
 
 class Authorization(unittest.TestCase):
@@ -56,17 +59,57 @@ class Authorization(unittest.TestCase):
         # an admin certificate is not an agent's
         self.refused("POST", "/v1/heartbeat", body=body)
 
-    def test_agent_api_accepts_only_the_server(self):
-        server_tls = self.site.tls(os.path.join(self.site.dir, "server.crt"),
-                                   os.path.join(self.site.dir, "server.key"))
-        port = self.agent.port
-        status, body = self.site.api("GET", "/v1/status", ctx=server_tls, port=port)
-        self.assertEqual(status, 200)
-        self.assertEqual(body["name"], "a1")
-        self.refused("GET", "/v1/status", ctx=self.site.tls(), port=port)
-        self.refused("GET", "/v1/status", port=port)  # admin certificate
-        self.refused("GET", "/v1/status", ctx=self.agent_tls(), port=port)
-        self.refused("GET", "/v1/status", ctx=self.other_admin(), port=port)
+    def test_only_an_enrolled_agent_may_poll(self):
+        poll = {"answers": [], "running": [], "hold_ms": 0}
+        status, body = self.site.api("POST", "/v1/agent/poll", poll, ctx=self.agent_tls())
+        self.assertEqual(status, 200, body)
+        self.refused("POST", "/v1/agent/poll", body=poll, ctx=self.site.tls())
+        self.refused("POST", "/v1/agent/poll", body=poll)  # admin certificate
+        self.refused("POST", "/v1/agent/poll", body=poll, ctx=self.other_admin())
+
+    def test_an_agent_talks_only_to_the_site_server(self):
+        """Traffic sent to a machine that holds a certificate from the site's CA, but an
+        agent's (another enrolled system's, say): the agent sends it no request, no
+        heartbeat, no answer, and says why."""
+        impostor = self.site.enroll("imp", start=False)
+        victim = self.site.enroll("target", start=False)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*impostor.cert())
+        port = free_port()
+        heard = {"handshakes": 0, "bytes": 0}
+        lsock = socket.create_server(("127.0.0.1", port))
+        lsock.settimeout(0.2)
+        done = threading.Event()
+
+        def serve():
+            while not done.is_set():
+                try:
+                    conn, _ = lsock.accept()
+                except socket.timeout:
+                    continue
+                conn.settimeout(5)
+                try:
+                    with ctx.wrap_socket(conn, server_side=True) as tls:
+                        heard["handshakes"] += 1
+                        heard["bytes"] += len(tls.recv(65536))
+                except (OSError, ssl.SSLError):
+                    pass
+
+        th = threading.Thread(target=serve, daemon=True)
+        th.start()
+        self.addCleanup(lambda: (done.set(), th.join(5), lsock.close()))
+        conf = os.path.join(victim.dir, "agent.conf")
+        with open(conf) as f:
+            text = f.read().replace(self.site.url, f"https://127.0.0.1:{port}")
+        with open(conf, "w") as f:
+            f.write(text)
+        victim.proc = Proc([prog("siteward-agent"), "--dir", victim.dir],
+                           os.path.join(self.site.tmp, "agent-target.log"))
+        self.addCleanup(victim.stop)
+        wait_for(lambda: "rejected: the peer is agent imp, not a server" in victim.proc.log(),
+                 15, "the agent to refuse the impostor")
+        wait_for(lambda: heard["handshakes"] >= 1, 5, "the handshake to be counted")
+        self.assertEqual(heard["bytes"], 0, "the agent sent the impostor a request")
 
     def test_metering_client_certificate_is_good_for_nothing_else(self):
         d = self.agent.dir
@@ -80,7 +123,7 @@ class Authorization(unittest.TestCase):
                                    ("GET", "/v1/meter/config", None),
                                    ("POST", "/v1/usage", {"now": 1, "records": []})):
             self.refused(method, path, body=body, ctx=client)
-        self.refused("GET", "/v1/status", ctx=client, port=self.agent.port)
+        self.refused("POST", "/v1/agent/poll", body={"hold_ms": 0}, ctx=client)
 
     def test_removed_system_refused_at_once_even_on_open_connection(self):
         victim = self.site.enroll("victim")

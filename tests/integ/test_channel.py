@@ -10,7 +10,7 @@ import threading
 import time
 import unittest
 
-from harness import Site, script, wait_for, wait_heartbeats
+from harness import Site, listening_sockets, script, wait_for, wait_heartbeats
 
 
 def connections(pid, port):
@@ -195,8 +195,8 @@ class Channel(unittest.TestCase):
 
 
 class AgentChannel(unittest.TestCase):
-    """A real agent with `[agent] channel = yes`: the server's commands reach it over
-    the connection it keeps, not by dialling it."""
+    """A real agent: the server's commands reach it over the connection it keeps; it
+    listens on nothing."""
 
     def setUp(self):
         self.site = Site(heartbeat=1)
@@ -204,8 +204,6 @@ class AgentChannel(unittest.TestCase):
         self.site.start()
         a = self.a = self.site.enroll("c1", start=False)
         a.add_service("work", script("cooperative.py", "c1"), stop_timeout="2")
-        with open(os.path.join(a.dir, "agent.conf"), "a") as f:
-            f.write("\n[agent]\nchannel = yes\n")
         self.addCleanup(lambda: a.proc and a.proc.alive() and a.proc.signal(signal.SIGCONT))
         a.start()
         self.site.cli("role", "add", "c1", "test")
@@ -225,7 +223,8 @@ class AgentChannel(unittest.TestCase):
             self.assertEqual(self.state(), state)
         r = self.site.cli("service", "logs", "c1", "work", "--lines", "5", check=False)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertIn("channel", self.a.proc.log())
+        # none of it dialled the agent: it listens on nothing
+        self.assertEqual(listening_sockets(self.a.proc.pid), [])
 
     def test_one_connection_carries_everything(self):
         """Heartbeats go on polls, commands and their answers on the same connection:

@@ -2,7 +2,7 @@
 import os
 import unittest
 
-from harness import Site, Agent, wait_for
+from harness import Site, Agent, listening_sockets, wait_for
 
 
 class Enrollment(unittest.TestCase):
@@ -16,20 +16,30 @@ class Enrollment(unittest.TestCase):
         cls.site.close()
 
     def test_agents_enroll_and_report_facts(self):
-        self.site.enroll("web1")
+        web1 = self.site.enroll("web1")
         self.site.enroll("web2")
+        # the agent opens no port: it connects to the server
+        self.assertEqual(listening_sockets(web1.proc.pid), [])
         systems = self.site.systems()
         for name in ("web1", "web2"):
             s = systems[name]
             self.assertEqual(s["health"], "ok")
             self.assertTrue(s["version"])
-            self.assertTrue(s["address"].startswith("127.0.0.1:"))
+            # where its connection comes from
+            self.assertEqual(s["address"], "127.0.0.1")
             f = s["facts"]
             for key in ("hostname", "os", "kernel", "cpus", "memory_total", "disk_free",
                         "uptime", "agent_uptime"):
                 self.assertIn(key, f, f"{name} lacks fact {key}")
             self.assertGreaterEqual(f["cpus"], 1)
             self.assertGreater(f["memory_total"], 0)
+        # scripts written when agents listened keep working: --listen is ignored, said so
+        old = Agent(self.site, "web3")
+        r = old.init(self.site.token(), extra=("--listen", "127.0.0.1:9443"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("--listen 127.0.0.1:9443 is ignored", r.stderr)
+        with open(os.path.join(old.dir, "agent.conf")) as f:
+            self.assertNotIn("9443", f.read())
         table = self.site.cli("systems").stdout
         self.assertIn("web1", table)
         self.assertIn("HEALTH", table)

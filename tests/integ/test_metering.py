@@ -10,7 +10,7 @@ import time
 import unittest
 import uuid
 
-from harness import Site, free_port, has_child, prog, wait_for, wait_heartbeats
+from harness import Site, has_child, prog, wait_for, wait_heartbeats
 
 TTL_MS = 3000
 
@@ -28,11 +28,7 @@ def meter_site(n_meters=1, licenses=2, before_meters=None, conf=None):
         before_meters(site)
     meters = []
     for i in range(n_meters):
-        m = site.enroll(f"m{i + 1}", start=False)
-        m.meter_port = free_port()
-        with open(os.path.join(m.dir, "agent.conf"), "a") as f:
-            f.write(f"\n[meter]\nlisten = 127.0.0.1:{m.meter_port}\n")
-        m.start()
+        m = site.enroll(f"m{i + 1}")
         site.cli("role", "add", m.name, "software-metering")
         meters.append(m)
     client = site.enroll("c1")

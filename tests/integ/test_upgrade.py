@@ -14,7 +14,7 @@ import threading
 import unittest
 import uuid
 
-from harness import Proc, Site, free_port, prog, script, wait_for
+from harness import Proc, Site, prog, script, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -70,9 +70,7 @@ class UpgradeSite(unittest.TestCase):
             site.cli("role", "add", a.name, "test")
         for name in meters:
             m = site.enroll(name, start=False)
-            m.meter_port = free_port()
             with open(os.path.join(m.dir, "agent.conf"), "a") as f:
-                f.write(f"\n[meter]\nlisten = 127.0.0.1:{m.meter_port}\n")
                 if name in stubborn:
                     # the Software Metering service of KB Q258547: it cannot be stopped
                     f.write(f"\n[service.meter]\ncommand = {script('stubborn.py')}\n"
