@@ -87,7 +87,10 @@ int sw_proto_stage_req_parse(const json_t *j, struct sw_stage_req *out, char *er
  * string; NULL when absent. A poll may carry the agent's heartbeat (as POST
  * /v1/heartbeat's body); then `has_heartbeat` is set and `heartbeat` must be cleared
  * with sw_proto_heartbeat_clear. */
-#define SW_POLL_MAX_IDS	    1000
+#define SW_POLL_MAX_IDS 1000
+/* While it runs commands or has answers on their way, an agent asks to be held no
+ * longer than this: an answer waits at most this long for the poll that carries it. */
+#define SW_POLL_ANSWER_MS   100
 #define SW_COMMAND_ID_MAX   39
 #define SW_POLL_HOLD_MAX_MS 600000
 #define SW_HTTP_MAX_ANSWER  (4 * 1024 * 1024)

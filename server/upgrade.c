@@ -331,9 +331,13 @@ static json_t *step_body(struct usys *y, const struct system *sys, int64_t now)
 	switch (y->step) {
 	case YS_STOP:
 		/* The stop bound covers the whole call: the services get it less the time
-		 * an answer needs to come back. A kill adds SIGKILL's own bounded wait. */
+		 * an answer needs to come back (over the channel, at most the hold of the
+		 * poll it waits for, too). A kill adds SIGKILL's own bounded wait. */
 		margin =
 		    u->o.stop_timeout_ms / 5 < MARGIN_MS ? u->o.stop_timeout_ms / 5 : MARGIN_MS;
+		margin += SW_POLL_ANSWER_MS;
+		if (margin > u->o.stop_timeout_ms / 2)
+			margin = u->o.stop_timeout_ms / 2;
 		return json_pack("{si sb sI}", "grace_ms", (int)(u->o.stop_timeout_ms - margin),
 				 "kill", y->kill, "deadline_ms",
 				 agent_time(sys, now + limit - margin / 2));
@@ -469,6 +473,25 @@ void upgrade_sys_begin(struct usys *y)
 	apply(y, YE_BEGIN, &(struct yinfo){0});
 }
 
+/* Agents come back to a restarted server by themselves (the server's own switch ended
+ * every channel): a system is begun once its agent has polled, or once this grace has
+ * passed since the server started, so no step's deadline is spent on the reconnect. */
+int64_t upgrade_reconnect_grace_ms(const struct server *s)
+{
+	int64_t grace = (int64_t)s->heartbeat_s * 2000;
+
+	return grace > RECONNECT_GRACE_MS ? grace : RECONNECT_GRACE_MS;
+}
+
+static int reconnecting(const struct upgrade *u, const struct usys *y)
+{
+	const struct server *s = u->s;
+	const struct system *sys = sw_strmap_get(s->systems, y->name);
+
+	return sys && !channel_connected(s, sys) &&
+	       sw_mono_ms() - s->started_ms < upgrade_reconnect_grace_ms(s);
+}
+
 static void drive(struct upgrade *u)
 {
 	size_t active = 0;
@@ -503,7 +526,7 @@ static void drive(struct upgrade *u)
 
 		if (active >= u->o.parallel)
 			break;
-		if (y->state != Y_PENDING || (y->metering && metering_busy))
+		if (y->state != Y_PENDING || (y->metering && metering_busy) || reconnecting(u, y))
 			continue;
 		metering_busy |= y->metering;
 		active++;

@@ -19,17 +19,20 @@
 #include <stdint.h>
 #include <uv.h>
 
-#define TICK_MS		   250	  /* scheduling, and the polling steps */
-#define STAGE_BASE_MS	   30000  /* staging on an agent (download, checks, extraction): this… */
-#define STAGE_BYTES_MS	   256	  /* …and a millisecond per this many bytes (256 kB/s) */
-#define SWITCH_TIMEOUT_MS  10000  /* the agent's answer to a switch */
-#define RETURN_TIMEOUT_MS  30000  /* for an agent to come back on the new version */
-#define START_TIMEOUT_MS   20000  /* for its services to be running again */
-#define VERIFY_TIMEOUT_MS  10000  /* for version and services to be reported right */
-#define POLL_TIMEOUT_MS	   2000	  /* one status poll */
-#define PROBE_TIMEOUT_MS   3000	  /* one preflight probe */
-#define KILL_EXTRA_MS	   4000	  /* SIGKILL and its bounded wait, on the agent */
-#define MARGIN_MS	   1500	  /* for an answer to travel */
+#define TICK_MS		   250	 /* scheduling, and the polling steps */
+#define STAGE_BASE_MS	   30000 /* staging on an agent (download, checks, extraction): this… */
+#define STAGE_BYTES_MS	   256	 /* …and a millisecond per this many bytes (256 kB/s) */
+#define SWITCH_TIMEOUT_MS  10000 /* the agent's answer to a switch */
+#define RETURN_TIMEOUT_MS  30000 /* for an agent to come back on the new version */
+#define START_TIMEOUT_MS   20000 /* for its services to be running again */
+#define VERIFY_TIMEOUT_MS  10000 /* for version and services to be reported right */
+#define POLL_TIMEOUT_MS	   2000	 /* one status poll */
+#define PROBE_TIMEOUT_MS   3000	 /* one preflight probe */
+#define KILL_EXTRA_MS	   4000	 /* SIGKILL and its bounded wait, on the agent */
+#define MARGIN_MS	   1500	 /* for an answer to travel */
+#define RECONNECT_GRACE_MS 10000 /* least wait for agents after the server starts */
+/* How long after the server starts systems wait for their agents to reconnect. */
+int64_t upgrade_reconnect_grace_ms(const struct server *s);
 #define CATCHUP_DELAY_MS   3000	  /* a deferred system is retried no sooner than this */
 #define BACKUP_TIMEOUT_MS  600000 /* pg_dump, VACUUM INTO, or psql restoring */
 #define EXTRACT_BASE_MS	   10000  /* the server's own extraction: this, plus… */

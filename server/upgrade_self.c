@@ -48,11 +48,13 @@ int64_t upgrade_self_bound_ms(const struct upgrade *u)
 	if (u->o.rollback)
 		return strcmp(running, u->from) == 0
 			   ? 0
-			   : (u->backup[0] ? BACKUP_TIMEOUT_MS : 0) + RESTART_MS;
+			   : (u->backup[0] ? BACKUP_TIMEOUT_MS : 0) + RESTART_MS +
+				 upgrade_reconnect_grace_ms(u->s);
 	if (strcmp(running, u->version) == 0 || u->self == SELF_DONE)
 		return 0;
+	/* its re-exec, then the agents' return to it */
 	return extract_ms(u) + (u->self_migrations ? BACKUP_TIMEOUT_MS + MIGRATE_TIMEOUT_MS : 0) +
-	       RESTART_MS;
+	       RESTART_MS + upgrade_reconnect_grace_ms(u->s);
 }
 
 static void fail(struct upgrade *u, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
