@@ -27,7 +27,7 @@
 #include <string.h>
 
 #define HOLD_IDLE_MS	 25000
-#define HOLD_RUNNING_MS	 250
+#define HOLD_RUNNING_MS	 SW_POLL_ANSWER_MS
 #define BACKOFF_FIRST_MS 1000u
 #define BACKOFF_MAX_MS	 60000u
 #define SEEN_MAX	 512
@@ -220,11 +220,17 @@ static void on_reply(const struct sw_http_result *res, void *arg)
 		sw_warn("channel to %s: %s; retrying with backoff", a->server, why);
 	snprintf(ch->said, sizeof(ch->said), "%s", why);
 	a->server_reachable = 0;
+	ch->hb_due = 0; /* the first poll that gets through tells the server all */
 	ch->backoff_ms = ch->backoff_ms ? ch->backoff_ms * 2 : BACKOFF_FIRST_MS;
 	if (ch->backoff_ms > backoff_cap(a))
 		ch->backoff_ms = backoff_cap(a);
-	/* jittered, so a fleet that lost its server does not come back all at once */
-	schedule(ch, ch->backoff_ms / 2 + (unsigned)(sw_random_u32() % (ch->backoff_ms / 2 + 1)));
+	/* jittered, so a fleet that lost its server does not come back all at once; a busy
+	 * server's Retry-After is the least wait */
+	unsigned wait = ch->backoff_ms / 2 + (unsigned)(sw_random_u32() % (ch->backoff_ms / 2 + 1));
+	if (res->retry_after_s && wait < res->retry_after_s * 1000u)
+		wait = res->retry_after_s * 1000u +
+		       (unsigned)(sw_random_u32() % (res->retry_after_s * 500u + 1));
+	schedule(ch, wait);
 }
 
 static void poll_now(struct channel *ch)

@@ -2,6 +2,7 @@
 #include "cli.h"
 
 #include "conf.h"
+#include "error.h"
 #include "http_client.h"
 #include "json.h"
 #include "pki.h"
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void cli_error(const char *fmt, ...)
 {
@@ -92,8 +94,13 @@ int client_request(const struct cli *c, const char *method, const char *path, js
 					.peer_role = SW_PKI_ROLE_SERVER};
 	if (body)
 		text = sw_json_dump(body);
-	rc = sw_http_fetch(&o, method, url, text, c->timeout_ms + CLI_MARGIN_MS, status, &resp, err,
-			   errlen);
+	/* A server shedding load closes a new connection before any TLS work, so nothing
+	 * was sent: asked again shortly, within the CLI's own deadline. */
+	int64_t until = sw_mono_ms() + c->timeout_ms;
+	while ((rc = sw_http_fetch(&o, method, url, text, c->timeout_ms + CLI_MARGIN_MS, status,
+				   &resp, err, errlen)) == SW_EBUSY &&
+	       sw_mono_ms() + 500 < until)
+		usleep(200000 + sw_random_u32() % 300000);
 	free(text);
 	if (rc) {
 		char why[512];

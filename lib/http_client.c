@@ -379,6 +379,17 @@ static void describe_failure(struct transfer *t, CURLcode cc, struct sw_http_res
 		describe_timeout(t, secs, res->error, sizeof(res->error));
 		break;
 	case CURLE_SSL_CONNECT_ERROR:
+		/* closed by the server during the handshake: what a busy server does to shed
+		 * load, not a refusal of who we are */
+		if (strstr(detail, "non-properly terminated") || strstr(detail, "reset by peer")) {
+			res->code = SW_EBUSY; /* nothing was sent: asking again is safe */
+			snprintf(res->error, sizeof(res->error),
+				 "connection closed during the TLS handshake after %.1f s (a busy "
+				 "server sheds load so)",
+				 secs);
+			break;
+		}
+		/* fall through */
 	case CURLE_PEER_FAILED_VERIFICATION:
 	case CURLE_SSL_CERTPROBLEM:
 	case CURLE_SSL_CACERT_BADFILE:
@@ -483,9 +494,14 @@ static void check_done(struct sw_http_client *c)
 		memset(&res, 0, sizeof(res));
 		res.body = t->body ? t->body : "";
 		res.len = t->len;
-		if (msg->data.result == CURLE_OK)
+		if (msg->data.result == CURLE_OK) {
+			curl_off_t after = 0;
+
 			curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &res.status);
-		else
+			if (curl_easy_getinfo(t->easy, CURLINFO_RETRY_AFTER, &after) == CURLE_OK &&
+			    after > 0)
+				res.retry_after_s = after > 86400 ? 86400 : (unsigned)after;
+		} else
 			describe_failure(t, msg->data.result, &res);
 		t->cb(&res, t->arg);
 		transfer_free(t);

@@ -14,6 +14,8 @@
  *   connection dropped after N s: …                    SW_EPROTO
  *   rejected: TLS: …                                   SW_ETLS
  *   rejected: the peer is X, not a Y                   SW_ETLS (opts.peer_role)
+ *   connection closed during the TLS handshake ...     SW_EBUSY: a busy server sheds
+ *                                                      load so; nothing was sent
  */
 #ifndef SW_HTTP_CLIENT_H
 #define SW_HTTP_CLIENT_H
@@ -43,8 +45,9 @@ struct sw_http_result {
 	long status; /* HTTP status, 0 when the transfer failed */
 	char *body;  /* NUL-terminated; owned by the client, valid during the callback */
 	size_t len;
-	int code;	 /* 0, or an SW_E* code when status is 0 */
-	char error[256]; /* why the transfer failed: "no answer after 121.0 s" … */
+	int code;		/* 0, or an SW_E* code when status is 0 */
+	unsigned retry_after_s; /* the answer's Retry-After in seconds (at most a day), or 0 */
+	char error[256];	/* why the transfer failed: "no answer after 121.0 s" … */
 };
 
 typedef void (*sw_http_done)(const struct sw_http_result *res, void *arg);

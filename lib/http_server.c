@@ -42,6 +42,8 @@ struct sw_http_server {
 	int kicked;	      /* a handler of the run resumed a suspended request */
 	unsigned idle_timeout_s, handshake_timeout_s;
 	struct conn_state *new_head, *new_tail; /* connections yet to make a request */
+	unsigned new_count, max_handshakes;
+	uint64_t refused; /* connections closed at accept since the last report */
 	uv_timer_t sweep;
 	unsigned port;
 	const struct sw_http_route *routes;
@@ -167,6 +169,19 @@ static void list_remove(struct sw_http_server *srv, struct conn_state *cs)
 	else
 		srv->new_tail = cs->prev;
 	cs->on_list = 0;
+	srv->new_count--;
+}
+
+/* Called by libmicrohttpd as it accepts, before any TLS work. */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+	struct sw_http_server *srv = cls;
+
+	(void)addr, (void)addrlen;
+	if (srv->new_count < srv->max_handshakes)
+		return MHD_YES;
+	srv->refused++;
+	return MHD_NO;
 }
 
 static void on_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
@@ -187,6 +202,7 @@ static void on_notify(void *cls, struct MHD_Connection *conn, void **socket_cont
 				srv->new_head = cs;
 			srv->new_tail = cs;
 			cs->on_list = 1;
+			srv->new_count++;
 		}
 		*socket_context = cs;
 	} else {
@@ -209,6 +225,12 @@ static void sweep_new(uv_timer_t *t)
 	int64_t now = sw_mono_ms(), bound = (int64_t)srv->handshake_timeout_s * 1000;
 	int cut = 0;
 
+	if (srv->refused) {
+		sw_warn("http: shedding load: %" PRIu64 " connections closed as they came, with "
+			"%u handshakes under way (the most at once)",
+			srv->refused, srv->max_handshakes);
+		srv->refused = 0;
+	}
 	for (struct conn_state *cs = srv->new_head; cs && now - cs->started_ms >= bound;) {
 		struct conn_state *next = cs->next;
 		list_remove(srv, cs);
@@ -553,6 +575,20 @@ void sw_http_reply_json(struct sw_http_req *req, unsigned status, json_t *body)
 		store_reply(req, status, text);
 }
 
+void sw_http_reply_busy(struct sw_http_req *req, unsigned retry_after_s, const char *fmt, ...)
+{
+	char msg[512], after[16];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	sw_http_reply_json(req, 503, json_pack("{ss}", "error", msg));
+	snprintf(after, sizeof(after), "%u", retry_after_s);
+	if (req->response) /* not for a local request: it has no headers */
+		MHD_add_response_header(req->response, "Retry-After", after);
+}
+
 void sw_http_reply_error(struct sw_http_req *req, unsigned status, const char *fmt, ...)
 {
 	char msg[512];
@@ -718,6 +754,7 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	srv->is_revoked = opts->is_revoked;
 	srv->idle_timeout_s = opts->idle_timeout_s ? opts->idle_timeout_s : 120;
 	srv->handshake_timeout_s = opts->handshake_timeout_s ? opts->handshake_timeout_s : 10;
+	srv->max_handshakes = opts->max_handshakes ? opts->max_handshakes : 256;
 	rc = sw_pki_verifier_new(opts->ca_pem, &srv->verifier, sub, sizeof(sub));
 	if (rc) {
 		ERR("site CA: %s", sub);
@@ -727,8 +764,8 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	/* The connection timeout starts as the handshake bound; a connection's first
 	 * request raises it to the idle timeout (conn_check). */
 	srv->mhd = MHD_start_daemon(
-	    MHD_USE_EPOLL | MHD_USE_TLS | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL,
-	    NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+	    MHD_USE_EPOLL | MHD_USE_TLS | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0,
+	    on_accept, srv, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 	    MHD_OPTION_HTTPS_MEM_KEY, opts->key_pem, MHD_OPTION_HTTPS_MEM_CERT, opts->cert_pem,
 	    MHD_OPTION_HTTPS_MEM_TRUST, opts->ca_pem, MHD_OPTION_HTTPS_PRIORITIES,
 	    "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", MHD_OPTION_CONNECTION_TIMEOUT,

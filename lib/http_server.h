@@ -48,6 +48,11 @@ struct sw_http_server_opts {
 	unsigned handshake_timeout_s;		 /* default 10 */
 	unsigned idle_timeout_s;		 /* default 120 */
 	unsigned max_connections;		 /* default 20000 */
+	/* At most this many connections between accept and their first request (TLS
+	 * handshakes, mostly): one more is closed as it is accepted, before any TLS work,
+	 * so a fleet reconnecting at once costs the server only what it can take. Default
+	 * 256; the refusals are logged once a second. */
+	unsigned max_handshakes;
 	const struct sw_http_route *routes;
 	size_t nroutes;
 	void *arg; /* passed to handlers and is_revoked */
@@ -86,6 +91,10 @@ const char *sw_http_req_header(const struct sw_http_req *req, const char *name);
 void sw_http_reply_file(struct sw_http_req *req, int fd, uint64_t size, uint64_t offset);
 void sw_http_reply_json(struct sw_http_req *req, unsigned status, json_t *body);
 /* Replies {"error": "<message>"} and logs it at debug level. */
+/* 503 with Retry-After: the server sheds load; the client is to come back after
+ * `retry_after_s` seconds. */
+void sw_http_reply_busy(struct sw_http_req *req, unsigned retry_after_s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void sw_http_reply_error(struct sw_http_req *req, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

@@ -33,6 +33,12 @@
 #define CONNECTED_MS (HOLD_MAX_MS + 15000)
 /* The agent is asked to give up on a command this much before the caller does. */
 #define AGENT_MARGIN_MS 300
+/* How often the loop's lateness is sampled, and how late it may run before polls are
+ * shed: answered 503 with a Retry-After drawn between the two bounds below. */
+#define LAG_SAMPLE_MS	    250
+#define LAG_SHED_MS	    2000
+#define SHED_RETRY_MIN_S    2
+#define SHED_RETRY_SPREAD_S 9
 
 struct chan_cmd {
 	struct chan_cmd *next;
@@ -287,6 +293,14 @@ void channel_poll(struct sw_http_req *req, void *arg)
 		sw_http_reply_error(req, 503, "the site server is stopping");
 		return;
 	}
+	/* The loop runs late: whatever costs it, a poll put off costs the least. Answers it
+	 * carries come again with the agent's next poll. */
+	if (s->lag_ms > LAG_SHED_MS) {
+		s->polls_shed++;
+		sw_http_reply_busy(req, SHED_RETRY_MIN_S + sw_random_u32() % SHED_RETRY_SPREAD_S,
+				   "the site server is busy; come back later");
+		return;
+	}
 	if (!(j = sw_http_req_json(req)))
 		return;
 	if (sw_proto_poll_parse(j, &poll, err, sizeof(err))) {
@@ -367,7 +381,39 @@ static void forget_each(const char *key, void *value, void *arg)
 	channel_forget(arg, value);
 }
 
+static void on_lag(uv_timer_t *t)
+{
+	struct server *s = t->data;
+	int64_t now = sw_mono_ms();
+
+	static int64_t reported;
+
+	static int64_t peak;
+
+	s->lag_ms = now > s->lag_due ? now - s->lag_due : 0;
+	s->lag_due = now + LAG_SAMPLE_MS;
+	if (s->lag_ms > peak)
+		peak = s->lag_ms;
+	if (s->polls_shed && now - reported >= 1000) { /* once a second at most */
+		reported = now;
+		sw_warn("shedding load: %" PRIu64 " polls answered 503 (the loop ran up to %" PRId64
+			" ms late)",
+			s->polls_shed, peak);
+		s->polls_shed = 0;
+		peak = 0;
+	}
+}
+
+void channel_start(struct server *s)
+{
+	uv_timer_init(s->loop, &s->lag_timer);
+	s->lag_timer.data = s;
+	s->lag_due = sw_mono_ms() + LAG_SAMPLE_MS;
+	uv_timer_start(&s->lag_timer, on_lag, LAG_SAMPLE_MS, LAG_SAMPLE_MS);
+}
+
 void channel_stop(struct server *s)
 {
+	uv_timer_stop(&s->lag_timer);
 	sw_strmap_each(s->systems, forget_each, s);
 }

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "version.h"
@@ -182,6 +183,27 @@ static void close_walk(uv_handle_t *h, void *arg)
 		uv_close(h, NULL);
 }
 
+/* Every agent holds a connection: the soft limit on open files (often 1024) goes up to
+ * the hard one, and the log says how many agents that leaves room for. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	/* below the 20000 connections the server takes at most */
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 20000)
+		sw_info("open-file limit %llu: room for about %llu connected agents; raise it "
+			"(LimitNOFILE= in a systemd unit, or ulimit -n) for more",
+			(unsigned long long)rl.rlim_cur,
+			(unsigned long long)(rl.rlim_cur > 256 ? rl.rlim_cur - 256 : 0));
+}
+
 static int server_run(const char *dir, int check_only)
 {
 	struct server s;
@@ -198,6 +220,7 @@ static int server_run(const char *dir, int check_only)
 		       s.systems ? sw_strmap_count(s.systems) : 0, sw_db_engine(s.db));
 		goto out;
 	}
+	raise_nofile();
 	if (!rc)
 		rc = dbq_open(&s, err, sizeof(err));
 	if (!rc)
@@ -211,6 +234,7 @@ static int server_run(const char *dir, int check_only)
 	uv_timer_init(s.loop, &s.flush_timer);
 	s.flush_timer.data = &s;
 	uv_timer_start(&s.flush_timer, on_flush, s.flush_ms, s.flush_ms);
+	channel_start(&s);
 	uv_timer_init(s.loop, &s.summarize_timer);
 	s.summarize_timer.data = &s;
 	uv_timer_start(&s.summarize_timer, on_summarize, 1000, s.summarize_s * 1000ull);

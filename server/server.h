@@ -72,6 +72,10 @@ struct server {
 	struct upgrade *upgrade; /* the latest upgrade run, NULL if none */
 	int upgrade_starting;	 /* a new run's rows are on their way to the journal */
 	int stopping;		 /* shutting down: late answers change nothing */
+	uv_timer_t lag_timer;	 /* how late the loop runs (channel.c) */
+	int64_t lag_due;	 /* sw_mono_ms() the timer is due */
+	int64_t lag_ms;		 /* how late it last came */
+	uint64_t polls_shed;	 /* polls answered 503 since the last report */
 	char reexec[PATH_MAX];	 /* after shutdown, exec this (an upgrade's switch) */
 	struct sw_db_opts db_opts;
 	char db_url[PATH_MAX + 64];
@@ -158,6 +162,8 @@ int channel_call(struct server *s, struct system *sys, const char *method, const
 int channel_connected(const struct server *s, const struct system *sys);
 /* The system goes (removed, or the server stops): its poll and commands are answered. */
 void channel_forget(struct server *s, struct system *sys);
+/* Starts watching how late the loop runs: while it runs late, polls are shed. */
+void channel_start(struct server *s);
 void channel_stop(struct server *s);
 
 /* upgrade.c (the rest of the upgrade's parts are declared in upgrade.h) */

@@ -2,8 +2,10 @@
 command for it; the command carries an id and a deadline; its answer comes back on the
 next poll; what is not answered in time fails with a reason that says whether it was
 delivered. Driven here by a client that polls with a real agent's certificate."""
+import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -66,6 +68,39 @@ class Channel(unittest.TestCase):
         t = threading.Thread(target=run, daemon=True)
         t.start()
         return t, out
+
+    def test_a_late_loop_sheds_polls_with_retry_after(self):
+        """The server frozen for 3 s (its loop that late when it wakes): a poll waiting
+        on a connection it already holds is answered 503 with a Retry-After, not
+        taken; a moment later polls are taken again."""
+        conn = http.client.HTTPSConnection("127.0.0.1", self.site.port,
+                                           context=self.poller.ctx, timeout=30)
+        self.addCleanup(conn.close)
+        body = json.dumps({"answers": [], "running": [], "hold_ms": 0})
+
+        def poll():
+            conn.request("POST", "/v1/agent/poll", body=body)
+            r = conn.getresponse()
+            return r.status, r.getheader("Retry-After"), json.loads(r.read())
+
+        self.assertEqual(poll()[0], 200)  # the connection is up, its handshake done
+        self.site.server.signal(signal.SIGSTOP)
+        try:
+            out = {}
+            t = threading.Thread(target=lambda: out.update(r=poll()), daemon=True)
+            t.start()
+            time.sleep(3)  # the freeze itself is what is tested: nothing to wait for
+        finally:
+            self.site.server.signal(signal.SIGCONT)
+        t.join(15)
+        status, after, reply = out["r"]
+        self.assertEqual(status, 503, reply)
+        self.assertIn("busy", reply["error"])
+        self.assertTrue(2 <= int(after) <= 10, after)
+        wait_for(lambda: self.poller.poll(hold_ms=0)[0] == 200, 10, "polls to be taken again")
+        wait_for(lambda: re.search(r"shedding load: \d+ polls answered 503 \(the loop ran up "
+                                   r"to [23]\d\d\d ms late\)", self.site.server.log()), 5,
+                 "the shedding to be logged")
 
     def test_a_command_goes_down_the_held_poll_and_its_answer_comes_back(self):
         t0 = time.monotonic()

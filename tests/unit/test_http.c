@@ -117,7 +117,13 @@ static int is_revoked(void *arg, const char *serial)
 	return fx.revoke_agent && strcmp(serial, fx.agent_serial) == 0;
 }
 
+static void on_busy(struct sw_http_req *req, void *arg)
+{
+	sw_http_reply_busy(req, 7, "busy; come back later");
+}
+
 static const struct sw_http_route routes[] = {
+    {"GET", "/busy", SW_HTTP_OPEN, on_busy, 0},
     {"GET", "/open", SW_HTTP_OPEN, on_hello, 0},
     {"GET", "/admin", SW_HTTP_ADMIN, on_hello, 0},
     {"GET", "/agent/*", SW_HTTP_AGENT, on_hello, 0},
@@ -195,6 +201,7 @@ static int teardown(void **state)
 struct call {
 	int done;
 	long status;
+	unsigned retry_after;
 	int code;
 	char body[512];
 	char error[256];
@@ -206,6 +213,7 @@ static void on_done(const struct sw_http_result *res, void *arg)
 
 	c->done = 1;
 	c->status = res->status;
+	c->retry_after = res->retry_after_s;
 	c->code = res->code;
 	snprintf(c->body, sizeof(c->body), "%s", res->body);
 	snprintf(c->error, sizeof(c->error), "%s", res->error);
@@ -718,6 +726,68 @@ static void test_peer_role(void **state)
 	free(key);
 }
 
+/* A busy reply says when to come back, and the client hears it. */
+static void test_busy_retry_after(void **state)
+{
+	struct call r = request(NULL, NULL, "GET", "/busy", NULL, 5000);
+
+	assert_int_equal(r.status, 503);
+	assert_int_equal(r.retry_after, 7);
+	assert_non_null(strstr(r.body, "come back later"));
+	r = request(NULL, NULL, "GET", "/open", NULL, 5000);
+	assert_int_equal(r.retry_after, 0);
+}
+
+/* Past max_handshakes connections without a request, one more is closed as it is
+ * accepted, before any TLS work; once those go, connections are taken again. */
+static void test_handshakes_shed(void **state)
+{
+	struct sw_http_server_opts so = {.listen = "127.0.0.1:0",
+					 .cert_pem = fx.server_cert,
+					 .key_pem = fx.server_key,
+					 .ca_pem = fx.ca_cert,
+					 .routes = routes,
+					 .nroutes = SW_ARRAY_LEN(routes),
+					 .max_handshakes = 1};
+	struct sw_http_client_opts o = {.ca_file = fx.ca_file};
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	struct sw_http_client *c;
+	struct call r = {0};
+	char url[128], err[256];
+	int fd;
+
+	assert_int_equal(sw_http_server_start(&fx.loop, &so, &fx.other, err, sizeof(err)), 0);
+	snprintf(url, sizeof(url), "https://127.0.0.1:%u/open", sw_http_server_port(fx.other));
+	/* a client that connects and says nothing holds the one place */
+	sa.sin_port = htons((uint16_t)sw_http_server_port(fx.other));
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	for (int i = 0; i < 20; i++) /* until the server has accepted it */
+		uv_run(&fx.loop, UV_RUN_NOWAIT);
+	assert_int_equal(sw_http_client_new(&fx.loop, &o, &c), 0);
+	assert_int_equal(sw_http_client_request(c, "GET", url, NULL, 0, 5000, on_done, &r), 0);
+	while (!r.done)
+		uv_run(&fx.loop, UV_RUN_ONCE);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(r.code, SW_EBUSY);
+	assert_non_null(strstr(r.error, "connection closed during the TLS handshake"));
+	close(fd);
+	/* the place comes free when the server sees the silent one go */
+	for (int tries = 0; tries < 100; tries++) {
+		memset(&r, 0, sizeof(r));
+		assert_int_equal(sw_http_client_request(c, "GET", url, NULL, 0, 5000, on_done, &r),
+				 0);
+		while (!r.done)
+			uv_run(&fx.loop, UV_RUN_ONCE);
+		if (r.status == 200)
+			break;
+	}
+	assert_int_equal(r.status, 200);
+	sw_http_client_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -733,6 +803,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_download_stalls_midway, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_local_requests, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_peer_role, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_busy_retry_after, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_handshakes_shed, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
