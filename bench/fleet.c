@@ -2,16 +2,16 @@
  * fleet: simulated agents, for the agents' channel at scale.
  *
  *   fleet enroll --site DIR --url URL --out DIR --count N [--prefix NAME] [--parallel K]
- *   fleet run --url URL --ids DIR [--from I] [--count N] [--duration S] [--hold MS]
+ *   fleet run --url URL --ids DIR... [--from I] [--count N] [--duration S] [--hold MS]
  *
  * `enroll` makes identities through the site server's own API, as `siteward-agent init`
  * does: a token (with the site's admin certificate), a key and a certificate request,
  * the enrollment; each identity's certificate and key go to the out folder as
  * NAME.crt and NAME.key, its name to `names` there, the site CA to `ca.crt`.
  *
- * `run` connects identities [from, from+count) of that folder, each with a client and a
- * connection of its own, and has each do what an agent's channel does: a poll the server
- * holds, a heartbeat on the poll when the interval the server sets comes round, every
+ * `run` connects identities [from, from+count) of those folders (in their order), each with a
+ * client and a connection of its own, and has each do what an agent's channel does: a poll the
+ * server holds, a heartbeat on the poll when the interval the server sets comes round, every
  * command answered at once (on the next poll, as 200 with a small body), and after a
  * failure jittered exponential backoff from 1 s, up to four heartbeat intervals or 60 s,
  * a 503's Retry-After taken as the least wait. Once a second it prints one line:
@@ -58,7 +58,7 @@ struct sim {
 
 struct fleet {
 	uv_loop_t *loop;
-	char url[512], ids[PATH_MAX];
+	char url[512];
 	unsigned from, count, hold_ms;
 	double duration_s;
 	struct sim *sims;
@@ -108,8 +108,8 @@ static void answer(struct sim *s, const json_t *cmd)
 	if (path && strncmp(path, "/v1/services/", 13) == 0)
 		body = "{\"name\":\"work\",\"role\":\"test\",\"state\":\"running\",\"pid\":1,"
 		       "\"wants_running\":true,\"restarts\":0,\"reason\":\"running\"}";
-	json_array_append_new(s->answers, json_pack("{ss si ss}", "id", id ? id : "", "status",
-						    200, "body", body));
+	json_array_append_new(
+	    s->answers, json_pack("{ss si ss}", "id", id ? id : "", "status", 200, "body", body));
 	s->f->commands++;
 }
 
@@ -130,7 +130,8 @@ static void on_reply(const struct sw_http_result *res, void *arg)
 		set_connected(s, 1);
 		s->backoff_ms = 0;
 		if ((hb = json_object_get(j, "heartbeat"))) {
-			json_int_t iv = json_integer_value(json_object_get(hb, "heartbeat_interval"));
+			json_int_t iv =
+			    json_integer_value(json_object_get(hb, "heartbeat_interval"));
 			if (iv >= 1 && iv <= 3600)
 				s->hb_s = (unsigned)iv;
 		}
@@ -153,7 +154,8 @@ static void on_reply(const struct sw_http_result *res, void *arg)
 	else
 		f->other++;
 	if (res->status)
-		snprintf(f->last_error, sizeof(f->last_error), "%ld: %.200s", res->status, res->body);
+		snprintf(f->last_error, sizeof(f->last_error), "%ld: %.200s", res->status,
+			 res->body);
 	else
 		snprintf(f->last_error, sizeof(f->last_error), "%s", res->error);
 	s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_FIRST_MS;
@@ -161,7 +163,8 @@ static void on_reply(const struct sw_http_result *res, void *arg)
 		s->backoff_ms = backoff_cap(s);
 	wait = s->backoff_ms / 2 + sw_random_u32() % (s->backoff_ms / 2 + 1);
 	if (res->retry_after_s && wait < res->retry_after_s * 1000u)
-		wait = res->retry_after_s * 1000u + sw_random_u32() % (res->retry_after_s * 500u + 1);
+		wait =
+		    res->retry_after_s * 1000u + sw_random_u32() % (res->retry_after_s * 500u + 1);
 	uv_timer_start(&s->timer, on_timer, wait, 0);
 }
 
@@ -205,18 +208,18 @@ static void report(struct fleet *f, int final)
 		printf("t=%.1f connected=%u polls=%" PRIu64 " heartbeats=%" PRIu64
 		       " commands=%" PRIu64 " failed=%" PRIu64 " 503=%" PRIu64 " other=%" PRIu64
 		       "%s%s\n",
-		       t, f->connected, f->polls, f->beats, f->commands, f->failed, f->busy, f->other,
-		       f->failed ? " last: " : "", f->failed ? f->last_error : "");
+		       t, f->connected, f->polls, f->beats, f->commands, f->failed, f->busy,
+		       f->other, f->failed ? " last: " : "", f->failed ? f->last_error : "");
 	} else {
 		struct rusage ru;
 		getrusage(RUSAGE_SELF, &ru);
-		printf("{\"seconds\":%.1f,\"count\":%u,\"connected\":%u,\"all_connected_at_s\":%.1f,"
-		       "\"polls\":%" PRIu64 ",\"commands\":%" PRIu64 ",\"failed\":%" PRIu64
-		       ",\"busy\":%" PRIu64 ",\"rss_mib\":%.0f}\n",
-		       t, f->count, f->connected,
-		       f->all_connected_at < 0 ? -1.0 : f->all_connected_at / 1000.0,
-		       f->total_polls, f->total_commands, f->total_failed, f->total_busy,
-		       ru.ru_maxrss / 1024.0);
+		printf(
+		    "{\"seconds\":%.1f,\"count\":%u,\"connected\":%u,\"all_connected_at_s\":%.1f,"
+		    "\"polls\":%" PRIu64 ",\"commands\":%" PRIu64 ",\"failed\":%" PRIu64
+		    ",\"busy\":%" PRIu64 ",\"rss_mib\":%.0f}\n",
+		    t, f->count, f->connected,
+		    f->all_connected_at < 0 ? -1.0 : f->all_connected_at / 1000.0, f->total_polls,
+		    f->total_commands, f->total_failed, f->total_busy, ru.ru_maxrss / 1024.0);
 	}
 	fflush(stdout);
 }
@@ -252,47 +255,58 @@ static void on_signal(uv_signal_t *h, int signum)
 	stop(h->data);
 }
 
-static int read_names(const char *dir, unsigned from, unsigned count, char (**names)[64],
-		      unsigned *n)
+/* "DIR/NAME" of the identities [from, from+count) of the folders, in their order. */
+static char **read_ids(char *const *dirs, int ndirs, unsigned from, unsigned count, unsigned *n)
 {
+	char **ids = calloc(count ? count : 1, sizeof(*ids));
 	char path[PATH_MAX + 16], line[128];
-	unsigned i = 0, got = 0;
-	FILE *fp;
+	unsigned seen = 0;
 
-	snprintf(path, sizeof(path), "%s/names", dir);
-	if (!(fp = fopen(path, "re"))) {
-		fprintf(stderr, "fleet: cannot read %s\n", path);
-		return -1;
-	}
-	*names = calloc(count, sizeof(**names));
-	while (*names && got < count && fgets(line, sizeof(line), fp)) {
-		line[strcspn(line, "\n")] = '\0';
-		if (i++ < from || !line[0])
+	*n = 0;
+	for (int d = 0; ids && d < ndirs && *n < count; d++) {
+		FILE *fp;
+
+		snprintf(path, sizeof(path), "%s/names", dirs[d]);
+		if (!(fp = fopen(path, "re"))) {
+			fprintf(stderr, "fleet: cannot read %s\n", path);
 			continue;
-		snprintf((*names)[got++], sizeof((*names)[0]), "%s", line);
+		}
+		while (*n < count && fgets(line, sizeof(line), fp)) {
+			line[strcspn(line, "\n")] = '\0';
+			if (!line[0] || seen++ < from)
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", dirs[d], line);
+			if (!(ids[(*n)++] = strdup(path)))
+				break;
+		}
+		fclose(fp);
 	}
-	fclose(fp);
-	*n = got;
-	return *names ? 0 : -1;
+	return ids;
 }
 
 static int run_main(int argc, char **argv)
 {
 	static const struct option lo[] = {
-	    {"url", required_argument, NULL, 'u'},   {"ids", required_argument, NULL, 'i'},
-	    {"from", required_argument, NULL, 'f'},  {"count", required_argument, NULL, 'c'},
-	    {"duration", required_argument, NULL, 'd'}, {"hold", required_argument, NULL, 'H'},
+	    {"url", required_argument, NULL, 'u'},
+	    {"ids", required_argument, NULL, 'i'},
+	    {"from", required_argument, NULL, 'f'},
+	    {"count", required_argument, NULL, 'c'},
+	    {"duration", required_argument, NULL, 'd'},
+	    {"hold", required_argument, NULL, 'H'},
 	    {NULL, 0, NULL, 0},
 	};
 	struct fleet f = {.count = 1000, .hold_ms = 25000, .all_connected_at = -1};
-	char (*names)[64] = NULL, ca[PATH_MAX + 16], crt[PATH_MAX + 80], key[PATH_MAX + 80];
+	char ca[PATH_MAX + 16], crt[PATH_MAX + 80], key[PATH_MAX + 80], *dirs[64], **ids;
 	struct rlimit rl;
-	int opt;
+	int opt, ndirs = 0;
 
 	while ((opt = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (opt) {
 		case 'u': snprintf(f.url, sizeof(f.url), "%s", optarg); break;
-		case 'i': snprintf(f.ids, sizeof(f.ids), "%s", optarg); break;
+		case 'i':
+			if (ndirs < 64)
+				dirs[ndirs++] = optarg;
+			break;
 		case 'f': f.from = (unsigned)strtoul(optarg, NULL, 10); break;
 		case 'c': f.count = (unsigned)strtoul(optarg, NULL, 10); break;
 		case 'd': f.duration_s = strtod(optarg, NULL); break;
@@ -300,12 +314,12 @@ static int run_main(int argc, char **argv)
 		default: return 2;
 		}
 	}
-	if (!f.url[0] || !f.ids[0] || f.count == 0) {
-		fprintf(stderr, "usage: fleet run --url URL --ids DIR [--from I] [--count N] "
+	if (!f.url[0] || !ndirs || f.count == 0) {
+		fprintf(stderr, "usage: fleet run --url URL --ids DIR... [--from I] [--count N] "
 				"[--duration S] [--hold MS]\n");
 		return 2;
 	}
-	if (read_names(f.ids, f.from, f.count, &names, &f.count))
+	if (!(ids = read_ids(dirs, ndirs, f.from, f.count, &f.count)) || f.count == 0)
 		return 1;
 	/* a connection each, and curl's own descriptors */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -317,12 +331,12 @@ static int run_main(int argc, char **argv)
 	f.sims = calloc(f.count, sizeof(*f.sims));
 	if (!f.sims)
 		return 1;
-	snprintf(ca, sizeof(ca), "%s/ca.crt", f.ids);
+	snprintf(ca, sizeof(ca), "%s/ca.crt", dirs[0]);
 	f.started = sw_mono_ms();
 	for (unsigned i = 0; i < f.count; i++) {
 		struct sim *s = &f.sims[i];
-		snprintf(crt, sizeof(crt), "%s/%s.crt", f.ids, names[i]);
-		snprintf(key, sizeof(key), "%s/%s.key", f.ids, names[i]);
+		snprintf(crt, sizeof(crt), "%s.crt", ids[i]);
+		snprintf(key, sizeof(key), "%s.key", ids[i]);
 		struct sw_http_client_opts o = {.ca_file = ca,
 						.cert_file = crt,
 						.key_file = key,
@@ -331,7 +345,7 @@ static int run_main(int argc, char **argv)
 						.max_host_connections = 1};
 		s->f = &f;
 		s->hb_s = 15;
-		snprintf(s->name, sizeof(s->name), "%s", names[i]);
+		snprintf(s->name, sizeof(s->name), "%s", strrchr(ids[i], '/') + 1);
 		if (sw_http_client_new(f.loop, &o, &s->client) || !(s->answers = json_array())) {
 			fprintf(stderr, "fleet: out of memory at identity %u\n", i);
 			return 1;
@@ -341,7 +355,9 @@ static int run_main(int argc, char **argv)
 		/* spread the first polls over a second, as agents started at once would be */
 		uv_timer_start(&s->timer, on_timer, sw_random_u32() % 1000, 0);
 	}
-	free(names);
+	for (unsigned i = 0; i < f.count; i++)
+		free(ids[i]);
+	free(ids);
 	uv_timer_init(f.loop, &f.tick);
 	f.tick.data = &f;
 	uv_timer_start(&f.tick, on_tick, 1000, 1000);
@@ -376,8 +392,8 @@ static int fetch_json(const struct sw_http_client_opts *o, const char *url, cons
 static int enroll_main(int argc, char **argv)
 {
 	static const struct option lo[] = {
-	    {"site", required_argument, NULL, 's'}, {"url", required_argument, NULL, 'u'},
-	    {"out", required_argument, NULL, 'o'},  {"count", required_argument, NULL, 'c'},
+	    {"site", required_argument, NULL, 's'},   {"url", required_argument, NULL, 'u'},
+	    {"out", required_argument, NULL, 'o'},    {"count", required_argument, NULL, 'c'},
 	    {"prefix", required_argument, NULL, 'p'}, {NULL, 0, NULL, 0},
 	};
 	const char *site = NULL, *url = NULL, *out = NULL, *prefix = "sim";
@@ -408,7 +424,8 @@ static int enroll_main(int argc, char **argv)
 	struct sw_http_client_opts admin = {
 	    .ca_file = ca, .cert_file = crt, .key_file = key, .peer_role = SW_PKI_ROLE_SERVER};
 	struct sw_http_client_opts open = {.ca_file = ca, .peer_role = SW_PKI_ROLE_SERVER};
-	if ((mkdir(out, 0755) < 0 && errno != EEXIST) || sw_file_read(ca, 64 * 1024, &ca_pem, NULL, NULL, 0))
+	if ((mkdir(out, 0755) < 0 && errno != EEXIST) ||
+	    sw_file_read(ca, 64 * 1024, &ca_pem, NULL, NULL, 0))
 		return 1;
 	snprintf(path, sizeof(path), "%s/ca.crt", out);
 	if (sw_file_write_atomic(path, ca_pem, strlen(ca_pem), 0644, NULL, 0))
