@@ -474,13 +474,11 @@ void upgrade_sys_begin(struct usys *y)
 }
 
 /* Agents come back to a restarted server by themselves (the server's own switch ended
- * every channel): a system is begun once its agent has polled, or once this grace has
+ * every channel): a system is begun once its agent has polled, or once the grace has
  * passed since the server started, so no step's deadline is spent on the reconnect. */
 int64_t upgrade_reconnect_grace_ms(const struct server *s)
 {
-	int64_t grace = (int64_t)s->heartbeat_s * 2000;
-
-	return grace > RECONNECT_GRACE_MS ? grace : RECONNECT_GRACE_MS;
+	return (int64_t)s->heartbeat_s * 2000 + RECONNECT_GRACE_MS;
 }
 
 static int reconnecting(const struct upgrade *u, const struct usys *y)
