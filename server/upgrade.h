@@ -30,7 +30,7 @@
 #define PROBE_TIMEOUT_MS   3000	 /* one preflight probe */
 #define KILL_EXTRA_MS	   4000	 /* SIGKILL and its bounded wait, on the agent */
 #define MARGIN_MS	   1500	 /* for an answer to travel */
-#define RECONNECT_GRACE_MS 3000 /* with two heartbeat intervals, the wait for agents */
+#define RECONNECT_GRACE_MS 3000	 /* with two heartbeat intervals, the wait for agents */
 /* How long after the server starts systems wait for their agents to reconnect: two
  * heartbeat intervals and 3 s (an agent asks again within a second of losing it). */
 int64_t upgrade_reconnect_grace_ms(const struct server *s);
