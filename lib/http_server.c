@@ -27,6 +27,12 @@
  * so zero timeouts without socket activity are backed off up to this bound. */
 #define SPIN_BACKOFF_MAX_MS 50
 
+/* libmicrohttpd's memory for each connection (headers, and the read buffer a body
+ * passes through on its way to the handler), which it zeroes and so keeps resident:
+ * 32 KiB by default, most of an idle agent's cost to the server. Headers here are
+ * small, and bodies are copied out piece by piece whatever the buffer's size. */
+#define CONN_MEMORY (4 * 1024)
+
 struct sw_http_server {
 	uv_loop_t *loop;
 	struct MHD_Daemon *mhd;
@@ -771,7 +777,8 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	    "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", MHD_OPTION_CONNECTION_TIMEOUT,
 	    srv->idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
 	    (unsigned)(opts->max_connections ? opts->max_connections : 20000),
-	    MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_NOTIFY_CONNECTION, on_notify, srv,
+	    MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+	    (size_t)CONN_MEMORY, MHD_OPTION_NOTIFY_CONNECTION, on_notify, srv,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
 	    srv, MHD_OPTION_END);
 	if (!srv->mhd) {
