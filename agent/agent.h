@@ -25,7 +25,6 @@ struct agent {
 	char *ca_pem, *cert_pem, *key_pem;
 	unsigned heartbeat_s;	     /* as the server last said */
 	unsigned request_timeout_ms; /* bound on each call to the server */
-	int server_reachable;	     /* the channel's last poll was answered */
 	int changed;		     /* something to report since the last heartbeat was sent */
 	int stopping;
 	int usage_in_flight;

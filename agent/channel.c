@@ -1,7 +1,7 @@
 /*
- * The agent's channel to the site server ([agent] channel = yes): the agent asks the
- * server for work (POST /v1/agent/poll) on the connection it keeps, runs each command
- * through the same routes and handlers its own API serves, and brings the answers on
+ * The agent's channel to the site server, the only way the server reaches it: the agent
+ * asks the server for work (POST /v1/agent/poll) on the connection it keeps, runs each
+ * command through the routes of api.c (sw_http_local), and brings the answers on
  * its next poll. While commands run, or answers are on their way, it asks to be held
  * only briefly, so answers go out and are taken soon; otherwise the server holds the
  * poll until there is work, or the next heartbeat is due.
@@ -199,7 +199,6 @@ static void on_reply(const struct sw_http_result *res, void *arg)
 			sw_info("channel to %s open again", a->server);
 		ch->said[0] = '\0';
 		ch->backoff_ms = 0;
-		a->server_reachable = 1;
 		if (hb_sent)
 			ch->hb_due = sw_mono_ms() + a->heartbeat_s * 1000;
 		json_array_foreach(json_object_get(j, "commands"), i, cmd) run_command(ch, cmd);
@@ -219,7 +218,6 @@ static void on_reply(const struct sw_http_result *res, void *arg)
 	if (!ch->backoff_ms || strcmp(why, ch->said) != 0)
 		sw_warn("channel to %s: %s; retrying with backoff", a->server, why);
 	snprintf(ch->said, sizeof(ch->said), "%s", why);
-	a->server_reachable = 0;
 	ch->hb_due = 0; /* the first poll that gets through tells the server all */
 	ch->backoff_ms = ch->backoff_ms ? ch->backoff_ms * 2 : BACKOFF_FIRST_MS;
 	if (ch->backoff_ms > backoff_cap(a))

@@ -395,21 +395,17 @@ static void on_lag(uv_timer_t *t)
 	struct server *s = t->data;
 	int64_t now = sw_mono_ms();
 
-	static int64_t reported;
-
-	static int64_t peak;
-
 	s->lag_ms = now > s->lag_due ? now - s->lag_due : 0;
 	s->lag_due = now + LAG_SAMPLE_MS;
-	if (s->lag_ms > peak)
-		peak = s->lag_ms;
-	if (s->polls_shed && now - reported >= 1000) { /* once a second at most */
-		reported = now;
+	if (s->lag_ms > s->lag_peak_ms)
+		s->lag_peak_ms = s->lag_ms;
+	if (s->polls_shed && now - s->shed_reported >= 1000) { /* once a second at most */
+		s->shed_reported = now;
 		sw_warn("shedding load: %" PRIu64 " polls answered 503 (the loop ran up to %" PRId64
 			" ms late)",
-			s->polls_shed, peak);
+			s->polls_shed, s->lag_peak_ms);
 		s->polls_shed = 0;
-		peak = 0;
+		s->lag_peak_ms = 0;
 	}
 }
 

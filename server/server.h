@@ -75,6 +75,8 @@ struct server {
 	uv_timer_t lag_timer;	 /* how late the loop runs (channel.c) */
 	int64_t lag_due;	 /* sw_mono_ms() the timer is due */
 	int64_t lag_ms;		 /* how late it last came */
+	int64_t lag_peak_ms;	 /* the latest since shedding was last reported */
+	int64_t shed_reported;	 /* sw_mono_ms() of that report */
 	uint64_t polls_shed;	 /* polls answered 503 since the last report */
 	char reexec[PATH_MAX];	 /* after shutdown, exec this (an upgrade's switch) */
 	struct sw_db_opts db_opts;
