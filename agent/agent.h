@@ -40,6 +40,7 @@ struct agent {
 	char **argv; /* as main got it, for a re-exec */
 	struct upgrade *upgrade;
 	struct channel *channel; /* commands from the server over our own connection */
+	struct tickets *tickets; /* the local socket that tells users who they are */
 	/* Set when the agent is to re-execute itself once its loop has wound down. */
 	char restart_exe[PATH_MAX];
 	char restart_back[33];	 /* on failure, switch back to this version ("": run self_exe) */
@@ -72,6 +73,11 @@ void channel_soon(struct agent *a);
 /* Answers not yet taken by the server (an agent about to restart waits for them). */
 int channel_unsent(const struct agent *a);
 
+/* ticket.c: user tickets for siteward-run, on <dir>/agent.sock */
+int ticket_start(struct agent *a);
+void ticket_stop(struct agent *a);
+void ticket_free(struct agent *a);
+
 /* roles.c */
 int roles_apply(struct agent *a, const json_t *wanted);
 void roles_load(struct agent *a);
@@ -87,7 +93,7 @@ void passive_products_version(struct passive *p, const json_t *version);
 void usage_upload(struct agent *a);
 /* Makes usage-cache/ a drop box every local user's siteward-run can write into. */
 void usage_cache_prepare(struct agent *a);
-void usage_meters_save(struct agent *a, json_t *meters);
+void usage_meters_save(struct agent *a, json_t *meters, json_t *names);
 
 /* upgrade.c: the agent's half of a site upgrade (see siteward-agent(8)) */
 int upgrade_init(struct agent *a);

@@ -18,7 +18,7 @@ int heartbeat_took(struct agent *a, const json_t *j)
 	 * here, with no call from the server needed. */
 	if ((roles = json_object_get(j, "roles")))
 		roles_apply(a, roles);
-	usage_meters_save(a, json_object_get(j, "meters"));
+	usage_meters_save(a, json_object_get(j, "meters"), json_object_get(j, "meter_names"));
 	passive_products_version(a->passive, json_object_get(j, "products_version"));
 	a->heartbeat_s = (unsigned)interval;
 	a->last_heartbeat_ok = sw_now_ms();

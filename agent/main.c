@@ -180,6 +180,11 @@ static int agent_run(const char *dir, int check_only, char **argv)
 	}
 	roles_load(&a);
 	usage_cache_prepare(&a);
+	if (ticket_start(&a)) {
+		fprintf(stderr, "siteward-agent: out of memory\n");
+		rc = 1;
+		goto out;
+	}
 	a.passive = passive_start(&a, a.passive_ms);
 	uv_signal_init(a.loop, &a.sigint);
 	uv_signal_init(a.loop, &a.sigterm);
@@ -198,6 +203,7 @@ static int agent_run(const char *dir, int check_only, char **argv)
 	uv_run(a.loop, UV_RUN_DEFAULT);
 	a.stopping = 1;
 	passive_stop(a.passive);
+	ticket_stop(&a);
 	channel_stop(&a);
 	upgrade_stop(&a);
 	/* Services keep running: a restarted agent finds them again. */
@@ -216,6 +222,7 @@ out:
 	free(a.key_pem);
 	json_decref(a.roles);
 	json_decref(a.meters);
+	ticket_free(&a);
 	uv_loop_close(a.loop);
 	upgrade_free(&a);
 	if (!rc && a.restart_exe[0])

@@ -132,18 +132,25 @@ void usage_upload(struct agent *a)
 	free(body);
 }
 
-/* The metering servers the site server named, for siteward-run to fail over among. */
-void usage_meters_save(struct agent *a, json_t *meters)
+/* The metering servers the site server named, for siteward-run to fail over among, and
+ * the system each must prove to be (a server of an older version names none). */
+void usage_meters_save(struct agent *a, json_t *meters, json_t *names)
 {
 	char path[PATH_MAX + 32], *text;
 	json_t *doc;
 
-	if (!json_is_array(meters) || (a->meters && json_equal(a->meters, meters)))
+	if (!json_is_array(meters))
 		return;
-	json_decref(a->meters);
-	a->meters = json_incref(meters);
 	doc = json_pack("{sO}", "meters", meters);
-	text = doc ? json_dumps(doc, JSON_INDENT(2)) : NULL;
+	if (doc && json_is_array(names) && json_array_size(names) == json_array_size(meters))
+		json_object_set(doc, "names", names);
+	if (!doc || (a->meters && json_equal(a->meters, doc))) {
+		json_decref(doc);
+		return;
+	}
+	json_decref(a->meters);
+	a->meters = json_incref(doc);
+	text = json_dumps(doc, JSON_INDENT(2));
 	json_decref(doc);
 	sw_path_join(path, sizeof(path), a->dir, "meters.json");
 	/* Readable by the users who run siteward-run. */

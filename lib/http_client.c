@@ -44,6 +44,7 @@ struct transfer {
 	int tcp_up;	    /* that socket got as far as a TCP connection */
 	char errbuf[CURL_ERROR_SIZE];
 	char wrong_peer[200]; /* the peer's certificate is not for the role asked: who it is */
+	char peer_name[128];  /* "": any; else the common name the peer's certificate must carry */
 	/* A download (dl_cb set): a 2xx body goes to fd, any other to `body`. */
 	sw_http_download_done dl_cb;
 	int fd;
@@ -266,7 +267,8 @@ static int wrong_peer(struct transfer *t)
 			snprintf(t->wrong_peer, sizeof(t->wrong_peer), "unreadable (%s)", err);
 			return 1;
 		}
-		if (strcmp(id.role, t->c->peer_role) == 0)
+		if (strcmp(id.role, t->c->peer_role) == 0 &&
+		    (!t->peer_name[0] || strcmp(id.cn, t->peer_name) == 0))
 			return 0;
 		snprintf(t->wrong_peer, sizeof(t->wrong_peer), "%s %.100s",
 			 id.role[0] ? id.role : "(no role)", id.cn);
@@ -356,8 +358,9 @@ static void describe_failure(struct transfer *t, CURLcode cc, struct sw_http_res
 
 	if (t->wrong_peer[0]) {
 		res->code = SW_ETLS;
-		snprintf(res->error, sizeof(res->error), "rejected: the peer is %s, not a %s",
-			 t->wrong_peer, t->c->peer_role);
+		snprintf(res->error, sizeof(res->error), "rejected: the peer is %s, not %s%s%s%s",
+			 t->wrong_peer, t->peer_name[0] ? "" : "a ", t->c->peer_role,
+			 t->peer_name[0] ? " " : "", t->peer_name);
 		return;
 	}
 	curl_easy_getinfo(t->easy, CURLINFO_OS_ERRNO, &os_errno);
@@ -664,15 +667,36 @@ static int transfer_add(struct transfer *t)
 	return 0;
 }
 
+int sw_http_client_header(struct sw_http_client *c, const char *header)
+{
+	struct curl_slist *l = curl_slist_append(c->headers, header);
+
+	if (!l)
+		return SW_ENOMEM;
+	c->headers = l;
+	return 0;
+}
+
 int sw_http_client_request(struct sw_http_client *c, const char *method, const char *url,
 			   const char *body, size_t len, unsigned timeout_ms, sw_http_done cb,
 			   void *arg)
 {
-	struct transfer *t = transfer_new(c, url, timeout_ms, arg);
+	return sw_http_client_request_to(c, NULL, method, url, body, len, timeout_ms, cb, arg);
+}
+
+int sw_http_client_request_to(struct sw_http_client *c, const char *peer_name, const char *method,
+			      const char *url, const char *body, size_t len, unsigned timeout_ms,
+			      sw_http_done cb, void *arg)
+{
+	struct transfer *t;
 	CURL *e;
 
-	if (!t)
+	if (peer_name && (!c->peer_role[0] || strlen(peer_name) >= sizeof(t->peer_name)))
+		return SW_EINVAL;
+	if (!(t = transfer_new(c, url, timeout_ms, arg)))
 		return SW_ENOMEM;
+	if (peer_name)
+		snprintf(t->peer_name, sizeof(t->peer_name), "%s", peer_name);
 	e = t->easy;
 	t->cb = cb;
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);

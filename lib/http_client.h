@@ -14,6 +14,7 @@
  *   connection dropped after N s: …                    SW_EPROTO
  *   rejected: TLS: …                                   SW_ETLS
  *   rejected: the peer is X, not a Y                   SW_ETLS (opts.peer_role)
+ *   rejected: the peer is X, not Y NAME                SW_ETLS (request_to's name)
  *   connection closed during the TLS handshake ...     SW_EBUSY: a busy server sheds
  *                                                      load so; nothing was sent
  */
@@ -74,11 +75,20 @@ int sw_http_client_new(uv_loop_t *loop, const struct sw_http_client_opts *opts,
  * NULL is a no-op. */
 void sw_http_client_free(struct sw_http_client *c);
 
+/* Adds "Name: value" to the headers of every request made from now on. */
+int sw_http_client_header(struct sw_http_client *c, const char *header);
+
 /* Starts a request; `body` (may be NULL) is copied. `cb` is called exactly once, from
  * the loop, never from inside this call. */
 int sw_http_client_request(struct sw_http_client *c, const char *method, const char *url,
 			   const char *body, size_t len, unsigned timeout_ms, sw_http_done cb,
 			   void *arg);
+/* The same, to one peer: its certificate must carry the client's `peer_role` and the
+ * common name `peer_name` (a system's name), or nothing is sent ("rejected: the peer
+ * is agent web2, not agent web1"). SW_EINVAL without a `peer_role`. */
+int sw_http_client_request_to(struct sw_http_client *c, const char *peer_name, const char *method,
+			      const char *url, const char *body, size_t len, unsigned timeout_ms,
+			      sw_http_done cb, void *arg);
 
 /* Downloads `url` (GET) into the file `path`, resuming: bytes already in the file are
  * kept and only the rest is asked for (Range: bytes=N-). A server that answers 206 has

@@ -1240,3 +1240,147 @@ out:
 	gnutls_pubkey_deinit(pub);
 	return rc;
 }
+
+int sw_pki_key_sign(const char *key_pem, const void *data, size_t len, char **sig_b64, char *err,
+		    size_t errlen)
+{
+	gnutls_privkey_t key = NULL;
+	gnutls_datum_t kd, msg, sig = {NULL, 0}, b64 = {NULL, 0};
+	int ret, rc = 0;
+
+	*sig_b64 = NULL;
+	if (pem_datum(key_pem, &kd) < 0 || data == NULL || len == 0 || len > UINT_MAX) {
+		set_err(err, errlen, "nothing to sign, or no key");
+		return SW_EINVAL;
+	}
+	if ((ret = gnutls_privkey_init(&key)) < 0) {
+		rc = SW_ENOMEM;
+		set_err(err, errlen, "could not allocate a private key: %s", gnutls_strerror(ret));
+		goto out;
+	}
+	ret = gnutls_privkey_import_x509_raw(key, &kd, GNUTLS_X509_FMT_PEM, NULL, 0);
+	if (ret < 0) {
+		rc = map_gnutls(ret, SW_EINVAL);
+		set_err(err, errlen, "not a valid unencrypted PEM key: %s", gnutls_strerror(ret));
+		goto out;
+	}
+	if (gnutls_privkey_get_pk_algorithm(key, NULL) != GNUTLS_PK_ECDSA) {
+		rc = SW_EINVAL;
+		set_err(err, errlen, "not an ECDSA key");
+		goto out;
+	}
+	msg.data = (unsigned char *)data;
+	msg.size = (unsigned)len;
+	ret = gnutls_privkey_sign_data2(key, GNUTLS_SIGN_ECDSA_SHA256, 0, &msg, &sig);
+	if (ret < 0 || (ret = gnutls_base64_encode2(&sig, &b64)) < 0) {
+		rc = map_gnutls(ret, SW_ECRYPTO);
+		set_err(err, errlen, "could not sign: %s", gnutls_strerror(ret));
+		goto out;
+	}
+	if (!(*sig_b64 = datum_strdup(&b64))) {
+		rc = SW_ENOMEM;
+		set_err(err, errlen, "out of memory");
+	}
+out:
+	gnutls_free(b64.data);
+	gnutls_free(sig.data);
+	gnutls_privkey_deinit(key);
+	return rc;
+}
+
+int sw_pki_cert_b64(const char *cert_pem, char **out, char *err, size_t errlen)
+{
+	gnutls_x509_crt_t crt = NULL;
+	gnutls_datum_t der = {NULL, 0}, b64 = {NULL, 0};
+	int ret, rc;
+
+	*out = NULL;
+	if ((rc = import_crt_pem(cert_pem, &crt, err, errlen)) < 0)
+		goto out;
+	if ((ret = gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_DER, &der)) < 0 ||
+	    (ret = gnutls_base64_encode2(&der, &b64)) < 0) {
+		rc = map_gnutls(ret, SW_ECRYPTO);
+		set_err(err, errlen, "could not encode the certificate: %s", gnutls_strerror(ret));
+		goto out;
+	}
+	if (!(*out = datum_strdup(&b64))) {
+		rc = SW_ENOMEM;
+		set_err(err, errlen, "out of memory");
+	}
+out:
+	gnutls_free(b64.data);
+	gnutls_free(der.data);
+	gnutls_x509_crt_deinit(crt);
+	return rc;
+}
+
+/* base64 text of at most `max` decoded bytes into `out` (gnutls_free it). */
+static int b64_datum(const char *b64, size_t max, gnutls_datum_t *out)
+{
+	gnutls_datum_t in;
+	size_t n = b64 ? strlen(b64) : 0;
+
+	out->data = NULL;
+	out->size = 0;
+	if (n == 0 || n > (max / 3 + 1) * 4)
+		return -1;
+	in.data = (unsigned char *)b64;
+	in.size = (unsigned)n;
+	if (gnutls_base64_decode2(&in, out) < 0) {
+		out->data = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+int sw_pki_verify_signed(struct sw_pki_verifier *v, const char *cert_b64, const void *data,
+			 size_t len, const char *sig_b64, struct sw_identity *id, char *err,
+			 size_t errlen)
+{
+	gnutls_datum_t der = {NULL, 0}, sig = {NULL, 0}, msg;
+	gnutls_pubkey_t pub = NULL;
+	gnutls_x509_crt_t crt = NULL;
+	int ret, rc;
+
+	memset(id, 0, sizeof(*id));
+	if (data == NULL || len == 0 || len > UINT_MAX) {
+		set_err(err, errlen, "nothing signed");
+		return SW_EINVAL;
+	}
+	if (b64_datum(cert_b64, CERT_MAX, &der) < 0) {
+		rc = SW_EDENIED;
+		set_err(err, errlen, "the signer's certificate is not base64 of at most %d bytes",
+			CERT_MAX);
+		goto out;
+	}
+	if ((rc = sw_pki_verify_chain(v, &der, 1, id, err, errlen)))
+		goto out;
+	if (b64_datum(sig_b64, 512, &sig) < 0) {
+		rc = SW_EDENIED;
+		set_err(err, errlen, "the signature is not base64 of at most 512 bytes");
+		goto out;
+	}
+	if ((ret = gnutls_x509_crt_init(&crt)) < 0 || (ret = gnutls_pubkey_init(&pub)) < 0 ||
+	    (ret = gnutls_x509_crt_import(crt, &der, GNUTLS_X509_FMT_DER)) < 0 ||
+	    (ret = gnutls_pubkey_import_x509(pub, crt, 0)) < 0) {
+		rc = map_gnutls(ret, SW_EDENIED);
+		set_err(err, errlen, "the signer's key is unreadable: %s", gnutls_strerror(ret));
+		goto out;
+	}
+	msg.data = (unsigned char *)data;
+	msg.size = (unsigned)len;
+	if (gnutls_pubkey_verify_data2(pub, GNUTLS_SIGN_ECDSA_SHA256, 0, &msg, &sig) < 0) {
+		rc = SW_EDENIED;
+		set_err(err, errlen, "the signature does not match");
+		goto out;
+	}
+	rc = 0;
+out:
+	if (rc)
+		memset(id, 0, sizeof(*id));
+	gnutls_pubkey_deinit(pub);
+	gnutls_x509_crt_deinit(crt);
+	gnutls_free(der.data);
+	gnutls_free(sig.data);
+	return rc;
+}

@@ -98,4 +98,17 @@ int sw_pki_sign(const char *key_pem, const void *data, size_t len, char **sig_b6
 int sw_pki_verify_signature(const char *pub_pem, const void *data, size_t len, const char *sig_b64,
 			    char *err, size_t errlen);
 
+/* A signature over `data` by a certificate's ECDSA P-256 key, SHA-256, base64 (caller
+ * frees): what a system signs for its local users (lib/ticket.h). */
+int sw_pki_key_sign(const char *key_pem, const void *data, size_t len, char **sig_b64, char *err,
+		    size_t errlen);
+/* A PEM certificate's DER encoding, base64 (caller frees). */
+int sw_pki_cert_b64(const char *cert_pem, char **out, char *err, size_t errlen);
+/* 0 if `sig_b64` is a signature of `data` by the key of `cert_b64` (base64 DER) and that
+ * certificate passes sw_pki_verify_chain; fills `id` with its subject. SW_EDENIED with a
+ * reason otherwise. */
+int sw_pki_verify_signed(struct sw_pki_verifier *v, const char *cert_b64, const void *data,
+			 size_t len, const char *sig_b64, struct sw_identity *id, char *err,
+			 size_t errlen);
+
 #endif

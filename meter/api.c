@@ -9,6 +9,9 @@
 #include "error.h"
 #include "json.h"
 #include "log.h"
+#include "pki.h"
+#include "strmap.h"
+#include "ticket.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -147,14 +150,106 @@ static void on_wait_over(uv_timer_t *t)
 	reply_durable(c, 200, denied_json(product, reason, 0));
 }
 
+/* A ticket verified before: checking a signature on every checkout would cost more than
+ * the checkout. Bounded: past this many, the memory starts again. */
+#define TICKETS_KEPT 4096
+
+struct ticket_seen {
+	char user[65];
+	char signer[41]; /* the agent certificate's serial */
+	int64_t expires_ms;
+};
+
+static void ticket_seen_free(const char *key, void *value, void *arg)
+{
+	(void)key, (void)arg;
+	free(value);
+}
+
+/* The user a checkout is for. A machine's metering client (its key readable by every
+ * user there) must show the user ticket its agent issued (lib/ticket.h); its agent,
+ * the site server and administrators say whom they ask for. */
+static int checkout_user(struct meter *m, struct sw_http_req *req, struct checkout_req *r,
+			 char *err, size_t errlen)
+{
+	const struct sw_identity *id = sw_http_req_identity(req);
+	const char *text = sw_http_req_header(req, SW_TICKET_HEADER);
+	struct ticket_seen *seen;
+	struct sw_identity signer;
+	struct sw_ticket t;
+	int64_t now = sw_now_ms();
+	char why[300];
+
+	if (strcmp(id->role, SW_PKI_ROLE_CLIENT) != 0)
+		return 0;
+	if (!text) {
+		snprintf(err, errlen,
+			 "no user ticket: siteward-run asks the machine's siteward-agent for one; "
+			 "is the agent on %s running and of this version?",
+			 id->cn);
+		return SW_EDENIED;
+	}
+	if (!m->tickets_ca && sw_pki_verifier_new(m->ca_pem, &m->tickets_ca, why, sizeof(why))) {
+		snprintf(err, errlen, "cannot check user tickets: %s", why);
+		return SW_ENOMEM;
+	}
+	if (!m->tickets && !(m->tickets = sw_strmap_new()))
+		return SW_ENOMEM;
+	seen = sw_strmap_get(m->tickets, text);
+	if (!seen) {
+		if (sw_ticket_verify(m->tickets_ca, text, strlen(text), now, &t, &signer, why,
+				     sizeof(why))) {
+			snprintf(err, errlen, "user ticket refused: %s", why);
+			return SW_EDENIED;
+		}
+		if (strcmp(t.host, id->cn) != 0) {
+			snprintf(err, errlen, "user ticket refused: it is for %s, not for %s",
+				 t.host, id->cn);
+			return SW_EDENIED;
+		}
+		if (sw_strmap_count(m->tickets) >= TICKETS_KEPT) {
+			sw_strmap_each(m->tickets, ticket_seen_free, NULL);
+			sw_strmap_free(m->tickets);
+			if (!(m->tickets = sw_strmap_new()))
+				return SW_ENOMEM;
+		}
+		if (!(seen = calloc(1, sizeof(*seen))) || sw_strmap_set(m->tickets, text, seen)) {
+			free(seen);
+			return SW_ENOMEM;
+		}
+		snprintf(seen->user, sizeof(seen->user), "%s", t.user);
+		snprintf(seen->signer, sizeof(seen->signer), "%s", signer.serial);
+		seen->expires_ms = t.expires_ms;
+	}
+	/* seen before: the host matched the client then, and a client's name is fixed */
+	if (seen->expires_ms <= now || lease_revoked(m->table, seen->signer)) {
+		snprintf(err, errlen, "user ticket refused: %s",
+			 seen->expires_ms <= now ? "expired" : "its system was removed");
+		return SW_EDENIED;
+	}
+	snprintf(r->user, sizeof(r->user), "%s", seen->user);
+	return 0;
+}
+
+void api_free(struct meter *m)
+{
+	if (m->tickets)
+		sw_strmap_each(m->tickets, ticket_seen_free, NULL);
+	sw_strmap_free(m->tickets);
+	sw_pki_verifier_free(m->tickets_ca);
+	m->tickets = NULL;
+	m->tickets_ca = NULL;
+}
+
 static void post_checkout(struct sw_http_req *req, void *arg)
 {
 	struct meter *m = arg;
 	struct checkout_req r;
 	struct checkout_out out;
 	struct call *c = NULL;
-	char err[256];
+	char err[400];
 	json_t *j;
+	int rc;
 
 	if (m->stopping) {
 		/* Another metering server can answer at once; a grant here would be cut. */
@@ -169,6 +264,11 @@ static void post_checkout(struct sw_http_req *req, void *arg)
 		return;
 	}
 	json_decref(j);
+	if ((rc = checkout_user(m, req, &r, err, sizeof(err)))) {
+		sw_info("checkout by %s refused: %s", caller(req), err);
+		sw_http_reply_error(req, rc == SW_EDENIED ? 403 : 500, "%s", err);
+		return;
+	}
 	if (!(c = call_new(m, req)))
 		return;
 	c->w.granted = on_granted;

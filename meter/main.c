@@ -252,6 +252,7 @@ out:
 		uv_run(m.loop, UV_RUN_DEFAULT);
 	}
 	lease_table_free(m.table);
+	api_free(&m);
 	free(m.ca_pem);
 	free(m.cert_pem);
 	free(m.key_pem);

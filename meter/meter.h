@@ -217,7 +217,12 @@ struct meter {
 	char *config_text;	      /* the last good config answer, as cached */
 	struct usage_batch uploading; /* records of the upload in flight */
 	size_t upload_batch; /* records per upload; smaller while isolating a refused one */
+	struct sw_pki_verifier *tickets_ca; /* user tickets' signers, made on first use */
+	struct sw_strmap *tickets;	    /* ticket text → struct ticket_seen, verified */
 };
+
+/* api.c */
+void api_free(struct meter *m);
 
 /* lease.c */
 struct lease_table *lease_table_new(void);

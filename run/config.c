@@ -20,15 +20,20 @@
 	"siteward-run needs to read the agent's folder and write its usage-cache (see "            \
 	"siteward-run(1))"
 
-static void add_meter(struct run_config *c, const char *url)
+static void add_meter(struct run_config *c, const char *url, const char *name)
 {
 	size_t n = strlen(url);
-	char *u;
+	char *u, *nm = NULL;
 
 	while (n > 0 && url[n - 1] == '/')
 		n--;
 	if (c->nmeters >= RUN_MAX_METERS || (u = strndup(url, n)) == NULL)
 		return;
+	if (name && !(nm = strdup(name))) {
+		free(u);
+		return;
+	}
+	c->meter_names[c->nmeters] = nm;
 	c->meters[c->nmeters++] = u;
 }
 
@@ -36,7 +41,7 @@ static void add_meter(struct run_config *c, const char *url)
 static void load_meters(struct run_config *c)
 {
 	char path[PATH_MAX + 16], err[400], why[300];
-	json_t *doc = NULL, *list;
+	json_t *doc = NULL, *list, *names;
 	size_t len, i;
 	char *text = NULL;
 	int rc;
@@ -63,8 +68,27 @@ static void load_meters(struct run_config *c)
 			path);
 		goto out;
 	}
+	/* Each server's system: its certificate must name it. A folder written by an agent
+	 * of an older version has no names, and any metering system may answer there. */
+	names = json_object_get(doc, "names");
+	if (names && (!json_is_array(names) || json_array_size(names) != json_array_size(list))) {
+		fprintf(stderr,
+			"siteward-run: %s: \"names\" must be a list as long as \"meters\"; "
+			"asking no metering server\n",
+			path);
+		goto out;
+	}
 	for (i = 0; i < json_array_size(list); i++) {
 		const char *url = json_string_value(json_array_get(list, i));
+		const char *name = names ? json_string_value(json_array_get(names, i)) : NULL;
+
+		if (names && (!name || !sw_name_valid(name))) {
+			run_printable(why, 120, name ? name : "(not a string)");
+			fprintf(stderr,
+				"siteward-run: %s: ignoring server %zu: '%s' is no system name\n",
+				path, i + 1, why);
+			continue;
+		}
 
 		if (!url || strncmp(url, "https://", 8) != 0 || strlen(url) >= RUN_URL_MAX) {
 			run_printable(why, 120, url ? url : "(not a string)");
@@ -72,7 +96,7 @@ static void load_meters(struct run_config *c)
 				path, why);
 			continue;
 		}
-		add_meter(c, url);
+		add_meter(c, url, name);
 	}
 out:
 	json_decref(doc);
@@ -155,7 +179,9 @@ out:
 
 void config_cleanup(struct run_config *c)
 {
-	for (int i = 0; i < c->nmeters; i++)
+	for (int i = 0; i < c->nmeters; i++) {
 		free(c->meters[i]);
+		free(c->meter_names[i]);
+	}
 	c->nmeters = 0;
 }

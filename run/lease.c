@@ -36,8 +36,8 @@ static int post(struct run *r, const char *path, json_t *msg, unsigned timeout_m
 	json_decref(msg);
 	if (body) {
 		snprintf(url, sizeof(url), "%s%s", r->conf.meters[r->lease.meter], path);
-		rc = sw_http_client_request(r->http, "POST", url, body, strlen(body), timeout_ms,
-					    cb, r);
+		rc = sw_http_client_request_to(r->http, r->conf.meter_names[r->lease.meter], "POST",
+					       url, body, strlen(body), timeout_ms, cb, r);
 	}
 	free(body);
 	return rc;

@@ -10,7 +10,9 @@
 #include "elfid.h"
 #include "error.h"
 #include "http_client.h"
+#include "pki.h"
 #include "progver.h"
+#include "ticket.h"
 #include "util.h"
 
 #include <errno.h>
@@ -204,9 +206,30 @@ int main(int argc, char **argv)
 	ho.ca_file = r.conf.ca;
 	ho.cert_file = r.conf.cert;
 	ho.key_file = r.conf.key;
+	/* a metering server serves with its system's agent certificate */
+	ho.peer_role = SW_PKI_ROLE_AGENT;
 	if (sw_http_client_new(r.loop, &ho, &r.http)) {
 		fprintf(stderr, "siteward-run: cannot start: out of memory\n");
 		goto out;
+	}
+	/* Metering servers take the user from the agent's word, not from ours. */
+	if (r.conf.nmeters > 0 && ticket_get(&r, err, sizeof(err))) {
+		fprintf(stderr,
+			"siteward-run: no user ticket from siteward-agent (%s); asking no metering "
+			"server\n",
+			err);
+		config_cleanup(&r.conf);
+	} else if (r.ticket) {
+		char header[SW_TICKET_MAX + 32];
+		struct sw_ticket t;
+
+		snprintf(header, sizeof(header), "%s: %s", SW_TICKET_HEADER, r.ticket);
+		if (sw_ticket_parse(r.ticket, strlen(r.ticket), &t, NULL, 0) == 0)
+			snprintf(r.user, sizeof(r.user), "%s", t.user);
+		if (sw_http_client_header(r.http, header)) {
+			fprintf(stderr, "siteward-run: cannot start: out of memory\n");
+			goto out;
+		}
 	}
 
 	/* Every checkout request has its deadline; the loop ends when the last one does. */
@@ -263,5 +286,6 @@ int main(int argc, char **argv)
 out:
 	finish(&r);
 	config_cleanup(&r.conf);
+	free(r.ticket);
 	return status;
 }

@@ -32,6 +32,7 @@ struct run_config {
 	char host[64];		  /* [agent] name */
 	enum run_offline offline; /* [run] offline */
 	char *meters[RUN_MAX_METERS];
+	char *meter_names[RUN_MAX_METERS]; /* the system that must answer there, or NULL */
 	int nmeters;
 	char ca[PATH_MAX + 16], cert[PATH_MAX + 16], key[PATH_MAX + 16];
 };
@@ -98,6 +99,7 @@ struct run {
 	int has_version;     /* version has been looked up */
 	char user[65];	     /* the invoking user's name, printable */
 	char client[33];     /* this run's client id, also the offline record's id */
+	char *ticket;	     /* the user ticket metering servers are shown (ticket.c) */
 	unsigned wait_ms;
 	int verbose;
 	struct sw_http_client *http;
@@ -113,6 +115,11 @@ void run_printable(char *out, size_t outlen, const char *in);
 /* Looks up the program's version once (its package's, from dpkg's database), for a
  * license server that needs it or an offline record. */
 void run_version(struct run *r);
+
+/* ticket.c */
+/* Gets r->ticket from the agent, or the copy it keeps for this user; SW_ENOTFOUND with
+ * the reason in `why` when there is none. */
+int ticket_get(struct run *r, char *why, size_t whylen);
 
 /* config.c */
 /* Reads the agent's folder into c (freed by config_cleanup, also after a failure). A

@@ -252,9 +252,13 @@ json_t *api_heartbeat_take(struct server *s, struct system *sys, struct sw_heart
 	sys->last_seen = sw_now_ms();
 	registry_touch(s, sys);
 	upgrade_heard(s, sys);
-	return json_pack("{si sO so sI}", "heartbeat_interval", (json_int_t)s->heartbeat_s, "roles",
-			 sys->roles, "meters", metering_meter_urls(s), "products_version",
-			 (json_int_t)s->products_version);
+	json_t *names, *urls = metering_meter_urls(s, &names);
+
+	/* each metering server's URL and, in the same order, the system whose certificate
+	 * must answer there: siteward-run asks no other */
+	return json_pack("{si sO so so sI}", "heartbeat_interval", (json_int_t)s->heartbeat_s,
+			 "roles", sys->roles, "meters", urls, "meter_names", names,
+			 "products_version", (json_int_t)s->products_version);
 }
 
 static void token_created(struct server *s, struct reg_op *op)

@@ -219,8 +219,9 @@ int control_call(struct server *s, struct system *sys, const char *method, const
 		text = sw_json_dump(body);
 		json_decref(body);
 	}
-	rc = sw_http_client_request(s->agents, method, url, text, text ? strlen(text) : 0,
-				    timeout_ms, done, arg);
+	/* whoever answers there must hold this system's own certificate */
+	rc = sw_http_client_request_to(s->agents, sys->name, method, url, text,
+				       text ? strlen(text) : 0, timeout_ms, done, arg);
 	free(text);
 	return rc;
 }

@@ -267,6 +267,7 @@ out:
 	sw_http_client_free(s.agents);
 	upgrade_free(&s);
 	json_decref(s.meter_urls);
+	json_decref(s.meter_names);
 	registry_free(&s);
 	sw_db_close(s.dbq_db);
 	sw_db_close(s.db);

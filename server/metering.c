@@ -266,22 +266,24 @@ static void on_pushed(const struct sw_http_result *res, void *arg)
  * poll when it is back; nobody waits for these calls. */
 static void products_changed(struct server *s)
 {
-	json_t *urls, *v;
+	json_t *urls, *names, *v;
 	size_t i;
 
 	s->products_version++;
-	urls = metering_meter_urls(s);
+	urls = metering_meter_urls(s, &names);
 	json_array_foreach(urls, i, v)
 	{
 		char *url = NULL;
 
 		if (asprintf(&url, "%s/v1/config/refresh", json_string_value(v)) < 0)
 			continue;
-		if (sw_http_client_request(s->agents, "POST", url, "{}", 2, PUSH_TIMEOUT_MS,
-					   on_pushed, url))
+		if (sw_http_client_request_to(s->agents,
+					      json_string_value(json_array_get(names, i)), "POST",
+					      url, "{}", 2, PUSH_TIMEOUT_MS, on_pushed, url))
 			free(url);
 	}
 	json_decref(urls);
+	json_decref(names);
 }
 
 /* An administrator's look at, or change to, the products and exclusions: on the write
@@ -621,30 +623,38 @@ static json_t *meter_systems(struct server *s, json_t *former)
 
 /* The URLs of every metering server, for clients to fail over among. Heartbeats
  * carry it, so it is computed only when roles or addresses change. */
-json_t *metering_meter_urls(struct server *s)
+json_t *metering_meter_urls(struct server *s, json_t **names_out)
 {
-	json_t *names, *urls, *v;
+	json_t *names, *urls, *systems, *v;
 	size_t i;
 
-	if (s->meter_urls)
-		return json_incref(s->meter_urls);
-	names = meter_systems(s, NULL);
-	urls = json_array();
-	json_array_foreach(names, i, v)
-	{
-		struct system *sys = sw_strmap_get(s->systems, json_string_value(v));
-		if (sys && sys->meter_address[0])
-			json_array_append_new(urls, json_sprintf("https://%s", sys->meter_address));
+	if (!s->meter_urls) {
+		systems = meter_systems(s, NULL);
+		urls = json_array();
+		names = json_array();
+		json_array_foreach(systems, i, v)
+		{
+			struct system *sys = sw_strmap_get(s->systems, json_string_value(v));
+			if (sys && sys->meter_address[0]) {
+				json_array_append_new(
+				    urls, json_sprintf("https://%s", sys->meter_address));
+				json_array_append_new(names, json_string(sys->name));
+			}
+		}
+		json_decref(systems);
+		s->meter_urls = urls;
+		s->meter_names = names;
 	}
-	json_decref(names);
-	s->meter_urls = json_incref(urls);
-	return urls;
+	if (names_out)
+		*names_out = json_incref(s->meter_names);
+	return json_incref(s->meter_urls);
 }
 
 void metering_changed(struct server *s)
 {
 	json_decref(s->meter_urls);
-	s->meter_urls = NULL;
+	json_decref(s->meter_names);
+	s->meter_urls = s->meter_names = NULL;
 }
 
 static int share_row(void *arg, int ncols, const struct sw_db_val *row)

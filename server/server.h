@@ -50,6 +50,7 @@ struct server {
 	struct sw_http_client *agents; /* the server's calls to agents */
 	int64_t products_version;      /* changes whenever products or exclusions change */
 	json_t *meter_urls;	       /* cached; NULL when roles or addresses changed */
+	json_t *meter_names;	       /* the systems of meter_urls, in the same order */
 	unsigned heartbeat_s;	       /* the interval agents are told to use */
 	unsigned flush_ms;	       /* how often heartbeat state is written */
 	unsigned detail_days;	       /* usage detail kept this long, then summarised */
@@ -198,7 +199,7 @@ void metering_exclude(struct sw_http_req *req, void *arg);
 void metering_get_config(struct sw_http_req *req, void *arg);
 void metering_post_usage(struct sw_http_req *req, void *arg);
 void metering_get_usage(struct sw_http_req *req, void *arg);
-json_t *metering_meter_urls(struct server *s);
+json_t *metering_meter_urls(struct server *s, json_t **names);
 /* Forgets the cached list of metering servers after a role or address change. */
 void metering_changed(struct server *s);
 int64_t metering_cutoff(const struct server *s);

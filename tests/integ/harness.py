@@ -439,6 +439,23 @@ class Agent:
     def cert(self):
         return os.path.join(self.dir, "agent.crt"), os.path.join(self.dir, "agent.key")
 
+    def ticket(self, timeout=5):
+        """The user ticket the running agent issues to whoever connects (this process's
+        user), as siteward-run gets it."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(os.path.join(self.dir, "agent.sock"))  # blocking: the backlog may be full
+            s.settimeout(timeout)
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        return data.decode().strip()
+
+    def ticket_header(self):
+        return {"Siteward-Ticket": self.ticket()}
+
     def add_service(self, name, command, role="test", **settings):
         """Adds a [service.NAME] section to agent.conf (before the agent starts)."""
         with open(os.path.join(self.dir, "agent.conf"), "a") as f:

@@ -62,9 +62,9 @@ def package_version(pkg="coreutils"):
     return v, v.split(":")[-1].split(".")[0] + ".*"
 
 
-def meter_api(site, m, method, path, body=None, ctx=None, raw=None):
+def meter_api(site, m, method, path, body=None, ctx=None, raw=None, headers=None):
     return site.api(method, path, body, ctx=ctx or site.admin_tls(), port=m.meter_port,
-                    raw=raw)
+                    raw=raw, headers=headers)
 
 
 def leases(site, m):
@@ -152,7 +152,7 @@ class OneMeter(unittest.TestCase):
             client = uuid.uuid4().hex
             status, body = meter_api(self.site, self.m, "POST", "/v1/checkout", {
                 "exe": "true", "user": "a", "pid": 1, "client": client,
-                "version": version}, ctx=self.client_tls())
+                "version": version}, ctx=self.client_tls(), headers=self.client.ticket_header())
             self.assertEqual((status, body.get("granted"), body.get("product")),
                              (200, True, product), body)
             held.append((client, body["lease"]))
@@ -189,7 +189,7 @@ class OneMeter(unittest.TestCase):
         # the version given by hand must be a version
         status, body = meter_api(self.site, self.m, "POST", "/v1/checkout", {
             "exe": "true", "user": "a", "pid": 1, "client": uuid.uuid4().hex,
-            "version": "9.1\n"}, ctx=self.client_tls())
+            "version": "9.1\n"}, ctx=self.client_tls(), headers=self.client.ticket_header())
         self.assertEqual(status, 400)
         self.assertIn("version", body["error"])
 
@@ -265,14 +265,16 @@ class OneMeter(unittest.TestCase):
     def test_hostile_requests_refused(self):
         ctx = self.client_tls()
         client_id = uuid.uuid4().hex
+        ticket = self.client.ticket_header()
         status, g = meter_api(self.site, self.m, "POST", "/v1/checkout",
                               {"exe": "cadtool", "user": "u", "pid": 1, "client": client_id,
-                               "wait_ms": 0}, ctx=ctx)
+                               "wait_ms": 0}, ctx=ctx, headers=ticket)
         self.assertTrue(g["granted"], g)
         try:
             status, body = meter_api(self.site, self.m, "POST", "/v1/checkout",
                                      {"exe": "nosuchprogram", "user": "u", "pid": 1,
-                                      "client": client_id, "wait_ms": 0}, ctx=ctx)
+                                      "client": client_id, "wait_ms": 0}, ctx=ctx,
+                                     headers=ticket)
             self.assertEqual((status, body), (200, {"metered": False}))
             forged = uuid.uuid4().hex
             status, body = meter_api(self.site, self.m, "POST", "/v1/heartbeat",
@@ -294,7 +296,7 @@ class OneMeter(unittest.TestCase):
                         b'"client":"nothex","wait_ms":0}', b"x" * 20000):
                 try:
                     status, body = meter_api(self.site, self.m, "POST", "/v1/checkout",
-                                             raw=raw, ctx=ctx)
+                                             raw=raw, ctx=ctx, headers=ticket)
                 except OSError:
                     # refused before the body was read, and the connection closed
                     self.assertGreater(len(raw), 16 * 1024)
@@ -339,6 +341,7 @@ class MeterCrash(unittest.TestCase):
         try:
             ctx = site.tls(os.path.join(client.dir, "client.crt"),
                            os.path.join(client.dir, "client.key"))
+            hdr = client.ticket_header()
             held, granted, returned, stop = [], set(), [], threading.Event()
             failed = []
             cid = uuid.uuid4().hex
@@ -346,7 +349,7 @@ class MeterCrash(unittest.TestCase):
             def checkout():
                 status, g = meter_api(site, m, "POST", "/v1/checkout",
                                       {"exe": "cadtool", "user": "u", "pid": 1,
-                                       "client": cid, "wait_ms": 0}, ctx=ctx)
+                                       "client": cid, "wait_ms": 0}, ctx=ctx, headers=hdr)
                 return g["lease"] if status == 200 and g.get("granted") else None
 
             for _ in range(10):
@@ -455,12 +458,14 @@ class Rebalance(unittest.TestCase):
                                                   conf={"metering.meter_poll_ms": "500"})
         ctx = site.tls(os.path.join(client.dir, "client.crt"),
                        os.path.join(client.dir, "client.key"))
+        hdr = client.ticket_header()
         over, stop = [], threading.Event()
 
         def checkout(m, wait_ms=0):
             return meter_api(site, m, "POST", "/v1/checkout",
                              {"exe": "cadtool", "user": "u", "pid": 1,
-                              "client": uuid.uuid4().hex, "wait_ms": wait_ms}, ctx=ctx)[1]
+                              "client": uuid.uuid4().hex, "wait_ms": wait_ms}, ctx=ctx,
+                             headers=hdr)[1]
 
         def watch():
             while not stop.is_set():
@@ -492,11 +497,12 @@ class Rebalance(unittest.TestCase):
         try:
             ctx = site.tls(os.path.join(client.dir, "client.crt"),
                            os.path.join(client.dir, "client.key"))
+            hdr = client.ticket_header()
             # the shares settle to one each once both servers have reported
             g = wait_for(lambda: (lambda r: r if r.get("granted") else None)(
                 meter_api(site, m2, "POST", "/v1/checkout",
                           {"exe": "cadtool", "user": "u", "pid": 1,
-                           "client": uuid.uuid4().hex, "wait_ms": 0}, ctx=ctx)[1]),
+                           "client": uuid.uuid4().hex, "wait_ms": 0}, ctx=ctx, headers=hdr)[1]),
                 10, "a license from m2")
             meter_pid = m2.service("meter")["pid"]
             os.kill(meter_pid, signal.SIGSTOP)  # m2 holds a license and cannot be asked
@@ -522,6 +528,7 @@ class Rebalance(unittest.TestCase):
         try:
             ctx = site.tls(os.path.join(client.dir, "client.crt"),
                            os.path.join(client.dir, "client.key"))
+            hdr = client.ticket_header()
 
             def share(m):
                 status, cfg = site.api("GET", "/v1/meter/config", ctx=site.tls(*m.cert()))
@@ -530,7 +537,9 @@ class Rebalance(unittest.TestCase):
             def checkout(m):
                 return meter_api(site, m, "POST", "/v1/checkout",
                                  {"exe": "cadtool", "user": "u", "pid": 1,
-                                  "client": uuid.uuid4().hex, "wait_ms": 0}, ctx=ctx)[1]
+                                  "client": uuid.uuid4().hex, "wait_ms": 0}, ctx=ctx,
+                                 headers=hdr)[1]
+
             def polled(m):
                 rows = [r for r in site.db_fields("allotments") if r[:2] == [m.name, "cad"]]
                 return int(rows[0][6]) if rows else 0

@@ -403,6 +403,7 @@ class Metering(UpgradeSite):
         site.cli("product", "add", "probe", "--exe", "probetool", "--licenses", "2")
         ctx = site.tls(os.path.join(client.dir, "client.crt"),
                        os.path.join(client.dir, "client.key"))
+        hdr = client.ticket_header()
         for name in ("m1", "m2"):
             port, cid = site.agents[name].meter_port, uuid.uuid4().hex
 
@@ -410,7 +411,8 @@ class Metering(UpgradeSite):
                 try:
                     status, g = site.api("POST", "/v1/checkout",
                                          {"exe": "probetool", "user": "u", "pid": 1,
-                                          "client": cid, "wait_ms": 0}, ctx=ctx, port=port)
+                                          "client": cid, "wait_ms": 0}, ctx=ctx, port=port,
+                                         headers=hdr)
                 except OSError:
                     return None
                 return g if status == 200 and g.get("granted") else None

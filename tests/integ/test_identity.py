@@ -1,0 +1,167 @@
+"""Who a peer is, not only whose CA signed it: siteward-run asks only the metering
+system the site named, and a metering server takes a checkout's user from the user
+ticket the machine's agent issued, never from the request."""
+import base64
+import json
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import unittest
+import uuid
+
+from harness import free_port, prog, wait_for
+from test_metering import leases, meter_api, meter_site
+
+
+def as_nobody(argv):
+    return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                           *argv], capture_output=True, text=True, timeout=20)
+
+
+class Impostor:
+    """A TLS server holding another enrolled system's certificate; counts what it hears."""
+
+    def __init__(self, cert):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(*cert)
+        self.port = free_port()
+        self.heard = {"handshakes": 0, "bytes": 0}
+        self.lsock = socket.create_server(("127.0.0.1", self.port))
+        self.lsock.settimeout(0.2)
+        self.done = threading.Event()
+        self.th = threading.Thread(target=self.serve, daemon=True)
+        self.th.start()
+
+    def serve(self):
+        while not self.done.is_set():
+            try:
+                conn, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            conn.settimeout(5)
+            try:
+                with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                    self.heard["handshakes"] += 1
+                    self.heard["bytes"] += len(tls.recv(65536))
+            except (OSError, ssl.SSLError):
+                pass
+
+    def close(self):
+        self.done.set()
+        self.th.join(5)
+        self.lsock.close()
+
+
+class MeterIdentity(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.site, (cls.m,), cls.client, cls.tool = meter_site()
+        # a system that holds a certificate of the site, but no metering role
+        cls.evil = cls.site.enroll("evil", start=False)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.site.close()
+
+    def client_tls(self):
+        return self.site.tls(os.path.join(self.client.dir, "client.crt"),
+                             os.path.join(self.client.dir, "client.key"))
+
+    def checkout(self, user="u", headers=None):
+        return meter_api(self.site, self.m, "POST", "/v1/checkout",
+                         {"exe": "cadtool", "user": user, "pid": 1,
+                          "client": uuid.uuid4().hex, "wait_ms": 0},
+                         ctx=self.client_tls(), headers=headers)
+
+    def release(self, body):
+        if body.get("granted"):
+            for lease in leases(self.site, self.m):
+                if lease["lease"] == body["lease"]:
+                    break
+            else:
+                return
+            meter_api(self.site, self.m, "POST", "/v1/checkin",
+                      {"client": lease["client"], "lease": body["lease"]})
+
+    def test_run_asks_only_the_system_named_for_each_metering_server(self):
+        with open(os.path.join(self.client.dir, "meters.json")) as f:
+            listed = json.load(f)
+        self.assertEqual(listed.get("names"), ["m1"], listed)
+        imp = Impostor(self.evil.cert())
+        self.addCleanup(imp.close)
+        self.client.ticket()  # the agent keeps a copy for this user
+        self.client.stop()    # so nothing rewrites meters.json under the test
+        self.addCleanup(self.client.start)
+        meters = os.path.join(self.client.dir, "meters.json")
+        with open(meters, "w") as f:
+            json.dump({"meters": [f"https://127.0.0.1:{imp.port}"], "names": ["m1"]}, f)
+        self.addCleanup(lambda: open(meters, "w").write(json.dumps(listed)))
+        r = subprocess.run([prog("siteward-run"), "--agent", self.client.dir, "-v", "--",
+                            self.tool, "0"], capture_output=True, text=True, timeout=30)
+        # no metering server answered: the offline policy runs it
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("rejected: the peer is agent evil, not agent m1", r.stderr)
+        wait_for(lambda: imp.heard["handshakes"] >= 1, 5, "the handshake to be counted")
+        self.assertEqual(imp.heard["bytes"], 0, "siteward-run sent the impostor a request")
+
+    def test_the_user_is_the_one_the_agent_vouches_for(self):
+        # a user's ticket names the user the kernel says connected, whatever it asks
+        os.chmod(self.site.tmp, 0o711)
+        r = as_nobody(["python3", "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX);"
+                       f"s.settimeout(5); s.connect({os.path.join(self.client.dir, 'agent.sock')!r});"
+                       "sys.stdout.write(s.recv(8192).decode())"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        nobody = r.stdout.strip()
+        payload = json.loads(base64.b64decode(nobody.split(".")[1]))
+        self.assertEqual((payload["user"], payload["host"]), ("nobody", "c1"))
+        # with it, a checkout in root's name is nobody's
+        status, body = self.checkout(user="root", headers={"Siteward-Ticket": nobody})
+        self.addCleanup(self.release, body)
+        self.assertEqual((status, body.get("granted")), (200, True), body)
+        held = [x for x in leases(self.site, self.m) if x["lease"] == body["lease"]]
+        self.assertEqual([x["user"] for x in held], ["nobody"])
+
+    def test_checkouts_without_a_good_ticket_are_refused(self):
+        own = self.client.ticket()
+        head, payload, sig, cert = own.split(".")
+        forged = dict(json.loads(base64.b64decode(payload)), user="root", uid=0)
+        forged = base64.b64encode(json.dumps(forged).encode()).decode()
+        other = self.m.ticket()  # the metering system's own agent: another host
+        cases = [
+            (None, "no user ticket"),
+            ("v1.x", "four parts"),
+            (".".join((head, forged, sig, cert)), "signature does not match"),
+            (other, "for m1, not for c1"),
+        ]
+        for ticket, why in cases:
+            status, body = self.checkout(
+                headers={"Siteward-Ticket": ticket} if ticket else None)
+            self.release(body)
+            self.assertEqual(status, 403, (ticket, body))
+            self.assertIn(why, body["error"])
+        self.assertEqual(leases(self.site, self.m), [])
+
+    def test_a_local_user_cannot_stall_the_agents_socket(self):
+        # connections that never read, and more of them than it answers at once
+        path = os.path.join(self.client.dir, "agent.sock")
+        held = []
+        try:
+            for _ in range(200):
+                s = socket.socket(socket.AF_UNIX)
+                held.append(s)
+                # blocking: a full backlog waits for the agent to accept
+                s.settimeout(None)
+                s.connect(path)
+            self.assertTrue(self.client.ticket(timeout=5).startswith("v1."))
+            last = self.site.systems()["c1"]["last_seen"]
+            wait_for(lambda: self.site.systems()["c1"]["last_seen"] > last, 10,
+                     "c1 to heartbeat while the connections are held")
+        finally:
+            for s in held:
+                s.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
