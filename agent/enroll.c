@@ -107,8 +107,9 @@ int enroll_main(int argc, char **argv)
 	char err[512], url[400], path[PATH_MAX + 64], reason[128],
 	    tmpca[] = "/tmp/siteward-ca.XXXXXX";
 	char *resp = NULL, *key = NULL, *csr = NULL, *body = NULL, conf[2048];
-	char *client_key = NULL, *client_csr = NULL;
+	char *client_key = NULL, *client_csr = NULL, *meter_key = NULL, *meter_csr = NULL;
 	const char *ca = NULL, *cert = NULL, *client_cert = NULL, *server_cert = NULL;
+	const char *meter_cert = NULL;
 	json_t *j = NULL, *reply = NULL;
 	long status;
 	int opt, rc = 1, tmpfd = -1, server_time = 0;
@@ -217,12 +218,14 @@ int enroll_main(int argc, char **argv)
 	if (sw_pki_key_generate(&key, err, sizeof(err)) ||
 	    sw_pki_csr_create(key, name, &csr, err, sizeof(err)) ||
 	    sw_pki_key_generate(&client_key, err, sizeof(err)) ||
-	    sw_pki_csr_create(client_key, name, &client_csr, err, sizeof(err))) {
+	    sw_pki_csr_create(client_key, name, &client_csr, err, sizeof(err)) ||
+	    sw_pki_key_generate(&meter_key, err, sizeof(err)) ||
+	    sw_pki_csr_create(meter_key, name, &meter_csr, err, sizeof(err))) {
 		fprintf(stderr, "siteward-agent: %s\n", err);
 		goto out;
 	}
-	json_t *req = json_pack("{ss ss ss ss}", "token", token, "name", name, "csr", csr,
-				"client_csr", client_csr);
+	json_t *req = json_pack("{ss ss ss ss ss}", "token", token, "name", name, "csr", csr,
+				"client_csr", client_csr, "meter_csr", meter_csr);
 	body = req ? sw_json_dump(req) : NULL;
 	json_decref(req);
 	free(resp);
@@ -257,7 +260,8 @@ int enroll_main(int argc, char **argv)
 	}
 	if (sw_json_parse_object(resp, strlen(resp), &reply, NULL, 0) ||
 	    sw_json_str(reply, "certificate", 64 * 1024, 1, &cert, NULL, 0) ||
-	    sw_json_str(reply, "client_certificate", 64 * 1024, 0, &client_cert, NULL, 0)) {
+	    sw_json_str(reply, "client_certificate", 64 * 1024, 0, &client_cert, NULL, 0) ||
+	    sw_json_str(reply, "meter_certificate", 64 * 1024, 0, &meter_cert, NULL, 0)) {
 		fprintf(stderr, "siteward-agent: the server's answer has no certificate\n");
 		goto out;
 	}
@@ -285,7 +289,10 @@ int enroll_main(int argc, char **argv)
 	    /* siteward-run uses these as whichever user runs it: a certificate the
 	     * metering servers accept and nothing else does */
 	    (client_cert && (write_in(dir, "client.key", client_key, 0644, err, sizeof(err)) ||
-			     write_in(dir, "client.crt", client_cert, 0644, err, sizeof(err))))) {
+			     write_in(dir, "client.crt", client_cert, 0644, err, sizeof(err)))) ||
+	    /* what the metering server serves with, should the system take the role */
+	    (meter_cert && (write_in(dir, "meter.key", meter_key, 0600, err, sizeof(err)) ||
+			    write_in(dir, "meter.crt", meter_cert, 0644, err, sizeof(err))))) {
 		fprintf(stderr, "siteward-agent: %s\n", err);
 		goto out;
 	}
@@ -307,6 +314,8 @@ out:
 	free(csr);
 	free(client_key);
 	free(client_csr);
+	free(meter_key);
+	free(meter_csr);
 	free(body);
 	return rc;
 }

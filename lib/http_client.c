@@ -25,7 +25,7 @@ struct sw_http_client {
 	char *ca_file, *cert_file, *key_file;
 	unsigned connect_timeout_ms;
 	int insecure;
-	char peer_role[16];	    /* "": any */
+	char peer_role[32];	    /* "": any; else roles separated by '|' */
 	struct transfer *transfers; /* in flight, for cancellation */
 };
 
@@ -251,6 +251,21 @@ static void transfer_free(struct transfer *t)
 /* On a new connection, whether the peer's certificate is for another role than the
  * one asked for. curl gives the chain of a connection's handshake to the transfer that
  * opened it; a kept-alive connection was checked by that transfer. */
+/* Whether `role` is one of `list` ("meter|agent"). */
+static int role_listed(const char *list, const char *role)
+{
+	size_t n = strlen(role);
+
+	for (const char *p = list; *p;) {
+		size_t len = strcspn(p, "|");
+
+		if (len == n && n > 0 && strncmp(p, role, n) == 0)
+			return 1;
+		p += len + (p[len] == '|');
+	}
+	return 0;
+}
+
 static int wrong_peer(struct transfer *t)
 {
 	struct curl_certinfo *ci = NULL;
@@ -267,7 +282,7 @@ static int wrong_peer(struct transfer *t)
 			snprintf(t->wrong_peer, sizeof(t->wrong_peer), "unreadable (%s)", err);
 			return 1;
 		}
-		if (strcmp(id.role, t->c->peer_role) == 0 &&
+		if (role_listed(t->c->peer_role, id.role) &&
 		    (!t->peer_name[0] || strcmp(id.cn, t->peer_name) == 0))
 			return 0;
 		snprintf(t->wrong_peer, sizeof(t->wrong_peer), "%s %.100s",
@@ -358,8 +373,16 @@ static void describe_failure(struct transfer *t, CURLcode cc, struct sw_http_res
 
 	if (t->wrong_peer[0]) {
 		res->code = SW_ETLS;
+		char roles[64];
+		size_t j = 0;
+
+		/* "meter|agent" reads "meter or agent" */
+		for (const char *p = t->c->peer_role; *p && j + 5 < sizeof(roles); p++)
+			j += (size_t)snprintf(roles + j, sizeof(roles) - j, "%s",
+					      *p == '|' ? " or " : (char[]){*p, 0});
+		roles[j] = '\0';
 		snprintf(res->error, sizeof(res->error), "rejected: the peer is %s, not %s%s%s%s",
-			 t->wrong_peer, t->peer_name[0] ? "" : "a ", t->c->peer_role,
+			 t->wrong_peer, t->peer_name[0] ? "" : "a ", roles,
 			 t->peer_name[0] ? " " : "", t->peer_name);
 		return;
 	}

@@ -33,7 +33,8 @@ struct sw_http_client_opts {
 	const char *cert_file, *key_file; /* our client certificate, or NULL */
 	unsigned connect_timeout_ms;	  /* default 5000 */
 	int insecure; /* skip verification: only to fetch a CA that is then pinned */
-	/* If set, the role (SW_PKI_ROLE_*) the peer's certificate must carry: checked on
+	/* If set, the role (SW_PKI_ROLE_*, or several as "meter|agent") the peer's
+	 * certificate must carry: checked on
 	 * each new connection before a request goes out on it, so a machine holding only
 	 * a certificate from the same CA for another role is sent nothing. */
 	const char *peer_role;

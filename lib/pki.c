@@ -98,7 +98,8 @@ static int is_role(const char *s)
 {
 	return s != NULL &&
 	       (strcmp(s, SW_PKI_ROLE_SERVER) == 0 || strcmp(s, SW_PKI_ROLE_ADMIN) == 0 ||
-		strcmp(s, SW_PKI_ROLE_AGENT) == 0 || strcmp(s, SW_PKI_ROLE_CLIENT) == 0);
+		strcmp(s, SW_PKI_ROLE_AGENT) == 0 || strcmp(s, SW_PKI_ROLE_CLIENT) == 0 ||
+		strcmp(s, SW_PKI_ROLE_METER) == 0);
 }
 
 static void hex_encode(const unsigned char *in, size_t len, char *out)
@@ -663,8 +664,9 @@ static int check_issue(const struct sw_pki_issue *what, char *err, size_t errlen
 		return SW_EINVAL;
 	}
 	if (!is_role(what->role)) {
-		set_err(err, errlen, "role must be %s, %s, %s or %s", SW_PKI_ROLE_SERVER,
-			SW_PKI_ROLE_ADMIN, SW_PKI_ROLE_AGENT, SW_PKI_ROLE_CLIENT);
+		set_err(err, errlen, "role must be %s, %s, %s, %s or %s", SW_PKI_ROLE_SERVER,
+			SW_PKI_ROLE_ADMIN, SW_PKI_ROLE_AGENT, SW_PKI_ROLE_CLIENT,
+			SW_PKI_ROLE_METER);
 		return SW_EINVAL;
 	}
 	if (what->days == 0 || what->days > DAYS_MAX) {
@@ -771,10 +773,14 @@ int sw_pki_ca_issue(struct sw_pki_ca *ca, const char *csr_pem, size_t csr_len,
 	    (ret = gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, what->cn,
 						 strlen(what->cn))) < 0 ||
 	    (ret = gnutls_x509_crt_set_basic_constraints(crt, 0, -1)) < 0 ||
-	    (ret = gnutls_x509_crt_set_key_usage(crt, GNUTLS_KEY_DIGITAL_SIGNATURE)) < 0 ||
+	    (ret = gnutls_x509_crt_set_key_usage(crt, GNUTLS_KEY_DIGITAL_SIGNATURE)) < 0)
+		goto fail;
+	/* only the uses the holder has: a certificate that cannot serve cannot pose as a
+	 * server to a client that checks less than siteward's own do */
+	if ((what->purposes & SW_PKI_TLS_CLIENT || !what->purposes) &&
 	    (ret = gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_CLIENT, 0)) < 0)
 		goto fail;
-	if (what->server_auth &&
+	if (what->purposes & SW_PKI_TLS_SERVER &&
 	    (ret = gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_SERVER, 0)) < 0)
 		goto fail;
 	for (i = 0; what->sans != NULL && what->sans[i] != NULL; i++) {

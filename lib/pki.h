@@ -20,6 +20,12 @@
 #define SW_PKI_ROLE_AGENT  "agent"
 /* A machine's metering client: readable by its users, accepted only by metering servers. */
 #define SW_PKI_ROLE_CLIENT "client"
+/* A system's metering server, the one TLS server on a managed machine. */
+#define SW_PKI_ROLE_METER "meter"
+
+/* What an issued certificate may be used for (its extended key usage). */
+#define SW_PKI_TLS_CLIENT 1u
+#define SW_PKI_TLS_SERVER 2u
 
 /* How far back an issued certificate starts: a machine whose clock is up to this much
  * behind the issuer's accepts it at once. The far end is the issue time plus its days,
@@ -29,7 +35,7 @@
 /* Who a verified peer is. */
 struct sw_identity {
 	char cn[128];	 /* subject common name: system or admin name */
-	char role[16];	 /* subject OU: server, admin or agent */
+	char role[16];	 /* subject OU: SW_PKI_ROLE_* */
 	char serial[41]; /* certificate serial, lowercase hex */
 };
 
@@ -51,7 +57,7 @@ struct sw_pki_issue {
 	const char *role;	 /* SW_PKI_ROLE_* */
 	const char *const *sans; /* NULL-terminated DNS names or IP literals, may be NULL */
 	unsigned days;
-	int server_auth; /* TLS web server extended key usage as well as client */
+	unsigned purposes; /* SW_PKI_TLS_CLIENT | SW_PKI_TLS_SERVER; 0 is client only */
 };
 
 struct sw_pki_ca;

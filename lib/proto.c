@@ -55,7 +55,8 @@ int sw_proto_enroll_parse(const json_t *j, struct sw_enroll_req *out, char *err,
 	    (rc = sw_json_str(j, "name", 63, 1, &out->name, err, errlen)) ||
 	    (rc = sw_json_str(j, "csr", 16384, 1, &out->csr, err, errlen)) ||
 	    (rc = sw_json_str(j, "address", 300, 0, &out->address, err, errlen)) ||
-	    (rc = sw_json_str(j, "client_csr", 16384, 0, &out->client_csr, err, errlen)))
+	    (rc = sw_json_str(j, "client_csr", 16384, 0, &out->client_csr, err, errlen)) ||
+	    (rc = sw_json_str(j, "meter_csr", 16384, 0, &out->meter_csr, err, errlen)))
 		return rc;
 	if (!sw_name_valid(out->name)) {
 		ERR("name '%s' must be 1-63 letters, digits, '.', '_' or '-'", out->name);

@@ -28,6 +28,7 @@ struct sw_enroll_req {
 	const char *csr;
 	const char *address;	/* HOST:PORT an agent of old listens on, or NULL */
 	const char *client_csr; /* optional: for the machine's metering client certificate */
+	const char *meter_csr;	/* optional: for its metering server's certificate */
 };
 int sw_proto_enroll_parse(const json_t *j, struct sw_enroll_req *out, char *err, size_t errlen);
 

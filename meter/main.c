@@ -121,10 +121,21 @@ static int configure(struct meter *m, const char *dir, char *err, size_t errlen)
 		}
 		/* kept open for the life of the process */
 	}
-	if ((rc = read_in(m->dir, "ca.crt", &m->ca_pem, err, errlen)) ||
-	    (rc = read_in(m->dir, "agent.crt", &m->cert_pem, err, errlen)) ||
-	    (rc = read_in(m->dir, "agent.key", &m->key_pem, err, errlen)))
-		goto out;
+	/* It serves with the system's meter certificate, good for serving alone; a system
+	 * enrolled before there was one serves with its agent certificate. It calls the
+	 * site server with the agent's (cert_file). */
+	{
+		char meter_crt[PATH_MAX + 16];
+		int own = (sw_path_join(meter_crt, sizeof(meter_crt), m->dir, "meter.crt"),
+			   access(meter_crt, F_OK) == 0);
+
+		if ((rc = read_in(m->dir, "ca.crt", &m->ca_pem, err, errlen)) ||
+		    (rc = read_in(m->dir, own ? "meter.crt" : "agent.crt", &m->cert_pem, err,
+				  errlen)) ||
+		    (rc = read_in(m->dir, own ? "meter.key" : "agent.key", &m->key_pem, err,
+				  errlen)))
+			goto out;
+	}
 out:
 	sw_conf_free(conf);
 	return rc;

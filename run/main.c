@@ -206,8 +206,9 @@ int main(int argc, char **argv)
 	ho.ca_file = r.conf.ca;
 	ho.cert_file = r.conf.cert;
 	ho.key_file = r.conf.key;
-	/* a metering server serves with its system's agent certificate */
-	ho.peer_role = SW_PKI_ROLE_AGENT;
+	/* a metering server serves with its system's meter certificate, or, enrolled before
+	 * there was one, its agent certificate */
+	ho.peer_role = SW_PKI_ROLE_METER "|" SW_PKI_ROLE_AGENT;
 	if (sw_http_client_new(r.loop, &ho, &r.http)) {
 		fprintf(stderr, "siteward-run: cannot start: out of memory\n");
 		goto out;

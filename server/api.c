@@ -50,7 +50,7 @@ struct enroll {
 	struct sw_http_req *req;
 	json_t *j; /* holds the strings of `e` */
 	struct sw_enroll_req e;
-	char *cert, *client_cert;
+	char *cert, *client_cert, *meter_cert;
 };
 
 static void enroll_free(struct enroll *en)
@@ -58,6 +58,7 @@ static void enroll_free(struct enroll *en)
 	json_decref(en->j);
 	free(en->cert);
 	free(en->client_cert);
+	free(en->meter_cert);
 	free(en);
 }
 
@@ -74,10 +75,10 @@ static void enroll_recorded(struct server *s, struct reg_op *op)
 		op->serial);
 	upgrade_system_enrolled(s, sw_strmap_get(s->systems, op->name));
 	sw_http_reply_json(en->req, 200,
-			   json_pack("{ss ss ss si ss*}", "certificate", en->cert, "ca", s->ca_pem,
-				     "site_code", s->site_code, "heartbeat_interval",
+			   json_pack("{ss ss ss si ss* ss*}", "certificate", en->cert, "ca",
+				     s->ca_pem, "site_code", s->site_code, "heartbeat_interval",
 				     (json_int_t)s->heartbeat_s, "client_certificate",
-				     en->client_cert));
+				     en->client_cert, "meter_certificate", en->meter_cert));
 	enroll_free(en);
 }
 
@@ -101,7 +102,7 @@ static void enroll_checked(struct server *s, struct reg_op *op)
 				    .role = SW_PKI_ROLE_AGENT,
 				    .sans = sans,
 				    .days = AGENT_CERT_DAYS,
-				    .server_auth = 1};
+				    .purposes = SW_PKI_TLS_CLIENT};
 	rc = sw_pki_ca_issue(s->ca, e->csr, strlen(e->csr), &what, &en->cert, op->serial, err,
 			     sizeof(err));
 	if (rc) {
@@ -118,6 +119,25 @@ static void enroll_checked(struct server *s, struct reg_op *op)
 				     &en->client_cert, op->client_serial, err, sizeof(err));
 		if (rc) {
 			sw_http_reply_error(en->req, 400, "enrollment refused: client request: %s",
+					    err);
+			enroll_free(en);
+			return;
+		}
+	}
+	if (e->meter_csr) {
+		/* the system's metering server, should it take the role: it serves and is
+		 * never a client, so it cannot call the site server or another system */
+		struct sw_pki_issue meter = {.cn = e->name,
+					     .role = SW_PKI_ROLE_METER,
+					     .sans = sans,
+					     .days = AGENT_CERT_DAYS,
+					     .purposes = SW_PKI_TLS_SERVER};
+		char serial[41];
+
+		rc = sw_pki_ca_issue(s->ca, e->meter_csr, strlen(e->meter_csr), &meter,
+				     &en->meter_cert, serial, err, sizeof(err));
+		if (rc) {
+			sw_http_reply_error(en->req, 400, "enrollment refused: meter request: %s",
 					    err);
 			enroll_free(en);
 			return;

@@ -245,7 +245,8 @@ int control_start(struct server *s, char *err, size_t errlen)
 					.cert_file = crt,
 					.key_file = key,
 					.connect_timeout_ms = 5000,
-					.peer_role = SW_PKI_ROLE_AGENT};
+					/* agents of older versions, and metering servers */
+					.peer_role = SW_PKI_ROLE_AGENT "|" SW_PKI_ROLE_METER};
 	if (sw_http_client_new(s->loop, &o, &s->agents)) {
 		snprintf(err, errlen, "cannot create the client for agent calls");
 		return -1;

@@ -192,7 +192,7 @@ int site_init(int argc, char **argv)
 				      .role = SW_PKI_ROLE_SERVER,
 				      .sans = sans,
 				      .days = SERVER_CERT_DAYS,
-				      .server_auth = 1};
+				      .purposes = SW_PKI_TLS_SERVER | SW_PKI_TLS_CLIENT};
 	struct sw_pki_issue admin = {
 	    .cn = "admin", .role = SW_PKI_ROLE_ADMIN, .days = ADMIN_CERT_DAYS};
 	if (issue_pair(ca, absdir, "server", &server, err, sizeof(err)) ||

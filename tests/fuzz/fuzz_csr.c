@@ -31,7 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    .role = SW_PKI_ROLE_AGENT,
 	    .sans = sans,
 	    .days = 1,
-	    .server_auth = 1,
+	    .purposes = SW_PKI_TLS_SERVER | SW_PKI_TLS_CLIENT,
 	};
 	char err[256], serial[41], *cert = NULL;
 

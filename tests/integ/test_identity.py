@@ -85,11 +85,35 @@ class MeterIdentity(unittest.TestCase):
             meter_api(self.site, self.m, "POST", "/v1/checkin",
                       {"client": lease["client"], "lease": body["lease"]})
 
+    def test_each_certificate_carries_only_the_uses_it_needs(self):
+        def uses(name):
+            r = subprocess.run(["openssl", "x509", "-noout", "-ext", "extendedKeyUsage",
+                                "-subject", "-in", os.path.join(self.client.dir, name)],
+                               capture_output=True, text=True, check=True)
+            return ("client" if "Client Authentication" in r.stdout else "") + \
+                   ("server" if "Server Authentication" in r.stdout else "")
+        # the agent only calls; the metering server only serves; users' client only calls
+        self.assertEqual(uses("agent.crt"), "client")
+        self.assertEqual(uses("meter.crt"), "server")
+        self.assertEqual(uses("client.crt"), "client")
+        self.assertEqual(os.stat(os.path.join(self.client.dir, "meter.key")).st_mode & 0o777,
+                         0o600)
+        # the meter certificate calls nothing: the site server refuses it
+        ctx = self.site.tls(os.path.join(self.m.dir, "meter.crt"),
+                            os.path.join(self.m.dir, "meter.key"))
+        try:
+            status = self.site.api("GET", "/v1/meter/config", ctx=ctx)[0]
+        except (OSError, ssl.SSLError):
+            status = None
+        self.assertIn(status, (None, 403))
+
     def test_run_asks_only_the_system_named_for_each_metering_server(self):
         with open(os.path.join(self.client.dir, "meters.json")) as f:
             listed = json.load(f)
         self.assertEqual(listed.get("names"), ["m1"], listed)
-        imp = Impostor(self.evil.cert())
+        # the impostor's own metering certificate: it may serve, but is not m1
+        imp = Impostor((os.path.join(self.evil.dir, "meter.crt"),
+                        os.path.join(self.evil.dir, "meter.key")))
         self.addCleanup(imp.close)
         self.client.ticket()  # the agent keeps a copy for this user
         self.client.stop()    # so nothing rewrites meters.json under the test
@@ -102,7 +126,7 @@ class MeterIdentity(unittest.TestCase):
                             self.tool, "0"], capture_output=True, text=True, timeout=30)
         # no metering server answered: the offline policy runs it
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertIn("rejected: the peer is agent evil, not agent m1", r.stderr)
+        self.assertIn("rejected: the peer is meter evil, not meter or agent m1", r.stderr)
         wait_for(lambda: imp.heard["handshakes"] >= 1, 5, "the handshake to be counted")
         self.assertEqual(imp.heard["bytes"], 0, "siteward-run sent the impostor a request")
 

@@ -30,11 +30,15 @@ class RunOffline(unittest.TestCase):
 
     def setUp(self):
         # A fresh enrolled agent's folder per test; the agent itself is not running, so
-        # nothing writes meters.json or takes records from usage-cache.
+        # nothing writes meters.json or takes records from usage-cache. It ran long
+        # enough to leave this user a ticket, which siteward-run shows metering servers.
         RunOffline.n += 1
-        self.agent = self.site.enroll(f"run{RunOffline.n}", start=False)
+        self.agent = self.site.enroll(f"run{RunOffline.n}")
+        self.agent.ticket()
+        self.agent.stop()
         self.dir = self.agent.dir
         self.cache = os.path.join(self.dir, "usage-cache")
+        shutil.rmtree(self.cache)  # as siteward-run finds it where no agent made it
 
     def run_prog(self, *argv, timeout=30, env=None, opts=()):
         r = subprocess.run([prog("siteward-run"), "--agent", self.dir, *opts, "--", *argv],

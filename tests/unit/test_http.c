@@ -39,8 +39,11 @@ static void issue(struct sw_pki_ca *ca, const char *cn, const char *role, int se
 		  char **key_out, char **cert_out, char serial[41])
 {
 	const char *sans[] = {"127.0.0.1", NULL};
-	struct sw_pki_issue what = {
-	    .cn = cn, .role = role, .sans = sans, .days = 1, .server_auth = server};
+	struct sw_pki_issue what = {.cn = cn,
+				    .role = role,
+				    .sans = sans,
+				    .days = 1,
+				    .purposes = server ? SW_PKI_TLS_SERVER | SW_PKI_TLS_CLIENT : 0};
 	char *csr = NULL;
 
 	assert_int_equal(sw_pki_key_generate(key_out, NULL, 0), 0);

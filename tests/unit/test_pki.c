@@ -81,7 +81,7 @@ static int issue(struct sw_pki_ca *ca, const char *csr, const char *cn, const ch
 	    .role = role,
 	    .sans = sans,
 	    .days = 30,
-	    .server_auth = server_auth,
+	    .purposes = server_auth ? SW_PKI_TLS_SERVER | SW_PKI_TLS_CLIENT : 0,
 	};
 
 	return sw_pki_ca_issue(ca, csr, strlen(csr), &what, cert, serial, err, errlen);
