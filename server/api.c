@@ -151,6 +151,21 @@ static void enroll_checked(struct server *s, struct reg_op *op)
 	}
 }
 
+/* Where a system is reached: the host its connection comes from, never the one it
+ * names; from what it names, only the port (an agent of an older version listens,
+ * a metering server may). */
+static void bound_address(const char *claim, const char *peer, char *out, size_t len)
+{
+	char host[256];
+	unsigned port;
+
+	if (claim && claim[0] && sw_ip_literal(peer) &&
+	    sw_hostport_parse(claim, host, sizeof(host), &port, 0, NULL, 0) == 0)
+		snprintf(out, len, strchr(peer, ':') ? "[%s]:%u" : "%s:%u", peer, port);
+	else
+		snprintf(out, len, "%s", peer);
+}
+
 static void post_enroll(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
@@ -186,10 +201,9 @@ static void post_enroll(struct sw_http_req *req, void *arg)
 		return;
 	}
 	snprintf(en->op.name, sizeof(en->op.name), "%s", en->e.name);
-	/* An agent that listens (of an older version) says where; one that polls is where
-	 * its connection comes from, and so is its metering server if it runs one. */
-	snprintf(en->op.address, sizeof(en->op.address), "%s",
-		 en->e.address ? en->e.address : sw_http_req_peer(req));
+	/* Where its connection comes from; an agent that listens (of an older version)
+	 * adds the port, and so does its metering server if it runs one. */
+	bound_address(en->e.address, sw_http_req_peer(req), en->op.address, sizeof(en->op.address));
 	en->op.kind = REG_TOKEN_CHECK;
 	en->op.done = enroll_checked;
 	en->op.arg = en;
@@ -222,24 +236,29 @@ static void post_heartbeat(struct sw_http_req *req, void *arg)
 		json_decref(j);
 		return;
 	}
-	/* an agent with no channel says where it listens */
-	sw_http_reply_json(req, 200, api_heartbeat_take(s, sys, &hb, hb.address ? hb.address : ""));
+	/* an agent with no channel says on which port it listens */
+	char address[300];
+
+	bound_address(hb.address, sw_http_req_peer(req), address, sizeof(address));
+	sw_http_reply_json(req, 200, api_heartbeat_take(s, sys, &hb, address));
 	json_decref(j);
 }
 
-/* Where clients reach a metering server that listens on every address: where its
- * system's connection comes from. */
+/* Where clients reach a metering server: the port it says, at the host its system's
+ * connection comes from (which its certificate names), whatever host it says. */
 static void meter_reached_at(const char *meter, const char *address, char *out, size_t len)
 {
-	char host[256];
+	char host[256], ip[256];
 	unsigned port;
 
 	snprintf(out, len, "%s", meter ? meter : "");
-	if (!meter || !sw_ip_literal(address) ||
-	    sw_hostport_parse(meter, host, sizeof(host), &port, 0, NULL, 0) ||
-	    (strcmp(host, "0.0.0.0") != 0 && strcmp(host, "::") != 0))
+	/* the system's address, less the port an agent of an older version adds */
+	if (sw_hostport_parse(address, ip, sizeof(ip), &port, 0, NULL, 0) != 0)
+		snprintf(ip, sizeof(ip), "%s", address);
+	if (!meter || !meter[0] || !sw_ip_literal(ip) ||
+	    sw_hostport_parse(meter, host, sizeof(host), &port, 0, NULL, 0))
 		return;
-	snprintf(out, len, strchr(address, ':') ? "[%s]:%u" : "%s:%u", address, port);
+	snprintf(out, len, strchr(ip, ':') ? "[%s]:%u" : "%s:%u", ip, port);
 }
 
 json_t *api_heartbeat_take(struct server *s, struct system *sys, struct sw_heartbeat *hb,

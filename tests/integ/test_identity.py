@@ -11,7 +11,7 @@ import threading
 import unittest
 import uuid
 
-from harness import free_port, prog, wait_for
+from harness import Site, free_port, prog, wait_for
 from test_metering import leases, meter_api, meter_site
 
 
@@ -185,6 +185,50 @@ class MeterIdentity(unittest.TestCase):
         finally:
             for s in held:
                 s.close()
+
+
+class Addresses(unittest.TestCase):
+    """A system is reached where its connection comes from, whatever it says."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.site = Site(heartbeat=1)
+        cls.site.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.site.close()
+
+    def test_a_claimed_address_keeps_only_its_port(self):
+        a = self.site.enroll("liar", start=False)
+        ctx = self.site.tls(*a.cert())
+        # a heartbeat as an agent of an older version sends it, naming another machine
+        # as where it listens and where its metering server is
+        body = {"version": "0", "address": "192.0.2.7:8443", "meter_address": "192.0.2.8:8471",
+                "facts": {}}
+        status, reply = self.site.api("POST", "/v1/heartbeat", body, ctx=ctx)
+        self.assertEqual(status, 200, reply)
+        self.assertEqual(self.site.systems()["liar"]["address"], "127.0.0.1:8443")
+        self.site.cli("role", "add", "liar", "software-metering")
+        status, reply = self.site.api("POST", "/v1/heartbeat", body, ctx=ctx)
+        self.assertEqual(reply["meters"], ["https://127.0.0.1:8471"], reply)
+        self.assertEqual(reply["meter_names"], ["liar"], reply)
+
+    def test_an_enrollment_names_the_address_it_came_from(self):
+        token = self.site.token()
+        key = subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey",
+                              "-noout"], capture_output=True, check=True).stdout
+        csr = subprocess.run(["openssl", "req", "-new", "-key", "/dev/stdin", "-subj",
+                              "/CN=far"], input=key, capture_output=True, check=True).stdout
+        status, reply = self.site.api("POST", "/v1/enroll", {
+            "token": token, "name": "far", "csr": csr.decode(),
+            "address": "198.51.100.9:8443"}, ctx=self.site.tls())
+        self.assertEqual(status, 200, reply)
+        sans = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName"],
+                              input=reply["certificate"].encode(), capture_output=True,
+                              check=True).stdout.decode()
+        self.assertIn("127.0.0.1", sans)
+        self.assertNotIn("198.51.100.9", sans)
 
 
 if __name__ == "__main__":
