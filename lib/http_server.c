@@ -344,41 +344,74 @@ static enum MHD_Result queue_stored(struct sw_http_req *req)
 	return ret;
 }
 
-/* Authorises the request against its route and calls the handler. */
-static void dispatch(struct sw_http_req *req)
+/* Whether the peer may call the request's route: who it is (its chain, verified once
+ * per connection), whether its certificate is revoked, whether its role is one the
+ * route lets in. Decided as the request's headers arrive, before any of its body is
+ * read, so that a peer the route refuses cannot make the server take in a body first.
+ * 0 when allowed; else the status to answer, with the reason in `msg`. */
+static unsigned authorize(struct sw_http_req *req, char *msg, size_t len)
 {
 	struct sw_http_server *srv = req->srv;
 	const struct sw_http_route *r = req->route;
-	struct conn_state *cs;
+	struct conn_state *cs = conn_check(srv, req->conn);
 
+	if (cs && cs->has_identity) {
+		if (srv->is_revoked && srv->is_revoked(srv->arg, cs->id.serial)) {
+			snprintf(msg, len, "rejected: certificate revoked");
+			return 403;
+		}
+		req->identity = &cs->id;
+	}
+	if (r->roles == SW_HTTP_OPEN)
+		return 0;
+	if (!cs || !cs->has_identity) {
+		snprintf(msg, len, "rejected: %s", cs ? cs->reason : "client certificate required");
+		return cs && strstr(cs->reason, "required") ? 401 : 403;
+	}
+	if (!(role_bit(cs->id.role) & r->roles)) {
+		snprintf(msg, len, "rejected: this needs %s, not %s %s certificate",
+			 roles_needed(r->roles), cs->id.role[0] == 'a' ? "an" : "a", cs->id.role);
+		return 403;
+	}
+	return 0;
+}
+
+/* Calls the handler of a request its route lets in (authorize, on its first call). */
+static void dispatch(struct sw_http_req *req)
+{
 	if (req->too_big) {
 		sw_http_reply_error(req, 413, "request body larger than %zu bytes", req->max);
 		return;
 	}
-	cs = conn_check(srv, req->conn);
-	if (cs && cs->has_identity) {
-		if (srv->is_revoked && srv->is_revoked(srv->arg, cs->id.serial)) {
-			sw_http_reply_error(req, 403, "rejected: certificate revoked");
-			return;
-		}
-		req->identity = &cs->id;
+	req->route->fn(req, req->srv->arg);
+}
+
+/* Answers a request before its body is read. libmicrohttpd then reads none of it
+ * and closes the connection after the answer: the unread bytes could not be told
+ * apart from a next request. */
+static enum MHD_Result reply_early(struct sw_http_req *req, unsigned status, const char *msg)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+	char *text;
+	json_t *j = json_pack("{ss}", "error", msg);
+
+	sw_debug("%s %s from %s: %u %s", req->method, req->path, req->peer, status, msg);
+	text = j ? sw_json_dump(j) : NULL;
+	json_decref(j);
+	if (!text)
+		return MHD_NO;
+	resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+	if (!resp) {
+		free(text);
+		return MHD_NO;
 	}
-	if (r->roles != SW_HTTP_OPEN) {
-		if (!cs || !cs->has_identity) {
-			sw_http_reply_error(req, cs && strstr(cs->reason, "required") ? 401 : 403,
-					    "rejected: %s",
-					    cs ? cs->reason : "client certificate required");
-			return;
-		}
-		if (!(role_bit(cs->id.role) & r->roles)) {
-			sw_http_reply_error(req, 403,
-					    "rejected: this needs %s, not %s %s certificate",
-					    roles_needed(r->roles),
-					    cs->id.role[0] == 'a' ? "an" : "a", cs->id.role);
-			return;
-		}
-	}
-	r->fn(req, srv->arg);
+	MHD_add_response_header(resp, "Content-Type", "application/json");
+	MHD_add_response_header(resp, "Connection", "close");
+	ret = MHD_queue_response(req->conn, status, resp);
+	MHD_destroy_response(resp);
+	req->dispatched = 1;
+	return ret;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -392,6 +425,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		const union MHD_ConnectionInfo *ci;
 		const char *clen, *tail = "";
 		int path_known;
+		unsigned status;
+		char msg[300];
 
 		const union MHD_ConnectionInfo *sc =
 		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
@@ -423,34 +458,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		req->tail = tail;
 		req->max =
 		    req->route && req->route->max_body ? req->route->max_body : SW_HTTP_MAX_BODY;
+		if (!req->route)
+			return reply_early(req, path_known ? 405 : 404,
+					   path_known ? "method not allowed" : "no such endpoint");
+		if ((status = authorize(req, msg, sizeof(msg))))
+			return reply_early(req, status, msg);
 		/* Refuse a declared oversized body before reading any of it. */
 		clen = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 						   MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (!req->route || (clen && strtoull(clen, NULL, 10) > req->max)) {
-			struct MHD_Response *resp;
-			char msg[160];
-			unsigned status;
-			enum MHD_Result ret;
-
-			if (!req->route) {
-				status = path_known ? 405 : 404;
-				snprintf(msg, sizeof(msg), "{\"error\":\"%s\"}",
-					 path_known ? "method not allowed" : "no such endpoint");
-			} else {
-				status = 413;
-				snprintf(msg, sizeof(msg),
-					 "{\"error\":\"request body larger than %zu bytes\"}",
-					 req->max);
-			}
-			resp = MHD_create_response_from_buffer(strlen(msg), msg,
-							       MHD_RESPMEM_MUST_COPY);
-			if (!resp)
-				return MHD_NO;
-			MHD_add_response_header(resp, "Content-Type", "application/json");
-			ret = MHD_queue_response(conn, status, resp);
-			MHD_destroy_response(resp);
-			req->dispatched = 1;
-			return ret;
+		if (clen && strtoull(clen, NULL, 10) > req->max) {
+			snprintf(msg, sizeof(msg), "request body larger than %zu bytes", req->max);
+			return reply_early(req, 413, msg);
 		}
 		return MHD_YES;
 	}

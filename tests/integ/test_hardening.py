@@ -1,0 +1,111 @@
+"""Hardening: TLS 1.2 only with AEAD suites; a caller refused before its body is read;
+numbers and names checked as they are parsed; strings from machines shown with their
+control characters visible; `upgrade check` never opens a path on the server's disk."""
+import json
+import os
+import socket
+import ssl
+import time
+import unittest
+
+from harness import Site, wait_for
+
+
+class Hardening(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.site = Site()
+        cls.site.start()
+        cls.agent = cls.site.enroll("hd1")
+        cls.agent.stop()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.site.close()
+
+    def agent_tls(self):
+        return self.site.tls(*self.agent.cert())
+
+    # -- TLS --------------------------------------------------------------------------
+    def tls12(self, ciphers):
+        ctx = self.site.admin_tls()
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers(ciphers + ":@SECLEVEL=0")
+        return ctx
+
+    def test_tls12_offers_only_aead_suites(self):
+        for cbc in ("ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA",
+                    "ECDHE-RSA-AES256-SHA", "AES128-SHA", "AES256-SHA",
+                    "ECDHE-ECDSA-AES128-SHA256", "ECDHE-RSA-AES128-SHA256"):
+            with self.assertRaises((ssl.SSLError, ConnectionError), msg=cbc):
+                self.site.api("GET", "/v1/site", ctx=self.tls12(cbc))
+        for aead in ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256",
+                     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384",
+                     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"):
+            self.assertEqual(self.site.api("GET", "/v1/site", ctx=self.tls12(aead))[0], 200,
+                             aead)
+        # without a key exchange of its own (static RSA), an AEAD suite is refused too
+        with self.assertRaises((ssl.SSLError, ConnectionError)):
+            self.site.api("GET", "/v1/site", ctx=self.tls12("AES128-GCM-SHA256"))
+        # TLS 1.3 as before
+        ctx = self.site.admin_tls()
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        self.assertEqual(self.site.api("GET", "/v1/site", ctx=ctx)[0], 200)
+
+    # -- who may call, before the body -------------------------------------------------
+    def refused_before_body(self, ctx, path, length):
+        """Sends a request's head and a first piece of its body, then waits for the
+        answer with the rest of the body unsent: returns (status, the answer's text)."""
+        raw = socket.create_connection(("127.0.0.1", self.site.port), timeout=5)
+        s = ctx.wrap_socket(raw)
+        try:
+            s.sendall((f"POST {path} HTTP/1.1\r\nHost: x\r\n"
+                       f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+                       ).encode() + b"{" + b" " * 1023)
+            s.settimeout(5)
+            data = b""
+            t0 = time.monotonic()
+            while b"\r\n\r\n" not in data:
+                try:
+                    piece = s.recv(4096)
+                except socket.timeout:
+                    self.fail(f"{path}: no answer within {time.monotonic() - t0:.1f} s "
+                              f"with {length - 1024} body bytes unsent")
+                if not piece:
+                    break
+                data += piece
+            head = data.split(b"\r\n", 1)[0].decode()
+            self.assertTrue(head.startswith("HTTP/1.1 "), repr(data))
+            # the rest of the answer, then the connection closes: no more is read
+            while True:
+                try:
+                    piece = s.recv(4096)
+                except (socket.timeout, ConnectionError, ssl.SSLError):
+                    break
+                if not piece:
+                    break
+                data += piece
+            return int(head.split()[1]), data.decode(errors="replace")
+        finally:
+            s.close()
+
+    def test_refused_before_the_body_is_read(self):
+        no_cert = self.site.tls()
+        # no certificate, on the agents' poll (which takes bodies up to 4 MiB)
+        status, text = self.refused_before_body(no_cert, "/v1/agent/poll", 4000000)
+        self.assertEqual(status, 401, text)
+        self.assertIn("certificate required", text)
+        # an agent's certificate where an admin's is needed
+        status, text = self.refused_before_body(self.agent_tls(), "/v1/tokens", 60000)
+        self.assertEqual(status, 403, text)
+        self.assertIn("admin certificate", text)
+        # an admin's where an agent's is needed
+        status, text = self.refused_before_body(self.site.admin_tls(), "/v1/usage", 1000000)
+        self.assertEqual(status, 403, text)
+        self.assertIn("agent certificate", text)
+        # and the server serves on
+        self.assertEqual(self.site.api("GET", "/v1/site")[0], 200)
+
+
+if __name__ == "__main__":
+    unittest.main()
