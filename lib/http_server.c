@@ -33,6 +33,14 @@
  * small, and bodies are copied out piece by piece whatever the buffer's size. */
 #define CONN_MEMORY (4 * 1024)
 
+/* TLS 1.3 as GnuTLS's defaults have it; TLS 1.2 only with an ephemeral key exchange and
+ * an AEAD cipher (AES-GCM, ChaCha20-Poly1305, AES-CCM): no CBC with its MAC-then-encrypt
+ * and padding oracles, no static RSA key exchange without forward secrecy. Every
+ * program of the site speaks TLS 1.3 or these. */
+#define TLS_PRIORITY                                                                               \
+	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-MAC-ALL:+AEAD:-KX-ALL:+ECDHE-ECDSA:"          \
+	"+ECDHE-RSA"
+
 struct sw_http_server {
 	uv_loop_t *loop;
 	struct MHD_Daemon *mhd;
@@ -791,9 +799,8 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	    MHD_USE_EPOLL | MHD_USE_TLS | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0,
 	    on_accept, srv, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 	    MHD_OPTION_HTTPS_MEM_KEY, opts->key_pem, MHD_OPTION_HTTPS_MEM_CERT, opts->cert_pem,
-	    MHD_OPTION_HTTPS_MEM_TRUST, opts->ca_pem, MHD_OPTION_HTTPS_PRIORITIES,
-	    "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", MHD_OPTION_CONNECTION_TIMEOUT,
-	    srv->idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
+	    MHD_OPTION_HTTPS_MEM_TRUST, opts->ca_pem, MHD_OPTION_HTTPS_PRIORITIES, TLS_PRIORITY,
+	    MHD_OPTION_CONNECTION_TIMEOUT, srv->idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
 	    (unsigned)(opts->max_connections ? opts->max_connections : 20000),
 	    MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
 	    (size_t)CONN_MEMORY, MHD_OPTION_NOTIFY_CONNECTION, on_notify, srv,

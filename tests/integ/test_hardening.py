@@ -3,12 +3,15 @@ numbers and names checked as they are parsed; strings from machines shown with t
 control characters visible; `upgrade check` never opens a path on the server's disk."""
 import json
 import os
+import shutil
 import socket
 import ssl
+import subprocess
+import threading
 import time
 import unittest
 
-from harness import Site, wait_for
+from harness import Site, prog, wait_for
 
 
 class Hardening(unittest.TestCase):
@@ -51,6 +54,54 @@ class Hardening(unittest.TestCase):
         ctx = self.site.admin_tls()
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         self.assertEqual(self.site.api("GET", "/v1/site", ctx=ctx)[0], 200)
+
+    def test_the_cli_refuses_a_tls12_cbc_peer(self):
+        """A peer holding the site server's certificate that speaks TLS 1.2 with a CBC
+        suite is not sent the request."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(os.path.join(self.site.dir, "server.crt"),
+                            os.path.join(self.site.dir, "server.key"))
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers("ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:@SECLEVEL=0")
+        lsock = socket.create_server(("127.0.0.1", 0))
+        port = lsock.getsockname()[1]
+        heard = []
+
+        def serve():
+            while True:
+                try:
+                    conn, _ = lsock.accept()
+                except OSError:
+                    return
+                try:
+                    s = ctx.wrap_socket(conn, server_side=True)
+                    s.settimeout(5)
+                    data = s.recv(4096)
+                    heard.append(data)
+                    body = b'{"systems": []}'
+                    s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                              b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+                              + body)
+                    s.close()
+                except (OSError, ssl.SSLError):
+                    conn.close()
+
+        site = os.path.join(self.site.tmp, "cbc-site")
+        shutil.copytree(self.site.dir, site, ignore=shutil.ignore_patterns("*.db*"))
+        with open(os.path.join(site, "siteward.conf")) as f:
+            conf = f.read().replace(f"127.0.0.1:{self.site.port}", f"127.0.0.1:{port}")
+        with open(os.path.join(site, "siteward.conf"), "w") as f:
+            f.write(conf)
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        try:
+            r = subprocess.run([prog("siteward"), "--site", site, "systems"],
+                               capture_output=True, text=True, timeout=30)
+        finally:
+            lsock.close()
+        self.assertNotEqual(r.returncode, 0, r.stdout)
+        self.assertIn("AEAD", r.stderr)
+        self.assertFalse(any(heard), heard)
 
     # -- who may call, before the body -------------------------------------------------
     def refused_before_body(self, ctx, path, length):
