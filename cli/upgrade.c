@@ -81,7 +81,6 @@ static int run_opts_parse(int argc, char **argv, struct run_opts *o)
 	for (int k = 0; k < argc; k++) {
 		const char *a = argv[k];
 		int has = k + 1 < argc;
-		char *end;
 
 		if (strcmp(a, "--strict") == 0) {
 			o->strict = 1;
@@ -91,8 +90,8 @@ static int run_opts_parse(int argc, char **argv, struct run_opts *o)
 				return 2;
 			}
 		} else if (strcmp(a, "--stop-timeout") == 0 && has) {
-			double sec = strtod(argv[++k], &end);
-			if (*end || sec < 0.1 || sec > 3600) {
+			double sec;
+			if (sw_number_parse(argv[++k], 0.1, 3600, &sec)) {
 				cli_error("--stop-timeout takes seconds, from 0.1 to 3600");
 				return 2;
 			}
@@ -361,12 +360,11 @@ static int follow(struct cli *c, json_t *run)
 
 static int parse_uint(const char *s, long long min, long long max, long long *out)
 {
-	char *end;
-	double v = strtod(s, &end);
+	int64_t v;
 
-	if (*end || end == s || v < min || v > max)
+	if (sw_int_parse(s, min, max, &v))
 		return -1;
-	*out = (long long)v;
+	*out = v;
 	return 0;
 }
 

@@ -79,6 +79,9 @@ struct conn_state {
 	struct conn_state *prev, *next;
 	int64_t started_ms;
 	int on_list, cut;
+	/* The request being read has a path or query part that decodes to a control
+	 * character: that part as it came (on_unescape). */
+	char bad_url[64];
 };
 
 struct sw_http_req {
@@ -262,6 +265,47 @@ static void sweep_new(uv_timer_t *t)
 	}
 }
 
+static int has_control(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return 1;
+	return 0;
+}
+
+/* Decodes a URL's path, or a name or value of its query, as libmicrohttpd does, and
+ * notes one that decodes to a control character: "%00" would cut a name short and a
+ * handler act on what is left. The request is refused on its first call. */
+static size_t on_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+	const union MHD_ConnectionInfo *info =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct conn_state *cs = info ? info->socket_context : NULL;
+	char raw[sizeof(cs->bad_url)];
+	size_t n;
+
+	(void)cls;
+	snprintf(raw, sizeof(raw), "%s", s);
+	n = MHD_http_unescape(s);
+	if (has_control(s, n) && cs && !cs->bad_url[0])
+		memcpy(cs->bad_url, raw, sizeof(raw));
+	return n;
+}
+
+/* Names the first query parameter whose name or value holds a control character. */
+static enum MHD_Result find_bad_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+				    size_t key_size, const char *value, size_t value_size)
+{
+	char *name = cls;
+
+	(void)kind;
+	if (!has_control(key, key_size) && !(value && has_control(value, value_size)))
+		return MHD_YES;
+	if (!sw_printable(name, 64, key)) /* a name made of a control character alone */
+		sw_printable(name, 64, "\x00");
+	return MHD_NO;
+}
+
 /* Verifies the peer's chain once per connection and caches the answer. */
 static struct conn_state *conn_check(struct sw_http_server *srv, struct MHD_Connection *conn)
 {
@@ -438,9 +482,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 		const union MHD_ConnectionInfo *sc =
 		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+		struct conn_state *cs = sc ? sc->socket_context : NULL;
+		char bad_url[4 * sizeof(cs->bad_url)] = "";
+
 		/* a request: the handshake is over, the daemon's idle timeout applies */
-		if (sc && sc->socket_context)
-			list_remove(srv, sc->socket_context);
+		if (cs) {
+			list_remove(srv, cs);
+			sw_printable(bad_url, sizeof(bad_url), cs->bad_url);
+			cs->bad_url[0] = '\0';
+		}
 		req = calloc(1, sizeof(*req));
 		if (!req)
 			return MHD_NO;
@@ -471,6 +521,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 					   path_known ? "method not allowed" : "no such endpoint");
 		if ((status = authorize(req, msg, sizeof(msg))))
 			return reply_early(req, status, msg);
+		if (bad_url[0]) {
+			char arg[64] = "";
+
+			MHD_get_connection_values_n(conn, MHD_GET_ARGUMENT_KIND, find_bad_arg, arg);
+			if (arg[0])
+				snprintf(msg, sizeof(msg),
+					 "query parameter '%s' holds a control character, which no "
+					 "name or value may hold",
+					 arg);
+			else
+				snprintf(msg, sizeof(msg),
+					 "the path '%s' decodes to a control character, which no "
+					 "name may hold",
+					 bad_url);
+			return reply_early(req, 400, msg);
+		}
 		/* Refuse a declared oversized body before reading any of it. */
 		clen = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 						   MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -804,8 +870,8 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	    (unsigned)(opts->max_connections ? opts->max_connections : 20000),
 	    MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
 	    (size_t)CONN_MEMORY, MHD_OPTION_NOTIFY_CONNECTION, on_notify, srv,
-	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
-	    srv, MHD_OPTION_END);
+	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_UNESCAPE_CALLBACK,
+	    on_unescape, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv, MHD_OPTION_END);
 	if (!srv->mhd) {
 		ERR("cannot listen on %s (address in use, or bad certificate or key)",
 		    opts->listen);
@@ -866,14 +932,19 @@ static int hexval(char c)
 				      : -1;
 }
 
-/* Appends `n` bytes of `in`, %XX and '+' decoded, and a NUL. */
-static size_t url_decode(char *out, const char *in, size_t n)
+/* Appends `n` bytes of `in`, %XX and '+' decoded, and a NUL; sets *bad if a decoded
+ * byte is a control character (a NUL would also split the list query_decode makes). */
+static size_t url_decode(char *out, const char *in, size_t n, int *bad)
 {
 	size_t o = 0;
 
+	if (has_control(in, n))
+		*bad = 1;
 	for (size_t i = 0; i < n; i++) {
 		if (in[i] == '%' && i + 2 < n && hexval(in[i + 1]) >= 0 && hexval(in[i + 2]) >= 0) {
 			out[o++] = (char)(hexval(in[i + 1]) * 16 + hexval(in[i + 2]));
+			if ((unsigned char)out[o - 1] < 0x20 || out[o - 1] == 0x7f)
+				*bad = 1;
 			i += 2;
 		} else {
 			out[o++] = in[i] == '+' ? ' ' : in[i];
@@ -884,11 +955,13 @@ static size_t url_decode(char *out, const char *in, size_t n)
 }
 
 /* "a=1&b=x%20y" into "a\01\0b\0x y\0", decoded as libmicrohttpd decodes a query
- * string; an argument without '=' has the value "". */
+ * string; an argument without '=' has the value "". SW_EINVAL if a name or value
+ * decodes to a control character, as on_unescape refuses. */
 static int query_decode(struct sw_http_req *req, const char *q)
 {
 	size_t n = strlen(q), o = 0;
 	char *out = malloc(n + 2 * (n + 1) + 1);
+	int bad = 0;
 
 	if (!out)
 		return SW_ENOMEM;
@@ -898,15 +971,15 @@ static int query_decode(struct sw_http_req *req, const char *q)
 
 		if (len > 0) {
 			size_t klen = eq ? (size_t)(eq - q) : len;
-			o += url_decode(out + o, q, klen);
-			o += eq ? url_decode(out + o, eq + 1, len - klen - 1)
-				: url_decode(out + o, "", 0);
+			o += url_decode(out + o, q, klen, &bad);
+			o += eq ? url_decode(out + o, eq + 1, len - klen - 1, &bad)
+				: url_decode(out + o, "", 0, &bad);
 		}
 		q += len + (q[len] == '&');
 	}
 	req->query = out;
 	req->query_len = o;
-	return 0;
+	return bad ? SW_EINVAL : 0;
 }
 
 int sw_http_local(const struct sw_http_route *routes, size_t nroutes, void *arg,
@@ -914,7 +987,7 @@ int sw_http_local(const struct sw_http_route *routes, size_t nroutes, void *arg,
 {
 	struct sw_http_req *req = calloc(1, sizeof(*req));
 	const char *tail = "", *q;
-	int path_known = 0;
+	int path_known = 0, bad_query = 0;
 
 	if (!req)
 		return SW_ENOMEM;
@@ -922,7 +995,9 @@ int sw_http_local(const struct sw_http_route *routes, size_t nroutes, void *arg,
 	q = strchr(in->path, '?');
 	req->path = q ? strndup(in->path, (size_t)(q - in->path)) : strdup(in->path);
 	req->body = malloc(in->len + 1);
-	if (!req->path || !req->body || (q && query_decode(req, q + 1))) {
+	if (req->path && req->body && q)
+		bad_query = query_decode(req, q + 1);
+	if (!req->path || !req->body || bad_query == SW_ENOMEM) {
 		local_free(req);
 		return SW_ENOMEM;
 	}
@@ -943,6 +1018,10 @@ int sw_http_local(const struct sw_http_route *routes, size_t nroutes, void *arg,
 				    path_known ? "method not allowed" : "no such endpoint");
 	else if (req->len > req->max)
 		sw_http_reply_error(req, 413, "request body larger than %zu bytes", req->max);
+	else if (bad_query)
+		sw_http_reply_error(req, 400,
+				    "the query decodes to a control character, which no name or "
+				    "value may hold");
 	else if (req->route->roles != SW_HTTP_OPEN &&
 		 !(role_bit(req->local_id.role) & req->route->roles))
 		sw_http_reply_error(req, 403, "rejected: this needs %s, not %s %s certificate",

@@ -163,8 +163,7 @@ static int state_known(const char *s)
 	return 0;
 }
 
-/* A checked copy of one reported service. */
-static json_t *service_parse(const json_t *v, char *err, size_t errlen)
+json_t *sw_proto_service_parse(const json_t *v, char *err, size_t errlen)
 {
 	const char *name, *role, *state, *reason, *tail;
 	int64_t pid = 0, status = 0, sig = 0;
@@ -199,10 +198,34 @@ static json_t *service_parse(const json_t *v, char *err, size_t errlen)
 	return out;
 }
 
+json_t *sw_proto_services_parse(const json_t *arr, char *err, size_t errlen)
+{
+	json_t *out, *v;
+	size_t i;
+
+	if (!json_is_array(arr) || json_array_size(arr) > 64) {
+		ERR("services must be an array of at most 64");
+		return NULL;
+	}
+	if (!(out = json_array())) {
+		ERR("out of memory");
+		return NULL;
+	}
+	json_array_foreach(arr, i, v)
+	{
+		json_t *s = sw_proto_service_parse(v, err, errlen);
+		if (!s) {
+			json_decref(out);
+			return NULL;
+		}
+		json_array_append_new(out, s);
+	}
+	return out;
+}
+
 int sw_proto_heartbeat_parse(const json_t *j, struct sw_heartbeat *out, char *err, size_t errlen)
 {
-	json_t *roles, *services, *v;
-	size_t i;
+	json_t *roles, *services;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
@@ -210,10 +233,6 @@ int sw_proto_heartbeat_parse(const json_t *j, struct sw_heartbeat *out, char *er
 	if (roles && (rc = sw_proto_roles_check(roles, err, errlen)))
 		return rc;
 	services = json_object_get(j, "services");
-	if (services && (!json_is_array(services) || json_array_size(services) > 64)) {
-		ERR("services must be an array of at most 64");
-		return SW_EINVAL;
-	}
 	rc = heartbeat_base(j, out, err, errlen);
 	if (!rc)
 		rc = sw_json_str(j, "meter_address", 300, 0, &out->meter_address, err, errlen);
@@ -227,17 +246,9 @@ int sw_proto_heartbeat_parse(const json_t *j, struct sw_heartbeat *out, char *er
 	}
 	if (roles)
 		out->roles = json_deep_copy(roles);
-	if (services) {
-		out->services = json_array();
-		json_array_foreach(services, i, v)
-		{
-			json_t *s = service_parse(v, err, errlen);
-			if (!s) {
-				sw_proto_heartbeat_clear(out);
-				return SW_EINVAL;
-			}
-			json_array_append_new(out->services, s);
-		}
+	if (services && !(out->services = sw_proto_services_parse(services, err, errlen))) {
+		sw_proto_heartbeat_clear(out);
+		return SW_EINVAL;
 	}
 	return 0;
 }

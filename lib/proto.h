@@ -51,6 +51,12 @@ int sw_proto_roles_check(const json_t *roles, char *err, size_t errlen);
 /* Service states as agents report them. */
 #define SW_SERVICE_STATES "stopped", "starting", "running", "stopping", "failed", "stuck"
 int sw_proto_heartbeat_parse(const json_t *j, struct sw_heartbeat *out, char *err, size_t errlen);
+/* A checked copy of one service's state as an agent reports it (in a heartbeat, or in
+ * its answer to a service command or a change of roles), holding only known fields;
+ * NULL with the reason in `err`. */
+json_t *sw_proto_service_parse(const json_t *v, char *err, size_t errlen);
+/* The same for an array of at most 64 of them. */
+json_t *sw_proto_services_parse(const json_t *arr, char *err, size_t errlen);
 
 /* Frees what a parsed heartbeat owns. */
 void sw_proto_heartbeat_clear(struct sw_heartbeat *hb);

@@ -7,6 +7,7 @@
 #include "proto.h"
 #include "util.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -481,8 +482,9 @@ static int body_timeout(struct sw_http_req *req, unsigned *ms)
 		if (!j)
 			return -1;
 		json_t *v = json_object_get(j, "timeout");
-		if (v && (!json_is_number(v) || json_number_value(v) < 0.01 ||
-			  json_number_value(v) > 3600)) {
+		/* jansson reads no NaN or infinity; the test says so all the same */
+		if (v && (!json_is_number(v) || !isfinite(json_number_value(v)) ||
+			  json_number_value(v) < 0.01 || json_number_value(v) > 3600)) {
 			json_decref(j);
 			sw_http_reply_error(req, 400, "timeout must be 0.01 to 3600 seconds");
 			return -1;
@@ -547,19 +549,20 @@ static void get_system(struct sw_http_req *req, void *arg)
 		return;
 	}
 	if ((q = sw_http_req_query(req, "timeout"))) {
-		double v = atof(q);
-		if (v < 0.01 || v > 3600) {
+		double v;
+		if (sw_number_parse(q, 0.01, 3600, &v)) {
 			sw_http_reply_error(req, 400, "timeout must be 0.01 to 3600 seconds");
 			return;
 		}
 		timeout_ms = (unsigned)(v * 1000);
 	}
 	if ((q = sw_http_req_query(req, "lines"))) {
-		lines = (unsigned)strtoul(q, NULL, 10);
-		if (lines < 1 || lines > 10000) {
+		int64_t v;
+		if (sw_int_parse(q, 1, 10000, &v)) {
 			sw_http_reply_error(req, 400, "lines must be 1 to 10000");
 			return;
 		}
+		lines = (unsigned)v;
 	}
 	if (control_service(s, sys, req, t.item, t.parts == 4 ? "logs" : "status", timeout_ms,
 			    lines))

@@ -157,6 +157,53 @@ class Hardening(unittest.TestCase):
         # and the server serves on
         self.assertEqual(self.site.api("GET", "/v1/site")[0], 200)
 
+    # -- numbers and names, checked as they are parsed ----------------------------------
+    def stored(self):
+        return ({n: sorted(v["roles"]) for n, v in self.site.systems().items()},
+                self.site.db_rows("revoked"), self.site.db_rows("tokens"))
+
+    def bad_request(self, method, path, body=None, field=None):
+        status, reply = self.site.api(method, path, body, timeout=10)
+        self.assertEqual(status, 400, f"{method} {path}: {reply}")
+        if field:
+            self.assertIn(field, reply["error"], f"{method} {path}")
+        return reply["error"]
+
+    def test_numbers_out_of_range_or_not_finite_are_refused(self):
+        before = self.stored()
+        svc = "/v1/systems/hd1/services/web"
+        for bad in ("nan", "NaN", "-nan", "inf", "-inf", "infinity", "-1", "0", "1e999",
+                    "99999999999", "3601", "5abc", "0x10", "%20%205", "5%00", ""):
+            self.bad_request("GET", f"{svc}?timeout={bad}", field="timeout")
+        for bad in ("nan", "-1", "0", "10001", "18446744073709551617",
+                    "-18446744073709551615", "1.5", "5x"):
+            self.bad_request("GET", f"{svc}/logs?lines={bad}&timeout=1", field="lines")
+        for bad in (-1, 0, 1e300, 3601, "5", None, [], {}):
+            self.bad_request("POST", f"{svc}/start", {"timeout": bad}, field="timeout")
+        # JSON has no NaN nor infinity: bodies that try are not JSON
+        for raw in (b'{"timeout": NaN}', b'{"timeout": Infinity}', b'{"timeout": 1e999}',
+                    b'{"timeout": -Infinity}'):
+            status, reply = self.site.api("POST", f"{svc}/start", raw=raw)
+            self.assertEqual(status, 400, raw)
+        self.assertEqual(self.stored(), before)
+
+    def test_control_characters_in_names_are_refused(self):
+        before = self.stored()
+        for method, path, body in (
+                ("GET", "/v1/systems/hd1%00evil", None),
+                ("GET", "/v1/systems/hd1%0a", None),
+                ("DELETE", "/v1/systems/hd1%00x", None),
+                ("POST", "/v1/systems/hd1/roles/test%00x", {"timeout": 1}),
+                ("POST", "/v1/systems/hd1%00/roles/test", {"timeout": 1}),
+                ("GET", "/v1/systems/hd1/services/web%00x?timeout=1", None),
+                ("POST", "/v1/systems/hd1/services/web%1b/start", {"timeout": 1}),
+                ("GET", "/v1/usage?product=x%00y", None),
+                ("GET", "/v1/usage?product%00=x", None),
+                ("GET", "/v1/usage?product=x%7f", None)):
+            self.bad_request(method, path, body, field="control character")
+        self.assertEqual(self.stored(), before)
+        self.assertIn("hd1", self.site.systems())
+
 
 if __name__ == "__main__":
     unittest.main()
