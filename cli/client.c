@@ -71,6 +71,76 @@ int client_setup(struct cli *c, const char *site)
 	return 0;
 }
 
+/* `s` made printable, each line on its own when `lines` (a log keeps its lines). */
+static json_t *printable_string(const char *s, int lines)
+{
+	size_t n = strlen(s), o = 0;
+	char *out = malloc(4 * n + 1);
+	json_t *j;
+
+	if (!out)
+		return NULL;
+	if (!lines) {
+		sw_printable(out, 4 * n + 1, s);
+	} else {
+		out[0] = '\0';
+		for (const char *p = s;; p++) {
+			size_t len = strcspn(p, "\n");
+			char *line = strndup(p, len);
+
+			if (!line) {
+				free(out);
+				return NULL;
+			}
+			o += sw_printable(out + o, 4 * len + 1, line);
+			free(line);
+			p += len;
+			if (!*p)
+				break;
+			out[o++] = '\n';
+			out[o] = '\0';
+		}
+	}
+	j = json_string(out);
+	free(out);
+	return j;
+}
+
+/* A copy of the server's answer for a person's terminal: every string in it, a name,
+ * a reason, a fact or an error, much of it first written by an agent on a machine of
+ * the fleet, has its control characters shown (sw_printable), so none can move the
+ * cursor, clear the screen or fake a line. --json prints the answer exact. */
+static json_t *printable_copy(const json_t *j, int lines)
+{
+	const char *key;
+	json_t *out, *v;
+	size_t i;
+
+	if (json_is_string(j))
+		return printable_string(json_string_value(j), lines);
+	if (json_is_array(j)) {
+		out = json_array();
+		json_array_foreach(j, i, v) json_array_append_new(out, printable_copy(v, lines));
+		return out;
+	}
+	if (json_is_object(j)) {
+		out = json_object();
+		json_object_foreach((json_t *)j, key, v)
+		{
+			json_t *k = printable_string(key, 0);
+
+			if (k)
+				json_object_set_new(
+				    out, json_string_value(k),
+				    printable_copy(v, strcmp(key, "log") == 0 ||
+							  strcmp(key, "log_tail") == 0));
+			json_decref(k);
+		}
+		return out;
+	}
+	return json_copy((json_t *)j);
+}
+
 int client_request(const struct cli *c, const char *method, const char *path, json_t *body,
 		   long *status, json_t **reply, char *err, size_t errlen)
 {
@@ -120,10 +190,16 @@ int client_request(const struct cli *c, const char *method, const char *path, js
 	if (*status < 200 || *status > 299) {
 		const char *msg = NULL;
 		sw_json_str(*reply, "error", 1000, 0, &msg, NULL, 0);
-		snprintf(err, errlen, "%s", msg ? msg : "the server refused the request");
-		return 1;
+		/* an error is printed whatever the output: an agent's words may be in it */
+		sw_printable(err, errlen, msg ? msg : "the server refused the request");
 	}
-	return 0;
+	if (!c->json) {
+		json_t *shown = printable_copy(*reply, 0);
+
+		json_decref(*reply);
+		*reply = shown;
+	}
+	return *status < 200 || *status > 299 ? 1 : 0;
 }
 
 int client_call(const struct cli *c, const char *method, const char *path, json_t *body,

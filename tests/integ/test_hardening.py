@@ -204,6 +204,73 @@ class Hardening(unittest.TestCase):
         self.assertEqual(self.stored(), before)
         self.assertIn("hd1", self.site.systems())
 
+    # -- what machines say, shown to a person -------------------------------------------
+    def test_control_characters_from_agents_are_shown_escaped(self):
+        esc = "\x1b[2J\x1b]0;owned\x07"
+        hb = {"version": "0.1" + esc, "now": int(time.time() * 1000),
+              "facts": {"hostname": "h" + esc, "os": "os\u009b31m"},
+              "services": [{"name": "web", "role": "test", "state": "failed",
+                            "reason": "boom\r\nFAKE LINE" + esc, "pid": 0,
+                            "wants_running": True}]}
+        status, body = self.site.api("POST", "/v1/heartbeat", hb, ctx=self.agent_tls())
+        self.assertEqual(status, 200, body)
+        # --json keeps what the agent said, exactly
+        sys = self.site.systems()["hd1"]
+        self.assertEqual(sys["version"], "0.1" + esc)
+        self.assertEqual(sys["facts"]["hostname"], "h" + esc)
+        self.assertEqual(sys["services"][0]["reason"], "boom\r\nFAKE LINE" + esc)
+        # a person's terminal gets no control character from it
+        out = self.site.cli("systems").stdout
+        self.assertNotIn("\x1b", out)
+        self.assertNotIn("\x07", out)
+        self.assertIn(r"0.1\x1b[2J\x1b]0;owned\x07", out)
+        for line in out.splitlines():
+            self.assertNotIn("\r", line)
+
+    def ask_as_agent(self, cli_args, status, answer):
+        """Runs the CLI with `cli_args` while answering, as agent hd1 over its channel,
+        the command it leads to with `status` and `answer`; returns the CLI's result."""
+        ctx = self.agent_tls()
+        poll = {"answers": [], "running": [], "hold_ms": 0}
+        self.site.api("POST", "/v1/agent/poll", poll, ctx=ctx)
+        out = {}
+        t = threading.Thread(target=lambda: out.update(r=self.site.cli(*cli_args, check=False)),
+                             daemon=True)
+        t.start()
+        cmds = []
+        deadline = time.monotonic() + 15
+        while not cmds and time.monotonic() < deadline:
+            st, body = self.site.api("POST", "/v1/agent/poll", dict(poll, hold_ms=2000),
+                                     ctx=ctx, timeout=10)
+            self.assertEqual(st, 200, body)
+            cmds = body["commands"]
+        [cmd] = cmds
+        self.site.api("POST", "/v1/agent/poll",
+                      dict(poll, answers=[{"id": cmd["id"], "status": status,
+                                           "body": json.dumps(answer)}]), ctx=ctx)
+        t.join(20)
+        return out["r"]
+
+    def test_agents_answers_are_shown_escaped(self):
+        esc = "\x1b[2J\x1b]0;owned\x07"
+        svc = {"name": "web", "role": "test", "state": "failed", "reason": "boom" + esc,
+               "pid": 0, "wants_running": True, "log_tail": "one" + esc + "\ntwo\n"}
+        r = self.ask_as_agent(("service", "status", "hd1", "web", "--timeout", "10"), 200, svc)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("\x1b", r.stdout)
+        self.assertIn(r"boom\x1b[2J\x1b]0;owned\x07", r.stdout)
+        # a log keeps its lines
+        self.assertIn("one\\x1b[2J\\x1b]0;owned\\x07\ntwo\n", r.stdout)
+        r = self.ask_as_agent(("service", "status", "hd1", "web", "--timeout", "10", "--json"),
+                              200, svc)
+        self.assertEqual(json.loads(r.stdout)["reason"], "boom" + esc)
+        # an agent's refusal, in the server's error
+        r = self.ask_as_agent(("service", "status", "hd1", "web", "--timeout", "10"), 404,
+                              {"error": "no service named 'web'" + esc})
+        self.assertNotEqual(r.returncode, 0)
+        self.assertNotIn("\x1b", r.stderr)
+        self.assertIn(r"no service named 'web'\x1b[2J", r.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()
