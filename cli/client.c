@@ -6,6 +6,7 @@
 #include "http_client.h"
 #include "json.h"
 #include "pki.h"
+#include "proto.h"
 #include "util.h"
 
 #include <stdarg.h>
@@ -141,11 +142,13 @@ static json_t *printable_copy(const json_t *j, int lines)
 	return json_copy((json_t *)j);
 }
 
-int client_request(const struct cli *c, const char *method, const char *path, json_t *body,
-		   long *status, json_t **reply, char *err, size_t errlen)
+/* One call with a body of `len` bytes (JSON text, or a package), waiting `timeout_ms`. */
+static int request(const struct cli *c, const char *method, const char *path, const char *text,
+		   size_t len, unsigned timeout_ms, long *status, json_t **reply, char *err,
+		   size_t errlen)
 {
 	char url[1024], ca[PATH_MAX + 16], crt[PATH_MAX + 16], key[PATH_MAX + 16];
-	char *text = NULL, *resp = NULL;
+	char *resp = NULL;
 	int rc;
 
 	*reply = NULL;
@@ -162,16 +165,13 @@ int client_request(const struct cli *c, const char *method, const char *path, js
 					.connect_timeout_ms =
 					    c->timeout_ms < 5000 ? c->timeout_ms : 5000,
 					.peer_role = SW_PKI_ROLE_SERVER};
-	if (body)
-		text = sw_json_dump(body);
 	/* A server shedding load closes a new connection before any TLS work, so nothing
 	 * was sent: asked again shortly, within the CLI's own deadline. */
 	int64_t until = sw_mono_ms() + c->timeout_ms;
-	while ((rc = sw_http_fetch(&o, method, url, text, c->timeout_ms + CLI_MARGIN_MS, status,
-				   &resp, err, errlen)) == SW_EBUSY &&
+	while ((rc = sw_http_fetch_len(&o, method, url, text, len, timeout_ms + CLI_MARGIN_MS,
+				       status, &resp, err, errlen)) == SW_EBUSY &&
 	       sw_mono_ms() + 500 < until)
 		usleep(200000 + sw_random_u32() % 300000);
-	free(text);
 	if (rc) {
 		char why[512];
 		snprintf(why, sizeof(why), "%s", err);
@@ -200,6 +200,49 @@ int client_request(const struct cli *c, const char *method, const char *path, js
 		*reply = shown;
 	}
 	return *status < 200 || *status > 299 ? 1 : 0;
+}
+
+int client_request(const struct cli *c, const char *method, const char *path, json_t *body,
+		   long *status, json_t **reply, char *err, size_t errlen)
+{
+	char *text = body ? sw_json_dump(body) : NULL;
+	int rc;
+
+	if (body && !text) {
+		snprintf(err, errlen, "out of memory");
+		*reply = NULL;
+		*status = 0;
+		return 1;
+	}
+	rc = request(c, method, path, text, text ? strlen(text) : 0, c->timeout_ms, status, reply,
+		     err, errlen);
+	free(text);
+	return rc;
+}
+
+int client_upload(const struct cli *c, const char *path, const char *file, json_t **reply)
+{
+	char err[1100];
+	char *data = NULL;
+	size_t len = 0;
+	long status;
+	int rc;
+
+	*reply = NULL;
+	if (sw_file_read(file, (size_t)SW_STAGE_PACKAGE_MAX, &data, &len, err, sizeof(err))) {
+		cli_error("%s", err);
+		return 1;
+	}
+	/* the server reads it all and verifies it before it answers: a moment per 4 MB */
+	rc = request(c, "POST", path, data, len, c->timeout_ms + (unsigned)(len / 4000), &status,
+		     reply, err, sizeof(err));
+	free(data);
+	if (rc) {
+		cli_error("%s", err);
+		json_decref(*reply);
+		*reply = NULL;
+	}
+	return rc;
 }
 
 int client_call(const struct cli *c, const char *method, const char *path, json_t *body,

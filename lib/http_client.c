@@ -793,6 +793,14 @@ int sw_http_fetch(const struct sw_http_client_opts *opts, const char *method, co
 		  const char *body, unsigned timeout_ms, long *status, char **resp, char *err,
 		  size_t errlen)
 {
+	return sw_http_fetch_len(opts, method, url, body, body ? strlen(body) : 0, timeout_ms,
+				 status, resp, err, errlen);
+}
+
+int sw_http_fetch_len(const struct sw_http_client_opts *opts, const char *method, const char *url,
+		      const char *body, size_t len, unsigned timeout_ms, long *status, char **resp,
+		      char *err, size_t errlen)
+{
 	struct sw_http_client *c = NULL;
 	struct fetch f = {0};
 	uv_loop_t loop;
@@ -804,8 +812,7 @@ int sw_http_fetch(const struct sw_http_client_opts *opts, const char *method, co
 		return SW_ENOMEM;
 	rc = sw_http_client_new(&loop, opts, &c);
 	if (!rc)
-		rc = sw_http_client_request(c, method, url, body, body ? strlen(body) : 0,
-					    timeout_ms, on_fetched, &f);
+		rc = sw_http_client_request(c, method, url, body, len, timeout_ms, on_fetched, &f);
 	/* curl's own deadlines end the transfer; the loop stops when it does. */
 	while (!rc && !f.done)
 		uv_run(&loop, UV_RUN_ONCE);

@@ -6,6 +6,8 @@
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <gnutls/gnutls.h>
 #include <inttypes.h>
 #include <microhttpd.h>
@@ -64,6 +66,7 @@ struct sw_http_server {
 	size_t nroutes;
 	void *arg;
 	int (*is_revoked)(void *arg, const char *serial);
+	char *upload_dir;
 };
 
 /* What one connection has shown about its peer, worked out on its first request. */
@@ -96,6 +99,10 @@ struct sw_http_req {
 	char *body;
 	size_t len, cap, max;
 	int dispatched, suspended, too_big, streaming;
+	/* a SW_HTTP_BODY_FILE route's body: the file it goes to, and the first write error */
+	int body_fd;
+	char *body_file;
+	int body_errno;
 	unsigned status;
 	struct MHD_Response *response;
 	/* a local request (sw_http_local): no connection, the reply goes to `local_done` */
@@ -405,6 +412,7 @@ static unsigned authorize(struct sw_http_req *req, char *msg, size_t len)
 {
 	struct sw_http_server *srv = req->srv;
 	const struct sw_http_route *r = req->route;
+	unsigned roles = r->roles & ~SW_HTTP_BODY_FILE;
 	struct conn_state *cs = conn_check(srv, req->conn);
 
 	if (cs && cs->has_identity) {
@@ -414,15 +422,15 @@ static unsigned authorize(struct sw_http_req *req, char *msg, size_t len)
 		}
 		req->identity = &cs->id;
 	}
-	if (r->roles == SW_HTTP_OPEN)
+	if (roles == SW_HTTP_OPEN)
 		return 0;
 	if (!cs || !cs->has_identity) {
 		snprintf(msg, len, "rejected: %s", cs ? cs->reason : "client certificate required");
 		return cs && strstr(cs->reason, "required") ? 401 : 403;
 	}
-	if (!(role_bit(cs->id.role) & r->roles)) {
+	if (!(role_bit(cs->id.role) & roles)) {
 		snprintf(msg, len, "rejected: this needs %s, not %s %s certificate",
-			 roles_needed(r->roles), cs->id.role[0] == 'a' ? "an" : "a", cs->id.role);
+			 roles_needed(roles), cs->id.role[0] == 'a' ? "an" : "a", cs->id.role);
 		return 403;
 	}
 	return 0;
@@ -433,6 +441,11 @@ static void dispatch(struct sw_http_req *req)
 {
 	if (req->too_big) {
 		sw_http_reply_error(req, 413, "request body larger than %zu bytes", req->max);
+		return;
+	}
+	if (req->body_errno) {
+		sw_http_reply_error(req, 507, "cannot store the upload: %s",
+				    strerror(req->body_errno));
 		return;
 	}
 	req->route->fn(req, req->srv->arg);
@@ -464,6 +477,51 @@ static enum MHD_Result reply_early(struct sw_http_req *req, unsigned status, con
 	MHD_destroy_response(resp);
 	req->dispatched = 1;
 	return ret;
+}
+
+/* The file a SW_HTTP_BODY_FILE route's body goes to: made afresh, readable by the server
+ * alone. */
+static int body_file_open(struct sw_http_req *req, char *msg, size_t len)
+{
+	const char *dir = req->srv->upload_dir;
+	size_t n;
+
+	if (!dir) {
+		snprintf(msg, len, "this server takes no uploads");
+		return SW_EINVAL;
+	}
+	n = strlen(dir) + sizeof("/upload-XXXXXX");
+	if (!(req->body_file = malloc(n)))
+		return SW_ENOMEM;
+	snprintf(req->body_file, n, "%s/upload-XXXXXX", dir);
+	req->body_fd = mkostemp(req->body_file, O_CLOEXEC);
+	if (req->body_fd < 0) {
+		snprintf(msg, len, "cannot store the upload: %s: %s", dir, strerror(errno));
+		free(req->body_file);
+		req->body_file = NULL;
+		return SW_EIO;
+	}
+	return 0;
+}
+
+/* A piece of the body, written as it comes: to the page cache, so the loop waits for
+ * no disk. After a failed write the rest is read and dropped, and the handler is not
+ * called (dispatch). */
+static void body_file_write(struct sw_http_req *req, const char *data, size_t n)
+{
+	req->len += n;
+	while (n > 0 && !req->body_errno) {
+		ssize_t w = write(req->body_fd, data, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			req->body_errno = errno;
+			break;
+		}
+		data += w;
+		n -= (size_t)w;
+	}
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -544,6 +602,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			snprintf(msg, sizeof(msg), "request body larger than %zu bytes", req->max);
 			return reply_early(req, 413, msg);
 		}
+		if ((req->route->roles & SW_HTTP_BODY_FILE) &&
+		    body_file_open(req, msg, sizeof(msg)))
+			return reply_early(req, 500, msg);
 		return MHD_YES;
 	}
 	if (req->response)
@@ -560,6 +621,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			 * connection rather than read an endless stream. */
 			req->too_big = 1;
 			return MHD_NO;
+		}
+		if (req->body_file) {
+			body_file_write(req, upload_data, n);
+			return MHD_YES;
 		}
 		if (req->len + n + 1 > req->cap) {
 			size_t cap = req->cap ? req->cap : 1024;
@@ -600,6 +665,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		req->srv->streaming--;
 	if (req->response)
 		MHD_destroy_response(req->response);
+	if (req->body_file) {
+		close(req->body_fd);
+		unlink(req->body_file);
+		free(req->body_file);
+	}
 	free(req->path);
 	free(req->body);
 	free(req);
@@ -726,6 +796,11 @@ const char *sw_http_req_tail(const struct sw_http_req *req)
 	return req->tail;
 }
 
+const char *sw_http_req_body_file(const struct sw_http_req *req)
+{
+	return req->body_file;
+}
+
 const char *sw_http_req_body(const struct sw_http_req *req, size_t *len)
 {
 	if (len)
@@ -850,12 +925,17 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	srv->nroutes = opts->nroutes;
 	srv->arg = opts->arg;
 	srv->is_revoked = opts->is_revoked;
+	if (opts->upload_dir && !(srv->upload_dir = strdup(opts->upload_dir))) {
+		free(srv);
+		return SW_ENOMEM;
+	}
 	srv->idle_timeout_s = opts->idle_timeout_s ? opts->idle_timeout_s : 120;
 	srv->handshake_timeout_s = opts->handshake_timeout_s ? opts->handshake_timeout_s : 10;
 	srv->max_handshakes = opts->max_handshakes ? opts->max_handshakes : 256;
 	rc = sw_pki_verifier_new(opts->ca_pem, &srv->verifier, sub, sizeof(sub));
 	if (rc) {
 		ERR("site CA: %s", sub);
+		free(srv->upload_dir);
 		free(srv);
 		return rc;
 	}
@@ -876,6 +956,7 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 		ERR("cannot listen on %s (address in use, or bad certificate or key)",
 		    opts->listen);
 		sw_pki_verifier_free(srv->verifier);
+		free(srv->upload_dir);
 		free(srv);
 		return SW_EIO;
 	}
@@ -905,8 +986,10 @@ static void on_closed(uv_handle_t *h)
 {
 	struct sw_http_server *srv = h->data;
 
-	if (--srv->handles_open == 0)
+	if (--srv->handles_open == 0) {
+		free(srv->upload_dir);
 		free(srv);
+	}
 }
 
 void sw_http_server_stop(struct sw_http_server *srv)

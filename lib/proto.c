@@ -377,16 +377,12 @@ int sw_proto_upgrade_req_parse(const json_t *j, struct sw_upgrade_req *out, char
 	int rc;
 
 	memset(out, 0, sizeof(*out));
-	if ((rc = sw_json_str(j, "package", PATH_MAX - 1, 1, &out->package, err, errlen)) ||
-	    (rc = sw_json_int(j, "parallel", 1, 1000, 0, &parallel, err, errlen)) ||
+	if ((rc = sw_json_int(j, "parallel", 1, 1000, 0, &parallel, err, errlen)) ||
 	    (rc = sw_json_int(j, "stop_timeout_ms", 100, 3600000, 0, &stop, err, errlen)) ||
 	    (rc = sw_json_int(j, "max_failures", -1, 1000000, 0, &max_failures, err, errlen)) ||
-	    (rc = sw_json_str(j, "on_stuck", 15, 0, &on_stuck, err, errlen)))
+	    (rc = sw_json_str(j, "on_stuck", 15, 0, &on_stuck, err, errlen)) ||
+	    (rc = sw_json_str(j, "package", 4096, 1, &out->package, err, errlen)))
 		return rc;
-	if (out->package[0] != '/') {
-		proto_seterr(err, errlen, "package: give an absolute path");
-		return SW_EINVAL;
-	}
 	if (!on_stuck)
 		on_stuck = "defer";
 	if (strcmp(on_stuck, "defer") && strcmp(on_stuck, "kill") &&
@@ -396,6 +392,15 @@ int sw_proto_upgrade_req_parse(const json_t *j, struct sw_upgrade_req *out, char
 	}
 	if (strict && !json_is_boolean(strict)) {
 		proto_seterr(err, errlen, "strict must be true or false");
+		return SW_EINVAL;
+	}
+	/* A package is named by its hash in the site's store, never by a path: the server
+	 * opens no file an administrator names on its disk. */
+	if (strlen(out->package) != 64 || strspn(out->package, "0123456789abcdef") != 64) {
+		proto_seterr(err, errlen,
+			     "package: give the SHA-256 of a package in the site's store (upload "
+			     "it with POST /v1/packages, as `siteward upgrade check FILE` does); "
+			     "paths on the server are not read");
 		return SW_EINVAL;
 	}
 	snprintf(out->on_stuck, sizeof(out->on_stuck), "%s", on_stuck);

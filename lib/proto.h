@@ -66,7 +66,8 @@ int sw_proto_token_req_parse(const json_t *j, int64_t *ttl_s, char *err, size_t 
 
 /* POST /v1/upgrades and /v1/upgrades/check on the server: the administrator's run. */
 struct sw_upgrade_req {
-	const char *package;	  /* absolute path on the server's machine (borrowed) */
+	const char *package;	  /* SHA-256 (64 lowercase hex) of a package in the site's
+				   * store, put there by POST /v1/packages (borrowed) */
 	unsigned parallel;	  /* 1..1000, default 5 */
 	unsigned stop_timeout_ms; /* 100 ms .. 1 h, default 30 s */
 	int max_failures;	  /* -1 (no bound, the default) .. 1000000 */

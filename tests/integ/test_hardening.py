@@ -1,6 +1,7 @@
 """Hardening: TLS 1.2 only with AEAD suites; a caller refused before its body is read;
 numbers and names checked as they are parsed; strings from machines shown with their
 control characters visible; `upgrade check` never opens a path on the server's disk."""
+import errno
 import json
 import os
 import shutil
@@ -270,6 +271,38 @@ class Hardening(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0)
         self.assertNotIn("\x1b", r.stderr)
         self.assertIn(r"no service named 'web'\x1b[2J", r.stderr)
+
+    # -- upgrade check opens no path on the server ---------------------------------------
+    def test_upgrade_check_reads_no_server_path(self):
+        fifo = os.path.join(self.site.tmp, "probe.fifo")
+        os.mkfifo(fifo)
+        for path in ("/etc/shadow", "/etc/passwd", fifo, "relative.pkg",
+                     os.path.join(self.site.dir, "site.db"), "/" + "0" * 63):
+            for route in ("/v1/upgrades/check", "/v1/upgrades"):
+                status, reply = self.site.api("POST", route, {"package": path}, timeout=5)
+                self.assertEqual(status, 400, f"{route} {path}: {reply}")
+                self.assertIn("paths on the server are not read", reply["error"])
+        # nobody opened the FIFO to read it: opening it to write finds no reader
+        with self.assertRaises(OSError) as cm:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        self.assertEqual(cm.exception.errno, errno.ENXIO)
+        # a hash names only what is in the store
+        status, reply = self.site.api("POST", "/v1/upgrades/check", {"package": "a" * 64})
+        self.assertEqual(status, 404, reply)
+        self.assertIn("no package", reply["error"])
+        # an upload is verified before it is stored, and leaves nothing behind
+        status, reply = self.site.api("POST", "/v1/packages", raw=b"\0not a package" * 1000,
+                                      headers={"Content-Type": "application/octet-stream"})
+        self.assertEqual(status, 422, reply)
+        self.assertIn("package refused", reply["error"])
+        # (removed once the answer has gone)
+        wait_for(lambda: os.listdir(os.path.join(self.site.dir, "uploads")) == [], 5,
+                 "the upload to be removed")
+        packages = os.path.join(self.site.dir, "packages")
+        self.assertEqual(os.listdir(packages) if os.path.isdir(packages) else [], [])
+        # only an administrator uploads, refused before the upload is read
+        status, text = self.refused_before_body(self.agent_tls(), "/v1/packages", 100000000)
+        self.assertEqual(status, 403, text)
 
 
 if __name__ == "__main__":
