@@ -308,8 +308,8 @@ static enum MHD_Result find_bad_arg(void *cls, enum MHD_ValueKind kind, const ch
 	(void)kind;
 	if (!has_control(key, key_size) && !(value && has_control(value, value_size)))
 		return MHD_YES;
-	if (!sw_printable(name, 64, key)) /* a name made of a control character alone */
-		sw_printable(name, 64, "\x00");
+	if (!sw_printable(name, 64, key)) /* a name that starts with %00 */
+		snprintf(name, 64, "\\x00");
 	return MHD_NO;
 }
 

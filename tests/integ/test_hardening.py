@@ -200,8 +200,12 @@ class Hardening(unittest.TestCase):
                 ("POST", "/v1/systems/hd1/services/web%1b/start", {"timeout": 1}),
                 ("GET", "/v1/usage?product=x%00y", None),
                 ("GET", "/v1/usage?product%00=x", None),
-                ("GET", "/v1/usage?product=x%7f", None)):
+                ("GET", "/v1/usage?product=x%7f", None),
+                ("GET", "/v1/usage?%00=x", None)):
             self.bad_request(method, path, body, field="control character")
+        self.assertIn("query parameter 'product'",
+                      self.bad_request("GET", "/v1/usage?since=0&product=x%00y"))
+        self.assertIn(r"query parameter '\x00'", self.bad_request("GET", "/v1/usage?%00=x"))
         self.assertEqual(self.stored(), before)
         self.assertIn("hd1", self.site.systems())
 
