@@ -26,6 +26,8 @@ int client_call(const struct cli *c, const char *method, const char *path, json_
  * *reply for the caller to free. */
 int client_request(const struct cli *c, const char *method, const char *path, json_t *body,
 		   long *status, json_t **reply, char *err, size_t errlen);
+/* Sends the file `file` whole as the body of a POST to `path`; as client_call. */
+int client_upload(const struct cli *c, const char *path, const char *file, json_t **reply);
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void print_json(const json_t *j);
 

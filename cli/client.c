@@ -6,6 +6,7 @@
 #include "http_client.h"
 #include "json.h"
 #include "pki.h"
+#include "proto.h"
 #include "util.h"
 
 #include <stdarg.h>
@@ -71,11 +72,83 @@ int client_setup(struct cli *c, const char *site)
 	return 0;
 }
 
-int client_request(const struct cli *c, const char *method, const char *path, json_t *body,
-		   long *status, json_t **reply, char *err, size_t errlen)
+/* `s` made printable, each line on its own when `lines` (a log keeps its lines). */
+static json_t *printable_string(const char *s, int lines)
+{
+	size_t n = strlen(s), o = 0;
+	char *out = malloc(4 * n + 1);
+	json_t *j;
+
+	if (!out)
+		return NULL;
+	if (!lines) {
+		sw_printable(out, 4 * n + 1, s);
+	} else {
+		out[0] = '\0';
+		for (const char *p = s;; p++) {
+			size_t len = strcspn(p, "\n");
+			char *line = strndup(p, len);
+
+			if (!line) {
+				free(out);
+				return NULL;
+			}
+			o += sw_printable(out + o, 4 * len + 1, line);
+			free(line);
+			p += len;
+			if (!*p)
+				break;
+			out[o++] = '\n';
+			out[o] = '\0';
+		}
+	}
+	j = json_string(out);
+	free(out);
+	return j;
+}
+
+/* A copy of the server's answer for a person's terminal: every string in it, a name,
+ * a reason, a fact or an error, much of it first written by an agent on a machine of
+ * the fleet, has its control characters shown (sw_printable), so none can move the
+ * cursor, clear the screen or fake a line. --json prints the answer exact. */
+static json_t *printable_copy(const json_t *j, int lines)
+{
+	const char *key;
+	json_t *out, *v;
+	size_t i;
+
+	if (json_is_string(j))
+		return printable_string(json_string_value(j), lines);
+	if (json_is_array(j)) {
+		out = json_array();
+		json_array_foreach(j, i, v) json_array_append_new(out, printable_copy(v, lines));
+		return out;
+	}
+	if (json_is_object(j)) {
+		out = json_object();
+		json_object_foreach((json_t *)j, key, v)
+		{
+			json_t *k = printable_string(key, 0);
+
+			if (k)
+				json_object_set_new(
+				    out, json_string_value(k),
+				    printable_copy(v, strcmp(key, "log") == 0 ||
+							  strcmp(key, "log_tail") == 0));
+			json_decref(k);
+		}
+		return out;
+	}
+	return json_copy((json_t *)j);
+}
+
+/* One call with a body of `len` bytes (JSON text, or a package), waiting `timeout_ms`. */
+static int request(const struct cli *c, const char *method, const char *path, const char *text,
+		   size_t len, unsigned timeout_ms, long *status, json_t **reply, char *err,
+		   size_t errlen)
 {
 	char url[1024], ca[PATH_MAX + 16], crt[PATH_MAX + 16], key[PATH_MAX + 16];
-	char *text = NULL, *resp = NULL;
+	char *resp = NULL;
 	int rc;
 
 	*reply = NULL;
@@ -92,16 +165,13 @@ int client_request(const struct cli *c, const char *method, const char *path, js
 					.connect_timeout_ms =
 					    c->timeout_ms < 5000 ? c->timeout_ms : 5000,
 					.peer_role = SW_PKI_ROLE_SERVER};
-	if (body)
-		text = sw_json_dump(body);
 	/* A server shedding load closes a new connection before any TLS work, so nothing
 	 * was sent: asked again shortly, within the CLI's own deadline. */
 	int64_t until = sw_mono_ms() + c->timeout_ms;
-	while ((rc = sw_http_fetch(&o, method, url, text, c->timeout_ms + CLI_MARGIN_MS, status,
-				   &resp, err, errlen)) == SW_EBUSY &&
+	while ((rc = sw_http_fetch_len(&o, method, url, text, len, timeout_ms + CLI_MARGIN_MS,
+				       status, &resp, err, errlen)) == SW_EBUSY &&
 	       sw_mono_ms() + 500 < until)
 		usleep(200000 + sw_random_u32() % 300000);
-	free(text);
 	if (rc) {
 		char why[512];
 		snprintf(why, sizeof(why), "%s", err);
@@ -120,10 +190,59 @@ int client_request(const struct cli *c, const char *method, const char *path, js
 	if (*status < 200 || *status > 299) {
 		const char *msg = NULL;
 		sw_json_str(*reply, "error", 1000, 0, &msg, NULL, 0);
-		snprintf(err, errlen, "%s", msg ? msg : "the server refused the request");
+		/* an error is printed whatever the output: an agent's words may be in it */
+		sw_printable(err, errlen, msg ? msg : "the server refused the request");
+	}
+	if (!c->json) {
+		json_t *shown = printable_copy(*reply, 0);
+
+		json_decref(*reply);
+		*reply = shown;
+	}
+	return *status < 200 || *status > 299 ? 1 : 0;
+}
+
+int client_request(const struct cli *c, const char *method, const char *path, json_t *body,
+		   long *status, json_t **reply, char *err, size_t errlen)
+{
+	char *text = body ? sw_json_dump(body) : NULL;
+	int rc;
+
+	if (body && !text) {
+		snprintf(err, errlen, "out of memory");
+		*reply = NULL;
+		*status = 0;
 		return 1;
 	}
-	return 0;
+	rc = request(c, method, path, text, text ? strlen(text) : 0, c->timeout_ms, status, reply,
+		     err, errlen);
+	free(text);
+	return rc;
+}
+
+int client_upload(const struct cli *c, const char *path, const char *file, json_t **reply)
+{
+	char err[1100];
+	char *data = NULL;
+	size_t len = 0;
+	long status;
+	int rc;
+
+	*reply = NULL;
+	if (sw_file_read(file, (size_t)SW_STAGE_PACKAGE_MAX, &data, &len, err, sizeof(err))) {
+		cli_error("%s", err);
+		return 1;
+	}
+	/* the server reads it all and verifies it before it answers: a moment per 4 MB */
+	rc = request(c, "POST", path, data, len, c->timeout_ms + (unsigned)(len / 4000), &status,
+		     reply, err, sizeof(err));
+	free(data);
+	if (rc) {
+		cli_error("%s", err);
+		json_decref(*reply);
+		*reply = NULL;
+	}
+	return rc;
 }
 
 int client_call(const struct cli *c, const char *method, const char *path, json_t *body,

@@ -4,6 +4,8 @@
  */
 #include "cli.h"
 
+#include "util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,9 +59,8 @@ int main(int argc, char **argv)
 		} else if (strcmp(argv[i], "--site") == 0 && i + 1 < argc) {
 			site = argv[++i];
 		} else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
-			char *end;
-			double t = strtod(argv[++i], &end);
-			if (*end || t < 0.01 || t > 86400) {
+			double t;
+			if (sw_number_parse(argv[++i], 0.01, 86400, &t)) {
 				fprintf(stderr, "siteward: --timeout takes a number of seconds\n");
 				return 2;
 			}

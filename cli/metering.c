@@ -106,9 +106,8 @@ int cmd_product(struct cli *c, int argc, char **argv)
 				json_array_append_new(list, json_string(tok));
 			json_object_set_new(body, o[7] == 'u' ? "deny_users" : "deny_hosts", list);
 		} else if (i + 1 < argc && strcmp(o, "--licenses") == 0) {
-			char *end;
-			long n = strtol(argv[++i], &end, 10);
-			if (*end || n < 0 || n > 1000000) {
+			int64_t n;
+			if (sw_int_parse(argv[++i], 0, 1000000, &n)) {
 				cli_error("--licenses takes 0 to 1000000");
 				json_decref(body);
 				return 2;

@@ -71,12 +71,12 @@ int cmd_service(struct cli *c, int argc, char **argv)
 	action = argv[0];
 	for (int i = 3; i < argc; i++) {
 		if (strcmp(argv[i], "--lines") == 0 && i + 1 < argc) {
-			char *end;
-			lines = (unsigned)strtoul(argv[++i], &end, 10);
-			if (*end || lines < 1 || lines > 10000) {
+			int64_t n;
+			if (sw_int_parse(argv[++i], 1, 10000, &n)) {
 				cli_error("--lines takes 1 to 10000");
 				return 2;
 			}
+			lines = (unsigned)n;
 		} else {
 			cli_error("unexpected '%s'", argv[i]);
 			return 2;

@@ -1,6 +1,8 @@
 /* siteward token create: a one-time enrollment token. */
 #include "cli.h"
 
+#include "util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +11,6 @@ int cmd_token(struct cli *c, int argc, char **argv)
 {
 	json_t *req, *reply;
 	long ttl = 3600;
-	char *end;
 
 	if (argc < 1 || strcmp(argv[0], "create") != 0) {
 		cli_error("usage: siteward token create [--ttl SECONDS]");
@@ -17,11 +18,12 @@ int cmd_token(struct cli *c, int argc, char **argv)
 	}
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--ttl") == 0 && i + 1 < argc) {
-			ttl = strtol(argv[++i], &end, 10);
-			if (*end || ttl < 1 || ttl > 30L * 24 * 3600) {
+			int64_t v;
+			if (sw_int_parse(argv[++i], 1, 30L * 24 * 3600, &v)) {
 				cli_error("--ttl takes 1 to 2592000 seconds");
 				return 2;
 			}
+			ttl = (long)v;
 		} else {
 			cli_error("usage: siteward token create [--ttl SECONDS]");
 			return 2;

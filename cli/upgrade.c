@@ -54,13 +54,27 @@ static void print_issues(const char *name, const char *version, const json_t *is
 		   str(i, "message"));
 }
 
-/* The package as the server will read it: an absolute path (`out` holds PATH_MAX). */
-static int absolute(const char *file, char out[PATH_MAX])
+/* Uploads the package file into the site's store, which verifies it; its hash names
+ * it to check and run (`sha` holds 65). The server reads no path of ours. */
+static int upload(struct cli *c, const char *file, char *sha)
 {
-	if (!realpath(file, out)) {
+	json_t *reply;
+	const char *s;
+
+	if (access(file, R_OK) != 0) {
 		cli_error("%s: no such package file", file);
 		return 1;
 	}
+	if (client_upload(c, "/v1/packages", file, &reply))
+		return 1;
+	s = json_string_value(json_object_get(reply, "sha256"));
+	if (!s || strlen(s) != 64) {
+		cli_error("the server's answer to the upload names no package");
+		json_decref(reply);
+		return 1;
+	}
+	memcpy(sha, s, 65);
+	json_decref(reply);
 	return 0;
 }
 
@@ -81,7 +95,6 @@ static int run_opts_parse(int argc, char **argv, struct run_opts *o)
 	for (int k = 0; k < argc; k++) {
 		const char *a = argv[k];
 		int has = k + 1 < argc;
-		char *end;
 
 		if (strcmp(a, "--strict") == 0) {
 			o->strict = 1;
@@ -91,8 +104,8 @@ static int run_opts_parse(int argc, char **argv, struct run_opts *o)
 				return 2;
 			}
 		} else if (strcmp(a, "--stop-timeout") == 0 && has) {
-			double sec = strtod(argv[++k], &end);
-			if (*end || sec < 0.1 || sec > 3600) {
+			double sec;
+			if (sw_number_parse(argv[++k], 0.1, 3600, &sec)) {
 				cli_error("--stop-timeout takes seconds, from 0.1 to 3600");
 				return 2;
 			}
@@ -118,16 +131,16 @@ static int run_opts_parse(int argc, char **argv, struct run_opts *o)
 	return 0;
 }
 
-static json_t *run_opts_body(const struct run_opts *o, const char *path)
+static json_t *run_opts_body(const struct run_opts *o, const char *sha)
 {
-	return json_pack("{ss si si ss si sb}", "package", path, "parallel", (int)o->parallel,
+	return json_pack("{ss si si ss si sb}", "package", sha, "parallel", (int)o->parallel,
 			 "stop_timeout_ms", (int)o->stop_ms, "on_stuck", o->on_stuck,
 			 "max_failures", (int)o->max_failures, "strict", o->strict);
 }
 
 static int do_check(struct cli *c, int argc, char **argv)
 {
-	char path[PATH_MAX];
+	char path[65];
 	json_t *reply, *y, *body;
 	struct run_opts o;
 	size_t i;
@@ -135,7 +148,7 @@ static int do_check(struct cli *c, int argc, char **argv)
 
 	if ((rc = run_opts_parse(argc, argv, &o)))
 		return rc;
-	if (absolute(o.file, path))
+	if (upload(c, o.file, path))
 		return 1;
 	body = run_opts_body(&o, path);
 	rc = client_call(c, "POST", "/v1/upgrades/check", body, &reply);
@@ -361,18 +374,17 @@ static int follow(struct cli *c, json_t *run)
 
 static int parse_uint(const char *s, long long min, long long max, long long *out)
 {
-	char *end;
-	double v = strtod(s, &end);
+	int64_t v;
 
-	if (*end || end == s || v < min || v > max)
+	if (sw_int_parse(s, min, max, &v))
 		return -1;
-	*out = (long long)v;
+	*out = v;
 	return 0;
 }
 
 static int do_run(struct cli *c, int argc, char **argv)
 {
-	char path[PATH_MAX], err[1100];
+	char path[65], err[1100];
 	json_t *reply = NULL, *body;
 	struct run_opts o;
 	long status;
@@ -380,7 +392,7 @@ static int do_run(struct cli *c, int argc, char **argv)
 
 	if ((rc = run_opts_parse(argc, argv, &o)))
 		return rc;
-	if (absolute(o.file, path))
+	if (upload(c, o.file, path))
 		return 1;
 	body = run_opts_body(&o, path);
 	rc = client_request(c, "POST", "/v1/upgrades", body, &status, &reply, err, sizeof(err));

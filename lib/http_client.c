@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <gnutls/gnutls.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -45,6 +46,7 @@ struct transfer {
 	char errbuf[CURL_ERROR_SIZE];
 	char wrong_peer[200]; /* the peer's certificate is not for the role asked: who it is */
 	char peer_name[128];  /* "": any; else the common name the peer's certificate must carry */
+	char weak_tls[120];   /* the connection's TLS is weaker than the site's: which */
 	/* A download (dl_cb set): a 2xx body goes to fd, any other to `body`. */
 	sw_http_download_done dl_cb;
 	int fd;
@@ -293,6 +295,34 @@ static int wrong_peer(struct transfer *t)
 	return 1;
 }
 
+/* Whether the connection's TLS is other than the site's servers offer (TLS 1.3, or
+ * TLS 1.2 with ECDHE and an AEAD cipher). libcurl 7.88 takes no GnuTLS priority string
+ * of ours (CURLOPT_SSL_CIPHER_LIST is ignored with GnuTLS), so a weaker suite a peer
+ * chose is refused here, after the handshake and before the request is sent. */
+static int weak_tls(struct transfer *t)
+{
+	const struct curl_tlssessioninfo *ti = NULL;
+	gnutls_session_t session;
+	gnutls_kx_algorithm_t kx;
+
+	if (curl_easy_getinfo(t->easy, CURLINFO_TLS_SSL_PTR, &ti) != CURLE_OK || !ti ||
+	    ti->backend != CURLSSLBACKEND_GNUTLS || !ti->internals)
+		return 0;
+	session = ti->internals;
+	if (gnutls_protocol_get_version(session) == GNUTLS_TLS1_3)
+		return 0;
+	kx = gnutls_kx_get(session);
+	if (gnutls_protocol_get_version(session) == GNUTLS_TLS1_2 &&
+	    gnutls_mac_get(session) == GNUTLS_MAC_AEAD &&
+	    (kx == GNUTLS_KX_ECDHE_ECDSA || kx == GNUTLS_KX_ECDHE_RSA))
+		return 0;
+	snprintf(
+	    t->weak_tls, sizeof(t->weak_tls), "%s with %s",
+	    gnutls_protocol_get_name(gnutls_protocol_get_version(session)),
+	    gnutls_cipher_suite_get_name(kx, gnutls_cipher_get(session), gnutls_mac_get(session)));
+	return 1;
+}
+
 static int on_prereq(void *userdata, char *primary_ip, char *local_ip, int primary_port,
 		     int local_port)
 {
@@ -301,6 +331,8 @@ static int on_prereq(void *userdata, char *primary_ip, char *local_ip, int prima
 	(void)primary_ip, (void)local_ip, (void)primary_port, (void)local_port;
 	if (t->c->peer_role[0] && wrong_peer(t))
 		return CURL_PREREQFUNC_ABORT; /* curl closes the connection */
+	if (weak_tls(t))
+		return CURL_PREREQFUNC_ABORT;
 	t->connected = 1;
 	return CURL_PREREQFUNC_OK;
 }
@@ -384,6 +416,14 @@ static void describe_failure(struct transfer *t, CURLcode cc, struct sw_http_res
 		snprintf(res->error, sizeof(res->error), "rejected: the peer is %s, not %s%s%s%s",
 			 t->wrong_peer, t->peer_name[0] ? "" : "a ", roles,
 			 t->peer_name[0] ? " " : "", t->peer_name);
+		return;
+	}
+	if (t->weak_tls[0]) {
+		res->code = SW_ETLS;
+		snprintf(res->error, sizeof(res->error),
+			 "rejected: the peer speaks %s, not TLS 1.3 or TLS 1.2 with ECDHE and "
+			 "an AEAD cipher",
+			 t->weak_tls);
 		return;
 	}
 	curl_easy_getinfo(t->easy, CURLINFO_OS_ERRNO, &os_errno);
@@ -800,6 +840,14 @@ int sw_http_fetch(const struct sw_http_client_opts *opts, const char *method, co
 		  const char *body, unsigned timeout_ms, long *status, char **resp, char *err,
 		  size_t errlen)
 {
+	return sw_http_fetch_len(opts, method, url, body, body ? strlen(body) : 0, timeout_ms,
+				 status, resp, err, errlen);
+}
+
+int sw_http_fetch_len(const struct sw_http_client_opts *opts, const char *method, const char *url,
+		      const char *body, size_t len, unsigned timeout_ms, long *status, char **resp,
+		      char *err, size_t errlen)
+{
 	struct sw_http_client *c = NULL;
 	struct fetch f = {0};
 	uv_loop_t loop;
@@ -811,8 +859,7 @@ int sw_http_fetch(const struct sw_http_client_opts *opts, const char *method, co
 		return SW_ENOMEM;
 	rc = sw_http_client_new(&loop, opts, &c);
 	if (!rc)
-		rc = sw_http_client_request(c, method, url, body, body ? strlen(body) : 0,
-					    timeout_ms, on_fetched, &f);
+		rc = sw_http_client_request(c, method, url, body, len, timeout_ms, on_fetched, &f);
 	/* curl's own deadlines end the transfer; the loop stops when it does. */
 	while (!rc && !f.done)
 		uv_run(&loop, UV_RUN_ONCE);

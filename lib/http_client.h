@@ -107,5 +107,9 @@ int sw_http_client_download(struct sw_http_client *c, const char *url, const cha
 int sw_http_fetch(const struct sw_http_client_opts *opts, const char *method, const char *url,
 		  const char *body, unsigned timeout_ms, long *status, char **resp, char *err,
 		  size_t errlen);
+/* The same with a body of `len` bytes, which may hold any byte (a package). */
+int sw_http_fetch_len(const struct sw_http_client_opts *opts, const char *method, const char *url,
+		      const char *body, size_t len, unsigned timeout_ms, long *status, char **resp,
+		      char *err, size_t errlen);
 
 #endif

@@ -6,6 +6,8 @@
 #include "util.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <gnutls/gnutls.h>
 #include <inttypes.h>
 #include <microhttpd.h>
@@ -33,6 +35,14 @@
  * small, and bodies are copied out piece by piece whatever the buffer's size. */
 #define CONN_MEMORY (4 * 1024)
 
+/* TLS 1.3 as GnuTLS's defaults have it; TLS 1.2 only with an ephemeral key exchange and
+ * an AEAD cipher (AES-GCM, ChaCha20-Poly1305, AES-CCM): no CBC with its MAC-then-encrypt
+ * and padding oracles, no static RSA key exchange without forward secrecy. Every
+ * program of the site speaks TLS 1.3 or these. */
+#define TLS_PRIORITY                                                                               \
+	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-MAC-ALL:+AEAD:-KX-ALL:+ECDHE-ECDSA:"          \
+	"+ECDHE-RSA"
+
 struct sw_http_server {
 	uv_loop_t *loop;
 	struct MHD_Daemon *mhd;
@@ -56,6 +66,7 @@ struct sw_http_server {
 	size_t nroutes;
 	void *arg;
 	int (*is_revoked)(void *arg, const char *serial);
+	char *upload_dir;
 };
 
 /* What one connection has shown about its peer, worked out on its first request. */
@@ -71,6 +82,9 @@ struct conn_state {
 	struct conn_state *prev, *next;
 	int64_t started_ms;
 	int on_list, cut;
+	/* The request being read has a path or query part that decodes to a control
+	 * character: that part as it came (on_unescape). */
+	char bad_url[64];
 };
 
 struct sw_http_req {
@@ -85,6 +99,10 @@ struct sw_http_req {
 	char *body;
 	size_t len, cap, max;
 	int dispatched, suspended, too_big, streaming;
+	/* a SW_HTTP_BODY_FILE route's body: the file it goes to, and the first write error */
+	int body_fd;
+	char *body_file;
+	int body_errno;
 	unsigned status;
 	struct MHD_Response *response;
 	/* a local request (sw_http_local): no connection, the reply goes to `local_done` */
@@ -254,6 +272,47 @@ static void sweep_new(uv_timer_t *t)
 	}
 }
 
+static int has_control(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return 1;
+	return 0;
+}
+
+/* Decodes a URL's path, or a name or value of its query, as libmicrohttpd does, and
+ * notes one that decodes to a control character: "%00" would cut a name short and a
+ * handler act on what is left. The request is refused on its first call. */
+static size_t on_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+	const union MHD_ConnectionInfo *info =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct conn_state *cs = info ? info->socket_context : NULL;
+	char raw[sizeof(cs->bad_url)];
+	size_t n;
+
+	(void)cls;
+	snprintf(raw, sizeof(raw), "%s", s);
+	n = MHD_http_unescape(s);
+	if (has_control(s, n) && cs && !cs->bad_url[0])
+		memcpy(cs->bad_url, raw, sizeof(raw));
+	return n;
+}
+
+/* Names the first query parameter whose name or value holds a control character. */
+static enum MHD_Result find_bad_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+				    size_t key_size, const char *value, size_t value_size)
+{
+	char *name = cls;
+
+	(void)kind;
+	if (!has_control(key, key_size) && !(value && has_control(value, value_size)))
+		return MHD_YES;
+	if (!sw_printable(name, 64, key)) /* a name that starts with %00 */
+		snprintf(name, 64, "\\x00");
+	return MHD_NO;
+}
+
 /* Verifies the peer's chain once per connection and caches the answer. */
 static struct conn_state *conn_check(struct sw_http_server *srv, struct MHD_Connection *conn)
 {
@@ -344,41 +403,125 @@ static enum MHD_Result queue_stored(struct sw_http_req *req)
 	return ret;
 }
 
-/* Authorises the request against its route and calls the handler. */
-static void dispatch(struct sw_http_req *req)
+/* Whether the peer may call the request's route: who it is (its chain, verified once
+ * per connection), whether its certificate is revoked, whether its role is one the
+ * route lets in. Decided as the request's headers arrive, before any of its body is
+ * read, so that a peer the route refuses cannot make the server take in a body first.
+ * 0 when allowed; else the status to answer, with the reason in `msg`. */
+static unsigned authorize(struct sw_http_req *req, char *msg, size_t len)
 {
 	struct sw_http_server *srv = req->srv;
 	const struct sw_http_route *r = req->route;
-	struct conn_state *cs;
+	unsigned roles = r->roles & ~SW_HTTP_BODY_FILE;
+	struct conn_state *cs = conn_check(srv, req->conn);
 
+	if (cs && cs->has_identity) {
+		if (srv->is_revoked && srv->is_revoked(srv->arg, cs->id.serial)) {
+			snprintf(msg, len, "rejected: certificate revoked");
+			return 403;
+		}
+		req->identity = &cs->id;
+	}
+	if (roles == SW_HTTP_OPEN)
+		return 0;
+	if (!cs || !cs->has_identity) {
+		snprintf(msg, len, "rejected: %s", cs ? cs->reason : "client certificate required");
+		return cs && strstr(cs->reason, "required") ? 401 : 403;
+	}
+	if (!(role_bit(cs->id.role) & roles)) {
+		snprintf(msg, len, "rejected: this needs %s, not %s %s certificate",
+			 roles_needed(roles), cs->id.role[0] == 'a' ? "an" : "a", cs->id.role);
+		return 403;
+	}
+	return 0;
+}
+
+/* Calls the handler of a request its route lets in (authorize, on its first call). */
+static void dispatch(struct sw_http_req *req)
+{
 	if (req->too_big) {
 		sw_http_reply_error(req, 413, "request body larger than %zu bytes", req->max);
 		return;
 	}
-	cs = conn_check(srv, req->conn);
-	if (cs && cs->has_identity) {
-		if (srv->is_revoked && srv->is_revoked(srv->arg, cs->id.serial)) {
-			sw_http_reply_error(req, 403, "rejected: certificate revoked");
-			return;
-		}
-		req->identity = &cs->id;
+	if (req->body_errno) {
+		sw_http_reply_error(req, 507, "cannot store the upload: %s",
+				    strerror(req->body_errno));
+		return;
 	}
-	if (r->roles != SW_HTTP_OPEN) {
-		if (!cs || !cs->has_identity) {
-			sw_http_reply_error(req, cs && strstr(cs->reason, "required") ? 401 : 403,
-					    "rejected: %s",
-					    cs ? cs->reason : "client certificate required");
-			return;
-		}
-		if (!(role_bit(cs->id.role) & r->roles)) {
-			sw_http_reply_error(req, 403,
-					    "rejected: this needs %s, not %s %s certificate",
-					    roles_needed(r->roles),
-					    cs->id.role[0] == 'a' ? "an" : "a", cs->id.role);
-			return;
-		}
+	req->route->fn(req, req->srv->arg);
+}
+
+/* Answers a request before its body is read. libmicrohttpd then reads none of it
+ * and closes the connection after the answer: the unread bytes could not be told
+ * apart from a next request. */
+static enum MHD_Result reply_early(struct sw_http_req *req, unsigned status, const char *msg)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+	char *text;
+	json_t *j = json_pack("{ss}", "error", msg);
+
+	sw_debug("%s %s from %s: %u %s", req->method, req->path, req->peer, status, msg);
+	text = j ? sw_json_dump(j) : NULL;
+	json_decref(j);
+	if (!text)
+		return MHD_NO;
+	resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+	if (!resp) {
+		free(text);
+		return MHD_NO;
 	}
-	r->fn(req, srv->arg);
+	MHD_add_response_header(resp, "Content-Type", "application/json");
+	MHD_add_response_header(resp, "Connection", "close");
+	ret = MHD_queue_response(req->conn, status, resp);
+	MHD_destroy_response(resp);
+	req->dispatched = 1;
+	return ret;
+}
+
+/* The file a SW_HTTP_BODY_FILE route's body goes to: made afresh, readable by the server
+ * alone. */
+static int body_file_open(struct sw_http_req *req, char *msg, size_t len)
+{
+	const char *dir = req->srv->upload_dir;
+	size_t n;
+
+	if (!dir) {
+		snprintf(msg, len, "this server takes no uploads");
+		return SW_EINVAL;
+	}
+	n = strlen(dir) + sizeof("/upload-XXXXXX");
+	if (!(req->body_file = malloc(n)))
+		return SW_ENOMEM;
+	snprintf(req->body_file, n, "%s/upload-XXXXXX", dir);
+	req->body_fd = mkostemp(req->body_file, O_CLOEXEC);
+	if (req->body_fd < 0) {
+		snprintf(msg, len, "cannot store the upload: %s: %s", dir, strerror(errno));
+		free(req->body_file);
+		req->body_file = NULL;
+		return SW_EIO;
+	}
+	return 0;
+}
+
+/* A piece of the body, written as it comes: to the page cache, so the loop waits for
+ * no disk. After a failed write the rest is read and dropped, and the handler is not
+ * called (dispatch). */
+static void body_file_write(struct sw_http_req *req, const char *data, size_t n)
+{
+	req->len += n;
+	while (n > 0 && !req->body_errno) {
+		ssize_t w = write(req->body_fd, data, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0) {
+			req->body_errno = errno;
+			break;
+		}
+		data += w;
+		n -= (size_t)w;
+	}
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -392,12 +535,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		const union MHD_ConnectionInfo *ci;
 		const char *clen, *tail = "";
 		int path_known;
+		unsigned status;
+		char msg[300];
 
 		const union MHD_ConnectionInfo *sc =
 		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+		struct conn_state *cs = sc ? sc->socket_context : NULL;
+		char bad_url[4 * sizeof(cs->bad_url)] = "";
+
 		/* a request: the handshake is over, the daemon's idle timeout applies */
-		if (sc && sc->socket_context)
-			list_remove(srv, sc->socket_context);
+		if (cs) {
+			list_remove(srv, cs);
+			sw_printable(bad_url, sizeof(bad_url), cs->bad_url);
+			cs->bad_url[0] = '\0';
+		}
 		req = calloc(1, sizeof(*req));
 		if (!req)
 			return MHD_NO;
@@ -423,35 +574,37 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		req->tail = tail;
 		req->max =
 		    req->route && req->route->max_body ? req->route->max_body : SW_HTTP_MAX_BODY;
+		if (!req->route)
+			return reply_early(req, path_known ? 405 : 404,
+					   path_known ? "method not allowed" : "no such endpoint");
+		if ((status = authorize(req, msg, sizeof(msg))))
+			return reply_early(req, status, msg);
+		if (bad_url[0]) {
+			char arg[64] = "";
+
+			MHD_get_connection_values_n(conn, MHD_GET_ARGUMENT_KIND, find_bad_arg, arg);
+			if (arg[0])
+				snprintf(msg, sizeof(msg),
+					 "query parameter '%s' holds a control character, which no "
+					 "name or value may hold",
+					 arg);
+			else
+				snprintf(msg, sizeof(msg),
+					 "the path '%s' decodes to a control character, which no "
+					 "name may hold",
+					 bad_url);
+			return reply_early(req, 400, msg);
+		}
 		/* Refuse a declared oversized body before reading any of it. */
 		clen = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 						   MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (!req->route || (clen && strtoull(clen, NULL, 10) > req->max)) {
-			struct MHD_Response *resp;
-			char msg[160];
-			unsigned status;
-			enum MHD_Result ret;
-
-			if (!req->route) {
-				status = path_known ? 405 : 404;
-				snprintf(msg, sizeof(msg), "{\"error\":\"%s\"}",
-					 path_known ? "method not allowed" : "no such endpoint");
-			} else {
-				status = 413;
-				snprintf(msg, sizeof(msg),
-					 "{\"error\":\"request body larger than %zu bytes\"}",
-					 req->max);
-			}
-			resp = MHD_create_response_from_buffer(strlen(msg), msg,
-							       MHD_RESPMEM_MUST_COPY);
-			if (!resp)
-				return MHD_NO;
-			MHD_add_response_header(resp, "Content-Type", "application/json");
-			ret = MHD_queue_response(conn, status, resp);
-			MHD_destroy_response(resp);
-			req->dispatched = 1;
-			return ret;
+		if (clen && strtoull(clen, NULL, 10) > req->max) {
+			snprintf(msg, sizeof(msg), "request body larger than %zu bytes", req->max);
+			return reply_early(req, 413, msg);
 		}
+		if ((req->route->roles & SW_HTTP_BODY_FILE) &&
+		    body_file_open(req, msg, sizeof(msg)))
+			return reply_early(req, 500, msg);
 		return MHD_YES;
 	}
 	if (req->response)
@@ -468,6 +621,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			 * connection rather than read an endless stream. */
 			req->too_big = 1;
 			return MHD_NO;
+		}
+		if (req->body_file) {
+			body_file_write(req, upload_data, n);
+			return MHD_YES;
 		}
 		if (req->len + n + 1 > req->cap) {
 			size_t cap = req->cap ? req->cap : 1024;
@@ -508,6 +665,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		req->srv->streaming--;
 	if (req->response)
 		MHD_destroy_response(req->response);
+	if (req->body_file) {
+		close(req->body_fd);
+		unlink(req->body_file);
+		free(req->body_file);
+	}
 	free(req->path);
 	free(req->body);
 	free(req);
@@ -634,6 +796,11 @@ const char *sw_http_req_tail(const struct sw_http_req *req)
 	return req->tail;
 }
 
+const char *sw_http_req_body_file(const struct sw_http_req *req)
+{
+	return req->body_file;
+}
+
 const char *sw_http_req_body(const struct sw_http_req *req, size_t *len)
 {
 	if (len)
@@ -758,12 +925,17 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	srv->nroutes = opts->nroutes;
 	srv->arg = opts->arg;
 	srv->is_revoked = opts->is_revoked;
+	if (opts->upload_dir && !(srv->upload_dir = strdup(opts->upload_dir))) {
+		free(srv);
+		return SW_ENOMEM;
+	}
 	srv->idle_timeout_s = opts->idle_timeout_s ? opts->idle_timeout_s : 120;
 	srv->handshake_timeout_s = opts->handshake_timeout_s ? opts->handshake_timeout_s : 10;
 	srv->max_handshakes = opts->max_handshakes ? opts->max_handshakes : 256;
 	rc = sw_pki_verifier_new(opts->ca_pem, &srv->verifier, sub, sizeof(sub));
 	if (rc) {
 		ERR("site CA: %s", sub);
+		free(srv->upload_dir);
 		free(srv);
 		return rc;
 	}
@@ -773,18 +945,18 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	    MHD_USE_EPOLL | MHD_USE_TLS | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0,
 	    on_accept, srv, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 	    MHD_OPTION_HTTPS_MEM_KEY, opts->key_pem, MHD_OPTION_HTTPS_MEM_CERT, opts->cert_pem,
-	    MHD_OPTION_HTTPS_MEM_TRUST, opts->ca_pem, MHD_OPTION_HTTPS_PRIORITIES,
-	    "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", MHD_OPTION_CONNECTION_TIMEOUT,
-	    srv->idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
+	    MHD_OPTION_HTTPS_MEM_TRUST, opts->ca_pem, MHD_OPTION_HTTPS_PRIORITIES, TLS_PRIORITY,
+	    MHD_OPTION_CONNECTION_TIMEOUT, srv->idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
 	    (unsigned)(opts->max_connections ? opts->max_connections : 20000),
 	    MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
 	    (size_t)CONN_MEMORY, MHD_OPTION_NOTIFY_CONNECTION, on_notify, srv,
-	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
-	    srv, MHD_OPTION_END);
+	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_UNESCAPE_CALLBACK,
+	    on_unescape, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv, MHD_OPTION_END);
 	if (!srv->mhd) {
 		ERR("cannot listen on %s (address in use, or bad certificate or key)",
 		    opts->listen);
 		sw_pki_verifier_free(srv->verifier);
+		free(srv->upload_dir);
 		free(srv);
 		return SW_EIO;
 	}
@@ -814,8 +986,10 @@ static void on_closed(uv_handle_t *h)
 {
 	struct sw_http_server *srv = h->data;
 
-	if (--srv->handles_open == 0)
+	if (--srv->handles_open == 0) {
+		free(srv->upload_dir);
 		free(srv);
+	}
 }
 
 void sw_http_server_stop(struct sw_http_server *srv)
@@ -841,14 +1015,19 @@ static int hexval(char c)
 				      : -1;
 }
 
-/* Appends `n` bytes of `in`, %XX and '+' decoded, and a NUL. */
-static size_t url_decode(char *out, const char *in, size_t n)
+/* Appends `n` bytes of `in`, %XX and '+' decoded, and a NUL; sets *bad if a decoded
+ * byte is a control character (a NUL would also split the list query_decode makes). */
+static size_t url_decode(char *out, const char *in, size_t n, int *bad)
 {
 	size_t o = 0;
 
+	if (has_control(in, n))
+		*bad = 1;
 	for (size_t i = 0; i < n; i++) {
 		if (in[i] == '%' && i + 2 < n && hexval(in[i + 1]) >= 0 && hexval(in[i + 2]) >= 0) {
 			out[o++] = (char)(hexval(in[i + 1]) * 16 + hexval(in[i + 2]));
+			if ((unsigned char)out[o - 1] < 0x20 || out[o - 1] == 0x7f)
+				*bad = 1;
 			i += 2;
 		} else {
 			out[o++] = in[i] == '+' ? ' ' : in[i];
@@ -859,11 +1038,13 @@ static size_t url_decode(char *out, const char *in, size_t n)
 }
 
 /* "a=1&b=x%20y" into "a\01\0b\0x y\0", decoded as libmicrohttpd decodes a query
- * string; an argument without '=' has the value "". */
+ * string; an argument without '=' has the value "". SW_EINVAL if a name or value
+ * decodes to a control character, as on_unescape refuses. */
 static int query_decode(struct sw_http_req *req, const char *q)
 {
 	size_t n = strlen(q), o = 0;
 	char *out = malloc(n + 2 * (n + 1) + 1);
+	int bad = 0;
 
 	if (!out)
 		return SW_ENOMEM;
@@ -873,15 +1054,15 @@ static int query_decode(struct sw_http_req *req, const char *q)
 
 		if (len > 0) {
 			size_t klen = eq ? (size_t)(eq - q) : len;
-			o += url_decode(out + o, q, klen);
-			o += eq ? url_decode(out + o, eq + 1, len - klen - 1)
-				: url_decode(out + o, "", 0);
+			o += url_decode(out + o, q, klen, &bad);
+			o += eq ? url_decode(out + o, eq + 1, len - klen - 1, &bad)
+				: url_decode(out + o, "", 0, &bad);
 		}
 		q += len + (q[len] == '&');
 	}
 	req->query = out;
 	req->query_len = o;
-	return 0;
+	return bad ? SW_EINVAL : 0;
 }
 
 int sw_http_local(const struct sw_http_route *routes, size_t nroutes, void *arg,
@@ -889,7 +1070,7 @@ int sw_http_local(const struct sw_http_route *routes, size_t nroutes, void *arg,
 {
 	struct sw_http_req *req = calloc(1, sizeof(*req));
 	const char *tail = "", *q;
-	int path_known = 0;
+	int path_known = 0, bad_query = 0;
 
 	if (!req)
 		return SW_ENOMEM;
@@ -897,7 +1078,9 @@ int sw_http_local(const struct sw_http_route *routes, size_t nroutes, void *arg,
 	q = strchr(in->path, '?');
 	req->path = q ? strndup(in->path, (size_t)(q - in->path)) : strdup(in->path);
 	req->body = malloc(in->len + 1);
-	if (!req->path || !req->body || (q && query_decode(req, q + 1))) {
+	if (req->path && req->body && q)
+		bad_query = query_decode(req, q + 1);
+	if (!req->path || !req->body || bad_query == SW_ENOMEM) {
 		local_free(req);
 		return SW_ENOMEM;
 	}
@@ -918,6 +1101,10 @@ int sw_http_local(const struct sw_http_route *routes, size_t nroutes, void *arg,
 				    path_known ? "method not allowed" : "no such endpoint");
 	else if (req->len > req->max)
 		sw_http_reply_error(req, 413, "request body larger than %zu bytes", req->max);
+	else if (bad_query)
+		sw_http_reply_error(req, 400,
+				    "the query decodes to a control character, which no name or "
+				    "value may hold");
 	else if (req->route->roles != SW_HTTP_OPEN &&
 		 !(role_bit(req->local_id.role) & req->route->roles))
 		sw_http_reply_error(req, 403, "rejected: this needs %s, not %s %s certificate",

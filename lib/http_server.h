@@ -27,6 +27,10 @@
 #define SW_HTTP_AGENT  2u
 #define SW_HTTP_SERVER 4u
 #define SW_HTTP_CLIENT 8u /* a machine's metering client */
+/* Not a role but a flag of the route's mask: its body goes to a file in the server's
+ * upload_dir as it arrives, not to memory (see sw_http_req_body_file); for uploads
+ * larger than memory should hold. */
+#define SW_HTTP_BODY_FILE 0x100u
 
 /* Largest request body accepted by default. */
 #define SW_HTTP_MAX_BODY (64 * 1024)
@@ -58,6 +62,9 @@ struct sw_http_server_opts {
 	void *arg; /* passed to handlers and is_revoked */
 	/* Non-zero if the certificate with this serial must be refused; may be NULL. */
 	int (*is_revoked)(void *arg, const char *serial);
+	/* Where the bodies of SW_HTTP_BODY_FILE routes are written; NULL: such routes
+	 * answer 500. */
+	const char *upload_dir;
 };
 
 struct sw_http_server;
@@ -69,6 +76,10 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 void sw_http_server_stop(struct sw_http_server *srv);
 /* The port actually bound. */
 unsigned sw_http_server_port(const struct sw_http_server *srv);
+
+/* The file holding the body of a SW_HTTP_BODY_FILE route's request, whole; NULL for
+ * any other. The server removes it once the request is answered. */
+const char *sw_http_req_body_file(const struct sw_http_req *req);
 
 const char *sw_http_req_method(const struct sw_http_req *req);
 const char *sw_http_req_path(const struct sw_http_req *req);

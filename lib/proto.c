@@ -164,8 +164,7 @@ static int state_known(const char *s)
 	return 0;
 }
 
-/* A checked copy of one reported service. */
-static json_t *service_parse(const json_t *v, char *err, size_t errlen)
+json_t *sw_proto_service_parse(const json_t *v, char *err, size_t errlen)
 {
 	const char *name, *role, *state, *reason, *tail;
 	int64_t pid = 0, status = 0, sig = 0;
@@ -200,10 +199,34 @@ static json_t *service_parse(const json_t *v, char *err, size_t errlen)
 	return out;
 }
 
+json_t *sw_proto_services_parse(const json_t *arr, char *err, size_t errlen)
+{
+	json_t *out, *v;
+	size_t i;
+
+	if (!json_is_array(arr) || json_array_size(arr) > 64) {
+		ERR("services must be an array of at most 64");
+		return NULL;
+	}
+	if (!(out = json_array())) {
+		ERR("out of memory");
+		return NULL;
+	}
+	json_array_foreach(arr, i, v)
+	{
+		json_t *s = sw_proto_service_parse(v, err, errlen);
+		if (!s) {
+			json_decref(out);
+			return NULL;
+		}
+		json_array_append_new(out, s);
+	}
+	return out;
+}
+
 int sw_proto_heartbeat_parse(const json_t *j, struct sw_heartbeat *out, char *err, size_t errlen)
 {
-	json_t *roles, *services, *v;
-	size_t i;
+	json_t *roles, *services;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
@@ -211,10 +234,6 @@ int sw_proto_heartbeat_parse(const json_t *j, struct sw_heartbeat *out, char *er
 	if (roles && (rc = sw_proto_roles_check(roles, err, errlen)))
 		return rc;
 	services = json_object_get(j, "services");
-	if (services && (!json_is_array(services) || json_array_size(services) > 64)) {
-		ERR("services must be an array of at most 64");
-		return SW_EINVAL;
-	}
 	rc = heartbeat_base(j, out, err, errlen);
 	if (!rc)
 		rc = sw_json_str(j, "meter_address", 300, 0, &out->meter_address, err, errlen);
@@ -228,17 +247,9 @@ int sw_proto_heartbeat_parse(const json_t *j, struct sw_heartbeat *out, char *er
 	}
 	if (roles)
 		out->roles = json_deep_copy(roles);
-	if (services) {
-		out->services = json_array();
-		json_array_foreach(services, i, v)
-		{
-			json_t *s = service_parse(v, err, errlen);
-			if (!s) {
-				sw_proto_heartbeat_clear(out);
-				return SW_EINVAL;
-			}
-			json_array_append_new(out->services, s);
-		}
+	if (services && !(out->services = sw_proto_services_parse(services, err, errlen))) {
+		sw_proto_heartbeat_clear(out);
+		return SW_EINVAL;
 	}
 	return 0;
 }
@@ -367,16 +378,12 @@ int sw_proto_upgrade_req_parse(const json_t *j, struct sw_upgrade_req *out, char
 	int rc;
 
 	memset(out, 0, sizeof(*out));
-	if ((rc = sw_json_str(j, "package", PATH_MAX - 1, 1, &out->package, err, errlen)) ||
-	    (rc = sw_json_int(j, "parallel", 1, 1000, 0, &parallel, err, errlen)) ||
+	if ((rc = sw_json_int(j, "parallel", 1, 1000, 0, &parallel, err, errlen)) ||
 	    (rc = sw_json_int(j, "stop_timeout_ms", 100, 3600000, 0, &stop, err, errlen)) ||
 	    (rc = sw_json_int(j, "max_failures", -1, 1000000, 0, &max_failures, err, errlen)) ||
-	    (rc = sw_json_str(j, "on_stuck", 15, 0, &on_stuck, err, errlen)))
+	    (rc = sw_json_str(j, "on_stuck", 15, 0, &on_stuck, err, errlen)) ||
+	    (rc = sw_json_str(j, "package", 4096, 1, &out->package, err, errlen)))
 		return rc;
-	if (out->package[0] != '/') {
-		proto_seterr(err, errlen, "package: give an absolute path");
-		return SW_EINVAL;
-	}
 	if (!on_stuck)
 		on_stuck = "defer";
 	if (strcmp(on_stuck, "defer") && strcmp(on_stuck, "kill") &&
@@ -386,6 +393,15 @@ int sw_proto_upgrade_req_parse(const json_t *j, struct sw_upgrade_req *out, char
 	}
 	if (strict && !json_is_boolean(strict)) {
 		proto_seterr(err, errlen, "strict must be true or false");
+		return SW_EINVAL;
+	}
+	/* A package is named by its hash in the site's store, never by a path: the server
+	 * opens no file an administrator names on its disk. */
+	if (strlen(out->package) != 64 || strspn(out->package, "0123456789abcdef") != 64) {
+		proto_seterr(err, errlen,
+			     "package: give the SHA-256 of a package in the site's store (upload "
+			     "it with POST /v1/packages, as `siteward upgrade check FILE` does); "
+			     "paths on the server are not read");
 		return SW_EINVAL;
 	}
 	snprintf(out->on_stuck, sizeof(out->on_stuck), "%s", on_stuck);

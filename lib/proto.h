@@ -52,6 +52,12 @@ int sw_proto_roles_check(const json_t *roles, char *err, size_t errlen);
 /* Service states as agents report them. */
 #define SW_SERVICE_STATES "stopped", "starting", "running", "stopping", "failed", "stuck"
 int sw_proto_heartbeat_parse(const json_t *j, struct sw_heartbeat *out, char *err, size_t errlen);
+/* A checked copy of one service's state as an agent reports it (in a heartbeat, or in
+ * its answer to a service command or a change of roles), holding only known fields;
+ * NULL with the reason in `err`. */
+json_t *sw_proto_service_parse(const json_t *v, char *err, size_t errlen);
+/* The same for an array of at most 64 of them. */
+json_t *sw_proto_services_parse(const json_t *arr, char *err, size_t errlen);
 
 /* Frees what a parsed heartbeat owns. */
 void sw_proto_heartbeat_clear(struct sw_heartbeat *hb);
@@ -61,7 +67,8 @@ int sw_proto_token_req_parse(const json_t *j, int64_t *ttl_s, char *err, size_t 
 
 /* POST /v1/upgrades and /v1/upgrades/check on the server: the administrator's run. */
 struct sw_upgrade_req {
-	const char *package;	  /* absolute path on the server's machine (borrowed) */
+	const char *package;	  /* SHA-256 (64 lowercase hex) of a package in the site's
+				   * store, put there by POST /v1/packages (borrowed) */
 	unsigned parallel;	  /* 1..1000, default 5 */
 	unsigned stop_timeout_ms; /* 100 ms .. 1 h, default 30 s */
 	int max_failures;	  /* -1 (no bound, the default) .. 1000000 */

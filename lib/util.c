@@ -9,6 +9,7 @@
 #include <gnutls/gnutls.h>
 #include <libgen.h>
 #include <limits.h>
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -447,4 +448,100 @@ int sw_command_output(char *const argv[], int timeout_ms, char *out, size_t outl
 		ERR("%s did not %s within %d ms", argv[0], open ? "answer" : "exit", timeout_ms);
 	}
 	return rc;
+}
+
+int sw_number_parse(const char *s, double min, double max, double *out)
+{
+	char *end;
+	double v;
+
+	/* strtod would also take "nan", "inf", hex, and leading spaces */
+	if (!s || !*s || strspn(s, "0123456789.eE+-") != strlen(s))
+		return SW_EINVAL;
+	errno = 0;
+	v = strtod(s, &end);
+	if (end == s || *end || errno == ERANGE || !isfinite(v) || v < min || v > max)
+		return SW_EINVAL;
+	*out = v;
+	return 0;
+}
+
+int sw_int_parse(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+	const char *digits = s && *s == '-' ? s + 1 : s;
+	char *end;
+	long long v;
+
+	if (!digits || !*digits || strspn(digits, "0123456789") != strlen(digits))
+		return SW_EINVAL;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (*end || errno == ERANGE || v < min || v > max)
+		return SW_EINVAL;
+	*out = v;
+	return 0;
+}
+
+/* The length of the UTF-8 sequence at `p` and its code point, or 0 if it is not one
+ * (overlong, a surrogate, past U+10FFFF, cut short). */
+static size_t utf8_next(const unsigned char *p, uint32_t *cp)
+{
+	size_t n;
+	uint32_t c;
+
+	if (p[0] < 0x80) {
+		*cp = p[0];
+		return 1;
+	}
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		n = 2, c = p[0] & 0x1f;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		n = 3, c = p[0] & 0x0f;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		n = 4, c = p[0] & 0x07;
+	else
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((p[i] & 0xc0) != 0x80) /* also stops at the NUL */
+			return 0;
+		c = (c << 6) | (p[i] & 0x3f);
+	}
+	if ((n == 3 && c < 0x800) || (n == 4 && (c < 0x10000 || c > 0x10ffff)) ||
+	    (c >= 0xd800 && c <= 0xdfff))
+		return 0;
+	*cp = c;
+	return n;
+}
+
+size_t sw_printable(char *out, size_t outlen, const char *in)
+{
+	const unsigned char *p = (const unsigned char *)in;
+	size_t o = 0;
+
+	if (outlen == 0)
+		return 0;
+	while (*p) {
+		char esc[16 + 1];
+		uint32_t cp;
+		size_t n = utf8_next(p, &cp), elen;
+
+		if (n == 0) /* a byte that is not UTF-8: a terminal may take 0x9b for CSI */
+			elen = (size_t)snprintf(esc, sizeof(esc), "\\x%02x", p[0]), n = 1;
+		else if (cp < 0x20 || cp == 0x7f)
+			elen = (size_t)snprintf(esc, sizeof(esc), "\\x%02x", (unsigned)cp);
+		else if ((cp >= 0x80 && cp <= 0x9f) || (cp >= 0x202a && cp <= 0x202e) ||
+			 (cp >= 0x2066 && cp <= 0x2069))
+			/* C1 controls, and the bidirectional overrides that reorder what a
+			 * person reads */
+			elen = (size_t)snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)cp);
+		else
+			memcpy(esc, p, n), elen = n;
+		if (o + elen >= outlen) /* only whole characters and escapes */
+			break;
+		memcpy(out + o, esc, elen);
+		o += elen;
+		p += n;
+	}
+	out[o] = '\0';
+	return o;
 }

@@ -60,4 +60,17 @@ int sw_ip_literal(const char *host);
 /* A name for a system or an admin: 1..63 of [A-Za-z0-9._-], not starting with '.' or '-'. */
 int sw_name_valid(const char *name);
 
+/* A number in decimal ("30", "0.5", "1e3"): the whole of `s`, finite, from min to max.
+ * Not "nan", "inf", hex or spaces, which strtod takes. SW_EINVAL otherwise. */
+int sw_number_parse(const char *s, double min, double max, double *out);
+/* A whole number in decimal, the whole of `s`, from min to max; SW_EINVAL otherwise. */
+int sw_int_parse(const char *s, int64_t min, int64_t max, int64_t *out);
+
+/* Text from another machine made safe to show on a terminal: control characters (C0,
+ * DEL, C1, so also the ESC that starts a terminal's escape sequences), bidirectional
+ * overrides and bytes that are not UTF-8 are written as \xNN or \uNNNN, the rest as it
+ * is. At most outlen - 1 bytes and a NUL go to `out`, cut before a character or escape
+ * that does not fit; 4 * strlen(in) + 1 always fits. Returns the length written. */
+size_t sw_printable(char *out, size_t outlen, const char *in);
+
 #endif

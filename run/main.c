@@ -33,21 +33,8 @@ static const char usage_text[] =
 
 void run_printable(char *out, size_t outlen, const char *in)
 {
-	size_t i;
-	json_t *probe;
-
-	if (outlen == 0)
-		return;
-	for (i = 0; in[i] && i + 1 < outlen; i++)
-		out[i] = (unsigned char)in[i] < 0x20 || in[i] == 0x7f ? '?' : in[i];
-	out[i] = '\0';
-	/* JSON carries UTF-8 only: a name in another encoding keeps its ASCII. */
-	probe = json_string(out);
-	if (!probe)
-		for (i = 0; out[i]; i++)
-			if ((unsigned char)out[i] >= 0x80)
-				out[i] = '?';
-	json_decref(probe);
+	/* what sw_printable writes is UTF-8, so it goes into JSON as it is */
+	sw_printable(out, outlen, in);
 }
 
 void run_version(struct run *r)

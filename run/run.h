@@ -109,8 +109,8 @@ struct run {
 };
 
 /* main.c */
-/* The printable form of text from a peer or a file: control bytes become '?', and
- * bytes past ASCII too unless the text is UTF-8. */
+/* The printable form of text from a peer or a file (sw_printable): control characters
+ * and bytes that are not UTF-8 are shown as \xNN or \uNNNN. */
 void run_printable(char *out, size_t outlen, const char *in);
 /* Looks up the program's version once (its package's, from dpkg's database), for a
  * license server that needs it or an offline record. */

@@ -7,9 +7,14 @@
 #include "proto.h"
 #include "util.h"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "version.h"
 
@@ -524,8 +529,9 @@ static int body_timeout(struct sw_http_req *req, unsigned *ms)
 		if (!j)
 			return -1;
 		json_t *v = json_object_get(j, "timeout");
-		if (v && (!json_is_number(v) || json_number_value(v) < 0.01 ||
-			  json_number_value(v) > 3600)) {
+		/* jansson reads no NaN or infinity; the test says so all the same */
+		if (v && (!json_is_number(v) || !isfinite(json_number_value(v)) ||
+			  json_number_value(v) < 0.01 || json_number_value(v) > 3600)) {
 			json_decref(j);
 			sw_http_reply_error(req, 400, "timeout must be 0.01 to 3600 seconds");
 			return -1;
@@ -590,19 +596,20 @@ static void get_system(struct sw_http_req *req, void *arg)
 		return;
 	}
 	if ((q = sw_http_req_query(req, "timeout"))) {
-		double v = atof(q);
-		if (v < 0.01 || v > 3600) {
+		double v;
+		if (sw_number_parse(q, 0.01, 3600, &v)) {
 			sw_http_reply_error(req, 400, "timeout must be 0.01 to 3600 seconds");
 			return;
 		}
 		timeout_ms = (unsigned)(v * 1000);
 	}
 	if ((q = sw_http_req_query(req, "lines"))) {
-		lines = (unsigned)strtoul(q, NULL, 10);
-		if (lines < 1 || lines > 10000) {
+		int64_t v;
+		if (sw_int_parse(q, 1, 10000, &v)) {
 			sw_http_reply_error(req, 400, "lines must be 1 to 10000");
 			return;
 		}
+		lines = (unsigned)v;
 	}
 	if (control_service(s, sys, req, t.item, t.parts == 4 ? "logs" : "status", timeout_ms,
 			    lines))
@@ -686,6 +693,8 @@ static const struct sw_http_route routes[] = {
     {"GET", "/v1/usage", SW_HTTP_ADMIN, metering_get_usage, 0},
     {"POST", "/v1/upgrades", SW_HTTP_ADMIN, upgrade_post, 0},
     {"POST", "/v1/upgrades/check", SW_HTTP_ADMIN, upgrade_check, 0},
+    {"POST", "/v1/packages", SW_HTTP_ADMIN | SW_HTTP_BODY_FILE, upgrade_package_post,
+     (size_t)SW_STAGE_PACKAGE_MAX},
     {"GET", "/v1/upgrades/current", SW_HTTP_ADMIN, upgrade_get, 0},
     {"POST", "/v1/upgrades/current/*", SW_HTTP_ADMIN, upgrade_action, 0},
     {"GET", "/v1/packages/*", SW_HTTP_AGENT, package_get, 0},
@@ -712,8 +721,10 @@ static void tls_window(struct server *s)
 
 int api_start(struct server *s, char *err, size_t errlen)
 {
-	char path[PATH_MAX + 32];
+	char path[PATH_MAX + 32], uploads[PATH_MAX];
 	unsigned handshake, idle;
+	struct dirent *e;
+	DIR *d;
 	int rc;
 
 	if ((rc = sw_conf_get_uint(s->conf, "server", "handshake_timeout", 10, 1, 300, &handshake,
@@ -730,6 +741,15 @@ int api_start(struct server *s, char *err, size_t errlen)
 	rc = sw_file_read(path, 64 * 1024, &s->key_pem, NULL, err, errlen);
 	if (rc)
 		return rc;
+	/* Uploaded packages are written here as they arrive; one a crash left is removed. */
+	sw_path_join(uploads, sizeof(uploads), s->dir, "uploads");
+	mkdir(uploads, 0700);
+	if ((d = opendir(uploads))) {
+		while ((e = readdir(d)))
+			if (strncmp(e->d_name, "upload-", 7) == 0)
+				unlinkat(dirfd(d), e->d_name, 0);
+		closedir(d);
+	}
 	struct sw_http_server_opts o = {
 	    .listen = s->listen,
 	    .cert_pem = s->cert_pem,
@@ -741,6 +761,7 @@ int api_start(struct server *s, char *err, size_t errlen)
 	    .nroutes = SW_ARRAY_LEN(routes),
 	    .arg = s,
 	    .is_revoked = registry_is_revoked,
+	    .upload_dir = uploads,
 	};
 	/* libmicrohttpd keeps pointers to the PEM strings: they live as long as s. */
 	return sw_http_server_start(s->loop, &o, &s->http, err, errlen);

@@ -12,6 +12,7 @@
 #include "json.h"
 #include "log.h"
 #include "pki.h"
+#include "proto.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -76,13 +77,17 @@ static void on_roles_pushed(const struct sw_http_result *res, void *arg)
 	if (res->status == 200)
 		sw_json_parse_object(res->body, res->len, &reply, NULL, 0);
 	if (res->status == 200 && reply) {
-		if (sys) {
-			json_t *svcs = json_object_get(reply, "services");
-			if (json_is_array(svcs)) {
-				json_decref(sys->services);
-				sys->services = json_incref(svcs);
-			}
+		/* kept only as checked as a heartbeat's: the agent's word, not the server's */
+		json_t *svcs =
+		    sw_proto_services_parse(json_object_get(reply, "services"), err, sizeof(err));
+		if (sys && svcs) {
+			json_decref(sys->services);
+			sys->services = json_incref(svcs);
+		} else if (!svcs) {
+			sw_warn("roles of %s: the agent's list of services is refused: %s",
+				c->system, err);
 		}
+		json_object_set_new(reply, "services", svcs ? svcs : json_array());
 		sw_info("roles of %s applied by its agent", c->system);
 	} else {
 		if (res->status)
@@ -134,20 +139,23 @@ int control_push_roles(struct server *s, struct system *sys, struct sw_http_req 
 static void remember_service(struct server *s, const char *system, const json_t *reply)
 {
 	struct system *sys = sw_strmap_get(s->systems, system);
-	const char *name = json_string_value(json_object_get(reply, "name"));
-	json_t *svc;
+	json_t *svc, *checked;
+	const char *name;
 	size_t i;
 
-	if (!sys || !name || !json_is_string(json_object_get(reply, "state")))
+	/* kept only as checked as a heartbeat's service */
+	if (!sys || !(checked = sw_proto_service_parse(reply, NULL, 0)))
 		return;
+	name = json_string_value(json_object_get(checked, "name"));
 	json_array_foreach(sys->services, i, svc)
 	{
 		const char *n = json_string_value(json_object_get(svc, "name"));
 		if (n && strcmp(n, name) == 0) {
-			json_array_set_new(sys->services, i, json_deep_copy(reply));
+			json_array_set_new(sys->services, i, checked);
 			return;
 		}
 	}
+	json_decref(checked);
 }
 
 static void on_service_reply(const struct sw_http_result *res, void *arg)

@@ -183,6 +183,8 @@ void upgrade_role_changed(struct server *s, struct system *sys, const char *role
 /* upgrade_api.c */
 void upgrade_post(struct sw_http_req *req, void *arg);
 void upgrade_check(struct sw_http_req *req, void *arg);
+/* POST /v1/packages: a package uploaded into the site's store; answers its hash. */
+void upgrade_package_post(struct sw_http_req *req, void *arg);
 void upgrade_get(struct sw_http_req *req, void *arg);
 void upgrade_action(struct sw_http_req *req, void *arg);
 

@@ -1,7 +1,8 @@
 /*
- * The upgrade's HTTP handlers: check, run, status, resume and rollback. Run and check
- * first store the package (verified off the loop), then go on from package_store's
- * answer; the request waits, suspended, meanwhile.
+ * The upgrade's HTTP handlers: a package's upload, check, run, status, resume and
+ * rollback. An upload is verified off the loop and stored by its hash; run and check
+ * name a stored package by that hash, verify it again, then go on from package_store's
+ * answer; the request waits, suspended, meanwhile. No path on the server is named.
  */
 #include "upgrade.h"
 
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static json_t *run_json(const struct upgrade *u)
 {
@@ -336,14 +338,55 @@ static void store_request(struct sw_http_req *req, struct server *s, int check)
 	}
 	p->req = req;
 	p->check = check;
-	snprintf(p->package, sizeof(p->package), "%s", p->r.package);
+	/* only a package in the site's store, by its hash (sw_proto_upgrade_req_parse) */
+	package_path(s, p->r.package, p->package, sizeof(p->package));
+	if (access(p->package, F_OK) != 0) {
+		sw_http_reply_error(req, 404,
+				    "no package %.64s in the site's store: upload it first (POST "
+				    "/v1/packages, as `siteward upgrade check FILE` does)",
+				    p->r.package);
+		free(p);
+		goto out;
+	}
 	p->r.package = p->package;
+	/* verified again, as every time a run or a check reads it; not copied again */
 	if ((rc = package_store(s, p->package, on_stored, p))) {
 		sw_http_reply_error(req, api_status(rc), "package refused: cannot verify it now");
 		free(p);
 	}
 out:
 	json_decref(j);
+}
+
+static void on_uploaded(struct server *s, int rc, struct sw_pkg_manifest *m, const char *err,
+			void *arg)
+{
+	struct sw_http_req *req = arg;
+
+	if (rc)
+		sw_http_reply_error(req, rc == SW_EDENIED || rc == SW_EINVAL ? 422 : api_status(rc),
+				    "package refused: %s", err);
+	else
+		sw_http_reply_json(req, 200,
+				   json_pack("{ss ss ss sI}", "sha256", m->package_sha256,
+					     "version", m->version, "min_version", m->min_version,
+					     "size", (json_int_t)m->package_size));
+	sw_pkg_manifest_free(m);
+}
+
+/* The upload is in a file of its own (SW_HTTP_BODY_FILE), removed once this is
+ * answered: the package is verified and copied into the store by its hash first. */
+void upgrade_package_post(struct sw_http_req *req, void *arg)
+{
+	const char *file = sw_http_req_body_file(req);
+	int rc;
+
+	if (!file) {
+		sw_http_reply_error(req, 500, "the upload was not stored");
+		return;
+	}
+	if ((rc = package_store(arg, file, on_uploaded, req)))
+		sw_http_reply_error(req, api_status(rc), "package refused: cannot verify it now");
 }
 
 void upgrade_post(struct sw_http_req *req, void *arg)

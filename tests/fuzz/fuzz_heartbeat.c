@@ -1,4 +1,5 @@
-/* POST /v1/heartbeat bodies, as the server reads them from an enrolled agent. */
+/* POST /v1/heartbeat bodies, as the server reads them from an enrolled agent, and the
+ * services an agent reports in its answers. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -23,8 +24,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (s == NULL)
 			abort();
 		free(s);
-		json_decref(hb.facts);
+		sw_proto_heartbeat_clear(&hb);
 	}
+	/* A list of services alone, as an agent answers a change of its roles. */
+	json_decref(sw_proto_services_parse(json_object_get(j, "services"), err, sizeof(err)));
 	json_decref(j);
 	return 0;
 }

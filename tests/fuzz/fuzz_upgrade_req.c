@@ -21,8 +21,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (sw_json_parse_object((const char *)data, size, &j, err, sizeof(err)))
 		return 0;
 	if (sw_proto_upgrade_req_parse(j, &u, err, sizeof(err)) == 0) {
-		if (u.package[0] != '/' || u.parallel < 1 || u.parallel > 1000 ||
-		    u.stop_timeout_ms < 100 || u.stop_timeout_ms > 3600000 || u.max_failures < -1 ||
+		if (strlen(u.package) != 64 || strspn(u.package, "0123456789abcdef") != 64 ||
+		    u.parallel < 1 || u.parallel > 1000 || u.stop_timeout_ms < 100 ||
+		    u.stop_timeout_ms > 3600000 || u.max_failures < -1 ||
 		    (strcmp(u.on_stuck, "defer") && strcmp(u.on_stuck, "kill") &&
 		     strcmp(u.on_stuck, "remove-role") && strcmp(u.on_stuck, "fail")))
 			abort();

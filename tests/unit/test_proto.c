@@ -158,7 +158,8 @@ static void test_upgrade_requests(void **state)
 	struct sw_upgrade_req u;
 	struct sw_stage_req st;
 	char err[200];
-	json_t *j = parse("{\"package\":\"/tmp/p.pkg\"}");
+	json_t *j = parse(
+	    "{\"package\":\"7d26d1161fbe49f4ba3d46aa6aaf91558fff9db87501ba12f3924b98de4dc34b\"}");
 
 	assert_int_equal(sw_proto_upgrade_req_parse(j, &u, err, sizeof(err)), 0);
 	assert_int_equal(u.parallel, 5);
@@ -169,11 +170,23 @@ static void test_upgrade_requests(void **state)
 	static const char *const bad_runs[] = {
 	    "{}",
 	    "{\"package\":\"p.pkg\"}",
-	    "{\"package\":\"/p\",\"parallel\":0}",
-	    "{\"package\":\"/p\",\"stop_timeout_ms\":5}",
-	    "{\"package\":\"/p\",\"on_stuck\":\"ignore\"}",
-	    "{\"package\":\"/p\",\"max_failures\":-2}",
-	    "{\"package\":\"/p\",\"strict\":1}",
+	    /* a path on the server's disk, absolute or not, is never a package */
+	    "{\"package\":\"/tmp/p.pkg\"}",
+	    "{\"package\":\"/etc/shadow\"}",
+	    "{\"package\":\"../7d26d1161fbe49f4ba3d46aa6aaf91558fff9db87501ba12f3924b98de4dc34b\"}",
+	    "{\"package\":\"7D26D1161FBE49F4BA3D46AA6AAF91558FFF9DB87501BA12F3924B98DE4DC34B\"}",
+	    "{\"package\":\"7d26d1161fbe49f4ba3d46aa6aaf91558fff9db87501ba12f3924b98de4dc34b."
+	    "pkg\"}",
+	    "{\"package\":\"7d26d1161fbe49f4ba3d46aa6aaf91558fff9db87501ba12f3924b98de4dc34b\","
+	    "\"parallel\":0}",
+	    "{\"package\":\"7d26d1161fbe49f4ba3d46aa6aaf91558fff9db87501ba12f3924b98de4dc34b\","
+	    "\"stop_timeout_ms\":5}",
+	    "{\"package\":\"7d26d1161fbe49f4ba3d46aa6aaf91558fff9db87501ba12f3924b98de4dc34b\","
+	    "\"on_stuck\":\"ignore\"}",
+	    "{\"package\":\"7d26d1161fbe49f4ba3d46aa6aaf91558fff9db87501ba12f3924b98de4dc34b\","
+	    "\"max_failures\":-2}",
+	    "{\"package\":\"7d26d1161fbe49f4ba3d46aa6aaf91558fff9db87501ba12f3924b98de4dc34b\","
+	    "\"strict\":1}",
 	};
 	for (size_t i = 0; i < sizeof(bad_runs) / sizeof(bad_runs[0]); i++) {
 		j = parse(bad_runs[i]);
