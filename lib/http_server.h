@@ -47,7 +47,9 @@ struct sw_http_server_opts {
 	const char *cert_pem, *key_pem, *ca_pem; /* the server's and the site CA's */
 	unsigned handshake_timeout_s;		 /* default 10 */
 	unsigned idle_timeout_s;		 /* default 120 */
-	unsigned max_connections;		 /* default 20000 */
+	/* Default 20000; fewer if the open-file limit at start leaves no room for them
+	 * (sw_http_server_capacity says how many). */
+	unsigned max_connections;
 	/* At most this many connections between accept and their first request (TLS
 	 * handshakes, mostly): one more is closed as it is accepted, before any TLS work,
 	 * so a fleet reconnecting at once costs the server only what it can take. Default
@@ -69,6 +71,11 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 void sw_http_server_stop(struct sw_http_server *srv);
 /* The port actually bound. */
 unsigned sw_http_server_port(const struct sw_http_server *srv);
+/* A sentence for the log: how many connections the server takes and why, from the
+ * open-file limit it started under. At that many, a new connection is refused until one
+ * closes, and a warning naming the limit is logged (once an episode, once a minute at
+ * most). */
+void sw_http_server_capacity(const struct sw_http_server *srv, char *out, size_t outlen);
 
 const char *sw_http_req_method(const struct sw_http_req *req);
 const char *sw_http_req_path(const struct sw_http_req *req);
