@@ -132,6 +132,31 @@ class SiteServer(unittest.TestCase):
                  "an admin call once descriptors are free")
         self.assertTrue(s.server.alive())
 
+    def test_server_out_of_descriptors_says_so_for_a_package(self):
+        s = self.site
+        s.start()
+        a = s.enroll("a1", start=False)
+        pid = s.server.pid
+        with open(f"/proc/{pid}/limits") as f:
+            hard = [line.split()[4] for line in f if line.startswith("Max open files")][0]
+        conn = http.client.HTTPSConnection("127.0.0.1", s.port, context=s.tls(*a.cert()),
+                                           timeout=5)
+        path = "/v1/packages/" + "ab" * 32
+        self.assertEqual(get(conn, path), 404)
+        subprocess.run(["prlimit", "--pid", str(pid), "--nofile=3:"], check=True)
+        try:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            body = r.read().decode()
+            # a passing state, to be asked again, not a missing package
+            self.assertEqual(r.status, 503, body)
+            self.assertEqual(r.getheader("Retry-After"), "1")
+            self.assertIn("file descriptors", body)
+        finally:
+            subprocess.run(["prlimit", "--pid", str(pid), f"--nofile={hard}:"], check=True)
+        self.assertEqual(get(conn, path), 404)
+        conn.close()
+
 def last_seen_on(conn, name):
     conn.request("GET", f"/v1/systems/{name}")
     r = conn.getresponse()
