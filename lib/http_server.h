@@ -72,9 +72,9 @@ void sw_http_server_stop(struct sw_http_server *srv);
 /* The port actually bound. */
 unsigned sw_http_server_port(const struct sw_http_server *srv);
 /* A sentence for the log: how many connections the server takes and why, from the
- * open-file limit it started under. At that many, a new connection is refused until one
- * closes, and a warning naming the limit is logged (once an episode, once a minute at
- * most). */
+ * open-file limit it started under. At that many, a new connection waits in the listen
+ * backlog until one closes, and a warning naming the limit is logged (once an episode,
+ * once a minute at most). */
 void sw_http_server_capacity(const struct sw_http_server *srv, char *out, size_t outlen);
 
 const char *sw_http_req_method(const struct sw_http_req *req);
