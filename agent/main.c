@@ -143,7 +143,8 @@ static void close_walk(uv_handle_t *h, void *arg)
 static int agent_run(const char *dir, int check_only, char **argv)
 {
 	struct agent a;
-	char err[512];
+	struct sw_nofile nofile;
+	char err[512], limits[160];
 	int rc;
 
 	memset(&a, 0, sizeof(a));
@@ -172,6 +173,12 @@ static int agent_run(const char *dir, int check_only, char **argv)
 		goto out;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	/* Services, the channel and downloads hold descriptors; an agent short of them
+	 * cannot even report. (Services inherit the raised limit.) */
+	if (sw_nofile_raise(&nofile) == 0) {
+		sw_nofile_describe(&nofile, limits, sizeof(limits));
+		sw_info("%s", limits);
+	}
 	a.sup = supervisor_new(a.loop, a.dir, on_services_changed, &a);
 	/* before the roles: services an upgrade stopped must stay stopped */
 	if (!a.sup || upgrade_init(&a)) {

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define ERR(...)                                                                                   \
@@ -43,6 +44,17 @@
 	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-MAC-ALL:+AEAD:-KX-ALL:+ECDHE-ECDSA:"          \
 	"+ECDHE-RSA"
 
+/* Descriptors libmicrohttpd opens when it starts, after the limit is worked out: the
+ * listening socket, its epoll set and the pipe that wakes it. */
+#define MHD_OWN_FDS 3
+
+/* A connection at the limit is logged at most this often: a server that stays at its
+ * limit, or goes in and out of it, says so once, not once per connection. */
+#define LIMIT_WARN_INTERVAL_MS 60000
+
+/* How long accepting pauses after accept() met EMFILE with no connection open. */
+#define EMFILE_PAUSE_MS 100
+
 struct sw_http_server {
 	uv_loop_t *loop;
 	struct MHD_Daemon *mhd;
@@ -60,6 +72,23 @@ struct sw_http_server {
 	struct conn_state *new_head, *new_tail; /* connections yet to make a request */
 	unsigned new_count, max_handshakes;
 	uint64_t refused; /* connections closed at accept since the last report */
+	/* The connection limit, below the open-file limit so that accept() never meets
+	 * EMFILE (libmicrohttpd would stop accepting until a connection closes, or spin
+	 * when none is open): at the limit libmicrohttpd stops polling the listening
+	 * socket, and a new connection waits in the backlog until one closes. */
+	unsigned max_conns, configured_conns, nconn, spare_fds;
+	int fds_at_start;
+	uint64_t nofile;
+	int at_limit;	  /* reached the limit since the last sweep */
+	int limit_warned; /* inside an episode the log has told of */
+	uint64_t emfile;  /* accepts that met the open-file limit itself */
+	int emfile_idle;  /* ... with no connection open: see server_run */
+	/* libmicrohttpd stopped polling the listening socket (at the limit, or EMFILE with
+	 * connections open); it takes it back only at the start of a run, so the run after
+	 * a connection closes must come at once, not when some other socket stirs. */
+	int accept_paused, reaccept;
+	uv_timer_t pause;
+	int64_t limit_since_ms, limit_warned_ms;
 	uv_timer_t sweep;
 	unsigned port;
 	const struct sw_http_route *routes;
@@ -127,6 +156,14 @@ static void on_poll(uv_poll_t *p, int status, int events)
 	server_run(p->data, 1);
 }
 
+static void on_pause_end(uv_timer_t *t)
+{
+	struct sw_http_server *srv = t->data;
+
+	uv_poll_start(&srv->poll, UV_READABLE, on_poll);
+	server_run(srv, 1);
+}
+
 static void server_run(struct sw_http_server *srv, int activity)
 {
 	MHD_UNSIGNED_LONG_LONG timeout;
@@ -138,11 +175,20 @@ static void server_run(struct sw_http_server *srv, int activity)
 	srv->in_run = 1;
 	MHD_run(srv->mhd);
 	srv->in_run = 0;
+	if (srv->emfile_idle) {
+		/* accept() met EMFILE with no connection open: libmicrohttpd keeps the
+		 * listening socket ready and would be run again at once, forever. Nothing
+		 * else is polled, so the poll pauses and tries again in a moment. */
+		srv->emfile_idle = 0;
+		uv_poll_stop(&srv->poll);
+		uv_timer_start(&srv->pause, on_pause_end, EMFILE_PAUSE_MS, 0);
+		return;
+	}
 	/* A handler of this run answered another, suspended, request (a command for the
 	 * agent whose poll waits): it goes out at the next run, which must come at once
 	 * even when libmicrohttpd, counting no resumed connection, asks for none. */
-	kicked = srv->kicked;
-	srv->kicked = 0;
+	kicked = srv->kicked || srv->reaccept;
+	srv->kicked = srv->reaccept = 0;
 	/* libmicrohttpd takes in one TLS record (16 KiB) of a body per run and, the socket
 	 * being edge-triggered, hears nothing more of the bytes already waiting: it asks for
 	 * a zero timeout instead. A run that took in body bytes is work like socket
@@ -215,6 +261,8 @@ static void on_notify(void *cls, struct MHD_Connection *conn, void **socket_cont
 	struct conn_state *cs;
 
 	if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+		if (++srv->nconn >= srv->max_conns)
+			srv->at_limit = srv->accept_paused = 1;
 		cs = calloc(1, sizeof(*cs));
 		if (cs) {
 			cs->conn = conn;
@@ -230,12 +278,58 @@ static void on_notify(void *cls, struct MHD_Connection *conn, void **socket_cont
 		}
 		*socket_context = cs;
 	} else {
+		if (srv->nconn > 0)
+			srv->nconn--;
+		if (srv->accept_paused) {
+			srv->accept_paused = 0;
+			srv->reaccept = 1;
+		}
 		cs = *socket_context;
 		if (cs)
 			list_remove(srv, cs);
 		free(cs);
 		*socket_context = NULL;
 	}
+}
+
+/* Once a second: an episode at the connection limit (or at the open-file limit, if
+ * descriptors went elsewhere) is told once when it starts, and once when it ends; a
+ * server going in and out of it is told at most once a minute. */
+static void limit_report(struct sw_http_server *srv, int64_t now)
+{
+	int full = srv->at_limit || srv->emfile > 0 || srv->nconn >= srv->max_conns;
+
+	srv->at_limit = 0;
+	if (full && !srv->limit_since_ms)
+		srv->limit_since_ms = now;
+	if (full && !srv->limit_warned &&
+	    (!srv->limit_warned_ms || now - srv->limit_warned_ms >= LIMIT_WARN_INTERVAL_MS)) {
+		struct rlimit rl;
+
+		if (srv->emfile)
+			/* the limit now, which may have been lowered since the start */
+			sw_warn("http: the open-file limit (%" PRIu64 ") is reached with %u "
+				"connections: new connections wait until descriptors free; those "
+				"open are served",
+				getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+				    ? (uint64_t)rl.rlim_cur
+				    : srv->nofile,
+				srv->nconn);
+		else
+			sw_warn("http: at the limit of %u connections (open-file limit %" PRIu64
+				"): new connections wait until one closes; those open are served",
+				srv->max_conns, srv->nofile);
+		srv->limit_warned = 1;
+		srv->limit_warned_ms = now;
+	}
+	if (!full && srv->limit_since_ms) {
+		if (srv->limit_warned)
+			sw_info("http: accepting connections again after %.1f s at the limit",
+				(double)(now - srv->limit_since_ms) / 1000);
+		srv->limit_since_ms = 0;
+		srv->limit_warned = 0;
+	}
+	srv->emfile = 0;
 }
 
 /* Connections that have not made a request within the handshake bound (a TLS
@@ -255,6 +349,7 @@ static void sweep_new(uv_timer_t *t)
 			srv->refused, srv->max_handshakes);
 		srv->refused = 0;
 	}
+	limit_report(srv, now);
 	for (struct conn_state *cs = srv->new_head; cs && now - cs->started_ms >= bound;) {
 		struct conn_state *next = cs->next;
 		list_remove(srv, cs);
@@ -882,6 +977,7 @@ const char *sw_http_req_peer(const struct sw_http_req *req)
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	struct sw_http_server *srv = cls;
 	char line[512];
 	size_t n;
 
@@ -889,7 +985,52 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 	n = strlen(line);
 	while (n > 0 && line[n - 1] == '\n')
 		line[--n] = '\0';
+	/* What libmicrohttpd says of the two limits is counted, for limit_report(). */
+	if (strstr(line, "resource limit")) {
+		srv->emfile++;
+		srv->emfile_idle = strstr(line, "FIRST") != NULL;
+		srv->accept_paused |= !srv->emfile_idle;
+	}
 	sw_debug("http: %s", line);
+}
+
+/* The connections this server takes: the configured most, or fewer if the open-file
+ * limit leaves no room for them beside the descriptors open now (the database, logs,
+ * the loop's), libmicrohttpd's own and a spare share for what the program opens later
+ * (files it sends, calls it makes, a report's database connection): an eighth of the
+ * limit, at least 16 and at most 256. Each connection costs one descriptor. */
+static void conn_limit(struct sw_http_server *srv, unsigned configured)
+{
+	struct rlimit rl;
+	uint64_t room, fixed;
+
+	srv->configured_conns = configured;
+	srv->nofile = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+			  ? (uint64_t)rl.rlim_cur
+			  : UINT64_MAX;
+	srv->fds_at_start = sw_fds_open();
+	srv->spare_fds = srv->nofile / 8 < 16	 ? 16
+			 : srv->nofile / 8 > 256 ? 256
+						 : (unsigned)(srv->nofile / 8);
+	fixed = (uint64_t)(srv->fds_at_start < 0 ? 64 : srv->fds_at_start) + MHD_OWN_FDS +
+		srv->spare_fds;
+	room = srv->nofile > fixed ? srv->nofile - fixed : 1;
+	srv->max_conns = room < configured ? (unsigned)room : configured;
+}
+
+void sw_http_server_capacity(const struct sw_http_server *srv, char *out, size_t outlen)
+{
+	char why[96];
+
+	if (srv->max_conns < srv->configured_conns)
+		snprintf(why, sizeof(why), "below the configured %u: raise the hard limit for more",
+			 srv->configured_conns);
+	else
+		snprintf(why, sizeof(why), "the configured most");
+	snprintf(out, outlen,
+		 "room for %u connections (%s) at one descriptor each, with %d descriptors open "
+		 "at start, %d of libmicrohttpd's and %u kept spare",
+		 srv->max_conns, why, srv->fds_at_start, MHD_OWN_FDS, srv->spare_fds);
 }
 
 int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts,
@@ -932,6 +1073,7 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	srv->idle_timeout_s = opts->idle_timeout_s ? opts->idle_timeout_s : 120;
 	srv->handshake_timeout_s = opts->handshake_timeout_s ? opts->handshake_timeout_s : 10;
 	srv->max_handshakes = opts->max_handshakes ? opts->max_handshakes : 256;
+	conn_limit(srv, opts->max_connections ? opts->max_connections : 20000);
 	rc = sw_pki_verifier_new(opts->ca_pem, &srv->verifier, sub, sizeof(sub));
 	if (rc) {
 		ERR("site CA: %s", sub);
@@ -947,11 +1089,11 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	    MHD_OPTION_HTTPS_MEM_KEY, opts->key_pem, MHD_OPTION_HTTPS_MEM_CERT, opts->cert_pem,
 	    MHD_OPTION_HTTPS_MEM_TRUST, opts->ca_pem, MHD_OPTION_HTTPS_PRIORITIES, TLS_PRIORITY,
 	    MHD_OPTION_CONNECTION_TIMEOUT, srv->idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT,
-	    (unsigned)(opts->max_connections ? opts->max_connections : 20000),
-	    MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-	    (size_t)CONN_MEMORY, MHD_OPTION_NOTIFY_CONNECTION, on_notify, srv,
-	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_UNESCAPE_CALLBACK,
-	    on_unescape, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv, MHD_OPTION_END);
+	    srv->max_conns, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY, MHD_OPTION_NOTIFY_CONNECTION,
+	    on_notify, srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+	    MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+	    srv, MHD_OPTION_END);
 	if (!srv->mhd) {
 		ERR("cannot listen on %s (address in use, or bad certificate or key)",
 		    opts->listen);
@@ -970,7 +1112,9 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	uv_timer_init(loop, &srv->sweep);
 	srv->sweep.data = srv;
 	uv_timer_start(&srv->sweep, sweep_new, 1000, 1000);
-	srv->handles_open = 3;
+	uv_timer_init(loop, &srv->pause);
+	srv->pause.data = srv;
+	srv->handles_open = 4;
 	uv_poll_start(&srv->poll, UV_READABLE, on_poll);
 	uv_timer_start(&srv->timer, on_timer, 0, 0);
 	*out = srv;
@@ -1000,11 +1144,13 @@ void sw_http_server_stop(struct sw_http_server *srv)
 	uv_poll_stop(&srv->poll);
 	uv_timer_stop(&srv->timer);
 	uv_timer_stop(&srv->sweep);
+	uv_timer_stop(&srv->pause);
 	MHD_stop_daemon(srv->mhd);
 	sw_pki_verifier_free(srv->verifier);
 	uv_close((uv_handle_t *)&srv->poll, on_closed);
 	uv_close((uv_handle_t *)&srv->timer, on_closed);
 	uv_close((uv_handle_t *)&srv->sweep, on_closed);
+	uv_close((uv_handle_t *)&srv->pause, on_closed);
 }
 
 static int hexval(char c)

@@ -51,7 +51,9 @@ struct sw_http_server_opts {
 	const char *cert_pem, *key_pem, *ca_pem; /* the server's and the site CA's */
 	unsigned handshake_timeout_s;		 /* default 10 */
 	unsigned idle_timeout_s;		 /* default 120 */
-	unsigned max_connections;		 /* default 20000 */
+	/* Default 20000; fewer if the open-file limit at start leaves no room for them
+	 * (sw_http_server_capacity says how many). */
+	unsigned max_connections;
 	/* At most this many connections between accept and their first request (TLS
 	 * handshakes, mostly): one more is closed as it is accepted, before any TLS work,
 	 * so a fleet reconnecting at once costs the server only what it can take. Default
@@ -76,6 +78,11 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 void sw_http_server_stop(struct sw_http_server *srv);
 /* The port actually bound. */
 unsigned sw_http_server_port(const struct sw_http_server *srv);
+/* A sentence for the log: how many connections the server takes and why, from the
+ * open-file limit it started under. At that many, a new connection waits in the listen
+ * backlog until one closes, and a warning naming the limit is logged (once an episode,
+ * once a minute at most). */
+void sw_http_server_capacity(const struct sw_http_server *srv, char *out, size_t outlen);
 
 /* The file holding the body of a SW_HTTP_BODY_FILE route's request, whole; NULL for
  * any other. The server removes it once the request is answered. */

@@ -3,10 +3,12 @@
 #include "error.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
+#include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
 #include <math.h>
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -544,4 +547,67 @@ size_t sw_printable(char *out, size_t outlen, const char *in)
 	}
 	out[o] = '\0';
 	return o;
+}
+
+static uint64_t rlim_u64(rlim_t v)
+{
+	return v == RLIM_INFINITY ? UINT64_MAX : (uint64_t)v;
+}
+
+int sw_nofile_raise(struct sw_nofile *nf)
+{
+	struct rlimit rl;
+
+	memset(nf, 0, sizeof(*nf));
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return SW_EIO;
+	nf->was = nf->soft = rlim_u64(rl.rlim_cur);
+	nf->hard = rlim_u64(rl.rlim_max);
+	if (rl.rlim_cur == rl.rlim_max)
+		return 0;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		/* the hard limit above what the kernel allows (fs.nr_open): keep the old */
+		nf->raise_errno = errno;
+		return 0;
+	}
+	nf->soft = nf->hard;
+	return 0;
+}
+
+void sw_nofile_describe(const struct sw_nofile *nf, char *out, size_t outlen)
+{
+	char soft[24], hard[24];
+
+	snprintf(soft, sizeof(soft), "%" PRIu64, nf->soft);
+	snprintf(hard, sizeof(hard), "%" PRIu64, nf->hard);
+	if (nf->soft == UINT64_MAX)
+		snprintf(soft, sizeof(soft), "unlimited");
+	if (nf->hard == UINT64_MAX)
+		snprintf(hard, sizeof(hard), "unlimited");
+	if (nf->raise_errno)
+		snprintf(out, outlen,
+			 "open-file limit %s (hard limit %s, which it cannot take: %s)", soft, hard,
+			 strerror(nf->raise_errno));
+	else if (nf->was != nf->soft)
+		snprintf(out, outlen,
+			 "open-file limit %s (raised from %" PRIu64 "; the hard limit)", soft,
+			 nf->was);
+	else
+		snprintf(out, outlen, "open-file limit %s (the hard limit)", soft);
+}
+
+int sw_fds_open(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1; /* not the descriptor that reads the folder */
 }

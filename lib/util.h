@@ -57,6 +57,25 @@ int sw_hostport_parse(const char *s, char *host, size_t hostlen, unsigned *port,
 /* 1 if `host` is an IPv4 or IPv6 literal. */
 int sw_ip_literal(const char *host);
 
+/* The open-file limit (RLIMIT_NOFILE). The soft limit is often 1024 while the hard one
+ * is far higher; a daemon that holds a descriptor per connection raises its soft limit
+ * to the hard one at start. Unlimited is UINT64_MAX. */
+struct sw_nofile {
+	uint64_t was;  /* the soft limit the program was started with */
+	uint64_t soft; /* the soft limit now */
+	uint64_t hard;
+	int raise_errno; /* why setrlimit refused, or 0 */
+};
+/* Raises the soft limit to the hard one and says what was and is. SW_EIO only if the
+ * limit cannot even be read; a refused raise leaves the old limit, and its errno in
+ * `raise_errno`. Children inherit the raised limit. */
+int sw_nofile_raise(struct sw_nofile *nf);
+/* "open-file limit 524288 (raised from 1024; the hard limit)" and the like, for a log
+ * line. */
+void sw_nofile_describe(const struct sw_nofile *nf, char *out, size_t outlen);
+/* How many descriptors the process has open now (from /proc/self/fd), or -1. */
+int sw_fds_open(void);
+
 /* A name for a system or an admin: 1..63 of [A-Za-z0-9._-], not starting with '.' or '-'. */
 int sw_name_valid(const char *name);
 

@@ -436,9 +436,17 @@ static void get_leases(struct sw_http_req *req, void *arg)
 	sw_http_reply_json(req, 200, j);
 }
 
-/* The site server's push: products changed. */
+/* The site server's push: products changed, or certificates were revoked. */
 static void post_refresh(struct sw_http_req *req, void *arg)
 {
+	char err[160];
+	size_t len;
+	const char *body = sw_http_req_body(req, &len);
+
+	if (sync_revoked(arg, body, len, err, sizeof(err))) {
+		sw_http_reply_error(req, 400, "%s", err);
+		return;
+	}
 	sync_refresh(arg);
 	sw_http_reply_json(req, 202, json_object());
 }

@@ -198,8 +198,9 @@ int main(int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	struct meter m;
+	struct sw_nofile nofile;
 	const char *dir = getenv("SITEWARD_AGENT");
-	char err[512], version[64];
+	char err[512], version[64], limits[160] = "open-file limit unknown", room[256];
 	int opt, rc;
 
 	memset(&m, 0, sizeof(m));
@@ -218,6 +219,10 @@ int main(int argc, char **argv)
 	}
 	m.loop = uv_default_loop();
 	m.started_ms = sw_mono_ms();
+	/* Every client holds a connection while it runs: the soft limit on open files goes
+	 * up to the hard one before anything is opened. */
+	if (sw_nofile_raise(&nofile) == 0)
+		sw_nofile_describe(&nofile, limits, sizeof(limits));
 	if ((rc = configure(&m, dir, err, sizeof(err))) || (rc = recover(&m, err, sizeof(err))) ||
 	    (rc = serve(&m, err, sizeof(err))) || (rc = sync_start(&m, err, sizeof(err)))) {
 		fprintf(stderr, "siteward-meter: %s\n", err);
@@ -235,6 +240,8 @@ int main(int argc, char **argv)
 	uv_timer_start(&m.tick, on_tick, TICK_MS, TICK_MS);
 	/* the package version of the tree it runs from, as the agent reports its own */
 	sw_install_version(m.dir, version, sizeof(version));
+	sw_http_server_capacity(m.http, room, sizeof(room));
+	sw_info("%s: %s", limits, room);
 	sw_info("listening on %s, version %s", m.listen, version);
 	uv_run(m.loop, UV_RUN_DEFAULT);
 

@@ -213,7 +213,12 @@ struct meter {
 	int stopping;
 	int server_reachable;
 	int config_in_flight, upload_in_flight;
-	int config_again;	      /* fetch again when the fetch in flight ends */
+	int config_again; /* fetch again when the fetch in flight ends */
+	/* Serials the site server pushed as revoked, kept beside the configuration's list
+	 * until a configuration fetched after the last push has replaced it: an answer
+	 * already on its way may not list them yet. */
+	struct sw_strmap *pushed_revoked;
+	unsigned push_seq, fetch_seq;
 	char *config_text;	      /* the last good config answer, as cached */
 	struct usage_batch uploading; /* records of the upload in flight */
 	size_t upload_batch; /* records per upload; smaller while isolating a refused one */
@@ -324,5 +329,9 @@ void sync_stop(struct meter *m);
 void sync_usage_tick(struct meter *m);
 /* The site server says products changed: fetch the configuration now. */
 void sync_refresh(struct meter *m);
+/* The site server's push named certificates just revoked ({"revoked": [serial...]}, the
+ * body of POST /v1/config/refresh): they are refused from now on, before the
+ * configuration that lists them arrives. An empty or absent list is no change. */
+int sync_revoked(struct meter *m, const char *body, size_t len, char *err, size_t errlen);
 
 #endif

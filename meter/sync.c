@@ -11,6 +11,7 @@
 #include "json.h"
 #include "log.h"
 #include "pki.h"
+#include "strmap.h"
 #include "util.h"
 
 #include <errno.h>
@@ -59,6 +60,98 @@ static int apply_config(struct meter *m, const char *text, size_t len, char *err
 		m->poll_ms = conf.poll_ms;
 	lease_config_cleanup(&conf);
 	return 0;
+}
+
+/* Up to this many serials in one push: a removal revokes two. */
+#define PUSH_MAX_REVOKED 64
+
+int sync_revoked(struct meter *m, const char *body, size_t len, char *err, size_t errlen)
+{
+	json_t *j = NULL, *arr, *v;
+	size_t i, n = 0;
+	int rc = 0;
+
+	if (len == 0)
+		return 0;
+	if ((rc = sw_json_parse_object(body, len, &j, err, errlen)))
+		return rc;
+	arr = json_object_get(j, "revoked");
+	if (!arr)
+		goto out;
+	if (!json_is_array(arr) || json_array_size(arr) > PUSH_MAX_REVOKED) {
+		snprintf(err, errlen, "'revoked' must be an array of at most %d serials",
+			 PUSH_MAX_REVOKED);
+		rc = SW_EINVAL;
+		goto out;
+	}
+	json_array_foreach(arr, i, v)
+	{
+		const char *s = json_string_value(v);
+		size_t sl = s ? strlen(s) : 0;
+
+		/* as the configuration's list is checked (lease.c) */
+		if (!s || sl == 0 || sl > 40 || sl != json_string_length(v) ||
+		    strspn(s, "0123456789abcdef") != sl) {
+			snprintf(err, errlen,
+				 "revoked[%zu] must be a certificate serial in lowercase hex", i);
+			rc = SW_EINVAL;
+			goto out;
+		}
+	}
+	if ((!m->table->revoked && !(m->table->revoked = sw_strmap_new())) ||
+	    (!m->pushed_revoked && !(m->pushed_revoked = sw_strmap_new()))) {
+		snprintf(err, errlen, "out of memory");
+		rc = SW_ENOMEM;
+		goto out;
+	}
+	json_array_foreach(arr, i, v)
+	{
+		const char *s = json_string_value(v);
+
+		if (sw_strmap_get(m->table->revoked, s))
+			continue;
+		if (sw_strmap_set(m->table->revoked, s, (void *)1) ||
+		    (sw_strmap_count(m->pushed_revoked) < METER_MAX_REVOKED &&
+		     sw_strmap_set(m->pushed_revoked, s, (void *)1))) {
+			snprintf(err, errlen, "out of memory");
+			rc = SW_ENOMEM;
+			goto out;
+		}
+		n++;
+	}
+	m->push_seq++;
+	if (n)
+		sw_info("the site server revoked %zu certificate%s: refused from now on", n,
+			n == 1 ? "" : "s");
+out:
+	json_decref(j);
+	return rc;
+}
+
+static void keep_pushed(const char *serial, void *value, void *arg)
+{
+	struct meter *m = arg;
+
+	(void)value;
+	if (m->table->revoked)
+		sw_strmap_set(m->table->revoked, serial, (void *)1);
+}
+
+/* A configuration just applied replaced the list of revoked serials: those pushed since
+ * its fetch began go back in; once a fetch begun after the last push is applied, the
+ * site server's list has them all. */
+static void pushed_after_config(struct meter *m)
+{
+	if (!m->pushed_revoked)
+		return;
+	if (m->fetch_seq == m->push_seq) {
+		sw_strmap_free(m->pushed_revoked);
+		m->pushed_revoked = NULL;
+		return;
+	}
+	if (!m->table->revoked)
+		m->table->revoked = sw_strmap_new();
+	sw_strmap_each(m->pushed_revoked, keep_pushed, m);
 }
 
 void sync_load_cache(struct meter *m)
@@ -147,6 +240,7 @@ static void on_config(const struct sw_http_result *res, void *arg)
 		sw_warn("site server sent a configuration the meter refuses: %s", err);
 		return;
 	}
+	pushed_after_config(m);
 	sw_info("configuration from the site server: %u products, lease ttl %lld ms",
 		m->table->nproducts, (long long)m->table->ttl_ms);
 	/* the site server sets how often shares are worked out */
@@ -180,8 +274,10 @@ static void fetch_config(uv_timer_t *t)
 	json_decref(msg);
 	snprintf(url, sizeof(url), "%s/v1/meter/config", m->server);
 	if (body && sw_http_client_request(m->client, "POST", url, body, strlen(body),
-					   REQUEST_TIMEOUT_MS, on_config, m) == 0)
+					   REQUEST_TIMEOUT_MS, on_config, m) == 0) {
 		m->config_in_flight = 1;
+		m->fetch_seq = m->push_seq;
+	}
 	free(body);
 }
 
@@ -387,4 +483,6 @@ void sync_stop(struct meter *m)
 	m->client = NULL;
 	free(m->config_text);
 	m->config_text = NULL;
+	sw_strmap_free(m->pushed_revoked);
+	m->pushed_revoked = NULL;
 }

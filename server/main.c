@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include "version.h"
@@ -183,31 +182,11 @@ static void close_walk(uv_handle_t *h, void *arg)
 		uv_close(h, NULL);
 }
 
-/* Every agent holds a connection: the soft limit on open files (often 1024) goes up to
- * the hard one, and the log says how many agents that leaves room for. */
-static void raise_nofile(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-		return;
-	if (rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-			getrlimit(RLIMIT_NOFILE, &rl);
-	}
-	/* below the 20000 connections the server takes at most */
-	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 20000)
-		sw_info("open-file limit %llu: room for about %llu connected agents; raise it "
-			"(LimitNOFILE= in a systemd unit, or ulimit -n) for more",
-			(unsigned long long)rl.rlim_cur,
-			(unsigned long long)(rl.rlim_cur > 256 ? rl.rlim_cur - 256 : 0));
-}
-
 static int server_run(const char *dir, int check_only)
 {
 	struct server s;
-	char err[512], version[40];
+	struct sw_nofile nofile;
+	char err[512], version[40], limits[160] = "open-file limit unknown", room[256];
 	int rc;
 
 	memset(&s, 0, sizeof(s));
@@ -220,7 +199,10 @@ static int server_run(const char *dir, int check_only)
 		       s.systems ? sw_strmap_count(s.systems) : 0, sw_db_engine(s.db));
 		goto out;
 	}
-	raise_nofile();
+	/* Every agent holds a connection: the soft limit on open files (often 1024) goes up
+	 * to the hard one before anything is opened. */
+	if (!rc && sw_nofile_raise(&nofile) == 0)
+		sw_nofile_describe(&nofile, limits, sizeof(limits));
 	if (!rc)
 		rc = dbq_open(&s, err, sizeof(err));
 	if (!rc)
@@ -244,6 +226,8 @@ static int server_run(const char *dir, int check_only)
 	uv_signal_start(&s.sigint, on_signal, SIGINT);
 	uv_signal_start(&s.sigterm, on_signal, SIGTERM);
 	signal(SIGPIPE, SIG_IGN);
+	sw_http_server_capacity(s.http, room, sizeof(room));
+	sw_info("%s: %s", limits, room);
 	sw_info("site %s listening on %s (port %u), %zu systems, database %s, version %s",
 		s.site_code, s.listen, sw_http_server_port(s.http), sw_strmap_count(s.systems),
 		sw_db_engine(s.db), (sw_install_version(s.dir, version, sizeof(version)), version));

@@ -848,6 +848,53 @@ static void config_done(struct server *s, void *arg)
 	config_free(c);
 }
 
+static void on_revocation_pushed(const struct sw_http_result *res, void *arg)
+{
+	char *url = arg;
+
+	if (res->status != 202)
+		sw_warn("%s: not told of a revocation now (%s); it learns it at its next poll", url,
+			res->status ? "refused" : res->error);
+	free(url);
+}
+
+/* A removed system must be refused by every metering server at once, not at its next
+ * poll: the push that has it fetch its configuration carries the serials just revoked,
+ * which it refuses from the moment the push arrives. One that is away learns them from
+ * its poll; one of an older version ignores the body and fetches its configuration,
+ * which lists them. Nobody waits for these calls. */
+void metering_revoked(struct server *s, const char *serial, const char *client_serial)
+{
+	json_t *urls, *names, *msg, *v;
+	char *body;
+	size_t i;
+
+	if (!s->agents || s->stopping)
+		return;
+	msg = json_pack("{s[s]}", "revoked", serial);
+	if (msg && client_serial && client_serial[0])
+		json_array_append_new(json_object_get(msg, "revoked"), json_string(client_serial));
+	body = msg ? sw_json_dump(msg) : NULL;
+	json_decref(msg);
+	if (!body)
+		return;
+	urls = metering_meter_urls(s, &names);
+	json_array_foreach(urls, i, v)
+	{
+		char *url = NULL;
+
+		if (asprintf(&url, "%s/v1/config/refresh", json_string_value(v)) < 0)
+			continue;
+		if (sw_http_client_request_to(
+			s->agents, json_string_value(json_array_get(names, i)), "POST", url, body,
+			strlen(body), PUSH_TIMEOUT_MS, on_revocation_pushed, url))
+			free(url);
+	}
+	json_decref(urls);
+	json_decref(names);
+	free(body);
+}
+
 /* GET, or POST with what the metering server has of each product; the answer holds
  * the products, each with this server's share of its licenses. */
 void metering_get_config(struct sw_http_req *req, void *arg)

@@ -65,6 +65,12 @@ void package_get(struct sw_http_req *req, void *arg)
 	}
 	package_path(s, sha, path, sizeof(path));
 	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+		/* out of descriptors is a passing state, not a missing package */
+		sw_warn("cannot send package %.12s: %s", sha, strerror(errno));
+		sw_http_reply_busy(req, 1, "the server is out of file descriptors; try again");
+		return;
+	}
 	if (fd < 0 || fstat(fd, &st)) {
 		if (fd >= 0)
 			close(fd);

@@ -547,6 +547,7 @@ static int removed(struct server *s, struct reg_op *op)
 		snprintf(op->err, sizeof(op->err), "out of memory");
 		return SW_ENOMEM;
 	}
+	metering_revoked(s, op->serial, op->client_serial);
 	if (!sys)
 		return 0;
 	if (sys->dirty) {
