@@ -4,6 +4,7 @@
  */
 #include "server.h"
 #include "share.h"
+#include "usagerec.h"
 
 #include "error.h"
 #include "json.h"
@@ -885,8 +886,8 @@ void metering_get_config(struct sw_http_req *req, void *arg)
 	}
 }
 
-/* Idempotent by record id; times are moved by the uploader's clock error, so a client
- * hours ahead or behind still lands its records where they happened. */
+/* Idempotent by host and record id; times are moved by the uploader's clock error, so a
+ * client hours ahead or behind still lands its records where they happened. */
 /* A record's product: as recorded, or the registered product its executable (or its
  * build ID) is. */
 static const char *attribute(const json_t *products, const json_t *r)
@@ -926,6 +927,8 @@ static const char *attribute(const json_t *products, const json_t *r)
 struct ingest {
 	struct sw_http_req *req;
 	json_t *j;
+	struct usage_rec *recs; /* strings borrowed from j */
+	size_t n;
 	int64_t now, skew, cutoff;
 	char from[64];
 	int64_t accepted, dup, too_old;
@@ -936,45 +939,42 @@ struct ingest {
 static void ingest_run(struct sw_db *db, void *arg)
 {
 	struct ingest *in = arg;
-	json_t *records = json_object_get(in->j, "records"), *r;
+	json_t *records = json_object_get(in->j, "records");
 	/* Runs recorded offline do not know their product: the table does. */
 	json_t *products = products_load_db(db, in->err, sizeof(in->err));
-	size_t i;
 
 	if (!products) {
 		in->rc = SW_EDB;
 		return;
 	}
 	in->rc = sw_db_begin(db, in->err, sizeof(in->err));
-	json_array_foreach(records, i, r)
-	{
-		int64_t changes = 0, wait = 0;
-		if (in->rc)
-			break;
+	for (size_t i = 0; i < in->n && !in->rc; i++) {
+		const struct usage_rec *u = &in->recs[i];
+		int64_t changes = 0;
+
 		/* Days before the detail period are summarised and closed. */
-		if (json_integer_value(json_object_get(r, "start")) + in->skew < in->cutoff) {
+		if (u->start < in->cutoff) {
 			in->too_old++;
 			continue;
 		}
-		sw_json_int(r, "wait_ms", 0, INT64_MAX / 2, 0, &wait, NULL, 0);
-		struct sw_db_val p[] = {
-		    SW_DB_TEXT(json_string_value(json_object_get(r, "id"))),
-		    SW_DB_TEXT(attribute(products, r)),
-		    SW_DB_TEXT(json_string_value(json_object_get(r, "exe"))),
-		    SW_DB_TEXT(json_string_value(json_object_get(r, "user"))),
-		    SW_DB_TEXT(json_string_value(json_object_get(r, "host"))),
-		    SW_DB_INT(json_integer_value(json_object_get(r, "start")) + in->skew),
-		    SW_DB_INT(json_integer_value(json_object_get(r, "end")) + in->skew),
-		    SW_DB_TEXT(json_string_value(json_object_get(r, "kind"))),
-		    SW_DB_INT(wait),
-		    SW_DB_TEXT(json_string_value(json_object_get(r, "source"))),
-		    SW_DB_INT(in->now)};
-		in->rc =
-		    sw_db_exec(db,
-			       "INSERT INTO usage (id, product, exe, user_name, host, start_ms, "
-			       "end_ms, kind, wait_ms, source, received_at) VALUES "
-			       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-			       p, 11, NULL, NULL, &changes, in->err, sizeof(in->err));
+		struct sw_db_val p[] = {SW_DB_TEXT(u->id),
+					SW_DB_TEXT(attribute(products, json_array_get(records, i))),
+					SW_DB_TEXT(u->exe),
+					SW_DB_TEXT(u->user),
+					SW_DB_TEXT(u->host),
+					SW_DB_INT(u->start),
+					SW_DB_INT(u->end),
+					SW_DB_TEXT(u->kind),
+					SW_DB_INT(u->wait_ms),
+					SW_DB_TEXT(u->source),
+					SW_DB_INT(in->now)};
+		/* Ids are the recording machine's: another machine's same id is another run. */
+		in->rc = sw_db_exec(
+		    db,
+		    "INSERT INTO usage (id, product, exe, user_name, host, start_ms, "
+		    "end_ms, kind, wait_ms, source, received_at) VALUES "
+		    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (host, id) DO NOTHING",
+		    p, 11, NULL, NULL, &changes, in->err, sizeof(in->err));
 		if (changes)
 			in->accepted++;
 		else
@@ -987,6 +987,13 @@ static void ingest_run(struct sw_db *db, void *arg)
 		in->accepted = in->dup = in->too_old = 0;
 	}
 	json_decref(products);
+}
+
+static void ingest_free(struct ingest *in)
+{
+	json_decref(in->j);
+	free(in->recs);
+	free(in);
 }
 
 static void ingest_done(struct server *s, void *arg)
@@ -1009,16 +1016,29 @@ static void ingest_done(struct server *s, void *arg)
 					     (json_int_t)in->too_old, "clock_skew_ms",
 					     (json_int_t)in->skew));
 	}
-	json_decref(in->j);
-	free(in);
+	ingest_free(in);
+}
+
+/*
+ * Whether `sys` records its clients' runs: a metering server (or one that was, still
+ * sending what it holds) names the host of each client from the client's certificate,
+ * so its "meter" records keep the host they name. Every other record is evidence only
+ * of the machine that uploaded it.
+ */
+static int vouches_for_hosts(const struct system *sys, const struct usage_rec *u)
+{
+	return sys && strcmp(u->source, "meter") == 0 &&
+	       (has_role(sys, "software-metering") || sys->meter_address[0]);
 }
 
 void metering_post_usage(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
+	const char *from = sw_http_req_identity(req)->cn;
+	const struct system *sys = sw_strmap_get(s->systems, from);
 	int64_t now = sw_now_ms(), their_now = now;
-	json_t *j = sw_http_req_json(req), *records, *r;
-	struct ingest *in;
+	json_t *j = sw_http_req_json(req), *records;
+	struct ingest *in = NULL;
 	char err[256] = "";
 	size_t i;
 	int rc = 0;
@@ -1026,63 +1046,51 @@ void metering_post_usage(struct sw_http_req *req, void *arg)
 	if (!j)
 		return;
 	records = json_object_get(j, "records");
-	if (sw_json_int(j, "now", 0, INT64_MAX, 1, &their_now, err, sizeof(err))) {
+	if (sw_json_int(j, "now", 0, USAGE_MAX_MS, 1, &their_now, err, sizeof(err))) {
 		rc = SW_EINVAL;
 	} else if (!json_is_array(records) || json_array_size(records) > MAX_USAGE_BATCH) {
 		snprintf(err, sizeof(err), "records must be an array of at most %d",
 			 MAX_USAGE_BATCH);
 		rc = SW_EINVAL;
+	} else if (!(in = calloc(1, sizeof(*in))) ||
+		   !(in->recs = calloc(json_array_size(records) + 1, sizeof(*in->recs)))) {
+		free(in);
+		json_decref(j);
+		sw_http_reply_error(req, 500, "out of memory");
+		return;
+	}
+	if (in) {
+		in->req = req;
+		in->j = j;
+		in->now = now;
+		in->skew = usagerec_skew(now, their_now);
+		in->cutoff = metering_cutoff(s);
+		in->n = json_array_size(records);
+		snprintf(in->from, sizeof(in->from), "%s", from);
 	}
 	/* Check the whole batch before storing any of it. */
-	json_array_foreach(records, i, r)
-	{
-		const char *id, *product, *exe, *user, *host, *kind, *source, *bid, *version;
-		int64_t start, end, wait = 0;
-		if (rc)
-			break;
-		if (sw_json_str(r, "build_id", 128, 0, &bid, err, sizeof(err)) ||
-		    sw_json_str(r, "version", SW_PROG_VERSION_MAX, 0, &version, err, sizeof(err))) {
-			rc = SW_EINVAL;
-			break;
-		}
-		if (!json_is_object(r) || sw_json_str(r, "id", 64, 1, &id, err, sizeof(err)) ||
-		    sw_json_str(r, "product", 63, 0, &product, err, sizeof(err)) ||
-		    sw_json_str(r, "exe", 255, 1, &exe, err, sizeof(err)) ||
-		    sw_json_str(r, "user", 64, 1, &user, err, sizeof(err)) ||
-		    sw_json_str(r, "host", 63, 1, &host, err, sizeof(err)) ||
-		    sw_json_str(r, "kind", 16, 1, &kind, err, sizeof(err)) ||
-		    sw_json_str(r, "source", 16, 1, &source, err, sizeof(err)) ||
-		    sw_json_int(r, "start", 0, INT64_MAX / 2, 1, &start, err, sizeof(err)) ||
-		    sw_json_int(r, "end", 0, INT64_MAX / 2, 1, &end, err, sizeof(err)) ||
-		    sw_json_int(r, "wait_ms", 0, INT64_MAX / 2, 0, &wait, err, sizeof(err)))
-			rc = SW_EINVAL;
-		else if (end < start || (strcmp(kind, "run") != 0 && strcmp(kind, "denied") != 0))
-			rc = SW_EINVAL,
-			snprintf(err, sizeof(err), "record %s: bad kind or times", id);
+	for (i = 0; !rc && i < json_array_size(records); i++) {
+		struct usage_rec *u = &in->recs[i];
+
+		rc = usagerec_read(json_array_get(records, i), now, in->skew, u, err, sizeof(err));
+		/* A host other than the uploader is not refused but ignored: agents before this
+		 * check sent the host as siteward-run wrote it (a name that may be spelt unlike
+		 * the certificate's), and refusing would put their whole cache aside. */
+		if (!rc && !(u->host && vouches_for_hosts(sys, u)))
+			u->host = in->from;
 	}
 	if (rc) {
 		sw_http_reply_error(req, 400, "usage refused: %s", err);
-		json_decref(j);
+		if (in)
+			ingest_free(in);
+		else
+			json_decref(j);
 		return;
 	}
-	if (!(in = calloc(1, sizeof(*in)))) {
-		sw_http_reply_error(req, 500, "out of memory");
-		json_decref(j);
-		return;
-	}
-	in->req = req;
-	in->j = j;
-	in->now = now;
-	in->skew = now - their_now;
-	if (in->skew > -2000 && in->skew < 2000)
-		in->skew = 0; /* network delay, not a clock error */
-	in->cutoff = metering_cutoff(s);
-	snprintf(in->from, sizeof(in->from), "%s", sw_http_req_identity(req)->cn);
 	/* Stored off the loop; the license server has its answer once it is durable. */
 	if (dbq_push(s, DBQ_SLOW_MS, ingest_run, ingest_done, in)) {
 		sw_http_reply_error(req, 500, "out of memory");
-		json_decref(j);
-		free(in);
+		ingest_free(in);
 	}
 }
 
