@@ -10,6 +10,7 @@
 #include "json.h"
 #include "log.h"
 #include "progver.h"
+#include "strmap.h"
 #include "util.h"
 #include "work.h"
 
@@ -1107,13 +1108,39 @@ struct day {
 struct report {
 	struct day *days;
 	size_t n, cap;
+	struct sw_strmap *index; /* "product\nday" -> position in days + 1 */
 };
 
+/* Sums of stored rows: rows stored before times were bounded may hold anything. */
+static int64_t add_sat(int64_t a, int64_t b)
+{
+	int64_t r;
+
+	return __builtin_add_overflow(a, b, &r) ? (b < 0 ? INT64_MIN : INT64_MAX) : r;
+}
+
+/* A report over a year reads millions of rows: each finds its day by hash, not by a
+ * walk over the days seen so far, which made the report quadratic in days. */
 static struct day *day_get(struct report *r, const char *product, int64_t day)
 {
-	for (size_t i = 0; i < r->n; i++)
-		if (r->days[i].day == day && strcmp(r->days[i].product, product) == 0)
-			return &r->days[i];
+	char key[96];
+	uintptr_t at;
+
+	size_t n = strlen(product);
+	uint64_t v = (uint64_t)day;
+
+	/* the day in hex by hand: this runs for every row, and printf showed in profiles */
+	if (n > sizeof(key) - 18)
+		n = sizeof(key) - 18;
+	memcpy(key, product, n);
+	key[n++] = '\n';
+	for (int k = 0; k < 16; k++, v >>= 4)
+		key[n++] = "0123456789abcdef"[v & 15];
+	key[n] = '\0';
+	if (!r->index && !(r->index = sw_strmap_new()))
+		return NULL;
+	if ((at = (uintptr_t)sw_strmap_get(r->index, key)))
+		return &r->days[at - 1];
 	if (r->n == r->cap) {
 		size_t cap = r->cap ? r->cap * 2 : 16;
 		struct day *d = realloc(r->days, cap * sizeof(*d));
@@ -1122,6 +1149,8 @@ static struct day *day_get(struct report *r, const char *product, int64_t day)
 		r->days = d;
 		r->cap = cap;
 	}
+	if (sw_strmap_set(r->index, key, (void *)(uintptr_t)(r->n + 1)))
+		return NULL;
 	struct day *d = &r->days[r->n++];
 	memset(d, 0, sizeof(*d));
 	snprintf(d->product, sizeof(d->product), "%s", product);
@@ -1145,10 +1174,13 @@ static int usage_row(void *arg, int ncols, const struct sw_db_val *row)
 		return 0;
 	}
 	d->launches++;
-	d->run_ms += end - start;
+	int64_t ran = 0;
+	if (end > start && __builtin_sub_overflow(end, start, &ran))
+		ran = INT64_MAX;
+	d->run_ms = add_sat(d->run_ms, ran);
 	if (row[6].i > 0) {
 		d->waits++;
-		d->wait_ms += row[6].i;
+		d->wait_ms = add_sat(d->wait_ms, row[6].i);
 	}
 	json_object_set_new(d->users, row[1].s, json_true());
 	json_object_set_new(d->hosts, row[2].s, json_true());
@@ -1176,14 +1208,55 @@ static int cmp64(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* Sorts by radix, 11 bits a pass over the span of the values (3 passes for a day's
+ * starts): a year's report sorts millions of times, and qsort's call per comparison
+ * was a fifth of it. */
+static void sort64(int64_t *v, size_t n)
+{
+	int64_t *tmp, *src = v, *dst;
+	uint64_t min = 0, span = 0;
+
+	if (n < 64 || !(tmp = malloc(n * sizeof(*tmp)))) {
+		qsort(v, n, sizeof(*v), cmp64);
+		return;
+	}
+	int64_t lo = v[0], hi = v[0];
+	for (size_t i = 1; i < n; i++) {
+		lo = v[i] < lo ? v[i] : lo;
+		hi = v[i] > hi ? v[i] : hi;
+	}
+	min = (uint64_t)lo;
+	span = (uint64_t)hi - min;
+	dst = tmp;
+	for (unsigned shift = 0; shift < 64 && (span >> shift); shift += 11) {
+		size_t count[2048] = {0}, at = 0;
+
+		for (size_t i = 0; i < n; i++)
+			count[(((uint64_t)src[i] - min) >> shift) & 2047]++;
+		for (size_t b = 0; b < 2048; b++) {
+			size_t c = count[b];
+			count[b] = at;
+			at += c;
+		}
+		for (size_t i = 0; i < n; i++)
+			dst[count[(((uint64_t)src[i] - min) >> shift) & 2047]++] = src[i];
+		int64_t *t = src;
+		src = dst;
+		dst = t;
+	}
+	if (src != v)
+		memcpy(v, src, n * sizeof(*v));
+	free(tmp);
+}
+
 /* The most runs at once: sweep the sorted starts and ends. */
 static int64_t peak(struct day *d)
 {
 	size_t i = 0, k = 0;
 	int64_t cur = 0, best = 0;
 
-	qsort(d->starts, d->n, sizeof(int64_t), cmp64);
-	qsort(d->ends, d->n, sizeof(int64_t), cmp64);
+	sort64(d->starts, d->n);
+	sort64(d->ends, d->n);
 	while (i < d->n) {
 		if (d->starts[i] < d->ends[k]) {
 			if (++cur > best)
@@ -1212,22 +1285,33 @@ static void report_free(struct report *r)
 		free(r->days[i].ends);
 	}
 	free(r->days);
+	sw_strmap_free(r->index);
 	memset(r, 0, sizeof(*r));
 }
 
-/* Runs with from <= start < to, for one product or all (NULL). */
+/*
+ * Runs with from <= start < to, for one product or all (NULL), in no order: each finds
+ * its day by hash and the peak sorts a day's times. `all_detail` says the range holds
+ * all or most of the detail (a report over the whole detail period): the table is then
+ * read through, in its own order, since walking the start_ms index over most of it
+ * fetches every row out of order (2.4 s against 0.4 s for 3.65 million rows). The
+ * unary + keeps the planner off the index; a shorter range uses it.
+ */
 static int report_detail(struct sw_db *db, int64_t from, int64_t to, const char *product,
-			 struct report *r, char *err, size_t errlen)
+			 int all_detail, struct report *r, char *err, size_t errlen)
 {
 	struct sw_db_val p[] = {SW_DB_INT(from), SW_DB_INT(to), SW_DB_TEXT(product),
 				SW_DB_TEXT(product)};
 
-	return sw_db_exec(
-	    db,
-	    "SELECT product, user_name, host, start_ms, end_ms, kind, wait_ms FROM "
-	    "usage WHERE start_ms >= ? AND start_ms < ? AND (CAST(? AS TEXT) IS NULL OR product = "
-	    "?) ORDER BY start_ms",
-	    p, 4, usage_row, r, NULL, err, errlen);
+	return sw_db_exec(db,
+			  all_detail
+			      ? "SELECT product, user_name, host, start_ms, end_ms, kind, "
+				"wait_ms FROM usage WHERE +start_ms >= ? AND +start_ms < ? "
+				"AND (CAST(? AS TEXT) IS NULL OR product = ?)"
+			      : "SELECT product, user_name, host, start_ms, end_ms, kind, "
+				"wait_ms FROM usage WHERE start_ms >= ? AND start_ms < ? AND "
+				"(CAST(? AS TEXT) IS NULL OR product = ?)",
+			  p, 4, usage_row, r, NULL, err, errlen);
 }
 
 /* The first moment whose usage is still kept in detail. */
@@ -1279,6 +1363,18 @@ struct usage_report {
 	char err[256];
 };
 
+/* Whether reading from `since` reads most of the detail kept: it spans more than half
+ * the time from the oldest detail to now (the oldest found through the index). */
+static int most_detail(struct sw_db *db, int64_t since)
+{
+	int64_t oldest = INT64_MAX, now = sw_now_ms();
+
+	if (sw_db_exec(db, "SELECT COALESCE(MIN(start_ms), 0) FROM usage", NULL, 0, sw_db_int_row,
+		       &oldest, NULL, NULL, 0))
+		return 0;
+	return since <= oldest || (now - since) >= (now - oldest) / 2;
+}
+
 static void usage_run(void *arg)
 {
 	struct usage_report *u = arg;
@@ -1299,8 +1395,8 @@ static void usage_run(void *arg)
 				   "(CAST(? AS TEXT) IS NULL OR product = ?) ORDER BY day, product",
 				   p, 3, daily_row, ctx, NULL, u->err, sizeof(u->err));
 	if (!u->rc)
-		u->rc =
-		    report_detail(db, u->since, INT64_MAX, product, &u->r, u->err, sizeof(u->err));
+		u->rc = report_detail(db, u->since, INT64_MAX, product, most_detail(db, u->since),
+				      &u->r, u->err, sizeof(u->err));
 	for (size_t i = 0; !u->rc && i < u->r.n; i++)
 		json_array_append_new(u->out, day_json(&u->r.days[i], u->licenses));
 	sw_db_close(db);
@@ -1404,7 +1500,7 @@ static void summarize_run(struct sw_db *db, void *arg)
 	char *err = m->err;
 	int rc;
 
-	rc = report_detail(db, 0, cutoff, NULL, &r, err, sizeof(m->err));
+	rc = report_detail(db, 0, cutoff, NULL, 0, &r, err, sizeof(m->err));
 	if (rc || r.n == 0)
 		goto out;
 	rc = sw_db_begin(db, err, sizeof(m->err));
@@ -1432,7 +1528,7 @@ static void summarize_run(struct sw_db *db, void *arg)
 			for (int k = 0; k < 8; k++)
 				v[k] = (k == 1 || k == 2 || k == 4)
 					   ? (v[k] > old.v[k] ? v[k] : old.v[k])
-					   : v[k] + old.v[k];
+					   : add_sat(v[k], old.v[k]);
 			rc = sw_db_exec(db, "DELETE FROM usage_daily WHERE product = ? AND day = ?",
 					key, 2, NULL, NULL, NULL, err, sizeof(m->err));
 		}
