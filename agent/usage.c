@@ -85,9 +85,13 @@ static void set_aside(int dfd, const char *dirpath, const char *name, const char
 	snprintf(aside, sizeof(aside), "%s.bad", name);
 	if (renameat(dfd, name, dfd, aside) == 0)
 		sw_warn("%s/%s %s; moved aside as %s", dirpath, name, why, aside);
+	/* the writer may have put something in the way (a folder named NAME.bad): the
+	 * entry goes, or it would be warned of after every heartbeat */
+	else if (errno != ENOENT && unlinkat(dfd, name, 0) == 0)
+		sw_warn("%s/%s %s; removed, as it cannot be moved aside", dirpath, name, why);
 	else if (errno != ENOENT)
-		sw_warn("%s/%s %s, and cannot be moved aside: %s", dirpath, name, why,
-			strerror(errno));
+		sw_warn("%s/%s %s, and can be neither moved aside nor removed: %s", dirpath, name,
+			why, strerror(errno));
 }
 
 /* The name of the user owning a record: who wrote it, whatever the record says. */

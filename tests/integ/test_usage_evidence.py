@@ -66,6 +66,10 @@ class UsageEvidence(unittest.TestCase):
     def test_fifo_does_not_stop_heartbeats(self):
         fifo = os.path.join(self.cache, "x.json")
         os.mkfifo(fifo, 0o666)
+        # one with its way aside blocked goes altogether
+        blocked = os.path.join(self.cache, "y.json")
+        os.mkdir(blocked + ".bad")
+        os.mkfifo(blocked, 0o666)
         # an agent blocked opening it would never send these
         wait_heartbeats(self.site, self.agent.name, 3)
         self.assertTrue(self.agent.proc.alive())
@@ -77,6 +81,8 @@ class UsageEvidence(unittest.TestCase):
         wait_heartbeats(self.site, self.agent.name, 2)
         # warned of once: it is out of the way
         self.assertEqual(self.agent.proc.log().count("x.json is not a regular file"), 1)
+        self.assertFalse(os.path.exists(blocked))
+        self.assertEqual(self.agent.proc.log().count("y.json is not a regular file; removed"), 1)
 
     def test_links_to_root_only_files_are_not_uploaded(self):
         secret = os.path.join(self.site.tmp, "secret.json")
