@@ -12,6 +12,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,21 +75,154 @@ static void on_uploaded(const struct sw_http_result *res, void *arg)
 		usage_upload(a);
 }
 
+#define RECORD_MAX (16 * 1024)
+
+/* Moves a cache entry out of the way, so it is looked at, and warned of, once. */
+static void set_aside(int dfd, const char *dirpath, const char *name, const char *why)
+{
+	char aside[128];
+
+	snprintf(aside, sizeof(aside), "%s.bad", name);
+	if (renameat(dfd, name, dfd, aside) == 0)
+		sw_warn("%s/%s %s; moved aside as %s", dirpath, name, why, aside);
+	/* the writer may have put something in the way (a folder named NAME.bad): the
+	 * entry goes, or it would be warned of after every heartbeat */
+	else if (errno != ENOENT && unlinkat(dfd, name, 0) == 0)
+		sw_warn("%s/%s %s; removed, as it cannot be moved aside", dirpath, name, why);
+	else if (errno != ENOENT)
+		sw_warn("%s/%s %s, and can be neither moved aside nor removed: %s", dirpath, name,
+			why, strerror(errno));
+}
+
+/* The name of the user owning a record: who wrote it, whatever the record says. */
+static void owner_name(uid_t uid, char *out, size_t len)
+{
+	struct passwd pw, *res = NULL;
+	char buf[4096];
+
+	if (getpwuid_r(uid, &pw, buf, sizeof(buf), &res) == 0 && res && res->pw_name[0])
+		snprintf(out, len, "%s", res->pw_name);
+	else
+		snprintf(out, len, "%u", (unsigned)uid);
+}
+
+/*
+ * Reads one cached record into *rec. Any local user can write here, so the record is
+ * evidence only of what its file shows: the entry must be a regular file of one link
+ * (no FIFO to block on, no link to a file its writer could not read), it is opened
+ * without following a link and without waiting, and its user is the file's owner.
+ * Records written by root are the agent's own (passive metering, which names the
+ * process's user) or root's, who could write anything anyway. The host is this
+ * machine, whatever the text says; the server decides it from our certificate anyway.
+ * Returns 0, 1 for an entry to leave alone (gone meanwhile), or -1 once it is set aside.
+ */
+static int record_read(struct agent *a, int dfd, const char *dirpath, const char *name,
+		       json_t **rec)
+{
+	char text[RECORD_MAX + 1], user[64];
+	struct stat st, fst;
+	size_t used = 0;
+	ssize_t n;
+	int fd = -1, rc = -1;
+	json_t *j = NULL, *u;
+	const char *why = NULL;
+
+	*rec = NULL;
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return 1;
+	/* checked before opening: opening a device or a FIFO can itself have effects */
+	if (!S_ISREG(st.st_mode)) {
+		why = S_ISLNK(st.st_mode) ? "is a symbolic link, not a usage record"
+					  : "is not a regular file";
+		goto out;
+	}
+	fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return 1;
+		why = "cannot be opened as a usage record";
+		goto out;
+	}
+	if (fstat(fd, &fst) < 0 || !S_ISREG(fst.st_mode) || fst.st_ino != st.st_ino ||
+	    fst.st_dev != st.st_dev) {
+		why = "changed while it was opened";
+		goto out;
+	}
+	/* a hard link would let a user hand in a file they cannot read */
+	if (fst.st_nlink != 1) {
+		why = "has other links";
+		goto out;
+	}
+	while (used < sizeof(text)) {
+		n = read(fd, text + used, sizeof(text) - used);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		used += (size_t)n;
+	}
+	if (used > RECORD_MAX) {
+		why = "is larger than 16 KiB";
+		goto out;
+	}
+	j = json_loadb(text, used, 0, NULL);
+	if (!json_is_object(j)) {
+		why = "is not a usage record";
+		goto out;
+	}
+	if (fst.st_uid == 0 && json_is_string(u = json_object_get(j, "user")))
+		snprintf(user, sizeof(user), "%s", json_string_value(u));
+	else
+		owner_name(fst.st_uid, user, sizeof(user));
+	if (json_object_set_new(j, "user", json_string(user)) ||
+	    json_object_set_new(j, "host", json_string(a->name)))
+		goto out;
+	/* A user's record is a run it recorded offline, never a license server's, and its
+	 * id is the user's own: no user can take the id of another's run, or of one passive
+	 * metering will record, to have it dropped as a duplicate. */
+	if (fst.st_uid != 0) {
+		const char *id = json_string_value(json_object_get(j, "id"));
+		char own[96];
+
+		if (!id || snprintf(own, sizeof(own), "%u:%s", (unsigned)fst.st_uid, id) > 64) {
+			why = "has no id, or one too long";
+			goto out;
+		}
+		json_object_set_new(j, "id", json_string(own));
+		json_object_set_new(j, "source", json_string("offline"));
+	}
+	*rec = j;
+	j = NULL;
+	rc = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	json_decref(j);
+	if (rc && why)
+		set_aside(dfd, dirpath, name, why);
+	return rc;
+}
+
 /* Sends up to UPLOAD_BATCH cached records; called after each good heartbeat. */
 void usage_upload(struct agent *a)
 {
-	char dirpath[PATH_MAX + 32], path[PATH_MAX + 100], url[400], *text, *body;
+	char dirpath[PATH_MAX + 32], url[400], *body;
 	struct dirent *de;
 	struct upload *u;
 	json_t *records, *msg;
 	DIR *d;
+	int dfd;
 
 	if (a->usage_in_flight)
 		return;
 	snprintf(dirpath, sizeof(dirpath), "%s/usage-cache", a->dir);
-	d = opendir(dirpath);
-	if (!d)
+	dfd = open(dirpath, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
 		return;
+	if (!(d = fdopendir(dfd))) {
+		close(dfd);
+		return;
+	}
 	u = calloc(1, sizeof(*u));
 	records = json_array();
 	int batch = a->usage_batch ? (int)a->usage_batch : UPLOAD_BATCH;
@@ -97,19 +232,8 @@ void usage_upload(struct agent *a)
 		json_t *rec;
 		if (len < 6 || len >= sizeof(u->files[0]) || strcmp(de->d_name + len - 5, ".json"))
 			continue;
-		snprintf(path, sizeof(path), "%s/%s", dirpath, de->d_name);
-		if (sw_file_read(path, 16 * 1024, &text, NULL, NULL, 0))
+		if (record_read(a, dfd, dirpath, de->d_name, &rec))
 			continue;
-		rec = json_loads(text, 0, NULL);
-		free(text);
-		if (!json_is_object(rec)) {
-			sw_warn("%s is not a usage record; moving it aside", path);
-			char bad[PATH_MAX + 110];
-			snprintf(bad, sizeof(bad), "%s.bad", path);
-			rename(path, bad);
-			json_decref(rec);
-			continue;
-		}
 		json_array_append_new(records, rec);
 		snprintf(u->files[u->n++], sizeof(u->files[0]), "%s", de->d_name);
 	}

@@ -31,6 +31,9 @@ int usage_record(const struct run *r, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
 		return SW_EIO;
 	}
+	/* The agent counts the run against the file's owner and its own system, whatever
+	 * "user" and "host" say; they stay for agents of earlier versions, and for the
+	 * site servers those agents talk to, which require them. */
 	rec = json_pack("{ss sn ss ss ss sI sI ss sI ss}", "id", r->client, "product", "exe",
 			r->exe, "user", r->user, "host", r->conf.host, "start",
 			(json_int_t)r->start_ms, "end", (json_int_t)r->end_ms, "kind", "run",
