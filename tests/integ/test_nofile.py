@@ -191,7 +191,9 @@ class MeterAndAgent(unittest.TestCase):
         s.cli("product", "add", "cad", "--exe", "cadtool", "--licenses", "1000")
         m = self.start_limited("m1")
         s.cli("role", "add", "m1", "software-metering")
-        client = s.enroll("c1", start=False)
+        client = s.enroll("c1")
+        ticket = client.ticket()  # the user's, which a checkout with a client certificate shows
+        client.stop()
         ctx = s.tls(os.path.join(client.dir, "client.crt"), os.path.join(client.dir,
                                                                           "client.key"))
         log_path = os.path.join(m.dir, "logs", "meter.log")
@@ -221,7 +223,8 @@ class MeterAndAgent(unittest.TestCase):
                      in meter_log(), 5, "the meter's warning naming the limit")
             # the connection it had is served: a checkout goes through on it
             first.request("POST", "/v1/checkout", body=(
-                '{"exe":"cadtool","user":"u","pid":1,"client":"%s"}' % ("ab" * 16)))
+                '{"exe":"cadtool","user":"u","pid":1,"client":"%s"}' % ("ab" * 16)),
+                headers={"Siteward-Ticket": ticket})
             r = first.getresponse()
             self.assertEqual(r.status, 200, r.read())
             r.read()

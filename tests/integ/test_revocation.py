@@ -22,6 +22,7 @@ class Revocation(unittest.TestCase):
         cls.site = s = Site(heartbeat=1, extra_conf={"metering.meter_poll_ms": str(POLL_MS)})
         s.start()
         s.cli("product", "add", "cad", "--exe", "cadtool", "--licenses", "1000")
+        cls.tickets = {}
         cls.m = s.enroll("m1")
         s.cli("role", "add", "m1", "software-metering")
 
@@ -45,42 +46,51 @@ class Revocation(unittest.TestCase):
         return http.client.HTTPSConnection("127.0.0.1", self.m.meter_port, context=ctx,
                                            timeout=5)
 
-    def checkout(self, conn, same=None):
+    def enroll(self, name):
+        """An enrolled system whose agent ran long enough to give this user a ticket."""
+        a = self.site.enroll(name)
+        self.tickets[name] = a.ticket()
+        a.stop()
+        return a
+
+    def checkout(self, conn, same=None, ticket=None):
         """A checkout on `conn`; with `same`, the socket it must still be on."""
         if same is not None:
             self.assertIs(conn.sock, same, "the connection was not kept open")
         body = {"exe": "cadtool", "user": "u", "pid": 1, "client": uuid.uuid4().hex}
-        conn.request("POST", "/v1/checkout", body=json.dumps(body))
+        conn.request("POST", "/v1/checkout", body=json.dumps(body),
+                     headers={"Siteward-Ticket": ticket} if ticket else {})
         r = conn.getresponse()
         text = r.read().decode()
         return r.status, json.loads(text)
 
     def test_removed_system_is_refused_at_once(self):
         s = self.site
-        victim, other = s.enroll("c1", start=False), s.enroll("c2", start=False)
+        victim, other = self.enroll("c1"), self.enroll("c2")
         # connections open before the removal, with each of the victim's certificates
         kept = {which: self.conn(self.ctx(victim, which)) for which in ("client", "agent")}
         socks = {}
         for which, c in kept.items():
-            status, body = self.checkout(c)
+            status, body = self.checkout(c, ticket=self.tickets["c1"])
             self.assertEqual((status, body.get("granted")), (200, True), body)
             socks[which] = c.sock
         s.cli("systems", "remove", "c1")
         removed = time.monotonic()
         for which, c in kept.items():
             status, body = wait_for(
-                lambda: (lambda r: r if r[0] == 403 else None)(self.checkout(c, socks[which])),
+                lambda: (lambda r: r if r[0] == 403 else None)(
+                    self.checkout(c, socks[which], ticket=self.tickets["c1"])),
                 BOUND_S, f"the {which} certificate to be refused on its open connection")
             self.assertIn("revoked", body["error"])
         self.assertLess(time.monotonic() - removed, BOUND_S + 0.5)
         # a new connection too
         fresh = self.conn(self.ctx(victim))
-        status, body = self.checkout(fresh)
+        status, body = self.checkout(fresh, ticket=self.tickets["c1"])
         self.assertEqual(status, 403, body)
         fresh.close()
         # and only the removed system
         c = self.conn(self.ctx(other))
-        status, body = self.checkout(c)
+        status, body = self.checkout(c, ticket=self.tickets["c2"])
         self.assertEqual((status, body.get("granted")), (200, True), body)
         c.close()
         for c in kept.values():
@@ -90,7 +100,7 @@ class Revocation(unittest.TestCase):
 
     def test_only_the_site_server_pushes_and_what_it_pushes_is_checked(self):
         s = self.site
-        a = s.enroll("c3", start=False)
+        a = self.enroll("c3")
         server = s.tls(os.path.join(s.dir, "server.crt"), os.path.join(s.dir, "server.key"))
         port = self.m.meter_port
         status, _ = s.api("POST", "/v1/config/refresh", {"revoked": ["ab"]}, port=port,
@@ -104,7 +114,7 @@ class Revocation(unittest.TestCase):
         status, _ = s.api("POST", "/v1/config/refresh", {}, port=port, ctx=server)
         self.assertEqual(status, 202)
         c = self.conn(self.ctx(a))
-        status, _ = self.checkout(c)
+        status, _ = self.checkout(c, ticket=self.tickets["c3"])
         self.assertEqual(status, 200)
         c.close()
 
