@@ -4,6 +4,7 @@ ticket the machine's agent issued, never from the request."""
 import base64
 import json
 import os
+import pwd
 import socket
 import ssl
 import subprocess
@@ -15,9 +16,38 @@ from harness import Site, free_port, prog, wait_for
 from test_metering import leases, meter_api, meter_site
 
 
-def as_nobody(argv):
-    return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                           *argv], capture_output=True, text=True, timeout=20)
+def ticket_as(user, sock_path):
+    """The ticket the agent gives `user`: asked from a child process that has become that
+    user (forked, not executed, so nothing but the socket needs to be reachable)."""
+    pw = pwd.getpwnam(user)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(5)
+                s.connect(sock_path)
+                while True:
+                    data = s.recv(8192)
+                    if not data:
+                        break
+                    os.write(w, data)
+            status = 0
+        except BaseException as e:  # said to the parent, which fails the test
+            os.write(w, f"error: {e!r}".encode())
+        finally:
+            os._exit(status)
+    os.close(w)
+    out = b""
+    with os.fdopen(r, "rb") as f:
+        out = f.read()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace").strip()
 
 
 class Impostor:
@@ -133,11 +163,8 @@ class MeterIdentity(unittest.TestCase):
     def test_the_user_is_the_one_the_agent_vouches_for(self):
         # a user's ticket names the user the kernel says connected, whatever it asks
         os.chmod(self.site.tmp, 0o711)
-        r = as_nobody(["python3", "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX);"
-                       f"s.settimeout(5); s.connect({os.path.join(self.client.dir, 'agent.sock')!r});"
-                       "sys.stdout.write(s.recv(8192).decode())"])
-        self.assertEqual(r.returncode, 0, r.stderr)
-        nobody = r.stdout.strip()
+        code, nobody = ticket_as("nobody", os.path.join(self.client.dir, "agent.sock"))
+        self.assertEqual(code, 0, nobody)
         payload = json.loads(base64.b64decode(nobody.split(".")[1]))
         self.assertEqual((payload["user"], payload["host"]), ("nobody", "c1"))
         # with it, a checkout in root's name is nobody's
