@@ -155,7 +155,11 @@ int sw_file_write_atomic(const char *path, const void *data, size_t len, unsigne
 		ERR("path too long: %s", path);
 		return SW_ETOOBIG;
 	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	/* A new file, never one found there: in a folder others may write to (the usage
+	 * cache), a link or a file put at this name beforehand must not be written through
+	 * or taken over. One left by a crash of an earlier process of this pid goes. */
+	unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
 	if (fd < 0) {
 		ERR("cannot create %s: %s", tmp, strerror(errno));
 		return SW_EIO;

@@ -1494,13 +1494,9 @@ void metering_get_usage(struct sw_http_req *req, void *arg)
 	struct usage_report *u;
 	int64_t since = 0;
 
-	if (since_arg) {
-		char *end;
-		since = strtoll(since_arg, &end, 10);
-		if (*end || since < 0) {
-			sw_http_reply_error(req, 400, "since must be milliseconds since the epoch");
-			return;
-		}
+	if (since_arg && sw_int_parse(since_arg, 0, INT64_MAX, &since)) {
+		sw_http_reply_error(req, 400, "since must be milliseconds since the epoch");
+		return;
 	}
 	if (product && !sw_name_valid(product)) {
 		sw_http_reply_error(req, 400, "'%s' is not a product name", product);

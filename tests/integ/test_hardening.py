@@ -181,6 +181,10 @@ class Hardening(unittest.TestCase):
             self.bad_request("GET", f"{svc}/logs?lines={bad}&timeout=1", field="lines")
         for bad in (-1, 0, 1e300, 3601, "5", None, [], {}):
             self.bad_request("POST", f"{svc}/start", {"timeout": bad}, field="timeout")
+        for bad in ("99999999999999999999", "-1", "1e3", "nan", "%205"):
+            status, reply = self.site.api("GET", f"/v1/usage?since={bad}")
+            self.assertEqual(status, 400, (bad, reply))
+            self.assertIn("since", reply["error"])
         # JSON has no NaN nor infinity: bodies that try are not JSON
         for raw in (b'{"timeout": NaN}', b'{"timeout": Infinity}', b'{"timeout": 1e999}',
                     b'{"timeout": -Infinity}'):

@@ -6,7 +6,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -70,6 +73,39 @@ static void test_int_parse(void **state)
 	}
 }
 
+/* The temporary file is always new: a link or a file someone put at its name in a
+ * folder others may write to is neither written through nor taken over. */
+static void test_write_atomic_makes_its_own_file(void **state)
+{
+	char dir[] = "/tmp/sw-test-util-XXXXXX", path[128], tmp[160], victim[128], buf[64];
+	FILE *f;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/record.json", dir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
+	snprintf(victim, sizeof(victim), "%s/victim", dir);
+	f = fopen(victim, "w");
+	assert_non_null(f);
+	fputs("untouched", f);
+	fclose(f);
+	assert_int_equal(symlink(victim, tmp), 0);
+	assert_int_equal(sw_file_write_atomic(path, "new", 3, 0600, NULL, 0), 0);
+	f = fopen(victim, "r");
+	assert_non_null(f);
+	assert_non_null(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	assert_string_equal(buf, "untouched");
+	f = fopen(path, "r");
+	assert_non_null(f);
+	assert_non_null(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	assert_string_equal(buf, "new");
+	unlink(path);
+	unlink(victim);
+	rmdir(dir);
+}
+
 static void test_printable(void **state)
 {
 	char out[256];
@@ -111,6 +147,7 @@ int main(void)
 	    cmocka_unit_test(test_number_parse),
 	    cmocka_unit_test(test_int_parse),
 	    cmocka_unit_test(test_printable),
+	    cmocka_unit_test(test_write_atomic_makes_its_own_file),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
