@@ -1,5 +1,8 @@
 #include "error.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 const char *sw_strerror(int code)
 {
 	switch (code) {
@@ -20,4 +23,15 @@ const char *sw_strerror(int code)
 	case SW_ECRYPTO: return "cryptographic failure";
 	}
 	return "unknown error";
+}
+
+void sw_seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
 }

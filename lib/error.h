@@ -23,4 +23,11 @@ enum {
 /* A short static description of an SW_E* code. */
 const char *sw_strerror(int code);
 
+#include <stddef.h>
+
+/* Writes a sentence for a person into the caller's buffer `err` of `errlen` bytes, the
+ * way every function that takes one reports a failure; nothing when `err` is NULL. */
+void sw_seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #endif

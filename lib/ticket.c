@@ -5,26 +5,11 @@
 #include "json.h"
 
 #include <gnutls/gnutls.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define PAYLOAD_MAX 512 /* bytes of payload JSON */
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 int sw_ticket_user_valid(const char *s)
 {
@@ -60,11 +45,11 @@ static int split(const char *text, size_t len, struct parts *p, char *err, size_
 
 	memset(p, 0, sizeof(*p));
 	if (len == 0 || len > SW_TICKET_MAX || memchr(text, '\0', len)) {
-		set_err(err, errlen, "a ticket is 1 to %d bytes of text", SW_TICKET_MAX);
+		sw_seterr(err, errlen, "a ticket is 1 to %d bytes of text", SW_TICKET_MAX);
 		return SW_EINVAL;
 	}
 	if (len < 3 || memcmp(text, "v1.", 3) != 0) {
-		set_err(err, errlen, "not a ticket of version 1");
+		sw_seterr(err, errlen, "not a ticket of version 1");
 		return SW_EINVAL;
 	}
 	if (!(p->buf = strndup(text, len)))
@@ -75,7 +60,7 @@ static int split(const char *text, size_t len, struct parts *p, char *err, size_
 	if (!d2 || !d3 || strchr(d3 + 1, '.')) {
 		free(p->buf);
 		p->buf = NULL;
-		set_err(err, errlen, "a ticket has four parts separated by dots");
+		sw_seterr(err, errlen, "a ticket has four parts separated by dots");
 		return SW_EINVAL;
 	}
 	p->signed_len = (size_t)(d2 - p->buf);
@@ -98,8 +83,8 @@ static int payload_read(const char *b64, struct sw_ticket *t, char *err, size_t 
 	if (in.size == 0 || in.size > (PAYLOAD_MAX / 3 + 1) * 4 ||
 	    gnutls_base64_decode2(&in, &raw) < 0) {
 		raw.data = NULL;
-		set_err(err, errlen, "the ticket's payload is not base64 of at most %d bytes",
-			PAYLOAD_MAX);
+		sw_seterr(err, errlen, "the ticket's payload is not base64 of at most %d bytes",
+			  PAYLOAD_MAX);
 		goto out;
 	}
 	if (sw_json_parse_object((const char *)raw.data, raw.size, &j, err, errlen))
@@ -111,11 +96,11 @@ static int payload_read(const char *b64, struct sw_ticket *t, char *err, size_t 
 	    sw_json_int(j, "expires_ms", 0, INT64_MAX / 2, 1, &expires, err, errlen))
 		goto out;
 	if (!host_valid(host) || !sw_ticket_user_valid(user)) {
-		set_err(err, errlen, "the ticket's host or user is not a valid name");
+		sw_seterr(err, errlen, "the ticket's host or user is not a valid name");
 		goto out;
 	}
 	if (expires <= issued || expires - issued > SW_TICKET_MAX_LIFE_MS) {
-		set_err(err, errlen, "the ticket's lifetime is not between 0 and 7 days");
+		sw_seterr(err, errlen, "the ticket's lifetime is not between 0 and 7 days");
 		goto out;
 	}
 	snprintf(t->host, sizeof(t->host), "%s", host);
@@ -158,24 +143,24 @@ int sw_ticket_verify(struct sw_pki_verifier *v, const char *text, size_t len, in
 	/* split() cut the text at the second dot: what was signed is still in one piece */
 	rc = sw_pki_verify_signed(v, p.cert, p.buf, p.signed_len, p.sig, signer, why, sizeof(why));
 	if (rc) {
-		set_err(err, errlen, "the ticket's signature is refused: %s", why);
+		sw_seterr(err, errlen, "the ticket's signature is refused: %s", why);
 		rc = SW_EDENIED;
 		goto out;
 	}
 	rc = SW_EDENIED;
 	if (strcmp(signer->role, SW_PKI_ROLE_AGENT) != 0 || strcmp(signer->cn, t->host) != 0) {
-		set_err(err, errlen, "the ticket for %s is signed by %s %s, not by its agent",
-			t->host, signer->role, signer->cn);
+		sw_seterr(err, errlen, "the ticket for %s is signed by %s %s, not by its agent",
+			  t->host, signer->role, signer->cn);
 		goto out;
 	}
 	if (t->issued_ms > now_ms + SW_TICKET_LEEWAY_MS) {
-		set_err(err, errlen, "the ticket was issued %lld s in the future",
-			(long long)((t->issued_ms - now_ms) / 1000));
+		sw_seterr(err, errlen, "the ticket was issued %lld s in the future",
+			  (long long)((t->issued_ms - now_ms) / 1000));
 		goto out;
 	}
 	if (t->expires_ms <= now_ms) {
-		set_err(err, errlen, "the ticket expired %lld s ago",
-			(long long)((now_ms - t->expires_ms) / 1000));
+		sw_seterr(err, errlen, "the ticket expired %lld s ago",
+			  (long long)((now_ms - t->expires_ms) / 1000));
 		goto out;
 	}
 	rc = 0;
@@ -196,7 +181,7 @@ int sw_ticket_make(const char *key_pem, const char *cert_pem, const struct sw_ti
 
 	*out = NULL;
 	if (!host_valid(t->host) || !sw_ticket_user_valid(t->user)) {
-		set_err(err, errlen, "not a valid host or user name");
+		sw_seterr(err, errlen, "not a valid host or user name");
 		return SW_EINVAL;
 	}
 	j = json_pack("{ss sI ss sI sI}", "host", t->host, "uid", (json_int_t)t->uid, "user",
@@ -224,7 +209,7 @@ int sw_ticket_make(const char *key_pem, const char *cert_pem, const struct sw_ti
 		*out = NULL;
 out:
 	if (rc == SW_ENOMEM)
-		set_err(err, errlen, "out of memory");
+		sw_seterr(err, errlen, "out of memory");
 	gnutls_free(b64.data);
 	free(payload);
 	free(head);
