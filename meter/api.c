@@ -156,6 +156,7 @@ static void on_wait_over(uv_timer_t *t)
 
 struct ticket_seen {
 	char user[65];
+	char host[64];
 	char signer[41]; /* the agent certificate's serial */
 	int64_t expires_ms;
 };
@@ -202,11 +203,6 @@ static int checkout_user(struct meter *m, struct sw_http_req *req, struct checko
 			snprintf(err, errlen, "user ticket refused: %s", why);
 			return SW_EDENIED;
 		}
-		if (strcmp(t.host, id->cn) != 0) {
-			snprintf(err, errlen, "user ticket refused: it is for %s, not for %s",
-				 t.host, id->cn);
-			return SW_EDENIED;
-		}
 		if (sw_strmap_count(m->tickets) >= TICKETS_KEPT) {
 			sw_strmap_each(m->tickets, ticket_seen_free, NULL);
 			sw_strmap_free(m->tickets);
@@ -218,10 +214,16 @@ static int checkout_user(struct meter *m, struct sw_http_req *req, struct checko
 			return SW_ENOMEM;
 		}
 		snprintf(seen->user, sizeof(seen->user), "%s", t.user);
+		snprintf(seen->host, sizeof(seen->host), "%s", t.host);
 		snprintf(seen->signer, sizeof(seen->signer), "%s", signer.serial);
 		seen->expires_ms = t.expires_ms;
 	}
-	/* seen before: the host matched the client then, and a client's name is fixed */
+	/* checked at every use: a ticket another machine's client shows is not its own */
+	if (strcmp(seen->host, id->cn) != 0) {
+		snprintf(err, errlen, "user ticket refused: it is for %s, not for %s", seen->host,
+			 id->cn);
+		return SW_EDENIED;
+	}
 	if (seen->expires_ms <= now || lease_revoked(m->table, seen->signer)) {
 		snprintf(err, errlen, "user ticket refused: %s",
 			 seen->expires_ms <= now ? "expired" : "its system was removed");

@@ -108,15 +108,18 @@ class MeterIdentity(unittest.TestCase):
                           "client": uuid.uuid4().hex, "wait_ms": 0},
                          ctx=self.client_tls(), headers=headers)
 
-    def release(self, body):
+    def release(self, body, holder=None):
+        """Checks a granted lease in, as the machine holding it (c1 unless said)."""
         if body.get("granted"):
             for lease in leases(self.site, self.m):
                 if lease["lease"] == body["lease"]:
                     break
             else:
                 return
-            meter_api(self.site, self.m, "POST", "/v1/checkin",
-                      {"client": lease["client"], "lease": body["lease"]})
+            status, reply = meter_api(self.site, self.m, "POST", "/v1/checkin",
+                                      {"client": lease["client"], "lease": body["lease"]},
+                                      ctx=holder or self.client_tls())
+            self.assertEqual(status, 200, reply)
 
     def test_each_certificate_carries_only_the_uses_it_needs(self):
         def uses(name):
@@ -195,6 +198,22 @@ class MeterIdentity(unittest.TestCase):
             self.assertEqual(status, 403, (ticket, body))
             self.assertIn(why, body["error"])
         self.assertEqual(leases(self.site, self.m), [])
+
+    def test_a_ticket_is_good_on_its_own_machine_only_also_once_accepted(self):
+        m_ticket = {"Siteward-Ticket": self.m.ticket()}
+        m_client = self.site.tls(os.path.join(self.m.dir, "client.crt"),
+                                 os.path.join(self.m.dir, "client.key"))
+        status, body = meter_api(self.site, self.m, "POST", "/v1/checkout",
+                                 {"exe": "cadtool", "user": "u", "pid": 1,
+                                  "client": uuid.uuid4().hex, "wait_ms": 0},
+                                 ctx=m_client, headers=m_ticket)
+        self.release(body, m_client)
+        self.assertEqual((status, body.get("granted")), (200, True), body)
+        # the metering server now knows the ticket; c1's client may still not use it
+        status, body = self.checkout(headers=m_ticket)
+        self.release(body)
+        self.assertEqual(status, 403, body)
+        self.assertIn("for m1, not for c1", body["error"])
 
     def test_a_local_user_cannot_stall_the_agents_socket(self):
         # connections that never read, and more of them than it answers at once
