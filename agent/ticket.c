@@ -72,8 +72,9 @@ static void ticket_keep(struct tickets *t, uid_t uid, const char *text)
 	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400);
 	if (fd >= 0) {
 		size_t len = strlen(text);
-		int ok = write(fd, text, len) == (ssize_t)len && fchown(fd, uid, (gid_t)-1) == 0 &&
-			 fsync(fd) == 0;
+		/* no fsync: a copy lost in a crash is issued again, and the loop waits for no
+		 * disk */
+		int ok = write(fd, text, len) == (ssize_t)len && fchown(fd, uid, (gid_t)-1) == 0;
 		close(fd);
 		if (!ok || renameat(dfd, tmp, dfd, name) < 0)
 			unlinkat(dfd, tmp, 0);
