@@ -26,15 +26,19 @@ def ticket_as(user, sock_path):
     pid = os.fork()
     if pid == 0:
         status = 1
+        step = "start"
         try:
             os.close(r)
             folder = os.open(os.path.dirname(sock_path), os.O_PATH | os.O_DIRECTORY)
+            step = "becoming " + user
             os.setgroups([])
             os.setgid(pw.pw_gid)
             os.setuid(pw.pw_uid)
             with socket.socket(socket.AF_UNIX) as s:
                 s.settimeout(5)
+                step = "connecting"
                 s.connect(f"/proc/self/fd/{folder}/{os.path.basename(sock_path)}")
+                step = "reading"
                 while True:
                     data = s.recv(8192)
                     if not data:
@@ -42,7 +46,7 @@ def ticket_as(user, sock_path):
                     os.write(w, data)
             status = 0
         except BaseException as e:  # said to the parent, which fails the test
-            os.write(w, f"error: {e!r}".encode())
+            os.write(w, f"error while {step}: {e!r}".encode())
         finally:
             os._exit(status)
     os.close(w)
@@ -167,7 +171,10 @@ class MeterIdentity(unittest.TestCase):
         self.assertEqual(imp.heard["bytes"], 0, "siteward-run sent the impostor a request")
 
     def test_the_user_is_the_one_the_agent_vouches_for(self):
-        # a user's ticket names the user the kernel says connected, whatever it asks
+        # a user's ticket names the user the kernel says connected, whatever it asks;
+        # the agent's folder opened to users as siteward-run(1) says (init makes it 0755
+        # less the umask)
+        os.chmod(self.client.dir, 0o755)
         code, nobody = ticket_as("nobody", os.path.join(self.client.dir, "agent.sock"))
         self.assertEqual(code, 0, nobody)
         payload = json.loads(base64.b64decode(nobody.split(".")[1]))
