@@ -20,7 +20,8 @@ def ticket_as(user, sock_path):
     """The ticket the agent gives `user`: asked from a child process that has become that
     user (forked, not executed, so that nothing but the socket needs to be reachable; the
     folders above the agent's, the test's own, may be closed to other users, so the child
-    reaches the agent's folder through a descriptor opened before it changed user)."""
+    goes into the agent's folder before it changes user, and names the socket from
+    there)."""
     pw = pwd.getpwnam(user)
     r, w = os.pipe()
     pid = os.fork()
@@ -29,7 +30,7 @@ def ticket_as(user, sock_path):
         step = "start"
         try:
             os.close(r)
-            folder = os.open(os.path.dirname(sock_path), os.O_PATH | os.O_DIRECTORY)
+            os.chdir(os.path.dirname(sock_path))
             step = "becoming " + user
             os.setgroups([])
             os.setgid(pw.pw_gid)
@@ -37,7 +38,7 @@ def ticket_as(user, sock_path):
             with socket.socket(socket.AF_UNIX) as s:
                 s.settimeout(5)
                 step = "connecting"
-                s.connect(f"/proc/self/fd/{folder}/{os.path.basename(sock_path)}")
+                s.connect(os.path.basename(sock_path))
                 step = "reading"
                 while True:
                     data = s.recv(8192)
