@@ -226,7 +226,10 @@ static int checkout_user(struct meter *m, struct sw_http_req *req, struct checko
 	}
 	if (seen->expires_ms <= now || lease_revoked(m->table, seen->signer)) {
 		snprintf(err, errlen, "user ticket refused: %s",
-			 seen->expires_ms <= now ? "expired" : "its system was removed");
+			 seen->expires_ms <= now
+			     ? "expired"
+			     : "its signer's certificate is revoked (its system "
+			       "was removed)");
 		return SW_EDENIED;
 	}
 	snprintf(r->user, sizeof(r->user), "%s", seen->user);
