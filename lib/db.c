@@ -7,7 +7,6 @@
 
 #include <dirent.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,17 +19,6 @@ static const char create_migrations_sql[] = "CREATE TABLE IF NOT EXISTS schema_m
 					    "number INTEGER PRIMARY KEY, "
 					    "name TEXT NOT NULL, "
 					    "applied_at BIGINT NOT NULL)";
-
-void db_seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static uint32_t hash_sql(const char *s)
 {
@@ -92,12 +80,12 @@ int sw_db_open(const struct sw_db_opts *opts, struct sw_db **out, char *err, siz
 	struct sw_db_opts o;
 	const char *url;
 
-	db_seterr(err, errlen, "%s", "");
+	sw_seterr(err, errlen, "%s", "");
 	if (out == NULL)
 		return SW_EINVAL;
 	*out = NULL;
 	if (opts == NULL || opts->url == NULL || opts->url[0] == '\0') {
-		db_seterr(err, errlen, "no database URL given");
+		sw_seterr(err, errlen, "no database URL given");
 		return SW_EINVAL;
 	}
 	o = *opts;
@@ -111,7 +99,7 @@ int sw_db_open(const struct sw_db_opts *opts, struct sw_db **out, char *err, siz
 	if (strncmp(url, "sqlite:", 7) == 0)
 		url += 7;
 	if (url[0] == '\0') {
-		db_seterr(err, errlen, "database URL \"%s\" names no file", o.url);
+		sw_seterr(err, errlen, "database URL \"%s\" names no file", o.url);
 		return SW_EINVAL;
 	}
 	return db_sqlite_open(&o, url, out, err, errlen);
@@ -131,11 +119,11 @@ const char *sw_db_engine(const struct sw_db *db)
 int sw_db_exec(struct sw_db *db, const char *sql, const struct sw_db_val *params, int n,
 	       sw_db_row_fn fn, void *arg, int64_t *changes, char *err, size_t errlen)
 {
-	db_seterr(err, errlen, "%s", "");
+	sw_seterr(err, errlen, "%s", "");
 	if (changes != NULL)
 		*changes = 0;
 	if (db == NULL || sql == NULL || n < 0 || (n > 0 && params == NULL)) {
-		db_seterr(err, errlen, "invalid arguments to a database statement");
+		sw_seterr(err, errlen, "invalid arguments to a database statement");
 		return SW_EINVAL;
 	}
 	return db->ops->exec(db, sql, params, n, fn, arg, changes, err, errlen);
@@ -143,13 +131,13 @@ int sw_db_exec(struct sw_db *db, const char *sql, const struct sw_db_val *params
 
 int sw_db_begin(struct sw_db *db, char *err, size_t errlen)
 {
-	db_seterr(err, errlen, "%s", "");
+	sw_seterr(err, errlen, "%s", "");
 	return db->ops->begin(db, err, errlen);
 }
 
 int sw_db_commit(struct sw_db *db, char *err, size_t errlen)
 {
-	db_seterr(err, errlen, "%s", "");
+	sw_seterr(err, errlen, "%s", "");
 	return db->ops->commit(db, err, errlen);
 }
 
@@ -215,7 +203,7 @@ static int run_statements(struct sw_db *db, const char *sql, char *err, size_t e
 	int rc = 0;
 
 	if (copy == NULL) {
-		db_seterr(err, errlen, "out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		return SW_ENOMEM;
 	}
 	start = copy;
@@ -254,7 +242,7 @@ static int run_statements(struct sw_db *db, const char *sql, char *err, size_t e
 		}
 	}
 	if (quote == '\'' || quote == '"' || quote == '*') {
-		db_seterr(err, errlen, "unterminated quote or comment");
+		sw_seterr(err, errlen, "unterminated quote or comment");
 		rc = SW_EINVAL;
 	} else if (code) {
 		rc = sw_db_exec(db, start, NULL, 0, NULL, NULL, NULL, err, errlen);
@@ -266,7 +254,7 @@ out:
 
 static int newer_schema(int version, char *err, size_t errlen)
 {
-	db_seterr(err, errlen,
+	sw_seterr(err, errlen,
 		  "database schema version %d is newer than this program (%d); upgrade siteward",
 		  version, sw_migrations_count);
 	return SW_EINVAL;
@@ -310,7 +298,7 @@ out:
 	if (began)
 		sw_db_rollback(db);
 	if (rc < 0)
-		db_seterr(err, errlen, "migration %s failed: %s", m->name, why);
+		sw_seterr(err, errlen, "migration %s failed: %s", m->name, why);
 	else if (version > known)
 		rc = newer_schema(version, err, errlen);
 	return rc;
@@ -384,7 +372,7 @@ static int files_load(const char *dir, struct sw_migration **out, int *count, ch
 		qsort(m, (size_t)n, sizeof(*m), migration_cmp);
 	for (int i = 0; i < n; i++) {
 		if (m[i].number != sw_migrations_count + i + 1) {
-			db_seterr(err, errlen, "%s: migrations must follow %d without gaps", dir,
+			sw_seterr(err, errlen, "%s: migrations must follow %d without gaps", dir,
 				  sw_migrations_count);
 			files_free(m, n);
 			return SW_EINVAL;

@@ -6,6 +6,7 @@
 #define SW_DB_IMPL_H
 
 #include "db.h"
+#include "error.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -51,8 +52,6 @@ struct db_cache {
 };
 
 /* db.c */
-void db_seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 /* The entry for `sql`, marked as just used; NULL if not cached. */
 struct db_cached *db_cache_find(struct db_cache *c, const char *sql);
 /* A free slot, else the least recently used one not busy (the caller releases what it

@@ -125,7 +125,7 @@ static int map_error(struct db_pg *p, const PGresult *res, char *err, size_t err
 		if (p->in_tx)
 			p->tx_lost = 1;
 		oneline(text, sizeof(text), PQerrorMessage(p->conn));
-		db_seterr(err, errlen, "database connection lost: %s", text);
+		sw_seterr(err, errlen, "database connection lost: %s", text);
 		return SW_EUNREACH;
 	}
 	if (res != NULL) {
@@ -139,27 +139,27 @@ static int map_error(struct db_pg *p, const PGresult *res, char *err, size_t err
 	if (state == NULL)
 		state = "";
 	if (strcmp(state, "23505") == 0) { /* unique_violation */
-		db_seterr(err, errlen, "%s", text);
+		sw_seterr(err, errlen, "%s", text);
 		return SW_EEXIST;
 	}
 	if (strcmp(state, "55P03") == 0) { /* lock_not_available: lock_timeout */
-		db_seterr(err, errlen, "database locked for more than %u ms", lock_timeout_ms(p));
+		sw_seterr(err, errlen, "database locked for more than %u ms", lock_timeout_ms(p));
 		return SW_EBUSY;
 	}
 	if (strcmp(state, "57014") == 0) { /* query_canceled: statement_timeout */
-		db_seterr(err, errlen, "database statement ran for more than %u ms", ms);
+		sw_seterr(err, errlen, "database statement ran for more than %u ms", ms);
 		return SW_ETIMEDOUT;
 	}
 	if (strcmp(state, "40P01") == 0 || strcmp(state, "40001") == 0) {
 		/* A deadlock or serialization failure: worth trying again, like a lock. */
-		db_seterr(err, errlen, "%s", text);
+		sw_seterr(err, errlen, "%s", text);
 		return SW_EBUSY;
 	}
 	if (strncmp(state, "08", 2) == 0) {
-		db_seterr(err, errlen, "database unreachable: %s", text);
+		sw_seterr(err, errlen, "database unreachable: %s", text);
 		return SW_EUNREACH;
 	}
-	db_seterr(err, errlen, "%s", text);
+	sw_seterr(err, errlen, "%s", text);
 	return SW_EDB;
 }
 
@@ -202,7 +202,7 @@ static int reconnect(struct db_pg *p, char *err, size_t errlen)
 	PQreset(p->conn);
 	if (PQstatus(p->conn) != CONNECTION_OK) {
 		oneline(text, sizeof(text), PQerrorMessage(p->conn));
-		db_seterr(err, errlen, "database unreachable: %s", text);
+		sw_seterr(err, errlen, "database unreachable: %s", text);
 		return SW_EUNREACH;
 	}
 	return session_setup(p, err, errlen);
@@ -214,7 +214,7 @@ static int ready(struct db_pg *p, char *err, size_t errlen)
 	int rc = 0;
 
 	if (p->tx_lost) {
-		db_seterr(err, errlen,
+		sw_seterr(err, errlen,
 			  "the database connection was lost during this transaction; "
 			  "roll it back");
 		return SW_EUNREACH;
@@ -232,7 +232,7 @@ static int ready(struct db_pg *p, char *err, size_t errlen)
 		if (p->in_tx) {
 			p->tx_lost = 1;
 			if (rc == 0)
-				db_seterr(err, errlen,
+				sw_seterr(err, errlen,
 					  "the database connection was lost during this "
 					  "transaction; roll it back");
 			rc = SW_EUNREACH;
@@ -240,7 +240,7 @@ static int ready(struct db_pg *p, char *err, size_t errlen)
 		return rc;
 	}
 	if (PQtransactionStatus(p->conn) == PQTRANS_INERROR) {
-		db_seterr(err, errlen,
+		sw_seterr(err, errlen,
 			  "an earlier statement in this transaction failed; roll it back");
 		return SW_EDB;
 	}
@@ -344,7 +344,7 @@ static int statement(struct db_pg *p, const char *sql, struct db_cached **out, c
 		goto out;
 	count = placeholders(sql, NULL);
 	if (count > MAX_PARAMS) {
-		db_seterr(err, errlen, "statement has more than %d parameters", MAX_PARAMS);
+		sw_seterr(err, errlen, "statement has more than %d parameters", MAX_PARAMS);
 		rc = SW_EINVAL;
 		goto out;
 	}
@@ -352,7 +352,7 @@ static int statement(struct db_pg *p, const char *sql, struct db_cached **out, c
 	/* Nothing here marks an entry busy: results are whole before rows are handed on. */
 	c = db_cache_victim(&p->cache);
 	if (text == NULL || c == NULL) {
-		db_seterr(err, errlen, "out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		rc = SW_ENOMEM;
 		c = NULL;
 		goto out;
@@ -361,7 +361,7 @@ static int statement(struct db_pg *p, const char *sql, struct db_cached **out, c
 	if (c->sql != NULL)
 		deallocate(p, c);
 	if (db_cache_fill(&p->cache, c, sql) < 0) {
-		db_seterr(err, errlen, "out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		rc = SW_ENOMEM;
 		c = NULL;
 		goto out;
@@ -417,7 +417,7 @@ static int pg_exec(struct sw_db *db, const char *sql, const struct sw_db_val *pa
 	if (rc < 0)
 		goto out;
 	if (c->nparams != n) {
-		db_seterr(err, errlen, "statement takes %d parameters but %d were given",
+		sw_seterr(err, errlen, "statement takes %d parameters but %d were given",
 			  c->nparams, n);
 		rc = SW_EINVAL;
 		goto out;
@@ -426,7 +426,7 @@ static int pg_exec(struct sw_db *db, const char *sql, const struct sw_db_val *pa
 		values = calloc((size_t)n, sizeof(*values));
 		ints = calloc((size_t)n, sizeof(*ints));
 		if (values == NULL || ints == NULL) {
-			db_seterr(err, errlen, "out of memory");
+			sw_seterr(err, errlen, "out of memory");
 			rc = SW_ENOMEM;
 			goto out;
 		}
@@ -463,7 +463,7 @@ static int pg_exec(struct sw_db *db, const char *sql, const struct sw_db_val *pa
 	if (ncols > STACK_COLS) {
 		row = calloc((size_t)ncols, sizeof(*row));
 		if (row == NULL) {
-			db_seterr(err, errlen, "out of memory");
+			sw_seterr(err, errlen, "out of memory");
 			rc = SW_ENOMEM;
 			goto out;
 		}
@@ -499,7 +499,7 @@ static int pg_begin(struct sw_db *db, char *err, size_t errlen)
 	int rc;
 
 	if (p->in_tx) {
-		db_seterr(err, errlen, "a transaction is already active");
+		sw_seterr(err, errlen, "a transaction is already active");
 		return SW_EINVAL;
 	}
 	rc = ready(p, err, errlen);
@@ -517,7 +517,7 @@ static int pg_commit(struct sw_db *db, char *err, size_t errlen)
 	int rc = 0;
 
 	if (p->tx_lost || PQstatus(p->conn) != CONNECTION_OK) {
-		db_seterr(err, errlen,
+		sw_seterr(err, errlen,
 			  "the database connection was lost during the transaction, "
 			  "which the server rolled back");
 		rc = SW_EUNREACH;
@@ -525,13 +525,13 @@ static int pg_commit(struct sw_db *db, char *err, size_t errlen)
 	}
 	switch (PQtransactionStatus(p->conn)) {
 	case PQTRANS_IDLE:
-		db_seterr(err, errlen, "no transaction is active");
+		sw_seterr(err, errlen, "no transaction is active");
 		rc = SW_EINVAL;
 		goto out;
 	case PQTRANS_INERROR:
 		/* COMMIT would roll back and report success. */
 		simple(p, "ROLLBACK", NULL, 0);
-		db_seterr(err, errlen,
+		sw_seterr(err, errlen,
 			  "an earlier statement in the transaction failed; it was rolled back");
 		rc = SW_EDB;
 		goto out;
@@ -542,7 +542,7 @@ static int pg_commit(struct sw_db *db, char *err, size_t errlen)
 	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 		rc = map_error(p, res, err, errlen);
 	} else if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
-		db_seterr(err, errlen, "the transaction was rolled back");
+		sw_seterr(err, errlen, "the transaction was rolled back");
 		rc = SW_EDB;
 	}
 out:
@@ -620,13 +620,13 @@ int db_pg_open(const struct sw_db_opts *opts, struct sw_db **out, char *err, siz
 	if (parsed == NULL) {
 		oneline(text, sizeof(text), why != NULL ? why : "out of memory");
 		redact(text, opts->url);
-		db_seterr(err, errlen, "invalid database URL: %s", text);
+		sw_seterr(err, errlen, "invalid database URL: %s", text);
 		rc = why != NULL ? SW_EINVAL : SW_ENOMEM;
 		goto out;
 	}
 	p = calloc(1, sizeof(*p));
 	if (p == NULL) {
-		db_seterr(err, errlen, "out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		rc = SW_ENOMEM;
 		goto out;
 	}
@@ -635,7 +635,7 @@ int db_pg_open(const struct sw_db_opts *opts, struct sw_db **out, char *err, siz
 	p->base.connect_timeout_s = opts->connect_timeout_s;
 	p->conn = PQconnectdbParams(keys, values, 1);
 	if (p->conn == NULL) {
-		db_seterr(err, errlen, "out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		rc = SW_ENOMEM;
 		goto out;
 	}
@@ -643,7 +643,7 @@ int db_pg_open(const struct sw_db_opts *opts, struct sw_db **out, char *err, siz
 	if (PQstatus(p->conn) != CONNECTION_OK) {
 		oneline(text, sizeof(text), PQerrorMessage(p->conn));
 		redact(text, opts->url);
-		db_seterr(err, errlen, "database unreachable: %s", text);
+		sw_seterr(err, errlen, "database unreachable: %s", text);
 		rc = SW_EUNREACH;
 		goto out;
 	}

@@ -21,18 +21,18 @@ static int map_error(struct db_sqlite *s, int code, char *err, size_t errlen)
 	switch (code & 0xff) {
 	case SQLITE_BUSY:
 	case SQLITE_LOCKED:
-		db_seterr(err, errlen, "database locked for more than %u ms",
+		sw_seterr(err, errlen, "database locked for more than %u ms",
 			  s->base.busy_timeout_ms);
 		return SW_EBUSY;
-	case SQLITE_NOMEM: db_seterr(err, errlen, "out of memory"); return SW_ENOMEM;
+	case SQLITE_NOMEM: sw_seterr(err, errlen, "out of memory"); return SW_ENOMEM;
 	case SQLITE_CONSTRAINT:
-		db_seterr(err, errlen, "%s", sqlite3_errmsg(s->conn));
+		sw_seterr(err, errlen, "%s", sqlite3_errmsg(s->conn));
 		/* Only a duplicate key means "already exists", as on PostgreSQL. */
 		if (code == SQLITE_CONSTRAINT_PRIMARYKEY || code == SQLITE_CONSTRAINT_UNIQUE)
 			return SW_EEXIST;
 		return SW_EDB;
 	}
-	db_seterr(err, errlen, "%s", sqlite3_errmsg(s->conn));
+	sw_seterr(err, errlen, "%s", sqlite3_errmsg(s->conn));
 	return SW_EDB;
 }
 
@@ -55,7 +55,7 @@ static int prepare(struct db_sqlite *s, const char *sql, sqlite3_stmt **out, cha
 	if (tail != NULL && tail[strspn(tail, " \t\r\n")] != '\0') {
 		code = sqlite3_prepare_v2(s->conn, tail, -1, &extra, NULL);
 		if (code != SQLITE_OK || extra != NULL) {
-			db_seterr(err, errlen, "more than one statement in \"%s\"", sql);
+			sw_seterr(err, errlen, "more than one statement in \"%s\"", sql);
 			rc = SW_EINVAL;
 			goto out;
 		}
@@ -108,7 +108,7 @@ static int bind(struct db_sqlite *s, sqlite3_stmt *st, const struct sw_db_val *p
 	int code = SQLITE_OK;
 
 	if (sqlite3_bind_parameter_count(st) != n) {
-		db_seterr(err, errlen, "statement takes %d parameters but %d were given",
+		sw_seterr(err, errlen, "statement takes %d parameters but %d were given",
 			  sqlite3_bind_parameter_count(st), n);
 		return SW_EINVAL;
 	}
@@ -167,7 +167,7 @@ static int sqlite_exec(struct sw_db *db, const char *sql, const struct sw_db_val
 	if (fn != NULL && ncols > STACK_COLS) {
 		row = calloc((size_t)ncols, sizeof(*row));
 		if (row == NULL) {
-			db_seterr(err, errlen, "out of memory");
+			sw_seterr(err, errlen, "out of memory");
 			rc = SW_ENOMEM;
 			goto out;
 		}
@@ -179,7 +179,7 @@ static int sqlite_exec(struct sw_db *db, const char *sql, const struct sw_db_val
 		for (int i = 0; i < ncols; i++) {
 			rc = column(st, i, &row[i]);
 			if (rc < 0) {
-				db_seterr(err, errlen, "out of memory");
+				sw_seterr(err, errlen, "out of memory");
 				goto out;
 			}
 		}
@@ -212,7 +212,7 @@ static int sqlite_begin(struct sw_db *db, char *err, size_t errlen)
 	struct db_sqlite *s = (struct db_sqlite *)db;
 
 	if (!sqlite3_get_autocommit(s->conn)) {
-		db_seterr(err, errlen, "a transaction is already active");
+		sw_seterr(err, errlen, "a transaction is already active");
 		return SW_EINVAL;
 	}
 	/* IMMEDIATE takes the write lock now, waiting up to the busy timeout; a deferred
@@ -225,7 +225,7 @@ static int sqlite_commit(struct sw_db *db, char *err, size_t errlen)
 	struct db_sqlite *s = (struct db_sqlite *)db;
 
 	if (sqlite3_get_autocommit(s->conn)) {
-		db_seterr(err, errlen, "no transaction is active");
+		sw_seterr(err, errlen, "no transaction is active");
 		return SW_EINVAL;
 	}
 	return sqlite_exec(db, "COMMIT", NULL, 0, NULL, NULL, NULL, err, errlen);
@@ -286,7 +286,7 @@ int db_sqlite_open(const struct sw_db_opts *opts, const char *path, struct sw_db
 
 	s = calloc(1, sizeof(*s));
 	if (s == NULL) {
-		db_seterr(err, errlen, "out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		return SW_ENOMEM;
 	}
 	s->base.ops = &sqlite_ops;
@@ -296,7 +296,7 @@ int db_sqlite_open(const struct sw_db_opts *opts, const char *path, struct sw_db
 	code = sqlite3_open_v2(
 	    path, &s->conn, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (s->conn == NULL) {
-		db_seterr(err, errlen, "out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		rc = SW_ENOMEM;
 		goto out;
 	}
@@ -309,7 +309,7 @@ int db_sqlite_open(const struct sw_db_opts *opts, const char *path, struct sw_db
 		goto fail;
 	/* An in-memory database stays "memory", and cannot be shared anyway. */
 	if (strcmp(mode, "wal") != 0 && strcmp(mode, "memory") != 0) {
-		db_seterr(err, errlen, "database %s: cannot use WAL journal mode (got \"%s\")",
+		sw_seterr(err, errlen, "database %s: cannot use WAL journal mode (got \"%s\")",
 			  path, mode);
 		rc = SW_EDB;
 		goto out;
@@ -330,7 +330,7 @@ int db_sqlite_open(const struct sw_db_opts *opts, const char *path, struct sw_db
 	goto out;
 fail:
 	rc = map_error(s, code, why, sizeof(why));
-	db_seterr(err, errlen, "cannot open database %s: %s", path, why);
+	sw_seterr(err, errlen, "cannot open database %s: %s", path, why);
 out:
 	if (rc < 0) {
 		sqlite_close(&s->base);

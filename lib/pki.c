@@ -5,7 +5,6 @@
 #include <gnutls/crypto.h>
 #include <gnutls/x509.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,20 +35,6 @@ struct sw_pki_ca {
 struct sw_pki_verifier {
 	gnutls_x509_trust_list_t tl;
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* Out of memory is worth telling apart; everything else GnuTLS reports maps to `code`. */
 static int map_gnutls(int ret, int code)
@@ -160,13 +145,15 @@ static int generate_key(gnutls_pk_algorithm_t pk, unsigned bits, gnutls_x509_pri
 	ret = gnutls_x509_privkey_init(&key);
 	if (ret < 0) {
 		rc = SW_ENOMEM;
-		set_err(err, errlen, "could not allocate a private key: %s", gnutls_strerror(ret));
+		sw_seterr(err, errlen, "could not allocate a private key: %s",
+			  gnutls_strerror(ret));
 		goto out;
 	}
 	ret = gnutls_x509_privkey_generate2(key, pk, bits, 0, NULL, 0);
 	if (ret < 0) {
 		rc = map_gnutls(ret, SW_ECRYPTO);
-		set_err(err, errlen, "could not generate a private key: %s", gnutls_strerror(ret));
+		sw_seterr(err, errlen, "could not generate a private key: %s",
+			  gnutls_strerror(ret));
 		goto out;
 	}
 	*out = key;
@@ -185,13 +172,14 @@ static int export_key(gnutls_x509_privkey_t key, char **key_pem, char *err, size
 						&d);
 	if (ret < 0) {
 		rc = map_gnutls(ret, SW_ECRYPTO);
-		set_err(err, errlen, "could not export the private key: %s", gnutls_strerror(ret));
+		sw_seterr(err, errlen, "could not export the private key: %s",
+			  gnutls_strerror(ret));
 		goto out;
 	}
 	*key_pem = datum_strdup(&d);
 	if (*key_pem == NULL) {
 		rc = SW_ENOMEM;
-		set_err(err, errlen, "out of memory exporting the private key");
+		sw_seterr(err, errlen, "out of memory exporting the private key");
 	}
 out:
 	datum_wipe_free(&d);
@@ -206,13 +194,14 @@ static int export_crt(gnutls_x509_crt_t crt, char **cert_pem, char *err, size_t 
 	ret = gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_PEM, &d);
 	if (ret < 0) {
 		rc = map_gnutls(ret, SW_ECRYPTO);
-		set_err(err, errlen, "could not export the certificate: %s", gnutls_strerror(ret));
+		sw_seterr(err, errlen, "could not export the certificate: %s",
+			  gnutls_strerror(ret));
 		goto out;
 	}
 	*cert_pem = datum_strdup(&d);
 	if (*cert_pem == NULL) {
 		rc = SW_ENOMEM;
-		set_err(err, errlen, "out of memory exporting the certificate");
+		sw_seterr(err, errlen, "out of memory exporting the certificate");
 	}
 out:
 	gnutls_free(d.data);
@@ -227,20 +216,21 @@ static int import_crt_pem(const char *pem, gnutls_x509_crt_t *out, char *err, si
 
 	if (pem_datum(pem, &d) < 0) {
 		rc = SW_EINVAL;
-		set_err(err, errlen, "no certificate given");
+		sw_seterr(err, errlen, "no certificate given");
 		goto out;
 	}
 	ret = gnutls_x509_crt_init(&crt);
 	if (ret < 0) {
 		rc = SW_ENOMEM;
-		set_err(err, errlen, "could not allocate a certificate: %s", gnutls_strerror(ret));
+		sw_seterr(err, errlen, "could not allocate a certificate: %s",
+			  gnutls_strerror(ret));
 		goto out;
 	}
 	ret = gnutls_x509_crt_import(crt, &d, GNUTLS_X509_FMT_PEM);
 	if (ret < 0) {
 		rc = map_gnutls(ret, SW_EINVAL);
-		set_err(err, errlen, "certificate is not a valid PEM certificate: %s",
-			gnutls_strerror(ret));
+		sw_seterr(err, errlen, "certificate is not a valid PEM certificate: %s",
+			  gnutls_strerror(ret));
 		goto out;
 	}
 	*out = crt;
@@ -258,20 +248,21 @@ static int import_key_pem(const char *pem, gnutls_x509_privkey_t *out, char *err
 
 	if (pem_datum(pem, &d) < 0) {
 		rc = SW_EINVAL;
-		set_err(err, errlen, "no private key given");
+		sw_seterr(err, errlen, "no private key given");
 		goto out;
 	}
 	ret = gnutls_x509_privkey_init(&key);
 	if (ret < 0) {
 		rc = SW_ENOMEM;
-		set_err(err, errlen, "could not allocate a private key: %s", gnutls_strerror(ret));
+		sw_seterr(err, errlen, "could not allocate a private key: %s",
+			  gnutls_strerror(ret));
 		goto out;
 	}
 	ret = gnutls_x509_privkey_import2(key, &d, GNUTLS_X509_FMT_PEM, NULL, 0);
 	if (ret < 0) {
 		rc = map_gnutls(ret, SW_EINVAL);
-		set_err(err, errlen, "private key is not a valid unencrypted PEM key: %s",
-			gnutls_strerror(ret));
+		sw_seterr(err, errlen, "private key is not a valid unencrypted PEM key: %s",
+			  gnutls_strerror(ret));
 		goto out;
 	}
 	*out = key;
@@ -383,18 +374,18 @@ static int crt_identity(gnutls_x509_crt_t crt, struct sw_identity *id, int code,
 	memset(&tmp, 0, sizeof(tmp));
 	if (dn_field(crt, GNUTLS_OID_X520_COMMON_NAME, tmp.cn, sizeof(tmp.cn)) < 0 ||
 	    !valid_name(tmp.cn, NAME_LEN_MAX)) {
-		set_err(err, errlen, "certificate has no valid common name");
+		sw_seterr(err, errlen, "certificate has no valid common name");
 		return code;
 	}
 	if (dn_field(crt, GNUTLS_OID_X520_ORGANIZATIONAL_UNIT_NAME, tmp.role, sizeof(tmp.role)) <
 		0 ||
 	    !is_role(tmp.role)) {
-		set_err(err, errlen, "certificate carries no siteward role");
+		sw_seterr(err, errlen, "certificate carries no siteward role");
 		return code;
 	}
 	ret = read_serial_hex(crt, tmp.serial);
 	if (ret < 0) {
-		set_err(err, errlen, "certificate has no usable serial number");
+		sw_seterr(err, errlen, "certificate has no usable serial number");
 		return map_gnutls(ret, code);
 	}
 	*id = tmp;
@@ -407,7 +398,7 @@ int sw_pki_key_generate(char **key_pem, char *err, size_t errlen)
 	int rc;
 
 	if (key_pem == NULL) {
-		set_err(err, errlen, "no place given for the key");
+		sw_seterr(err, errlen, "no place given for the key");
 		return SW_EINVAL;
 	}
 	*key_pem = NULL;
@@ -432,20 +423,20 @@ int sw_pki_ca_create(const char *site_code, unsigned days, char **cert_pem, char
 	int ret, rc = 0;
 
 	if (cert_pem == NULL || key_pem == NULL) {
-		set_err(err, errlen, "no place given for the CA certificate and key");
+		sw_seterr(err, errlen, "no place given for the CA certificate and key");
 		return SW_EINVAL;
 	}
 	*cert_pem = NULL;
 	*key_pem = NULL;
 	if (!valid_name(site_code, SITE_CODE_MAX)) {
 		rc = SW_EINVAL;
-		set_err(err, errlen, "site code must be 1 to %d letters, digits, '.', '_' or '-'",
-			SITE_CODE_MAX);
+		sw_seterr(err, errlen, "site code must be 1 to %d letters, digits, '.', '_' or '-'",
+			  SITE_CODE_MAX);
 		goto out;
 	}
 	if (days == 0 || days > DAYS_MAX) {
 		rc = SW_EINVAL;
-		set_err(err, errlen, "CA validity must be 1 to %d days", DAYS_MAX);
+		sw_seterr(err, errlen, "CA validity must be 1 to %d days", DAYS_MAX);
 		goto out;
 	}
 	snprintf(cn, sizeof(cn), SITE_PREFIX "%s CA", site_code);
@@ -485,7 +476,7 @@ int sw_pki_ca_create(const char *site_code, unsigned days, char **cert_pem, char
 	goto out;
 fail:
 	rc = map_gnutls(ret, SW_ECRYPTO);
-	set_err(err, errlen, "could not build the CA certificate: %s", gnutls_strerror(ret));
+	sw_seterr(err, errlen, "could not build the CA certificate: %s", gnutls_strerror(ret));
 out:
 	free(cert);
 	if (keyp != NULL) {
@@ -506,14 +497,15 @@ int sw_pki_csr_create(const char *key_pem, const char *cn, char **csr_pem, char 
 	int ret, rc = 0;
 
 	if (csr_pem == NULL) {
-		set_err(err, errlen, "no place given for the certificate request");
+		sw_seterr(err, errlen, "no place given for the certificate request");
 		return SW_EINVAL;
 	}
 	*csr_pem = NULL;
 	if (!valid_name(cn, NAME_LEN_MAX)) {
 		rc = SW_EINVAL;
-		set_err(err, errlen, "common name must be 1 to %d letters, digits, '.', '_' or '-'",
-			NAME_LEN_MAX);
+		sw_seterr(err, errlen,
+			  "common name must be 1 to %d letters, digits, '.', '_' or '-'",
+			  NAME_LEN_MAX);
 		goto out;
 	}
 	rc = import_key_pem(key_pem, &key, err, errlen);
@@ -536,12 +528,12 @@ int sw_pki_csr_create(const char *key_pem, const char *cn, char **csr_pem, char 
 	*csr_pem = datum_strdup(&d);
 	if (*csr_pem == NULL) {
 		rc = SW_ENOMEM;
-		set_err(err, errlen, "out of memory exporting the certificate request");
+		sw_seterr(err, errlen, "out of memory exporting the certificate request");
 	}
 	goto out;
 fail:
 	rc = map_gnutls(ret, SW_ECRYPTO);
-	set_err(err, errlen, "could not build the certificate request: %s", gnutls_strerror(ret));
+	sw_seterr(err, errlen, "could not build the certificate request: %s", gnutls_strerror(ret));
 out:
 	gnutls_free(d.data);
 	gnutls_x509_crq_deinit(crq);
@@ -562,7 +554,7 @@ int sw_pki_ca_load(const char *cert_pem, const char *key_pem, struct sw_pki_ca *
 	int ret, rc = 0;
 
 	if (out == NULL) {
-		set_err(err, errlen, "no place given for the CA");
+		sw_seterr(err, errlen, "no place given for the CA");
 		return SW_EINVAL;
 	}
 	*out = NULL;
@@ -577,26 +569,26 @@ int sw_pki_ca_load(const char *cert_pem, const char *key_pem, struct sw_pki_ca *
 		0 ||
 	    crt_id_size != key_id_size || memcmp(crt_id, key_id, crt_id_size) != 0) {
 		rc = SW_EINVAL;
-		set_err(err, errlen, "CA key does not belong to the CA certificate");
+		sw_seterr(err, errlen, "CA key does not belong to the CA certificate");
 		goto out;
 	}
 	if (gnutls_x509_crt_get_basic_constraints(crt, &critical, NULL, NULL) <= 0) {
 		rc = SW_EINVAL;
-		set_err(err, errlen, "certificate is not a CA certificate");
+		sw_seterr(err, errlen, "certificate is not a CA certificate");
 		goto out;
 	}
 	ret = dn_field(crt, GNUTLS_OID_X520_ORGANIZATION_NAME, org, sizeof(org));
 	if (ret < 0 || strncmp(org, SITE_PREFIX, strlen(SITE_PREFIX)) != 0 ||
 	    !valid_name(org + strlen(SITE_PREFIX), SITE_CODE_MAX)) {
 		rc = SW_EINVAL;
-		set_err(err, errlen, "CA certificate's organization is not \"%s<site code>\"",
-			SITE_PREFIX);
+		sw_seterr(err, errlen, "CA certificate's organization is not \"%s<site code>\"",
+			  SITE_PREFIX);
 		goto out;
 	}
 	ca = calloc(1, sizeof(*ca));
 	if (ca == NULL) {
 		rc = SW_ENOMEM;
-		set_err(err, errlen, "out of memory loading the CA");
+		sw_seterr(err, errlen, "out of memory loading the CA");
 		goto out;
 	}
 	/* valid_name() above bounds the code to SITE_CODE_MAX. */
@@ -659,33 +651,34 @@ static int check_issue(const struct sw_pki_issue *what, char *err, size_t errlen
 	size_t i;
 
 	if (!valid_name(what->cn, NAME_LEN_MAX)) {
-		set_err(err, errlen, "common name must be 1 to %d letters, digits, '.', '_' or '-'",
-			NAME_LEN_MAX);
+		sw_seterr(err, errlen,
+			  "common name must be 1 to %d letters, digits, '.', '_' or '-'",
+			  NAME_LEN_MAX);
 		return SW_EINVAL;
 	}
 	if (!is_role(what->role)) {
-		set_err(err, errlen, "role must be %s, %s, %s, %s or %s", SW_PKI_ROLE_SERVER,
-			SW_PKI_ROLE_ADMIN, SW_PKI_ROLE_AGENT, SW_PKI_ROLE_CLIENT,
-			SW_PKI_ROLE_METER);
+		sw_seterr(err, errlen, "role must be %s, %s, %s, %s or %s", SW_PKI_ROLE_SERVER,
+			  SW_PKI_ROLE_ADMIN, SW_PKI_ROLE_AGENT, SW_PKI_ROLE_CLIENT,
+			  SW_PKI_ROLE_METER);
 		return SW_EINVAL;
 	}
 	if (what->days == 0 || what->days > DAYS_MAX) {
-		set_err(err, errlen, "certificate validity must be 1 to %d days", DAYS_MAX);
+		sw_seterr(err, errlen, "certificate validity must be 1 to %d days", DAYS_MAX);
 		return SW_EINVAL;
 	}
 	for (i = 0; what->sans != NULL && what->sans[i] != NULL; i++) {
 		unsigned char ip[16];
 
 		if (i >= SANS_MAX) {
-			set_err(err, errlen, "more than %d subject alternative names", SANS_MAX);
+			sw_seterr(err, errlen, "more than %d subject alternative names", SANS_MAX);
 			return SW_EINVAL;
 		}
 		if (inet_pton(AF_INET, what->sans[i], ip) != 1 &&
 		    inet_pton(AF_INET6, what->sans[i], ip) != 1 && !valid_dns_name(what->sans[i])) {
-			set_err(err, errlen,
-				"subject alternative name %zu is neither an IP address nor a DNS "
-				"name",
-				i + 1);
+			sw_seterr(err, errlen,
+				  "subject alternative name %zu is neither an IP address nor a DNS "
+				  "name",
+				  i + 1);
 			return SW_EINVAL;
 		}
 	}
@@ -707,7 +700,7 @@ int sw_pki_ca_issue(struct sw_pki_ca *ca, const char *csr_pem, size_t csr_len,
 	int ret, rc = 0;
 
 	if (ca == NULL || what == NULL || cert_pem == NULL || serial_hex == NULL) {
-		set_err(err, errlen, "missing argument to issue a certificate");
+		sw_seterr(err, errlen, "missing argument to issue a certificate");
 		return SW_EINVAL;
 	}
 	*cert_pem = NULL;
@@ -717,12 +710,12 @@ int sw_pki_ca_issue(struct sw_pki_ca *ca, const char *csr_pem, size_t csr_len,
 		goto out;
 	if (csr_pem == NULL || csr_len == 0) {
 		rc = SW_EINVAL;
-		set_err(err, errlen, "certificate request is empty");
+		sw_seterr(err, errlen, "certificate request is empty");
 		goto out;
 	}
 	if (csr_len > CSR_MAX) {
 		rc = SW_ETOOBIG;
-		set_err(err, errlen, "certificate request is larger than %d bytes", CSR_MAX);
+		sw_seterr(err, errlen, "certificate request is larger than %d bytes", CSR_MAX);
 		goto out;
 	}
 
@@ -734,13 +727,14 @@ int sw_pki_ca_issue(struct sw_pki_ca *ca, const char *csr_pem, size_t csr_len,
 	ret = gnutls_x509_crq_import(crq, &d, GNUTLS_X509_FMT_PEM);
 	if (ret < 0) {
 		rc = map_gnutls(ret, SW_EINVAL);
-		set_err(err, errlen, "certificate request is malformed: %s", gnutls_strerror(ret));
+		sw_seterr(err, errlen, "certificate request is malformed: %s",
+			  gnutls_strerror(ret));
 		goto out;
 	}
 	ret = gnutls_x509_crq_verify(crq, 0);
 	if (ret < 0) {
 		rc = map_gnutls(ret, SW_EDENIED);
-		set_err(err, errlen, "certificate request is not signed by its own key");
+		sw_seterr(err, errlen, "certificate request is not signed by its own key");
 		goto out;
 	}
 	ret = gnutls_pubkey_init(&pub);
@@ -749,13 +743,13 @@ int sw_pki_ca_issue(struct sw_pki_ca *ca, const char *csr_pem, size_t csr_len,
 	ret = gnutls_pubkey_import_x509_crq(pub, crq, 0);
 	if (ret < 0) {
 		rc = map_gnutls(ret, SW_EINVAL);
-		set_err(err, errlen, "certificate request has no usable public key: %s",
-			gnutls_strerror(ret));
+		sw_seterr(err, errlen, "certificate request has no usable public key: %s",
+			  gnutls_strerror(ret));
 		goto out;
 	}
 	if (!acceptable_key(pub)) {
 		rc = SW_EDENIED;
-		set_err(err, errlen, "certificate request key is not ECDSA P-256 or Ed25519");
+		sw_seterr(err, errlen, "certificate request key is not ECDSA P-256 or Ed25519");
 		goto out;
 	}
 
@@ -802,7 +796,7 @@ int sw_pki_ca_issue(struct sw_pki_ca *ca, const char *csr_pem, size_t csr_len,
 	goto out;
 fail:
 	rc = map_gnutls(ret, SW_ECRYPTO);
-	set_err(err, errlen, "could not issue the certificate: %s", gnutls_strerror(ret));
+	sw_seterr(err, errlen, "could not issue the certificate: %s", gnutls_strerror(ret));
 out:
 	free(cert);
 	gnutls_x509_crt_deinit(crt);
@@ -820,7 +814,7 @@ int sw_pki_verifier_new(const char *ca_pem, struct sw_pki_verifier **out, char *
 	int ret, rc = 0;
 
 	if (out == NULL) {
-		set_err(err, errlen, "no place given for the verifier");
+		sw_seterr(err, errlen, "no place given for the verifier");
 		return SW_EINVAL;
 	}
 	*out = NULL;
@@ -829,26 +823,26 @@ int sw_pki_verifier_new(const char *ca_pem, struct sw_pki_verifier **out, char *
 		goto out;
 	if (gnutls_x509_crt_get_basic_constraints(crt, &critical, NULL, NULL) <= 0) {
 		rc = SW_EINVAL;
-		set_err(err, errlen, "certificate is not a CA certificate");
+		sw_seterr(err, errlen, "certificate is not a CA certificate");
 		goto out;
 	}
 	v = calloc(1, sizeof(*v));
 	if (v == NULL) {
 		rc = SW_ENOMEM;
-		set_err(err, errlen, "out of memory creating the verifier");
+		sw_seterr(err, errlen, "out of memory creating the verifier");
 		goto out;
 	}
 	ret = gnutls_x509_trust_list_init(&tl, 0);
 	if (ret < 0) {
 		rc = SW_ENOMEM;
-		set_err(err, errlen, "could not allocate a trust list: %s", gnutls_strerror(ret));
+		sw_seterr(err, errlen, "could not allocate a trust list: %s", gnutls_strerror(ret));
 		goto out;
 	}
 	/* The trust list owns the certificate once added. */
 	ret = gnutls_x509_trust_list_add_cas(tl, &crt, 1, 0);
 	if (ret != 1) {
 		rc = ret < 0 ? map_gnutls(ret, SW_ETLS) : SW_ETLS;
-		set_err(err, errlen, "could not add the CA to the trust list");
+		sw_seterr(err, errlen, "could not add the CA to the trust list");
 		goto out;
 	}
 	crt = NULL;
@@ -915,60 +909,61 @@ int sw_pki_verify_chain(struct sw_pki_verifier *v, const gnutls_datum_t *chain, 
 	int ret, rc = 0;
 
 	if (v == NULL || id == NULL) {
-		set_err(err, errlen, "missing argument to verify a chain");
+		sw_seterr(err, errlen, "missing argument to verify a chain");
 		return SW_EINVAL;
 	}
 	memset(id, 0, sizeof(*id));
 	if (chain == NULL || nchain == 0) {
 		rc = SW_EDENIED;
-		set_err(err, errlen, "no client certificate");
+		sw_seterr(err, errlen, "no client certificate");
 		goto out;
 	}
 	if (nchain > CHAIN_MAX) {
 		rc = SW_EDENIED;
-		set_err(err, errlen, "certificate chain longer than %d", CHAIN_MAX);
+		sw_seterr(err, errlen, "certificate chain longer than %d", CHAIN_MAX);
 		goto out;
 	}
 	for (n = 0; n < nchain; n++) {
 		if (chain[n].data == NULL || chain[n].size == 0 || chain[n].size > CERT_MAX) {
 			rc = SW_EDENIED;
-			set_err(err, errlen, "certificate %u of the chain is empty or too large",
-				n + 1);
+			sw_seterr(err, errlen, "certificate %u of the chain is empty or too large",
+				  n + 1);
 			goto out;
 		}
 		ret = gnutls_x509_crt_init(&crts[n]);
 		if (ret < 0) {
 			rc = SW_ENOMEM;
-			set_err(err, errlen, "could not allocate a certificate: %s",
-				gnutls_strerror(ret));
+			sw_seterr(err, errlen, "could not allocate a certificate: %s",
+				  gnutls_strerror(ret));
 			goto out;
 		}
 		ret = gnutls_x509_crt_import(crts[n], &chain[n], GNUTLS_X509_FMT_DER);
 		if (ret < 0) {
 			rc = map_gnutls(ret, SW_EDENIED);
-			set_err(err, errlen, "certificate %u of the chain is malformed", n + 1);
+			sw_seterr(err, errlen, "certificate %u of the chain is malformed", n + 1);
 			goto out;
 		}
 	}
 	ret = gnutls_x509_trust_list_verify_crt2(v->tl, crts, n, NULL, 0, 0, &status, NULL);
 	if (ret < 0) {
 		rc = map_gnutls(ret, SW_ETLS);
-		set_err(err, errlen, "could not verify the certificate: %s", gnutls_strerror(ret));
+		sw_seterr(err, errlen, "could not verify the certificate: %s",
+			  gnutls_strerror(ret));
 		goto out;
 	}
 	if (status != 0) {
 		rc = SW_EDENIED;
-		set_err(err, errlen, "%s", status_reason(status));
+		sw_seterr(err, errlen, "%s", status_reason(status));
 		goto out;
 	}
 	if (gnutls_x509_crt_get_basic_constraints(crts[0], NULL, NULL, NULL) > 0) {
 		rc = SW_EDENIED;
-		set_err(err, errlen, "a CA certificate cannot identify a peer");
+		sw_seterr(err, errlen, "a CA certificate cannot identify a peer");
 		goto out;
 	}
 	if (!tls_purpose(crts[0])) {
 		rc = SW_EDENIED;
-		set_err(err, errlen, "certificate is not for TLS client or server use");
+		sw_seterr(err, errlen, "certificate is not for TLS client or server use");
 		goto out;
 	}
 	rc = crt_identity(crts[0], id, SW_EDENIED, err, errlen);
@@ -984,7 +979,7 @@ int sw_pki_cert_identity(const char *cert_pem, struct sw_identity *id, char *err
 	int rc;
 
 	if (id == NULL) {
-		set_err(err, errlen, "no place given for the identity");
+		sw_seterr(err, errlen, "no place given for the identity");
 		return SW_EINVAL;
 	}
 	memset(id, 0, sizeof(*id));
@@ -1011,7 +1006,7 @@ int sw_pki_cert_validity(const char *cert_pem, int64_t *not_before, int64_t *not
 	na = gnutls_x509_crt_get_expiration_time(crt);
 	if (nb == (time_t)-1 || na == (time_t)-1) {
 		rc = SW_EINVAL;
-		set_err(err, errlen, "certificate has no readable validity");
+		sw_seterr(err, errlen, "certificate has no readable validity");
 		goto out;
 	}
 	if (not_before)
@@ -1031,7 +1026,7 @@ int sw_pki_cert_fingerprint(const char *cert_pem, char hex[65], char *err, size_
 	int ret, rc;
 
 	if (hex == NULL) {
-		set_err(err, errlen, "no place given for the fingerprint");
+		sw_seterr(err, errlen, "no place given for the fingerprint");
 		return SW_EINVAL;
 	}
 	hex[0] = '\0';
@@ -1041,13 +1036,14 @@ int sw_pki_cert_fingerprint(const char *cert_pem, char hex[65], char *err, size_
 	ret = gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_DER, &der);
 	if (ret < 0) {
 		rc = map_gnutls(ret, SW_ECRYPTO);
-		set_err(err, errlen, "could not encode the certificate: %s", gnutls_strerror(ret));
+		sw_seterr(err, errlen, "could not encode the certificate: %s",
+			  gnutls_strerror(ret));
 		goto out;
 	}
 	ret = gnutls_hash_fast(GNUTLS_DIG_SHA256, der.data, der.size, digest);
 	if (ret < 0) {
 		rc = map_gnutls(ret, SW_ECRYPTO);
-		set_err(err, errlen, "could not hash the certificate: %s", gnutls_strerror(ret));
+		sw_seterr(err, errlen, "could not hash the certificate: %s", gnutls_strerror(ret));
 		goto out;
 	}
 	hex_encode(digest, sizeof(digest), hex);
@@ -1067,7 +1063,7 @@ int sw_pki_sign_key_generate(char **key_pem, char **pub_pem, char *err, size_t e
 	int ret, rc = 0;
 
 	if (key_pem == NULL || pub_pem == NULL) {
-		set_err(err, errlen, "no place given for the signing keys");
+		sw_seterr(err, errlen, "no place given for the signing keys");
 		return SW_EINVAL;
 	}
 	*key_pem = NULL;
@@ -1082,13 +1078,13 @@ int sw_pki_sign_key_generate(char **key_pem, char **pub_pem, char *err, size_t e
 	    (ret = gnutls_pubkey_import_privkey(pub, priv, 0, 0)) < 0 ||
 	    (ret = gnutls_pubkey_export2(pub, GNUTLS_X509_FMT_PEM, &d)) < 0) {
 		rc = map_gnutls(ret, SW_ECRYPTO);
-		set_err(err, errlen, "could not derive the public key: %s", gnutls_strerror(ret));
+		sw_seterr(err, errlen, "could not derive the public key: %s", gnutls_strerror(ret));
 		goto out;
 	}
 	pubp = datum_strdup(&d);
 	if (pubp == NULL) {
 		rc = SW_ENOMEM;
-		set_err(err, errlen, "out of memory exporting the public key");
+		sw_seterr(err, errlen, "out of memory exporting the public key");
 		goto out;
 	}
 	rc = export_key(key, &keyp, err, errlen);
@@ -1106,8 +1102,11 @@ out:
 	return rc;
 }
 
-int sw_pki_sign(const char *key_pem, const void *data, size_t len, char **sig_b64, char *err,
-		size_t errlen)
+/* A detached signature over `data` by `key_pem`, which must be a key of `pk` (named
+ * `kind` for people), made with `alg`; base64. */
+static int sign_b64(const char *key_pem, gnutls_pk_algorithm_t pk, gnutls_sign_algorithm_t alg,
+		    const char *kind, const void *data, size_t len, char **sig_b64, char *err,
+		    size_t errlen)
 {
 	static const unsigned char empty[1];
 	gnutls_privkey_t key = NULL;
@@ -1115,67 +1114,75 @@ int sw_pki_sign(const char *key_pem, const void *data, size_t len, char **sig_b6
 	int ret, rc = 0;
 
 	if (sig_b64 == NULL) {
-		set_err(err, errlen, "no place given for the signature");
+		sw_seterr(err, errlen, "no place given for the signature");
 		return SW_EINVAL;
 	}
 	*sig_b64 = NULL;
 	if (data == NULL && len > 0) {
 		rc = SW_EINVAL;
-		set_err(err, errlen, "no data to sign");
+		sw_seterr(err, errlen, "no data to sign");
 		goto out;
 	}
 	if (len > UINT_MAX) {
 		rc = SW_ETOOBIG;
-		set_err(err, errlen, "data to sign is larger than %u bytes", UINT_MAX);
+		sw_seterr(err, errlen, "data to sign is larger than %u bytes", UINT_MAX);
 		goto out;
 	}
 	if (pem_datum(key_pem, &kd) < 0) {
 		rc = SW_EINVAL;
-		set_err(err, errlen, "no signing key given");
+		sw_seterr(err, errlen, "no signing key given");
 		goto out;
 	}
 	ret = gnutls_privkey_init(&key);
 	if (ret < 0) {
 		rc = SW_ENOMEM;
-		set_err(err, errlen, "could not allocate a private key: %s", gnutls_strerror(ret));
+		sw_seterr(err, errlen, "could not allocate a private key: %s",
+			  gnutls_strerror(ret));
 		goto out;
 	}
 	ret = gnutls_privkey_import_x509_raw(key, &kd, GNUTLS_X509_FMT_PEM, NULL, 0);
 	if (ret < 0) {
 		rc = map_gnutls(ret, SW_EINVAL);
-		set_err(err, errlen, "signing key is not a valid unencrypted PEM key: %s",
-			gnutls_strerror(ret));
+		sw_seterr(err, errlen, "signing key is not a valid unencrypted PEM key: %s",
+			  gnutls_strerror(ret));
 		goto out;
 	}
-	if (gnutls_privkey_get_pk_algorithm(key, NULL) != GNUTLS_PK_EDDSA_ED25519) {
+	if (gnutls_privkey_get_pk_algorithm(key, NULL) != (int)pk) {
 		rc = SW_EINVAL;
-		set_err(err, errlen, "signing key is not an Ed25519 key");
+		sw_seterr(err, errlen, "signing key is not an %s key", kind);
 		goto out;
 	}
 	msg.data = (unsigned char *)(len > 0 ? data : empty);
 	msg.size = (unsigned)len;
-	ret = gnutls_privkey_sign_data2(key, GNUTLS_SIGN_EDDSA_ED25519, 0, &msg, &sig);
+	ret = gnutls_privkey_sign_data2(key, alg, 0, &msg, &sig);
 	if (ret < 0) {
 		rc = map_gnutls(ret, SW_ECRYPTO);
-		set_err(err, errlen, "could not sign: %s", gnutls_strerror(ret));
+		sw_seterr(err, errlen, "could not sign: %s", gnutls_strerror(ret));
 		goto out;
 	}
 	ret = gnutls_base64_encode2(&sig, &b64);
 	if (ret < 0) {
 		rc = map_gnutls(ret, SW_ECRYPTO);
-		set_err(err, errlen, "could not encode the signature: %s", gnutls_strerror(ret));
+		sw_seterr(err, errlen, "could not encode the signature: %s", gnutls_strerror(ret));
 		goto out;
 	}
 	*sig_b64 = datum_strdup(&b64);
 	if (*sig_b64 == NULL) {
 		rc = SW_ENOMEM;
-		set_err(err, errlen, "out of memory encoding the signature");
+		sw_seterr(err, errlen, "out of memory encoding the signature");
 	}
 out:
 	gnutls_free(b64.data);
 	gnutls_free(sig.data);
 	gnutls_privkey_deinit(key);
 	return rc;
+}
+
+int sw_pki_sign(const char *key_pem, const void *data, size_t len, char **sig_b64, char *err,
+		size_t errlen)
+{
+	return sign_b64(key_pem, GNUTLS_PK_EDDSA_ED25519, GNUTLS_SIGN_EDDSA_ED25519, "Ed25519",
+			data, len, sig_b64, err, errlen);
 }
 
 int sw_pki_verify_signature(const char *pub_pem, const void *data, size_t len, const char *sig_b64,
@@ -1189,40 +1196,41 @@ int sw_pki_verify_signature(const char *pub_pem, const void *data, size_t len, c
 
 	if (data == NULL && len > 0) {
 		rc = SW_EINVAL;
-		set_err(err, errlen, "no data to verify");
+		sw_seterr(err, errlen, "no data to verify");
 		goto out;
 	}
 	if (len > UINT_MAX) {
 		rc = SW_ETOOBIG;
-		set_err(err, errlen, "signed data is larger than %u bytes", UINT_MAX);
+		sw_seterr(err, errlen, "signed data is larger than %u bytes", UINT_MAX);
 		goto out;
 	}
 	if (pem_datum(pub_pem, &pd) < 0) {
 		rc = SW_EINVAL;
-		set_err(err, errlen, "no public key given");
+		sw_seterr(err, errlen, "no public key given");
 		goto out;
 	}
 	ret = gnutls_pubkey_init(&pub);
 	if (ret < 0) {
 		rc = SW_ENOMEM;
-		set_err(err, errlen, "could not allocate a public key: %s", gnutls_strerror(ret));
+		sw_seterr(err, errlen, "could not allocate a public key: %s", gnutls_strerror(ret));
 		goto out;
 	}
 	ret = gnutls_pubkey_import(pub, &pd, GNUTLS_X509_FMT_PEM);
 	if (ret < 0) {
 		rc = map_gnutls(ret, SW_EINVAL);
-		set_err(err, errlen, "public key is not a valid PEM key: %s", gnutls_strerror(ret));
+		sw_seterr(err, errlen, "public key is not a valid PEM key: %s",
+			  gnutls_strerror(ret));
 		goto out;
 	}
 	if (gnutls_pubkey_get_pk_algorithm(pub, NULL) != GNUTLS_PK_EDDSA_ED25519) {
 		rc = SW_EINVAL;
-		set_err(err, errlen, "public key is not an Ed25519 key");
+		sw_seterr(err, errlen, "public key is not an Ed25519 key");
 		goto out;
 	}
 	b64_len = sig_b64 == NULL ? 0 : strlen(sig_b64);
 	if (b64_len == 0 || b64_len > SIG_B64_MAX) {
 		rc = SW_EDENIED;
-		set_err(err, errlen, "signature is missing or malformed");
+		sw_seterr(err, errlen, "signature is missing or malformed");
 		goto out;
 	}
 	b64.data = (unsigned char *)sig_b64;
@@ -1230,7 +1238,7 @@ int sw_pki_verify_signature(const char *pub_pem, const void *data, size_t len, c
 	ret = gnutls_base64_decode2(&b64, &sig);
 	if (ret < 0 || sig.size != ED25519_SIG) {
 		rc = map_gnutls(ret, SW_EDENIED);
-		set_err(err, errlen, "signature is not a base64 Ed25519 signature");
+		sw_seterr(err, errlen, "signature is not a base64 Ed25519 signature");
 		goto out;
 	}
 	msg.data = (unsigned char *)(len > 0 ? data : empty);
@@ -1238,7 +1246,7 @@ int sw_pki_verify_signature(const char *pub_pem, const void *data, size_t len, c
 	ret = gnutls_pubkey_verify_data2(pub, GNUTLS_SIGN_EDDSA_ED25519, 0, &msg, &sig);
 	if (ret < 0) {
 		rc = map_gnutls(ret, SW_EDENIED);
-		set_err(err, errlen, "signature does not match the data and key");
+		sw_seterr(err, errlen, "signature does not match the data and key");
 		goto out;
 	}
 out:
@@ -1250,48 +1258,8 @@ out:
 int sw_pki_key_sign(const char *key_pem, const void *data, size_t len, char **sig_b64, char *err,
 		    size_t errlen)
 {
-	gnutls_privkey_t key = NULL;
-	gnutls_datum_t kd, msg, sig = {NULL, 0}, b64 = {NULL, 0};
-	int ret, rc = 0;
-
-	*sig_b64 = NULL;
-	if (pem_datum(key_pem, &kd) < 0 || data == NULL || len == 0 || len > UINT_MAX) {
-		set_err(err, errlen, "nothing to sign, or no key");
-		return SW_EINVAL;
-	}
-	if ((ret = gnutls_privkey_init(&key)) < 0) {
-		rc = SW_ENOMEM;
-		set_err(err, errlen, "could not allocate a private key: %s", gnutls_strerror(ret));
-		goto out;
-	}
-	ret = gnutls_privkey_import_x509_raw(key, &kd, GNUTLS_X509_FMT_PEM, NULL, 0);
-	if (ret < 0) {
-		rc = map_gnutls(ret, SW_EINVAL);
-		set_err(err, errlen, "not a valid unencrypted PEM key: %s", gnutls_strerror(ret));
-		goto out;
-	}
-	if (gnutls_privkey_get_pk_algorithm(key, NULL) != GNUTLS_PK_ECDSA) {
-		rc = SW_EINVAL;
-		set_err(err, errlen, "not an ECDSA key");
-		goto out;
-	}
-	msg.data = (unsigned char *)data;
-	msg.size = (unsigned)len;
-	ret = gnutls_privkey_sign_data2(key, GNUTLS_SIGN_ECDSA_SHA256, 0, &msg, &sig);
-	if (ret < 0 || (ret = gnutls_base64_encode2(&sig, &b64)) < 0) {
-		rc = map_gnutls(ret, SW_ECRYPTO);
-		set_err(err, errlen, "could not sign: %s", gnutls_strerror(ret));
-		goto out;
-	}
-	if (!(*sig_b64 = datum_strdup(&b64))) {
-		rc = SW_ENOMEM;
-		set_err(err, errlen, "out of memory");
-	}
-out:
-	gnutls_free(b64.data);
-	gnutls_free(sig.data);
-	gnutls_privkey_deinit(key);
-	return rc;
+	return sign_b64(key_pem, GNUTLS_PK_ECDSA, GNUTLS_SIGN_ECDSA_SHA256, "ECDSA", data, len,
+			sig_b64, err, errlen);
 }
 
 int sw_pki_cert_b64(const char *cert_pem, char **out, char *err, size_t errlen)
@@ -1306,12 +1274,13 @@ int sw_pki_cert_b64(const char *cert_pem, char **out, char *err, size_t errlen)
 	if ((ret = gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_DER, &der)) < 0 ||
 	    (ret = gnutls_base64_encode2(&der, &b64)) < 0) {
 		rc = map_gnutls(ret, SW_ECRYPTO);
-		set_err(err, errlen, "could not encode the certificate: %s", gnutls_strerror(ret));
+		sw_seterr(err, errlen, "could not encode the certificate: %s",
+			  gnutls_strerror(ret));
 		goto out;
 	}
 	if (!(*out = datum_strdup(&b64))) {
 		rc = SW_ENOMEM;
-		set_err(err, errlen, "out of memory");
+		sw_seterr(err, errlen, "out of memory");
 	}
 out:
 	gnutls_free(b64.data);
@@ -1350,34 +1319,34 @@ int sw_pki_verify_signed(struct sw_pki_verifier *v, const char *cert_b64, const 
 
 	memset(id, 0, sizeof(*id));
 	if (data == NULL || len == 0 || len > UINT_MAX) {
-		set_err(err, errlen, "nothing signed");
+		sw_seterr(err, errlen, "nothing signed");
 		return SW_EINVAL;
 	}
 	if (b64_datum(cert_b64, CERT_MAX, &der) < 0) {
 		rc = SW_EDENIED;
-		set_err(err, errlen, "the signer's certificate is not base64 of at most %d bytes",
-			CERT_MAX);
+		sw_seterr(err, errlen, "the signer's certificate is not base64 of at most %d bytes",
+			  CERT_MAX);
 		goto out;
 	}
 	if ((rc = sw_pki_verify_chain(v, &der, 1, id, err, errlen)))
 		goto out;
 	if (b64_datum(sig_b64, 512, &sig) < 0) {
 		rc = SW_EDENIED;
-		set_err(err, errlen, "the signature is not base64 of at most 512 bytes");
+		sw_seterr(err, errlen, "the signature is not base64 of at most 512 bytes");
 		goto out;
 	}
 	if ((ret = gnutls_x509_crt_init(&crt)) < 0 || (ret = gnutls_pubkey_init(&pub)) < 0 ||
 	    (ret = gnutls_x509_crt_import(crt, &der, GNUTLS_X509_FMT_DER)) < 0 ||
 	    (ret = gnutls_pubkey_import_x509(pub, crt, 0)) < 0) {
 		rc = map_gnutls(ret, SW_EDENIED);
-		set_err(err, errlen, "the signer's key is unreadable: %s", gnutls_strerror(ret));
+		sw_seterr(err, errlen, "the signer's key is unreadable: %s", gnutls_strerror(ret));
 		goto out;
 	}
 	msg.data = (unsigned char *)data;
 	msg.size = (unsigned)len;
 	if (gnutls_pubkey_verify_data2(pub, GNUTLS_SIGN_ECDSA_SHA256, 0, &msg, &sig) < 0) {
 		rc = SW_EDENIED;
-		set_err(err, errlen, "the signature does not match");
+		sw_seterr(err, errlen, "the signature does not match");
 		goto out;
 	}
 	rc = 0;
