@@ -409,9 +409,14 @@ static void describe_failure(struct transfer *t, CURLcode cc, struct sw_http_res
 		size_t j = 0;
 
 		/* "meter|agent" reads "meter or agent" */
-		for (const char *p = t->c->peer_role; *p && j + 5 < sizeof(roles); p++)
-			j += (size_t)snprintf(roles + j, sizeof(roles) - j, "%s",
-					      *p == '|' ? " or " : (char[]){*p, 0});
+		for (const char *p = t->c->peer_role; *p && j + 5 < sizeof(roles); p++) {
+			if (*p == '|') {
+				memcpy(roles + j, " or ", 4);
+				j += 4;
+			} else {
+				roles[j++] = *p;
+			}
+		}
 		roles[j] = '\0';
 		snprintf(res->error, sizeof(res->error), "rejected: the peer is %s, not %s%s%s%s",
 			 t->wrong_peer, t->peer_name[0] ? "" : "a ", roles,

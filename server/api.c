@@ -253,17 +253,16 @@ static void post_heartbeat(struct sw_http_req *req, void *arg)
  * connection comes from (which its certificate names), whatever host it says. */
 static void meter_reached_at(const char *meter, const char *address, char *out, size_t len)
 {
-	char host[256], ip[256];
+	char ip[256];
 	unsigned port;
 
-	snprintf(out, len, "%s", meter ? meter : "");
 	/* the system's address, less the port an agent of an older version adds */
 	if (sw_hostport_parse(address, ip, sizeof(ip), &port, 0, NULL, 0) != 0)
 		snprintf(ip, sizeof(ip), "%s", address);
-	if (!meter || !meter[0] || !sw_ip_literal(ip) ||
-	    sw_hostport_parse(meter, host, sizeof(host), &port, 0, NULL, 0))
-		return;
-	snprintf(out, len, strchr(ip, ':') ? "[%s]:%u" : "%s:%u", ip, port);
+	if (meter && meter[0] && sw_ip_literal(ip))
+		bound_address(meter, ip, out, len); /* the heartbeat's parser checked HOST:PORT */
+	else
+		snprintf(out, len, "%s", meter ? meter : "");
 }
 
 json_t *api_heartbeat_take(struct server *s, struct system *sys, struct sw_heartbeat *hb,
