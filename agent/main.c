@@ -62,8 +62,8 @@ static int agent_configure(struct agent *a, const char *dir, char *err, size_t e
 	int lv, rc;
 
 	if (!realpath(dir, a->dir)) {
-		snprintf(err, errlen, "%s: no such agent folder (enroll with siteward-agent init)",
-			 dir);
+		sw_seterr(err, errlen, "%s: no such agent folder (enroll with siteward-agent init)",
+			  dir);
 		return SW_ENOTFOUND;
 	}
 	sw_path_join(path, sizeof(path), a->dir, "agent.conf");
@@ -76,24 +76,24 @@ static int agent_configure(struct agent *a, const char *dir, char *err, size_t e
 				   &connect, sub, sizeof(sub))) ||
 	    (rc = sw_conf_get_uint(a->conf, "metering", "passive_interval_ms", 10000, 0, 3600000,
 				   &a->passive_ms, sub, sizeof(sub)))) {
-		snprintf(err, errlen, "%s: %s", path, sub);
+		sw_seterr(err, errlen, "%s: %s", path, sub);
 		return rc;
 	}
 	lv = sw_log_level_parse(sw_conf_get(a->conf, "log", "level", "info"));
 	if (lv < 0) {
-		snprintf(err, errlen, "%s: [log] level must be debug, info, warn or error", path);
+		sw_seterr(err, errlen, "%s: [log] level must be debug, info, warn or error", path);
 		return SW_EINVAL;
 	}
 	snprintf(a->name, sizeof(a->name), "%s", sw_conf_get(a->conf, "agent", "name", ""));
 	snprintf(a->server, sizeof(a->server), "%s", sw_conf_get(a->conf, "agent", "server", ""));
 	if (!sw_name_valid(a->name) || strncmp(a->server, "https://", 8) != 0) {
-		snprintf(err, errlen, "%s: [agent] needs a valid name and an https:// server",
-			 path);
+		sw_seterr(err, errlen, "%s: [agent] needs a valid name and an https:// server",
+			  path);
 		return SW_EINVAL;
 	}
 	sw_log_init("siteward-agent", (enum sw_log_level)lv);
 	if (roles_check_config(a, sub, sizeof(sub))) {
-		snprintf(err, errlen, "%s: %s", path, sub);
+		sw_seterr(err, errlen, "%s: %s", path, sub);
 		return SW_EINVAL;
 	}
 	if (sw_conf_meter_listen(a->conf, a->meter_listen, sizeof(a->meter_listen)))

@@ -5,6 +5,7 @@
  */
 #include "agent.h"
 
+#include "error.h"
 #include "json.h"
 #include "log.h"
 #include "proto.h"
@@ -89,16 +90,17 @@ static int make_def(struct agent *a, const char *name, const char *role,
 	snprintf(def->role, sizeof(def->role), "%s", role);
 	command = sw_conf_get(a->conf, section, "command", default_command);
 	if (!command || !*command) {
-		snprintf(err, errlen, "[%s] command is not set", section);
+		sw_seterr(err, errlen, "[%s] command is not set", section);
 		return -1;
 	}
 	if (split_command(command, def->argv, SVC_MAX_ARGS) <= 0) {
-		snprintf(err, errlen, "[%s] command: unbalanced quotes or too many words", section);
+		sw_seterr(err, errlen, "[%s] command: unbalanced quotes or too many words",
+			  section);
 		return -1;
 	}
 	env = sw_conf_get(a->conf, section, "environment", "");
 	if (split_command(env, def->env, SVC_MAX_ARGS) < 0) {
-		snprintf(err, errlen, "[%s] environment: unbalanced quotes", section);
+		sw_seterr(err, errlen, "[%s] environment: unbalanced quotes", section);
 		svc_def_clear(def);
 		return -1;
 	}
@@ -112,20 +114,20 @@ static int make_def(struct agent *a, const char *name, const char *role,
 	else if (strcmp(restart, "never") == 0)
 		def->restart = RESTART_NEVER;
 	else {
-		snprintf(err, errlen, "[%s] restart must be always, on-failure or never", section);
+		sw_seterr(err, errlen, "[%s] restart must be always, on-failure or never", section);
 		svc_def_clear(def);
 		return -1;
 	}
 	if (sw_conf_get_uint(a->conf, section, "stop_timeout", 10, 1, 3600, &stop_timeout, key,
 			     sizeof(key))) {
-		snprintf(err, errlen, "%s", key);
+		sw_seterr(err, errlen, "%s", key);
 		svc_def_clear(def);
 		return -1;
 	}
 	def->stop_timeout_ms = stop_timeout * 1000;
 	if (sw_conf_get_uint(a->conf, section, "restart_delay_ms", 1000, 10, 30000,
 			     &def->restart_delay_ms, key, sizeof(key))) {
-		snprintf(err, errlen, "%s", key);
+		sw_seterr(err, errlen, "%s", key);
 		svc_def_clear(def);
 		return -1;
 	}

@@ -471,12 +471,12 @@ static int file_sha256(const char *path, char out[65], char *err, size_t errlen)
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 
 	if (fd < 0) {
-		snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+		sw_seterr(err, errlen, "cannot read %s: %s", path, strerror(errno));
 		return SW_EIO;
 	}
 	if (gnutls_hash_init(&h, GNUTLS_DIG_SHA256) < 0) {
 		close(fd);
-		snprintf(err, errlen, "cannot compute a SHA-256");
+		sw_seterr(err, errlen, "cannot compute a SHA-256");
 		return SW_ECRYPTO;
 	}
 	while ((n = read(fd, buf, sizeof(buf))) > 0 || (n < 0 && errno == EINTR))
@@ -485,7 +485,7 @@ static int file_sha256(const char *path, char out[65], char *err, size_t errlen)
 	gnutls_hash_deinit(h, d);
 	close(fd);
 	if (n < 0) {
-		snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+		sw_seterr(err, errlen, "cannot read %s: %s", path, strerror(errno));
 		return SW_EIO;
 	}
 	for (int i = 0; i < 32; i++)

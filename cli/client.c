@@ -175,7 +175,7 @@ static int request(const struct cli *c, const char *method, const char *path, co
 	if (rc) {
 		char why[512];
 		snprintf(why, sizeof(why), "%s", err);
-		snprintf(err, errlen, "server %s: %s", c->url, why);
+		sw_seterr(err, errlen, "server %s: %s", c->url, why);
 		*status = 0;
 		return 1;
 	}
@@ -184,7 +184,7 @@ static int request(const struct cli *c, const char *method, const char *path, co
 	if (rc) {
 		char why[512];
 		snprintf(why, sizeof(why), "%s", err);
-		snprintf(err, errlen, "the server's answer is not JSON: %s", why);
+		sw_seterr(err, errlen, "the server's answer is not JSON: %s", why);
 		return 1;
 	}
 	if (*status < 200 || *status > 299) {
@@ -209,7 +209,7 @@ int client_request(const struct cli *c, const char *method, const char *path, js
 	int rc;
 
 	if (body && !text) {
-		snprintf(err, errlen, "out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		*reply = NULL;
 		*status = 0;
 		return 1;

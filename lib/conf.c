@@ -9,12 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ERR(...)                                                                                   \
-	do {                                                                                       \
-		if (err)                                                                           \
-			snprintf(err, errlen, __VA_ARGS__);                                        \
-	} while (0)
-
 /* A configuration file has a handful of keys: a list is simpler than a hash. */
 #define CONF_MAX_ENTRIES 256
 
@@ -74,11 +68,11 @@ int sw_conf_parse(const char *text, size_t len, struct sw_conf **out, char *err,
 
 	*out = NULL;
 	if (len > SW_CONF_MAX) {
-		ERR("configuration larger than %d bytes", SW_CONF_MAX);
+		sw_seterr(err, errlen, "configuration larger than %d bytes", SW_CONF_MAX);
 		return SW_ETOOBIG;
 	}
 	if (memchr(text, '\0', len)) {
-		ERR("configuration contains a NUL byte");
+		sw_seterr(err, errlen, "configuration contains a NUL byte");
 		return SW_EINVAL;
 	}
 	conf = calloc(1, sizeof(*conf));
@@ -94,9 +88,11 @@ int sw_conf_parse(const char *text, size_t len, struct sw_conf **out, char *err,
 	free(copy);
 	if (rc != 0) {
 		if (conf->error[0])
-			ERR("%s", conf->error);
+			sw_seterr(err, errlen, "%s", conf->error);
 		else
-			ERR("line %d: not an INI setting (expected key = value or [section])", rc);
+			sw_seterr(err, errlen,
+				  "line %d: not an INI setting (expected key = value or [section])",
+				  rc);
 		sw_conf_free(conf);
 		return SW_EINVAL;
 	}
@@ -118,7 +114,7 @@ int sw_conf_load(const char *path, struct sw_conf **out, char *err, size_t errle
 	rc = sw_conf_parse(text, len, out, sub, sizeof(sub));
 	free(text);
 	if (rc)
-		ERR("%s: %s", path, sub);
+		sw_seterr(err, errlen, "%s: %s", path, sub);
 	return rc;
 }
 
@@ -156,7 +152,7 @@ int sw_conf_check(const struct sw_conf *conf, const char *const *known, char *er
 		for (const char *const *k = known; *k && !ok; k++)
 			ok = known_match(*k, e->section, sl, e->key);
 		if (!ok) {
-			ERR("unknown setting [%s] %s", e->section, e->key);
+			sw_seterr(err, errlen, "unknown setting [%s] %s", e->section, e->key);
 			return SW_EINVAL;
 		}
 	}
@@ -185,7 +181,8 @@ int sw_conf_get_uint(const struct sw_conf *conf, const char *section, const char
 	errno = 0;
 	v = strtoul(e->value, &end, 10);
 	if (errno || end == e->value || *end || e->value[0] == '-' || v < min || v > max) {
-		ERR("[%s] %s must be a whole number from %u to %u", section, key, min, max);
+		sw_seterr(err, errlen, "[%s] %s must be a whole number from %u to %u", section, key,
+			  min, max);
 		return SW_EINVAL;
 	}
 	*out = (unsigned)v;

@@ -668,8 +668,8 @@ char **sw_db_pg_environ(const char *url, char *err, size_t errlen)
 
 	opts = PQconninfoParse(url, &perr);
 	if (!opts) {
-		snprintf(err, errlen, "the database URL cannot be read: %s",
-			 perr ? perr : "out of memory");
+		sw_seterr(err, errlen, "the database URL cannot be read: %s",
+			  perr ? perr : "out of memory");
 		PQfreemem(perr);
 		return NULL;
 	}
@@ -705,7 +705,7 @@ char **sw_db_pg_environ(const char *url, char *err, size_t errlen)
 	}
 	PQconninfoFree(opts);
 	if (!env)
-		snprintf(err, errlen, "out of memory");
+		sw_seterr(err, errlen, "out of memory");
 	return env;
 }
 

@@ -875,7 +875,7 @@ int sw_http_fetch_len(const struct sw_http_client_opts *opts, const char *method
 		return rc;
 	if (f.status == 0) {
 		if (err)
-			snprintf(err, errlen, "%s", f.error);
+			sw_seterr(err, errlen, "%s", f.error);
 		free(f.resp);
 		return f.code ? f.code : SW_EPROTO;
 	}

@@ -19,12 +19,6 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#define ERR(...)                                                                                   \
-	do {                                                                                       \
-		if (err)                                                                           \
-			snprintf(err, errlen, __VA_ARGS__);                                        \
-	} while (0)
-
 /* While a TLS handshake waits for its client, libmicrohttpd 0.9.75 in epoll mode reports
  * a zero timeout over and over. Running it again at once would spin a core for nothing,
  * so zero timeouts without socket activity are backed off up to this bound. */
@@ -1064,7 +1058,8 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 		ss.ss_family = AF_INET6;
 		((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
 	} else {
-		ERR("listen address '%s' must be an IP address and port", opts->listen);
+		sw_seterr(err, errlen, "listen address '%s' must be an IP address and port",
+			  opts->listen);
 		return SW_EINVAL;
 	}
 	srv = calloc(1, sizeof(*srv));
@@ -1085,7 +1080,7 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	conn_limit(srv, opts->max_connections ? opts->max_connections : 20000);
 	rc = sw_pki_verifier_new(opts->ca_pem, &srv->verifier, sub, sizeof(sub));
 	if (rc) {
-		ERR("site CA: %s", sub);
+		sw_seterr(err, errlen, "site CA: %s", sub);
 		free(srv->upload_dir);
 		free(srv);
 		return rc;
@@ -1104,8 +1099,9 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	    MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
 	    srv, MHD_OPTION_END);
 	if (!srv->mhd) {
-		ERR("cannot listen on %s (address in use, or bad certificate or key)",
-		    opts->listen);
+		sw_seterr(err, errlen,
+			  "cannot listen on %s (address in use, or bad certificate or key)",
+			  opts->listen);
 		sw_pki_verifier_free(srv->verifier);
 		free(srv->upload_dir);
 		free(srv);

@@ -80,14 +80,14 @@ static int point_current(const char *dir, const char *target, char *err, size_t 
 	snprintf(cur, sizeof(cur), "%s/" SW_INSTALL_CURRENT, dir);
 	if (!target) {
 		if (unlink(cur) && errno != ENOENT) {
-			snprintf(err, errlen, "%s: %s", cur, strerror(errno));
+			sw_seterr(err, errlen, "%s: %s", cur, strerror(errno));
 			return SW_EIO;
 		}
 	} else {
 		snprintf(tmp, sizeof(tmp), "%s.new", cur);
 		unlink(tmp);
 		if (symlink(target, tmp) || rename(tmp, cur)) {
-			snprintf(err, errlen, "%s: %s", cur, strerror(errno));
+			sw_seterr(err, errlen, "%s: %s", cur, strerror(errno));
 			unlink(tmp);
 			return SW_EIO;
 		}
@@ -109,13 +109,13 @@ int sw_install_switch(const char *dir, const char *version, char *err, size_t er
 	int rc;
 
 	if (!sw_install_has(dir, version)) {
-		snprintf(err, errlen, "version %s is not staged", version);
+		sw_seterr(err, errlen, "version %s is not staged", version);
 		return SW_ENOTFOUND;
 	}
 	sw_install_version(dir, running, sizeof(running));
 	if (strcmp(running, version) != 0) {
 		if (sw_install_self(exe, sizeof(exe))) {
-			snprintf(err, errlen, "cannot read /proc/self/exe");
+			sw_seterr(err, errlen, "cannot read /proc/self/exe");
 			return SW_EIO;
 		}
 		rec = json_pack("{ss ss ss}", "version", version, "previous", running,
@@ -148,7 +148,7 @@ int sw_install_switch_back(const char *dir, const char *version, const char *pro
 	    sw_json_str(rec, "previous", SW_PKG_VERSION_MAX, 1, &previous, NULL, 0) ||
 	    sw_json_str(rec, "previous_exe", PATH_MAX - 1, 1, &previous_exe, NULL, 0) ||
 	    strcmp(previous, version) != 0) {
-		snprintf(err, errlen, "no switch from version %s is recorded here", version);
+		sw_seterr(err, errlen, "no switch from version %s is recorded here", version);
 		rc = SW_ENOTFOUND;
 		goto out;
 	}

@@ -6,12 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define ERR(...)                                                                                   \
-	do {                                                                                       \
-		if (err)                                                                           \
-			snprintf(err, errlen, __VA_ARGS__);                                        \
-	} while (0)
-
 int sw_json_parse_object(const char *buf, size_t len, json_t **out, char *err, size_t errlen)
 {
 	json_error_t je;
@@ -19,17 +13,17 @@ int sw_json_parse_object(const char *buf, size_t len, json_t **out, char *err, s
 
 	*out = NULL;
 	if (len == 0) {
-		ERR("empty body: expected a JSON object");
+		sw_seterr(err, errlen, "empty body: expected a JSON object");
 		return SW_EINVAL;
 	}
 	j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
 	if (!j) {
-		ERR("malformed JSON at byte %d: %s", je.position, je.text);
+		sw_seterr(err, errlen, "malformed JSON at byte %d: %s", je.position, je.text);
 		return SW_EINVAL;
 	}
 	if (!json_is_object(j)) {
 		json_decref(j);
-		ERR("expected a JSON object");
+		sw_seterr(err, errlen, "expected a JSON object");
 		return SW_EINVAL;
 	}
 	*out = j;
@@ -46,20 +40,20 @@ int sw_json_str(const json_t *obj, const char *key, size_t maxlen, int required,
 	if (!v || json_is_null(v)) {
 		if (!required)
 			return 0;
-		ERR("missing field '%s'", key);
+		sw_seterr(err, errlen, "missing field '%s'", key);
 		return SW_EINVAL;
 	}
 	if (!json_is_string(v)) {
-		ERR("field '%s' must be a string", key);
+		sw_seterr(err, errlen, "field '%s' must be a string", key);
 		return SW_EINVAL;
 	}
 	n = json_string_length(v);
 	if (n > maxlen) {
-		ERR("field '%s' is longer than %zu bytes", key, maxlen);
+		sw_seterr(err, errlen, "field '%s' is longer than %zu bytes", key, maxlen);
 		return SW_ETOOBIG;
 	}
 	if (strlen(json_string_value(v)) != n) {
-		ERR("field '%s' contains a NUL byte", key);
+		sw_seterr(err, errlen, "field '%s' contains a NUL byte", key);
 		return SW_EINVAL;
 	}
 	*out = json_string_value(v);
@@ -75,16 +69,17 @@ int sw_json_int(const json_t *obj, const char *key, int64_t min, int64_t max, in
 	if (!v || json_is_null(v)) {
 		if (!required)
 			return 0;
-		ERR("missing field '%s'", key);
+		sw_seterr(err, errlen, "missing field '%s'", key);
 		return SW_EINVAL;
 	}
 	if (!json_is_integer(v)) {
-		ERR("field '%s' must be an integer", key);
+		sw_seterr(err, errlen, "field '%s' must be an integer", key);
 		return SW_EINVAL;
 	}
 	i = json_integer_value(v);
 	if (i < min || i > max) {
-		ERR("field '%s' must be between %" PRId64 " and %" PRId64, key, min, max);
+		sw_seterr(err, errlen, "field '%s' must be between %" PRId64 " and %" PRId64, key,
+			  min, max);
 		return SW_EINVAL;
 	}
 	*out = i;

@@ -21,12 +21,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define ERR(...)                                                                                   \
-	do {                                                                                       \
-		if (err)                                                                           \
-			snprintf(err, errlen, __VA_ARGS__);                                        \
-	} while (0)
-
 #define CHUNK	       65536
 #define SIG_MAX	       256		 /* bytes of manifest.sig: base64 of 64 bytes is 88 */
 #define MIGRATIONS_MAX 4096		 /* migrations named in one manifest */
@@ -290,36 +284,36 @@ static int parse_file(const json_t *o, size_t i, struct sw_pkg_file *f, char *er
 	int rc;
 
 	if (!json_is_object(o)) {
-		ERR("manifest: files[%zu] is not an object", i);
+		sw_seterr(err, errlen, "manifest: files[%zu] is not an object", i);
 		return SW_EINVAL;
 	}
 	rc = sw_json_str(o, "path", SW_PKG_PATH_MAX, 1, &path, e, sizeof(e));
 	if (rc) {
-		ERR("manifest: files[%zu]: %s", i, e);
+		sw_seterr(err, errlen, "manifest: files[%zu]: %s", i, e);
 		return rc;
 	}
 	if (!sw_pkg_path_valid(path, &why)) {
-		ERR("manifest: %s: %s", path, why);
+		sw_seterr(err, errlen, "manifest: %s: %s", path, why);
 		return SW_EDENIED;
 	}
 	if ((rc = sw_json_int(o, "size", 0, (int64_t)SW_PKG_FILE_MAX, 1, &size, e, sizeof(e))) ||
 	    (rc = sw_json_int(o, "mode", 0, 0777, 1, &mode, e, sizeof(e))) ||
 	    (rc = sw_json_str(o, "sha256", 64, 1, &sha, e, sizeof(e)))) {
-		ERR("manifest: %s: %s", path, e);
+		sw_seterr(err, errlen, "manifest: %s: %s", path, e);
 		return rc;
 	}
 	if (!hex64_valid(sha)) {
-		ERR("manifest: %s: sha256 is not 64 lowercase hex digits", path);
+		sw_seterr(err, errlen, "manifest: %s: sha256 is not 64 lowercase hex digits", path);
 		return SW_EINVAL;
 	}
 	if (mode & ~0755) {
-		ERR("manifest: %s: mode 0%03o is writable by group or others", path,
-		    (unsigned)mode);
+		sw_seterr(err, errlen, "manifest: %s: mode 0%03o is writable by group or others",
+			  path, (unsigned)mode);
 		return SW_EDENIED;
 	}
 	f->path = strdup(path);
 	if (f->path == NULL) {
-		ERR("out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		return SW_ENOMEM;
 	}
 	f->size = (uint64_t)size;
@@ -336,7 +330,9 @@ static int check_folders(const struct sw_pkg_manifest *m, char *err, size_t errl
 
 		for (const char *s = strchr(p, '/'); s; s = strchr(s + 1, '/')) {
 			if (find_n(m, p, (size_t)(s - p))) {
-				ERR("manifest: %.*s: listed as a file and as the folder of %s",
+				sw_seterr(
+				    err, errlen,
+				    "manifest: %.*s: listed as a file and as the folder of %s",
 				    (int)(s - p), p, p);
 				return SW_EDENIED;
 			}
@@ -351,17 +347,17 @@ static int parse_migrations(const json_t *migs, struct sw_pkg_manifest *m, char 
 	size_t n;
 
 	if (!json_is_array(migs)) {
-		ERR("manifest: 'migrations' must be an array");
+		sw_seterr(err, errlen, "manifest: 'migrations' must be an array");
 		return SW_EINVAL;
 	}
 	n = json_array_size(migs);
 	if (n > MIGRATIONS_MAX) {
-		ERR("manifest: more than %d migrations", MIGRATIONS_MAX);
+		sw_seterr(err, errlen, "manifest: more than %d migrations", MIGRATIONS_MAX);
 		return SW_ETOOBIG;
 	}
 	m->migrations = calloc(n ? n : 1, sizeof(*m->migrations));
 	if (m->migrations == NULL) {
-		ERR("out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		return SW_ENOMEM;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -369,22 +365,27 @@ static int parse_migrations(const json_t *migs, struct sw_pkg_manifest *m, char 
 		const char *s = json_string_value(v);
 
 		if (s == NULL || strlen(s) != json_string_length(v) || !migration_name_valid(s)) {
-			ERR("manifest: migrations[%zu] is not a migration's file name (NAME.sql)",
+			sw_seterr(
+			    err, errlen,
+			    "manifest: migrations[%zu] is not a migration's file name (NAME.sql)",
 			    i);
 			return SW_EINVAL;
 		}
 		if (i > 0 && strcmp(m->migrations[i - 1], s) >= 0) {
-			ERR("manifest: migrations must be listed in order, each once (%s)", s);
+			sw_seterr(err, errlen,
+				  "manifest: migrations must be listed in order, each once (%s)",
+				  s);
 			return SW_EINVAL;
 		}
 		snprintf(path, sizeof(path), "%s%s", SW_PKG_SQL_DIR, s);
 		if (sw_pkg_manifest_find(m, path) == NULL) {
-			ERR("manifest: migration %s is not among the files (%s)", s, path);
+			sw_seterr(err, errlen, "manifest: migration %s is not among the files (%s)",
+				  s, path);
 			return SW_EINVAL;
 		}
 		m->migrations[i] = strdup(s);
 		if (m->migrations[i] == NULL) {
-			ERR("out of memory");
+			sw_seterr(err, errlen, "out of memory");
 			return SW_ENOMEM;
 		}
 		m->nmigrations++;
@@ -405,26 +406,28 @@ int sw_pkg_manifest_parse(const char *json, size_t len, struct sw_pkg_manifest *
 
 	*out = NULL;
 	if (len > SW_PKG_MANIFEST_MAX) {
-		ERR("manifest is larger than %zu bytes", SW_PKG_MANIFEST_MAX);
+		sw_seterr(err, errlen, "manifest is larger than %zu bytes", SW_PKG_MANIFEST_MAX);
 		return SW_ETOOBIG;
 	}
 	rc = sw_json_parse_object(json, len, &j, e, sizeof(e));
 	if (rc) {
-		ERR("manifest: %s", e);
+		sw_seterr(err, errlen, "manifest: %s", e);
 		return rc;
 	}
 	m = calloc(1, sizeof(*m));
 	if (m == NULL) {
 		rc = SW_ENOMEM;
-		ERR("out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		goto out;
 	}
 	if ((rc = sw_json_int(j, "format", 0, INT32_MAX, 1, &format, e, sizeof(e))))
 		goto bad;
 	if (format != SW_PKG_FORMAT) {
 		rc = SW_EINVAL;
-		ERR("manifest: package format %" PRId64 " is not one this siteward reads (%d)",
-		    format, SW_PKG_FORMAT);
+		sw_seterr(err, errlen,
+			  "manifest: package format %" PRId64
+			  " is not one this siteward reads (%d)",
+			  format, SW_PKG_FORMAT);
 		goto out;
 	}
 	m->format = (int)format;
@@ -435,13 +438,14 @@ int sw_pkg_manifest_parse(const char *json, size_t len, struct sw_pkg_manifest *
 		goto bad;
 	if (!sw_version_valid(version) || !sw_version_valid(min_version)) {
 		rc = SW_EINVAL;
-		ERR("manifest: '%s' is not a version",
-		    sw_version_valid(version) ? min_version : version);
+		sw_seterr(err, errlen, "manifest: '%s' is not a version",
+			  sw_version_valid(version) ? min_version : version);
 		goto out;
 	}
 	if (sw_version_cmp(min_version, version) > 0) {
 		rc = SW_EINVAL;
-		ERR("manifest: min_version %s is newer than version %s", min_version, version);
+		sw_seterr(err, errlen, "manifest: min_version %s is newer than version %s",
+			  min_version, version);
 		goto out;
 	}
 	snprintf(m->version, sizeof(m->version), "%s", version);
@@ -450,19 +454,19 @@ int sw_pkg_manifest_parse(const char *json, size_t len, struct sw_pkg_manifest *
 	files = json_object_get(j, "files");
 	if (!json_is_array(files)) {
 		rc = SW_EINVAL;
-		ERR("manifest: 'files' must be an array");
+		sw_seterr(err, errlen, "manifest: 'files' must be an array");
 		goto out;
 	}
 	n = json_array_size(files);
 	if (n > SW_PKG_FILES_MAX) {
 		rc = SW_ETOOBIG;
-		ERR("manifest: more than %d files", SW_PKG_FILES_MAX);
+		sw_seterr(err, errlen, "manifest: more than %d files", SW_PKG_FILES_MAX);
 		goto out;
 	}
 	m->files = calloc(n ? n : 1, sizeof(*m->files));
 	if (m->files == NULL) {
 		rc = SW_ENOMEM;
-		ERR("out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -473,8 +477,9 @@ int sw_pkg_manifest_parse(const char *json, size_t len, struct sw_pkg_manifest *
 		m->total_size += m->files[i].size;
 		if (m->total_size > SW_PKG_TOTAL_MAX) {
 			rc = SW_ETOOBIG;
-			ERR("manifest: the files add up to more than %" PRIu64 " bytes",
-			    SW_PKG_TOTAL_MAX);
+			sw_seterr(err, errlen,
+				  "manifest: the files add up to more than %" PRIu64 " bytes",
+				  SW_PKG_TOTAL_MAX);
 			goto out;
 		}
 	}
@@ -482,7 +487,7 @@ int sw_pkg_manifest_parse(const char *json, size_t len, struct sw_pkg_manifest *
 	for (size_t i = 1; i < m->nfiles; i++) {
 		if (strcmp(m->files[i - 1].path, m->files[i].path) == 0) {
 			rc = SW_EDENIED;
-			ERR("manifest: %s: listed twice", m->files[i].path);
+			sw_seterr(err, errlen, "manifest: %s: listed twice", m->files[i].path);
 			goto out;
 		}
 	}
@@ -490,7 +495,7 @@ int sw_pkg_manifest_parse(const char *json, size_t len, struct sw_pkg_manifest *
 		goto out;
 	if (json_object_get(j, "migrations") == NULL) {
 		rc = SW_EINVAL;
-		ERR("manifest: missing field 'migrations'");
+		sw_seterr(err, errlen, "manifest: missing field 'migrations'");
 		goto out;
 	}
 	if ((rc = parse_migrations(json_object_get(j, "migrations"), m, err, errlen)))
@@ -499,7 +504,7 @@ int sw_pkg_manifest_parse(const char *json, size_t len, struct sw_pkg_manifest *
 	m = NULL;
 	goto out;
 bad:
-	ERR("manifest: %s", e);
+	sw_seterr(err, errlen, "manifest: %s", e);
 out:
 	sw_pkg_manifest_free(m);
 	json_decref(j);
@@ -608,34 +613,37 @@ static int tree_add(struct tree *t, const char *rel, const struct stat *st, char
 	const char *why;
 
 	if (!sw_pkg_path_valid(rel, &why)) {
-		ERR("%s: %s", rel, why);
+		sw_seterr(err, errlen, "%s: %s", rel, why);
 		return SW_EINVAL;
 	}
 	if (st->st_mode & (S_ISUID | S_ISGID | S_ISVTX)) {
-		ERR("%s: has the setuid, setgid or sticky bit, which a package does not carry",
+		sw_seterr(
+		    err, errlen,
+		    "%s: has the setuid, setgid or sticky bit, which a package does not carry",
 		    rel);
 		return SW_EDENIED;
 	}
 	if ((uint64_t)st->st_size > SW_PKG_FILE_MAX) {
-		ERR("%s: larger than the %" PRIu64 " MiB a packaged file may be", rel,
-		    SW_PKG_FILE_MAX >> 20);
+		sw_seterr(err, errlen, "%s: larger than the %" PRIu64 " MiB a packaged file may be",
+			  rel, SW_PKG_FILE_MAX >> 20);
 		return SW_ETOOBIG;
 	}
 	if (t->n >= SW_PKG_FILES_MAX) {
-		ERR("more than %d files to package", SW_PKG_FILES_MAX);
+		sw_seterr(err, errlen, "more than %d files to package", SW_PKG_FILES_MAX);
 		return SW_ETOOBIG;
 	}
 	t->total += (uint64_t)st->st_size;
 	if (t->total > SW_PKG_TOTAL_MAX) {
-		ERR("the files add up to more than the %" PRIu64 " GiB a package may hold",
-		    SW_PKG_TOTAL_MAX >> 30);
+		sw_seterr(err, errlen,
+			  "the files add up to more than the %" PRIu64 " GiB a package may hold",
+			  SW_PKG_TOTAL_MAX >> 30);
 		return SW_ETOOBIG;
 	}
 	if (t->n == t->cap) {
 		size_t cap = t->cap ? t->cap * 2 : 64;
 		struct sw_pkg_file *f = realloc(t->files, cap * sizeof(*f));
 		if (f == NULL) {
-			ERR("out of memory");
+			sw_seterr(err, errlen, "out of memory");
 			return SW_ENOMEM;
 		}
 		t->files = f;
@@ -644,7 +652,7 @@ static int tree_add(struct tree *t, const char *rel, const struct stat *st, char
 	memset(&t->files[t->n], 0, sizeof(t->files[0]));
 	t->files[t->n].path = strdup(rel);
 	if (t->files[t->n].path == NULL) {
-		ERR("out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		return SW_ENOMEM;
 	}
 	t->files[t->n].size = (uint64_t)st->st_size;
@@ -663,12 +671,13 @@ static int tree_walk(struct tree *t, int dirfd, const char *rel, int depth, char
 	int fd, rc = 0;
 
 	if (depth > TREE_DEPTH_MAX) {
-		ERR("%s: more than %d folders deep", rel, TREE_DEPTH_MAX);
+		sw_seterr(err, errlen, "%s: more than %d folders deep", rel, TREE_DEPTH_MAX);
 		return SW_ETOOBIG;
 	}
 	fd = dup(dirfd);
 	if (fd < 0 || (d = fdopendir(fd)) == NULL) {
-		ERR("cannot read the folder %s: %s", *rel ? rel : ".", strerror(errno));
+		sw_seterr(err, errlen, "cannot read the folder %s: %s", *rel ? rel : ".",
+			  strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return SW_EIO;
@@ -679,12 +688,13 @@ static int tree_walk(struct tree *t, int dirfd, const char *rel, int depth, char
 		if (snprintf(child, sizeof(child), "%s%s%s", rel, *rel ? "/" : "", de->d_name) >
 		    SW_PKG_PATH_MAX) {
 			rc = SW_ETOOBIG;
-			ERR("%s/%s: path longer than %d bytes", rel, de->d_name, SW_PKG_PATH_MAX);
+			sw_seterr(err, errlen, "%s/%s: path longer than %d bytes", rel, de->d_name,
+				  SW_PKG_PATH_MAX);
 			goto out;
 		}
 		if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 			rc = SW_EIO;
-			ERR("cannot read %s: %s", child, strerror(errno));
+			sw_seterr(err, errlen, "cannot read %s: %s", child, strerror(errno));
 			goto out;
 		}
 		if (S_ISDIR(st.st_mode)) {
@@ -692,7 +702,8 @@ static int tree_walk(struct tree *t, int dirfd, const char *rel, int depth, char
 					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (sub < 0) {
 				rc = SW_EIO;
-				ERR("cannot open the folder %s: %s", child, strerror(errno));
+				sw_seterr(err, errlen, "cannot open the folder %s: %s", child,
+					  strerror(errno));
 				goto out;
 			}
 			rc = tree_walk(t, sub, child, depth + 1, err, errlen);
@@ -701,17 +712,19 @@ static int tree_walk(struct tree *t, int dirfd, const char *rel, int depth, char
 			rc = tree_add(t, child, &st, err, errlen);
 		} else {
 			rc = SW_EDENIED;
-			ERR("%s: is %s; a package carries only regular files%s", child,
-			    file_kind(st.st_mode),
-			    S_ISLNK(st.st_mode) ? " (a link could point outside the install tree)"
-						: "");
+			sw_seterr(err, errlen, "%s: is %s; a package carries only regular files%s",
+				  child, file_kind(st.st_mode),
+				  S_ISLNK(st.st_mode)
+				      ? " (a link could point outside the install tree)"
+				      : "");
 		}
 		if (rc)
 			goto out;
 	}
 	if (errno) {
 		rc = SW_EIO;
-		ERR("cannot read the folder %s: %s", *rel ? rel : ".", strerror(errno));
+		sw_seterr(err, errlen, "cannot read the folder %s: %s", *rel ? rel : ".",
+			  strerror(errno));
 	}
 out:
 	closedir(d);
@@ -733,17 +746,17 @@ static int tree_file_read(int rootfd, const struct sw_pkg_file *f, struct archiv
 	/* O_NONBLOCK: a file swapped for a named pipe must not block the open. */
 	fd = open_beneath(rootfd, f->path, O_RDONLY | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
-		ERR("cannot open %s: %s", f->path, strerror(errno));
+		sw_seterr(err, errlen, "cannot open %s: %s", f->path, strerror(errno));
 		return SW_EIO;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != f->size) {
-		ERR("%s: changed while it was packaged", f->path);
+		sw_seterr(err, errlen, "%s: changed while it was packaged", f->path);
 		goto out;
 	}
 	buf = malloc(CHUNK);
 	if (buf == NULL || gnutls_hash_init(&h, GNUTLS_DIG_SHA256) < 0) {
 		rc = SW_ENOMEM;
-		ERR("out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		goto out;
 	}
 	while ((n = read_full(fd, buf, CHUNK)) > 0) {
@@ -752,16 +765,17 @@ static int tree_file_read(int rootfd, const struct sw_pkg_file *f, struct archiv
 			break;
 		gnutls_hash(h, buf, (size_t)n);
 		if (a && archive_write_data(a, buf, (size_t)n) != n) {
-			ERR("cannot write the package: %s", archive_error_string(a));
+			sw_seterr(err, errlen, "cannot write the package: %s",
+				  archive_error_string(a));
 			goto out;
 		}
 	}
 	if (n < 0) {
-		ERR("cannot read %s: %s", f->path, strerror(errno));
+		sw_seterr(err, errlen, "cannot read %s: %s", f->path, strerror(errno));
 		goto out;
 	}
 	if (total != f->size) {
-		ERR("%s: changed while it was packaged", f->path);
+		sw_seterr(err, errlen, "%s: changed while it was packaged", f->path);
 		goto out;
 	}
 	hex_digest(h, sha);
@@ -801,7 +815,7 @@ static int write_header(struct archive *a, const char *name, uint64_t size, unsi
 	int rc = 0;
 
 	if (e == NULL) {
-		ERR("out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		return SW_ENOMEM;
 	}
 	archive_entry_set_pathname(e, name);
@@ -811,7 +825,8 @@ static int write_header(struct archive *a, const char *name, uint64_t size, unsi
 	archive_entry_set_mtime(e, mtime, 0);
 	if (archive_write_header(a, e) != ARCHIVE_OK) {
 		rc = SW_EIO;
-		ERR("cannot write the package (%s): %s", name, archive_error_string(a));
+		sw_seterr(err, errlen, "cannot write the package (%s): %s", name,
+			  archive_error_string(a));
 	}
 	archive_entry_free(e);
 	return rc;
@@ -824,7 +839,8 @@ static int write_blob(struct archive *a, const char *name, const char *data, siz
 
 	if (rc == 0 && archive_write_data(a, data, len) != (la_ssize_t)len) {
 		rc = SW_EIO;
-		ERR("cannot write the package (%s): %s", name, archive_error_string(a));
+		sw_seterr(err, errlen, "cannot write the package (%s): %s", name,
+			  archive_error_string(a));
 	}
 	return rc;
 }
@@ -884,7 +900,9 @@ int sw_pkg_build(const char *from_dir, const char *version, const char *min_vers
 	if (info)
 		memset(info, 0, sizeof(*info));
 	if (!sw_version_valid(version) || !sw_version_valid(min_version)) {
-		ERR("'%s' is not a version (1..%d of 0-9 A-Z a-z . + -, starting with a digit)",
+		sw_seterr(
+		    err, errlen,
+		    "'%s' is not a version (1..%d of 0-9 A-Z a-z . + -, starting with a digit)",
 		    sw_version_valid(version) ? min_version
 		    : version		      ? version
 					      : "",
@@ -892,37 +910,39 @@ int sw_pkg_build(const char *from_dir, const char *version, const char *min_vers
 		return SW_EINVAL;
 	}
 	if (sw_version_cmp(min_version, version) > 0) {
-		ERR("the minimum version %s is newer than the package's version %s", min_version,
-		    version);
+		sw_seterr(err, errlen,
+			  "the minimum version %s is newer than the package's version %s",
+			  min_version, version);
 		return SW_EINVAL;
 	}
 	rootfd = open(from_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd < 0) {
-		ERR("cannot open the install tree %s: %s", from_dir, strerror(errno));
+		sw_seterr(err, errlen, "cannot open the install tree %s: %s", from_dir,
+			  strerror(errno));
 		return errno == ENOENT ? SW_ENOTFOUND : SW_EIO;
 	}
 	rc = tree_walk(&t, rootfd, "", 0, e, sizeof(e));
 	if (rc) {
-		ERR("%s: %s", from_dir, e);
+		sw_seterr(err, errlen, "%s: %s", from_dir, e);
 		goto out;
 	}
 	if (t.n == 0) {
 		rc = SW_EINVAL;
-		ERR("%s: no files to package", from_dir);
+		sw_seterr(err, errlen, "%s: no files to package", from_dir);
 		goto out;
 	}
 	qsort(t.files, t.n, sizeof(*t.files), file_cmp);
 	for (size_t i = 0; i < t.n; i++) {
 		rc = tree_file_read(rootfd, &t.files[i], NULL, t.files[i].sha256, e, sizeof(e));
 		if (rc) {
-			ERR("%s: %s", from_dir, e);
+			sw_seterr(err, errlen, "%s: %s", from_dir, e);
 			goto out;
 		}
 	}
 	manifest = manifest_text(&t, version, min_version, created_at);
 	if (manifest == NULL) {
 		rc = SW_ENOMEM;
-		ERR("out of memory writing the manifest");
+		sw_seterr(err, errlen, "out of memory writing the manifest");
 		goto out;
 	}
 	/* What is signed must be what every agent will accept. */
@@ -931,14 +951,14 @@ int sw_pkg_build(const char *from_dir, const char *version, const char *min_vers
 		goto out;
 	rc = sw_pki_sign(sign_key_pem, manifest, strlen(manifest), &sig, e, sizeof(e));
 	if (rc) {
-		ERR("cannot sign the manifest: %s", e);
+		sw_seterr(err, errlen, "cannot sign the manifest: %s", e);
 		goto out;
 	}
 
 	if (asprintf(&tmp, "%s.tmp.XXXXXX", out_path) < 0 || (dir = strdup(out_path)) == NULL) {
 		tmp = NULL;
 		rc = SW_ENOMEM;
-		ERR("out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		goto out;
 	}
 	s.fd = mkostemp(tmp, O_CLOEXEC);
@@ -946,12 +966,12 @@ int sw_pkg_build(const char *from_dir, const char *version, const char *min_vers
 		free(tmp);
 		tmp = NULL;
 		rc = SW_EIO;
-		ERR("cannot create %s: %s", out_path, strerror(errno));
+		sw_seterr(err, errlen, "cannot create %s: %s", out_path, strerror(errno));
 		goto out;
 	}
 	if (gnutls_hash_init(&s.h, GNUTLS_DIG_SHA256) < 0 || (a = archive_write_new()) == NULL) {
 		rc = SW_ENOMEM;
-		ERR("out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		goto out;
 	}
 	if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
@@ -959,7 +979,7 @@ int sw_pkg_build(const char *from_dir, const char *version, const char *min_vers
 	    archive_write_set_bytes_in_last_block(a, 1) != ARCHIVE_OK ||
 	    archive_write_open(a, &s, NULL, sink_write, NULL) != ARCHIVE_OK) {
 		rc = SW_EIO;
-		ERR("cannot write %s: %s", out_path, archive_error_string(a));
+		sw_seterr(err, errlen, "cannot write %s: %s", out_path, archive_error_string(a));
 		goto out;
 	}
 	if ((rc = write_blob(a, "manifest.json", manifest, strlen(manifest), mtime, err, errlen)) ||
@@ -977,25 +997,26 @@ int sw_pkg_build(const char *from_dir, const char *version, const char *min_vers
 			snprintf(e, sizeof(e), "%s: changed while it was packaged", f->path);
 		}
 		if (rc) {
-			ERR("%s: %s", from_dir, e);
+			sw_seterr(err, errlen, "%s: %s", from_dir, e);
 			goto out;
 		}
 	}
 	if (archive_write_close(a) != ARCHIVE_OK) {
 		rc = SW_EIO;
-		ERR("cannot write %s: %s", out_path, archive_error_string(a));
+		sw_seterr(err, errlen, "cannot write %s: %s", out_path, archive_error_string(a));
 		goto out;
 	}
 	if (fchmod(s.fd, 0644) < 0 || fsync(s.fd) < 0 || close(s.fd) < 0) {
 		s.fd = -1;
 		rc = SW_EIO;
-		ERR("cannot write %s: %s", out_path, strerror(errno));
+		sw_seterr(err, errlen, "cannot write %s: %s", out_path, strerror(errno));
 		goto out;
 	}
 	s.fd = -1;
 	if (rename(tmp, out_path) < 0) {
 		rc = SW_EIO;
-		ERR("cannot rename %s to %s: %s", tmp, out_path, strerror(errno));
+		sw_seterr(err, errlen, "cannot rename %s to %s: %s", tmp, out_path,
+			  strerror(errno));
 		goto out;
 	}
 	free(tmp);
@@ -1096,12 +1117,13 @@ static int source_drain(struct source *s, char *err, size_t errlen)
 		gnutls_hash(s->h, s->buf, (size_t)n);
 		s->bytes += (uint64_t)n;
 		if (s->bytes > STREAM_MAX) {
-			ERR("package is larger than %" PRIu64 " bytes", (uint64_t)STREAM_MAX);
+			sw_seterr(err, errlen, "package is larger than %" PRIu64 " bytes",
+				  (uint64_t)STREAM_MAX);
 			return SW_ETOOBIG;
 		}
 	}
 	if (n < 0) {
-		ERR("cannot read the package: %s", strerror(errno));
+		sw_seterr(err, errlen, "cannot read the package: %s", strerror(errno));
 		return SW_EIO;
 	}
 	return 0;
@@ -1116,28 +1138,28 @@ static int source_open(struct source *s, struct archive **out, char *err, size_t
 	s->bytes = 0;
 	s->too_big = 0;
 	if (s->buf == NULL && (s->buf = malloc(CHUNK)) == NULL) {
-		ERR("out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		return SW_ENOMEM;
 	}
 	if (s->h == NULL && gnutls_hash_init(&s->h, GNUTLS_DIG_SHA256) < 0) {
-		ERR("out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		return SW_ENOMEM;
 	}
 	a = archive_read_new();
 	if (a == NULL) {
-		ERR("out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		return SW_ENOMEM;
 	}
 	/* Tar only, plain or gzip through zlib: never an external program. */
 	if (archive_read_support_format_tar(a) != ARCHIVE_OK ||
 	    archive_read_support_filter_gzip(a) != ARCHIVE_OK) {
-		ERR("libarchive cannot read gzip-compressed tar archives");
+		sw_seterr(err, errlen, "libarchive cannot read gzip-compressed tar archives");
 		archive_read_free(a);
 		return SW_EIO;
 	}
 	if (archive_read_open(a, s, NULL, source_read, NULL) != ARCHIVE_OK) {
-		ERR("not a siteward package: %s",
-		    s->too_big ? "too large" : archive_error_string(a));
+		sw_seterr(err, errlen, "not a siteward package: %s",
+			  s->too_big ? "too large" : archive_error_string(a));
 		archive_read_free(a);
 		return s->too_big ? SW_ETOOBIG : SW_EINVAL;
 	}
@@ -1159,7 +1181,7 @@ static int archive_fail(struct archive *a, const struct source *s, const char *w
 {
 	const char *msg = archive_error_string(a);
 
-	ERR("%s: %s", what, msg ? msg : "unreadable archive");
+	sw_seterr(err, errlen, "%s: %s", what, msg ? msg : "unreadable archive");
 	return s->too_big ? SW_ETOOBIG : SW_EINVAL;
 }
 
@@ -1199,17 +1221,17 @@ static int read_small(struct archive *a, const struct source *s, struct archive_
 
 	*out = NULL;
 	if (why) {
-		ERR("%s: %s", name, why);
+		sw_seterr(err, errlen, "%s: %s", name, why);
 		return SW_EDENIED;
 	}
 	if ((uint64_t)archive_entry_size(e) > max) {
-		ERR("%s: larger than %zu bytes", name, max);
+		sw_seterr(err, errlen, "%s: larger than %zu bytes", name, max);
 		return SW_ETOOBIG;
 	}
 	size = (size_t)archive_entry_size(e);
 	buf = malloc(size + 1);
 	if (buf == NULL) {
-		ERR("out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		return SW_ENOMEM;
 	}
 	while ((n = archive_read_data(a, buf + used, size + 1 - used)) > 0) {
@@ -1221,7 +1243,7 @@ static int read_small(struct archive *a, const struct source *s, struct archive_
 		free(buf);
 		if (n < 0)
 			return archive_fail(a, s, name, err, errlen);
-		ERR("%s: its data does not match its size", name);
+		sw_seterr(err, errlen, "%s: its data does not match its size", name);
 		return SW_EINVAL;
 	}
 	buf[size] = '\0';
@@ -1246,14 +1268,15 @@ static int read_head(struct archive *a, const struct source *s, const char *pub,
 	*json = NULL;
 	r = archive_read_next_header(a, &e);
 	if (r == ARCHIVE_EOF) {
-		ERR("not a siteward package: the archive is empty");
+		sw_seterr(err, errlen, "not a siteward package: the archive is empty");
 		return SW_EINVAL;
 	}
 	if (r != ARCHIVE_OK)
 		return archive_fail(a, s, "not a siteward package", err, errlen);
 	name = archive_entry_pathname(e);
 	if (name == NULL || strcmp(name, "manifest.json") != 0) {
-		ERR("not a siteward package: manifest.json is not its first entry");
+		sw_seterr(err, errlen,
+			  "not a siteward package: manifest.json is not its first entry");
 		return SW_EINVAL;
 	}
 	rc = read_small(a, s, e, "manifest.json", SW_PKG_MANIFEST_MAX, json, json_len, err, errlen);
@@ -1268,7 +1291,7 @@ static int read_head(struct archive *a, const struct source *s, const char *pub,
 	name = r == ARCHIVE_OK ? archive_entry_pathname(e) : NULL;
 	if (name == NULL || strcmp(name, "manifest.sig") != 0) {
 		rc = SW_EDENIED;
-		ERR("unsigned package");
+		sw_seterr(err, errlen, "unsigned package");
 		goto out;
 	}
 	if ((rc = read_small(a, s, e, "manifest.sig", SIG_MAX, &sig, &siglen, err, errlen)))
@@ -1278,29 +1301,29 @@ static int read_head(struct archive *a, const struct source *s, const char *pub,
 		sig[--siglen] = '\0';
 	if (siglen == 0) {
 		rc = SW_EDENIED;
-		ERR("unsigned package");
+		sw_seterr(err, errlen, "unsigned package");
 		goto out;
 	}
 	if (expect) {
 		if (*json_len != expect_len || memcmp(*json, expect, expect_len) != 0) {
 			rc = SW_EDENIED;
-			ERR("the package changed while it was read");
+			sw_seterr(err, errlen, "the package changed while it was read");
 		}
 		goto out;
 	}
 	rc = sw_pki_verify_signature(pub, *json, *json_len, strlen(sig) == siglen ? sig : "", ebuf,
 				     sizeof(ebuf));
 	if (rc == SW_EDENIED) {
-		ERR("signature does not match the site's key");
+		sw_seterr(err, errlen, "signature does not match the site's key");
 		goto out;
 	}
 	if (rc) {
-		ERR("cannot check the package's signature: %s", ebuf);
+		sw_seterr(err, errlen, "cannot check the package's signature: %s", ebuf);
 		goto out;
 	}
 	rc = sw_pkg_manifest_parse(*json, *json_len, m, ebuf, sizeof(ebuf));
 	if (rc)
-		ERR("signed but invalid: %s", ebuf);
+		sw_seterr(err, errlen, "signed but invalid: %s", ebuf);
 out:
 	free(sig);
 	if (rc) {
@@ -1325,16 +1348,19 @@ static int create_beneath(int rootfd, const char *rel, int *dirfd, char *err, si
 		*slash = '\0';
 		made = mkdirat(fd, p, 0700) == 0;
 		if (!made && errno != EEXIST) {
-			ERR("cannot create the folder %s: %s", rel, strerror(errno));
+			sw_seterr(err, errlen, "cannot create the folder %s: %s", rel,
+				  strerror(errno));
 			goto fail;
 		}
 		next = openat(fd, p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (next < 0) {
-			ERR("cannot open the folder of %s: %s", rel, strerror(errno));
+			sw_seterr(err, errlen, "cannot open the folder of %s: %s", rel,
+				  strerror(errno));
 			goto fail;
 		}
 		if (made && (fchmod(next, 0755) < 0 || fsync(fd) < 0)) {
-			ERR("cannot create the folder of %s: %s", rel, strerror(errno));
+			sw_seterr(err, errlen, "cannot create the folder of %s: %s", rel,
+				  strerror(errno));
 			close(next);
 			goto fail;
 		}
@@ -1346,12 +1372,12 @@ static int create_beneath(int rootfd, const char *rel, int *dirfd, char *err, si
 	}
 	next = openat(fd, p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (next < 0) {
-		ERR("cannot create %s: %s", rel, strerror(errno));
+		sw_seterr(err, errlen, "cannot create %s: %s", rel, strerror(errno));
 		goto fail;
 	}
 	*dirfd = fd == rootfd ? dup(rootfd) : fd;
 	if (*dirfd < 0) {
-		ERR("cannot create %s: %s", rel, strerror(errno));
+		sw_seterr(err, errlen, "cannot create %s: %s", rel, strerror(errno));
 		close(next);
 		return -1;
 	}
@@ -1375,7 +1401,7 @@ static int read_payload(struct archive *a, const struct source *s, const struct 
 
 	if (seen == NULL || buf == NULL) {
 		rc = SW_ENOMEM;
-		ERR("out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		goto out;
 	}
 	while ((r = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
@@ -1386,47 +1412,47 @@ static int read_payload(struct archive *a, const struct source *s, const struct 
 
 		if (name == NULL) {
 			rc = SW_EDENIED;
-			ERR("an entry's name cannot be read");
+			sw_seterr(err, errlen, "an entry's name cannot be read");
 			goto out;
 		}
 		/* A folder's name ends in '/': say what it is rather than that the path
 		 * has an empty component. */
 		if (archive_entry_filetype(e) == AE_IFDIR && !archive_entry_hardlink(e)) {
 			rc = SW_EDENIED;
-			ERR("%s: %s", name, entry_refusal(e));
+			sw_seterr(err, errlen, "%s: %s", name, entry_refusal(e));
 			goto out;
 		}
 		if (!sw_pkg_path_valid(name, &why)) {
 			rc = SW_EDENIED;
-			ERR("%s: %s", name, why);
+			sw_seterr(err, errlen, "%s: %s", name, why);
 			goto out;
 		}
 		if (strncmp(name, PAYLOAD_PREFIX, PAYLOAD_PREFIXLN) != 0) {
 			rc = SW_EDENIED;
-			ERR("%s: not under " PAYLOAD_PREFIX, name);
+			sw_seterr(err, errlen, "%s: not under " PAYLOAD_PREFIX, name);
 			goto out;
 		}
 		if ((why = entry_refusal(e)) != NULL) {
 			rc = SW_EDENIED;
-			ERR("%s: %s", name, why);
+			sw_seterr(err, errlen, "%s: %s", name, why);
 			goto out;
 		}
 		f = sw_pkg_manifest_find(m, name + PAYLOAD_PREFIXLN);
 		if (f == NULL) {
 			rc = SW_EDENIED;
-			ERR("%s: not listed in the manifest", name);
+			sw_seterr(err, errlen, "%s: not listed in the manifest", name);
 			goto out;
 		}
 		if (seen[f - m->files]) {
 			rc = SW_EDENIED;
-			ERR("%s: appears twice in the package", name);
+			sw_seterr(err, errlen, "%s: appears twice in the package", name);
 			goto out;
 		}
 		seen[f - m->files] = 1;
 		if ((uint64_t)archive_entry_size(e) != f->size) {
 			rc = SW_EDENIED;
-			ERR("%s: size %" PRId64 ", the manifest says %" PRIu64, name,
-			    (int64_t)archive_entry_size(e), f->size);
+			sw_seterr(err, errlen, "%s: size %" PRId64 ", the manifest says %" PRIu64,
+				  name, (int64_t)archive_entry_size(e), f->size);
 			goto out;
 		}
 		if (destfd >= 0) {
@@ -1438,7 +1464,7 @@ static int read_payload(struct archive *a, const struct source *s, const struct 
 		}
 		if (gnutls_hash_init(&h, GNUTLS_DIG_SHA256) < 0) {
 			rc = SW_ENOMEM;
-			ERR("out of memory");
+			sw_seterr(err, errlen, "out of memory");
 			goto out;
 		}
 		while ((n = archive_read_data(a, buf, CHUNK)) > 0) {
@@ -1448,7 +1474,8 @@ static int read_payload(struct archive *a, const struct source *s, const struct 
 			gnutls_hash(h, buf, (size_t)n);
 			if (fd >= 0 && write_full(fd, buf, (size_t)n) < 0) {
 				rc = SW_EIO;
-				ERR("cannot write %s: %s", f->path, strerror(errno));
+				sw_seterr(err, errlen, "cannot write %s: %s", f->path,
+					  strerror(errno));
 				goto out;
 			}
 		}
@@ -1458,21 +1485,22 @@ static int read_payload(struct archive *a, const struct source *s, const struct 
 		}
 		if (total != f->size) {
 			rc = SW_EDENIED;
-			ERR("%s: its data does not match its size", name);
+			sw_seterr(err, errlen, "%s: its data does not match its size", name);
 			goto out;
 		}
 		hex_digest(h, sha);
 		h = NULL;
 		if (strcmp(sha, f->sha256) != 0) {
 			rc = SW_EDENIED;
-			ERR("%s: checksum mismatch", name);
+			sw_seterr(err, errlen, "%s: checksum mismatch", name);
 			goto out;
 		}
 		if (fd >= 0) {
 			if (fchmod(fd, f->mode) < 0 || fsync(fd) < 0 || close(fd) < 0) {
 				fd = -1;
 				rc = SW_EIO;
-				ERR("cannot write %s: %s", f->path, strerror(errno));
+				sw_seterr(err, errlen, "cannot write %s: %s", f->path,
+					  strerror(errno));
 				goto out;
 			}
 			fd = -1;
@@ -1488,9 +1516,10 @@ static int read_payload(struct archive *a, const struct source *s, const struct 
 	for (size_t i = 0; i < m->nfiles; i++) {
 		if (!seen[i]) {
 			rc = SW_EDENIED;
-			ERR(PAYLOAD_PREFIX
-			    "%s: listed in the manifest but missing from the package",
-			    m->files[i].path);
+			sw_seterr(err, errlen,
+				  PAYLOAD_PREFIX
+				  "%s: listed in the manifest but missing from the package",
+				  m->files[i].path);
 			goto out;
 		}
 	}
@@ -1580,11 +1609,11 @@ static int open_package(const char *path, char *err, size_t errlen)
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 
 	if (fd < 0) {
-		ERR("cannot open %s: %s", path, strerror(errno));
+		sw_seterr(err, errlen, "cannot open %s: %s", path, strerror(errno));
 		return errno == ENOENT ? SW_ENOTFOUND : SW_EIO;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		ERR("%s is not a regular file", path);
+		sw_seterr(err, errlen, "%s is not a regular file", path);
 		close(fd);
 		return SW_EINVAL;
 	}
@@ -1659,7 +1688,7 @@ int sw_pkg_extract(const char *path, const char *sign_pub_pem, const char *dest_
 	while (n > 1 && dest_dir[n - 1] == '/')
 		n--;
 	if (n == 0 || n >= sizeof(parent)) {
-		ERR("no valid destination folder given");
+		sw_seterr(err, errlen, "no valid destination folder given");
 		return SW_EINVAL;
 	}
 	memcpy(parent, dest_dir, n);
@@ -1672,7 +1701,7 @@ int sw_pkg_extract(const char *path, const char *sign_pub_pem, const char *dest_
 	}
 	if (*base == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0 ||
 	    strlen(base) > SW_PKG_NAME_MAX) {
-		ERR("%s: not a folder that can be created", dest_dir);
+		sw_seterr(err, errlen, "%s: not a folder that can be created", dest_dir);
 		return SW_EINVAL;
 	}
 	parentfd = open(base == parent ? "."
@@ -1680,12 +1709,13 @@ int sw_pkg_extract(const char *path, const char *sign_pub_pem, const char *dest_
 				       : "/",
 			O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (parentfd < 0) {
-		ERR("cannot open the folder of %s: %s", dest_dir, strerror(errno));
+		sw_seterr(err, errlen, "cannot open the folder of %s: %s", dest_dir,
+			  strerror(errno));
 		return errno == ENOENT ? SW_ENOTFOUND : SW_EIO;
 	}
 	if (fstatat(parentfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		rc = SW_EEXIST;
-		ERR("%s already exists", dest_dir);
+		sw_seterr(err, errlen, "%s already exists", dest_dir);
 		goto out;
 	}
 
@@ -1701,27 +1731,28 @@ int sw_pkg_extract(const char *path, const char *sign_pub_pem, const char *dest_
 
 	if (sw_random_hex(hex, 8) < 0) {
 		rc = SW_ECRYPTO;
-		ERR("no random bytes for a temporary name");
+		sw_seterr(err, errlen, "no random bytes for a temporary name");
 		goto out;
 	}
 	snprintf(tmpname, sizeof(tmpname), ".%s.tmp-%s", base, hex);
 	if (mkdirat(parentfd, tmpname, 0700) < 0) {
 		rc = SW_EIO;
-		ERR("cannot create a folder beside %s: %s", dest_dir, strerror(errno));
+		sw_seterr(err, errlen, "cannot create a folder beside %s: %s", dest_dir,
+			  strerror(errno));
 		goto out;
 	}
 	made = 1;
 	tmpfd = openat(parentfd, tmpname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (tmpfd < 0) {
 		rc = SW_EIO;
-		ERR("cannot open %s: %s", tmpname, strerror(errno));
+		sw_seterr(err, errlen, "cannot open %s: %s", tmpname, strerror(errno));
 		goto out;
 	}
 	/* Second pass over the same open file: the bytes must be the ones verified, and
 	 * every file's hash is checked again as it is written. */
 	if (lseek(s.fd, 0, SEEK_SET) < 0) {
 		rc = SW_EIO;
-		ERR("cannot read %s: %s", path, strerror(errno));
+		sw_seterr(err, errlen, "cannot read %s: %s", path, strerror(errno));
 		goto out;
 	}
 	rc = read_package(&s, sign_pub_pem, json, json_len, tmpfd, &m, NULL, NULL, err, errlen);
@@ -1729,12 +1760,13 @@ int sw_pkg_extract(const char *path, const char *sign_pub_pem, const char *dest_
 		goto out;
 	if (fchmod(tmpfd, 0755) < 0 || fsync(tmpfd) < 0) {
 		rc = SW_EIO;
-		ERR("cannot write %s: %s", dest_dir, strerror(errno));
+		sw_seterr(err, errlen, "cannot write %s: %s", dest_dir, strerror(errno));
 		goto out;
 	}
 	if (renameat2(parentfd, tmpname, parentfd, base, RENAME_NOREPLACE) < 0) {
 		rc = errno == EEXIST ? SW_EEXIST : SW_EIO;
-		ERR("cannot rename the extracted folder to %s: %s", dest_dir, strerror(errno));
+		sw_seterr(err, errlen, "cannot rename the extracted folder to %s: %s", dest_dir,
+			  strerror(errno));
 		goto out;
 	}
 	made = 0;

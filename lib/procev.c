@@ -34,15 +34,15 @@ static int send_op(int fd, enum proc_cn_mcast_op op)
 static int unavailable(int e, const char *what, char *err, size_t errlen)
 {
 	if (e == EPERM || e == EACCES) {
-		snprintf(err, errlen, "%s: not permitted (%s)", what, strerror(e));
+		sw_seterr(err, errlen, "%s: not permitted (%s)", what, strerror(e));
 		return SW_EDENIED;
 	}
 	/* a kernel without it, or a network namespace other than the machine's own */
 	if (e == EPROTONOSUPPORT || e == EAFNOSUPPORT || e == ENOENT || e == ECONNREFUSED) {
-		snprintf(err, errlen, "%s: not available here (%s)", what, strerror(e));
+		sw_seterr(err, errlen, "%s: not available here (%s)", what, strerror(e));
 		return SW_ENOTFOUND;
 	}
-	snprintf(err, errlen, "%s: %s", what, strerror(e));
+	sw_seterr(err, errlen, "%s: %s", what, strerror(e));
 	return SW_EIO;
 }
 

@@ -101,12 +101,12 @@ int sw_program_version(const char *path, char *out, size_t outlen, char *err, si
 	if ((rc = sw_path_find("dpkg-query", tool, sizeof(tool), err, errlen)))
 		return SW_ENOTFOUND; /* not a Debian system: no package versions */
 	if (!realpath(path, real)) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		sw_seterr(err, errlen, "%s: %s", path, strerror(errno));
 		return SW_ENOTFOUND;
 	}
 	/* dpkg-query takes a glob: a path with glob characters cannot be asked exactly. */
 	if (strpbrk(real, "*?[\\")) {
-		snprintf(err, errlen, "%s: no package owns a path like this", real);
+		sw_seterr(err, errlen, "%s: no package owns a path like this", real);
 		return SW_ENOTFOUND;
 	}
 	/* Merged /usr: dpkg may list /usr/bin/x as /bin/x, the name the package shipped. */
@@ -120,7 +120,7 @@ int sw_program_version(const char *path, char *out, size_t outlen, char *err, si
 	if ((rc = query_status(rc, status)))
 		return rc;
 	if (sw_dpkg_owner_parse(search, strlen(search), paths, npaths, pkg, sizeof(pkg))) {
-		snprintf(err, errlen, "no package owns %s", real);
+		sw_seterr(err, errlen, "no package owns %s", real);
 		return SW_ENOTFOUND;
 	}
 	char *show_argv[] = {tool, "--show", "--showformat=${Version}", pkg, NULL};
@@ -129,7 +129,7 @@ int sw_program_version(const char *path, char *out, size_t outlen, char *err, si
 	if (rc)
 		return rc;
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !sw_prog_version_valid(version)) {
-		snprintf(err, errlen, "dpkg-query gives no usable version of %s", pkg);
+		sw_seterr(err, errlen, "dpkg-query gives no usable version of %s", pkg);
 		return SW_ENOTFOUND;
 	}
 	if (strlen(version) >= outlen)

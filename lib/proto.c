@@ -10,12 +10,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define ERR(...)                                                                                   \
-	do {                                                                                       \
-		if (err)                                                                           \
-			snprintf(err, errlen, __VA_ARGS__);                                        \
-	} while (0)
-
 static int is_hex(const char *s, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -59,7 +53,8 @@ int sw_proto_enroll_parse(const json_t *j, struct sw_enroll_req *out, char *err,
 	    (rc = sw_json_str(j, "meter_csr", 16384, 0, &out->meter_csr, err, errlen)))
 		return rc;
 	if (!sw_name_valid(out->name)) {
-		ERR("name '%s' must be 1-63 letters, digits, '.', '_' or '-'", out->name);
+		sw_seterr(err, errlen, "name '%s' must be 1-63 letters, digits, '.', '_' or '-'",
+			  out->name);
 		return SW_EINVAL;
 	}
 	return out->address ? address_valid(out->address, err, errlen) : 0;
@@ -94,7 +89,7 @@ static int heartbeat_base(const json_t *j, struct sw_heartbeat *out, char *err, 
 		return rc;
 	facts = json_object_get(j, "facts");
 	if (!json_is_object(facts)) {
-		ERR("field 'facts' must be an object");
+		sw_seterr(err, errlen, "field 'facts' must be an object");
 		return SW_EINVAL;
 	}
 	clean = json_object();
@@ -136,18 +131,20 @@ int sw_proto_roles_check(const json_t *roles, char *err, size_t errlen)
 	json_t *r;
 
 	if (!json_is_array(roles) || json_array_size(roles) > 32) {
-		ERR("roles must be an array of at most 32 names");
+		sw_seterr(err, errlen, "roles must be an array of at most 32 names");
 		return SW_EINVAL;
 	}
 	json_array_foreach(roles, i, r)
 	{
 		if (!json_is_string(r) || !sw_proto_role_known(json_string_value(r))) {
-			ERR("unknown role '%.64s'", json_is_string(r) ? json_string_value(r) : "?");
+			sw_seterr(err, errlen, "unknown role '%.64s'",
+				  json_is_string(r) ? json_string_value(r) : "?");
 			return SW_EINVAL;
 		}
 		for (k = 0; k < i; k++)
 			if (json_equal(json_array_get(roles, k), r)) {
-				ERR("role '%s' given twice", json_string_value(r));
+				sw_seterr(err, errlen, "role '%s' given twice",
+					  json_string_value(r));
 				return SW_EINVAL;
 			}
 	}
@@ -171,7 +168,7 @@ json_t *sw_proto_service_parse(const json_t *v, char *err, size_t errlen)
 	json_t *out;
 
 	if (!json_is_object(v)) {
-		ERR("each service must be an object");
+		sw_seterr(err, errlen, "each service must be an object");
 		return NULL;
 	}
 	if (sw_json_str(v, "name", 63, 1, &name, err, errlen) ||
@@ -184,7 +181,7 @@ json_t *sw_proto_service_parse(const json_t *v, char *err, size_t errlen)
 	    sw_json_int(v, "last_exit_signal", 0, 128, 0, &sig, err, errlen))
 		return NULL;
 	if (!sw_name_valid(name) || !state_known(state)) {
-		ERR("service '%.63s' has a bad name or state", name);
+		sw_seterr(err, errlen, "service '%.63s' has a bad name or state", name);
 		return NULL;
 	}
 	out = json_pack("{ss ss ss ss sI sb}", "name", name, "role", role, "state", state, "reason",
@@ -205,11 +202,11 @@ json_t *sw_proto_services_parse(const json_t *arr, char *err, size_t errlen)
 	size_t i;
 
 	if (!json_is_array(arr) || json_array_size(arr) > 64) {
-		ERR("services must be an array of at most 64");
+		sw_seterr(err, errlen, "services must be an array of at most 64");
 		return NULL;
 	}
 	if (!(out = json_array())) {
-		ERR("out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		return NULL;
 	}
 	json_array_foreach(arr, i, v)
@@ -276,12 +273,13 @@ int sw_proto_poll_parse(const json_t *j, struct sw_poll *out, char *err, size_t 
 	out->running = json_object_get(j, "running");
 	if (out->answers &&
 	    (!json_is_array(out->answers) || json_array_size(out->answers) > SW_POLL_MAX_IDS)) {
-		ERR("answers must be a list of at most %d", SW_POLL_MAX_IDS);
+		sw_seterr(err, errlen, "answers must be a list of at most %d", SW_POLL_MAX_IDS);
 		return SW_EINVAL;
 	}
 	if (out->running &&
 	    (!json_is_array(out->running) || json_array_size(out->running) > SW_POLL_MAX_IDS)) {
-		ERR("running must be a list of at most %d command ids", SW_POLL_MAX_IDS);
+		sw_seterr(err, errlen, "running must be a list of at most %d command ids",
+			  SW_POLL_MAX_IDS);
 		return SW_EINVAL;
 	}
 	json_array_foreach(out->answers, i, v)
@@ -291,14 +289,14 @@ int sw_proto_poll_parse(const json_t *j, struct sw_poll *out, char *err, size_t 
 		    (rc = sw_json_int(v, "status", 100, 599, 1, &status, err, errlen)) ||
 		    (rc = sw_json_str(v, "body", SW_HTTP_MAX_ANSWER, 0, &body, err, errlen))) {
 			if (!json_is_object(v))
-				ERR("an answer must be an object");
+				sw_seterr(err, errlen, "an answer must be an object");
 			return SW_EINVAL;
 		}
 	}
 	json_array_foreach(out->running, i, v)
 	{
 		if (!json_is_string(v) || strlen(json_string_value(v)) > SW_COMMAND_ID_MAX) {
-			ERR("running must list command ids");
+			sw_seterr(err, errlen, "running must list command ids");
 			return SW_EINVAL;
 		}
 	}
@@ -308,7 +306,7 @@ int sw_proto_poll_parse(const json_t *j, struct sw_poll *out, char *err, size_t 
 	if (!v)
 		return 0;
 	if (!json_is_object(v)) {
-		ERR("heartbeat must be an object");
+		sw_seterr(err, errlen, "heartbeat must be an object");
 		return SW_EINVAL;
 	}
 	if ((rc = sw_proto_heartbeat_parse(v, &out->heartbeat, err, errlen)))
@@ -328,13 +326,13 @@ int sw_proto_commands_check(const json_t *j, char *err, size_t errlen)
 	int rc;
 
 	if (!json_is_array(cmds) || json_array_size(cmds) > SW_POLL_MAX_IDS) {
-		ERR("commands must be a list of at most %d", SW_POLL_MAX_IDS);
+		sw_seterr(err, errlen, "commands must be a list of at most %d", SW_POLL_MAX_IDS);
 		return SW_EINVAL;
 	}
 	json_array_foreach(cmds, i, c)
 	{
 		if (!json_is_object(c)) {
-			ERR("a command must be an object");
+			sw_seterr(err, errlen, "a command must be an object");
 			return SW_EINVAL;
 		}
 		if ((rc = sw_json_str(c, "id", SW_COMMAND_ID_MAX, 1, &id, err, errlen)) ||
@@ -346,11 +344,12 @@ int sw_proto_commands_check(const json_t *j, char *err, size_t errlen)
 			return rc;
 		if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0 &&
 		    strcmp(method, "PUT") != 0 && strcmp(method, "DELETE") != 0) {
-			ERR("a command's method must be GET, POST, PUT or DELETE");
+			sw_seterr(err, errlen,
+				  "a command's method must be GET, POST, PUT or DELETE");
 			return SW_EINVAL;
 		}
 		if (strncmp(path, "/v1/", 4) != 0) {
-			ERR("a command's path must start with /v1/");
+			sw_seterr(err, errlen, "a command's path must start with /v1/");
 			return SW_EINVAL;
 		}
 	}
@@ -361,12 +360,6 @@ int sw_proto_token_req_parse(const json_t *j, int64_t *ttl_s, char *err, size_t 
 {
 	*ttl_s = 3600;
 	return sw_json_int(j, "ttl", 1, 30 * 24 * 3600, 0, ttl_s, err, errlen);
-}
-
-static void proto_seterr(char *err, size_t errlen, const char *msg)
-{
-	if (err)
-		snprintf(err, errlen, "%s", msg);
 }
 
 int sw_proto_upgrade_req_parse(const json_t *j, struct sw_upgrade_req *out, char *err,
@@ -388,20 +381,20 @@ int sw_proto_upgrade_req_parse(const json_t *j, struct sw_upgrade_req *out, char
 		on_stuck = "defer";
 	if (strcmp(on_stuck, "defer") && strcmp(on_stuck, "kill") &&
 	    strcmp(on_stuck, "remove-role") && strcmp(on_stuck, "fail")) {
-		proto_seterr(err, errlen, "on_stuck must be defer, kill, remove-role or fail");
+		sw_seterr(err, errlen, "on_stuck must be defer, kill, remove-role or fail");
 		return SW_EINVAL;
 	}
 	if (strict && !json_is_boolean(strict)) {
-		proto_seterr(err, errlen, "strict must be true or false");
+		sw_seterr(err, errlen, "strict must be true or false");
 		return SW_EINVAL;
 	}
 	/* A package is named by its hash in the site's store, never by a path: the server
 	 * opens no file an administrator names on its disk. */
 	if (strlen(out->package) != 64 || strspn(out->package, "0123456789abcdef") != 64) {
-		proto_seterr(err, errlen,
-			     "package: give the SHA-256 of a package in the site's store (upload "
-			     "it with POST /v1/packages, as `siteward upgrade check FILE` does); "
-			     "paths on the server are not read");
+		sw_seterr(err, errlen,
+			  "package: give the SHA-256 of a package in the site's store (upload "
+			  "it with POST /v1/packages, as `siteward upgrade check FILE` does); "
+			  "paths on the server are not read");
 		return SW_EINVAL;
 	}
 	snprintf(out->on_stuck, sizeof(out->on_stuck), "%s", on_stuck);
@@ -425,15 +418,15 @@ int sw_proto_stage_req_parse(const json_t *j, struct sw_stage_req *out, char *er
 			      errlen)))
 		return rc;
 	if (!sw_version_valid(out->version)) {
-		proto_seterr(err, errlen, "not a valid version");
+		sw_seterr(err, errlen, "not a valid version");
 		return SW_EINVAL;
 	}
 	if (strlen(out->sha256) != 64 || strspn(out->sha256, "0123456789abcdef") != 64) {
-		proto_seterr(err, errlen, "sha256 must be 64 lowercase hex digits");
+		sw_seterr(err, errlen, "sha256 must be 64 lowercase hex digits");
 		return SW_EINVAL;
 	}
 	if (strncmp(out->url, "https://", 8) != 0) {
-		proto_seterr(err, errlen, "url must be an https:// URL");
+		sw_seterr(err, errlen, "url must be an https:// URL");
 		return SW_EINVAL;
 	}
 	return 0;

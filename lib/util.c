@@ -24,12 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define ERR(...)                                                                                   \
-	do {                                                                                       \
-		if (err)                                                                           \
-			snprintf(err, errlen, __VA_ARGS__);                                        \
-	} while (0)
-
 int64_t sw_now_ms(void)
 {
 	struct timespec ts;
@@ -57,15 +51,15 @@ int sw_file_read(const char *path, size_t max, char **buf, size_t *len, char *er
 	*buf = NULL;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		ERR("cannot open %s: %s", path, strerror(errno));
+		sw_seterr(err, errlen, "cannot open %s: %s", path, strerror(errno));
 		return errno == ENOENT ? SW_ENOTFOUND : SW_EIO;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		ERR("%s is not a regular file", path);
+		sw_seterr(err, errlen, "%s is not a regular file", path);
 		goto out;
 	}
 	if ((size_t)st.st_size > max) {
-		ERR("%s is larger than %zu bytes", path, max);
+		sw_seterr(err, errlen, "%s is larger than %zu bytes", path, max);
 		rc = SW_ETOOBIG;
 		goto out;
 	}
@@ -79,7 +73,8 @@ int sw_file_read(const char *path, size_t max, char **buf, size_t *len, char *er
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			ERR("cannot read %s: %s", path, n < 0 ? strerror(errno) : "file shrank");
+			sw_seterr(err, errlen, "cannot read %s: %s", path,
+				  n < 0 ? strerror(errno) : "file shrank");
 			goto out;
 		}
 		used += (size_t)n;
@@ -104,12 +99,12 @@ int sw_file_copy(const char *from, const char *to, char *err, size_t errlen)
 
 	in = open(from, O_RDONLY | O_CLOEXEC);
 	if (in < 0) {
-		snprintf(err, errlen, "%s: %s", from, strerror(errno));
+		sw_seterr(err, errlen, "%s: %s", from, strerror(errno));
 		return errno == ENOENT ? SW_ENOTFOUND : SW_EIO;
 	}
 	out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (out < 0) {
-		snprintf(err, errlen, "%s: %s", to, strerror(errno));
+		sw_seterr(err, errlen, "%s: %s", to, strerror(errno));
 		close(in);
 		return SW_EIO;
 	}
@@ -117,7 +112,7 @@ int sw_file_copy(const char *from, const char *to, char *err, size_t errlen)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			snprintf(err, errlen, "%s: %s", from, strerror(errno));
+			sw_seterr(err, errlen, "%s: %s", from, strerror(errno));
 			rc = SW_EIO;
 			break;
 		}
@@ -126,7 +121,7 @@ int sw_file_copy(const char *from, const char *to, char *err, size_t errlen)
 			if (w < 0 && errno == EINTR)
 				continue;
 			if (w < 0) {
-				snprintf(err, errlen, "%s: %s", to, strerror(errno));
+				sw_seterr(err, errlen, "%s: %s", to, strerror(errno));
 				rc = SW_EIO;
 				break;
 			}
@@ -136,7 +131,7 @@ int sw_file_copy(const char *from, const char *to, char *err, size_t errlen)
 			break;
 	}
 	if (!rc && fsync(out)) {
-		snprintf(err, errlen, "%s: %s", to, strerror(errno));
+		sw_seterr(err, errlen, "%s: %s", to, strerror(errno));
 		rc = SW_EIO;
 	}
 	close(in);
@@ -152,7 +147,7 @@ int sw_file_write_atomic(const char *path, const void *data, size_t len, unsigne
 	int fd = -1, dfd = -1, rc = SW_EIO;
 
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp)) {
-		ERR("path too long: %s", path);
+		sw_seterr(err, errlen, "path too long: %s", path);
 		return SW_ETOOBIG;
 	}
 	/* A new file, never one found there: in a folder others may write to (the usage
@@ -161,7 +156,7 @@ int sw_file_write_atomic(const char *path, const void *data, size_t len, unsigne
 	unlink(tmp);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
 	if (fd < 0) {
-		ERR("cannot create %s: %s", tmp, strerror(errno));
+		sw_seterr(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
 		return SW_EIO;
 	}
 	while (len > 0) {
@@ -169,7 +164,7 @@ int sw_file_write_atomic(const char *path, const void *data, size_t len, unsigne
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			ERR("cannot write %s: %s", tmp, strerror(errno));
+			sw_seterr(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
 			goto out;
 		}
 		p += n;
@@ -177,12 +172,12 @@ int sw_file_write_atomic(const char *path, const void *data, size_t len, unsigne
 	}
 	if (fsync(fd) < 0 || close(fd) < 0) {
 		fd = -1;
-		ERR("cannot write %s: %s", tmp, strerror(errno));
+		sw_seterr(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
 		goto out;
 	}
 	fd = -1;
 	if (rename(tmp, path) < 0) {
-		ERR("cannot rename %s to %s: %s", tmp, path, strerror(errno));
+		sw_seterr(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
 		goto out;
 	}
 	snprintf(dir, sizeof(dir), "%s", path);
@@ -286,7 +281,7 @@ int sw_hostport_parse(const char *s, char *host, size_t hostlen, unsigned *port,
 	*port = (unsigned)p;
 	return 0;
 bad:
-	ERR("'%s' is not HOST:PORT", s);
+	sw_seterr(err, errlen, "'%s' is not HOST:PORT", s);
 	return SW_EINVAL;
 }
 
@@ -321,19 +316,19 @@ int sw_path_find(const char *program, char *found, size_t foundlen, char *err, s
 
 	if (strchr(program, '/')) {
 		if (stat(program, &st) < 0) {
-			snprintf(err, errlen, "%s: %s", program, strerror(errno));
+			sw_seterr(err, errlen, "%s: %s", program, strerror(errno));
 			return errno == ENOENT || errno == ENOTDIR ? SW_ENOTFOUND : SW_EDENIED;
 		}
 		if (S_ISDIR(st.st_mode) || eaccess(program, X_OK) < 0) {
-			snprintf(err, errlen, "%s: %s", program,
-				 S_ISDIR(st.st_mode) ? "Is a directory" : strerror(EACCES));
+			sw_seterr(err, errlen, "%s: %s", program,
+				  S_ISDIR(st.st_mode) ? "Is a directory" : strerror(EACCES));
 			return SW_EDENIED;
 		}
 		snprintf(found, foundlen, "%s", program);
 		return 0;
 	}
 	if (!program[0]) {
-		snprintf(err, errlen, "an empty program name");
+		sw_seterr(err, errlen, "an empty program name");
 		return SW_ENOTFOUND;
 	}
 	dirs = getenv("PATH");
@@ -356,7 +351,7 @@ int sw_path_find(const char *program, char *found, size_t foundlen, char *err, s
 		if (!*end)
 			break;
 	}
-	snprintf(err, errlen, "%s: %s", program, exists ? strerror(EACCES) : "command not found");
+	sw_seterr(err, errlen, "%s: %s", program, exists ? strerror(EACCES) : "command not found");
 	return exists ? SW_EDENIED : SW_ENOTFOUND;
 }
 
@@ -374,7 +369,7 @@ int sw_command_output(char *const argv[], int timeout_ms, char *out, size_t outl
 	out[0] = '\0';
 	*status = -1;
 	if (pipe2(pipefd, O_CLOEXEC) < 0) {
-		ERR("cannot run %s: %s", argv[0], strerror(errno));
+		sw_seterr(err, errlen, "cannot run %s: %s", argv[0], strerror(errno));
 		return SW_EIO;
 	}
 	sigemptyset(&none);
@@ -395,7 +390,7 @@ int sw_command_output(char *const argv[], int timeout_ms, char *out, size_t outl
 	close(pipefd[1]);
 	if (rc) {
 		close(pipefd[0]);
-		ERR("cannot run %s: %s", argv[0], strerror(rc));
+		sw_seterr(err, errlen, "cannot run %s: %s", argv[0], strerror(rc));
 		return rc == ENOENT ? SW_ENOTFOUND : SW_EIO;
 	}
 	rc = 0;
@@ -452,7 +447,8 @@ int sw_command_output(char *const argv[], int timeout_ms, char *out, size_t outl
 		kill(pid, SIGKILL);
 		while (waitpid(pid, status, 0) < 0 && errno == EINTR)
 			;
-		ERR("%s did not %s within %d ms", argv[0], open ? "answer" : "exit", timeout_ms);
+		sw_seterr(err, errlen, "%s did not %s within %d ms", argv[0],
+			  open ? "answer" : "exit", timeout_ms);
 	}
 	return rc;
 }

@@ -191,7 +191,7 @@ static int checkout_user(struct meter *m, struct sw_http_req *req, struct checko
 		return SW_EDENIED;
 	}
 	if (!m->tickets_ca && sw_pki_verifier_new(m->ca_pem, &m->tickets_ca, why, sizeof(why))) {
-		snprintf(err, errlen, "cannot check user tickets: %s", why);
+		sw_seterr(err, errlen, "cannot check user tickets: %s", why);
 		return SW_ENOMEM;
 	}
 	if (!m->tickets && !(m->tickets = sw_strmap_new()))
@@ -200,7 +200,7 @@ static int checkout_user(struct meter *m, struct sw_http_req *req, struct checko
 	if (!seen) {
 		if (sw_ticket_verify(m->tickets_ca, text, strlen(text), now, &t, &signer, why,
 				     sizeof(why))) {
-			snprintf(err, errlen, "user ticket refused: %s", why);
+			sw_seterr(err, errlen, "user ticket refused: %s", why);
 			return SW_EDENIED;
 		}
 		if (sw_strmap_count(m->tickets) >= TICKETS_KEPT) {
@@ -220,16 +220,16 @@ static int checkout_user(struct meter *m, struct sw_http_req *req, struct checko
 	}
 	/* checked at every use: a ticket another machine's client shows is not its own */
 	if (strcmp(seen->host, id->cn) != 0) {
-		snprintf(err, errlen, "user ticket refused: it is for %s, not for %s", seen->host,
-			 id->cn);
+		sw_seterr(err, errlen, "user ticket refused: it is for %s, not for %s", seen->host,
+			  id->cn);
 		return SW_EDENIED;
 	}
 	if (seen->expires_ms <= now || lease_revoked(m->table, seen->signer)) {
-		snprintf(err, errlen, "user ticket refused: %s",
-			 seen->expires_ms <= now
-			     ? "expired"
-			     : "its signer's certificate is revoked (its system "
-			       "was removed)");
+		sw_seterr(err, errlen, "user ticket refused: %s",
+			  seen->expires_ms <= now
+			      ? "expired"
+			      : "its signer's certificate is revoked (its system "
+				"was removed)");
 		return SW_EDENIED;
 	}
 	snprintf(r->user, sizeof(r->user), "%s", seen->user);

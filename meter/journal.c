@@ -26,12 +26,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define ERR(...)                                                                                   \
-	do {                                                                                       \
-		if (err)                                                                           \
-			snprintf(err, errlen, __VA_ARGS__);                                        \
-	} while (0)
-
 /* A journal line longer than this is corrupt: the largest record is well under it. */
 #define LINE_MAX_BYTES (1024 * 1024)
 /* A snapshot goes to the file in writes of about this much. */
@@ -506,7 +500,7 @@ static int replay(struct journal *j, journal_apply_fn apply, void *arg, char *er
 	if (!f) {
 		if (errno == ENOENT)
 			return 0;
-		ERR("cannot read %s: %s", j->path, strerror(errno));
+		sw_seterr(err, errlen, "cannot read %s: %s", j->path, strerror(errno));
 		return SW_EIO;
 	}
 	if (!(line = malloc(LINE_MAX_BYTES + 1))) {
@@ -548,7 +542,7 @@ static int replay(struct journal *j, journal_apply_fn apply, void *arg, char *er
 		json_decref(rec);
 	}
 	if (ferror(f)) {
-		ERR("cannot read %s: %s", j->path, strerror(errno));
+		sw_seterr(err, errlen, "cannot read %s: %s", j->path, strerror(errno));
 		rc = SW_EIO;
 		goto out;
 	}
@@ -580,7 +574,7 @@ int journal_open(uv_loop_t *loop, const char *dir, journal_apply_fn apply,
 	batch_reset(&j->cur);
 	batch_reset(&j->flushing);
 	if (snprintf(j->dir, sizeof(j->dir), "%s", dir) >= (int)sizeof(j->dir)) {
-		ERR("folder name too long: %s", dir);
+		sw_seterr(err, errlen, "folder name too long: %s", dir);
 		rc = SW_ETOOBIG;
 		goto fail;
 	}
@@ -590,11 +584,12 @@ int journal_open(uv_loop_t *loop, const char *dir, journal_apply_fn apply,
 		goto fail;
 	/* Start from a snapshot: the file holds only what is live, with no torn tail. */
 	if ((rc = snapshot(arg, j, &j->snap))) {
-		ERR("cannot build a snapshot of the journal: %s", sw_strerror(rc));
+		sw_seterr(err, errlen, "cannot build a snapshot of the journal: %s",
+			  sw_strerror(rc));
 		goto fail;
 	}
 	if ((rc = write_snapshot(j, &j->snap, &j->fd))) {
-		ERR("cannot write %s: %s", j->tmp, strerror(-rc));
+		sw_seterr(err, errlen, "cannot write %s: %s", j->tmp, strerror(-rc));
 		rc = SW_EIO;
 		goto fail;
 	}

@@ -26,12 +26,6 @@
 #include <string.h>
 #include <time.h>
 
-#define ERR(...)                                                                                   \
-	do {                                                                                       \
-		if (err)                                                                           \
-			snprintf(err, errlen, __VA_ARGS__);                                        \
-	} while (0)
-
 #define TTL_MIN_MS 1000
 #define TTL_MAX_MS 3600000
 
@@ -228,7 +222,7 @@ static int usage_parse(const json_t *j, struct usage *u, char *err, size_t errle
 
 	memset(u, 0, sizeof(*u));
 	if (!json_is_object(j)) {
-		ERR("usage must be an object");
+		sw_seterr(err, errlen, "usage must be an object");
 		return SW_EINVAL;
 	}
 	if ((rc = sw_json_str(j, "id", METER_ID_LEN, 1, &id, err, errlen)) ||
@@ -242,11 +236,11 @@ static int usage_parse(const json_t *j, struct usage *u, char *err, size_t errle
 	    (rc = sw_json_int(j, "wait_ms", 0, INT64_MAX, 0, &u->wait_ms, err, errlen)))
 		return rc;
 	if (!proto_id_valid(id)) {
-		ERR("usage id must be 32 lowercase hex digits");
+		sw_seterr(err, errlen, "usage id must be 32 lowercase hex digits");
 		return SW_EINVAL;
 	}
 	if (strcmp(kind, "run") != 0 && strcmp(kind, "denied") != 0) {
-		ERR("usage kind must be run or denied");
+		sw_seterr(err, errlen, "usage kind must be run or denied");
 		return SW_EINVAL;
 	}
 	copy(u->id, sizeof(u->id), id);
@@ -782,14 +776,14 @@ static int names_parse(const json_t *j, const char *key, char *out, size_t len, 
 	if (!arr)
 		return 0;
 	if (!json_is_array(arr)) {
-		ERR("'%s' must be a list of names", key);
+		sw_seterr(err, errlen, "'%s' must be a list of names", key);
 		return SW_EINVAL;
 	}
 	json_array_foreach(arr, i, v)
 	{
 		const char *s = json_string_value(v);
 		if (!s || !*s || strchr(s, ',') || used + strlen(s) + 2 > len) {
-			ERR("'%s' holds a bad or too long name", key);
+			sw_seterr(err, errlen, "'%s' holds a bad or too long name", key);
 			return SW_EINVAL;
 		}
 		used += (size_t)snprintf(out + used, len - used, "%s,", s);
@@ -815,7 +809,7 @@ static int policy_parse(const json_t *j, struct product *p, char *err, size_t er
 	if (hours && *hours) {
 		if (sscanf(hours, "%2d:%2d-%2d:%2d%n", &a, &b, &c, &d, &n) != 4 || hours[n] ||
 		    a < 0 || a > 24 || b < 0 || b > 59 || c < 0 || c > 24 || d < 0 || d > 59) {
-			ERR("product %s: hours must be HH:MM-HH:MM", p->name);
+			sw_seterr(err, errlen, "product %s: hours must be HH:MM-HH:MM", p->name);
 			return SW_EINVAL;
 		}
 		p->hours_from = a * 60 + b;
@@ -832,7 +826,7 @@ static int product_parse(const json_t *j, struct product *p, char *err, size_t e
 
 	memset(p, 0, sizeof(*p));
 	if (!json_is_object(j)) {
-		ERR("a product must be an object");
+		sw_seterr(err, errlen, "a product must be an object");
 		return SW_EINVAL;
 	}
 	if ((rc = sw_json_str(j, "name", METER_NAME_MAX, 1, &name, err, errlen)) ||
@@ -843,11 +837,11 @@ static int product_parse(const json_t *j, struct product *p, char *err, size_t e
 		return rc;
 	enforce = json_object_get(j, "enforce");
 	if (enforce && !json_is_boolean(enforce)) {
-		ERR("product %s: 'enforce' must be true or false", name);
+		sw_seterr(err, errlen, "product %s: 'enforce' must be true or false", name);
 		return SW_EINVAL;
 	}
 	if (!*name || !*exe) {
-		ERR("a product needs a name and an exe");
+		sw_seterr(err, errlen, "a product needs a name and an exe");
 		return SW_EINVAL;
 	}
 	copy(p->name, sizeof(p->name), name);
@@ -867,11 +861,11 @@ static int revoked_parse(const json_t *arr, struct sw_strmap **out, char *err, s
 	if (!arr || json_is_null(arr))
 		return 0;
 	if (!json_is_array(arr)) {
-		ERR("'revoked' must be an array");
+		sw_seterr(err, errlen, "'revoked' must be an array");
 		return SW_EINVAL;
 	}
 	if (json_array_size(arr) > METER_MAX_REVOKED) {
-		ERR("more than %d revoked certificates", METER_MAX_REVOKED);
+		sw_seterr(err, errlen, "more than %d revoked certificates", METER_MAX_REVOKED);
 		return SW_ETOOBIG;
 	}
 	if (!(*out = sw_strmap_new()))
@@ -883,7 +877,8 @@ static int revoked_parse(const json_t *arr, struct sw_strmap **out, char *err, s
 
 		if (!s || n == 0 || n > 40 || n != json_string_length(v) ||
 		    strspn(s, "0123456789abcdef") != n) {
-			ERR("revoked[%zu] must be a certificate serial in lowercase hex", i);
+			sw_seterr(err, errlen,
+				  "revoked[%zu] must be a certificate serial in lowercase hex", i);
 			return SW_EINVAL;
 		}
 		if (sw_strmap_set(*out, s, (void *)1))
@@ -912,12 +907,12 @@ int lease_config_parse(const char *text, size_t len, struct meter_config *out, c
 		goto out;
 	arr = json_object_get(j, "products");
 	if (!json_is_array(arr)) {
-		ERR("'products' must be an array");
+		sw_seterr(err, errlen, "'products' must be an array");
 		rc = SW_EINVAL;
 		goto out;
 	}
 	if (json_array_size(arr) > METER_MAX_PRODUCTS) {
-		ERR("more than %d products", METER_MAX_PRODUCTS);
+		sw_seterr(err, errlen, "more than %d products", METER_MAX_PRODUCTS);
 		rc = SW_ETOOBIG;
 		goto out;
 	}
@@ -929,7 +924,7 @@ int lease_config_parse(const char *text, size_t len, struct meter_config *out, c
 			goto out;
 		for (p = out->products; p; p = p->next) {
 			if (strcmp(p->name, tmp.name) == 0) {
-				ERR("product %s is named twice", tmp.name);
+				sw_seterr(err, errlen, "product %s is named twice", tmp.name);
 				rc = SW_EINVAL;
 				goto out;
 			}
@@ -1030,13 +1025,13 @@ static int apply_grant(struct lease_table *t, const json_t *rec, int64_t wall, i
 	    (rc = sw_json_int(rec, "wait_ms", 0, INT64_MAX, 0, &tmp.wait_ms, err, errlen)))
 		return rc;
 	if (!proto_id_valid(id) || !proto_id_valid(client) || !*product) {
-		ERR("grant record with a malformed lease or client id");
+		sw_seterr(err, errlen, "grant record with a malformed lease or client id");
 		return SW_EINVAL;
 	}
 	if (lease_find(t, id))
 		return 0;
 	if (t->nleases >= METER_MAX_LEASES) {
-		ERR("more than %d leases", METER_MAX_LEASES);
+		sw_seterr(err, errlen, "more than %d leases", METER_MAX_LEASES);
 		return SW_ETOOBIG;
 	}
 	copy(tmp.id, sizeof(tmp.id), id);
@@ -1075,7 +1070,7 @@ int lease_apply(struct lease_table *t, const json_t *rec, int64_t wall, int64_t 
 	json_int_t seq = json_integer_value(json_object_get(rec, "seq"));
 
 	if (!type) {
-		ERR("record without a type");
+		sw_seterr(err, errlen, "record without a type");
 		return SW_EINVAL;
 	}
 	if (strcmp(type, "grant") == 0)
@@ -1106,7 +1101,7 @@ int lease_apply(struct lease_table *t, const json_t *rec, int64_t wall, int64_t 
 		size_t i;
 
 		if (!json_is_array(ids)) {
-			ERR("uploaded record without ids");
+			sw_seterr(err, errlen, "uploaded record without ids");
 			return SW_EINVAL;
 		}
 		json_array_foreach(ids, i, v)
@@ -1119,7 +1114,7 @@ int lease_apply(struct lease_table *t, const json_t *rec, int64_t wall, int64_t 
 		}
 		return 0;
 	}
-	ERR("unknown record type '%.32s'", type);
+	sw_seterr(err, errlen, "unknown record type '%.32s'", type);
 	return SW_EINVAL;
 }
 

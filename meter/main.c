@@ -74,7 +74,7 @@ static int configure(struct meter *m, const char *dir, char *err, size_t errlen)
 	int level, rc;
 
 	if (!realpath(dir, m->dir)) {
-		snprintf(err, errlen, "%s: no such agent folder", dir);
+		sw_seterr(err, errlen, "%s: no such agent folder", dir);
 		return SW_ENOTFOUND;
 	}
 	sw_path_join(path, sizeof(path), m->dir, "agent.conf");
@@ -85,7 +85,7 @@ static int configure(struct meter *m, const char *dir, char *err, size_t errlen)
 		sw_log_init("siteward-meter", (enum sw_log_level)level);
 	server = sw_conf_get(conf, "agent", "server", NULL);
 	if (!server || strncmp(server, "https://", 8) != 0) {
-		snprintf(err, errlen, "%s: [agent] server must be https://HOST:PORT", path);
+		sw_seterr(err, errlen, "%s: [agent] server must be https://HOST:PORT", path);
 		rc = SW_EINVAL;
 		goto out;
 	}
@@ -100,7 +100,7 @@ static int configure(struct meter *m, const char *dir, char *err, size_t errlen)
 	sw_path_join(m->key_file, sizeof(m->key_file), m->dir, "agent.key");
 	sw_path_join(m->data_dir, sizeof(m->data_dir), m->dir, "meter");
 	if (mkdir(m->data_dir, 0700) < 0 && errno != EEXIST) {
-		snprintf(err, errlen, "cannot create %s: %s", m->data_dir, strerror(errno));
+		sw_seterr(err, errlen, "cannot create %s: %s", m->data_dir, strerror(errno));
 		rc = SW_EIO;
 		goto out;
 	}
@@ -112,8 +112,8 @@ static int configure(struct meter *m, const char *dir, char *err, size_t errlen)
 		sw_path_join(lock, sizeof(lock), m->data_dir, "lock");
 		fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 		if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0) {
-			snprintf(err, errlen, "another siteward-meter is running on %s",
-				 m->data_dir);
+			sw_seterr(err, errlen, "another siteward-meter is running on %s",
+				  m->data_dir);
 			if (fd >= 0)
 				close(fd);
 			rc = SW_EBUSY;
@@ -153,7 +153,7 @@ static int recover(struct meter *m, char *err, size_t errlen)
 	int rc;
 
 	if (!(m->table = lease_table_new())) {
-		snprintf(err, errlen, "out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		return SW_ENOMEM;
 	}
 	sync_load_cache(m);

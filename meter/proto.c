@@ -8,12 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define ERR(...)                                                                                   \
-	do {                                                                                       \
-		if (err)                                                                           \
-			snprintf(err, errlen, __VA_ARGS__);                                        \
-	} while (0)
-
 int proto_id_valid(const char *s)
 {
 	size_t i;
@@ -38,7 +32,7 @@ static int only_known(const json_t *j, const char *const *known, char *err, size
 			if (strcmp(key, known[i]) == 0)
 				break;
 		if (!known[i]) {
-			ERR("unknown field '%.64s'", key);
+			sw_seterr(err, errlen, "unknown field '%.64s'", key);
 			return SW_EINVAL;
 		}
 	}
@@ -54,7 +48,7 @@ static int get_id(const json_t *j, const char *key, char out[METER_ID_LEN + 1], 
 	if ((rc = sw_json_str(j, key, METER_ID_LEN, 1, &s, err, errlen)))
 		return rc;
 	if (!proto_id_valid(s)) {
-		ERR("field '%s' must be 32 lowercase hex digits", key);
+		sw_seterr(err, errlen, "field '%s' must be 32 lowercase hex digits", key);
 		return SW_EINVAL;
 	}
 	memcpy(out, s, METER_ID_LEN + 1);
@@ -70,12 +64,12 @@ static int get_text(const json_t *j, const char *key, size_t max, char *out, cha
 	if ((rc = sw_json_str(j, key, max, 1, &s, err, errlen)))
 		return rc;
 	if (!*s) {
-		ERR("field '%s' must not be empty", key);
+		sw_seterr(err, errlen, "field '%s' must not be empty", key);
 		return SW_EINVAL;
 	}
 	for (const char *p = s; *p; p++) {
 		if ((unsigned char)*p < 0x20 || *p == 0x7f) {
-			ERR("field '%s' contains a control character", key);
+			sw_seterr(err, errlen, "field '%s' contains a control character", key);
 			return SW_EINVAL;
 		}
 	}
@@ -103,7 +97,8 @@ int proto_checkout_parse(const json_t *j, struct checkout_req *out, char *err, s
 	/* "" says the client looked and no package owns the program */
 	if (version) {
 		if (*version && !sw_prog_version_valid(version)) {
-			ERR("field 'version' must be a package version, like 9.1-1");
+			sw_seterr(err, errlen,
+				  "field 'version' must be a package version, like 9.1-1");
 			return SW_EINVAL;
 		}
 		memcpy(out->version, version, strlen(version) + 1);
@@ -111,7 +106,7 @@ int proto_checkout_parse(const json_t *j, struct checkout_req *out, char *err, s
 	}
 	if (bid) {
 		if (!*bid || strspn(bid, "0123456789abcdef") != strlen(bid)) {
-			ERR("field 'build_id' must be lowercase hex");
+			sw_seterr(err, errlen, "field 'build_id' must be lowercase hex");
 			return SW_EINVAL;
 		}
 		memcpy(out->build_id, bid, strlen(bid) + 1);
@@ -132,11 +127,12 @@ int proto_heartbeat_parse(const json_t *j, struct heartbeat_req *out, char *err,
 		return rc;
 	arr = json_object_get(j, "leases");
 	if (!json_is_array(arr)) {
-		ERR("field 'leases' must be an array");
+		sw_seterr(err, errlen, "field 'leases' must be an array");
 		return SW_EINVAL;
 	}
 	if (json_array_size(arr) > METER_HB_MAX_LEASES) {
-		ERR("field 'leases' holds more than %d ids", METER_HB_MAX_LEASES);
+		sw_seterr(err, errlen, "field 'leases' holds more than %d ids",
+			  METER_HB_MAX_LEASES);
 		return SW_ETOOBIG;
 	}
 	json_array_foreach(arr, i, v)
@@ -144,7 +140,7 @@ int proto_heartbeat_parse(const json_t *j, struct heartbeat_req *out, char *err,
 		const char *s = json_string_value(v);
 
 		if (!s || json_string_length(v) != METER_ID_LEN || !proto_id_valid(s)) {
-			ERR("leases[%zu] must be 32 lowercase hex digits", i);
+			sw_seterr(err, errlen, "leases[%zu] must be 32 lowercase hex digits", i);
 			return SW_EINVAL;
 		}
 		memcpy(out->leases[out->nleases++], s, METER_ID_LEN + 1);

@@ -79,8 +79,8 @@ int sync_revoked(struct meter *m, const char *body, size_t len, char *err, size_
 	if (!arr)
 		goto out;
 	if (!json_is_array(arr) || json_array_size(arr) > PUSH_MAX_REVOKED) {
-		snprintf(err, errlen, "'revoked' must be an array of at most %d serials",
-			 PUSH_MAX_REVOKED);
+		sw_seterr(err, errlen, "'revoked' must be an array of at most %d serials",
+			  PUSH_MAX_REVOKED);
 		rc = SW_EINVAL;
 		goto out;
 	}
@@ -100,7 +100,7 @@ int sync_revoked(struct meter *m, const char *body, size_t len, char *err, size_
 	}
 	if ((!m->table->revoked && !(m->table->revoked = sw_strmap_new())) ||
 	    (!m->pushed_revoked && !(m->pushed_revoked = sw_strmap_new()))) {
-		snprintf(err, errlen, "out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		rc = SW_ENOMEM;
 		goto out;
 	}
@@ -113,7 +113,7 @@ int sync_revoked(struct meter *m, const char *body, size_t len, char *err, size_
 		if (sw_strmap_set(m->table->revoked, s, (void *)1) ||
 		    (sw_strmap_count(m->pushed_revoked) < METER_MAX_REVOKED &&
 		     sw_strmap_set(m->pushed_revoked, s, (void *)1))) {
-			snprintf(err, errlen, "out of memory");
+			sw_seterr(err, errlen, "out of memory");
 			rc = SW_ENOMEM;
 			goto out;
 		}
@@ -456,7 +456,7 @@ int sync_start(struct meter *m, char *err, size_t errlen)
 	int rc;
 
 	if ((rc = sw_http_client_new(m->loop, &o, &m->client))) {
-		snprintf(err, errlen, "cannot start the HTTP client: %s", sw_strerror(rc));
+		sw_seterr(err, errlen, "cannot start the HTTP client: %s", sw_strerror(rc));
 		return rc;
 	}
 	m->server_reachable = 1;

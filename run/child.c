@@ -193,7 +193,7 @@ int child_start(struct run *r, char *err, size_t errlen)
 	ssize_t n;
 
 	if (pipe2(pfd, O_CLOEXEC) < 0) {
-		snprintf(err, errlen, "cannot start %s: %s", r->argv[0], strerror(errno));
+		sw_seterr(err, errlen, "cannot start %s: %s", r->argv[0], strerror(errno));
 		goto out;
 	}
 	if (c->fds_known)
@@ -220,7 +220,7 @@ int child_start(struct run *r, char *err, size_t errlen)
 	close(pfd[1]);
 	pfd[1] = -1;
 	if (c->pid < 0) {
-		snprintf(err, errlen, "cannot start %s: %s", r->argv[0], strerror(errno));
+		sw_seterr(err, errlen, "cannot start %s: %s", r->argv[0], strerror(errno));
 		goto out;
 	}
 	/* The pipe closes on a successful exec; a failed one writes its errno first. Both
@@ -230,8 +230,8 @@ int child_start(struct run *r, char *err, size_t errlen)
 	while (n < 0 && errno == EINTR);
 	if (n == (ssize_t)sizeof(e)) {
 		/* sw_path_find() saw the file itself: what is missing is what runs it. */
-		snprintf(err, errlen, "%s: %s%s", r->argv[0], strerror(e),
-			 e == ENOENT ? " (its #! interpreter or its loader)" : "");
+		sw_seterr(err, errlen, "%s: %s%s", r->argv[0], strerror(e),
+			  e == ENOENT ? " (its #! interpreter or its loader)" : "");
 		rc = e == ENOENT ? SW_ENOTFOUND : SW_EDENIED;
 		while (waitpid(c->pid, NULL, 0) < 0 && errno == EINTR)
 			;

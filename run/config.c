@@ -112,13 +112,14 @@ int config_load(struct run_config *c, const char *dir, char *err, size_t errlen)
 
 	memset(c, 0, sizeof(*c));
 	if (!realpath(dir, c->dir)) {
-		snprintf(err, errlen, "%s: %s; %s", dir, strerror(errno),
-			 errno == EACCES ? ACCESS_HINT : "is it the agent's folder?");
+		sw_seterr(err, errlen, "%s: %s; %s", dir, strerror(errno),
+			  errno == EACCES ? ACCESS_HINT : "is it the agent's folder?");
 		return SW_ENOTFOUND;
 	}
 	sw_path_join(path, sizeof(path), c->dir, "agent.conf");
 	if (eaccess(path, R_OK) < 0 && errno == EACCES) {
-		snprintf(err, errlen, "cannot read %s: %s; %s", path, strerror(errno), ACCESS_HINT);
+		sw_seterr(err, errlen, "cannot read %s: %s; %s", path, strerror(errno),
+			  ACCESS_HINT);
 		return SW_EDENIED;
 	}
 	if ((rc = sw_conf_load(path, &conf, err, errlen))) {
@@ -129,8 +130,8 @@ int config_load(struct run_config *c, const char *dir, char *err, size_t errlen)
 	}
 	v = sw_conf_get(conf, "agent", "name", NULL);
 	if (!v || !sw_name_valid(v)) {
-		snprintf(err, errlen, "%s: [agent] name is %s; is %s an enrolled agent's folder?",
-			 path, v ? "not a valid name" : "missing", c->dir);
+		sw_seterr(err, errlen, "%s: [agent] name is %s; is %s an enrolled agent's folder?",
+			  path, v ? "not a valid name" : "missing", c->dir);
 		rc = SW_EINVAL;
 		goto out;
 	}
@@ -141,8 +142,8 @@ int config_load(struct run_config *c, const char *dir, char *err, size_t errlen)
 	} else if (strcmp(v, "deny") == 0) {
 		c->offline = RUN_OFFLINE_DENY;
 	} else {
-		snprintf(err, errlen, "%s: [run] offline must be 'run' or 'deny', not '%.40s'",
-			 path, v);
+		sw_seterr(err, errlen, "%s: [run] offline must be 'run' or 'deny', not '%.40s'",
+			  path, v);
 		rc = SW_EINVAL;
 		goto out;
 	}

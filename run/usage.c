@@ -24,11 +24,11 @@ int usage_record(const struct run *r, char *err, size_t errlen)
 
 	if (sw_path_join(dir, sizeof(dir), r->conf.dir, "usage-cache") ||
 	    snprintf(path, sizeof(path), "%s/%s.json", dir, r->client) >= (int)sizeof(path)) {
-		snprintf(err, errlen, "%s: path too long", r->conf.dir);
+		sw_seterr(err, errlen, "%s: path too long", r->conf.dir);
 		return SW_ETOOBIG;
 	}
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-		snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+		sw_seterr(err, errlen, "cannot create %s: %s", dir, strerror(errno));
 		return SW_EIO;
 	}
 	/* The agent counts the run against the file's owner and its own system, whatever
@@ -47,7 +47,7 @@ int usage_record(const struct run *r, char *err, size_t errlen)
 		text = sw_json_dump(rec);
 	json_decref(rec);
 	if (!text) {
-		snprintf(err, errlen, "out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		goto out;
 	}
 	rc = sw_file_write_atomic(path, text, strlen(text), 0600, err, errlen);

@@ -256,7 +256,7 @@ int control_start(struct server *s, char *err, size_t errlen)
 					/* agents of older versions, and metering servers */
 					.peer_role = SW_PKI_ROLE_AGENT "|" SW_PKI_ROLE_METER};
 	if (sw_http_client_new(s->loop, &o, &s->agents)) {
-		snprintf(err, errlen, "cannot create the client for agent calls");
+		sw_seterr(err, errlen, "cannot create the client for agent calls");
 		return -1;
 	}
 	return 0;

@@ -89,13 +89,13 @@ static int server_configure(struct server *s, const char *dir, int check_only, c
 	if ((rc = sw_conf_load(path, &s->conf, err, errlen)))
 		return rc;
 	if ((rc = sw_conf_check(s->conf, known_settings, sub, sizeof(sub)))) {
-		snprintf(err, errlen, "%s: %s", path, sub);
+		sw_seterr(err, errlen, "%s: %s", path, sub);
 		return rc;
 	}
 	level = sw_conf_get(s->conf, "log", "level", "info");
 	lv = sw_log_level_parse(level);
 	if (lv < 0) {
-		snprintf(err, errlen, "%s: [log] level must be debug, info, warn or error", path);
+		sw_seterr(err, errlen, "%s: [log] level must be debug, info, warn or error", path);
 		return SW_EINVAL;
 	}
 	sw_log_init("siteward-server", (enum sw_log_level)lv);
@@ -118,7 +118,7 @@ static int server_configure(struct server *s, const char *dir, int check_only, c
 				   sub, sizeof(sub))) ||
 	    (rc = sw_conf_get_uint(s->conf, "database", "connect_timeout", 5, 1, 300, &connect, sub,
 				   sizeof(sub)))) {
-		snprintf(err, errlen, "%s: %s", path, sub);
+		sw_seterr(err, errlen, "%s: %s", path, sub);
 		return rc;
 	}
 	sw_path_join(path, sizeof(path), s->dir, "ca.crt");

@@ -133,7 +133,7 @@ static int names_field(const json_t *j, const char *key, char *out, size_t len, 
 	if (!arr)
 		return 1; /* absent: keep what there is */
 	if (!json_is_array(arr) || json_array_size(arr) > 64) {
-		snprintf(err, errlen, "%s must be a list of at most 64 names", key);
+		sw_seterr(err, errlen, "%s must be a list of at most 64 names", key);
 		return SW_EINVAL;
 	}
 	out[0] = '\0';
@@ -141,7 +141,7 @@ static int names_field(const json_t *j, const char *key, char *out, size_t len, 
 	{
 		const char *name = json_string_value(v);
 		if (!name || !sw_name_valid(name) || used + strlen(name) + 2 > len) {
-			snprintf(err, errlen, "%s: '%.63s' is not a name", key, name ? name : "?");
+			sw_seterr(err, errlen, "%s: '%.63s' is not a name", key, name ? name : "?");
 			return SW_EINVAL;
 		}
 		used += (size_t)snprintf(out + used, len - used, "%s%s", used ? "," : "", name);
@@ -164,7 +164,7 @@ static int product_update(struct product *p, const json_t *j, int creating, char
 	    (rc = sw_json_int(j, "licenses", 0, 1000000, creating, &p->licenses, err, errlen)))
 		return rc;
 	if (exe && !exe_valid(exe)) {
-		snprintf(err, errlen, "exe must be a file name, not a path");
+		sw_seterr(err, errlen, "exe must be a file name, not a path");
 		return SW_EINVAL;
 	}
 	if (version &&
@@ -175,16 +175,16 @@ static int product_update(struct product *p, const json_t *j, int creating, char
 		return SW_EINVAL;
 	}
 	if (build_id && *build_id && !hex_valid(build_id)) {
-		snprintf(err, errlen, "build_id must be lowercase hex, as readelf -n shows it");
+		sw_seterr(err, errlen, "build_id must be lowercase hex, as readelf -n shows it");
 		return SW_EINVAL;
 	}
 	if (hours && *hours && !hours_valid(hours)) {
-		snprintf(err, errlen, "hours must be HH:MM-HH:MM, like 08:00-18:00");
+		sw_seterr(err, errlen, "hours must be HH:MM-HH:MM, like 08:00-18:00");
 		return SW_EINVAL;
 	}
 	e = json_object_get(j, "enforce");
 	if (e && !json_is_boolean(e)) {
-		snprintf(err, errlen, "field 'enforce' must be true or false");
+		sw_seterr(err, errlen, "field 'enforce' must be true or false");
 		return SW_EINVAL;
 	}
 	if (names_field(j, "deny_users", p->deny_users, sizeof(p->deny_users), err, errlen) < 0 ||

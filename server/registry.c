@@ -12,12 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ERR(...)                                                                                   \
-	do {                                                                                       \
-		if (err)                                                                           \
-			snprintf(err, errlen, __VA_ARGS__);                                        \
-	} while (0)
-
 /* `row`: the ten columns registry_load() selects, in its order. */
 static struct system *system_new(const struct sw_db_val *row)
 {
@@ -350,15 +344,17 @@ static int token_check(struct sw_db *db, struct reg_op *op)
 	if (rc)
 		return rc;
 	if (!t.found) {
-		ERR("unknown token; create one with 'siteward token create'");
+		sw_seterr(err, errlen, "unknown token; create one with 'siteward token create'");
 		return SW_EDENIED;
 	}
 	if (t.used_at) {
-		ERR("token already used; create a new one with 'siteward token create'");
+		sw_seterr(err, errlen,
+			  "token already used; create a new one with 'siteward token create'");
 		return SW_EDENIED;
 	}
 	if (t.expires_at <= sw_now_ms()) {
-		ERR("token expired; create a new one with 'siteward token create'");
+		sw_seterr(err, errlen,
+			  "token expired; create a new one with 'siteward token create'");
 		return SW_EDENIED;
 	}
 	return 0;
@@ -387,7 +383,8 @@ static int enroll_write(struct sw_db *db, struct reg_op *op)
 			"NULL AND expires_at > ?",
 			u, 4, NULL, NULL, &changes, err, errlen);
 	if (!rc && changes != 1) {
-		ERR("token already used; create a new one with 'siteward token create'");
+		sw_seterr(err, errlen,
+			  "token already used; create a new one with 'siteward token create'");
 		rc = SW_EDENIED;
 	}
 	if (!rc) {
@@ -399,7 +396,9 @@ static int enroll_write(struct sw_db *db, struct reg_op *op)
 				"client_serial) VALUES (?, ?, ?, ?, ?)",
 				p, 5, NULL, NULL, NULL, err, errlen);
 		if (rc == SW_EEXIST)
-			ERR("a system named '%s' is already enrolled; remove it first", op->name);
+			sw_seterr(err, errlen,
+				  "a system named '%s' is already enrolled; remove it first",
+				  op->name);
 	}
 	if (!rc)
 		rc = sw_db_commit(db, err, errlen);
@@ -426,7 +425,7 @@ static int remove_write(struct sw_db *db, struct reg_op *op)
 	rc = sw_db_exec(db, "DELETE FROM systems WHERE name = ? AND cert_serial = ?", d, 2, NULL,
 			NULL, &changes, err, errlen);
 	if (!rc && changes != 1) {
-		ERR("no system named '%s'", op->name);
+		sw_seterr(err, errlen, "no system named '%s'", op->name);
 		rc = SW_ENOTFOUND;
 	}
 	if (!rc)
@@ -465,7 +464,7 @@ static int roles_write(struct sw_db *db, struct reg_op *op)
 	rc = sw_db_exec(db, "SELECT COUNT(*) FROM systems WHERE name = ? AND cert_serial = ?", q, 2,
 			sw_db_int_row, &count, NULL, err, errlen);
 	if (!rc && count == 0) {
-		ERR("no system named '%s'", op->name);
+		sw_seterr(err, errlen, "no system named '%s'", op->name);
 		rc = SW_ENOTFOUND;
 	}
 	json_array_foreach(op->roles, i, r)

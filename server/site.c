@@ -40,7 +40,7 @@ static int write_file(const char *dir, const char *name, const char *text, unsig
 	char path[PATH_MAX + 64];
 
 	if (sw_path_join(path, sizeof(path), dir, name)) {
-		snprintf(err, errlen, "path too long: %s/%s", dir, name);
+		sw_seterr(err, errlen, "path too long: %s/%s", dir, name);
 		return SW_ETOOBIG;
 	}
 	return sw_file_write_atomic(path, text, strlen(text), mode, err, errlen);

@@ -258,7 +258,7 @@ static int tool_run(struct upgrade *u, const char *what, char **argv, const char
 	}
 	fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0) {
-		snprintf(err, errlen, "%s: %s", log, strerror(errno));
+		sw_seterr(err, errlen, "%s: %s", log, strerror(errno));
 		sw_environ_free(env);
 		job_release(j);
 		return SW_EIO;
@@ -279,8 +279,8 @@ static int tool_run(struct upgrade *u, const char *what, char **argv, const char
 	close(fd);
 	sw_environ_free(env);
 	if (rc) {
-		snprintf(err, errlen, "cannot run %s: %s (install postgresql-client)", what,
-			 uv_strerror(rc));
+		sw_seterr(err, errlen, "cannot run %s: %s (install postgresql-client)", what,
+			  uv_strerror(rc));
 		/* the handle is freed once closed: leave `j` to the loop */
 		j->next = NULL;
 		j->open_handles = 1;
@@ -426,13 +426,13 @@ static int restore_copy(struct upgrade *u, char *err, size_t errlen)
 	struct job *j = job_new(u, "the database restore", BACKUP_TIMEOUT_MS, after_restore_copy);
 
 	if (!j) {
-		snprintf(err, errlen, "out of memory");
+		sw_seterr(err, errlen, "out of memory");
 		return SW_ENOMEM;
 	}
 	snprintf(j->path, sizeof(j->path), "%s", u->backup);
 	snprintf(j->dest, sizeof(j->dest), "%s.new", u->s->db_url);
 	if (job_start(u, j, run_copy)) {
-		snprintf(err, errlen, "cannot start the copy of %s", u->backup);
+		sw_seterr(err, errlen, "cannot start the copy of %s", u->backup);
 		return SW_ENOMEM;
 	}
 	return 0;
@@ -453,7 +453,7 @@ static int sqlite_swap(struct upgrade *u, char *err, size_t errlen)
 	snprintf(live, sizeof(live), "%s", s->db_url);
 	snprintf(tmp, sizeof(tmp), "%s.new", live);
 	if (rename(tmp, live)) {
-		snprintf(err, errlen, "cannot put %s in place: %s", tmp, strerror(errno));
+		sw_seterr(err, errlen, "cannot put %s in place: %s", tmp, strerror(errno));
 		unlink(tmp);
 		failed = 1;
 	} else {

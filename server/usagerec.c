@@ -38,7 +38,7 @@ int usagerec_read(const json_t *r, int64_t now, int64_t skew, struct usage_rec *
 	const char *id = "?";
 
 	if (!json_is_object(r)) {
-		snprintf(err, errlen, "a usage record must be an object");
+		sw_seterr(err, errlen, "a usage record must be an object");
 		return SW_EINVAL;
 	}
 	if (sw_json_str(r, "id", 64, 1, &u.id, why, sizeof(why)))
@@ -91,6 +91,6 @@ int usagerec_read(const json_t *r, int64_t now, int64_t skew, struct usage_rec *
 	*out = u;
 	return 0;
 bad:
-	snprintf(err, errlen, "record %.64s: %s", id, why);
+	sw_seterr(err, errlen, "record %.64s: %s", id, why);
 	return SW_EINVAL;
 }
