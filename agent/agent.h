@@ -61,7 +61,7 @@ json_t *facts_collect(const struct agent *a);
 void heartbeat_soon(struct agent *a);
 /* What a heartbeat says: version, facts, roles, services, clock, meter address. */
 json_t *heartbeat_body(struct agent *a);
-/* Acts on the server's reply to a heartbeat; -1 if it is not one. */
+/* Acts on the server's reply to a heartbeat; SW_EPROTO if it is not one. */
 int heartbeat_took(struct agent *a, const json_t *reply);
 
 /* channel.c: the connection the agent keeps to the site server: its heartbeats go up,
@@ -104,7 +104,7 @@ void upgrade_free(struct agent *a);
 int upgrade_holds(const struct agent *a, const char *name);
 /* {"staged":[V...], "previous":P or null} */
 json_t *upgrade_status(const struct agent *a);
-/* Bytes available to the agent on its folder's file system; -1 if unknown. */
+/* Bytes available to the agent on its folder's file system; SW_EIO if unknown. */
 int64_t upgrade_disk_free(const char *dir);
 /* Replaces this process with a->restart_exe, the same arguments; never returns. */
 void upgrade_exec(struct agent *a) __attribute__((noreturn));

@@ -18,14 +18,15 @@
 static void get_status(struct sw_http_req *req, void *arg)
 {
 	struct agent *a = arg;
+	int64_t disk_free = upgrade_disk_free(a->dir);
 
 	sw_http_reply_json(
 	    req, 200,
 	    json_pack("{ss ss sI sI sO so sI so}", "name", a->name, "version", a->version,
 		      "uptime_ms", (json_int_t)(sw_mono_ms() - a->started_ms), "last_heartbeat",
 		      (json_int_t)a->last_heartbeat_ok, "roles", a->roles, "services",
-		      supervisor_json(a->sup), "disk_free", (json_int_t)upgrade_disk_free(a->dir),
-		      "upgrade", upgrade_status(a)));
+		      supervisor_json(a->sup), "disk_free",
+		      (json_int_t)(disk_free < 0 ? -1 : disk_free), "upgrade", upgrade_status(a)));
 }
 
 static void put_roles(struct sw_http_req *req, void *arg)

@@ -3,6 +3,7 @@
  * and on the first poll after a change. */
 #include "agent.h"
 
+#include "error.h"
 #include "json.h"
 #include "util.h"
 
@@ -13,7 +14,7 @@ int heartbeat_took(struct agent *a, const json_t *j)
 
 	if (!json_is_object(j) ||
 	    sw_json_int(j, "heartbeat_interval", 1, 3600, 0, &interval, NULL, 0) != 0)
-		return -1;
+		return SW_EPROTO;
 	/* The reply carries the roles the server wants: an agent that was away catches up
 	 * here, with no call from the server needed. */
 	if ((roles = json_object_get(j, "roles")))

@@ -161,8 +161,8 @@ static void add_service(struct agent *a, const char *name, const char *role,
 	/* One an upgrade stopped waits for the upgrade to start it again. A start while
 	 * it stops takes effect once it has stopped. */
 	if (svc &&
-	    (service_state(svc) == SVC_STOPPED || service_state(svc) == SVC_STOPPING ||
-	     service_state(svc) == SVC_STUCK) &&
+	    (service_state(svc) == SW_SVC_STOPPED || service_state(svc) == SW_SVC_STOPPING ||
+	     service_state(svc) == SW_SVC_STUCK) &&
 	    !upgrade_holds(a, name) && (fresh || service_wants_running(svc)))
 		service_start(svc);
 }
@@ -173,18 +173,19 @@ int roles_check_config(struct agent *a, char *err, size_t errlen)
 	for (int i = 0; i < sw_conf_count(a->conf); i++) {
 		const char *section, *key, *value;
 		struct svc_def def;
+		int rc;
 
 		sw_conf_entry(a->conf, i, &section, &key, &value);
 		if (strncmp(section, "service.", 8) != 0 || strcmp(key, "command") != 0)
 			continue;
 		if (!sw_name_valid(section + 8)) {
-			snprintf(err, errlen,
-				 "[%s]: a service name is 1-63 letters, digits, '.', '_' or '-'",
-				 section);
-			return -1;
+			sw_seterr(err, errlen,
+				  "[%s]: a service name is 1-63 letters, digits, '.', '_' or '-'",
+				  section);
+			return SW_EINVAL;
 		}
-		if (make_def(a, section + 8, "test", NULL, &def, err, errlen))
-			return -1;
+		if ((rc = make_def(a, section + 8, "test", NULL, &def, err, errlen)))
+			return rc;
 		svc_def_clear(&def);
 	}
 	return 0;

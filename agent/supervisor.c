@@ -59,7 +59,7 @@ struct service {
 	struct supervisor *sup;
 	struct service *next;
 	struct svc_def def;
-	enum svc_state state;
+	enum sw_svc_state state;
 	int target_running;
 	pid_t pid, pgid; /* pid 0: no main process */
 	unsigned long long starttime;
@@ -98,13 +98,6 @@ static void free_data(uv_handle_t *h)
 }
 static void begin_stop(struct service *svc);
 static void check_stopped(uv_timer_t *t);
-
-const char *svc_state_name(enum svc_state s)
-{
-	static const char *const names[] = {"stopped",	"starting", "running",
-					    "stopping", "failed",   "stuck"};
-	return names[s];
-}
 
 void svc_def_clear(struct svc_def *def)
 {
@@ -207,7 +200,7 @@ static void save_state(struct supervisor *sup)
 static void notify(struct service *svc)
 {
 	struct waiter **pw = &svc->waiters, *w;
-	int settled = svc->state != SVC_STARTING && svc->state != SVC_STOPPING;
+	int settled = svc->state != SW_SVC_STARTING && svc->state != SW_SVC_STOPPING;
 
 	while (settled && (w = *pw)) {
 		*pw = w->next;
@@ -219,10 +212,10 @@ static void notify(struct service *svc)
 		svc->sup->on_change(svc->sup->arg);
 }
 
-static void set_state(struct service *svc, enum svc_state st, const char *fmt, ...)
+static void set_state(struct service *svc, enum sw_svc_state st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-static void set_state(struct service *svc, enum svc_state st, const char *fmt, ...)
+static void set_state(struct service *svc, enum sw_svc_state st, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -230,8 +223,8 @@ static void set_state(struct service *svc, enum svc_state st, const char *fmt, .
 	vsnprintf(svc->reason, sizeof(svc->reason), fmt, ap);
 	va_end(ap);
 	if (svc->state != st)
-		sw_info("service %s: %s -> %s (%s)", svc->def.name, svc_state_name(svc->state),
-			svc_state_name(st), svc->reason);
+		sw_info("service %s: %s -> %s (%s)", svc->def.name, sw_svc_state_name(svc->state),
+			sw_svc_state_name(st), svc->reason);
 	svc->state = st;
 }
 
@@ -249,8 +242,8 @@ static void on_settled(uv_timer_t *t)
 {
 	struct service *svc = t->data;
 
-	if (svc->state == SVC_STARTING && pid_alive(svc->pid)) {
-		set_state(svc, SVC_RUNNING, "running as pid %d", (int)svc->pid);
+	if (svc->state == SW_SVC_STARTING && pid_alive(svc->pid)) {
+		set_state(svc, SW_SVC_RUNNING, "running as pid %d", (int)svc->pid);
 		notify(svc);
 	}
 }
@@ -279,21 +272,21 @@ static void crashed(struct service *svc)
 	for (int i = 0; i < CRASH_LIMIT && i < svc->ncrashes; i++)
 		recent += now - svc->crashes[i] < CRASH_WINDOW_MS;
 	if (recent >= CRASH_LIMIT) {
-		set_state(svc, SVC_FAILED, "failed: crashed %d times in %d s; last %s", recent,
+		set_state(svc, SW_SVC_FAILED, "failed: crashed %d times in %d s; last %s", recent,
 			  CRASH_WINDOW_MS / 1000, what);
 		return;
 	}
 	if (svc->def.restart == RESTART_NEVER ||
 	    (svc->def.restart == RESTART_ON_FAILURE && svc->have_exit && !svc->exit_signal &&
 	     svc->exit_status == 0)) {
-		set_state(svc, SVC_STOPPED, "%s", what);
+		set_state(svc, SW_SVC_STOPPED, "%s", what);
 		svc->target_running = 0;
 		return;
 	}
 	svc->backoff_ms = svc->backoff_ms ? svc->backoff_ms * 2 : svc->def.restart_delay_ms;
 	if (svc->backoff_ms > BACKOFF_MAX_MS)
 		svc->backoff_ms = BACKOFF_MAX_MS;
-	set_state(svc, SVC_STARTING, "restarting in %.1f s; %s", svc->backoff_ms / 1000.0, what);
+	set_state(svc, SW_SVC_STARTING, "restarting in %.1f s; %s", svc->backoff_ms / 1000.0, what);
 	uv_timer_start(&svc->timer, on_backoff, svc->backoff_ms, 0);
 }
 
@@ -302,10 +295,10 @@ static void main_exited(struct service *svc)
 	svc->pid = 0;
 	svc->starttime = 0;
 	switch (svc->state) {
-	case SVC_STOPPING:
-	case SVC_STUCK: check_stopped(&svc->group_poll); return;
-	case SVC_STARTING:
-	case SVC_RUNNING: crashed(svc); break;
+	case SW_SVC_STOPPING:
+	case SW_SVC_STUCK: check_stopped(&svc->group_poll); return;
+	case SW_SVC_STARTING:
+	case SW_SVC_RUNNING: crashed(svc); break;
 	default: break;
 	}
 	save_state(svc->sup);
@@ -368,7 +361,7 @@ static void spawn(struct service *svc)
 
 	uv_timer_stop(&svc->timer);
 	if (!svc->def.argv[0]) {
-		set_state(svc, SVC_FAILED, "cannot start: no command configured");
+		set_state(svc, SW_SVC_FAILED, "cannot start: no command configured");
 		notify(svc);
 		return;
 	}
@@ -387,7 +380,7 @@ static void spawn(struct service *svc)
 	fd = open_log(svc);
 	c = calloc(1, sizeof(*c));
 	if (fd < 0 || !c) {
-		set_state(svc, SVC_FAILED, "cannot start: cannot open its log: %s",
+		set_state(svc, SW_SVC_FAILED, "cannot start: cannot open its log: %s",
 			  strerror(errno));
 		free(c);
 		if (fd >= 0)
@@ -417,7 +410,7 @@ static void spawn(struct service *svc)
 		if (!pw) {
 			close(fd);
 			free(c);
-			set_state(svc, SVC_FAILED, "cannot start: no user named '%s'",
+			set_state(svc, SW_SVC_FAILED, "cannot start: no user named '%s'",
 				  svc->def.user);
 			notify(svc);
 			return;
@@ -432,7 +425,8 @@ static void spawn(struct service *svc)
 	close(fd);
 	if (r < 0) {
 		uv_close((uv_handle_t *)&c->proc, free_data);
-		set_state(svc, SVC_FAILED, "cannot start %s: %s", svc->def.argv[0], uv_strerror(r));
+		set_state(svc, SW_SVC_FAILED, "cannot start %s: %s", svc->def.argv[0],
+			  uv_strerror(r));
 		notify(svc);
 		return;
 	}
@@ -441,7 +435,7 @@ static void spawn(struct service *svc)
 	svc->starttime = proc_starttime(svc->pid, NULL, NULL);
 	svc->run_started_ms = sw_mono_ms();
 	svc->escalated = svc->was_stuck = 0;
-	set_state(svc, SVC_STARTING, "started as pid %d", (int)svc->pid);
+	set_state(svc, SW_SVC_STARTING, "started as pid %d", (int)svc->pid);
 	uv_timer_start(&svc->timer, on_settled, SETTLE_MS, 0);
 	save_state(svc->sup);
 	notify(svc);
@@ -458,11 +452,11 @@ static void check_stopped(uv_timer_t *t)
 	uv_timer_stop(&svc->timer);
 	uv_timer_stop(&svc->group_poll);
 	if (svc->was_stuck)
-		set_state(svc, SVC_STOPPED, "stopped after being stuck");
+		set_state(svc, SW_SVC_STOPPED, "stopped after being stuck");
 	else if (svc->escalated)
-		set_state(svc, SVC_STOPPED, "killed after %u s grace", svc->grace_ms / 1000);
+		set_state(svc, SW_SVC_STOPPED, "killed after %u s grace", svc->grace_ms / 1000);
 	else
-		set_state(svc, SVC_STOPPED, "stopped");
+		set_state(svc, SW_SVC_STOPPED, "stopped");
 	svc->pid = svc->pgid = 0;
 	svc->starttime = 0;
 	if (svc->removing) {
@@ -485,7 +479,7 @@ static void on_kill_wait(uv_timer_t *t)
 	if (!pid_alive(svc->pid) && !group_alive(svc->pgid))
 		return;
 	svc->was_stuck = 1;
-	set_state(svc, SVC_STUCK, "stuck: survived SIGKILL (process group %d)", (int)svc->pgid);
+	set_state(svc, SW_SVC_STUCK, "stuck: survived SIGKILL (process group %d)", (int)svc->pgid);
 	uv_timer_start(&svc->group_poll, check_stopped, STUCK_POLL_MS, STUCK_POLL_MS);
 	notify(svc);
 }
@@ -499,12 +493,12 @@ static void abandon_stop(struct service *svc)
 	sw_warn("service %s: still running %u ms after SIGTERM; not killing it", svc->def.name,
 		svc->grace_ms);
 	if (svc->pid)
-		set_state(svc, SVC_RUNNING, "timed out after %g s waiting for exit",
+		set_state(svc, SW_SVC_RUNNING, "timed out after %g s waiting for exit",
 			  svc->grace_ms / 1000.0);
 	else
 		/* the main process went, but what it started did not: nothing is left to
 		 * watch for an exit, so it cannot be "running" */
-		set_state(svc, SVC_FAILED,
+		set_state(svc, SW_SVC_FAILED,
 			  "timed out after %g s waiting for exit (its main process exited, "
 			  "process group %d did not)",
 			  svc->grace_ms / 1000.0, (int)svc->pgid);
@@ -533,7 +527,7 @@ static void begin_stop(struct service *svc)
 {
 	uv_timer_stop(&svc->timer);
 	svc->escalated = 0;
-	set_state(svc, SVC_STOPPING, "SIGTERM sent to process group %d", (int)svc->pgid);
+	set_state(svc, SW_SVC_STOPPING, "SIGTERM sent to process group %d", (int)svc->pgid);
 	if (svc->pgid > 0) {
 		kill(-svc->pgid, SIGTERM);
 		/* A frozen process cannot act on SIGTERM until it runs again. */
@@ -548,8 +542,8 @@ void service_start(struct service *svc)
 {
 	svc->target_running = 1;
 	switch (svc->state) {
-	case SVC_STOPPED:
-	case SVC_FAILED:
+	case SW_SVC_STOPPED:
+	case SW_SVC_FAILED:
 		svc->ncrashes = 0;
 		svc->backoff_ms = 0;
 		spawn(svc);
@@ -568,7 +562,7 @@ void service_stop(struct service *svc)
 void service_stop_with(struct service *svc, int64_t grace_ms, int kill)
 {
 	/* A stop under way keeps its grace; one that may kill makes it one that may. */
-	if (svc->state != SVC_STOPPING && svc->state != SVC_STUCK) {
+	if (svc->state != SW_SVC_STOPPING && svc->state != SW_SVC_STUCK) {
 		svc->grace_ms = grace_ms < 0 ? svc->def.stop_timeout_ms : (unsigned)grace_ms;
 		svc->no_kill = !kill;
 	} else if (kill) {
@@ -576,17 +570,17 @@ void service_stop_with(struct service *svc, int64_t grace_ms, int kill)
 	}
 	svc->target_running = 0;
 	switch (svc->state) {
-	case SVC_FAILED: set_state(svc, SVC_STOPPED, "stopped"); break;
-	case SVC_STARTING:
+	case SW_SVC_FAILED: set_state(svc, SW_SVC_STOPPED, "stopped"); break;
+	case SW_SVC_STARTING:
 		if (!svc->pid && !svc->adopted) {
 			/* waiting to restart: nothing runs, so nothing to stop */
 			uv_timer_stop(&svc->timer);
-			set_state(svc, SVC_STOPPED, "stopped");
+			set_state(svc, SW_SVC_STOPPED, "stopped");
 			break;
 		}
 		begin_stop(svc);
 		break;
-	case SVC_RUNNING: begin_stop(svc); break;
+	case SW_SVC_RUNNING: begin_stop(svc); break;
 	default: break;
 	}
 	save_state(svc->sup);
@@ -595,13 +589,13 @@ void service_stop_with(struct service *svc, int64_t grace_ms, int kill)
 
 void service_restart(struct service *svc)
 {
-	if (svc->state == SVC_STARTING && !svc->pid && !svc->adopted) {
+	if (svc->state == SW_SVC_STARTING && !svc->pid && !svc->adopted) {
 		/* waiting to restart after a crash: restart now */
 		svc->target_running = 1;
 		spawn(svc);
 		return;
 	}
-	if (svc->state == SVC_RUNNING || svc->state == SVC_STARTING) {
+	if (svc->state == SW_SVC_RUNNING || svc->state == SW_SVC_STARTING) {
 		service_stop(svc);
 		svc->target_running = 1; /* check_stopped starts it again */
 		save_state(svc->sup);
@@ -682,10 +676,10 @@ static void service_free(struct service *svc)
 void supervisor_remove(struct supervisor *sup, struct service *svc)
 {
 	svc->removing = 1;
-	if (svc->state != SVC_STOPPED && svc->state != SVC_FAILED)
+	if (svc->state != SW_SVC_STOPPED && svc->state != SW_SVC_FAILED)
 		service_stop(svc);
 	/* nothing was running (or a restart wait was cancelled): forget it now */
-	if (svc->state == SVC_STOPPED || svc->state == SVC_FAILED)
+	if (svc->state == SW_SVC_STOPPED || svc->state == SW_SVC_FAILED)
 		service_free(svc);
 }
 
@@ -722,7 +716,7 @@ static void adopt(struct service *svc, json_t *rec)
 	svc->pgid = pgid;
 	svc->starttime = start;
 	svc->run_started_ms = sw_mono_ms();
-	set_state(svc, SVC_RUNNING, "running as pid %d, found again after an agent restart",
+	set_state(svc, SW_SVC_RUNNING, "running as pid %d, found again after an agent restart",
 		  (int)pid);
 }
 
@@ -787,7 +781,7 @@ struct service *supervisor_add(struct supervisor *sup, struct svc_def *def)
 		adopt(svc, rec);
 		json_object_del(sup->saved, svc->def.name);
 		/* an agent that died in the middle of a stop: finish it */
-		if (svc->state == SVC_RUNNING && !svc->target_running)
+		if (svc->state == SW_SVC_RUNNING && !svc->target_running)
 			begin_stop(svc);
 	}
 	save_state(sup);
@@ -934,14 +928,14 @@ void supervisor_free(struct supervisor *sup)
 json_t *service_json(const struct service *svc)
 {
 	json_t *j = json_pack("{ss ss ss ss sb si}", "name", svc->def.name, "role", svc->def.role,
-			      "state", svc_state_name(svc->state), "reason", svc->reason,
+			      "state", sw_svc_state_name(svc->state), "reason", svc->reason,
 			      "wants_running", svc->target_running, "pid", (int)svc->pid);
 
 	if (svc->have_exit) {
 		json_object_set_new(j, "last_exit_status", json_integer(svc->exit_status));
 		json_object_set_new(j, "last_exit_signal", json_integer(svc->exit_signal));
 	}
-	if (svc->state == SVC_FAILED) {
+	if (svc->state == SW_SVC_FAILED) {
 		char *tail = service_log_tail(svc, 10);
 		json_object_set_new(j, "log_tail", json_string(tail ? tail : ""));
 		free(tail);
@@ -968,7 +962,7 @@ const char *service_role(const struct service *svc)
 	return svc->def.role;
 }
 
-enum svc_state service_state(const struct service *svc)
+enum sw_svc_state service_state(const struct service *svc)
 {
 	return svc->state;
 }

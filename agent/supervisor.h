@@ -7,13 +7,14 @@
 #ifndef SUPERVISOR_H
 #define SUPERVISOR_H
 
+#include "proto.h"
+
 #include <jansson.h>
 #include <limits.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <uv.h>
 
-enum svc_state { SVC_STOPPED, SVC_STARTING, SVC_RUNNING, SVC_STOPPING, SVC_FAILED, SVC_STUCK };
 enum svc_restart { RESTART_ALWAYS, RESTART_ON_FAILURE, RESTART_NEVER };
 
 #define SVC_MAX_ARGS 32
@@ -70,14 +71,13 @@ void service_wait(struct service *svc, unsigned timeout_ms, svc_wait_fn fn, void
 json_t *service_json(const struct service *svc);
 const char *service_name(const struct service *svc);
 const char *service_role(const struct service *svc);
-enum svc_state service_state(const struct service *svc);
+enum sw_svc_state service_state(const struct service *svc);
 int service_wants_running(const struct service *svc);
 /* 1 while a service whose role went is being stopped, to be forgotten. */
 int service_removing(const struct service *svc);
 /* The last `lines` lines of the service's log (caller frees). */
 char *service_log_tail(const struct service *svc, unsigned lines);
 
-const char *svc_state_name(enum svc_state s);
 void svc_def_clear(struct svc_def *def);
 
 #endif

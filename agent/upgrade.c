@@ -65,7 +65,8 @@ struct op_item {
 	struct op *op;
 	char name[64];
 	char role[64];
-	char state[16];
+	enum sw_svc_state state;
+	int removed; /* its role went away while the operation ran */
 	char reason[200];
 	int wants_running;
 };
@@ -106,7 +107,7 @@ int64_t upgrade_disk_free(const char *dir)
 	struct statvfs vfs;
 
 	if (statvfs(dir, &vfs) < 0)
-		return -1;
+		return SW_EIO;
 	return (int64_t)vfs.f_bavail * (int64_t)vfs.f_frsize;
 }
 
@@ -202,7 +203,7 @@ static unsigned wait_ms(int64_t deadline_ms, unsigned otherwise)
 
 static int stopped(const struct op_item *it)
 {
-	return strcmp(it->state, "stopped") == 0 || strcmp(it->state, "removed") == 0;
+	return it->removed || it->state == SW_SVC_STOPPED;
 }
 
 static void op_reply(struct op *op)
@@ -238,10 +239,13 @@ static void op_reply(struct op *op)
 
 		for (size_t i = 0; i < op->n; i++)
 			json_array_append_new(
-			    list, json_pack("{ss ss ss ss sb}", "name", op->items[i].name, "role",
-					    op->items[i].role, "state", op->items[i].state,
-					    "reason", op->items[i].reason, "wants_running",
-					    op->items[i].wants_running));
+			    list,
+			    json_pack("{ss ss ss ss sb}", "name", op->items[i].name, "role",
+				      op->items[i].role, "state",
+				      op->items[i].removed ? "removed"
+							   : sw_svc_state_name(op->items[i].state),
+				      "reason", op->items[i].reason, "wants_running",
+				      op->items[i].wants_running));
 		body = json_pack("{so}", "services", list);
 	}
 	sw_http_reply_json(op->req, 200, body);
@@ -257,20 +261,20 @@ static void op_done_one(struct op *op)
 static void on_op_settled(struct service *svc, void *arg)
 {
 	struct op_item *it = arg;
-	enum svc_state st;
+	enum sw_svc_state st;
 
 	if (!svc) {
-		snprintf(it->state, sizeof(it->state), "removed");
+		it->removed = 1;
 		snprintf(it->reason, sizeof(it->reason), "the service's role was removed");
 		op_done_one(it->op);
 		return;
 	}
 	st = service_state(svc);
-	snprintf(it->state, sizeof(it->state), "%s", svc_state_name(st));
+	it->state = st;
 	it->wants_running = service_wants_running(svc);
 	json_t *j = service_json(svc);
 	const char *reason = json_string_value(json_object_get(j, "reason"));
-	if (st == SVC_STOPPING || st == SVC_STARTING)
+	if (st == SW_SVC_STOPPING || st == SW_SVC_STARTING)
 		snprintf(it->reason, sizeof(it->reason), "not settled by the deadline: %s",
 			 reason ? reason : "");
 	else
@@ -301,6 +305,7 @@ static void op_wait(struct op *op, struct service *svc, unsigned timeout_ms)
 
 	snprintf(it->name, sizeof(it->name), "%s", service_name(svc));
 	snprintf(it->role, sizeof(it->role), "%s", service_role(svc));
+	it->state = SW_SVC_UNKNOWN;
 	it->wants_running = service_wants_running(svc);
 	op->pending++;
 	service_wait(svc, timeout_ms, on_op_settled, it);

@@ -246,6 +246,35 @@ class Site:
              token, "--name", name], self.env)
         return adir
 
+    def ticket(self, adir, name):
+        """The user ticket an enrolled identity's agent issues to this process's user, as
+        siteward-run gets it: the agent runs just long enough to answer on agent.sock.
+        A client certificate's checkouts must carry one."""
+        agent = self.bench.start([prog("siteward-agent"), "--dir", adir], f"ticket-{name}.log")
+        sock = os.path.join(adir, "agent.sock")
+
+        def read():
+            if agent.poll() is not None:
+                raise RuntimeError("siteward-agent exited:\n" + tail(agent.log_path))
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.settimeout(5)
+                    s.connect(sock)
+                    data = b""
+                    while not data.endswith(b"\n"):
+                        chunk = s.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                return data.decode().strip()
+            except OSError:
+                return None
+
+        try:
+            return wait_for(read, 20, f"a user ticket from {name}'s agent")
+        finally:
+            self.bench.stop(agent)
+
     def systems(self):
         return json.loads(self.cli("--json", "systems"))["systems"]
 
@@ -364,7 +393,7 @@ def start_nginx(bench, cert, key, ca, answers, cpu):
     return p
 
 
-def https_json(port, method, path, cert, key, ca, body=None, timeout=5):
+def https_json(port, method, path, cert, key, ca, body=None, timeout=5, headers=None):
     """One mutual-TLS request to 127.0.0.1:port; returns (status, parsed JSON or None)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(ca)
@@ -373,8 +402,10 @@ def https_json(port, method, path, cert, key, ca, body=None, timeout=5):
     conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=timeout)
     try:
         data = json.dumps(body).encode() if body is not None else None
-        conn.request(method, path, body=data,
-                     headers={"Content-Type": "application/json"} if data else {})
+        h = dict(headers or {})
+        if data:
+            h["Content-Type"] = "application/json"
+        conn.request(method, path, body=data, headers=h)
         r = conn.getresponse()
         text = r.read()
         try:

@@ -39,6 +39,8 @@ enum phase { CHECKOUT, CHECKIN };
 
 struct identity {
 	char cert[PATH_MAX], key[PATH_MAX], ca[PATH_MAX];
+	char ticket[8192];	 /* a user ticket from DIR/ticket, "" when there is none */
+	struct curl_slist *hdrs; /* the shared headers and, with a ticket, its header */
 };
 
 struct stats;
@@ -170,6 +172,8 @@ static int parse_seconds(const char *s, const char *what, double *out)
 static int add_identity(struct opts *o, const char *dir)
 {
 	struct identity *ids, *id;
+	char path[PATH_MAX];
+	FILE *f;
 
 	ids = realloc(o->ids, (o->nids + 1) * sizeof(*ids));
 	if (!ids) {
@@ -187,6 +191,16 @@ static int add_identity(struct opts *o, const char *dir)
 	if (access(id->cert, R_OK) || access(id->key, R_OK)) {
 		fprintf(stderr, "hbload: %s: no readable agent.crt and agent.key\n", dir);
 		return -1;
+	}
+	/* a client certificate's checkouts carry the user ticket its agent issued */
+	id->ticket[0] = '\0';
+	id->hdrs = NULL;
+	if (snprintf(path, sizeof(path), "%s/ticket", dir) < (int)sizeof(path) &&
+	    (f = fopen(path, "re"))) {
+		if (!fgets(id->ticket, sizeof(id->ticket), f))
+			id->ticket[0] = '\0';
+		id->ticket[strcspn(id->ticket, "\r\n")] = '\0';
+		fclose(f);
 	}
 	o->nids++;
 	return 0;
@@ -611,7 +625,7 @@ static CURL *easy_new(const struct opts *o, const struct target *t, unsigned i,
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)o->connect_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)o->timeout_ms);
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, id->hdrs ? id->hdrs : hdrs);
 	if (o->meter) {
 		/* the URL and body change with each request: meter_prepare */
 		h->easy = e;
@@ -963,6 +977,21 @@ int main(int argc, char **argv)
 	}
 	hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
 	hdrs = curl_slist_append(hdrs, "Expect:");
+	for (unsigned i = 0; i < o.nids; i++) {
+		struct identity *id = &o.ids[i];
+		char line[sizeof(id->ticket) + 32];
+
+		if (!id->ticket[0])
+			continue;
+		snprintf(line, sizeof(line), "Siteward-Ticket: %s", id->ticket);
+		id->hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+		id->hdrs = curl_slist_append(id->hdrs, "Expect:");
+		id->hdrs = curl_slist_append(id->hdrs, line);
+		if (!id->hdrs) {
+			fprintf(stderr, "hbload: out of memory\n");
+			goto out;
+		}
+	}
 	multi = curl_multi_init();
 	hs = calloc(o.conns, sizeof(*hs));
 	if (!hdrs || !multi || !hs) {
@@ -1132,6 +1161,8 @@ out:
 	free(idle);
 	curl_multi_cleanup(multi);
 	curl_slist_free_all(hdrs);
+	for (unsigned i = 0; i < o.nids; i++)
+		curl_slist_free_all(o.ids[i].hdrs);
 	curl_global_cleanup();
 	free(st.lat_us);
 	free(st.checkout.v);

@@ -1,6 +1,7 @@
 /* siteward role add|remove NAME ROLE and siteward service status|start|stop|restart|logs. */
 #include "cli.h"
 
+#include "proto.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -58,7 +59,8 @@ static void print_service(const json_t *r)
 int cmd_service(struct cli *c, int argc, char **argv)
 {
 	char path[256];
-	const char *action, *state, *want = NULL;
+	const char *action, *state;
+	enum sw_svc_state want = SW_SVC_UNKNOWN;
 	json_t *reply, *req = NULL;
 	unsigned lines = 50;
 	int rc;
@@ -97,7 +99,7 @@ int cmd_service(struct cli *c, int argc, char **argv)
 		rc = client_call(c, "GET", path, NULL, &reply);
 	} else if (strcmp(action, "start") == 0 || strcmp(action, "stop") == 0 ||
 		   strcmp(action, "restart") == 0) {
-		want = strcmp(action, "stop") == 0 ? "stopped" : "running";
+		want = strcmp(action, "stop") == 0 ? SW_SVC_STOPPED : SW_SVC_RUNNING;
 		snprintf(path, sizeof(path), "/v1/systems/%s/services/%s/%s", argv[1], argv[2],
 			 action);
 		req = json_pack("{sf}", "timeout", c->timeout_ms / 1000.0);
@@ -117,9 +119,10 @@ int cmd_service(struct cli *c, int argc, char **argv)
 		print_service(reply);
 	state = json_string_value(json_object_get(reply, "state"));
 	/* A start or stop that did not end where it was meant to is a failure. */
-	rc = want && (!state || strcmp(state, want) != 0) ? 1 : 0;
+	rc = want != SW_SVC_UNKNOWN && sw_svc_state_parse(state) != want ? 1 : 0;
 	if (rc)
-		cli_error("%s %s is %s, not %s", argv[1], argv[2], state ? state : "unknown", want);
+		cli_error("%s %s is %s, not %s", argv[1], argv[2], state ? state : "unknown",
+			  sw_svc_state_name(want));
 	json_decref(reply);
 	return rc;
 }

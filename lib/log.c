@@ -1,5 +1,7 @@
 #include "log.h"
 
+#include "error.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,7 +23,7 @@ int sw_log_level_parse(const char *name)
 	for (int i = 0; i < 4; i++)
 		if (strcmp(name, names[i]) == 0)
 			return i;
-	return -1;
+	return SW_EINVAL;
 }
 
 void sw_log(enum sw_log_level level, const char *fmt, ...)

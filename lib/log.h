@@ -6,7 +6,7 @@ enum sw_log_level { SW_LOG_DEBUG, SW_LOG_INFO, SW_LOG_WARN, SW_LOG_ERR };
 
 /* Names the program in every line and sets the lowest level printed. */
 void sw_log_init(const char *program, enum sw_log_level level);
-/* Parses "debug", "info", "warn" or "error"; returns -1 for anything else. */
+/* Parses "debug", "info", "warn" or "error"; SW_EINVAL for anything else. */
 int sw_log_level_parse(const char *name);
 
 void sw_log(enum sw_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -143,6 +143,6 @@ int sw_version_match(const char *pattern, const char *version)
 	if (!pattern || !pattern[0])
 		return 0;
 	if (!version || !version[0])
-		return -1;
+		return -1; /* lint: allow return-minus: a score, -1 is "no match" */
 	return fnmatch(pattern, version, 0) == 0 ? 1 + (int)strlen(pattern) : -1;
 }

@@ -151,14 +151,20 @@ int sw_proto_roles_check(const json_t *roles, char *err, size_t errlen)
 	return 0;
 }
 
-static int state_known(const char *s)
-{
-	static const char *const states[] = {SW_SERVICE_STATES};
+static const char *const svc_state_names[] = {"stopped", "starting", "running", "stopping",
+					      "failed",	 "stuck",    "unknown"};
 
-	for (size_t i = 0; i < SW_ARRAY_LEN(states); i++)
-		if (strcmp(s, states[i]) == 0)
-			return 1;
-	return 0;
+enum sw_svc_state sw_svc_state_parse(const char *name)
+{
+	for (int i = 0; name && i < SW_SVC_UNKNOWN; i++)
+		if (strcmp(name, svc_state_names[i]) == 0)
+			return (enum sw_svc_state)i;
+	return SW_SVC_UNKNOWN;
+}
+
+const char *sw_svc_state_name(enum sw_svc_state s)
+{
+	return s >= SW_SVC_STOPPED && s <= SW_SVC_UNKNOWN ? svc_state_names[s] : "unknown";
 }
 
 json_t *sw_proto_service_parse(const json_t *v, char *err, size_t errlen)
@@ -180,7 +186,7 @@ json_t *sw_proto_service_parse(const json_t *v, char *err, size_t errlen)
 	    sw_json_int(v, "last_exit_status", -1, 255, 0, &status, err, errlen) ||
 	    sw_json_int(v, "last_exit_signal", 0, 128, 0, &sig, err, errlen))
 		return NULL;
-	if (!sw_name_valid(name) || !state_known(state)) {
+	if (!sw_name_valid(name) || sw_svc_state_parse(state) == SW_SVC_UNKNOWN) {
 		sw_seterr(err, errlen, "service '%.63s' has a bad name or state", name);
 		return NULL;
 	}

@@ -49,8 +49,21 @@ int sw_proto_role_known(const char *role);
 /* Checks an array of role names: known, no repeats, at most 32. */
 int sw_proto_roles_check(const json_t *roles, char *err, size_t errlen);
 
-/* Service states as agents report them. */
-#define SW_SERVICE_STATES "stopped", "starting", "running", "stopping", "failed", "stuck"
+/* A service's state as agents report it; read from the wire once, with
+ * sw_svc_state_parse(), and compared as the enum everywhere else. */
+enum sw_svc_state {
+	SW_SVC_STOPPED,
+	SW_SVC_STARTING,
+	SW_SVC_RUNNING,
+	SW_SVC_STOPPING,
+	SW_SVC_FAILED,
+	SW_SVC_STUCK,
+	SW_SVC_UNKNOWN, /* not a state, or none given */
+};
+/* The state a name gives; SW_SVC_UNKNOWN for NULL or any other string. */
+enum sw_svc_state sw_svc_state_parse(const char *name);
+/* The name of a state ("stopped", ...; "unknown" for SW_SVC_UNKNOWN). */
+const char *sw_svc_state_name(enum sw_svc_state s);
 int sw_proto_heartbeat_parse(const json_t *j, struct sw_heartbeat *out, char *err, size_t errlen);
 /* A checked copy of one service's state as an agent reports it (in a heartbeat, or in
  * its answer to a service command or a change of roles), holding only known fields;

@@ -604,7 +604,7 @@ int sw_fds_open(void)
 	int n = 0;
 
 	if (!d)
-		return -1;
+		return SW_EIO;
 	while ((e = readdir(d)))
 		if (e->d_name[0] != '.')
 			n++;

@@ -73,7 +73,7 @@ int sw_nofile_raise(struct sw_nofile *nf);
 /* "open-file limit 524288 (raised from 1024; the hard limit)" and the like, for a log
  * line. */
 void sw_nofile_describe(const struct sw_nofile *nf, char *out, size_t outlen);
-/* How many descriptors the process has open now (from /proc/self/fd), or -1. */
+/* How many descriptors the process has open now (from /proc/self/fd), or SW_EIO. */
 int sw_fds_open(void);
 
 /* A name for a system or an admin: 1..63 of [A-Za-z0-9._-], not starting with '.' or '-'. */

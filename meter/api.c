@@ -184,10 +184,10 @@ static int checkout_user(struct meter *m, struct sw_http_req *req, struct checko
 	if (strcmp(id->role, SW_PKI_ROLE_CLIENT) != 0)
 		return 0;
 	if (!text) {
-		snprintf(err, errlen,
-			 "no user ticket: siteward-run asks the machine's siteward-agent for one; "
-			 "is the agent on %s running and of this version?",
-			 id->cn);
+		sw_seterr(err, errlen,
+			  "no user ticket: siteward-run asks the machine's siteward-agent for one; "
+			  "is the agent on %s running and of this version?",
+			  id->cn);
 		return SW_EDENIED;
 	}
 	if (!m->tickets_ca && sw_pki_verifier_new(m->ca_pem, &m->tickets_ca, why, sizeof(why))) {

@@ -91,8 +91,8 @@ static int configure(struct meter *m, const char *dir, char *err, size_t errlen)
 	}
 	snprintf(m->server, sizeof(m->server), "%s", server);
 	if ((rc = sw_conf_meter_listen(conf, m->listen, sizeof(m->listen)))) {
-		snprintf(err, errlen,
-			 "%s: [agent] listen gives no port above it; set [meter] listen", path);
+		sw_seterr(err, errlen,
+			  "%s: [agent] listen gives no port above it; set [meter] listen", path);
 		goto out;
 	}
 	sw_path_join(m->ca_file, sizeof(m->ca_file), m->dir, "ca.crt");

@@ -92,8 +92,8 @@ int sync_revoked(struct meter *m, const char *body, size_t len, char *err, size_
 		/* as the configuration's list is checked (lease.c) */
 		if (!s || sl == 0 || sl > 40 || sl != json_string_length(v) ||
 		    strspn(s, "0123456789abcdef") != sl) {
-			snprintf(err, errlen,
-				 "revoked[%zu] must be a certificate serial in lowercase hex", i);
+			sw_seterr(err, errlen,
+				  "revoked[%zu] must be a certificate serial in lowercase hex", i);
 			rc = SW_EINVAL;
 			goto out;
 		}

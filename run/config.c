@@ -124,8 +124,9 @@ int config_load(struct run_config *c, const char *dir, char *err, size_t errlen)
 	}
 	if ((rc = sw_conf_load(path, &conf, err, errlen))) {
 		if (rc == SW_ENOTFOUND)
-			snprintf(err, errlen,
-				 "%s has no agent.conf; is it an enrolled agent's folder?", c->dir);
+			sw_seterr(err, errlen,
+				  "%s has no agent.conf; is it an enrolled agent's folder?",
+				  c->dir);
 		goto out;
 	}
 	v = sw_conf_get(conf, "agent", "name", NULL);

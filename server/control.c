@@ -124,7 +124,7 @@ int control_push_roles(struct server *s, struct system *sys, struct sw_http_req 
 	struct call *c = calloc(1, sizeof(*c));
 
 	if (!c)
-		return -1;
+		return SW_ENOMEM;
 	c->s = s;
 	c->req = req;
 	c->add = add;
@@ -191,7 +191,7 @@ int control_service(struct server *s, struct system *sys, struct sw_http_req *re
 	    timeout_ms > 2 * AGENT_MARGIN_MS ? timeout_ms - AGENT_MARGIN_MS : timeout_ms / 2;
 
 	if (!c)
-		return -1;
+		return SW_ENOMEM;
 	c->s = s;
 	c->req = req;
 	snprintf(c->system, sizeof(c->system), "%s", sys->name);
@@ -257,7 +257,7 @@ int control_start(struct server *s, char *err, size_t errlen)
 					.peer_role = SW_PKI_ROLE_AGENT "|" SW_PKI_ROLE_METER};
 	if (sw_http_client_new(s->loop, &o, &s->agents)) {
 		sw_seterr(err, errlen, "cannot create the client for agent calls");
-		return -1;
+		return SW_ETLS;
 	}
 	return 0;
 }

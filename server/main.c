@@ -81,8 +81,8 @@ static int server_configure(struct server *s, const char *dir, int check_only, c
 	int lv, rc;
 
 	if (!realpath(dir, s->dir)) {
-		snprintf(err, errlen,
-			 "%s: no such site folder (create one with siteward-server init)", dir);
+		sw_seterr(err, errlen,
+			  "%s: no such site folder (create one with siteward-server init)", dir);
 		return SW_ENOTFOUND;
 	}
 	sw_path_join(path, sizeof(path), s->dir, "siteward.conf");
@@ -146,10 +146,10 @@ static int server_configure(struct server *s, const char *dir, int check_only, c
 		if ((rc = sw_db_schema_version(s->db, &version, err, errlen)))
 			return rc;
 		if (version > sw_migrations_count) {
-			snprintf(err, errlen,
-				 "database schema %d is newer than this program (%d); upgrade "
-				 "siteward",
-				 version, sw_migrations_count);
+			sw_seterr(err, errlen,
+				  "database schema %d is newer than this program (%d); upgrade "
+				  "siteward",
+				  version, sw_migrations_count);
 			return SW_EINVAL;
 		}
 		if (version < sw_migrations_count) {

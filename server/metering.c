@@ -2,6 +2,7 @@
  * Software metering on the site server: the product table, each metering server's
  * share of the licenses, usage ingestion and the usage report.
  */
+#include "proto.h"
 #include "server.h"
 #include "share.h"
 #include "usagerec.h"
@@ -170,8 +171,8 @@ static int product_update(struct product *p, const json_t *j, int creating, char
 	if (version &&
 	    strspn(version, "0123456789abcdefghijklmnopqrstuvwxyz"
 			    "ABCDEFGHIJKLMNOPQRSTUVWXYZ.+~:_-*?[]!") != strlen(version)) {
-		snprintf(err, errlen,
-			 "version must be a pattern of a package version, like 9.* or 2.1-*");
+		sw_seterr(err, errlen,
+			  "version must be a pattern of a package version, like 9.* or 2.1-*");
 		return SW_EINVAL;
 	}
 	if (build_id && *build_id && !hex_valid(build_id)) {
@@ -228,10 +229,10 @@ static int product_store(struct sw_db *db, const struct product *p, int creating
 	if (rc)
 		return rc;
 	if (other[0]) {
-		snprintf(err, errlen,
-			 "product %s already meters that executable or build ID%s%s; give this "
-			 "one another --version pattern",
-			 other, p->version[0] ? " at version " : " for every version", p->version);
+		sw_seterr(err, errlen,
+			  "product %s already meters that executable or build ID%s%s; give this "
+			  "one another --version pattern",
+			  other, p->version[0] ? " at version " : " for every version", p->version);
 		return SW_EEXIST;
 	}
 	struct sw_db_val v[] = {SW_DB_TEXT(p->exe),	   SW_DB_TEXT(p->version),
@@ -590,10 +591,11 @@ static void collect_meters(const char *key, void *value, void *arg)
 	json_array_foreach(sys->services, i, svc)
 	{
 		const char *name = json_string_value(json_object_get(svc, "name"));
-		const char *state = json_string_value(json_object_get(svc, "state"));
+		enum sw_svc_state st =
+		    sw_svc_state_parse(json_string_value(json_object_get(svc, "state")));
 
-		if (name && state && strcmp(name, "meter") == 0 && strcmp(state, "stopped") != 0 &&
-		    strcmp(state, "failed") != 0) {
+		if (name && strcmp(name, "meter") == 0 && st != SW_SVC_UNKNOWN &&
+		    st != SW_SVC_STOPPED && st != SW_SVC_FAILED) {
 			json_array_append_new(m->former, json_string(sys->name));
 			return;
 		}
@@ -686,9 +688,10 @@ static int meter_live(struct server *s, const char *name, int64_t now)
 	json_array_foreach(sys->services, i, svc)
 	{
 		const char *role = json_string_value(json_object_get(svc, "role"));
-		const char *state = json_string_value(json_object_get(svc, "state"));
-		if (role && strcmp(role, "software-metering") == 0 && state &&
-		    strcmp(state, "running") != 0 && strcmp(state, "starting") != 0)
+		enum sw_svc_state st =
+		    sw_svc_state_parse(json_string_value(json_object_get(svc, "state")));
+		if (role && strcmp(role, "software-metering") == 0 && st != SW_SVC_UNKNOWN &&
+		    st != SW_SVC_RUNNING && st != SW_SVC_STARTING)
 			return 0;
 	}
 	return 1;

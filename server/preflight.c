@@ -9,6 +9,7 @@
 #include "install.h"
 #include "json.h"
 #include "log.h"
+#include "proto.h"
 #include "util.h"
 
 #include <inttypes.h>
@@ -184,7 +185,8 @@ static void on_probe(const struct sw_http_result *res, void *arg)
 		json_array_foreach(json_object_get(reply, "services"), i, svc)
 		{
 			const char *st = json_string_value(json_object_get(svc, "state"));
-			if (st && strcmp(st, "running") != 0 && strcmp(st, "stopped") != 0)
+			enum sw_svc_state state = sw_svc_state_parse(st);
+			if (st && state != SW_SVC_RUNNING && state != SW_SVC_STOPPED)
 				issue(issues, "warning", "service %s is %s",
 				      json_string_value(json_object_get(svc, "name")), st);
 		}

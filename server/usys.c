@@ -25,6 +25,7 @@
 #include "upgrade.h"
 
 #include "log.h"
+#include "proto.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -252,7 +253,7 @@ int usys_services_running(const json_t *services, const json_t *except, char *wh
 		/* one the administrator stopped before the upgrade stays stopped */
 		if (json_is_false(json_object_get(svc, "wants_running")))
 			continue;
-		if (!state || strcmp(state, "running") != 0) {
+		if (sw_svc_state_parse(state) != SW_SVC_RUNNING) {
 			snprintf(why, len, "%s is %s%s%s",
 				 json_string_value(json_object_get(svc, "name")),
 				 state ? state : "unknown", reason && *reason ? ": " : "",
