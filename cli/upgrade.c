@@ -5,6 +5,7 @@
  */
 #include "cli.h"
 
+#include "proto.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -237,18 +238,20 @@ static void print_report(const json_t *run)
 
 static int exit_status(const json_t *run)
 {
-	const char *state = str(run, "state");
+	enum sw_run_state state = sw_run_state_parse(str(run, "state"));
 
-	if (strcmp(state, "done") == 0 || strcmp(state, "rolled-back") == 0)
+	if (state == SW_RUN_DONE || state == SW_RUN_ROLLED_BACK)
 		return 0;
-	if (strcmp(state, "deferred") == 0)
+	if (state == SW_RUN_DEFERRED)
 		return EXIT_DEFERRED;
 	return EXIT_FAILED;
 }
 
 static int following(const char *state)
 {
-	return strcmp(state, "running") == 0 || strcmp(state, "rolling-back") == 0;
+	enum sw_run_state st = sw_run_state_parse(state);
+
+	return st == SW_RUN_RUNNING || st == SW_RUN_ROLLING_BACK;
 }
 
 /* Prints what changed since `last` (plain lines), or one live line in a terminal. */
@@ -266,8 +269,8 @@ static void progress(const json_t *run, json_t *last, int live)
 
 		json_array_foreach(json_object_get(run, "systems"), i, y)
 		{
-			const char *st = str(y, "state");
-			if ((strcmp(st, "pending") == 0 || strcmp(st, "active") == 0) &&
+			enum sw_sys_state st = sw_sys_state_parse(str(y, "state"));
+			if ((st == SW_SYS_PENDING || st == SW_SYS_ACTIVE) &&
 			    (long long)i / (parallel > 0 ? parallel : 1) + 1 < wave) {
 				wave = (long long)i / (parallel > 0 ? parallel : 1) + 1;
 				break;
@@ -298,9 +301,10 @@ static void progress(const json_t *run, json_t *last, int live)
 		if (strcmp(was, now) == 0)
 			continue;
 		json_object_set_new(last, name, json_string(now));
-		if (strcmp(str(y, "state"), "active") == 0)
+		enum sw_sys_state st = sw_sys_state_parse(str(y, "state"));
+		if (st == SW_SYS_ACTIVE)
 			fprintf(stderr, "upgrade: %s: %s\n", name, str(y, "step"));
-		else if (strcmp(str(y, "state"), "pending") != 0)
+		else if (st != SW_SYS_PENDING)
 			fprintf(stderr, "upgrade: %s: %s%s%s\n", name, str(y, "state"),
 				*str(y, "reason") ? ": " : "", str(y, "reason"));
 	}
@@ -364,7 +368,7 @@ static int follow(struct cli *c, json_t *run)
 		print_json(run);
 	else
 		print_report(run);
-	if (strcmp(str(run, "state"), "interrupted") == 0 && !c->json)
+	if (sw_run_state_parse(str(run, "state")) == SW_RUN_INTERRUPTED && !c->json)
 		fprintf(stderr, "siteward: the upgrade was interrupted; `siteward upgrade resume` "
 				"continues it\n");
 	rc = exit_status(run);

@@ -151,20 +151,57 @@ int sw_proto_roles_check(const json_t *roles, char *err, size_t errlen)
 	return 0;
 }
 
+/* Each state enum's names, in its order, the last one "unknown": the one table that
+ * turns a state into words and back. */
 static const char *const svc_state_names[] = {"stopped", "starting", "running", "stopping",
 					      "failed",	 "stuck",    "unknown"};
+static const char *const run_state_names[] = {"running",  "rolling-back", "interrupted", "done",
+					      "deferred", "failed",	  "rolled-back", "unknown"};
+static const char *const sys_state_names[] = {"pending",     "active",	"upgraded",
+					      "deferred",    "failed",	"unchanged",
+					      "rolled-back", "removed", "unknown"};
+
+_Static_assert(SW_ARRAY_LEN(svc_state_names) == SW_SVC_UNKNOWN + 1, "a name for each state");
+_Static_assert(SW_ARRAY_LEN(run_state_names) == SW_RUN_UNKNOWN + 1, "a name for each state");
+_Static_assert(SW_ARRAY_LEN(sys_state_names) == SW_SYS_UNKNOWN + 1, "a name for each state");
+
+/* The index of `name` in `names` (n of them, the last "unknown"); the last if none. */
+static int state_index(const char *const *names, int n, const char *name)
+{
+	for (int i = 0; name && i < n - 1; i++)
+		if (strcmp(name, names[i]) == 0)
+			return i;
+	return n - 1;
+}
 
 enum sw_svc_state sw_svc_state_parse(const char *name)
 {
-	for (int i = 0; name && i < SW_SVC_UNKNOWN; i++)
-		if (strcmp(name, svc_state_names[i]) == 0)
-			return (enum sw_svc_state)i;
-	return SW_SVC_UNKNOWN;
+	return (enum sw_svc_state)state_index(svc_state_names, SW_ARRAY_LEN(svc_state_names), name);
 }
 
 const char *sw_svc_state_name(enum sw_svc_state s)
 {
 	return s >= SW_SVC_STOPPED && s <= SW_SVC_UNKNOWN ? svc_state_names[s] : "unknown";
+}
+
+enum sw_run_state sw_run_state_parse(const char *name)
+{
+	return (enum sw_run_state)state_index(run_state_names, SW_ARRAY_LEN(run_state_names), name);
+}
+
+const char *sw_run_state_name(enum sw_run_state s)
+{
+	return s >= SW_RUN_RUNNING && s <= SW_RUN_UNKNOWN ? run_state_names[s] : "unknown";
+}
+
+enum sw_sys_state sw_sys_state_parse(const char *name)
+{
+	return (enum sw_sys_state)state_index(sys_state_names, SW_ARRAY_LEN(sys_state_names), name);
+}
+
+const char *sw_sys_state_name(enum sw_sys_state s)
+{
+	return s >= SW_SYS_PENDING && s <= SW_SYS_UNKNOWN ? sys_state_names[s] : "unknown";
 }
 
 json_t *sw_proto_service_parse(const json_t *v, char *err, size_t errlen)

@@ -64,6 +64,35 @@ enum sw_svc_state {
 enum sw_svc_state sw_svc_state_parse(const char *name);
 /* The name of a state ("stopped", ...; "unknown" for SW_SVC_UNKNOWN). */
 const char *sw_svc_state_name(enum sw_svc_state s);
+
+/* An upgrade run's state, as the server keeps it and the API reports it. */
+enum sw_run_state {
+	SW_RUN_RUNNING,
+	SW_RUN_ROLLING_BACK,
+	SW_RUN_INTERRUPTED, /* the server stopped in the middle; resume continues it */
+	SW_RUN_DONE,
+	SW_RUN_DEFERRED, /* finished; some systems are upgraded when they come back */
+	SW_RUN_FAILED,
+	SW_RUN_ROLLED_BACK,
+	SW_RUN_UNKNOWN,
+};
+enum sw_run_state sw_run_state_parse(const char *name);
+const char *sw_run_state_name(enum sw_run_state s);
+
+/* A system's outcome in an upgrade run. */
+enum sw_sys_state {
+	SW_SYS_PENDING,
+	SW_SYS_ACTIVE,
+	SW_SYS_UPGRADED,
+	SW_SYS_DEFERRED,
+	SW_SYS_FAILED,
+	SW_SYS_UNCHANGED,
+	SW_SYS_ROLLED_BACK,
+	SW_SYS_REMOVED, /* removed from the site during the run */
+	SW_SYS_UNKNOWN,
+};
+enum sw_sys_state sw_sys_state_parse(const char *name);
+const char *sw_sys_state_name(enum sw_sys_state s);
 int sw_proto_heartbeat_parse(const json_t *j, struct sw_heartbeat *out, char *err, size_t errlen);
 /* A checked copy of one service's state as an agent reports it (in a heartbeat, or in
  * its answer to a service command or a change of roles), holding only known fields;

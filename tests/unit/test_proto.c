@@ -246,6 +246,27 @@ static void test_util(void **state)
 	assert_false(sw_consttime_eq("abc", "ab"));
 }
 
+/* Every state's name reads back as that state; anything else, and NULL, is unknown. */
+static void test_states(void **state)
+{
+	(void)state;
+	for (int i = SW_SVC_STOPPED; i < SW_SVC_UNKNOWN; i++)
+		assert_int_equal(sw_svc_state_parse(sw_svc_state_name((enum sw_svc_state)i)), i);
+	for (int i = SW_RUN_RUNNING; i < SW_RUN_UNKNOWN; i++)
+		assert_int_equal(sw_run_state_parse(sw_run_state_name((enum sw_run_state)i)), i);
+	for (int i = SW_SYS_PENDING; i < SW_SYS_UNKNOWN; i++)
+		assert_int_equal(sw_sys_state_parse(sw_sys_state_name((enum sw_sys_state)i)), i);
+	assert_string_equal(sw_svc_state_name(SW_SVC_RUNNING), "running");
+	assert_string_equal(sw_run_state_name(SW_RUN_ROLLED_BACK), "rolled-back");
+	assert_string_equal(sw_sys_state_name(SW_SYS_REMOVED), "removed");
+	assert_int_equal(sw_svc_state_parse("Running"), SW_SVC_UNKNOWN);
+	assert_int_equal(sw_svc_state_parse("unknown"), SW_SVC_UNKNOWN);
+	assert_int_equal(sw_svc_state_parse(NULL), SW_SVC_UNKNOWN);
+	assert_int_equal(sw_run_state_parse("pending"), SW_RUN_UNKNOWN);
+	assert_int_equal(sw_sys_state_parse(""), SW_SYS_UNKNOWN);
+	assert_string_equal(sw_svc_state_name((enum sw_svc_state)99), "unknown");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -257,6 +278,7 @@ int main(void)
 	    cmocka_unit_test(test_upgrade_requests),
 	    cmocka_unit_test(test_json_object_only),
 	    cmocka_unit_test(test_util),
+	    cmocka_unit_test(test_states),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
