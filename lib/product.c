@@ -17,7 +17,7 @@ void sw_product_init(struct sw_product *p)
 	p->allotment = -1;
 }
 
-static int exe_valid(const char *exe)
+int sw_product_exe_valid(const char *exe)
 {
 	return *exe && strlen(exe) <= SW_PRODUCT_EXE_MAX && !strchr(exe, '/') &&
 	       strcmp(exe, ".") != 0 && strcmp(exe, "..") != 0;
@@ -76,7 +76,7 @@ int sw_product_validate(struct sw_product *p, char *err, size_t errlen)
 		sw_seterr(err, errlen, "product name must be 1-63 letters, digits, '.', '_', '-'");
 		return SW_EINVAL;
 	}
-	if (!exe_valid(p->exe)) {
+	if (!sw_product_exe_valid(p->exe)) {
 		sw_seterr(err, errlen, "exe must be a file name, not a path");
 		return SW_EINVAL;
 	}
@@ -109,14 +109,14 @@ int sw_product_validate(struct sw_product *p, char *err, size_t errlen)
 	return 0;
 }
 
-int sw_product_names_parse(const json_t *arr, const char *what, char *out, size_t len,
-			   char *err, size_t errlen)
+int sw_product_names_parse(const json_t *arr, const char *what, char *out, size_t len, char *err,
+			   size_t errlen)
 {
 	const json_t *v;
 	size_t i, used = 0;
 
 	out[0] = '\0';
-	if (!arr || json_is_null(arr))
+	if (!arr)
 		return 0;
 	if (!json_is_array(arr) || json_array_size(arr) > SW_PRODUCT_NAMES_MAX) {
 		sw_seterr(err, errlen, "%s must be a list of at most %d names", what,
@@ -130,7 +130,8 @@ int sw_product_names_parse(const json_t *arr, const char *what, char *out, size_
 		if (!name || strlen(name) != json_string_length(v) || !sw_name_valid(name) ||
 		    used + strlen(name) + 2 > len) {
 			out[0] = '\0';
-			sw_seterr(err, errlen, "%s: '%.63s' is not a name", what, name ? name : "?");
+			sw_seterr(err, errlen, "%s: '%.63s' is not a name", what,
+				  name ? name : "?");
 			return SW_EINVAL;
 		}
 		used += (size_t)snprintf(out + used, len - used, "%s%s", used ? "," : "", name);
@@ -165,8 +166,8 @@ int sw_product_parse(const json_t *j, struct sw_product *p, char *err, size_t er
 	if ((rc = copy_str(j, "name", SW_PRODUCT_NAME_MAX, 1, p->name, err, errlen)))
 		return rc;
 	if ((rc = copy_str(j, "exe", SW_PRODUCT_EXE_MAX, 1, p->exe, why, sizeof(why))) ||
-	    (rc = copy_str(j, "version", SW_PRODUCT_VERSION_MAX, 0, p->version, why,
-			   sizeof(why))) ||
+	    (rc =
+		 copy_str(j, "version", SW_PRODUCT_VERSION_MAX, 0, p->version, why, sizeof(why))) ||
 	    (rc = copy_str(j, "build_id", SW_PRODUCT_BUILD_ID_MAX, 0, p->build_id, why,
 			   sizeof(why))) ||
 	    (rc = copy_str(j, "hours", SW_PRODUCT_HOURS_MAX, 0, p->hours, why, sizeof(why))) ||
@@ -242,10 +243,9 @@ static json_t *list_json(const char *list)
 json_t *sw_product_json(const struct sw_product *p)
 {
 	json_t *j = json_pack("{ss ss ss sI sb ss ss so so}", "name", p->name, "exe", p->exe,
-			      "version", p->version, "licenses", (json_int_t)p->licenses,
-			      "enforce", p->enforce, "build_id", p->build_id, "hours", p->hours,
-			      "deny_users", list_json(p->deny_users), "deny_hosts",
-			      list_json(p->deny_hosts));
+			      "version", p->version, "licenses", (json_int_t)p->licenses, "enforce",
+			      p->enforce, "build_id", p->build_id, "hours", p->hours, "deny_users",
+			      list_json(p->deny_users), "deny_hosts", list_json(p->deny_hosts));
 
 	if (j && p->allotment >= 0 &&
 	    json_object_set_new(j, "allotment", json_integer(p->allotment))) {
@@ -284,7 +284,8 @@ const struct sw_product *sw_product_match(const struct sw_product *const *v, siz
 			continue;
 		}
 		fit = sw_version_match(p->version, prog->version);
-		if (fit > best_fit || (fit == best_fit && fit >= 0 && strcmp(p->name, best->name) < 0)) {
+		if (fit > best_fit ||
+		    (fit == best_fit && fit >= 0 && strcmp(p->name, best->name) < 0)) {
 			best = p;
 			best_fit = fit;
 		}

@@ -26,12 +26,12 @@
 
 struct sw_product {
 	char name[SW_PRODUCT_NAME_MAX + 1];
-	char exe[SW_PRODUCT_EXE_MAX + 1];	   /* file name, no path */
-	char version[SW_PRODUCT_VERSION_MAX + 1];  /* glob over package versions; "" any */
+	char exe[SW_PRODUCT_EXE_MAX + 1];	    /* file name, no path */
+	char version[SW_PRODUCT_VERSION_MAX + 1];   /* glob over package versions; "" any */
 	char build_id[SW_PRODUCT_BUILD_ID_MAX + 1]; /* lowercase hex; "" not known by one */
-	char hours[SW_PRODUCT_HOURS_MAX + 1];	   /* "HH:MM-HH:MM" as given; "" any time */
-	int hours_from, hours_to;		   /* minutes after midnight; -1: any time */
-	char deny_users[SW_PRODUCT_LIST_LEN];	   /* "a,b": names, comma-separated */
+	char hours[SW_PRODUCT_HOURS_MAX + 1];	    /* "HH:MM-HH:MM" as given; "" any time */
+	int hours_from, hours_to;		    /* minutes after midnight; -1: any time */
+	char deny_users[SW_PRODUCT_LIST_LEN];	    /* "a,b": names, comma-separated */
 	char deny_hosts[SW_PRODUCT_LIST_LEN];
 	int64_t licenses;  /* the site's count */
 	int64_t allotment; /* one license server's share; -1 where none was given */
@@ -49,6 +49,9 @@ struct sw_program {
 #define SW_PRODUCT_NEED_BUILD_ID 1u
 #define SW_PRODUCT_NEED_VERSION	 2u
 
+/* 1 if `exe` can be a program's file name: not empty, no path, not "." or "..". */
+int sw_product_exe_valid(const char *exe);
+
 /* An empty product: no pattern, no policy, no allotment. */
 void sw_product_init(struct sw_product *p);
 
@@ -64,8 +67,8 @@ int sw_product_validate(struct sw_product *p, char *err, size_t errlen);
 
 /* Reads a JSON list of names (an absent one is empty) into the "a,b" form of a deny
  * list, each a name as sw_name_valid() has it. 0, or SW_EINVAL. */
-int sw_product_names_parse(const json_t *arr, const char *what, char *out, size_t len,
-			   char *err, size_t errlen);
+int sw_product_names_parse(const json_t *arr, const char *what, char *out, size_t len, char *err,
+			   size_t errlen);
 
 /* 1 if `name` is in the deny list `list` ("a,b"), 0 if not. */
 int sw_product_list_has(const char *list, const char *name);
