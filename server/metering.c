@@ -82,6 +82,8 @@ static int products_load(struct sw_db *db, struct products *ps, char *err, size_
 	memset(ps, 0, sizeof(*ps));
 	rc = sw_db_exec(db, "SELECT " PRODUCT_COLUMNS " FROM products ORDER BY name", NULL, 0,
 			product_row, ps, NULL, err, errlen);
+	if (rc == SW_ENOMEM)
+		sw_seterr(err, errlen, "out of memory reading the products");
 	if (rc)
 		products_free(ps);
 	return rc;
