@@ -88,6 +88,17 @@ struct passive *passive_start(struct agent *a, unsigned interval_ms);
 void passive_stop(struct passive *p);
 /* The server's products_version from a heartbeat reply: a change means a new fetch. */
 void passive_products_version(struct passive *p, const json_t *version);
+/* How passive metering reads what a process is, only when a product would need it. */
+struct passive_lookup {
+	const char *(*build_id)(void *arg); /* "" for none */
+	const char *(*version)(void *arg);  /* its package's, "" for none */
+	void *arg;
+};
+struct sw_product;
+/* The product a program runs as, as a license server would choose it (NULL for none or
+ * for a program in `excluded`, a JSON list of file names). */
+const char *passive_product_for(const struct sw_product *const *v, size_t n, const json_t *excluded,
+				const char *exe, const struct passive_lookup *look);
 
 /* usage.c */
 void usage_upload(struct agent *a);

@@ -17,6 +17,7 @@
 #include "json.h"
 #include "log.h"
 #include "procev.h"
+#include "product.h"
 #include "progver.h"
 #include "util.h"
 
@@ -44,7 +45,9 @@ struct seen {
 struct passive {
 	struct agent *a;
 	uv_timer_t timer;
-	json_t *products;	     /* array of {name, exe} */
+	json_t *products;	  /* the table as last fetched, to tell a change */
+	struct sw_product **prod; /* the same, read */
+	size_t nprod;
 	json_t *excluded;	     /* executables never metered passively */
 	struct sw_strmap *build_ids; /* executable path -> its build ID ("" for none) */
 	struct sw_strmap *versions;  /* executable file -> its package's version ("" for none) */
@@ -206,42 +209,62 @@ static const char *version_of(struct passive *p, pid_t pid)
 	return cached;
 }
 
-/* The product a process is, as a license server would choose it: by file name or
- * build ID, then by the most specific version pattern that fits. */
+const char *passive_product_for(const struct sw_product *const *v, size_t n, const json_t *excluded,
+				const char *exe, const struct passive_lookup *look)
+{
+	struct sw_program prog = {exe, NULL, NULL};
+	const struct sw_product *d;
+	unsigned need;
+	const json_t *x;
+	size_t i;
+
+	json_array_foreach(excluded, i, x)
+	{
+		const char *e = json_string_value(x);
+
+		if (e && strcmp(e, exe) == 0)
+			return NULL;
+	}
+	/* a build ID or a version is read only when it would decide: the version costs a
+	 * query of dpkg's database */
+	while (!(d = sw_product_match(v, n, &prog, &need)) && need) {
+		if ((need & SW_PRODUCT_NEED_BUILD_ID) && !prog.build_id)
+			prog.build_id = look->build_id(look->arg);
+		else if ((need & SW_PRODUCT_NEED_VERSION) && !prog.version)
+			prog.version = look->version(look->arg);
+		else
+			break;
+	}
+	return d ? d->name : NULL;
+}
+
+struct proc_ref {
+	struct passive *p;
+	pid_t pid;
+};
+
+static const char *proc_build_id(void *arg)
+{
+	struct proc_ref *r = arg;
+
+	return build_id_of(r->p, r->pid);
+}
+
+static const char *proc_version(void *arg)
+{
+	struct proc_ref *r = arg;
+
+	return version_of(r->p, r->pid);
+}
+
+/* The product a process is, as a license server would choose it. */
 static const char *product_for(struct passive *p, const char *exe, pid_t pid)
 {
-	const char *bid = NULL, *version = NULL, *best = NULL;
-	int best_fit = -1;
-	size_t i;
-	json_t *prod;
+	struct proc_ref r = {p, pid};
+	struct passive_lookup look = {proc_build_id, proc_version, &r};
 
-	json_array_foreach(p->excluded, i,
-			   prod) if (strcmp(json_string_value(prod), exe) == 0) return NULL;
-	json_array_foreach(p->products, i, prod)
-	{
-		const char *e = json_string_value(json_object_get(prod, "exe"));
-		const char *want = json_string_value(json_object_get(prod, "build_id"));
-		const char *pattern = json_string_value(json_object_get(prod, "version"));
-		int fit;
-
-		if (!(e && strcmp(e, exe) == 0)) {
-			/* a renamed copy still carries the build ID */
-			if (!want || !*want)
-				continue;
-			if (!bid)
-				bid = build_id_of(p, pid);
-			if (strcmp(bid, want) != 0)
-				continue;
-		}
-		if (pattern && *pattern && !version)
-			version = version_of(p, pid);
-		fit = sw_version_match(pattern, version && *version ? version : NULL);
-		if (fit > best_fit) {
-			best = json_string_value(json_object_get(prod, "name"));
-			best_fit = fit;
-		}
-	}
-	return best;
+	return passive_product_for((const struct sw_product *const *)p->prod, p->nprod, p->excluded,
+				   exe, &look);
 }
 
 static void record_run(struct passive *p, const struct seen *s, int64_t end_ms)
@@ -348,7 +371,7 @@ static void on_event(void *arg, const struct sw_procev *ev)
 	struct passive *p = arg;
 
 	if (ev->kind == SW_PROCEV_EXEC) {
-		if (json_array_size(p->products))
+		if (p->nprod)
 			note(p, ev->pid);
 		return;
 	}
@@ -381,7 +404,7 @@ static void on_events(uv_poll_t *h, int status, int events)
 				sw_warn("passive metering: process events were lost in a burst; "
 					"scanning /proc");
 			p->cn_overrun = 1;
-			if (json_array_size(p->products))
+			if (p->nprod)
 				scan(p);
 		} else if (rc < 0) {
 			sw_warn("passive metering: cannot read process events; scanning /proc "
@@ -403,6 +426,9 @@ static void on_products(const struct sw_http_result *res, void *arg)
 {
 	struct passive *p = arg;
 	json_t *j = NULL, *arr;
+	struct sw_product **v;
+	size_t n;
+	char err[256];
 
 	p->fetching = 0;
 	if (res->status != 200 || sw_json_parse_object(res->body, res->len, &j, NULL, 0))
@@ -410,6 +436,20 @@ static void on_products(const struct sw_http_result *res, void *arg)
 	arr = json_object_get(j, "products");
 	if (json_is_array(arr)) {
 		json_t *ex = json_object_get(j, "excluded");
+
+		/* read as a license server reads them; a table it would refuse is not used */
+		if (sw_product_array_parse(arr, &v, &n, err, sizeof(err))) {
+			if (!json_equal(arr, p->products))
+				sw_warn("passive metering: the site server's products are not "
+					"used: %s",
+					err);
+			json_decref(p->products);
+			p->products = json_incref(arr);
+			p->products_at = sw_mono_ms();
+			p->products_version = p->fetch_version;
+			json_decref(j);
+			return;
+		}
 
 		/* said when it changes: what passive metering looks for from now on */
 		if (!json_equal(arr, p->products) ||
@@ -419,6 +459,9 @@ static void on_products(const struct sw_http_result *res, void *arg)
 				json_array_size(ex), json_array_size(ex) == 1 ? "" : "s");
 		json_decref(p->products);
 		p->products = json_incref(arr);
+		sw_product_array_free(p->prod, p->nprod);
+		p->prod = v;
+		p->nprod = n;
 		json_decref(p->excluded);
 		p->excluded = json_is_array(ex) ? json_incref(ex) : json_array();
 		clear_build_ids(p);
@@ -441,7 +484,7 @@ static void on_tick(uv_timer_t *t)
 					   p->a->request_timeout_ms, on_products, p) == 0)
 			p->fetching = 1;
 	}
-	if (json_array_size(p->products))
+	if (p->nprod)
 		scan(p);
 }
 
@@ -513,6 +556,7 @@ static void on_closed(uv_handle_t *h)
 	if (--p->handles > 0)
 		return;
 	json_decref(p->products);
+	sw_product_array_free(p->prod, p->nprod);
 	json_decref(p->excluded);
 	sw_strmap_each(p->build_ids, free_value, NULL);
 	sw_strmap_free(p->build_ids);

@@ -145,7 +145,7 @@ static void on_wait_over(uv_timer_t *t)
 	char reason[METER_REASON_MAX], product[METER_NAME_MAX + 1];
 
 	call_unqueue(c);
-	snprintf(product, sizeof(product), "%s", c->w.product->name);
+	snprintf(product, sizeof(product), "%s", c->w.product->def.name);
 	lease_waiter_cancel(m->table, &c->w, 1, sw_now_ms(), reason, sizeof(reason));
 	reply_durable(c, 200, denied_json(product, reason, 0));
 }
@@ -308,10 +308,10 @@ static void post_checkout(struct sw_http_req *req, void *arg)
 		reply_durable(c, 200, granted_json(m->table, out.lease));
 		break;
 	case CHECKOUT_DENIED:
-		sw_info("checkout of %s by %s@%s denied: %s", out.product->name, r.user,
+		sw_info("checkout of %s by %s@%s denied: %s", out.product->def.name, r.user,
 			caller(req), out.reason);
 		reply_durable(c, 200,
-			      denied_json(out.product->name, out.reason, out.queue_position));
+			      denied_json(out.product->def.name, out.reason, out.queue_position));
 		break;
 	case CHECKOUT_QUEUED:
 		uv_timer_init(m->loop, &c->timer);
@@ -419,11 +419,11 @@ static void get_health(struct sw_http_req *req, void *arg)
 		products = json_object();
 		for (struct product *p = m->table->products; p; p = p->next)
 			if (!p->removed)
-				json_object_set_new(products, p->name,
+				json_object_set_new(products, p->def.name,
 						    json_pack("{sI sI sI}", "allotment",
-							      (json_int_t)p->allotment, "in_use",
-							      (json_int_t)p->in_use, "waiting",
-							      (json_int_t)p->nwait));
+							      (json_int_t)p->def.allotment,
+							      "in_use", (json_int_t)p->in_use,
+							      "waiting", (json_int_t)p->nwait));
 		json_object_set_new(h, "products", products);
 	}
 	sw_http_reply_json(req, 200, h);

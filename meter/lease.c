@@ -21,6 +21,7 @@
 #include "strmap.h"
 #include "util.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,7 @@ void lease_table_free(struct lease_table *t)
 		n = p->next;
 		free(p);
 	}
+	free(t->match);
 	sw_strmap_free(t->leases);
 	sw_strmap_free(t->usage);
 	sw_strmap_free(t->revoked);
@@ -77,72 +79,48 @@ void lease_table_free(struct lease_table *t)
 static struct product *product_by_name(const struct lease_table *t, const char *name)
 {
 	for (struct product *p = t->products; p; p = p->next)
-		if (strcmp(p->name, name) == 0)
+		if (strcmp(p->def.name, name) == 0)
 			return p;
 	return NULL;
 }
 
-/* The product a program is: by its file name, or by its build ID, which a renamed
- * copy keeps. Products of one program are told apart by their version patterns; the
- * most specific pattern that fits the version wins, a product without one takes the
- * rest. *need_version is set when a pattern would decide and the client has not said
- * its version (looking it up costs the client a query of dpkg's database, so it does
- * so only when asked). */
-static struct product *product_for(const struct lease_table *t, const struct checkout_req *r,
-				   int *need_version)
+struct product *lease_product_for(const struct lease_table *t, const struct checkout_req *r,
+				  int *need_version)
 {
-	struct product *best = NULL;
-	int best_fit = -1;
+	/* the client's build ID is "" when it has none; its version is looked up only when
+	 * asked, because that costs it a query of dpkg's database */
+	struct sw_program prog = {r->exe, r->build_id, r->has_version ? r->version : NULL};
+	const struct sw_product *d;
+	unsigned need;
 
-	*need_version = 0;
-	for (struct product *p = t->products; p; p = p->next) {
-		int fit;
-
-		if (p->removed || !(strcmp(p->exe, r->exe) == 0 ||
-				    (p->build_id[0] && strcmp(p->build_id, r->build_id) == 0)))
-			continue;
-		if (p->version[0] && !r->has_version) {
-			*need_version = 1;
-			continue;
-		}
-		fit = sw_version_match(p->version, r->version[0] ? r->version : NULL);
-		if (fit > best_fit) {
-			best = p;
-			best_fit = fit;
-		}
-	}
-	return *need_version ? NULL : best;
+	d = sw_product_match(t->match, t->nmatch, &prog, &need);
+	*need_version = (need & SW_PRODUCT_NEED_VERSION) != 0;
+	return d ? (struct product *)((char *)d - offsetof(struct product, def)) : NULL;
 }
 
 /* Why a product's policy refuses this use now, or NULL. */
 static const char *policy_refusal(const struct product *p, const struct checkout_req *r,
 				  const char *host, int64_t wall, char *buf, size_t len)
 {
-	char key[METER_HOST_MAX + 3];
+	const struct sw_product *d = &p->def;
 	time_t now = (time_t)(wall / 1000);
 	struct tm tm;
-	int minute;
 
-	snprintf(key, sizeof(key), ",%s,", r->user);
-	if (strstr(p->deny_users, key)) {
-		snprintf(buf, len, "user %s may not use %s", r->user, p->name);
+	if (sw_product_list_has(d->deny_users, r->user)) {
+		snprintf(buf, len, "user %s may not use %s", r->user, d->name);
 		return buf;
 	}
-	snprintf(key, sizeof(key), ",%s,", host);
-	if (strstr(p->deny_hosts, key)) {
-		snprintf(buf, len, "%s may not be used on %s", p->name, host);
+	if (sw_product_list_has(d->deny_hosts, host)) {
+		snprintf(buf, len, "%s may not be used on %s", d->name, host);
 		return buf;
 	}
-	if (p->hours_from < 0)
+	if (d->hours_from < 0)
 		return NULL;
 	localtime_r(&now, &tm);
-	minute = tm.tm_hour * 60 + tm.tm_min;
-	/* a window may run past midnight, like 22:00-06:00 */
-	if (p->hours_from <= p->hours_to ? (minute >= p->hours_from && minute < p->hours_to)
-					 : (minute >= p->hours_from || minute < p->hours_to))
+	if (sw_product_hours_allow(d, tm.tm_hour * 60 + tm.tm_min))
 		return NULL;
-	snprintf(buf, len, "%s may be used from %02d:%02d to %02d:%02d", p->name,
-		 p->hours_from / 60, p->hours_from % 60, p->hours_to / 60, p->hours_to % 60);
+	snprintf(buf, len, "%s may be used from %02d:%02d to %02d:%02d", d->name,
+		 d->hours_from / 60, d->hours_from % 60, d->hours_to / 60, d->hours_to % 60);
 	return buf;
 }
 
@@ -156,9 +134,9 @@ static struct product *product_placeholder(struct lease_table *t, const char *na
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return NULL;
-	copy(p->name, sizeof(p->name), name);
+	sw_product_init(&p->def);
+	copy(p->def.name, sizeof(p->def.name), name);
 	p->removed = 1;
-	p->hours_from = p->hours_to = -1;
 	p->next = t->products;
 	t->products = p;
 	t->nproducts++;
@@ -183,7 +161,7 @@ static int has_room(const struct lease_table *t, const struct product *p)
 {
 	if (t->nleases >= METER_MAX_LEASES)
 		return 0;
-	return !p->enforce || p->removed || p->in_use < (uint64_t)p->allotment;
+	return !p->def.enforce || p->removed || p->in_use < (uint64_t)p->def.allotment;
 }
 
 /* Appends to the journal when there is one (see journal_append_text); returns the
@@ -376,7 +354,7 @@ static struct lease *grant(struct lease_table *t, struct product *p, const struc
 	if (sw_random_hex(tmp.id, METER_ID_LEN / 2))
 		return NULL;
 	copy(tmp.client, sizeof(tmp.client), r->client);
-	copy(tmp.product, sizeof(tmp.product), p->name);
+	copy(tmp.product, sizeof(tmp.product), p->def.name);
 	copy(tmp.exe, sizeof(tmp.exe), r->exe);
 	copy(tmp.user, sizeof(tmp.user), r->user);
 	copy(tmp.host, sizeof(tmp.host), host);
@@ -400,7 +378,7 @@ static void record_denial(struct lease_table *t, const struct product *p,
 	memset(&u, 0, sizeof(u));
 	if (sw_random_hex(u.id, METER_ID_LEN / 2))
 		return;
-	copy(u.product, sizeof(u.product), p->name);
+	copy(u.product, sizeof(u.product), p->def.name);
 	copy(u.exe, sizeof(u.exe), r->exe);
 	copy(u.user, sizeof(u.user), r->user);
 	copy(u.host, sizeof(u.host), host);
@@ -439,7 +417,7 @@ static void grant_waiters(struct lease_table *t, struct product *p, int64_t wall
 
 		l = grant(t, p, &w->req, w->host, wall, mono, mono - w->since_mono);
 		if (!l) {
-			sw_err("cannot grant a lease of %s to a waiter", p->name);
+			sw_err("cannot grant a lease of %s to a waiter", p->def.name);
 			return;
 		}
 		waiter_unlink(t, w);
@@ -492,7 +470,7 @@ int lease_checkout(struct lease_table *t, const struct checkout_req *req, const 
 		   int64_t wall, int64_t mono, struct waiter *w, struct checkout_out *out)
 {
 	int need_version;
-	struct product *p = product_for(t, req, &need_version);
+	struct product *p = lease_product_for(t, req, &need_version);
 
 	memset(out, 0, sizeof(*out));
 	if (!p) {
@@ -517,26 +495,26 @@ int lease_checkout(struct lease_table *t, const struct checkout_req *req, const 
 	if (t->nleases >= METER_MAX_LEASES)
 		snprintf(out->reason, sizeof(out->reason),
 			 "this license server holds the most leases it can (%d)", METER_MAX_LEASES);
-	else if (p->allotment == 0)
+	else if (p->def.allotment == 0)
 		snprintf(out->reason, sizeof(out->reason),
-			 "no license of %s is allotted to this license server", p->name);
-	else if (p->allotment < p->licenses)
+			 "no license of %s is allotted to this license server", p->def.name);
+	else if (p->def.allotment < p->def.licenses)
 		/* one server's share: the count the user knows is the site's */
 		snprintf(out->reason, sizeof(out->reason),
 			 "the %lld of %s's %lld licenses this license server holds are in use",
-			 (long long)p->allotment, p->name, (long long)p->licenses);
-	else if (p->allotment == 1)
+			 (long long)p->def.allotment, p->def.name, (long long)p->def.licenses);
+	else if (p->def.allotment == 1)
 		snprintf(out->reason, sizeof(out->reason), "the one license of %s is in use",
-			 p->name);
+			 p->def.name);
 	else
 		snprintf(out->reason, sizeof(out->reason), "all %lld licenses of %s are in use",
-			 (long long)p->allotment, p->name);
+			 (long long)p->def.allotment, p->def.name);
 	if (req->wait_ms > 0 && t->nleases < METER_MAX_LEASES) {
 		if (p->nwait >= METER_MAX_WAITERS) {
 			snprintf(out->reason, sizeof(out->reason),
 				 "all %lld licenses of %s are in use and %u checkouts are "
 				 "already waiting",
-				 (long long)p->allotment, p->name, p->nwait);
+				 (long long)p->def.allotment, p->def.name, p->nwait);
 		} else {
 			void (*cb)(struct waiter *, struct lease *) = w->granted;
 			void *arg = w->arg;
@@ -562,7 +540,7 @@ int lease_checkout(struct lease_table *t, const struct checkout_req *req, const 
 		}
 	}
 	/* A checkout that may wait is told where it would stand in the queue. */
-	if (t->nleases < METER_MAX_LEASES && p->allotment > 0 && p->nwait < METER_MAX_WAITERS)
+	if (t->nleases < METER_MAX_LEASES && p->def.allotment > 0 && p->nwait < METER_MAX_WAITERS)
 		out->queue_position = p->nwait + 1;
 	record_denial(t, p, req, host, wall, wall, 0);
 	out->result = CHECKOUT_DENIED;
@@ -579,8 +557,8 @@ void lease_waiter_cancel(struct lease_table *t, struct waiter *w, int deny, int6
 	if (deny) {
 		record_denial(t, p, &w->req, w->host, w->since_wall, wall, waited < 0 ? 0 : waited);
 		if (reason)
-			snprintf(reason, reasonlen, "no license of %s freed within %lld s", p->name,
-				 (long long)((w->req.wait_ms + 999) / 1000));
+			snprintf(reason, reasonlen, "no license of %s freed within %lld s",
+				 p->def.name, (long long)((w->req.wait_ms + 999) / 1000));
 	}
 	product_drop_if_unused(t, p);
 }
@@ -765,92 +743,6 @@ void usage_batch_cleanup(struct usage_batch *b)
 
 /* Configuration */
 
-/* ",a,b," from a JSON list of names, for whole-word lookups. */
-static int names_parse(const json_t *j, const char *key, char *out, size_t len, char *err,
-		       size_t errlen)
-{
-	const json_t *arr = json_object_get(j, key), *v;
-	size_t i, used = 1;
-
-	snprintf(out, len, ",");
-	if (!arr)
-		return 0;
-	if (!json_is_array(arr)) {
-		sw_seterr(err, errlen, "'%s' must be a list of names", key);
-		return SW_EINVAL;
-	}
-	json_array_foreach(arr, i, v)
-	{
-		const char *s = json_string_value(v);
-		if (!s || !*s || strchr(s, ',') || used + strlen(s) + 2 > len) {
-			sw_seterr(err, errlen, "'%s' holds a bad or too long name", key);
-			return SW_EINVAL;
-		}
-		used += (size_t)snprintf(out + used, len - used, "%s,", s);
-	}
-	return 0;
-}
-
-/* Build ID, allowed hours and denied users and hosts. */
-static int policy_parse(const json_t *j, struct product *p, char *err, size_t errlen)
-{
-	const char *bid = NULL, *hours = NULL;
-	int a, b, c, d, n = 0, rc;
-
-	p->hours_from = p->hours_to = -1;
-	if ((rc = sw_json_str(j, "build_id", METER_BUILD_ID_MAX, 0, &bid, err, errlen)) ||
-	    (rc = sw_json_str(j, "hours", 15, 0, &hours, err, errlen)) ||
-	    (rc =
-		 names_parse(j, "deny_users", p->deny_users, sizeof(p->deny_users), err, errlen)) ||
-	    (rc = names_parse(j, "deny_hosts", p->deny_hosts, sizeof(p->deny_hosts), err, errlen)))
-		return rc;
-	if (bid)
-		copy(p->build_id, sizeof(p->build_id), bid);
-	if (hours && *hours) {
-		if (sscanf(hours, "%2d:%2d-%2d:%2d%n", &a, &b, &c, &d, &n) != 4 || hours[n] ||
-		    a < 0 || a > 24 || b < 0 || b > 59 || c < 0 || c > 24 || d < 0 || d > 59) {
-			sw_seterr(err, errlen, "product %s: hours must be HH:MM-HH:MM", p->name);
-			return SW_EINVAL;
-		}
-		p->hours_from = a * 60 + b;
-		p->hours_to = c * 60 + d;
-	}
-	return 0;
-}
-
-static int product_parse(const json_t *j, struct product *p, char *err, size_t errlen)
-{
-	const char *name, *exe, *version;
-	json_t *enforce;
-	int rc;
-
-	memset(p, 0, sizeof(*p));
-	if (!json_is_object(j)) {
-		sw_seterr(err, errlen, "a product must be an object");
-		return SW_EINVAL;
-	}
-	if ((rc = sw_json_str(j, "name", METER_NAME_MAX, 1, &name, err, errlen)) ||
-	    (rc = sw_json_str(j, "exe", METER_EXE_MAX, 1, &exe, err, errlen)) ||
-	    (rc = sw_json_str(j, "version", METER_VERSION_MAX, 0, &version, err, errlen)) ||
-	    (rc = sw_json_int(j, "licenses", 0, 100000000, 1, &p->licenses, err, errlen)) ||
-	    (rc = sw_json_int(j, "allotment", 0, 100000000, 1, &p->allotment, err, errlen)))
-		return rc;
-	enforce = json_object_get(j, "enforce");
-	if (enforce && !json_is_boolean(enforce)) {
-		sw_seterr(err, errlen, "product %s: 'enforce' must be true or false", name);
-		return SW_EINVAL;
-	}
-	if (!*name || !*exe) {
-		sw_seterr(err, errlen, "a product needs a name and an exe");
-		return SW_EINVAL;
-	}
-	copy(p->name, sizeof(p->name), name);
-	copy(p->exe, sizeof(p->exe), exe);
-	copy(p->version, sizeof(p->version), version);
-	p->enforce = json_is_true(enforce);
-	return policy_parse(j, p, err, errlen);
-}
-
 /* The serials of removed systems' certificates: lowercase hex, as the server writes. */
 static int revoked_parse(const json_t *arr, struct sw_strmap **out, char *err, size_t errlen)
 {
@@ -891,8 +783,9 @@ int lease_config_parse(const char *text, size_t len, struct meter_config *out, c
 		       size_t errlen)
 {
 	struct product **tail = &out->products, *p;
-	json_t *j = NULL, *arr, *v;
-	size_t i;
+	struct sw_product **v = NULL;
+	json_t *j = NULL;
+	size_t i, n = 0;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
@@ -905,35 +798,20 @@ int lease_config_parse(const char *text, size_t len, struct meter_config *out, c
 		goto out;
 	if ((rc = revoked_parse(json_object_get(j, "revoked"), &out->revoked, err, errlen)))
 		goto out;
-	arr = json_object_get(j, "products");
-	if (!json_is_array(arr)) {
-		sw_seterr(err, errlen, "'products' must be an array");
-		rc = SW_EINVAL;
+	if ((rc = sw_product_array_parse(json_object_get(j, "products"), &v, &n, err, errlen)))
 		goto out;
-	}
-	if (json_array_size(arr) > METER_MAX_PRODUCTS) {
-		sw_seterr(err, errlen, "more than %d products", METER_MAX_PRODUCTS);
-		rc = SW_ETOOBIG;
-		goto out;
-	}
-	json_array_foreach(arr, i, v)
-	{
-		struct product tmp;
-
-		if ((rc = product_parse(v, &tmp, err, errlen)))
+	for (i = 0; i < n; i++) {
+		/* the site server gives each license server its share */
+		if (v[i]->allotment < 0) {
+			sw_seterr(err, errlen, "product %s: missing field 'allotment'", v[i]->name);
+			rc = SW_EINVAL;
 			goto out;
-		for (p = out->products; p; p = p->next) {
-			if (strcmp(p->name, tmp.name) == 0) {
-				sw_seterr(err, errlen, "product %s is named twice", tmp.name);
-				rc = SW_EINVAL;
-				goto out;
-			}
 		}
-		if (!(p = malloc(sizeof(*p)))) {
+		if (!(p = calloc(1, sizeof(*p)))) {
 			rc = SW_ENOMEM;
 			goto out;
 		}
-		*p = tmp;
+		p->def = *v[i];
 		*tail = p;
 		tail = &p->next;
 		out->nproducts++;
@@ -942,6 +820,7 @@ int lease_config_parse(const char *text, size_t len, struct meter_config *out, c
 out:
 	if (rc)
 		lease_config_cleanup(out);
+	sw_product_array_free(v, n);
 	json_decref(j);
 	return rc;
 }
@@ -958,6 +837,26 @@ void lease_config_cleanup(struct meter_config *conf)
 	conf->revoked = NULL;
 }
 
+/* The configured products, which sw_product_match() chooses among; removed ones and
+ * placeholders for recovered leases are not. */
+static void match_index(struct lease_table *t)
+{
+	const struct sw_product **v = realloc(t->match, (t->nproducts + 1) * sizeof(*v));
+	size_t n = 0;
+
+	if (!v) {
+		/* the old index may point at products about to go: match nothing */
+		sw_err("out of memory indexing %u products; none is metered", t->nproducts);
+		t->nmatch = 0;
+		return;
+	}
+	for (struct product *p = t->products; p; p = p->next)
+		if (!p->removed)
+			v[n++] = &p->def;
+	t->match = v;
+	t->nmatch = n;
+}
+
 void lease_configure(struct lease_table *t, struct meter_config *conf, int64_t wall, int64_t mono)
 {
 	struct product *p, *np, *next, **tail;
@@ -967,18 +866,9 @@ void lease_configure(struct lease_table *t, struct meter_config *conf, int64_t w
 		p->removed = 1;
 	for (np = conf->products; np; np = next) {
 		next = np->next;
-		p = product_by_name(t, np->name);
+		p = product_by_name(t, np->def.name);
 		if (p) {
-			copy(p->exe, sizeof(p->exe), np->exe);
-			copy(p->version, sizeof(p->version), np->version);
-			copy(p->build_id, sizeof(p->build_id), np->build_id);
-			copy(p->deny_users, sizeof(p->deny_users), np->deny_users);
-			copy(p->deny_hosts, sizeof(p->deny_hosts), np->deny_hosts);
-			p->hours_from = np->hours_from;
-			p->hours_to = np->hours_to;
-			p->licenses = np->licenses;
-			p->allotment = np->allotment;
-			p->enforce = np->enforce;
+			p->def = np->def;
 			p->removed = 0;
 			free(np);
 			continue;
@@ -994,6 +884,7 @@ void lease_configure(struct lease_table *t, struct meter_config *conf, int64_t w
 	sw_strmap_free(t->revoked);
 	t->revoked = conf->revoked;
 	conf->revoked = NULL;
+	match_index(t);
 	/* A larger allotment, an enforcement turned off or a product dropped frees room
 	 * for those waiting. */
 	for (p = t->products; p; p = next) {

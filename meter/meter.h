@@ -4,6 +4,7 @@
 
 #include "http_client.h"
 #include "http_server.h"
+#include "product.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -19,7 +20,6 @@
 #define METER_HOST_MAX	     127
 #define METER_VERSION_MAX    64
 #define METER_REASON_MAX     160
-#define METER_MAX_PRODUCTS   1000
 #define METER_MAX_LEASES     100000
 #define METER_MAX_WAITERS    10000 /* per product */
 #define METER_MAX_WAIT_MS    3600000
@@ -39,19 +39,12 @@ struct jtext {
 	char s[];
 };
 
-/* A product of the site, as the server last configured it. */
+/* A product of the site, as the server last configured it, and what this license
+ * server does with it now. */
 struct product {
 	struct product *next;
-	char name[METER_NAME_MAX + 1];
-	char exe[METER_EXE_MAX + 1];
-	char version[METER_VERSION_MAX + 1];
-	char build_id[METER_BUILD_ID_MAX + 1];	 /* "" if not known by one */
-	int hours_from, hours_to;		 /* minutes after midnight; -1: any time */
-	char deny_users[1024], deny_hosts[1024]; /* ",a,b," for whole-word lookups */
-	int64_t licenses;			 /* site total, for messages */
-	int64_t allotment;			 /* this meter's share */
-	int enforce;
-	int removed; /* no longer configured: matches nothing, holds its leases */
+	struct sw_product def; /* allotment: this meter's share */
+	int removed;	       /* no longer configured: matches nothing, holds its leases */
 	unsigned in_use;
 	struct waiter *qhead, *qtail; /* FIFO */
 	unsigned nwait;
@@ -136,6 +129,8 @@ struct lease_table {
 	struct journal *journal; /* NULL: nothing is journaled (tests) */
 	struct product *products;
 	unsigned nproducts;
+	const struct sw_product **match; /* the configured products, for sw_product_match() */
+	size_t nmatch;
 	int64_t ttl_ms;
 	struct sw_strmap *leases;
 	struct lease *lhead, *ltail;
@@ -234,6 +229,11 @@ struct lease_table *lease_table_new(void);
 void lease_table_free(struct lease_table *t);
 /* Replaces the products and the ttl; leases of removed products stay until released. */
 void lease_configure(struct lease_table *t, struct meter_config *conf, int64_t wall, int64_t mono);
+/* The product a checkout is for, as sw_product_match() chooses among the configured
+ * ones, or NULL; *need_version is set when a version pattern would decide and the client
+ * has not said its version. */
+struct product *lease_product_for(const struct lease_table *t, const struct checkout_req *r,
+				  int *need_version);
 int lease_config_parse(const char *text, size_t len, struct meter_config *out, char *err,
 		       size_t errlen);
 void lease_config_cleanup(struct meter_config *conf);

@@ -10,6 +10,7 @@
 #include "error.h"
 #include "json.h"
 #include "log.h"
+#include "product.h"
 #include "progver.h"
 #include "strmap.h"
 #include "util.h"
@@ -26,25 +27,13 @@
 #define USAGE_REPORT_MS 60000 /* the longest a usage report may take */
 #define DAY_MS		86400000LL
 
-static int exe_valid(const char *exe)
-{
-	return *exe && strlen(exe) <= 255 && !strchr(exe, '/') && strcmp(exe, ".") != 0 &&
-	       strcmp(exe, "..") != 0;
-}
-
-/* A registered product, as stored and as sent to metering servers. */
-struct product {
-	char name[64], exe[256], version[65], build_id[129], hours[16];
-	char deny_users[1024], deny_hosts[1024]; /* comma-separated */
-	int64_t licenses;
-	int enforce;
-};
-
 #define PRODUCT_COLUMNS                                                                            \
 	"name, exe, version, licenses, enforce, build_id, hours, deny_users, deny_hosts"
 
-static void product_read(struct product *p, const struct sw_db_val *row)
+/* A stored product, as it was checked when an administrator made it. */
+static void product_read(struct sw_product *p, const struct sw_db_val *row)
 {
+	sw_product_init(p);
 	snprintf(p->name, sizeof(p->name), "%s", row[0].s);
 	snprintf(p->exe, sizeof(p->exe), "%s", row[1].s);
 	snprintf(p->version, sizeof(p->version), "%s", row[2].s);
@@ -56,43 +45,68 @@ static void product_read(struct product *p, const struct sw_db_val *row)
 	snprintf(p->deny_hosts, sizeof(p->deny_hosts), "%s", row[8].s);
 }
 
-static json_t *list_json(const char *csv)
-{
-	json_t *arr = json_array();
-	char buf[1024], *save = NULL, *tok;
+struct products {
+	struct sw_product **v;
+	size_t n, cap;
+};
 
-	snprintf(buf, sizeof(buf), "%s", csv);
-	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
-		json_array_append_new(arr, json_string(tok));
-	return arr;
-}
-
-static json_t *product_json(const struct product *p)
+static void products_free(struct products *ps)
 {
-	return json_pack("{ss ss ss sI sb ss ss so so}", "name", p->name, "exe", p->exe, "version",
-			 p->version, "licenses", (json_int_t)p->licenses, "enforce", p->enforce,
-			 "build_id", p->build_id, "hours", p->hours, "deny_users",
-			 list_json(p->deny_users), "deny_hosts", list_json(p->deny_hosts));
+	sw_product_array_free(ps->v, ps->n);
+	memset(ps, 0, sizeof(*ps));
 }
 
 static int product_row(void *arg, int ncols, const struct sw_db_val *row)
 {
-	struct product p;
+	struct products *ps = arg;
 
-	product_read(&p, row);
-	json_array_append_new(arg, product_json(&p));
+	if (ps->n == ps->cap) {
+		size_t cap = ps->cap ? 2 * ps->cap : 16;
+		struct sw_product **v = realloc(ps->v, cap * sizeof(*v));
+
+		if (!v)
+			return SW_ENOMEM;
+		ps->v = v;
+		ps->cap = cap;
+	}
+	if (!(ps->v[ps->n] = malloc(sizeof(*ps->v[ps->n]))))
+		return SW_ENOMEM;
+	product_read(ps->v[ps->n++], row);
 	return 0;
+}
+
+/* Every product, by name: the order in which they are sent and matched. */
+static int products_load(struct sw_db *db, struct products *ps, char *err, size_t errlen)
+{
+	int rc;
+
+	memset(ps, 0, sizeof(*ps));
+	rc = sw_db_exec(db, "SELECT " PRODUCT_COLUMNS " FROM products ORDER BY name", NULL, 0,
+			product_row, ps, NULL, err, errlen);
+	if (rc == SW_ENOMEM)
+		sw_seterr(err, errlen, "out of memory reading the products");
+	if (rc)
+		products_free(ps);
+	return rc;
 }
 
 static json_t *products_load_db(struct sw_db *db, char *err, size_t errlen)
 {
-	json_t *arr = json_array();
+	struct products ps;
+	json_t *arr;
 
-	if (sw_db_exec(db, "SELECT " PRODUCT_COLUMNS " FROM products ORDER BY name", NULL, 0,
-		       product_row, arr, NULL, err, errlen)) {
-		json_decref(arr);
+	if (products_load(db, &ps, err, errlen))
 		return NULL;
+	arr = json_array();
+	for (size_t i = 0; arr && i < ps.n; i++) {
+		if (json_array_append_new(arr, sw_product_json(ps.v[i]))) {
+			json_decref(arr);
+			arr = NULL;
+		}
 	}
+	if (!arr)
+		sw_seterr(err, errlen, "out of memory");
+	products_free(&ps);
 	return arr;
 }
 
@@ -102,95 +116,39 @@ static int excluded_row(void *arg, int ncols, const struct sw_db_val *row)
 	return 0;
 }
 
-static int hex_valid(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n < 2 || n > 128 || n % 2)
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return 0;
-	return 1;
-}
-
-static int hours_valid(const char *h)
-{
-	int a, b, c, d, n = 0;
-
-	/* a window that starts where it ends would allow no time at all */
-	return sscanf(h, "%2d:%2d-%2d:%2d%n", &a, &b, &c, &d, &n) == 4 && h[n] == '\0' && a >= 0 &&
-	       a <= 24 && c >= 0 && c <= 24 && b >= 0 && b < 60 && d >= 0 && d < 60 &&
-	       a * 60 + b != c * 60 + d;
-}
-
-/* A JSON array of names into a comma-separated list; each a valid name. */
+/* A deny list of the request, if it names one: it replaces the product's. */
 static int names_field(const json_t *j, const char *key, char *out, size_t len, char *err,
 		       size_t errlen)
 {
-	json_t *arr = json_object_get(j, key), *v;
-	size_t i, used = 0;
+	const json_t *arr = json_object_get(j, key);
 
-	if (!arr)
-		return 1; /* absent: keep what there is */
-	if (!json_is_array(arr) || json_array_size(arr) > 64) {
-		sw_seterr(err, errlen, "%s must be a list of at most 64 names", key);
-		return SW_EINVAL;
-	}
-	out[0] = '\0';
-	json_array_foreach(arr, i, v)
-	{
-		const char *name = json_string_value(v);
-		if (!name || !sw_name_valid(name) || used + strlen(name) + 2 > len) {
-			sw_seterr(err, errlen, "%s: '%.63s' is not a name", key, name ? name : "?");
-			return SW_EINVAL;
-		}
-		used += (size_t)snprintf(out + used, len - used, "%s%s", used ? "," : "", name);
-	}
-	return 0;
+	return arr ? sw_product_names_parse(arr, key, out, len, err, errlen) : 0;
 }
 
-/* Fields of a request over `p` (a new product, or the one being changed). */
-static int product_update(struct product *p, const json_t *j, int creating, char *err,
+/* Fields of a request over `p` (a new product, or the one being changed), then the
+ * whole product checked by the rule license servers and agents read it by. */
+static int product_update(struct sw_product *p, const json_t *j, int creating, char *err,
 			  size_t errlen)
 {
 	const char *exe = NULL, *version = NULL, *build_id = NULL, *hours = NULL;
 	json_t *e;
 	int rc;
 
-	if ((rc = sw_json_str(j, "exe", 255, creating, &exe, err, errlen)) ||
-	    (rc = sw_json_str(j, "version", 64, 0, &version, err, errlen)) ||
-	    (rc = sw_json_str(j, "build_id", 128, 0, &build_id, err, errlen)) ||
-	    (rc = sw_json_str(j, "hours", 15, 0, &hours, err, errlen)) ||
+	if ((rc = sw_json_str(j, "exe", SW_PRODUCT_EXE_MAX, creating, &exe, err, errlen)) ||
+	    (rc = sw_json_str(j, "version", SW_PRODUCT_VERSION_MAX, 0, &version, err, errlen)) ||
+	    (rc = sw_json_str(j, "build_id", SW_PRODUCT_BUILD_ID_MAX, 0, &build_id, err, errlen)) ||
+	    (rc = sw_json_str(j, "hours", SW_PRODUCT_HOURS_MAX, 0, &hours, err, errlen)) ||
 	    (rc = sw_json_int(j, "licenses", 0, 1000000, creating, &p->licenses, err, errlen)))
 		return rc;
-	if (exe && !exe_valid(exe)) {
-		sw_seterr(err, errlen, "exe must be a file name, not a path");
-		return SW_EINVAL;
-	}
-	if (version &&
-	    strspn(version, "0123456789abcdefghijklmnopqrstuvwxyz"
-			    "ABCDEFGHIJKLMNOPQRSTUVWXYZ.+~:_-*?[]!") != strlen(version)) {
-		sw_seterr(err, errlen,
-			  "version must be a pattern of a package version, like 9.* or 2.1-*");
-		return SW_EINVAL;
-	}
-	if (build_id && *build_id && !hex_valid(build_id)) {
-		sw_seterr(err, errlen, "build_id must be lowercase hex, as readelf -n shows it");
-		return SW_EINVAL;
-	}
-	if (hours && *hours && !hours_valid(hours)) {
-		sw_seterr(err, errlen, "hours must be HH:MM-HH:MM, like 08:00-18:00");
-		return SW_EINVAL;
-	}
 	e = json_object_get(j, "enforce");
 	if (e && !json_is_boolean(e)) {
 		sw_seterr(err, errlen, "field 'enforce' must be true or false");
 		return SW_EINVAL;
 	}
-	if (names_field(j, "deny_users", p->deny_users, sizeof(p->deny_users), err, errlen) < 0 ||
-	    names_field(j, "deny_hosts", p->deny_hosts, sizeof(p->deny_hosts), err, errlen) < 0)
-		return SW_EINVAL;
+	if ((rc =
+		 names_field(j, "deny_users", p->deny_users, sizeof(p->deny_users), err, errlen)) ||
+	    (rc = names_field(j, "deny_hosts", p->deny_hosts, sizeof(p->deny_hosts), err, errlen)))
+		return rc;
 	if (e)
 		p->enforce = json_is_true(e);
 	if (exe)
@@ -201,7 +159,7 @@ static int product_update(struct product *p, const json_t *j, int creating, char
 		snprintf(p->build_id, sizeof(p->build_id), "%s", build_id);
 	if (hours)
 		snprintf(p->hours, sizeof(p->hours), "%s", hours);
-	return 0;
+	return sw_product_validate(p, err, errlen);
 }
 
 static int name_row(void *arg, int ncols, const struct sw_db_val *row)
@@ -210,7 +168,7 @@ static int name_row(void *arg, int ncols, const struct sw_db_val *row)
 	return 0;
 }
 
-static int product_store(struct sw_db *db, const struct product *p, int creating, char *err,
+static int product_store(struct sw_db *db, const struct sw_product *p, int creating, char *err,
 			 size_t errlen)
 {
 	char other[64] = "";
@@ -297,7 +255,7 @@ struct product_job {
 	enum product_kind kind;
 	struct sw_http_req *req;
 	json_t *body; /* PRODUCT_ADD, PRODUCT_SET: the request's fields */
-	struct product p;
+	struct sw_product p;
 	char exe[256]; /* EXCLUDE, INCLUDE */
 	json_t *out;   /* the reply, built off the loop */
 	int rc;
@@ -306,7 +264,7 @@ struct product_job {
 
 struct current {
 	int found;
-	struct product p;
+	struct sw_product p;
 };
 
 static int read_current(void *arg, int ncols, const struct sw_db_val *row)
@@ -438,7 +396,7 @@ static void product_done(struct server *s, void *arg)
 		sw_info("product %s added: %s, %lld licenses%s", w->p.name, w->p.exe,
 			(long long)w->p.licenses, w->p.enforce ? ", enforced" : "");
 		/* fall through */
-	case PRODUCT_SET: sw_http_reply_json(w->req, 200, product_json(&w->p)); break;
+	case PRODUCT_SET: sw_http_reply_json(w->req, 200, sw_product_json(&w->p)); break;
 	case PRODUCT_DELETE:
 		sw_http_reply_json(w->req, 200,
 				   json_pack("{ss sb}", "name", w->p.name, "removed", 1));
@@ -470,6 +428,7 @@ static void product_submit(struct server *s, struct sw_http_req *req, enum produ
 	w->kind = kind;
 	w->req = req;
 	w->body = body;
+	sw_product_init(&w->p);
 	snprintf(w->p.name, sizeof(w->p.name), "%s", name ? name : "");
 	snprintf(w->exe, sizeof(w->exe), "%s", exe ? exe : "");
 	if (dbq_push(s, DBQ_SLOW_MS, product_run, product_done, w)) {
@@ -536,7 +495,7 @@ void metering_exclude(struct sw_http_req *req, void *arg)
 	const char *exe = sw_http_req_tail(req);
 	int add = strcmp(sw_http_req_method(req), "PUT") == 0;
 
-	if (!exe_valid(exe)) {
+	if (!sw_product_exe_valid(exe)) {
 		sw_http_reply_error(req, 400, "'%s' is not a program's file name", exe);
 		return;
 	}
@@ -949,39 +908,21 @@ void metering_get_config(struct sw_http_req *req, void *arg)
 
 /* Idempotent by host and record id; times are moved by the uploader's clock error, so a
  * client hours ahead or behind still lands its records where they happened. */
-/* A record's product: as recorded, or the registered product its executable (or its
- * build ID) is. */
-static const char *attribute(const json_t *products, const json_t *r)
+const char *metering_attribute(const struct sw_product *const *v, size_t n, const json_t *r)
 {
 	const char *product = json_string_value(json_object_get(r, "product"));
-	const char *exe = json_string_value(json_object_get(r, "exe"));
 	const char *bid = json_string_value(json_object_get(r, "build_id"));
 	const char *version = json_string_value(json_object_get(r, "version"));
-	const char *best = NULL;
-	int best_fit = -1;
-	const json_t *p;
-	size_t i;
+	const char *exe = json_string_value(json_object_get(r, "exe"));
+	struct sw_program prog = {exe ? exe : "", bid ? bid : "", version ? version : ""};
+	const struct sw_product *d;
+	unsigned need;
 
 	if (product)
 		return product;
-	/* as the license servers choose: the most specific version pattern that fits */
-	json_array_foreach(products, i, p)
-	{
-		const char *pe = json_string_value(json_object_get(p, "exe"));
-		const char *pb = json_string_value(json_object_get(p, "build_id"));
-		const char *pv = json_string_value(json_object_get(p, "version"));
-		int fit;
-
-		if (!((pe && exe && strcmp(pe, exe) == 0) ||
-		      (pb && *pb && bid && strcmp(pb, bid) == 0)))
-			continue;
-		fit = sw_version_match(pv, version && *version ? version : NULL);
-		if (fit > best_fit) {
-			best = json_string_value(json_object_get(p, "name"));
-			best_fit = fit;
-		}
-	}
-	return best;
+	/* as the license servers choose; what the record does not say is not known */
+	d = sw_product_match(v, n, &prog, &need);
+	return d ? d->name : NULL;
 }
 
 /* A batch of usage records, checked on the loop, stored by the write queue. */
@@ -1002,9 +943,9 @@ static void ingest_run(struct sw_db *db, void *arg)
 	struct ingest *in = arg;
 	json_t *records = json_object_get(in->j, "records");
 	/* Runs recorded offline do not know their product: the table does. */
-	json_t *products = products_load_db(db, in->err, sizeof(in->err));
+	struct products products;
 
-	if (!products) {
+	if (products_load(db, &products, in->err, sizeof(in->err))) {
 		in->rc = SW_EDB;
 		return;
 	}
@@ -1018,17 +959,19 @@ static void ingest_run(struct sw_db *db, void *arg)
 			in->too_old++;
 			continue;
 		}
-		struct sw_db_val p[] = {SW_DB_TEXT(u->id),
-					SW_DB_TEXT(attribute(products, json_array_get(records, i))),
-					SW_DB_TEXT(u->exe),
-					SW_DB_TEXT(u->user),
-					SW_DB_TEXT(u->host),
-					SW_DB_INT(u->start),
-					SW_DB_INT(u->end),
-					SW_DB_TEXT(u->kind),
-					SW_DB_INT(u->wait_ms),
-					SW_DB_TEXT(u->source),
-					SW_DB_INT(in->now)};
+		struct sw_db_val p[] = {
+		    SW_DB_TEXT(u->id),
+		    SW_DB_TEXT(metering_attribute((const struct sw_product *const *)products.v,
+						  products.n, json_array_get(records, i))),
+		    SW_DB_TEXT(u->exe),
+		    SW_DB_TEXT(u->user),
+		    SW_DB_TEXT(u->host),
+		    SW_DB_INT(u->start),
+		    SW_DB_INT(u->end),
+		    SW_DB_TEXT(u->kind),
+		    SW_DB_INT(u->wait_ms),
+		    SW_DB_TEXT(u->source),
+		    SW_DB_INT(in->now)};
 		/* Ids are the recording machine's: another machine's same id is another run. */
 		in->rc = sw_db_exec(
 		    db,
@@ -1047,7 +990,7 @@ static void ingest_run(struct sw_db *db, void *arg)
 		sw_db_rollback(db);
 		in->accepted = in->dup = in->too_old = 0;
 	}
-	json_decref(products);
+	products_free(&products);
 }
 
 static void ingest_free(struct ingest *in)

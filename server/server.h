@@ -204,6 +204,10 @@ void metering_revoked(struct server *s, const char *serial, const char *client_s
 void metering_post_usage(struct sw_http_req *req, void *arg);
 void metering_get_usage(struct sw_http_req *req, void *arg);
 json_t *metering_meter_urls(struct server *s, json_t **names);
+struct sw_product;
+/* A usage record's product: as recorded, or the product its program runs as among `n`,
+ * as the license servers choose. NULL when none. */
+const char *metering_attribute(const struct sw_product *const *v, size_t n, const json_t *r);
 /* Forgets the cached list of metering servers after a role or address change. */
 void metering_changed(struct server *s);
 int64_t metering_cutoff(const struct server *s);

@@ -129,7 +129,7 @@ static void test_version_patterns(void **state)
 	strcpy(r.version, "");
 	assert_int_equal(lease_checkout(t, &r, "web1", WALL, 0, &w, &out), 0);
 	assert_int_equal(out.result, CHECKOUT_DENIED);
-	assert_string_equal(out.product->name, "cad-any");
+	assert_string_equal(out.product->def.name, "cad-any");
 	lease_table_free(t);
 
 	/* with only a versioned product, another version is not metered */

@@ -1,0 +1,348 @@
+/* A product of the site: its one reading, its one check and its one matching rule. */
+#include "product.h"
+
+#include "error.h"
+#include "json.h"
+#include "progver.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sw_product_init(struct sw_product *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->hours_from = p->hours_to = -1;
+	p->allotment = -1;
+}
+
+int sw_product_exe_valid(const char *exe)
+{
+	return *exe && strlen(exe) <= SW_PRODUCT_EXE_MAX && !strchr(exe, '/') &&
+	       strcmp(exe, ".") != 0 && strcmp(exe, "..") != 0;
+}
+
+static int hex_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n < 2 || n > SW_PRODUCT_BUILD_ID_MAX || n % 2)
+		return 0;
+	return strspn(s, "0123456789abcdef") == n;
+}
+
+/* "HH:MM-HH:MM" into minutes after midnight. A window that starts where it ends would
+ * allow no time at all: the site server always refused it, and a license server took it
+ * to mean never; it is refused everywhere now. */
+static int hours_parse(const char *h, int *from, int *to)
+{
+	int a, b, c, d, n = 0;
+
+	if (sscanf(h, "%2d:%2d-%2d:%2d%n", &a, &b, &c, &d, &n) != 4 || h[n] != '\0' || a < 0 ||
+	    a > 24 || c < 0 || c > 24 || b < 0 || b > 59 || d < 0 || d > 59 ||
+	    a * 60 + b == c * 60 + d)
+		return SW_EINVAL;
+	*from = a * 60 + b;
+	*to = c * 60 + d;
+	return 0;
+}
+
+/* Each name of "a,b" valid, at most SW_PRODUCT_NAMES_MAX of them. */
+static int list_valid(const char *list)
+{
+	char name[SW_PRODUCT_NAME_MAX + 1];
+	size_t count = 0;
+
+	for (const char *s = list; *s;) {
+		size_t n = strcspn(s, ",");
+
+		if (n == 0 || n > SW_PRODUCT_NAME_MAX || ++count > SW_PRODUCT_NAMES_MAX)
+			return 0;
+		memcpy(name, s, n);
+		name[n] = '\0';
+		if (!sw_name_valid(name))
+			return 0;
+		s += n;
+		if (*s == ',' && !*++s)
+			return 0; /* a trailing comma */
+	}
+	return 1;
+}
+
+int sw_product_validate(struct sw_product *p, char *err, size_t errlen)
+{
+	if (!sw_name_valid(p->name)) {
+		sw_seterr(err, errlen, "product name must be 1-63 letters, digits, '.', '_', '-'");
+		return SW_EINVAL;
+	}
+	if (!sw_product_exe_valid(p->exe)) {
+		sw_seterr(err, errlen, "exe must be a file name, not a path");
+		return SW_EINVAL;
+	}
+	if (strspn(p->version, "0123456789abcdefghijklmnopqrstuvwxyz"
+			       "ABCDEFGHIJKLMNOPQRSTUVWXYZ.+~:_-*?[]!") != strlen(p->version)) {
+		sw_seterr(err, errlen,
+			  "version must be a pattern of a package version, like 9.* or 2.1-*");
+		return SW_EINVAL;
+	}
+	if (p->build_id[0] && !hex_valid(p->build_id)) {
+		sw_seterr(err, errlen, "build_id must be lowercase hex, as readelf -n shows it");
+		return SW_EINVAL;
+	}
+	p->hours_from = p->hours_to = -1;
+	if (p->hours[0] && hours_parse(p->hours, &p->hours_from, &p->hours_to)) {
+		sw_seterr(err, errlen, "hours must be HH:MM-HH:MM, like 08:00-18:00");
+		return SW_EINVAL;
+	}
+	if (!list_valid(p->deny_users) || !list_valid(p->deny_hosts)) {
+		sw_seterr(err, errlen, "a deny list must be at most %d names",
+			  SW_PRODUCT_NAMES_MAX);
+		return SW_EINVAL;
+	}
+	if (p->licenses < 0 || p->licenses > SW_PRODUCT_LICENSES_MAX || p->allotment < -1 ||
+	    p->allotment > SW_PRODUCT_LICENSES_MAX) {
+		sw_seterr(err, errlen, "licenses must be 0 to %d", SW_PRODUCT_LICENSES_MAX);
+		return SW_EINVAL;
+	}
+	p->enforce = p->enforce != 0;
+	return 0;
+}
+
+int sw_product_names_parse(const json_t *arr, const char *what, char *out, size_t len, char *err,
+			   size_t errlen)
+{
+	const json_t *v;
+	size_t i, used = 0;
+
+	out[0] = '\0';
+	if (!arr)
+		return 0;
+	if (!json_is_array(arr) || json_array_size(arr) > SW_PRODUCT_NAMES_MAX) {
+		sw_seterr(err, errlen, "%s must be a list of at most %d names", what,
+			  SW_PRODUCT_NAMES_MAX);
+		return SW_EINVAL;
+	}
+	json_array_foreach(arr, i, v)
+	{
+		const char *name = json_string_value(v);
+
+		if (!name || strlen(name) != json_string_length(v) || !sw_name_valid(name) ||
+		    used + strlen(name) + 2 > len) {
+			out[0] = '\0';
+			sw_seterr(err, errlen, "%s: '%.63s' is not a name", what,
+				  name ? name : "?");
+			return SW_EINVAL;
+		}
+		used += (size_t)snprintf(out + used, len - used, "%s%s", used ? "," : "", name);
+	}
+	return 0;
+}
+
+static int copy_str(const json_t *j, const char *key, size_t max, int required, char *out,
+		    char *err, size_t errlen)
+{
+	const char *s;
+	int rc;
+
+	if ((rc = sw_json_str(j, key, max, required, &s, err, errlen)))
+		return rc;
+	if (s)
+		memcpy(out, s, strlen(s) + 1);
+	return 0;
+}
+
+int sw_product_parse(const json_t *j, struct sw_product *p, char *err, size_t errlen)
+{
+	char why[200];
+	const json_t *enforce;
+	int rc;
+
+	sw_product_init(p);
+	if (!json_is_object(j)) {
+		sw_seterr(err, errlen, "a product must be an object");
+		return SW_EINVAL;
+	}
+	if ((rc = copy_str(j, "name", SW_PRODUCT_NAME_MAX, 1, p->name, err, errlen)))
+		return rc;
+	if ((rc = copy_str(j, "exe", SW_PRODUCT_EXE_MAX, 1, p->exe, why, sizeof(why))) ||
+	    (rc =
+		 copy_str(j, "version", SW_PRODUCT_VERSION_MAX, 0, p->version, why, sizeof(why))) ||
+	    (rc = copy_str(j, "build_id", SW_PRODUCT_BUILD_ID_MAX, 0, p->build_id, why,
+			   sizeof(why))) ||
+	    (rc = copy_str(j, "hours", SW_PRODUCT_HOURS_MAX, 0, p->hours, why, sizeof(why))) ||
+	    (rc = sw_json_int(j, "licenses", 0, SW_PRODUCT_LICENSES_MAX, 1, &p->licenses, why,
+			      sizeof(why))) ||
+	    (rc = sw_json_int(j, "allotment", 0, SW_PRODUCT_LICENSES_MAX, 0, &p->allotment, why,
+			      sizeof(why))) ||
+	    (rc = sw_product_names_parse(json_object_get(j, "deny_users"), "deny_users",
+					 p->deny_users, sizeof(p->deny_users), why, sizeof(why))) ||
+	    (rc = sw_product_names_parse(json_object_get(j, "deny_hosts"), "deny_hosts",
+					 p->deny_hosts, sizeof(p->deny_hosts), why, sizeof(why))))
+		goto fail;
+	enforce = json_object_get(j, "enforce");
+	if (enforce && !json_is_boolean(enforce)) {
+		snprintf(why, sizeof(why), "'enforce' must be true or false");
+		rc = SW_EINVAL;
+		goto fail;
+	}
+	p->enforce = json_is_true(enforce);
+	if ((rc = sw_product_validate(p, why, sizeof(why))))
+		goto fail;
+	return 0;
+fail:
+	sw_seterr(err, errlen, "product %.63s: %s", p->name[0] ? p->name : "?", why);
+	return rc;
+}
+
+int sw_product_list_has(const char *list, const char *name)
+{
+	size_t n = strlen(name);
+
+	if (!n)
+		return 0;
+	for (const char *s = list; *s;) {
+		size_t len = strcspn(s, ",");
+
+		if (len == n && memcmp(s, name, n) == 0)
+			return 1;
+		s += len;
+		if (*s)
+			s++;
+	}
+	return 0;
+}
+
+int sw_product_hours_allow(const struct sw_product *p, int minute)
+{
+	if (p->hours_from < 0)
+		return 1;
+	if (p->hours_from <= p->hours_to)
+		return minute >= p->hours_from && minute < p->hours_to;
+	return minute >= p->hours_from || minute < p->hours_to;
+}
+
+static json_t *list_json(const char *list)
+{
+	json_t *arr = json_array();
+
+	for (const char *s = list; arr && *s;) {
+		size_t len = strcspn(s, ",");
+
+		if (len && json_array_append_new(arr, json_stringn(s, len))) {
+			json_decref(arr);
+			return NULL;
+		}
+		s += len;
+		if (*s)
+			s++;
+	}
+	return arr;
+}
+
+json_t *sw_product_json(const struct sw_product *p)
+{
+	json_t *j = json_pack("{ss ss ss sI sb ss ss so so}", "name", p->name, "exe", p->exe,
+			      "version", p->version, "licenses", (json_int_t)p->licenses, "enforce",
+			      p->enforce, "build_id", p->build_id, "hours", p->hours, "deny_users",
+			      list_json(p->deny_users), "deny_hosts", list_json(p->deny_hosts));
+
+	if (j && p->allotment >= 0 &&
+	    json_object_set_new(j, "allotment", json_integer(p->allotment))) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
+const struct sw_product *sw_product_match(const struct sw_product *const *v, size_t n,
+					  const struct sw_program *prog, unsigned *need)
+{
+	const struct sw_product *best = NULL;
+	int best_fit = -1;
+
+	*need = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct sw_product *p = v[i];
+		int fit;
+
+		if (strcmp(p->exe, prog->exe) != 0) {
+			/* a renamed copy still carries the build ID */
+			if (!p->build_id[0])
+				continue;
+			if (!prog->build_id) {
+				*need |= SW_PRODUCT_NEED_BUILD_ID;
+				continue;
+			}
+			if (strcmp(p->build_id, prog->build_id) != 0)
+				continue;
+		}
+		/* looking a version up costs a query of dpkg's database: only when a
+		 * pattern would decide */
+		if (p->version[0] && !prog->version) {
+			*need |= SW_PRODUCT_NEED_VERSION;
+			continue;
+		}
+		fit = sw_version_match(p->version, prog->version);
+		if (fit > best_fit ||
+		    (fit == best_fit && fit >= 0 && strcmp(p->name, best->name) < 0)) {
+			best = p;
+			best_fit = fit;
+		}
+	}
+	return *need ? NULL : best;
+}
+
+void sw_product_array_free(struct sw_product **v, size_t n)
+{
+	if (!v)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+int sw_product_array_parse(const json_t *arr, struct sw_product ***out, size_t *n, char *err,
+			   size_t errlen)
+{
+	struct sw_product **v = NULL;
+	const json_t *e;
+	size_t i, k = 0;
+	int rc = 0;
+
+	*out = NULL;
+	*n = 0;
+	if (!json_is_array(arr)) {
+		sw_seterr(err, errlen, "'products' must be an array");
+		return SW_EINVAL;
+	}
+	if (json_array_size(arr) > SW_PRODUCT_MAX) {
+		sw_seterr(err, errlen, "more than %d products", SW_PRODUCT_MAX);
+		return SW_ETOOBIG;
+	}
+	if (json_array_size(arr) && !(v = calloc(json_array_size(arr), sizeof(*v))))
+		return SW_ENOMEM;
+	json_array_foreach(arr, i, e)
+	{
+		if (!(v[k] = malloc(sizeof(*v[k])))) {
+			rc = SW_ENOMEM;
+			goto fail;
+		}
+		k++;
+		if ((rc = sw_product_parse(e, v[k - 1], err, errlen)))
+			goto fail;
+		for (size_t m = 0; m + 1 < k; m++) {
+			if (strcmp(v[m]->name, v[k - 1]->name) == 0) {
+				sw_seterr(err, errlen, "product %s is named twice", v[m]->name);
+				rc = SW_EINVAL;
+				goto fail;
+			}
+		}
+	}
+	*out = v;
+	*n = k;
+	return 0;
+fail:
+	sw_product_array_free(v, k);
+	return rc;
+}

@@ -1,0 +1,100 @@
+/*
+ * A product of the site: which program it is (executable name or ELF build ID, then a
+ * version pattern), its licenses and its policy (allowed hours, denied users and
+ * hosts). The site server stores products, and the license servers and the agents'
+ * passive metering receive them as JSON; all three read them with sw_product_parse(),
+ * check them with sw_product_validate() and choose a program's product with
+ * sw_product_match(), so they cannot disagree about what a product is or which one a
+ * program runs as.
+ */
+#ifndef SW_PRODUCT_H
+#define SW_PRODUCT_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SW_PRODUCT_NAME_MAX	63
+#define SW_PRODUCT_EXE_MAX	255
+#define SW_PRODUCT_VERSION_MAX	64
+#define SW_PRODUCT_BUILD_ID_MAX 128
+#define SW_PRODUCT_HOURS_MAX	15
+#define SW_PRODUCT_NAMES_MAX	64   /* names in a deny list */
+#define SW_PRODUCT_LIST_LEN	1024 /* a deny list's text, with its NUL */
+#define SW_PRODUCT_LICENSES_MAX 100000000
+#define SW_PRODUCT_MAX		1000 /* in one table */
+
+struct sw_product {
+	char name[SW_PRODUCT_NAME_MAX + 1];
+	char exe[SW_PRODUCT_EXE_MAX + 1];	    /* file name, no path */
+	char version[SW_PRODUCT_VERSION_MAX + 1];   /* glob over package versions; "" any */
+	char build_id[SW_PRODUCT_BUILD_ID_MAX + 1]; /* lowercase hex; "" not known by one */
+	char hours[SW_PRODUCT_HOURS_MAX + 1];	    /* "HH:MM-HH:MM" as given; "" any time */
+	int hours_from, hours_to;		    /* minutes after midnight; -1: any time */
+	char deny_users[SW_PRODUCT_LIST_LEN];	    /* "a,b": names, comma-separated */
+	char deny_hosts[SW_PRODUCT_LIST_LEN];
+	int64_t licenses;  /* the site's count */
+	int64_t allotment; /* one license server's share; -1 where none was given */
+	int enforce;
+};
+
+/* A program seen running or asking for a license. */
+struct sw_program {
+	const char *exe;      /* file name */
+	const char *build_id; /* "" none; NULL not read yet */
+	const char *version;  /* its package's, "" none; NULL not looked up yet */
+};
+
+/* What sw_product_match() would need to decide. */
+#define SW_PRODUCT_NEED_BUILD_ID 1u
+#define SW_PRODUCT_NEED_VERSION	 2u
+
+/* 1 if `exe` can be a program's file name: not empty, no path, not "." or "..". */
+int sw_product_exe_valid(const char *exe);
+
+/* An empty product: no pattern, no policy, no allotment. */
+void sw_product_init(struct sw_product *p);
+
+/* Reads one product as the site server sends it ({name, exe, version, build_id, hours,
+ * deny_users, deny_hosts, licenses, enforce, allotment}; name, exe and licenses
+ * required) and validates it. 0, or SW_EINVAL with a sentence in `err`. */
+int sw_product_parse(const json_t *j, struct sw_product *p, char *err, size_t errlen);
+
+/* Checks every field and derives hours_from/hours_to from `hours`: the one rule for
+ * what a product may be, used on what an administrator asks for and on what a license
+ * server or an agent receives. 0, or SW_EINVAL with a sentence in `err`. */
+int sw_product_validate(struct sw_product *p, char *err, size_t errlen);
+
+/* Reads a JSON list of names (an absent one is empty) into the "a,b" form of a deny
+ * list, each a name as sw_name_valid() has it. 0, or SW_EINVAL. */
+int sw_product_names_parse(const json_t *arr, const char *what, char *out, size_t len, char *err,
+			   size_t errlen);
+
+/* 1 if `name` is in the deny list `list` ("a,b"), 0 if not. */
+int sw_product_list_has(const char *list, const char *name);
+
+/* 1 if the hours window allows use at `minute` after midnight (any time when the
+ * product has none); a window may run past midnight, like 22:00-06:00. */
+int sw_product_hours_allow(const struct sw_product *p, int minute);
+
+/* The product as the site server sends it; allotment only when it has one. NULL when
+ * out of memory. */
+json_t *sw_product_json(const struct sw_product *p);
+
+/* The product `prog` runs as among `n` products: those naming its executable, or its
+ * build ID, which a renamed copy keeps; of those the most specific version pattern
+ * that fits its version wins (a product without one takes the rest), and of equally
+ * specific ones the first by name, so the order of the table does not matter. NULL
+ * when none fits, or when something not known yet would decide: *need then says
+ * what (SW_PRODUCT_NEED_*), and the caller asks again with it. */
+const struct sw_product *sw_product_match(const struct sw_product *const *v, size_t n,
+					  const struct sw_program *prog, unsigned *need);
+
+/* A JSON array of products (at most SW_PRODUCT_MAX, no name twice) into `*out`, `*n`
+ * products each allocated on its own; the caller frees with sw_product_array_free().
+ * On failure nothing is left to free. */
+int sw_product_array_parse(const json_t *arr, struct sw_product ***out, size_t *n, char *err,
+			   size_t errlen);
+void sw_product_array_free(struct sw_product **v, size_t n);
+
+#endif
