@@ -117,8 +117,9 @@ int upgrade_holds(const struct agent *a, const char *name);
 json_t *upgrade_status(const struct agent *a);
 /* Bytes available to the agent on its folder's file system; SW_EIO if unknown. */
 int64_t upgrade_disk_free(const char *dir);
-/* Replaces this process with a->restart_exe, the same arguments; never returns. */
-void upgrade_exec(struct agent *a) __attribute__((noreturn));
+/* Replaces this process with a->restart_exe, the same arguments; returns only when
+ * no version could be started (SW_EIO), and the agent then ends. */
+int upgrade_exec(struct agent *a);
 void upgrade_post_stop(struct sw_http_req *req, void *arg);
 void upgrade_post_start(struct sw_http_req *req, void *arg);
 void upgrade_post_stage(struct sw_http_req *req, void *arg);

@@ -7,6 +7,7 @@
 #include "error.h"
 #include "install.h"
 #include "log.h"
+#include "loop.h"
 #include "pki.h"
 #include "util.h"
 
@@ -45,14 +46,6 @@ static void usage(FILE *f)
 		   "       siteward-agent init --dir DIR --server https://HOST:PORT --token TOKEN "
 		   "--name NAME\n"
 		   "       siteward-agent --version\n");
-}
-
-static int read_in(const char *dir, const char *name, char **out, char *err, size_t errlen)
-{
-	char path[PATH_MAX + 64];
-
-	sw_path_join(path, sizeof(path), dir, name);
-	return sw_file_read(path, 64 * 1024, out, NULL, err, errlen);
 }
 
 static int agent_configure(struct agent *a, const char *dir, char *err, size_t errlen)
@@ -98,9 +91,9 @@ static int agent_configure(struct agent *a, const char *dir, char *err, size_t e
 	}
 	if (sw_conf_meter_listen(a->conf, a->meter_listen, sizeof(a->meter_listen)))
 		a->meter_listen[0] = '\0'; /* the meter says why it cannot start */
-	if ((rc = read_in(a->dir, "ca.crt", &a->ca_pem, err, errlen)) ||
-	    (rc = read_in(a->dir, "agent.crt", &a->cert_pem, err, errlen)) ||
-	    (rc = read_in(a->dir, "agent.key", &a->key_pem, err, errlen)))
+	if ((rc = sw_pem_read(a->dir, "ca.crt", &a->ca_pem, err, errlen)) ||
+	    (rc = sw_pem_read(a->dir, "agent.crt", &a->cert_pem, err, errlen)) ||
+	    (rc = sw_pem_read(a->dir, "agent.key", &a->key_pem, err, errlen)))
 		return rc;
 	char ca[PATH_MAX + 64], crt[PATH_MAX + 64], key[PATH_MAX + 64];
 	sw_path_join(ca, sizeof(ca), a->dir, "ca.crt");
@@ -134,110 +127,8 @@ static void on_signal(uv_signal_t *h, int signum)
 	uv_stop(a->loop);
 }
 
-static void close_walk(uv_handle_t *h, void *arg)
-{
-	if (!uv_is_closing(h))
-		uv_close(h, NULL);
-}
-
-static int agent_run(const char *dir, int check_only, char **argv)
-{
-	struct agent a;
-	struct sw_nofile nofile;
-	char err[512], limits[160];
-	int rc;
-
-	memset(&a, 0, sizeof(a));
-	a.loop = uv_default_loop();
-	a.started_ms = sw_mono_ms();
-	a.heartbeat_s = 15;
-	if (getenv(HEARTBEAT_ENV)) {
-		unsigned long hb = strtoul(getenv(HEARTBEAT_ENV), NULL, 10);
-		if (hb >= 1 && hb <= 3600)
-			a.heartbeat_s = (unsigned)hb;
-		unsetenv(HEARTBEAT_ENV); /* not for the services it starts */
-	}
-	a.argv = argv;
-	if (sw_install_self(a.self_exe, sizeof(a.self_exe)))
-		a.self_exe[0] = '\0';
-	sw_log_init("siteward-agent", SW_LOG_INFO);
-	rc = agent_configure(&a, dir, err, sizeof(err));
-	if (!rc)
-		sw_install_version(a.dir, a.version, sizeof(a.version));
-	if (!rc && check_only) {
-		printf("configuration OK: %s, server %s\n", a.name, a.server);
-		goto out;
-	}
-	if (rc) {
-		fprintf(stderr, "siteward-agent: %s\n", err);
-		goto out;
-	}
-	signal(SIGPIPE, SIG_IGN);
-	/* Services, the channel and downloads hold descriptors; an agent short of them
-	 * cannot even report. (Services inherit the raised limit.) */
-	if (sw_nofile_raise(&nofile) == 0) {
-		sw_nofile_describe(&nofile, limits, sizeof(limits));
-		sw_info("%s", limits);
-	}
-	a.sup = supervisor_new(a.loop, a.dir, on_services_changed, &a);
-	/* before the roles: services an upgrade stopped must stay stopped */
-	if (!a.sup || upgrade_init(&a)) {
-		rc = 1;
-		goto out;
-	}
-	roles_load(&a);
-	usage_cache_prepare(&a);
-	if (ticket_start(&a)) {
-		fprintf(stderr, "siteward-agent: out of memory\n");
-		rc = 1;
-		goto out;
-	}
-	a.passive = passive_start(&a, a.passive_ms);
-	uv_signal_init(a.loop, &a.sigint);
-	uv_signal_init(a.loop, &a.sigterm);
-	a.sigint.data = a.sigterm.data = &a;
-	uv_signal_start(&a.sigint, on_signal, SIGINT);
-	uv_signal_start(&a.sigterm, on_signal, SIGTERM);
-	if (channel_start(&a)) {
-		fprintf(stderr, "siteward-agent: out of memory\n");
-		rc = 1;
-		goto out;
-	}
-	if (sw_conf_get(a.conf, "agent", "listen", NULL))
-		sw_info("[agent] listen is no longer used: the agent opens no port, and takes "
-			"the server's commands over the connection it keeps");
-	sw_info("%s started, server %s, version %s", a.name, a.server, a.version);
-	uv_run(a.loop, UV_RUN_DEFAULT);
-	a.stopping = 1;
-	passive_stop(a.passive);
-	ticket_stop(&a);
-	channel_stop(&a);
-	upgrade_stop(&a);
-	/* Services keep running: a restarted agent finds them again. */
-	supervisor_free(a.sup);
-	sw_http_client_free(a.client);
-	sw_http_client_free(a.bulk);
-	a.client = a.bulk = NULL;
-	uv_walk(a.loop, close_walk, NULL);
-	uv_run(a.loop, UV_RUN_DEFAULT);
-out:
-	sw_http_client_free(a.client);
-	sw_http_client_free(a.bulk);
-	sw_conf_free(a.conf);
-	free(a.ca_pem);
-	free(a.cert_pem);
-	free(a.key_pem);
-	json_decref(a.roles);
-	json_decref(a.meters);
-	ticket_free(&a);
-	uv_loop_close(a.loop);
-	upgrade_free(&a);
-	if (!rc && a.restart_exe[0])
-		upgrade_exec(&a); /* the loop has closed everything it had open */
-	return rc ? 1 : 0;
-}
-
-int main(int argc, char **argv)
+/* Options: 0 and `dir` to go on; otherwise the exit status (-1 for 0: --help, --version). */
+static int options(int argc, char **argv, const char **dir, int *check)
 {
 	static const struct option longopts[] = {
 	    {"dir", required_argument, NULL, 'd'},
@@ -246,23 +137,146 @@ int main(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	const char *dir = getenv("SITEWARD_AGENT");
-	int opt, check = 0;
+	int opt;
 
-	if (argc > 1 && strcmp(argv[1], "init") == 0)
-		return enroll_main(argc - 1, argv + 1);
+	*dir = getenv("SITEWARD_AGENT");
 	while ((opt = getopt_long(argc, argv, "nd:", longopts, NULL)) != -1) {
 		switch (opt) {
-		case 'd': dir = optarg; break;
-		case 'n': check = 1; break;
-		case 'V': printf("siteward-agent %s\n", SW_VERSION); return 0;
-		case 'h': usage(stdout); return 0;
+		case 'd': *dir = optarg; break;
+		case 'n': *check = 1; break;
+		case 'V': printf("siteward-agent %s\n", SW_VERSION); return -1;
+		case 'h': usage(stdout); return -1;
 		default: usage(stderr); return 2;
 		}
 	}
-	if (!dir || optind != argc) {
+	if (!*dir || optind != argc) {
 		usage(stderr);
 		return 2;
 	}
-	return agent_run(dir, check, argv);
+	return 0;
+}
+
+static void agent_init(struct agent *a, char **argv)
+{
+	a->loop = uv_default_loop();
+	a->started_ms = sw_mono_ms();
+	a->heartbeat_s = 15;
+	if (getenv(HEARTBEAT_ENV)) {
+		unsigned long hb = strtoul(getenv(HEARTBEAT_ENV), NULL, 10);
+		if (hb >= 1 && hb <= 3600)
+			a->heartbeat_s = (unsigned)hb;
+		unsetenv(HEARTBEAT_ENV); /* not for the services it starts */
+	}
+	a->argv = argv;
+	if (sw_install_self(a->self_exe, sizeof(a->self_exe)))
+		a->self_exe[0] = '\0';
+	sw_log_init("siteward-agent", SW_LOG_INFO);
+}
+
+/* Services, the ticket socket, passive metering, the signals and the channel. Says why
+ * on stderr when it fails. */
+static int agent_open(struct agent *a)
+{
+	struct sw_nofile nofile;
+	char limits[160];
+
+	signal(SIGPIPE, SIG_IGN);
+	/* Services, the channel and downloads hold descriptors; an agent short of them
+	 * cannot even report. (Services inherit the raised limit.) */
+	if (sw_nofile_raise(&nofile) == 0) {
+		sw_nofile_describe(&nofile, limits, sizeof(limits));
+		sw_info("%s", limits);
+	}
+	a->sup = supervisor_new(a->loop, a->dir, on_services_changed, a);
+	/* before the roles: services an upgrade stopped must stay stopped */
+	if (!a->sup || upgrade_init(a))
+		return 1;
+	roles_load(a);
+	usage_cache_prepare(a);
+	if (ticket_start(a)) {
+		fprintf(stderr, "siteward-agent: out of memory\n");
+		return 1;
+	}
+	a->passive = passive_start(a, a->passive_ms);
+	uv_signal_init(a->loop, &a->sigint);
+	uv_signal_init(a->loop, &a->sigterm);
+	a->sigint.data = a->sigterm.data = a;
+	uv_signal_start(&a->sigint, on_signal, SIGINT);
+	uv_signal_start(&a->sigterm, on_signal, SIGTERM);
+	if (channel_start(a)) {
+		fprintf(stderr, "siteward-agent: out of memory\n");
+		return 1;
+	}
+	if (sw_conf_get(a->conf, "agent", "listen", NULL))
+		sw_info("[agent] listen is no longer used: the agent opens no port, and takes "
+			"the server's commands over the connection it keeps");
+	sw_info("%s started, server %s, version %s", a->name, a->server, a->version);
+	return 0;
+}
+
+/* 0, or SW_ETIMEDOUT if work still runs on the thread pool past the drain's
+ * deadline: then what it may use is not freed. */
+static int agent_shutdown(struct agent *a)
+{
+	a->stopping = 1;
+	passive_stop(a->passive);
+	ticket_stop(a);
+	channel_stop(a);
+	upgrade_stop(a);
+	/* Services keep running: a restarted agent finds them again. */
+	supervisor_free(a->sup);
+	sw_http_client_free(a->client);
+	sw_http_client_free(a->bulk);
+	a->client = a->bulk = NULL;
+	if (sw_loop_drain(a->loop, SW_LOOP_DRAIN_MS)) {
+		sw_warn("shutdown: work still pending after %u ms; exiting without freeing",
+			SW_LOOP_DRAIN_MS);
+		return SW_ETIMEDOUT;
+	}
+	return 0;
+}
+
+static void agent_cleanup(struct agent *a)
+{
+	sw_http_client_free(a->client);
+	sw_http_client_free(a->bulk);
+	sw_conf_free(a->conf);
+	free(a->ca_pem);
+	free(a->cert_pem);
+	free(a->key_pem);
+	json_decref(a->roles);
+	json_decref(a->meters);
+	ticket_free(a);
+	uv_loop_close(a->loop);
+	upgrade_free(a);
+}
+
+int main(int argc, char **argv)
+{
+	static struct agent a;
+	const char *dir;
+	char err[512];
+	int check = 0, rc, stuck = 0;
+
+	if (argc > 1 && strcmp(argv[1], "init") == 0)
+		return enroll_main(argc - 1, argv + 1);
+	if ((rc = options(argc, argv, &dir, &check)))
+		return rc < 0 ? 0 : rc;
+	agent_init(&a, argv);
+	if ((rc = agent_configure(&a, dir, err, sizeof(err))))
+		fprintf(stderr, "siteward-agent: %s\n", err);
+	else
+		sw_install_version(a.dir, a.version, sizeof(a.version));
+	if (!rc && check)
+		printf("configuration OK: %s, server %s\n", a.name, a.server);
+	else if (!rc && !(rc = agent_open(&a))) {
+		uv_run(a.loop, UV_RUN_DEFAULT);
+		stuck = agent_shutdown(&a);
+	}
+	if (!stuck)
+		agent_cleanup(&a);
+	/* the loop has closed everything it had open; the upgrade's program goes on */
+	if (!rc && a.restart_exe[0])
+		rc = upgrade_exec(&a);
+	return rc ? 1 : 0;
 }

@@ -988,7 +988,7 @@ static void cloexec_all(void)
 	closedir(d);
 }
 
-void upgrade_exec(struct agent *a)
+int upgrade_exec(struct agent *a)
 {
 	char exe[PATH_MAX], err[300];
 
@@ -1018,7 +1018,7 @@ void upgrade_exec(struct agent *a)
 		execv(a->self_exe, a->argv);
 		sw_err("cannot run %s: %s", a->self_exe, strerror(errno));
 	}
-	exit(1);
+	return SW_EIO;
 }
 
 /* -- status and life cycle -------------------------------------------------------- */

@@ -9,9 +9,10 @@
 #define CLI_MARGIN_MS 800
 
 struct cli {
-	char site[PATH_MAX]; /* the site folder holding admin.crt, admin.key, ca.crt */
-	char url[320];	     /* https://HOST:PORT of the server */
-	int json;	     /* --json: print the API's object */
+	const char *site_arg; /* --site DIR or $SITEWARD_SITE, NULL if neither */
+	char site[PATH_MAX];  /* the site folder holding admin.crt, admin.key, ca.crt */
+	char url[320];	      /* https://HOST:PORT of the server */
+	int json;	      /* --json: print the API's object */
 	unsigned timeout_ms;
 };
 
@@ -48,7 +49,7 @@ int cmd_systems(struct cli *c, int argc, char **argv);
 /* upgrade.c */
 int cmd_upgrade(struct cli *c, int argc, char **argv);
 
-/* package.c: works from the site folder alone, without the server. */
-int cmd_package(struct cli *c, const char *site, int argc, char **argv);
+/* package.c: works from the site folder alone (c->site_arg), without the server. */
+int cmd_package(struct cli *c, int argc, char **argv);
 
 #endif

@@ -12,94 +12,187 @@
 
 #include "version.h"
 
-static void usage(FILE *f)
+/* A synopsis this wide or wider puts its description on the next line. */
+#define SYNOPSIS_COLUMNS 31
+
+/* One line of the summary --help prints: a synopsis (more lines after a '\n') and what
+ * it does (the same). */
+struct usage_line {
+	const char *synopsis;
+	const char *what;
+};
+
+struct command {
+	const char *name;
+	const char *alias; /* another word for it, or NULL */
+	int (*run)(struct cli *c, int argc, char **argv);
+	int local; /* works without the server: no client_setup() */
+	struct usage_line usage[3];
+};
+
+static int cmd_version(struct cli *c, int argc, char **argv)
 {
-	fprintf(f, "usage: siteward [--site DIR] [--json] [--timeout SECONDS] COMMAND ...\n"
-		   "\n"
-		   "commands:\n"
-		   "  token create [--ttl SECONDS]   print a one-time enrollment token\n"
-		   "  systems                        list site systems and their health\n"
-		   "  systems remove NAME            remove a system and revoke its certificate\n"
-		   "  role add|remove NAME ROLE      give a system a role, or take it away\n"
-		   "  service status|start|stop|restart NAME SERVICE\n"
-		   "                                 control a role's service, within --timeout\n"
-		   "  service logs NAME SERVICE [--lines N]\n"
-		   "                                 the tail of a service's log\n"
-		   "  product add|set|remove|list    registered products and their licenses\n"
-		   "  usage [--product NAME] [--since YYYY-MM-DD|Nd]\n"
-		   "                                 software usage by product and day\n"
-		   "  package build --version V [--min-version V] --from PREFIX -o FILE\n"
-		   "                                 a service pack of an install tree, signed\n"
-		   "                                 with the site's key\n"
-		   "  package verify FILE            check a package against the site's key\n"
-		   "  upgrade check FILE [--strict]  preflight of a package on every system\n"
-		   "  upgrade run FILE [--parallel N] [--stop-timeout S]\n"
-		   "              [--on-stuck defer|kill|remove-role|fail] [--max-failures N]\n"
-		   "                                 upgrade the site server, then every system\n"
-		   "  upgrade status|resume|rollback the latest upgrade: its progress and report,\n"
-		   "                                 continue it, or return to the old version\n"
-		   "  version                        print the version\n"
-		   "\n"
-		   "The site folder is --site DIR or $SITEWARD_SITE.\n");
+	printf("siteward %s\n", SW_VERSION);
+	return 0;
 }
 
-int main(int argc, char **argv)
-{
-	struct cli c;
-	const char *site = getenv("SITEWARD_SITE");
-	char *args[64];
-	int nargs = 0, rc;
+/* Every command: dispatch and --help both come from here, in this order. */
+static const struct command commands[] = {
+    {"token",
+     NULL,
+     cmd_token,
+     0,
+     {{"token create [--ttl SECONDS]", "print a one-time enrollment token"}}},
+    {"systems",
+     NULL,
+     cmd_systems,
+     0,
+     {{"systems", "list site systems and their health"},
+      {"systems remove NAME", "remove a system and revoke its certificate"}}},
+    {"role",
+     NULL,
+     cmd_role,
+     0,
+     {{"role add|remove NAME ROLE", "give a system a role, or take it away"}}},
+    {"service",
+     NULL,
+     cmd_service,
+     0,
+     {{"service status|start|stop|restart NAME SERVICE",
+       "control a role's service, within --timeout"},
+      {"service logs NAME SERVICE [--lines N]", "the tail of a service's log"}}},
+    {"product",
+     NULL,
+     cmd_product,
+     0,
+     {{"product add|set|remove|list", "registered products and their licenses"}}},
+    {"usage",
+     NULL,
+     cmd_usage,
+     0,
+     {{"usage [--product NAME] [--since YYYY-MM-DD|Nd]", "software usage by product and day"}}},
+    {"package",
+     NULL,
+     cmd_package,
+     1,
+     {{"package build --version V [--min-version V] --from PREFIX -o FILE",
+       "a service pack of an install tree, signed\nwith the site's key"},
+      {"package verify FILE", "check a package against the site's key"}}},
+    {"upgrade",
+     NULL,
+     cmd_upgrade,
+     0,
+     {{"upgrade check FILE [--strict]", "preflight of a package on every system"},
+      {"upgrade run FILE [--parallel N] [--stop-timeout S]\n"
+       "            [--on-stuck defer|kill|remove-role|fail] [--max-failures N]",
+       "upgrade the site server, then every system"},
+      {"upgrade status|resume|rollback",
+       "the latest upgrade: its progress and report,\ncontinue it, or return to the old "
+       "version"}}},
+    {"version", "--version", cmd_version, 1, {{"version", "print the version"}}},
+};
 
-	memset(&c, 0, sizeof(c));
-	c.timeout_ms = 30000;
-	/* Global options may stand anywhere, so `siteward systems --json` works. */
+/* Prints `text` line by line, the first after `first` (already indented), the others
+ * indented by `indent` columns. */
+static void print_lines(FILE *f, const char *text, int indent)
+{
+	const char *nl;
+
+	while ((nl = strchr(text, '\n'))) {
+		fprintf(f, "%.*s\n%*s", (int)(nl - text), text, indent, "");
+		text = nl + 1;
+	}
+	fputs(text, f);
+}
+
+static void usage_line(FILE *f, const struct usage_line *u)
+{
+	const char *last = strrchr(u->synopsis, '\n');
+	int width = (int)strlen(last ? last + 1 : u->synopsis);
+
+	fputs("  ", f);
+	print_lines(f, u->synopsis, 2);
+	if (width < SYNOPSIS_COLUMNS)
+		fprintf(f, "%*s", SYNOPSIS_COLUMNS - width, "");
+	else
+		fprintf(f, "\n%*s", 2 + SYNOPSIS_COLUMNS, "");
+	print_lines(f, u->what, 2 + SYNOPSIS_COLUMNS);
+	fputc('\n', f);
+}
+
+static void usage(FILE *f)
+{
+	fputs("usage: siteward [--site DIR] [--json] [--timeout SECONDS] COMMAND ...\n"
+	      "\n"
+	      "commands:\n",
+	      f);
+	for (size_t i = 0; i < SW_ARRAY_LEN(commands); i++)
+		for (size_t j = 0;
+		     j < SW_ARRAY_LEN(commands[i].usage) && commands[i].usage[j].synopsis; j++)
+			usage_line(f, &commands[i].usage[j]);
+	fputs("\n"
+	      "The site folder is --site DIR or $SITEWARD_SITE.\n",
+	      f);
+}
+
+static const struct command *command_find(const char *name)
+{
+	for (size_t i = 0; i < SW_ARRAY_LEN(commands); i++)
+		if (strcmp(name, commands[i].name) == 0 ||
+		    (commands[i].alias && strcmp(name, commands[i].alias) == 0))
+			return &commands[i];
+	return NULL;
+}
+
+/* Global options may stand anywhere, so `siteward systems --json` works; the rest go to
+ * `args`. 0 to go on; otherwise the exit status (-1 for 0: --help). */
+static int options(struct cli *c, int argc, char **argv, char **args, int *nargs)
+{
+	c->site_arg = getenv("SITEWARD_SITE");
+	c->timeout_ms = 30000;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0) {
-			c.json = 1;
+			c->json = 1;
 		} else if (strcmp(argv[i], "--site") == 0 && i + 1 < argc) {
-			site = argv[++i];
+			c->site_arg = argv[++i];
 		} else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
 			double t;
 			if (sw_number_parse(argv[++i], 0.01, 86400, &t)) {
 				fprintf(stderr, "siteward: --timeout takes a number of seconds\n");
 				return 2;
 			}
-			c.timeout_ms = (unsigned)(t * 1000);
+			c->timeout_ms = (unsigned)(t * 1000);
 		} else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 			usage(stdout);
-			return 0;
-		} else if (nargs < 63) {
-			args[nargs++] = argv[i];
+			return -1;
+		} else if (*nargs < 63) {
+			args[(*nargs)++] = argv[i];
 		}
 	}
-	args[nargs] = NULL;
-	if (nargs == 0) {
+	args[*nargs] = NULL;
+	if (*nargs == 0) {
 		usage(stderr);
 		return 2;
 	}
-	if (strcmp(args[0], "version") == 0 || strcmp(args[0], "--version") == 0) {
-		printf("siteward %s\n", SW_VERSION);
-		return 0;
-	}
-	if (strcmp(args[0], "package") == 0)
-		return cmd_package(&c, site, nargs - 1, args + 1);
-	rc = client_setup(&c, site);
-	if (rc)
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static struct cli c;
+	const struct command *cmd;
+	char *args[64];
+	int nargs = 0, rc;
+
+	if ((rc = options(&c, argc, argv, args, &nargs)))
+		return rc < 0 ? 0 : rc;
+	cmd = command_find(args[0]);
+	/* An unknown word still needs a site first: the error that fits it comes first. */
+	if ((!cmd || !cmd->local) && (rc = client_setup(&c, c.site_arg)))
 		return rc;
-	if (strcmp(args[0], "token") == 0)
-		return cmd_token(&c, nargs - 1, args + 1);
-	if (strcmp(args[0], "systems") == 0)
-		return cmd_systems(&c, nargs - 1, args + 1);
-	if (strcmp(args[0], "product") == 0)
-		return cmd_product(&c, nargs - 1, args + 1);
-	if (strcmp(args[0], "usage") == 0)
-		return cmd_usage(&c, nargs - 1, args + 1);
-	if (strcmp(args[0], "role") == 0)
-		return cmd_role(&c, nargs - 1, args + 1);
-	if (strcmp(args[0], "service") == 0)
-		return cmd_service(&c, nargs - 1, args + 1);
-	if (strcmp(args[0], "upgrade") == 0)
-		return cmd_upgrade(&c, nargs - 1, args + 1);
-	fprintf(stderr, "siteward: unknown command '%s'; see siteward --help\n", args[0]);
-	return 2;
+	if (!cmd) {
+		fprintf(stderr, "siteward: unknown command '%s'; see siteward --help\n", args[0]);
+		return 2;
+	}
+	return cmd->run(&c, nargs - 1, args + 1);
 }

@@ -12,8 +12,6 @@
 #include <string.h>
 #include <time.h>
 
-#define KEY_MAX 65536
-
 static void package_usage(void)
 {
 	cli_error("usage: siteward package build --version V [--min-version V] --from PREFIX -o "
@@ -24,7 +22,7 @@ static void package_usage(void)
 /* Reads DIR/name from the site folder. */
 static int site_key(const char *site, const char *name, char **pem)
 {
-	char dir[PATH_MAX], path[PATH_MAX + 32], err[512];
+	char dir[PATH_MAX], err[512];
 
 	*pem = NULL;
 	if (site == NULL) {
@@ -35,11 +33,7 @@ static int site_key(const char *site, const char *name, char **pem)
 		cli_error("%s: no such site folder", site);
 		return 1;
 	}
-	if (sw_path_join(path, sizeof(path), dir, name)) {
-		cli_error("%s: path too long", dir);
-		return 1;
-	}
-	if (sw_file_read(path, KEY_MAX, pem, NULL, err, sizeof(err))) {
+	if (sw_pem_read(dir, name, pem, err, sizeof(err))) {
 		cli_error("the site's package signing key: %s", err);
 		return 1;
 	}
@@ -179,8 +173,10 @@ static int package_verify(struct cli *c, const char *site, int argc, char **argv
 	return 0;
 }
 
-int cmd_package(struct cli *c, const char *site, int argc, char **argv)
+int cmd_package(struct cli *c, int argc, char **argv)
 {
+	const char *site = c->site_arg;
+
 	if (argc >= 1 && strcmp(argv[0], "build") == 0)
 		return package_build(c, site, argc - 1, argv + 1);
 	if (argc >= 1 && strcmp(argv[0], "verify") == 0)

@@ -91,6 +91,18 @@ out:
 	return rc;
 }
 
+int sw_pem_read(const char *dir, const char *name, char **pem, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+
+	*pem = NULL;
+	if (sw_path_join(path, sizeof(path), dir, name)) {
+		sw_seterr(err, errlen, "%s/%s: path too long", dir, name);
+		return SW_EINVAL;
+	}
+	return sw_file_read(path, SW_PEM_MAX, pem, NULL, err, errlen);
+}
+
 int sw_file_copy(const char *from, const char *to, char *err, size_t errlen)
 {
 	char buf[65536];

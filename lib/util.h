@@ -15,6 +15,14 @@ int64_t sw_mono_ms(void);
  * frees. A larger file fails with SW_ETOOBIG. */
 int sw_file_read(const char *path, size_t max, char **buf, size_t *len, char *err, size_t errlen);
 
+/* The largest certificate, key or CA file a program reads. */
+#define SW_PEM_MAX (64 * 1024)
+
+/* Reads the PEM file `name` (a certificate, a key, the site CA) in the folder `dir` into
+ * a NUL-terminated string the caller frees, at most SW_PEM_MAX bytes; the error names
+ * the file. The one way a program reads its certificates and keys. */
+int sw_pem_read(const char *dir, const char *name, char **pem, char *err, size_t errlen);
+
 /* Replaces `path` atomically and durably: a temporary file in the same folder is
  * written, fsynced and renamed over it, then the folder is fsynced. */
 int sw_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode, char *err,

@@ -13,6 +13,7 @@
 #include "error.h"
 #include "install.h"
 #include "log.h"
+#include "loop.h"
 #include "util.h"
 
 #include <errno.h>
@@ -54,14 +55,6 @@ static void on_tick(uv_timer_t *t)
 	if (n)
 		sw_info("%zu lease%s expired unrenewed; licenses returned", n, n == 1 ? "" : "s");
 	sync_usage_tick(m);
-}
-
-static int read_in(const char *dir, const char *name, char **out, char *err, size_t errlen)
-{
-	char path[PATH_MAX + 64];
-
-	sw_path_join(path, sizeof(path), dir, name);
-	return sw_file_read(path, 64 * 1024, out, NULL, err, errlen);
 }
 
 /* The meter listens where agent.conf says (sw_conf_meter_listen), and talks to the
@@ -129,11 +122,11 @@ static int configure(struct meter *m, const char *dir, char *err, size_t errlen)
 		int own = (sw_path_join(meter_crt, sizeof(meter_crt), m->dir, "meter.crt"),
 			   access(meter_crt, F_OK) == 0);
 
-		if ((rc = read_in(m->dir, "ca.crt", &m->ca_pem, err, errlen)) ||
-		    (rc = read_in(m->dir, own ? "meter.crt" : "agent.crt", &m->cert_pem, err,
-				  errlen)) ||
-		    (rc = read_in(m->dir, own ? "meter.key" : "agent.key", &m->key_pem, err,
-				  errlen)))
+		if ((rc = sw_pem_read(m->dir, "ca.crt", &m->ca_pem, err, errlen)) ||
+		    (rc = sw_pem_read(m->dir, own ? "meter.crt" : "agent.crt", &m->cert_pem, err,
+				      errlen)) ||
+		    (rc = sw_pem_read(m->dir, own ? "meter.key" : "agent.key", &m->key_pem, err,
+				      errlen)))
 			goto out;
 	}
 out:
@@ -189,7 +182,10 @@ static int serve(struct meter *m, char *err, size_t errlen)
 	return sw_http_server_start(m->loop, &o, &m->http, err, errlen);
 }
 
-int main(int argc, char **argv)
+static const char usage_text[] = "usage: siteward-meter --dir AGENT-DIR\n";
+
+/* Options: 0 and `dir` to go on; otherwise the exit status (-1 for 0: --help, --version). */
+static int options(int argc, char **argv, const char **dir)
 {
 	static const struct option longopts[] = {
 	    {"dir", required_argument, NULL, 'd'},
@@ -197,83 +193,118 @@ int main(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	struct meter m;
-	struct sw_nofile nofile;
-	const char *dir = getenv("SITEWARD_AGENT");
-	char err[512], version[64], limits[160] = "open-file limit unknown", room[256];
-	int opt, rc;
+	int opt;
 
-	memset(&m, 0, sizeof(m));
-	sw_log_init("siteward-meter", SW_LOG_INFO);
+	*dir = getenv("SITEWARD_AGENT");
 	while ((opt = getopt_long(argc, argv, "d:h", longopts, NULL)) != -1) {
 		switch (opt) {
-		case 'd': dir = optarg; break;
-		case 'V': printf("siteward-meter %s\n", SW_VERSION); return 0;
-		case 'h': printf("usage: siteward-meter --dir AGENT-DIR\n"); return 0;
-		default: fprintf(stderr, "usage: siteward-meter --dir AGENT-DIR\n"); return 2;
+		case 'd': *dir = optarg; break;
+		case 'V': printf("siteward-meter %s\n", SW_VERSION); return -1;
+		case 'h': fputs(usage_text, stdout); return -1;
+		default: fputs(usage_text, stderr); return 2;
 		}
 	}
-	if (!dir || optind != argc) {
-		fprintf(stderr, "usage: siteward-meter --dir AGENT-DIR\n");
+	if (!*dir || optind != argc) {
+		fputs(usage_text, stderr);
 		return 2;
 	}
-	m.loop = uv_default_loop();
-	m.started_ms = sw_mono_ms();
+	return 0;
+}
+
+/* Configuration, the journal's leases and usage, the listener and the site server's
+ * polls; then the signals and the expiry tick. */
+static int meter_open(struct meter *m, const char *dir, char *err, size_t errlen)
+{
+	struct sw_nofile nofile;
+	char version[64], limits[160] = "open-file limit unknown", room[256];
+	int rc;
+
 	/* Every client holds a connection while it runs: the soft limit on open files goes
 	 * up to the hard one before anything is opened. */
 	if (sw_nofile_raise(&nofile) == 0)
 		sw_nofile_describe(&nofile, limits, sizeof(limits));
-	if ((rc = configure(&m, dir, err, sizeof(err))) || (rc = recover(&m, err, sizeof(err))) ||
-	    (rc = serve(&m, err, sizeof(err))) || (rc = sync_start(&m, err, sizeof(err)))) {
-		fprintf(stderr, "siteward-meter: %s\n", err);
-		rc = 1;
-		goto out;
-	}
+	if ((rc = configure(m, dir, err, errlen)) || (rc = recover(m, err, errlen)) ||
+	    (rc = serve(m, err, errlen)) || (rc = sync_start(m, err, errlen)))
+		return rc;
 	signal(SIGPIPE, SIG_IGN);
-	uv_signal_init(m.loop, &m.sigint);
-	uv_signal_init(m.loop, &m.sigterm);
-	m.sigint.data = m.sigterm.data = &m;
-	uv_signal_start(&m.sigint, on_signal, SIGINT);
-	uv_signal_start(&m.sigterm, on_signal, SIGTERM);
-	uv_timer_init(m.loop, &m.tick);
-	m.tick.data = &m;
-	uv_timer_start(&m.tick, on_tick, TICK_MS, TICK_MS);
+	uv_signal_init(m->loop, &m->sigint);
+	uv_signal_init(m->loop, &m->sigterm);
+	m->sigint.data = m->sigterm.data = m;
+	uv_signal_start(&m->sigint, on_signal, SIGINT);
+	uv_signal_start(&m->sigterm, on_signal, SIGTERM);
+	uv_timer_init(m->loop, &m->tick);
+	m->tick.data = m;
+	uv_timer_start(&m->tick, on_tick, TICK_MS, TICK_MS);
 	/* the package version of the tree it runs from, as the agent reports its own */
-	sw_install_version(m.dir, version, sizeof(version));
-	sw_http_server_capacity(m.http, room, sizeof(room));
+	sw_install_version(m->dir, version, sizeof(version));
+	sw_http_server_capacity(m->http, room, sizeof(room));
 	sw_info("%s: %s", limits, room);
-	sw_info("listening on %s, version %s", m.listen, version);
-	uv_run(m.loop, UV_RUN_DEFAULT);
+	sw_info("listening on %s, version %s", m->listen, version);
+	return 0;
+}
 
-	/* Shutdown: the queue is told to ask again, what is journaled is flushed and
-	 * answered, then the server goes. */
-	m.stopping = 1;
-	api_shutdown(&m);
+/* The queue is told to ask again, what is journaled is flushed and answered, then the
+ * server goes. */
+/* 0, or SW_ETIMEDOUT if work still runs on the thread pool past the drain's
+ * deadline: then what it may use is not freed. */
+static int meter_shutdown(struct meter *m)
+{
+	m->stopping = 1;
+	api_shutdown(m);
 	/* A moment for those answers to leave; bounded, whatever the peers do. */
-	uv_timer_start(&m.tick, on_drained, DRAIN_MS, 0);
-	uv_run(m.loop, UV_RUN_DEFAULT);
-	journal_close(m.journal);
-	m.journal = m.table->journal = NULL;
-	sync_stop(&m);
-	sw_http_server_stop(m.http);
-	uv_close((uv_handle_t *)&m.tick, NULL);
-	uv_close((uv_handle_t *)&m.sigint, NULL);
-	uv_close((uv_handle_t *)&m.sigterm, NULL);
-	uv_run(m.loop, UV_RUN_DEFAULT);
-	rc = 0;
-out:
-	if (rc) {
-		/* Failed before the loop ran: close what was opened. */
-		journal_close(m.journal);
-		sync_stop(&m);
-		sw_http_server_stop(m.http);
-		uv_run(m.loop, UV_RUN_DEFAULT);
+	uv_timer_start(&m->tick, on_drained, DRAIN_MS, 0);
+	uv_run(m->loop, UV_RUN_DEFAULT);
+	journal_close(m->journal);
+	m->journal = m->table->journal = NULL;
+	sync_stop(m);
+	sw_http_server_stop(m->http);
+	if (sw_loop_drain(m->loop, SW_LOOP_DRAIN_MS)) {
+		sw_warn("shutdown: work still pending after %u ms; exiting without freeing",
+			SW_LOOP_DRAIN_MS);
+		return SW_ETIMEDOUT;
 	}
-	lease_table_free(m.table);
-	api_free(&m);
-	free(m.ca_pem);
-	free(m.cert_pem);
-	free(m.key_pem);
-	uv_loop_close(m.loop);
-	return rc;
+	return 0;
+}
+
+/* What a start that failed part of the way had opened. */
+static int meter_close(struct meter *m)
+{
+	journal_close(m->journal);
+	sync_stop(m);
+	sw_http_server_stop(m->http);
+	return sw_loop_drain(m->loop, SW_LOOP_DRAIN_MS);
+}
+
+static void meter_cleanup(struct meter *m)
+{
+	lease_table_free(m->table);
+	api_free(m);
+	free(m->ca_pem);
+	free(m->cert_pem);
+	free(m->key_pem);
+	uv_loop_close(m->loop);
+}
+
+int main(int argc, char **argv)
+{
+	static struct meter m;
+	const char *dir;
+	char err[512];
+	int rc, stuck;
+
+	sw_log_init("siteward-meter", SW_LOG_INFO);
+	if ((rc = options(argc, argv, &dir)))
+		return rc < 0 ? 0 : rc;
+	m.loop = uv_default_loop();
+	m.started_ms = sw_mono_ms();
+	if ((rc = meter_open(&m, dir, err, sizeof(err)))) {
+		fprintf(stderr, "siteward-meter: %s\n", err);
+		stuck = meter_close(&m);
+	} else {
+		uv_run(m.loop, UV_RUN_DEFAULT);
+		stuck = meter_shutdown(&m);
+	}
+	if (!stuck)
+		meter_cleanup(&m);
+	return rc ? 1 : 0;
 }

@@ -10,6 +10,7 @@
 #include "elfid.h"
 #include "error.h"
 #include "http_client.h"
+#include "loop.h"
 #include "pki.h"
 #include "progver.h"
 #include "ticket.h"
@@ -90,7 +91,7 @@ static void finish(struct run *r)
 	lease_cleanup(&r->lease);
 	child_cleanup(&r->child);
 	if (r->loop) {
-		uv_run(r->loop, UV_RUN_DEFAULT);
+		sw_loop_drain(r->loop, SW_LOOP_DRAIN_MS);
 		uv_loop_close(r->loop);
 		r->loop = NULL;
 	}
@@ -121,39 +122,33 @@ static int run_child(struct run *r)
 	return r->child.status;
 }
 
-int main(int argc, char **argv)
+/* Options, up to PROGRAM: 0 to go on; otherwise the exit status (-1 for 0: --help,
+ * --version). */
+static int options(struct run *r, int argc, char **argv, const char **dir)
 {
 	static const struct option longopts[] = {
 	    {"agent", required_argument, NULL, 'a'}, {"wait", required_argument, NULL, 'w'},
 	    {"verbose", no_argument, NULL, 'v'},     {"version", no_argument, NULL, 'V'},
 	    {"help", no_argument, NULL, 'h'},	     {NULL, 0, NULL, 0},
 	};
-	static struct run r;
-	struct sw_http_client_opts ho = {.connect_timeout_ms = CONNECT_MS};
-	const char *dir = getenv("SITEWARD_AGENT");
-	uv_loop_t loop;
-	char err[PATH_MAX + 128], path[PATH_MAX];
-	int opt, rc, status = RUN_EX_SOFTWARE;
+	int opt;
 
-	if (child_init(&r.child)) {
-		fprintf(stderr, "siteward-run: cannot watch signals: %s\n", strerror(errno));
-		return RUN_EX_SOFTWARE;
-	}
+	*dir = getenv("SITEWARD_AGENT");
 	/* "+": options end at PROGRAM, whose own options are its business. */
 	while ((opt = getopt_long(argc, argv, "+a:w:vh", longopts, NULL)) != -1) {
 		switch (opt) {
-		case 'a': dir = optarg; break;
+		case 'a': *dir = optarg; break;
 		case 'w':
-			if (parse_wait(optarg, &r.wait_ms)) {
+			if (parse_wait(optarg, &r->wait_ms)) {
 				fprintf(stderr,
 					"siteward-run: --wait takes whole seconds, 0 to %u\n",
 					MAX_WAIT_SEC);
 				return RUN_EX_USAGE;
 			}
 			break;
-		case 'v': r.verbose = 1; break;
-		case 'V': printf("siteward-run %s\n", SW_VERSION); return 0;
-		case 'h': fputs(usage_text, stdout); return 0;
+		case 'v': r->verbose = 1; break;
+		case 'V': printf("siteward-run %s\n", SW_VERSION); return -1;
+		case 'h': fputs(usage_text, stdout); return -1;
 		default: fputs(usage_text, stderr); return RUN_EX_USAGE;
 		}
 	}
@@ -161,117 +156,159 @@ int main(int argc, char **argv)
 		fputs(usage_text, stderr);
 		return RUN_EX_USAGE;
 	}
-	if (!dir || !dir[0]) {
+	if (!*dir || !(*dir)[0]) {
 		fprintf(stderr, "siteward-run: which agent? pass --agent ADIR or set "
 				"SITEWARD_AGENT to the agent's folder\n");
 		return RUN_EX_USAGE;
 	}
-	r.argv = argv + optind;
-	identify(&r);
-	if (config_load(&r.conf, dir, err, sizeof(err))) {
+	r->argv = argv + optind;
+	return 0;
+}
+
+/* PROGRAM found before the checkout, so a mistyped name costs no license: 0 or the exit
+ * status. */
+static int find_program(struct run *r)
+{
+	char err[PATH_MAX + 128];
+	int rc;
+
+	if ((rc = sw_path_find(r->argv[0], r->path, sizeof(r->path), err, sizeof(err)))) {
 		fprintf(stderr, "siteward-run: %s\n", err);
-		return RUN_EX_CONFIG;
+		return rc == SW_ENOTFOUND ? RUN_EX_NOTFOUND : RUN_EX_NOEXEC;
 	}
-	/* Found before the checkout, so a mistyped name costs no license. */
-	if ((rc = sw_path_find(r.argv[0], path, sizeof(path), err, sizeof(err)))) {
-		fprintf(stderr, "siteward-run: %s\n", err);
-		status = rc == SW_ENOTFOUND ? RUN_EX_NOTFOUND : RUN_EX_NOEXEC;
-		goto out;
-	}
-	snprintf(r.path, sizeof(r.path), "%s", path);
-	if (sw_elf_build_id(path, r.build_id, sizeof(r.build_id)))
-		r.build_id[0] = '\0'; /* a script, or a program built without one */
-	if (sw_random_hex(r.client, 16) || uv_loop_init(&loop) < 0) {
+	if (sw_elf_build_id(r->path, r->build_id, sizeof(r->build_id)))
+		r->build_id[0] = '\0'; /* a script, or a program built without one */
+	return 0;
+}
+
+/* The loop, the signals it watches, the client of the metering servers and the user
+ * ticket it shows them: 0 or the exit status. */
+static int run_open(struct run *r)
+{
+	static uv_loop_t loop;
+	struct sw_http_client_opts ho = {.connect_timeout_ms = CONNECT_MS};
+	char err[PATH_MAX + 128];
+
+	if (sw_random_hex(r->client, 16) || uv_loop_init(&loop) < 0) {
 		fprintf(stderr, "siteward-run: cannot start: out of resources\n");
-		goto out;
+		return RUN_EX_SOFTWARE;
 	}
-	r.loop = &loop;
-	if (child_watch(&r)) {
+	r->loop = &loop;
+	if (child_watch(r)) {
 		fprintf(stderr, "siteward-run: cannot watch signals: out of resources\n");
-		goto out;
+		return RUN_EX_SOFTWARE;
 	}
-	ho.ca_file = r.conf.ca;
-	ho.cert_file = r.conf.cert;
-	ho.key_file = r.conf.key;
+	ho.ca_file = r->conf.ca;
+	ho.cert_file = r->conf.cert;
+	ho.key_file = r->conf.key;
 	/* a metering server serves with its system's meter certificate, or, enrolled before
 	 * there was one, its agent certificate */
 	ho.peer_role = SW_PKI_ROLE_METER "|" SW_PKI_ROLE_AGENT;
-	if (sw_http_client_new(r.loop, &ho, &r.http)) {
+	if (sw_http_client_new(r->loop, &ho, &r->http)) {
 		fprintf(stderr, "siteward-run: cannot start: out of memory\n");
-		goto out;
+		return RUN_EX_SOFTWARE;
 	}
 	/* Metering servers take the user from the agent's word, not from ours. */
-	if (r.conf.nmeters > 0 && ticket_get(&r, err, sizeof(err))) {
+	if (r->conf.nmeters > 0 && ticket_get(r, err, sizeof(err))) {
 		fprintf(stderr,
 			"siteward-run: no user ticket from siteward-agent (%s); asking no metering "
 			"server\n",
 			err);
-		config_cleanup(&r.conf);
-	} else if (r.ticket) {
+		config_cleanup(&r->conf);
+	} else if (r->ticket) {
 		char header[SW_TICKET_MAX + 32];
 		struct sw_ticket t;
 
-		snprintf(header, sizeof(header), "%s: %s", SW_TICKET_HEADER, r.ticket);
-		if (sw_ticket_parse(r.ticket, strlen(r.ticket), &t, NULL, 0) == 0)
-			snprintf(r.user, sizeof(r.user), "%s", t.user);
-		if (sw_http_client_header(r.http, header)) {
+		snprintf(header, sizeof(header), "%s: %s", SW_TICKET_HEADER, r->ticket);
+		if (sw_ticket_parse(r->ticket, strlen(r->ticket), &t, NULL, 0) == 0)
+			snprintf(r->user, sizeof(r->user), "%s", t.user);
+		if (sw_http_client_header(r->http, header)) {
 			fprintf(stderr, "siteward-run: cannot start: out of memory\n");
-			goto out;
+			return RUN_EX_SOFTWARE;
 		}
 	}
+	return 0;
+}
+
+/* The checkout, and what its outcome leads to; the exit status. */
+static int run_metered(struct run *r)
+{
+	int rc, status = RUN_EX_SOFTWARE;
 
 	/* Every checkout request has its deadline; the loop ends when the last one does. */
-	lease_checkout(&r);
-	while (r.lease.outcome == LEASE_PENDING)
-		uv_run(r.loop, UV_RUN_ONCE);
+	lease_checkout(r);
+	while (r->lease.outcome == LEASE_PENDING)
+		uv_run(r->loop, UV_RUN_ONCE);
 
-	switch (r.lease.outcome) {
+	switch (r->lease.outcome) {
 	case LEASE_UNMETERED:
-		finish(&r);
-		rc = child_exec(&r);
-		fprintf(stderr, "siteward-run: %s: %s\n", r.argv[0], strerror(rc));
+		finish(r);
+		rc = child_exec(r);
+		fprintf(stderr, "siteward-run: %s: %s\n", r->argv[0], strerror(rc));
 		status = rc == ENOENT ? RUN_EX_NOTFOUND : RUN_EX_NOEXEC;
 		break;
 	case LEASE_DENIED:
-		if (r.lease.queue_position && !r.wait_ms)
+		if (r->lease.queue_position && !r->wait_ms)
 			fprintf(stderr,
 				"siteward-run: denied: %s (with --wait SECONDS it would be number "
 				"%u in the queue)\n",
-				r.lease.reason, r.lease.queue_position);
+				r->lease.reason, r->lease.queue_position);
 		else
-			fprintf(stderr, "siteward-run: denied: %s\n", r.lease.reason);
+			fprintf(stderr, "siteward-run: denied: %s\n", r->lease.reason);
 		status = RUN_EX_TEMPFAIL;
 		break;
 	case LEASE_FAILED:
 		fprintf(stderr,
 			"siteward-run: no metering server accepted the request (last: %s); tell "
 			"the site's administrator\n",
-			r.lease.reason);
+			r->lease.reason);
 		status = RUN_EX_SOFTWARE;
 		break;
 	case LEASE_OFFLINE:
-		if (r.conf.offline == RUN_OFFLINE_DENY) {
+		if (r->conf.offline == RUN_OFFLINE_DENY) {
 			fprintf(stderr, "siteward-run: denied: no metering server answered\n");
 			status = RUN_EX_TEMPFAIL;
 			break;
 		}
-		if (r.verbose)
+		if (r->verbose)
 			fprintf(stderr,
 				"siteward-run: no metering server answered; running %s "
 				"and recording it in usage-cache\n",
-				r.exe);
-		status = run_child(&r);
+				r->exe);
+		status = run_child(r);
 		break;
 	case LEASE_GRANTED:
-		status = run_child(&r);
+		status = run_child(r);
 		/* Also when PROGRAM could not be executed: the license is returned. */
-		lease_checkin(&r);
-		while (lease_busy(&r))
-			uv_run(r.loop, UV_RUN_ONCE);
+		lease_checkin(r);
+		while (lease_busy(r))
+			uv_run(r->loop, UV_RUN_ONCE);
 		break;
 	case LEASE_PENDING: break;
 	}
-out:
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	static struct run r;
+	const char *dir;
+	char err[PATH_MAX + 128];
+	int status;
+
+	if (child_init(&r.child)) {
+		fprintf(stderr, "siteward-run: cannot watch signals: %s\n", strerror(errno));
+		return RUN_EX_SOFTWARE;
+	}
+	if ((status = options(&r, argc, argv, &dir)))
+		return status < 0 ? 0 : status;
+	identify(&r);
+	if (config_load(&r.conf, dir, err, sizeof(err))) {
+		fprintf(stderr, "siteward-run: %s\n", err);
+		return RUN_EX_CONFIG;
+	}
+	if (!(status = find_program(&r)) && !(status = run_open(&r)))
+		status = run_metered(&r);
 	finish(&r);
 	config_cleanup(&r.conf);
 	free(r.ticket);

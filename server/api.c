@@ -720,7 +720,7 @@ static void tls_window(struct server *s)
 
 int api_start(struct server *s, char *err, size_t errlen)
 {
-	char path[PATH_MAX + 32], uploads[PATH_MAX];
+	char uploads[PATH_MAX];
 	unsigned handshake, idle;
 	struct dirent *e;
 	DIR *d;
@@ -731,14 +731,10 @@ int api_start(struct server *s, char *err, size_t errlen)
 	    (rc = sw_conf_get_uint(s->conf, "server", "idle_timeout", 120, 1, 3600, &idle, err,
 				   errlen)))
 		return rc;
-	sw_path_join(path, sizeof(path), s->dir, "server.crt");
-	rc = sw_file_read(path, 64 * 1024, &s->cert_pem, NULL, err, errlen);
-	if (rc)
+	if ((rc = sw_pem_read(s->dir, "server.crt", &s->cert_pem, err, errlen)))
 		return rc;
 	tls_window(s);
-	sw_path_join(path, sizeof(path), s->dir, "server.key");
-	rc = sw_file_read(path, 64 * 1024, &s->key_pem, NULL, err, errlen);
-	if (rc)
+	if ((rc = sw_pem_read(s->dir, "server.key", &s->key_pem, err, errlen)))
 		return rc;
 	/* Uploaded packages are written here as they arrive; one a crash left is removed. */
 	sw_path_join(uploads, sizeof(uploads), s->dir, "uploads");

@@ -9,6 +9,7 @@
 #include "error.h"
 #include "install.h"
 #include "log.h"
+#include "loop.h"
 #include "migrations.h"
 #include "util.h"
 
@@ -121,11 +122,8 @@ static int server_configure(struct server *s, const char *dir, int check_only, c
 		sw_seterr(err, errlen, "%s: %s", path, sub);
 		return rc;
 	}
-	sw_path_join(path, sizeof(path), s->dir, "ca.crt");
-	if ((rc = sw_file_read(path, 64 * 1024, &s->ca_pem, NULL, err, errlen)))
-		return rc;
-	sw_path_join(path, sizeof(path), s->dir, "ca.key");
-	if ((rc = sw_file_read(path, 64 * 1024, &ca_key, NULL, err, errlen)))
+	if ((rc = sw_pem_read(s->dir, "ca.crt", &s->ca_pem, err, errlen)) ||
+	    (rc = sw_pem_read(s->dir, "ca.key", &ca_key, err, errlen)))
 		return rc;
 	rc = sw_pki_ca_load(s->ca_pem, ca_key, &s->ca, err, errlen);
 	free(ca_key);
@@ -176,104 +174,8 @@ static int server_configure(struct server *s, const char *dir, int check_only, c
 	return check_only ? 0 : upgrade_load(s, err, errlen);
 }
 
-static void close_walk(uv_handle_t *h, void *arg)
-{
-	if (!uv_is_closing(h))
-		uv_close(h, NULL);
-}
-
-static int server_run(const char *dir, int check_only)
-{
-	struct server s;
-	struct sw_nofile nofile;
-	char err[512], version[40], limits[160] = "open-file limit unknown", room[256];
-	int rc;
-
-	memset(&s, 0, sizeof(s));
-	s.loop = uv_default_loop();
-	s.started_ms = sw_mono_ms();
-	s.products_version = sw_now_ms();
-	rc = server_configure(&s, dir, check_only, err, sizeof(err));
-	if (!rc && check_only) {
-		printf("configuration OK: site %s, %zu systems, database %s\n", s.site_code,
-		       s.systems ? sw_strmap_count(s.systems) : 0, sw_db_engine(s.db));
-		goto out;
-	}
-	/* Every agent holds a connection: the soft limit on open files (often 1024) goes up
-	 * to the hard one before anything is opened. */
-	if (!rc && sw_nofile_raise(&nofile) == 0)
-		sw_nofile_describe(&nofile, limits, sizeof(limits));
-	if (!rc)
-		rc = dbq_open(&s, err, sizeof(err));
-	if (!rc)
-		rc = control_start(&s, err, sizeof(err));
-	if (!rc)
-		rc = api_start(&s, err, sizeof(err));
-	if (rc) {
-		fprintf(stderr, "siteward-server: %s\n", err);
-		goto out;
-	}
-	uv_timer_init(s.loop, &s.flush_timer);
-	s.flush_timer.data = &s;
-	uv_timer_start(&s.flush_timer, on_flush, s.flush_ms, s.flush_ms);
-	channel_start(&s);
-	uv_timer_init(s.loop, &s.summarize_timer);
-	s.summarize_timer.data = &s;
-	uv_timer_start(&s.summarize_timer, on_summarize, 1000, s.summarize_s * 1000ull);
-	uv_signal_init(s.loop, &s.sigint);
-	uv_signal_init(s.loop, &s.sigterm);
-	s.sigint.data = s.sigterm.data = &s;
-	uv_signal_start(&s.sigint, on_signal, SIGINT);
-	uv_signal_start(&s.sigterm, on_signal, SIGTERM);
-	signal(SIGPIPE, SIG_IGN);
-	sw_http_server_capacity(s.http, room, sizeof(room));
-	sw_info("%s: %s", limits, room);
-	sw_info("site %s listening on %s (port %u), %zu systems, database %s, version %s",
-		s.site_code, s.listen, sw_http_server_port(s.http), sw_strmap_count(s.systems),
-		sw_db_engine(s.db), (sw_install_version(s.dir, version, sizeof(version)), version));
-	uv_run(s.loop, UV_RUN_DEFAULT);
-	s.stopping = 1;
-	/* The last writes on the loop's own connection, once the one in flight has returned. */
-	dbq_drain(&s);
-	registry_flush(&s);
-	/* Calls to agents end first, so every request waiting on one gets its answer. */
-	sw_http_client_free(s.agents);
-	s.agents = NULL;
-	channel_stop(&s);
-	/* a moment, bounded, for those answers to go out before the listener closes */
-	uv_timer_start(&s.flush_timer, on_last_flush, 200, 0);
-	uv_run(s.loop, UV_RUN_DEFAULT);
-	sw_http_server_stop(s.http);
-	uv_walk(s.loop, close_walk, NULL);
-	uv_run(s.loop, UV_RUN_DEFAULT);
-out:
-	s.stopping = 1;
-	sw_http_client_free(s.agents);
-	upgrade_free(&s);
-	json_decref(s.meter_urls);
-	json_decref(s.meter_names);
-	registry_free(&s);
-	sw_db_close(s.dbq_db);
-	sw_db_close(s.db);
-	sw_pki_ca_free(s.ca);
-	sw_conf_free(s.conf);
-	free(s.ca_pem);
-	free(s.cert_pem);
-	free(s.key_pem);
-	uv_loop_close(s.loop);
-	if (!rc && s.reexec[0]) {
-		/* An upgrade switched versions: the new program resumes from the journal. */
-		char *args[] = {"siteward-server", "--dir", s.dir, NULL};
-
-		sw_info("restarting as %s", s.reexec);
-		execv(s.reexec, args);
-		sw_err("cannot start %s: %s", s.reexec, strerror(errno));
-		return 1;
-	}
-	return rc ? 1 : 0;
-}
-
-int main(int argc, char **argv)
+/* Options: 0 and `dir` to go on; otherwise the exit status (-1 for 0: --help, --version). */
+static int options(int argc, char **argv, const char **dir, int *check)
 {
 	static const struct option longopts[] = {
 	    {"dir", required_argument, NULL, 'd'},
@@ -282,24 +184,152 @@ int main(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	const char *dir = getenv("SITEWARD_SITE");
-	int opt, check = 0;
+	int opt;
+
+	*dir = getenv("SITEWARD_SITE");
+	while ((opt = getopt_long(argc, argv, "nd:", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'd': *dir = optarg; break;
+		case 'n': *check = 1; break;
+		case 'V': printf("siteward-server %s\n", SW_VERSION); return -1;
+		case 'h': usage(stdout); return -1;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (!*dir || optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	return 0;
+}
+
+/* Everything that serves: the write queue, the calls to agents, the API, the timers and
+ * the signals. */
+static int server_open(struct server *s, char *err, size_t errlen)
+{
+	struct sw_nofile nofile;
+	char version[40], limits[160] = "open-file limit unknown", room[256];
+	int rc;
+
+	/* Every agent holds a connection: the soft limit on open files (often 1024) goes up
+	 * to the hard one before anything is opened. */
+	if (sw_nofile_raise(&nofile) == 0)
+		sw_nofile_describe(&nofile, limits, sizeof(limits));
+	if ((rc = dbq_open(s, err, errlen)) || (rc = control_start(s, err, errlen)) ||
+	    (rc = api_start(s, err, errlen)))
+		return rc;
+	uv_timer_init(s->loop, &s->flush_timer);
+	s->flush_timer.data = s;
+	uv_timer_start(&s->flush_timer, on_flush, s->flush_ms, s->flush_ms);
+	channel_start(s);
+	uv_timer_init(s->loop, &s->summarize_timer);
+	s->summarize_timer.data = s;
+	uv_timer_start(&s->summarize_timer, on_summarize, 1000, s->summarize_s * 1000ull);
+	uv_signal_init(s->loop, &s->sigint);
+	uv_signal_init(s->loop, &s->sigterm);
+	s->sigint.data = s->sigterm.data = s;
+	uv_signal_start(&s->sigint, on_signal, SIGINT);
+	uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+	signal(SIGPIPE, SIG_IGN);
+	sw_http_server_capacity(s->http, room, sizeof(room));
+	sw_info("%s: %s", limits, room);
+	sw_info("site %s listening on %s (port %u), %zu systems, database %s, version %s",
+		s->site_code, s->listen, sw_http_server_port(s->http), sw_strmap_count(s->systems),
+		sw_db_engine(s->db),
+		(sw_install_version(s->dir, version, sizeof(version)), version));
+	return 0;
+}
+
+/* 0, or SW_ETIMEDOUT if work still runs on the thread pool past the drain's
+ * deadline: then what it may use is not freed. */
+static int server_shutdown(struct server *s)
+{
+	s->stopping = 1;
+	/* The last writes on the loop's own connection, once the one in flight has returned. */
+	dbq_drain(s);
+	registry_flush(s);
+	/* Calls to agents end first, so every request waiting on one gets its answer. */
+	sw_http_client_free(s->agents);
+	s->agents = NULL;
+	channel_stop(s);
+	/* a moment, bounded, for those answers to go out before the listener closes */
+	uv_timer_start(&s->flush_timer, on_last_flush, 200, 0);
+	uv_run(s->loop, UV_RUN_DEFAULT);
+	sw_http_server_stop(s->http);
+	if (sw_loop_drain(s->loop, SW_LOOP_DRAIN_MS)) {
+		sw_warn("shutdown: work still pending after %u ms; exiting without freeing",
+			SW_LOOP_DRAIN_MS);
+		return SW_ETIMEDOUT;
+	}
+	return 0;
+}
+
+static void server_cleanup(struct server *s)
+{
+	s->stopping = 1;
+	sw_http_client_free(s->agents);
+	upgrade_free(s);
+	json_decref(s->meter_urls);
+	json_decref(s->meter_names);
+	registry_free(s);
+	sw_db_close(s->dbq_db);
+	sw_db_close(s->db);
+	sw_pki_ca_free(s->ca);
+	sw_conf_free(s->conf);
+	free(s->ca_pem);
+	free(s->cert_pem);
+	free(s->key_pem);
+	uv_loop_close(s->loop);
+}
+
+/* An upgrade switched versions: the new program resumes from the journal. Returns only
+ * when it cannot be started. */
+static int server_reexec(struct server *s)
+{
+	char *args[] = {"siteward-server", "--dir", s->dir, NULL};
+
+	sw_info("restarting as %s", s->reexec);
+	execv(s->reexec, args);
+	sw_err("cannot start %s: %s", s->reexec, strerror(errno));
+	return 1;
+}
+
+void server_abort(struct server *s, const char *why)
+{
+	(void)s;
+	/* Nothing on the loop may run on: every write would meet the missing database. */
+	sw_err("%s: the server stops", why);
+	exit(1);
+}
+
+int main(int argc, char **argv)
+{
+	static struct server s;
+	const char *dir;
+	char err[512];
+	int check = 0, rc, stuck = 0;
 
 	sw_log_init("siteward-server", SW_LOG_INFO);
 	if (argc > 1 && strcmp(argv[1], "init") == 0)
 		return site_init(argc - 1, argv + 1);
-	while ((opt = getopt_long(argc, argv, "nd:", longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'd': dir = optarg; break;
-		case 'n': check = 1; break;
-		case 'V': printf("siteward-server %s\n", SW_VERSION); return 0;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
-		}
+	if ((rc = options(argc, argv, &dir, &check)))
+		return rc < 0 ? 0 : rc;
+	s.loop = uv_default_loop();
+	s.started_ms = sw_mono_ms();
+	s.products_version = sw_now_ms();
+	rc = server_configure(&s, dir, check, err, sizeof(err));
+	if (!rc && check)
+		printf("configuration OK: site %s, %zu systems, database %s\n", s.site_code,
+		       s.systems ? sw_strmap_count(s.systems) : 0, sw_db_engine(s.db));
+	else if (!rc && !(rc = server_open(&s, err, sizeof(err)))) {
+		uv_run(s.loop, UV_RUN_DEFAULT);
+		stuck = server_shutdown(&s);
 	}
-	if (!dir || optind != argc) {
-		usage(stderr);
-		return 2;
-	}
-	return server_run(dir, check);
+	if (rc)
+		fprintf(stderr, "siteward-server: %s\n", err);
+	if (!stuck)
+		server_cleanup(&s);
+	if (!rc && s.reexec[0])
+		return server_reexec(&s);
+	return rc ? 1 : 0;
 }

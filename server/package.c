@@ -39,10 +39,9 @@ int package_path(const struct server *s, const char *sha, char *out, size_t len)
 void package_signing_key(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
-	char path[PATH_MAX], err[300], *pem = NULL;
+	char err[300], *pem = NULL;
 
-	sw_path_join(path, sizeof(path), s->dir, "signing.pub");
-	if (sw_file_read(path, 64 * 1024, &pem, NULL, err, sizeof(err))) {
+	if (sw_pem_read(s->dir, "signing.pub", &pem, err, sizeof(err))) {
 		sw_http_reply_error(req, 500, "%s", err);
 		return;
 	}
@@ -146,7 +145,7 @@ static void store_release(void *arg)
 int package_store(struct server *s, const char *src, package_done done, void *arg)
 {
 	struct store *t = calloc(1, sizeof(*t));
-	char pubpath[PATH_MAX], err[300];
+	char err[300];
 	struct stat st;
 	int rc;
 
@@ -158,8 +157,7 @@ int package_store(struct server *s, const char *src, package_done done, void *ar
 	snprintf(t->src, sizeof(t->src), "%s", src);
 	site_path(s, t->dir, sizeof(t->dir), "packages", NULL);
 	mkdir(t->dir, 0755);
-	sw_path_join(pubpath, sizeof(pubpath), s->dir, "signing.pub");
-	if ((rc = sw_file_read(pubpath, 64 * 1024, &t->pub, NULL, err, sizeof(err)))) {
+	if ((rc = sw_pem_read(s->dir, "signing.pub", &t->pub, err, sizeof(err)))) {
 		sw_err("packages: %s", err);
 		store_release(t);
 		return rc;

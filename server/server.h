@@ -84,6 +84,10 @@ struct server {
 	char db_url[PATH_MAX + 64];
 };
 
+/* main.c */
+/* The server cannot go on (its database is gone): logs `why` and ends with status 1. */
+void server_abort(struct server *s, const char *why) __attribute__((noreturn));
+
 /* site.c */
 int site_init(int argc, char **argv);
 

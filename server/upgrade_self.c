@@ -464,8 +464,8 @@ static int sqlite_swap(struct upgrade *u, char *err, size_t errlen)
 		sw_info("upgrade: database restored from %s", u->backup);
 	}
 	if (sw_db_open(&s->db_opts, &s->db, why, sizeof(why))) {
-		sw_err("upgrade: cannot reopen the database: %s", why);
-		exit(1);
+		sw_seterr(err, errlen, "upgrade: cannot reopen the database: %s", why);
+		return SW_EDB; /* the caller ends the server */
 	}
 	/* the server stays: its writes go off the loop again */
 	if (failed && dbq_open(s, why, sizeof(why)))
@@ -478,6 +478,7 @@ static void self_return(struct upgrade *u)
 {
 	struct server *s = u->s;
 	char running[SW_PKG_VERSION_MAX + 1], err[600], exe[PATH_MAX];
+	int rc;
 
 	sw_install_version(s->dir, running, sizeof(running));
 	if (strcmp(running, u->from) == 0) {
@@ -523,7 +524,9 @@ static void self_return(struct upgrade *u)
 			}
 			return; /* after_restore_copy goes on */
 		}
-		if (sqlite_swap(u, err, sizeof(err))) {
+		if ((rc = sqlite_swap(u, err, sizeof(err))) == SW_EDB)
+			server_abort(s, err);
+		if (rc) {
 			upgrade_halt(u, "the server cannot return to %s: %s", u->from, err);
 			upgrade_finish(u);
 			return;

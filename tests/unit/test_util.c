@@ -1,5 +1,6 @@
 /* Parsing numbers strictly, and showing text from other machines on a terminal. */
 #include "error.h"
+#include "loop.h"
 #include "util.h"
 
 #include <setjmp.h>
@@ -106,6 +107,79 @@ static void test_write_atomic_makes_its_own_file(void **state)
 	rmdir(dir);
 }
 
+static void test_pem_read(void **state)
+{
+	char dir[] = "/tmp/sw-test-pem-XXXXXX", path[128], err[256], *pem = NULL;
+	FILE *f;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/ca.crt", dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("-----BEGIN CERTIFICATE-----\n", f);
+	fclose(f);
+	assert_int_equal(sw_pem_read(dir, "ca.crt", &pem, err, sizeof(err)), 0);
+	assert_string_equal(pem, "-----BEGIN CERTIFICATE-----\n");
+	free(pem);
+	/* a missing file is named in the error */
+	assert_int_equal(sw_pem_read(dir, "agent.key", &pem, err, sizeof(err)), SW_ENOTFOUND);
+	assert_null(pem);
+	assert_non_null(strstr(err, "agent.key"));
+	/* and so is one past the bound */
+	assert_int_equal(truncate(path, SW_PEM_MAX + 1), 0);
+	assert_int_equal(sw_pem_read(dir, "ca.crt", &pem, err, sizeof(err)), SW_ETOOBIG);
+	assert_non_null(strstr(err, "ca.crt"));
+	unlink(path);
+	rmdir(dir);
+}
+
+static void on_never(uv_timer_t *t)
+{
+	(void)t;
+	fail();
+}
+
+static void work_sleep(uv_work_t *w)
+{
+	(void)w;
+	usleep(300 * 1000);
+}
+
+static void work_done(uv_work_t *w, int status)
+{
+	(void)status;
+	*(int *)w->data = 1;
+}
+
+static void test_loop_drain(void **state)
+{
+	uv_loop_t loop;
+	uv_timer_t t1, t2;
+	uv_work_t w;
+	int done = 0;
+
+	(void)state;
+	/* active handles are closed, and the run ends without waiting for their timers */
+	assert_int_equal(uv_loop_init(&loop), 0);
+	uv_timer_init(&loop, &t1);
+	uv_timer_init(&loop, &t2);
+	uv_timer_start(&t1, on_never, 60000, 0);
+	uv_timer_start(&t2, on_never, 60000, 60000);
+	assert_int_equal(sw_loop_drain(&loop, 1000), 0);
+	assert_int_equal(uv_loop_close(&loop), 0);
+	/* a request still pending at the deadline ends the wait all the same */
+	assert_int_equal(uv_loop_init(&loop), 0);
+	w.data = &done;
+	assert_int_equal(uv_queue_work(&loop, &w, work_sleep, work_done), 0);
+	assert_int_equal(sw_loop_drain(&loop, 20), SW_ETIMEDOUT);
+	assert_int_equal(done, 0);
+	/* given the time, it finishes */
+	assert_int_equal(sw_loop_drain(&loop, 5000), 0);
+	assert_int_equal(done, 1);
+	assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 static void test_printable(void **state)
 {
 	char out[256];
@@ -147,6 +221,8 @@ int main(void)
 	    cmocka_unit_test(test_number_parse),
 	    cmocka_unit_test(test_int_parse),
 	    cmocka_unit_test(test_printable),
+	    cmocka_unit_test(test_pem_read),
+	    cmocka_unit_test(test_loop_drain),
 	    cmocka_unit_test(test_write_atomic_makes_its_own_file),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
