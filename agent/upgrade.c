@@ -956,7 +956,7 @@ void upgrade_post_rollback(struct sw_http_req *req, void *arg)
 				    err, sizeof(err));
 	if (rc) {
 		a->restart_exe[0] = '\0';
-		sw_http_reply_error(req, rc == SW_ENOTFOUND ? 404 : 500, "%s", err);
+		sw_http_reply_error(req, sw_http_status(rc), "%s", err);
 		return;
 	}
 	a->restart_back[0] = '\0';

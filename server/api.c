@@ -21,21 +21,6 @@
 /* How long an issued agent certificate lasts. */
 #define AGENT_CERT_DAYS 825
 
-/* The HTTP status for an SW_E* code. */
-unsigned api_status(int rc)
-{
-	switch (rc) {
-	case SW_EINVAL:
-	case SW_ETOOBIG: return 400;
-	case SW_EDENIED: return 403;
-	case SW_ENOTFOUND: return 404;
-	case SW_EEXIST: return 409;
-	case SW_EBUSY:
-	case SW_ETIMEDOUT: return 503;
-	default: return 500;
-	}
-}
-
 static void get_ca(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
@@ -72,7 +57,8 @@ static void enroll_recorded(struct server *s, struct reg_op *op)
 	struct enroll *en = op->arg;
 
 	if (op->rc) {
-		sw_http_reply_error(en->req, api_status(op->rc), "enrollment refused: %s", op->err);
+		sw_http_reply_error(en->req, sw_http_status(op->rc), "enrollment refused: %s",
+				    op->err);
 		enroll_free(en);
 		return;
 	}
@@ -96,7 +82,7 @@ static void enroll_checked(struct server *s, struct reg_op *op)
 	int rc = op->rc;
 
 	if (rc) {
-		sw_http_reply_error(en->req, api_status(rc), "enrollment refused: %s", op->err);
+		sw_http_reply_error(en->req, sw_http_status(rc), "enrollment refused: %s", op->err);
 		enroll_free(en);
 		return;
 	}
@@ -151,7 +137,8 @@ static void enroll_checked(struct server *s, struct reg_op *op)
 	op->kind = REG_ENROLL;
 	op->done = enroll_recorded;
 	if (registry_submit(s, op)) {
-		sw_http_reply_error(en->req, api_status(op->rc), "enrollment refused: %s", op->err);
+		sw_http_reply_error(en->req, sw_http_status(op->rc), "enrollment refused: %s",
+				    op->err);
 		enroll_free(en);
 	}
 }
@@ -213,7 +200,7 @@ static void post_enroll(struct sw_http_req *req, void *arg)
 	en->op.done = enroll_checked;
 	en->op.arg = en;
 	if (registry_submit(s, &en->op)) {
-		sw_http_reply_error(req, api_status(en->op.rc), "enrollment refused: %s",
+		sw_http_reply_error(req, sw_http_status(en->op.rc), "enrollment refused: %s",
 				    en->op.err);
 		enroll_free(en);
 	}
@@ -309,7 +296,8 @@ static void token_created(struct server *s, struct reg_op *op)
 	struct sw_http_req *req = op->arg;
 
 	if (op->rc) {
-		sw_http_reply_error(req, api_status(op->rc), "cannot create a token: %s", op->err);
+		sw_http_reply_error(req, sw_http_status(op->rc), "cannot create a token: %s",
+				    op->err);
 	} else {
 		sw_info("enrollment token created by %s, valid %lld s",
 			sw_http_req_identity(req)->cn, (long long)op->ttl_s);
@@ -347,7 +335,8 @@ static void post_token(struct sw_http_req *req, void *arg)
 	op->done = token_created;
 	op->arg = req;
 	if (registry_submit(s, op)) {
-		sw_http_reply_error(req, api_status(op->rc), "cannot create a token: %s", op->err);
+		sw_http_reply_error(req, sw_http_status(op->rc), "cannot create a token: %s",
+				    op->err);
 		free(op);
 	}
 }
@@ -464,7 +453,7 @@ static void role_recorded(struct server *s, struct reg_op *op)
 	struct system *sys = sw_strmap_get(s->systems, op->name);
 
 	if (op->rc) {
-		sw_http_reply_error(c->req, api_status(op->rc), "cannot record the role: %s",
+		sw_http_reply_error(c->req, sw_http_status(op->rc), "cannot record the role: %s",
 				    op->err);
 		goto out;
 	}
@@ -508,7 +497,7 @@ static void set_role(struct server *s, struct sw_http_req *req, const struct tar
 	c->op.done = role_recorded;
 	c->op.arg = c;
 	if (registry_submit(s, &c->op)) {
-		sw_http_reply_error(req, api_status(c->op.rc), "cannot record the role: %s",
+		sw_http_reply_error(req, sw_http_status(c->op.rc), "cannot record the role: %s",
 				    c->op.err);
 		json_decref(c->op.roles);
 		free(c);
@@ -620,7 +609,7 @@ static void system_removed(struct server *s, struct reg_op *op)
 	struct sw_http_req *req = op->arg;
 
 	if (op->rc) {
-		sw_http_reply_error(req, api_status(op->rc), "%s", op->err);
+		sw_http_reply_error(req, sw_http_status(op->rc), "%s", op->err);
 	} else {
 		upgrade_system_removed(s, op->name);
 		sw_http_reply_json(req, 200, json_pack("{ss sb}", "name", op->name, "revoked", 1));
@@ -653,7 +642,7 @@ static void delete_system(struct sw_http_req *req, void *arg)
 	op->done = system_removed;
 	op->arg = req;
 	if (registry_submit(s, op)) {
-		sw_http_reply_error(req, api_status(op->rc), "%s", op->err);
+		sw_http_reply_error(req, sw_http_status(op->rc), "%s", op->err);
 		free(op);
 	}
 }

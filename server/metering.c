@@ -423,7 +423,7 @@ static void product_done(struct server *s, void *arg)
 	struct product_job *w = arg;
 
 	if (w->rc) {
-		sw_http_reply_error(w->req, api_status(w->rc), "%s", w->err);
+		sw_http_reply_error(w->req, sw_http_status(w->rc), "%s", w->err);
 		goto out;
 	}
 	if (w->kind != PRODUCTS_LIST)
@@ -1060,7 +1060,8 @@ static void ingest_done(struct server *s, void *arg)
 
 	(void)s;
 	if (in->rc) {
-		sw_http_reply_error(in->req, api_status(in->rc), "cannot store usage: %s", in->err);
+		sw_http_reply_error(in->req, sw_http_status(in->rc), "cannot store usage: %s",
+				    in->err);
 	} else {
 		if (in->too_old)
 			sw_warn("usage from %s: %lld records older than the detail period dropped",
@@ -1469,7 +1470,7 @@ static void usage_done(void *arg, int timed_out)
 				    "later --since)",
 				    USAGE_REPORT_MS / 1000);
 	else if (u->rc)
-		sw_http_reply_error(u->req, api_status(u->rc), "%s", u->err);
+		sw_http_reply_error(u->req, sw_http_status(u->rc), "%s", u->err);
 	else
 		sw_http_reply_json(
 		    u->req, 200,

@@ -210,7 +210,6 @@ int64_t metering_cutoff(const struct server *s);
 int metering_summarize(struct server *s);
 
 /* api.c */
-unsigned api_status(int rc);
 int api_start(struct server *s, char *err, size_t errlen);
 /* A heartbeat from `sys` (POST /v1/heartbeat, or carried by its poll), heard from
  * `address`: the system's state follows it, and what `hb` owned is the system's. Returns
