@@ -624,13 +624,17 @@ static json_t *meter_systems(struct server *s, json_t *former)
 }
 
 /* The URLs of every metering server, for clients to fail over among. Heartbeats
- * carry it, so it is computed only when roles or addresses change. */
+ * carry it, so it is computed again only when the registry's generation has moved on
+ * (roles or addresses changed). */
 json_t *metering_meter_urls(struct server *s, json_t **names_out)
 {
 	json_t *names, *urls, *systems, *v;
 	size_t i;
 
-	if (!s->meter_urls) {
+	if (!s->meter_urls || s->meter_urls_gen != registry_generation(s)) {
+		json_decref(s->meter_urls);
+		json_decref(s->meter_names);
+		s->meter_urls_gen = registry_generation(s);
 		systems = meter_systems(s, NULL);
 		urls = json_array();
 		names = json_array();
@@ -650,13 +654,6 @@ json_t *metering_meter_urls(struct server *s, json_t **names_out)
 	if (names_out)
 		*names_out = json_incref(s->meter_names);
 	return json_incref(s->meter_urls);
-}
-
-void metering_changed(struct server *s)
-{
-	json_decref(s->meter_urls);
-	json_decref(s->meter_names);
-	s->meter_urls = s->meter_names = NULL;
 }
 
 static int share_row(void *arg, int ncols, const struct sw_db_val *row)
