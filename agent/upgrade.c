@@ -607,7 +607,8 @@ static void on_downloaded(const struct sw_http_download_result *res, void *arg)
 		return;
 	}
 	if (res->status == 0) {
-		int status = res->code == SW_EIO ? 500 : res->code == SW_ETIMEDOUT ? 504 : 502;
+		/* SW_EIO: the part could not be written here */
+		unsigned status = res->code == SW_EIO ? 500 : sw_http_gateway_status(res->code);
 
 		stage_fail(st, status, "download failed: %s", res->error);
 		return;

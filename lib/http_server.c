@@ -882,6 +882,11 @@ unsigned sw_http_status(int rc)
 	}
 }
 
+unsigned sw_http_gateway_status(int rc)
+{
+	return rc == SW_ETIMEDOUT ? 504 : 502;
+}
+
 json_t *sw_http_req_json(struct sw_http_req *req)
 {
 	char err[256];

@@ -807,6 +807,9 @@ static void test_status(void **state)
 	(void)state;
 	for (size_t i = 0; i < SW_ARRAY_LEN(cases); i++)
 		assert_int_equal(sw_http_status(cases[i].rc), cases[i].status);
+	assert_int_equal(sw_http_gateway_status(SW_ETIMEDOUT), 504);
+	assert_int_equal(sw_http_gateway_status(SW_EUNREACH), 502);
+	assert_int_equal(sw_http_gateway_status(SW_EPROTO), 502);
 }
 
 int main(void)
