@@ -612,7 +612,8 @@ static void on_downloaded(const struct sw_http_download_result *res, void *arg)
 		return;
 	}
 	if (res->status == 0) {
-		int status = res->code == SW_EIO ? 500 : res->code == SW_ETIMEDOUT ? 504 : 502;
+		/* SW_EIO: the part could not be written here */
+		unsigned status = res->code == SW_EIO ? 500 : sw_http_gateway_status(res->code);
 
 		stage_fail(st, status, "download failed: %s", res->error);
 		return;
@@ -961,7 +962,7 @@ void upgrade_post_rollback(struct sw_http_req *req, void *arg)
 				    err, sizeof(err));
 	if (rc) {
 		a->restart_exe[0] = '\0';
-		sw_http_reply_error(req, rc == SW_ENOTFOUND ? 404 : 500, "%s", err);
+		sw_http_reply_error(req, sw_http_status(rc), "%s", err);
 		return;
 	}
 	a->restart_back[0] = '\0';

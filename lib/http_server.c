@@ -867,6 +867,26 @@ void sw_http_reply_error(struct sw_http_req *req, unsigned status, const char *f
 	sw_http_reply_json(req, status, json_pack("{ss}", "error", msg));
 }
 
+unsigned sw_http_status(int rc)
+{
+	switch (rc) {
+	case SW_OK: return 200;
+	case SW_EINVAL:
+	case SW_ETOOBIG: return 400;
+	case SW_EDENIED: return 403;
+	case SW_ENOTFOUND: return 404;
+	case SW_EEXIST: return 409;
+	case SW_EBUSY:
+	case SW_ETIMEDOUT: return 503;
+	default: return 500;
+	}
+}
+
+unsigned sw_http_gateway_status(int rc)
+{
+	return rc == SW_ETIMEDOUT ? 504 : 502;
+}
+
 json_t *sw_http_req_json(struct sw_http_req *req)
 {
 	char err[256];

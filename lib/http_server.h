@@ -115,6 +115,13 @@ void sw_http_reply_busy(struct sw_http_req *req, unsigned retry_after_s, const c
     __attribute__((format(printf, 3, 4)));
 void sw_http_reply_error(struct sw_http_req *req, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The HTTP status that answers a failure of SW_E* code `rc`, the same in every program:
+ * 400 malformed or too big, 403 denied, 404 not found, 409 exists already, 503 busy or
+ * timed out (ask again), 500 anything else; 200 for 0. */
+unsigned sw_http_status(int rc);
+/* The status that answers a request this program passed on to another machine, which
+ * failed with SW_E* code `rc` before an answer came: 504 when it timed out, else 502. */
+unsigned sw_http_gateway_status(int rc);
 
 /* Parses the request body as a JSON object, or replies 400 and returns NULL. */
 json_t *sw_http_req_json(struct sw_http_req *req);

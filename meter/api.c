@@ -271,7 +271,7 @@ static void post_checkout(struct sw_http_req *req, void *arg)
 	json_decref(j);
 	if ((rc = checkout_user(m, req, &r, err, sizeof(err)))) {
 		sw_info("checkout by %s refused: %s", caller(req), err);
-		sw_http_reply_error(req, rc == SW_EDENIED ? 403 : 500, "%s", err);
+		sw_http_reply_error(req, sw_http_status(rc), "%s", err);
 		return;
 	}
 	if (!(c = call_new(m, req)))
@@ -385,12 +385,13 @@ static void post_checkin(struct sw_http_req *req, void *arg)
 	}
 	rc = lease_checkin(m->table, r.lease, r.client, caller(req), sw_now_ms(), sw_mono_ms());
 	if (rc == SW_ENOTFOUND) {
-		sw_http_reply_error(req, 404, "no lease %s here (expired or never granted)",
-				    r.lease);
+		sw_http_reply_error(req, sw_http_status(rc),
+				    "no lease %s here (expired or never granted)", r.lease);
 		return;
 	}
 	if (rc) {
-		sw_http_reply_error(req, 403, "lease %s belongs to another client", r.lease);
+		sw_http_reply_error(req, sw_http_status(rc), "lease %s belongs to another client",
+				    r.lease);
 		return;
 	}
 	if ((c = call_new(m, req)))

@@ -21,21 +21,6 @@
 /* How long an issued agent certificate lasts. */
 #define AGENT_CERT_DAYS 825
 
-/* The HTTP status for an SW_E* code. */
-unsigned api_status(int rc)
-{
-	switch (rc) {
-	case SW_EINVAL:
-	case SW_ETOOBIG: return 400;
-	case SW_EDENIED: return 403;
-	case SW_ENOTFOUND: return 404;
-	case SW_EEXIST: return 409;
-	case SW_EBUSY:
-	case SW_ETIMEDOUT: return 503;
-	default: return 500;
-	}
-}
-
 static void get_ca(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
@@ -72,7 +57,8 @@ static void enroll_recorded(struct server *s, struct reg_op *op)
 	struct enroll *en = op->arg;
 
 	if (op->rc) {
-		sw_http_reply_error(en->req, api_status(op->rc), "enrollment refused: %s", op->err);
+		sw_http_reply_error(en->req, sw_http_status(op->rc), "enrollment refused: %s",
+				    op->err);
 		enroll_free(en);
 		return;
 	}
@@ -96,7 +82,7 @@ static void enroll_checked(struct server *s, struct reg_op *op)
 	int rc = op->rc;
 
 	if (rc) {
-		sw_http_reply_error(en->req, api_status(rc), "enrollment refused: %s", op->err);
+		sw_http_reply_error(en->req, sw_http_status(rc), "enrollment refused: %s", op->err);
 		enroll_free(en);
 		return;
 	}
@@ -151,7 +137,8 @@ static void enroll_checked(struct server *s, struct reg_op *op)
 	op->kind = REG_ENROLL;
 	op->done = enroll_recorded;
 	if (registry_submit(s, op)) {
-		sw_http_reply_error(en->req, api_status(op->rc), "enrollment refused: %s", op->err);
+		sw_http_reply_error(en->req, sw_http_status(op->rc), "enrollment refused: %s",
+				    op->err);
 		enroll_free(en);
 	}
 }
@@ -213,40 +200,10 @@ static void post_enroll(struct sw_http_req *req, void *arg)
 	en->op.done = enroll_checked;
 	en->op.arg = en;
 	if (registry_submit(s, &en->op)) {
-		sw_http_reply_error(req, api_status(en->op.rc), "enrollment refused: %s",
+		sw_http_reply_error(req, sw_http_status(en->op.rc), "enrollment refused: %s",
 				    en->op.err);
 		enroll_free(en);
 	}
-}
-
-static void post_heartbeat(struct sw_http_req *req, void *arg)
-{
-	struct server *s = arg;
-	const struct sw_identity *id = sw_http_req_identity(req);
-	struct sw_heartbeat hb;
-	struct system *sys;
-	char err[256];
-	json_t *j;
-
-	sys = sw_strmap_get(s->systems, id->cn);
-	if (!sys || strcmp(sys->serial, id->serial) != 0) {
-		sw_http_reply_error(req, 403, "rejected: %s is not an enrolled system", id->cn);
-		return;
-	}
-	j = sw_http_req_json(req);
-	if (!j)
-		return;
-	if (sw_proto_heartbeat_parse(j, &hb, err, sizeof(err))) {
-		sw_http_reply_error(req, 400, "bad heartbeat: %s", err);
-		json_decref(j);
-		return;
-	}
-	/* an agent with no channel says on which port it listens */
-	char address[300];
-
-	bound_address(hb.address, sw_http_req_peer(req), address, sizeof(address));
-	sw_http_reply_json(req, 200, api_heartbeat_take(s, sys, &hb, address));
-	json_decref(j);
 }
 
 /* Where clients reach a metering server: the port it says, at the host its system's
@@ -265,35 +222,15 @@ static void meter_reached_at(const char *meter, const char *address, char *out, 
 		snprintf(out, len, "%s", meter ? meter : "");
 }
 
-json_t *api_heartbeat_take(struct server *s, struct system *sys, struct sw_heartbeat *hb,
-			   const char *address)
+/* A heartbeat from `sys`, heard from `address`: the registry records it (what `hb` owned
+ * is the system's), and the reply is what the agent is told. */
+static json_t *heartbeat_take(struct server *s, struct system *sys, struct sw_heartbeat *hb,
+			      const char *address)
 {
 	char meter[300];
 
-	json_decref(sys->facts);
-	sys->facts = hb->facts;
-	if (hb->now) {
-		int64_t now = sw_now_ms();
-		sys->clock_skew_ms = hb->now - now;
-		registry_clock_heard(s, sys, now);
-	}
-	if (hb->services) {
-		json_decref(sys->services);
-		sys->services = hb->services;
-	}
 	meter_reached_at(hb->meter_address, address, meter, sizeof(meter));
-	if (strcmp(sys->meter_address, meter) != 0) {
-		snprintf(sys->meter_address, sizeof(sys->meter_address), "%s", meter);
-		metering_changed(s);
-	}
-	if (hb->roles && !json_equal(hb->roles, sys->roles))
-		sw_info("%s runs other roles than it should; the reply tells it which", sys->name);
-	json_decref(hb->roles);
-	snprintf(sys->version, sizeof(sys->version), "%s", hb->version);
-	memset(hb, 0, sizeof(*hb)); /* what it owned is the system's now */
-	snprintf(sys->address, sizeof(sys->address), "%s", address);
-	sys->last_seen = sw_now_ms();
-	registry_touch(s, sys);
+	registry_heard(s, sys, hb, address, meter);
 	upgrade_heard(s, sys);
 	json_t *names, *urls = metering_meter_urls(s, &names);
 
@@ -304,12 +241,82 @@ json_t *api_heartbeat_take(struct server *s, struct system *sys, struct sw_heart
 			 "products_version", (json_int_t)s->products_version);
 }
 
+/* The enrolled system the request's certificate names, or NULL (answered 403). */
+static struct system *agent_system(struct server *s, struct sw_http_req *req)
+{
+	const struct sw_identity *id = sw_http_req_identity(req);
+	struct system *sys = sw_strmap_get(s->systems, id->cn);
+
+	if (!sys || strcmp(sys->serial, id->serial) != 0) {
+		sw_http_reply_error(req, 403, "rejected: %s is not an enrolled system", id->cn);
+		return NULL;
+	}
+	return sys;
+}
+
+static void post_heartbeat(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+	struct sw_heartbeat hb;
+	struct system *sys;
+	char err[256];
+	json_t *j;
+
+	if (!(sys = agent_system(s, req)) || !(j = sw_http_req_json(req)))
+		return;
+	if (sw_proto_heartbeat_parse(j, &hb, err, sizeof(err))) {
+		sw_http_reply_error(req, 400, "bad heartbeat: %s", err);
+		json_decref(j);
+		return;
+	}
+	/* an agent with no channel says on which port it listens */
+	char address[300];
+
+	bound_address(hb.address, sw_http_req_peer(req), address, sizeof(address));
+	sw_http_reply_json(req, 200, heartbeat_take(s, sys, &hb, address));
+	json_decref(j);
+}
+
+/* POST /v1/agent/poll: the agent's channel (channel.c) takes the poll, and the heartbeat
+ * it may carry is heard as one sent alone would be. */
+static void post_poll(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+	json_t *j, *reply = NULL;
+	struct sw_poll poll;
+	struct system *sys;
+	struct chan *ch;
+	char err[256];
+
+	if (!(sys = agent_system(s, req)) || channel_admit(s, req))
+		return;
+	if (!(j = sw_http_req_json(req)))
+		return;
+	if (sw_proto_poll_parse(j, &poll, err, sizeof(err))) {
+		sw_http_reply_error(req, 400, "bad poll: %s", err);
+		json_decref(j);
+		return;
+	}
+	if (!(ch = channel_polled(s, sys, req))) {
+		if (poll.has_heartbeat)
+			sw_proto_heartbeat_clear(&poll.heartbeat);
+		json_decref(j);
+		return;
+	}
+	/* the address shown is where the connection comes from, not one it claims */
+	if (poll.has_heartbeat)
+		reply = heartbeat_take(s, sys, &poll.heartbeat, sw_http_req_peer(req));
+	channel_hold(ch, req, &poll, reply);
+	json_decref(j);
+}
+
 static void token_created(struct server *s, struct reg_op *op)
 {
 	struct sw_http_req *req = op->arg;
 
 	if (op->rc) {
-		sw_http_reply_error(req, api_status(op->rc), "cannot create a token: %s", op->err);
+		sw_http_reply_error(req, sw_http_status(op->rc), "cannot create a token: %s",
+				    op->err);
 	} else {
 		sw_info("enrollment token created by %s, valid %lld s",
 			sw_http_req_identity(req)->cn, (long long)op->ttl_s);
@@ -347,7 +354,8 @@ static void post_token(struct sw_http_req *req, void *arg)
 	op->done = token_created;
 	op->arg = req;
 	if (registry_submit(s, op)) {
-		sw_http_reply_error(req, api_status(op->rc), "cannot create a token: %s", op->err);
+		sw_http_reply_error(req, sw_http_status(op->rc), "cannot create a token: %s",
+				    op->err);
 		free(op);
 	}
 }
@@ -464,7 +472,7 @@ static void role_recorded(struct server *s, struct reg_op *op)
 	struct system *sys = sw_strmap_get(s->systems, op->name);
 
 	if (op->rc) {
-		sw_http_reply_error(c->req, api_status(op->rc), "cannot record the role: %s",
+		sw_http_reply_error(c->req, sw_http_status(op->rc), "cannot record the role: %s",
 				    op->err);
 		goto out;
 	}
@@ -508,7 +516,7 @@ static void set_role(struct server *s, struct sw_http_req *req, const struct tar
 	c->op.done = role_recorded;
 	c->op.arg = c;
 	if (registry_submit(s, &c->op)) {
-		sw_http_reply_error(req, api_status(c->op.rc), "cannot record the role: %s",
+		sw_http_reply_error(req, sw_http_status(c->op.rc), "cannot record the role: %s",
 				    c->op.err);
 		json_decref(c->op.roles);
 		free(c);
@@ -620,8 +628,10 @@ static void system_removed(struct server *s, struct reg_op *op)
 	struct sw_http_req *req = op->arg;
 
 	if (op->rc) {
-		sw_http_reply_error(req, api_status(op->rc), "%s", op->err);
+		sw_http_reply_error(req, sw_http_status(op->rc), "%s", op->err);
 	} else {
+		/* the metering servers refuse its certificates at once, not at their next poll */
+		metering_revoked(s, op->serial, op->client_serial);
 		upgrade_system_removed(s, op->name);
 		sw_http_reply_json(req, 200, json_pack("{ss sb}", "name", op->name, "revoked", 1));
 	}
@@ -653,7 +663,7 @@ static void delete_system(struct sw_http_req *req, void *arg)
 	op->done = system_removed;
 	op->arg = req;
 	if (registry_submit(s, op)) {
-		sw_http_reply_error(req, api_status(op->rc), "%s", op->err);
+		sw_http_reply_error(req, sw_http_status(op->rc), "%s", op->err);
 		free(op);
 	}
 }
@@ -673,7 +683,7 @@ static const struct sw_http_route routes[] = {
     {"GET", "/v1/ca", SW_HTTP_OPEN, get_ca, 0},
     {"POST", "/v1/enroll", SW_HTTP_OPEN, post_enroll, 32 * 1024},
     {"POST", "/v1/heartbeat", SW_HTTP_AGENT, post_heartbeat, 0},
-    {"POST", "/v1/agent/poll", SW_HTTP_AGENT, channel_poll, 4 * 1024 * 1024},
+    {"POST", "/v1/agent/poll", SW_HTTP_AGENT, post_poll, 4 * 1024 * 1024},
     {"POST", "/v1/tokens", SW_HTTP_ADMIN, post_token, 0},
     {"GET", "/v1/systems", SW_HTTP_ADMIN, get_systems, 0},
     {"GET", "/v1/systems/*", SW_HTTP_ADMIN, get_system, 0},

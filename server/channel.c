@@ -282,25 +282,11 @@ static int64_t loop_lag_ms(const struct server *s)
 	return overdue > s->lag_ms ? overdue : s->lag_ms;
 }
 
-void channel_poll(struct sw_http_req *req, void *arg)
+int channel_admit(struct server *s, struct sw_http_req *req)
 {
-	struct server *s = arg;
-	const struct sw_identity *id = sw_http_req_identity(req);
-	struct system *sys = sw_strmap_get(s->systems, id->cn);
-	json_t *j, *answers, *running, *a;
-	struct sw_poll poll;
-	char err[256];
-	int64_t hold_ms;
-	struct chan *ch;
-	size_t i;
-
-	if (!sys || strcmp(sys->serial, id->serial) != 0) {
-		sw_http_reply_error(req, 403, "rejected: %s is not an enrolled system", id->cn);
-		return;
-	}
 	if (s->stopping) {
 		sw_http_reply_error(req, 503, "the site server is stopping");
-		return;
+		return SW_EBUSY;
 	}
 	/* The loop runs late: whatever costs it, a poll put off costs the least. Answers it
 	 * carries come again with the agent's next poll. */
@@ -308,24 +294,18 @@ void channel_poll(struct sw_http_req *req, void *arg)
 		s->polls_shed++;
 		sw_http_reply_busy(req, SHED_RETRY_MIN_S + sw_random_u32() % SHED_RETRY_SPREAD_S,
 				   "the site server is busy; come back later");
-		return;
+		return SW_EBUSY;
 	}
-	if (!(j = sw_http_req_json(req)))
-		return;
-	if (sw_proto_poll_parse(j, &poll, err, sizeof(err))) {
-		sw_http_reply_error(req, 400, "bad poll: %s", err);
-		json_decref(j);
-		return;
-	}
-	answers = poll.answers;
-	running = poll.running;
-	hold_ms = poll.hold_ms;
-	if (!(ch = chan_get(s, sys))) {
+	return 0;
+}
+
+struct chan *channel_polled(struct server *s, struct system *sys, struct sw_http_req *req)
+{
+	struct chan *ch = chan_get(s, sys);
+
+	if (!ch) {
 		sw_http_reply_error(req, 503, "out of memory");
-		if (poll.has_heartbeat)
-			sw_proto_heartbeat_clear(&poll.heartbeat);
-		json_decref(j);
-		return;
+		return NULL;
 	}
 	if (ch->held) { /* the agent came back on another connection */
 		sw_http_reply_error(ch->held, 409, "another poll of %s replaced this one",
@@ -334,18 +314,25 @@ void channel_poll(struct sw_http_req *req, void *arg)
 		uv_timer_stop(&ch->hold);
 	}
 	ch->polled_at = sw_mono_ms();
-	if (poll.has_heartbeat) {
-		/* the address shown is where the connection comes from, not one it claims */
+	return ch;
+}
+
+void channel_hold(struct chan *ch, struct sw_http_req *req, const struct sw_poll *poll,
+		  json_t *heartbeat)
+{
+	json_t *a;
+	size_t i;
+
+	if (poll->has_heartbeat) {
 		json_decref(ch->heartbeat);
-		ch->heartbeat = api_heartbeat_take(s, sys, &poll.heartbeat, sw_http_req_peer(req));
+		ch->heartbeat = heartbeat;
 	}
-	json_array_foreach(answers, i, a) take_answer(ch, a);
+	json_array_foreach(poll->answers, i, a) take_answer(ch, a);
 	/* sent, neither answered nor running: the reply that carried it was lost */
 	for (struct chan_cmd *c = ch->cmds; c; c = c->next) {
-		if (c->sent && !in_list(running, c->id))
+		if (c->sent && !in_list(poll->running, c->id))
 			c->sent = 0;
 	}
-	json_decref(j);
 	ch->held = req;
 	if (ch->heartbeat) {
 		chan_flush(ch);
@@ -357,8 +344,8 @@ void channel_poll(struct sw_http_req *req, void *arg)
 			return;
 		}
 	}
-	uv_timer_start(&ch->hold, on_hold, hold_ms < HOLD_MAX_MS ? (uint64_t)hold_ms : HOLD_MAX_MS,
-		       0);
+	uv_timer_start(&ch->hold, on_hold,
+		       poll->hold_ms < HOLD_MAX_MS ? (uint64_t)poll->hold_ms : HOLD_MAX_MS, 0);
 }
 
 void channel_forget(struct server *s, struct system *sys)

@@ -167,8 +167,8 @@ static void on_service_reply(const struct sw_http_result *res, void *arg)
 	if (res->status == 0) {
 		/* unreachable, no connection, no answer, dropped or TLS refused: the reason
 		 * says which, and how long it waited */
-		sw_http_reply_error(c->req, res->code == SW_ETIMEDOUT ? 504 : 502, "%s: %s",
-				    c->system, res->error);
+		sw_http_reply_error(c->req, sw_http_gateway_status(res->code), "%s: %s", c->system,
+				    res->error);
 	} else if (res->status != 200 ||
 		   sw_json_parse_object(res->body, res->len, &reply, NULL, 0)) {
 		agent_error(res, err, sizeof(err));

@@ -294,7 +294,8 @@ static int server_reexec(struct server *s)
 	return 1;
 }
 
-void server_abort(struct server *s, const char *why)
+static void server_abort(struct server *s, const char *why) __attribute__((noreturn));
+static void server_abort(struct server *s, const char *why)
 {
 	(void)s;
 	/* Nothing on the loop may run on: every write would meet the missing database. */
@@ -315,6 +316,7 @@ int main(int argc, char **argv)
 	if ((rc = options(argc, argv, &dir, &check)))
 		return rc < 0 ? 0 : rc;
 	s.loop = uv_default_loop();
+	s.abort = server_abort;
 	s.started_ms = sw_mono_ms();
 	s.products_version = sw_now_ms();
 	rc = server_configure(&s, dir, check, err, sizeof(err));

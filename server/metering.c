@@ -382,7 +382,7 @@ static void product_done(struct server *s, void *arg)
 	struct product_job *w = arg;
 
 	if (w->rc) {
-		sw_http_reply_error(w->req, api_status(w->rc), "%s", w->err);
+		sw_http_reply_error(w->req, sw_http_status(w->rc), "%s", w->err);
 		goto out;
 	}
 	if (w->kind != PRODUCTS_LIST)
@@ -585,13 +585,17 @@ static json_t *meter_systems(struct server *s, json_t *former)
 }
 
 /* The URLs of every metering server, for clients to fail over among. Heartbeats
- * carry it, so it is computed only when roles or addresses change. */
+ * carry it, so it is computed again only when the registry's generation has moved on
+ * (roles or addresses changed). */
 json_t *metering_meter_urls(struct server *s, json_t **names_out)
 {
 	json_t *names, *urls, *systems, *v;
 	size_t i;
 
-	if (!s->meter_urls) {
+	if (!s->meter_urls || s->meter_urls_gen != registry_generation(s)) {
+		json_decref(s->meter_urls);
+		json_decref(s->meter_names);
+		s->meter_urls_gen = registry_generation(s);
 		systems = meter_systems(s, NULL);
 		urls = json_array();
 		names = json_array();
@@ -611,13 +615,6 @@ json_t *metering_meter_urls(struct server *s, json_t **names_out)
 	if (names_out)
 		*names_out = json_incref(s->meter_names);
 	return json_incref(s->meter_urls);
-}
-
-void metering_changed(struct server *s)
-{
-	json_decref(s->meter_urls);
-	json_decref(s->meter_names);
-	s->meter_urls = s->meter_names = NULL;
 }
 
 static int share_row(void *arg, int ncols, const struct sw_db_val *row)
@@ -1006,7 +1003,8 @@ static void ingest_done(struct server *s, void *arg)
 
 	(void)s;
 	if (in->rc) {
-		sw_http_reply_error(in->req, api_status(in->rc), "cannot store usage: %s", in->err);
+		sw_http_reply_error(in->req, sw_http_status(in->rc), "cannot store usage: %s",
+				    in->err);
 	} else {
 		if (in->too_old)
 			sw_warn("usage from %s: %lld records older than the detail period dropped",
@@ -1415,7 +1413,7 @@ static void usage_done(void *arg, int timed_out)
 				    "later --since)",
 				    USAGE_REPORT_MS / 1000);
 	else if (u->rc)
-		sw_http_reply_error(u->req, api_status(u->rc), "%s", u->err);
+		sw_http_reply_error(u->req, sw_http_status(u->rc), "%s", u->err);
 	else
 		sw_http_reply_json(
 		    u->req, 200,

@@ -116,7 +116,7 @@ void registry_free(struct server *s)
 	free(s->dirty);
 }
 
-void registry_touch(struct server *s, struct system *sys)
+static void touch(struct server *s, struct system *sys)
 {
 	if (sys->dirty)
 		return;
@@ -217,7 +217,7 @@ static void flush_done(struct server *s, void *arg)
 	for (size_t i = 0; i < f->n; i++) {
 		struct system *sys = f->rc ? sw_strmap_get(s->systems, f->rows[i].name) : NULL;
 		if (sys)
-			registry_touch(s, sys);
+			touch(s, sys);
 		free(f->rows[i].facts);
 	}
 	free(f->rows);
@@ -284,7 +284,8 @@ enum sw_clock_state registry_clock(const struct server *s, const struct system *
 	return st;
 }
 
-void registry_clock_heard(struct server *s, struct system *sys, int64_t now)
+/* A new clock reading: logged when its state changes. */
+static void clock_heard(struct server *s, struct system *sys, int64_t now)
 {
 	char note[256];
 	enum sw_clock_state st = registry_clock(s, sys, now, note, sizeof(note));
@@ -297,6 +298,39 @@ void registry_clock_heard(struct server *s, struct system *sys, int64_t now)
 	else
 		sw_warn("system %s: %s", sys->name, note);
 	sys->clock_state = st;
+}
+
+void registry_heard(struct server *s, struct system *sys, struct sw_heartbeat *hb,
+		    const char *address, const char *meter_address)
+{
+	json_decref(sys->facts);
+	sys->facts = hb->facts;
+	if (hb->now) {
+		int64_t now = sw_now_ms();
+		sys->clock_skew_ms = hb->now - now;
+		clock_heard(s, sys, now);
+	}
+	if (hb->services) {
+		json_decref(sys->services);
+		sys->services = hb->services;
+	}
+	if (strcmp(sys->meter_address, meter_address) != 0) {
+		snprintf(sys->meter_address, sizeof(sys->meter_address), "%s", meter_address);
+		s->registry_gen++;
+	}
+	if (hb->roles && !json_equal(hb->roles, sys->roles))
+		sw_info("%s runs other roles than it should; the reply tells it which", sys->name);
+	json_decref(hb->roles);
+	snprintf(sys->version, sizeof(sys->version), "%s", hb->version);
+	memset(hb, 0, sizeof(*hb)); /* what it owned is the system's now */
+	snprintf(sys->address, sizeof(sys->address), "%s", address);
+	sys->last_seen = sw_now_ms();
+	touch(s, sys);
+}
+
+uint64_t registry_generation(const struct server *s)
+{
+	return s->registry_gen;
 }
 
 /* --- changes, through the write queue --- */
@@ -536,19 +570,21 @@ static int enrolled(struct server *s, struct reg_op *op)
 	return 0;
 }
 
+/* A removal stored: its certificates are refused from now on, in memory too, so the next
+ * request on any open connection is refused. */
 static int removed(struct server *s, struct reg_op *op)
 {
-	struct system *sys = op_system(s, op);
-
-	/* Revoked in memory too, so the next request on any open connection is refused. */
 	if (sw_strmap_set(s->revoked, op->serial, (void *)1) ||
 	    (op->client_serial[0] && sw_strmap_set(s->revoked, op->client_serial, (void *)1))) {
 		snprintf(op->err, sizeof(op->err), "out of memory");
 		return SW_ENOMEM;
 	}
-	metering_revoked(s, op->serial, op->client_serial);
-	if (!sys)
-		return 0;
+	return 0;
+}
+
+/* The removed system leaves memory: its channel is closed, and it is not written again. */
+static void system_drop(struct server *s, struct system *sys)
+{
 	if (sys->dirty) {
 		for (size_t i = 0; i < s->ndirty; i++)
 			if (s->dirty[i] == sys)
@@ -557,9 +593,8 @@ static int removed(struct server *s, struct reg_op *op)
 	sw_info("system %s removed; certificate %s revoked", sys->name, sys->serial);
 	channel_forget(s, sys);
 	sw_strmap_del(s->systems, sys->name);
-	metering_changed(s);
+	s->registry_gen++;
 	system_free(sys);
-	return 0;
 }
 
 static void roles_applied(struct server *s, struct reg_op *op)
@@ -582,7 +617,7 @@ static void roles_applied(struct server *s, struct reg_op *op)
 		}
 		if ((at != SIZE_MAX) == op->add)
 			continue;
-		metering_changed(s);
+		s->registry_gen++;
 		if (op->add)
 			json_array_append_new(sys->roles, json_string(role));
 		else
@@ -594,6 +629,7 @@ static void roles_applied(struct server *s, struct reg_op *op)
 static void op_done(struct server *s, void *arg)
 {
 	struct reg_op *op = arg;
+	struct system *gone = NULL;
 
 	if (!op->rc) {
 		switch (op->kind) {
@@ -603,7 +639,10 @@ static void op_done(struct server *s, void *arg)
 			break;
 		case REG_TOKEN_CHECK: break;
 		case REG_ENROLL: op->rc = enrolled(s, op); break;
-		case REG_REMOVE: op->rc = removed(s, op); break;
+		case REG_REMOVE:
+			if (!(op->rc = removed(s, op)))
+				gone = op_system(s, op);
+			break;
 		case REG_ROLES: roles_applied(s, op); break;
 		}
 	}
@@ -612,6 +651,11 @@ static void op_done(struct server *s, void *arg)
 		op->rc = SW_ENOTFOUND;
 	}
 	op->done(s, op);
+	/* A removed system leaves memory once its caller has heard, so that the metering
+	 * servers the caller tells of the removal are those of the site it was part of,
+	 * its own among them. */
+	if (gone)
+		system_drop(s, gone);
 }
 
 int registry_submit(struct server *s, struct reg_op *op)

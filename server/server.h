@@ -37,6 +37,9 @@ struct system {
 
 struct server {
 	uv_loop_t *loop;
+	/* main.c's way out when the server cannot go on (its database is gone): logs `why`
+	 * and ends the process with status 1; the floors below main reach it only here. */
+	void (*abort)(struct server *s, const char *why) __attribute__((noreturn));
 	char dir[PATH_MAX];
 	char site_code[4];
 	char listen[300];
@@ -49,8 +52,10 @@ struct server {
 	struct sw_http_server *http;
 	struct sw_http_client *agents; /* the server's calls to agents */
 	int64_t products_version;      /* changes whenever products or exclusions change */
-	json_t *meter_urls;	       /* cached; NULL when roles or addresses changed */
+	uint64_t registry_gen;	       /* registry.c: changes with roles or addresses */
+	json_t *meter_urls;	       /* cached at meter_urls_gen, NULL: not yet */
 	json_t *meter_names;	       /* the systems of meter_urls, in the same order */
+	uint64_t meter_urls_gen;       /* the registry_gen meter_urls was made at */
 	unsigned heartbeat_s;	       /* the interval agents are told to use */
 	unsigned flush_ms;	       /* how often heartbeat state is written */
 	unsigned detail_days;	       /* usage detail kept this long, then summarised */
@@ -84,33 +89,36 @@ struct server {
 	char db_url[PATH_MAX + 64];
 };
 
-/* main.c */
-/* The server cannot go on (its database is gone): logs `why` and ends with status 1. */
-void server_abort(struct server *s, const char *why) __attribute__((noreturn));
-
 /* site.c */
 int site_init(int argc, char **argv);
 
 /* registry.c */
 int registry_load(struct server *s, char *err, size_t errlen);
 void registry_free(struct server *s);
-void registry_touch(struct server *s, struct system *sys);
+/* A heartbeat from `sys`, heard from `address` (its metering server, if it runs one, at
+ * `meter_address`): the system's record follows it, and what `hb` owned is the
+ * system's. */
+void registry_heard(struct server *s, struct system *sys, struct sw_heartbeat *hb,
+		    const char *address, const char *meter_address);
+/* Changes whenever a system's roles or metering server's address change, or a system is
+ * removed: what is made of those (metering.c's list of metering servers) is made again
+ * when it has moved on. */
+uint64_t registry_generation(const struct server *s);
 int registry_flush(struct server *s);
 const char *registry_health(const struct server *s, const struct system *sys, int64_t now);
 /* How the system's clock stands against the site's certificates; `note` gets what to do
  * about it, or "" when it is fine. */
 enum sw_clock_state registry_clock(const struct server *s, const struct system *sys, int64_t now,
 				   char *note, size_t len);
-/* A heartbeat brought a new clock reading: logs when its state changes. */
-void registry_clock_heard(struct server *s, struct system *sys, int64_t now);
 /* A change to the registry: written through the write queue, then memory follows, then
- * `done` is called on the loop with `rc` and `err` set (and what the kind gives back).
- * The caller owns `op` and frees it from `done`. */
+ * `done` is called on the loop with `rc` and `err` set (and what the kind gives back);
+ * a removed system leaves memory just after its `done`. The caller owns `op` and frees
+ * it from `done`. */
 enum reg_kind {
 	REG_TOKEN_CREATE, /* in: ttl_s; out: token, expires_at */
 	REG_TOKEN_CHECK,  /* in: secret; whether it may enroll, without using it */
 	REG_ENROLL,	  /* in: secret, name, address, serial, client_serial */
-	REG_REMOVE,	  /* in: name; revokes its certificates */
+	REG_REMOVE,	  /* in: name; revokes its certificates; out: serial, client_serial */
 	REG_ROLES,	  /* in: name, roles, add */
 };
 struct reg_op {
@@ -158,8 +166,18 @@ int control_call(struct server *s, struct system *sys, const char *method, const
 /* Why a call failed: the transfer's reason, or the agent's {"error": …}. */
 void control_error(const struct sw_http_result *res, char *out, size_t len);
 
-/* channel.c: commands to agents over the connection each agent holds open. */
-void channel_poll(struct sw_http_req *req, void *arg); /* POST /v1/agent/poll */
+/* channel.c: commands to agents over the connection each agent holds open. An agent's
+ * poll (POST /v1/agent/poll, routed by api.c) is taken in three steps: */
+struct chan;
+/* whether the server takes polls now (not stopping, the loop not running late);
+ * non-zero when the poll was answered 503; */
+int channel_admit(struct server *s, struct sw_http_req *req);
+/* the poll of `sys` replaces any it held; NULL when answered (out of memory); */
+struct chan *channel_polled(struct server *s, struct system *sys, struct sw_http_req *req);
+/* its answers are taken and the poll held for commands, or answered at once with
+ * `heartbeat`, the reply to the heartbeat it carried (consumed; NULL if none). */
+void channel_hold(struct chan *ch, struct sw_http_req *req, const struct sw_poll *poll,
+		  json_t *heartbeat);
 /* Sends a command to the agent of `sys`: `done` gets its answer, or at `timeout_ms` a
  * failure that says whether it was delivered; never inside this call. `body` is
  * consumed. Non-zero (and `done` not called) only when out of memory. */
@@ -212,18 +230,10 @@ struct sw_product;
 /* A usage record's product: as recorded, or the product its program runs as among `n`,
  * as the license servers choose. NULL when none. */
 const char *metering_attribute(const struct sw_product *const *v, size_t n, const json_t *r);
-/* Forgets the cached list of metering servers after a role or address change. */
-void metering_changed(struct server *s);
 int64_t metering_cutoff(const struct server *s);
 int metering_summarize(struct server *s);
 
 /* api.c */
-unsigned api_status(int rc);
 int api_start(struct server *s, char *err, size_t errlen);
-/* A heartbeat from `sys` (POST /v1/heartbeat, or carried by its poll), heard from
- * `address`: the system's state follows it, and what `hb` owned is the system's. Returns
- * the reply the agent gets. */
-json_t *api_heartbeat_take(struct server *s, struct system *sys, struct sw_heartbeat *hb,
-			   const char *address);
 
 #endif

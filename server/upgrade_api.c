@@ -307,7 +307,7 @@ static void on_stored(struct server *s, int rc, struct sw_pkg_manifest *m, const
 
 	if (rc)
 		sw_http_reply_error(p->req,
-				    rc == SW_EDENIED || rc == SW_EINVAL ? 422 : api_status(rc),
+				    rc == SW_EDENIED || rc == SW_EINVAL ? 422 : sw_http_status(rc),
 				    "package refused: %s", err);
 	else if (p->check)
 		preflight_probe(s, p->req, m, p->r.strict, bound_preview(s, &p->r, m));
@@ -351,7 +351,8 @@ static void store_request(struct sw_http_req *req, struct server *s, int check)
 	p->r.package = p->package;
 	/* verified again, as every time a run or a check reads it; not copied again */
 	if ((rc = package_store(s, p->package, on_stored, p))) {
-		sw_http_reply_error(req, api_status(rc), "package refused: cannot verify it now");
+		sw_http_reply_error(req, sw_http_status(rc),
+				    "package refused: cannot verify it now");
 		free(p);
 	}
 out:
@@ -364,7 +365,8 @@ static void on_uploaded(struct server *s, int rc, struct sw_pkg_manifest *m, con
 	struct sw_http_req *req = arg;
 
 	if (rc)
-		sw_http_reply_error(req, rc == SW_EDENIED || rc == SW_EINVAL ? 422 : api_status(rc),
+		sw_http_reply_error(req,
+				    rc == SW_EDENIED || rc == SW_EINVAL ? 422 : sw_http_status(rc),
 				    "package refused: %s", err);
 	else
 		sw_http_reply_json(req, 200,
@@ -386,7 +388,8 @@ void upgrade_package_post(struct sw_http_req *req, void *arg)
 		return;
 	}
 	if ((rc = package_store(arg, file, on_uploaded, req)))
-		sw_http_reply_error(req, api_status(rc), "package refused: cannot verify it now");
+		sw_http_reply_error(req, sw_http_status(rc),
+				    "package refused: cannot verify it now");
 }
 
 void upgrade_post(struct sw_http_req *req, void *arg)

@@ -525,7 +525,7 @@ static void self_return(struct upgrade *u)
 			return; /* after_restore_copy goes on */
 		}
 		if ((rc = sqlite_swap(u, err, sizeof(err))) == SW_EDB)
-			server_abort(s, err);
+			s->abort(s, err);
 		if (rc) {
 			upgrade_halt(u, "the server cannot return to %s: %s", u->from, err);
 			upgrade_finish(u);

@@ -791,9 +791,31 @@ static void test_handshakes_shed(void **state)
 	sw_http_client_free(c);
 }
 
+/* Every SW_E* code has its status, the same wherever it is answered. */
+static void test_status(void **state)
+{
+	static const struct {
+		int rc;
+		unsigned status;
+	} cases[] = {
+	    {SW_OK, 200},	 {SW_EINVAL, 400}, {SW_ETOOBIG, 400},  {SW_EDENIED, 403},
+	    {SW_ENOTFOUND, 404}, {SW_EEXIST, 409}, {SW_EBUSY, 503},    {SW_ETIMEDOUT, 503},
+	    {SW_ENOMEM, 500},	 {SW_EIO, 500},	   {SW_EUNREACH, 500}, {SW_ETLS, 500},
+	    {SW_EDB, 500},	 {SW_EPROTO, 500}, {SW_ECRYPTO, 500},  {-1000, 500},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < SW_ARRAY_LEN(cases); i++)
+		assert_int_equal(sw_http_status(cases[i].rc), cases[i].status);
+	assert_int_equal(sw_http_gateway_status(SW_ETIMEDOUT), 504);
+	assert_int_equal(sw_http_gateway_status(SW_EUNREACH), 502);
+	assert_int_equal(sw_http_gateway_status(SW_EPROTO), 502);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_status),
 	    cmocka_unit_test_setup_teardown(test_routes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_roles, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_deferred_reply, setup, teardown),
