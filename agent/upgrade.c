@@ -739,7 +739,7 @@ void upgrade_post_stage(struct sw_http_req *req, void *arg)
 	const char *version = NULL, *sha = NULL, *url = NULL;
 	int64_t size = 0, deadline_ms = 0, avail;
 	struct sw_stage_req sr;
-	char err[200], versions[PATH_MAX], name[SW_PKG_VERSION_MAX + 16], key[PATH_MAX],
+	char err[200], versions[PATH_MAX], name[SW_PKG_VERSION_MAX + 16],
 	    url_key[sizeof(a->server) + 32];
 	json_t *j = sw_http_req_json(req);
 	struct stage *st;
@@ -826,8 +826,7 @@ void upgrade_post_stage(struct sw_http_req *req, void *arg)
 	if (stat(st->part, &sb) == 0 && (uint64_t)sb.st_size > st->size)
 		unlink(st->part);
 	a->upgrade->stage = st;
-	path_in(key, sizeof(key), a->dir, KEY_FILE);
-	if (sw_file_read(key, KEY_MAX, &st->pub, NULL, NULL, 0) == 0) {
+	if (sw_pem_read(a->dir, KEY_FILE, &st->pub, NULL, 0) == 0) {
 		stage_download(st);
 		return;
 	}

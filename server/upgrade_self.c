@@ -569,19 +569,17 @@ void upgrade_self_step(struct upgrade *u)
 		return;
 	}
 	if (!sw_install_has(s->dir, u->version)) {
-		char pubpath[PATH_MAX];
 		struct job *j = job_new(u, "extraction", (unsigned)extract_ms(u), after_extract);
 
 		site_path(s, sqldir, sizeof(sqldir), SW_INSTALL_VERSIONS, NULL);
 		mkdir(sqldir, 0755);
-		sw_path_join(pubpath, sizeof(pubpath), s->dir, "signing.pub");
 		if (!j) {
 			fail(u, "the site server: %s", "out of memory");
 			return;
 		}
 		package_path(s, u->sha, j->path, sizeof(j->path));
 		site_path(s, j->dest, sizeof(j->dest), SW_INSTALL_VERSIONS "/%s", u->version);
-		if ((rc = sw_file_read(pubpath, 64 * 1024, &j->pub, NULL, err, sizeof(err)))) {
+		if ((rc = sw_pem_read(s->dir, "signing.pub", &j->pub, err, sizeof(err)))) {
 			job_release(j);
 			fail(u, "the site server: %s", err);
 			return;
