@@ -84,7 +84,7 @@ void ujournal_run_save(struct upgrade *u)
 	}
 	json_decref(o);
 	r->id = u->id;
-	snprintf(r->state, sizeof(r->state), "%s", urun_names[u->state]);
+	snprintf(r->state, sizeof(r->state), "%s", sw_run_state_name(u->state));
 	snprintf(r->self, sizeof(r->self), "%s", uself_names[u->self]);
 	snprintf(r->reason, sizeof(r->reason), "%s", u->reason);
 	snprintf(r->backup, sizeof(r->backup), "%s", u->backup);
@@ -111,7 +111,7 @@ static int sys_row_take(struct sys_row *r, struct usys *y)
 {
 	char *times = sw_json_dump(y->times), *removed = sw_json_dump(y->removed);
 	struct sw_db_val p[SYS_NPARAMS] = {
-	    SW_DB_TEXT(ystate_names[y->state]),
+	    SW_DB_TEXT(sw_sys_state_name(y->state)),
 	    SW_DB_TEXT(ystep_name(y->step)),
 	    SW_DB_TEXT(y->reason),
 	    SW_DB_INT(y->attempts),
@@ -119,7 +119,7 @@ static int sys_row_take(struct sys_row *r, struct usys *y)
 	    SW_DB_TEXT(removed ? removed : "[]"),
 	    SW_DB_INT(y->started_at),
 	    SW_DB_INT(y->finished_at),
-	    SW_DB_TEXT(y->step == YS_RESTART ? ystate_names[y->then] : ""),
+	    SW_DB_TEXT(y->step == YS_RESTART ? sw_sys_state_name(y->then) : ""),
 	    SW_DB_TEXT(y->serial),
 	    SW_DB_INT(y->u->id),
 	    SW_DB_TEXT(y->name)};
@@ -176,7 +176,7 @@ static void sys_write_done(struct server *s, void *arg)
 	if (w->call && !s->stopping && u && u->id == w->id && w->index < u->nsys) {
 		struct usys *y = &u->sys[w->index];
 		/* unless the machine moved on meanwhile (an event, or a later step's call) */
-		if (y->gen == w->gen && y->busy && y->state == Y_ACTIVE)
+		if (y->gen == w->gen && y->busy && y->state == SW_SYS_ACTIVE)
 			upgrade_call_step(y);
 	}
 	sys_row_free(&w->row);
@@ -230,11 +230,18 @@ static int run_insert(struct sw_db *db, struct upgrade *u, char *err, size_t err
 	json_t *o = ujournal_options(u);
 	char *opts = sw_json_dump(o);
 	struct sw_db_val del[] = {SW_DB_INT(u->id)};
-	struct sw_db_val p[] = {
-	    SW_DB_INT(u->id),	   SW_DB_TEXT(u->version),	   SW_DB_TEXT(u->from),
-	    SW_DB_TEXT(u->sha),	   SW_DB_INT((int64_t)u->size),	   SW_DB_TEXT(urun_names[u->state]),
-	    SW_DB_TEXT(u->reason), SW_DB_TEXT(opts ? opts : "{}"), SW_DB_TEXT(uself_names[u->self]),
-	    SW_DB_TEXT(u->backup), SW_DB_INT(u->started_at),	   SW_DB_INT(u->finished_at)};
+	struct sw_db_val p[] = {SW_DB_INT(u->id),
+				SW_DB_TEXT(u->version),
+				SW_DB_TEXT(u->from),
+				SW_DB_TEXT(u->sha),
+				SW_DB_INT((int64_t)u->size),
+				SW_DB_TEXT(sw_run_state_name(u->state)),
+				SW_DB_TEXT(u->reason),
+				SW_DB_TEXT(opts ? opts : "{}"),
+				SW_DB_TEXT(uself_names[u->self]),
+				SW_DB_TEXT(u->backup),
+				SW_DB_INT(u->started_at),
+				SW_DB_INT(u->finished_at)};
 	int rc;
 
 	if ((rc = sw_db_begin(db, err, errlen)))
@@ -253,7 +260,7 @@ static int run_insert(struct sw_db *db, struct upgrade *u, char *err, size_t err
 		struct usys *y = &u->sys[i];
 		struct sw_db_val q[] = {SW_DB_INT(u->id), SW_DB_TEXT(y->name),
 					SW_DB_INT((int64_t)i), SW_DB_TEXT(y->from),
-					SW_DB_TEXT(ystate_names[y->state])};
+					SW_DB_TEXT(sw_sys_state_name(y->state))};
 
 		if ((rc = sw_db_exec(db,
 				     "INSERT INTO upgrade_systems (upgrade_id, name, position, "
@@ -347,7 +354,8 @@ static int run_row(void *arg, int ncols, const struct sw_db_val *row)
 	snprintf(u->sha, sizeof(u->sha), "%s", row[3].s);
 	u->size = (uint64_t)row[4].i;
 	u->o.package_size = u->size;
-	u->state = (enum urun)name_index(urun_names, R_ROLLED_BACK + 1, row[5].s, R_INTERRUPTED);
+	if ((u->state = sw_run_state_parse(row[5].s)) == SW_RUN_UNKNOWN)
+		u->state = SW_RUN_INTERRUPTED;
 	snprintf(u->reason, sizeof(u->reason), "%s", row[6].s);
 	u->self = (enum uself)name_index(uself_names, SELF_ROLLED_BACK + 1, row[8].s, SELF_PENDING);
 	snprintf(u->backup, sizeof(u->backup), "%s", row[9].s);
@@ -398,7 +406,7 @@ static int sys_row(void *arg, int ncols, const struct sw_db_val *row)
 	y->started_at = row[8].i;
 	y->finished_at = row[9].i;
 	y->deferred_at = y->finished_at;
-	y->then = row[10].s[0] ? ystate_parse(row[10].s) : Y_FAILED;
+	y->then = row[10].s[0] ? ystate_parse(row[10].s) : SW_SYS_FAILED;
 	snprintf(y->serial, sizeof(y->serial), "%s", row[11].s);
 	return 0;
 }

@@ -34,9 +34,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const urun_names[] = {"running",  "rolling-back", "interrupted", "done",
-				  "deferred", "failed",	      "rolled-back"};
-
 const char *const uself_names[] = {"pending", "staged",	  "backed-up",	   "switched",	 "done",
 				   "failed",  "restored", "switched-back", "rolled-back"};
 
@@ -109,10 +106,10 @@ void upgrade_free(struct server *s)
 
 int upgrade_is_active(const struct upgrade *u)
 {
-	return u->state == R_RUNNING || u->state == R_ROLLING_BACK;
+	return u->state == SW_RUN_RUNNING || u->state == SW_RUN_ROLLING_BACK;
 }
 
-size_t upgrade_count(const struct upgrade *u, enum ystate st)
+size_t upgrade_count(const struct upgrade *u, enum sw_sys_state st)
 {
 	size_t n = 0;
 
@@ -121,40 +118,42 @@ size_t upgrade_count(const struct upgrade *u, enum ystate st)
 	return n;
 }
 
-void upgrade_run_enter(struct upgrade *u, enum urun state)
+void upgrade_run_enter(struct upgrade *u, enum sw_run_state state)
 {
 	if (u->state != state)
-		sw_info("upgrade %" PRId64 " to %s: %s", u->id, u->version, urun_names[state]);
+		sw_info("upgrade %" PRId64 " to %s: %s", u->id, u->version,
+			sw_run_state_name(state));
 	u->state = state;
 	ujournal_run_save(u);
 }
 
 void upgrade_finish(struct upgrade *u)
 {
-	size_t deferred = upgrade_count(u, Y_DEFERRED), failed = upgrade_count(u, Y_FAILED);
-	enum urun st;
+	size_t deferred = upgrade_count(u, SW_SYS_DEFERRED),
+	       failed = upgrade_count(u, SW_SYS_FAILED);
+	enum sw_run_state st;
 
 	if (u->o.rollback)
-		st = u->halted ? R_FAILED : R_ROLLED_BACK;
+		st = u->halted ? SW_RUN_FAILED : SW_RUN_ROLLED_BACK;
 	else if (u->halted || failed)
-		st = R_FAILED;
+		st = SW_RUN_FAILED;
 	else if (deferred)
-		st = R_DEFERRED;
+		st = SW_RUN_DEFERRED;
 	else
-		st = R_DONE;
+		st = SW_RUN_DONE;
 	if (!u->reason[0] && failed)
 		snprintf(u->reason, sizeof(u->reason), "%zu system%s failed", failed,
 			 failed == 1 ? "" : "s");
 	u->finished_at = now_ms();
 	if (u->state != st)
-		sw_info("upgrade %" PRId64 " to %s: %s", u->id, u->version, urun_names[st]);
+		sw_info("upgrade %" PRId64 " to %s: %s", u->id, u->version, sw_run_state_name(st));
 	u->state = st;
 	/* queued after the systems' last rows: a finished run's journal has every outcome */
 	ujournal_run_save(u);
 	sw_info("upgrade %" PRId64 " to %s: %s in %.1f s of a bound of %.1f s (%zu upgraded, %zu "
 		"deferred, %zu failed)%s%s",
-		u->id, u->version, urun_names[st], (u->finished_at - u->leg_at) / 1000.0,
-		u->bound_ms / 1000.0, upgrade_count(u, Y_UPGRADED), deferred, failed,
+		u->id, u->version, sw_run_state_name(st), (u->finished_at - u->leg_at) / 1000.0,
+		u->bound_ms / 1000.0, upgrade_count(u, SW_SYS_UPGRADED), deferred, failed,
 		u->reason[0] ? ": " : "", u->reason);
 }
 
@@ -170,8 +169,8 @@ void upgrade_halt(struct upgrade *u, const char *fmt, ...)
 	va_end(ap);
 	sw_warn("upgrade %" PRId64 " stops: %s", u->id, u->reason);
 	for (size_t i = 0; i < u->nsys; i++) {
-		if (u->sys[i].state == Y_PENDING) {
-			u->sys[i].state = Y_UNCHANGED;
+		if (u->sys[i].state == SW_SYS_PENDING) {
+			u->sys[i].state = SW_SYS_UNCHANGED;
 			snprintf(u->sys[i].reason, sizeof(u->sys[i].reason), "the run stopped");
 			ujournal_sys_save(&u->sys[i], 0);
 		}
@@ -181,7 +180,7 @@ void upgrade_halt(struct upgrade *u, const char *fmt, ...)
 
 static void budget_check(struct upgrade *u)
 {
-	size_t bad = upgrade_count(u, Y_DEFERRED) + upgrade_count(u, Y_FAILED);
+	size_t bad = upgrade_count(u, SW_SYS_DEFERRED) + upgrade_count(u, SW_SYS_FAILED);
 
 	if (u->o.max_failures >= 0 && bad > (size_t)u->o.max_failures)
 		upgrade_halt(u, "more than %d systems deferred or failed", u->o.max_failures);
@@ -270,7 +269,8 @@ static void apply(struct usys *y, enum yevent ev, const struct yinfo *in)
 		upgrade_call_step(y);
 	if (act.halt)
 		upgrade_halt(u, "%s: %s", y->name, y->reason);
-	if (act.finished && ev <= YE_TICK && (y->state == Y_DEFERRED || y->state == Y_FAILED))
+	if (act.finished && ev <= YE_TICK &&
+	    (y->state == SW_SYS_DEFERRED || y->state == SW_SYS_FAILED))
 		budget_check(u);
 	if (act.finished) {
 		/* a finished run's outcome may change with it */
@@ -407,7 +407,7 @@ void upgrade_system_enrolled(struct server *s, struct system *sys)
 	struct usys *y = s->upgrade ? sw_strmap_get(s->upgrade->index, sys->name) : NULL;
 
 	if (y && strcmp(y->serial, sys->serial) != 0) {
-		if (y->state == Y_PENDING)
+		if (y->state == SW_SYS_PENDING)
 			snprintf(y->serial, sizeof(y->serial), "%s", sys->serial);
 		else
 			post(y, YE_REENROLLED, NULL);
@@ -452,7 +452,7 @@ void upgrade_leg_begin(struct upgrade *u)
 	for (size_t i = 0; i < u->nsys; i++) {
 		struct usys *y = &u->sys[i];
 
-		if (y->state == Y_PENDING || y->state == Y_ACTIVE)
+		if (y->state == SW_SYS_PENDING || y->state == SW_SYS_ACTIVE)
 			y->metering ? metering++ : others++;
 	}
 	u->leg_at = now_ms();
@@ -498,9 +498,9 @@ static void drive(struct upgrade *u)
 
 	/* While the server's own part is in flight (a restore, its re-exec), nothing else
 	 * moves: a rollback that finished here would be reported before the server returns. */
-	if (u->state == R_INTERRUPTED || u->self_busy || u->s->stopping)
+	if (u->state == SW_RUN_INTERRUPTED || u->self_busy || u->s->stopping)
 		return;
-	if (u->state == R_RUNNING && u->self != SELF_DONE) {
+	if (u->state == SW_RUN_RUNNING && u->self != SELF_DONE) {
 		if (!u->halted)
 			upgrade_self_step(u);
 		return;
@@ -508,10 +508,10 @@ static void drive(struct upgrade *u)
 	for (size_t i = 0; i < u->nsys; i++) {
 		struct usys *y = &u->sys[i];
 
-		if (y->state != Y_ACTIVE)
+		if (y->state != SW_SYS_ACTIVE)
 			continue;
 		apply(y, YE_TICK, &(struct yinfo){0});
-		if (y->state == Y_ACTIVE) {
+		if (y->state == SW_SYS_ACTIVE) {
 			active++;
 			metering_busy |= y->metering;
 		}
@@ -524,14 +524,15 @@ static void drive(struct upgrade *u)
 
 		if (active >= u->o.parallel)
 			break;
-		if (y->state != Y_PENDING || (y->metering && metering_busy) || reconnecting(u, y))
+		if (y->state != SW_SYS_PENDING || (y->metering && metering_busy) ||
+		    reconnecting(u, y))
 			continue;
 		metering_busy |= y->metering;
 		active++;
 		upgrade_sys_begin(y);
 	}
 	if (active == 0 && upgrade_is_active(u) &&
-	    (u->halted || upgrade_count(u, Y_PENDING) == 0)) {
+	    (u->halted || upgrade_count(u, SW_SYS_PENDING) == 0)) {
 		/* The server returns last, asked again on every tick until it is back (a
 		 * return waiting for the write queue may have its database restored). */
 		if (u->o.rollback && !u->halted &&
@@ -602,13 +603,14 @@ void upgrade_heard(struct server *s, struct system *sys)
 	/* Deferred systems are caught up once the run has finished, each within a bound
 	 * of its own, so the run's bound holds. A run stopped by its policy or budget
 	 * leaves them alone; one that merely finished with failures does not. */
-	if (!u || u->o.rollback || u->halted || (u->state != R_DEFERRED && u->state != R_FAILED))
+	if (!u || u->o.rollback || u->halted ||
+	    (u->state != SW_RUN_DEFERRED && u->state != SW_RUN_FAILED))
 		return;
 	y = sw_strmap_get(u->index, sys->name);
-	if (!y || y->state != Y_DEFERRED)
+	if (!y || y->state != SW_SYS_DEFERRED)
 		return;
 	if (strcmp(sys->version, u->version) == 0 && !json_array_size(y->removed)) {
-		y->state = Y_UPGRADED;
+		y->state = SW_SYS_UPGRADED;
 		y->reason[0] = '\0';
 		y->finished_at = now_ms();
 		ujournal_sys_save(y, 0);
@@ -652,13 +654,14 @@ int upgrade_load(struct server *s, char *err, size_t errlen)
 		return rc;
 	s->upgrade = u;
 	sw_install_version(s->dir, running, sizeof(running));
-	if (u->state == R_RUNNING && u->self == SELF_SWITCHED && strcmp(running, u->version) == 0) {
+	if (u->state == SW_RUN_RUNNING && u->self == SELF_SWITCHED &&
+	    strcmp(running, u->version) == 0) {
 		/* Restarted by the run itself: go on, within the bound it began with. */
 		sw_info("upgrade %" PRId64 " to %s: resuming after the server's own switch", u->id,
 			u->version);
 		mark_metering(u);
 		upgrade_timers_start(u);
-	} else if (u->state == R_ROLLING_BACK && u->self == SELF_SWITCHED_BACK &&
+	} else if (u->state == SW_RUN_ROLLING_BACK && u->self == SELF_SWITCHED_BACK &&
 		   strcmp(running, u->from) == 0) {
 		upgrade_self_enter(u, SELF_ROLLED_BACK);
 		upgrade_finish(u);
@@ -666,7 +669,7 @@ int upgrade_load(struct server *s, char *err, size_t errlen)
 		/* A crash in the middle: the administrator resumes it. */
 		for (size_t i = 0; i < u->nsys; i++)
 			u->sys[i].busy = 0;
-		upgrade_run_enter(u, R_INTERRUPTED);
+		upgrade_run_enter(u, SW_RUN_INTERRUPTED);
 		sw_warn("upgrade %" PRId64 " to %s was interrupted; `siteward upgrade resume` "
 			"continues it",
 			u->id, u->version);

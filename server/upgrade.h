@@ -42,17 +42,8 @@ int64_t upgrade_reconnect_grace_ms(const struct server *s);
 #define RESTART_MS	   30000  /* for the server to come back after its switch */
 #define METERING_ROLE	   "software-metering"
 
-/* A run. */
-enum urun {
-	R_RUNNING,
-	R_ROLLING_BACK,
-	R_INTERRUPTED, /* the server stopped in the middle; resume continues it */
-	R_DONE,
-	R_DEFERRED, /* finished; some systems are upgraded when they come back */
-	R_FAILED,
-	R_ROLLED_BACK,
-};
-extern const char *const urun_names[];
+/* A run's state is an enum sw_run_state, and a system's outcome an enum sw_sys_state
+ * (lib/proto.h), named as the API reports them. */
 
 /* The site server's own part of a run. */
 enum uself {
@@ -67,19 +58,6 @@ enum uself {
 	SELF_ROLLED_BACK,
 };
 extern const char *const uself_names[];
-
-/* A system's outcome. */
-enum ystate {
-	Y_PENDING,
-	Y_ACTIVE,
-	Y_UPGRADED,
-	Y_DEFERRED,
-	Y_FAILED,
-	Y_UNCHANGED,
-	Y_ROLLED_BACK,
-	Y_REMOVED, /* removed from the site during the run */
-};
-extern const char *const ystate_names[];
 
 /* A system's step while it is active; the table in usys.c says what each does. */
 enum ystep {
@@ -146,9 +124,9 @@ struct usys {
 	char name[64];
 	char from[SW_PKG_VERSION_MAX + 1];
 	char serial[41]; /* its certificate when the run picked it */
-	enum ystate state;
+	enum sw_sys_state state;
 	enum ystep step;
-	enum ystate then; /* YS_RESTART ends in this */
+	enum sw_sys_state then; /* YS_RESTART ends in this */
 	char reason[400];
 	char last[300]; /* why the last poll was not yet good */
 	int attempts;
@@ -175,7 +153,7 @@ struct upgrade {
 	char min_version[SW_PKG_VERSION_MAX + 1];
 	char sha[65];
 	uint64_t size;
-	enum urun state;
+	enum sw_run_state state;
 	enum uself self;
 	char reason[400];
 	char backup[PATH_MAX];
@@ -200,7 +178,7 @@ struct upgrade {
 /* usys.c */
 const char *ystep_name(enum ystep step);
 enum ystep ystep_parse(const char *name);
-enum ystate ystate_parse(const char *name);
+enum sw_sys_state ystate_parse(const char *name);
 /* The request of a step: method and path, NULL when the step sends none. */
 const char *ystep_request(enum ystep step, const char **path);
 /* The bound of the step's next call at `now`: what is left of its deadline, or one poll. */
@@ -224,9 +202,9 @@ int usys_services_running(const json_t *services, const json_t *except, char *wh
 const char *usys_target(const struct usys *y);
 
 /* upgrade.c */
-void upgrade_run_enter(struct upgrade *u, enum urun state);
+void upgrade_run_enter(struct upgrade *u, enum sw_run_state state);
 int upgrade_is_active(const struct upgrade *u);
-size_t upgrade_count(const struct upgrade *u, enum ystate st);
+size_t upgrade_count(const struct upgrade *u, enum sw_sys_state st);
 void upgrade_halt(struct upgrade *u, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void upgrade_finish(struct upgrade *u);
 void upgrade_kick(struct upgrade *u);

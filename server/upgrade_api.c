@@ -32,7 +32,7 @@ static json_t *run_json(const struct upgrade *u)
 		json_array_append_new(
 		    systems, json_pack("{ss ss ss ss ss ss si sO sO sI}", "name", y->name, "from",
 				       y->from, "version", sys ? sys->version : "", "state",
-				       ystate_names[y->state], "step", ystep_name(y->step),
+				       sw_sys_state_name(y->state), "step", ystep_name(y->step),
 				       "reason", y->reason, "attempts", y->attempts, "times",
 				       y->times, "removed_roles", y->removed, "elapsed_ms",
 				       (json_int_t)(y->started_at && end > y->started_at
@@ -42,18 +42,18 @@ static json_t *run_json(const struct upgrade *u)
 	return json_pack(
 	    "{sI ss ss ss ss ss so sI sI sI sI sI sI s{ss ss} s{si si si si si si si si} so}", "id",
 	    (json_int_t)u->id, "version", u->version, "from", u->from, "state",
-	    urun_names[u->state], "reason", u->reason, "mode",
+	    sw_run_state_name(u->state), "reason", u->reason, "mode",
 	    u->o.rollback ? "rollback" : "upgrade", "options", ujournal_options(u), "started_at",
 	    (json_int_t)u->started_at, "finished_at", (json_int_t)u->finished_at, "elapsed_ms",
 	    (json_int_t)((u->finished_at ? u->finished_at : now) - u->started_at), "leg_started_at",
 	    (json_int_t)u->leg_at, "bound_ms", (json_int_t)u->bound_ms, "deadline_at",
 	    (json_int_t)(u->leg_at + u->bound_ms), "server", "step", uself_names[u->self], "backup",
 	    u->backup, "counts", "systems", (int)u->nsys, "pending",
-	    (int)upgrade_count(u, Y_PENDING), "active", (int)upgrade_count(u, Y_ACTIVE), "upgraded",
-	    (int)upgrade_count(u, Y_UPGRADED), "deferred", (int)upgrade_count(u, Y_DEFERRED),
-	    "failed", (int)upgrade_count(u, Y_FAILED), "rolled_back",
-	    (int)upgrade_count(u, Y_ROLLED_BACK), "removed", (int)upgrade_count(u, Y_REMOVED),
-	    "systems", systems);
+	    (int)upgrade_count(u, SW_SYS_PENDING), "active", (int)upgrade_count(u, SW_SYS_ACTIVE),
+	    "upgraded", (int)upgrade_count(u, SW_SYS_UPGRADED), "deferred",
+	    (int)upgrade_count(u, SW_SYS_DEFERRED), "failed", (int)upgrade_count(u, SW_SYS_FAILED),
+	    "rolled_back", (int)upgrade_count(u, SW_SYS_ROLLED_BACK), "removed",
+	    (int)upgrade_count(u, SW_SYS_REMOVED), "systems", systems);
 }
 
 void upgrade_get(struct sw_http_req *req, void *arg)
@@ -84,12 +84,12 @@ static int is_busy(struct server *s, struct sw_http_req *req)
 				    "an upgrade is starting: see `siteward upgrade status`");
 		return 1;
 	}
-	if (u && (upgrade_is_active(u) || u->state == R_INTERRUPTED)) {
+	if (u && (upgrade_is_active(u) || u->state == SW_RUN_INTERRUPTED)) {
 		sw_http_reply_error(req, 409,
 				    "upgrade %" PRId64
 				    " to %s is %s: see `siteward upgrade status`, "
 				    "or `siteward upgrade resume`",
-				    u->id, u->version, urun_names[u->state]);
+				    u->id, u->version, sw_run_state_name(u->state));
 		return 1;
 	}
 	return 0;
@@ -100,14 +100,14 @@ static int name_cmp(const void *a, const void *b)
 	return strcmp(((const struct usys *)a)->name, ((const struct usys *)b)->name);
 }
 
-static enum ystate initial_state(const struct system *sys, const struct sw_pkg_manifest *m,
-				 char *reason, size_t len)
+static enum sw_sys_state initial_state(const struct system *sys, const struct sw_pkg_manifest *m,
+				       char *reason, size_t len)
 {
 	if (strcmp(sys->version, m->version) == 0) {
 		snprintf(reason, len, "already on %s", m->version);
-		return Y_UPGRADED;
+		return SW_SYS_UPGRADED;
 	}
-	return Y_PENDING;
+	return SW_SYS_PENDING;
 }
 
 /* The package's migrations that the site database has not run. */
@@ -266,7 +266,7 @@ static void run_start(struct server *s, struct pending *p, struct sw_pkg_manifes
 	sw_install_version(s->dir, u->from, sizeof(u->from));
 	snprintf(u->sha, sizeof(u->sha), "%s", m->package_sha256);
 	u->size = m->package_size;
-	u->state = R_RUNNING;
+	u->state = SW_RUN_RUNNING;
 	u->self = SELF_PENDING;
 	u->self_migrations = migrates(s, m);
 	opts_from(&p->r, &u->o);
@@ -410,12 +410,13 @@ static void resume(struct sw_http_req *req, struct upgrade *u)
 		sw_http_reply_json(req, 200, run_json(u));
 		return;
 	}
-	if (u->state != R_INTERRUPTED && u->state != R_FAILED && u->state != R_DEFERRED) {
+	if (u->state != SW_RUN_INTERRUPTED && u->state != SW_RUN_FAILED &&
+	    u->state != SW_RUN_DEFERRED) {
 		sw_http_reply_error(req, 409, "upgrade %" PRId64 " is %s: nothing to resume", u->id,
-				    urun_names[u->state]);
+				    sw_run_state_name(u->state));
 		return;
 	}
-	u->state = u->o.rollback ? R_ROLLING_BACK : R_RUNNING;
+	u->state = u->o.rollback ? SW_RUN_ROLLING_BACK : SW_RUN_RUNNING;
 	u->reason[0] = '\0';
 	u->halted = 0;
 	u->finished_at = 0;
@@ -423,9 +424,10 @@ static void resume(struct sw_http_req *req, struct upgrade *u)
 		u->self = SELF_PENDING;
 	for (size_t i = 0; i < u->nsys; i++) {
 		struct usys *y = &u->sys[i];
-		if (y->state == Y_FAILED || y->state == Y_UNCHANGED || y->state == Y_DEFERRED ||
-		    (y->state == Y_REMOVED && sw_strmap_get(s->systems, y->name))) {
-			y->state = Y_PENDING;
+		if (y->state == SW_SYS_FAILED || y->state == SW_SYS_UNCHANGED ||
+		    y->state == SW_SYS_DEFERRED ||
+		    (y->state == SW_SYS_REMOVED && sw_strmap_get(s->systems, y->name))) {
+			y->state = SW_SYS_PENDING;
 			y->step = YS_NONE;
 			y->serial[0] = '\0';
 			ujournal_sys_save(y, 0);
@@ -436,7 +438,7 @@ static void resume(struct sw_http_req *req, struct upgrade *u)
 	sw_info("upgrade %" PRId64 " to %s resumed", u->id, u->version);
 	/* Systems caught in a step go on from it: every step is idempotent on the agent. */
 	for (size_t i = 0; i < u->nsys; i++)
-		if (u->sys[i].state == Y_ACTIVE)
+		if (u->sys[i].state == SW_SYS_ACTIVE)
 			upgrade_sys_begin(&u->sys[i]);
 	sw_http_reply_json(req, 200, run_json(u));
 	upgrade_timers_start(u);
@@ -450,7 +452,7 @@ static void rollback(struct sw_http_req *req, struct upgrade *u)
 		sw_http_reply_json(req, 200, run_json(u));
 		return;
 	}
-	if (u->o.rollback && u->state == R_ROLLED_BACK) {
+	if (u->o.rollback && u->state == SW_RUN_ROLLED_BACK) {
 		sw_http_reply_error(req, 409, "upgrade %" PRId64 " is already rolled back", u->id);
 		return;
 	}
@@ -463,14 +465,15 @@ static void rollback(struct sw_http_req *req, struct upgrade *u)
 		struct system *sys = sw_strmap_get(s->systems, y->name);
 		/* one caught in a step may have its services stopped: it goes through the
 		 * rollback's steps too, and the answer it waits for is dropped */
-		int moved = sys && (strcmp(sys->version, y->from) != 0 || y->state == Y_ACTIVE);
+		int moved =
+		    sys && (strcmp(sys->version, y->from) != 0 || y->state == SW_SYS_ACTIVE);
 
-		if (y->state == Y_REMOVED)
+		if (y->state == SW_SYS_REMOVED)
 			continue;
 		y->gen++;
 		y->busy = 0;
 		y->catchup = 0;
-		y->state = moved ? Y_PENDING : Y_UNCHANGED;
+		y->state = moved ? SW_SYS_PENDING : SW_SYS_UNCHANGED;
 		y->step = YS_NONE;
 		y->started_at = y->finished_at = 0;
 		if (!moved)
@@ -480,7 +483,7 @@ static void rollback(struct sw_http_req *req, struct upgrade *u)
 	/* The server returns last, after the systems. */
 	u->self = SELF_DONE;
 	upgrade_leg_begin(u);
-	upgrade_run_enter(u, R_ROLLING_BACK);
+	upgrade_run_enter(u, SW_RUN_ROLLING_BACK);
 	sw_info("upgrade %" PRId64 ": rolling back to %s", u->id, u->from);
 	sw_http_reply_json(req, 200, run_json(u));
 	upgrade_timers_start(u);

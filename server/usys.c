@@ -32,9 +32,6 @@
 #include <stdio.h>
 #include <string.h>
 
-const char *const ystate_names[] = {"pending", "active",    "upgraded",	   "deferred",
-				    "failed",  "unchanged", "rolled-back", "removed"};
-
 const char *const yevent_names[] = {"begin", "answer", "refused", "timeout",	 "unreachable",
 				    "busy",  "tick",   "removed", "re-enrolled", "role"};
 
@@ -90,12 +87,11 @@ enum ystep ystep_parse(const char *name)
 	return YS_NONE;
 }
 
-enum ystate ystate_parse(const char *name)
+enum sw_sys_state ystate_parse(const char *name)
 {
-	for (size_t i = 0; i < sizeof(ystate_names) / sizeof(*ystate_names); i++)
-		if (strcmp(name, ystate_names[i]) == 0)
-			return (enum ystate)i;
-	return Y_PENDING;
+	enum sw_sys_state st = sw_sys_state_parse(name);
+
+	return st == SW_SYS_UNKNOWN ? SW_SYS_PENDING : st;
 }
 
 const char *ystep_request(enum ystep step, const char **path)
@@ -157,9 +153,9 @@ void usys_enter(struct usys *y, const struct uopts *o, enum ystep step, int64_t 
 	y->dirty = 1;
 }
 
-static void finish(struct usys *y, const struct uopts *o, enum ystate st, int64_t now,
+static void finish(struct usys *y, const struct uopts *o, enum sw_sys_state st, int64_t now,
 		   struct yact *act, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-static void finish(struct usys *y, const struct uopts *o, enum ystate st, int64_t now,
+static void finish(struct usys *y, const struct uopts *o, enum sw_sys_state st, int64_t now,
 		   struct yact *act, const char *fmt, ...)
 {
 	va_list ap;
@@ -169,23 +165,25 @@ static void finish(struct usys *y, const struct uopts *o, enum ystate st, int64_
 		vsnprintf(y->reason, sizeof(y->reason), fmt, ap);
 		va_end(ap);
 	}
-	if (y->state == Y_ACTIVE)
-		usys_enter(y, o, st == Y_UPGRADED || st == Y_ROLLED_BACK ? YS_DONE : y->step, now);
+	if (y->state == SW_SYS_ACTIVE)
+		usys_enter(y, o,
+			   st == SW_SYS_UPGRADED || st == SW_SYS_ROLLED_BACK ? YS_DONE : y->step,
+			   now);
 	y->state = st;
 	y->busy = 0;
 	y->finished_at = now;
-	if (st == Y_DEFERRED)
+	if (st == SW_SYS_DEFERRED)
 		y->deferred_at = now;
 	y->dirty = 1;
 	act->finished = 1;
-	sw_info("upgrade: %s %s%s%s", y->name, ystate_names[st], y->reason[0] ? ": " : "",
+	sw_info("upgrade: %s %s%s%s", y->name, sw_sys_state_name(st), y->reason[0] ? ": " : "",
 		y->reason);
 }
 
 /* Ends in `st` for `why`, once the old version's services are back up where the agent
  * can be asked; `why` may be y->reason itself. */
-static void restart_then(struct usys *y, const struct uopts *o, enum ystate st, const char *why,
-			 int64_t now, struct yact *act)
+static void restart_then(struct usys *y, const struct uopts *o, enum sw_sys_state st,
+			 const char *why, int64_t now, struct yact *act)
 {
 	if (why != y->reason)
 		snprintf(y->reason, sizeof(y->reason), "%s", why);
@@ -282,7 +280,7 @@ static void stuck(struct usys *y, const struct uopts *o, const char *why, const 
 		  const json_t *services, int64_t now, struct yact *act)
 {
 	if (y->catchup) {
-		restart_then(y, o, Y_DEFERRED, why, now, act);
+		restart_then(y, o, SW_SYS_DEFERRED, why, now, act);
 		return;
 	}
 	if (o->on_stuck == STUCK_REMOVE_ROLE && !json_array_size(y->removed)) {
@@ -302,20 +300,21 @@ static void stuck(struct usys *y, const struct uopts *o, const char *why, const 
 				begin_step(y, o, YS_STOP, now, act);
 				return;
 			}
-			finish(y, o, Y_DEFERRED, now, act, "role %s removed; %s", names, why);
+			finish(y, o, SW_SYS_DEFERRED, now, act, "role %s removed; %s", names, why);
 			return;
 		}
 		json_decref(roles);
 	}
 	if (o->on_stuck == STUCK_FAIL) {
 		act->halt = 1;
-		restart_then(y, o, Y_FAILED, why, now, act);
+		restart_then(y, o, SW_SYS_FAILED, why, now, act);
 		return;
 	}
 	/* SIGKILL needs the agent: one that does not answer is caught up when it does, its
 	 * services then killed after the stop timeout as this policy asks. */
-	restart_then(y, o, o->on_stuck == STUCK_KILL && y->reachable ? Y_FAILED : Y_DEFERRED, why,
-		     now, act);
+	restart_then(y, o,
+		     o->on_stuck == STUCK_KILL && y->reachable ? SW_SYS_FAILED : SW_SYS_DEFERRED,
+		     why, now, act);
 }
 
 /* A step failed for a reason that is not about stopping: the system keeps its old
@@ -330,9 +329,9 @@ static void step_failed(struct usys *y, const struct uopts *o, const char *why, 
 	if (o->on_stuck == STUCK_FAIL)
 		act->halt = 1;
 	if (switched)
-		finish(y, o, Y_FAILED, now, act, "%s", reason);
+		finish(y, o, SW_SYS_FAILED, now, act, "%s", reason);
 	else
-		restart_then(y, o, Y_FAILED, reason, now, act);
+		restart_then(y, o, SW_SYS_FAILED, reason, now, act);
 }
 
 static void on_answer(struct usys *y, const struct uopts *o, const struct yinfo *in, int64_t now,
@@ -380,7 +379,8 @@ static void on_answer(struct usys *y, const struct uopts *o, const struct yinfo 
 			begin_step(y, o, YS_RESTORE, now, act);
 			act->restore = 1;
 		} else
-			finish(y, o, o->rollback ? Y_ROLLED_BACK : Y_UPGRADED, now, act, "%s", "");
+			finish(y, o, o->rollback ? SW_SYS_ROLLED_BACK : SW_SYS_UPGRADED, now, act,
+			       "%s", "");
 		break;
 	case YS_RESTORE:
 		if (json_array_size(services) &&
@@ -388,7 +388,7 @@ static void on_answer(struct usys *y, const struct uopts *o, const struct yinfo 
 			char names[300];
 			join_roles(y->removed, names, sizeof(names));
 			/* The removed roles stay in the report: they came back after it. */
-			finish(y, o, Y_UPGRADED, now, act,
+			finish(y, o, SW_SYS_UPGRADED, now, act,
 			       "role %s removed for the upgrade, then restored", names);
 		} else {
 			snprintf(y->last, sizeof(y->last), "%s",
@@ -454,13 +454,13 @@ void usys_event(struct usys *y, const struct uopts *o, enum yevent ev, const str
 	memset(act, 0, sizeof(*act));
 	switch (ev) {
 	case YE_BEGIN:
-		if (y->state == Y_ACTIVE && y->step != YS_NONE && y->step != YS_DRAIN) {
+		if (y->state == SW_SYS_ACTIVE && y->step != YS_NONE && y->step != YS_DRAIN) {
 			/* resume: the step again, every one idempotent on the agent */
 			begin_step(y, o, y->step, now, act);
 			act->restore = y->step == YS_RESTORE;
 			return;
 		}
-		y->state = Y_ACTIVE;
+		y->state = SW_SYS_ACTIVE;
 		y->attempts++;
 		y->reason[0] = '\0';
 		y->finished_at = 0;
@@ -476,7 +476,7 @@ void usys_event(struct usys *y, const struct uopts *o, enum yevent ev, const str
 		begin_step(y, o, YS_STOP, now, act);
 		return;
 	case YE_ANSWER:
-		if (y->state != Y_ACTIVE)
+		if (y->state != SW_SYS_ACTIVE)
 			return;
 		y->busy = 0;
 		y->reachable = 1;
@@ -486,7 +486,7 @@ void usys_event(struct usys *y, const struct uopts *o, enum yevent ev, const str
 	case YE_TIMEOUT:
 	case YE_UNREACHABLE:
 	case YE_BUSY:
-		if (y->state != Y_ACTIVE)
+		if (y->state != SW_SYS_ACTIVE)
 			return;
 		y->busy = 0;
 		y->reachable = ev == YE_REFUSED || ev == YE_BUSY;
@@ -504,7 +504,7 @@ void usys_event(struct usys *y, const struct uopts *o, enum yevent ev, const str
 		}
 		return;
 	case YE_TICK:
-		if (y->state != Y_ACTIVE || y->busy)
+		if (y->state != SW_SYS_ACTIVE || y->busy)
 			return;
 		if (d->poll && now >= y->deadline)
 			poll_expired(y, o, now, act);
@@ -516,36 +516,40 @@ void usys_event(struct usys *y, const struct uopts *o, enum yevent ev, const str
 			act->call = 1;
 		return;
 	case YE_REMOVED:
-		if (y->state == Y_UPGRADED || y->state == Y_ROLLED_BACK || y->state == Y_REMOVED)
+		if (y->state == SW_SYS_UPGRADED || y->state == SW_SYS_ROLLED_BACK ||
+		    y->state == SW_SYS_REMOVED)
 			return;
 		y->gen++;
-		if (y->state == Y_ACTIVE)
-			finish(y, o, Y_REMOVED, now, act, "removed from the site at step %s",
+		if (y->state == SW_SYS_ACTIVE)
+			finish(y, o, SW_SYS_REMOVED, now, act, "removed from the site at step %s",
 			       d->name);
-		else if (y->state == Y_PENDING)
-			finish(y, o, Y_REMOVED, now, act, "removed from the site before its turn");
+		else if (y->state == SW_SYS_PENDING)
+			finish(y, o, SW_SYS_REMOVED, now, act,
+			       "removed from the site before its turn");
 		else {
 			char was[sizeof(y->reason)];
 			snprintf(was, sizeof(was), "%s", y->reason);
-			finish(y, o, Y_REMOVED, now, act, "removed from the site; it was %s%s%s",
-			       ystate_names[y->state], was[0] ? ": " : "", was);
+			finish(y, o, SW_SYS_REMOVED, now, act,
+			       "removed from the site; it was %s%s%s", sw_sys_state_name(y->state),
+			       was[0] ? ": " : "", was);
 		}
 		return;
 	case YE_REENROLLED:
-		if (y->state == Y_PENDING || y->state == Y_UNCHANGED || y->state == Y_ROLLED_BACK)
+		if (y->state == SW_SYS_PENDING || y->state == SW_SYS_UNCHANGED ||
+		    y->state == SW_SYS_ROLLED_BACK)
 			return;
 		y->gen++;
 		if (o->rollback) {
-			if (y->state == Y_ACTIVE)
-				finish(y, o, Y_FAILED, now, act,
+			if (y->state == SW_SYS_ACTIVE)
+				finish(y, o, SW_SYS_FAILED, now, act,
 				       "enrolled again at step %s; not rolled back", d->name);
 			return;
 		}
-		if (y->state == Y_ACTIVE)
-			finish(y, o, Y_DEFERRED, now, act,
+		if (y->state == SW_SYS_ACTIVE)
+			finish(y, o, SW_SYS_DEFERRED, now, act,
 			       "enrolled again at step %s; upgraded when it reports", d->name);
-		else if (y->state != Y_DEFERRED)
-			finish(y, o, Y_DEFERRED, now, act,
+		else if (y->state != SW_SYS_DEFERRED)
+			finish(y, o, SW_SYS_DEFERRED, now, act,
 			       "enrolled again; upgraded when it reports");
 		y->catchup = 0;
 		return;

@@ -119,7 +119,7 @@ static void test_happy_path(void **state)
 
 	(void)state;
 	ev(f, YE_BEGIN, NULL);
-	assert_int_equal(f->y.state, Y_ACTIVE);
+	assert_int_equal(f->y.state, SW_SYS_ACTIVE);
 	assert_int_equal(f->y.step, YS_STOP);
 	assert_true(f->act.call);
 	assert_int_equal(f->y.attempts, 1);
@@ -145,7 +145,7 @@ static void test_happy_path(void **state)
 	answer(f, "{}");
 	assert_int_equal(f->y.step, YS_VERIFY);
 	answer(f, RUNNING_NEW);
-	assert_int_equal(f->y.state, Y_UPGRADED);
+	assert_int_equal(f->y.state, SW_SYS_UPGRADED);
 	assert_int_equal(f->y.step, YS_DONE);
 	assert_true(f->act.finished);
 	assert_string_equal(f->y.reason, "");
@@ -161,7 +161,7 @@ static void test_rollback_path(void **state)
 	/* a rollback's stop always escalates */
 	assert_true(f->y.kill);
 	answer(f, "{\"version\": \"" OLD "\", \"services\": []}");
-	assert_int_equal(f->y.state, Y_ROLLED_BACK);
+	assert_int_equal(f->y.state, SW_SYS_ROLLED_BACK);
 	fx_free(f);
 }
 
@@ -174,7 +174,7 @@ static void test_frozen_agent_at_stop_is_deferred(void **state)
 	f->now += 5000;
 	fail_call(f, YE_TIMEOUT, "no answer after 5.0 s");
 	/* an agent that does not answer is not asked to restart anything */
-	assert_int_equal(f->y.state, Y_DEFERRED);
+	assert_int_equal(f->y.state, SW_SYS_DEFERRED);
 	assert_false(f->act.call);
 	assert_string_equal(f->y.reason, "agent not answering: no answer after 5.0 s");
 	assert_int_equal(f->y.deferred_at, f->now);
@@ -189,12 +189,12 @@ static void test_stuck_service_restarts_old_then_defers(void **state)
 	ev(f, YE_BEGIN, NULL);
 	answer(f,
 	       "{\"failed\": [{\"service\": \"meter\", \"reason\": \"stuck: survived SIGKILL\"}]}");
-	assert_int_equal(f->y.state, Y_ACTIVE);
+	assert_int_equal(f->y.state, SW_SYS_ACTIVE);
 	assert_int_equal(f->y.step, YS_RESTART);
 	assert_true(f->act.call);
 	/* whatever the restart's answer, the outcome is the one decided */
 	fail_call(f, YE_TIMEOUT, "no answer");
-	assert_int_equal(f->y.state, Y_DEFERRED);
+	assert_int_equal(f->y.state, SW_SYS_DEFERRED);
 	assert_string_equal(f->y.reason, "meter: stuck: survived SIGKILL");
 	fx_free(f);
 }
@@ -225,7 +225,7 @@ static void test_remove_role_policy(void **state)
 	assert_int_equal(f->y.step, YS_RESTORE);
 	assert_true(f->act.restore);
 	answer(f, RUNNING_NEW);
-	assert_int_equal(f->y.state, Y_UPGRADED);
+	assert_int_equal(f->y.state, SW_SYS_UPGRADED);
 	assert_string_equal(f->y.reason,
 			    "role software-metering removed for the upgrade, then restored");
 	fx_free(f);
@@ -239,7 +239,7 @@ static void test_remove_role_unreachable_defers(void **state)
 	ev(f, YE_BEGIN, NULL);
 	fail_call(f, YE_UNREACHABLE, "unreachable: connection refused");
 	assert_non_null(f->act.remove);
-	assert_int_equal(f->y.state, Y_DEFERRED);
+	assert_int_equal(f->y.state, SW_SYS_DEFERRED);
 	assert_string_equal(f->y.reason, "role software-metering removed; agent not answering: "
 					 "unreachable: connection refused");
 	fx_free(f);
@@ -255,7 +255,7 @@ static void test_fail_policy_halts(void **state)
 	assert_true(f->act.halt);
 	assert_int_equal(f->y.step, YS_RESTART);
 	answer(f, "{}");
-	assert_int_equal(f->y.state, Y_FAILED);
+	assert_int_equal(f->y.state, SW_SYS_FAILED);
 	assert_string_equal(f->y.reason, "meter: did not stop");
 	fx_free(f);
 }
@@ -270,13 +270,13 @@ static void test_kill_policy(void **state)
 	/* SIGKILL was sent: what survives it fails the system */
 	answer(f, "{\"failed\": [{\"service\": \"meter\", \"reason\": \"stuck\"}]}");
 	answer(f, "{}");
-	assert_int_equal(f->y.state, Y_FAILED);
+	assert_int_equal(f->y.state, SW_SYS_FAILED);
 	fx_free(f);
 	/* an agent that does not answer cannot kill anything: caught up later */
 	f = fx_new(STUCK_KILL, 0);
 	ev(f, YE_BEGIN, NULL);
 	fail_call(f, YE_TIMEOUT, "no answer after 9.0 s");
-	assert_int_equal(f->y.state, Y_DEFERRED);
+	assert_int_equal(f->y.state, SW_SYS_DEFERRED);
 	fx_free(f);
 }
 
@@ -291,7 +291,7 @@ static void test_stage_asked_again_within_its_deadline(void **state)
 	assert_int_equal(deadline - f->now, STAGE_BASE_MS + MARGIN_MS);
 	/* the agent restarted under the download: asked again */
 	fail_call(f, YE_UNREACHABLE, "connection dropped after 3.0 s");
-	assert_int_equal(f->y.state, Y_ACTIVE);
+	assert_int_equal(f->y.state, SW_SYS_ACTIVE);
 	assert_int_equal(f->y.step, YS_STAGE);
 	assert_false(f->act.call);
 	ev(f, YE_TICK, NULL);
@@ -305,7 +305,7 @@ static void test_stage_asked_again_within_its_deadline(void **state)
 	/* at the deadline it is the step's timeout: the policy */
 	f->now = deadline;
 	fail_call(f, YE_UNREACHABLE, "unreachable: connection refused");
-	assert_int_equal(f->y.state, Y_DEFERRED);
+	assert_int_equal(f->y.state, SW_SYS_DEFERRED);
 	assert_string_equal(f->y.reason,
 			    "agent not answering while staging: unreachable: connection refused");
 	fx_free(f);
@@ -321,7 +321,7 @@ static void test_busy_agent_asked_again(void **state)
 	(void)state;
 	walk_to(f, YS_STAGE);
 	fail_call(f, YE_BUSY, "stage: version 2.0.0 is being staged; try again when it is done");
-	assert_int_equal(f->y.state, Y_ACTIVE);
+	assert_int_equal(f->y.state, SW_SYS_ACTIVE);
 	assert_int_equal(f->y.step, YS_STAGE);
 	assert_false(f->act.call);
 	f->now += TICK_MS;
@@ -339,7 +339,7 @@ static void test_busy_agent_asked_again(void **state)
 	/* it answers: its services come back on the old version before the outcome */
 	assert_int_equal(f->y.step, YS_RESTART);
 	answer(f, "{}");
-	assert_int_equal(f->y.state, Y_DEFERRED);
+	assert_int_equal(f->y.state, SW_SYS_DEFERRED);
 	assert_string_equal(f->y.reason, "version 2.0.0 is being staged");
 	fx_free(f);
 }
@@ -353,7 +353,7 @@ static void test_stage_refused_fails_and_restarts(void **state)
 	fail_call(f, YE_REFUSED, "not enough space");
 	assert_int_equal(f->y.step, YS_RESTART);
 	answer(f, "{}");
-	assert_int_equal(f->y.state, Y_FAILED);
+	assert_int_equal(f->y.state, SW_SYS_FAILED);
 	assert_string_equal(f->y.reason, "stage: not enough space");
 	fx_free(f);
 }
@@ -380,11 +380,11 @@ static void test_wait_deadline_fails_without_restart(void **state)
 	answer(f, "{\"version\": \"" OLD "\"}");
 	f->now += RETURN_TIMEOUT_MS - 1;
 	ev(f, YE_TICK, NULL);
-	assert_int_equal(f->y.state, Y_ACTIVE);
+	assert_int_equal(f->y.state, SW_SYS_ACTIVE);
 	fail_call(f, YE_UNREACHABLE, "unreachable");
 	f->now += 1;
 	ev(f, YE_TICK, NULL);
-	assert_int_equal(f->y.state, Y_FAILED);
+	assert_int_equal(f->y.state, SW_SYS_FAILED);
 	/* past the switch: no restart of the old version */
 	assert_false(f->act.call);
 	assert_string_equal(f->y.reason,
@@ -402,7 +402,7 @@ static void test_start_asked_again_then_fails(void **state)
 	assert_int_equal(f->y.step, YS_START);
 	f->now = f->y.deadline;
 	ev(f, YE_TICK, NULL);
-	assert_int_equal(f->y.state, Y_FAILED);
+	assert_int_equal(f->y.state, SW_SYS_FAILED);
 	assert_string_equal(f->y.reason, "start: connection dropped after 0.1 s");
 	fx_free(f);
 }
@@ -415,10 +415,10 @@ static void test_verify_deadline_says_what_is_wrong(void **state)
 	walk_to(f, YS_VERIFY);
 	answer(f, "{\"version\": \"" NEW "\", \"services\": [{\"name\": \"meter\", \"state\": "
 		  "\"failed\", \"reason\": \"exit status 1\"}]}");
-	assert_int_equal(f->y.state, Y_ACTIVE);
+	assert_int_equal(f->y.state, SW_SYS_ACTIVE);
 	f->now += VERIFY_TIMEOUT_MS;
 	ev(f, YE_TICK, NULL);
-	assert_int_equal(f->y.state, Y_FAILED);
+	assert_int_equal(f->y.state, SW_SYS_FAILED);
 	assert_string_equal(f->y.reason, "verify: after 10 s: meter is failed: exit status 1");
 	fx_free(f);
 }
@@ -437,7 +437,7 @@ static void test_removed_at_every_step(void **state)
 		walk_to(f, every_step[i]);
 		gen = f->y.gen;
 		ev(f, YE_REMOVED, NULL);
-		assert_int_equal(f->y.state, Y_REMOVED);
+		assert_int_equal(f->y.state, SW_SYS_REMOVED);
 		assert_int_not_equal(f->y.gen, gen); /* the answer in flight is dropped */
 		assert_false(f->act.call);
 		assert_null(f->act.remove);
@@ -448,7 +448,7 @@ static void test_removed_at_every_step(void **state)
 		assert_string_equal(f->y.reason, want);
 		/* a late answer changes nothing */
 		answer(f, RUNNING_NEW);
-		assert_int_equal(f->y.state, Y_REMOVED);
+		assert_int_equal(f->y.state, SW_SYS_REMOVED);
 		fx_free(f);
 	}
 }
@@ -459,11 +459,11 @@ static void test_removed_in_other_states(void **state)
 
 	(void)state;
 	ev(f, YE_REMOVED, NULL);
-	assert_int_equal(f->y.state, Y_REMOVED);
+	assert_int_equal(f->y.state, SW_SYS_REMOVED);
 	assert_string_equal(f->y.reason, "removed from the site before its turn");
 	fx_free(f);
 	f = fx_new(STUCK_DEFER, 0);
-	f->y.state = Y_DEFERRED;
+	f->y.state = SW_SYS_DEFERRED;
 	snprintf(f->y.reason, sizeof(f->y.reason), "agent not answering");
 	ev(f, YE_REMOVED, NULL);
 	assert_string_equal(f->y.reason, "removed from the site; it was deferred: agent not "
@@ -471,9 +471,9 @@ static void test_removed_in_other_states(void **state)
 	fx_free(f);
 	/* an upgraded system keeps its outcome */
 	f = fx_new(STUCK_DEFER, 0);
-	f->y.state = Y_UPGRADED;
+	f->y.state = SW_SYS_UPGRADED;
 	ev(f, YE_REMOVED, NULL);
-	assert_int_equal(f->y.state, Y_UPGRADED);
+	assert_int_equal(f->y.state, SW_SYS_UPGRADED);
 	fx_free(f);
 }
 
@@ -485,31 +485,31 @@ static void test_reenrolled_at_every_step(void **state)
 
 		walk_to(f, every_step[i]);
 		ev(f, YE_REENROLLED, NULL);
-		assert_int_equal(f->y.state, Y_DEFERRED);
+		assert_int_equal(f->y.state, SW_SYS_DEFERRED);
 		assert_false(f->act.call);
 		assert_non_null(strstr(f->y.reason, "enrolled again at step"));
 		answer(f, RUNNING_NEW); /* the old agent's answer */
-		assert_int_equal(f->y.state, Y_DEFERRED);
+		assert_int_equal(f->y.state, SW_SYS_DEFERRED);
 		fx_free(f);
 		/* in a rollback it is left alone, and said so */
 		f = fx_new(STUCK_DEFER, 1);
 		walk_to(f, every_step[i] == YS_STAGE || every_step[i] == YS_SWITCH ? YS_ROLLBACK
 										   : every_step[i]);
 		ev(f, YE_REENROLLED, NULL);
-		assert_int_equal(f->y.state, Y_FAILED);
+		assert_int_equal(f->y.state, SW_SYS_FAILED);
 		assert_non_null(strstr(f->y.reason, "not rolled back"));
 		fx_free(f);
 	}
 	/* one upgraded before is upgraded again when the new agent reports */
 	struct fixture *f = fx_new(STUCK_DEFER, 0);
-	f->y.state = Y_UPGRADED;
+	f->y.state = SW_SYS_UPGRADED;
 	ev(f, YE_REENROLLED, NULL);
-	assert_int_equal(f->y.state, Y_DEFERRED);
+	assert_int_equal(f->y.state, SW_SYS_DEFERRED);
 	fx_free(f);
 	/* one not started yet just goes on */
 	f = fx_new(STUCK_DEFER, 0);
 	ev(f, YE_REENROLLED, NULL);
-	assert_int_equal(f->y.state, Y_PENDING);
+	assert_int_equal(f->y.state, SW_SYS_PENDING);
 	fx_free(f);
 }
 
@@ -530,7 +530,7 @@ static void test_role_changes_at_every_step(void **state)
 		ev(f, YE_ROLE, &(struct yinfo){.role = "software-metering", .add = 1});
 		assert_int_equal(json_array_size(f->y.removed), 0);
 		assert_int_equal(f->y.step, at);
-		assert_int_equal(f->y.state, Y_ACTIVE);
+		assert_int_equal(f->y.state, SW_SYS_ACTIVE);
 		assert_false(f->act.call);
 		fx_free(f);
 	}
@@ -545,7 +545,7 @@ static void test_resume_at_every_step(void **state)
 		struct fixture *f = fx_new(STUCK_DEFER, all[i] == YS_ROLLBACK);
 
 		/* as the journal gives it back after the server was killed */
-		f->y.state = Y_ACTIVE;
+		f->y.state = SW_SYS_ACTIVE;
 		f->y.step = all[i];
 		f->y.attempts = 1;
 		ev(f, YE_BEGIN, NULL);
@@ -563,7 +563,7 @@ static void test_catchup_kills_and_defers_again(void **state)
 	struct fixture *f = fx_new(STUCK_REMOVE_ROLE, 0);
 
 	(void)state;
-	f->y.state = Y_DEFERRED;
+	f->y.state = SW_SYS_DEFERRED;
 	f->y.catchup = 1;
 	ev(f, YE_BEGIN, NULL);
 	assert_true(f->y.kill);
@@ -571,7 +571,7 @@ static void test_catchup_kills_and_defers_again(void **state)
 	fail_call(f, YE_TIMEOUT, "no answer after 9.0 s");
 	/* a catch-up gets no policy of its own: it waits for the next return */
 	assert_null(f->act.remove);
-	assert_int_equal(f->y.state, Y_DEFERRED);
+	assert_int_equal(f->y.state, SW_SYS_DEFERRED);
 	fx_free(f);
 }
 
