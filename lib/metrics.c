@@ -400,7 +400,7 @@ static void put_histogram(struct buf *b, const struct family *f, const struct se
 	if (f->scale == 1)
 		putf(b, " %" PRIu64 "\n", atomic_load_explicit(&s->sum, memory_order_relaxed));
 	else
-		putf(b, " %.17g\n",
+		putf(b, " %.15g\n",
 		     (double)atomic_load_explicit(&s->sum, memory_order_relaxed) / f->scale);
 	put_name(b, f->name, "_count", s->labels, NULL);
 	putf(b, " %" PRIu64 "\n", cum);
