@@ -5,6 +5,7 @@
 #include "conf.h"
 #include "http_client.h"
 #include "http_server.h"
+#include "metrics.h"
 #include "supervisor.h"
 
 #include <jansson.h>
@@ -45,6 +46,8 @@ struct agent {
 	char restart_exe[PATH_MAX];
 	char restart_back[33];	 /* on failure, switch back to this version ("": run self_exe) */
 	char self_exe[PATH_MAX]; /* this program, as started */
+	struct agent_metrics *metrics;		      /* metrics.c, NULL: none */
+	struct sw_counter *mx_hb_sent, *mx_hb_failed; /* counted by channel.c */
 };
 
 /* enroll.c */
@@ -72,6 +75,12 @@ void channel_stop(struct agent *a);
 void channel_soon(struct agent *a);
 /* Answers not yet taken by the server (an agent about to restart waits for them). */
 int channel_unsent(const struct agent *a);
+/* 1 while the channel works (its last poll was answered), 0 while it backs off. */
+int channel_open(const struct agent *a);
+
+/* metrics.c: DIR/metrics/siteward_agent.prom for node_exporter's textfile collector */
+int metrics_start(struct agent *a);
+void metrics_stop(struct agent *a);
 
 /* ticket.c: user tickets for siteward-run, on <dir>/agent.sock */
 int ticket_start(struct agent *a);

@@ -194,6 +194,8 @@ static void on_reply(const struct sw_http_result *res, void *arg)
 	if (res->status == 200 && sw_json_parse_object(res->body, res->len, &j, NULL, 0) == 0 &&
 	    sw_proto_commands_check(j, err, sizeof(err)) == 0 &&
 	    (!hb_sent || heartbeat_took(a, json_object_get(j, "heartbeat")) == 0)) {
+		if (hb_sent)
+			sw_counter_inc(a->mx_hb_sent);
 		json_array_clear(ch->sent);
 		if (ch->backoff_ms)
 			sw_info("channel to %s open again", a->server);
@@ -207,6 +209,8 @@ static void on_reply(const struct sw_http_result *res, void *arg)
 		return;
 	}
 	json_decref(j);
+	if (hb_sent)
+		sw_counter_inc(a->mx_hb_failed);
 	/* the answers go again on the next poll; the server matches them by id */
 	json_array_extend(ch->pending, ch->sent);
 	json_array_clear(ch->sent);
@@ -287,6 +291,13 @@ int channel_unsent(const struct agent *a)
 
 	return ch && (json_array_size(ch->pending) || json_array_size(ch->sent) ||
 		      json_array_size(ch->running));
+}
+
+int channel_open(const struct agent *a)
+{
+	const struct channel *ch = a->channel;
+
+	return ch && !ch->backoff_ms && !ch->said[0] && ch->hb_due != 0;
 }
 
 int channel_start(struct agent *a)

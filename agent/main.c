@@ -37,6 +37,7 @@ static const char *const known_settings[] = {
     "meter.listen",
     "metering.passive_interval_ms",
     "run.offline",
+    "metrics.file",
     NULL,
 };
 
@@ -203,7 +204,7 @@ static int agent_open(struct agent *a)
 	a->sigint.data = a->sigterm.data = a;
 	uv_signal_start(&a->sigint, on_signal, SIGINT);
 	uv_signal_start(&a->sigterm, on_signal, SIGTERM);
-	if (channel_start(a)) {
+	if (channel_start(a) || metrics_start(a)) {
 		fprintf(stderr, "siteward-agent: out of memory\n");
 		return 1;
 	}
@@ -222,6 +223,7 @@ static int agent_shutdown(struct agent *a)
 	passive_stop(a->passive);
 	ticket_stop(a);
 	channel_stop(a);
+	metrics_stop(a);
 	upgrade_stop(a);
 	/* Services keep running: a restarted agent finds them again. */
 	supervisor_free(a->sup);

@@ -89,6 +89,13 @@ static const struct command commands[] = {
       {"upgrade status|resume|rollback",
        "the latest upgrade: its progress and report,\ncontinue it, or return to the old "
        "version"}}},
+    {"cert",
+     NULL,
+     cmd_cert,
+     0,
+     {{"cert scrape --out DIR [--name NAME]",
+       "a certificate for Prometheus to read /metrics\nwith: DIR gets scrape.crt, scrape.key, "
+       "ca.crt"}}},
     {"version", "--version", cmd_version, 1, {{"version", "print the version"}}},
 };
 

@@ -90,6 +90,15 @@ struct sw_http_server {
 	void *arg;
 	int (*is_revoked)(void *arg, const char *serial);
 	char *upload_dir;
+	struct route_mx *mx; /* one a route, then one for requests no route matched */
+};
+
+/* A route's requests, counted by status class and timed from their headers to the
+ * end of their answer (a held poll's time included). */
+#define STATUS_CLASSES 4 /* 2xx to 5xx */
+struct route_mx {
+	struct sw_counter *done[STATUS_CLASSES];
+	struct sw_histogram *seconds;
 };
 
 /* What one connection has shown about its peer, worked out on its first request. */
@@ -119,6 +128,7 @@ struct sw_http_req {
 	const struct sw_http_route *route;
 	const struct sw_identity *identity;
 	char peer[INET6_ADDRSTRLEN];
+	uint64_t started_ns; /* uv_hrtime() as its headers came */
 	char *body;
 	size_t len, cap, max;
 	int dispatched, suspended, too_big, streaming;
@@ -443,6 +453,8 @@ static unsigned role_bit(const char *role)
 		return SW_HTTP_SERVER;
 	if (strcmp(role, SW_PKI_ROLE_CLIENT) == 0)
 		return SW_HTTP_CLIENT;
+	if (strcmp(role, SW_PKI_ROLE_SCRAPE) == 0)
+		return SW_HTTP_SCRAPE;
 	return 0;
 }
 
@@ -454,6 +466,8 @@ static const char *roles_needed(unsigned roles)
 		return "an agent certificate";
 	if (roles == SW_HTTP_SERVER)
 		return "the site server's certificate";
+	if (roles == (SW_HTTP_ADMIN | SW_HTTP_SCRAPE))
+		return "an admin or scrape certificate";
 	return "another kind of certificate";
 }
 
@@ -565,6 +579,7 @@ static enum MHD_Result reply_early(struct sw_http_req *req, unsigned status, con
 	ret = MHD_queue_response(req->conn, status, resp);
 	MHD_destroy_response(resp);
 	req->dispatched = 1;
+	req->status = status;
 	return ret;
 }
 
@@ -644,6 +659,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		*con_cls = req;
 		req->srv = srv;
 		req->conn = conn;
+		req->started_ns = uv_hrtime();
 		snprintf(req->method, sizeof(req->method), "%s", method);
 		req->path = strdup(url);
 		if (!req->path)
@@ -743,6 +759,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	return MHD_YES;
 }
 
+static void count_request(const struct sw_http_req *req)
+{
+	struct sw_http_server *srv = req->srv;
+	struct route_mx *mx;
+
+	if (!srv->mx || req->status < 200 || req->status >= 600)
+		return; /* not counted, or dropped before an answer */
+	mx = &srv->mx[req->route ? (size_t)(req->route - srv->routes) : srv->nroutes];
+	sw_counter_inc(mx->done[req->status / 100 - 2]);
+	sw_histogram_observe(mx->seconds, (uv_hrtime() - req->started_ns) / 1000);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
@@ -750,6 +778,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 	if (!req)
 		return;
+	count_request(req);
 	if (req->streaming)
 		req->srv->streaming--;
 	if (req->response)
@@ -784,7 +813,7 @@ static void local_free(struct sw_http_req *req)
 	free(req);
 }
 
-static void store_reply(struct sw_http_req *req, unsigned status, char *text)
+static void store_reply(struct sw_http_req *req, unsigned status, const char *type, char *text)
 {
 	struct MHD_Response *resp;
 
@@ -810,7 +839,7 @@ static void store_reply(struct sw_http_req *req, unsigned status, char *text)
 		free(text);
 		return;
 	}
-	MHD_add_response_header(resp, "Content-Type", "application/json");
+	MHD_add_response_header(resp, "Content-Type", type);
 	MHD_add_response_header(resp, "Cache-Control", "no-store");
 	req->status = status;
 	req->response = resp;
@@ -838,7 +867,13 @@ void sw_http_reply_json(struct sw_http_req *req, unsigned status, json_t *body)
 	if (!text)
 		text = strdup("{\"error\":\"out of memory\"}");
 	if (text)
-		store_reply(req, status, text);
+		store_reply(req, status, "application/json", text);
+}
+
+void sw_http_reply_text(struct sw_http_req *req, unsigned status, const char *content_type,
+			char *text)
+{
+	store_reply(req, status, content_type, text);
 }
 
 void sw_http_reply_busy(struct sw_http_req *req, unsigned retry_after_s, const char *fmt, ...)
@@ -1056,6 +1091,36 @@ void sw_http_server_capacity(const struct sw_http_server *srv, char *out, size_t
 		 srv->max_conns, why, srv->fds_at_start, MHD_OWN_FDS, srv->spare_fds);
 }
 
+/* The series of every route, registered before the first request so that answering one
+ * allocates nothing; requests no route matched share one series ("none"). */
+static int routes_count(struct sw_http_server *srv, struct sw_metrics *m)
+{
+	static const char *const classes[STATUS_CLASSES] = {"2xx", "3xx", "4xx", "5xx"};
+
+	if (!(srv->mx = calloc(srv->nroutes + 1, sizeof(*srv->mx))))
+		return SW_ENOMEM;
+	for (size_t i = 0; i <= srv->nroutes; i++) {
+		const char *path = i < srv->nroutes ? srv->routes[i].path : "none";
+		const char *method = i < srv->nroutes ? srv->routes[i].method : "none";
+		const char *const labels[] = {"route", path, "method", method, NULL};
+
+		for (size_t c = 0; c < STATUS_CLASSES; c++) {
+			const char *const lc[] = {"route", path,       "method", method,
+						  "code",  classes[c], NULL};
+
+			srv->mx[i].done[c] = sw_metrics_counter(
+			    m, "siteward_http_requests_total",
+			    "HTTP requests answered, by route pattern, method and status class.",
+			    lc);
+		}
+		srv->mx[i].seconds = sw_metrics_histogram(
+		    m, "siteward_http_request_duration_seconds",
+		    "Time from a request's headers to the end of its answer, by route pattern.",
+		    labels, sw_metrics_latency_us, sw_metrics_latency_n, 1e6);
+	}
+	return 0;
+}
+
 int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts,
 			 struct sw_http_server **out, char *err, size_t errlen)
 {
@@ -1090,7 +1155,10 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	srv->nroutes = opts->nroutes;
 	srv->arg = opts->arg;
 	srv->is_revoked = opts->is_revoked;
-	if (opts->upload_dir && !(srv->upload_dir = strdup(opts->upload_dir))) {
+	if ((opts->upload_dir && !(srv->upload_dir = strdup(opts->upload_dir))) ||
+	    (opts->metrics && routes_count(srv, opts->metrics))) {
+		free(srv->upload_dir);
+		free(srv->mx);
 		free(srv);
 		return SW_ENOMEM;
 	}
@@ -1102,6 +1170,7 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	if (rc) {
 		sw_seterr(err, errlen, "site CA: %s", sub);
 		free(srv->upload_dir);
+		free(srv->mx);
 		free(srv);
 		return rc;
 	}
@@ -1124,6 +1193,7 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 			  opts->listen);
 		sw_pki_verifier_free(srv->verifier);
 		free(srv->upload_dir);
+		free(srv->mx);
 		free(srv);
 		return SW_EIO;
 	}
@@ -1157,6 +1227,7 @@ static void on_closed(uv_handle_t *h)
 
 	if (--srv->handles_open == 0) {
 		free(srv->upload_dir);
+		free(srv->mx);
 		free(srv);
 	}
 }

@@ -14,6 +14,7 @@
 #ifndef SW_HTTP_SERVER_H
 #define SW_HTTP_SERVER_H
 
+#include "metrics.h"
 #include "pki.h"
 
 #include <jansson.h>
@@ -26,7 +27,8 @@
 #define SW_HTTP_ADMIN  1u
 #define SW_HTTP_AGENT  2u
 #define SW_HTTP_SERVER 4u
-#define SW_HTTP_CLIENT 8u /* a machine's metering client */
+#define SW_HTTP_CLIENT 8u  /* a machine's metering client */
+#define SW_HTTP_SCRAPE 16u /* a monitoring system's scraper: /metrics only */
 /* Not a role but a flag of the route's mask: its body goes to a file in the server's
  * upload_dir as it arrives, not to memory (see sw_http_req_body_file); for uploads
  * larger than memory should hold. */
@@ -67,6 +69,10 @@ struct sw_http_server_opts {
 	/* Where the bodies of SW_HTTP_BODY_FILE routes are written; NULL: such routes
 	 * answer 500. */
 	const char *upload_dir;
+	/* Where each route's requests are counted (by status class) and timed, labelled
+	 * with the route's pattern, never the path asked for; NULL: not counted. The
+	 * registry must outlive the server. */
+	struct sw_metrics *metrics;
 };
 
 struct sw_http_server;
@@ -108,6 +114,10 @@ const char *sw_http_req_header(const struct sw_http_req *req, const char *name);
  * for the whole file, 206 with Content-Range past a start. The reply owns `fd`. */
 void sw_http_reply_file(struct sw_http_req *req, int fd, uint64_t size, uint64_t offset);
 void sw_http_reply_json(struct sw_http_req *req, unsigned status, json_t *body);
+/* Replies with `text`, NUL-terminated, as `content_type`; takes `text` (free()d once
+ * sent). */
+void sw_http_reply_text(struct sw_http_req *req, unsigned status, const char *content_type,
+			char *text);
 /* Replies {"error": "<message>"} and logs it at debug level. */
 /* 503 with Retry-After: the server sheds load; the client is to come back after
  * `retry_after_s` seconds. */

@@ -84,7 +84,7 @@ static int is_role(const char *s)
 	return s != NULL &&
 	       (strcmp(s, SW_PKI_ROLE_SERVER) == 0 || strcmp(s, SW_PKI_ROLE_ADMIN) == 0 ||
 		strcmp(s, SW_PKI_ROLE_AGENT) == 0 || strcmp(s, SW_PKI_ROLE_CLIENT) == 0 ||
-		strcmp(s, SW_PKI_ROLE_METER) == 0);
+		strcmp(s, SW_PKI_ROLE_METER) == 0 || strcmp(s, SW_PKI_ROLE_SCRAPE) == 0);
 }
 
 static void hex_encode(const unsigned char *in, size_t len, char *out)
@@ -657,9 +657,9 @@ static int check_issue(const struct sw_pki_issue *what, char *err, size_t errlen
 		return SW_EINVAL;
 	}
 	if (!is_role(what->role)) {
-		sw_seterr(err, errlen, "role must be %s, %s, %s, %s or %s", SW_PKI_ROLE_SERVER,
+		sw_seterr(err, errlen, "role must be %s, %s, %s, %s, %s or %s", SW_PKI_ROLE_SERVER,
 			  SW_PKI_ROLE_ADMIN, SW_PKI_ROLE_AGENT, SW_PKI_ROLE_CLIENT,
-			  SW_PKI_ROLE_METER);
+			  SW_PKI_ROLE_METER, SW_PKI_ROLE_SCRAPE);
 		return SW_EINVAL;
 	}
 	if (what->days == 0 || what->days > DAYS_MAX) {

@@ -22,6 +22,8 @@
 #define SW_PKI_ROLE_CLIENT "client"
 /* A system's metering server, the one TLS server on a managed machine. */
 #define SW_PKI_ROLE_METER "meter"
+/* A monitoring system's scraper (Prometheus): may read /metrics and nothing else. */
+#define SW_PKI_ROLE_SCRAPE "scrape"
 
 /* What an issued certificate may be used for (its extended key usage). */
 #define SW_PKI_TLS_CLIENT 1u

@@ -244,6 +244,8 @@ void api_free(struct meter *m)
 	sw_pki_verifier_free(m->tickets_ca);
 	m->tickets = NULL;
 	m->tickets_ca = NULL;
+	sw_metrics_free(m->metrics);
+	m->metrics = NULL;
 }
 
 static void post_checkout(struct sw_http_req *req, void *arg)
@@ -430,6 +432,102 @@ static void get_health(struct sw_http_req *req, void *arg)
 	sw_http_reply_json(req, 200, h);
 }
 
+static struct sw_gauge *mx_leases, *mx_waiting, *mx_pending_usage;
+
+int api_metrics_open(struct meter *m, char *err, size_t errlen)
+{
+	static const uint64_t batch[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
+	struct sw_metrics *x = sw_metrics_new();
+
+	if (!(m->metrics = x)) {
+		sw_seterr(err, errlen, "out of memory");
+		return SW_ENOMEM;
+	}
+	for (size_t i = 0; i < DENY_N; i++) {
+		const char *const l[] = {"reason", deny_reason_names[i], NULL};
+
+		m->table->mx_denied[i] = sw_metrics_counter(x, "siteward_meter_denials_total",
+							    "Checkouts denied, by reason.", l);
+	}
+	mx_leases =
+	    sw_metrics_gauge(x, "siteward_meter_leases", "Leases held, all products.", NULL);
+	mx_waiting = sw_metrics_gauge(x, "siteward_meter_waiting",
+				      "Checkouts queued for a license, all products.", NULL);
+	mx_pending_usage = sw_metrics_gauge(
+	    x, "siteward_meter_usage_pending",
+	    "Usage records not yet accepted by the site server (waiting for upload).", NULL);
+	journal_set_metrics(
+	    m->journal,
+	    sw_metrics_counter(x, "siteward_meter_journal_fsyncs_total",
+			       "Journal writes made durable with fdatasync (appends and "
+			       "compactions).",
+			       NULL),
+	    sw_metrics_histogram(x, "siteward_meter_journal_records_per_fsync",
+				 "Records each journal append carried to disk in one fdatasync "
+				 "(group commit).",
+				 NULL, batch, SW_ARRAY_LEN(batch), 1));
+	if (sw_metrics_error(x)) {
+		sw_seterr(err, errlen, "metrics: %s", sw_metrics_error(x));
+		return SW_EINVAL;
+	}
+	return 0;
+}
+
+/* Products are this scrape's own series: the table changes with the configuration,
+ * and holds at most SW_PRODUCT_MAX of them. */
+static int products_render(const struct meter *m, char **text, size_t *len)
+{
+	struct sw_metrics *x = sw_metrics_new();
+	int rc;
+
+	if (!x)
+		return SW_ENOMEM;
+	for (struct product *p = m->table->products; p; p = p->next) {
+		const char *const l[] = {"product", p->def.name, NULL};
+
+		if (p->removed)
+			continue;
+		sw_gauge_set(sw_metrics_gauge(x, "siteward_meter_licenses",
+					      "Licenses of each product this license server holds "
+					      "(its share of the site's).",
+					      l),
+			     p->def.allotment);
+		sw_gauge_set(sw_metrics_gauge(x, "siteward_meter_licenses_site",
+					      "Licenses of each product in the whole site.", l),
+			     p->def.licenses);
+		sw_gauge_set(sw_metrics_gauge(x, "siteward_meter_leases_in_use",
+					      "Leases in use, by product.", l),
+			     p->in_use);
+		sw_gauge_set(sw_metrics_gauge(x, "siteward_meter_queue_length",
+					      "Checkouts queued for a license, by product.", l),
+			     p->nwait);
+	}
+	rc = sw_metrics_error(x) ? SW_ENOMEM : sw_metrics_render(x, text, len);
+	sw_metrics_free(x);
+	return rc;
+}
+
+static void get_metrics(struct sw_http_req *req, void *arg)
+{
+	struct meter *m = arg;
+	char *text = NULL, *more = NULL, *all;
+	size_t len, more_len;
+
+	sw_gauge_set(mx_leases, (int64_t)m->table->nleases);
+	sw_gauge_set(mx_waiting, (int64_t)m->table->nwaiting);
+	sw_gauge_set(mx_pending_usage, (int64_t)m->table->nusage);
+	if (sw_metrics_render(m->metrics, &text, &len) || products_render(m, &more, &more_len) ||
+	    !(all = realloc(text, len + more_len + 1))) {
+		free(text);
+		free(more);
+		sw_http_reply_error(req, 500, "out of memory");
+		return;
+	}
+	memcpy(all + len, more, more_len + 1);
+	free(more);
+	sw_http_reply_text(req, 200, SW_METRICS_CONTENT_TYPE, all);
+}
+
 static void get_leases(struct sw_http_req *req, void *arg)
 {
 	struct meter *m = arg;
@@ -467,6 +565,7 @@ const struct sw_http_route api_routes[] = {
     {"POST", "/v1/checkout", ANY_SITE_CERT, post_checkout, METER_MAX_BODY},
     {"POST", "/v1/heartbeat", ANY_SITE_CERT, post_heartbeat, METER_MAX_BODY},
     {"POST", "/v1/checkin", ANY_SITE_CERT, post_checkin, METER_MAX_BODY},
+    {"GET", "/metrics", SW_HTTP_ADMIN | SW_HTTP_SERVER | SW_HTTP_SCRAPE, get_metrics, 0},
 };
 const size_t api_nroutes = SW_ARRAY_LEN(api_routes);
 

@@ -63,6 +63,8 @@ struct journal {
 	journal_snapshot_fn snapshot;
 	void *arg;
 	uint64_t flushes, records, max_batch;
+	struct sw_counter *mx_fsyncs;
+	struct sw_histogram *mx_batch; /* records per fsync of an append */
 };
 
 static void batch_reset(struct batch *b)
@@ -337,6 +339,11 @@ static void after_work_cb(uv_work_t *w, int status)
 	}
 	j->flushes++;
 	j->records += j->flushing.nrec;
+	if (j->job_compacted || (!j->job_errno && j->flushing.buf.len)) {
+		sw_counter_inc(j->mx_fsyncs);
+		if (!j->job_compacted)
+			sw_histogram_observe(j->mx_batch, j->flushing.nrec);
+	}
 	if (j->flushing.nrec > j->max_batch)
 		j->max_batch = j->flushing.nrec;
 	/* Back on the loop: the records' texts can be let go. */
@@ -452,6 +459,13 @@ int journal_busy(const struct journal *j)
 int journal_failing(const struct journal *j)
 {
 	return j->lost;
+}
+
+void journal_set_metrics(struct journal *j, struct sw_counter *fsyncs,
+			 struct sw_histogram *records_per_fsync)
+{
+	j->mx_fsyncs = fsyncs;
+	j->mx_batch = records_per_fsync;
 }
 
 void journal_stats(const struct journal *j, uint64_t *flushes, uint64_t *records,

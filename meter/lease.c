@@ -98,19 +98,26 @@ struct product *lease_product_for(const struct lease_table *t, const struct chec
 	return d ? (struct product *)((char *)d - offsetof(struct product, def)) : NULL;
 }
 
-/* Why a product's policy refuses this use now, or NULL. */
+const char *const deny_reason_names[DENY_N] = {
+    "user", "host", "hours", "no_license", "queue_full", "server_full", "wait_timeout",
+};
+
+/* Why a product's policy refuses this use now (and *why), or NULL. */
 static const char *policy_refusal(const struct product *p, const struct checkout_req *r,
-				  const char *host, int64_t wall, char *buf, size_t len)
+				  const char *host, int64_t wall, char *buf, size_t len,
+				  enum deny_reason *why)
 {
 	const struct sw_product *d = &p->def;
 	time_t now = (time_t)(wall / 1000);
 	struct tm tm;
 
 	if (sw_product_list_has(d->deny_users, r->user)) {
+		*why = DENY_USER;
 		snprintf(buf, len, "user %s may not use %s", r->user, d->name);
 		return buf;
 	}
 	if (sw_product_list_has(d->deny_hosts, host)) {
+		*why = DENY_HOST;
 		snprintf(buf, len, "%s may not be used on %s", d->name, host);
 		return buf;
 	}
@@ -119,6 +126,7 @@ static const char *policy_refusal(const struct product *p, const struct checkout
 	localtime_r(&now, &tm);
 	if (sw_product_hours_allow(d, tm.tm_hour * 60 + tm.tm_min))
 		return NULL;
+	*why = DENY_HOURS;
 	snprintf(buf, len, "%s may be used from %02d:%02d to %02d:%02d", d->name,
 		 d->hours_from / 60, d->hours_from % 60, d->hours_to / 60, d->hours_to % 60);
 	return buf;
@@ -371,10 +379,11 @@ static struct lease *grant(struct lease_table *t, struct product *p, const struc
 
 static void record_denial(struct lease_table *t, const struct product *p,
 			  const struct checkout_req *r, const char *host, int64_t start,
-			  int64_t end, int64_t wait_ms)
+			  int64_t end, int64_t wait_ms, enum deny_reason why)
 {
 	struct usage u, *pu;
 
+	sw_counter_inc(t->mx_denied[why]);
 	memset(&u, 0, sizeof(u));
 	if (sw_random_hex(u.id, METER_ID_LEN / 2))
 		return;
@@ -471,6 +480,7 @@ int lease_checkout(struct lease_table *t, const struct checkout_req *req, const 
 {
 	int need_version;
 	struct product *p = lease_product_for(t, req, &need_version);
+	enum deny_reason why = DENY_NO_LICENSE;
 
 	memset(out, 0, sizeof(*out));
 	if (!p) {
@@ -478,8 +488,8 @@ int lease_checkout(struct lease_table *t, const struct checkout_req *req, const 
 		return 0;
 	}
 	out->product = p;
-	if (policy_refusal(p, req, host, wall, out->reason, sizeof(out->reason))) {
-		record_denial(t, p, req, host, wall, wall, 0);
+	if (policy_refusal(p, req, host, wall, out->reason, sizeof(out->reason), &why)) {
+		record_denial(t, p, req, host, wall, wall, 0, why);
 		out->result = CHECKOUT_DENIED;
 		return 0;
 	}
@@ -492,10 +502,11 @@ int lease_checkout(struct lease_table *t, const struct checkout_req *req, const 
 		out->result = CHECKOUT_GRANTED;
 		return 0;
 	}
-	if (t->nleases >= METER_MAX_LEASES)
+	if (t->nleases >= METER_MAX_LEASES) {
+		why = DENY_SERVER_FULL;
 		snprintf(out->reason, sizeof(out->reason),
 			 "this license server holds the most leases it can (%d)", METER_MAX_LEASES);
-	else if (p->def.allotment == 0)
+	} else if (p->def.allotment == 0)
 		snprintf(out->reason, sizeof(out->reason),
 			 "no license of %s is allotted to this license server", p->def.name);
 	else if (p->def.allotment < p->def.licenses)
@@ -511,6 +522,7 @@ int lease_checkout(struct lease_table *t, const struct checkout_req *req, const 
 			 (long long)p->def.allotment, p->def.name);
 	if (req->wait_ms > 0 && t->nleases < METER_MAX_LEASES) {
 		if (p->nwait >= METER_MAX_WAITERS) {
+			why = DENY_QUEUE_FULL;
 			snprintf(out->reason, sizeof(out->reason),
 				 "all %lld licenses of %s are in use and %u checkouts are "
 				 "already waiting",
@@ -542,7 +554,7 @@ int lease_checkout(struct lease_table *t, const struct checkout_req *req, const 
 	/* A checkout that may wait is told where it would stand in the queue. */
 	if (t->nleases < METER_MAX_LEASES && p->def.allotment > 0 && p->nwait < METER_MAX_WAITERS)
 		out->queue_position = p->nwait + 1;
-	record_denial(t, p, req, host, wall, wall, 0);
+	record_denial(t, p, req, host, wall, wall, 0, why);
 	out->result = CHECKOUT_DENIED;
 	return 0;
 }
@@ -555,7 +567,8 @@ void lease_waiter_cancel(struct lease_table *t, struct waiter *w, int deny, int6
 
 	waiter_unlink(t, w);
 	if (deny) {
-		record_denial(t, p, &w->req, w->host, w->since_wall, wall, waited < 0 ? 0 : waited);
+		record_denial(t, p, &w->req, w->host, w->since_wall, wall, waited < 0 ? 0 : waited,
+			      DENY_WAIT_TIMEOUT);
 		if (reason)
 			snprintf(reason, reasonlen, "no license of %s freed within %lld s",
 				 p->def.name, (long long)((w->req.wait_ms + 999) / 1000));

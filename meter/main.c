@@ -178,7 +178,11 @@ static int serve(struct meter *m, char *err, size_t errlen)
 					.nroutes = api_nroutes,
 					.arg = m,
 					.is_revoked = is_revoked};
+	int rc;
 
+	if ((rc = api_metrics_open(m, err, errlen)))
+		return rc;
+	o.metrics = m->metrics;
 	return sw_http_server_start(m->loop, &o, &m->http, err, errlen);
 }
 

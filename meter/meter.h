@@ -4,6 +4,7 @@
 
 #include "http_client.h"
 #include "http_server.h"
+#include "metrics.h"
 #include "product.h"
 
 #include <jansson.h>
@@ -125,8 +126,22 @@ struct waiter {
 	void *arg;
 };
 
+/* Why a checkout was denied: a bounded set, a label of siteward_meter_denials_total. */
+enum deny_reason {
+	DENY_USER,	   /* the product's deny list names the user */
+	DENY_HOST,	   /* ... or the host */
+	DENY_HOURS,	   /* outside the product's hours */
+	DENY_NO_LICENSE,   /* every license this server holds is in use (or none allotted) */
+	DENY_QUEUE_FULL,   /* and too many checkouts wait already */
+	DENY_SERVER_FULL,  /* this server holds the most leases it can */
+	DENY_WAIT_TIMEOUT, /* queued, and no license freed within the wait asked for */
+	DENY_N
+};
+extern const char *const deny_reason_names[DENY_N];
+
 struct lease_table {
-	struct journal *journal; /* NULL: nothing is journaled (tests) */
+	struct journal *journal;	      /* NULL: nothing is journaled (tests) */
+	struct sw_counter *mx_denied[DENY_N]; /* denials by reason; NULL: not counted */
 	struct product *products;
 	unsigned nproducts;
 	const struct sw_product **match; /* the configured products, for sw_product_match() */
@@ -219,10 +234,14 @@ struct meter {
 	size_t upload_batch; /* records per upload; smaller while isolating a refused one */
 	struct sw_pki_verifier *tickets_ca; /* user tickets' signers, made on first use */
 	struct sw_strmap *tickets;	    /* ticket text → struct ticket_seen, verified */
+	struct sw_metrics *metrics;	    /* what GET /metrics shows (api.c) */
 };
 
 /* api.c */
 void api_free(struct meter *m);
+/* Registers what GET /metrics shows, and hands the lease table and the journal their
+ * series; before the listener starts. */
+int api_metrics_open(struct meter *m, char *err, size_t errlen);
 
 /* lease.c */
 struct lease_table *lease_table_new(void);
@@ -303,6 +322,10 @@ int journal_parse_line(const char *line, size_t len, json_t **out, uint64_t *seq
 		       size_t errlen);
 /* 1 while the last write failed and no snapshot has caught up since. */
 int journal_failing(const struct journal *j);
+/* Where each fsync is counted, and each append's count of records observed (NULL:
+ * nowhere). */
+void journal_set_metrics(struct journal *j, struct sw_counter *fsyncs,
+			 struct sw_histogram *records_per_fsync);
 /* Counters for health: flushes done and records they carried. */
 void journal_stats(const struct journal *j, uint64_t *flushes, uint64_t *records,
 		   uint64_t *max_batch);

@@ -231,6 +231,7 @@ static json_t *heartbeat_take(struct server *s, struct system *sys, struct sw_he
 
 	meter_reached_at(hb->meter_address, address, meter, sizeof(meter));
 	registry_heard(s, sys, hb, address, meter);
+	sw_counter_inc(s->mx_heartbeats);
 	upgrade_heard(s, sys);
 	json_t *names, *urls = metering_meter_urls(s, &names);
 
@@ -679,6 +680,44 @@ static void get_site(struct sw_http_req *req, void *arg)
 				     (json_int_t)(sw_mono_ms() - s->started_ms)));
 }
 
+/* A certificate for a monitoring system's scraper: the role `scrape`, client use only,
+ * good for GET /metrics on this server and on license servers and for nothing else. The
+ * key stays where the request was made (siteward cert scrape). */
+static void post_scrape_cert(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+	json_t *j = sw_http_req_json(req);
+	const char *name, *csr;
+	char serial[41], err[256], *cert = NULL;
+	int rc;
+
+	if (!j)
+		return;
+	name = json_string_value(json_object_get(j, "name"));
+	csr = json_string_value(json_object_get(j, "csr"));
+	if (!name || !sw_name_valid(name) || !csr) {
+		sw_http_reply_error(req, 400, "a scrape certificate needs a valid name and a csr");
+		goto out;
+	}
+	struct sw_pki_issue what = {.cn = name,
+				    .role = SW_PKI_ROLE_SCRAPE,
+				    .days = AGENT_CERT_DAYS,
+				    .purposes = SW_PKI_TLS_CLIENT};
+	if ((rc = sw_pki_ca_issue(s->ca, csr, strlen(csr), &what, &cert, serial, err,
+				  sizeof(err)))) {
+		sw_http_reply_error(req, 400, "cannot issue: %s", err);
+		goto out;
+	}
+	sw_info("scrape certificate %s issued to %s (serial %s)", name,
+		sw_http_req_identity(req)->cn, serial);
+	sw_http_reply_json(
+	    req, 200,
+	    json_pack("{ss ss ss}", "certificate", cert, "ca", s->ca_pem, "serial", serial));
+out:
+	free(cert);
+	json_decref(j);
+}
+
 static const struct sw_http_route routes[] = {
     {"GET", "/v1/ca", SW_HTTP_OPEN, get_ca, 0},
     {"POST", "/v1/enroll", SW_HTTP_OPEN, post_enroll, 32 * 1024},
@@ -708,6 +747,8 @@ static const struct sw_http_route routes[] = {
     {"POST", "/v1/upgrades/current/*", SW_HTTP_ADMIN, upgrade_action, 0},
     {"GET", "/v1/packages/*", SW_HTTP_AGENT, package_get, 0},
     {"GET", "/v1/site/signing-key", SW_HTTP_AGENT, package_signing_key, 0},
+    {"POST", "/v1/certs/scrape", SW_HTTP_ADMIN, post_scrape_cert, 0},
+    {"GET", "/metrics", SW_HTTP_ADMIN | SW_HTTP_SCRAPE, metrics_get, 0},
 };
 
 /* When an agent's clock can verify both the CA and this server's certificate. Unknown
@@ -741,7 +782,8 @@ int api_start(struct server *s, char *err, size_t errlen)
 	    (rc = sw_conf_get_uint(s->conf, "server", "idle_timeout", 120, 1, 3600, &idle, err,
 				   errlen)))
 		return rc;
-	if ((rc = sw_pem_read(s->dir, "server.crt", &s->cert_pem, err, errlen)))
+	if ((rc = sw_pem_read(s->dir, "server.crt", &s->cert_pem, err, errlen)) ||
+	    (rc = metrics_open(s, err, errlen)))
 		return rc;
 	tls_window(s);
 	if ((rc = sw_pem_read(s->dir, "server.key", &s->key_pem, err, errlen)))
@@ -767,6 +809,7 @@ int api_start(struct server *s, char *err, size_t errlen)
 	    .arg = s,
 	    .is_revoked = registry_is_revoked,
 	    .upload_dir = uploads,
+	    .metrics = s->metrics,
 	};
 	/* libmicrohttpd keeps pointers to the PEM strings: they live as long as s. */
 	return sw_http_server_start(s->loop, &o, &s->http, err, errlen);

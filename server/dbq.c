@@ -21,15 +21,26 @@ struct dbq_job {
 	dbq_run_fn run;
 	dbq_done_fn done;
 	void *arg;
+	uint64_t queued_ns; /* uv_hrtime() when pushed */
 };
 
 static void next(struct server *s);
+
+/* Runs a job, timed: how long it waited behind others, and how long it took. */
+static void job_timed(struct dbq_job *j, struct sw_db *db)
+{
+	uint64_t start = uv_hrtime();
+
+	sw_histogram_observe(j->s->mx_db_wait, (start - j->queued_ns) / 1000);
+	j->run(db, j->arg);
+	sw_histogram_observe(j->s->mx_db_job, (uv_hrtime() - start) / 1000);
+}
 
 static void job_run(void *arg)
 {
 	struct dbq_job *j = arg;
 
-	j->run(j->db, j->arg);
+	job_timed(j, j->db);
 }
 
 static void job_slow(void *arg, int timed_out)
@@ -73,7 +84,7 @@ static void next(struct server *s)
 				return;
 			s->dbq_busy = 0;
 		}
-		j->run(s->db, j->arg);
+		job_timed(j, s->db);
 		j->done(s, j->arg);
 		free(j);
 	}
@@ -96,6 +107,7 @@ int dbq_push(struct server *s, unsigned bound_ms, dbq_run_fn run, dbq_done_fn do
 	j->run = run;
 	j->done = done;
 	j->arg = arg;
+	j->queued_ns = uv_hrtime();
 	if (!s->dbq_tail) /* not open yet (the journal at start-up): runs on the loop */
 		s->dbq_tail = &s->dbq_head;
 	*s->dbq_tail = j;
@@ -111,6 +123,15 @@ void dbq_detach(struct server *s)
 	s->dbq_db = NULL;
 	if (!s->dbq_busy)
 		sw_db_close(db); /* else job_release closes it */
+}
+
+size_t dbq_length(const struct server *s)
+{
+	size_t n = 0;
+
+	for (const struct dbq_job *j = s->dbq_head; j; j = j->next)
+		n++;
+	return n;
 }
 
 void dbq_drain(struct server *s)

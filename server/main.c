@@ -272,6 +272,7 @@ static void server_cleanup(struct server *s)
 	json_decref(s->meter_urls);
 	json_decref(s->meter_names);
 	registry_free(s);
+	metrics_free(s);
 	sw_db_close(s->dbq_db);
 	sw_db_close(s->db);
 	sw_pki_ca_free(s->ca);

@@ -1001,7 +1001,6 @@ static void ingest_done(struct server *s, void *arg)
 {
 	struct ingest *in = arg;
 
-	(void)s;
 	if (in->rc) {
 		sw_http_reply_error(in->req, sw_http_status(in->rc), "cannot store usage: %s",
 				    in->err);
@@ -1009,6 +1008,7 @@ static void ingest_done(struct server *s, void *arg)
 		if (in->too_old)
 			sw_warn("usage from %s: %lld records older than the detail period dropped",
 				in->from, (long long)in->too_old);
+		sw_counter_add(s->mx_usage_records, (uint64_t)in->n);
 		if (in->accepted)
 			sw_info("usage from %s: %lld records (%lld already had)", in->from,
 				(long long)in->accepted, (long long)in->dup);

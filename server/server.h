@@ -7,6 +7,7 @@
 #include "db.h"
 #include "http_client.h"
 #include "http_server.h"
+#include "metrics.h"
 #include "pki.h"
 #include "proto.h"
 #include "strmap.h"
@@ -87,7 +88,18 @@ struct server {
 	char reexec[PATH_MAX];	 /* after shutdown, exec this (an upgrade's switch) */
 	struct sw_db_opts db_opts;
 	char db_url[PATH_MAX + 64];
+	/* What /metrics shows (metrics.c); the counters below are counted where their
+	 * events happen, on any floor, and NULL series count nothing. */
+	struct sw_metrics *metrics;
+	struct sw_counter *mx_heartbeats;	     /* heartbeats heard, alone or on a poll */
+	struct sw_counter *mx_usage_records;	     /* usage records received in stored batches */
+	struct sw_histogram *mx_db_job, *mx_db_wait; /* a write-queue job: run, and waited */
 };
+
+/* metrics.c: GET /metrics, and the series the other files count into */
+int metrics_open(struct server *s, char *err, size_t errlen);
+void metrics_free(struct server *s);
+void metrics_get(struct sw_http_req *req, void *arg);
 
 /* site.c */
 int site_init(int argc, char **argv);
@@ -152,6 +164,8 @@ void dbq_detach(struct server *s);
 /* Detaches, waits for the job in flight, and runs what is queued on the loop; not from
  * inside the loop (it runs it). */
 void dbq_drain(struct server *s);
+/* Jobs queued and not yet started. */
+size_t dbq_length(const struct server *s);
 
 /* control.c */
 int control_start(struct server *s, char *err, size_t errlen);
