@@ -20,7 +20,7 @@
 /* What registry_health() says, in the order shown. */
 static const char *const health_names[] = {"ok", "late", "offline", "enrolled"};
 #define NHEALTH (sizeof(health_names) / sizeof(health_names[0]))
-#define NYSTATE (Y_REMOVED + 1)
+#define NYSTATE (SW_SYS_REMOVED + 1)
 
 static struct sw_gauge *systems_by_health[NHEALTH];
 static struct sw_gauge *upgrade_systems[NYSTATE];
@@ -64,7 +64,7 @@ int metrics_open(struct server *s, char *err, size_t errlen)
 	    sw_metrics_gauge(m, "siteward_upgrade_running",
 			     "1 while a site upgrade (or its rollback) runs, else 0.", NULL);
 	for (size_t i = 0; i < NYSTATE; i++) {
-		const char *const l[] = {"state", ystate_names[i], NULL};
+		const char *const l[] = {"state", sw_sys_state_name(i), NULL};
 
 		upgrade_systems[i] = sw_metrics_gauge(
 		    m, "siteward_upgrade_systems",
@@ -117,7 +117,7 @@ static void state_now(struct server *s)
 	for (size_t i = 0; i < NYSTATE; i++)
 		sw_gauge_set(upgrade_systems[i], by_state[i]);
 	sw_gauge_set(upgrade_running,
-		     u && (u->state == R_RUNNING || u->state == R_ROLLING_BACK) ? 1 : 0);
+		     u && (u->state == SW_RUN_RUNNING || u->state == SW_RUN_ROLLING_BACK) ? 1 : 0);
 }
 
 /* A scrape waiting for the licenses in use, read by the write queue. */
