@@ -8,6 +8,7 @@
 #include "install.h"
 #include "log.h"
 #include "loop.h"
+#include "notify.h"
 #include "pki.h"
 #include "util.h"
 
@@ -18,6 +19,9 @@
 #include <string.h>
 
 #include "version.h"
+
+/* The service manager's watchdog, fed from the loop. */
+static struct sw_notify notify;
 
 static const char *const known_settings[] = {
     "agent.name",
@@ -211,6 +215,10 @@ static int agent_open(struct agent *a)
 		sw_info("[agent] listen is no longer used: the agent opens no port, and takes "
 			"the server's commands over the connection it keeps");
 	sw_info("%s started, server %s, version %s", a->name, a->server, a->version);
+	/* Ready once its services are adopted and the channel opens; the server may be
+	 * away, which the agent rides out on its own. */
+	sw_notify_init(&notify, a->loop);
+	sw_notify_ready(&notify, "running");
 	return 0;
 }
 
@@ -219,6 +227,7 @@ static int agent_open(struct agent *a)
 static int agent_shutdown(struct agent *a)
 {
 	a->stopping = 1;
+	sw_notify_stopping(&notify);
 	passive_stop(a->passive);
 	ticket_stop(a);
 	channel_stop(a);

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "loop.h"
 #include "migrations.h"
+#include "notify.h"
 #include "util.h"
 
 #include <errno.h>
@@ -22,6 +23,9 @@
 #include <unistd.h>
 
 #include "version.h"
+
+/* The service manager's watchdog, fed from the loop. */
+static struct sw_notify notify;
 
 static const char *const known_settings[] = {
     "site.code",
@@ -237,6 +241,9 @@ static int server_open(struct server *s, char *err, size_t errlen)
 		s->site_code, s->listen, sw_http_server_port(s->http), sw_strmap_count(s->systems),
 		sw_db_engine(s->db),
 		(sw_install_version(s->dir, version, sizeof(version)), version));
+	/* Listening, the database open: a service manager's start returns now. */
+	sw_notify_init(&notify, s->loop);
+	sw_notify_ready(&notify, "serving");
 	return 0;
 }
 
@@ -245,6 +252,7 @@ static int server_open(struct server *s, char *err, size_t errlen)
 static int server_shutdown(struct server *s)
 {
 	s->stopping = 1;
+	sw_notify_stopping(&notify);
 	/* The last writes on the loop's own connection, once the one in flight has returned. */
 	dbq_drain(s);
 	registry_flush(s);
