@@ -35,13 +35,12 @@ static void test_conf(void **state)
 {
 	char out[PATH_MAX];
 
-	assert_int_equal(sw_path_conf("/tmp/site", SW_PATH_SERVER_DIR, "siteward.conf", out,
-				      sizeof(out)),
-			 0);
+	assert_int_equal(
+	    sw_path_conf("/tmp/site", SW_PATH_SERVER_DIR, "siteward.conf", out, sizeof(out)), 0);
 	assert_string_equal(out, "/tmp/site/siteward.conf");
-	assert_int_equal(sw_path_conf(SW_PATH_SERVER_DIR, SW_PATH_SERVER_DIR, "siteward.conf",
-				      out, sizeof(out)),
-			 0);
+	assert_int_equal(
+	    sw_path_conf(SW_PATH_SERVER_DIR, SW_PATH_SERVER_DIR, "siteward.conf", out, sizeof(out)),
+	    0);
 	assert_string_equal(out, "/etc/siteward/siteward.conf");
 	assert_int_not_equal(sw_path_conf("/tmp/site", "/d", "siteward.conf", out, 8), 0);
 }
@@ -95,8 +94,8 @@ static void test_prefer(void **state)
 	assert_string_equal(out, path);
 	/* ... once: the service pack's program is not executed again */
 	assert_non_null(realpath(path, real));
-	assert_int_equal(
-	    sw_install_prefer(tmp, "siteward-agent", real, "0.3.0", out, sizeof(out)), 0);
+	assert_int_equal(sw_install_prefer(tmp, "siteward-agent", real, "0.3.0", out, sizeof(out)),
+			 0);
 	/* a package upgrade newer than the service pack wins; as old, the package too */
 	assert_int_equal(sw_install_prefer(tmp, "siteward-agent", pkg, "0.4.0", out, sizeof(out)),
 			 0);
