@@ -2,7 +2,7 @@
 PREFIX ?= /usr/local
 BUILD ?= build
 
-.PHONY: all deps build install test demo bench fuzz format format-check clean
+.PHONY: all deps build install test demo bench fuzz format format-check clean deb
 
 all: build
 
@@ -28,6 +28,17 @@ demo: build
 bench: build
 	./bench/run
 
+# Debian packages, built by dpkg-buildpackage from a copy of the tracked files in
+# $(DEB_OUT)/src; the .debs land in $(DEB_OUT), checked by lintian.
+DEB_OUT ?= build-deb
+deb:
+	@./scripts/install-deps deb
+	rm -rf $(DEB_OUT) && mkdir -p $(DEB_OUT)/src
+	git ls-files -z --cached --others --exclude-standard | xargs -0 tar -cf - | tar -xf - -C $(DEB_OUT)/src
+	cd $(DEB_OUT)/src && dpkg-buildpackage -us -uc -b -j$$(nproc) >../build.log 2>&1 || { tail -40 ../build.log; exit 1; }
+	lintian --fail-on error $(DEB_OUT)/*.changes
+	@echo "make deb: packages in $(abspath $(DEB_OUT)):"; ls -1 $(DEB_OUT)/*.deb
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
@@ -35,4 +46,4 @@ format-check:
 	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-deb

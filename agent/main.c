@@ -8,6 +8,8 @@
 #include "install.h"
 #include "log.h"
 #include "loop.h"
+#include "notify.h"
+#include "paths.h"
 #include "pki.h"
 #include "util.h"
 
@@ -18,6 +20,9 @@
 #include <string.h>
 
 #include "version.h"
+
+/* The service manager's watchdog, fed from the loop. */
+static struct sw_notify notify;
 
 static const char *const known_settings[] = {
     "agent.name",
@@ -43,10 +48,11 @@ static const char *const known_settings[] = {
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: siteward-agent --dir DIR [-n]\n"
-		   "       siteward-agent init --dir DIR --server https://HOST:PORT --token TOKEN "
-		   "--name NAME\n"
-		   "       siteward-agent --version\n");
+	fprintf(f,
+		"usage: siteward-agent [--dir DIR] [-n]\n"
+		"       siteward-agent init [--dir DIR] --server https://HOST:PORT --token TOKEN "
+		"--name NAME\n"
+		"       siteward-agent --version\n");
 }
 
 static int agent_configure(struct agent *a, const char *dir, char *err, size_t errlen)
@@ -140,7 +146,7 @@ static int options(int argc, char **argv, const char **dir, int *check)
 	};
 	int opt;
 
-	*dir = getenv("SITEWARD_AGENT");
+	*dir = NULL;
 	while ((opt = getopt_long(argc, argv, "nd:", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'd': *dir = optarg; break;
@@ -150,10 +156,11 @@ static int options(int argc, char **argv, const char **dir, int *check)
 		default: usage(stderr); return 2;
 		}
 	}
-	if (!*dir || optind != argc) {
+	if (optind != argc) {
 		usage(stderr);
 		return 2;
 	}
+	*dir = sw_path_dir(*dir, "SITEWARD_AGENT", SW_PATH_AGENT_DIR);
 	return 0;
 }
 
@@ -212,6 +219,10 @@ static int agent_open(struct agent *a)
 		sw_info("[agent] listen is no longer used: the agent opens no port, and takes "
 			"the server's commands over the connection it keeps");
 	sw_info("%s started, server %s, version %s", a->name, a->server, a->version);
+	/* Ready once its services are adopted and the channel opens; the server may be
+	 * away, which the agent rides out on its own. */
+	sw_notify_init(&notify, a->loop);
+	sw_notify_ready(&notify, "running");
 	return 0;
 }
 
@@ -220,6 +231,7 @@ static int agent_open(struct agent *a)
 static int agent_shutdown(struct agent *a)
 {
 	a->stopping = 1;
+	sw_notify_stopping(&notify);
 	passive_stop(a->passive);
 	ticket_stop(a);
 	channel_stop(a);
@@ -253,6 +265,28 @@ static void agent_cleanup(struct agent *a)
 	upgrade_free(a);
 }
 
+/* `init` without --dir enrolls into the default folder. */
+static int enroll(int argc, char **argv)
+{
+	char *args[64];
+	int n = 0;
+
+	for (int i = 0; i < argc; i++)
+		if (strcmp(argv[i], "--dir") == 0 || strncmp(argv[i], "--dir=", 6) == 0)
+			return enroll_main(argc, argv);
+	if (argc + 3 > (int)SW_ARRAY_LEN(args)) {
+		fprintf(stderr, "siteward-agent: too many arguments\n");
+		return 2;
+	}
+	args[n++] = argv[0];
+	args[n++] = "--dir";
+	args[n++] = SW_PATH_AGENT_DIR;
+	for (int i = 1; i < argc; i++)
+		args[n++] = argv[i];
+	args[n] = NULL;
+	return enroll_main(n, args);
+}
+
 int main(int argc, char **argv)
 {
 	static struct agent a;
@@ -261,9 +295,10 @@ int main(int argc, char **argv)
 	int check = 0, rc, stuck = 0;
 
 	if (argc > 1 && strcmp(argv[1], "init") == 0)
-		return enroll_main(argc - 1, argv + 1);
+		return enroll(argc - 1, argv + 1);
 	if ((rc = options(argc, argv, &dir, &check)))
 		return rc < 0 ? 0 : rc;
+	sw_install_exec_newer(dir, "siteward-agent", argv);
 	agent_init(&a, argv);
 	if ((rc = agent_configure(&a, dir, err, sizeof(err))))
 		fprintf(stderr, "siteward-agent: %s\n", err);

@@ -5,6 +5,7 @@
 #include "error.h"
 #include "http_client.h"
 #include "json.h"
+#include "paths.h"
 #include "pki.h"
 #include "proto.h"
 #include "util.h"
@@ -50,7 +51,7 @@ int client_setup(struct cli *c, const char *site)
 		cli_error("%s: no such site folder", site);
 		return 1;
 	}
-	sw_path_join(path, sizeof(path), c->site, "siteward.conf");
+	sw_path_conf(c->site, SW_PATH_SERVER_DIR, "siteward.conf", path, sizeof(path));
 	if (sw_conf_load(path, &conf, err, sizeof(err))) {
 		cli_error("%s", err);
 		return 1;

@@ -4,6 +4,7 @@
  */
 #include "cli.h"
 
+#include "paths.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -138,7 +139,7 @@ static void usage(FILE *f)
 		     j < SW_ARRAY_LEN(commands[i].usage) && commands[i].usage[j].synopsis; j++)
 			usage_line(f, &commands[i].usage[j]);
 	fputs("\n"
-	      "The site folder is --site DIR or $SITEWARD_SITE.\n",
+	      "The site folder is --site DIR, $SITEWARD_SITE or " SW_PATH_SERVER_DIR ".\n",
 	      f);
 }
 
@@ -155,7 +156,7 @@ static const struct command *command_find(const char *name)
  * `args`. 0 to go on; otherwise the exit status (-1 for 0: --help). */
 static int options(struct cli *c, int argc, char **argv, char **args, int *nargs)
 {
-	c->site_arg = getenv("SITEWARD_SITE");
+	c->site_arg = sw_path_dir(NULL, "SITEWARD_SITE", SW_PATH_SERVER_DIR);
 	c->timeout_ms = 30000;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0) {

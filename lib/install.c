@@ -2,6 +2,7 @@
 
 #include "error.h"
 #include "json.h"
+#include "log.h"
 #include "pkg.h"
 #include "util.h"
 
@@ -175,4 +176,38 @@ out:
 	json_decref(rec);
 	free(text);
 	return rc;
+}
+
+int sw_install_prefer(const char *dir, const char *prog, const char *self, const char *built,
+		      char *out, size_t len)
+{
+	char cur[PATH_MAX], target[PATH_MAX], real[PATH_MAX];
+	const char *v;
+	ssize_t n;
+
+	if (snprintf(cur, sizeof(cur), "%s/" SW_INSTALL_CURRENT, dir) >= (int)sizeof(cur))
+		return 0;
+	n = readlink(cur, target, sizeof(target) - 1);
+	if (n <= 0 || (size_t)n >= sizeof(target) - 1)
+		return 0;
+	target[n] = '\0';
+	v = strrchr(target, '/');
+	v = v ? v + 1 : target;
+	if (!sw_version_valid(v) || sw_version_cmp(v, built) <= 0)
+		return 0;
+	if (sw_install_exe(dir, prog, out, len) || !realpath(out, real))
+		return 0;
+	return strcmp(real, self) != 0;
+}
+
+void sw_install_exec_newer(const char *dir, const char *prog, char **argv)
+{
+	char self[PATH_MAX], exe[PATH_MAX];
+
+	if (sw_install_self(self, sizeof(self)) ||
+	    !sw_install_prefer(dir, prog, self, SW_VERSION, exe, sizeof(exe)))
+		return;
+	sw_info("%s is newer than this program (%s): running it", exe, SW_VERSION);
+	execv(exe, argv);
+	sw_warn("cannot run %s: %s; running %s", exe, strerror(errno), self);
 }

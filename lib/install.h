@@ -49,4 +49,18 @@ int sw_install_switch_back(const char *dir, const char *version, const char *pro
 /* The executable `prog` of the version `current` names: DIR/current/bin/PROG. */
 int sw_install_exe(const char *dir, const char *prog, char *out, size_t len);
 
+/* Which program runs when both a packaged one (/usr/bin, as `dpkg` installs it) and a
+ * service pack's (DIR/current) are there: the newer. 1 when `current` names a version
+ * newer than `built` (the running program's own) and `self` (its resolved executable)
+ * is not already DIR/current/bin/PROG: `out` receives the program to execute instead.
+ * 0 to run on as it is: no `current`, a version as old or older (a package upgrade
+ * newer than the service pack wins), or already the one. */
+int sw_install_prefer(const char *dir, const char *prog, const char *self, const char *built,
+		      char *out, size_t len);
+
+/* At a daemon's start: executes DIR/current/bin/PROG in this process, with `argv`, when
+ * sw_install_prefer() says so. Returns when it does not, or when that program cannot
+ * be executed (said in the log): the running program goes on. */
+void sw_install_exec_newer(const char *dir, const char *prog, char **argv);
+
 #endif

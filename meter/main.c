@@ -14,6 +14,7 @@
 #include "install.h"
 #include "log.h"
 #include "loop.h"
+#include "paths.h"
 #include "util.h"
 
 #include <errno.h>
@@ -199,7 +200,7 @@ static int options(int argc, char **argv, const char **dir)
 	};
 	int opt;
 
-	*dir = getenv("SITEWARD_AGENT");
+	*dir = sw_path_dir(NULL, "SITEWARD_AGENT", SW_PATH_AGENT_DIR);
 	while ((opt = getopt_long(argc, argv, "d:h", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'd': *dir = optarg; break;

@@ -11,6 +11,7 @@
 #include "error.h"
 #include "http_client.h"
 #include "loop.h"
+#include "paths.h"
 #include "pki.h"
 #include "progver.h"
 #include "ticket.h"
@@ -133,7 +134,7 @@ static int options(struct run *r, int argc, char **argv, const char **dir)
 	};
 	int opt;
 
-	*dir = getenv("SITEWARD_AGENT");
+	*dir = sw_path_dir(NULL, "SITEWARD_AGENT", SW_PATH_AGENT_DIR);
 	/* "+": options end at PROGRAM, whose own options are its business. */
 	while ((opt = getopt_long(argc, argv, "+a:w:vh", longopts, NULL)) != -1) {
 		switch (opt) {

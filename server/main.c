@@ -11,6 +11,8 @@
 #include "log.h"
 #include "loop.h"
 #include "migrations.h"
+#include "notify.h"
+#include "paths.h"
 #include "util.h"
 
 #include <errno.h>
@@ -22,6 +24,9 @@
 #include <unistd.h>
 
 #include "version.h"
+
+/* The service manager's watchdog, fed from the loop. */
+static struct sw_notify notify;
 
 static const char *const known_settings[] = {
     "site.code",
@@ -43,8 +48,8 @@ static const char *const known_settings[] = {
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: siteward-server --dir DIR [-n]\n"
-		   "       siteward-server init --dir DIR --site-code ABC --listen HOST:PORT "
+	fprintf(f, "usage: siteward-server [--dir DIR] [-n]\n"
+		   "       siteward-server init [--dir DIR] --site-code ABC --listen HOST:PORT "
 		   "[--db URL]\n"
 		   "       siteward-server --version\n");
 }
@@ -86,7 +91,8 @@ static int server_configure(struct server *s, const char *dir, int check_only, c
 			  "%s: no such site folder (create one with siteward-server init)", dir);
 		return SW_ENOTFOUND;
 	}
-	sw_path_join(path, sizeof(path), s->dir, "siteward.conf");
+	/* the default folder's configuration is in /etc/siteward */
+	sw_path_conf(s->dir, SW_PATH_SERVER_DIR, "siteward.conf", path, sizeof(path));
 	if ((rc = sw_conf_load(path, &s->conf, err, errlen)))
 		return rc;
 	if ((rc = sw_conf_check(s->conf, known_settings, sub, sizeof(sub)))) {
@@ -186,7 +192,7 @@ static int options(int argc, char **argv, const char **dir, int *check)
 	};
 	int opt;
 
-	*dir = getenv("SITEWARD_SITE");
+	*dir = NULL;
 	while ((opt = getopt_long(argc, argv, "nd:", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'd': *dir = optarg; break;
@@ -196,10 +202,11 @@ static int options(int argc, char **argv, const char **dir, int *check)
 		default: usage(stderr); return 2;
 		}
 	}
-	if (!*dir || optind != argc) {
+	if (optind != argc) {
 		usage(stderr);
 		return 2;
 	}
+	*dir = sw_path_dir(*dir, "SITEWARD_SITE", SW_PATH_SERVER_DIR);
 	return 0;
 }
 
@@ -237,6 +244,9 @@ static int server_open(struct server *s, char *err, size_t errlen)
 		s->site_code, s->listen, sw_http_server_port(s->http), sw_strmap_count(s->systems),
 		sw_db_engine(s->db),
 		(sw_install_version(s->dir, version, sizeof(version)), version));
+	/* Listening, the database open: a service manager's start returns now. */
+	sw_notify_init(&notify, s->loop);
+	sw_notify_ready(&notify, "serving");
 	return 0;
 }
 
@@ -245,6 +255,7 @@ static int server_open(struct server *s, char *err, size_t errlen)
 static int server_shutdown(struct server *s)
 {
 	s->stopping = 1;
+	sw_notify_stopping(&notify);
 	/* The last writes on the loop's own connection, once the one in flight has returned. */
 	dbq_drain(s);
 	registry_flush(s);
@@ -316,6 +327,8 @@ int main(int argc, char **argv)
 		return site_init(argc - 1, argv + 1);
 	if ((rc = options(argc, argv, &dir, &check)))
 		return rc < 0 ? 0 : rc;
+	/* a service pack newer than this program runs instead (see install.h) */
+	sw_install_exec_newer(dir, "siteward-server", argv);
 	s.loop = uv_default_loop();
 	s.abort = server_abort;
 	s.started_ms = sw_mono_ms();

@@ -2,10 +2,12 @@
 #include "server.h"
 
 #include "error.h"
+#include "paths.h"
 #include "util.h"
 
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +22,7 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: siteward-server init --dir DIR --site-code ABC --listen HOST:PORT\n"
+		"usage: siteward-server init [--dir DIR] --site-code ABC --listen HOST:PORT\n"
 		"                            [--db URL] [--heartbeat SECONDS] [--san NAME]...\n");
 }
 
@@ -44,6 +46,29 @@ static int write_file(const char *dir, const char *name, const char *text, unsig
 		return SW_ETOOBIG;
 	}
 	return sw_file_write_atomic(path, text, strlen(text), mode, err, errlen);
+}
+
+/* The configuration, in the site folder or /etc/siteward for the default one; there it
+ * is readable by the group of the server's own user, when the packages made one. */
+static int write_conf(const char *path, const char *text, char *err, size_t errlen)
+{
+	struct group *g;
+	int rc;
+
+	if (strncmp(path, SW_PATH_ETC "/", sizeof(SW_PATH_ETC)) != 0)
+		return sw_file_write_atomic(path, text, strlen(text), 0600, err, errlen);
+	if (mkdir(SW_PATH_ETC, 0755) < 0 && errno != EEXIST) {
+		sw_seterr(err, errlen, "cannot create %s: %s", SW_PATH_ETC, strerror(errno));
+		return SW_EIO;
+	}
+	g = getgrnam("siteward");
+	if ((rc = sw_file_write_atomic(path, text, strlen(text), g ? 0640 : 0600, err, errlen)))
+		return rc;
+	if (g && chown(path, (uid_t)-1, g->gr_gid) < 0) {
+		sw_seterr(err, errlen, "%s: %s", path, strerror(errno));
+		return SW_EIO;
+	}
+	return 0;
 }
 
 /* Issues a key and certificate pair under the CA and writes them as NAME.key, NAME.crt. */
@@ -119,7 +144,9 @@ int site_init(int argc, char **argv)
 		default: usage(stderr); return 2;
 		}
 	}
-	if (!dir || !code || !listen || optind != argc) {
+	if (!dir)
+		dir = SW_PATH_SERVER_DIR;
+	if (!code || !listen || optind != argc) {
 		usage(stderr);
 		return 2;
 	}
@@ -165,7 +192,7 @@ int site_init(int argc, char **argv)
 		fprintf(stderr, "siteward-server: %s: %s\n", dir, strerror(errno));
 		return 1;
 	}
-	sw_path_join(path, sizeof(path), absdir, "siteward.conf");
+	sw_path_conf(absdir, SW_PATH_SERVER_DIR, "siteward.conf", path, sizeof(path));
 	if (access(path, F_OK) == 0) {
 		fprintf(stderr,
 			"siteward-server: %s already holds a site; choose an empty folder\n",
@@ -227,7 +254,7 @@ int site_init(int argc, char **argv)
 		 "[log]\n"
 		 "level = info\n",
 		 code, listen, heartbeat, db_url);
-	if (write_file(absdir, "siteward.conf", conf, 0600, err, sizeof(err)))
+	if (write_conf(path, conf, err, sizeof(err)))
 		goto out;
 	printf("site %s created in %s (database: %s)\n", code, absdir, sw_db_engine(db));
 	printf("start it with: siteward-server --dir %s\n", absdir);

@@ -1,0 +1,50 @@
+#include "notify.h"
+
+#include "log.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <systemd/sd-daemon.h>
+
+static void on_watchdog(uv_timer_t *t)
+{
+	(void)t;
+	sd_notify(0, "WATCHDOG=1");
+}
+
+void sw_notify_init(struct sw_notify *n, uv_loop_t *loop)
+{
+	uint64_t usec = 0;
+
+	n->armed = 0;
+	if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0)
+		return;
+	uint64_t ms = usec / 2000;
+	if (ms < 10)
+		ms = 10;
+	uv_timer_init(loop, &n->watchdog);
+	uv_unref((uv_handle_t *)&n->watchdog);
+	uv_timer_start(&n->watchdog, on_watchdog, ms, ms);
+	n->armed = 1;
+	sw_info("watchdog: fed every %llu ms", (unsigned long long)ms);
+}
+
+void sw_notify_ready(struct sw_notify *n, const char *status)
+{
+	char msg[300];
+
+	if (status)
+		snprintf(msg, sizeof(msg), "READY=1\nSTATUS=%s", status);
+	else
+		snprintf(msg, sizeof(msg), "READY=1");
+	sd_notify(0, msg);
+	if (n && n->armed)
+		sd_notify(0, "WATCHDOG=1");
+}
+
+void sw_notify_stopping(struct sw_notify *n)
+{
+	if (n && n->armed)
+		uv_timer_stop(&n->watchdog);
+	sd_notify(0, "STOPPING=1");
+}

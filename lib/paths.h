@@ -1,0 +1,25 @@
+/*
+ * Where the programs keep their files when no folder is named: the state of a daemon in
+ * /var/lib/siteward/, the site server's configuration in /etc/siteward/, as the Debian
+ * packages lay them out. A folder named with --dir (or SITEWARD_SITE, SITEWARD_AGENT)
+ * holds everything itself, configuration included, as it always has: tests and the demo
+ * run in temporary folders that way.
+ */
+#ifndef SW_PATHS_H
+#define SW_PATHS_H
+
+#include <stddef.h>
+
+#define SW_PATH_SERVER_DIR "/var/lib/siteward/server"
+#define SW_PATH_AGENT_DIR  "/var/lib/siteward/agent"
+#define SW_PATH_ETC	   "/etc/siteward"
+
+/* The folder to use: `given` (an option), else the environment variable `env`, else
+ * `dflt`. Never NULL. */
+const char *sw_path_dir(const char *given, const char *env, const char *dflt);
+
+/* The configuration file `name` of the folder `dir`: SW_PATH_ETC/NAME when `dir` is the
+ * default folder `dflt`, else DIR/NAME. 0, or SW_ETOOBIG. */
+int sw_path_conf(const char *dir, const char *dflt, const char *name, char *out, size_t len);
+
+#endif
