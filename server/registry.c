@@ -524,7 +524,7 @@ static int list_token(void *arg, int ncols, const struct sw_db_val *row)
 	    (json_int_t)t.uses, "used", (json_int_t)t.used, "left",
 	    (json_int_t)(st == TOKEN_USABLE ? t.uses - t.used : 0), "state", token_state_names[st],
 	    "revoked_at", t.revoked_at ? json_integer(t.revoked_at) : json_null(), "used_by");
-	if (!o || json_object_set(l->byhash, t.hash, o) || json_array_append_new(l->arr, o))
+	if (!o || json_array_append_new(l->arr, o) || json_object_set(l->byhash, t.hash, o))
 		return SW_ENOMEM;
 	return 0;
 }

@@ -300,5 +300,55 @@ class Tokens(unittest.TestCase):
             self.assertEqual(status, 400, body)
 
 
+
+def db_exec(site, *statements):
+    """Statements run straight on the site's database, its server stopped."""
+    url = site._db_url()
+    if url.startswith("postgres"):
+        for st in statements:
+            subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", url, "-c", st], check=True,
+                           capture_output=True, timeout=30)
+        return
+    import sqlite3
+    con = sqlite3.connect(url, timeout=10)
+    try:
+        for st in statements:
+            con.execute(st)
+        con.commit()
+    finally:
+        con.close()
+
+
+class Migration(unittest.TestCase):
+    def test_tokens_used_before_the_migration_stay_used(self):
+        """sql/011_token_uses.sql on a database of the version before it: a token used
+        then is used up, with who used it, and one not used has its one use left."""
+        site = Site()
+        try:
+            site.start()
+            used = site.token()
+            site.enroll("old1", token=used, start=False)
+            unused = site.token()
+            site.stop()
+            # the database as the version before sql/011 left it
+            db_exec(site, "DROP TABLE token_uses", "ALTER TABLE tokens DROP COLUMN uses",
+                    "ALTER TABLE tokens DROP COLUMN used",
+                    "ALTER TABLE tokens DROP COLUMN revoked_at",
+                    "DELETE FROM schema_migrations WHERE number = 11")
+            site.start()
+            by_state = {}
+            for t in site.cli_json("token", "list")["tokens"]:
+                by_state[t["state"]] = t
+            self.assertEqual((by_state["used up"]["used"], by_state["used up"]["left"]), (1, 0))
+            self.assertEqual([u["system"] for u in by_state["used up"]["used_by"]], ["old1"])
+            self.assertEqual((by_state["usable"]["uses"], by_state["usable"]["left"]), (1, 1))
+            a = Agent(site, "old2")
+            r = a.init(used)
+            self.assertIn("token already used", r.stderr)
+            self.assertEqual(a.init(unused).returncode, 0)
+        finally:
+            site.close()
+
+
 if __name__ == "__main__":
     unittest.main()
