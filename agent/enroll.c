@@ -1,7 +1,9 @@
 /*
- * siteward-agent init: enrolls this machine with a one-time token.
+ * siteward-agent init: enrolls this machine with a token.
  *
- * The token carries a pin of the site CA, so the agent checks it reached the right
+ * The token comes from a file (--token-file), the environment (SITEWARD_TOKEN) or the
+ * command line (--token, which every local user can read in /proc), exactly one of
+ * them. It carries a pin of the site CA, so the agent checks it reached the right
  * server before it sends its request. Nothing is written to the agent's folder until
  * the server has accepted the enrollment.
  */
@@ -15,6 +17,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,10 +27,89 @@
 
 #define ENROLL_TIMEOUT_MS 15000
 
+/* A token file is a line; more than this is not one. */
+#define TOKEN_FILE_MAX 4096
+
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: siteward-agent init --dir DIR --server https://HOST:PORT --token TOKEN\n"
-		   "                           --name NAME\n");
+	fprintf(f, "usage: siteward-agent init [--dir DIR] --server https://HOST:PORT --name NAME\n"
+		   "                           (--token-file FILE [--remove-token-file] |\n"
+		   "                            --token TOKEN | SITEWARD_TOKEN in the "
+		   "environment)\n");
+}
+
+/* The first line of `path`, which only its owner (this user or root) may read or write:
+ * a token others can read enrolls their machines, and one they can write enrolls this
+ * machine where they choose. `out` gets it without the line's end or trailing blanks. */
+static int token_file_read(const char *path, char *out, size_t len, char *err, size_t errlen)
+{
+	char buf[TOKEN_FILE_MAX + 1];
+	struct stat st;
+	ssize_t n;
+	size_t got = 0;
+	int fd, rc = 0;
+
+	/* O_NONBLOCK: a FIFO put in its place must not hold enrollment forever */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		sw_seterr(err, errlen, "cannot read the token file %s: %s", path, strerror(errno));
+		return SW_EIO;
+	}
+	if (fstat(fd, &st) < 0) {
+		sw_seterr(err, errlen, "cannot read the token file %s: %s", path, strerror(errno));
+		rc = SW_EIO;
+	} else if (!S_ISREG(st.st_mode)) {
+		sw_seterr(err, errlen, "the token file %s is not a regular file", path);
+		rc = SW_EINVAL;
+	} else if (st.st_uid != geteuid() && st.st_uid != 0) {
+		sw_seterr(err, errlen,
+			  "the token file %s belongs to uid %u, who could change it; chown "
+			  "root %s",
+			  path, (unsigned)st.st_uid, path);
+		rc = SW_EDENIED;
+	} else if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+		sw_seterr(err, errlen,
+			  "the token file %s can be read or written by others (mode %04o); "
+			  "chmod 600 %s",
+			  path, (unsigned)(st.st_mode & 07777), path);
+		rc = SW_EDENIED;
+	}
+	while (!rc && got < sizeof(buf) - 1) {
+		n = read(fd, buf + got, sizeof(buf) - 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			sw_seterr(err, errlen, "cannot read the token file %s: %s", path,
+				  strerror(errno));
+			rc = SW_EIO;
+		}
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	close(fd);
+	if (rc)
+		return rc;
+	buf[got] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	for (size_t k = strlen(buf); k > 0 && strchr(" \t\r", buf[k - 1]); k--)
+		buf[k - 1] = '\0';
+	if (!buf[0]) {
+		sw_seterr(err, errlen,
+			  "the token file %s is empty; put in it the line 'siteward token "
+			  "create' prints",
+			  path);
+		return SW_EINVAL;
+	}
+	if (strlen(buf) >= len) {
+		sw_seterr(err, errlen,
+			  "malformed token in %s (expected the line 'siteward token create' "
+			  "prints)",
+			  path);
+		return SW_EINVAL;
+	}
+	snprintf(out, len, "%s", buf);
+	return 0;
 }
 
 /* The server's {"error": …} if it sent one, else the raw status. */
@@ -97,12 +179,17 @@ int enroll_main(int argc, char **argv)
 	    {"dir", required_argument, NULL, 'd'},
 	    {"server", required_argument, NULL, 's'},
 	    {"token", required_argument, NULL, 't'},
+	    {"token-file", required_argument, NULL, 'f'},
+	    {"remove-token-file", no_argument, NULL, 'r'},
 	    {"name", required_argument, NULL, 'n'},
 	    {"listen", required_argument, NULL, 'l'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *dir = NULL, *server = NULL, *token = NULL, *name = NULL, *listen = NULL;
+	const char *token_file = NULL, *env_token = getenv("SITEWARD_TOKEN");
+	char file_token[SW_TOKEN_LEN + 1];
+	int remove_token_file = 0, sources;
 	char secret[SW_TOKEN_SECRET_HEX + 1], pin[SW_TOKEN_PIN_HEX + 1], fp[65];
 	char err[512], url[400], path[PATH_MAX + 64], reason[128],
 	    tmpca[] = "/tmp/siteward-ca.XXXXXX";
@@ -121,15 +208,46 @@ int enroll_main(int argc, char **argv)
 		case 'd': dir = optarg; break;
 		case 's': server = optarg; break;
 		case 't': token = optarg; break;
+		case 'f': token_file = optarg; break;
+		case 'r': remove_token_file = 1; break;
 		case 'n': name = optarg; break;
 		case 'l': listen = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
-	if (!dir || !server || !token || !name || optind != argc) {
+	if (!dir || !server || !name || optind != argc) {
 		usage(stderr);
 		return 2;
+	}
+	/* An empty SITEWARD_TOKEN is one not set, as a templated environment leaves it. */
+	if (env_token && !env_token[0])
+		env_token = NULL;
+	sources = !!token + !!token_file + !!env_token;
+	if (sources == 0) {
+		fprintf(stderr, "siteward-agent: no token: give --token-file FILE, set "
+				"SITEWARD_TOKEN, or give --token TOKEN\n");
+		return 2;
+	}
+	if (sources > 1) {
+		fprintf(stderr,
+			"siteward-agent: the token is given %d ways (%s%s%s); give exactly one\n",
+			sources, token ? "--token " : "", token_file ? "--token-file " : "",
+			env_token ? "SITEWARD_TOKEN" : "");
+		return 2;
+	}
+	if (remove_token_file && !token_file) {
+		fprintf(stderr, "siteward-agent: --remove-token-file goes with --token-file\n");
+		return 2;
+	}
+	if (token_file) {
+		if (token_file_read(token_file, file_token, sizeof(file_token), err, sizeof(err))) {
+			fprintf(stderr, "siteward-agent: %s\n", err);
+			return 1;
+		}
+		token = file_token;
+	} else if (env_token) {
+		token = env_token;
 	}
 	if (strncmp(server, "https://", 8) != 0 || strlen(server) > 250) {
 		fprintf(stderr, "siteward-agent: --server must be https://HOST:PORT\n");
@@ -148,8 +266,13 @@ int enroll_main(int argc, char **argv)
 			"port; it connects to the server and takes its commands that way\n",
 			listen);
 	if (sw_proto_token_split(token, secret, pin)) {
-		fprintf(stderr, "siteward-agent: enrollment refused: malformed token (expected the "
-				"line 'siteward token create' prints)\n");
+		fprintf(stderr,
+			"siteward-agent: enrollment refused: malformed token%s%s (expected the "
+			"line 'siteward token create' prints)\n",
+			token_file  ? " in "
+			: env_token ? " in SITEWARD_TOKEN"
+				    : "",
+			token_file ? token_file : "");
 		return 1;
 	}
 	sw_path_join(path, sizeof(path), dir, "agent.conf");
@@ -297,6 +420,12 @@ int enroll_main(int argc, char **argv)
 		goto out;
 	}
 	printf("enrolled %s with %s; start it with: siteward-agent --dir %s\n", name, server, dir);
+	/* Enrolled: the agent never reads the token again. A file that stays is the
+	 * administrator's to remove, unless asked here (a multi-use token in it still
+	 * enrolls other machines). */
+	if (remove_token_file && unlink(token_file) < 0)
+		fprintf(stderr, "siteward-agent: note: enrolled, but cannot remove %s: %s\n",
+			token_file, strerror(errno));
 	/* It works, and the server corrects times from here: still worth setting right. */
 	if (clock_off(server_time, skew, reason, sizeof(reason)))
 		fprintf(stderr, "siteward-agent: note: %s; set the time (timedatectl / chrony)\n",

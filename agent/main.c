@@ -48,11 +48,11 @@ static const char *const known_settings[] = {
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: siteward-agent [--dir DIR] [-n]\n"
-		"       siteward-agent init [--dir DIR] --server https://HOST:PORT --token TOKEN "
-		"--name NAME\n"
-		"       siteward-agent --version\n");
+	fprintf(f, "usage: siteward-agent [--dir DIR] [-n]\n"
+		   "       siteward-agent init [--dir DIR] --server https://HOST:PORT --name NAME\n"
+		   "                           (--token-file FILE | --token TOKEN | "
+		   "SITEWARD_TOKEN=TOKEN)\n"
+		   "       siteward-agent --version\n");
 }
 
 static int agent_configure(struct agent *a, const char *dir, char *err, size_t errlen)

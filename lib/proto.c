@@ -399,10 +399,16 @@ int sw_proto_commands_check(const json_t *j, char *err, size_t errlen)
 	return 0;
 }
 
-int sw_proto_token_req_parse(const json_t *j, int64_t *ttl_s, char *err, size_t errlen)
+int sw_proto_token_req_parse(const json_t *j, struct sw_token_req *out, char *err, size_t errlen)
 {
-	*ttl_s = 3600;
-	return sw_json_int(j, "ttl", 1, 30 * 24 * 3600, 0, ttl_s, err, errlen);
+	int rc;
+
+	out->ttl_s = 3600;
+	out->uses = 1;
+	if ((rc = sw_json_int(j, "ttl", 1, SW_TOKEN_TTL_MAX, 0, &out->ttl_s, err, errlen)) ||
+	    (rc = sw_json_int(j, "uses", 1, SW_TOKEN_USES_MAX, 0, &out->uses, err, errlen)))
+		return rc;
+	return 0;
 }
 
 int sw_proto_upgrade_req_parse(const json_t *j, struct sw_upgrade_req *out, char *err,

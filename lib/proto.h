@@ -104,8 +104,14 @@ json_t *sw_proto_services_parse(const json_t *arr, char *err, size_t errlen);
 /* Frees what a parsed heartbeat owns. */
 void sw_proto_heartbeat_clear(struct sw_heartbeat *hb);
 
-/* POST /v1/tokens: {"ttl": seconds}, 1 s .. 30 days, default 1 h. */
-int sw_proto_token_req_parse(const json_t *j, int64_t *ttl_s, char *err, size_t errlen);
+/* POST /v1/tokens: {"ttl": seconds, "uses": count}; ttl 1 s .. 30 days, default 1 h;
+ * uses 1 .. SW_TOKEN_USES_MAX, default 1 (how many machines the token may enroll). */
+#define SW_TOKEN_TTL_MAX  (30 * 24 * 3600)
+#define SW_TOKEN_USES_MAX 100000
+struct sw_token_req {
+	int64_t ttl_s, uses;
+};
+int sw_proto_token_req_parse(const json_t *j, struct sw_token_req *out, char *err, size_t errlen);
 
 /* POST /v1/upgrades and /v1/upgrades/check on the server: the administrator's run. */
 struct sw_upgrade_req {

@@ -319,11 +319,13 @@ static void token_created(struct server *s, struct reg_op *op)
 		sw_http_reply_error(req, sw_http_status(op->rc), "cannot create a token: %s",
 				    op->err);
 	} else {
-		sw_info("enrollment token created by %s, valid %lld s",
-			sw_http_req_identity(req)->cn, (long long)op->ttl_s);
+		sw_info("enrollment token %s created by %s: %lld use%s, valid %lld s", op->token_id,
+			sw_http_req_identity(req)->cn, (long long)op->uses,
+			op->uses == 1 ? "" : "s", (long long)op->ttl_s);
 		sw_http_reply_json(req, 200,
-				   json_pack("{ss sI}", "token", op->token, "expires_at",
-					     (json_int_t)op->expires_at));
+				   json_pack("{ss ss sI sI}", "token", op->token, "id",
+					     op->token_id, "expires_at", (json_int_t)op->expires_at,
+					     "uses", (json_int_t)op->uses));
 	}
 	free(op);
 }
@@ -331,16 +333,16 @@ static void token_created(struct server *s, struct reg_op *op)
 static void post_token(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
+	struct sw_token_req t;
 	struct reg_op *op;
 	char err[256];
-	int64_t ttl;
 	json_t *j;
 	int rc;
 
 	j = sw_http_req_json(req);
 	if (!j)
 		return;
-	rc = sw_proto_token_req_parse(j, &ttl, err, sizeof(err));
+	rc = sw_proto_token_req_parse(j, &t, err, sizeof(err));
 	json_decref(j);
 	if (rc) {
 		sw_http_reply_error(req, 400, "%s", err);
@@ -351,11 +353,88 @@ static void post_token(struct sw_http_req *req, void *arg)
 		return;
 	}
 	op->kind = REG_TOKEN_CREATE;
-	op->ttl_s = ttl;
+	op->ttl_s = t.ttl_s;
+	op->uses = t.uses;
 	op->done = token_created;
 	op->arg = req;
 	if (registry_submit(s, op)) {
 		sw_http_reply_error(req, sw_http_status(op->rc), "cannot create a token: %s",
+				    op->err);
+		free(op);
+	}
+}
+
+static void tokens_listed(struct server *s, struct reg_op *op)
+{
+	struct sw_http_req *req = op->arg;
+
+	if (op->rc)
+		sw_http_reply_error(req, sw_http_status(op->rc), "cannot list tokens: %s", op->err);
+	else
+		sw_http_reply_json(req, 200, json_pack("{so}", "tokens", op->list));
+	free(op);
+}
+
+/* GET /v1/tokens: read through the write queue, so it shows every change asked before. */
+static void get_tokens(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+	struct reg_op *op;
+
+	if (!(op = calloc(1, sizeof(*op)))) {
+		sw_http_reply_error(req, 500, "out of memory");
+		return;
+	}
+	op->kind = REG_TOKEN_LIST;
+	op->done = tokens_listed;
+	op->arg = req;
+	if (registry_submit(s, op)) {
+		sw_http_reply_error(req, sw_http_status(op->rc), "cannot list tokens: %s", op->err);
+		free(op);
+	}
+}
+
+static void token_revoked(struct server *s, struct reg_op *op)
+{
+	struct sw_http_req *req = op->arg;
+
+	if (op->rc) {
+		sw_http_reply_error(req, sw_http_status(op->rc), "cannot revoke token: %s",
+				    op->err);
+	} else {
+		sw_info("enrollment token %s revoked by %s", op->token_id,
+			sw_http_req_identity(req)->cn);
+		sw_http_reply_json(req, 200,
+				   json_pack("{ss sb}", "id", op->token_id, "revoked", 1));
+	}
+	free(op);
+}
+
+/* DELETE /v1/tokens/ID: the token's unused uses are refused from now on. */
+static void delete_token(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+	const char *id = sw_http_req_tail(req);
+	struct reg_op *op;
+	size_t n = strspn(id, "0123456789abcdef");
+
+	if (n != REG_TOKEN_ID_HEX || id[n]) {
+		sw_http_reply_error(req, 400,
+				    "'%s' is not a token id (%d lowercase hex digits, as 'siteward "
+				    "token list' shows)",
+				    id, REG_TOKEN_ID_HEX);
+		return;
+	}
+	if (!(op = calloc(1, sizeof(*op)))) {
+		sw_http_reply_error(req, 500, "out of memory");
+		return;
+	}
+	op->kind = REG_TOKEN_REVOKE;
+	snprintf(op->token_id, sizeof(op->token_id), "%s", id);
+	op->done = token_revoked;
+	op->arg = req;
+	if (registry_submit(s, op)) {
+		sw_http_reply_error(req, sw_http_status(op->rc), "cannot revoke token: %s",
 				    op->err);
 		free(op);
 	}
@@ -724,6 +803,8 @@ static const struct sw_http_route routes[] = {
     {"POST", "/v1/heartbeat", SW_HTTP_AGENT, post_heartbeat, 0},
     {"POST", "/v1/agent/poll", SW_HTTP_AGENT, post_poll, 4 * 1024 * 1024},
     {"POST", "/v1/tokens", SW_HTTP_ADMIN, post_token, 0},
+    {"GET", "/v1/tokens", SW_HTTP_ADMIN, get_tokens, 0},
+    {"DELETE", "/v1/tokens/*", SW_HTTP_ADMIN, delete_token, 0},
     {"GET", "/v1/systems", SW_HTTP_ADMIN, get_systems, 0},
     {"GET", "/v1/systems/*", SW_HTTP_ADMIN, get_system, 0},
     {"POST", "/v1/systems/*", SW_HTTP_ADMIN, post_system, 0},

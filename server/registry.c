@@ -341,26 +341,61 @@ static int token_create_write(struct sw_db *db, struct reg_op *op)
 	int64_t now = sw_now_ms();
 
 	sw_sha256_hex(op->secret, strlen(op->secret), hash);
+	snprintf(op->token_id, sizeof(op->token_id), "%.*s", REG_TOKEN_ID_HEX, hash);
 	op->expires_at = now + op->ttl_s * 1000;
-	struct sw_db_val p[] = {SW_DB_TEXT(hash), SW_DB_INT(now), SW_DB_INT(op->expires_at)};
-	return sw_db_exec(db, "INSERT INTO tokens (hash, created_at, expires_at) VALUES (?, ?, ?)",
-			  p, 3, NULL, NULL, NULL, op->err, sizeof(op->err));
+	struct sw_db_val p[] = {SW_DB_TEXT(hash), SW_DB_INT(now), SW_DB_INT(op->expires_at),
+				SW_DB_INT(op->uses)};
+	return sw_db_exec(db,
+			  "INSERT INTO tokens (hash, created_at, expires_at, uses, used) VALUES "
+			  "(?, ?, ?, ?, 0)",
+			  p, 4, NULL, NULL, NULL, op->err, sizeof(op->err));
 }
+
+/* What a token is now, in the order the reasons it cannot enroll are told. */
+enum token_state { TOKEN_USABLE, TOKEN_REVOKED, TOKEN_USED_UP, TOKEN_EXPIRED };
+static const char *const token_state_names[] = {
+    [TOKEN_USABLE] = "usable",
+    [TOKEN_REVOKED] = "revoked",
+    [TOKEN_USED_UP] = "used up",
+    [TOKEN_EXPIRED] = "expired",
+};
 
 struct token_row {
 	int found;
-	int64_t expires_at, used_at;
+	char hash[65];
+	int64_t created_at, expires_at, uses, used, revoked_at;
 };
+
+/* `row`: hash, created_at, expires_at, uses, used, revoked_at. */
+static void token_row_read(struct token_row *t, const struct sw_db_val *row)
+{
+	t->found = 1;
+	snprintf(t->hash, sizeof(t->hash), "%s", row[0].s ? row[0].s : "");
+	t->created_at = row[1].i;
+	t->expires_at = row[2].i;
+	t->uses = row[3].i;
+	t->used = row[4].i;
+	t->revoked_at = row[5].type == SW_DB_NULL ? 0 : row[5].i;
+}
 
 static int read_token(void *arg, int ncols, const struct sw_db_val *row)
 {
-	struct token_row *t = arg;
-
-	t->found = 1;
-	t->expires_at = row[0].i;
-	t->used_at = row[1].type == SW_DB_NULL ? 0 : row[1].i;
+	token_row_read(arg, row);
 	return 0;
 }
+
+static enum token_state token_state(const struct token_row *t, int64_t now)
+{
+	if (t->revoked_at)
+		return TOKEN_REVOKED;
+	if (t->used >= t->uses)
+		return TOKEN_USED_UP;
+	if (t->expires_at <= now)
+		return TOKEN_EXPIRED;
+	return TOKEN_USABLE;
+}
+
+#define TOKEN_COLUMNS "hash, created_at, expires_at, uses, used, revoked_at"
 
 /* Whether a token may enroll, without using it. */
 static int token_check(struct sw_db *db, struct reg_op *op)
@@ -373,29 +408,43 @@ static int token_check(struct sw_db *db, struct reg_op *op)
 
 	sw_sha256_hex(op->secret, strlen(op->secret), hash);
 	struct sw_db_val q[] = {SW_DB_TEXT(hash)};
-	rc = sw_db_exec(db, "SELECT expires_at, used_at FROM tokens WHERE hash = ?", q, 1,
-			read_token, &t, NULL, err, errlen);
+	rc = sw_db_exec(db, "SELECT " TOKEN_COLUMNS " FROM tokens WHERE hash = ?", q, 1, read_token,
+			&t, NULL, err, errlen);
 	if (rc)
 		return rc;
 	if (!t.found) {
 		sw_seterr(err, errlen, "unknown token; create one with 'siteward token create'");
 		return SW_EDENIED;
 	}
-	if (t.used_at) {
+	switch (token_state(&t, sw_now_ms())) {
+	case TOKEN_USABLE: return 0;
+	case TOKEN_REVOKED:
 		sw_seterr(err, errlen,
-			  "token already used; create a new one with 'siteward token create'");
+			  "token %.*s was revoked; create a new one with 'siteward token create'",
+			  REG_TOKEN_ID_HEX, hash);
 		return SW_EDENIED;
-	}
-	if (t.expires_at <= sw_now_ms()) {
+	case TOKEN_USED_UP:
+		if (t.uses == 1)
+			sw_seterr(err, errlen,
+				  "token already used; create a new one with 'siteward token "
+				  "create'");
+		else
+			sw_seterr(err, errlen,
+				  "token used up: all %lld of its uses are taken; create a new "
+				  "one with 'siteward token create --uses N'",
+				  (long long)t.uses);
+		return SW_EDENIED;
+	case TOKEN_EXPIRED:
 		sw_seterr(err, errlen,
 			  "token expired; create a new one with 'siteward token create'");
 		return SW_EDENIED;
 	}
-	return 0;
+	return SW_EDENIED;
 }
 
-/* Consumes the token and records the system in one transaction: a refused enrollment
- * writes nothing, an accepted one cannot be replayed. */
+/* Takes one use of the token and records the system in one transaction: a refused
+ * enrollment writes nothing, and the use is taken only while one is left, so of two
+ * enrollments racing for a token's last use exactly one is recorded. */
 static int enroll_write(struct sw_db *db, struct reg_op *op)
 {
 	char hash[65];
@@ -405,21 +454,31 @@ static int enroll_write(struct sw_db *db, struct reg_op *op)
 	int rc;
 
 	op->enrolled_at = sw_now_ms();
-	if ((rc = token_check(db, op)))
-		return rc;
 	sw_sha256_hex(op->secret, strlen(op->secret), hash);
 	if ((rc = sw_db_begin(db, err, errlen)))
 		return rc;
 	struct sw_db_val u[] = {SW_DB_INT(op->enrolled_at), SW_DB_TEXT(op->name), SW_DB_TEXT(hash),
 				SW_DB_INT(op->enrolled_at)};
-	rc = sw_db_exec(db,
-			"UPDATE tokens SET used_at = ?, used_by = ? WHERE hash = ? AND used_at IS "
-			"NULL AND expires_at > ?",
-			u, 4, NULL, NULL, &changes, err, errlen);
+	rc =
+	    sw_db_exec(db,
+		       "UPDATE tokens SET used = used + 1, used_at = ?, used_by = ? WHERE hash = ? "
+		       "AND used < uses AND expires_at > ? AND revoked_at IS NULL",
+		       u, 4, NULL, NULL, &changes, err, errlen);
 	if (!rc && changes != 1) {
-		sw_seterr(err, errlen,
-			  "token already used; create a new one with 'siteward token create'");
-		rc = SW_EDENIED;
+		/* why not, told as a check before any use would tell it */
+		if (!(rc = token_check(db, op))) {
+			sw_seterr(err, errlen,
+				  "token already used; create a new one with 'siteward token "
+				  "create'");
+			rc = SW_EDENIED;
+		}
+	}
+	if (!rc) {
+		struct sw_db_val w[] = {SW_DB_TEXT(hash), SW_DB_TEXT(op->name),
+					SW_DB_INT(op->enrolled_at)};
+		rc = sw_db_exec(db,
+				"INSERT INTO token_uses (token, system, used_at) VALUES (?, ?, ?)",
+				w, 3, NULL, NULL, NULL, err, errlen);
 	}
 	if (!rc) {
 		struct sw_db_val p[] = {SW_DB_TEXT(op->name), SW_DB_TEXT(op->address),
@@ -434,6 +493,115 @@ static int enroll_write(struct sw_db *db, struct reg_op *op)
 				  "a system named '%s' is already enrolled; remove it first",
 				  op->name);
 	}
+	if (!rc)
+		rc = sw_db_commit(db, err, errlen);
+	if (rc)
+		sw_db_rollback(db);
+	return rc;
+}
+
+/* How many tokens a list shows, newest first, and how many of a token's systems. */
+#define TOKEN_LIST_MAX	  1000
+#define TOKEN_USED_BY_MAX 100
+
+struct token_list {
+	json_t *arr, *byhash; /* byhash: hash → the token's object in arr (borrowed) */
+	int64_t now;
+};
+
+static int list_token(void *arg, int ncols, const struct sw_db_val *row)
+{
+	struct token_list *l = arg;
+	struct token_row t = {0};
+	enum token_state st;
+	json_t *o;
+
+	token_row_read(&t, row);
+	st = token_state(&t, l->now);
+	o = json_pack(
+	    "{ss# sI sI sI sI sI ss so s[]}", "id", t.hash, (int)REG_TOKEN_ID_HEX, "created_at",
+	    (json_int_t)t.created_at, "expires_at", (json_int_t)t.expires_at, "uses",
+	    (json_int_t)t.uses, "used", (json_int_t)t.used, "left",
+	    (json_int_t)(st == TOKEN_USABLE ? t.uses - t.used : 0), "state", token_state_names[st],
+	    "revoked_at", t.revoked_at ? json_integer(t.revoked_at) : json_null(), "used_by");
+	if (!o || json_array_append_new(l->arr, o) || json_object_set(l->byhash, t.hash, o))
+		return SW_ENOMEM;
+	return 0;
+}
+
+static int list_use(void *arg, int ncols, const struct sw_db_val *row)
+{
+	struct token_list *l = arg;
+	json_t *o = json_object_get(l->byhash, row[0].s ? row[0].s : "");
+	json_t *by = json_object_get(o, "used_by");
+
+	if (!by || json_array_size(by) >= TOKEN_USED_BY_MAX)
+		return 0;
+	return json_array_append_new(by, json_pack("{ss sI}", "system", row[1].s ? row[1].s : "",
+						   "used_at", (json_int_t)row[2].i))
+		   ? SW_ENOMEM
+		   : 0;
+}
+
+static int token_list(struct sw_db *db, struct reg_op *op)
+{
+	struct token_list l = {json_array(), json_object(), sw_now_ms()};
+	struct sw_db_val lim[] = {SW_DB_INT(TOKEN_LIST_MAX)};
+	int rc = SW_ENOMEM;
+
+	if (l.arr && l.byhash)
+		rc = sw_db_exec(db,
+				"SELECT " TOKEN_COLUMNS " FROM tokens ORDER BY created_at DESC, "
+				"hash LIMIT ?",
+				lim, 1, list_token, &l, NULL, op->err, sizeof(op->err));
+	if (!rc)
+		rc = sw_db_exec(db,
+				"SELECT token, system, used_at FROM token_uses WHERE token IN "
+				"(SELECT hash FROM tokens ORDER BY created_at DESC, hash LIMIT ?) "
+				"ORDER BY used_at, system",
+				lim, 1, list_use, &l, NULL, op->err, sizeof(op->err));
+	json_decref(l.byhash);
+	if (rc) {
+		json_decref(l.arr);
+		if (rc == SW_ENOMEM)
+			sw_seterr(op->err, sizeof(op->err), "out of memory");
+		return rc;
+	}
+	op->list = l.arr;
+	return 0;
+}
+
+_Static_assert(REG_TOKEN_ID_HEX == 12, "token_revoke() names a token by substr(hash, 1, 12)");
+
+/* A revoked token keeps its row: an enrollment with it is told it was revoked. Revoking
+ * one already revoked changes nothing and is no error. */
+static int token_revoke(struct sw_db *db, struct reg_op *op)
+{
+	char *err = op->err;
+	size_t errlen = sizeof(op->err);
+	int64_t count = 0, now = sw_now_ms();
+	int rc;
+
+	if ((rc = sw_db_begin(db, err, errlen)))
+		return rc;
+	struct sw_db_val q[] = {SW_DB_TEXT(op->token_id)};
+	struct sw_db_val u[] = {SW_DB_INT(now), SW_DB_TEXT(op->token_id)};
+	rc = sw_db_exec(db, "SELECT COUNT(*) FROM tokens WHERE substr(hash, 1, 12) = ?", q, 1,
+			sw_db_int_row, &count, NULL, err, errlen);
+	if (!rc && count == 0) {
+		sw_seterr(err, errlen, "no token with id %s; 'siteward token list' shows them",
+			  op->token_id);
+		rc = SW_ENOTFOUND;
+	} else if (!rc && count > 1) {
+		sw_seterr(err, errlen, "id %s names %lld tokens", op->token_id, (long long)count);
+		rc = SW_EEXIST;
+	}
+	if (!rc)
+		rc =
+		    sw_db_exec(db,
+			       "UPDATE tokens SET revoked_at = ? WHERE substr(hash, 1, 12) = ? AND "
+			       "revoked_at IS NULL",
+			       u, 2, NULL, NULL, NULL, err, errlen);
 	if (!rc)
 		rc = sw_db_commit(db, err, errlen);
 	if (rc)
@@ -534,6 +702,8 @@ static void op_run(struct sw_db *db, void *arg)
 	switch (op->kind) {
 	case REG_TOKEN_CREATE: op->rc = token_create_write(db, op); break;
 	case REG_TOKEN_CHECK: op->rc = token_check(db, op); break;
+	case REG_TOKEN_LIST: op->rc = token_list(db, op); break;
+	case REG_TOKEN_REVOKE: op->rc = token_revoke(db, op); break;
 	case REG_ENROLL: op->rc = enroll_write(db, op); break;
 	case REG_REMOVE: op->rc = remove_write(db, op); break;
 	case REG_ROLES: op->rc = roles_write(db, op); break;
@@ -637,7 +807,9 @@ static void op_done(struct server *s, void *arg)
 			snprintf(op->token, sizeof(op->token), "%s.%.*s", op->secret,
 				 SW_TOKEN_PIN_HEX, op->pin);
 			break;
-		case REG_TOKEN_CHECK: break;
+		case REG_TOKEN_CHECK:
+		case REG_TOKEN_LIST:
+		case REG_TOKEN_REVOKE: break;
 		case REG_ENROLL: op->rc = enrolled(s, op); break;
 		case REG_REMOVE:
 			if (!(op->rc = removed(s, op)))

@@ -127,18 +127,25 @@ enum sw_clock_state registry_clock(const struct server *s, const struct system *
  * a removed system leaves memory just after its `done`. The caller owns `op` and frees
  * it from `done`. */
 enum reg_kind {
-	REG_TOKEN_CREATE, /* in: ttl_s; out: token, expires_at */
+	REG_TOKEN_CREATE, /* in: ttl_s, uses; out: token, token_id, expires_at */
 	REG_TOKEN_CHECK,  /* in: secret; whether it may enroll, without using it */
+	REG_TOKEN_LIST,	  /* out: list, the tokens (never their secrets), newest first */
+	REG_TOKEN_REVOKE, /* in: token_id; its unused uses are refused from now on */
 	REG_ENROLL,	  /* in: secret, name, address, serial, client_serial */
 	REG_REMOVE,	  /* in: name; revokes its certificates; out: serial, client_serial */
 	REG_ROLES,	  /* in: name, roles, add */
 };
+/* A token's name for people: the start of the SHA-256 of its secret, which is what the
+ * database keeps; it tells nothing of the secret. */
+#define REG_TOKEN_ID_HEX 12
 struct reg_op {
 	enum reg_kind kind;
 	char name[64], address[300], serial[41], client_serial[41];
 	char secret[SW_TOKEN_SECRET_HEX + 1], pin[65], token[SW_TOKEN_LEN + 1];
-	int64_t ttl_s, expires_at, enrolled_at;
+	char token_id[REG_TOKEN_ID_HEX + 1];
+	int64_t ttl_s, uses, expires_at, enrolled_at;
 	json_t *roles; /* REG_ROLES: role names, the caller's */
+	json_t *list;  /* REG_TOKEN_LIST: the caller's once `done` is called */
 	int add;
 	int rc;
 	char err[256];

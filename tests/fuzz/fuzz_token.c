@@ -13,13 +13,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char err[256], secret[SW_TOKEN_SECRET_HEX + 1], pin[SW_TOKEN_PIN_HEX + 1];
 	const char *token;
-	int64_t ttl;
+	struct sw_token_req req;
 	json_t *j;
 	char *s;
 
 	if (sw_json_parse_object((const char *)data, size, &j, err, sizeof(err)) == 0) {
-		if (sw_proto_token_req_parse(j, &ttl, err, sizeof(err)) == 0 &&
-		    (ttl < 1 || ttl > 30 * 24 * 3600))
+		if (sw_proto_token_req_parse(j, &req, err, sizeof(err)) == 0 &&
+		    (req.ttl_s < 1 || req.ttl_s > SW_TOKEN_TTL_MAX || req.uses < 1 ||
+		     req.uses > SW_TOKEN_USES_MAX))
 			abort();
 		if (sw_json_str(j, "token", 128, 1, &token, err, sizeof(err)) == 0)
 			sw_proto_token_split(token, secret, pin);

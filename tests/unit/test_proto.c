@@ -137,18 +137,32 @@ static void test_poll_heartbeat(void **state)
 
 static void test_token_request(void **state)
 {
-	int64_t ttl;
+	struct sw_token_req t;
 	json_t *j = parse("{}");
 
-	assert_int_equal(sw_proto_token_req_parse(j, &ttl, NULL, 0), 0);
-	assert_int_equal(ttl, 3600);
+	assert_int_equal(sw_proto_token_req_parse(j, &t, NULL, 0), 0);
+	assert_int_equal(t.ttl_s, 3600);
+	assert_int_equal(t.uses, 1);
 	json_decref(j);
 	j = parse("{\"ttl\":0}");
-	assert_int_equal(sw_proto_token_req_parse(j, &ttl, NULL, 0), SW_EINVAL);
+	assert_int_equal(sw_proto_token_req_parse(j, &t, NULL, 0), SW_EINVAL);
 	json_decref(j);
 	j = parse("{\"ttl\":99999999999}");
-	assert_int_equal(sw_proto_token_req_parse(j, &ttl, NULL, 0), SW_EINVAL);
+	assert_int_equal(sw_proto_token_req_parse(j, &t, NULL, 0), SW_EINVAL);
 	json_decref(j);
+	j = parse("{\"ttl\":600,\"uses\":100000}");
+	assert_int_equal(sw_proto_token_req_parse(j, &t, NULL, 0), 0);
+	assert_int_equal(t.ttl_s, 600);
+	assert_int_equal(t.uses, 100000);
+	json_decref(j);
+	/* none, more than the cap, not a whole number, not a number */
+	for (const char **b = (const char *[]){"{\"uses\":0}", "{\"uses\":-1}", "{\"uses\":100001}",
+					       "{\"uses\":2.5}", "{\"uses\":\"3\"}", NULL};
+	     *b; b++) {
+		j = parse(*b);
+		assert_int_equal(sw_proto_token_req_parse(j, &t, NULL, 0), SW_EINVAL);
+		json_decref(j);
+	}
 }
 
 #define HEX64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
