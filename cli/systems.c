@@ -54,6 +54,19 @@ static void human_skew(const json_t *v, char *out, size_t len)
 	snprintf(out, len, "%c%s", ms < 0 ? '-' : '+', span);
 }
 
+/* Days the system's agent certificate has left ("540d"), "-" when unknown. */
+static void days_left(const json_t *v, json_int_t now, char *out, size_t len)
+{
+	json_int_t left = json_integer_value(v) - now;
+
+	if (!json_is_integer(v))
+		snprintf(out, len, "-");
+	else if (left <= 0)
+		snprintf(out, len, "gone");
+	else
+		snprintf(out, len, "%lldd", (long long)(left / 86400000));
+}
+
 /* Appends "a" or "a:b" to a comma-separated list. */
 static void join(char *out, size_t len, const char *a, const char *b)
 {
@@ -77,20 +90,21 @@ static int list(struct cli *c)
 	}
 	systems = json_object_get(reply, "systems");
 	now = json_integer_value(json_object_get(reply, "now"));
-	printf("%-16s %-21s %-8s %-8s %-9s %-8s %-20s %-24s %4s %9s %9s\n", "NAME", "ADDRESS",
-	       "VERSION", "HEALTH", "SEEN", "CLOCK", "ROLES", "SERVICES", "CPUS", "MEMORY",
+	printf("%-16s %-21s %-8s %-8s %-9s %-8s %-5s %-20s %-24s %4s %9s %9s\n", "NAME", "ADDRESS",
+	       "VERSION", "HEALTH", "SEEN", "CLOCK", "CERT", "ROLES", "SERVICES", "CPUS", "MEMORY",
 	       "DISK FREE");
 	json_array_foreach(systems, i, sys)
 	{
 		json_t *f = json_object_get(sys, "facts"), *v;
-		char ago[32], mem[32], disk[32], cpus[16], skew[64], roles[128] = "",
-								     svcs[256] = "";
+		char ago[32], mem[32], disk[32], cpus[16], skew[64], cert[24], roles[128] = "",
+									       svcs[256] = "";
 		const char *version = json_string_value(json_object_get(sys, "version"));
 		size_t k;
 
 		human_ago(json_integer_value(json_object_get(sys, "last_seen")), now, ago,
 			  sizeof(ago));
 		human_skew(json_object_get(sys, "clock_skew_ms"), skew, sizeof(skew));
+		days_left(json_object_get(sys, "cert_not_after"), now, cert, sizeof(cert));
 		human_bytes(json_object_get(f, "memory_total"), mem, sizeof(mem));
 		human_bytes(json_object_get(f, "disk_free"), disk, sizeof(disk));
 		snprintf(cpus, sizeof(cpus), "%lld",
@@ -100,11 +114,11 @@ static int list(struct cli *c)
 		json_array_foreach(json_object_get(sys, "services"), k, v)
 		    join(svcs, sizeof(svcs), json_string_value(json_object_get(v, "name")),
 			 json_string_value(json_object_get(v, "state")));
-		printf("%-16s %-21s %-8s %-8s %-9s %-8s %-20s %-24s %4s %9s %9s\n",
+		printf("%-16s %-21s %-8s %-8s %-9s %-8s %-5s %-20s %-24s %4s %9s %9s\n",
 		       json_string_value(json_object_get(sys, "name")),
 		       json_string_value(json_object_get(sys, "address")),
 		       version && *version ? version : "-",
-		       json_string_value(json_object_get(sys, "health")), ago, skew,
+		       json_string_value(json_object_get(sys, "health")), ago, skew, cert,
 		       *roles ? roles : "-", *svcs ? svcs : "-",
 		       json_object_get(f, "cpus") ? cpus : "-", mem, disk);
 	}
@@ -112,9 +126,13 @@ static int list(struct cli *c)
 	json_array_foreach(systems, i, sys)
 	{
 		const char *note = json_string_value(json_object_get(sys, "clock_note"));
+		const char *cnote = json_string_value(json_object_get(sys, "cert_note"));
 		if (note)
 			printf("note: %s: %s\n", json_string_value(json_object_get(sys, "name")),
 			       note);
+		if (cnote)
+			printf("warning: %s: %s\n", json_string_value(json_object_get(sys, "name")),
+			       cnote);
 	}
 	if (json_array_size(systems) == 0)
 		printf("(no systems enrolled: create a token with 'siteward token create')\n");

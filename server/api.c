@@ -73,12 +73,79 @@ static void enroll_recorded(struct server *s, struct reg_op *op)
 	enroll_free(en);
 }
 
+/* The certificates of a system `name` reached at `address`, from its requests (the
+ * client's and the meter's may be NULL): what an enrollment and a renewal issue alike.
+ * On success the PEMs and serials are in `op` and `certs` (the caller frees the PEMs). */
+struct issued {
+	char *cert, *client_cert, *meter_cert;
+};
+
+static int issue_certs(struct server *s, const char *name, const char *csr, const char *client_csr,
+		       const char *meter_csr, struct reg_op *op, struct issued *out, char *err,
+		       size_t errlen)
+{
+	char host[256], why[256];
+	unsigned port;
+	int64_t na;
+	int rc;
+
+	if (sw_hostport_parse(op->address, host, sizeof(host), &port, 0, NULL, 0))
+		snprintf(host, sizeof(host), "%s", op->address); /* a bare IP address */
+	const char *sans[] = {host, NULL};
+	struct sw_pki_issue what = {.cn = name,
+				    .role = SW_PKI_ROLE_AGENT,
+				    .sans = sans,
+				    .days = AGENT_CERT_DAYS,
+				    .purposes = SW_PKI_TLS_CLIENT};
+	if ((rc = sw_pki_ca_issue(s->ca, csr, strlen(csr), &what, &out->cert, op->serial, why,
+				  sizeof(why)))) {
+		sw_seterr(err, errlen, "%s", why);
+		return rc;
+	}
+	if (sw_pki_cert_validity(out->cert, NULL, &na, NULL, 0) == 0)
+		op->not_after = na;
+	if (client_csr) {
+		/* the machine's metering client: users may read its key, so it is good for
+		 * nothing but asking metering servers for licenses */
+		struct sw_pki_issue client = {
+		    .cn = name, .role = SW_PKI_ROLE_CLIENT, .days = AGENT_CERT_DAYS};
+		if ((rc =
+			 sw_pki_ca_issue(s->ca, client_csr, strlen(client_csr), &client,
+					 &out->client_cert, op->client_serial, why, sizeof(why)))) {
+			sw_seterr(err, errlen, "client request: %s", why);
+			return rc;
+		}
+	}
+	if (meter_csr) {
+		/* the system's metering server, should it take the role: it serves and is
+		 * never a client, so it cannot call the site server or another system */
+		struct sw_pki_issue meter = {.cn = name,
+					     .role = SW_PKI_ROLE_METER,
+					     .sans = sans,
+					     .days = AGENT_CERT_DAYS,
+					     .purposes = SW_PKI_TLS_SERVER};
+		if ((rc = sw_pki_ca_issue(s->ca, meter_csr, strlen(meter_csr), &meter,
+					  &out->meter_cert, op->meter_serial, why, sizeof(why)))) {
+			sw_seterr(err, errlen, "meter request: %s", why);
+			return rc;
+		}
+	}
+	return 0;
+}
+
+static void issued_free(struct issued *c)
+{
+	free(c->cert);
+	free(c->client_cert);
+	free(c->meter_cert);
+}
+
 static void enroll_checked(struct server *s, struct reg_op *op)
 {
 	struct enroll *en = op->arg;
 	struct sw_enroll_req *e = &en->e;
-	char host[256], err[256];
-	unsigned port;
+	struct issued c = {0};
+	char err[300];
 	int rc = op->rc;
 
 	if (rc) {
@@ -86,53 +153,14 @@ static void enroll_checked(struct server *s, struct reg_op *op)
 		enroll_free(en);
 		return;
 	}
-	if (sw_hostport_parse(op->address, host, sizeof(host), &port, 0, NULL, 0))
-		snprintf(host, sizeof(host), "%s", op->address); /* a bare IP address */
-	const char *sans[] = {host, NULL};
-	struct sw_pki_issue what = {.cn = e->name,
-				    .role = SW_PKI_ROLE_AGENT,
-				    .sans = sans,
-				    .days = AGENT_CERT_DAYS,
-				    .purposes = SW_PKI_TLS_CLIENT};
-	rc = sw_pki_ca_issue(s->ca, e->csr, strlen(e->csr), &what, &en->cert, op->serial, err,
-			     sizeof(err));
+	rc = issue_certs(s, e->name, e->csr, e->client_csr, e->meter_csr, op, &c, err, sizeof(err));
+	en->cert = c.cert;
+	en->client_cert = c.client_cert;
+	en->meter_cert = c.meter_cert;
 	if (rc) {
 		sw_http_reply_error(en->req, 400, "enrollment refused: %s", err);
 		enroll_free(en);
 		return;
-	}
-	if (e->client_csr) {
-		/* the machine's metering client: users may read its key, so it is good for
-		 * nothing but asking metering servers for licenses */
-		struct sw_pki_issue client = {
-		    .cn = e->name, .role = SW_PKI_ROLE_CLIENT, .days = AGENT_CERT_DAYS};
-		rc = sw_pki_ca_issue(s->ca, e->client_csr, strlen(e->client_csr), &client,
-				     &en->client_cert, op->client_serial, err, sizeof(err));
-		if (rc) {
-			sw_http_reply_error(en->req, 400, "enrollment refused: client request: %s",
-					    err);
-			enroll_free(en);
-			return;
-		}
-	}
-	if (e->meter_csr) {
-		/* the system's metering server, should it take the role: it serves and is
-		 * never a client, so it cannot call the site server or another system */
-		struct sw_pki_issue meter = {.cn = e->name,
-					     .role = SW_PKI_ROLE_METER,
-					     .sans = sans,
-					     .days = AGENT_CERT_DAYS,
-					     .purposes = SW_PKI_TLS_SERVER};
-		char serial[41];
-
-		rc = sw_pki_ca_issue(s->ca, e->meter_csr, strlen(e->meter_csr), &meter,
-				     &en->meter_cert, serial, err, sizeof(err));
-		if (rc) {
-			sw_http_reply_error(en->req, 400, "enrollment refused: meter request: %s",
-					    err);
-			enroll_free(en);
-			return;
-		}
 	}
 	op->kind = REG_ENROLL;
 	op->done = enroll_recorded;
@@ -206,6 +234,86 @@ static void post_enroll(struct sw_http_req *req, void *arg)
 	}
 }
 
+static struct system *agent_system(struct server *s, struct sw_http_req *req);
+
+/* A renewal on its way: the certificates are issued at once, and answered only once the
+ * new serials are stored, so none is in use that a removal would not revoke. */
+struct renew {
+	struct reg_op op;
+	struct sw_http_req *req;
+	struct issued c;
+};
+
+static void renew_recorded(struct server *s, struct reg_op *op)
+{
+	struct renew *rn = op->arg;
+
+	if (op->rc) {
+		sw_http_reply_error(rn->req, sw_http_status(op->rc), "renewal refused: %s",
+				    op->err);
+	} else {
+		sw_info("system %s renewed its certificates (agent %s, was %s)", op->name,
+			op->serial, op->prev_serial);
+		sw_http_reply_json(rn->req, 200,
+				   json_pack("{ss ss ss* ss* sI}", "certificate", rn->c.cert, "ca",
+					     s->ca_pem, "client_certificate", rn->c.client_cert,
+					     "meter_certificate", rn->c.meter_cert, "not_after",
+					     (json_int_t)op->not_after));
+	}
+	issued_free(&rn->c);
+	free(rn);
+}
+
+/* POST /v1/agent/renew: an enrolled system's agent asks for new certificates with new
+ * keys, over its mutual-TLS connection; its certificate names the system. The same
+ * roles, uses and address rule as an enrollment. */
+static void post_renew(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+	const struct sw_identity *id = sw_http_req_identity(req);
+	const char *csr = NULL, *client_csr = NULL, *meter_csr = NULL, *address = NULL;
+	struct renew *rn = NULL;
+	char err[300];
+	json_t *j;
+
+	if (!agent_system(s, req) || !(j = sw_http_req_json(req)))
+		return;
+	if (sw_json_str(j, "csr", 16384, 1, &csr, err, sizeof(err)) ||
+	    sw_json_str(j, "client_csr", 16384, 0, &client_csr, err, sizeof(err)) ||
+	    sw_json_str(j, "meter_csr", 16384, 0, &meter_csr, err, sizeof(err)) ||
+	    sw_json_str(j, "address", 300, 0, &address, err, sizeof(err))) {
+		sw_http_reply_error(req, 400, "renewal refused: %s", err);
+		goto out;
+	}
+	if (!(rn = calloc(1, sizeof(*rn)))) {
+		sw_http_reply_error(req, 500, "out of memory");
+		goto out;
+	}
+	rn->req = req;
+	snprintf(rn->op.name, sizeof(rn->op.name), "%s", id->cn);
+	snprintf(rn->op.prev_serial, sizeof(rn->op.prev_serial), "%s", id->serial);
+	bound_address(address, sw_http_req_peer(req), rn->op.address, sizeof(rn->op.address));
+	if (issue_certs(s, id->cn, csr, client_csr, meter_csr, &rn->op, &rn->c, err, sizeof(err))) {
+		sw_http_reply_error(req, 400, "renewal refused: %s", err);
+		goto fail;
+	}
+	rn->op.kind = REG_RENEW;
+	rn->op.done = renew_recorded;
+	rn->op.arg = rn;
+	if (registry_submit(s, &rn->op)) {
+		sw_http_reply_error(req, sw_http_status(rn->op.rc), "renewal refused: %s",
+				    rn->op.err);
+		goto fail;
+	}
+	rn = NULL;
+fail:
+	if (rn)
+		issued_free(&rn->c);
+	free(rn);
+out:
+	json_decref(j);
+}
+
 /* Where clients reach a metering server: the port it says, at the host its system's
  * connection comes from (which its certificate names), whatever host it says. */
 static void meter_reached_at(const char *meter, const char *address, char *out, size_t len)
@@ -248,7 +356,9 @@ static struct system *agent_system(struct server *s, struct sw_http_req *req)
 	const struct sw_identity *id = sw_http_req_identity(req);
 	struct system *sys = sw_strmap_get(s->systems, id->cn);
 
-	if (!sys || strcmp(sys->serial, id->serial) != 0) {
+	/* its agent's certificate, or the one it renewed with, until the new one is used */
+	if (!sys || (strcmp(sys->serial, id->serial) != 0 &&
+		     (!sys->prev_serial[0] || strcmp(sys->prev_serial, id->serial) != 0))) {
 		sw_http_reply_error(req, 403, "rejected: %s is not an enrolled system", id->cn);
 		return NULL;
 	}
@@ -450,14 +560,28 @@ static json_t *system_json(struct server *s, const struct system *sys, int64_t n
 {
 	char note[256];
 
+	char cert_note[160] = "";
+	json_t *o;
+
 	registry_clock(s, sys, now, note, sizeof(note));
-	return json_pack("{ss ss ss ss sI sI sO sO sO sI ss? sb}", "name", sys->name, "address",
-			 sys->address, "version", sys->version, "health",
-			 registry_health(s, sys, now), "last_seen", (json_int_t)sys->last_seen,
-			 "enrolled_at", (json_int_t)sys->enrolled_at, "facts", sys->facts, "roles",
-			 sys->roles, "services", sys->services, "clock_skew_ms",
-			 (json_int_t)sys->clock_skew_ms, "clock_note", note[0] ? note : NULL,
-			 "channel", channel_connected(s, sys));
+	/* an agent renews at two thirds of its certificate's life: one this close to its
+	 * end has been failing to */
+	if (sys->cert_not_after && sys->cert_not_after - now < REGISTRY_CERT_WARN_MS)
+		snprintf(cert_note, sizeof(cert_note),
+			 "its certificate %s and has not renewed; see the agent's log",
+			 sys->cert_not_after <= now ? "has expired" : "expires within 30 days");
+	o = json_pack("{ss ss ss ss sI sI sO sO sO sI ss? sb ss?}", "name", sys->name, "address",
+		      sys->address, "version", sys->version, "health", registry_health(s, sys, now),
+		      "last_seen", (json_int_t)sys->last_seen, "enrolled_at",
+		      (json_int_t)sys->enrolled_at, "facts", sys->facts, "roles", sys->roles,
+		      "services", sys->services, "clock_skew_ms", (json_int_t)sys->clock_skew_ms,
+		      "clock_note", note[0] ? note : NULL, "channel", channel_connected(s, sys),
+		      "cert_note", cert_note[0] ? cert_note : NULL);
+	if (o)
+		json_object_set_new(o, "cert_not_after",
+				    sys->cert_not_after ? json_integer(sys->cert_not_after)
+							: json_null());
+	return o;
 }
 
 static void add_system(const char *key, void *value, void *arg)
@@ -711,10 +835,23 @@ static void system_removed(struct server *s, struct reg_op *op)
 		sw_http_reply_error(req, sw_http_status(op->rc), "%s", op->err);
 	} else {
 		/* the metering servers refuse its certificates at once, not at their next poll */
-		metering_revoked(s, op->serial, op->client_serial);
+		json_t *v;
+		size_t i;
+
+		/* every certificate it was ever issued, two to a push */
+		json_array_foreach(op->list, i, v)
+		{
+			if (i % 2 == 0)
+				metering_revoked(
+				    s, json_string_value(v),
+				    json_string_value(json_array_get(op->list, i + 1)));
+		}
 		upgrade_system_removed(s, op->name);
-		sw_http_reply_json(req, 200, json_pack("{ss sb}", "name", op->name, "revoked", 1));
+		sw_http_reply_json(
+		    req, 200,
+		    json_pack("{ss sb sO}", "name", op->name, "revoked", 1, "serials", op->list));
 	}
+	json_decref(op->list);
 	free(op);
 }
 
@@ -802,6 +939,7 @@ static const struct sw_http_route routes[] = {
     {"POST", "/v1/enroll", SW_HTTP_OPEN, post_enroll, 32 * 1024},
     {"POST", "/v1/heartbeat", SW_HTTP_AGENT, post_heartbeat, 0},
     {"POST", "/v1/agent/poll", SW_HTTP_AGENT, post_poll, 4 * 1024 * 1024},
+    {"POST", "/v1/agent/renew", SW_HTTP_AGENT, post_renew, 64 * 1024},
     {"POST", "/v1/tokens", SW_HTTP_ADMIN, post_token, 0},
     {"GET", "/v1/tokens", SW_HTTP_ADMIN, get_tokens, 0},
     {"DELETE", "/v1/tokens/*", SW_HTTP_ADMIN, delete_token, 0},

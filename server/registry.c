@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* `row`: the ten columns registry_load() selects, in its order. */
+/* `row`: the twelve columns registry_load() selects, in its order. */
 static struct system *system_new(const struct sw_db_val *row)
 {
 	struct system *sys = calloc(1, sizeof(*sys));
@@ -37,6 +37,10 @@ static struct system *system_new(const struct sw_db_val *row)
 		snprintf(sys->client_serial, sizeof(sys->client_serial), "%s", row[8].s);
 	if (row[9].type == SW_DB_INT)
 		sys->clock_skew_ms = row[9].i;
+	if (row[10].type == SW_DB_TEXT)
+		snprintf(sys->prev_serial, sizeof(sys->prev_serial), "%s", row[10].s);
+	if (row[11].type == SW_DB_INT)
+		sys->cert_not_after = row[11].i;
 	return sys;
 }
 
@@ -90,7 +94,8 @@ int registry_load(struct server *s, char *err, size_t errlen)
 	rc =
 	    sw_db_exec(s->db,
 		       "SELECT name, address, cert_serial, enrolled_at, last_seen, version, facts, "
-		       "meter_address, client_serial, clock_skew_ms FROM systems",
+		       "meter_address, client_serial, clock_skew_ms, prev_serial, cert_not_after "
+		       "FROM systems",
 		       NULL, 0, load_system, s, NULL, err, errlen);
 	if (!rc)
 		rc =
@@ -442,6 +447,70 @@ static int token_check(struct sw_db *db, struct reg_op *op)
 	return SW_EDENIED;
 }
 
+/* Each certificate just issued to the system, kept until it is removed, when every one is
+ * revoked. */
+static int certs_write(struct sw_db *db, struct reg_op *op, int64_t now)
+{
+	const struct {
+		const char *serial, *role;
+	} certs[] = {{op->serial, SW_PKI_ROLE_AGENT},
+		     {op->client_serial, SW_PKI_ROLE_CLIENT},
+		     {op->meter_serial, SW_PKI_ROLE_METER}};
+	int rc = 0;
+
+	for (size_t i = 0; i < SW_ARRAY_LEN(certs) && !rc; i++) {
+		struct sw_db_val v[] = {SW_DB_TEXT(certs[i].serial), SW_DB_TEXT(op->name),
+					SW_DB_TEXT(certs[i].role), SW_DB_INT(now),
+					SW_DB_INT(op->not_after)};
+		if (!certs[i].serial[0])
+			continue;
+		rc = sw_db_exec(db,
+				"INSERT INTO system_certs (serial, system, role, issued_at, "
+				"not_after) VALUES (?, ?, ?, ?, ?)",
+				v, 5, NULL, NULL, NULL, op->err, sizeof(op->err));
+	}
+	return rc;
+}
+
+/* A renewal: the new certificates are the system's from now on, and the one it asked
+ * with stays its agent's until it renews again (the answer may be lost on its way). Only
+ * for the enrollment it was asked by: a removal meanwhile leaves nothing to renew. */
+static int renew_write(struct sw_db *db, struct reg_op *op)
+{
+	char *err = op->err;
+	size_t errlen = sizeof(op->err);
+	int64_t changes = 0, now = sw_now_ms();
+	int rc;
+
+	if ((rc = sw_db_begin(db, err, errlen)))
+		return rc;
+	struct sw_db_val u[] = {SW_DB_TEXT(op->serial),	     SW_DB_TEXT(op->client_serial),
+				SW_DB_TEXT(op->prev_serial), SW_DB_INT(op->not_after),
+				SW_DB_TEXT(op->name),	     SW_DB_TEXT(op->prev_serial),
+				SW_DB_TEXT(op->prev_serial)};
+	rc =
+	    sw_db_exec(db,
+		       "UPDATE systems SET cert_serial = ?, client_serial = ?, prev_serial = ?, "
+		       "cert_not_after = ? WHERE name = ? AND (cert_serial = ? OR prev_serial = ?)",
+		       u, 7, NULL, NULL, &changes, err, errlen);
+	if (!rc && changes != 1) {
+		sw_seterr(err, errlen, "%s is no longer enrolled; it was removed", op->name);
+		rc = SW_ENOTFOUND;
+	}
+	if (!rc)
+		rc = certs_write(db, op, now);
+	if (!rc)
+		rc = sw_db_commit(db, err, errlen);
+	if (rc)
+		sw_db_rollback(db);
+	return rc;
+}
+
+static int add_serial(void *arg, int ncols, const struct sw_db_val *row)
+{
+	return json_array_append_new(arg, json_string(row[0].s)) ? SW_ENOMEM : 0;
+}
+
 /* Takes one use of the token and records the system in one transaction: a refused
  * enrollment writes nothing, and the use is taken only while one is left, so of two
  * enrollments racing for a token's last use exactly one is recorded. */
@@ -481,18 +550,20 @@ static int enroll_write(struct sw_db *db, struct reg_op *op)
 				w, 3, NULL, NULL, NULL, err, errlen);
 	}
 	if (!rc) {
-		struct sw_db_val p[] = {SW_DB_TEXT(op->name), SW_DB_TEXT(op->address),
-					SW_DB_TEXT(op->serial), SW_DB_INT(op->enrolled_at),
-					SW_DB_TEXT(op->client_serial)};
+		struct sw_db_val p[] = {SW_DB_TEXT(op->name),	       SW_DB_TEXT(op->address),
+					SW_DB_TEXT(op->serial),	       SW_DB_INT(op->enrolled_at),
+					SW_DB_TEXT(op->client_serial), SW_DB_INT(op->not_after)};
 		rc = sw_db_exec(db,
 				"INSERT INTO systems (name, address, cert_serial, enrolled_at, "
-				"client_serial) VALUES (?, ?, ?, ?, ?)",
-				p, 5, NULL, NULL, NULL, err, errlen);
+				"client_serial, cert_not_after) VALUES (?, ?, ?, ?, ?, ?)",
+				p, 6, NULL, NULL, NULL, err, errlen);
 		if (rc == SW_EEXIST)
 			sw_seterr(err, errlen,
 				  "a system named '%s' is already enrolled; remove it first",
 				  op->name);
 	}
+	if (!rc)
+		rc = certs_write(db, op, op->enrolled_at);
 	if (!rc)
 		rc = sw_db_commit(db, err, errlen);
 	if (rc)
@@ -621,11 +692,24 @@ static int remove_write(struct sw_db *db, struct reg_op *op)
 	if ((rc = sw_db_begin(db, err, errlen)))
 		return rc;
 	struct sw_db_val d[] = {SW_DB_TEXT(op->name), SW_DB_TEXT(op->serial)};
-	struct sw_db_val r[] = {SW_DB_TEXT(op->serial), SW_DB_TEXT(op->name), SW_DB_INT(now)};
-	struct sw_db_val rc2[] = {SW_DB_TEXT(op->client_serial), SW_DB_TEXT(op->name),
-				  SW_DB_INT(now)};
-	rc = sw_db_exec(db, "DELETE FROM systems WHERE name = ? AND cert_serial = ?", d, 2, NULL,
-			NULL, &changes, err, errlen);
+	json_t *v;
+	size_t i;
+
+	json_array_clear(op->list);
+	rc = sw_db_exec(db, "SELECT serial FROM system_certs WHERE system = ? ORDER BY serial", d,
+			1, add_serial, op->list, NULL, err, errlen);
+	/* those of the systems table too: written before system_certs, or by an older
+	 * version that did not keep them there */
+	if (!rc)
+		rc = sw_db_exec(db,
+				"SELECT cert_serial FROM systems WHERE name = ? UNION SELECT "
+				"client_serial FROM systems WHERE name = ? AND client_serial IS "
+				"NOT NULL AND client_serial <> ''",
+				(struct sw_db_val[]){d[0], d[0]}, 2, add_serial, op->list, NULL,
+				err, errlen);
+	if (!rc)
+		rc = sw_db_exec(db, "DELETE FROM systems WHERE name = ? AND cert_serial = ?", d, 2,
+				NULL, NULL, &changes, err, errlen);
 	if (!rc && changes != 1) {
 		sw_seterr(err, errlen, "no system named '%s'", op->name);
 		rc = SW_ENOTFOUND;
@@ -633,14 +717,20 @@ static int remove_write(struct sw_db *db, struct reg_op *op)
 	if (!rc)
 		rc = sw_db_exec(db, "DELETE FROM system_roles WHERE system = ?", d, 1, NULL, NULL,
 				NULL, err, errlen);
-	if (!rc)
+	json_array_foreach(op->list, i, v)
+	{
+		struct sw_db_val r[] = {SW_DB_TEXT(json_string_value(v)), SW_DB_TEXT(op->name),
+					SW_DB_INT(now)};
+		if (rc)
+			break;
 		rc = sw_db_exec(db,
-				"INSERT INTO revoked (serial, name, revoked_at) VALUES (?, ?, ?)",
+				"INSERT INTO revoked (serial, name, revoked_at) VALUES (?, ?, ?) "
+				"ON CONFLICT DO NOTHING",
 				r, 3, NULL, NULL, NULL, err, errlen);
-	if (!rc && op->client_serial[0])
-		rc = sw_db_exec(db,
-				"INSERT INTO revoked (serial, name, revoked_at) VALUES (?, ?, ?)",
-				rc2, 3, NULL, NULL, NULL, err, errlen);
+	}
+	if (!rc)
+		rc = sw_db_exec(db, "DELETE FROM system_certs WHERE system = ?", d, 1, NULL, NULL,
+				NULL, err, errlen);
 	if (!rc)
 		rc = sw_db_commit(db, err, errlen);
 	if (rc)
@@ -706,6 +796,7 @@ static void op_run(struct sw_db *db, void *arg)
 	case REG_TOKEN_REVOKE: op->rc = token_revoke(db, op); break;
 	case REG_ENROLL: op->rc = enroll_write(db, op); break;
 	case REG_REMOVE: op->rc = remove_write(db, op); break;
+	case REG_RENEW: op->rc = renew_write(db, op); break;
 	case REG_ROLES: op->rc = roles_write(db, op); break;
 	}
 }
@@ -720,7 +811,7 @@ static struct system *op_system(struct server *s, const struct reg_op *op)
 
 static int enrolled(struct server *s, struct reg_op *op)
 {
-	struct sw_db_val row[10] = {SW_DB_TEXT(op->name),
+	struct sw_db_val row[12] = {SW_DB_TEXT(op->name),
 				    SW_DB_TEXT(op->address),
 				    SW_DB_TEXT(op->serial),
 				    SW_DB_INT(op->enrolled_at),
@@ -729,7 +820,9 @@ static int enrolled(struct server *s, struct reg_op *op)
 				    SW_DB_NULLV,
 				    SW_DB_NULLV,
 				    SW_DB_TEXT(op->client_serial),
-				    SW_DB_INT(0)};
+				    SW_DB_INT(0),
+				    SW_DB_NULLV,
+				    SW_DB_INT(op->not_after)};
 	struct system *sys = system_new(row);
 
 	if (!sys || sw_strmap_set(s->systems, op->name, sys)) {
@@ -744,11 +837,33 @@ static int enrolled(struct server *s, struct reg_op *op)
  * request on any open connection is refused. */
 static int removed(struct server *s, struct reg_op *op)
 {
-	if (sw_strmap_set(s->revoked, op->serial, (void *)1) ||
-	    (op->client_serial[0] && sw_strmap_set(s->revoked, op->client_serial, (void *)1))) {
-		snprintf(op->err, sizeof(op->err), "out of memory");
-		return SW_ENOMEM;
+	json_t *v;
+	size_t i;
+
+	json_array_foreach(op->list, i, v)
+	{
+		if (sw_strmap_set(s->revoked, json_string_value(v), (void *)1)) {
+			snprintf(op->err, sizeof(op->err), "out of memory");
+			return SW_ENOMEM;
+		}
 	}
+	return 0;
+}
+
+/* A renewal stored: the system's agent answers to its new certificate, and to the one it
+ * asked with until it renews again. */
+static int renewed(struct server *s, struct reg_op *op)
+{
+	struct system *sys = sw_strmap_get(s->systems, op->name);
+
+	if (!sys) {
+		snprintf(op->err, sizeof(op->err), "%s was removed meanwhile", op->name);
+		return SW_ENOTFOUND;
+	}
+	snprintf(sys->serial, sizeof(sys->serial), "%s", op->serial);
+	snprintf(sys->prev_serial, sizeof(sys->prev_serial), "%s", op->prev_serial);
+	snprintf(sys->client_serial, sizeof(sys->client_serial), "%s", op->client_serial);
+	sys->cert_not_after = op->not_after;
 	return 0;
 }
 
@@ -815,6 +930,7 @@ static void op_done(struct server *s, void *arg)
 			if (!(op->rc = removed(s, op)))
 				gone = op_system(s, op);
 			break;
+		case REG_RENEW: op->rc = renewed(s, op); break;
 		case REG_ROLES: roles_applied(s, op); break;
 		}
 	}
@@ -860,6 +976,19 @@ int registry_submit(struct server *s, struct reg_op *op)
 		}
 		snprintf(op->serial, sizeof(op->serial), "%s", sys->serial);
 		snprintf(op->client_serial, sizeof(op->client_serial), "%s", sys->client_serial);
+		if (!op->list && !(op->list = json_array())) {
+			snprintf(op->err, sizeof(op->err), "out of memory");
+			op->rc = SW_ENOMEM;
+		}
+		break;
+	case REG_RENEW:
+		sys = sw_strmap_get(s->systems, op->name);
+		if (!sys || (strcmp(sys->serial, op->prev_serial) != 0 &&
+			     strcmp(sys->prev_serial, op->prev_serial) != 0)) {
+			snprintf(op->err, sizeof(op->err), "%s is not an enrolled system",
+				 op->name);
+			op->rc = SW_EDENIED;
+		}
 		break;
 	case REG_ROLES:
 		if (!(sys = sw_strmap_get(s->systems, op->name))) {

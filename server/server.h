@@ -23,6 +23,8 @@ struct system {
 	char address[300];
 	char serial[41];
 	char client_serial[41]; /* its metering client's certificate, "" if none */
+	char prev_serial[41];	/* the agent certificate it renewed with, "" if none */
+	int64_t cert_not_after; /* when its agent certificate expires (ms), 0: unknown */
 	char version[65];
 	int64_t enrolled_at, last_seen; /* ms since the epoch */
 	json_t *facts;
@@ -118,6 +120,8 @@ void registry_heard(struct server *s, struct system *sys, struct sw_heartbeat *h
 uint64_t registry_generation(const struct server *s);
 int registry_flush(struct server *s);
 const char *registry_health(const struct server *s, const struct system *sys, int64_t now);
+/* A system whose agent certificate is this close to its end has not renewed it. */
+#define REGISTRY_CERT_WARN_MS ((int64_t)30 * 86400 * 1000)
 /* How the system's clock stands against the site's certificates; `note` gets what to do
  * about it, or "" when it is fine. */
 enum sw_clock_state registry_clock(const struct server *s, const struct system *sys, int64_t now,
@@ -131,8 +135,12 @@ enum reg_kind {
 	REG_TOKEN_CHECK,  /* in: secret; whether it may enroll, without using it */
 	REG_TOKEN_LIST,	  /* out: list, the tokens (never their secrets), newest first */
 	REG_TOKEN_REVOKE, /* in: token_id; its unused uses are refused from now on */
-	REG_ENROLL,	  /* in: secret, name, address, serial, client_serial */
-	REG_REMOVE,	  /* in: name; revokes its certificates; out: serial, client_serial */
+	REG_ENROLL,	  /* in: secret, name, address, serial, client_serial, meter_serial,
+			     not_after */
+	REG_REMOVE,	  /* in: name; revokes every certificate it was issued; out: serial,
+			     list (the serials revoked) */
+	REG_RENEW,	  /* in: name, prev_serial (the caller's), serial, client_serial,
+			     meter_serial, not_after */
 	REG_ROLES,	  /* in: name, roles, add */
 };
 /* A token's name for people: the start of the SHA-256 of its secret, which is what the
@@ -141,11 +149,13 @@ enum reg_kind {
 struct reg_op {
 	enum reg_kind kind;
 	char name[64], address[300], serial[41], client_serial[41];
+	char meter_serial[41], prev_serial[41];
+	int64_t not_after; /* REG_ENROLL, REG_RENEW: of the agent certificate (ms) */
 	char secret[SW_TOKEN_SECRET_HEX + 1], pin[65], token[SW_TOKEN_LEN + 1];
 	char token_id[REG_TOKEN_ID_HEX + 1];
 	int64_t ttl_s, uses, expires_at, enrolled_at;
 	json_t *roles; /* REG_ROLES: role names, the caller's */
-	json_t *list;  /* REG_TOKEN_LIST: the caller's once `done` is called */
+	json_t *list;  /* REG_TOKEN_LIST, REG_REMOVE: the caller's once `done` is called */
 	int add;
 	int rc;
 	char err[256];
