@@ -26,7 +26,8 @@ struct agent {
 	char *ca_pem, *cert_pem, *key_pem;
 	unsigned heartbeat_s;	     /* as the server last said */
 	unsigned request_timeout_ms; /* bound on each call to the server */
-	int changed;		     /* something to report since the last heartbeat was sent */
+	unsigned connect_timeout_ms;
+	int changed; /* something to report since the last heartbeat was sent */
 	int stopping;
 	int usage_in_flight;
 	unsigned usage_batch; /* cached records per upload while isolating a refused one; 0: all */
@@ -48,7 +49,29 @@ struct agent {
 	char self_exe[PATH_MAX]; /* this program, as started */
 	struct agent_metrics *metrics;		      /* metrics.c, NULL: none */
 	struct sw_counter *mx_hb_sent, *mx_hb_failed; /* counted by channel.c */
+	struct renew *renew;			      /* renew.c */
+	int exit_status; /* main()'s status when the loop ends, 0: as it would be */
 };
+
+/* The agent's status when its certificate has expired: only a new enrollment helps. */
+#define AGENT_EXIT_REENROLL 78
+
+/* main.c */
+/* The clients to the server, from the agent's certificate files as they are now: the
+ * channel's, and with `bulk` the one for downloads. */
+int agent_clients_new(struct agent *a, int bulk);
+
+/* renew.c: the agent's certificates renewed at two thirds of their life, over the
+ * channel's connection (see siteward-agent(8)) */
+int renew_start(struct agent *a);
+void renew_stop(struct agent *a);
+/* 1, with what to do in `err`, when the agent's certificate has expired. */
+int renew_expired(struct agent *a, char *err, size_t errlen);
+/* 1 when a renewal is due: the channel sends it (renew_send) in place of its next poll. */
+int renew_wanted(const struct agent *a);
+/* Sends the renewal; `done(arg)` is called once, from the loop, when it is over and the
+ * channel's client may be used again. */
+int renew_send(struct agent *a, void (*done)(void *arg), void *arg);
 
 /* enroll.c */
 int enroll_main(int argc, char **argv);

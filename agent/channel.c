@@ -235,6 +235,19 @@ static void on_reply(const struct sw_http_result *res, void *arg)
 	schedule(ch, wait);
 }
 
+/* A renewal went in place of a poll: the channel goes on (on a new client, if it
+ * renewed). */
+static void on_renewed(void *arg)
+{
+	struct channel *ch = arg;
+
+	ch->in_flight = 0;
+	if (ch->stopping)
+		maybe_free(ch);
+	else
+		schedule(ch, 0);
+}
+
 static void poll_now(struct channel *ch)
 {
 	struct agent *a = ch->a;
@@ -246,6 +259,11 @@ static void poll_now(struct channel *ch)
 
 	if (ch->in_flight || ch->stopping)
 		return;
+	/* between polls, so the renewal has the one connection to itself */
+	if (renew_wanted(a) && renew_send(a, on_renewed, ch) == 0) {
+		ch->in_flight = 1;
+		return;
+	}
 	json_array_extend(ch->sent, ch->pending);
 	json_array_clear(ch->pending);
 	if (json_array_size(ch->running) || json_array_size(ch->sent))

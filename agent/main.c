@@ -102,17 +102,25 @@ static int agent_configure(struct agent *a, const char *dir, char *err, size_t e
 	    (rc = sw_pem_read(a->dir, "agent.crt", &a->cert_pem, err, errlen)) ||
 	    (rc = sw_pem_read(a->dir, "agent.key", &a->key_pem, err, errlen)))
 		return rc;
+	a->connect_timeout_ms = connect;
+	return agent_clients_new(a, 1);
+}
+
+int agent_clients_new(struct agent *a, int bulk)
+{
 	char ca[PATH_MAX + 64], crt[PATH_MAX + 64], key[PATH_MAX + 64];
+	int rc;
+
 	sw_path_join(ca, sizeof(ca), a->dir, "ca.crt");
 	sw_path_join(crt, sizeof(crt), a->dir, "agent.crt");
 	sw_path_join(key, sizeof(key), a->dir, "agent.key");
 	struct sw_http_client_opts co = {.ca_file = ca,
 					 .cert_file = crt,
 					 .key_file = key,
-					 .connect_timeout_ms = connect,
+					 .connect_timeout_ms = a->connect_timeout_ms,
 					 .peer_role = SW_PKI_ROLE_SERVER};
 	/* Packages come on a connection of their own, so a long download delays no poll. */
-	if ((rc = sw_http_client_new(a->loop, &co, &a->bulk)))
+	if (bulk && (rc = sw_http_client_new(a->loop, &co, &a->bulk)))
 		return rc;
 	/* Everything else goes on the one connection the channel keeps. */
 	co.max_host_connections = 1;
@@ -211,7 +219,7 @@ static int agent_open(struct agent *a)
 	a->sigint.data = a->sigterm.data = a;
 	uv_signal_start(&a->sigint, on_signal, SIGINT);
 	uv_signal_start(&a->sigterm, on_signal, SIGTERM);
-	if (channel_start(a) || metrics_start(a)) {
+	if (channel_start(a) || metrics_start(a) || renew_start(a)) {
 		fprintf(stderr, "siteward-agent: out of memory\n");
 		return 1;
 	}
@@ -234,6 +242,7 @@ static int agent_shutdown(struct agent *a)
 	sw_notify_stopping(&notify);
 	passive_stop(a->passive);
 	ticket_stop(a);
+	renew_stop(a);
 	channel_stop(a);
 	metrics_stop(a);
 	upgrade_stop(a);
@@ -304,6 +313,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "siteward-agent: %s\n", err);
 	else
 		sw_install_version(a.dir, a.version, sizeof(a.version));
+	/* an agent whose certificate has expired cannot renew it: it says so once and
+	 * ends with a status of its own, rather than retrying what cannot work */
+	if (!rc && !check && renew_expired(&a, err, sizeof(err))) {
+		sw_err("%s", err);
+		agent_cleanup(&a);
+		return AGENT_EXIT_REENROLL;
+	}
 	if (!rc && check)
 		printf("configuration OK: %s, server %s\n", a.name, a.server);
 	else if (!rc && !(rc = agent_open(&a))) {
@@ -315,5 +331,7 @@ int main(int argc, char **argv)
 	/* the loop has closed everything it had open; the upgrade's program goes on */
 	if (!rc && a.restart_exe[0])
 		rc = upgrade_exec(&a);
+	if (!rc && a.exit_status)
+		return a.exit_status;
 	return rc ? 1 : 0;
 }

@@ -1359,3 +1359,10 @@ out:
 	gnutls_free(sig.data);
 	return rc;
 }
+
+int64_t sw_pki_renew_at(int64_t not_before, int64_t not_after)
+{
+	if (not_after <= not_before)
+		return not_before;
+	return not_before + (not_after - not_before) / 3 * 2;
+}

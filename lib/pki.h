@@ -94,6 +94,10 @@ int sw_pki_cert_identity(const char *cert_pem, struct sw_identity *id, char *err
 int sw_pki_cert_validity(const char *cert_pem, int64_t *not_before, int64_t *not_after, char *err,
 			 size_t errlen);
 
+/* When a certificate valid from `not_before` to `not_after` (ms) is due for renewal: at
+ * two thirds of its life, so a third is left to ride out a server that is away. */
+int64_t sw_pki_renew_at(int64_t not_before, int64_t not_after);
+
 /* SHA-256 of a PEM certificate's DER encoding, lowercase hex (65 bytes). */
 int sw_pki_cert_fingerprint(const char *cert_pem, char hex[65], char *err, size_t errlen);
 

@@ -976,6 +976,22 @@ static void test_sign_verify(void **state)
 	free(pub);
 }
 
+/* Two thirds of the life, whatever its length; an empty or inverted window is due at once. */
+static void test_renew_at(void **state)
+{
+	int64_t day = 86400000;
+
+	(void)state;
+	assert_int_equal(sw_pki_renew_at(0, 3 * day), 2 * day);
+	assert_int_equal(sw_pki_renew_at(1000 * day, 1825 * day), 1550 * day);
+	assert_int_equal(sw_pki_renew_at(-7 * day, 818 * day), 543 * day);
+	assert_int_equal(sw_pki_renew_at(5 * day, 5 * day), 5 * day);
+	assert_int_equal(sw_pki_renew_at(5 * day, 2 * day), 5 * day);
+	/* a real certificate's ends, far from overflow */
+	assert_int_equal(sw_pki_renew_at(1700000000000, 1700000000000 + 825 * day),
+			 1700000000000 + 550 * day);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -996,6 +1012,7 @@ int main(void)
 	    cmocka_unit_test(test_identity_refusals),
 	    cmocka_unit_test(test_fingerprint),
 	    cmocka_unit_test(test_cert_validity),
+	    cmocka_unit_test(test_renew_at),
 	    cmocka_unit_test(test_sign_verify),
 	};
 

@@ -1,0 +1,151 @@
+"""Certificates renewed before they expire. With the site's clock (server and agents)
+moved past two thirds of the certificates' life under libfaketime, every agent renews
+over its own connection, every system stays `ok`, and `siteward systems` shows the new
+days left. A removal revokes every certificate a system was ever issued, the renewed
+one and the one before it. An agent whose certificate has expired says it must be
+enrolled again and ends with a status of its own."""
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import unittest
+
+from harness import Proc, Site, prog, wait_for
+from test_skew import faked
+
+DAY_MS = 86400 * 1000
+EXIT_REENROLL = 78
+# past two thirds of 825 days (and the week issued certificates start back)
+RENEWAL_AGE = "+600d"
+
+
+def serial_of(path):
+    r = subprocess.run(["openssl", "x509", "-in", path, "-noout", "-serial"],
+                       capture_output=True, text=True, check=True, timeout=10)
+    return r.stdout.strip().split("=", 1)[1].lower()
+
+
+def start_server(site, env):
+    site.server = Proc([prog("siteward-server"), "--dir", site.dir],
+                       os.path.join(site.tmp, "server.log"), dict(os.environ, **env))
+    wait_for(site._ready, 20, "the site server to answer")
+
+
+class Renewal(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.site = Site(heartbeat=1)
+        try:
+            cls.site.start()
+            for name in ("r1", "r2"):
+                cls.site.enroll(name, start=False)
+        except BaseException:
+            cls.site.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.site.close()
+
+    def keep_old(self, a):
+        """A copy of the agent's certificate and key as they are now."""
+        old = os.path.join(self.site.tmp, f"old-{a.name}")
+        os.makedirs(old, exist_ok=True)
+        for f in ("agent.crt", "agent.key"):
+            shutil.copy(os.path.join(a.dir, f), old)
+        return os.path.join(old, "agent.crt"), os.path.join(old, "agent.key")
+
+    def heartbeat_with(self, cert, key):
+        body = {"version": "1", "facts": {}, "services": []}
+        try:
+            status, reply = self.site.api("POST", "/v1/heartbeat", body,
+                                          ctx=self.site.tls(cert, key))
+        except (ssl.SSLError, ConnectionError) as e:
+            return 0, str(e)
+        return status, reply
+
+    def test_1_site_past_renewal_age_renews_and_stays_ok(self):
+        site = self.site
+        before = site.systems()
+        old = {}
+        for name in ("r1", "r2"):
+            old[name] = (serial_of(os.path.join(site.agents[name].dir, "agent.crt")),
+                         self.keep_old(site.agents[name]))
+        site.stop()
+        start_server(site, faked(RENEWAL_AGE))
+        for name in ("r1", "r2"):
+            a = site.agents[name]
+            a.env = dict(os.environ, **faked(RENEWAL_AGE))
+            a.start()
+
+        def renewed():
+            return all(serial_of(os.path.join(site.agents[n].dir, "agent.crt")) != old[n][0]
+                       for n in ("r1", "r2"))
+        wait_for(renewed, 30, "every agent to renew its certificate")
+        for name in ("r1", "r2"):
+            a = site.agents[name]
+            self.assertIn("certificate renewed", a.proc.log())
+            # the client's and the meter's certificates were renewed with it
+            for f in ("client.crt", "meter.crt"):
+                self.assertNotEqual(serial_of(os.path.join(a.dir, f)), "")
+
+        def all_ok():
+            s = site.systems()
+            return all(s[n]["health"] == "ok" and s[n]["last_seen"] > before[n]["last_seen"]
+                       for n in ("r1", "r2"))
+        wait_for(all_ok, 30, "every system to report on its new certificate")
+        listing = site.cli_json("systems")
+        for sys in listing["systems"]:
+            left = (sys["cert_not_after"] - listing["now"]) / DAY_MS
+            self.assertGreater(left, 800, sys)
+            self.assertIsNone(sys.get("cert_note"))
+        table = site.cli("systems").stdout
+        self.assertIn("CERT", table)
+        self.assertRegex(table, r"r1 .* 8[0-9][0-9]d ")
+        # the new serial is the one the server keeps, with the old one still its agent's
+        # until it renews again; each is in system_certs
+        certs = {row[0] for row in site.db_fields("system_certs")}
+        for name in ("r1", "r2"):
+            self.assertIn(old[name][0], certs)
+            self.assertIn(serial_of(os.path.join(site.agents[name].dir, "agent.crt")), certs)
+        type(self).old = old
+
+    def test_2_removal_revokes_the_old_and_the_new_certificate(self):
+        site = self.site
+        old_serial, (old_cert, old_key) = self.old["r2"]
+        a = site.agents["r2"]
+        new = self.keep_old(a)
+        self.assertNotEqual(serial_of(new[0]), old_serial)
+        # before: the new one is the system's
+        status, _ = self.heartbeat_with(*new)
+        self.assertEqual(status, 200)
+        a.stop()
+        site.cli("systems", "remove", "r2")
+        status, reply = self.heartbeat_with(*new)
+        self.assertEqual(status, 403, reply)
+        status, reply = self.heartbeat_with(old_cert, old_key)
+        self.assertEqual(status, 403, reply)
+        revoked = {row[0] for row in site.db_fields("revoked")}
+        self.assertIn(old_serial, revoked)
+        self.assertIn(serial_of(new[0]), revoked)
+        self.assertIn(serial_of(os.path.join(a.dir, "client.crt")), revoked)
+        self.assertIn(serial_of(os.path.join(a.dir, "meter.crt")), revoked)
+        del site.agents["r2"]
+
+    def test_3_expired_agent_says_to_enroll_again_and_exits(self):
+        site = self.site
+        a = site.agents["r1"]
+        a.stop()
+        # far past the end of the certificate it renewed (825 days on from +600)
+        env = dict(os.environ, **faked("+1500d"))
+        r = subprocess.run([prog("siteward-agent"), "--dir", a.dir], capture_output=True,
+                           text=True, timeout=30, env=env)
+        self.assertEqual(r.returncode, EXIT_REENROLL, r.stderr)
+        self.assertIn("cannot be renewed; enroll it again with a new token", r.stderr)
+        self.assertIn("siteward-agent init", r.stderr)
+        self.assertEqual(len([l for l in r.stderr.splitlines() if "enroll it again" in l]), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
