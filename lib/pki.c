@@ -1366,3 +1366,38 @@ int64_t sw_pki_renew_at(int64_t not_before, int64_t not_after)
 		return not_before;
 	return not_before + (not_after - not_before) / 3 * 2;
 }
+
+int sw_pki_cert_sans(const char *cert_pem, char (*out)[SW_PKI_SAN_LEN], size_t max, size_t *n,
+		     char *err, size_t errlen)
+{
+	gnutls_x509_crt_t crt = NULL;
+	int rc;
+
+	*n = 0;
+	if ((rc = import_crt_pem(cert_pem, &crt, err, errlen)) < 0)
+		goto out;
+	rc = 0;
+	for (unsigned i = 0; *n < max; i++) {
+		unsigned char buf[SW_PKI_SAN_LEN];
+		size_t len = sizeof(buf) - 1;
+		int type = gnutls_x509_crt_get_subject_alt_name(crt, i, buf, &len, NULL);
+
+		if (type == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
+			break;
+		if (type == GNUTLS_SAN_DNSNAME) {
+			buf[len] = '\0';
+			snprintf(out[(*n)++], SW_PKI_SAN_LEN, "%s", (char *)buf);
+		} else if (type == GNUTLS_SAN_IPADDRESS && (len == 4 || len == 16)) {
+			if (inet_ntop(len == 4 ? AF_INET : AF_INET6, buf, out[*n], SW_PKI_SAN_LEN))
+				(*n)++;
+		} else if (type < 0) {
+			sw_seterr(err, errlen, "cannot read the certificate's names: %s",
+				  gnutls_strerror(type));
+			rc = SW_ECRYPTO;
+			break;
+		}
+	}
+out:
+	gnutls_x509_crt_deinit(crt);
+	return rc;
+}

@@ -94,6 +94,11 @@ int sw_pki_cert_identity(const char *cert_pem, struct sw_identity *id, char *err
 int sw_pki_cert_validity(const char *cert_pem, int64_t *not_before, int64_t *not_after, char *err,
 			 size_t errlen);
 
+/* A PEM certificate's DNS names and IP addresses (as text), at most `max`; *n says how many. */
+#define SW_PKI_SAN_LEN 256
+int sw_pki_cert_sans(const char *cert_pem, char (*out)[SW_PKI_SAN_LEN], size_t max, size_t *n,
+		     char *err, size_t errlen);
+
 /* When a certificate valid from `not_before` to `not_after` (ms) is due for renewal: at
  * two thirds of its life, so a third is left to ride out a server that is away. */
 int64_t sw_pki_renew_at(int64_t not_before, int64_t not_after);

@@ -223,7 +223,7 @@ static int server_open(struct server *s, char *err, size_t errlen)
 	if (sw_nofile_raise(&nofile) == 0)
 		sw_nofile_describe(&nofile, limits, sizeof(limits));
 	if ((rc = dbq_open(s, err, errlen)) || (rc = control_start(s, err, errlen)) ||
-	    (rc = api_start(s, err, errlen)))
+	    (rc = site_certs_check(s, err, errlen)) || (rc = api_start(s, err, errlen)))
 		return rc;
 	uv_timer_init(s->loop, &s->flush_timer);
 	s->flush_timer.data = s;
@@ -325,6 +325,11 @@ int main(int argc, char **argv)
 	sw_log_init("siteward-server", SW_LOG_INFO);
 	if (argc > 1 && strcmp(argv[1], "init") == 0)
 		return site_init(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "renew-admin") == 0) {
+		if ((rc = options(argc - 1, argv + 1, &dir, &check)))
+			return rc < 0 ? 0 : rc;
+		return site_renew_admin(dir);
+	}
 	if ((rc = options(argc, argv, &dir, &check)))
 		return rc < 0 ? 0 : rc;
 	/* a service pack newer than this program runs instead (see install.h) */

@@ -105,6 +105,8 @@ void metrics_get(struct sw_http_req *req, void *arg);
 
 /* site.c */
 int site_init(int argc, char **argv);
+int site_certs_check(struct server *s, char *err, size_t errlen);
+int site_renew_admin(const char *dir);
 
 /* registry.c */
 int registry_load(struct server *s, char *err, size_t errlen);

@@ -2,6 +2,7 @@
 #include "server.h"
 
 #include "error.h"
+#include "log.h"
 #include "paths.h"
 #include "util.h"
 
@@ -17,7 +18,9 @@
 #define CA_DAYS		 3650
 #define SERVER_CERT_DAYS 825
 #define ADMIN_CERT_DAYS	 825
-#define MAX_SANS	 16
+/* an admin certificate this close to its end is warned of at every start */
+#define SITE_ADMIN_WARN_MS ((int64_t)60 * 86400 * 1000)
+#define MAX_SANS	   16
 
 static void usage(FILE *f)
 {
@@ -92,6 +95,80 @@ out:
 	free(csr);
 	free(cert);
 	return rc;
+}
+
+/* At start: a server certificate past two thirds of its life is issued again under the
+ * site CA, for the same names, before the server listens with it; an admin certificate
+ * in the site folder close to its end is warned of. */
+int site_certs_check(struct server *s, char *err, size_t errlen)
+{
+	char sans_buf[MAX_SANS + 8][SW_PKI_SAN_LEN], *pem = NULL;
+	const char *sans[MAX_SANS + 9];
+	int64_t nb, na, now = sw_now_ms();
+	size_t n = 0;
+	int rc;
+
+	if (sw_pem_read(s->dir, "admin.crt", &pem, NULL, 0) == 0 &&
+	    sw_pki_cert_validity(pem, NULL, &na, NULL, 0) == 0 && na - now < SITE_ADMIN_WARN_MS)
+		sw_warn("the admin certificate (%s/admin.crt) expires in %lld days: renew it with "
+			"'siteward-server renew-admin --dir %s'",
+			s->dir, (long long)((na - now) / 86400000), s->dir);
+	free(pem);
+	pem = NULL;
+	if ((rc = sw_pem_read(s->dir, "server.crt", &pem, err, errlen)) ||
+	    (rc = sw_pki_cert_validity(pem, &nb, &na, err, errlen)))
+		goto out;
+	if (now < sw_pki_renew_at(nb, na))
+		goto out;
+	if ((rc = sw_pki_cert_sans(pem, sans_buf, MAX_SANS + 8, &n, err, errlen)))
+		goto out;
+	for (size_t i = 0; i < n; i++)
+		sans[i] = sans_buf[i];
+	sans[n] = NULL;
+	struct sw_pki_issue server = {.cn = "site-server",
+				      .role = SW_PKI_ROLE_SERVER,
+				      .sans = sans,
+				      .days = SERVER_CERT_DAYS,
+				      .purposes = SW_PKI_TLS_SERVER | SW_PKI_TLS_CLIENT};
+	if ((rc = issue_pair(s->ca, s->dir, "server", &server, err, errlen)))
+		goto out;
+	sw_warn("the server certificate was past two thirds of its life (it ends in %lld days): "
+		"issued again under the site CA for %zu names",
+		(long long)((na - now) / 86400000), n);
+out:
+	free(pem);
+	return rc;
+}
+
+/* siteward-server renew-admin [--dir DIR]: the admin certificate issued again under the
+ * site CA, for the key it has. */
+int site_renew_admin(const char *dir)
+{
+	char *ca = NULL, *cakey = NULL, *key = NULL, *csr = NULL, *cert = NULL, serial[41];
+	char err[512];
+	struct sw_pki_ca *c = NULL;
+	int rc;
+
+	struct sw_pki_issue admin = {
+	    .cn = "admin", .role = SW_PKI_ROLE_ADMIN, .days = ADMIN_CERT_DAYS};
+	if ((rc = sw_pem_read(dir, "ca.crt", &ca, err, sizeof(err))) ||
+	    (rc = sw_pem_read(dir, "ca.key", &cakey, err, sizeof(err))) ||
+	    (rc = sw_pem_read(dir, "admin.key", &key, err, sizeof(err))) ||
+	    (rc = sw_pki_ca_load(ca, cakey, &c, err, sizeof(err))) ||
+	    (rc = sw_pki_csr_create(key, admin.cn, &csr, err, sizeof(err))) ||
+	    (rc = sw_pki_ca_issue(c, csr, strlen(csr), &admin, &cert, serial, err, sizeof(err))) ||
+	    (rc = write_file(dir, "admin.crt", cert, 0644, err, sizeof(err))))
+		fprintf(stderr, "siteward-server: renew-admin: %s\n", err);
+	else
+		printf("admin certificate renewed for %u days: %s/admin.crt (serial %s)\n",
+		       ADMIN_CERT_DAYS, dir, serial);
+	sw_pki_ca_free(c);
+	free(ca);
+	free(cakey);
+	free(key);
+	free(csr);
+	free(cert);
+	return rc ? 1 : 0;
 }
 
 int site_init(int argc, char **argv)

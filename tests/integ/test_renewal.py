@@ -27,9 +27,16 @@ def serial_of(path):
 
 
 def start_server(site, env):
+    """The server on a moved clock; from then on the CLI runs on it too (the server's
+    renewed certificate starts a week before the moved clock's now)."""
     site.server = Proc([prog("siteward-server"), "--dir", site.dir],
                        os.path.join(site.tmp, "server.log"), dict(os.environ, **env))
-    wait_for(site._ready, 20, "the site server to answer")
+    os.environ.update(env)
+
+    def ready():
+        assert site.server.alive(), site.server.log()
+        return site.cli("systems", check=False).returncode == 0
+    wait_for(ready, 20, "the site server to answer")
 
 
 class Renewal(unittest.TestCase):
@@ -46,6 +53,8 @@ class Renewal(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
+        for k in ("LD_PRELOAD", "FAKETIME", "FAKETIME_DONT_FAKE_MONOTONIC", "NO_FAKE_STAT"):
+            os.environ.pop(k, None)
         cls.site.close()
 
     def keep_old(self, a):
@@ -59,8 +68,12 @@ class Renewal(unittest.TestCase):
     def heartbeat_with(self, cert, key):
         body = {"version": "1", "facts": {}, "services": []}
         try:
-            status, reply = self.site.api("POST", "/v1/heartbeat", body,
-                                          ctx=self.site.tls(cert, key))
+            # what is tested is the server's word on the client's certificate
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.load_cert_chain(cert, key)
+            status, reply = self.site.api("POST", "/v1/heartbeat", body, ctx=ctx)
         except (ssl.SSLError, ConnectionError) as e:
             return 0, str(e)
         return status, reply
@@ -72,8 +85,12 @@ class Renewal(unittest.TestCase):
         for name in ("r1", "r2"):
             old[name] = (serial_of(os.path.join(site.agents[name].dir, "agent.crt")),
                          self.keep_old(site.agents[name]))
+        server_serial = serial_of(os.path.join(site.dir, "server.crt"))
         site.stop()
         start_server(site, faked(RENEWAL_AGE))
+        # the server's own certificate, past two thirds of its life, was issued again
+        self.assertNotEqual(serial_of(os.path.join(site.dir, "server.crt")), server_serial)
+        self.assertIn("issued again under the site CA", site.server.log())
         for name in ("r1", "r2"):
             a = site.agents[name]
             a.env = dict(os.environ, **faked(RENEWAL_AGE))
