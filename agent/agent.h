@@ -64,6 +64,9 @@ int agent_clients_new(struct agent *a, int bulk);
 /* renew.c: the agent's certificates renewed at two thirds of their life, over the
  * channel's connection (see siteward-agent(8)) */
 int renew_start(struct agent *a);
+/* Finishes putting in place a renewed pair a crash interrupted (NAME.crt.new left
+ * beside it), before the agent reads its certificates; 0 or SW_EIO. */
+int renew_recover(const char *dir, char *err, size_t errlen);
 void renew_stop(struct agent *a);
 /* 1, with what to do in `err`, when the agent's certificate has expired. */
 int renew_expired(struct agent *a, char *err, size_t errlen);

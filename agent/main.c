@@ -98,7 +98,8 @@ static int agent_configure(struct agent *a, const char *dir, char *err, size_t e
 	}
 	if (sw_conf_meter_listen(a->conf, a->meter_listen, sizeof(a->meter_listen)))
 		a->meter_listen[0] = '\0'; /* the meter says why it cannot start */
-	if ((rc = sw_pem_read(a->dir, "ca.crt", &a->ca_pem, err, errlen)) ||
+	if ((rc = renew_recover(a->dir, err, errlen)) ||
+	    (rc = sw_pem_read(a->dir, "ca.crt", &a->ca_pem, err, errlen)) ||
 	    (rc = sw_pem_read(a->dir, "agent.crt", &a->cert_pem, err, errlen)) ||
 	    (rc = sw_pem_read(a->dir, "agent.key", &a->key_pem, err, errlen)))
 		return rc;

@@ -18,9 +18,12 @@
 #include "pki.h"
 #include "util.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define RENEW_CHECK_MS	    3600000u /* how often the certificate's age is looked at */
 #define RENEW_BACKOFF_FIRST 30000u
@@ -181,21 +184,79 @@ static void on_switch(uv_timer_t *t)
 	check(r);
 }
 
-/* One certificate and its key, each replaced whole: the key first, then the
- * certificate, so a crash between them leaves a pair the next renewal replaces. */
+static void pair_paths(const char *dir, const char *base, char *key, char *crt, char *key_new,
+		       char *crt_new, size_t len)
+{
+	char name[32];
+
+	snprintf(name, sizeof(name), "%s.key", base);
+	sw_path_join(key, len, dir, name);
+	snprintf(name, sizeof(name), "%s.crt", base);
+	sw_path_join(crt, len, dir, name);
+	snprintf(name, sizeof(name), "%s.key.new", base);
+	sw_path_join(key_new, len, dir, name);
+	snprintf(name, sizeof(name), "%s.crt.new", base);
+	sw_path_join(crt_new, len, dir, name);
+}
+
+/* Puts a written pair in place: the key, then the certificate. A crash between the two
+ * renames leaves NAME.crt.new, which renew_recover() finds and puts in place too. */
+static int pair_commit(const char *dir, const char *base, char *err, size_t errlen)
+{
+	char key[PATH_MAX + 64], crt[PATH_MAX + 64], key_new[PATH_MAX + 64], crt_new[PATH_MAX + 64];
+
+	int dfd;
+
+	pair_paths(dir, base, key, crt, key_new, crt_new, sizeof(key));
+	if ((access(key_new, F_OK) == 0 && rename(key_new, key) < 0) || rename(crt_new, crt) < 0) {
+		sw_seterr(err, errlen, "cannot put the renewed %s certificate in place: %s", base,
+			  strerror(errno));
+		return SW_EIO;
+	}
+	/* the renames last across a power cut, as sw_file_write_atomic's do */
+	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	return 0;
+}
+
+/* One certificate and its key, written whole beside the pair in use (NAME.key.new,
+ * NAME.crt.new) and only then put in place, so the pair in use always matches: a crash
+ * before the renames leaves the old pair, which the server still accepts; a crash
+ * between them is finished by renew_recover() at the next start. */
 static int write_pair(struct agent *a, const char *base, const char *key, const char *cert,
 		      unsigned key_mode, char *err, size_t errlen)
 {
-	char path[PATH_MAX + 64], name[32];
+	char kp[PATH_MAX + 64], cp[PATH_MAX + 64], knew[PATH_MAX + 64], cnew[PATH_MAX + 64];
 	int rc;
 
-	snprintf(name, sizeof(name), "%s.key", base);
-	sw_path_join(path, sizeof(path), a->dir, name);
-	if ((rc = sw_file_write_atomic(path, key, strlen(key), key_mode, err, errlen)))
+	pair_paths(a->dir, base, kp, cp, knew, cnew, sizeof(kp));
+	if ((rc = sw_file_write_atomic(knew, key, strlen(key), key_mode, err, errlen)) ||
+	    (rc = sw_file_write_atomic(cnew, cert, strlen(cert), 0644, err, errlen)))
 		return rc;
-	snprintf(name, sizeof(name), "%s.crt", base);
-	sw_path_join(path, sizeof(path), a->dir, name);
-	return sw_file_write_atomic(path, cert, strlen(cert), 0644, err, errlen);
+	return pair_commit(a->dir, base, err, errlen);
+}
+
+int renew_recover(const char *dir, char *err, size_t errlen)
+{
+	static const char *const bases[] = {"agent", "client", "meter"};
+	char key[PATH_MAX + 64], crt[PATH_MAX + 64], key_new[PATH_MAX + 64], crt_new[PATH_MAX + 64];
+	int rc;
+
+	for (size_t i = 0; i < sizeof(bases) / sizeof(bases[0]); i++) {
+		pair_paths(dir, bases[i], key, crt, key_new, crt_new, sizeof(key));
+		if (access(crt_new, F_OK) == 0) {
+			/* both were written whole before the first rename: finish it */
+			if ((rc = pair_commit(dir, bases[i], err, errlen)))
+				return rc;
+			sw_warn("finished putting the renewed %s certificate in place", bases[i]);
+		} else if (access(key_new, F_OK) == 0) {
+			/* stopped before its certificate was written: the old pair stands */
+			unlink(key_new);
+		}
+	}
+	return 0;
 }
 
 struct ask {

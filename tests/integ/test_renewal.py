@@ -3,7 +3,8 @@ moved past two thirds of the certificates' life under libfaketime, every agent r
 over its own connection, every system stays `ok`, and `siteward systems` shows the new
 days left. A removal revokes every certificate a system was ever issued, the renewed
 one and the one before it. An agent whose certificate has expired says it must be
-enrolled again and ends with a status of its own."""
+enrolled again and ends with a status of its own. A renewal cut short between putting
+its key and its certificate in place is finished when the agent starts again."""
 import json
 import os
 import shutil
@@ -149,6 +150,29 @@ class Renewal(unittest.TestCase):
         self.assertIn(serial_of(os.path.join(a.dir, "client.crt")), revoked)
         self.assertIn(serial_of(os.path.join(a.dir, "meter.crt")), revoked)
         del site.agents["r2"]
+
+    def test_2b_a_renewal_cut_between_its_renames_is_finished_at_start(self):
+        """The key is put in place before the certificate: an agent stopped between the
+        two renames finds its new certificate beside the old one and finishes the job,
+        rather than starting with a key that does not fit its certificate."""
+        site = self.site
+        a = site.agents["r1"]
+        _, (old_cert, _old_key) = self.old["r1"]
+        new_serial = serial_of(os.path.join(a.dir, "agent.crt"))
+        last = site.systems()["r1"]["last_seen"]
+        a.stop()
+        crt = os.path.join(a.dir, "agent.crt")
+        os.rename(crt, crt + ".new")
+        shutil.copy(old_cert, crt)  # the new key beside the old certificate
+        a.start()
+
+        def back():
+            s = site.systems()["r1"]
+            return s["health"] == "ok" and s["last_seen"] > last
+        wait_for(back, 30, "the agent to report on its renewed certificate")
+        self.assertFalse(os.path.exists(crt + ".new"))
+        self.assertEqual(serial_of(crt), new_serial)
+        self.assertIn("finished putting the renewed agent certificate in place", a.proc.log())
 
     def test_3_expired_agent_says_to_enroll_again_and_exits(self):
         site = self.site
