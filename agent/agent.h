@@ -27,7 +27,8 @@ struct agent {
 	unsigned heartbeat_s;	     /* as the server last said */
 	unsigned request_timeout_ms; /* bound on each call to the server */
 	unsigned connect_timeout_ms;
-	int changed; /* something to report since the last heartbeat was sent */
+	unsigned renew_retry_ms; /* the first wait after a failed renewal, doubled each time */
+	int changed;		 /* something to report since the last heartbeat was sent */
 	int stopping;
 	int usage_in_flight;
 	unsigned usage_batch; /* cached records per upload while isolating a refused one; 0: all */

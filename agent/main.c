@@ -30,6 +30,7 @@ static const char *const known_settings[] = {
     "agent.listen",
     "agent.request_timeout_ms",
     "agent.connect_timeout_ms",
+    "agent.renew_retry_ms",
     "log.level",
     "service.*.role",
     "service.*.command",
@@ -74,6 +75,8 @@ static int agent_configure(struct agent *a, const char *dir, char *err, size_t e
 				   &a->request_timeout_ms, sub, sizeof(sub))) ||
 	    (rc = sw_conf_get_uint(a->conf, "agent", "connect_timeout_ms", 5000, 100, 600000,
 				   &connect, sub, sizeof(sub))) ||
+	    (rc = sw_conf_get_uint(a->conf, "agent", "renew_retry_ms", 30000, 100, 3600000,
+				   &a->renew_retry_ms, sub, sizeof(sub))) ||
 	    (rc = sw_conf_get_uint(a->conf, "metering", "passive_interval_ms", 10000, 0, 3600000,
 				   &a->passive_ms, sub, sizeof(sub)))) {
 		sw_seterr(err, errlen, "%s: %s", path, sub);

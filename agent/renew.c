@@ -6,8 +6,9 @@
  * are replaced one by one, each written whole and renamed into place; then, on the
  * loop's next turn, the channel's client is made again, so its next connection shows
  * the new certificate, and the metering service, which serves with meter.crt, is
- * restarted. A failed renewal is asked again with doubling waits; each change of
- * state is logged once. An agent whose certificate has expired cannot renew: only a
+ * restarted. A failed renewal is asked again with doubling waits, from [agent]
+ * renew_retry_ms; each change of state is logged once, and a retry that fails as the
+ * last one did is no change. An agent whose certificate has expired cannot renew: only a
  * new enrollment helps, and it says so.
  */
 #include "agent.h"
@@ -25,9 +26,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define RENEW_CHECK_MS	    3600000u /* how often the certificate's age is looked at */
-#define RENEW_BACKOFF_FIRST 30000u
-#define RENEW_BACKOFF_MAX   3600000u
+#define RENEW_CHECK_MS	  3600000u /* how often the certificate's age is looked at */
+#define RENEW_BACKOFF_MAX 3600000u
 
 enum renew_state {
 	RENEW_WAITING, /* not due yet */
@@ -47,7 +47,8 @@ struct renew {
 	struct agent *a;
 	uv_timer_t timer;
 	enum renew_state state;
-	unsigned backoff_ms;
+	enum renew_state logged; /* the state last logged, with `said` */
+	unsigned backoff_ms, attempts;
 	char said[256]; /* why the last renewal failed, as logged */
 	void (*done)(void *arg);
 	void *done_arg;
@@ -56,18 +57,29 @@ struct renew {
 
 static void check(struct renew *r);
 
+/* Every change of state goes through here; it is logged only when it differs from the
+ * one last logged, or fails for another reason. */
 static void set_state(struct renew *r, enum renew_state st, const char *why)
 {
-	if (r->state == st && !why)
+	r->state = st;
+	if (r->logged == st && strcmp(why ? why : "", r->said) == 0)
 		return;
-	if (why && strcmp(why, r->said) == 0 && r->state == st)
-		return; /* the same failure again: said once */
 	if (why)
 		sw_warn("certificate renewal %s: %s", state_names[st], why);
 	else
 		sw_info("certificate renewal: %s", state_names[st]);
 	snprintf(r->said, sizeof(r->said), "%s", why ? why : "");
-	r->state = st;
+	r->logged = st;
+}
+
+/* A retry after a failure goes due and out again without a word: only its outcome,
+ * when it differs from the last one, is news. */
+static void set_state_quiet(struct renew *r, enum renew_state st)
+{
+	if (r->backoff_ms)
+		r->state = st;
+	else
+		set_state(r, st, NULL);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -114,10 +126,7 @@ static void check(struct renew *r)
 	if (window(a, &nb, &na) == 0) {
 		at = sw_pki_renew_at(nb, na);
 		if (now >= at) {
-			if (r->state != RENEW_BACKOFF)
-				set_state(r, RENEW_DUE, NULL);
-			else
-				r->state = RENEW_DUE;
+			set_state_quiet(r, RENEW_DUE);
 			channel_soon(a);
 			return;
 		}
@@ -144,7 +153,7 @@ static void finish(struct renew *r)
 
 static void failed(struct renew *r, const char *why)
 {
-	r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : RENEW_BACKOFF_FIRST;
+	r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : r->a->renew_retry_ms;
 	if (r->backoff_ms > RENEW_BACKOFF_MAX)
 		r->backoff_ms = RENEW_BACKOFF_MAX;
 	set_state(r, RENEW_BACKOFF, why);
@@ -178,7 +187,7 @@ static void on_switch(uv_timer_t *t)
 			"certificate");
 		service_restart(meter);
 	}
-	r->backoff_ms = 0;
+	r->backoff_ms = r->attempts = 0;
 	set_state(r, RENEW_WAITING, NULL);
 	finish(r);
 	check(r);
@@ -376,7 +385,9 @@ int renew_send(struct agent *a, void (*done)(void *arg), void *arg)
 	r->in_flight = 1;
 	r->done = done;
 	r->done_arg = arg;
-	set_state(r, RENEW_ASKING, NULL);
+	r->attempts++;
+	sw_debug("certificate renewal: asking the server (attempt %u)", r->attempts);
+	set_state_quiet(r, RENEW_ASKING);
 	q = NULL;
 out:
 	if (q)

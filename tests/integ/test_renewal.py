@@ -4,7 +4,9 @@ over its own connection, every system stays `ok`, and `siteward systems` shows t
 days left. A removal revokes every certificate a system was ever issued, the renewed
 one and the one before it. An agent whose certificate has expired says it must be
 enrolled again and ends with a status of its own. A renewal cut short between putting
-its key and its certificate in place is finished when the agent starts again."""
+its key and its certificate in place is finished when the agent starts again. A
+renewal the server cannot answer is asked again, said once, and done once the server
+is back."""
 import json
 import os
 import shutil
@@ -25,6 +27,11 @@ def serial_of(path):
     r = subprocess.run(["openssl", "x509", "-in", path, "-noout", "-serial"],
                        capture_output=True, text=True, check=True, timeout=10)
     return r.stdout.strip().split("=", 1)[1].lower()
+
+
+def unfake():
+    for k in ("LD_PRELOAD", "FAKETIME", "FAKETIME_DONT_FAKE_MONOTONIC", "NO_FAKE_STAT"):
+        os.environ.pop(k, None)
 
 
 def start_server(site, env):
@@ -54,8 +61,7 @@ class Renewal(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        for k in ("LD_PRELOAD", "FAKETIME", "FAKETIME_DONT_FAKE_MONOTONIC", "NO_FAKE_STAT"):
-            os.environ.pop(k, None)
+        unfake()
         cls.site.close()
 
     def keep_old(self, a):
@@ -186,6 +192,68 @@ class Renewal(unittest.TestCase):
         self.assertIn("cannot be renewed; enroll it again with a new token", r.stderr)
         self.assertIn("siteward-agent init", r.stderr)
         self.assertEqual(len([l for l in r.stderr.splitlines() if "enroll it again" in l]), 1)
+
+
+
+class RenewalRetry(unittest.TestCase):
+    """The server is away when the renewal falls due: the agent asks again with
+    doubling waits (from renew_retry_ms, short here), says so once however many times
+    it fails the same way, keeps its loop going, and renews once the server is back."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.site = Site(heartbeat=1)
+        try:
+            cls.site.start()
+            cls.a = cls.site.enroll("q1", start=False)
+            conf = os.path.join(cls.a.dir, "agent.conf")
+            with open(conf) as f:
+                text = f.read()
+            with open(conf, "w") as f:
+                f.write(text.replace("[agent]\n", "[agent]\nrenew_retry_ms = 400\n", 1)
+                        .replace("level = info\n", "level = debug\n", 1))
+        except BaseException:
+            cls.site.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        unfake()
+        cls.site.close()
+
+    def test_failed_renewal_is_retried_said_once_and_done_when_the_server_is_back(self):
+        site, a = self.site, self.a
+        old = serial_of(a.cert()[0])
+        site.stop()
+        env = faked(RENEWAL_AGE)
+        a.env = dict(os.environ, **env)
+        a.proc = Proc([prog("siteward-agent"), "--dir", a.dir],
+                      os.path.join(site.tmp, "agent-q1.log"), a.env)
+
+        def lines(text):
+            return [l for l in a.proc.log().splitlines() if text in l]
+
+        def attempts():
+            assert a.proc.alive(), a.proc.log()
+            return len(lines("certificate renewal: asking the server (attempt"))
+        wait_for(lambda: attempts() >= 4, 30, "the agent to ask for its renewal four times")
+        self.assertEqual(len(lines("certificate renewal backing off")), 1, a.proc.log())
+        # the loop is not held by the failing renewal: a user still gets a ticket
+        self.assertTrue(a.ticket().strip())
+        self.assertEqual(serial_of(a.cert()[0]), old)
+
+        start_server(site, env)
+        wait_for(lambda: serial_of(a.cert()[0]) != old, 30,
+                 "the agent to renew once the server is back")
+        renewed_at = site.systems()["q1"]["last_seen"]
+
+        def reporting():
+            s = site.systems()["q1"]
+            return s["health"] == "ok" and s["last_seen"] > renewed_at
+        wait_for(reporting, 20, "the agent to report on its renewed certificate")
+        self.assertEqual(len(lines("certificate renewal backing off")), 1, a.proc.log())
+        self.assertEqual(len(lines("certificate renewed: serial")), 1, a.proc.log())
+        self.assertTrue(a.proc.alive())
 
 
 if __name__ == "__main__":
