@@ -193,6 +193,16 @@ class Renewal(unittest.TestCase):
         self.assertIn("siteward-agent init", r.stderr)
         self.assertEqual(len([l for l in r.stderr.splitlines() if "enroll it again" in l]), 1)
 
+    def test_4_the_service_manager_leaves_an_agent_to_enroll_again_stopped(self):
+        """Started again, an expired agent would only end the same way every RestartSec."""
+        unit = os.path.join(os.path.dirname(__file__), "..", "..", "systemd",
+                            "siteward-agent.service")
+        with open(unit) as f:
+            settings = [line.strip().split("=", 1) for line in f if "=" in line
+                        and not line.lstrip().startswith("#")]
+        prevent = [v.split() for k, v in settings if k == "RestartPreventExitStatus"]
+        self.assertIn(str(EXIT_REENROLL), sum(prevent, []), unit)
+
 
 
 class RenewalRetry(unittest.TestCase):
