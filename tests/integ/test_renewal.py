@@ -5,16 +5,20 @@ days left. A removal revokes every certificate a system was ever issued, the ren
 one and the one before it. An agent whose certificate has expired says it must be
 enrolled again and ends with a status of its own. A renewal cut short between putting
 its key and its certificate in place is finished when the agent starts again. A
-renewal the server cannot answer is asked again, said once, and done once the server
-is back."""
+metering server's system renews and its license server serves on the new certificate,
+granting checkouts. A renewal the server cannot answer is asked again, said once, and
+done once the server is back."""
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import unittest
+import uuid
 
-from harness import Proc, Site, prog, wait_for
+from harness import Proc, Site, pid_alive, prog, wait_for
+from test_metering import meter_api
 from test_skew import faked
 
 DAY_MS = 86400 * 1000
@@ -27,6 +31,29 @@ def serial_of(path):
     r = subprocess.run(["openssl", "x509", "-in", path, "-noout", "-serial"],
                        capture_output=True, text=True, check=True, timeout=10)
     return r.stdout.strip().split("=", 1)[1].lower()
+
+
+def served_serial(port):
+    """The serial of the certificate a TLS server on loopback shows, read without
+    judging it (this process's clock is not the site's)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw) as tls:
+            der = tls.getpeercert(binary_form=True)
+    r = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-serial"],
+                       input=der, capture_output=True, check=True, timeout=10)
+    return r.stdout.decode().strip().split("=", 1)[1].lower()
+
+
+def service_pid(agent, name):
+    """The main process of one of the agent's services, as its services.state says."""
+    try:
+        with open(os.path.join(agent.dir, "services.state")) as f:
+            return json.load(f).get(name, {}).get("pid", 0)
+    except (OSError, ValueError):
+        return 0
 
 
 def unfake():
@@ -203,6 +230,103 @@ class Renewal(unittest.TestCase):
         prevent = [v.split() for k, v in settings if k == "RestartPreventExitStatus"]
         self.assertIn(str(EXIT_REENROLL), sum(prevent, []), unit)
 
+
+class MeteringRenewal(unittest.TestCase):
+    """A system with the software-metering role renews: its agent restarts the license
+    server, which serves the new meter certificate and grants checkouts made with the
+    renewed client certificate."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.site = Site(heartbeat=1)
+        try:
+            site = cls.site
+            site.start()
+            cls.tool = os.path.join(site.tmp, "cadtool")
+            shutil.copy("/bin/true", cls.tool)
+            site.cli("product", "add", "cad", "--exe", "cadtool", "--licenses", "2",
+                     "--enforce")
+            cls.m = site.enroll("m1")
+            site.cli("role", "add", "m1", "software-metering")
+        except BaseException:
+            cls.site.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        unfake()
+        cls.site.close()
+
+    def allotment(self, ctx):
+        try:
+            status, h = meter_api(self.site, self.m, "GET", "/v1/health", ctx=ctx)
+        except OSError:
+            return 0
+        return status == 200 and h.get("products", {}).get("cad", {}).get("allotment", 0)
+
+    def test_meter_serves_the_renewed_certificate_and_grants(self):
+        site, m = self.site, self.m
+        wait_for(lambda: self.allotment(site.admin_tls()) == 2, 20,
+                 "the license server to hold the product's licenses")
+        meter_crt = os.path.join(m.dir, "meter.crt")
+        old_meter, old_agent = serial_of(meter_crt), serial_of(m.cert()[0])
+        self.assertEqual(served_serial(m.meter_port), old_meter)
+        old_pid = service_pid(m, "meter")
+        self.assertGreater(old_pid, 0)
+        # the license server outlives its agent and keeps serving the old certificate
+        # until the renewed agent restarts it
+        m.stop()
+        site.stop()
+        start_server(site, faked(RENEWAL_AGE))
+        m.env = dict(os.environ, **faked(RENEWAL_AGE))
+        m.start()
+
+        def renewed():
+            return (serial_of(meter_crt) != old_meter and
+                    serial_of(m.cert()[0]) != old_agent)
+        wait_for(renewed, 30, "the agent to renew its certificates")
+        new_meter = serial_of(meter_crt)
+
+        def serving_new():
+            pid = service_pid(m, "meter")
+            if pid in (0, old_pid):
+                return False
+            try:
+                return served_serial(m.meter_port) == new_meter
+            except (OSError, ssl.SSLError):
+                return False
+        wait_for(serving_new, 30, "a new license server on the renewed certificate")
+        self.assertIn("restarting the metering service for its new certificate",
+                      m.proc.log())
+        wait_for(lambda: not pid_alive(old_pid), 10,
+                 "the license server on the old certificate to end")
+
+        # the moved clock is not this process's: the meter's certificate is checked by
+        # its serial above, not by a verify that would find it not yet valid
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.load_cert_chain(os.path.join(m.dir, "client.crt"), os.path.join(m.dir, "client.key"))
+        admin = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        admin.check_hostname = False
+        admin.verify_mode = ssl.CERT_NONE
+        admin.load_cert_chain(os.path.join(site.dir, "admin.crt"),
+                              os.path.join(site.dir, "admin.key"))
+        wait_for(lambda: self.allotment(admin) == 2, 20,
+                 "the new license server to hold the product's licenses")
+        client = uuid.uuid4().hex
+        status, body = meter_api(site, m, "POST", "/v1/checkout",
+                                 {"exe": "cadtool", "user": "u", "pid": 1, "client": client,
+                                  "wait_ms": 0}, ctx=ctx, headers=m.ticket_header())
+        self.assertEqual((status, body.get("granted")), (200, True), body)
+        status, reply = meter_api(site, m, "POST", "/v1/checkin",
+                                  {"client": client, "lease": body["lease"]}, ctx=ctx)
+        self.assertEqual(status, 200, reply)
+        # and as a user runs a metered program, on the site's clock
+        r = subprocess.run([prog("siteward-run"), "--agent", m.dir, "--", self.tool],
+                           capture_output=True, text=True, timeout=30,
+                           env=dict(os.environ, **faked(RENEWAL_AGE)))
+        self.assertEqual(r.returncode, 0, r.stderr)
 
 
 class RenewalRetry(unittest.TestCase):
