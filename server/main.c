@@ -51,6 +51,7 @@ static void usage(FILE *f)
 	fprintf(f, "usage: siteward-server [--dir DIR] [-n]\n"
 		   "       siteward-server init [--dir DIR] --site-code ABC --listen HOST:PORT "
 		   "[--db URL]\n"
+		   "       siteward-server renew-admin [--dir DIR]\n"
 		   "       siteward-server --version\n");
 }
 
