@@ -42,6 +42,15 @@ void sw_notify_ready(struct sw_notify *n, const char *status)
 		sd_notify(0, "WATCHDOG=1");
 }
 
+void sw_notify_waiting(const char *status, unsigned ms)
+{
+	char msg[400];
+
+	snprintf(msg, sizeof(msg), "STATUS=%s\nEXTEND_TIMEOUT_USEC=%llu\nWATCHDOG=1", status,
+		 (unsigned long long)ms * 1000);
+	sd_notify(0, msg);
+}
+
 void sw_notify_stopping(struct sw_notify *n)
 {
 	if (n && n->armed)
