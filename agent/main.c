@@ -237,7 +237,7 @@ static int agent_open(struct agent *a)
 static int agent_shutdown(struct agent *a)
 {
 	a->stopping = 1;
-	sw_notify_stopping(&notify);
+	sw_notify_stopping(&notify, a->restart_exe[0] != '\0');
 	passive_stop(a->passive);
 	ticket_stop(a);
 	channel_stop(a);
