@@ -79,6 +79,17 @@ int renew_send(struct agent *a, void (*done)(void *arg), void *arg);
 
 /* enroll.c */
 int enroll_main(int argc, char **argv);
+/* Unattended enrollment: an agent started unenrolled in the default folder, with
+ * ENROLL_CONF naming its server, enrolls with the token in ENROLL_TOKEN (as init does).
+ * 0 (enrolled, or nothing to do: another folder, enrolled already, no ENROLL_CONF);
+ * ENROLL_UNREACHABLE (try again later); ENROLL_CONFIG (what to fix is said on stderr). */
+#define ENROLL_CONF	   "/etc/siteward/enroll.conf"
+#define ENROLL_TOKEN	   "/etc/siteward/token"
+#define ENROLL_UNREACHABLE 75	 /* EX_TEMPFAIL */
+#define ENROLL_CONFIG	   78	 /* EX_CONFIG: the unit's RestartPreventExitStatus= */
+#define ENROLL_TIMEOUT_MS  15000 /* each of enrollment's two requests */
+#define ENROLL_ATTEMPT_MS  (2 * ENROLL_TIMEOUT_MS)
+int enroll_auto(const char *dir);
 
 /* facts.c */
 json_t *facts_collect(const struct agent *a);
@@ -109,7 +120,7 @@ int channel_open(const struct agent *a);
 int metrics_start(struct agent *a);
 void metrics_stop(struct agent *a);
 
-/* ticket.c: user tickets for siteward-run, on <dir>/agent.sock */
+/* ticket.c: user tickets for siteward-run, on <dir>/agent.sock or /run/siteward/ */
 int ticket_start(struct agent *a);
 void ticket_stop(struct agent *a);
 void ticket_free(struct agent *a);

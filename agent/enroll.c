@@ -6,12 +6,18 @@
  * them. It carries a pin of the site CA, so the agent checks it reached the right
  * server before it sends its request. Nothing is written to the agent's folder until
  * the server has accepted the enrollment.
+ *
+ * The default folder's agent.conf is /etc/siteward/agent.conf (sw_path_conf), and an
+ * agent started there unenrolled enrolls itself from /etc/siteward/enroll.conf and
+ * /etc/siteward/token (enroll_auto), with the same code as init.
  */
 #include "agent.h"
 
 #include "clock.h"
 #include "error.h"
 #include "json.h"
+#include "log.h"
+#include "paths.h"
 #include "pki.h"
 #include "proto.h"
 #include "util.h"
@@ -19,23 +25,24 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define ENROLL_TIMEOUT_MS 15000
-
 /* A token file is a line; more than this is not one. */
 #define TOKEN_FILE_MAX 4096
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: siteward-agent init [--dir DIR] --server https://HOST:PORT --name NAME\n"
-		   "                           (--token-file FILE [--remove-token-file] |\n"
-		   "                            --token TOKEN | SITEWARD_TOKEN in the "
-		   "environment)\n");
+	fprintf(f,
+		"usage: siteward-agent init [--dir DIR] [--if-needed] --server https://HOST:PORT\n"
+		"                           --name NAME (--token-file FILE [--remove-token-file] "
+		"|\n"
+		"                            --token TOKEN | SITEWARD_TOKEN in the "
+		"environment)\n");
 }
 
 /* The first line of `path`, which only its owner (this user or root) may read or write:
@@ -173,7 +180,9 @@ static int write_in(const char *dir, const char *name, const char *text, unsigne
 	return sw_file_write_atomic(path, text, strlen(text), mode, err, errlen);
 }
 
-int enroll_main(int argc, char **argv)
+/* init's work; the exit status, or ENROLL_UNREACHABLE when the server did not answer
+ * (nothing spent, worth trying again). */
+static int enroll_run(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 	    {"dir", required_argument, NULL, 'd'},
@@ -181,6 +190,7 @@ int enroll_main(int argc, char **argv)
 	    {"token", required_argument, NULL, 't'},
 	    {"token-file", required_argument, NULL, 'f'},
 	    {"remove-token-file", no_argument, NULL, 'r'},
+	    {"if-needed", no_argument, NULL, 'i'},
 	    {"name", required_argument, NULL, 'n'},
 	    {"listen", required_argument, NULL, 'l'},
 	    {"help", no_argument, NULL, 'h'},
@@ -189,9 +199,9 @@ int enroll_main(int argc, char **argv)
 	const char *dir = NULL, *server = NULL, *token = NULL, *name = NULL, *listen = NULL;
 	const char *token_file = NULL, *env_token = getenv("SITEWARD_TOKEN");
 	char file_token[SW_TOKEN_LEN + 1];
-	int remove_token_file = 0, sources;
+	int remove_token_file = 0, if_needed = 0, sources;
 	char secret[SW_TOKEN_SECRET_HEX + 1], pin[SW_TOKEN_PIN_HEX + 1], fp[65];
-	char err[512], url[400], path[PATH_MAX + 64], reason[128],
+	char err[512], url[400], conf_path[PATH_MAX + 64], reason[128],
 	    tmpca[] = "/tmp/siteward-ca.XXXXXX";
 	char *resp = NULL, *key = NULL, *csr = NULL, *body = NULL, conf[2048];
 	char *client_key = NULL, *client_csr = NULL, *meter_key = NULL, *meter_csr = NULL;
@@ -210,6 +220,7 @@ int enroll_main(int argc, char **argv)
 		case 't': token = optarg; break;
 		case 'f': token_file = optarg; break;
 		case 'r': remove_token_file = 1; break;
+		case 'i': if_needed = 1; break;
 		case 'n': name = optarg; break;
 		case 'l': listen = optarg; break;
 		case 'h': usage(stdout); return 0;
@@ -219,6 +230,15 @@ int enroll_main(int argc, char **argv)
 	if (!dir || !server || !name || optind != argc) {
 		usage(stderr);
 		return 2;
+	}
+	if (sw_path_conf(dir, SW_PATH_AGENT_DIR, "agent.conf", conf_path, sizeof(conf_path))) {
+		fprintf(stderr, "siteward-agent: %s: path too long\n", dir);
+		return 2;
+	}
+	/* what a provisioning script runs on every boot: once enrolled, nothing to do */
+	if (if_needed && access(conf_path, F_OK) == 0) {
+		printf("%s is enrolled already (%s)\n", dir, conf_path);
+		return 0;
 	}
 	/* An empty SITEWARD_TOKEN is one not set, as a templated environment leaves it. */
 	if (env_token && !env_token[0])
@@ -275,10 +295,11 @@ int enroll_main(int argc, char **argv)
 			token_file ? token_file : "");
 		return 1;
 	}
-	sw_path_join(path, sizeof(path), dir, "agent.conf");
-	if (access(path, F_OK) == 0) {
-		fprintf(stderr, "siteward-agent: %s is already enrolled; choose an empty folder\n",
-			dir);
+	if (access(conf_path, F_OK) == 0) {
+		fprintf(stderr,
+			"siteward-agent: %s is already enrolled (%s exists); choose an empty "
+			"folder\n",
+			dir, conf_path);
 		return 1;
 	}
 
@@ -308,7 +329,7 @@ int enroll_main(int argc, char **argv)
 	if ((rc = sw_http_fetch(&insecure, "GET", url, NULL, ENROLL_TIMEOUT_MS, &status, &resp, err,
 				sizeof(err)))) {
 		fprintf(stderr, "siteward-agent: cannot reach %s: %s\n", server, err);
-		rc = 1;
+		rc = ENROLL_UNREACHABLE;
 		goto out;
 	}
 	rc = 1;
@@ -372,7 +393,7 @@ int enroll_main(int argc, char **argv)
 	}
 	if (rc) {
 		fprintf(stderr, "siteward-agent: cannot reach %s: %s\n", server, err);
-		rc = 1;
+		rc = ENROLL_UNREACHABLE;
 		goto out;
 	}
 	rc = 1;
@@ -395,6 +416,14 @@ int enroll_main(int argc, char **argv)
 		fprintf(stderr, "siteward-agent: cannot create %s: %s\n", dir, strerror(errno));
 		goto out;
 	}
+	/* the default folder's configuration goes in /etc/siteward, made here on a machine
+	 * with only the agent's package */
+	if (strncmp(conf_path, SW_PATH_ETC "/", sizeof(SW_PATH_ETC)) == 0 &&
+	    mkdir(SW_PATH_ETC, 0755) < 0 && errno != EEXIST) {
+		fprintf(stderr, "siteward-agent: cannot create %s: %s\n", SW_PATH_ETC,
+			strerror(errno));
+		goto out;
+	}
 	snprintf(conf, sizeof(conf),
 		 "# siteward agent configuration; see siteward-agent.conf(5).\n"
 		 "[agent]\n"
@@ -408,7 +437,7 @@ int enroll_main(int argc, char **argv)
 	if (write_in(dir, "ca.crt", ca, 0644, err, sizeof(err)) ||
 	    write_in(dir, "agent.key", key, 0600, err, sizeof(err)) ||
 	    write_in(dir, "agent.crt", cert, 0644, err, sizeof(err)) ||
-	    write_in(dir, "agent.conf", conf, 0644, err, sizeof(err)) ||
+	    sw_file_write_atomic(conf_path, conf, strlen(conf), 0644, err, sizeof(err)) ||
 	    /* siteward-run uses these as whichever user runs it: a certificate the
 	     * metering servers accept and nothing else does */
 	    (client_cert && (write_in(dir, "client.key", client_key, 0644, err, sizeof(err)) ||
@@ -419,7 +448,12 @@ int enroll_main(int argc, char **argv)
 		fprintf(stderr, "siteward-agent: %s\n", err);
 		goto out;
 	}
-	printf("enrolled %s with %s; start it with: siteward-agent --dir %s\n", name, server, dir);
+	if (sw_path_is_default(dir, SW_PATH_AGENT_DIR))
+		printf("enrolled %s with %s; start it with: systemctl start siteward-agent\n", name,
+		       server);
+	else
+		printf("enrolled %s with %s; start it with: siteward-agent --dir %s\n", name,
+		       server, dir);
 	/* Enrolled: the agent never reads the token again. A file that stays is the
 	 * administrator's to remove, unless asked here (a multi-use token in it still
 	 * enrolls other machines). */
@@ -446,5 +480,69 @@ out:
 	free(meter_key);
 	free(meter_csr);
 	free(body);
+	return rc;
+}
+
+int enroll_main(int argc, char **argv)
+{
+	int rc = enroll_run(argc, argv);
+
+	return rc == ENROLL_UNREACHABLE ? 1 : rc;
+}
+
+static const char *const enroll_settings[] = {"enroll.server", "enroll.name", NULL};
+
+int enroll_auto(const char *dir)
+{
+	char conf_path[PATH_MAX + 64], err[400], sub[300], host[256] = "";
+	const char *server, *name;
+	struct sw_conf *conf = NULL;
+	int rc = ENROLL_CONFIG;
+
+	sw_path_conf(dir, SW_PATH_AGENT_DIR, "agent.conf", conf_path, sizeof(conf_path));
+	if (!sw_path_is_default(dir, SW_PATH_AGENT_DIR) || access(conf_path, F_OK) == 0 ||
+	    access(ENROLL_CONF, F_OK) != 0)
+		return 0;
+	if (sw_conf_load(ENROLL_CONF, &conf, err, sizeof(err))) {
+		fprintf(stderr, "siteward-agent: not enrolled: %s\n", err);
+		goto out;
+	}
+	if (sw_conf_check(conf, enroll_settings, sub, sizeof(sub))) {
+		fprintf(stderr, "siteward-agent: not enrolled: %s: %s\n", ENROLL_CONF, sub);
+		goto out;
+	}
+	server = sw_conf_get(conf, "enroll", "server", NULL);
+	if (!server || strncmp(server, "https://", 8) != 0) {
+		fprintf(stderr,
+			"siteward-agent: not enrolled: %s needs [enroll] server = "
+			"https://HOST:PORT, the site server\n",
+			ENROLL_CONF);
+		goto out;
+	}
+	name = sw_conf_get(conf, "enroll", "name", NULL);
+	if (!name && gethostname(host, sizeof(host) - 1) == 0)
+		name = host;
+	if (!name || !sw_name_valid(name)) {
+		fprintf(stderr,
+			"siteward-agent: not enrolled: %s '%s' is not a valid system name (1-63 "
+			"letters, digits, '.', '_' or '-'); set [enroll] name in %s\n",
+			sw_conf_get(conf, "enroll", "name", NULL) ? "the name" : "the hostname",
+			name ? name : "", ENROLL_CONF);
+		goto out;
+	}
+	sw_info("not enrolled: enrolling %s with %s (%s, token %s)", name, server, ENROLL_CONF,
+		ENROLL_TOKEN);
+	{
+		char *args[] = {"init",		"--dir",  (char *)dir,	"--server",
+				(char *)server, "--name", (char *)name, "--token-file",
+				ENROLL_TOKEN,	NULL};
+		/* the environment's token is not this machine's: the file is */
+		unsetenv("SITEWARD_TOKEN");
+		rc = enroll_run((int)SW_ARRAY_LEN(args) - 1, args);
+	}
+	if (rc && rc != ENROLL_UNREACHABLE)
+		rc = ENROLL_CONFIG;
+out:
+	sw_conf_free(conf);
 	return rc;
 }

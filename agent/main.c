@@ -13,11 +13,13 @@
 #include "pki.h"
 #include "util.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "version.h"
 
@@ -67,7 +69,11 @@ static int agent_configure(struct agent *a, const char *dir, char *err, size_t e
 			  dir);
 		return SW_ENOTFOUND;
 	}
-	sw_path_join(path, sizeof(path), a->dir, "agent.conf");
+	/* the default folder's is /etc/siteward/agent.conf; a --dir folder holds its own */
+	if (sw_path_conf(a->dir, SW_PATH_AGENT_DIR, "agent.conf", path, sizeof(path))) {
+		sw_seterr(err, errlen, "%s: path too long", a->dir);
+		return SW_ETOOBIG;
+	}
 	if ((rc = sw_conf_load(path, &a->conf, err, errlen)))
 		return rc;
 	if ((rc = sw_conf_check(a->conf, known_settings, sub, sizeof(sub))) ||
@@ -243,7 +249,7 @@ static int agent_open(struct agent *a)
 static int agent_shutdown(struct agent *a)
 {
 	a->stopping = 1;
-	sw_notify_stopping(&notify);
+	sw_notify_stopping(&notify, a->restart_exe[0] != '\0');
 	passive_stop(a->passive);
 	ticket_stop(a);
 	renew_stop(a);
@@ -276,6 +282,35 @@ static void agent_cleanup(struct agent *a)
 	ticket_free(a);
 	uv_loop_close(a->loop);
 	upgrade_free(a);
+}
+
+/* An unenrolled agent in the default folder with /etc/siteward/enroll.conf enrolls before
+ * it runs. A server not answering (yet: machines are often installed before their
+ * network or the site server is up) is tried again, 5 s then twice as long each time up
+ * to 5 min, each wait bounded and told to the service manager; anything else is for a
+ * person to fix, said in one line, and ends the agent with ENROLL_CONFIG, which the unit
+ * does not restart. */
+static int enroll_unattended(const char *dir)
+{
+	unsigned wait_ms = 5000;
+	char status[200];
+	int rc;
+
+	for (;;) {
+		sw_notify_waiting("enrolling", ENROLL_ATTEMPT_MS + 10000);
+		if ((rc = enroll_auto(dir)) != ENROLL_UNREACHABLE)
+			return rc;
+		snprintf(status, sizeof(status),
+			 "not enrolled: the site server in %s does not answer; next attempt in "
+			 "%u s",
+			 ENROLL_CONF, wait_ms / 1000);
+		sw_warn("%s", status);
+		sw_notify_waiting(status, wait_ms + 10000);
+		struct timespec ts = {.tv_sec = wait_ms / 1000};
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+		wait_ms = wait_ms >= 150000 ? 300000 : wait_ms * 2;
+	}
 }
 
 /* `init` without --dir enrolls into the default folder. */
@@ -313,6 +348,8 @@ int main(int argc, char **argv)
 		return rc < 0 ? 0 : rc;
 	sw_install_exec_newer(dir, "siteward-agent", argv);
 	agent_init(&a, argv);
+	if (!check && (rc = enroll_unattended(dir)))
+		return rc;
 	if ((rc = agent_configure(&a, dir, err, sizeof(err))))
 		fprintf(stderr, "siteward-agent: %s\n", err);
 	else

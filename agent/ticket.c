@@ -1,5 +1,6 @@
 /*
- * The agent's local socket, <dir>/agent.sock: whoever connects gets a user ticket
+ * The agent's local socket, <dir>/agent.sock (/run/siteward/agent.sock for the default
+ * folder): whoever connects gets a user ticket
  * (lib/ticket.h) naming the account the kernel says it runs as (SO_PEERCRED), signed
  * with the agent's key. siteward-run hands it to metering servers, which take the user
  * from it. The socket reads nothing from its callers: a ticket is the whole answer, so
@@ -12,6 +13,7 @@
 
 #include "error.h"
 #include "log.h"
+#include "paths.h"
 #include "strmap.h"
 #include "ticket.h"
 #include "util.h"
@@ -167,7 +169,9 @@ int ticket_start(struct agent *a)
 	}
 	t->a = a;
 	a->tickets = t;
-	sw_path_join(t->path, sizeof(t->path), a->dir, "agent.sock");
+	/* the default folder's socket is /run/siteward/agent.sock (the unit's
+	 * RuntimeDirectory=); a --dir folder holds its own */
+	sw_path_runtime(a->dir, SW_PATH_AGENT_DIR, "agent.sock", t->path, sizeof(t->path));
 	uv_pipe_init(a->loop, &t->pipe, 0);
 	t->pipe.data = t;
 	if (strlen(t->path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {

@@ -42,9 +42,21 @@ void sw_notify_ready(struct sw_notify *n, const char *status)
 		sd_notify(0, "WATCHDOG=1");
 }
 
-void sw_notify_stopping(struct sw_notify *n)
+void sw_notify_waiting(const char *status, unsigned ms)
+{
+	char msg[400];
+
+	snprintf(msg, sizeof(msg), "STATUS=%s\nEXTEND_TIMEOUT_USEC=%llu\nWATCHDOG=1", status,
+		 (unsigned long long)ms * 1000);
+	sd_notify(0, msg);
+}
+
+void sw_notify_stopping(struct sw_notify *n, int reexec)
 {
 	if (n && n->armed)
 		uv_timer_stop(&n->watchdog);
-	sd_notify(0, "STOPPING=1");
+	/* A daemon that says STOPPING=1 and then re-executes itself is a service that
+	 * systemd believes is on its way out: the new program's READY=1 is not heard, and
+	 * `systemctl stop` only waits out TimeoutStopSec, sending no signal. */
+	sd_notify(0, reexec ? "RELOADING=1\nSTATUS=re-executing after an upgrade" : "STOPPING=1");
 }

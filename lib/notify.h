@@ -28,7 +28,14 @@ void sw_notify_init(struct sw_notify *n, uv_loop_t *loop);
  * watchdog's first feeding. */
 void sw_notify_ready(struct sw_notify *n, const char *status);
 
-/* STOPPING=1, and the watchdog no longer fed: the stop is bounded by TimeoutStopSec. */
-void sw_notify_stopping(struct sw_notify *n);
+/* While a daemon waits before it is ready (an agent retrying its enrollment): a STATUS=
+ * line, the watchdog fed, and the start's timeout extended by `ms`, so that the wait,
+ * bounded by the caller, is not taken for a hang. */
+void sw_notify_waiting(const char *status, unsigned ms);
+
+/* STOPPING=1, and the watchdog no longer fed: the stop is bounded by TimeoutStopSec.
+ * With `reexec` (the daemon runs its new version in its own process next), RELOADING=1
+ * instead: the new program's READY=1 makes the service active again. */
+void sw_notify_stopping(struct sw_notify *n, int reexec);
 
 #endif

@@ -28,10 +28,26 @@ static int same_dir(const char *a, const char *b)
 	return strcmp(a, b) == 0;
 }
 
-int sw_path_conf(const char *dir, const char *dflt, const char *name, char *out, size_t len)
+int sw_path_is_default(const char *dir, const char *dflt)
 {
-	int n = same_dir(dir, dflt) ? snprintf(out, len, "%s/%s", SW_PATH_ETC, name)
+	return same_dir(dir, dflt);
+}
+
+static int in_or(const char *dir, const char *dflt, const char *sys, const char *name, char *out,
+		 size_t len)
+{
+	int n = same_dir(dir, dflt) ? snprintf(out, len, "%s/%s", sys, name)
 				    : snprintf(out, len, "%s/%s", dir, name);
 
 	return n < 0 || (size_t)n >= len ? SW_ETOOBIG : 0;
+}
+
+int sw_path_conf(const char *dir, const char *dflt, const char *name, char *out, size_t len)
+{
+	return in_or(dir, dflt, SW_PATH_ETC, name, out, len);
+}
+
+int sw_path_runtime(const char *dir, const char *dflt, const char *name, char *out, size_t len)
+{
+	return in_or(dir, dflt, SW_PATH_RUN, name, out, len);
 }

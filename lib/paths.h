@@ -1,9 +1,10 @@
 /*
  * Where the programs keep their files when no folder is named: the state of a daemon in
- * /var/lib/siteward/, the site server's configuration in /etc/siteward/, as the Debian
- * packages lay them out. A folder named with --dir (or SITEWARD_SITE, SITEWARD_AGENT)
- * holds everything itself, configuration included, as it always has: tests and the demo
- * run in temporary folders that way.
+ * /var/lib/siteward/, its configuration (siteward.conf, agent.conf) and what enrolls an
+ * agent unattended (enroll.conf, token) in /etc/siteward/, the agent's socket in
+ * /run/siteward/, as the Debian packages lay them out. A folder named with --dir (or SITEWARD_SITE,
+ * SITEWARD_AGENT) holds everything itself, configuration included, as it always has: tests and the
+ * demo run in temporary folders that way.
  */
 #ifndef SW_PATHS_H
 #define SW_PATHS_H
@@ -13,6 +14,7 @@
 #define SW_PATH_SERVER_DIR "/var/lib/siteward/server"
 #define SW_PATH_AGENT_DIR  "/var/lib/siteward/agent"
 #define SW_PATH_ETC	   "/etc/siteward"
+#define SW_PATH_RUN	   "/run/siteward"
 
 /* The folder to use: `given` (an option), else the environment variable `env`, else
  * `dflt`. Never NULL. */
@@ -21,5 +23,12 @@ const char *sw_path_dir(const char *given, const char *env, const char *dflt);
 /* The configuration file `name` of the folder `dir`: SW_PATH_ETC/NAME when `dir` is the
  * default folder `dflt`, else DIR/NAME. 0, or SW_ETOOBIG. */
 int sw_path_conf(const char *dir, const char *dflt, const char *name, char *out, size_t len);
+
+/* The runtime file `name` (a socket) of the folder `dir`: SW_PATH_RUN/NAME when `dir` is
+ * the default folder `dflt`, else DIR/NAME. 0, or SW_ETOOBIG. */
+int sw_path_runtime(const char *dir, const char *dflt, const char *name, char *out, size_t len);
+
+/* Whether `dir` is the default folder `dflt` (the same folder by any spelling). */
+int sw_path_is_default(const char *dir, const char *dflt);
 
 #endif

@@ -71,7 +71,8 @@ static int configure(struct meter *m, const char *dir, char *err, size_t errlen)
 		sw_seterr(err, errlen, "%s: no such agent folder", dir);
 		return SW_ENOTFOUND;
 	}
-	sw_path_join(path, sizeof(path), m->dir, "agent.conf");
+	/* the agent's configuration: /etc/siteward/agent.conf for the default folder */
+	sw_path_conf(m->dir, SW_PATH_AGENT_DIR, "agent.conf", path, sizeof(path));
 	if ((rc = sw_conf_load(path, &conf, err, errlen)))
 		return rc;
 	/* The agent's log level is the meter's too: one knob per machine. */

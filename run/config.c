@@ -1,5 +1,6 @@
 /*
- * The agent's folder as siteward-run reads it: agent.conf for the system's name and the
+ * The agent's folder as siteward-run reads it: agent.conf (/etc/siteward/agent.conf for
+ * the default folder) for the system's name and the
  * offline policy, meters.json for the metering servers, and the agent's identity.
  */
 #include "run.h"
@@ -7,6 +8,7 @@
 #include "conf.h"
 #include "error.h"
 #include "json.h"
+#include "paths.h"
 #include "util.h"
 
 #include <errno.h>
@@ -116,7 +118,13 @@ int config_load(struct run_config *c, const char *dir, char *err, size_t errlen)
 			  errno == EACCES ? ACCESS_HINT : "is it the agent's folder?");
 		return SW_ENOTFOUND;
 	}
-	sw_path_join(path, sizeof(path), c->dir, "agent.conf");
+	/* the default folder's configuration and socket are in /etc/siteward and
+	 * /run/siteward, as the agent's */
+	if (sw_path_conf(c->dir, SW_PATH_AGENT_DIR, "agent.conf", path, sizeof(path)) ||
+	    sw_path_runtime(c->dir, SW_PATH_AGENT_DIR, "agent.sock", c->sock, sizeof(c->sock))) {
+		sw_seterr(err, errlen, "%s: path too long", c->dir);
+		return SW_ETOOBIG;
+	}
 	if (eaccess(path, R_OK) < 0 && errno == EACCES) {
 		sw_seterr(err, errlen, "cannot read %s: %s; %s", path, strerror(errno),
 			  ACCESS_HINT);

@@ -29,6 +29,7 @@ enum run_offline { RUN_OFFLINE_RUN, RUN_OFFLINE_DENY };
 /* What the agent's folder says: who we are and whom to ask. */
 struct run_config {
 	char dir[PATH_MAX];
+	char sock[PATH_MAX + 16]; /* the agent's socket: <dir>/agent.sock, or /run/siteward/ */
 	char host[64];		  /* [agent] name */
 	enum run_offline offline; /* [run] offline */
 	char *meters[RUN_MAX_METERS];

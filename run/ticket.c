@@ -72,9 +72,9 @@ static char *from_agent(const struct run *r, char *why, size_t whylen)
 	size_t len = 0;
 	int fd;
 
-	if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/agent.sock", r->conf.dir) >=
+	if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", r->conf.sock) >=
 	    (int)sizeof(sa.sun_path)) {
-		snprintf(why, whylen, "%s/agent.sock: path too long for a socket", r->conf.dir);
+		snprintf(why, whylen, "%s: path too long for a socket", r->conf.sock);
 		return NULL;
 	}
 	/* the timeouts bound the connect (a full backlog) and every read */

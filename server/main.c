@@ -256,7 +256,7 @@ static int server_open(struct server *s, char *err, size_t errlen)
 static int server_shutdown(struct server *s)
 {
 	s->stopping = 1;
-	sw_notify_stopping(&notify);
+	sw_notify_stopping(&notify, s->reexec[0] != '\0');
 	/* The last writes on the loop's own connection, once the one in flight has returned. */
 	dbq_drain(s);
 	registry_flush(s);

@@ -3,7 +3,7 @@
 
 usage: run.py --build DIR [--db postgresql://…] [-k PATTERN] [-j JOBS]
 
-Test modules run in parallel, each in its own process (-j, default 3): the tests spend
+Test modules run in parallel, each in its own process (-j, default 4): the tests spend
 most of their time waiting on the programs' timers, not on the processors.
 """
 import argparse
@@ -42,7 +42,7 @@ def main():
     ap.add_argument("--build", default="build")
     ap.add_argument("--db", default="", help="run against this PostgreSQL server")
     ap.add_argument("-k", default=None, help="only tests whose name contains this")
-    ap.add_argument("-j", type=int, default=3, help="test modules run at once")
+    ap.add_argument("-j", type=int, default=4, help="test modules run at once")
     ap.add_argument("--module", help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ["SITEWARD_BUILD"] = os.path.abspath(args.build)

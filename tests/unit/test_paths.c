@@ -43,6 +43,19 @@ static void test_conf(void **state)
 	    0);
 	assert_string_equal(out, "/etc/siteward/siteward.conf");
 	assert_int_not_equal(sw_path_conf("/tmp/site", "/d", "siteward.conf", out, 8), 0);
+	/* the agent's: configuration in /etc, its socket in /run; a --dir keeps both */
+	assert_int_equal(
+	    sw_path_conf(SW_PATH_AGENT_DIR, SW_PATH_AGENT_DIR, "agent.conf", out, sizeof(out)), 0);
+	assert_string_equal(out, "/etc/siteward/agent.conf");
+	assert_int_equal(
+	    sw_path_runtime(SW_PATH_AGENT_DIR, SW_PATH_AGENT_DIR, "agent.sock", out, sizeof(out)),
+	    0);
+	assert_string_equal(out, "/run/siteward/agent.sock");
+	assert_int_equal(
+	    sw_path_runtime("/tmp/agent", SW_PATH_AGENT_DIR, "agent.sock", out, sizeof(out)), 0);
+	assert_string_equal(out, "/tmp/agent/agent.sock");
+	assert_true(sw_path_is_default(SW_PATH_AGENT_DIR, SW_PATH_AGENT_DIR));
+	assert_false(sw_path_is_default("/tmp/agent", SW_PATH_AGENT_DIR));
 }
 
 static char tmp[64];
