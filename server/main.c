@@ -5,6 +5,7 @@
  * knows, listens, and runs one libuv loop until SIGINT or SIGTERM.
  */
 #include "server.h"
+#include "upgrade.h"
 
 #include "error.h"
 #include "install.h"
@@ -35,6 +36,7 @@ static const char *const known_settings[] = {
     "server.handshake_timeout",
     "server.idle_timeout",
     "server.flush_interval_ms",
+    "server.cert_check_interval_s",
     "database.url",
     "database.busy_timeout_ms",
     "database.connect_timeout",
@@ -114,6 +116,8 @@ static int server_configure(struct server *s, const char *dir, int check_only, c
 				   &s->heartbeat_s, sub, sizeof(sub))) ||
 	    (rc = sw_conf_get_uint(s->conf, "server", "flush_interval_ms", 1000, 10, 60000,
 				   &s->flush_ms, sub, sizeof(sub))) ||
+	    (rc = sw_conf_get_uint(s->conf, "server", "cert_check_interval_s", 21600, 1, 604800,
+				   &s->cert_check_s, sub, sizeof(sub))) ||
 	    (rc = sw_conf_get_uint(s->conf, "metering", "lease_ttl_ms", 30000, 1000, 3600000,
 				   &s->lease_ttl_ms, sub, sizeof(sub))) ||
 	    (rc = sw_conf_get_uint(s->conf, "metering", "meter_poll_ms", 10000, 500, 3600000,
@@ -211,6 +215,40 @@ static int options(int argc, char **argv, const char **dir, int *check)
 	return 0;
 }
 
+/* A server that runs for years passes the renewal age of its certificate while it runs:
+ * the certificate is issued again under the site CA, and the server executes itself
+ * afresh in its own process to serve it, as after an upgrade (its listener holds the
+ * certificate it started with). Not in the middle of an upgrade, which restarts the
+ * server itself. */
+static void on_cert_check(uv_timer_t *t)
+{
+	struct server *s = t->data;
+	char err[512], exe[PATH_MAX];
+	ssize_t n;
+
+	if (s->stopping || s->reexec[0] || s->upgrade_starting ||
+	    (s->upgrade && upgrade_is_active(s->upgrade)) || !site_cert_due(s))
+		return;
+	if (site_certs_check(s, err, sizeof(err))) {
+		sw_warn("the server certificate is due for renewal and cannot be issued again: %s",
+			err);
+		return;
+	}
+	/* the program that runs; a package may have replaced the file since */
+	if ((n = readlink("/proc/self/exe", exe, sizeof(exe) - 1)) <= 0) {
+		sw_warn("the server certificate was issued again; it is served from the next "
+			"start (cannot find this program: %s)",
+			strerror(errno));
+		return;
+	}
+	exe[n] = '\0';
+	if (n > 10 && strcmp(exe + n - 10, " (deleted)") == 0)
+		exe[n - 10] = '\0';
+	sw_info("restarting to serve the renewed server certificate");
+	snprintf(s->reexec, sizeof(s->reexec), "%s", exe);
+	uv_stop(s->loop);
+}
+
 /* Everything that serves: the write queue, the calls to agents, the API, the timers and
  * the signals. */
 static int server_open(struct server *s, char *err, size_t errlen)
@@ -233,6 +271,11 @@ static int server_open(struct server *s, char *err, size_t errlen)
 	uv_timer_init(s->loop, &s->summarize_timer);
 	s->summarize_timer.data = s;
 	uv_timer_start(&s->summarize_timer, on_summarize, 1000, s->summarize_s * 1000ull);
+	uv_timer_init(s->loop, &s->cert_timer);
+	s->cert_timer.data = s;
+	uv_timer_start(&s->cert_timer, on_cert_check, s->cert_check_s * 1000ull,
+		       s->cert_check_s * 1000ull);
+	uv_unref((uv_handle_t *)&s->cert_timer);
 	uv_signal_init(s->loop, &s->sigint);
 	uv_signal_init(s->loop, &s->sigterm);
 	s->sigint.data = s->sigterm.data = s;

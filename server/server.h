@@ -66,6 +66,8 @@ struct server {
 	unsigned lease_ttl_ms;	       /* a license lease not renewed this long expires */
 	unsigned meter_poll_ms;	       /* how often metering servers ask for their shares */
 	uv_timer_t summarize_timer;
+	uv_timer_t cert_timer;	   /* the server's certificate, looked at now and then */
+	unsigned cert_check_s;	   /* how often: [server] cert_check_interval_s */
 	struct sw_strmap *systems; /* name → struct system */
 	struct sw_strmap *revoked; /* serial → (void *)1 */
 	struct system **dirty;	   /* systems to write at the next flush */
@@ -106,6 +108,9 @@ void metrics_get(struct sw_http_req *req, void *arg);
 /* site.c */
 int site_init(int argc, char **argv);
 int site_certs_check(struct server *s, char *err, size_t errlen);
+/* 1 when the server's certificate is past two thirds of its life (site_certs_check()
+ * would issue it again), 0 otherwise or when it cannot be read. */
+int site_cert_due(struct server *s);
 int site_renew_admin(const char *dir);
 
 /* registry.c */

@@ -100,6 +100,19 @@ out:
 /* At start: a server certificate past two thirds of its life is issued again under the
  * site CA, for the same names, before the server listens with it; an admin certificate
  * in the site folder close to its end is warned of. */
+int site_cert_due(struct server *s)
+{
+	char *pem = NULL;
+	int64_t nb, na;
+	int due = 0;
+
+	if (sw_pem_read(s->dir, "server.crt", &pem, NULL, 0) == 0 &&
+	    sw_pki_cert_validity(pem, &nb, &na, NULL, 0) == 0)
+		due = sw_now_ms() >= sw_pki_renew_at(nb, na);
+	free(pem);
+	return due;
+}
+
 int site_certs_check(struct server *s, char *err, size_t errlen)
 {
 	char sans_buf[MAX_SANS + 8][SW_PKI_SAN_LEN], *pem = NULL;

@@ -390,5 +390,56 @@ class RenewalRetry(unittest.TestCase):
         self.assertTrue(a.proc.alive())
 
 
+class ServerRunning(unittest.TestCase):
+    def test_server_past_renewal_age_while_running_serves_a_new_certificate(self):
+        """A server that runs on past two thirds of its certificate's life issues it
+        again and executes itself afresh, in its own process, to serve it."""
+        site = Site(heartbeat=1, extra_conf={"server.cert_check_interval_s": "1"})
+        clock = os.path.join(site.tmp, "clock")
+        try:
+            with open(clock, "w") as f:
+                f.write("+0d\n")
+            # the server's clock, read from a file on every call: moved while it runs
+            env = dict(faked("+0d"), FAKETIME_TIMESTAMP_FILE=clock, FAKETIME_NO_CACHE="1")
+            del env["FAKETIME"]
+            site.server = Proc([prog("siteward-server"), "--dir", site.dir],
+                               os.path.join(site.tmp, "server.log"), dict(os.environ, **env))
+            wait_for(lambda: site.cli("systems", check=False).returncode == 0, 20,
+                     "the site server to answer")
+            pid = site.server.pid
+            before = serial_of(os.path.join(site.dir, "server.crt"))
+            with open(clock, "w") as f:
+                f.write(RENEWAL_AGE + "\n")
+            wait_for(lambda: serial_of(os.path.join(site.dir, "server.crt")) != before, 20,
+                     "the server to issue its certificate again")
+            wait_for(lambda: "restarting to serve the renewed server certificate"
+                     in site.server.log(), 20, "the server to restart itself")
+            after = serial_of(os.path.join(site.dir, "server.crt"))
+            # the same process serves the new certificate: on the moved clock, which
+            # the new certificate starts a week before, the CLI is answered with it
+            moved = dict(os.environ, **faked(RENEWAL_AGE))
+
+            def served():
+                if not site.server.alive():
+                    raise AssertionError(site.server.log())
+                r = subprocess.run(["openssl", "s_client", "-connect",
+                                    f"127.0.0.1:{site.port}", "-showcerts"],
+                                   input="", capture_output=True, text=True, timeout=10)
+                if "BEGIN CERTIFICATE" not in r.stdout:
+                    return False
+                pem = r.stdout[r.stdout.index("-----BEGIN CERTIFICATE"):]
+                pem = pem[:pem.index("-----END CERTIFICATE-----") + 25]
+                x = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=pem,
+                                   capture_output=True, text=True, timeout=10)
+                return x.stdout.strip().split("=", 1)[-1].lower() == after
+            wait_for(served, 20, "the server to serve its new certificate")
+            self.assertEqual(site.server.pid, pid)
+            r = subprocess.run([prog("siteward"), "--site", site.dir, "systems"], env=moved,
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        finally:
+            site.close()
+
+
 if __name__ == "__main__":
     unittest.main()
