@@ -835,17 +835,8 @@ static void system_removed(struct server *s, struct reg_op *op)
 		sw_http_reply_error(req, sw_http_status(op->rc), "%s", op->err);
 	} else {
 		/* the metering servers refuse its certificates at once, not at their next poll */
-		json_t *v;
-		size_t i;
-
-		/* every certificate it was ever issued, two to a push */
-		json_array_foreach(op->list, i, v)
-		{
-			if (i % 2 == 0)
-				metering_revoked(
-				    s, json_string_value(v),
-				    json_string_value(json_array_get(op->list, i + 1)));
-		}
+		/* every certificate it was ever issued, in one push */
+		metering_revoked(s, op->list);
 		upgrade_system_removed(s, op->name);
 		sw_http_reply_json(
 		    req, 200,

@@ -824,17 +824,15 @@ static void on_revocation_pushed(const struct sw_http_result *res, void *arg)
  * which it refuses from the moment the push arrives. One that is away learns them from
  * its poll; one of an older version ignores the body and fetches its configuration,
  * which lists them. Nobody waits for these calls. */
-void metering_revoked(struct server *s, const char *serial, const char *client_serial)
+void metering_revoked(struct server *s, json_t *serials)
 {
 	json_t *urls, *names, *msg, *v;
 	char *body;
 	size_t i;
 
-	if (!s->agents || s->stopping)
+	if (!s->agents || s->stopping || !json_array_size(serials))
 		return;
-	msg = json_pack("{s[s]}", "revoked", serial);
-	if (msg && client_serial && client_serial[0])
-		json_array_append_new(json_object_get(msg, "revoked"), json_string(client_serial));
+	msg = json_pack("{sO}", "revoked", serials);
 	body = msg ? sw_json_dump(msg) : NULL;
 	json_decref(msg);
 	if (!body)

@@ -506,8 +506,18 @@ static int renew_write(struct sw_db *db, struct reg_op *op)
 	return rc;
 }
 
+/* Adds a serial to the list once: system_certs and the systems table name the same
+ * certificates. */
 static int add_serial(void *arg, int ncols, const struct sw_db_val *row)
 {
+	json_t *v;
+	size_t i;
+
+	json_array_foreach((json_t *)arg, i, v)
+	{
+		if (strcmp(json_string_value(v), row[0].s) == 0)
+			return 0;
+	}
 	return json_array_append_new(arg, json_string(row[0].s)) ? SW_ENOMEM : 0;
 }
 

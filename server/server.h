@@ -260,7 +260,7 @@ void metering_delete_product(struct sw_http_req *req, void *arg);
 void metering_exclude(struct sw_http_req *req, void *arg);
 void metering_get_config(struct sw_http_req *req, void *arg);
 /* Tells every metering server at once of certificates just revoked (a removal). */
-void metering_revoked(struct server *s, const char *serial, const char *client_serial);
+void metering_revoked(struct server *s, json_t *serials);
 void metering_post_usage(struct sw_http_req *req, void *arg);
 void metering_get_usage(struct sw_http_req *req, void *arg);
 json_t *metering_meter_urls(struct server *s, json_t **names);

@@ -11,6 +11,12 @@ import unittest
 from harness import Agent, Proc, Site, prog, wait_for
 
 
+def stopped(pid):
+    """Whether the process is stopped (by SIGSTOP), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
 class NotifySocket:
     """An AF_UNIX datagram socket in the role of systemd's notification socket."""
 
@@ -75,7 +81,8 @@ class Notify(unittest.TestCase):
         # a stalled loop feeds nothing
         site.server.signal(signal.SIGSTOP)
         try:
-            time.sleep(0.15)  # a feeding may be in flight
+            # stopped for sure, so that what it sent before is all in the socket
+            wait_for(lambda: stopped(site.server.pid), 5, "the server to be stopped")
             while self.ns.next(0.01):
                 pass
             self.assertIsNone(self.ns.next(0.5), "fed while stopped")
@@ -97,17 +104,14 @@ class Notify(unittest.TestCase):
         a.env = self.ns.env()
         a.start()
         self.ns.until("READY=1", 20)
-        # no WATCHDOG_USEC, no feeding
-        seen = []
-        time.sleep(0.3)
-        while True:
-            msg = self.ns.next(0.05)
-            if msg is None:
-                break
-            seen.append(msg)
-        self.assertFalse(any("WATCHDOG=1" in m for m in seen), seen)
+        # no WATCHDOG_USEC, no feeding: nothing of it from READY to STOPPING, over a
+        # life long enough for the agent's loop to have run its heartbeats
+        wait_for(lambda: site.systems().get("n1", {}).get("health") == "ok", 20,
+                 "the agent's first heartbeat")
         a.proc.signal(signal.SIGTERM)
-        self.ns.until("STOPPING=1", 5)
+        seen = []
+        self.ns.until("STOPPING=1", 5, seen)
+        self.assertFalse(any("WATCHDOG=1" in m for m in seen), seen)
 
 
 if __name__ == "__main__":
