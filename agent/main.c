@@ -14,7 +14,6 @@
 #include "util.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,36 +149,6 @@ static void on_signal(uv_signal_t *h, int signum)
 	/* a stop asked for wins over a restart an upgrade had planned */
 	a->restart_exe[0] = '\0';
 	uv_stop(a->loop);
-}
-
-/* Options: 0 and `dir` to go on; otherwise the exit status (-1 for 0: --help, --version). */
-static int options(int argc, char **argv, const char **dir, int *check)
-{
-	static const struct option longopts[] = {
-	    {"dir", required_argument, NULL, 'd'},
-	    {"check", no_argument, NULL, 'n'},
-	    {"version", no_argument, NULL, 'V'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	int opt;
-
-	*dir = NULL;
-	while ((opt = getopt_long(argc, argv, "nd:", longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'd': *dir = optarg; break;
-		case 'n': *check = 1; break;
-		case 'V': printf("siteward-agent %s\n", SW_VERSION); return -1;
-		case 'h': usage(stdout); return -1;
-		default: usage(stderr); return 2;
-		}
-	}
-	if (optind != argc) {
-		usage(stderr);
-		return 2;
-	}
-	*dir = sw_path_dir(*dir, "SITEWARD_AGENT", SW_PATH_AGENT_DIR);
-	return 0;
 }
 
 static void agent_init(struct agent *a, char **argv)
@@ -344,8 +313,11 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && strcmp(argv[1], "init") == 0)
 		return enroll(argc - 1, argv + 1);
-	if ((rc = options(argc, argv, &dir, &check)))
-		return rc < 0 ? 0 : rc;
+	if (sw_daemon_options(argc, argv, "siteward-agent", usage, "SITEWARD_AGENT",
+			      SW_PATH_AGENT_DIR, &dir, &check))
+		return 2;
+	if (!dir)
+		return 0; /* --help, --version */
 	sw_install_exec_newer(dir, "siteward-agent", argv);
 	agent_init(&a, argv);
 	if (!check && (rc = enroll_unattended(dir)))

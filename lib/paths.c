@@ -2,10 +2,50 @@
 
 #include "error.h"
 
+#include "version.h"
+
+#include <getopt.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+int sw_daemon_options(int argc, char **argv, const char *program, void (*usage)(FILE *f),
+		      const char *env, const char *dflt, const char **dir, int *check)
+{
+	static const struct option longopts[] = {
+	    {"dir", required_argument, NULL, 'd'},
+	    {"check", no_argument, NULL, 'n'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *given = NULL;
+	int opt;
+
+	*dir = NULL;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, check ? "nd:h" : "d:h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'd': given = optarg; break;
+		case 'n':
+			if (!check)
+				goto wrong;
+			*check = 1;
+			break;
+		case 'V': printf("%s %s\n", program, SW_VERSION); return 0;
+		case 'h': usage(stdout); return 0;
+		default: goto wrong;
+		}
+	}
+	if (optind != argc)
+		goto wrong;
+	*dir = sw_path_dir(given, env, dflt);
+	return 0;
+wrong:
+	usage(stderr);
+	return SW_EINVAL;
+}
 
 const char *sw_path_dir(const char *given, const char *env, const char *dflt)
 {

@@ -10,6 +10,7 @@
 #define SW_PATHS_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #define SW_PATH_SERVER_DIR "/var/lib/siteward/server"
 #define SW_PATH_AGENT_DIR  "/var/lib/siteward/agent"
@@ -30,5 +31,13 @@ int sw_path_runtime(const char *dir, const char *dflt, const char *name, char *o
 
 /* Whether `dir` is the default folder `dflt` (the same folder by any spelling). */
 int sw_path_is_default(const char *dir, const char *dflt);
+
+/* The options every daemon takes: -d/--dir (else the environment variable `env`, else
+ * the default folder `dflt`), -n/--check when `check` is not NULL, --version (printed
+ * as "PROGRAM VERSION") and -h/--help (`usage` to stdout). 0 with `*dir` set to go on,
+ * 0 with `*dir` NULL when there is nothing more to do (--help, --version), SW_EINVAL
+ * after `usage` to stderr for a wrong option or a stray argument. */
+int sw_daemon_options(int argc, char **argv, const char *program, void (*usage)(FILE *f),
+		      const char *env, const char *dflt, const char **dir, int *check);
 
 #endif

@@ -19,7 +19,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -188,33 +187,9 @@ static int serve(struct meter *m, char *err, size_t errlen)
 	return sw_http_server_start(m->loop, &o, &m->http, err, errlen);
 }
 
-static const char usage_text[] = "usage: siteward-meter --dir AGENT-DIR\n";
-
-/* Options: 0 and `dir` to go on; otherwise the exit status (-1 for 0: --help, --version). */
-static int options(int argc, char **argv, const char **dir)
+static void usage(FILE *f)
 {
-	static const struct option longopts[] = {
-	    {"dir", required_argument, NULL, 'd'},
-	    {"version", no_argument, NULL, 'V'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	int opt;
-
-	*dir = sw_path_dir(NULL, "SITEWARD_AGENT", SW_PATH_AGENT_DIR);
-	while ((opt = getopt_long(argc, argv, "d:h", longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'd': *dir = optarg; break;
-		case 'V': printf("siteward-meter %s\n", SW_VERSION); return -1;
-		case 'h': fputs(usage_text, stdout); return -1;
-		default: fputs(usage_text, stderr); return 2;
-		}
-	}
-	if (!*dir || optind != argc) {
-		fputs(usage_text, stderr);
-		return 2;
-	}
-	return 0;
+	fputs("usage: siteward-meter [--dir AGENT-DIR]\n", f);
 }
 
 /* Configuration, the journal's leases and usage, the listener and the site server's
@@ -299,8 +274,11 @@ int main(int argc, char **argv)
 	int rc, stuck;
 
 	sw_log_init("siteward-meter", SW_LOG_INFO);
-	if ((rc = options(argc, argv, &dir)))
-		return rc < 0 ? 0 : rc;
+	if (sw_daemon_options(argc, argv, "siteward-meter", usage, "SITEWARD_AGENT",
+			      SW_PATH_AGENT_DIR, &dir, NULL))
+		return 2;
+	if (!dir)
+		return 0; /* --help, --version */
 	m.loop = uv_default_loop();
 	m.started_ms = sw_mono_ms();
 	if ((rc = meter_open(&m, dir, err, sizeof(err)))) {

@@ -17,7 +17,6 @@
 #include "util.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,36 +184,6 @@ static int server_configure(struct server *s, const char *dir, int check_only, c
 	return check_only ? 0 : upgrade_load(s, err, errlen);
 }
 
-/* Options: 0 and `dir` to go on; otherwise the exit status (-1 for 0: --help, --version). */
-static int options(int argc, char **argv, const char **dir, int *check)
-{
-	static const struct option longopts[] = {
-	    {"dir", required_argument, NULL, 'd'},
-	    {"check", no_argument, NULL, 'n'},
-	    {"version", no_argument, NULL, 'V'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	int opt;
-
-	*dir = NULL;
-	while ((opt = getopt_long(argc, argv, "nd:", longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'd': *dir = optarg; break;
-		case 'n': *check = 1; break;
-		case 'V': printf("siteward-server %s\n", SW_VERSION); return -1;
-		case 'h': usage(stdout); return -1;
-		default: usage(stderr); return 2;
-		}
-	}
-	if (optind != argc) {
-		usage(stderr);
-		return 2;
-	}
-	*dir = sw_path_dir(*dir, "SITEWARD_SITE", SW_PATH_SERVER_DIR);
-	return 0;
-}
-
 /* A server that runs for years passes the renewal age of its certificate while it runs:
  * the certificate is issued again under the site CA, and the server executes itself
  * afresh in its own process to serve it, as after an upgrade (its listener holds the
@@ -370,12 +339,18 @@ int main(int argc, char **argv)
 	if (argc > 1 && strcmp(argv[1], "init") == 0)
 		return site_init(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "renew-admin") == 0) {
-		if ((rc = options(argc - 1, argv + 1, &dir, &check)))
-			return rc < 0 ? 0 : rc;
+		if (sw_daemon_options(argc - 1, argv + 1, "siteward-server", usage, "SITEWARD_SITE",
+				      SW_PATH_SERVER_DIR, &dir, &check))
+			return 2;
+		if (!dir)
+			return 0; /* --help, --version */
 		return site_renew_admin(dir);
 	}
-	if ((rc = options(argc, argv, &dir, &check)))
-		return rc < 0 ? 0 : rc;
+	if (sw_daemon_options(argc, argv, "siteward-server", usage, "SITEWARD_SITE",
+			      SW_PATH_SERVER_DIR, &dir, &check))
+		return 2;
+	if (!dir)
+		return 0; /* --help, --version */
 	/* a service pack newer than this program runs instead (see install.h) */
 	sw_install_exec_newer(dir, "siteward-server", argv);
 	s.loop = uv_default_loop();

@@ -1,5 +1,6 @@
 /* Default folders and configuration files, and which program runs when a package and a
  * service pack are both installed. */
+#include "error.h"
 #include "install.h"
 #include "paths.h"
 
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <getopt.h>
 
 static void test_dir(void **state)
 {
@@ -125,12 +127,66 @@ static void test_prefer(void **state)
 	assert_int_equal(system(path), 0);
 }
 
+static int usages;
+
+static void count_usage(FILE *f)
+{
+	(void)f;
+	usages++;
+}
+
+/* The daemons' options: the folder given, from the environment, or the default; -n only
+ * where a check is offered; --version and --help end the program; anything else is a
+ * usage error, told once. */
+static void test_daemon_options(void **state)
+{
+	const char *dir;
+	int check = 0;
+	char *given[] = {"p", "--dir", "/x", "-n", NULL};
+	char *none[] = {"p", NULL};
+	char *version[] = {"p", "--version", NULL};
+	char *stray[] = {"p", "extra", NULL};
+	char *n_only[] = {"p", "-n", NULL};
+	char *bogus[] = {"p", "--bogus", NULL};
+
+	(void)state;
+	opterr = 0;
+	assert_int_equal(
+	    sw_daemon_options(4, given, "p", count_usage, "SW_TEST_DIR", "/dflt", &dir, &check), 0);
+	assert_string_equal(dir, "/x");
+	assert_int_equal(check, 1);
+	unsetenv("SW_TEST_DIR");
+	assert_int_equal(
+	    sw_daemon_options(1, none, "p", count_usage, "SW_TEST_DIR", "/dflt", &dir, NULL), 0);
+	assert_string_equal(dir, "/dflt");
+	setenv("SW_TEST_DIR", "/env", 1);
+	assert_int_equal(
+	    sw_daemon_options(1, none, "p", count_usage, "SW_TEST_DIR", "/dflt", &dir, NULL), 0);
+	assert_string_equal(dir, "/env");
+	unsetenv("SW_TEST_DIR");
+	assert_int_equal(
+	    sw_daemon_options(2, version, "p", count_usage, "SW_TEST_DIR", "/dflt", &dir, NULL), 0);
+	assert_null(dir);
+	usages = 0;
+	assert_int_equal(
+	    sw_daemon_options(2, stray, "p", count_usage, "SW_TEST_DIR", "/dflt", &dir, &check),
+	    SW_EINVAL);
+	assert_int_equal(
+	    sw_daemon_options(2, n_only, "p", count_usage, "SW_TEST_DIR", "/dflt", &dir, NULL),
+	    SW_EINVAL);
+	assert_int_equal(
+	    sw_daemon_options(2, bogus, "p", count_usage, "SW_TEST_DIR", "/dflt", &dir, &check),
+	    SW_EINVAL);
+	assert_int_equal(usages, 3);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_dir),
 	    cmocka_unit_test(test_conf),
 	    cmocka_unit_test(test_prefer),
+	    cmocka_unit_test(test_daemon_options),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
