@@ -893,7 +893,7 @@ int sw_pkg_build(const char *from_dir, const char *version, const char *min_vers
 	char name[SW_PKG_PATH_MAX + PAYLOAD_PREFIXLN + 1], sha[65];
 	int64_t created_at = sw_now_ms();
 	time_t mtime = (time_t)(created_at / 1000);
-	int rootfd = -1, dfd = -1, rc;
+	int rootfd = -1, rc;
 
 	if (min_version == NULL)
 		min_version = "0";
@@ -1021,11 +1021,7 @@ int sw_pkg_build(const char *from_dir, const char *version, const char *min_vers
 	}
 	free(tmp);
 	tmp = NULL;
-	dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
+	sw_fsync_dir(dirname(dir), NULL, 0);
 	if (info) {
 		info->nfiles = t.n;
 		info->nmigrations = check->nmigrations;

@@ -151,12 +151,23 @@ int sw_file_copy(const char *from, const char *to, char *err, size_t errlen)
 	return rc;
 }
 
+int sw_fsync_dir(const char *dir, char *err, size_t errlen)
+{
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
+
+	if (dfd < 0 || fsync(dfd) < 0) {
+		sw_seterr(err, errlen, "cannot sync the folder %s: %s", dir, strerror(errno));
+		rc = SW_EIO;
+	}
+	return rc;
+}
+
 int sw_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode, char *err,
 			 size_t errlen)
 {
 	char tmp[4096], dir[4096];
 	const char *p = data;
-	int fd = -1, dfd = -1, rc = SW_EIO;
+	int fd = -1, rc = SW_EIO;
 
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp)) {
 		sw_seterr(err, errlen, "path too long: %s", path);
@@ -193,15 +204,11 @@ int sw_file_write_atomic(const char *path, const void *data, size_t len, unsigne
 		goto out;
 	}
 	snprintf(dir, sizeof(dir), "%s", path);
-	dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0)
-		fsync(dfd);
+	sw_fsync_dir(dirname(dir), NULL, 0);
 	rc = 0;
 out:
 	if (fd >= 0)
 		close(fd);
-	if (dfd >= 0)
-		close(dfd);
 	if (rc)
 		unlink(tmp);
 	return rc;

@@ -28,6 +28,9 @@ int sw_pem_read(const char *dir, const char *name, char **pem, char *err, size_t
 int sw_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode, char *err,
 			 size_t errlen);
 
+/* Makes the names in the folder `dir` (renames, new files) last across a power cut. */
+int sw_fsync_dir(const char *dir, char *err, size_t errlen);
+
 /* Copies the file `from` to `to` (created 0644, or truncated), synced before it returns. */
 int sw_file_copy(const char *from, const char *to, char *err, size_t errlen);
 
