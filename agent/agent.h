@@ -6,6 +6,7 @@
 #include "http_client.h"
 #include "http_server.h"
 #include "metrics.h"
+#include "pki.h"
 #include "supervisor.h"
 
 #include <jansson.h>
@@ -24,8 +25,10 @@ struct agent {
 	struct sw_http_client *client; /* to the server: heartbeats, the channel, uploads */
 	struct sw_http_client *bulk;   /* to the server: package downloads */
 	char *ca_pem, *cert_pem, *key_pem;
-	unsigned heartbeat_s;	     /* as the server last said */
-	unsigned request_timeout_ms; /* bound on each call to the server */
+	char
+	    ca_id[SW_PKI_BUNDLE_ID_LEN + 1]; /* sw_pki_bundle_id() of ca_pem: told each heartbeat */
+	unsigned heartbeat_s;		     /* as the server last said */
+	unsigned request_timeout_ms;	     /* bound on each call to the server */
 	unsigned connect_timeout_ms;
 	unsigned renew_retry_ms; /* the first wait after a failed renewal, doubled each time */
 	int changed;		 /* something to report since the last heartbeat was sent */
@@ -73,6 +76,12 @@ void renew_stop(struct agent *a);
 int renew_expired(struct agent *a, char *err, size_t errlen);
 /* 1 when a renewal is due: the channel sends it (renew_send) in place of its next poll. */
 int renew_wanted(const struct agent *a);
+/* The server asks for a renewal now (its CA changed): it goes in place of the next poll,
+ * unless one is under way. */
+void renew_now(struct agent *a);
+/* The site's CAs as the server sends them (a PEM bundle) when the agent trusts another
+ * set: checked, written to ca.crt, and the metering service restarted to trust them. */
+void renew_trust(struct agent *a, const char *pem);
 /* Sends the renewal; `done(arg)` is called once, from the loop, when it is over and the
  * channel's client may be used again. */
 int renew_send(struct agent *a, void (*done)(void *arg), void *arg);
@@ -123,6 +132,8 @@ void metrics_stop(struct agent *a);
 /* ticket.c: user tickets for siteward-run, on <dir>/agent.sock or /run/siteward/ */
 int ticket_start(struct agent *a);
 void ticket_stop(struct agent *a);
+/* The agent's certificate changed: tickets signed with the one before are issued again. */
+void ticket_renewed(struct agent *a);
 void ticket_free(struct agent *a);
 
 /* roles.c */

@@ -201,6 +201,9 @@ static int enroll_run(int argc, char **argv)
 	char file_token[SW_TOKEN_LEN + 1];
 	int remove_token_file = 0, if_needed = 0, sources;
 	char secret[SW_TOKEN_SECRET_HEX + 1], pin[SW_TOKEN_PIN_HEX + 1], fp[65];
+	struct sw_pki_ca_info cas[4];
+	size_t ncas = 0;
+	int pinned_ca = 0;
 	char err[512], url[400], conf_path[PATH_MAX + 64], reason[128],
 	    tmpca[] = "/tmp/siteward-ca.XXXXXX";
 	char *resp = NULL, *key = NULL, *csr = NULL, *body = NULL, conf[2048];
@@ -335,10 +338,18 @@ static int enroll_run(int argc, char **argv)
 	rc = 1;
 	if (status != 200 || sw_json_parse_object(resp, strlen(resp), &j, NULL, 0) ||
 	    sw_json_str(j, "ca", 64 * 1024, 1, &ca, NULL, 0) ||
-	    sw_pki_cert_fingerprint(ca, fp, NULL, 0)) {
+	    sw_pki_bundle_read(ca, cas, SW_ARRAY_LEN(cas), &ncas, NULL, 0)) {
 		fprintf(stderr, "siteward-agent: %s is not a siteward server\n", server);
 		goto out;
 	}
+	/* the token pins the CA that issued when it was made: one of the site's CAs (two
+	 * while one follows another) */
+	pinned_ca = 0;
+	for (size_t i = 0; i < ncas; i++)
+		if (sw_pki_cert_fingerprint(cas[i].pem, fp, NULL, 0) == 0 &&
+		    strncmp(fp, pin, SW_TOKEN_PIN_HEX) == 0)
+			pinned_ca = 1;
+	sw_pki_bundle_free(cas, ncas);
 	/* The server's clock against ours, at the middle of the exchange; only for telling
 	 * a person about a clock error, never for trusting anything. */
 	if (sw_json_int(j, "now", 1, INT64_MAX / 2, 0, &server_now, NULL, 0) == 0 && server_now) {
@@ -346,9 +357,11 @@ static int enroll_run(int argc, char **argv)
 		server_time = 1;
 	}
 	sw_json_str(j, "certificate", 64 * 1024, 0, &server_cert, NULL, 0);
-	if (strncmp(fp, pin, SW_TOKEN_PIN_HEX) != 0) {
-		fprintf(stderr, "siteward-agent: enrollment refused: the server's CA does not "
-				"match the token (wrong server, or an impostor)\n");
+	if (!pinned_ca) {
+		fprintf(stderr,
+			"siteward-agent: enrollment refused: the server's CA does not "
+			"match the token (wrong server, an impostor, or a token made before "
+			"the site's CA was rotated: make a new one)\n");
 		goto out;
 	}
 	tmpfd = mkstemp(tmpca);

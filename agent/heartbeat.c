@@ -20,6 +20,11 @@ int heartbeat_took(struct agent *a, const json_t *j)
 	if ((roles = json_object_get(j, "roles")))
 		roles_apply(a, roles);
 	usage_meters_save(a, json_object_get(j, "meters"), json_object_get(j, "meter_names"));
+	/* a rotation of the site's CA: the CAs to trust, then a certificate of the new one */
+	if (json_is_string(json_object_get(j, "ca")))
+		renew_trust(a, json_string_value(json_object_get(j, "ca")));
+	if (json_is_true(json_object_get(j, "renew")))
+		renew_now(a);
 	passive_products_version(a->passive, json_object_get(j, "products_version"));
 	a->heartbeat_s = (unsigned)interval;
 	a->last_heartbeat_ok = sw_now_ms();
@@ -35,6 +40,9 @@ json_t *heartbeat_body(struct agent *a)
 	/* the server learns this agent's clock error from it, for deadlines it sends */
 	if (msg)
 		json_object_set_new(msg, "now", json_integer(sw_now_ms()));
+	/* which of the site's CAs it trusts, so a rotation knows when to go on */
+	if (msg)
+		json_object_set_new(msg, "ca_id", json_string(a->ca_id));
 	if (msg && supervisor_find(a->sup, "meter") && a->meter_listen[0])
 		json_object_set_new(msg, "meter_address", json_string(a->meter_listen));
 	return msg;

@@ -109,7 +109,8 @@ static int agent_configure(struct agent *a, const char *dir, char *err, size_t e
 	if ((rc = renew_recover(a->dir, err, errlen)) ||
 	    (rc = sw_pem_read(a->dir, "ca.crt", &a->ca_pem, err, errlen)) ||
 	    (rc = sw_pem_read(a->dir, "agent.crt", &a->cert_pem, err, errlen)) ||
-	    (rc = sw_pem_read(a->dir, "agent.key", &a->key_pem, err, errlen)))
+	    (rc = sw_pem_read(a->dir, "agent.key", &a->key_pem, err, errlen)) ||
+	    (rc = sw_pki_bundle_id(a->ca_pem, a->ca_id, err, errlen)))
 		return rc;
 	a->connect_timeout_ms = connect;
 	return agent_clients_new(a, 1);

@@ -180,6 +180,7 @@ static void on_switch(uv_timer_t *t)
 		finish(r);
 		return;
 	}
+	ticket_renewed(a);
 	/* siteward-meter serves with meter.crt, read when it starts */
 	meter = supervisor_find(a->sup, "meter");
 	if (meter && service_wants_running(meter)) {
@@ -214,8 +215,6 @@ static int pair_commit(const char *dir, const char *base, char *err, size_t errl
 {
 	char key[PATH_MAX + 64], crt[PATH_MAX + 64], key_new[PATH_MAX + 64], crt_new[PATH_MAX + 64];
 
-	int dfd;
-
 	pair_paths(dir, base, key, crt, key_new, crt_new, sizeof(key));
 	if ((access(key_new, F_OK) == 0 && rename(key_new, key) < 0) || rename(crt_new, crt) < 0) {
 		sw_seterr(err, errlen, "cannot put the renewed %s certificate in place: %s", base,
@@ -223,10 +222,7 @@ static int pair_commit(const char *dir, const char *base, char *err, size_t errl
 		return SW_EIO;
 	}
 	/* the renames last across a power cut, as sw_file_write_atomic's do */
-	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
+	sw_fsync_dir(dir, NULL, 0);
 	return 0;
 }
 
@@ -345,6 +341,65 @@ fail:
 	ask_free(q);
 	failed(r, err);
 	finish(r);
+}
+
+void renew_now(struct agent *a)
+{
+	struct renew *r = a->renew;
+
+	if (!r || r->state == RENEW_DUE || r->state == RENEW_ASKING ||
+	    r->state == RENEW_SWITCHING || a->stopping)
+		return;
+	uv_timer_stop(&r->timer);
+	set_state(r, RENEW_DUE, "the site's CA changed; the server asks for a renewal");
+	channel_soon(a);
+}
+
+void renew_trust(struct agent *a, const char *pem)
+{
+	char id[SW_PKI_BUNDLE_ID_LEN + 1], path[PATH_MAX + 64], err[256], *copy;
+	struct sw_pki_ca_info cas[4];
+	struct sw_identity mine;
+	struct service *meter;
+	size_t n = 0;
+	int ours = 0;
+
+	/* the server's word, over a connection it proved itself on: still, only CAs, and
+	 * among them the one that issued the certificate this agent holds */
+	if (sw_pki_bundle_id(pem, id, err, sizeof(err)) ||
+	    sw_pki_bundle_read(pem, cas, 4, &n, err, sizeof(err)) ||
+	    sw_pki_cert_identity(a->cert_pem, &mine, err, sizeof(err))) {
+		sw_warn("the server sent CAs to trust that cannot be used: %s", err);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		ours |= strcmp(cas[i].id, mine.ca) == 0;
+	sw_pki_bundle_free(cas, n);
+	if (!ours) {
+		sw_warn("the server sent CAs to trust without the one of this agent's certificate "
+			"(%.16s); kept the ones it has",
+			mine.ca);
+		return;
+	}
+	if (strcmp(id, a->ca_id) == 0 || !(copy = strdup(pem)))
+		return;
+	sw_path_join(path, sizeof(path), a->dir, "ca.crt");
+	if (sw_file_write_atomic(path, pem, strlen(pem), 0644, err, sizeof(err))) {
+		sw_warn("cannot write the site's CAs: %s", err);
+		free(copy);
+		return;
+	}
+	free(a->ca_pem);
+	a->ca_pem = copy;
+	sw_info("the site's CAs changed (%s, was %s): %s written", id, a->ca_id, path);
+	snprintf(a->ca_id, sizeof(a->ca_id), "%s", id);
+	/* the next connections read ca.crt afresh; siteward-meter reads it when it starts */
+	meter = supervisor_find(a->sup, "meter");
+	if (meter && service_wants_running(meter)) {
+		sw_info("restarting the metering service to trust the site's CAs");
+		service_restart(meter);
+	}
+	channel_soon(a);
 }
 
 int renew_send(struct agent *a, void (*done)(void *arg), void *arg)

@@ -18,6 +18,7 @@
 #include "ticket.h"
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
@@ -201,6 +202,31 @@ void ticket_stop(struct agent *a)
 	unlink(t->path);
 	if (!uv_is_closing((uv_handle_t *)&t->pipe))
 		uv_close((uv_handle_t *)&t->pipe, NULL);
+}
+
+void ticket_renewed(struct agent *a)
+{
+	struct tickets *t = a->tickets;
+	struct sw_strmap *fresh = sw_strmap_new();
+	char dir[PATH_MAX + 16];
+	struct dirent *e;
+	DIR *d;
+
+	if (!t || !fresh) {
+		sw_strmap_free(fresh);
+		return;
+	}
+	sw_strmap_each(t->by_uid, issued_free_each, NULL);
+	sw_strmap_free(t->by_uid);
+	t->by_uid = fresh;
+	/* the copies kept for users go too: each is signed with the certificate before */
+	sw_path_join(dir, sizeof(dir), a->dir, "tickets");
+	if ((d = opendir(dir))) {
+		while ((e = readdir(d)))
+			if (e->d_name[0] != '.' || strstr(e->d_name, ".tmp"))
+				unlinkat(dirfd(d), e->d_name, 0);
+		closedir(d);
+	}
 }
 
 void ticket_free(struct agent *a)

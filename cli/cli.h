@@ -32,6 +32,9 @@ int client_upload(const struct cli *c, const char *path, const char *file, json_
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void print_json(const json_t *j);
 
+/* ca.c */
+int cmd_ca(struct cli *c, int argc, char **argv);
+
 /* cert.c */
 int cmd_cert(struct cli *c, int argc, char **argv);
 

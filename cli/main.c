@@ -100,6 +100,13 @@ static const struct command commands[] = {
      {{"cert scrape --out DIR [--name NAME]",
        "a certificate for Prometheus to read /metrics\nwith: DIR gets scrape.crt, scrape.key, "
        "ca.crt"}}},
+    {"ca",
+     NULL,
+     cmd_ca,
+     0,
+     {{"ca status [--wait SECONDS]",
+       "the site's CAs and a rotation's progress;\n--wait follows it until it is over"},
+      {"ca rotate", "a new site CA, taken by every system\nwithout an outage"}}},
     {"version", "--version", cmd_version, 1, {{"version", "print the version"}}},
 };
 

@@ -134,6 +134,8 @@ static int list(struct cli *c)
 			printf("warning: %s: %s\n", json_string_value(json_object_get(sys, "name")),
 			       cnote);
 	}
+	if (json_string_value(json_object_get(reply, "ca_note")))
+		printf("warning: %s\n", json_string_value(json_object_get(reply, "ca_note")));
 	if (json_array_size(systems) == 0)
 		printf("(no systems enrolled: create a token with 'siteward token create')\n");
 	json_decref(reply);

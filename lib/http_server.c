@@ -1216,6 +1216,19 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	return 0;
 }
 
+int sw_http_server_trust(struct sw_http_server *srv, const char *ca_pem, char *err, size_t errlen)
+{
+	struct sw_pki_verifier *v = NULL;
+	int rc = sw_pki_verifier_new(ca_pem, &v, err, errlen);
+
+	if (rc)
+		return rc;
+	/* checks happen on the loop, one at a time: none holds the old one now */
+	sw_pki_verifier_free(srv->verifier);
+	srv->verifier = v;
+	return 0;
+}
+
 unsigned sw_http_server_port(const struct sw_http_server *srv)
 {
 	return srv->port;

@@ -89,6 +89,9 @@ unsigned sw_http_server_port(const struct sw_http_server *srv);
  * backlog until one closes, and a warning naming the limit is logged (once an episode,
  * once a minute at most). */
 void sw_http_server_capacity(const struct sw_http_server *srv, char *out, size_t outlen);
+/* The CAs whose certificates clients may present from now on (a PEM bundle): a
+ * connection already admitted stays. */
+int sw_http_server_trust(struct sw_http_server *srv, const char *ca_pem, char *err, size_t errlen);
 
 /* The file holding the body of a SW_HTTP_BODY_FILE route's request, whole; NULL for
  * any other. The server removes it once the request is answered. */

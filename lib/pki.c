@@ -30,6 +30,7 @@ struct sw_pki_ca {
 	gnutls_x509_crt_t crt;
 	gnutls_x509_privkey_t key;
 	char site_code[SITE_CODE_MAX + 1];
+	char id[41]; /* its subject key identifier: what the certificates it issues name */
 };
 
 struct sw_pki_verifier {
@@ -208,6 +209,27 @@ out:
 	return rc;
 }
 
+static void crt_list_free(gnutls_x509_crt_t *crts, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		gnutls_x509_crt_deinit(crts[i]);
+	gnutls_free(crts);
+}
+
+/* A key identifier (subject or authority), lowercase hex; "" when it has none. */
+static void key_id_hex(gnutls_x509_crt_t crt, int authority, char out[41])
+{
+	unsigned char id[64];
+	size_t size = sizeof(id);
+	unsigned critical;
+	int ret = authority ? gnutls_x509_crt_get_authority_key_id(crt, id, &size, &critical)
+			    : gnutls_x509_crt_get_subject_key_id(crt, id, &size, &critical);
+
+	out[0] = '\0';
+	if (ret >= 0 && size > 0)
+		hex_encode(id, size > 20 ? 20 : size, out);
+}
+
 static int import_crt_pem(const char *pem, gnutls_x509_crt_t *out, char *err, size_t errlen)
 {
 	gnutls_x509_crt_t crt = NULL;
@@ -238,6 +260,36 @@ static int import_crt_pem(const char *pem, gnutls_x509_crt_t *out, char *err, si
 out:
 	gnutls_x509_crt_deinit(crt);
 	return rc;
+}
+
+/* Every certificate of a PEM bundle (a site's CAs: one, or two during a rotation). */
+#define BUNDLE_MAX 8
+static int import_crt_list(const char *pem, gnutls_x509_crt_t **out, unsigned *n, char *err,
+			   size_t errlen)
+{
+	gnutls_datum_t d;
+	int ret;
+
+	*out = NULL;
+	*n = 0;
+	if (pem_datum(pem, &d) < 0) {
+		sw_seterr(err, errlen, "no certificate given");
+		return SW_EINVAL;
+	}
+	ret = gnutls_x509_crt_list_import2(out, n, &d, GNUTLS_X509_FMT_PEM, 0);
+	if (ret < 0) {
+		sw_seterr(err, errlen, "certificates are not valid PEM certificates: %s",
+			  gnutls_strerror(ret));
+		return map_gnutls(ret, SW_EINVAL);
+	}
+	if (*n == 0 || *n > BUNDLE_MAX) {
+		crt_list_free(*out, *n);
+		*out = NULL;
+		*n = 0;
+		sw_seterr(err, errlen, "a CA bundle holds 1 to %d certificates", BUNDLE_MAX);
+		return SW_EINVAL;
+	}
+	return 0;
 }
 
 static int import_key_pem(const char *pem, gnutls_x509_privkey_t *out, char *err, size_t errlen)
@@ -298,6 +350,16 @@ static int set_validity(gnutls_x509_crt_t crt, unsigned days)
 	if (ret < 0)
 		return ret;
 	return gnutls_x509_crt_set_expiration_time(crt, now + (time_t)days * 86400);
+}
+
+/* A certificate ends no later than the CA that issues it: past that, nothing verifies it. */
+static int clamp_to_ca(gnutls_x509_crt_t crt, gnutls_x509_crt_t ca)
+{
+	time_t end = gnutls_x509_crt_get_expiration_time(ca);
+
+	if (end != (time_t)-1 && gnutls_x509_crt_get_expiration_time(crt) > end)
+		return gnutls_x509_crt_set_expiration_time(crt, end);
+	return 0;
 }
 
 static int set_subject_key_id(gnutls_x509_crt_t crt)
@@ -388,6 +450,7 @@ static int crt_identity(gnutls_x509_crt_t crt, struct sw_identity *id, int code,
 		sw_seterr(err, errlen, "certificate has no usable serial number");
 		return map_gnutls(ret, code);
 	}
+	key_id_hex(crt, 1, tmp.ca);
 	*id = tmp;
 	return 0;
 }
@@ -417,9 +480,11 @@ int sw_pki_ca_create(const char *site_code, unsigned days, char **cert_pem, char
 {
 	gnutls_x509_privkey_t key = NULL;
 	gnutls_x509_crt_t crt = NULL;
-	char cn[sizeof(SITE_PREFIX) + SITE_CODE_MAX + 3];
+	char cn[sizeof(SITE_PREFIX) + SITE_CODE_MAX + 24];
 	char org[sizeof(SITE_PREFIX) + SITE_CODE_MAX];
-	char *cert = NULL, *keyp = NULL;
+	char *cert = NULL, *keyp = NULL, made[20];
+	time_t now = time(NULL);
+	struct tm tm;
 	int ret, rc = 0;
 
 	if (cert_pem == NULL || key_pem == NULL) {
@@ -439,7 +504,10 @@ int sw_pki_ca_create(const char *site_code, unsigned days, char **cert_pem, char
 		sw_seterr(err, errlen, "CA validity must be 1 to %d days", DAYS_MAX);
 		goto out;
 	}
-	snprintf(cn, sizeof(cn), SITE_PREFIX "%s CA", site_code);
+	/* named by when it was made, so a CA that follows in a rotation has a name of its own */
+	gmtime_r(&now, &tm);
+	strftime(made, sizeof(made), "%Y%m%d%H%M%S", &tm);
+	snprintf(cn, sizeof(cn), SITE_PREFIX "%s CA %s", site_code, made);
 	snprintf(org, sizeof(org), SITE_PREFIX "%s", site_code);
 
 	rc = generate_key(GNUTLS_PK_ECDSA, GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), &key,
@@ -544,8 +612,9 @@ out:
 int sw_pki_ca_load(const char *cert_pem, const char *key_pem, struct sw_pki_ca **out, char *err,
 		   size_t errlen)
 {
-	gnutls_x509_crt_t crt = NULL;
+	gnutls_x509_crt_t crt = NULL, *crts = NULL;
 	gnutls_x509_privkey_t key = NULL;
+	unsigned n = 0, i;
 	struct sw_pki_ca *ca = NULL;
 	unsigned char crt_id[64], key_id[64];
 	size_t crt_id_size = sizeof(crt_id), key_id_size = sizeof(key_id);
@@ -558,16 +627,29 @@ int sw_pki_ca_load(const char *cert_pem, const char *key_pem, struct sw_pki_ca *
 		return SW_EINVAL;
 	}
 	*out = NULL;
-	rc = import_crt_pem(cert_pem, &crt, err, errlen);
+	rc = import_crt_list(cert_pem, &crts, &n, err, errlen);
 	if (rc < 0)
 		goto out;
 	rc = import_key_pem(key_pem, &key, err, errlen);
 	if (rc < 0)
 		goto out;
-	if (gnutls_x509_crt_get_key_id(crt, GNUTLS_KEYID_USE_SHA256, crt_id, &crt_id_size) < 0 ||
-	    gnutls_x509_privkey_get_key_id(key, GNUTLS_KEYID_USE_SHA256, key_id, &key_id_size) <
-		0 ||
-	    crt_id_size != key_id_size || memcmp(crt_id, key_id, crt_id_size) != 0) {
+	if (gnutls_x509_privkey_get_key_id(key, GNUTLS_KEYID_USE_SHA256, key_id, &key_id_size) <
+	    0) {
+		rc = SW_EINVAL;
+		sw_seterr(err, errlen, "cannot read the CA key's identifier");
+		goto out;
+	}
+	/* of the site's CAs, the one whose key this is issues */
+	for (i = 0; i < n && !crt; i++) {
+		crt_id_size = sizeof(crt_id);
+		if (gnutls_x509_crt_get_key_id(crts[i], GNUTLS_KEYID_USE_SHA256, crt_id,
+					       &crt_id_size) == 0 &&
+		    crt_id_size == key_id_size && memcmp(crt_id, key_id, crt_id_size) == 0) {
+			crt = crts[i];
+			crts[i] = NULL;
+		}
+	}
+	if (!crt) {
 		rc = SW_EINVAL;
 		sw_seterr(err, errlen, "CA key does not belong to the CA certificate");
 		goto out;
@@ -593,12 +675,14 @@ int sw_pki_ca_load(const char *cert_pem, const char *key_pem, struct sw_pki_ca *
 	}
 	/* valid_name() above bounds the code to SITE_CODE_MAX. */
 	memcpy(ca->site_code, org + strlen(SITE_PREFIX), strlen(org + strlen(SITE_PREFIX)) + 1);
+	key_id_hex(crt, 0, ca->id);
 	ca->crt = crt;
 	ca->key = key;
 	crt = NULL;
 	key = NULL;
 	*out = ca;
 out:
+	crt_list_free(crts, n);
 	gnutls_x509_crt_deinit(crt);
 	gnutls_x509_privkey_deinit(key);
 	return rc;
@@ -760,6 +844,7 @@ int sw_pki_ca_issue(struct sw_pki_ca *ca, const char *csr_pem, size_t csr_len,
 	if ((ret = gnutls_x509_crt_set_version(crt, 3)) < 0 ||
 	    (ret = gnutls_x509_crt_set_pubkey(crt, pub)) < 0 ||
 	    (ret = set_random_serial(crt)) < 0 || (ret = set_validity(crt, what->days)) < 0 ||
+	    (ret = clamp_to_ca(crt, ca->crt)) < 0 ||
 	    (ret = gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_ORGANIZATION_NAME, 0, org,
 						 strlen(org))) < 0 ||
 	    (ret = gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_ORGANIZATIONAL_UNIT_NAME, 0,
@@ -807,10 +892,10 @@ out:
 
 int sw_pki_verifier_new(const char *ca_pem, struct sw_pki_verifier **out, char *err, size_t errlen)
 {
-	gnutls_x509_crt_t crt = NULL;
+	gnutls_x509_crt_t *crts = NULL;
 	gnutls_x509_trust_list_t tl = NULL;
 	struct sw_pki_verifier *v = NULL;
-	unsigned critical;
+	unsigned critical, n = 0, i;
 	int ret, rc = 0;
 
 	if (out == NULL) {
@@ -818,14 +903,15 @@ int sw_pki_verifier_new(const char *ca_pem, struct sw_pki_verifier **out, char *
 		return SW_EINVAL;
 	}
 	*out = NULL;
-	rc = import_crt_pem(ca_pem, &crt, err, errlen);
+	rc = import_crt_list(ca_pem, &crts, &n, err, errlen);
 	if (rc < 0)
 		goto out;
-	if (gnutls_x509_crt_get_basic_constraints(crt, &critical, NULL, NULL) <= 0) {
-		rc = SW_EINVAL;
-		sw_seterr(err, errlen, "certificate is not a CA certificate");
-		goto out;
-	}
+	for (i = 0; i < n; i++)
+		if (gnutls_x509_crt_get_basic_constraints(crts[i], &critical, NULL, NULL) <= 0) {
+			rc = SW_EINVAL;
+			sw_seterr(err, errlen, "certificate %u is not a CA certificate", i + 1);
+			goto out;
+		}
 	v = calloc(1, sizeof(*v));
 	if (v == NULL) {
 		rc = SW_ENOMEM;
@@ -838,14 +924,17 @@ int sw_pki_verifier_new(const char *ca_pem, struct sw_pki_verifier **out, char *
 		sw_seterr(err, errlen, "could not allocate a trust list: %s", gnutls_strerror(ret));
 		goto out;
 	}
-	/* The trust list owns the certificate once added. */
-	ret = gnutls_x509_trust_list_add_cas(tl, &crt, 1, 0);
-	if (ret != 1) {
+	/* The trust list owns the certificates once added (each of the site's CAs: two
+	 * while one follows another). */
+	ret = gnutls_x509_trust_list_add_cas(tl, crts, n, 0);
+	if (ret != (int)n) {
 		rc = ret < 0 ? map_gnutls(ret, SW_ETLS) : SW_ETLS;
-		sw_seterr(err, errlen, "could not add the CA to the trust list");
+		sw_seterr(err, errlen, "could not add the CAs to the trust list");
 		goto out;
 	}
-	crt = NULL;
+	gnutls_free(crts);
+	crts = NULL;
+	n = 0;
 	v->tl = tl;
 	tl = NULL;
 	*out = v;
@@ -853,7 +942,7 @@ int sw_pki_verifier_new(const char *ca_pem, struct sw_pki_verifier **out, char *
 out:
 	free(v);
 	gnutls_x509_trust_list_deinit(tl, 1);
-	gnutls_x509_crt_deinit(crt);
+	crt_list_free(crts, n);
 	return rc;
 }
 
@@ -1400,4 +1489,107 @@ int sw_pki_cert_sans(const char *cert_pem, char (*out)[SW_PKI_SAN_LEN], size_t m
 out:
 	gnutls_x509_crt_deinit(crt);
 	return rc;
+}
+
+int sw_pki_ca_fingerprint(const struct sw_pki_ca *ca, char hex[65], char *err, size_t errlen)
+{
+	char *pem = NULL;
+	int rc;
+
+	if ((rc = export_crt(ca->crt, &pem, err, errlen)))
+		return rc;
+	rc = sw_pki_cert_fingerprint(pem, hex, err, errlen);
+	free(pem);
+	return rc;
+}
+
+const char *sw_pki_ca_id(const struct sw_pki_ca *ca)
+{
+	return ca ? ca->id : "";
+}
+
+int sw_pki_bundle_id(const char *pem, char out[SW_PKI_BUNDLE_ID_LEN + 1], char *err, size_t errlen)
+{
+	gnutls_x509_crt_t *crts = NULL;
+	gnutls_hash_hd_t h = NULL;
+	unsigned char digest[32];
+	unsigned n = 0;
+	int rc, ret;
+
+	out[0] = '\0';
+	if ((rc = import_crt_list(pem, &crts, &n, err, errlen)))
+		return rc;
+	if ((ret = gnutls_hash_init(&h, GNUTLS_DIG_SHA256)) < 0) {
+		rc = map_gnutls(ret, SW_ECRYPTO);
+		sw_seterr(err, errlen, "could not hash the bundle: %s", gnutls_strerror(ret));
+		goto out;
+	}
+	/* the certificates as they are encoded, in order: text around them is no part */
+	for (unsigned i = 0; i < n; i++) {
+		gnutls_datum_t der = {NULL, 0};
+
+		if ((ret = gnutls_x509_crt_export2(crts[i], GNUTLS_X509_FMT_DER, &der)) < 0 ||
+		    (ret = gnutls_hash(h, der.data, der.size)) < 0) {
+			gnutls_free(der.data);
+			rc = map_gnutls(ret, SW_ECRYPTO);
+			sw_seterr(err, errlen, "could not hash the bundle: %s",
+				  gnutls_strerror(ret));
+			goto out;
+		}
+		gnutls_free(der.data);
+	}
+	gnutls_hash_deinit(h, digest);
+	h = NULL;
+	hex_encode(digest, SW_PKI_BUNDLE_ID_LEN / 2, out);
+out:
+	if (h)
+		gnutls_hash_deinit(h, NULL);
+	crt_list_free(crts, n);
+	return rc;
+}
+
+int sw_pki_bundle_read(const char *pem, struct sw_pki_ca_info *out, size_t max, size_t *count,
+		       char *err, size_t errlen)
+{
+	gnutls_x509_crt_t *crts = NULL;
+	unsigned n = 0, critical;
+	int rc;
+
+	*count = 0;
+	if ((rc = import_crt_list(pem, &crts, &n, err, errlen)))
+		return rc;
+	for (unsigned i = 0; i < n && *count < max; i++) {
+		struct sw_pki_ca_info *c = &out[*count];
+		size_t size = sizeof(c->name);
+
+		memset(c, 0, sizeof(*c));
+		if (gnutls_x509_crt_get_basic_constraints(crts[i], &critical, NULL, NULL) <= 0) {
+			rc = SW_EINVAL;
+			sw_seterr(err, errlen, "certificate %u is not a CA certificate", i + 1);
+			break;
+		}
+		key_id_hex(crts[i], 0, c->id);
+		if (gnutls_x509_crt_get_dn_by_oid(crts[i], GNUTLS_OID_X520_COMMON_NAME, 0, 0,
+						  c->name, &size) < 0)
+			c->name[0] = '\0';
+		c->not_before = (int64_t)gnutls_x509_crt_get_activation_time(crts[i]) * 1000;
+		c->not_after = (int64_t)gnutls_x509_crt_get_expiration_time(crts[i]) * 1000;
+		if ((rc = export_crt(crts[i], &c->pem, err, errlen)))
+			break;
+		(*count)++;
+	}
+	if (rc) {
+		sw_pki_bundle_free(out, *count);
+		*count = 0;
+	}
+	crt_list_free(crts, n);
+	return rc;
+}
+
+void sw_pki_bundle_free(struct sw_pki_ca_info *cas, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(cas[i].pem);
+		cas[i].pem = NULL;
+	}
 }

@@ -39,6 +39,7 @@ struct sw_identity {
 	char cn[128];	 /* subject common name: system or admin name */
 	char role[16];	 /* subject OU: SW_PKI_ROLE_* */
 	char serial[41]; /* certificate serial, lowercase hex */
+	char ca[41];	 /* the issuing CA's key identifier (sw_pki_ca_id()), "" if unnamed */
 };
 
 /* A new ECDSA P-256 private key, PKCS#8 PEM. */
@@ -64,7 +65,8 @@ struct sw_pki_issue {
 
 struct sw_pki_ca;
 
-/* Loads a CA from its certificate and key. */
+/* Loads a CA from its key and certificate; `cert_pem` may be a bundle of the site's CAs
+ * (two while one follows another in a rotation), of which the key's own is taken. */
 int sw_pki_ca_load(const char *cert_pem, const char *key_pem, struct sw_pki_ca **out, char *err,
 		   size_t errlen);
 void sw_pki_ca_free(struct sw_pki_ca *ca);
@@ -76,7 +78,29 @@ int sw_pki_ca_issue(struct sw_pki_ca *ca, const char *csr_pem, size_t csr_len,
 		    const struct sw_pki_issue *what, char **cert_pem, char serial_hex[41],
 		    char *err, size_t errlen);
 
-/* Verifies chains against one CA certificate. */
+/* The key identifier of a loaded CA, lowercase hex: what sw_identity.ca of each
+ * certificate it issues holds. Issued certificates end no later than their CA. */
+const char *sw_pki_ca_id(const struct sw_pki_ca *ca);
+/* sw_pki_cert_fingerprint() of a loaded CA's certificate (what a token pins). */
+int sw_pki_ca_fingerprint(const struct sw_pki_ca *ca, char hex[65], char *err, size_t errlen);
+
+/* The site's CAs as one PEM bundle: an id of its certificates, in order (lowercase hex),
+ * by which a system says which bundle it trusts. */
+#define SW_PKI_BUNDLE_ID_LEN 16
+int sw_pki_bundle_id(const char *pem, char out[SW_PKI_BUNDLE_ID_LEN + 1], char *err, size_t errlen);
+/* Each CA certificate of a bundle: its key identifier, common name, validity (ms) and
+ * PEM (the caller frees with sw_pki_bundle_free()). */
+struct sw_pki_ca_info {
+	char id[41];
+	char name[128];
+	int64_t not_before, not_after;
+	char *pem;
+};
+int sw_pki_bundle_read(const char *pem, struct sw_pki_ca_info *out, size_t max, size_t *n,
+		       char *err, size_t errlen);
+void sw_pki_bundle_free(struct sw_pki_ca_info *cas, size_t n);
+
+/* Verifies chains against the site's CA certificates (a PEM bundle of one or more). */
 struct sw_pki_verifier;
 int sw_pki_verifier_new(const char *ca_pem, struct sw_pki_verifier **out, char *err, size_t errlen);
 void sw_pki_verifier_free(struct sw_pki_verifier *v);

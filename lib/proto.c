@@ -264,6 +264,14 @@ json_t *sw_proto_services_parse(const json_t *arr, char *err, size_t errlen)
 	return out;
 }
 
+/* The id of a CA bundle: lowercase hex, as sw_pki_bundle_id() makes it. */
+static int hex_id(const char *s)
+{
+	size_t n = strspn(s, "0123456789abcdef");
+
+	return n > 0 && n <= 40 && s[n] == '\0';
+}
+
 int sw_proto_heartbeat_parse(const json_t *j, struct sw_heartbeat *out, char *err, size_t errlen)
 {
 	json_t *roles, *services;
@@ -279,6 +287,12 @@ int sw_proto_heartbeat_parse(const json_t *j, struct sw_heartbeat *out, char *er
 		rc = sw_json_str(j, "meter_address", 300, 0, &out->meter_address, err, errlen);
 	if (!rc)
 		rc = sw_json_int(j, "now", 0, INT64_MAX / 2, 0, &out->now, err, errlen);
+	if (!rc)
+		rc = sw_json_str(j, "ca_id", 64, 0, &out->ca_id, err, errlen);
+	if (!rc && out->ca_id && !hex_id(out->ca_id)) {
+		sw_seterr(err, errlen, "ca_id is not an id of a CA bundle");
+		rc = SW_EINVAL;
+	}
 	if (!rc && out->meter_address)
 		rc = address_valid(out->meter_address, err, errlen);
 	if (rc) {

@@ -42,6 +42,7 @@ struct sw_heartbeat {
 	json_t *services;	   /* checked copy: array of service states, or NULL if not sent */
 	const char *meter_address; /* HOST:PORT of the system's metering server, or NULL */
 	int64_t now;		   /* the agent's wall clock in ms, 0 if not sent */
+	const char *ca_id; /* the id of the CA bundle it trusts (sw_pki_bundle_id()), or NULL */
 };
 
 /* 1 for a role siteward knows: software-metering, test. */

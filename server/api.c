@@ -333,21 +333,25 @@ static void meter_reached_at(const char *meter, const char *address, char *out, 
 /* A heartbeat from `sys`, heard from `address`: the registry records it (what `hb` owned
  * is the system's), and the reply is what the agent is told. */
 static json_t *heartbeat_take(struct server *s, struct system *sys, struct sw_heartbeat *hb,
-			      const char *address)
+			      const char *address, const struct sw_identity *id)
 {
 	char meter[300];
+	json_t *reply;
 
 	meter_reached_at(hb->meter_address, address, meter, sizeof(meter));
-	registry_heard(s, sys, hb, address, meter);
+	registry_heard(s, sys, hb, address, meter, id->ca);
 	sw_counter_inc(s->mx_heartbeats);
 	upgrade_heard(s, sys);
 	json_t *names, *urls = metering_meter_urls(s, &names);
 
 	/* each metering server's URL and, in the same order, the system whose certificate
 	 * must answer there: siteward-run asks no other */
-	return json_pack("{si sO so so sI}", "heartbeat_interval", (json_int_t)s->heartbeat_s,
-			 "roles", sys->roles, "meters", urls, "meter_names", names,
-			 "products_version", (json_int_t)s->products_version);
+	reply = json_pack("{si sO so so sI}", "heartbeat_interval", (json_int_t)s->heartbeat_s,
+			  "roles", sys->roles, "meters", urls, "meter_names", names,
+			  "products_version", (json_int_t)s->products_version);
+	if (reply)
+		ca_reply(s, sys, reply);
+	return reply;
 }
 
 /* The enrolled system the request's certificate names, or NULL (answered 403). */
@@ -384,7 +388,8 @@ static void post_heartbeat(struct sw_http_req *req, void *arg)
 	char address[300];
 
 	bound_address(hb.address, sw_http_req_peer(req), address, sizeof(address));
-	sw_http_reply_json(req, 200, heartbeat_take(s, sys, &hb, address));
+	sw_http_reply_json(req, 200,
+			   heartbeat_take(s, sys, &hb, address, sw_http_req_identity(req)));
 	json_decref(j);
 }
 
@@ -416,7 +421,8 @@ static void post_poll(struct sw_http_req *req, void *arg)
 	}
 	/* the address shown is where the connection comes from, not one it claims */
 	if (poll.has_heartbeat)
-		reply = heartbeat_take(s, sys, &poll.heartbeat, sw_http_req_peer(req));
+		reply = heartbeat_take(s, sys, &poll.heartbeat, sw_http_req_peer(req),
+				       sw_http_req_identity(req));
 	channel_hold(ch, req, &poll, reply);
 	json_decref(j);
 }
@@ -615,9 +621,13 @@ static void get_systems(struct sw_http_req *req, void *arg)
 			json_array_append_new(l.arr, items[i]);
 		free(items);
 	}
+	char note[256];
+
+	ca_note(l.s, l.now, note, sizeof(note));
 	sw_http_reply_json(req, 200,
-			   json_pack("{so sI sI}", "systems", l.arr, "now", (json_int_t)l.now,
-				     "heartbeat_interval", (json_int_t)l.s->heartbeat_s));
+			   json_pack("{so sI sI ss?}", "systems", l.arr, "now", (json_int_t)l.now,
+				     "heartbeat_interval", (json_int_t)l.s->heartbeat_s, "ca_note",
+				     note[0] ? note : NULL));
 }
 
 /* A route's tail split at '/': "NAME", "NAME/roles/ROLE", "NAME/services/SVC[/ACTION]". */
@@ -887,6 +897,28 @@ static void get_site(struct sw_http_req *req, void *arg)
 				     (json_int_t)(sw_mono_ms() - s->started_ms)));
 }
 
+/* GET /v1/ca/status: the site's CAs, and how far a rotation is. */
+static void get_ca_status(struct sw_http_req *req, void *arg)
+{
+	sw_http_reply_json(req, 200, ca_status(arg));
+}
+
+/* POST /v1/ca/rotate: a new CA, trusted beside the one that issues; the rest follows as
+ * the systems take it (ca.c). */
+static void post_ca_rotate(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+	char err[256];
+	int rc = ca_rotate(s, err, sizeof(err));
+
+	if (rc) {
+		sw_http_reply_error(req, sw_http_status(rc), "cannot rotate the site's CA: %s",
+				    err);
+		return;
+	}
+	sw_http_reply_json(req, 200, ca_status(s));
+}
+
 /* A certificate for a monitoring system's scraper: the role `scrape`, client use only,
  * good for GET /metrics on this server and on license servers and for nothing else. The
  * key stays where the request was made (siteward cert scrape). */
@@ -958,6 +990,8 @@ static const struct sw_http_route routes[] = {
     {"GET", "/v1/packages/*", SW_HTTP_AGENT, package_get, 0},
     {"GET", "/v1/site/signing-key", SW_HTTP_AGENT, package_signing_key, 0},
     {"POST", "/v1/certs/scrape", SW_HTTP_ADMIN, post_scrape_cert, 0},
+    {"GET", "/v1/ca/status", SW_HTTP_ADMIN, get_ca_status, 0},
+    {"POST", "/v1/ca/rotate", SW_HTTP_ADMIN, post_ca_rotate, 0},
     {"GET", "/metrics", SW_HTTP_ADMIN | SW_HTTP_SCRAPE, metrics_get, 0},
 };
 
@@ -1021,6 +1055,8 @@ int api_start(struct server *s, char *err, size_t errlen)
 	    .upload_dir = uploads,
 	    .metrics = s->metrics,
 	};
-	/* libmicrohttpd keeps pointers to the PEM strings: they live as long as s. */
+	/* libmicrohttpd keeps pointers to the PEM strings: they live as long as s, and a
+	 * rotation's bundle comes in beside the one it was started with (ca.c). */
+	s->ca_pem_served = s->ca_pem;
 	return sw_http_server_start(s->loop, &o, &s->http, err, errlen);
 }

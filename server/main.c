@@ -84,7 +84,6 @@ static int server_configure(struct server *s, const char *dir, int check_only, c
 {
 	char path[PATH_MAX + 32], sub[400];
 	const char *level, *code;
-	char *ca_key = NULL;
 	unsigned busy, connect;
 	int lv, rc;
 
@@ -132,12 +131,7 @@ static int server_configure(struct server *s, const char *dir, int check_only, c
 		sw_seterr(err, errlen, "%s: %s", path, sub);
 		return rc;
 	}
-	if ((rc = sw_pem_read(s->dir, "ca.crt", &s->ca_pem, err, errlen)) ||
-	    (rc = sw_pem_read(s->dir, "ca.key", &ca_key, err, errlen)))
-		return rc;
-	rc = sw_pki_ca_load(s->ca_pem, ca_key, &s->ca, err, errlen);
-	free(ca_key);
-	if (rc)
+	if ((rc = ca_load(s, err, errlen)))
 		return rc;
 	sw_path_join(path, sizeof(path), s->dir, "site.db");
 	snprintf(s->db_url, sizeof(s->db_url), "%s", sw_conf_get(s->conf, "database", "url", path));
@@ -189,9 +183,8 @@ static int server_configure(struct server *s, const char *dir, int check_only, c
  * afresh in its own process to serve it, as after an upgrade (its listener holds the
  * certificate it started with). Not in the middle of an upgrade, which restarts the
  * server itself. */
-static void on_cert_check(uv_timer_t *t)
+static void cert_check(struct server *s)
 {
-	struct server *s = t->data;
 	char err[512], exe[PATH_MAX];
 	ssize_t n;
 
@@ -216,6 +209,32 @@ static void on_cert_check(uv_timer_t *t)
 	sw_info("restarting to serve the renewed server certificate");
 	snprintf(s->reexec, sizeof(s->reexec), "%s", exe);
 	uv_stop(s->loop);
+}
+
+/* A CA near its end is said at start and at each look at the certificates. */
+static void ca_end_warn(struct server *s)
+{
+	char note[256];
+
+	ca_note(s, sw_now_ms(), note, sizeof(note));
+	if (note[0])
+		sw_warn("%s", note);
+}
+
+static void on_cert_check(uv_timer_t *t)
+{
+	ca_end_warn(t->data);
+	cert_check(t->data);
+}
+
+/* A rotation of the site's CA goes on as its systems allow; once a new CA issues, the
+ * server's own certificate is issued again under it, and served. */
+static void on_ca_check(uv_timer_t *t)
+{
+	struct server *s = t->data;
+
+	if (ca_progress(s))
+		cert_check(s);
 }
 
 /* Everything that serves: the write queue, the calls to agents, the API, the timers and
@@ -245,12 +264,17 @@ static int server_open(struct server *s, char *err, size_t errlen)
 	uv_timer_start(&s->cert_timer, on_cert_check, s->cert_check_s * 1000ull,
 		       s->cert_check_s * 1000ull);
 	uv_unref((uv_handle_t *)&s->cert_timer);
+	uv_timer_init(s->loop, &s->ca_timer);
+	s->ca_timer.data = s;
+	uv_timer_start(&s->ca_timer, on_ca_check, 1000, 1000);
+	uv_unref((uv_handle_t *)&s->ca_timer);
 	uv_signal_init(s->loop, &s->sigint);
 	uv_signal_init(s->loop, &s->sigterm);
 	s->sigint.data = s->sigterm.data = s;
 	uv_signal_start(&s->sigint, on_signal, SIGINT);
 	uv_signal_start(&s->sigterm, on_signal, SIGTERM);
 	signal(SIGPIPE, SIG_IGN);
+	ca_end_warn(s);
 	sw_http_server_capacity(s->http, room, sizeof(room));
 	sw_info("%s: %s", limits, room);
 	sw_info("site %s listening on %s (port %u), %zu systems, database %s, version %s",
@@ -299,9 +323,8 @@ static void server_cleanup(struct server *s)
 	metrics_free(s);
 	sw_db_close(s->dbq_db);
 	sw_db_close(s->db);
-	sw_pki_ca_free(s->ca);
+	ca_free(s);
 	sw_conf_free(s->conf);
-	free(s->ca_pem);
 	free(s->cert_pem);
 	free(s->key_pem);
 	uv_loop_close(s->loop);

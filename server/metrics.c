@@ -25,6 +25,7 @@ static const char *const health_names[] = {"ok", "late", "offline", "enrolled"};
 static struct sw_gauge *systems_by_health[NHEALTH];
 static struct sw_gauge *upgrade_systems[NYSTATE];
 static struct sw_gauge *upgrade_running, *dbq_queued;
+static struct sw_gauge *ca_end, *ca_phase_g, *ca_trusting, *ca_reissued;
 
 int metrics_open(struct server *s, char *err, size_t errlen)
 {
@@ -70,6 +71,17 @@ int metrics_open(struct server *s, char *err, size_t errlen)
 		    m, "siteward_upgrade_systems",
 		    "Systems of the latest site upgrade by state (all 0 when there was none).", l);
 	}
+	ca_end =
+	    sw_metrics_gauge(m, "siteward_ca_expiry_timestamp_seconds",
+			     "When the issuing site CA ends (Unix time): alert well before.", NULL);
+	ca_phase_g = sw_metrics_gauge(
+	    m, "siteward_ca_rotation_phase",
+	    "A rotation of the site's CA: 0 none, 1 introducing the new CA, 2 reissuing under it.",
+	    NULL);
+	ca_trusting = sw_metrics_gauge(m, "siteward_ca_rotation_systems_trusting",
+				       "Systems that trust every CA of the site.", NULL);
+	ca_reissued = sw_metrics_gauge(m, "siteward_ca_rotation_systems_reissued",
+				       "Systems holding a certificate of the issuing CA.", NULL);
 	if (sw_metrics_error(m)) {
 		sw_seterr(err, errlen, "metrics: %s", sw_metrics_error(m));
 		return SW_EINVAL;
@@ -118,6 +130,13 @@ static void state_now(struct server *s)
 		sw_gauge_set(upgrade_systems[i], by_state[i]);
 	sw_gauge_set(upgrade_running,
 		     u && (u->state == SW_RUN_RUNNING || u->state == SW_RUN_ROLLING_BACK) ? 1 : 0);
+	struct ca_summary ca;
+
+	ca_summarize(s, &ca);
+	sw_gauge_set(ca_end, ca.not_after / 1000);
+	sw_gauge_set(ca_phase_g, (int64_t)ca.phase);
+	sw_gauge_set(ca_trusting, (int64_t)ca.trusting);
+	sw_gauge_set(ca_reissued, (int64_t)ca.reissued);
 }
 
 /* A scrape waiting for the licenses in use, read by the write queue. */

@@ -41,6 +41,10 @@ static struct system *system_new(const struct sw_db_val *row)
 		snprintf(sys->prev_serial, sizeof(sys->prev_serial), "%s", row[10].s);
 	if (row[11].type == SW_DB_INT)
 		sys->cert_not_after = row[11].i;
+	if (row[12].type == SW_DB_TEXT)
+		snprintf(sys->cert_ca, sizeof(sys->cert_ca), "%s", row[12].s);
+	if (row[13].type == SW_DB_TEXT)
+		snprintf(sys->trust, sizeof(sys->trust), "%s", row[13].s);
 	return sys;
 }
 
@@ -94,7 +98,8 @@ int registry_load(struct server *s, char *err, size_t errlen)
 	rc =
 	    sw_db_exec(s->db,
 		       "SELECT name, address, cert_serial, enrolled_at, last_seen, version, facts, "
-		       "meter_address, client_serial, clock_skew_ms, prev_serial, cert_not_after "
+		       "meter_address, client_serial, clock_skew_ms, prev_serial, cert_not_after, "
+		       "cert_ca, trust "
 		       "FROM systems",
 		       NULL, 0, load_system, s, NULL, err, errlen);
 	if (!rc)
@@ -140,6 +145,7 @@ static void touch(struct server *s, struct system *sys)
 /* A system's heartbeat state as it is written, copied off the loop's memory. */
 struct flush_row {
 	char name[64], version[65], address[300], meter_address[300];
+	char cert_ca[41], trust[SW_PKI_BUNDLE_ID_LEN + 1];
 	int64_t last_seen, clock_skew_ms;
 	char *facts;
 };
@@ -164,12 +170,15 @@ static int flush_write(struct sw_db *db, const struct flush_row *rows, size_t n,
 					SW_DB_TEXT(r->address),
 					SW_DB_TEXT(r->meter_address),
 					SW_DB_INT(r->clock_skew_ms),
+					SW_DB_TEXT(r->cert_ca),
+					SW_DB_TEXT(r->trust),
 					SW_DB_TEXT(r->name)};
 
 		rc = sw_db_exec(db,
 				"UPDATE systems SET last_seen = ?, version = ?, facts = ?, "
-				"address = ?, meter_address = ?, clock_skew_ms = ? WHERE name = ?",
-				p, 7, NULL, NULL, NULL, err, errlen);
+				"address = ?, meter_address = ?, clock_skew_ms = ?, cert_ca = ?, "
+				"trust = ? WHERE name = ?",
+				p, 9, NULL, NULL, NULL, err, errlen);
 	}
 	if (!rc)
 		rc = sw_db_commit(db, err, errlen);
@@ -195,6 +204,8 @@ static struct flush *flush_collect(struct server *s)
 		snprintf(r->version, sizeof(r->version), "%s", sys->version);
 		snprintf(r->address, sizeof(r->address), "%s", sys->address);
 		snprintf(r->meter_address, sizeof(r->meter_address), "%s", sys->meter_address);
+		snprintf(r->cert_ca, sizeof(r->cert_ca), "%s", sys->cert_ca);
+		snprintf(r->trust, sizeof(r->trust), "%s", sys->trust);
 		r->last_seen = sys->last_seen;
 		r->clock_skew_ms = sys->clock_skew_ms;
 		r->facts = sw_json_dump(sys->facts);
@@ -306,8 +317,11 @@ static void clock_heard(struct server *s, struct system *sys, int64_t now)
 }
 
 void registry_heard(struct server *s, struct system *sys, struct sw_heartbeat *hb,
-		    const char *address, const char *meter_address)
+		    const char *address, const char *meter_address, const char *cert_ca)
 {
+	snprintf(sys->cert_ca, sizeof(sys->cert_ca), "%s", cert_ca);
+	if (hb->ca_id)
+		snprintf(sys->trust, sizeof(sys->trust), "%s", hb->ca_id);
 	json_decref(sys->facts);
 	sys->facts = hb->facts;
 	if (hb->now) {
@@ -967,8 +981,7 @@ int registry_submit(struct server *s, struct reg_op *op)
 		if (sw_random_hex(op->secret, SW_TOKEN_SECRET_HEX / 2))
 			op->rc = SW_ECRYPTO;
 		else
-			op->rc =
-			    sw_pki_cert_fingerprint(s->ca_pem, op->pin, op->err, sizeof(op->err));
+			op->rc = sw_pki_ca_fingerprint(s->ca, op->pin, op->err, sizeof(op->err));
 		break;
 	case REG_ENROLL:
 		if (sw_strmap_get(s->systems, op->name)) {

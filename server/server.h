@@ -25,6 +25,8 @@ struct system {
 	char client_serial[41]; /* its metering client's certificate, "" if none */
 	char prev_serial[41];	/* the agent certificate it renewed with, "" if none */
 	int64_t cert_not_after; /* when its agent certificate expires (ms), 0: unknown */
+	char cert_ca[41];	/* the CA that issued it (sw_identity.ca), "": not heard yet */
+	char trust[SW_PKI_BUNDLE_ID_LEN + 1]; /* the bundle of CAs its agent trusts, "": unknown */
 	char version[65];
 	int64_t enrolled_at, last_seen; /* ms since the epoch */
 	json_t *facts;
@@ -48,8 +50,12 @@ struct server {
 	char listen[300];
 	struct sw_conf *conf;
 	struct sw_db *db;
-	struct sw_pki_ca *ca;
-	char *ca_pem, *cert_pem, *key_pem;
+	/* ca.c: the CA that issues, the one that follows it while a rotation introduces it
+	 * (NULL otherwise), and the bundle of every CA the site trusts, with its id; the
+	 * listener was started with `ca_pem_served` (libmicrohttpd keeps the pointer) */
+	struct sw_pki_ca *ca, *ca_next;
+	char *ca_pem, *ca_pem_served, *cert_pem, *key_pem;
+	char ca_bundle_id[SW_PKI_BUNDLE_ID_LEN + 1];
 	/* when both the site CA and the server's certificate are valid (ms; 0: unknown) */
 	int64_t tls_not_before, tls_not_after;
 	struct sw_http_server *http;
@@ -68,6 +74,7 @@ struct server {
 	uv_timer_t summarize_timer;
 	uv_timer_t cert_timer;	   /* the server's certificate, looked at now and then */
 	unsigned cert_check_s;	   /* how often: [server] cert_check_interval_s */
+	uv_timer_t ca_timer;	   /* a rotation of the site's CA, moved on (ca.c) */
 	struct sw_strmap *systems; /* name → struct system */
 	struct sw_strmap *revoked; /* serial → (void *)1 */
 	struct system **dirty;	   /* systems to write at the next flush */
@@ -105,6 +112,36 @@ int metrics_open(struct server *s, char *err, size_t errlen);
 void metrics_free(struct server *s);
 void metrics_get(struct sw_http_req *req, void *arg);
 
+/* ca.c: the site's CAs, and their rotation (see the file's head) */
+enum ca_phase {
+	CA_STEADY,	/* one CA */
+	CA_INTRODUCING, /* a new CA is trusted, not yet issuing: systems take the bundle */
+	CA_REISSUING,	/* the new CA issues; the old one is trusted until nothing uses it */
+};
+int ca_load(struct server *s, char *err, size_t errlen);
+void ca_free(struct server *s);
+enum ca_phase ca_phase(const struct server *s);
+/* Starts a rotation: a new CA, trusted beside the one that issues. SW_EEXIST when one is
+ * under way. */
+int ca_rotate(struct server *s, char *err, size_t errlen);
+/* A rotation's next step, when the systems allow it; 1 when the server's own certificate
+ * is not the issuing CA's (it must be issued again and served: main.c restarts). */
+int ca_progress(struct server *s);
+/* What a heartbeat's reply tells `sys` of the site's CAs: the bundle, when it trusts
+ * another; to renew, when its certificate is not the issuing CA's. */
+void ca_reply(struct server *s, const struct system *sys, json_t *reply);
+/* GET /v1/ca/status's body. */
+json_t *ca_status(struct server *s);
+/* Where the site's CAs stand, for /metrics. */
+struct ca_summary {
+	enum ca_phase phase;
+	int64_t not_after; /* the issuing CA's end (ms) */
+	size_t systems, trusting, reissued;
+};
+void ca_summarize(const struct server *s, struct ca_summary *out);
+/* A warning for people when the issuing CA nears its end, or "". */
+void ca_note(const struct server *s, int64_t now, char *out, size_t len);
+
 /* site.c */
 int site_init(int argc, char **argv);
 int site_certs_check(struct server *s, char *err, size_t errlen);
@@ -117,10 +154,10 @@ int site_renew_admin(const char *dir);
 int registry_load(struct server *s, char *err, size_t errlen);
 void registry_free(struct server *s);
 /* A heartbeat from `sys`, heard from `address` (its metering server, if it runs one, at
- * `meter_address`): the system's record follows it, and what `hb` owned is the
- * system's. */
+ * `meter_address`; its certificate issued by the CA `cert_ca`): the system's record
+ * follows it, and what `hb` owned is the system's. */
 void registry_heard(struct server *s, struct system *sys, struct sw_heartbeat *hb,
-		    const char *address, const char *meter_address);
+		    const char *address, const char *meter_address, const char *cert_ca);
 /* Changes whenever a system's roles or metering server's address change, or a system is
  * removed: what is made of those (metering.c's list of metering servers) is made again
  * when it has moved on. */

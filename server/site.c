@@ -97,41 +97,90 @@ out:
 	return rc;
 }
 
-/* At start: a server certificate past two thirds of its life is issued again under the
- * site CA, for the same names, before the server listens with it; an admin certificate
- * in the site folder close to its end is warned of. */
+/* 1 when a certificate of the site folder is to be issued again: past two thirds of its
+ * life, or issued by another CA than the one that issues now (a rotation's). */
+static int cert_due(const struct server *s, const char *pem, const char **why)
+{
+	struct sw_identity id;
+	int64_t nb, na;
+
+	if (sw_pki_cert_validity(pem, &nb, &na, NULL, 0))
+		return 0;
+	*why = "was past two thirds of its life";
+	if (sw_now_ms() >= sw_pki_renew_at(nb, na))
+		return 1;
+	*why = "was the old CA's";
+	return sw_pki_cert_identity(pem, &id, NULL, 0) == 0 &&
+	       strcmp(id.ca, sw_pki_ca_id(s->ca)) != 0;
+}
+
+/* The admin certificate issued again under `ca` for the key it has. */
+static int admin_reissue(struct sw_pki_ca *ca, const char *dir, char serial[41], char *err,
+			 size_t errlen)
+{
+	char *key = NULL, *csr = NULL, *cert = NULL;
+	int rc;
+
+	struct sw_pki_issue admin = {
+	    .cn = "admin", .role = SW_PKI_ROLE_ADMIN, .days = ADMIN_CERT_DAYS};
+	if (!(rc = sw_pem_read(dir, "admin.key", &key, err, errlen)) &&
+	    !(rc = sw_pki_csr_create(key, admin.cn, &csr, err, errlen)) &&
+	    !(rc = sw_pki_ca_issue(ca, csr, strlen(csr), &admin, &cert, serial, err, errlen)))
+		rc = write_file(dir, "admin.crt", cert, 0644, err, errlen);
+	free(key);
+	free(csr);
+	free(cert);
+	return rc;
+}
+
+/* At start: a server certificate due (cert_due()) is issued again under the issuing CA,
+ * for the same names, before the server listens with it; an admin certificate in the
+ * site folder that is the old CA's is issued again for its key, and one close to its
+ * end is warned of. */
 int site_cert_due(struct server *s)
 {
+	const char *why;
 	char *pem = NULL;
-	int64_t nb, na;
 	int due = 0;
 
-	if (sw_pem_read(s->dir, "server.crt", &pem, NULL, 0) == 0 &&
-	    sw_pki_cert_validity(pem, &nb, &na, NULL, 0) == 0)
-		due = sw_now_ms() >= sw_pki_renew_at(nb, na);
+	if (sw_pem_read(s->dir, "server.crt", &pem, NULL, 0) == 0)
+		due = cert_due(s, pem, &why);
 	free(pem);
 	return due;
 }
 
 int site_certs_check(struct server *s, char *err, size_t errlen)
 {
-	char sans_buf[MAX_SANS + 8][SW_PKI_SAN_LEN], *pem = NULL;
-	const char *sans[MAX_SANS + 9];
+	char sans_buf[MAX_SANS + 8][SW_PKI_SAN_LEN], *pem = NULL, serial[41], sub[256];
+	const char *sans[MAX_SANS + 9], *why = "";
 	int64_t nb, na, now = sw_now_ms();
+	struct sw_identity id;
 	size_t n = 0;
 	int rc;
 
-	if (sw_pem_read(s->dir, "admin.crt", &pem, NULL, 0) == 0 &&
-	    sw_pki_cert_validity(pem, NULL, &na, NULL, 0) == 0 && na - now < SITE_ADMIN_WARN_MS)
-		sw_warn("the admin certificate (%s/admin.crt) expires in %lld days: renew it with "
-			"'siteward-server renew-admin --dir %s'",
-			s->dir, (long long)((na - now) / 86400000), s->dir);
+	if (sw_pem_read(s->dir, "admin.crt", &pem, NULL, 0) == 0) {
+		if (sw_pki_cert_identity(pem, &id, NULL, 0) == 0 &&
+		    strcmp(id.ca, sw_pki_ca_id(s->ca)) != 0) {
+			if (admin_reissue(s->ca, s->dir, serial, sub, sizeof(sub)))
+				sw_warn("the admin certificate (%s/admin.crt) is the old CA's and "
+					"cannot be issued again: %s",
+					s->dir, sub);
+			else
+				sw_info("the admin certificate (%s/admin.crt) was the old CA's: "
+					"issued again under the site CA (serial %s)",
+					s->dir, serial);
+		} else if (sw_pki_cert_validity(pem, NULL, &na, NULL, 0) == 0 &&
+			   na - now < SITE_ADMIN_WARN_MS)
+			sw_warn("the admin certificate (%s/admin.crt) expires in %lld days: renew "
+				"it with 'siteward-server renew-admin --dir %s'",
+				s->dir, (long long)((na - now) / 86400000), s->dir);
+	}
 	free(pem);
 	pem = NULL;
 	if ((rc = sw_pem_read(s->dir, "server.crt", &pem, err, errlen)) ||
 	    (rc = sw_pki_cert_validity(pem, &nb, &na, err, errlen)))
 		goto out;
-	if (now < sw_pki_renew_at(nb, na))
+	if (!cert_due(s, pem, &why))
 		goto out;
 	if ((rc = sw_pki_cert_sans(pem, sans_buf, MAX_SANS + 8, &n, err, errlen)))
 		goto out;
@@ -145,9 +194,9 @@ int site_certs_check(struct server *s, char *err, size_t errlen)
 				      .purposes = SW_PKI_TLS_SERVER | SW_PKI_TLS_CLIENT};
 	if ((rc = issue_pair(s->ca, s->dir, "server", &server, err, errlen)))
 		goto out;
-	sw_warn("the server certificate was past two thirds of its life (it ends in %lld days): "
-		"issued again under the site CA for %zu names",
-		(long long)((na - now) / 86400000), n);
+	sw_warn("the server certificate %s (it ends in %lld days): issued again under the site "
+		"CA for %zu names",
+		why, (long long)((na - now) / 86400000), n);
 out:
 	free(pem);
 	return rc;
@@ -157,20 +206,14 @@ out:
  * site CA, for the key it has. */
 int site_renew_admin(const char *dir)
 {
-	char *ca = NULL, *cakey = NULL, *key = NULL, *csr = NULL, *cert = NULL, serial[41];
-	char err[512];
+	char *ca = NULL, *cakey = NULL, serial[41], err[512];
 	struct sw_pki_ca *c = NULL;
 	int rc;
 
-	struct sw_pki_issue admin = {
-	    .cn = "admin", .role = SW_PKI_ROLE_ADMIN, .days = ADMIN_CERT_DAYS};
 	if ((rc = sw_pem_read(dir, "ca.crt", &ca, err, sizeof(err))) ||
 	    (rc = sw_pem_read(dir, "ca.key", &cakey, err, sizeof(err))) ||
-	    (rc = sw_pem_read(dir, "admin.key", &key, err, sizeof(err))) ||
 	    (rc = sw_pki_ca_load(ca, cakey, &c, err, sizeof(err))) ||
-	    (rc = sw_pki_csr_create(key, admin.cn, &csr, err, sizeof(err))) ||
-	    (rc = sw_pki_ca_issue(c, csr, strlen(csr), &admin, &cert, serial, err, sizeof(err))) ||
-	    (rc = write_file(dir, "admin.crt", cert, 0644, err, sizeof(err))))
+	    (rc = admin_reissue(c, dir, serial, err, sizeof(err))))
 		fprintf(stderr, "siteward-server: renew-admin: %s\n", err);
 	else
 		printf("admin certificate renewed for %u days: %s/admin.crt (serial %s)\n",
@@ -178,9 +221,6 @@ int site_renew_admin(const char *dir)
 	sw_pki_ca_free(c);
 	free(ca);
 	free(cakey);
-	free(key);
-	free(csr);
-	free(cert);
 	return rc ? 1 : 0;
 }
 

@@ -78,6 +78,11 @@ class Metrics(unittest.TestCase):
         self.assertEqual(after['siteward_systems{health="ok"}'], 2)
         self.assertEqual(after['siteward_licenses{product="cad"}'], 2)
         self.assertGreater(after["siteward_db_job_duration_seconds_count"], 0)
+        # the site CA's end, to alert on, and no rotation under way: both systems trust it
+        self.assertGreater(after["siteward_ca_expiry_timestamp_seconds"],
+                           time.time() + 3600 * 86400)
+        self.assertEqual(after["siteward_ca_rotation_phase"], 0)
+        self.assertEqual(after["siteward_ca_rotation_systems_trusting"], 2)
         # routes are labelled by their pattern, never by the path asked for
         self.assertGreater(after['siteward_http_requests_total{route="/v1/agent/poll",'
                                  'method="POST",code="2xx"}'], 0)

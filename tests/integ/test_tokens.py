@@ -332,7 +332,10 @@ class Migration(unittest.TestCase):
             site.stop()
             # the database as the version before sql/011 left it: the migrations after
             # it undone too, so that the server applies them all again
-            db_exec(site, "DROP TABLE system_certs", "ALTER TABLE systems DROP COLUMN prev_serial",
+            db_exec(site, "ALTER TABLE systems DROP COLUMN cert_ca",
+                    "ALTER TABLE systems DROP COLUMN trust",
+                    "DELETE FROM schema_migrations WHERE number = 13",
+                    "DROP TABLE system_certs", "ALTER TABLE systems DROP COLUMN prev_serial",
                     "ALTER TABLE systems DROP COLUMN cert_not_after",
                     "DELETE FROM schema_migrations WHERE number = 12",
                     "DROP TABLE token_uses", "ALTER TABLE tokens DROP COLUMN uses",

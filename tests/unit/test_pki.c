@@ -243,7 +243,10 @@ static void test_ca_create_load(void **state)
 
 	crt = crt_from_pem(cert);
 	dn_get(crt, GNUTLS_OID_X520_COMMON_NAME, 0, buf, sizeof(buf));
-	assert_string_equal(buf, "siteward site PAR-1 CA");
+	/* named by when it was made: one that follows in a rotation has a name of its own */
+	assert_int_equal(strncmp(buf, "siteward site PAR-1 CA ", 23), 0);
+	assert_int_equal(strlen(buf), 23 + 14);
+	assert_int_equal(strspn(buf + 23, "0123456789"), 14);
 	dn_get(crt, GNUTLS_OID_X520_ORGANIZATION_NAME, 0, buf, sizeof(buf));
 	assert_string_equal(buf, "siteward site PAR-1");
 	assert_true(gnutls_x509_crt_get_basic_constraints(crt, NULL, &ca_flag, NULL) > 0);
@@ -992,6 +995,110 @@ static void test_renew_at(void **state)
 			 1700000000000 + 550 * day);
 }
 
+/* Two CAs in one bundle, as during a rotation: the verifier takes certificates of either
+ * and no other; the key picks its own CA out of the bundle; a certificate names the CA
+ * that issued it; the bundle's id follows its certificates, not the text around them. */
+static void test_bundle(void **state)
+{
+	struct fixture *f = *state;
+	char *bundle = NULL, *spaced = NULL, *a = NULL, *b = NULL, *foreign_key = NULL;
+	char serial[41], err[256], id1[17], id2[17], id3[17];
+	struct sw_pki_ca *loaded = NULL;
+	struct sw_pki_verifier *v = NULL;
+	struct sw_pki_ca_info cas[4];
+	struct sw_identity id;
+	gnutls_datum_t der;
+	size_t n = 0;
+
+	assert_true(asprintf(&bundle, "%s%s", f->ca_cert, f->other_cert) > 0);
+	assert_true(asprintf(&spaced, "# the site's CAs\n%s\n\n%s\n", f->ca_cert, f->other_cert) >
+		    0);
+	assert_int_equal(sw_pki_verifier_new(bundle, &v, err, sizeof(err)), 0);
+	assert_int_equal(
+	    issue(f->ca, f->csr, "web01", SW_PKI_ROLE_AGENT, NULL, 0, &a, serial, err, sizeof(err)),
+	    0);
+	assert_int_equal(issue(f->other, f->csr, "web01", SW_PKI_ROLE_AGENT, NULL, 0, &b, serial,
+			       err, sizeof(err)),
+			 0);
+	pem_to_der(a, &der);
+	assert_int_equal(sw_pki_verify_chain(v, &der, 1, &id, err, sizeof(err)), 0);
+	assert_string_equal(id.ca, sw_pki_ca_id(f->ca));
+	gnutls_free(der.data);
+	pem_to_der(b, &der);
+	assert_int_equal(sw_pki_verify_chain(v, &der, 1, &id, err, sizeof(err)), 0);
+	assert_string_equal(id.ca, sw_pki_ca_id(f->other));
+	assert_string_not_equal(sw_pki_ca_id(f->ca), sw_pki_ca_id(f->other));
+	gnutls_free(der.data);
+	/* the site's verifier alone refuses the other's */
+	pem_to_der(b, &der);
+	assert_int_equal(sw_pki_verify_chain(f->v, &der, 1, &id, err, sizeof(err)), SW_EDENIED);
+	gnutls_free(der.data);
+
+	/* each key loads its own CA from the bundle, whichever comes first */
+	assert_int_equal(sw_pki_ca_load(bundle, f->other_key, &loaded, err, sizeof(err)), 0);
+	assert_string_equal(sw_pki_ca_id(loaded), sw_pki_ca_id(f->other));
+	sw_pki_ca_free(loaded);
+	assert_int_equal(sw_pki_ca_load(bundle, f->ca_key, &loaded, err, sizeof(err)), 0);
+	assert_string_equal(sw_pki_ca_id(loaded), sw_pki_ca_id(f->ca));
+	sw_pki_ca_free(loaded);
+	assert_int_equal(sw_pki_key_generate(&foreign_key, err, sizeof(err)), 0);
+	assert_int_equal(sw_pki_ca_load(bundle, foreign_key, &loaded, err, sizeof(err)), SW_EINVAL);
+	assert_non_null(strstr(err, "does not belong"));
+
+	assert_int_equal(sw_pki_bundle_id(bundle, id1, err, sizeof(err)), 0);
+	assert_int_equal(sw_pki_bundle_id(spaced, id2, err, sizeof(err)), 0);
+	assert_int_equal(sw_pki_bundle_id(f->ca_cert, id3, err, sizeof(err)), 0);
+	assert_int_equal(strlen(id1), SW_PKI_BUNDLE_ID_LEN);
+	assert_string_equal(id1, id2);
+	assert_string_not_equal(id1, id3);
+	assert_int_not_equal(sw_pki_bundle_id("not a certificate", id3, err, sizeof(err)), 0);
+
+	assert_int_equal(sw_pki_bundle_read(spaced, cas, 4, &n, err, sizeof(err)), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(cas[0].id, sw_pki_ca_id(f->ca));
+	assert_string_equal(cas[1].id, sw_pki_ca_id(f->other));
+	assert_int_equal(strncmp(cas[1].name, "siteward site OTHER CA ", 23), 0);
+	assert_true(cas[0].not_after > cas[0].not_before);
+	assert_non_null(strstr(cas[0].pem, "BEGIN CERTIFICATE"));
+	sw_pki_bundle_free(cas, n);
+	/* a leaf is no CA: neither a bundle nor a verifier takes it */
+	assert_int_equal(sw_pki_bundle_read(a, cas, 4, &n, err, sizeof(err)), SW_EINVAL);
+	assert_int_equal(n, 0);
+	free(spaced);
+	assert_true(asprintf(&spaced, "%s%s", f->ca_cert, a) > 0);
+	sw_pki_verifier_free(v);
+	assert_int_equal(sw_pki_verifier_new(spaced, &v, err, sizeof(err)), SW_EINVAL);
+	assert_null(v);
+
+	free(bundle);
+	free(spaced);
+	free(a);
+	free(b);
+	free(foreign_key);
+}
+
+/* A certificate ends no later than the CA that issues it. */
+static void test_issue_ends_with_its_ca(void **state)
+{
+	struct fixture *f = *state;
+	char *cert = NULL, *key = NULL, *leaf = NULL, serial[41], err[256];
+	struct sw_pki_ca *ca = NULL;
+	int64_t ca_end, leaf_end;
+
+	assert_int_equal(sw_pki_ca_create("SHORT", 10, &cert, &key, err, sizeof(err)), 0);
+	assert_int_equal(sw_pki_ca_load(cert, key, &ca, err, sizeof(err)), 0);
+	struct sw_pki_issue what = {.cn = "web01", .role = SW_PKI_ROLE_AGENT, .days = 825};
+	assert_int_equal(
+	    sw_pki_ca_issue(ca, f->csr, strlen(f->csr), &what, &leaf, serial, err, sizeof(err)), 0);
+	assert_int_equal(sw_pki_cert_validity(cert, NULL, &ca_end, err, sizeof(err)), 0);
+	assert_int_equal(sw_pki_cert_validity(leaf, NULL, &leaf_end, err, sizeof(err)), 0);
+	assert_int_equal(leaf_end, ca_end);
+	sw_pki_ca_free(ca);
+	free(cert);
+	free(key);
+	free(leaf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1009,6 +1116,8 @@ int main(void)
 	    cmocka_unit_test(test_verify_validity),
 	    cmocka_unit_test(test_verify_refusals),
 	    cmocka_unit_test(test_verifier_new),
+	    cmocka_unit_test(test_bundle),
+	    cmocka_unit_test(test_issue_ends_with_its_ca),
 	    cmocka_unit_test(test_identity_refusals),
 	    cmocka_unit_test(test_fingerprint),
 	    cmocka_unit_test(test_cert_validity),
