@@ -142,7 +142,11 @@ int cmd_ca(struct cli *c, int argc, char **argv)
 	char *end;
 
 	if (argc == 1 && strcmp(argv[0], "rotate") == 0) {
-		if (client_call(c, "POST", "/v1/ca/rotate", json_object(), &reply))
+		json_t *body = json_object();
+		int rc = client_call(c, "POST", "/v1/ca/rotate", body, &reply);
+
+		json_decref(body);
+		if (rc)
 			return 1;
 		if (c->json) {
 			print_json(reply);

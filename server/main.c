@@ -224,6 +224,7 @@ static void ca_end_warn(struct server *s)
 static void on_cert_check(uv_timer_t *t)
 {
 	ca_end_warn(t->data);
+	site_admin_check(t->data);
 	cert_check(t->data);
 }
 

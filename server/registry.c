@@ -12,7 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* `row`: the twelve columns registry_load() selects, in its order. */
+/* The columns of a system registry_load() selects, and an enrollment makes. */
+#define SYSTEM_COLUMNS 14
+
+/* `row`: the SYSTEM_COLUMNS columns registry_load() selects, in its order. */
 static struct system *system_new(const struct sw_db_val *row)
 {
 	struct system *sys = calloc(1, sizeof(*sys));
@@ -61,7 +64,11 @@ static void system_free(struct system *sys)
 static int load_system(void *arg, int ncols, const struct sw_db_val *row)
 {
 	struct server *s = arg;
-	struct system *sys = system_new(row);
+	struct system *sys;
+
+	if (ncols != SYSTEM_COLUMNS)
+		return SW_EINVAL;
+	sys = system_new(row);
 
 	if (!sys || sw_strmap_set(s->systems, sys->name, sys)) {
 		system_free(sys);
@@ -835,18 +842,20 @@ static struct system *op_system(struct server *s, const struct reg_op *op)
 
 static int enrolled(struct server *s, struct reg_op *op)
 {
-	struct sw_db_val row[12] = {SW_DB_TEXT(op->name),
-				    SW_DB_TEXT(op->address),
-				    SW_DB_TEXT(op->serial),
-				    SW_DB_INT(op->enrolled_at),
-				    SW_DB_INT(0),
-				    SW_DB_TEXT(""),
-				    SW_DB_NULLV,
-				    SW_DB_NULLV,
-				    SW_DB_TEXT(op->client_serial),
-				    SW_DB_INT(0),
-				    SW_DB_NULLV,
-				    SW_DB_INT(op->not_after)};
+	struct sw_db_val row[SYSTEM_COLUMNS] = {SW_DB_TEXT(op->name),
+						SW_DB_TEXT(op->address),
+						SW_DB_TEXT(op->serial),
+						SW_DB_INT(op->enrolled_at),
+						SW_DB_INT(0),
+						SW_DB_TEXT(""),
+						SW_DB_NULLV,
+						SW_DB_NULLV,
+						SW_DB_TEXT(op->client_serial),
+						SW_DB_INT(0),
+						SW_DB_NULLV,
+						SW_DB_INT(op->not_after),
+						SW_DB_NULLV,
+						SW_DB_NULLV};
 	struct system *sys = system_new(row);
 
 	if (!sys || sw_strmap_set(s->systems, op->name, sys)) {

@@ -145,6 +145,9 @@ void ca_note(const struct server *s, int64_t now, char *out, size_t len);
 /* site.c */
 int site_init(int argc, char **argv);
 int site_certs_check(struct server *s, char *err, size_t errlen);
+/* The site folder's admin certificate issued again for its key when it is due (two
+ * thirds of its life, or a CA other than the issuing one's); warned of if that fails. */
+void site_admin_check(struct server *s);
 /* 1 when the server's certificate is past two thirds of its life (site_certs_check()
  * would issue it again), 0 otherwise or when it cannot be read. */
 int site_cert_due(struct server *s);

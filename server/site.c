@@ -134,9 +134,8 @@ static int admin_reissue(struct sw_pki_ca *ca, const char *dir, char serial[41],
 }
 
 /* At start: a server certificate due (cert_due()) is issued again under the issuing CA,
- * for the same names, before the server listens with it; an admin certificate in the
- * site folder that is the old CA's is issued again for its key, and one close to its
- * end is warned of. */
+ * for the same names, before the server listens with it; so is the site folder's admin
+ * certificate, for its key (site_admin_check(), also every cert_check_interval_s). */
 int site_cert_due(struct server *s)
 {
 	const char *why;
@@ -149,34 +148,41 @@ int site_cert_due(struct server *s)
 	return due;
 }
 
+void site_admin_check(struct server *s)
+{
+	char *pem = NULL, serial[41], sub[256];
+	const char *why = "";
+	int64_t na, now = sw_now_ms();
+
+	if (sw_pem_read(s->dir, "admin.crt", &pem, NULL, 0))
+		return; /* none in the site folder: nothing to do */
+	if (cert_due(s, pem, &why)) {
+		if (admin_reissue(s->ca, s->dir, serial, sub, sizeof(sub)))
+			sw_warn("the admin certificate (%s/admin.crt) %s and cannot be issued "
+				"again: %s; renew it with 'siteward-server renew-admin --dir %s'",
+				s->dir, why, sub, s->dir);
+		else
+			sw_info("the admin certificate (%s/admin.crt) %s: issued again under the "
+				"site CA for its key (serial %s)",
+				s->dir, why, serial);
+	} else if (sw_pki_cert_validity(pem, NULL, &na, NULL, 0) == 0 &&
+		   na - now < SITE_ADMIN_WARN_MS) {
+		sw_warn("the admin certificate (%s/admin.crt) expires in %lld days: renew it with "
+			"'siteward-server renew-admin --dir %s'",
+			s->dir, (long long)((na - now) / 86400000), s->dir);
+	}
+	free(pem);
+}
+
 int site_certs_check(struct server *s, char *err, size_t errlen)
 {
-	char sans_buf[MAX_SANS + 8][SW_PKI_SAN_LEN], *pem = NULL, serial[41], sub[256];
+	char sans_buf[MAX_SANS + 8][SW_PKI_SAN_LEN], *pem = NULL;
 	const char *sans[MAX_SANS + 9], *why = "";
 	int64_t nb, na, now = sw_now_ms();
-	struct sw_identity id;
 	size_t n = 0;
 	int rc;
 
-	if (sw_pem_read(s->dir, "admin.crt", &pem, NULL, 0) == 0) {
-		if (sw_pki_cert_identity(pem, &id, NULL, 0) == 0 &&
-		    strcmp(id.ca, sw_pki_ca_id(s->ca)) != 0) {
-			if (admin_reissue(s->ca, s->dir, serial, sub, sizeof(sub)))
-				sw_warn("the admin certificate (%s/admin.crt) is the old CA's and "
-					"cannot be issued again: %s",
-					s->dir, sub);
-			else
-				sw_info("the admin certificate (%s/admin.crt) was the old CA's: "
-					"issued again under the site CA (serial %s)",
-					s->dir, serial);
-		} else if (sw_pki_cert_validity(pem, NULL, &na, NULL, 0) == 0 &&
-			   na - now < SITE_ADMIN_WARN_MS)
-			sw_warn("the admin certificate (%s/admin.crt) expires in %lld days: renew "
-				"it with 'siteward-server renew-admin --dir %s'",
-				s->dir, (long long)((na - now) / 86400000), s->dir);
-	}
-	free(pem);
-	pem = NULL;
+	site_admin_check(s);
 	if ((rc = sw_pem_read(s->dir, "server.crt", &pem, err, errlen)) ||
 	    (rc = sw_pki_cert_validity(pem, &nb, &na, err, errlen)))
 		goto out;

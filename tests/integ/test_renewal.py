@@ -120,11 +120,16 @@ class Renewal(unittest.TestCase):
             old[name] = (serial_of(os.path.join(site.agents[name].dir, "agent.crt")),
                          self.keep_old(site.agents[name]))
         server_serial = serial_of(os.path.join(site.dir, "server.crt"))
+        admin_serial = serial_of(os.path.join(site.dir, "admin.crt"))
         site.stop()
         start_server(site, faked(RENEWAL_AGE))
-        # the server's own certificate, past two thirds of its life, was issued again
+        # the server's own certificate, past two thirds of its life, was issued again,
+        # and so was the site folder's admin certificate, for its key
         self.assertNotEqual(serial_of(os.path.join(site.dir, "server.crt")), server_serial)
         self.assertIn("issued again under the site CA", site.server.log())
+        self.assertNotEqual(serial_of(os.path.join(site.dir, "admin.crt")), admin_serial)
+        self.assertIn("admin.crt) was past two thirds of its life: issued again",
+                      site.server.log())
         for name in ("r1", "r2"):
             a = site.agents[name]
             a.env = dict(os.environ, **faked(RENEWAL_AGE))
