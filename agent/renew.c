@@ -9,7 +9,8 @@
  * restarted. A failed renewal is asked again with doubling waits, from [agent]
  * renew_retry_ms; each change of state is logged once, and a retry that fails as the
  * last one did is no change. An agent whose certificate has expired cannot renew: only a
- * new enrollment helps, and it says so.
+ * new enrollment helps, and it says so. One whose clock is so far ahead that a
+ * certificate just issued is already due says that, and asks again an hour later.
  */
 #include "agent.h"
 
@@ -53,6 +54,7 @@ struct renew {
 	void (*done)(void *arg);
 	void *done_arg;
 	int closed, in_flight; /* freed once both its timer is closed and nothing is out */
+	int64_t renewed_mono;  /* sw_mono_ms() of the last renewal, 0: none yet */
 };
 
 static void check(struct renew *r);
@@ -125,6 +127,23 @@ static void check(struct renew *r)
 	}
 	if (window(a, &nb, &na) == 0) {
 		at = sw_pki_renew_at(nb, na);
+		/* A certificate just issued that is already due by this machine's clock: the
+		 * clock is far ahead of the server's, and asking again would get another like
+		 * it, at once, without end. It is said, and asked again an hour later. */
+		if (now >= at && r->renewed_mono &&
+		    sw_mono_ms() - r->renewed_mono < RENEW_CHECK_MS) {
+			char why[200];
+
+			snprintf(
+			    why, sizeof(why),
+			    "the certificate just issued is already due by this machine's clock, "
+			    "about %lld days ahead of the site server's; set the time (timedatectl "
+			    "/ chrony)",
+			    (long long)((now - nb - SW_PKI_BACKDATE_S * 1000) / 86400000));
+			set_state(r, RENEW_WAITING, why);
+			uv_timer_start(&r->timer, on_timer, RENEW_CHECK_MS, 0);
+			return;
+		}
 		if (now >= at) {
 			set_state_quiet(r, RENEW_DUE);
 			channel_soon(a);
@@ -189,6 +208,7 @@ static void on_switch(uv_timer_t *t)
 		service_restart(meter);
 	}
 	r->backoff_ms = r->attempts = 0;
+	r->renewed_mono = sw_mono_ms();
 	set_state(r, RENEW_WAITING, NULL);
 	finish(r);
 	check(r);

@@ -7,7 +7,8 @@ enrolled again and ends with a status of its own. A renewal cut short between pu
 its key and its certificate in place is finished when the agent starts again. A
 metering server's system renews and its license server serves on the new certificate,
 granting checkouts. A renewal the server cannot answer is asked again, said once, and
-done once the server is back."""
+done once the server is back. An agent whose clock is far ahead renews once and says so,
+rather than without end."""
 import json
 import os
 import shutil
@@ -332,6 +333,38 @@ class MeteringRenewal(unittest.TestCase):
                            capture_output=True, text=True, timeout=30,
                            env=dict(os.environ, **faked(RENEWAL_AGE)))
         self.assertEqual(r.returncode, 0, r.stderr)
+
+
+class ClockAhead(unittest.TestCase):
+    """An agent whose clock is 600 days ahead of the site server's finds its certificate
+    due and renews it; the server issues by its own clock, so the new one is due as well
+    by the agent's. The agent says its clock is ahead and asks again only an hour later,
+    instead of renewing without end."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.site = Site(heartbeat=1)
+        try:
+            cls.site.start()
+            cls.a = cls.site.enroll("ahead", start=False)
+        except BaseException:
+            cls.site.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.site.close()
+
+    def test_renews_once_and_says_the_clock_is_ahead(self):
+        a = self.a
+        a.env = dict(os.environ, **faked(RENEWAL_AGE))
+        a.start()
+        wait_for(lambda: "already due by this machine's clock" in a.proc.log(), 30,
+                 "the agent to say its clock is ahead")
+        log = a.proc.log()
+        self.assertEqual(log.count("certificate renewed:"), 1, log)
+        self.assertRegex(log, r"about 60[01] days ahead of the site server's; set the time")
+        self.assertEqual(self.site.server.log().count("renewed its certificates"), 1)
 
 
 class RenewalRetry(unittest.TestCase):
