@@ -306,7 +306,9 @@ void ca_reply(struct server *s, const struct system *sys, json_t *reply)
 {
 	int trusts = strcmp(sys->trust, s->ca_bundle_id) == 0;
 
-	if (!trusts)
+	/* only to an agent that says what it trusts: one of an older version would not take
+	 * the bundle, and it would go with every one of its heartbeats */
+	if (!trusts && sys->trust[0])
 		json_object_set_new(reply, "ca", json_string(s->ca_pem));
 	/* it renews once it trusts every CA the site has, the issuing one among them */
 	else if (sys->cert_ca[0] && strcmp(sys->cert_ca, sw_pki_ca_id(s->ca)) != 0)
