@@ -30,7 +30,14 @@ int client_request(const struct cli *c, const char *method, const char *path, js
 /* Sends the file `file` whole as the body of a POST to `path`; as client_call. */
 int client_upload(const struct cli *c, const char *path, const char *file, json_t **reply);
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* --since: YYYY-MM-DD (UTC) or a number of days back, like 7d, as ms since the epoch;
+ * SW_EINVAL when it is neither. */
+int cli_parse_since(const char *s, long long *ms);
 void print_json(const json_t *j);
+
+/* admin.c */
+int cmd_admin(struct cli *c, int argc, char **argv);
+int cmd_audit(struct cli *c, int argc, char **argv);
 
 /* ca.c */
 int cmd_ca(struct cli *c, int argc, char **argv);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 void cli_error(const char *fmt, ...)
@@ -56,7 +57,11 @@ int client_setup(struct cli *c, const char *site)
 		cli_error("%s", err);
 		return 1;
 	}
-	listen = sw_conf_get(conf, "server", "listen", "");
+	/* an administrator's folder (siteward admin add) names the server as its machine
+	 * reaches it; a site folder has the address the server listens on */
+	listen = sw_conf_get(conf, "client", "server", "");
+	if (!*listen)
+		listen = sw_conf_get(conf, "server", "listen", "");
 	if (sw_hostport_parse(listen, host, sizeof(host), &port, 0, err, sizeof(err))) {
 		cli_error("%s: [server] listen: %s", path, err);
 		sw_conf_free(conf);
@@ -259,4 +264,24 @@ int client_call(const struct cli *c, const char *method, const char *path, json_
 		return 1;
 	}
 	return 0;
+}
+
+int cli_parse_since(const char *s, long long *ms)
+{
+	struct tm tm;
+	char *end;
+	long days;
+
+	memset(&tm, 0, sizeof(tm));
+	end = strptime(s, "%Y-%m-%d", &tm);
+	if (end && !*end) {
+		*ms = (long long)timegm(&tm) * 1000;
+		return 0;
+	}
+	days = strtol(s, &end, 10);
+	if (days >= 0 && days < 100000 && strcmp(end, "d") == 0) {
+		*ms = sw_now_ms() / 86400000 * 86400000 - (long long)days * 86400000;
+		return 0;
+	}
+	return SW_EINVAL;
 }

@@ -139,27 +139,6 @@ int cmd_product(struct cli *c, int argc, char **argv)
 	return 0;
 }
 
-/* --since takes YYYY-MM-DD (UTC) or a number of days back, like 7d. */
-static int parse_since(const char *s, long long *ms)
-{
-	struct tm tm;
-	char *end;
-	long days;
-
-	memset(&tm, 0, sizeof(tm));
-	end = strptime(s, "%Y-%m-%d", &tm);
-	if (end && !*end) {
-		*ms = (long long)timegm(&tm) * 1000;
-		return 0;
-	}
-	days = strtol(s, &end, 10);
-	if (days >= 0 && days < 100000 && strcmp(end, "d") == 0) {
-		*ms = sw_now_ms() / 86400000 * 86400000 - (long long)days * 86400000;
-		return 0;
-	}
-	return -1;
-}
-
 int cmd_usage(struct cli *c, int argc, char **argv)
 {
 	char path[256];
@@ -173,7 +152,7 @@ int cmd_usage(struct cli *c, int argc, char **argv)
 		    sw_name_valid(argv[k + 1])) {
 			product = argv[++k];
 		} else if (strcmp(argv[k], "--since") == 0 && k + 1 < argc &&
-			   parse_since(argv[k + 1], &since) == 0) {
+			   cli_parse_since(argv[k + 1], &since) == 0) {
 			k++;
 		} else {
 			cli_error("usage: siteward usage [--product NAME] [--since YYYY-MM-DD|Nd]");

@@ -89,6 +89,9 @@ struct sw_http_server {
 	size_t nroutes;
 	void *arg;
 	int (*is_revoked)(void *arg, const char *serial);
+	const char *(*admin_level)(void *arg, const struct sw_identity *id);
+	int (*audit)(void *arg, struct sw_http_req *req, unsigned status, const char *body,
+		     int may_hold);
 	char *upload_dir;
 	struct route_mx *mx; /* one a route, then one for requests no route matched */
 };
@@ -132,6 +135,8 @@ struct sw_http_req {
 	char *body;
 	size_t len, cap, max;
 	int dispatched, suspended, too_big, streaming;
+	int audited; /* an administrator's change: its answer goes by the audit hook */
+	int held;    /* its answer waits for sw_http_reply_release() */
 	/* a SW_HTTP_BODY_FILE route's body: the file it goes to, and the first write error */
 	int body_fd;
 	char *body_file;
@@ -443,10 +448,30 @@ static struct conn_state *conn_check(struct sw_http_server *srv, struct MHD_Conn
 	return cs;
 }
 
+static unsigned role_bit(const char *role);
+
+/* What a peer's certificate lets it call: its role's bit, and for an administrator the
+ * bits of its level and those below. */
+static unsigned rights(const struct sw_http_server *srv, const struct sw_identity *id)
+{
+	const char *level;
+
+	if (strcmp(id->role, SW_PKI_ROLE_ADMIN) != 0)
+		return role_bit(id->role);
+	level = srv && srv->admin_level ? srv->admin_level(srv->arg, id) : "admin";
+	if (!level)
+		return 0;
+	if (strcmp(level, "admin") == 0)
+		return SW_HTTP_ADMIN | SW_HTTP_OPERATOR | SW_HTTP_VIEWER;
+	if (strcmp(level, "operator") == 0)
+		return SW_HTTP_OPERATOR | SW_HTTP_VIEWER;
+	return strcmp(level, "viewer") == 0 ? SW_HTTP_VIEWER : 0;
+}
+
 static unsigned role_bit(const char *role)
 {
 	if (strcmp(role, SW_PKI_ROLE_ADMIN) == 0)
-		return SW_HTTP_ADMIN;
+		return SW_HTTP_ADMIN | SW_HTTP_OPERATOR | SW_HTTP_VIEWER;
 	if (strcmp(role, SW_PKI_ROLE_AGENT) == 0)
 		return SW_HTTP_AGENT;
 	if (strcmp(role, SW_PKI_ROLE_SERVER) == 0)
@@ -458,8 +483,12 @@ static unsigned role_bit(const char *role)
 	return 0;
 }
 
+/* The certificates a route admits, for a refusal: administrators of any level count as
+ * "an admin certificate" to a peer that is not one. */
 static const char *roles_needed(unsigned roles)
 {
+	if (roles & (SW_HTTP_OPERATOR | SW_HTTP_VIEWER))
+		roles = (roles & ~(SW_HTTP_OPERATOR | SW_HTTP_VIEWER)) | SW_HTTP_ADMIN;
 	if (roles == SW_HTTP_ADMIN)
 		return "an admin certificate";
 	if (roles == SW_HTTP_AGENT)
@@ -469,6 +498,16 @@ static const char *roles_needed(unsigned roles)
 	if (roles == (SW_HTTP_ADMIN | SW_HTTP_SCRAPE))
 		return "an admin or scrape certificate";
 	return "another kind of certificate";
+}
+
+/* The level a route needs of an administrator. */
+static const char *level_needed(unsigned roles)
+{
+	if (roles & SW_HTTP_VIEWER)
+		return "an administrator of any role";
+	if (roles & SW_HTTP_OPERATOR)
+		return "the operator or admin role";
+	return "the admin role";
 }
 
 static const struct sw_http_route *route_find(const struct sw_http_route *routes, size_t nroutes,
@@ -506,6 +545,28 @@ static enum MHD_Result queue_stored(struct sw_http_req *req)
 	return ret;
 }
 
+/* Why a peer is refused a route: the role or level it needs, and what it is. */
+static void refusal(const struct sw_http_server *srv, const struct sw_identity *id, unsigned roles,
+		    char *msg, size_t len)
+{
+	const char *level;
+
+	if (strcmp(id->role, SW_PKI_ROLE_ADMIN) == 0 && srv && srv->admin_level &&
+	    (roles & (SW_HTTP_ADMIN | SW_HTTP_OPERATOR | SW_HTTP_VIEWER))) {
+		level = srv->admin_level(srv->arg, id);
+		if (!level)
+			snprintf(msg, len, "rejected: %s is not an administrator of this site",
+				 id->cn);
+		else
+			snprintf(msg, len, "rejected: this needs %s; %s is %s %s",
+				 level_needed(roles), id->cn,
+				 level[0] == 'a' || level[0] == 'o' ? "an" : "a", level);
+		return;
+	}
+	snprintf(msg, len, "rejected: this needs %s, not %s %s certificate", roles_needed(roles),
+		 id->role[0] == 'a' ? "an" : "a", id->role);
+}
+
 /* Whether the peer may call the request's route: who it is (its chain, verified once
  * per connection), whether its certificate is revoked, whether its role is one the
  * route lets in. Decided as the request's headers arrive, before any of its body is
@@ -531,11 +592,15 @@ static unsigned authorize(struct sw_http_req *req, char *msg, size_t len)
 		snprintf(msg, len, "rejected: %s", cs ? cs->reason : "client certificate required");
 		return cs && strstr(cs->reason, "required") ? 401 : 403;
 	}
-	if (!(role_bit(cs->id.role) & roles)) {
-		snprintf(msg, len, "rejected: this needs %s, not %s %s certificate",
-			 roles_needed(roles), cs->id.role[0] == 'a' ? "an" : "a", cs->id.role);
+	if (!(rights(srv, &cs->id) & roles)) {
+		refusal(srv, &cs->id, roles, msg, len);
+		if (srv->audit && strcmp(cs->id.role, SW_PKI_ROLE_ADMIN) == 0)
+			srv->audit(srv->arg, req, 403, msg, 0);
 		return 403;
 	}
+	/* an administrator's change is recorded before its answer goes */
+	req->audited = srv->audit && strcmp(cs->id.role, SW_PKI_ROLE_ADMIN) == 0 &&
+		       strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0;
 	return 0;
 }
 
@@ -712,7 +777,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			return reply_early(req, 500, msg);
 		return MHD_YES;
 	}
-	if (req->response)
+	if (req->response && !req->held)
 		return queue_stored(req);
 	if (*upload_data_size) {
 		size_t n = *upload_data_size;
@@ -751,7 +816,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		return MHD_YES;
 	req->dispatched = 1;
 	dispatch(req);
-	if (req->response)
+	if (req->response && !req->held)
 		return queue_stored(req);
 	/* The handler will answer later: park the connection until it does. */
 	req->suspended = 1;
@@ -813,6 +878,8 @@ static void local_free(struct sw_http_req *req)
 	free(req);
 }
 
+static void release(struct sw_http_req *req);
+
 static void store_reply(struct sw_http_req *req, unsigned status, const char *type, char *text)
 {
 	struct MHD_Response *resp;
@@ -850,6 +917,41 @@ static void store_reply(struct sw_http_req *req, unsigned status, const char *ty
 		req->streaming = 1;
 		req->srv->streaming++;
 	}
+	if (req->audited) {
+		/* held before the hook runs: a record stored at once releases it inside */
+		req->audited = 0; /* one answer, recorded once */
+		req->held = 1;
+		if (req->srv->audit(req->srv->arg, req, status, text, 1) && req->held)
+			return; /* sw_http_reply_release() sends it */
+		req->held = 0;
+	}
+	release(req);
+}
+
+int sw_http_req_may(struct sw_http_req *req, unsigned roles)
+{
+	const struct sw_identity *id = req->identity ? req->identity : &req->local_id;
+	char msg[300];
+
+	if (rights(req->srv, id) & roles)
+		return 1;
+	refusal(req->srv, id, roles, msg, sizeof(msg));
+	sw_http_reply_error(req, 403, "%s", msg);
+	return 0;
+}
+
+void sw_http_reply_release(struct sw_http_req *req)
+{
+	if (!req->held)
+		return;
+	req->held = 0;
+	release(req);
+}
+
+/* The stored answer goes out: by the handler's caller if the request is still in it,
+ * else its connection resumes. */
+static void release(struct sw_http_req *req)
+{
 	if (req->suspended) {
 		req->suspended = 0;
 		resume(req);
@@ -1155,6 +1257,8 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	srv->nroutes = opts->nroutes;
 	srv->arg = opts->arg;
 	srv->is_revoked = opts->is_revoked;
+	srv->admin_level = opts->admin_level;
+	srv->audit = opts->audit;
 	if ((opts->upload_dir && !(srv->upload_dir = strdup(opts->upload_dir))) ||
 	    (opts->metrics && routes_count(srv, opts->metrics))) {
 		free(srv->upload_dir);
@@ -1361,11 +1465,13 @@ int sw_http_local(const struct sw_http_route *routes, size_t nroutes, void *arg,
 				    "the query decodes to a control character, which no name or "
 				    "value may hold");
 	else if (req->route->roles != SW_HTTP_OPEN &&
-		 !(role_bit(req->local_id.role) & req->route->roles))
-		sw_http_reply_error(req, 403, "rejected: this needs %s, not %s %s certificate",
-				    roles_needed(req->route->roles),
-				    req->local_id.role[0] == 'a' ? "an" : "a", req->local_id.role);
-	else
+		 !(rights(NULL, &req->local_id) & req->route->roles)) {
+		char msg[300];
+
+		/* a local request has no server of its own: no levels of administrators */
+		refusal(NULL, &req->local_id, req->route->roles, msg, sizeof(msg));
+		sw_http_reply_error(req, 403, "%s", msg);
+	} else
 		req->route->fn(req, arg);
 	req->local_running = 0;
 	if (req->local_reply) { /* answered at once */

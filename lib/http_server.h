@@ -29,6 +29,12 @@
 #define SW_HTTP_SERVER 4u
 #define SW_HTTP_CLIENT 8u  /* a machine's metering client */
 #define SW_HTTP_SCRAPE 16u /* a monitoring system's scraper: /metrics only */
+/* Administrators come in three levels, by the rights the server gives each admin
+ * certificate (sw_http_server_opts.admin_level): a route of SW_HTTP_VIEWER admits every
+ * administrator, SW_HTTP_OPERATOR operators and admins, SW_HTTP_ADMIN admins alone. A
+ * server without admin_level takes every admin certificate as an admin. */
+#define SW_HTTP_OPERATOR 32u
+#define SW_HTTP_VIEWER	 64u
 /* Not a role but a flag of the route's mask: its body goes to a file in the server's
  * upload_dir as it arrives, not to memory (see sw_http_req_body_file); for uploads
  * larger than memory should hold. */
@@ -69,6 +75,16 @@ struct sw_http_server_opts {
 	/* Where the bodies of SW_HTTP_BODY_FILE routes are written; NULL: such routes
 	 * answer 500. */
 	const char *upload_dir;
+	/* The level of an administrator ("admin", "operator" or "viewer"), or NULL for an
+	 * admin certificate that is no administrator of this site (refused everywhere). NULL:
+	 * every admin certificate is an admin. */
+	const char *(*admin_level)(void *arg, const struct sw_identity *id);
+	/* An administrator's change (any method but GET and HEAD) as it is answered, before
+	 * the answer goes: non-zero holds the answer until sw_http_reply_release(req) (the
+	 * record of it stored first). Also called for an administrator's request its route
+	 * refuses, with `may_hold` 0: that answer is not held. NULL: nothing recorded. */
+	int (*audit)(void *arg, struct sw_http_req *req, unsigned status, const char *body,
+		     int may_hold);
 	/* Where each route's requests are counted (by status class) and timed, labelled
 	 * with the route's pattern, never the path asked for; NULL: not counted. The
 	 * registry must outlive the server. */
@@ -126,6 +142,12 @@ void sw_http_reply_text(struct sw_http_req *req, unsigned status, const char *co
  * `retry_after_s` seconds. */
 void sw_http_reply_busy(struct sw_http_req *req, unsigned retry_after_s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* 1 when the request's peer has the rights `roles` (SW_HTTP_*): for a route whose
+ * requests need more than it admits (a removal beside a role change); otherwise 0, and
+ * the request is answered 403 with what it needs. */
+int sw_http_req_may(struct sw_http_req *req, unsigned roles);
+/* Lets an answer the audit hook held go out (exactly once per held answer). */
+void sw_http_reply_release(struct sw_http_req *req);
 void sw_http_reply_error(struct sw_http_req *req, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* The HTTP status that answers a failure of SW_E* code `rc`, the same in every program:

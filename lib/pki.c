@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <gnutls/abstract.h>
 #include <gnutls/crypto.h>
+#include <gnutls/pkcs12.h>
 #include <gnutls/x509.h>
 #include <limits.h>
 #include <stdio.h>
@@ -1592,4 +1593,62 @@ void sw_pki_bundle_free(struct sw_pki_ca_info *cas, size_t n)
 		free(cas[i].pem);
 		cas[i].pem = NULL;
 	}
+}
+
+int sw_pki_pkcs12(const char *key_pem, const char *cert_pem, const char *name, const char *password,
+		  unsigned char **der, size_t *len, char *err, size_t errlen)
+{
+	gnutls_x509_crt_t crt = NULL;
+	gnutls_x509_privkey_t key = NULL;
+	gnutls_pkcs12_bag_t cbag = NULL, kbag = NULL;
+	gnutls_pkcs12_t p12 = NULL;
+	gnutls_datum_t out = {NULL, 0};
+	unsigned char id[64];
+	size_t idlen = sizeof(id);
+	int ret = 0, rc, ci, ki;
+	/* PBES2 with AES-256 and a SHA-256 MAC: what browsers and NSS import today */
+	const unsigned enc = GNUTLS_PKCS_PBES2_AES_256;
+
+	*der = NULL;
+	*len = 0;
+	if ((rc = import_crt_pem(cert_pem, &crt, err, errlen)) ||
+	    (rc = import_key_pem(key_pem, &key, err, errlen)))
+		goto out;
+	gnutls_datum_t kid = {id, 0};
+	if ((ret = gnutls_x509_crt_get_key_id(crt, 0, id, &idlen)) < 0 ||
+	    (ret = gnutls_pkcs12_bag_init(&cbag)) < 0 ||
+	    (ret = gnutls_pkcs12_bag_init(&kbag)) < 0 ||
+	    (ci = ret = gnutls_pkcs12_bag_set_crt(cbag, crt)) < 0 ||
+	    (ret = gnutls_pkcs12_bag_set_friendly_name(cbag, (unsigned)ci, name)) < 0)
+		goto fail;
+	kid.size = (unsigned)idlen;
+	if ((ret = gnutls_pkcs12_bag_set_key_id(cbag, (unsigned)ci, &kid)) < 0 ||
+	    (ret = gnutls_pkcs12_bag_encrypt(cbag, password, enc)) < 0 ||
+	    (ki = ret = gnutls_pkcs12_bag_set_privkey(kbag, key, password, enc)) < 0 ||
+	    (ret = gnutls_pkcs12_bag_set_friendly_name(kbag, (unsigned)ki, name)) < 0 ||
+	    (ret = gnutls_pkcs12_bag_set_key_id(kbag, (unsigned)ki, &kid)) < 0 ||
+	    (ret = gnutls_pkcs12_init(&p12)) < 0 || (ret = gnutls_pkcs12_set_bag(p12, cbag)) < 0 ||
+	    (ret = gnutls_pkcs12_set_bag(p12, kbag)) < 0 ||
+	    (ret = gnutls_pkcs12_generate_mac2(p12, GNUTLS_MAC_SHA256, password)) < 0 ||
+	    (ret = gnutls_pkcs12_export2(p12, GNUTLS_X509_FMT_DER, &out)) < 0)
+		goto fail;
+	if (!(*der = malloc(out.size))) {
+		rc = SW_ENOMEM;
+		sw_seterr(err, errlen, "out of memory");
+		goto out;
+	}
+	memcpy(*der, out.data, out.size);
+	*len = out.size;
+	goto out;
+fail:
+	rc = map_gnutls(ret, SW_ECRYPTO);
+	sw_seterr(err, errlen, "could not make the PKCS#12 file: %s", gnutls_strerror(ret));
+out:
+	gnutls_free(out.data);
+	gnutls_pkcs12_deinit(p12);
+	gnutls_pkcs12_bag_deinit(cbag);
+	gnutls_pkcs12_bag_deinit(kbag);
+	gnutls_x509_crt_deinit(crt);
+	gnutls_x509_privkey_deinit(key);
+	return rc;
 }

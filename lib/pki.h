@@ -152,4 +152,10 @@ int sw_pki_verify_signed(struct sw_pki_verifier *v, const char *cert_b64, const 
 			 size_t len, const char *sig_b64, struct sw_identity *id, char *err,
 			 size_t errlen);
 
+/* A PKCS#12 file (DER) of a key and its certificate, for a browser to import: both
+ * encrypted with `password` (PBES2, AES-256), named `name`, with a SHA-256 MAC. The caller
+ * frees *der. */
+int sw_pki_pkcs12(const char *key_pem, const char *cert_pem, const char *name, const char *password,
+		  unsigned char **der, size_t *len, char *err, size_t errlen);
+
 #endif

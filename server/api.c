@@ -872,6 +872,8 @@ static void delete_system(struct sw_http_req *req, void *arg)
 		set_role(s, req, &t, 0);
 		return;
 	}
+	if (!sw_http_req_may(req, SW_HTTP_ADMIN))
+		return;
 	if (!(op = calloc(1, sizeof(*op)))) {
 		sw_http_reply_error(req, 500, "out of memory");
 		return;
@@ -964,14 +966,15 @@ static const struct sw_http_route routes[] = {
     {"POST", "/v1/agent/poll", SW_HTTP_AGENT, post_poll, 4 * 1024 * 1024},
     {"POST", "/v1/agent/renew", SW_HTTP_AGENT, post_renew, 64 * 1024},
     {"POST", "/v1/tokens", SW_HTTP_ADMIN, post_token, 0},
-    {"GET", "/v1/tokens", SW_HTTP_ADMIN, get_tokens, 0},
+    {"GET", "/v1/tokens", SW_HTTP_VIEWER, get_tokens, 0},
     {"DELETE", "/v1/tokens/*", SW_HTTP_ADMIN, delete_token, 0},
-    {"GET", "/v1/systems", SW_HTTP_ADMIN, get_systems, 0},
-    {"GET", "/v1/systems/*", SW_HTTP_ADMIN, get_system, 0},
-    {"POST", "/v1/systems/*", SW_HTTP_ADMIN, post_system, 0},
-    {"DELETE", "/v1/systems/*", SW_HTTP_ADMIN, delete_system, 0},
-    {"GET", "/v1/site", SW_HTTP_ADMIN, get_site, 0},
-    {"GET", "/v1/products", SW_HTTP_ADMIN | SW_HTTP_AGENT, metering_get_products, 0},
+    {"GET", "/v1/systems", SW_HTTP_VIEWER, get_systems, 0},
+    {"GET", "/v1/systems/*", SW_HTTP_VIEWER, get_system, 0},
+    /* roles and services; a system's removal (DELETE NAME) needs the admin role */
+    {"POST", "/v1/systems/*", SW_HTTP_OPERATOR, post_system, 0},
+    {"DELETE", "/v1/systems/*", SW_HTTP_OPERATOR, delete_system, 0},
+    {"GET", "/v1/site", SW_HTTP_VIEWER, get_site, 0},
+    {"GET", "/v1/products", SW_HTTP_VIEWER | SW_HTTP_AGENT, metering_get_products, 0},
     {"POST", "/v1/products", SW_HTTP_ADMIN, metering_post_product, 0},
     {"PUT", "/v1/products/*", SW_HTTP_ADMIN, metering_put_product, 0},
     {"DELETE", "/v1/products/*", SW_HTTP_ADMIN, metering_delete_product, 0},
@@ -980,19 +983,24 @@ static const struct sw_http_route routes[] = {
     {"GET", "/v1/meter/config", SW_HTTP_AGENT, metering_get_config, 0},
     {"POST", "/v1/meter/config", SW_HTTP_AGENT, metering_get_config, 1024 * 1024},
     {"POST", "/v1/usage", SW_HTTP_AGENT, metering_post_usage, 1024 * 1024},
-    {"GET", "/v1/usage", SW_HTTP_ADMIN, metering_get_usage, 0},
-    {"POST", "/v1/upgrades", SW_HTTP_ADMIN, upgrade_post, 0},
-    {"POST", "/v1/upgrades/check", SW_HTTP_ADMIN, upgrade_check, 0},
-    {"POST", "/v1/packages", SW_HTTP_ADMIN | SW_HTTP_BODY_FILE, upgrade_package_post,
+    {"GET", "/v1/usage", SW_HTTP_VIEWER, metering_get_usage, 0},
+    /* an operator runs upgrades: its package goes up first */
+    {"POST", "/v1/upgrades", SW_HTTP_OPERATOR, upgrade_post, 0},
+    {"POST", "/v1/upgrades/check", SW_HTTP_OPERATOR, upgrade_check, 0},
+    {"POST", "/v1/packages", SW_HTTP_OPERATOR | SW_HTTP_BODY_FILE, upgrade_package_post,
      (size_t)SW_STAGE_PACKAGE_MAX},
-    {"GET", "/v1/upgrades/current", SW_HTTP_ADMIN, upgrade_get, 0},
-    {"POST", "/v1/upgrades/current/*", SW_HTTP_ADMIN, upgrade_action, 0},
+    {"GET", "/v1/upgrades/current", SW_HTTP_VIEWER, upgrade_get, 0},
+    {"POST", "/v1/upgrades/current/*", SW_HTTP_OPERATOR, upgrade_action, 0},
     {"GET", "/v1/packages/*", SW_HTTP_AGENT, package_get, 0},
     {"GET", "/v1/site/signing-key", SW_HTTP_AGENT, package_signing_key, 0},
     {"POST", "/v1/certs/scrape", SW_HTTP_ADMIN, post_scrape_cert, 0},
-    {"GET", "/v1/ca/status", SW_HTTP_ADMIN, get_ca_status, 0},
+    {"GET", "/v1/ca/status", SW_HTTP_VIEWER, get_ca_status, 0},
     {"POST", "/v1/ca/rotate", SW_HTTP_ADMIN, post_ca_rotate, 0},
-    {"GET", "/metrics", SW_HTTP_ADMIN | SW_HTTP_SCRAPE, metrics_get, 0},
+    {"GET", "/v1/admins", SW_HTTP_VIEWER, admins_get, 0},
+    {"POST", "/v1/admins", SW_HTTP_ADMIN, admins_post, 0},
+    {"DELETE", "/v1/admins/*", SW_HTTP_ADMIN, admins_delete, 0},
+    {"GET", "/v1/audit", SW_HTTP_VIEWER, admins_get_audit, 0},
+    {"GET", "/metrics", SW_HTTP_VIEWER | SW_HTTP_SCRAPE, metrics_get, 0},
 };
 
 /* When an agent's clock can verify both the CA and this server's certificate. Unknown
@@ -1052,6 +1060,8 @@ int api_start(struct server *s, char *err, size_t errlen)
 	    .nroutes = SW_ARRAY_LEN(routes),
 	    .arg = s,
 	    .is_revoked = registry_is_revoked,
+	    .admin_level = admins_level,
+	    .audit = admins_audit,
 	    .upload_dir = uploads,
 	    .metrics = s->metrics,
 	};

@@ -77,6 +77,7 @@ struct server {
 	uv_timer_t ca_timer;	   /* a rotation of the site's CA, moved on (ca.c) */
 	struct sw_strmap *systems; /* name → struct system */
 	struct sw_strmap *revoked; /* serial → (void *)1 */
+	struct sw_strmap *admins;  /* admins.c: name → its role */
 	struct system **dirty;	   /* systems to write at the next flush */
 	size_t ndirty, dirty_cap;
 	uv_timer_t flush_timer;
@@ -310,6 +311,22 @@ struct sw_product;
 const char *metering_attribute(const struct sw_product *const *v, size_t n, const json_t *r);
 int64_t metering_cutoff(const struct server *s);
 int metering_summarize(struct server *s);
+
+/* admins.c: named administrators, their roles, and the audit log */
+/* `record_first`: the site folder's own administrator is recorded if it is not yet (not
+ * by a check, which changes nothing). */
+int admins_load(struct server *s, int record_first, char *err, size_t errlen);
+void admins_free(struct server *s);
+/* The HTTP server's admin_level: "admin", "operator", "viewer", or NULL (no such
+ * administrator, or removed). */
+const char *admins_level(void *arg, const struct sw_identity *id);
+/* The HTTP server's audit hook (see sw_http_server_opts.audit). */
+int admins_audit(void *arg, struct sw_http_req *req, unsigned status, const char *body,
+		 int may_hold);
+void admins_post(struct sw_http_req *req, void *arg);
+void admins_get(struct sw_http_req *req, void *arg);
+void admins_delete(struct sw_http_req *req, void *arg);
+void admins_get_audit(struct sw_http_req *req, void *arg);
 
 /* api.c */
 int api_start(struct server *s, char *err, size_t errlen);

@@ -332,7 +332,9 @@ class Migration(unittest.TestCase):
             site.stop()
             # the database as the version before sql/011 left it: the migrations after
             # it undone too, so that the server applies them all again
-            db_exec(site, "ALTER TABLE systems DROP COLUMN cert_ca",
+            db_exec(site, "DROP TABLE admins", "DROP TABLE admin_certs", "DROP TABLE audit",
+                    "DELETE FROM schema_migrations WHERE number = 14",
+                    "ALTER TABLE systems DROP COLUMN cert_ca",
                     "ALTER TABLE systems DROP COLUMN trust",
                     "DELETE FROM schema_migrations WHERE number = 13",
                     "DROP TABLE system_certs", "ALTER TABLE systems DROP COLUMN prev_serial",
