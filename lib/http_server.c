@@ -93,6 +93,8 @@ struct sw_http_server {
 	int (*audit)(void *arg, struct sw_http_req *req, unsigned status, const char *body,
 		     int may_hold);
 	char *upload_dir;
+	const char *const *headers; /* every answer's (opts.headers) */
+	unsigned (*admit)(void *arg, struct sw_http_req *req, char *msg, size_t len);
 	struct route_mx *mx; /* one a route, then one for requests no route matched */
 };
 
@@ -536,6 +538,13 @@ static const struct sw_http_route *route_find(const struct sw_http_route *routes
 	return NULL;
 }
 
+/* Adds name, value pairs up to a NULL name. */
+static void add_headers(struct MHD_Response *resp, const char *const *h)
+{
+	for (; h && h[0] && h[1]; h += 2)
+		MHD_add_response_header(resp, h[0], h[1]);
+}
+
 static enum MHD_Result queue_stored(struct sw_http_req *req)
 {
 	enum MHD_Result ret = MHD_queue_response(req->conn, req->status, req->response);
@@ -641,6 +650,7 @@ static enum MHD_Result reply_early(struct sw_http_req *req, unsigned status, con
 	}
 	MHD_add_response_header(resp, "Content-Type", "application/json");
 	MHD_add_response_header(resp, "Connection", "close");
+	add_headers(resp, req->srv->headers);
 	ret = MHD_queue_response(req->conn, status, resp);
 	MHD_destroy_response(resp);
 	req->dispatched = 1;
@@ -747,7 +757,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		if (!req->route)
 			return reply_early(req, path_known ? 405 : 404,
 					   path_known ? "method not allowed" : "no such endpoint");
-		if ((status = authorize(req, msg, sizeof(msg))))
+		if ((status = authorize(req, msg, sizeof(msg))) ||
+		    (srv->admit && (status = srv->admit(srv->arg, req, msg, sizeof(msg)))))
 			return reply_early(req, status, msg);
 		if (bad_url[0]) {
 			char arg[64] = "";
@@ -908,6 +919,7 @@ static void store_reply(struct sw_http_req *req, unsigned status, const char *ty
 	}
 	MHD_add_response_header(resp, "Content-Type", type);
 	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	add_headers(resp, req->srv->headers);
 	req->status = status;
 	req->response = resp;
 	/* A reply of more than a TLS record goes out a record per run, as a file does: its
@@ -970,6 +982,35 @@ void sw_http_reply_json(struct sw_http_req *req, unsigned status, json_t *body)
 		text = strdup("{\"error\":\"out of memory\"}");
 	if (text)
 		store_reply(req, status, "application/json", text);
+}
+
+void sw_http_reply_static(struct sw_http_req *req, unsigned status, const char *content_type,
+			  const void *data, size_t len, const char *const *headers)
+{
+	struct MHD_Response *resp;
+
+	if (req->local_done) {
+		sw_http_reply_error(req, 501, "files are not sent in answer to a command");
+		return;
+	}
+	/* the bytes outlive the server: libmicrohttpd sends them from where they are */
+	resp = MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_PERSISTENT);
+	if (!resp) {
+		sw_http_reply_error(req, 500, "out of memory");
+		return;
+	}
+	MHD_add_response_header(resp, "Content-Type", content_type);
+	add_headers(resp, headers);
+	add_headers(resp, req->srv->headers);
+	if (req->response)
+		MHD_destroy_response(req->response);
+	req->status = status;
+	req->response = resp;
+	if (len > 16 * 1024 && !req->streaming) {
+		req->streaming = 1;
+		req->srv->streaming++;
+	}
+	release(req);
 }
 
 void sw_http_reply_text(struct sw_http_req *req, unsigned status, const char *content_type,
@@ -1091,6 +1132,7 @@ void sw_http_reply_file(struct sw_http_req *req, int fd, uint64_t size, uint64_t
 	}
 	MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
 	MHD_add_response_header(resp, "Accept-Ranges", "bytes");
+	add_headers(resp, req->srv->headers);
 	if (offset > 0) {
 		snprintf(range, sizeof(range), "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, offset,
 			 size ? size - 1 : 0, size);
@@ -1259,6 +1301,8 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	srv->is_revoked = opts->is_revoked;
 	srv->admin_level = opts->admin_level;
 	srv->audit = opts->audit;
+	srv->headers = opts->headers;
+	srv->admit = opts->admit;
 	if ((opts->upload_dir && !(srv->upload_dir = strdup(opts->upload_dir))) ||
 	    (opts->metrics && routes_count(srv, opts->metrics))) {
 		free(srv->upload_dir);

@@ -89,6 +89,14 @@ struct sw_http_server_opts {
 	 * with the route's pattern, never the path asked for; NULL: not counted. The
 	 * registry must outlive the server. */
 	struct sw_metrics *metrics;
+	/* Headers every answer of this server carries (a browser's security headers):
+	 * name, value, name, value, ..., NULL. The strings must outlive the server. */
+	const char *const *headers;
+	/* A last say on a request its route lets in, as its headers arrive and before any
+	 * of its body is read (a console's rule against forged requests): 0 admits it,
+	 * anything else is the status it is refused with, the reason in `msg`. NULL: all
+	 * are admitted. */
+	unsigned (*admit)(void *arg, struct sw_http_req *req, char *msg, size_t len);
 };
 
 struct sw_http_server;
@@ -133,6 +141,11 @@ const char *sw_http_req_header(const struct sw_http_req *req, const char *name);
  * for the whole file, 206 with Content-Range past a start. The reply owns `fd`. */
 void sw_http_reply_file(struct sw_http_req *req, int fd, uint64_t size, uint64_t offset);
 void sw_http_reply_json(struct sw_http_req *req, unsigned status, json_t *body);
+/* Replies with `len` bytes at `data` as `content_type`, neither copied nor freed: they
+ * must outlive the server (files read once at start). `headers` are added to this
+ * answer (name, value, ..., NULL; may be NULL), and are copied. */
+void sw_http_reply_static(struct sw_http_req *req, unsigned status, const char *content_type,
+			  const void *data, size_t len, const char *const *headers);
 /* Replies with `text`, NUL-terminated, as `content_type`; takes `text` (free()d once
  * sent). */
 void sw_http_reply_text(struct sw_http_req *req, unsigned status, const char *content_type,

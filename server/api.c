@@ -959,6 +959,17 @@ out:
 	json_decref(j);
 }
 
+/* GET /v1/whoami: the administrator asking, and its role (the console shows only what
+ * that role may do). */
+static void get_whoami(struct sw_http_req *req, void *arg)
+{
+	const struct sw_identity *id = sw_http_req_identity(req);
+	const char *level = admins_level(arg, id);
+
+	sw_http_reply_json(req, 200,
+			   json_pack("{ss ss}", "name", id->cn, "role", level ? level : "viewer"));
+}
+
 static const struct sw_http_route routes[] = {
     {"GET", "/v1/ca", SW_HTTP_OPEN, get_ca, 0},
     {"POST", "/v1/enroll", SW_HTTP_OPEN, post_enroll, 32 * 1024},
@@ -1000,8 +1011,15 @@ static const struct sw_http_route routes[] = {
     {"POST", "/v1/admins", SW_HTTP_ADMIN, admins_post, 0},
     {"DELETE", "/v1/admins/*", SW_HTTP_ADMIN, admins_delete, 0},
     {"GET", "/v1/audit", SW_HTTP_VIEWER, admins_get_audit, 0},
+    {"GET", "/v1/whoami", SW_HTTP_VIEWER, get_whoami, 0},
     {"GET", "/metrics", SW_HTTP_VIEWER | SW_HTTP_SCRAPE, metrics_get, 0},
 };
+
+const struct sw_http_route *api_route_table(size_t *n)
+{
+	*n = SW_ARRAY_LEN(routes);
+	return routes;
+}
 
 /* When an agent's clock can verify both the CA and this server's certificate. Unknown
  * ends stay 0 (no limit): a clock note is advice, never a reason not to start. */
@@ -1068,5 +1086,8 @@ int api_start(struct server *s, char *err, size_t errlen)
 	/* libmicrohttpd keeps pointers to the PEM strings: they live as long as s, and a
 	 * rotation's bundle comes in beside the one it was started with (ca.c). */
 	s->ca_pem_served = s->ca_pem;
-	return sw_http_server_start(s->loop, &o, &s->http, err, errlen);
+	if ((rc = sw_http_server_start(s->loop, &o, &s->http, err, errlen)))
+		return rc;
+	/* the console's port takes the same CA, revocations, levels and audit */
+	return console_start(s, &o, err, errlen);
 }

@@ -58,7 +58,8 @@ static int bundle_set(struct server *s, char *pem, char *err, size_t errlen)
 		free(pem);
 		return rc;
 	}
-	if (s->http && (rc = sw_http_server_trust(s->http, pem, err, errlen))) {
+	if ((s->http && (rc = sw_http_server_trust(s->http, pem, err, errlen))) ||
+	    (s->console_http && (rc = sw_http_server_trust(s->console_http, pem, err, errlen)))) {
 		free(pem);
 		return rc;
 	}

@@ -36,6 +36,7 @@ static const char *const known_settings[] = {
     "server.idle_timeout",
     "server.flush_interval_ms",
     "server.cert_check_interval_s",
+    "console.listen",
     "database.url",
     "database.busy_timeout_ms",
     "database.connect_timeout",
@@ -305,6 +306,7 @@ static int server_shutdown(struct server *s)
 	uv_timer_start(&s->flush_timer, on_last_flush, 200, 0);
 	uv_run(s->loop, UV_RUN_DEFAULT);
 	sw_http_server_stop(s->http);
+	console_stop(s);
 	if (sw_loop_drain(s->loop, SW_LOOP_DRAIN_MS)) {
 		sw_warn("shutdown: work still pending after %u ms; exiting without freeing",
 			SW_LOOP_DRAIN_MS);
@@ -322,6 +324,7 @@ static void server_cleanup(struct server *s)
 	json_decref(s->meter_names);
 	registry_free(s);
 	admins_free(s);
+	console_free(s);
 	metrics_free(s);
 	sw_db_close(s->dbq_db);
 	sw_db_close(s->db);

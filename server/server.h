@@ -59,6 +59,8 @@ struct server {
 	/* when both the site CA and the server's certificate are valid (ms; 0: unknown) */
 	int64_t tls_not_before, tls_not_after;
 	struct sw_http_server *http;
+	struct sw_http_server *console_http; /* console.c: the console's port, NULL: none */
+	struct console *console;
 	struct sw_http_client *agents; /* the server's calls to agents */
 	int64_t products_version;      /* changes whenever products or exclusions change */
 	uint64_t registry_gen;	       /* registry.c: changes with roles or addresses */
@@ -330,5 +332,14 @@ void admins_get_audit(struct sw_http_req *req, void *arg);
 
 /* api.c */
 int api_start(struct server *s, char *err, size_t errlen);
+/* The API's routes, which the console's port serves too. */
+const struct sw_http_route *api_route_table(size_t *n);
+
+/* console.c: the web console's port ([console] listen), started by api_start() with the
+ * API's options; nothing when it is not configured. */
+int console_start(struct server *s, const struct sw_http_server_opts *api, char *err,
+		  size_t errlen);
+void console_stop(struct server *s);
+void console_free(struct server *s);
 
 #endif
