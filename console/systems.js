@@ -1,6 +1,6 @@
 // The systems: a list to search and sort for thousands of rows, and each system's
 // facts, roles and services, with their logs and the service commands.
-import { ago, api, badge, can, clear, errorBox, h } from "./lib.js";
+import { ago, api, badge, bytes, can, clear, duration, errorBox, h } from "./lib.js";
 
 const REFRESH_MS = 5000;
 const ROW_H = 34; // px: every row of the list is this tall (style.css), so only the
@@ -179,12 +179,19 @@ function renderList(main, params) {
   };
 }
 
+// Facts in a person's units: sizes in bytes, uptimes in seconds.
+function fact(k, v) {
+  if (typeof v === "number" && /^(disk|memory)_/.test(k)) return bytes(v);
+  if (typeof v === "number" && /uptime$/.test(k)) return duration(v * 1000);
+  return typeof v === "object" ? JSON.stringify(v) : String(v);
+}
+
 function factsTable(facts) {
   const entries = Object.entries(facts || {}).sort(([a], [b]) => a.localeCompare(b));
   if (!entries.length) return h("p", { class: "quiet" }, "none reported yet");
   return h("table", { class: "kv" }, h("tbody", null, entries.map(([k, v]) =>
     h("tr", null, h("th", { scope: "row" }, k),
-      h("td", null, typeof v === "object" ? JSON.stringify(v) : String(v))))));
+      h("td", null, fact(k, v))))));
 }
 
 // A service command, answered by the server within its timeout with the outcome and
@@ -196,10 +203,10 @@ async function command(sys, svc, action, out, buttons) {
   try {
     const r = await api("POST", `/v1/systems/${encodeURIComponent(sys)}/services/${
       encodeURIComponent(svc)}/${action}`, { timeout: 15 });
-    const took = ((performance.now() - t0) / 1000).toFixed(1);
+    const took = duration(Math.round(performance.now() - t0));
     const reason = r.reason && r.reason !== r.state ? ` (${r.reason})` : "";
     clear(out, h("span", { class: "result", role: "status" }, `${action}: `, badge(r.state),
-      `${reason} after ${took} s`));
+      `${reason} after ${took}`));
     return r;
   } catch (e) {
     clear(out, h("span", { class: "msg bad", role: "alert" }, `${action} refused or failed: ${

@@ -1,0 +1,211 @@
+"""The web console: its own port beside the API's, the API's administrators' routes and
+its files there, with security headers and strong ETags; only administrators'
+certificates; a change refused without the console's header or from another origin
+(the rule against forged requests); and the console in a real browser, headless
+Chromium driven by tests/browser/console.mjs, logged in with PKCS#12 files: the
+systems, a service stopped with its answer, an upgrade followed live as a frozen
+system is deferred, the audit page, and a viewer shown no buttons and refused the
+same stop. Screenshots go to $SITEWARD_KEEP/console, or the site's folder (printed)."""
+import http.client
+import os
+import re
+import shutil
+import signal
+import ssl
+import subprocess
+import time
+import unittest
+
+from harness import Site, free_port, script, wait_for
+from test_upgrade import build_package
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+CHROMIUM = os.environ.get("SITEWARD_CHROMIUM", "/usr/bin/chromium")
+PLAYWRIGHT = os.path.join(ROOT, "console", "node_modules", "playwright-core")
+
+
+class ConsoleSite(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.cport = free_port()
+        cls.site = Site(heartbeat=1, extra_conf={"console.listen": f"127.0.0.1:{cls.cport}"})
+        try:
+            cls.site.start()
+            cls.dirs = {}
+            for name, role in (("op1", "operator"), ("v1", "viewer")):
+                d = os.path.join(cls.site.tmp, f"ws-{name}")
+                cls.site.cli("admin", "add", name, "--role", role, "--out", d)
+                cls.dirs[name] = d
+            for name in ("w1", "w2"):
+                a = cls.site.enroll(name, start=False)
+                a.add_service("web", script("cooperative.py", name), stop_timeout="2")
+                a.start()
+                cls.site.cli("role", "add", name, "test")
+            for name in ("w1", "w2"):
+                wait_for(lambda n=name: cls.running(n), 15, f"{name}'s web service")
+        except BaseException:
+            cls.site.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        for a in cls.site.agents.values():
+            if a.proc and a.proc.alive():
+                a.proc.signal(signal.SIGCONT)
+        cls.site.close()
+
+    @classmethod
+    def running(cls, name):
+        svcs = cls.site.systems()[name]["services"]
+        return bool(svcs) and all(s["state"] == "running" for s in svcs)
+
+    def ctx(self, who):
+        d = self.dirs[who]
+        return self.site.tls(os.path.join(d, "admin.crt"), os.path.join(d, "admin.key"))
+
+    def console(self, method, path, who="op1", headers=None, body=None, ctx=None):
+        """One request to the console's port: (status, headers, body text)."""
+        conn = http.client.HTTPSConnection("127.0.0.1", self.cport,
+                                           context=ctx or self.ctx(who), timeout=20)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read().decode()
+        finally:
+            conn.close()
+
+
+class ConsoleServer(ConsoleSite):
+    def test_the_page_and_its_files_carry_security_headers_and_etags(self):
+        status, h, page = self.console("GET", "/")
+        self.assertEqual(status, 200)
+        self.assertEqual(h["content-type"], "text/html; charset=utf-8")
+        self.assertIn("default-src 'self'", h["content-security-policy"])
+        self.assertEqual(h["x-content-type-options"], "nosniff")
+        self.assertEqual(h["referrer-policy"], "no-referrer")
+        self.assertEqual(h["x-frame-options"], "DENY")
+        self.assertEqual(h["cache-control"], "no-cache")
+        # no inline script: every script is a file of the console's own
+        self.assertNotRegex(page, r"<script(?![^>]*\bsrc=)[^>]*>")
+        etag = h["etag"]
+        self.assertRegex(etag, r'^"[0-9a-f]{16}"$')
+        status, h2, body = self.console("GET", "/", headers={"If-None-Match": etag})
+        self.assertEqual((status, body), (304, ""))
+        # the assets are named by the version of them all, and kept for good
+        m = re.search(r'src="(/s/[0-9a-f]{16}/app\.js)"', page)
+        status, h, js = self.console("GET", m.group(1))
+        self.assertEqual(status, 200)
+        self.assertEqual(h["content-type"], "text/javascript; charset=utf-8")
+        self.assertIn("immutable", h["cache-control"])
+        self.assertIn("import", js)
+        self.assertEqual(self.console("GET", "/s/0123456789abcdef/app.js")[0], 404)
+        self.assertEqual(self.console("GET", m.group(1).replace("app.js", "../siteward.conf"))[0],
+                         404)
+        # the API's answers there carry the headers too
+        status, h, _ = self.console("GET", "/v1/systems")
+        self.assertEqual(status, 200)
+        self.assertEqual(h["x-content-type-options"], "nosniff")
+
+    def test_whoami_and_the_api_routes(self):
+        status, _, body = self.console("GET", "/v1/whoami", who="v1")
+        self.assertEqual(status, 200)
+        self.assertIn('"role":"viewer"', body.replace(" ", ""))
+        self.assertEqual(self.site.api("GET", "/v1/whoami")[1]["name"], "admin")
+
+    def test_only_administrators_certificates(self):
+        a = self.site.agents["w1"]
+        agent = self.site.tls(*a.cert())
+        status, _, body = self.console("GET", "/", ctx=agent)
+        self.assertEqual(status, 403, body)
+        self.assertIn("administrators' certificates only", body)
+        # the agents' routes are not on the console's port at all
+        status, _, _ = self.console("POST", "/v1/heartbeat", ctx=agent, body="{}")
+        self.assertEqual(status, 404)
+        # without a certificate, the page (which says what is missing) and nothing else
+        anon = self.site.tls()
+        self.assertEqual(self.console("GET", "/", ctx=anon)[0], 200)
+        self.assertEqual(self.console("GET", "/v1/systems", ctx=anon)[0], 401)
+
+    def test_a_forged_change_is_refused_and_recorded(self):
+        stop = "/v1/systems/w2/services/web/stop"
+        own = f"https://127.0.0.1:{self.cport}"
+        # what a foreign page can send without asking: no custom header
+        status, _, body = self.console("POST", stop, body="{}",
+                                       headers={"Content-Type": "text/plain",
+                                                "Origin": "https://evil.example"})
+        self.assertEqual(status, 403, body)
+        self.assertIn("X-Siteward-Console: 1", body)
+        # the header, but another site's page
+        status, _, body = self.console("POST", stop, body="{}",
+                                       headers={"X-Siteward-Console": "1",
+                                                "Origin": "https://evil.example"})
+        self.assertEqual(status, 403, body)
+        self.assertIn("another site's page", body)
+        # a preflight is never answered as a browser would need
+        status, h, _ = self.console("OPTIONS", stop, headers={
+            "Origin": "https://evil.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "x-siteward-console"})
+        self.assertNotEqual(status // 100, 2)
+        self.assertNotIn("access-control-allow-origin", h)
+        self.assertTrue(self.running("w2"))
+        # both refusals are in the audit log, by op1
+        records = self.site.cli_json("audit")["records"]
+        refused = [r for r in records if r["path"] == stop and r["status"] == 403]
+        self.assertGreaterEqual(len(refused), 2, records)
+        self.assertTrue(all(r["who"] == "op1" for r in refused))
+        # the console's own page: the header and its own origin
+        status, _, body = self.console("POST", "/v1/systems/w2/services/web/restart",
+                                       body='{"timeout": 15}',
+                                       headers={"X-Siteward-Console": "1", "Origin": own,
+                                                "Content-Type": "application/json"})
+        self.assertEqual(status, 200, body)
+        self.assertIn('"running"', body)
+        # the API's port keeps its rules: the command line sends no such header
+        status, body = self.site.api("POST", "/v1/systems/w2/services/web/restart",
+                                     body={"timeout": 15})
+        self.assertEqual(status, 200, body)
+
+
+@unittest.skipUnless(os.access(CHROMIUM, os.X_OK) and os.path.isdir(PLAYWRIGHT),
+                     f"needs {CHROMIUM} and {PLAYWRIGHT} (scripts/install-deps installs "
+                     "both)")
+class ConsoleBrowser(ConsoleSite):
+    def test_the_console_in_a_browser(self):
+        keep = os.environ.get("SITEWARD_KEEP")
+        out = os.path.join(keep, "console") if keep else os.path.join(self.site.tmp,
+                                                                       "screenshots")
+        pkg = build_package(self.site)
+        frozen = self.site.agents["w2"]
+        env = dict(os.environ, CONSOLE_URL=f"https://127.0.0.1:{self.cport}",
+                   API_URL=self.site.url, OPERATOR_DIR=self.dirs["op1"],
+                   VIEWER_DIR=self.dirs["v1"], SYSTEM="w1", SERVICE="web", PACKAGE=pkg,
+                   FROZEN="w2", FROZEN_PID=str(frozen.proc.pid), OUT=out, CHROMIUM=CHROMIUM,
+                   MEASURE="1")
+        t0 = time.monotonic()
+        try:
+            r = subprocess.run(["node", os.path.join(ROOT, "tests", "browser", "console.mjs")],
+                               capture_output=True, text=True, timeout=600, env=env)
+        finally:
+            frozen.proc.signal(signal.SIGCONT)
+        print(r.stdout + r.stderr)
+        print(f"screenshots in {out} ({time.monotonic() - t0:.0f} s in the browser)")
+        if not keep and os.environ.get("SITEWARD_CONSOLE_SHOTS"):
+            shutil.copytree(out, os.environ["SITEWARD_CONSOLE_SHOTS"], dirs_exist_ok=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn("FAIL", r.stdout)
+        for what in ("logged in with the operator's PKCS#12 file", "stop answered",
+                     "w2 deferred", "the audit page shows the stop",
+                     "the viewer sees no service buttons", "no errors"):
+            self.assertIn(what, r.stdout)
+        # the forged page's requests changed nothing, and its simple one was refused
+        records = self.site.cli_json("audit")["records"]
+        self.assertTrue(any(r["who"] == "op1" and r["status"] == 403 and
+                            "X-Siteward-Console" in r["outcome"] for r in records), records)
+        self.assertTrue(any(r["who"] == "v1" and r["status"] == 403 and
+                            r["path"].endswith("/web/stop") for r in records), records)
+        wait_for(lambda: self.running("w1"), 15, "w1's web service")
+
+
+if __name__ == "__main__":
+    unittest.main()
