@@ -35,6 +35,8 @@ deb:
 	@./scripts/install-deps deb
 	rm -rf $(DEB_OUT) && mkdir -p $(DEB_OUT)/src
 	git ls-files -z --cached --others --exclude-standard | xargs -0 tar -cf - | tar -xf - -C $(DEB_OUT)/src
+	# the console's chart library, which install-deps copied from the npm registry's package
+	cp -r console/vendor $(DEB_OUT)/src/console/
 	cd $(DEB_OUT)/src && dpkg-buildpackage -us -uc -b -j$$(nproc) >../build.log 2>&1 || { tail -40 ../build.log; exit 1; }
 	lintian --fail-on error $(DEB_OUT)/*.changes
 	@echo "make deb: packages in $(abspath $(DEB_OUT)):"; ls -1 $(DEB_OUT)/*.deb

@@ -1,5 +1,5 @@
 // The console's shell: who is using it, the pages and the keys that reach them.
-import { api, clear, errorBox, h, me } from "./lib.js";
+import { clear, errorBox, get, h, me, prefetch } from "./lib.js";
 import * as site from "./site.js";
 import * as systems from "./systems.js";
 import * as metering from "./metering.js";
@@ -68,8 +68,14 @@ function onKey(ev) {
 async function start() {
   clear(document.getElementById("nav"), nav());
   document.addEventListener("keydown", onKey);
+  // everything the shell and the first page ask for, at once
+  prefetch(["/v1/whoami", "/v1/site"]);
+  const first = PAGES.find((p) => location.hash.replace(/^#\/?/, "").split(/[/?]/)[0] ===
+    p.path) || PAGES[0];
+  if (first.mod.early) prefetch(first.mod.early);
+  const site = get("/v1/site");
   try {
-    const who = await api("GET", "/v1/whoami");
+    const who = await get("/v1/whoami");
     Object.assign(me, who);
     document.body.dataset.role = me.role;
     clear(document.getElementById("who"), h("span", { id: "me" }, me.name), " · ",
@@ -85,7 +91,7 @@ async function start() {
     return;
   }
   try {
-    const s = await api("GET", "/v1/site");
+    const s = await site;
     clear(document.getElementById("site"), `site ${s.site_code} · ${s.version}`);
   } catch {
     /* the name of the site is a nicety */

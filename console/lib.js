@@ -49,6 +49,23 @@ export async function api(method, path, body, opts = {}) {
   return data;
 }
 
+// GETs asked ahead, while the page starts: the first page's data comes in the same
+// round trip as the administrator's name instead of after it. Each is taken once, and
+// only while fresh.
+const early = new Map();
+export function prefetch(paths) {
+  for (const p of paths) {
+    const pr = api("GET", p);
+    pr.catch(() => {});
+    early.set(p, { pr, at: Date.now() });
+  }
+}
+export function get(path) {
+  const e = early.get(path);
+  early.delete(path);
+  return e && Date.now() - e.at < 2000 ? e.pr : api("GET", path);
+}
+
 // The administrator using the page, learned once: {name, role}.
 export const me = { name: "", role: "viewer" };
 const LEVELS = { viewer: 1, operator: 2, admin: 3 };

@@ -1,8 +1,10 @@
 // The site at a glance: its systems by health, versions and roles, and what needs a
 // person first.
-import { ago, api, badge, clear, errorBox, h } from "./lib.js";
+import { ago, badge, clear, errorBox, get, h } from "./lib.js";
 
 const REFRESH_MS = 5000;
+// asked for as the console starts, when it starts on this page
+export const early = ["/v1/systems", "/v1/upgrades/current"];
 
 // What needs attention, worst first: each item {level, what, text, href}.
 export function attention(list, run) {
@@ -88,8 +90,8 @@ export function render(main) {
   let timer = null, stopped = false;
   const load = async () => {
     try {
-      const [list, run] = await Promise.all([api("GET", "/v1/systems"),
-        api("GET", "/v1/upgrades/current").catch((e) => {
+      const [list, run] = await Promise.all([get("/v1/systems"),
+        get("/v1/upgrades/current").catch((e) => {
           if (e.status === 404) return null;
           throw e;
         })]);

@@ -1,8 +1,9 @@
 // The systems: a list to search and sort for thousands of rows, and each system's
 // facts, roles and services, with their logs and the service commands.
-import { ago, api, badge, bytes, can, clear, duration, errorBox, h } from "./lib.js";
+import { ago, api, badge, bytes, can, clear, duration, errorBox, get, h } from "./lib.js";
 
 const REFRESH_MS = 5000;
+export const early = ["/v1/systems"];
 const ROW_H = 34; // px: every row of the list is this tall (style.css), so only the
 // rows in view are made, whatever the number of systems
 const OVERSCAN = 10;
@@ -161,7 +162,7 @@ function renderList(main, params) {
 
   const load = async () => {
     try {
-      const list = await api("GET", "/v1/systems");
+      const list = await get("/v1/systems");
       if (stopped) return;
       now = list.now || Date.now();
       state.rows = list.systems.map((s) => Object.assign(s, { _hay: haystack(s) }));

@@ -86,7 +86,9 @@ static int console_find(struct console *c, char *err, size_t errlen)
 		*slash = '\0';
 		snprintf(path, sizeof(path), "%s/../share/siteward/console/index.html", exe);
 		if (access(path, R_OK) == 0) {
-			snprintf(c->dir, sizeof(c->dir), "%s/../share/siteward/console", exe);
+			snprintf(path, sizeof(path), "%s/../share/siteward/console", exe);
+			if (!realpath(path, c->dir))
+				snprintf(c->dir, sizeof(c->dir), "%s", path);
 			return 0;
 		}
 	}

@@ -245,7 +245,7 @@ int site_init(int argc, char **argv)
 	const char *dir = NULL, *code = NULL, *listen = NULL, *db_url = NULL;
 	const char *sans[MAX_SANS + 8];
 	char host[256], hostname[256], err[512], path[PATH_MAX + 64], dbpath[PATH_MAX + 64];
-	char conf[2048], absdir[PATH_MAX];
+	char conf[2048], absdir[PATH_MAX], console[300] = "";
 	char *ca_cert = NULL, *ca_key = NULL, *sign_key = NULL, *sign_pub = NULL;
 	struct sw_pki_ca *ca = NULL;
 	struct sw_db *db = NULL;
@@ -372,6 +372,10 @@ int site_init(int argc, char **argv)
 	struct sw_db_opts dbo = {.url = db_url};
 	if (sw_db_open(&dbo, &db, err, sizeof(err)) || sw_db_migrate(db, err, sizeof(err)))
 		goto out;
+	/* the web console on the API's host, the next port */
+	if (port < 65535)
+		snprintf(console, sizeof(console), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host,
+			 port + 1);
 	snprintf(conf, sizeof(conf),
 		 "# siteward site server configuration; see siteward-server.conf(5).\n"
 		 "[site]\n"
@@ -383,13 +387,17 @@ int site_init(int argc, char **argv)
 		 "handshake_timeout = 10\n"
 		 "idle_timeout = 120\n"
 		 "\n"
+		 "# The web console, for administrators' browsers; empty: none.\n"
+		 "[console]\n"
+		 "listen = %s\n"
+		 "\n"
 		 "[database]\n"
 		 "url = %s\n"
 		 "busy_timeout_ms = 5000\n"
 		 "\n"
 		 "[log]\n"
 		 "level = info\n",
-		 code, listen, heartbeat, db_url);
+		 code, listen, heartbeat, console, db_url);
 	if (write_conf(path, conf, err, sizeof(err)))
 		goto out;
 	printf("site %s created in %s (database: %s)\n", code, absdir, sw_db_engine(db));

@@ -225,8 +225,9 @@ class Site:
             args += ["--db", fresh_pg_database()]
         r = subprocess.run(args, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
-        if extra_conf:
-            self.set_conf(extra_conf)
+        # init puts the console on the next port, which may be another test's: a site
+        # has one only when a test asks for it
+        self.set_conf(dict({"console.listen": ""}, **(extra_conf or {})))
 
     def set_conf(self, settings):
         """Adds or replaces 'section.key' settings in siteward.conf."""
