@@ -6,7 +6,6 @@ answering; the plain GET as before; and only admin certificates. `siteward upgra
 follows the same stream. The run's own machine is tested in test_upgrade*."""
 import http.client
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -161,17 +160,6 @@ class Events(UpgradeSite):
         self.assertEqual(cli_run["state"], "deferred")
 
         conns = w.connections()
-        if os.environ.get("EVENTS_DEBUG"):
-            t0 = w.snapshot()[0][0]
-            for t, kind, name, data in w.snapshot():
-                d = data
-                if isinstance(d, dict):
-                    d = {k: d[k] for k in ("name", "state", "step", "counts") if k in d}
-                    if "systems" in data:
-                        d["systems"] = [(y["name"], y["state"], y["step"]) for y in data["systems"]]
-                    if "server" in data:
-                        d["server"] = data["server"]["step"]
-                print(f"{t - t0:7.3f} {kind} {name} {d}")
         for items in conns:
             # every stream begins with the run whole, as the plain GET has it
             self.assertEqual(items[0][1:3], ("open", None))
