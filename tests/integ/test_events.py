@@ -6,6 +6,9 @@ answering; the plain GET as before; and only admin certificates. `siteward upgra
 follows the same stream. The run's own machine is tested in test_upgrade*."""
 import http.client
 import json
+import os
+import pty
+import re
 import signal
 import socket
 import subprocess
@@ -134,6 +137,30 @@ class Events(UpgradeSite):
         self.addCleanup(lambda: p.poll() is None and p.kill())
         return p
 
+    def start_cli_on_terminal(self, site, pkg, *args):
+        """The command line with its stderr on a terminal, where it keeps a live line;
+        what it writes there is read as it comes (a full terminal would stop it)."""
+        master, slave = pty.openpty()
+        cmd = [prog("siteward"), "--site", site.dir, "upgrade", "run", pkg, *args]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=slave, text=True)
+        os.close(slave)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        screen = []
+
+        def read():
+            while True:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO once the command line has exited
+                    break
+                if not chunk:
+                    break
+                screen.append(chunk)
+            os.close(master)
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        return p, t, screen
+
     def run_exists(self, site):
         try:
             return site.api("GET", "/v1/upgrades/current", timeout=5)[0] == 200
@@ -146,17 +173,30 @@ class Events(UpgradeSite):
         # a2's agent is frozen: a2 is deferred once its stop has waited the stop timeout,
         # and nothing moves meanwhile
         site.agents["a2"].proc.signal(signal.SIGSTOP)
-        cli = self.start_cli(site, pkg, "--stop-timeout", "7", "--json")
+        cli, reader, screen = self.start_cli_on_terminal(site, pkg, "--stop-timeout", "7")
         wait_for(lambda: self.run_exists(site), 30, "the run to begin")
         w = Watcher(site)
         w.start()
         # the command line follows the same stream: it and the watcher both hold one
         wait_for(lambda: streams_open(site) >= 2, 90, "two event streams open")
-        out, err = cli.communicate(timeout=150)
+        out, _ = cli.communicate(timeout=150)
+        reader.join(10)
         w.join(30)
         self.assertFalse(w.is_alive(), w.snapshot())
-        cli_run = json.loads(out)
-        self.assertEqual(cli.returncode, 3, report(err, cli_run))
+        term = b"".join(screen).decode(errors="replace")
+        self.assertEqual(cli.returncode, 3, term + out)
+        self.assertRegex(out, r"upgrade \d+, .*: deferred in [0-9.]+ s \(1 upgraded, 1 deferred, "
+                         r"0 failed\)")
+        # the live line, drawn again and again over itself, its time going on between
+        # events as it did when each poll brought it, and cleared at the end
+        lines = [seg for seg in term.split("\r\x1b[K") if seg.startswith("wave ")]
+        times = [float(m.group(1)) for m in
+                 (re.search(r", ([0-9.]+) s \(server: ", seg) for seg in lines) if m]
+        self.assertEqual(len(times), len(lines), lines[:5])
+        self.assertGreater(len(set(times)), 10, lines)
+        self.assertTrue(term.rstrip("\n").endswith("\r\x1b[K"), repr(term[-200:]))
+        self.assertIn("1 deferred", lines[-1])
+        cli_run = self.status(site)
         self.assertEqual(cli_run["state"], "deferred")
 
         conns = w.connections()
