@@ -1620,6 +1620,8 @@ void sw_http_server_stop(struct sw_http_server *srv)
 	/* libmicrohttpd stops only with no connection parked: every stream is woken to
 	 * end, and its program hears of it as the daemon closes its connection */
 	for (struct sw_http_stream *st = srv->streams; st; st = st->next) {
+		if (st->dropped)
+			continue; /* ending already, for its own reason */
 		st->dropped = 1;
 		st->why = SW_HTTP_STREAM_STOPPED;
 		if (st->suspended) {
