@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 
-from harness import prog, wait_for
+from harness import SANITIZER_MARKERS, prog, wait_for
 from test_upgrade import UpgradeSite, build_package, report
 
 KEEPALIVE_S = 5
@@ -185,6 +185,8 @@ class Events(UpgradeSite):
         self.assertFalse(w.is_alive(), w.snapshot())
         term = b"".join(screen).decode(errors="replace")
         self.assertEqual(cli.returncode, 3, term + out)
+        for marker in SANITIZER_MARKERS:
+            self.assertNotIn(marker, term)
         self.assertRegex(out, r"upgrade \d+, .*: deferred in [0-9.]+ s \(1 upgraded, 1 deferred, "
                          r"0 failed\)")
         # the live line, drawn again and again over itself, its time going on between
@@ -321,6 +323,8 @@ class Events(UpgradeSite):
         self.assertLess(got, 256 * 1024)
         out, err = cli.communicate(timeout=150)
         self.assertEqual(cli.returncode, 0, err)
+        for marker in SANITIZER_MARKERS:
+            self.assertNotIn(marker, err)
         # the command line printed what it always has, a line per step and the report
         self.assertIn("upgrade: site server: done", err)
         for name in ("a1", "a2", "a3", "a4", "a5", "a6"):
