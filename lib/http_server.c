@@ -52,11 +52,9 @@
 #define EMFILE_PAUSE_MS 100
 
 /* An event stream's socket sends at most this much ahead of its reader, beside the
- * stream's own buffer: the kernel would otherwise grow it to megabytes per slow reader. */
+ * stream's own queue: the kernel would otherwise grow it to megabytes per slow reader. */
 #define STREAM_SNDBUF (64 * 1024)
-/* A drained stream whose buffer grew past this (a large snapshot) gives it back. */
-#define STREAM_KEEP_BUF (16 * 1024)
-#define KEEPALIVE	": keep-alive\n\n"
+#define KEEPALIVE     ": keep-alive\n\n"
 
 struct sw_http_server {
 	uv_loop_t *loop;
@@ -104,7 +102,8 @@ struct sw_http_server {
 	struct sw_http_stream *streams; /* open ones, newest first */
 	unsigned nstreams, max_streams, stream_keepalive_ms;
 	size_t stream_buffer;
-	uv_timer_t stream_timer; /* keep-alives, closes that linger, the log of drops */
+	uv_timer_t stream_timer;	 /* keep-alives, closes that linger, the log of drops */
+	struct sw_http_event *keepalive; /* the comment every idle stream is sent */
 	/* A stream's reader took bytes in this run: more follow at the next, which comes at
 	 * once (a stream whose socket is full takes none, and backs off as before). */
 	int stream_out;
@@ -115,14 +114,28 @@ struct sw_http_server {
 	struct sw_counter *mx_streams_dropped; /* for slowness, ever */
 };
 
-/* One event stream: the bytes its connection has yet to take, and how it ends. */
+/* An event as it goes out, made once and shared by every stream it is queued on. */
+struct sw_http_event {
+	unsigned refs;
+	size_t len;
+	char text[];
+};
+
+/* An event queued on a stream. */
+struct piece {
+	struct piece *next;
+	struct sw_http_event *ev;
+};
+
+/* One event stream: the events its connection has yet to take, and how it ends. */
 struct sw_http_stream {
 	struct sw_http_server *srv;
 	struct sw_http_req *req;
 	struct sw_http_stream *prev, *next;
-	char *buf;
-	size_t head, len, cap; /* unsent: buf[head, head + len) */
-	/* What is left of an event that found the buffer empty: it may be of any size, and
+	struct piece *head, **tail; /* unsent, oldest first */
+	size_t off;		    /* bytes of the head's event already taken */
+	size_t len;		    /* unsent bytes in all */
+	/* What is left of an event that found the queue empty: it may be of any size, and
 	 * only the bytes queued behind it count against the bound. */
 	size_t exempt;
 	int fd;
@@ -1108,21 +1121,39 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
 		MHD_suspend_connection(st->req->conn);
 		return 0;
 	}
-	n = st->len < max ? st->len : max;
-	memcpy(out, st->buf + st->head, n);
-	st->head += n;
-	st->len -= n;
-	st->exempt = st->exempt > n ? st->exempt - n : 0;
-	if (st->len == 0) {
-		st->head = 0;
-		if (st->cap > STREAM_KEEP_BUF) {
-			free(st->buf);
-			st->buf = NULL;
-			st->cap = 0;
+	for (n = 0; n < max && st->head;) {
+		struct piece *p = st->head;
+		size_t take = p->ev->len - st->off < max - n ? p->ev->len - st->off : max - n;
+
+		memcpy(out + n, p->ev->text + st->off, take);
+		n += take;
+		st->off += take;
+		if (st->off == p->ev->len) {
+			st->head = p->next;
+			if (!st->head)
+				st->tail = &st->head;
+			st->off = 0;
+			sw_http_event_free(p->ev);
+			free(p);
 		}
 	}
+	st->len -= n;
+	st->exempt = st->exempt > n ? st->exempt - n : 0;
 	st->srv->stream_out = 1;
 	return (ssize_t)n;
+}
+
+static void stream_empty(struct sw_http_stream *st)
+{
+	while (st->head) {
+		struct piece *p = st->head;
+
+		st->head = p->next;
+		sw_http_event_free(p->ev);
+		free(p);
+	}
+	st->tail = &st->head;
+	st->off = st->len = st->exempt = 0;
 }
 
 /* Ends the stream now. A parked one is woken to end itself; one whose reader has
@@ -1136,9 +1167,7 @@ static void stream_drop(struct sw_http_stream *st, enum sw_http_stream_end why)
 		return;
 	st->dropped = 1;
 	st->why = why;
-	free(st->buf);
-	st->buf = NULL;
-	st->head = st->len = st->cap = st->exempt = 0;
+	stream_empty(st);
 	if (why == SW_HTTP_STREAM_SLOW) {
 		srv->streams_dropped++;
 		sw_counter_inc(srv->mx_streams_dropped);
@@ -1158,28 +1187,6 @@ static void stream_drop(struct sw_http_stream *st, enum sw_http_stream_end why)
 		uv_timer_start(&srv->timer, on_timer, 0, 0);
 }
 
-/* Room for `n` more unsent bytes. */
-static int stream_reserve(struct sw_http_stream *st, size_t n)
-{
-	size_t cap;
-	char *b;
-
-	if (st->head > 0 && st->head + st->len + n > st->cap) {
-		memmove(st->buf, st->buf + st->head, st->len);
-		st->head = 0;
-	}
-	if (st->len + n <= st->cap)
-		return 0;
-	cap = st->cap ? st->cap : 4096;
-	while (cap < st->len + n)
-		cap *= 2;
-	if (!(b = realloc(st->buf, cap)))
-		return SW_ENOMEM;
-	st->buf = b;
-	st->cap = cap;
-	return 0;
-}
-
 /* Whether `n` more bytes keep the stream within its bound; drops it if not. */
 static int stream_fits(struct sw_http_stream *st, size_t n)
 {
@@ -1190,31 +1197,72 @@ static int stream_fits(struct sw_http_stream *st, size_t n)
 	return 1;
 }
 
-static void stream_queued(struct sw_http_stream *st, size_t n)
+/* Queues `ev` (a reference of the stream's own) and wakes the stream. */
+static int stream_queue(struct sw_http_stream *st, struct sw_http_event *ev)
 {
+	struct piece *p = malloc(sizeof(*p));
+
+	if (!p)
+		return SW_ENOMEM;
+	p->next = NULL;
+	p->ev = ev;
+	ev->refs++;
+	*st->tail = p;
+	st->tail = &p->next;
 	if (st->len == 0)
-		st->exempt = n;
-	st->len += n;
+		st->exempt = ev->len;
+	st->len += ev->len;
 	st->queued_ms = sw_mono_ms();
 	stream_wake(st);
+	return 0;
+}
+
+int sw_http_event_new(const char *event, const char *data, size_t len, struct sw_http_event **out)
+{
+	struct sw_http_event *ev;
+	size_t n;
+
+	*out = NULL;
+	if (event && !sw_sse_name_ok(event))
+		return SW_EINVAL;
+	n = sw_sse_format(NULL, 0, event, data, len);
+	if (!(ev = malloc(sizeof(*ev) + n)))
+		return SW_ENOMEM;
+	ev->refs = 1;
+	ev->len = sw_sse_format(ev->text, n, event, data, len);
+	*out = ev;
+	return 0;
+}
+
+void sw_http_event_free(struct sw_http_event *ev)
+{
+	if (ev && --ev->refs == 0)
+		free(ev);
+}
+
+int sw_http_stream_send_event(struct sw_http_stream *st, struct sw_http_event *ev)
+{
+	if (st->dropped || st->closing || st->srv->closing)
+		return SW_EBUSY;
+	if (!stream_fits(st, ev->len))
+		return SW_ETOOBIG;
+	return stream_queue(st, ev);
 }
 
 int sw_http_stream_send(struct sw_http_stream *st, const char *event, const char *data, size_t len)
 {
-	size_t n;
+	struct sw_http_event *ev;
+	int rc;
 
 	if (event && !sw_sse_name_ok(event))
 		return SW_EINVAL;
 	if (st->dropped || st->closing || st->srv->closing)
 		return SW_EBUSY;
-	n = sw_sse_format(NULL, 0, event, data, len);
-	if (!stream_fits(st, n))
-		return SW_ETOOBIG;
-	if (stream_reserve(st, n))
-		return SW_ENOMEM;
-	sw_sse_format(st->buf + st->head + st->len, n, event, data, len);
-	stream_queued(st, n);
-	return 0;
+	if ((rc = sw_http_event_new(event, data, len, &ev)))
+		return rc;
+	rc = sw_http_stream_send_event(st, ev);
+	sw_http_event_free(ev);
+	return rc;
 }
 
 size_t sw_http_stream_pending(const struct sw_http_stream *st)
@@ -1267,6 +1315,7 @@ int sw_http_stream_open(struct sw_http_req *req, sw_http_stream_ended ended, voi
 	MHD_add_response_header(resp, "Cache-Control", "no-store");
 	st->srv = srv;
 	st->req = req;
+	st->tail = &st->head;
 	st->ended = ended;
 	st->arg = arg;
 	st->queued_ms = now;
@@ -1320,7 +1369,7 @@ static void stream_end(struct sw_http_stream *st)
 	st->req->stream = NULL;
 	if (st->ended)
 		st->ended(st, why, st->arg);
-	free(st->buf);
+	stream_empty(st);
 	free(st);
 }
 
@@ -1332,8 +1381,6 @@ static void on_stream_timer(uv_timer_t *t)
 	int64_t now = sw_mono_ms();
 
 	for (struct sw_http_stream *st = srv->streams; st; st = st->next) {
-		size_t n = sizeof(KEEPALIVE) - 1;
-
 		if (st->dropped)
 			continue;
 		if (st->closing) {
@@ -1343,11 +1390,8 @@ static void on_stream_timer(uv_timer_t *t)
 		}
 		/* only a parked one: one with bytes waiting is writing, and finds out so
 		 * whether its client is there */
-		if (st->len > 0 || now - st->queued_ms < srv->stream_keepalive_ms ||
-		    stream_reserve(st, n))
-			continue;
-		memcpy(st->buf + st->head + st->len, KEEPALIVE, n);
-		stream_queued(st, n);
+		if (st->len == 0 && now - st->queued_ms >= srv->stream_keepalive_ms)
+			stream_queue(st, srv->keepalive);
 	}
 	if (srv->streams_dropped) {
 		sw_warn("http: %" PRIu64 " event stream%s dropped: the reader fell more than %zu "
@@ -1525,10 +1569,20 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	srv->max_streams = opts->max_streams ? opts->max_streams : 1000;
 	srv->stream_buffer = opts->stream_buffer ? opts->stream_buffer : 256 * 1024;
 	srv->stream_keepalive_ms = opts->stream_keepalive_ms ? opts->stream_keepalive_ms : 5000;
+	if (!(srv->keepalive = malloc(sizeof(*srv->keepalive) + sizeof(KEEPALIVE)))) {
+		free(srv->upload_dir);
+		free(srv->mx);
+		free(srv);
+		return SW_ENOMEM;
+	}
+	srv->keepalive->refs = 1;
+	srv->keepalive->len = sizeof(KEEPALIVE) - 1;
+	memcpy(srv->keepalive->text, KEEPALIVE, sizeof(KEEPALIVE));
 	conn_limit(srv, opts->max_connections ? opts->max_connections : 20000);
 	rc = sw_pki_verifier_new(opts->ca_pem, &srv->verifier, sub, sizeof(sub));
 	if (rc) {
 		sw_seterr(err, errlen, "site CA: %s", sub);
+		free(srv->keepalive);
 		free(srv->upload_dir);
 		free(srv->mx);
 		free(srv);
@@ -1552,6 +1606,7 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 			  "cannot listen on %s (address in use, or bad certificate or key)",
 			  opts->listen);
 		sw_pki_verifier_free(srv->verifier);
+		free(srv->keepalive);
 		free(srv->upload_dir);
 		free(srv->mx);
 		free(srv);
@@ -1601,6 +1656,7 @@ static void on_closed(uv_handle_t *h)
 	struct sw_http_server *srv = h->data;
 
 	if (--srv->handles_open == 0) {
+		sw_http_event_free(srv->keepalive);
 		free(srv->upload_dir);
 		free(srv->mx);
 		free(srv);

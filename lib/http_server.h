@@ -153,7 +153,7 @@ json_t *sw_http_req_json(struct sw_http_req *req);
  *   - an event that finds nothing waiting to be sent may be of any size (a snapshot,
  *     what a plain GET answers), but a reader that falls more than `stream_buffer`
  *     bytes behind it is dropped, never buffered for; the socket's own send buffer
- *     holds at most 64 KiB besides;
+ *     holds at most 64 KiB besides; an event sent to many streams is held once;
  *   - an idle stream sends a comment (": keep-alive") every `stream_keepalive_ms`,
  *     which also finds out a client that went away: a parked connection hears nothing
  *     of its socket until it writes;
@@ -185,6 +185,14 @@ int sw_http_stream_open(struct sw_http_req *req, sw_http_stream_ended ended, voi
  * SW_HTTP_STREAM_SLOW; SW_EBUSY for a stream that is ending (dropped, closed, or the
  * server stops); SW_ENOMEM. */
 int sw_http_stream_send(struct sw_http_stream *st, const char *event, const char *data, size_t len);
+/* An event made once to be sent to many streams: each queues a reference, so a
+ * snapshot sent to a thousand watchers is held once. The caller frees its own
+ * reference with sw_http_event_free() (NULL is a no-op). */
+struct sw_http_event;
+int sw_http_event_new(const char *event, const char *data, size_t len, struct sw_http_event **out);
+void sw_http_event_free(struct sw_http_event *ev);
+/* As sw_http_stream_send(), for an event made by sw_http_event_new(). */
+int sw_http_stream_send_event(struct sw_http_stream *st, struct sw_http_event *ev);
 /* Bytes queued on the stream and not yet handed to its connection. */
 size_t sw_http_stream_pending(const struct sw_http_stream *st);
 /* Ends the stream once what it holds is sent, within `stream_keepalive_ms` (it is

@@ -102,6 +102,9 @@ struct server {
 	int64_t watch_sent_ms;
 	uv_timer_t watch_timer;
 	int watch_timer_init;
+	struct sw_http_event *watch_run; /* the run whole as last made, while watchers are */
+	uint64_t watch_run_gen;
+	int64_t watch_run_ms;
 	int stopping;	       /* shutting down: late answers change nothing */
 	uv_timer_t lag_timer;  /* how late the loop runs (channel.c) */
 	int64_t lag_due;       /* sw_mono_ms() the timer is due */

@@ -90,10 +90,16 @@ struct watcher {
 
 static void watcher_unlink(struct watcher *w)
 {
+	struct server *s = w->s;
+
 	*w->pprev = w->next;
 	if (w->next)
 		w->next->pprev = w->pprev;
 	free(w);
+	if (!s->watchers) {
+		sw_http_event_free(s->watch_run);
+		s->watch_run = NULL;
+	}
 }
 
 static void watcher_ended(struct sw_http_stream *st, enum sw_http_stream_end why, void *arg)
@@ -102,42 +108,59 @@ static void watcher_ended(struct sw_http_stream *st, enum sw_http_stream_end why
 	watcher_unlink(arg);
 }
 
-/* Sends `text` (JSON) as the event `event`; 0, or the stream is ending. */
-static int watcher_send(struct watcher *w, const char *event, const char *text)
+/* `j` (taken) as the event `name`, made once for every watcher it goes to. */
+static struct sw_http_event *event_new(const char *name, json_t *j)
 {
-	return sw_http_stream_send(w->st, event, text, strlen(text));
+	struct sw_http_event *ev = NULL;
+	char *text = j ? sw_json_dump(j) : NULL;
+
+	if (text)
+		sw_http_event_new(name, text, strlen(text), &ev);
+	free(text);
+	json_decref(j);
+	return ev;
+}
+
+/* The run whole, as a `run` event: the one made for the last watcher when nothing
+ * changed since, and within a batch's time (a fleet of watchers opening their streams
+ * again after the server's restart has it made a few times, not once each). */
+static struct sw_http_event *run_event(struct server *s, struct upgrade *u)
+{
+	int64_t now = sw_mono_ms();
+
+	if (!s->watch_run || s->watch_run_gen != s->upgrade_gen ||
+	    now - s->watch_run_ms >= WATCH_COALESCE_MS) {
+		sw_http_event_free(s->watch_run);
+		s->watch_run = event_new("run", run_json(u));
+		s->watch_run_gen = s->upgrade_gen;
+		s->watch_run_ms = now;
+	}
+	return s->watch_run;
 }
 
 /* The run has ended: it whole, then `end`, and the stream closes once they are out. */
-static void watcher_finish(struct watcher *w, const char *run)
+static void watcher_finish(struct watcher *w, struct sw_http_event *run)
 {
-	int rc = watcher_send(w, "run", run);
+	int rc = run ? sw_http_stream_send_event(w->st, run) : SW_ENOMEM;
 
 	if (rc == 0)
-		rc = watcher_send(w, "end", "{}");
+		rc = sw_http_stream_send(w->st, "end", "{}", 2);
 	if (rc == SW_ETOOBIG || rc == SW_EBUSY)
 		return; /* dropped, or the server stops: watcher_ended follows */
 	sw_http_stream_close(w->st);
 	watcher_unlink(w);
 }
 
-static char *dump_new(json_t *j)
-{
-	char *text = j ? sw_json_dump(j) : NULL;
-
-	json_decref(j);
-	return text;
-}
-
 /* A batch: what changed since the last, to every watcher; the run whole to one that
- * was sent another run; and the end once the run is over. */
+ * was sent another run; and the end once the run is over. Each event is made once and
+ * shared by the streams it goes to. */
 static void on_watch_timer(uv_timer_t *t)
 {
 	struct server *s = t->data;
 	struct upgrade *u = s->upgrade;
 	uint64_t since = s->watch_gen;
 	int64_t now = sw_now_ms();
-	char *run = NULL, *summary = NULL, **systems = NULL;
+	struct sw_http_event *summary = NULL, **systems = NULL, *run;
 	struct watcher *w, *next;
 
 	s->watch_sent_ms = sw_mono_ms();
@@ -145,40 +168,36 @@ static void on_watch_timer(uv_timer_t *t)
 	if (!u || !s->watchers)
 		return;
 	if (!upgrade_is_active(u)) {
-		if ((run = dump_new(run_json(u))))
-			for (w = s->watchers; w; w = next) {
-				next = w->next;
-				watcher_finish(w, run);
-			}
-		free(run);
+		run = run_event(s, u);
+		for (w = s->watchers; w; w = next) {
+			next = w->next;
+			watcher_finish(w, run);
+		}
 		return;
 	}
 	if (!(systems = calloc(u->nsys + 1, sizeof(*systems))) ||
-	    !(summary = dump_new(summary_json(u, now))))
+	    !(summary = event_new("summary", summary_json(u, now))))
 		goto out;
 	for (size_t i = 0; i < u->nsys; i++)
 		if (u->sys[i].changed_gen > since)
-			systems[i] = dump_new(system_json(u, &u->sys[i], now));
+			systems[i] = event_new("system", system_json(u, &u->sys[i], now));
 	for (w = s->watchers; w; w = next) {
 		next = w->next;
 		if (w->run_id != u->id) { /* a new run since it was sent one */
-			if (!run && !(run = dump_new(run_json(u))))
-				continue;
-			if (watcher_send(w, "run", run) == 0)
+			if ((run = run_event(s, u)) && sw_http_stream_send_event(w->st, run) == 0)
 				w->run_id = u->id;
 			continue;
 		}
 		for (size_t i = 0; i < u->nsys; i++)
-			if (systems[i] && watcher_send(w, "system", systems[i]))
+			if (systems[i] && sw_http_stream_send_event(w->st, systems[i]))
 				break;
-		watcher_send(w, "summary", summary);
+		sw_http_stream_send_event(w->st, summary);
 	}
 out:
 	for (size_t i = 0; systems && i < u->nsys; i++)
-		free(systems[i]);
+		sw_http_event_free(systems[i]);
 	free(systems);
-	free(summary);
-	free(run);
+	sw_http_event_free(summary);
 }
 
 /* Set as the server's upgrade_watch: the run changed. The batch goes on the loop's next
@@ -199,13 +218,12 @@ static void watch(struct sw_http_req *req, struct server *s)
 {
 	struct upgrade *u = s->upgrade;
 	struct watcher *w = calloc(1, sizeof(*w));
-	json_t *run = run_json(u);
-	char *text = NULL;
+	struct sw_http_event *run;
 	int rc;
 
-	if (!w || !run || !(text = sw_json_dump(run))) {
+	if (!w) {
 		sw_http_reply_error(req, 500, "out of memory");
-		goto out;
+		return;
 	}
 	if ((rc = sw_http_stream_open(req, watcher_ended, w, &w->st))) {
 		if (rc == SW_EBUSY)
@@ -213,8 +231,9 @@ static void watch(struct sw_http_req *req, struct server *s)
 					   "too many watchers of the upgrade: poll GET "
 					   "/v1/upgrades/current instead, or come back later");
 		else /* no stream this way: the plain answer */
-			sw_http_reply_json(req, 200, json_incref(run));
-		goto out;
+			sw_http_reply_json(req, 200, run_json(u));
+		free(w);
+		return;
 	}
 	if (!s->watch_timer_init) {
 		uv_timer_init(s->loop, &s->watch_timer);
@@ -230,15 +249,13 @@ static void watch(struct sw_http_req *req, struct server *s)
 	w->pprev = &s->watchers;
 	s->watchers = w;
 	/* what changed before this is in it; what changes after comes with the next batch */
-	if (upgrade_is_active(u))
-		watcher_send(w, "run", text);
-	else
-		watcher_finish(w, text);
-	w = NULL;
-out:
-	free(w);
-	free(text);
-	json_decref(run);
+	run = run_event(s, u);
+	if (!upgrade_is_active(u))
+		watcher_finish(w, run);
+	else if (!run || sw_http_stream_send_event(w->st, run)) {
+		sw_http_stream_close(w->st); /* out of memory: the client asks again */
+		watcher_unlink(w);
+	}
 }
 
 void upgrade_get(struct sw_http_req *req, void *arg)

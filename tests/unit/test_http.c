@@ -975,6 +975,32 @@ static void test_stream_events(void **state)
 	free(big);
 }
 
+/* An event made once goes to several streams, each at its own pace, and outlives the
+ * caller's reference until every stream has sent it. */
+static void test_stream_shared_event(void **state)
+{
+	unsigned port = stream_server(0, 0, 0);
+	struct sw_http_event *ev;
+	struct watch w[2];
+
+	for (int i = 0; i < 2; i++) {
+		watch(&w[i], port, 0);
+		run_until_events(&w[i], 1, 5000);
+	}
+	assert_int_equal(sw_http_event_new("shared", "{\"x\":1}", 7, &ev), 0);
+	assert_int_equal(sw_http_stream_send_event(fx.st[0], ev), 0);
+	assert_int_equal(sw_http_stream_send_event(fx.st[1], ev), 0);
+	sw_http_event_free(ev);
+	assert_int_equal(sw_http_event_new("bad\nname", "", 0, &ev), SW_EINVAL);
+	assert_null(ev);
+	for (int i = 0; i < 2; i++) {
+		run_until_events(&w[i], 2, 5000);
+		assert_string_equal(w[i].type, "shared");
+		assert_int_equal(w[i].last_len, 7);
+		watch_free(&w[i]);
+	}
+}
+
 /* An idle stream sends a comment every keep-alive interval, and only when idle. */
 static void test_stream_keepalive(void **state)
 {
@@ -1211,6 +1237,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_busy_retry_after, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_handshakes_shed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stream_events, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stream_shared_event, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stream_keepalive, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stream_limit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stream_client_gone, setup, teardown),
