@@ -852,6 +852,17 @@ int sw_http_client_request_to(struct sw_http_client *c, const char *peer_name, c
 	return transfer_add(t);
 }
 
+/* A header of the transfer's own list. */
+static int header_add(struct transfer *t, const char *header)
+{
+	struct curl_slist *l = curl_slist_append(t->headers, header);
+
+	if (!l)
+		return SW_ENOMEM;
+	t->headers = l;
+	return 0;
+}
+
 int sw_http_client_stream(struct sw_http_client *c, const char *url, const char *type,
 			  unsigned timeout_ms, unsigned idle_ms, sw_http_data_fn on_data,
 			  sw_http_done cb, void *arg)
@@ -868,23 +879,14 @@ int sw_http_client_stream(struct sw_http_client *c, const char *url, const char 
 	t->idle_ms = idle_ms;
 	snprintf(t->stream_type, sizeof(t->stream_type), "%s", type);
 	snprintf(accept, sizeof(accept), "Accept: %s", type);
-	for (struct curl_slist *h = c->headers; h; h = h->next) {
-		struct curl_slist *l = curl_slist_append(t->headers, h->data);
-
-		if (!l) {
+	for (struct curl_slist *h = c->headers; h; h = h->next)
+		if (header_add(t, h->data)) {
 			transfer_free(t);
 			return SW_ENOMEM;
 		}
-		t->headers = l;
-	}
-	{
-		struct curl_slist *l = curl_slist_append(t->headers, accept);
-
-		if (!l) {
-			transfer_free(t);
-			return SW_ENOMEM;
-		}
-		t->headers = l;
+	if (header_add(t, accept)) {
+		transfer_free(t);
+		return SW_ENOMEM;
 	}
 	curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers);
 	curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, on_write_stream);
