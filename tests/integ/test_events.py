@@ -232,12 +232,14 @@ class Events(UpgradeSite):
         self.assertEqual({y["name"]: y["state"] for y in final["systems"]},
                          {"a1": "upgraded", "a2": "deferred"})
         self.assertEqual(final["counts"]["deferred"], 1)
-        # at most one batch every 200 ms: a batch's events come together, the next
-        # 200 ms on at the soonest
-        times = [t for t, kind, name, _ in w.snapshot() if kind == "event" and
-                 name == "summary"]
-        gaps = [b - a for a, b in zip(times, times[1:])]
-        self.assertTrue(all(g >= 0.15 for g in gaps), gaps)
+        # at most one batch every 200 ms: each ends with a summary, made 200 ms after
+        # the one before at the soonest (by the server's clock, which the watcher's
+        # reading, late under load, would blur)
+        for items in conns:
+            made = [data["elapsed_ms"] for _, kind, name, data in items
+                    if kind == "event" and name == "summary"]
+            gaps = [b - a for a, b in zip(made, made[1:])]
+            self.assertTrue(all(g >= 190 for g in gaps), gaps)
         # the deltas rebuild the run as it ended, as the command line printed it
         rebuilt = w.rebuilt()
         self.assertEqual([(y["name"], y["state"], y["step"]) for y in rebuilt["systems"]],
@@ -245,7 +247,8 @@ class Events(UpgradeSite):
         self.assertEqual([(y["name"], y["state"]) for y in cli_run["systems"]],
                          [(y["name"], y["state"]) for y in final["systems"]])
         # while a2's stop waited, the stream was idle: keep-alives, each only after
-        # KEEPALIVE_S of silence, and no stream silent much longer than that
+        # KEEPALIVE_S of silence (less a margin for a watcher reading late under load),
+        # and no stream silent much longer than that
         comments = [i for i in w.snapshot() if i[1] == "comment"]
         self.assertTrue(comments, w.snapshot())
         for items in conns:
@@ -253,7 +256,7 @@ class Events(UpgradeSite):
                 gap = cur[0] - prev[0]
                 if cur[1] == "comment":
                     self.assertEqual(cur[3], ": keep-alive")
-                    self.assertGreaterEqual(gap, KEEPALIVE_S - 0.5, (prev, cur))
+                    self.assertGreaterEqual(gap, KEEPALIVE_S - 2, (prev, cur))
                 if cur[1] in ("event", "comment"):
                     self.assertLess(gap, KEEPALIVE_S + 3, (prev, cur))
 
