@@ -27,6 +27,24 @@ int client_call(const struct cli *c, const char *method, const char *path, json_
  * *reply for the caller to free. */
 int client_request(const struct cli *c, const char *method, const char *path, json_t *body,
 		   long *status, json_t **reply, char *err, size_t errlen);
+/* An event stream followed until it ends: each event's data, a JSON object, goes to
+ * `on_event` (its strings made printable unless --json), which returns non-zero to end
+ * the stream there; `on_tick`, if set, runs every `tick_ms` meanwhile. */
+struct client_stream {
+	int (*on_event)(const char *type, json_t *data, void *arg);
+	void (*on_tick)(void *arg);
+	unsigned tick_ms;
+	void *arg;
+};
+/* GET `path` as an event stream, for at most `total_ms`, given up after `idle_ms`
+ * without a byte. 0 once a stream has begun and ended (however it ended: `err` says
+ * why when it broke); 2 when what it carried was unreadable (`err` says how). Else 1:
+ * *status 0 when the server was not reached (`err` says why), or the status of an
+ * answer that was no stream, its object in *reply (the caller's to free) and, when not
+ * 2xx, its error in `err`. */
+int client_stream(const struct cli *c, const char *path, unsigned total_ms, unsigned idle_ms,
+		  const struct client_stream *cs, long *status, json_t **reply, char *err,
+		  size_t errlen);
 /* Sends the file `file` whole as the body of a POST to `path`; as client_call. */
 int client_upload(const struct cli *c, const char *path, const char *file, json_t **reply);
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

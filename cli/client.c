@@ -8,6 +8,7 @@
 #include "paths.h"
 #include "pki.h"
 #include "proto.h"
+#include "sse.h"
 #include "util.h"
 
 #include <stdarg.h>
@@ -148,29 +149,68 @@ static json_t *printable_copy(const json_t *j, int lines)
 	return json_copy((json_t *)j);
 }
 
+/* The files of the admin certificate and the site's CA. */
+struct tls_files {
+	char ca[PATH_MAX + 16], crt[PATH_MAX + 16], key[PATH_MAX + 16];
+};
+
+static struct sw_http_client_opts client_opts(const struct cli *c, struct tls_files *f)
+{
+	sw_path_join(f->ca, sizeof(f->ca), c->site, "ca.crt");
+	sw_path_join(f->crt, sizeof(f->crt), c->site, "admin.crt");
+	sw_path_join(f->key, sizeof(f->key), c->site, "admin.key");
+	return (struct sw_http_client_opts){.ca_file = f->ca,
+					    .cert_file = f->crt,
+					    .key_file = f->key,
+					    .connect_timeout_ms =
+						c->timeout_ms < 5000 ? c->timeout_ms : 5000,
+					    .peer_role = SW_PKI_ROLE_SERVER};
+}
+
+/* An answer's body as an object: printable for a terminal unless --json; its error in
+ * `err` unless 2xx. 0, or 1 with `err` set when it is not JSON. */
+static int answer(const struct cli *c, const char *text, long status, json_t **reply, char *err,
+		  size_t errlen)
+{
+	int rc = sw_json_parse_object(text, strlen(text), reply, err, errlen);
+
+	if (rc) {
+		char why[512];
+		snprintf(why, sizeof(why), "%s", err);
+		sw_seterr(err, errlen, "the server's answer is not JSON: %s", why);
+		return 1;
+	}
+	if (status < 200 || status > 299) {
+		const char *msg = NULL;
+		sw_json_str(*reply, "error", 1000, 0, &msg, NULL, 0);
+		/* an error is printed whatever the output: an agent's words may be in it */
+		sw_printable(err, errlen, msg ? msg : "the server refused the request");
+	}
+	if (!c->json) {
+		json_t *shown = printable_copy(*reply, 0);
+
+		json_decref(*reply);
+		*reply = shown;
+	}
+	return 0;
+}
+
 /* One call with a body of `len` bytes (JSON text, or a package), waiting `timeout_ms`. */
 static int request(const struct cli *c, const char *method, const char *path, const char *text,
 		   size_t len, unsigned timeout_ms, long *status, json_t **reply, char *err,
 		   size_t errlen)
 {
-	char url[1024], ca[PATH_MAX + 16], crt[PATH_MAX + 16], key[PATH_MAX + 16];
+	char url[1024];
+	struct tls_files files;
 	char *resp = NULL;
 	int rc;
 
 	*reply = NULL;
 	*status = 0;
-	sw_path_join(ca, sizeof(ca), c->site, "ca.crt");
-	sw_path_join(crt, sizeof(crt), c->site, "admin.crt");
-	sw_path_join(key, sizeof(key), c->site, "admin.key");
 	snprintf(url, sizeof(url), "%s%s", c->url, path);
 	/* The server answers within the timeout it is given (the reason for a slow agent
 	 * included); the CLI's own deadline is a little longer, for a slow server. */
-	struct sw_http_client_opts o = {.ca_file = ca,
-					.cert_file = crt,
-					.key_file = key,
-					.connect_timeout_ms =
-					    c->timeout_ms < 5000 ? c->timeout_ms : 5000,
-					.peer_role = SW_PKI_ROLE_SERVER};
+	struct sw_http_client_opts o = client_opts(c, &files);
 	/* A server shedding load closes a new connection before any TLS work, so nothing
 	 * was sent: asked again shortly, within the CLI's own deadline. */
 	int64_t until = sw_mono_ms() + c->timeout_ms;
@@ -185,27 +225,136 @@ static int request(const struct cli *c, const char *method, const char *path, co
 		*status = 0;
 		return 1;
 	}
-	rc = sw_json_parse_object(resp, strlen(resp), reply, err, errlen);
+	rc = answer(c, resp, *status, reply, err, errlen);
 	free(resp);
-	if (rc) {
-		char why[512];
-		snprintf(why, sizeof(why), "%s", err);
-		sw_seterr(err, errlen, "the server's answer is not JSON: %s", why);
+	if (rc)
+		return 1;
+	return *status < 200 || *status > 299 ? 1 : 0;
+}
+
+/* A stream being followed, on a loop of its own. */
+struct following {
+	const struct cli *c;
+	const struct client_stream *cs;
+	struct sw_sse_parser parser;
+	int done, stopped;
+	struct sw_http_result res; /* body: the caller's copy below */
+	char *body;
+	char bad[300]; /* an event that is no JSON object */
+};
+
+static int on_stream_event(const struct sw_sse_event *ev, void *arg)
+{
+	struct following *f = arg;
+	json_t *data, *shown;
+	int rc;
+
+	if (sw_json_parse_object(ev->data, ev->len, &data, f->bad, sizeof(f->bad))) {
+		f->stopped = 1;
 		return 1;
 	}
-	if (*status < 200 || *status > 299) {
-		const char *msg = NULL;
-		sw_json_str(*reply, "error", 1000, 0, &msg, NULL, 0);
-		/* an error is printed whatever the output: an agent's words may be in it */
-		sw_printable(err, errlen, msg ? msg : "the server refused the request");
+	if (!f->c->json) {
+		shown = printable_copy(data, 0);
+		json_decref(data);
+		data = shown;
 	}
-	if (!c->json) {
-		json_t *shown = printable_copy(*reply, 0);
+	rc = f->cs->on_event(ev->type, data, f->cs->arg);
+	json_decref(data);
+	if (rc)
+		f->stopped = 1;
+	return rc;
+}
 
-		json_decref(*reply);
-		*reply = shown;
+static int on_stream_data(const char *data, size_t len, void *arg)
+{
+	struct following *f = arg;
+
+	/* a stream broken past its bounds is given up, as one the server ended */
+	return sw_sse_feed(&f->parser, data, len, f->bad, sizeof(f->bad));
+}
+
+static void on_stream_done(const struct sw_http_result *res, void *arg)
+{
+	struct following *f = arg;
+
+	f->done = 1;
+	f->res = *res;
+	f->body = strdup(res->body);
+}
+
+static void on_stream_tick(uv_timer_t *t)
+{
+	struct following *f = t->data;
+
+	f->cs->on_tick(f->cs->arg);
+}
+
+int client_stream(const struct cli *c, const char *path, unsigned total_ms, unsigned idle_ms,
+		  const struct client_stream *cs, long *status, json_t **reply, char *err,
+		  size_t errlen)
+{
+	struct following f = {.c = c, .cs = cs};
+	struct sw_http_client *client = NULL;
+	struct tls_files files;
+	struct sw_http_client_opts o = client_opts(c, &files);
+	char url[1024];
+	uv_loop_t loop;
+	uv_timer_t tick;
+	int rc;
+
+	*status = 0;
+	*reply = NULL;
+	snprintf(url, sizeof(url), "%s%s", c->url, path);
+	if (uv_loop_init(&loop) < 0) {
+		sw_seterr(err, errlen, "out of memory");
+		return 1;
 	}
-	return *status < 200 || *status > 299 ? 1 : 0;
+	/* an event as large as the largest answer the CLI takes */
+	sw_sse_parser_init(&f.parser, SW_HTTP_CLIENT_MAX_BODY, on_stream_event, &f);
+	uv_timer_init(&loop, &tick);
+	tick.data = &f;
+	if (cs->on_tick && cs->tick_ms)
+		uv_timer_start(&tick, on_stream_tick, cs->tick_ms, cs->tick_ms);
+	rc = sw_http_client_new(&loop, &o, &client);
+	if (!rc)
+		rc = sw_http_client_stream(client, url, "text/event-stream", total_ms, idle_ms,
+					   on_stream_data, on_stream_done, &f);
+	while (!rc && !f.done)
+		uv_run(&loop, UV_RUN_ONCE);
+	sw_http_client_free(client);
+	uv_close((uv_handle_t *)&tick, NULL);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	uv_loop_close(&loop);
+	sw_sse_parser_cleanup(&f.parser);
+	if (rc) {
+		sw_seterr(err, errlen, "server %s: %s", c->url, sw_strerror(rc));
+		return 1;
+	}
+	if (f.res.streamed) {
+		free(f.body);
+		if (f.bad[0]) {
+			sw_seterr(err, errlen, "server %s: the event stream: %s", c->url, f.bad);
+			return 2;
+		}
+		if (f.res.status == 0)
+			sw_seterr(err, errlen, "server %s: %s", c->url, f.res.error);
+		else
+			err[0] = '\0';
+		return 0;
+	}
+	if (f.res.status == 0) {
+		sw_seterr(err, errlen, "server %s: %s", c->url, f.res.error);
+		free(f.body);
+		return 1;
+	}
+	*status = f.res.status;
+	if (!f.body || answer(c, f.body, *status, reply, err, errlen)) {
+		if (!f.body)
+			sw_seterr(err, errlen, "out of memory");
+		*reply = NULL;
+	}
+	free(f.body);
+	return 1;
 }
 
 int client_request(const struct cli *c, const char *method, const char *path, json_t *body,

@@ -20,6 +20,14 @@
 
 #define POLL_MS	       300
 #define LOST_SERVER_MS 60000 /* the server may restart itself during a run */
+/* A run is followed on its event stream, opened again every STREAM_MS (no wait without
+ * a bound) and given up after STREAM_IDLE_MS without a byte: the server sends a
+ * keep-alive every 5 s. A broken stream is opened again after a pause that doubles from
+ * RECONNECT_MIN_MS to RECONNECT_MAX_MS. */
+#define STREAM_MS	 600000
+#define STREAM_IDLE_MS	 15000
+#define RECONNECT_MIN_MS 200
+#define RECONNECT_MAX_MS 1000
 
 static void upgrade_usage(void)
 {
@@ -310,36 +318,26 @@ static void progress(const json_t *run, json_t *last, int live)
 	}
 }
 
-/* Follows the run until it ends; the server may restart itself along the way. */
-static int follow(struct cli *c, json_t *run)
+/* Polls the run until it ends, for a server that answers no event stream; `*run` is
+ * the latest answer. 0 when the run has ended, 1 after an error said. */
+static int follow_poll(struct cli *c, json_t **run, json_t *last, int live)
 {
-	int live = !c->json && isatty(2);
-	json_t *last = json_object();
 	int64_t lost_since = 0;
 	char err[1100];
 	long status;
-	int rc;
 
-	if (run && !c->json && following(str(run, "state"))) {
-		char b[32];
-		fmt_secs(b, sizeof(b), num(run, "bound_ms"));
-		fprintf(stderr, "upgrade %lld: %lld systems, at most %s\n", num(run, "id"),
-			num(json_object_get(run, "counts"), "systems"), b);
-	}
-	while (run && following(str(run, "state"))) {
+	while (following(str(*run, "state"))) {
 		json_t *next = NULL;
 		struct timespec ts = {0, POLL_MS * 1000000L};
 
 		if (!c->json)
-			progress(run, last, live);
+			progress(*run, last, live);
 		nanosleep(&ts, NULL);
 		if (client_request(c, "GET", "/v1/upgrades/current", NULL, &status, &next, err,
 				   sizeof(err))) {
 			json_decref(next);
 			if (status != 0) {
 				cli_error("%s", err);
-				json_decref(run);
-				json_decref(last);
 				return 1;
 			}
 			if (!lost_since)
@@ -349,15 +347,172 @@ static int follow(struct cli *c, json_t *run)
 				    "%s; the upgrade goes on in the server: see `siteward upgrade "
 				    "status`",
 				    err);
-				json_decref(run);
-				json_decref(last);
 				return 1;
 			}
 			continue;
 		}
 		lost_since = 0;
+		json_decref(*run);
+		*run = next;
+	}
+	return 0;
+}
+
+/* The run as its event stream rebuilds it: `run` whole, a `system` in its place, the
+ * `summary` over the run's own fields. */
+struct follow {
+	struct cli *c;
+	json_t *run, *last;
+	int live, ended;
+	int64_t run_at; /* when the run's own fields last came: the live line's clock goes on */
+};
+
+static void replace_system(json_t *run, json_t *y)
+{
+	json_t *systems = json_object_get(run, "systems"), *x;
+	size_t i;
+
+	json_array_foreach(systems, i, x) if (strcmp(str(x, "name"), str(y, "name")) == 0)
+	{
+		json_array_set(systems, i, y);
+		return;
+	}
+	json_array_append(systems, y);
+}
+
+static int on_run_event(const char *type, json_t *data, void *arg)
+{
+	struct follow *f = arg;
+	const char *key;
+	json_t *v;
+
+	if (strcmp(type, "end") == 0) {
+		f->ended = 1;
+		return 1;
+	}
+	if (strcmp(type, "run") == 0) {
+		json_decref(f->run);
+		f->run = json_incref(data);
+	} else if (strcmp(type, "system") == 0) {
+		replace_system(f->run, data);
+		return 0;
+	} else if (strcmp(type, "summary") == 0) {
+		json_object_foreach(data, key, v) json_object_set(f->run, key, v);
+	} else {
+		return 0; /* an event of a later server */
+	}
+	f->run_at = sw_mono_ms();
+	if (!f->c->json && following(str(f->run, "state")))
+		progress(f->run, f->last, f->live);
+	return 0;
+}
+
+/* Between events the live line's time goes on, as it did when each poll brought it. */
+static void on_run_tick(void *arg)
+{
+	struct follow *f = arg;
+	json_t *shown;
+
+	if (!f->live || !following(str(f->run, "state")))
+		return;
+	shown = json_copy(f->run);
+	json_object_set_new(shown, "elapsed_ms",
+			    json_integer(num(f->run, "elapsed_ms") + sw_mono_ms() - f->run_at));
+	progress(shown, f->last, 1);
+	json_decref(shown);
+}
+
+/* Follows the run's event stream until the run ends: 0, the final run in `*run`; 1
+ * after an error said; 2 when the server answers no stream (an older one, or one at its
+ * limit of watchers), with what it answered, if anything, in `*run`: the caller polls.
+ * A stream that breaks (the server restarts itself in its own upgrade) is opened again
+ * after a growing pause, within LOST_SERVER_MS of the server answering last. */
+static int follow_stream(struct cli *c, json_t **run, json_t *last, int live)
+{
+	struct follow f = {.c = c, .run = *run, .last = last, .live = live};
+	struct client_stream cs = {
+	    .on_event = on_run_event, .on_tick = on_run_tick, .tick_ms = POLL_MS, .arg = &f};
+	int64_t lost_since = 0;
+	unsigned pause_ms = 0;
+	char err[1100];
+	int rc = 0;
+
+	f.run_at = sw_mono_ms();
+	for (;;) {
+		json_t *reply = NULL;
+		long status;
+		int got = client_stream(c, "/v1/upgrades/current", STREAM_MS, STREAM_IDLE_MS, &cs,
+					&status, &reply, err, sizeof(err));
+
+		if (got == 2) {
+			cli_error("%s", err);
+			rc = 1;
+			break;
+		} else if (got == 0) {
+			if (f.ended)
+				break;
+			/* it ran and ended: the server stops, or the stream's own deadline */
+			lost_since = 0;
+			pause_ms = 0;
+		} else if (status == 0) {
+			if (!lost_since)
+				lost_since = sw_mono_ms();
+			if (sw_mono_ms() - lost_since > LOST_SERVER_MS) {
+				cli_error(
+				    "%s; the upgrade goes on in the server: see `siteward upgrade "
+				    "status`",
+				    err);
+				rc = 1;
+				break;
+			}
+		} else if ((status >= 200 && status < 300 && reply) || status == 503) {
+			if (reply) {
+				json_decref(f.run);
+				f.run = reply;
+			}
+			rc = 2;
+			break;
+		} else {
+			json_decref(reply);
+			cli_error("%s", err);
+			rc = 1;
+			break;
+		}
+		pause_ms = pause_ms
+			       ? (pause_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS : pause_ms * 2)
+			       : RECONNECT_MIN_MS;
+		struct timespec ts = {pause_ms / 1000, (long)(pause_ms % 1000) * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	*run = f.run;
+	return rc;
+}
+
+/* Follows the run until it ends, by its event stream or, from a server without one, by
+ * polling; the server may restart itself along the way. */
+static int follow(struct cli *c, json_t *run)
+{
+	int live = !c->json && isatty(2);
+	json_t *last = json_object();
+	int rc = 0;
+
+	if (run && !c->json && following(str(run, "state"))) {
+		char b[32];
+		fmt_secs(b, sizeof(b), num(run, "bound_ms"));
+		fprintf(stderr, "upgrade %lld: %lld systems, at most %s\n", num(run, "id"),
+			num(json_object_get(run, "counts"), "systems"), b);
+	}
+	if (run && following(str(run, "state"))) {
+		if (!c->json)
+			progress(run, last, live);
+		rc = follow_stream(c, &run, last, live);
+		if (rc == 2)
+			rc = follow_poll(c, &run, last, live);
+	}
+	if (rc) {
 		json_decref(run);
-		run = next;
+		json_decref(last);
+		return 1;
 	}
 	if (live)
 		fprintf(stderr, "\r\033[K");

@@ -159,68 +159,83 @@ export function errorBox(e) {
   return h("p", { class: "msg bad", role: "alert" }, e.message || String(e));
 }
 
-// Follows the site's latest upgrade run: `onRun(run)` on every change, `onEnd(run)`
-// once when it ends; null when none has run. Returns a function that stops following.
+// Follows the site's latest upgrade run: `onRun(run)` on every change (null when none
+// has run; undefined and an error when the server cannot be asked), `onEnd(run)` when a
+// run followed ends. Returns a function that stops following; its `now()` looks at
+// once (after a run was started from the page).
 //
-// The run's event stream (GET /v1/upgrades/current as text/event-stream) is used where
-// the server has it; a server without it is asked once a second instead.
+// A run under way comes as the server's event stream (GET /v1/upgrades/current as
+// text/event-stream): the run whole, then each system that changed and the run's
+// summary, then the end. Between runs, or while the server restarts in its own upgrade
+// (which ends the stream), the plain GET is asked now and then.
 export function followRun(onRun, onEnd) {
-  let stopped = false, timer = null, source = null, lastState = "";
-  const ended = (run) => {
-    if (!run || run.state === "running" || run.state === "rolling-back") return false;
-    return true;
+  let stopped = false, timer = null, source = null, run = null;
+  const later = (fn, ms) => {
+    clearTimeout(timer);
+    if (!stopped) timer = setTimeout(fn, ms);
   };
-  const poll = async () => {
-    if (stopped) return;
+  const look = async () => {
+    clearTimeout(timer);
+    if (source) return;
     try {
-      const run = await api("GET", "/v1/upgrades/current");
+      const r = await api("GET", "/v1/upgrades/current");
       if (stopped) return;
-      onRun(run);
-      if (ended(run) && lastState !== run.state && lastState !== "") onEnd(run);
-      lastState = run.state;
+      run = r;
+      onRun(r);
+      if (ACTIVE_RUN.has(r.state)) {
+        if (window.EventSource) return stream();
+        return later(look, 1000);
+      }
     } catch (e) {
       if (stopped) return;
       if (e.status === 404) onRun(null);
       else onRun(undefined, e);
     }
-    timer = setTimeout(poll, document.hidden ? 5000 : 1000);
+    later(look, document.hidden ? 10000 : 2000);
+  };
+  const changed = (next) => {
+    run = next;
+    onRun(run);
   };
   const stream = () => {
     source = new EventSource("/v1/upgrades/current");
-    let heard = false;
-    source.addEventListener("run", (ev) => {
-      heard = true;
-      onRun(JSON.parse(ev.data));
+    source.addEventListener("run", (ev) => changed(JSON.parse(ev.data)));
+    source.addEventListener("system", (ev) => {
+      if (!run) return;
+      const y = JSON.parse(ev.data);
+      const systems = run.systems.slice();
+      const i = systems.findIndex((x) => x.name === y.name);
+      if (i >= 0) systems[i] = y;
+      else systems.push(y);
+      changed(Object.assign({}, run, { systems }));
     });
-    source.addEventListener("end", (ev) => {
-      heard = true;
-      const run = ev.data ? JSON.parse(ev.data) : null;
-      if (run) onRun(run);
-      onEnd(run);
+    source.addEventListener("summary", (ev) => {
+      if (run) changed(Object.assign({}, run, JSON.parse(ev.data), { systems: run.systems }));
+    });
+    source.addEventListener("end", () => {
       source.close();
       source = null;
-      // a run that ends may be resumed or rolled back: look again now and then
-      if (!stopped) timer = setTimeout(start, 2000);
+      onEnd(run);
+      later(look, 2000);
     });
     source.onerror = () => {
-      if (stopped || !source) return;
+      if (!source) return;
+      // the server went away (its own upgrade restarts it): ask again shortly
       source.close();
       source = null;
-      // no stream here (an older server, or no run yet): ask instead
-      if (!heard) poll();
-      else timer = setTimeout(start, 1000);
+      later(look, 1000);
     };
   };
-  const start = () => (window.EventSource && streams ? stream() : poll());
-  start();
-  return () => {
+  look();
+  const stop = () => {
     stopped = true;
     clearTimeout(timer);
     if (source) source.close();
   };
+  stop.now = () => look();
+  return stop;
 }
-// Whether the server sends the run as an event stream (set once that is merged).
-const streams = false;
+const ACTIVE_RUN = new Set(["running", "rolling-back"]);
 
 // A table whose columns sort on a click or Enter, for a few hundred rows at most
 // (the systems list has its own, for thousands).

@@ -32,13 +32,14 @@ function runView(run) {
       run.finished_at ? `, finished ${when(run.finished_at)}` : ""));
 }
 
-function actions(run, out) {
+function actions(run, out, follow) {
   if (!can("operator") || !run || ACTIVE.has(run.state)) return null;
   const act = (name) => h("button", { type: "button", id: name, onclick: async (ev) => {
     ev.target.disabled = true;
     try {
       await api("POST", "/v1/upgrades/current/" + name, {});
       clear(out, h("p", { class: "msg info" }, `${name} started`));
+      follow.now();
     } catch (e) {
       clear(out, errorBox(e));
     } finally {
@@ -50,7 +51,7 @@ function actions(run, out) {
 }
 
 // The package goes up once per file chosen; check and start name it by its hash.
-function startForm(out) {
+function startForm(out, follow) {
   const file = h("input", { type: "file", id: "package", accept: ".pkg",
     "aria-label": "Service pack" });
   const num = (id, label, value, min, max, step) => h("label", null, label,
@@ -109,6 +110,7 @@ function startForm(out) {
     try {
       await api("POST", "/v1/upgrades", await body());
       clear(out, h("p", { class: "msg info" }, "upgrade started"));
+      follow.now();
       clear(report);
     } catch (e) {
       clear(report, errorBox(e));
@@ -123,15 +125,17 @@ export function render(main) {
   const live = h("div", { "aria-live": "polite" }, h("p", { class: "quiet" }, "Loading…"));
   const out = h("div");
   const acts = h("div");
+  const note = h("div", { class: "quiet" });
+  const follow = { now: () => {} };
   clear(main, h("h1", null, "Upgrades"),
-    h("section", { class: "card" }, h("h2", null, "Latest run"), live, acts, out),
-    can("operator") ? startForm(out) : null);
+    h("section", { class: "card" }, h("h2", null, "Latest run"), note, live, acts, out),
+    can("operator") ? startForm(out, follow) : null);
   let last = "";
-  return followRun((run, err) => {
-    if (err) {
-      clear(live, errorBox(err));
-      return;
-    }
+  const stop = followRun((run, err) => {
+    // the last run shown stays while the server cannot be asked (it restarts in its
+    // own upgrade)
+    clear(note, err ? errorBox(err) : null);
+    if (err) return;
     const key = JSON.stringify(run);
     if (key === last) return;
     last = key;
@@ -141,6 +145,8 @@ export function render(main) {
       return;
     }
     clear(live, runView(run));
-    clear(acts, actions(run, out));
+    clear(acts, actions(run, out, follow));
   }, () => {});
+  follow.now = stop.now;
+  return stop;
 }

@@ -60,6 +60,15 @@ struct transfer {
 	int io_errno;	     /* writing the file failed */
 	char range[32];	     /* "N-" */
 	char path[PATH_MAX]; /* for messages */
+	/* A stream (on_data set): its type, whether the answer is one (0: not known yet,
+	 * 1: it is, 2: it is not), whether on_data ended it, its idle bound, and its own
+	 * headers (the client's and Accept). */
+	sw_http_data_fn on_data;
+	char stream_type[64];
+	int stream_state, stopped;
+	unsigned idle_ms;
+	uv_timer_t *idle; /* restarted by every byte of the stream */
+	struct curl_slist *headers;
 };
 
 struct sock {
@@ -69,6 +78,7 @@ struct sock {
 };
 
 static void check_done(struct sw_http_client *c);
+static void transfer_free(struct transfer *t);
 
 static void on_poll(uv_poll_t *p, int status, int events)
 {
@@ -213,6 +223,55 @@ static size_t on_write_file(char *ptr, size_t size, size_t nmemb, void *userdata
 	return n;
 }
 
+/* Whether the answer whose body arrives is the stream asked for. */
+static int stream_state(struct transfer *t)
+{
+	long status = 0;
+	char *type = NULL;
+
+	if (!t->stream_state) {
+		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+		curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &type);
+		t->stream_state =
+		    status >= 200 && status < 300 && type &&
+			    strncasecmp(type, t->stream_type, strlen(t->stream_type)) == 0
+			? 1
+			: 2;
+	}
+	return t->stream_state;
+}
+
+/* A stream's body goes to on_data as it comes; another answer's is kept (on_write). */
+static size_t on_write_stream(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	struct transfer *t = userdata;
+	size_t n = size * nmemb;
+
+	if (t->idle)
+		uv_timer_again(t->idle);
+	if (stream_state(t) != 1)
+		return on_write(ptr, size, nmemb, userdata);
+	if (t->on_data(ptr, n, t->arg)) {
+		t->stopped = 1;
+		return 0; /* curl ends the transfer with a write error */
+	}
+	return n;
+}
+
+/* A stream that carried nothing for its idle bound: given up, its caller told. */
+static void on_stream_idle(uv_timer_t *h)
+{
+	struct transfer *t = h->data;
+	struct sw_http_result res = {.code = SW_ETIMEDOUT, .body = ""};
+
+	res.streamed = stream_state(t) == 1;
+	snprintf(res.error, sizeof(res.error), "no byte of the %s for %u s (after %.1f s)",
+		 res.streamed ? "stream" : "answer", (t->idle_ms + 999) / 1000,
+		 (double)(uv_hrtime() - t->added) / 1e9);
+	t->cb(&res, t->arg);
+	transfer_free(t);
+}
+
 /* Notes where a 206's bytes start ("Content-Range: bytes 100-199/200"); a new response
  * (after a 100 Continue, say) forgets what an earlier one said. */
 static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata)
@@ -233,6 +292,11 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata)
 	return n;
 }
 
+static void on_handle_freed(uv_handle_t *h)
+{
+	free(h);
+}
+
 static void transfer_free(struct transfer *t)
 {
 	if (t->pprev) {
@@ -242,6 +306,11 @@ static void transfer_free(struct transfer *t)
 	}
 	curl_multi_remove_handle(t->c->multi, t->easy);
 	curl_easy_cleanup(t->easy);
+	curl_slist_free_all(t->headers);
+	if (t->idle) {
+		uv_timer_stop(t->idle);
+		uv_close((uv_handle_t *)t->idle, on_handle_freed);
+	}
 	if (t->fd >= 0)
 		close(t->fd);
 	free(t->body);
@@ -565,7 +634,10 @@ static void check_done(struct sw_http_client *c)
 		memset(&res, 0, sizeof(res));
 		res.body = t->body ? t->body : "";
 		res.len = t->len;
-		if (msg->data.result == CURLE_OK) {
+		if (t->on_data)
+			res.streamed = stream_state(t) == 1;
+		if (msg->data.result == CURLE_OK ||
+		    (msg->data.result == CURLE_WRITE_ERROR && t->stopped)) {
 			curl_off_t after = 0;
 
 			curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &res.status);
@@ -777,6 +849,60 @@ int sw_http_client_request_to(struct sw_http_client *c, const char *peer_name, c
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
 	else if (strcmp(method, "POST") == 0 && !body)
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
+	return transfer_add(t);
+}
+
+/* A header of the transfer's own list. */
+static int header_add(struct transfer *t, const char *header)
+{
+	struct curl_slist *l = curl_slist_append(t->headers, header);
+
+	if (!l)
+		return SW_ENOMEM;
+	t->headers = l;
+	return 0;
+}
+
+int sw_http_client_stream(struct sw_http_client *c, const char *url, const char *type,
+			  unsigned timeout_ms, unsigned idle_ms, sw_http_data_fn on_data,
+			  sw_http_done cb, void *arg)
+{
+	struct transfer *t;
+	char accept[80];
+
+	if (strlen(type) >= sizeof(t->stream_type) || !on_data)
+		return SW_EINVAL;
+	if (!(t = transfer_new(c, url, timeout_ms, arg)))
+		return SW_ENOMEM;
+	t->cb = cb;
+	t->on_data = on_data;
+	t->idle_ms = idle_ms;
+	snprintf(t->stream_type, sizeof(t->stream_type), "%s", type);
+	snprintf(accept, sizeof(accept), "Accept: %s", type);
+	for (struct curl_slist *h = c->headers; h; h = h->next)
+		if (header_add(t, h->data)) {
+			transfer_free(t);
+			return SW_ENOMEM;
+		}
+	if (header_add(t, accept)) {
+		transfer_free(t);
+		return SW_ENOMEM;
+	}
+	curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers);
+	curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, on_write_stream);
+	curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
+	/* A stream's bound beside its total deadline: a server sends a keep-alive while
+	 * idle, so a stream that carries nothing at all for this long is gone. (curl's
+	 * low-speed check averages over seconds, and would take up to 5 s longer.) */
+	if (idle_ms) {
+		if (!(t->idle = malloc(sizeof(*t->idle)))) {
+			transfer_free(t);
+			return SW_ENOMEM;
+		}
+		uv_timer_init(c->loop, t->idle);
+		t->idle->data = t;
+		uv_timer_start(t->idle, on_stream_idle, idle_ms, idle_ms);
+	}
 	return transfer_add(t);
 }
 

@@ -50,6 +50,7 @@ struct sw_http_result {
 	int code;		/* 0, or an SW_E* code when status is 0 */
 	unsigned retry_after_s; /* the answer's Retry-After in seconds (at most a day), or 0 */
 	char error[256];	/* why the transfer failed: "no answer after 121.0 s" … */
+	int streamed;		/* sw_http_client_stream(): the answer was the stream asked for */
 };
 
 typedef void (*sw_http_done)(const struct sw_http_result *res, void *arg);
@@ -90,6 +91,19 @@ int sw_http_client_request(struct sw_http_client *c, const char *method, const c
 int sw_http_client_request_to(struct sw_http_client *c, const char *peer_name, const char *method,
 			      const char *url, const char *body, size_t len, unsigned timeout_ms,
 			      sw_http_done cb, void *arg);
+
+/* A streamed answer (an event stream): GET `url` with "Accept: `type`"; an answer of
+ * status 2xx and of Content-Type `type` is given to `on_data` piece by piece as it
+ * arrives, which returns 0 to go on and anything else to end the transfer there. An
+ * answer of another status or type is kept whole, bounded, and given to `cb` as a
+ * request's is. `cb` is called once, from the loop, at the end; for a stream with
+ * `streamed` set and an empty body, and status 0 with the reason when it ended by
+ * anything but the server's end or `on_data`'s: the total deadline `timeout_ms`, or
+ * `idle_ms` without a byte of it ("no byte of the stream for 15 s"). */
+typedef int (*sw_http_data_fn)(const char *data, size_t len, void *arg);
+int sw_http_client_stream(struct sw_http_client *c, const char *url, const char *type,
+			  unsigned timeout_ms, unsigned idle_ms, sw_http_data_fn on_data,
+			  sw_http_done cb, void *arg);
 
 /* Downloads `url` (GET) into the file `path`, resuming: bytes already in the file are
  * kept and only the rest is asked for (Range: bytes=N-). A server that answers 206 has

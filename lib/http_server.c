@@ -3,6 +3,7 @@
 #include "error.h"
 #include "json.h"
 #include "log.h"
+#include "sse.h"
 #include "util.h"
 
 #include <arpa/inet.h>
@@ -17,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* While a TLS handshake waits for its client, libmicrohttpd 0.9.75 in epoll mode reports
@@ -48,6 +50,11 @@
 
 /* How long accepting pauses after accept() met EMFILE with no connection open. */
 #define EMFILE_PAUSE_MS 100
+
+/* An event stream's socket sends at most this much ahead of its reader, beside the
+ * stream's own queue: the kernel would otherwise grow it to megabytes per slow reader. */
+#define STREAM_SNDBUF (64 * 1024)
+#define KEEPALIVE     ": keep-alive\n\n"
 
 struct sw_http_server {
 	uv_loop_t *loop;
@@ -96,6 +103,55 @@ struct sw_http_server {
 	const char *const *headers; /* every answer's (opts.headers) */
 	unsigned (*admit)(void *arg, struct sw_http_req *req, char *msg, size_t len);
 	struct route_mx *mx; /* one a route, then one for requests no route matched */
+	/* event streams (sw_http_stream_open) */
+	struct sw_http_stream *streams; /* open ones, newest first */
+	unsigned nstreams, max_streams, stream_keepalive_ms;
+	size_t stream_buffer;
+	uv_timer_t stream_timer;	 /* keep-alives, closes that linger, the log of drops */
+	struct sw_http_event *keepalive; /* the comment every idle stream is sent */
+	/* A stream's reader took bytes in this run: more follow at the next, which comes at
+	 * once (a stream whose socket is full takes none, and backs off as before). */
+	int stream_out;
+	uint64_t streams_dropped;	       /* for slowness, since the last report */
+	char dropped_peer[INET6_ADDRSTRLEN];   /* the last of them */
+	int64_t streams_refused_ms;	       /* when refusals at the limit were last told */
+	struct sw_gauge *mx_streams;	       /* open now */
+	struct sw_counter *mx_streams_dropped; /* for slowness, ever */
+};
+
+/* An event as it goes out, made once and shared by every stream it is queued on. */
+struct sw_http_event {
+	unsigned refs;
+	size_t len;
+	char text[];
+};
+
+/* An event queued on a stream. */
+struct piece {
+	struct piece *next;
+	struct sw_http_event *ev;
+};
+
+/* One event stream: the events its connection has yet to take, and how it ends. */
+struct sw_http_stream {
+	struct sw_http_server *srv;
+	struct sw_http_req *req;
+	struct sw_http_stream *prev, *next;
+	struct piece *head, **tail; /* unsent, oldest first */
+	size_t off;		    /* bytes of the head's event already taken */
+	size_t len;		    /* unsent bytes in all */
+	/* What is left of an event that found the queue empty: it may be of any size, and
+	 * only the bytes queued behind it count against the bound. */
+	size_t exempt;
+	int fd;
+	int64_t queued_ms; /* when bytes were last queued: a keep-alive is due after */
+	int64_t closed_ms; /* when the program closed it */
+	int suspended;	   /* parked by its content reader, nothing to send */
+	int closing;	   /* the program closed it: ends once drained */
+	int dropped;	   /* ends now, for `why` */
+	enum sw_http_stream_end why;
+	sw_http_stream_ended ended; /* NULL once the program has let go */
+	void *arg;
 };
 
 /* A route's requests, counted by status class and timed from their headers to the
@@ -139,6 +195,7 @@ struct sw_http_req {
 	int dispatched, suspended, too_big, streaming;
 	int audited; /* an administrator's change: its answer goes by the audit hook */
 	int held;    /* its answer waits for sw_http_reply_release() */
+	struct sw_http_stream *stream; /* the request is answered with an event stream */
 	/* a SW_HTTP_BODY_FILE route's body: the file it goes to, and the first write error */
 	int body_fd;
 	char *body_file;
@@ -207,6 +264,12 @@ static void server_run(struct sw_http_server *srv, int activity)
 	 * 70-170 ms. A body that stalls takes in nothing, and backs off as before. */
 	if (srv->body_reads != body_reads)
 		activity = 1;
+	/* Likewise a run in which a stream's reader took bytes: the chunk goes out at the
+	 * next, and the reader asks for more after it. */
+	if (srv->stream_out) {
+		srv->stream_out = 0;
+		activity = 1;
+	}
 	if (MHD_get_timeout(srv->mhd, &timeout) != MHD_YES && !kicked) {
 		uv_timer_stop(&srv->timer);
 		srv->zero_streak = 0;
@@ -844,8 +907,12 @@ static void count_request(const struct sw_http_req *req)
 		return; /* not counted, or dropped before an answer */
 	mx = &srv->mx[req->route ? (size_t)(req->route - srv->routes) : srv->nroutes];
 	sw_counter_inc(mx->done[req->status / 100 - 2]);
-	sw_histogram_observe(mx->seconds, (uv_hrtime() - req->started_ns) / 1000);
+	/* a stream lasts as long as its watcher: that is no request's latency */
+	if (!req->stream)
+		sw_histogram_observe(mx->seconds, (uv_hrtime() - req->started_ns) / 1000);
 }
+
+static void stream_end(struct sw_http_stream *st);
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
@@ -855,6 +922,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (!req)
 		return;
 	count_request(req);
+	if (req->stream)
+		stream_end(req->stream);
 	if (req->streaming)
 		req->srv->streaming--;
 	if (req->response)
@@ -1153,6 +1222,333 @@ void sw_http_reply_file(struct sw_http_req *req, int fd, uint64_t size, uint64_t
 	}
 }
 
+/* --- event streams --- */
+
+static void on_stream_timer(uv_timer_t *t);
+
+/* How often the streams are looked at: a fifth of the keep-alive interval. */
+static uint64_t stream_tick(const struct sw_http_server *srv)
+{
+	unsigned ms = srv->stream_keepalive_ms / 5;
+
+	return ms < 10 ? 10 : ms > 1000 ? 1000 : ms;
+}
+
+/* The next run comes at once: a parked stream has bytes again, or is to end. */
+static void stream_wake(struct sw_http_stream *st)
+{
+	struct sw_http_server *srv = st->srv;
+
+	if (!st->suspended)
+		return;
+	st->suspended = 0;
+	resume(st->req);
+	if (!srv->in_run)
+		uv_timer_start(&srv->timer, on_timer, 0, 0);
+}
+
+/* libmicrohttpd's content reader: the next bytes of the stream, if any. With none it
+ * parks the connection (here is the one place besides a handler where libmicrohttpd
+ * lets that be done), so an idle stream costs no run and no timeout. */
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+	struct sw_http_stream *st = cls;
+	size_t n;
+
+	(void)pos;
+	if (st->dropped)
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	if (st->len == 0) {
+		if (st->closing)
+			return MHD_CONTENT_READER_END_OF_STREAM;
+		st->suspended = 1;
+		MHD_suspend_connection(st->req->conn);
+		return 0;
+	}
+	for (n = 0; n < max && st->head;) {
+		struct piece *p = st->head;
+		size_t take = p->ev->len - st->off < max - n ? p->ev->len - st->off : max - n;
+
+		memcpy(out + n, p->ev->text + st->off, take);
+		n += take;
+		st->off += take;
+		if (st->off == p->ev->len) {
+			st->head = p->next;
+			if (!st->head)
+				st->tail = &st->head;
+			st->off = 0;
+			sw_http_event_free(p->ev);
+			free(p);
+		}
+	}
+	st->len -= n;
+	st->exempt = st->exempt > n ? st->exempt - n : 0;
+	st->srv->stream_out = 1;
+	return (ssize_t)n;
+}
+
+static void stream_empty(struct sw_http_stream *st)
+{
+	while (st->head) {
+		struct piece *p = st->head;
+
+		st->head = p->next;
+		sw_http_event_free(p->ev);
+		free(p);
+	}
+	st->tail = &st->head;
+	st->off = st->len = st->exempt = 0;
+}
+
+/* Ends the stream now. A parked one is woken to end itself; one whose reader has
+ * stopped taking bytes waits for its socket, which will not come: the socket is shut
+ * and reset, and libmicrohttpd closes the connection when epoll says so. */
+static void stream_drop(struct sw_http_stream *st, enum sw_http_stream_end why)
+{
+	struct sw_http_server *srv = st->srv;
+
+	if (st->dropped)
+		return;
+	st->dropped = 1;
+	st->why = why;
+	stream_empty(st);
+	if (why == SW_HTTP_STREAM_SLOW) {
+		srv->streams_dropped++;
+		sw_counter_inc(srv->mx_streams_dropped);
+		snprintf(srv->dropped_peer, sizeof(srv->dropped_peer), "%s", st->req->peer);
+	}
+	if (st->suspended) {
+		stream_wake(st);
+		return;
+	}
+	if (st->fd >= 0) {
+		struct linger lg = {1, 0};
+
+		setsockopt(st->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		shutdown(st->fd, SHUT_RDWR);
+	}
+	if (!srv->in_run)
+		uv_timer_start(&srv->timer, on_timer, 0, 0);
+}
+
+/* Whether `n` more bytes keep the stream within its bound; drops it if not. */
+static int stream_fits(struct sw_http_stream *st, size_t n)
+{
+	if (st->len > 0 && st->len - st->exempt + n > st->srv->stream_buffer) {
+		stream_drop(st, SW_HTTP_STREAM_SLOW);
+		return 0;
+	}
+	return 1;
+}
+
+/* Queues `ev` (a reference of the stream's own) and wakes the stream. */
+static int stream_queue(struct sw_http_stream *st, struct sw_http_event *ev)
+{
+	struct piece *p = malloc(sizeof(*p));
+
+	if (!p)
+		return SW_ENOMEM;
+	p->next = NULL;
+	p->ev = ev;
+	ev->refs++;
+	*st->tail = p;
+	st->tail = &p->next;
+	if (st->len == 0)
+		st->exempt = ev->len;
+	st->len += ev->len;
+	st->queued_ms = sw_mono_ms();
+	stream_wake(st);
+	return 0;
+}
+
+int sw_http_event_new(const char *event, const char *data, size_t len, struct sw_http_event **out)
+{
+	struct sw_http_event *ev;
+	size_t n;
+
+	*out = NULL;
+	if (event && !sw_sse_name_ok(event))
+		return SW_EINVAL;
+	n = sw_sse_format(NULL, 0, event, data, len);
+	if (!(ev = malloc(sizeof(*ev) + n)))
+		return SW_ENOMEM;
+	ev->refs = 1;
+	ev->len = sw_sse_format(ev->text, n, event, data, len);
+	*out = ev;
+	return 0;
+}
+
+void sw_http_event_free(struct sw_http_event *ev)
+{
+	if (ev && --ev->refs == 0)
+		free(ev);
+}
+
+int sw_http_stream_send_event(struct sw_http_stream *st, struct sw_http_event *ev)
+{
+	if (st->dropped || st->closing || st->srv->closing)
+		return SW_EBUSY;
+	if (!stream_fits(st, ev->len))
+		return SW_ETOOBIG;
+	return stream_queue(st, ev);
+}
+
+int sw_http_stream_send(struct sw_http_stream *st, const char *event, const char *data, size_t len)
+{
+	struct sw_http_event *ev;
+	int rc;
+
+	if (event && !sw_sse_name_ok(event))
+		return SW_EINVAL;
+	if (st->dropped || st->closing || st->srv->closing)
+		return SW_EBUSY;
+	if ((rc = sw_http_event_new(event, data, len, &ev)))
+		return rc;
+	rc = sw_http_stream_send_event(st, ev);
+	sw_http_event_free(ev);
+	return rc;
+}
+
+size_t sw_http_stream_pending(const struct sw_http_stream *st)
+{
+	return st->len;
+}
+
+void sw_http_stream_close(struct sw_http_stream *st)
+{
+	st->ended = NULL;
+	if (st->closing || st->dropped)
+		return;
+	st->closing = 1;
+	st->closed_ms = sw_mono_ms();
+	stream_wake(st);
+}
+
+int sw_http_stream_open(struct sw_http_req *req, sw_http_stream_ended ended, void *arg,
+			struct sw_http_stream **out)
+{
+	struct sw_http_server *srv = req->srv;
+	const union MHD_ConnectionInfo *ci;
+	struct sw_http_stream *st;
+	struct MHD_Response *resp;
+	int64_t now = sw_mono_ms();
+
+	*out = NULL;
+	if (req->local_done || !req->conn)
+		return SW_EINVAL;
+	if (srv->closing)
+		return SW_EBUSY;
+	if (srv->nstreams >= srv->max_streams) {
+		if (!srv->streams_refused_ms ||
+		    now - srv->streams_refused_ms >= LIMIT_WARN_INTERVAL_MS) {
+			sw_warn("http: at the limit of %u event streams: more are refused with 503 "
+				"(the latest from %s)",
+				srv->max_streams, req->peer);
+			srv->streams_refused_ms = now;
+		}
+		return SW_EBUSY;
+	}
+	if (!(st = calloc(1, sizeof(*st))))
+		return SW_ENOMEM;
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 1024, stream_read, st, NULL);
+	if (!resp) {
+		free(st);
+		return SW_ENOMEM;
+	}
+	MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+	MHD_add_response_header(resp, "Cache-Control", "no-store");
+	add_headers(resp, srv->headers);
+	st->srv = srv;
+	st->req = req;
+	st->tail = &st->head;
+	st->ended = ended;
+	st->arg = arg;
+	st->queued_ms = now;
+	st->fd = -1;
+	ci = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (ci) {
+		int sndbuf =
+		    srv->stream_buffer < STREAM_SNDBUF ? (int)srv->stream_buffer : STREAM_SNDBUF;
+
+		st->fd = ci->connect_fd;
+		setsockopt(st->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	}
+	if (req->response)
+		MHD_destroy_response(req->response);
+	req->response = resp;
+	req->status = 200;
+	req->stream = st;
+	st->next = srv->streams;
+	if (st->next)
+		st->next->prev = st;
+	srv->streams = st;
+	if (srv->nstreams++ == 0 && !uv_is_active((uv_handle_t *)&srv->stream_timer))
+		uv_timer_start(&srv->stream_timer, on_stream_timer, stream_tick(srv),
+			       stream_tick(srv));
+	sw_gauge_set(srv->mx_streams, srv->nstreams);
+	if (req->suspended) { /* opened later than the handler's call */
+		req->suspended = 0;
+		resume(req);
+		uv_timer_start(&srv->timer, on_timer, 0, 0);
+	}
+	*out = st;
+	return 0;
+}
+
+/* The request of a stream is over (libmicrohttpd's completion, or the server's stop). */
+static void stream_end(struct sw_http_stream *st)
+{
+	struct sw_http_server *srv = st->srv;
+	enum sw_http_stream_end why = st->dropped    ? st->why
+				      : srv->closing ? SW_HTTP_STREAM_STOPPED
+						     : SW_HTTP_STREAM_GONE;
+
+	if (st->prev)
+		st->prev->next = st->next;
+	else
+		srv->streams = st->next;
+	if (st->next)
+		st->next->prev = st->prev;
+	srv->nstreams--;
+	sw_gauge_set(srv->mx_streams, srv->nstreams);
+	st->req->stream = NULL;
+	if (st->ended)
+		st->ended(st, why, st->arg);
+	stream_empty(st);
+	free(st);
+}
+
+/* Keep-alives for idle streams, the end of closes that linger, and one line for the
+ * streams dropped since the last. */
+static void on_stream_timer(uv_timer_t *t)
+{
+	struct sw_http_server *srv = t->data;
+	int64_t now = sw_mono_ms();
+
+	for (struct sw_http_stream *st = srv->streams; st; st = st->next) {
+		if (st->dropped)
+			continue;
+		if (st->closing) {
+			if (now - st->closed_ms >= srv->stream_keepalive_ms)
+				stream_drop(st, SW_HTTP_STREAM_GONE);
+			continue;
+		}
+		/* only a parked one: one with bytes waiting is writing, and finds out so
+		 * whether its client is there */
+		if (st->len == 0 && now - st->queued_ms >= srv->stream_keepalive_ms)
+			stream_queue(st, srv->keepalive);
+	}
+	if (srv->streams_dropped) {
+		sw_warn("http: %" PRIu64 " event stream%s dropped: the reader fell more than %zu "
+			"bytes behind (the last from %s)",
+			srv->streams_dropped, srv->streams_dropped == 1 ? "" : "s",
+			srv->stream_buffer, srv->dropped_peer);
+		srv->streams_dropped = 0;
+	}
+	if (srv->nstreams == 0)
+		uv_timer_stop(t);
+}
+
 const char *sw_http_req_query(const struct sw_http_req *req, const char *name)
 {
 	if (req->conn)
@@ -1262,6 +1658,12 @@ static int routes_count(struct sw_http_server *srv, struct sw_metrics *m)
 		    "Time from a request's headers to the end of its answer, by route pattern.",
 		    labels, sw_metrics_latency_us, sw_metrics_latency_n, 1e6);
 	}
+	srv->mx_streams =
+	    sw_metrics_gauge(m, "siteward_http_event_streams",
+			     "Event streams open (answers in text/event-stream).", NULL);
+	srv->mx_streams_dropped = sw_metrics_counter(
+	    m, "siteward_http_event_streams_dropped_total",
+	    "Event streams dropped because their reader fell too far behind.", NULL);
 	return 0;
 }
 
@@ -1313,10 +1715,23 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	srv->idle_timeout_s = opts->idle_timeout_s ? opts->idle_timeout_s : 120;
 	srv->handshake_timeout_s = opts->handshake_timeout_s ? opts->handshake_timeout_s : 10;
 	srv->max_handshakes = opts->max_handshakes ? opts->max_handshakes : 256;
+	srv->max_streams = opts->max_streams ? opts->max_streams : 1000;
+	srv->stream_buffer = opts->stream_buffer ? opts->stream_buffer : 256 * 1024;
+	srv->stream_keepalive_ms = opts->stream_keepalive_ms ? opts->stream_keepalive_ms : 5000;
+	if (!(srv->keepalive = malloc(sizeof(*srv->keepalive) + sizeof(KEEPALIVE)))) {
+		free(srv->upload_dir);
+		free(srv->mx);
+		free(srv);
+		return SW_ENOMEM;
+	}
+	srv->keepalive->refs = 1;
+	srv->keepalive->len = sizeof(KEEPALIVE) - 1;
+	memcpy(srv->keepalive->text, KEEPALIVE, sizeof(KEEPALIVE));
 	conn_limit(srv, opts->max_connections ? opts->max_connections : 20000);
 	rc = sw_pki_verifier_new(opts->ca_pem, &srv->verifier, sub, sizeof(sub));
 	if (rc) {
 		sw_seterr(err, errlen, "site CA: %s", sub);
+		free(srv->keepalive);
 		free(srv->upload_dir);
 		free(srv->mx);
 		free(srv);
@@ -1340,6 +1755,7 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 			  "cannot listen on %s (address in use, or bad certificate or key)",
 			  opts->listen);
 		sw_pki_verifier_free(srv->verifier);
+		free(srv->keepalive);
 		free(srv->upload_dir);
 		free(srv->mx);
 		free(srv);
@@ -1357,7 +1773,9 @@ int sw_http_server_start(uv_loop_t *loop, const struct sw_http_server_opts *opts
 	uv_timer_start(&srv->sweep, sweep_new, 1000, 1000);
 	uv_timer_init(loop, &srv->pause);
 	srv->pause.data = srv;
-	srv->handles_open = 4;
+	uv_timer_init(loop, &srv->stream_timer);
+	srv->stream_timer.data = srv;
+	srv->handles_open = 5;
 	uv_poll_start(&srv->poll, UV_READABLE, on_poll);
 	uv_timer_start(&srv->timer, on_timer, 0, 0);
 	*out = srv;
@@ -1387,6 +1805,7 @@ static void on_closed(uv_handle_t *h)
 	struct sw_http_server *srv = h->data;
 
 	if (--srv->handles_open == 0) {
+		sw_http_event_free(srv->keepalive);
 		free(srv->upload_dir);
 		free(srv->mx);
 		free(srv);
@@ -1402,12 +1821,26 @@ void sw_http_server_stop(struct sw_http_server *srv)
 	uv_timer_stop(&srv->timer);
 	uv_timer_stop(&srv->sweep);
 	uv_timer_stop(&srv->pause);
+	uv_timer_stop(&srv->stream_timer);
+	/* libmicrohttpd stops only with no connection parked: every stream is woken to
+	 * end, and its program hears of it as the daemon closes its connection */
+	for (struct sw_http_stream *st = srv->streams; st; st = st->next) {
+		if (st->dropped)
+			continue; /* ending already, for its own reason */
+		st->dropped = 1;
+		st->why = SW_HTTP_STREAM_STOPPED;
+		if (st->suspended) {
+			st->suspended = 0;
+			MHD_resume_connection(st->req->conn);
+		}
+	}
 	MHD_stop_daemon(srv->mhd);
 	sw_pki_verifier_free(srv->verifier);
 	uv_close((uv_handle_t *)&srv->poll, on_closed);
 	uv_close((uv_handle_t *)&srv->timer, on_closed);
 	uv_close((uv_handle_t *)&srv->sweep, on_closed);
 	uv_close((uv_handle_t *)&srv->pause, on_closed);
+	uv_close((uv_handle_t *)&srv->stream_timer, on_closed);
 }
 
 static int hexval(char c)

@@ -97,6 +97,12 @@ struct sw_http_server_opts {
 	 * anything else is the status it is refused with, the reason in `msg`. NULL: all
 	 * are admitted. */
 	unsigned (*admit)(void *arg, struct sw_http_req *req, char *msg, size_t len);
+	/* Event streams (sw_http_stream_open): at most this many open at once (default
+	 * 1000); a reader may fall this many bytes behind before its stream is dropped
+	 * (default 256 KiB); an idle stream sends a comment this often (default 5000 ms). */
+	unsigned max_streams;
+	size_t stream_buffer;
+	unsigned stream_keepalive_ms;
 };
 
 struct sw_http_server;
@@ -173,6 +179,61 @@ unsigned sw_http_gateway_status(int rc);
 
 /* Parses the request body as a JSON object, or replies 400 and returns NULL. */
 json_t *sw_http_req_json(struct sw_http_req *req);
+
+/*
+ * An event stream: a request answered 200 with text/event-stream and kept open, which
+ * carries events (lib/sse.h) as the program sends them until it closes the stream, the
+ * client goes away or the server stops. What each costs is bounded:
+ *   - at most `max_streams` are open; sw_http_stream_open() says SW_EBUSY past them;
+ *   - an event that finds nothing waiting to be sent may be of any size (a snapshot,
+ *     what a plain GET answers), but a reader that falls more than `stream_buffer`
+ *     bytes behind it is dropped, never buffered for; the socket's own send buffer
+ *     holds at most 64 KiB besides; an event sent to many streams is held once;
+ *   - an idle stream sends a comment (": keep-alive") every `stream_keepalive_ms`,
+ *     which also finds out a client that went away: a parked connection hears nothing
+ *     of its socket until it writes;
+ *   - a stream closed by the program has as long again to send what it holds;
+ *   - sw_http_server_stop() ends every stream.
+ * Each stream dropped because its reader fell behind is counted, and said in the log
+ * at most once a second for all of them.
+ */
+struct sw_http_stream;
+enum sw_http_stream_end {
+	SW_HTTP_STREAM_GONE,	/* the client went away, or its connection failed */
+	SW_HTTP_STREAM_SLOW,	/* its reader fell more than stream_buffer bytes behind */
+	SW_HTTP_STREAM_STOPPED, /* the server stops */
+};
+/* Called once when a stream ends by anything but sw_http_stream_close(): on the loop,
+ * or inside sw_http_server_stop(); never inside another call of this API. The stream
+ * is freed when it returns. */
+typedef void (*sw_http_stream_ended)(struct sw_http_stream *st, enum sw_http_stream_end why,
+				     void *arg);
+/* Answers `req` with an event stream: *out is the stream's until `ended` is called or
+ * the program closes it. SW_EBUSY when `max_streams` are open or the server stops;
+ * SW_EINVAL for a request that came without a connection (sw_http_local); SW_ENOMEM.
+ * On failure the request is still the caller's to answer. */
+int sw_http_stream_open(struct sw_http_req *req, sw_http_stream_ended ended, void *arg,
+			struct sw_http_stream **out);
+/* Queues the event `event` (a name sw_sse_name_ok() takes; NULL: unnamed) with `len`
+ * bytes of `data`. 0; SW_EINVAL for a name it refuses; SW_ETOOBIG when the reader is
+ * too far behind: the stream is dropped, and `ended` follows with
+ * SW_HTTP_STREAM_SLOW; SW_EBUSY for a stream that is ending (dropped, closed, or the
+ * server stops); SW_ENOMEM. */
+int sw_http_stream_send(struct sw_http_stream *st, const char *event, const char *data, size_t len);
+/* An event made once to be sent to many streams: each queues a reference, so a
+ * snapshot sent to a thousand watchers is held once. The caller frees its own
+ * reference with sw_http_event_free() (NULL is a no-op). */
+struct sw_http_event;
+int sw_http_event_new(const char *event, const char *data, size_t len, struct sw_http_event **out);
+void sw_http_event_free(struct sw_http_event *ev);
+/* As sw_http_stream_send(), for an event made by sw_http_event_new(). */
+int sw_http_stream_send_event(struct sw_http_stream *st, struct sw_http_event *ev);
+/* Bytes queued on the stream and not yet handed to its connection. */
+size_t sw_http_stream_pending(const struct sw_http_stream *st);
+/* Ends the stream once what it holds is sent, within `stream_keepalive_ms` (it is
+ * dropped after). From here the stream is the server's: `ended` is not called, and the
+ * caller uses `st` no more. */
+void sw_http_stream_close(struct sw_http_stream *st);
 
 /* A request that came by another way than a connection (a command an agent took off its
  * channel to the site server), run through `routes` like one that did: the route's

@@ -1042,7 +1042,7 @@ static void tls_window(struct server *s)
 int api_start(struct server *s, char *err, size_t errlen)
 {
 	char uploads[PATH_MAX];
-	unsigned handshake, idle;
+	unsigned handshake, idle, streams, stream_buffer;
 	struct dirent *e;
 	DIR *d;
 	int rc;
@@ -1050,7 +1050,11 @@ int api_start(struct server *s, char *err, size_t errlen)
 	if ((rc = sw_conf_get_uint(s->conf, "server", "handshake_timeout", 10, 1, 300, &handshake,
 				   err, errlen)) ||
 	    (rc = sw_conf_get_uint(s->conf, "server", "idle_timeout", 120, 1, 3600, &idle, err,
-				   errlen)))
+				   errlen)) ||
+	    (rc = sw_conf_get_uint(s->conf, "server", "max_event_streams", 1000, 1, 100000,
+				   &streams, err, errlen)) ||
+	    (rc = sw_conf_get_uint(s->conf, "server", "event_stream_buffer", 256 * 1024, 4096,
+				   64 * 1024 * 1024, &stream_buffer, err, errlen)))
 		return rc;
 	if ((rc = sw_pem_read(s->dir, "server.crt", &s->cert_pem, err, errlen)) ||
 	    (rc = metrics_open(s, err, errlen)))
@@ -1082,6 +1086,8 @@ int api_start(struct server *s, char *err, size_t errlen)
 	    .audit = admins_audit,
 	    .upload_dir = uploads,
 	    .metrics = s->metrics,
+	    .max_streams = streams,
+	    .stream_buffer = stream_buffer,
 	};
 	/* libmicrohttpd keeps pointers to the PEM strings: they live as long as s, and a
 	 * rotation's bundle comes in beside the one it was started with (ca.c). */

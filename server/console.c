@@ -315,6 +315,7 @@ int console_start(struct server *s, const struct sw_http_server_opts *api, char 
 	/* a few browsers, not a fleet */
 	o.max_connections = 256;
 	o.max_handshakes = 32;
+	o.max_streams = 64;
 	/* the API's port counts its routes under these names; these are not counted */
 	o.metrics = NULL;
 	o.headers = security_headers;

@@ -34,6 +34,8 @@ static const char *const known_settings[] = {
     "server.heartbeat_interval",
     "server.handshake_timeout",
     "server.idle_timeout",
+    "server.max_event_streams",
+    "server.event_stream_buffer",
     "server.flush_interval_ms",
     "server.cert_check_interval_s",
     "console.listen",

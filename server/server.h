@@ -92,14 +92,30 @@ struct server {
 	int64_t started_ms;
 	struct upgrade *upgrade; /* the latest upgrade run, NULL if none */
 	int upgrade_starting;	 /* a new run's rows are on their way to the journal */
-	int stopping;		 /* shutting down: late answers change nothing */
-	uv_timer_t lag_timer;	 /* how late the loop runs (channel.c) */
-	int64_t lag_due;	 /* sw_mono_ms() the timer is due */
-	int64_t lag_ms;		 /* how late it last came */
-	int64_t lag_peak_ms;	 /* the latest since shedding was last reported */
-	int64_t shed_reported;	 /* sw_mono_ms() of that report */
-	uint64_t polls_shed;	 /* polls answered 503 since the last report */
-	char reexec[PATH_MAX];	 /* after shutdown, exec this (an upgrade's switch) */
+	/* upgrade.c: moves on with every change of the latest run (what is journaled), its
+	 * systems' and its own each noting the generation they changed at; the watchers of
+	 * upgrade_api.c read them, told through `upgrade_watch`, which the API sets and
+	 * which only arms a timer */
+	uint64_t upgrade_gen;
+	void (*upgrade_watch)(struct server *s);
+	/* upgrade_api.c: the event streams that follow the latest run, what they were last
+	 * sent, and the timer that sends the next batch */
+	struct watcher *watchers;
+	uint64_t watch_gen;
+	int64_t watch_sent_ms;
+	uv_timer_t watch_timer;
+	int watch_timer_init;
+	struct sw_http_event *watch_run; /* the run whole as last made, while watchers are */
+	uint64_t watch_run_gen;
+	int64_t watch_run_ms;
+	int stopping;	       /* shutting down: late answers change nothing */
+	uv_timer_t lag_timer;  /* how late the loop runs (channel.c) */
+	int64_t lag_due;       /* sw_mono_ms() the timer is due */
+	int64_t lag_ms;	       /* how late it last came */
+	int64_t lag_peak_ms;   /* the latest since shedding was last reported */
+	int64_t shed_reported; /* sw_mono_ms() of that report */
+	uint64_t polls_shed;   /* polls answered 503 since the last report */
+	char reexec[PATH_MAX]; /* after shutdown, exec this (an upgrade's switch) */
 	struct sw_db_opts db_opts;
 	char db_url[PATH_MAX + 64];
 	/* What /metrics shows (metrics.c); the counters below are counted where their

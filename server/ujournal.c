@@ -76,6 +76,7 @@ void ujournal_run_save(struct upgrade *u)
 	struct run_row *r = calloc(1, sizeof(*r));
 	json_t *o = ujournal_options(u);
 
+	upgrade_changed(u, NULL);
 	if (!r || !(r->opts = sw_json_dump(o))) {
 		sw_err("upgrade journal: out of memory for the run's row");
 		free(r);
@@ -200,6 +201,7 @@ void ujournal_sys_save(struct usys *y, int then_call)
 	struct sys_write *w = calloc(1, sizeof(*w));
 
 	y->dirty = 0;
+	upgrade_changed(y->u, y);
 	if (!w || sys_row_take(&w->row, y)) {
 		if (w)
 			sys_row_free(&w->row);

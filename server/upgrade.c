@@ -587,6 +587,22 @@ void upgrade_timers_start(struct upgrade *u)
 	upgrade_kick(u);
 }
 
+/* What changes the run is journaled, and the journal says so here: the generation
+ * moves on and the changed part notes it, so that watchers (the API's event streams, a
+ * floor up) are sent what changed, each change once, however many come at a time. */
+void upgrade_changed(struct upgrade *u, struct usys *y)
+{
+	struct server *s = u->s;
+
+	s->upgrade_gen++;
+	if (y)
+		y->changed_gen = s->upgrade_gen;
+	else
+		u->changed_gen = s->upgrade_gen;
+	if (s->upgrade == u && s->upgrade_watch)
+		s->upgrade_watch(s);
+}
+
 void upgrade_kick(struct upgrade *u)
 {
 	if (!u->timers_started)

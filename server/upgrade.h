@@ -130,13 +130,14 @@ struct usys {
 	char reason[400];
 	char last[300]; /* why the last poll was not yet good */
 	int attempts;
-	int kill;      /* this stop escalates to SIGKILL */
-	int catchup;   /* a deferred system, upgraded now that it is back */
-	int busy;      /* a call to its agent is in flight */
-	int reachable; /* its agent answered the last call */
-	int metering;  /* a metering server when the run picked it: one at a time */
-	int dirty;     /* to journal */
-	unsigned gen;  /* answers to calls of an older generation are dropped */
+	int kill;	      /* this stop escalates to SIGKILL */
+	int catchup;	      /* a deferred system, upgraded now that it is back */
+	int busy;	      /* a call to its agent is in flight */
+	int reachable;	      /* its agent answered the last call */
+	int metering;	      /* a metering server when the run picked it: one at a time */
+	int dirty;	      /* to journal */
+	unsigned gen;	      /* answers to calls of an older generation are dropped */
+	uint64_t changed_gen; /* the server's upgrade_gen when it last changed */
 	int64_t started_at, finished_at, step_at, deferred_at, deadline;
 	int64_t next_poll;
 	json_t *times;	 /* step → ms spent */
@@ -173,6 +174,7 @@ struct upgrade {
 	struct uevent_msg *queue, **queue_tail;
 	uv_timer_t tick, kick;
 	int timers_started;
+	uint64_t changed_gen; /* the server's upgrade_gen when the run's own fields changed */
 };
 
 /* usys.c */
@@ -208,6 +210,8 @@ size_t upgrade_count(const struct upgrade *u, enum sw_sys_state st);
 void upgrade_halt(struct upgrade *u, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void upgrade_finish(struct upgrade *u);
 void upgrade_kick(struct upgrade *u);
+/* The run changed: `y` (NULL: the run's own fields). Those who watch it hear of it. */
+void upgrade_changed(struct upgrade *u, struct usys *y);
 /* Makes the request of the step `y` is at, with what is left of the step's deadline. */
 void upgrade_call_step(struct usys *y);
 void upgrade_timers_start(struct upgrade *u);

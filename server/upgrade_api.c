@@ -19,28 +19,25 @@
 #include <string.h>
 #include <unistd.h>
 
-static json_t *run_json(const struct upgrade *u)
+/* One system of the run, as the API shows it. */
+static json_t *system_json(const struct upgrade *u, const struct usys *y, int64_t now)
 {
-	json_t *systems = json_array();
-	int64_t now = sw_now_ms();
+	struct system *sys = sw_strmap_get(u->s->systems, y->name);
+	int64_t end = y->finished_at ? y->finished_at : now;
 
-	for (size_t i = 0; i < u->nsys; i++) {
-		const struct usys *y = &u->sys[i];
-		struct system *sys = sw_strmap_get(u->s->systems, y->name);
-		int64_t end = y->finished_at ? y->finished_at : now;
-
-		json_array_append_new(
-		    systems, json_pack("{ss ss ss ss ss ss si sO sO sI}", "name", y->name, "from",
-				       y->from, "version", sys ? sys->version : "", "state",
-				       sw_sys_state_name(y->state), "step", ystep_name(y->step),
-				       "reason", y->reason, "attempts", y->attempts, "times",
-				       y->times, "removed_roles", y->removed, "elapsed_ms",
-				       (json_int_t)(y->started_at && end > y->started_at
-							? end - y->started_at
-							: 0)));
-	}
 	return json_pack(
-	    "{sI ss ss ss ss ss so sI sI sI sI sI sI s{ss ss} s{si si si si si si si si} so}", "id",
+	    "{ss ss ss ss ss ss si sO sO sI}", "name", y->name, "from", y->from, "version",
+	    sys ? sys->version : "", "state", sw_sys_state_name(y->state), "step",
+	    ystep_name(y->step), "reason", y->reason, "attempts", y->attempts, "times", y->times,
+	    "removed_roles", y->removed, "elapsed_ms",
+	    (json_int_t)(y->started_at && end > y->started_at ? end - y->started_at : 0));
+}
+
+/* The run without its systems: its state, options, bound, counts and the server's step. */
+static json_t *summary_json(const struct upgrade *u, int64_t now)
+{
+	return json_pack(
+	    "{sI ss ss ss ss ss so sI sI sI sI sI sI s{ss ss} s{si si si si si si si si}}", "id",
 	    (json_int_t)u->id, "version", u->version, "from", u->from, "state",
 	    sw_run_state_name(u->state), "reason", u->reason, "mode",
 	    u->o.rollback ? "rollback" : "upgrade", "options", ujournal_options(u), "started_at",
@@ -53,15 +50,225 @@ static json_t *run_json(const struct upgrade *u)
 	    "upgraded", (int)upgrade_count(u, SW_SYS_UPGRADED), "deferred",
 	    (int)upgrade_count(u, SW_SYS_DEFERRED), "failed", (int)upgrade_count(u, SW_SYS_FAILED),
 	    "rolled_back", (int)upgrade_count(u, SW_SYS_ROLLED_BACK), "removed",
-	    (int)upgrade_count(u, SW_SYS_REMOVED), "systems", systems);
+	    (int)upgrade_count(u, SW_SYS_REMOVED));
+}
+
+static json_t *run_json(const struct upgrade *u)
+{
+	json_t *systems = json_array(), *run;
+	int64_t now = sw_now_ms();
+
+	for (size_t i = 0; i < u->nsys; i++)
+		json_array_append_new(systems, system_json(u, &u->sys[i], now));
+	run = summary_json(u, now);
+	json_object_set_new(run, "systems", systems);
+	return run;
+}
+
+/* --- the run followed as an event stream --- */
+
+/*
+ * GET /v1/upgrades/current with "Accept: text/event-stream" follows the run: `run`, the
+ * whole run as the plain GET answers it; then, at most every WATCH_COALESCE_MS, what
+ * changed since the last batch: a `system` event for each system that changed (one of
+ * the run's `systems`, whole) and a `summary` (the run without its systems: state,
+ * counts, the server's step); once the run has ended, `run` whole again and `end`, and
+ * the stream closes. Deltas, not the whole run each time: a run over 15,000 systems is
+ * some 4 MB, and a watcher needs only what moved. A stream that ends before `end` (the
+ * server restarting in its own upgrade) is opened again by its client, which starts
+ * over from `run`.
+ */
+#define WATCH_COALESCE_MS 200
+#define WATCH_RETRY_S	  5 /* told to a watcher refused at the limit */
+
+struct watcher {
+	struct watcher *next, **pprev;
+	struct server *s;
+	struct sw_http_stream *st;
+	int64_t run_id; /* the run it was sent whole */
+};
+
+static void watcher_unlink(struct watcher *w)
+{
+	struct server *s = w->s;
+
+	*w->pprev = w->next;
+	if (w->next)
+		w->next->pprev = w->pprev;
+	free(w);
+	if (!s->watchers) {
+		sw_http_event_free(s->watch_run);
+		s->watch_run = NULL;
+	}
+}
+
+static void watcher_ended(struct sw_http_stream *st, enum sw_http_stream_end why, void *arg)
+{
+	(void)st, (void)why;
+	watcher_unlink(arg);
+}
+
+/* `j` (taken) as the event `name`, made once for every watcher it goes to. */
+static struct sw_http_event *event_new(const char *name, json_t *j)
+{
+	struct sw_http_event *ev = NULL;
+	char *text = j ? sw_json_dump(j) : NULL;
+
+	if (text)
+		sw_http_event_new(name, text, strlen(text), &ev);
+	free(text);
+	json_decref(j);
+	return ev;
+}
+
+/* The run whole, as a `run` event: the one made for the last watcher when nothing
+ * changed since, and within a batch's time (a fleet of watchers opening their streams
+ * again after the server's restart has it made a few times, not once each). */
+static struct sw_http_event *run_event(struct server *s, struct upgrade *u)
+{
+	int64_t now = sw_mono_ms();
+
+	if (!s->watch_run || s->watch_run_gen != s->upgrade_gen ||
+	    now - s->watch_run_ms >= WATCH_COALESCE_MS) {
+		sw_http_event_free(s->watch_run);
+		s->watch_run = event_new("run", run_json(u));
+		s->watch_run_gen = s->upgrade_gen;
+		s->watch_run_ms = now;
+	}
+	return s->watch_run;
+}
+
+/* The run has ended: it whole, then `end`, and the stream closes once they are out. */
+static void watcher_finish(struct watcher *w, struct sw_http_event *run)
+{
+	int rc = run ? sw_http_stream_send_event(w->st, run) : SW_ENOMEM;
+
+	if (rc == 0)
+		rc = sw_http_stream_send(w->st, "end", "{}", 2);
+	if (rc == SW_ETOOBIG || rc == SW_EBUSY)
+		return; /* dropped, or the server stops: watcher_ended follows */
+	sw_http_stream_close(w->st);
+	watcher_unlink(w);
+}
+
+/* A batch: what changed since the last, to every watcher; the run whole to one that
+ * was sent another run; and the end once the run is over. Each event is made once and
+ * shared by the streams it goes to. */
+static void on_watch_timer(uv_timer_t *t)
+{
+	struct server *s = t->data;
+	struct upgrade *u = s->upgrade;
+	uint64_t since = s->watch_gen;
+	int64_t now = sw_now_ms();
+	struct sw_http_event *summary = NULL, **systems = NULL, *run;
+	struct watcher *w, *next;
+
+	s->watch_sent_ms = sw_mono_ms();
+	s->watch_gen = s->upgrade_gen;
+	if (!u || !s->watchers)
+		return;
+	if (!upgrade_is_active(u)) {
+		run = run_event(s, u);
+		for (w = s->watchers; w; w = next) {
+			next = w->next;
+			watcher_finish(w, run);
+		}
+		return;
+	}
+	if (!(systems = calloc(u->nsys + 1, sizeof(*systems))) ||
+	    !(summary = event_new("summary", summary_json(u, now))))
+		goto out;
+	for (size_t i = 0; i < u->nsys; i++)
+		if (u->sys[i].changed_gen > since)
+			systems[i] = event_new("system", system_json(u, &u->sys[i], now));
+	for (w = s->watchers; w; w = next) {
+		next = w->next;
+		if (w->run_id != u->id) { /* a new run since it was sent one */
+			if ((run = run_event(s, u)) && sw_http_stream_send_event(w->st, run) == 0)
+				w->run_id = u->id;
+			continue;
+		}
+		for (size_t i = 0; i < u->nsys; i++)
+			if (systems[i] && sw_http_stream_send_event(w->st, systems[i]))
+				break;
+		sw_http_stream_send_event(w->st, summary);
+	}
+out:
+	for (size_t i = 0; systems && i < u->nsys; i++)
+		sw_http_event_free(systems[i]);
+	free(systems);
+	sw_http_event_free(summary);
+}
+
+/* Set as the server's upgrade_watch: the run changed. The batch goes on the loop's next
+ * turn, or WATCH_COALESCE_MS after the last one, whichever is later. */
+static void watch_changed(struct server *s)
+{
+	int64_t now, due;
+
+	if (!s->watchers || s->stopping || uv_is_active((uv_handle_t *)&s->watch_timer))
+		return;
+	now = sw_mono_ms();
+	due = s->watch_sent_ms + WATCH_COALESCE_MS;
+	uv_timer_start(&s->watch_timer, on_watch_timer, due > now ? (uint64_t)(due - now) : 0, 0);
+}
+
+/* Answers GET /v1/upgrades/current with an event stream that follows the run. */
+static void watch(struct sw_http_req *req, struct server *s)
+{
+	struct upgrade *u = s->upgrade;
+	struct watcher *w = calloc(1, sizeof(*w));
+	struct sw_http_event *run;
+	int rc;
+
+	if (!w) {
+		sw_http_reply_error(req, 500, "out of memory");
+		return;
+	}
+	if ((rc = sw_http_stream_open(req, watcher_ended, w, &w->st))) {
+		if (rc == SW_EBUSY)
+			sw_http_reply_busy(req, WATCH_RETRY_S,
+					   "too many watchers of the upgrade: poll GET "
+					   "/v1/upgrades/current instead, or come back later");
+		else /* no stream this way: the plain answer */
+			sw_http_reply_json(req, 200, run_json(u));
+		free(w);
+		return;
+	}
+	if (!s->watch_timer_init) {
+		uv_timer_init(s->loop, &s->watch_timer);
+		s->watch_timer.data = s;
+		s->watch_timer_init = 1;
+	}
+	s->upgrade_watch = watch_changed;
+	w->s = s;
+	w->run_id = u->id;
+	w->next = s->watchers;
+	if (w->next)
+		w->next->pprev = &w->next;
+	w->pprev = &s->watchers;
+	s->watchers = w;
+	/* what changed before this is in it; what changes after comes with the next batch */
+	run = run_event(s, u);
+	if (!upgrade_is_active(u))
+		watcher_finish(w, run);
+	else if (!run || sw_http_stream_send_event(w->st, run)) {
+		sw_http_stream_close(w->st); /* out of memory: the client asks again */
+		watcher_unlink(w);
+	}
 }
 
 void upgrade_get(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
+	const char *accept = sw_http_req_header(req, "Accept");
 
 	if (!s->upgrade) {
 		sw_http_reply_error(req, 404, "no upgrade has run on this site");
+		return;
+	}
+	if (accept && strstr(accept, "text/event-stream")) {
+		watch(req, s);
 		return;
 	}
 	sw_http_reply_json(req, 200, run_json(s->upgrade));

@@ -160,6 +160,10 @@ async function upgrade(page) {
     }).observe(document.getElementById("main"), { subtree: true, childList: true,
       attributes: true });
   });
+  let streams = 0;
+  page.on("request", (r) => {
+    if (r.resourceType() === "eventsource") streams++;
+  });
   await page.locator("#start").click();
   try {
     const frozen = page.locator("table.run-systems tr", { hasText: env.FROZEN });
@@ -171,7 +175,9 @@ async function upgrade(page) {
     }, null, { timeout: 60000 });
     const states = await page.evaluate(() => window.__states);
     if (!states.includes("running")) fail(`the page never showed the run running: ${states}`);
-    ok(`the run went ${states.join(" → ")} on the page, ${env.FROZEN} deferred: ${
+    if (!streams) fail("the page did not follow the run's event stream");
+    ok(`the run went ${states.join(" → ")} on the page (${streams} event streams), ${
+      env.FROZEN} deferred: ${
       (await frozen.first().textContent()).replace(/\s+/g, " ").trim()}`);
     await screenshot(page, "upgrade-deferred");
     if (!(await run.getAttribute("data-state"))) fail("no run shown");

@@ -4,11 +4,13 @@
 #include "http_client.h"
 #include "http_server.h"
 #include "pki.h"
+#include "sse.h"
 #include "util.h"
 
 #include <fcntl.h>
 #include <gnutls/gnutls.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -31,6 +33,9 @@ struct fixture {
 	struct sw_http_req *pending;
 	int revoke_agent;
 	struct sw_http_server *other; /* a second server a test started */
+	/* event streams the route /events opened, and how each ended (-1: not yet) */
+	struct sw_http_stream *st[4];
+	int ended[4], nst, refused;
 };
 
 static struct fixture fx;
@@ -125,7 +130,35 @@ static void on_busy(struct sw_http_req *req, void *arg)
 	sw_http_reply_busy(req, 7, "busy; come back later");
 }
 
+static void on_stream_ended(struct sw_http_stream *st, enum sw_http_stream_end why, void *arg)
+{
+	int i = (int)(intptr_t)arg;
+
+	assert_ptr_equal(fx.st[i], st);
+	fx.ended[i] = (int)why;
+	fx.st[i] = NULL;
+}
+
+/* An event stream, its first event sent at once; past the server's limit, 503. */
+static void on_events(struct sw_http_req *req, void *arg)
+{
+	int i = fx.nst, rc;
+
+	assert_true(i < 4);
+	rc = sw_http_stream_open(req, on_stream_ended, (void *)(intptr_t)i, &fx.st[i]);
+	if (rc == SW_EBUSY) {
+		fx.refused++;
+		sw_http_reply_busy(req, 1, "too many event streams");
+		return;
+	}
+	assert_int_equal(rc, 0);
+	fx.ended[i] = -1;
+	fx.nst++;
+	assert_int_equal(sw_http_stream_send(fx.st[i], "hello", "{\"n\":0}", 7), 0);
+}
+
 static const struct sw_http_route routes[] = {
+    {"GET", "/events", SW_HTTP_OPEN, on_events, 0},
     {"GET", "/busy", SW_HTTP_OPEN, on_busy, 0},
     {"GET", "/open", SW_HTTP_OPEN, on_hello, 0},
     {"GET", "/admin", SW_HTTP_ADMIN, on_hello, 0},
@@ -791,6 +824,379 @@ static void test_handshakes_shed(void **state)
 	sw_http_client_free(c);
 }
 
+/* --- event streams --- */
+
+/* A second server with the stream bounds a test asks for; its port. */
+static unsigned stream_server(unsigned max_streams, size_t buffer, unsigned keepalive_ms)
+{
+	struct sw_http_server_opts so = {.listen = "127.0.0.1:0",
+					 .cert_pem = fx.server_cert,
+					 .key_pem = fx.server_key,
+					 .ca_pem = fx.ca_cert,
+					 .routes = routes,
+					 .nroutes = SW_ARRAY_LEN(routes),
+					 .max_streams = max_streams,
+					 .stream_buffer = buffer,
+					 .stream_keepalive_ms = keepalive_ms};
+	char err[256];
+
+	assert_int_equal(sw_http_server_start(&fx.loop, &so, &fx.other, err, sizeof(err)), 0);
+	return sw_http_server_port(fx.other);
+}
+
+/* A client following a stream, through sw_http_client_stream() and the parser. */
+struct watch {
+	struct sw_http_client *c;
+	struct sw_sse_parser p;
+	int done, events, stop_after, code, streamed;
+	long status;
+	size_t bytes, last_len;
+	char type[SW_SSE_NAME_MAX + 1], error[256], body[256];
+	int64_t first_comment_ms, comment_ms;
+	uint64_t comments;
+};
+
+static int on_watch_event(const struct sw_sse_event *ev, void *arg)
+{
+	struct watch *w = arg;
+
+	w->events++;
+	snprintf(w->type, sizeof(w->type), "%s", ev->type);
+	w->last_len = ev->len;
+	return w->stop_after && w->events >= w->stop_after;
+}
+
+static int on_watch_data(const char *data, size_t len, void *arg)
+{
+	struct watch *w = arg;
+	int rc;
+
+	w->bytes += len;
+	rc = sw_sse_feed(&w->p, data, len, NULL, 0);
+	if (w->p.comments != w->comments) {
+		w->comments = w->p.comments;
+		w->comment_ms = sw_mono_ms();
+		if (!w->first_comment_ms)
+			w->first_comment_ms = w->comment_ms;
+	}
+	return rc;
+}
+
+static void on_watch_done(const struct sw_http_result *res, void *arg)
+{
+	struct watch *w = arg;
+
+	w->done = 1;
+	w->status = res->status;
+	w->code = res->code;
+	w->streamed = res->streamed;
+	snprintf(w->error, sizeof(w->error), "%s", res->error);
+	snprintf(w->body, sizeof(w->body), "%s", res->body);
+}
+
+static void watch(struct watch *w, unsigned port, unsigned idle_ms)
+{
+	struct sw_http_client_opts o = {.ca_file = fx.ca_file};
+	char url[128];
+
+	memset(w, 0, sizeof(*w));
+	sw_sse_parser_init(&w->p, 0, on_watch_event, w);
+	snprintf(url, sizeof(url), "https://127.0.0.1:%u/events", port);
+	assert_int_equal(sw_http_client_new(&fx.loop, &o, &w->c), 0);
+	assert_int_equal(sw_http_client_stream(w->c, url, "text/event-stream", 20000, idle_ms,
+					       on_watch_data, on_watch_done, w),
+			 0);
+}
+
+static void watch_free(struct watch *w)
+{
+	sw_http_client_free(w->c);
+	sw_sse_parser_cleanup(&w->p);
+}
+
+/* Runs the loop until `*flag` is set, for at most `ms`. */
+static void run_until(const int *flag, int64_t ms)
+{
+	int64_t until = sw_mono_ms() + ms;
+
+	while (!*flag && sw_mono_ms() < until)
+		uv_run(&fx.loop, UV_RUN_ONCE);
+	assert_true(*flag);
+}
+
+static int events_at_least(struct watch *w, int n)
+{
+	return w->events >= n;
+}
+
+static void run_until_events(struct watch *w, int n, int64_t ms)
+{
+	int64_t until = sw_mono_ms() + ms;
+
+	while (!events_at_least(w, n) && !w->done && sw_mono_ms() < until)
+		uv_run(&fx.loop, UV_RUN_ONCE);
+	assert_true(events_at_least(w, n));
+}
+
+/* Events go out as they are sent, a snapshot larger than the bound among them when it
+ * finds nothing waiting; a close ends the stream once they are out, and the client
+ * hears a stream that ended as its server meant. */
+static void test_stream_events(void **state)
+{
+	unsigned port = stream_server(0, 4096, 0);
+	size_t big_len = 20000;
+	char *big = malloc(big_len);
+	struct watch w;
+
+	assert_non_null(big);
+	memset(big, 'x', big_len);
+	watch(&w, port, 0);
+	run_until_events(&w, 1, 5000);
+	assert_string_equal(w.type, "hello");
+	assert_non_null(fx.st[0]);
+	assert_int_equal(sw_http_stream_send(fx.st[0], "big", big, big_len), 0);
+	run_until_events(&w, 2, 5000);
+	assert_string_equal(w.type, "big");
+	assert_int_equal(w.last_len, big_len);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(sw_http_stream_send(fx.st[0], "tick", "{}", 2), 0);
+	assert_int_equal(sw_http_stream_send(fx.st[0], "bad\nname", "{}", 2), SW_EINVAL);
+	assert_int_equal(sw_http_stream_send(fx.st[0], "end", "", 0), 0);
+	sw_http_stream_close(fx.st[0]);
+	fx.st[0] = NULL;
+	run_until(&w.done, 5000);
+	assert_int_equal(w.events, 8);
+	assert_string_equal(w.type, "end");
+	assert_int_equal(w.status, 200);
+	assert_int_equal(w.code, 0);
+	assert_true(w.streamed);
+	assert_int_equal(fx.ended[0], -1); /* closed by the program: not told */
+	watch_free(&w);
+	free(big);
+}
+
+/* An event made once goes to several streams, each at its own pace, and outlives the
+ * caller's reference until every stream has sent it. */
+static void test_stream_shared_event(void **state)
+{
+	unsigned port = stream_server(0, 0, 0);
+	struct sw_http_event *ev;
+	struct watch w[2];
+
+	for (int i = 0; i < 2; i++) {
+		watch(&w[i], port, 0);
+		run_until_events(&w[i], 1, 5000);
+	}
+	assert_int_equal(sw_http_event_new("shared", "{\"x\":1}", 7, &ev), 0);
+	assert_int_equal(sw_http_stream_send_event(fx.st[0], ev), 0);
+	assert_int_equal(sw_http_stream_send_event(fx.st[1], ev), 0);
+	sw_http_event_free(ev);
+	assert_int_equal(sw_http_event_new("bad\nname", "", 0, &ev), SW_EINVAL);
+	assert_null(ev);
+	for (int i = 0; i < 2; i++) {
+		run_until_events(&w[i], 2, 5000);
+		assert_string_equal(w[i].type, "shared");
+		assert_int_equal(w[i].last_len, 7);
+		watch_free(&w[i]);
+	}
+}
+
+/* An idle stream sends a comment every keep-alive interval, and only when idle. */
+static void test_stream_keepalive(void **state)
+{
+	unsigned port = stream_server(0, 0, 200);
+	int64_t opened;
+	struct watch w;
+
+	watch(&w, port, 0);
+	run_until_events(&w, 1, 5000);
+	opened = sw_mono_ms();
+	while (w.comments < 3 && sw_mono_ms() - opened < 3000)
+		uv_run(&fx.loop, UV_RUN_ONCE);
+	assert_true(w.comments >= 3);
+	/* the first after the interval and its tick (a fifth of it), not before */
+	assert_true(w.first_comment_ms - opened >= 150);
+	assert_true(w.first_comment_ms - opened < 600);
+	assert_int_equal(w.events, 1);
+	watch_free(&w);
+}
+
+/* Past max_streams, a request for a stream is answered 503 by its handler. */
+static void test_stream_limit(void **state)
+{
+	unsigned port = stream_server(2, 0, 0);
+	struct watch w[3];
+
+	for (int i = 0; i < 3; i++) {
+		watch(&w[i], port, 0);
+		if (i < 2)
+			run_until_events(&w[i], 1, 5000);
+	}
+	run_until(&w[2].done, 5000);
+	assert_int_equal(w[2].status, 503);
+	assert_false(w[2].streamed);
+	assert_non_null(strstr(w[2].body, "too many event streams"));
+	assert_int_equal(fx.refused, 1);
+	assert_int_equal(fx.nst, 2);
+	for (int i = 0; i < 3; i++)
+		watch_free(&w[i]);
+}
+
+/* A client that goes away is found out by the next keep-alive, and told once. */
+static void test_stream_client_gone(void **state)
+{
+	unsigned port = stream_server(0, 0, 100);
+	struct watch w;
+
+	watch(&w, port, 0);
+	w.stop_after = 1; /* the client ends the transfer after the first event */
+	run_until(&w.done, 5000);
+	assert_int_equal(w.status, 200);
+	assert_int_equal(w.code, 0);
+	watch_free(&w); /* and closes its connection */
+	{
+		int64_t t0 = sw_mono_ms();
+
+		while (fx.ended[0] < 0 && sw_mono_ms() - t0 < 3000)
+			uv_run(&fx.loop, UV_RUN_ONCE);
+	}
+	assert_int_equal(fx.ended[0], SW_HTTP_STREAM_GONE);
+	assert_null(fx.st[0]);
+}
+
+/* A stream ends with its server, its program told so. */
+static void test_stream_server_stop(void **state)
+{
+	unsigned port = stream_server(0, 0, 0);
+	struct watch w;
+
+	watch(&w, port, 0);
+	run_until_events(&w, 1, 5000);
+	sw_http_server_stop(fx.other);
+	fx.other = NULL;
+	assert_int_equal(fx.ended[0], SW_HTTP_STREAM_STOPPED);
+	run_until(&w.done, 5000);
+	assert_true(w.streamed);
+	assert_int_equal(w.status, 0);
+	watch_free(&w);
+}
+
+/* A stream that carries nothing at all for the client's idle bound is given up. */
+static void test_stream_client_idle_bound(void **state)
+{
+	unsigned port = stream_server(0, 0, 60000);
+	int64_t t0 = sw_mono_ms();
+	struct watch w;
+
+	watch(&w, port, 1000);
+	run_until(&w.done, 5000);
+	assert_int_equal(w.events, 1);
+	assert_int_equal(w.status, 0);
+	assert_int_equal(w.code, SW_ETIMEDOUT);
+	assert_true(w.streamed);
+	assert_non_null(strstr(w.error, "no byte of the stream for 1 s"));
+	assert_true(sw_mono_ms() - t0 >= 1000);
+	assert_true(sw_mono_ms() - t0 < 2500);
+	watch_free(&w);
+}
+
+/* A reader that never reads: TLS, the request, then nothing, its receive buffer small. */
+struct deaf {
+	unsigned port;
+	int ready, quit[2];
+	uv_thread_t thread;
+};
+
+static void deaf_main(void *arg)
+{
+	struct deaf *d = arg;
+	struct sockaddr_in sa = {.sin_family = AF_INET};
+	gnutls_certificate_credentials_t cred;
+	gnutls_session_t s;
+	static const char get[] = "GET /events HTTP/1.1\r\nHost: x\r\nAccept: "
+				  "text/event-stream\r\n\r\n";
+	struct pollfd pfd;
+	int fd = socket(AF_INET, SOCK_STREAM, 0), small = 2048, rc;
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	sa.sin_port = htons((uint16_t)d->port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+		return;
+	gnutls_certificate_allocate_credentials(&cred);
+	gnutls_init(&s, GNUTLS_CLIENT);
+	gnutls_set_default_priority(s);
+	gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, cred);
+	gnutls_transport_set_int(s, fd);
+	do
+		rc = gnutls_handshake(s);
+	while (rc < 0 && !gnutls_error_is_fatal(rc));
+	if (rc == 0 && gnutls_record_send(s, get, sizeof(get) - 1) > 0)
+		d->ready = 1;
+	/* and never reads, until the test is over */
+	pfd.fd = d->quit[0];
+	pfd.events = POLLIN;
+	poll(&pfd, 1, 30000);
+	gnutls_deinit(s);
+	gnutls_certificate_free_credentials(cred);
+	close(fd);
+}
+
+static void on_flood(uv_timer_t *t)
+{
+	static char chunk[1000];
+
+	memset(chunk, 'z', sizeof(chunk));
+	if (fx.st[0])
+		sw_http_stream_send(fx.st[0], "flood", chunk, sizeof(chunk));
+}
+
+/* A reader that falls more than the bound behind is dropped, however much the program
+ * sends, and the server answers others meanwhile. */
+static void test_stream_slow_reader_dropped(void **state)
+{
+	unsigned port = stream_server(0, 8192, 0);
+	struct deaf d = {.port = port};
+	uv_timer_t flood;
+	int64_t t0;
+
+	assert_int_equal(pipe(d.quit), 0);
+	assert_int_equal(uv_thread_create(&d.thread, deaf_main, &d), 0);
+	t0 = sw_mono_ms();
+	while (!fx.st[0] && sw_mono_ms() - t0 < 5000)
+		uv_run(&fx.loop, UV_RUN_ONCE);
+	assert_non_null(fx.st[0]);
+	uv_timer_init(&fx.loop, &flood);
+	uv_timer_start(&flood, on_flood, 1, 1);
+	t0 = sw_mono_ms();
+	while (fx.ended[0] < 0 && sw_mono_ms() - t0 < 10000)
+		uv_run(&fx.loop, UV_RUN_ONCE);
+	uv_close((uv_handle_t *)&flood, NULL);
+	assert_int_equal(fx.ended[0], SW_HTTP_STREAM_SLOW);
+	/* the server goes on answering */
+	{
+		struct call r;
+		char url[128];
+		struct sw_http_client *c;
+		struct sw_http_client_opts o = {.ca_file = fx.ca_file};
+
+		snprintf(url, sizeof(url), "https://127.0.0.1:%u/open", port);
+		assert_int_equal(sw_http_client_new(&fx.loop, &o, &c), 0);
+		memset(&r, 0, sizeof(r));
+		t0 = sw_mono_ms();
+		assert_int_equal(sw_http_client_request(c, "GET", url, NULL, 0, 5000, on_done, &r),
+				 0);
+		run_until(&r.done, 5000);
+		assert_int_equal(r.status, 200);
+		assert_true(sw_mono_ms() - t0 < 1000);
+		sw_http_client_free(c);
+	}
+	assert_int_equal(write(d.quit[1], "x", 1), 1);
+	uv_thread_join(&d.thread);
+	close(d.quit[0]);
+	close(d.quit[1]);
+}
+
 /* Every SW_E* code has its status, the same wherever it is answered. */
 static void test_status(void **state)
 {
@@ -830,6 +1236,14 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_peer_role, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_busy_retry_after, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_handshakes_shed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stream_events, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stream_shared_event, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stream_keepalive, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stream_limit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stream_client_gone, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stream_server_stop, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stream_client_idle_bound, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stream_slow_reader_dropped, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
