@@ -38,6 +38,9 @@ function loadUplot() {
   return uplot;
 }
 
+// The chart's width follows the window's while the page is shown.
+let onResize = null;
+
 // Per product, the peak of concurrent runs each day, beside its count of licenses.
 function chart(box, usage, products) {
   const names = [...new Set(usage.map((u) => u.product))].sort();
@@ -63,10 +66,13 @@ function chart(box, usage, products) {
   loadUplot().then((uPlot) => {
     clear(box);
     const width = Math.max(280, box.clientWidth || 600);
-    const plot = new uPlot({ width, height: 260, series, scales: { x: { time: true } },
-      axes: [{}, { label: "runs at once" }] }, data, box);
-    const fit = () => plot.setSize({ width: Math.max(280, box.clientWidth), height: 260 });
-    window.addEventListener("resize", fit);
+    // runs are whole: the scale starts at 0 and its ticks are whole numbers
+    const plot = new uPlot({ width, height: 260, series, scales: { x: { time: true },
+      y: { range: (u, min, max) => [0, Math.max(1, max)] } },
+    axes: [{}, { label: "runs at once", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] }] },
+    data, box);
+    onResize = () => plot.setSize({ width: Math.max(280, box.clientWidth), height: 260 });
+    window.addEventListener("resize", onResize);
   }).catch((e) => clear(box, errorBox(e)));
 }
 
@@ -118,5 +124,7 @@ export function render(main, rest, params) {
   })();
   return () => {
     stopped = true;
+    if (onResize) window.removeEventListener("resize", onResize);
+    onResize = null;
   };
 }

@@ -15,6 +15,7 @@ import ssl
 import subprocess
 import time
 import unittest
+import uuid
 
 from harness import Site, free_port, script, wait_for
 from test_upgrade import build_package
@@ -44,6 +45,7 @@ class ConsoleSite(unittest.TestCase):
                 cls.site.cli("role", "add", name, "test")
             for name in ("w1", "w2"):
                 wait_for(lambda n=name: cls.running(n), 15, f"{name}'s web service")
+            cls.usage()
         except BaseException:
             cls.site.close()
             raise
@@ -54,6 +56,23 @@ class ConsoleSite(unittest.TestCase):
             if a.proc and a.proc.alive():
                 a.proc.signal(signal.SIGCONT)
         cls.site.close()
+
+    @classmethod
+    def usage(cls):
+        """A product and a week of its runs, two at once on some days, for the chart."""
+        cls.site.cli("product", "add", "cad", "--exe", "cadtool", "--licenses", "2")
+        day, now = 86400000, int(time.time() * 1000)
+        recs = []
+        for d in range(7):
+            start = now - (d + 1) * day
+            for u in range(1 + d % 2):
+                recs.append({"id": uuid.uuid4().hex, "product": "cad", "exe": "cadtool",
+                             "user": f"user{u}", "host": "w1", "start": start,
+                             "end": start + 3600000, "kind": "run", "wait_ms": 0,
+                             "source": "offline"})
+        status, r = cls.site.api("POST", "/v1/usage", {"now": now, "records": recs},
+                                 ctx=cls.site.tls(*cls.site.agents["w1"].cert()))
+        assert status == 200 and r["accepted"] == len(recs), r
 
     @classmethod
     def running(cls, name):
