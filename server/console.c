@@ -321,8 +321,13 @@ int console_start(struct server *s, const struct sw_http_server_opts *api, char 
 	o.headers = security_headers;
 	o.admit = console_admit;
 	if ((rc = sw_http_server_start(s->loop, &o, &s->console_http, sub, sizeof(sub)))) {
-		sw_seterr(err, errlen, "[console] listen = %s: %s", listen, sub);
-		return rc;
+		/* as above: the API serves on, and the log says what to change */
+		sw_warn("[console] listen = %s: %s; no console (free the port, or change the "
+			"setting in siteward.conf)",
+			listen, sub);
+		s->console_http = NULL;
+		console_free(s);
+		return 0;
 	}
 	sw_info("console on %s (port %u), files from %s, version %s", listen,
 		sw_http_server_port(s->console_http), c->dir, c->version);

@@ -8,6 +8,7 @@ system is deferred, the audit page, and a viewer shown no buttons and refused th
 same stop. Screenshots go to $SITEWARD_KEEP/console, or the site's folder (printed)."""
 import http.client
 import os
+import socket
 import re
 import shutil
 import signal
@@ -184,6 +185,26 @@ class ConsoleServer(ConsoleSite):
         status, body = self.site.api("POST", "/v1/systems/w2/services/web/restart",
                                      body={"timeout": 15})
         self.assertEqual(status, 200, body)
+
+
+class ConsoleNoPort(unittest.TestCase):
+    """A console port another program holds: the site server starts and serves its API,
+    and says what to change; a console is not worth an outage."""
+
+    def test_the_api_serves_when_the_console_port_is_taken(self):
+        held = socket.socket()
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        site = Site(heartbeat=1, extra_conf={"console.listen": f"127.0.0.1:{port}"})
+        try:
+            site.start()
+            self.assertEqual(site.api("GET", "/v1/site")[0], 200)
+            self.assertIn(f"[console] listen = 127.0.0.1:{port}", site.server.log())
+            self.assertIn("no console (free the port", site.server.log())
+        finally:
+            held.close()
+            site.close()
 
 
 @unittest.skipUnless(os.access(CHROMIUM, os.X_OK) and os.path.isdir(PLAYWRIGHT),
