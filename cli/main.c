@@ -90,7 +90,7 @@ static const struct command commands[] = {
       {"upgrade run FILE [--parallel N] [--stop-timeout S]\n"
        "            [--on-stuck defer|kill|remove-role|fail] [--max-failures N]",
        "upgrade the site server, then every system"},
-      {"upgrade status|resume|rollback",
+      {"upgrade status [--follow]|resume|rollback",
        "the latest upgrade: its progress and report,\ncontinue it, or return to the old "
        "version"}}},
     {"cert",

@@ -34,7 +34,7 @@ static void upgrade_usage(void)
 	cli_error("usage: siteward upgrade check FILE [run options]\n"
 		  "       siteward upgrade run FILE [--parallel N] [--stop-timeout S] "
 		  "[--on-stuck defer|kill|remove-role|fail] [--max-failures N] [--strict]\n"
-		  "       siteward upgrade status|resume|rollback");
+		  "       siteward upgrade status [--follow]|resume|rollback");
 }
 
 static const char *str(const json_t *j, const char *key)
@@ -590,12 +590,15 @@ static int do_action(struct cli *c, const char *action)
 	return follow(c, reply);
 }
 
-static int do_status(struct cli *c)
+static int do_status(struct cli *c, int follow_it)
 {
 	json_t *run;
 
 	if (client_call(c, "GET", "/v1/upgrades/current", NULL, &run))
 		return 1;
+	/* a run under way is followed on its event stream to its end, as run does */
+	if (follow_it)
+		return follow(c, run);
 	if (c->json)
 		print_json(run);
 	else
@@ -615,7 +618,9 @@ int cmd_upgrade(struct cli *c, int argc, char **argv)
 	if (strcmp(argv[0], "run") == 0)
 		return do_run(c, argc - 1, argv + 1);
 	if (strcmp(argv[0], "status") == 0 && argc == 1)
-		return do_status(c);
+		return do_status(c, 0);
+	if (strcmp(argv[0], "status") == 0 && argc == 2 && strcmp(argv[1], "--follow") == 0)
+		return do_status(c, 1);
 	if ((strcmp(argv[0], "resume") == 0 || strcmp(argv[0], "rollback") == 0) && argc == 1)
 		return do_action(c, argv[0]);
 	upgrade_usage();

@@ -177,6 +177,10 @@ class Events(UpgradeSite):
         wait_for(lambda: self.run_exists(site), 30, "the run to begin")
         w = Watcher(site)
         w.start()
+        # and from another terminal, `upgrade status --follow` follows it to the same end
+        follower = subprocess.Popen([prog("siteward"), "upgrade", "status", "--follow"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env=dict(os.environ, SITEWARD_SITE=site.dir))
         # the command line follows the same stream: it and the watcher both hold one
         wait_for(lambda: streams_open(site) >= 2, 90, "two event streams open")
         out, _ = cli.communicate(timeout=150)
@@ -189,6 +193,10 @@ class Events(UpgradeSite):
             self.assertNotIn(marker, term)
         self.assertRegex(out, r"upgrade \d+, .*: deferred in [0-9.]+ s \(1 upgraded, 1 deferred, "
                          r"0 failed\)")
+        fout, ferr = follower.communicate(timeout=60)
+        self.assertEqual(follower.returncode, 3, ferr + fout)
+        self.assertRegex(fout, r"upgrade \d+, .*: deferred in [0-9.]+ s \(1 upgraded, 1 "
+                         r"deferred, 0 failed\)")
         # the live line, drawn again and again over itself, its time going on between
         # events as it did when each poll brought it, and cleared at the end
         lines = [seg for seg in term.split("\r\x1b[K") if seg.startswith("wave ")]
