@@ -210,6 +210,9 @@ class ConsoleNoPort(unittest.TestCase):
 @unittest.skipUnless(os.access(CHROMIUM, os.X_OK) and os.path.isdir(PLAYWRIGHT),
                      f"needs {CHROMIUM} and {PLAYWRIGHT} (scripts/install-deps installs "
                      "both)")
+@unittest.skipIf(os.environ.get("SITEWARD_BROWSER") == "0",
+                 "SITEWARD_BROWSER=0: the browser test runs in the first integration pass "
+                 "only (the server paths it takes are the same under ASan and PostgreSQL)")
 class ConsoleBrowser(ConsoleSite):
     def test_the_console_in_a_browser(self):
         keep = os.environ.get("SITEWARD_KEEP")
