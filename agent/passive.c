@@ -17,6 +17,7 @@
 #include "json.h"
 #include "log.h"
 #include "procev.h"
+#include "procstat.h"
 #include "product.h"
 #include "progver.h"
 #include "util.h"
@@ -69,33 +70,13 @@ struct passive {
 /* The fields of /proc/PID/stat we need: parent, start time (ticks after boot). */
 static int proc_stat(pid_t pid, pid_t *ppid, unsigned long long *start)
 {
-	char path[64], buf[1024], *p;
-	int fd, n, field = 2;
+	struct sw_proc_stat st;
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (sw_proc_stat_read(pid, &st))
 		return -1;
-	n = (int)read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
-	p = strrchr(buf, ')');
-	if (!p)
-		return -1;
-	for (p++; *p; p++) {
-		if (*p != ' ')
-			continue;
-		field++;
-		if (field == 4)
-			*ppid = atoi(p + 1);
-		else if (field == 22) {
-			*start = strtoull(p + 1, NULL, 10);
-			return 0;
-		}
-	}
-	return -1;
+	*ppid = st.ppid;
+	*start = st.starttime;
+	return 0;
 }
 
 static int proc_comm(pid_t pid, char *out, size_t len)

@@ -2,6 +2,7 @@
 
 #include "json.h"
 #include "log.h"
+#include "procstat.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -112,39 +113,15 @@ void svc_def_clear(struct svc_def *def)
  * that reuses its pid. 0 if there is no such process or it is a zombie. */
 static unsigned long long proc_starttime(pid_t pid, char *state, pid_t *pgrp)
 {
-	char path[64], buf[1024], *p;
-	unsigned long long start = 0;
-	int fd, n, field = 2, pg = 0;
-	char st = 0;
+	struct sw_proc_stat st;
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (sw_proc_stat_read(pid, &st))
 		return 0;
-	n = (int)read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
-	p = strrchr(buf, ')');
-	if (!p)
-		return 0;
-	for (p++; *p && field < 22; p++) {
-		if (*p != ' ')
-			continue;
-		field++;
-		if (field == 3)
-			st = p[1];
-		else if (field == 5)
-			pg = atoi(p + 1);
-		else if (field == 22)
-			start = strtoull(p + 1, NULL, 10);
-	}
 	if (state)
-		*state = st;
+		*state = st.state;
 	if (pgrp)
-		*pgrp = pg;
-	return st == 'Z' || st == 'X' ? 0 : start;
+		*pgrp = st.pgrp;
+	return st.state == 'Z' || st.state == 'X' ? 0 : st.starttime;
 }
 
 static int pid_alive(pid_t pid)

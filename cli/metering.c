@@ -1,6 +1,7 @@
 /* siteward product add|set|remove|list and siteward usage. */
 #include "cli.h"
 
+#include "product.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -14,7 +15,10 @@ static const char product_usage[] =
     "       siteward product remove NAME | siteward product list\n"
     "       siteward product exclude|include EXE   (passive metering)\n"
     "options: --version PATTERN --build-id HEX --enforce|--no-enforce --hours HH:MM-HH:MM\n"
-    "         --deny-users U1,U2 --deny-hosts H1,H2  (an empty value clears)";
+    "         --deny-users U1,U2 --deny-hosts H1,H2  (an empty value clears)\n"
+    "         --on-reclaim stop|run --reclaim-signal TERM|INT|HUP|USR1|USR2|none\n"
+    "         --idle DURATION  (a license whose program used no CPU this long, like\n"
+    "         30m, is taken back; 0: never)";
 
 static void print_products(const json_t *reply)
 {
@@ -97,6 +101,20 @@ int cmd_product(struct cli *c, int argc, char **argv)
 			json_object_set_new(body, o + 2, json_string(argv[++i]));
 		} else if (i + 1 < argc && strcmp(o, "--build-id") == 0) {
 			json_object_set_new(body, "build_id", json_string(argv[++i]));
+		} else if (i + 1 < argc && strcmp(o, "--on-reclaim") == 0) {
+			json_object_set_new(body, "on_reclaim", json_string(argv[++i]));
+		} else if (i + 1 < argc && strcmp(o, "--reclaim-signal") == 0) {
+			json_object_set_new(body, "reclaim_signal", json_string(argv[++i]));
+		} else if (i + 1 < argc && strcmp(o, "--idle") == 0) {
+			int64_t n;
+			if (sw_duration_parse(argv[++i], 0, SW_PRODUCT_IDLE_MAX, &n) ||
+			    (n && n < SW_PRODUCT_IDLE_MIN)) {
+				cli_error("--idle takes 0 (never) or %d s to 7d, like 30m",
+					  SW_PRODUCT_IDLE_MIN);
+				json_decref(body);
+				return 2;
+			}
+			json_object_set_new(body, "idle_s", json_integer(n));
 		} else if (i + 1 < argc &&
 			   (strcmp(o, "--deny-users") == 0 || strcmp(o, "--deny-hosts") == 0)) {
 			json_t *list = json_array();

@@ -14,31 +14,6 @@
 	"usage: siteward token create [--uses N] [--ttl DURATION] | token list | "                 \
 	"token revoke ID"
 
-/* --ttl: seconds, or a number with s, m, h or d, from 1 s to 30 days. */
-static int parse_ttl(const char *s, int64_t *out)
-{
-	static const struct {
-		char unit;
-		int64_t seconds;
-	} units[] = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}};
-	char num[32];
-	size_t n = strlen(s);
-	int64_t mult = 1, v;
-
-	if (n == 0 || n >= sizeof(num))
-		return 1;
-	memcpy(num, s, n + 1);
-	for (size_t i = 0; i < SW_ARRAY_LEN(units); i++)
-		if (num[n - 1] == units[i].unit) {
-			mult = units[i].seconds;
-			num[n - 1] = '\0';
-		}
-	if (sw_int_parse(num, 1, SW_TOKEN_TTL_MAX / mult, &v) || v * mult > SW_TOKEN_TTL_MAX)
-		return 1;
-	*out = v * mult;
-	return 0;
-}
-
 static int token_create(struct cli *c, int argc, char **argv)
 {
 	json_t *req, *reply;
@@ -46,7 +21,7 @@ static int token_create(struct cli *c, int argc, char **argv)
 
 	for (int i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "--ttl") == 0 && i + 1 < argc) {
-			if (parse_ttl(argv[++i], &ttl)) {
+			if (sw_duration_parse(argv[++i], 1, SW_TOKEN_TTL_MAX, &ttl)) {
 				cli_error("--ttl takes 1 s to 30 days: seconds, or a number with "
 					  "s, m, h or d (30m, 12h, 7d)");
 				return 2;

@@ -6,9 +6,48 @@
 #include "progver.h"
 #include "util.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static const char *const policy_names[] = {[SW_RECLAIM_STOP] = "stop", [SW_RECLAIM_RUN] = "run"};
+
+const char *sw_reclaim_policy_name(enum sw_reclaim_policy p)
+{
+	return (unsigned)p < sizeof(policy_names) / sizeof(*policy_names) ? policy_names[p] : NULL;
+}
+
+int sw_reclaim_policy_parse(const char *s, enum sw_reclaim_policy *out)
+{
+	for (size_t i = 0; i < sizeof(policy_names) / sizeof(*policy_names); i++)
+		if (strcmp(s, policy_names[i]) == 0) {
+			*out = (enum sw_reclaim_policy)i;
+			return 0;
+		}
+	return SW_EINVAL;
+}
+
+/* The signals a reclaim may warn with: each one a program can catch. */
+static const struct {
+	const char *name;
+	int signo;
+} reclaim_signals[] = {{"none", 0},	{"TERM", SIGTERM}, {"INT", SIGINT},
+		       {"HUP", SIGHUP}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2}};
+
+int sw_product_reclaim_signo(const struct sw_product *p, int *signo)
+{
+	if (!p->reclaim_signal[0]) {
+		*signo = p->on_reclaim == SW_RECLAIM_STOP ? SIGTERM : 0;
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(reclaim_signals) / sizeof(*reclaim_signals); i++)
+		if (strcmp(p->reclaim_signal, reclaim_signals[i].name) == 0) {
+			*signo = reclaim_signals[i].signo;
+			return 0;
+		}
+	return SW_EINVAL;
+}
 
 void sw_product_init(struct sw_product *p)
 {
@@ -72,6 +111,8 @@ static int list_valid(const char *list)
 
 int sw_product_validate(struct sw_product *p, char *err, size_t errlen)
 {
+	int signo;
+
 	if (!sw_name_valid(p->name)) {
 		sw_seterr(err, errlen, "product name must be 1-63 letters, digits, '.', '_', '-'");
 		return SW_EINVAL;
@@ -106,6 +147,20 @@ int sw_product_validate(struct sw_product *p, char *err, size_t errlen)
 		return SW_EINVAL;
 	}
 	p->enforce = p->enforce != 0;
+	if (!sw_reclaim_policy_name(p->on_reclaim)) {
+		sw_seterr(err, errlen, "on_reclaim must be stop or run");
+		return SW_EINVAL;
+	}
+	if (sw_product_reclaim_signo(p, &signo)) {
+		sw_seterr(err, errlen, "reclaim_signal must be TERM, INT, HUP, USR1, USR2 or none");
+		return SW_EINVAL;
+	}
+	if (p->idle_s != 0 &&
+	    (p->idle_s < SW_PRODUCT_IDLE_MIN || p->idle_s > SW_PRODUCT_IDLE_MAX)) {
+		sw_seterr(err, errlen, "idle_s must be 0 (never) or %d s to %d s (a week)",
+			  SW_PRODUCT_IDLE_MIN, SW_PRODUCT_IDLE_MAX);
+		return SW_EINVAL;
+	}
 	return 0;
 }
 
@@ -156,6 +211,7 @@ int sw_product_parse(const json_t *j, struct sw_product *p, char *err, size_t er
 {
 	char why[200];
 	const json_t *enforce;
+	const char *policy = NULL;
 	int rc;
 
 	sw_product_init(p);
@@ -178,8 +234,18 @@ int sw_product_parse(const json_t *j, struct sw_product *p, char *err, size_t er
 	    (rc = sw_product_names_parse(json_object_get(j, "deny_users"), "deny_users",
 					 p->deny_users, sizeof(p->deny_users), why, sizeof(why))) ||
 	    (rc = sw_product_names_parse(json_object_get(j, "deny_hosts"), "deny_hosts",
-					 p->deny_hosts, sizeof(p->deny_hosts), why, sizeof(why))))
+					 p->deny_hosts, sizeof(p->deny_hosts), why, sizeof(why))) ||
+	    (rc = sw_json_str(j, "on_reclaim", 8, 0, &policy, why, sizeof(why))) ||
+	    (rc = copy_str(j, "reclaim_signal", SW_PRODUCT_SIGNAL_MAX, 0, p->reclaim_signal, why,
+			   sizeof(why))) ||
+	    (rc =
+		 sw_json_int(j, "idle_s", 0, SW_PRODUCT_IDLE_MAX, 0, &p->idle_s, why, sizeof(why))))
 		goto fail;
+	if (policy && sw_reclaim_policy_parse(policy, &p->on_reclaim)) {
+		snprintf(why, sizeof(why), "on_reclaim must be stop or run");
+		rc = SW_EINVAL;
+		goto fail;
+	}
 	enforce = json_object_get(j, "enforce");
 	if (enforce && !json_is_boolean(enforce)) {
 		snprintf(why, sizeof(why), "'enforce' must be true or false");
@@ -242,10 +308,12 @@ static json_t *list_json(const char *list)
 
 json_t *sw_product_json(const struct sw_product *p)
 {
-	json_t *j = json_pack("{ss ss ss sI sb ss ss so so}", "name", p->name, "exe", p->exe,
-			      "version", p->version, "licenses", (json_int_t)p->licenses, "enforce",
-			      p->enforce, "build_id", p->build_id, "hours", p->hours, "deny_users",
-			      list_json(p->deny_users), "deny_hosts", list_json(p->deny_hosts));
+	json_t *j = json_pack(
+	    "{ss ss ss sI sb ss ss so so ss ss sI}", "name", p->name, "exe", p->exe, "version",
+	    p->version, "licenses", (json_int_t)p->licenses, "enforce", p->enforce, "build_id",
+	    p->build_id, "hours", p->hours, "deny_users", list_json(p->deny_users), "deny_hosts",
+	    list_json(p->deny_hosts), "on_reclaim", sw_reclaim_policy_name(p->on_reclaim),
+	    "reclaim_signal", p->reclaim_signal, "idle_s", (json_int_t)p->idle_s);
 
 	if (j && p->allotment >= 0 &&
 	    json_object_set_new(j, "allotment", json_integer(p->allotment))) {

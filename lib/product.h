@@ -22,7 +22,15 @@
 #define SW_PRODUCT_NAMES_MAX	64   /* names in a deny list */
 #define SW_PRODUCT_LIST_LEN	1024 /* a deny list's text, with its NUL */
 #define SW_PRODUCT_LICENSES_MAX 100000000
-#define SW_PRODUCT_MAX		1000 /* in one table */
+#define SW_PRODUCT_MAX		1000   /* in one table */
+#define SW_PRODUCT_IDLE_MIN	10     /* seconds */
+#define SW_PRODUCT_IDLE_MAX	604800 /* seconds: a week */
+#define SW_PRODUCT_SIGNAL_MAX	7
+
+/* What becomes of a program whose license an administrator or its idleness took back:
+ * it is told with `reclaim_signal` (a signal it can catch), then stopped, or left to
+ * run unlicensed with its use recorded. */
+enum sw_reclaim_policy { SW_RECLAIM_STOP, SW_RECLAIM_RUN };
 
 struct sw_product {
 	char name[SW_PRODUCT_NAME_MAX + 1];
@@ -36,7 +44,19 @@ struct sw_product {
 	int64_t licenses;  /* the site's count */
 	int64_t allotment; /* one license server's share; -1 where none was given */
 	int enforce;
+	enum sw_reclaim_policy on_reclaim;
+	char reclaim_signal[SW_PRODUCT_SIGNAL_MAX + 1]; /* "TERM", "USR1", …, "none"; "":
+							   TERM to stop, none to run */
+	int64_t idle_s; /* a license whose program used no CPU this long is reclaimed; 0:
+			   never */
 };
+
+/* "stop" or "run"; NULL for anything else. */
+const char *sw_reclaim_policy_name(enum sw_reclaim_policy p);
+int sw_reclaim_policy_parse(const char *s, enum sw_reclaim_policy *out);
+/* The signal number a product's reclaim_signal names into *signo (0: none). 0, or
+ * SW_EINVAL if it names none that siteward sends. */
+int sw_product_reclaim_signo(const struct sw_product *p, int *signo);
 
 /* A program seen running or asking for a license. */
 struct sw_program {
@@ -56,8 +76,9 @@ int sw_product_exe_valid(const char *exe);
 void sw_product_init(struct sw_product *p);
 
 /* Reads one product as the site server sends it ({name, exe, version, build_id, hours,
- * deny_users, deny_hosts, licenses, enforce, allotment}; name, exe and licenses
- * required) and validates it. 0, or SW_EINVAL with a sentence in `err`. */
+ * deny_users, deny_hosts, licenses, enforce, allotment, on_reclaim, reclaim_signal,
+ * idle_s}; name, exe and licenses required) and validates it. 0, or SW_EINVAL with a sentence in
+ * `err`. */
 int sw_product_parse(const json_t *j, struct sw_product *p, char *err, size_t errlen);
 
 /* Checks every field and derives hours_from/hours_to from `hours`: the one rule for

@@ -504,6 +504,30 @@ int sw_int_parse(const char *s, int64_t min, int64_t max, int64_t *out)
 	return 0;
 }
 
+int sw_duration_parse(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+	static const struct {
+		char unit;
+		int64_t seconds;
+	} units[] = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}};
+	char num[32];
+	size_t n = s ? strlen(s) : 0;
+	int64_t mult = 1, v;
+
+	if (n == 0 || n >= sizeof(num))
+		return SW_EINVAL;
+	memcpy(num, s, n + 1);
+	for (size_t i = 0; i < SW_ARRAY_LEN(units); i++)
+		if (num[n - 1] == units[i].unit) {
+			mult = units[i].seconds;
+			num[n - 1] = '\0';
+		}
+	if (sw_int_parse(num, 0, INT64_MAX / 86400, &v) || v * mult < min || v * mult > max)
+		return SW_EINVAL;
+	*out = v * mult;
+	return 0;
+}
+
 /* The length of the UTF-8 sequence at `p` and its code point, or 0 if it is not one
  * (overlong, a surrogate, past U+10FFFF, cut short). */
 static size_t utf8_next(const unsigned char *p, uint32_t *cp)

@@ -95,6 +95,9 @@ int sw_name_valid(const char *name);
 int sw_number_parse(const char *s, double min, double max, double *out);
 /* A whole number in decimal, the whole of `s`, from min to max; SW_EINVAL otherwise. */
 int sw_int_parse(const char *s, int64_t min, int64_t max, int64_t *out);
+/* A duration as people write it: seconds, or a number with s, m, h or d (90, 90s, 30m,
+ * 8h, 7d), from `min` to `max` seconds. 0 and the seconds in *out, or SW_EINVAL. */
+int sw_duration_parse(const char *s, int64_t min, int64_t max, int64_t *out);
 
 /* Text from another machine made safe to show on a terminal: control characters (C0,
  * DEL, C1, so also the ESC that starts a terminal's escape sequences), bidirectional

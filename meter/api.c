@@ -333,7 +333,7 @@ static void post_heartbeat(struct sw_http_req *req, void *arg)
 {
 	struct meter *m = arg;
 	struct heartbeat_req *r = NULL;
-	json_t *j, *renewed = NULL, *lost = NULL;
+	json_t *j, *j2, *renewed = NULL, *lost = NULL, *reclaimed = NULL, *idle = NULL;
 	int64_t wall = sw_now_ms(), mono = sw_mono_ms();
 	char err[256];
 
@@ -349,21 +349,43 @@ static void post_heartbeat(struct sw_http_req *req, void *arg)
 	}
 	renewed = json_array();
 	lost = json_array();
-	if (!renewed || !lost) {
+	reclaimed = json_array();
+	idle = json_object();
+	if (!renewed || !lost || !reclaimed || !idle) {
 		sw_http_reply_error(req, 500, "out of memory");
 		goto out;
 	}
 	for (size_t i = 0; i < r->nleases; i++) {
-		int rc = lease_renew(m->table, r->leases[i], r->client, caller(req), wall, mono);
+		const char *id = r->leases[i];
+		int rc = lease_renew(m->table, id, r->client, caller(req), wall, mono);
+		json_t *note;
+		int64_t limit;
 
-		json_array_append_new(rc ? lost : renewed, json_string(r->leases[i]));
+		/* A program idle past its product's limit loses its license now, and its
+		 * client is told in this answer. */
+		if (!rc && r->idle_s[i] >= 0)
+			lease_idle_check(m->table, id, r->idle_s[i], wall, mono);
+		if ((note = lease_reclaimed_json(m->table, id, r->client))) {
+			json_array_append_new(reclaimed, note);
+			continue;
+		}
+		json_array_append_new(rc ? lost : renewed, json_string(id));
+		/* the client reports its program's idleness only where it is asked to */
+		if (!rc && (limit = lease_idle_limit(m->table, id)) > 0)
+			json_object_set_new(idle, id, json_integer(limit));
 	}
-	sw_http_reply_json(req, 200,
-			   json_pack("{sO sO sI}", "renewed", renewed, "lost", lost, "ttl_ms",
-				     (json_int_t)m->table->ttl_ms));
+	j2 = json_pack("{sO sO sI}", "renewed", renewed, "lost", lost, "ttl_ms",
+		       (json_int_t)m->table->ttl_ms);
+	if (j2 && json_array_size(reclaimed))
+		json_object_set(j2, "reclaimed", reclaimed);
+	if (j2 && json_object_size(idle))
+		json_object_set(j2, "idle_limit_s", idle);
+	sw_http_reply_json(req, 200, j2);
 out:
 	json_decref(renewed);
 	json_decref(lost);
+	json_decref(reclaimed);
+	json_decref(idle);
 	json_decref(j);
 	free(r);
 }
@@ -531,13 +553,46 @@ static void get_metrics(struct sw_http_req *req, void *arg)
 static void get_leases(struct sw_http_req *req, void *arg)
 {
 	struct meter *m = arg;
-	json_t *j = lease_list_json(m->table, sw_now_ms(), sw_mono_ms());
+	const char *product = sw_http_req_query(req, "product");
+	json_t *j = lease_list_json(m->table, product && *product ? product : NULL, sw_now_ms(),
+				    sw_mono_ms());
 
 	if (!j) {
 		sw_http_reply_error(req, 500, "out of memory");
 		return;
 	}
+	json_object_set_new(j, "now", json_integer(sw_now_ms()));
 	sw_http_reply_json(req, 200, j);
+}
+
+/* An administrator's reclaim, through the site server: the leases are released and
+ * journaled before the answer, and each client is told at its next heartbeat. */
+static void post_reclaim(struct sw_http_req *req, void *arg)
+{
+	struct meter *m = arg;
+	struct reclaim_req r;
+	struct call *c;
+	char err[256];
+	json_t *j, *out;
+	int rc;
+
+	if (!(j = sw_http_req_json(req)))
+		return;
+	rc = proto_reclaim_parse(j, &r, err, sizeof(err));
+	json_decref(j);
+	if (rc) {
+		sw_http_reply_error(req, 400, "%s", err);
+		return;
+	}
+	if (!(out = json_array())) {
+		sw_http_reply_error(req, 500, "out of memory");
+		return;
+	}
+	lease_reclaim(m->table, &r, sw_now_ms(), sw_mono_ms(), out);
+	if ((c = call_new(m, req)))
+		reply_durable(c, 200, json_pack("{so}", "reclaimed", out));
+	else
+		json_decref(out);
 }
 
 /* The site server's push: products changed, or certificates were revoked. */
@@ -562,6 +617,7 @@ const struct sw_http_route api_routes[] = {
     {"GET", "/v1/health", ANY_SITE_CERT, get_health, 0},
     {"GET", "/v1/leases", SW_HTTP_ADMIN | SW_HTTP_SERVER, get_leases, 0},
     {"POST", "/v1/config/refresh", SW_HTTP_SERVER, post_refresh, 0},
+    {"POST", "/v1/reclaim", SW_HTTP_SERVER, post_reclaim, METER_MAX_BODY},
     {"POST", "/v1/checkout", ANY_SITE_CERT, post_checkout, METER_MAX_BODY},
     {"POST", "/v1/heartbeat", ANY_SITE_CERT, post_heartbeat, METER_MAX_BODY},
     {"POST", "/v1/checkin", ANY_SITE_CERT, post_checkin, METER_MAX_BODY},

@@ -44,7 +44,8 @@ struct lease_table *lease_table_new(void)
 	t->ttl_ms = METER_DEFAULT_TTL_MS;
 	t->leases = sw_strmap_new();
 	t->usage = sw_strmap_new();
-	if (!t->leases || !t->usage) {
+	t->reclaimed = sw_strmap_new();
+	if (!t->leases || !t->usage || !t->reclaimed) {
 		lease_table_free(t);
 		return NULL;
 	}
@@ -65,16 +66,24 @@ void lease_table_free(struct lease_table *t)
 		jtext_unref(u->text);
 		free(u);
 	}
+	for (struct reclaimed *r = t->rhead, *n; r; r = n) {
+		n = r->next;
+		jtext_unref(r->text);
+		free(r);
+	}
 	for (struct product *p = t->products, *n; p; p = n) {
 		n = p->next;
 		free(p);
 	}
 	free(t->match);
+	sw_strmap_free(t->reclaimed);
 	sw_strmap_free(t->leases);
 	sw_strmap_free(t->usage);
 	sw_strmap_free(t->revoked);
 	free(t);
 }
+
+static void reclaimed_del(struct lease_table *t, struct reclaimed *r);
 
 static struct product *product_by_name(const struct lease_table *t, const char *name)
 {
@@ -434,14 +443,15 @@ static void grant_waiters(struct lease_table *t, struct product *p, int64_t wall
 	}
 }
 
-/* Ends a lease: it becomes a run record (journaled with the release) and its license
- * goes to the queue. */
-static void release(struct lease_table *t, struct lease *l, int64_t end, int64_t wall, int64_t mono)
+/* Ends a lease: it becomes a run record (journaled with the release, and with the note
+ * for its client when it was taken back) and its license goes to the queue. */
+static void release(struct lease_table *t, struct lease *l, int64_t end, int64_t wall, int64_t mono,
+		    const struct jtext *note)
 {
 	struct product *p = product_by_name(t, l->product);
 	struct usage u, *pu;
 	struct jtext *text;
-	char members[64];
+	char *members = NULL;
 
 	memset(&u, 0, sizeof(u));
 	copy(u.id, sizeof(u.id), l->id);
@@ -460,10 +470,16 @@ static void release(struct lease_table *t, struct lease *l, int64_t end, int64_t
 	if (text) {
 		uint64_t seq;
 
-		snprintf(members, sizeof(members), "\"lease\":\"%s\"", l->id);
-		seq = journal_rec(t, "release", members, "usage", text);
+		if (note ? asprintf(&members, "\"lease\":\"%s\",\"reclaimed\":%.*s", l->id,
+				    (int)note->len, note->s) < 0
+			 : asprintf(&members, "\"lease\":\"%s\"", l->id) < 0)
+			members = NULL;
+		seq = members ? journal_rec(t, "release", members, "usage", text) : 0;
+		if (!members)
+			sw_err("journal: out of memory building a release record");
 		if (pu)
 			pu->seq = seq;
+		free(members);
 		jtext_unref(text);
 	} else {
 		sw_err("journal: out of memory building a release record");
@@ -619,7 +635,7 @@ int lease_checkin(struct lease_table *t, const char *id, const char *client, con
 	int rc;
 
 	if ((l = owned(t, id, client, host, &rc)))
-		release(t, l, wall, wall, mono);
+		release(t, l, wall, wall, mono, NULL);
 	return rc;
 }
 
@@ -635,30 +651,234 @@ size_t lease_expire_due(struct lease_table *t, int64_t wall, int64_t mono)
 			 l->host);
 		/* Releasing may grant waiters, which appends leases at the tail: they are
 		 * fresh, so walking on over them does no harm. */
-		release(t, l, l->renewed_at, wall, mono);
+		release(t, l, l->renewed_at, wall, mono, NULL);
 		n++;
+	}
+	for (struct reclaimed *r = t->rhead, *next; r; r = next) {
+		next = r->next;
+		if (r->until <= mono)
+			reclaimed_del(t, r);
 	}
 	return n;
 }
 
-json_t *lease_list_json(const struct lease_table *t, int64_t wall, int64_t mono)
+json_t *lease_list_json(const struct lease_table *t, const char *product, int64_t wall,
+			int64_t mono)
 {
-	json_t *arr = json_array();
+	json_t *leases = json_array(), *queue = json_array();
 
-	if (!arr)
-		return NULL;
+	if (!leases || !queue)
+		goto fail;
 	for (const struct lease *l = t->lhead; l; l = l->next) {
+		if (product && strcmp(l->product, product) != 0)
+			continue;
 		json_t *o =
-		    json_pack("{ss ss ss ss sI ss sI sI}", "lease", l->id, "product", l->product,
-			      "user", l->user, "host", l->host, "pid", (json_int_t)l->pid, "client",
-			      l->client, "granted_at", (json_int_t)l->granted_at, "expires_at",
-			      (json_int_t)(wall + l->deadline - mono));
-		if (!o || json_array_append_new(arr, o)) {
-			json_decref(arr);
-			return NULL;
+		    json_pack("{ss ss ss ss ss sI ss sI sI sI}", "lease", l->id, "product",
+			      l->product, "exe", l->exe, "user", l->user, "host", l->host, "pid",
+			      (json_int_t)l->pid, "client", l->client, "granted_at",
+			      (json_int_t)l->granted_at, "renewed_at", (json_int_t)l->renewed_at,
+			      "expires_at", (json_int_t)(wall + l->deadline - mono));
+		if (!o || json_array_append_new(leases, o))
+			goto fail;
+	}
+	for (const struct product *p = t->products; p; p = p->next) {
+		unsigned pos = 0;
+
+		if (product && strcmp(p->def.name, product) != 0)
+			continue;
+		for (const struct waiter *w = p->qhead; w; w = w->next) {
+			json_t *o = json_pack(
+			    "{ss ss ss ss sI sI sI}", "product", p->def.name, "exe", w->req.exe,
+			    "user", w->req.user, "host", w->host, "pid", (json_int_t)w->req.pid,
+			    "since", (json_int_t)w->since_wall, "position", (json_int_t)++pos);
+			if (!o || json_array_append_new(queue, o))
+				goto fail;
 		}
 	}
-	return json_pack("{so}", "leases", arr);
+	return json_pack("{so so}", "leases", leases, "queue", queue);
+fail:
+	json_decref(leases);
+	json_decref(queue);
+	return NULL;
+}
+
+/* Reclaimed leases */
+
+static void reclaimed_del(struct lease_table *t, struct reclaimed *r)
+{
+	sw_strmap_del(t->reclaimed, r->id);
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		t->rhead = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	else
+		t->rtail = r->prev;
+	t->nreclaimed--;
+	jtext_unref(r->text);
+	free(r);
+}
+
+/* Keeps a note (its text taken), in place of one of the same lease; the oldest goes
+ * when there are as many as leases may be. */
+static void reclaimed_add(struct lease_table *t, const char *id, const char *client, int64_t until,
+			  struct jtext *text)
+{
+	struct reclaimed *r = sw_strmap_get(t->reclaimed, id);
+
+	if (r)
+		reclaimed_del(t, r);
+	if (t->nreclaimed >= METER_MAX_LEASES)
+		reclaimed_del(t, t->rhead);
+	if (!(r = calloc(1, sizeof(*r))))
+		goto fail;
+	copy(r->id, sizeof(r->id), id);
+	copy(r->client, sizeof(r->client), client);
+	r->until = until;
+	r->text = text;
+	if (sw_strmap_set(t->reclaimed, r->id, r)) {
+		free(r);
+		goto fail;
+	}
+	r->prev = t->rtail;
+	if (t->rtail)
+		t->rtail->next = r;
+	else
+		t->rhead = r;
+	t->rtail = r;
+	t->nreclaimed++;
+	return;
+fail:
+	sw_err("out of memory keeping the note of reclaimed lease %s", id);
+	jtext_unref(text);
+}
+
+/* A note as journaled, kept again unless it is past. */
+static int reclaimed_apply(struct lease_table *t, const json_t *j, int64_t wall, int64_t mono,
+			   char *err, size_t errlen)
+{
+	const char *id, *client, *product, *reason, *policy, *sig;
+	int64_t until;
+	struct jtext *text;
+	int rc;
+
+	if ((rc = sw_json_str(j, "lease", METER_ID_LEN, 1, &id, err, errlen)) ||
+	    (rc = sw_json_str(j, "client", METER_ID_LEN, 1, &client, err, errlen)) ||
+	    (rc = sw_json_str(j, "product", METER_NAME_MAX, 1, &product, err, errlen)) ||
+	    (rc = sw_json_str(j, "reason", METER_REASON_MAX - 1, 1, &reason, err, errlen)) ||
+	    (rc = sw_json_str(j, "on_reclaim", 8, 1, &policy, err, errlen)) ||
+	    (rc = sw_json_str(j, "signal", SW_PRODUCT_SIGNAL_MAX, 1, &sig, err, errlen)) ||
+	    (rc = sw_json_int(j, "until", 0, INT64_MAX, 1, &until, err, errlen)))
+		return rc;
+	if (!proto_id_valid(id) || !proto_id_valid(client)) {
+		sw_seterr(err, errlen, "reclaimed record with a malformed lease or client id");
+		return SW_EINVAL;
+	}
+	if (until <= wall)
+		return 0;
+	text = jtext_dump(json_pack("{ss ss ss ss ss ss sI}", "lease", id, "client", client,
+				    "product", product, "reason", reason, "on_reclaim", policy,
+				    "signal", sig, "until", (json_int_t)until));
+	if (!text)
+		return SW_ENOMEM;
+	reclaimed_add(t, id, client, mono + (until - wall), text);
+	return 0;
+}
+
+/* Takes one lease back: the note for its client first, then the release. */
+static void reclaim_one(struct lease_table *t, struct lease *l, const char *reason, int64_t wall,
+			int64_t mono)
+{
+	const struct product *p = product_by_name(t, l->product);
+	int64_t until = wall + (l->deadline - mono) + t->ttl_ms;
+	struct jtext *text;
+
+	text = jtext_dump(json_pack("{ss ss ss ss ss ss sI}", "lease", l->id, "client", l->client,
+				    "product", l->product, "reason", reason, "on_reclaim",
+				    sw_reclaim_policy_name(p ? p->def.on_reclaim : SW_RECLAIM_STOP),
+				    "signal", p ? p->def.reclaim_signal : "", "until",
+				    (json_int_t)until));
+	sw_info("lease %s of %s (%s@%s, pid %lld) taken back: %s", l->id, l->product, l->user,
+		l->host, (long long)l->pid, reason);
+	if (text)
+		reclaimed_add(t, l->id, l->client, mono + (until - wall), jtext_ref(text));
+	else
+		sw_err("out of memory noting reclaimed lease %s: its client learns it as lost",
+		       l->id);
+	release(t, l, wall, wall, mono, text);
+	jtext_unref(text);
+}
+
+size_t lease_reclaim(struct lease_table *t, const struct reclaim_req *r, int64_t wall, int64_t mono,
+		     json_t *out)
+{
+	struct lease *last = t->ltail;
+	char reason[METER_REASON_MAX];
+	size_t n = 0;
+
+	if (r->by[0])
+		snprintf(reason, sizeof(reason), "reclaimed by %s", r->by);
+	else
+		snprintf(reason, sizeof(reason), "reclaimed");
+	/* Releasing may grant waiters, whose fresh leases are appended: they are not
+	 * taken back, the walk ends at the last lease there was. */
+	for (struct lease *l = t->lhead, *next; l; l = next) {
+		int end = l == last;
+
+		next = l->next;
+		if ((!r->lease[0] || strcmp(l->id, r->lease) == 0) &&
+		    (!r->user[0] || strcmp(l->user, r->user) == 0) &&
+		    (!r->host[0] || strcmp(l->host, r->host) == 0) &&
+		    (!r->product[0] || strcmp(l->product, r->product) == 0)) {
+			if (out)
+				json_array_append_new(
+				    out, json_pack("{ss ss ss ss sI}", "lease", l->id, "product",
+						   l->product, "user", l->user, "host", l->host,
+						   "pid", (json_int_t)l->pid));
+			reclaim_one(t, l, reason, wall, mono);
+			n++;
+		}
+		if (end)
+			break;
+	}
+	return n;
+}
+
+json_t *lease_reclaimed_json(const struct lease_table *t, const char *id, const char *client)
+{
+	const struct reclaimed *r = sw_strmap_get(t->reclaimed, id);
+	json_t *j;
+
+	if (!r || strcmp(r->client, client) != 0 ||
+	    !(j = json_loadb(r->text->s, r->text->len, 0, NULL)))
+		return NULL;
+	json_object_del(j, "client");
+	json_object_del(j, "until");
+	return j;
+}
+
+int64_t lease_idle_limit(const struct lease_table *t, const char *id)
+{
+	const struct lease *l = lease_find(t, id);
+	const struct product *p = l ? product_by_name(t, l->product) : NULL;
+
+	return p ? p->def.idle_s : 0;
+}
+
+int lease_idle_check(struct lease_table *t, const char *id, int64_t idle_s, int64_t wall,
+		     int64_t mono)
+{
+	struct lease *l = lease_find(t, id);
+	int64_t limit = lease_idle_limit(t, id);
+	char reason[METER_REASON_MAX];
+
+	if (!l || limit <= 0 || idle_s < limit)
+		return 0;
+	snprintf(reason, sizeof(reason), "idle for %lld s (the product's limit is %lld s)",
+		 (long long)idle_s, (long long)limit);
+	reclaim_one(t, l, reason, wall, mono);
+	return 1;
 }
 
 size_t lease_usage_take(struct lease_table *t, uint64_t durable_seq, size_t max,
@@ -990,6 +1210,10 @@ int lease_apply(struct lease_table *t, const json_t *rec, int64_t wall, int64_t 
 			return rc;
 		if ((rc = apply_usage(t, rec, (uint64_t)seq, err, errlen)))
 			return rc;
+		if (json_object_get(rec, "reclaimed") &&
+		    (rc = reclaimed_apply(t, json_object_get(rec, "reclaimed"), wall, mono, err,
+					  errlen)))
+			return rc;
 		if ((l = lease_find(t, id))) {
 			struct product *p = product_by_name(t, l->product);
 
@@ -1000,6 +1224,8 @@ int lease_apply(struct lease_table *t, const json_t *rec, int64_t wall, int64_t 
 		}
 		return 0;
 	}
+	if (strcmp(type, "reclaimed") == 0)
+		return reclaimed_apply(t, rec, wall, mono, err, errlen);
 	if (strcmp(type, "uploaded") == 0) {
 		json_t *ids = json_object_get(rec, "ids"), *v;
 		size_t i;
@@ -1039,5 +1265,8 @@ int lease_snapshot(void *arg, struct journal *j, struct journal_snap *s)
 		/* Its record is now the snapshot's: uploadable once the snapshot is durable. */
 		u->seq = seq;
 	}
+	for (struct reclaimed *r = t->rhead; r; r = r->next)
+		if ((rc = journal_snap_add(j, s, "reclaimed", NULL, r->text, NULL)))
+			return rc;
 	return 0;
 }

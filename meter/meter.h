@@ -84,6 +84,27 @@ struct usage {
 	struct jtext *text; /* the record as JSON, as uploaded and journaled */
 };
 
+/* A lease taken back (siteward license reclaim, or its program idle): its client is
+ * told so at its next heartbeat, with what the product says to do, until the lease
+ * would have expired. */
+struct reclaimed {
+	struct reclaimed *prev, *next;
+	char id[METER_ID_LEN + 1];
+	char client[METER_ID_LEN + 1];
+	int64_t until;	    /* monotonic ms */
+	struct jtext *text; /* {lease, client, product, reason, on_reclaim, signal, until} */
+};
+
+/* POST /v1/reclaim, parsed: every field given must match; at least one of lease, user
+ * and host is given. */
+struct reclaim_req {
+	char lease[METER_ID_LEN + 1];
+	char user[METER_USER_MAX + 1];
+	char host[METER_HOST_MAX + 1];
+	char product[METER_NAME_MAX + 1];
+	char by[METER_NAME_MAX + 1]; /* who asked: "" for the license server itself */
+};
+
 /* The records of one upload. */
 struct usage_batch {
 	size_t n;
@@ -107,6 +128,8 @@ struct heartbeat_req {
 	char client[METER_ID_LEN + 1];
 	size_t nleases;
 	char leases[METER_HB_MAX_LEASES][METER_ID_LEN + 1];
+	int64_t idle_s[METER_HB_MAX_LEASES]; /* how long its program has used no CPU; -1
+						not said */
 };
 
 struct checkin_req {
@@ -155,6 +178,9 @@ struct lease_table {
 	size_t nusage;
 	size_t nwaiting;
 	struct sw_strmap *revoked; /* serials of removed systems' certificates, or NULL */
+	struct sw_strmap *reclaimed;
+	struct reclaimed *rhead, *rtail;
+	size_t nreclaimed;
 };
 
 enum checkout_result {
@@ -273,7 +299,23 @@ size_t lease_expire_due(struct lease_table *t, int64_t wall, int64_t mono);
 struct lease *lease_find(const struct lease_table *t, const char *id);
 /* 1 if the site server listed this certificate serial as revoked. */
 int lease_revoked(const struct lease_table *t, const char *serial);
-json_t *lease_list_json(const struct lease_table *t, int64_t wall, int64_t mono);
+/* Every lease and every queued checkout ({leases, queue}), of one product or all. */
+json_t *lease_list_json(const struct lease_table *t, const char *product, int64_t wall,
+			int64_t mono);
+/* Takes back every lease `r` matches, as lease_checkin() would return it, and keeps a
+ * note for its client's next heartbeat; appends {lease, product, user, host, pid} of
+ * each to `out`. Returns how many. */
+size_t lease_reclaim(struct lease_table *t, const struct reclaim_req *r, int64_t wall, int64_t mono,
+		     json_t *out);
+/* A heartbeat's lease `id` of `client` that was taken back: the note for the client
+ * ({lease, reason, on_reclaim, signal}), or NULL. */
+json_t *lease_reclaimed_json(const struct lease_table *t, const char *id, const char *client);
+/* After a renewal with the idle time its client reported: the lease is taken back if
+ * its product's limit is passed; 1 if it was. */
+int lease_idle_check(struct lease_table *t, const char *id, int64_t idle_s, int64_t wall,
+		     int64_t mono);
+/* The seconds of idleness after which the lease's product takes it back; 0: never. */
+int64_t lease_idle_limit(const struct lease_table *t, const char *id);
 /* Up to `max` pending records written by journal records <= durable_seq, marked as
  * uploading, into `out`; returns how many (0: none, `out` is then empty). */
 size_t lease_usage_take(struct lease_table *t, uint64_t durable_seq, size_t max,
@@ -334,6 +376,7 @@ void journal_stats(const struct journal *j, uint64_t *flushes, uint64_t *records
 int proto_checkout_parse(const json_t *j, struct checkout_req *out, char *err, size_t errlen);
 int proto_heartbeat_parse(const json_t *j, struct heartbeat_req *out, char *err, size_t errlen);
 int proto_checkin_parse(const json_t *j, struct checkin_req *out, char *err, size_t errlen);
+int proto_reclaim_parse(const json_t *j, struct reclaim_req *out, char *err, size_t errlen);
 /* 1 if `s` is exactly 32 lowercase hex digits. */
 int proto_id_valid(const char *s);
 

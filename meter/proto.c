@@ -116,8 +116,8 @@ int proto_checkout_parse(const json_t *j, struct checkout_req *out, char *err, s
 
 int proto_heartbeat_parse(const json_t *j, struct heartbeat_req *out, char *err, size_t errlen)
 {
-	static const char *const known[] = {"client", "leases", NULL};
-	json_t *arr, *v;
+	static const char *const known[] = {"client", "leases", "idle_s", NULL};
+	json_t *arr, *v, *idle;
 	size_t i;
 	int rc;
 
@@ -143,7 +143,27 @@ int proto_heartbeat_parse(const json_t *j, struct heartbeat_req *out, char *err,
 			sw_seterr(err, errlen, "leases[%zu] must be 32 lowercase hex digits", i);
 			return SW_EINVAL;
 		}
+		out->idle_s[out->nleases] = -1;
 		memcpy(out->leases[out->nleases++], s, METER_ID_LEN + 1);
+	}
+	/* {lease: seconds its program has used no CPU}, for leases the answer asked it of */
+	idle = json_object_get(j, "idle_s");
+	if (idle && !json_is_object(idle)) {
+		sw_seterr(err, errlen, "field 'idle_s' must be an object");
+		return SW_EINVAL;
+	}
+	for (i = 0; idle && i < out->nleases; i++) {
+		json_t *n = json_object_get(idle, out->leases[i]);
+
+		if (!n)
+			continue;
+		if (!json_is_integer(n) || json_integer_value(n) < 0 ||
+		    json_integer_value(n) > 100LL * 365 * 86400) {
+			sw_seterr(err, errlen, "idle_s of lease %s must be a count of seconds",
+				  out->leases[i]);
+			return SW_EINVAL;
+		}
+		out->idle_s[i] = json_integer_value(n);
 	}
 	return 0;
 }
@@ -157,5 +177,39 @@ int proto_checkin_parse(const json_t *j, struct checkin_req *out, char *err, siz
 	    (rc = get_id(j, "client", out->client, err, errlen)) ||
 	    (rc = get_id(j, "lease", out->lease, err, errlen)))
 		return rc;
+	return 0;
+}
+
+/* Like get_text, but an absent field is "any". */
+static int opt_text(const json_t *j, const char *key, size_t max, char *out, char *err,
+		    size_t errlen)
+{
+	out[0] = '\0';
+	if (!json_object_get(j, key))
+		return 0;
+	return get_text(j, key, max, out, err, errlen);
+}
+
+int proto_reclaim_parse(const json_t *j, struct reclaim_req *out, char *err, size_t errlen)
+{
+	static const char *const known[] = {"lease", "user", "host", "product", "by", NULL};
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (!json_is_object(j)) {
+		sw_seterr(err, errlen, "a reclaim must be an object");
+		return SW_EINVAL;
+	}
+	if ((rc = only_known(j, known, err, errlen)) ||
+	    (json_object_get(j, "lease") && (rc = get_id(j, "lease", out->lease, err, errlen))) ||
+	    (rc = opt_text(j, "user", METER_USER_MAX, out->user, err, errlen)) ||
+	    (rc = opt_text(j, "host", METER_HOST_MAX, out->host, err, errlen)) ||
+	    (rc = opt_text(j, "product", METER_NAME_MAX, out->product, err, errlen)) ||
+	    (rc = opt_text(j, "by", METER_NAME_MAX, out->by, err, errlen)))
+		return rc;
+	if (!out->lease[0] && !out->user[0] && !out->host[0]) {
+		sw_seterr(err, errlen, "a reclaim names a lease, a user or a host");
+		return SW_EINVAL;
+	}
 	return 0;
 }

@@ -11,8 +11,10 @@
 #include "error.h"
 #include "http_client.h"
 #include "json.h"
+#include "product.h"
 #include "util.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +26,7 @@
 #define TTL_MAX_MS	  (7 * 86400000LL)
 #define HEARTBEAT_MIN_MS  200
 #define HEARTBEAT_MAX_MS  3600000u
+#define RECLAIM_GRACE_MS  15000 /* a stopped program's time to end before SIGKILL */
 
 static void ask(struct run *r);
 
@@ -265,6 +268,64 @@ void lease_checkout(struct run *r)
 	ask(r);
 }
 
+static void on_grace_over(uv_timer_t *t)
+{
+	struct run *r = t->data;
+
+	if (r->child.pid > 0 && !r->child.exited) {
+		fprintf(stderr,
+			"siteward-run: %s did not end within %d s of the reclaim; killing it\n",
+			r->exe, RECLAIM_GRACE_MS / 1000);
+		kill(r->child.pid, SIGKILL);
+	}
+}
+
+/* The server took the license back: PROGRAM is told with the product's signal, then
+ * stopped, or left to run unlicensed with the rest of its run recorded. */
+static void reclaimed(struct run *r, const json_t *note)
+{
+	struct lease *l = &r->lease;
+	struct sw_product p;
+	const char *policy = json_string_value(json_object_get(note, "on_reclaim"));
+	const char *sig = json_string_value(json_object_get(note, "signal"));
+	const char *why = json_string_value(json_object_get(note, "reason"));
+	char reason[300], product[256];
+	int signo;
+
+	sw_product_init(&p);
+	run_printable(reason, sizeof(reason), why ? why : "no reason given");
+	snprintf(product, sizeof(product), "%s", l->product[0] ? l->product : r->exe);
+	if (!policy || sw_reclaim_policy_parse(policy, &p.on_reclaim))
+		p.on_reclaim = SW_RECLAIM_STOP;
+	snprintf(p.reclaim_signal, sizeof(p.reclaim_signal), "%s", sig ? sig : "");
+	if (sw_product_reclaim_signo(&p, &signo))
+		signo = p.on_reclaim == SW_RECLAIM_STOP ? SIGTERM : 0;
+	l->reclaimed = 1;
+	l->reclaimed_ms = sw_now_ms();
+	uv_timer_stop(&l->timer);
+	if (r->child.pid <= 0 || r->child.exited)
+		return;
+	if (p.on_reclaim == SW_RECLAIM_RUN) {
+		l->run_unlicensed = 1;
+		fprintf(stderr,
+			"siteward-run: the license for %s was taken back (%s); %s runs on "
+			"unlicensed, and the rest of this run is recorded\n",
+			product, reason, r->exe);
+	} else {
+		fprintf(stderr,
+			"siteward-run: the license for %s was taken back (%s); stopping %s "
+			"(signal %s, then SIGKILL after %d s)\n",
+			product, reason, r->exe, signo ? sigabbrev_np(signo) : "none",
+			RECLAIM_GRACE_MS / 1000);
+		uv_timer_init(r->loop, &l->kill_timer);
+		l->kill_timer.data = r;
+		l->kill_timer_on = 1;
+		uv_timer_start(&l->kill_timer, on_grace_over, RECLAIM_GRACE_MS, 0);
+	}
+	if (signo > 0)
+		kill(r->child.pid, signo);
+}
+
 static void on_heartbeat(const struct sw_http_result *res, void *arg)
 {
 	struct run *r = arg;
@@ -297,6 +358,16 @@ static void on_heartbeat(const struct sw_http_result *res, void *arg)
 	if (l->failing && r->verbose)
 		fprintf(stderr, "siteward-run: %s answers again\n", url);
 	l->failing = 0;
+	json_array_foreach(json_object_get(a, "reclaimed"), i, v)
+	{
+		if (json_equal(json_object_get(v, "lease"), l->id)) {
+			reclaimed(r, v);
+			goto out;
+		}
+	}
+	/* the product has an idle limit: the next heartbeats say how long PROGRAM idled */
+	v = json_object_get(json_object_get(a, "idle_limit_s"), json_string_value(l->id));
+	l->idle_limit_s = json_is_integer(v) ? json_integer_value(v) : 0;
 	lost = json_object_get(a, "lost");
 	json_array_foreach(lost, i, v)
 	{
@@ -326,13 +397,21 @@ static void on_tick(uv_timer_t *t)
 	json_t *msg;
 
 	/* One heartbeat at a time: a slow server does not get a queue of them. */
-	if (l->heartbeating || l->lost)
+	if (l->heartbeating || l->lost || l->reclaimed)
 		return;
 	if (timeout < 1000)
 		timeout = 1000;
 	if (timeout > REQUEST_MS)
 		timeout = REQUEST_MS;
 	msg = json_pack("{ss s[O]}", "client", r->client, "leases", l->id);
+	if (msg && l->idle_limit_s > 0) {
+		int64_t now = sw_mono_ms();
+
+		idle_sample(r, now);
+		json_object_set_new(
+		    msg, "idle_s",
+		    json_pack("{sI}", json_string_value(l->id), (json_int_t)idle_seconds(r, now)));
+	}
 	if (post(r, "/v1/heartbeat", msg, timeout, on_heartbeat) == 0)
 		l->heartbeating = 1;
 }
@@ -346,6 +425,7 @@ void lease_heartbeat_start(struct run *r)
 	l->timer.data = r;
 	l->timer_on = 1;
 	uv_timer_start(&l->timer, on_tick, ms, ms);
+	idle_sample(r, sw_mono_ms());
 }
 
 static void on_checkin(const struct sw_http_result *res, void *arg)
@@ -371,6 +451,11 @@ void lease_checkin(struct run *r)
 
 	if (l->timer_on)
 		uv_timer_stop(&l->timer);
+	if (l->kill_timer_on)
+		uv_timer_stop(&l->kill_timer);
+	/* a lease taken back is no longer this run's to return */
+	if (l->reclaimed)
+		return;
 	if (post(r, "/v1/checkin", json_pack("{ss sO}", "client", r->client, "lease", l->id),
 		 CHECKIN_MS, on_checkin) == 0)
 		l->checking_in = 1;
@@ -387,6 +472,10 @@ void lease_cleanup(struct lease *l)
 	if (l->timer_on) {
 		uv_close((uv_handle_t *)&l->timer, NULL);
 		l->timer_on = 0;
+	}
+	if (l->kill_timer_on) {
+		uv_close((uv_handle_t *)&l->kill_timer, NULL);
+		l->kill_timer_on = 0;
 	}
 	json_decref(l->id);
 	l->id = NULL;

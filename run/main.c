@@ -116,10 +116,13 @@ static int run_child(struct run *r)
 	while (!r->child.exited)
 		uv_run(r->loop, UV_RUN_ONCE);
 	r->end_ms = sw_now_ms();
-	if (r->lease.outcome == LEASE_OFFLINE)
+	/* A run no server heard of, or the part of one after its license was taken back
+	 * while it was let run on, is recorded for the agent to send. */
+	if (r->lease.outcome == LEASE_OFFLINE || r->lease.run_unlicensed) {
 		run_version(r); /* the site server's products may tell versions apart */
-	if (r->lease.outcome == LEASE_OFFLINE && usage_record(r, err, sizeof(err)))
-		fprintf(stderr, "siteward-run: this run is not recorded: %s\n", err);
+		if (usage_record(r, err, sizeof(err)))
+			fprintf(stderr, "siteward-run: this run is not recorded: %s\n", err);
+	}
 	return r->child.status;
 }
 

@@ -73,6 +73,17 @@ struct lease {
 	unsigned queue_position;  /* a denial's: where --wait would have put the checkout */
 	unsigned denied_position; /* the first denial's */
 	int version_asked;	  /* the server answered "version_needed" */
+	/* Idleness, reported while the server asks for it (its product has a limit). */
+	int64_t idle_limit_s;
+	unsigned long long cpu_ticks; /* PROGRAM's and its descendants' CPU time */
+	int64_t cpu_changed;	      /* monotonic ms when it last grew */
+	int cpu_seen;
+	/* Taken back by the server (an administrator's reclaim, or idleness). */
+	int reclaimed;
+	int run_unlicensed;    /* the product lets PROGRAM run on: the rest is recorded */
+	int64_t reclaimed_ms;  /* wall clock */
+	uv_timer_t kill_timer; /* the product stops PROGRAM: SIGKILL after the grace */
+	int kill_timer_on;
 };
 
 /* The program, run as our child. */
@@ -140,6 +151,12 @@ void lease_checkin(struct run *r);
 int lease_busy(const struct run *r);
 void lease_cleanup(struct lease *l);
 
+/* idle.c */
+/* Reads PROGRAM's CPU time; notes when it last grew. */
+void idle_sample(struct run *r, int64_t mono);
+/* Seconds since PROGRAM last used the processor (0 before the first sample). */
+int64_t idle_seconds(const struct run *r, int64_t mono);
+
 /* child.c */
 /* First thing in main(): notes the descriptors we were given and blocks the signals
  * we watch. child_watch() reads them on the loop; until PROGRAM starts, one ends us. */
@@ -152,7 +169,8 @@ int child_exec(struct run *r);
 void child_cleanup(struct child *c);
 
 /* usage.c */
-/* Writes ADIR/usage-cache/CLIENT.json for a run no server heard of. */
+/* Writes ADIR/usage-cache/CLIENT.json for a run no server heard of, or for the part of
+ * a run after its license was taken back (from r->lease.reclaimed_ms). */
 int usage_record(const struct run *r, char *err, size_t errlen);
 
 #endif

@@ -36,8 +36,9 @@ int usage_record(const struct run *r, char *err, size_t errlen)
 	 * site servers those agents talk to, which require them. */
 	rec = json_pack("{ss sn ss ss ss sI sI ss sI ss}", "id", r->client, "product", "exe",
 			r->exe, "user", r->user, "host", r->conf.host, "start",
-			(json_int_t)r->start_ms, "end", (json_int_t)r->end_ms, "kind", "run",
-			"wait_ms", (json_int_t)0, "source", "offline");
+			(json_int_t)(r->lease.reclaimed ? r->lease.reclaimed_ms : r->start_ms),
+			"end", (json_int_t)r->end_ms, "kind", "run", "wait_ms", (json_int_t)0,
+			"source", "offline");
 	/* the site server attributes the run to its product by name or build ID */
 	if (rec && r->build_id[0])
 		json_object_set_new(rec, "build_id", json_string(r->build_id));

@@ -138,7 +138,7 @@ int admins_audit(void *arg, struct sw_http_req *req, unsigned status, const char
 	struct server *s = arg;
 	const struct sw_identity *id = sw_http_req_identity(req);
 	struct audit_rec *r = calloc(1, sizeof(*r));
-	json_t *j;
+	json_t *j = NULL;
 
 	if (!r || !id) {
 		free(r);
@@ -153,8 +153,15 @@ int admins_audit(void *arg, struct sw_http_req *req, unsigned status, const char
 	snprintf(r->address, sizeof(r->address), "%s", sw_http_req_peer(req));
 	snprintf(r->method, sizeof(r->method), "%s", sw_http_req_method(req));
 	snprintf(r->path, sizeof(r->path), "%s", sw_http_req_path(req));
-	/* the outcome: "ok", or the reason the answer gives */
-	if (status < 300) {
+	/* the outcome: "ok", or what a successful answer says it did ("outcome"), or the
+	 * reason the answer gives */
+	if (status < 300 && body && strstr(body, "\"outcome\"") &&
+	    (j = json_loads(body, 0, NULL)) && json_is_string(json_object_get(j, "outcome"))) {
+		snprintf(r->outcome, sizeof(r->outcome), "%s",
+			 json_string_value(json_object_get(j, "outcome")));
+		json_decref(j);
+	} else if (status < 300) {
+		json_decref(j);
 		snprintf(r->outcome, sizeof(r->outcome), "ok");
 	} else if ((j = json_loads(body, 0, NULL)) && json_is_string(json_object_get(j, "error"))) {
 		snprintf(r->outcome, sizeof(r->outcome), "%s",

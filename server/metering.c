@@ -28,7 +28,8 @@
 #define DAY_MS		86400000LL
 
 #define PRODUCT_COLUMNS                                                                            \
-	"name, exe, version, licenses, enforce, build_id, hours, deny_users, deny_hosts"
+	"name, exe, version, licenses, enforce, build_id, hours, deny_users, deny_hosts, "         \
+	"on_reclaim, reclaim_signal, idle_s"
 
 /* A stored product, as it was checked when an administrator made it. */
 static void product_read(struct sw_product *p, const struct sw_db_val *row)
@@ -43,6 +44,9 @@ static void product_read(struct sw_product *p, const struct sw_db_val *row)
 	snprintf(p->hours, sizeof(p->hours), "%s", row[6].s);
 	snprintf(p->deny_users, sizeof(p->deny_users), "%s", row[7].s);
 	snprintf(p->deny_hosts, sizeof(p->deny_hosts), "%s", row[8].s);
+	sw_reclaim_policy_parse(row[9].s, &p->on_reclaim);
+	snprintf(p->reclaim_signal, sizeof(p->reclaim_signal), "%s", row[10].s);
+	p->idle_s = row[11].i;
 }
 
 struct products {
@@ -131,6 +135,7 @@ static int product_update(struct sw_product *p, const json_t *j, int creating, c
 			  size_t errlen)
 {
 	const char *exe = NULL, *version = NULL, *build_id = NULL, *hours = NULL;
+	const char *policy = NULL, *sig = NULL;
 	json_t *e;
 	int rc;
 
@@ -138,8 +143,17 @@ static int product_update(struct sw_product *p, const json_t *j, int creating, c
 	    (rc = sw_json_str(j, "version", SW_PRODUCT_VERSION_MAX, 0, &version, err, errlen)) ||
 	    (rc = sw_json_str(j, "build_id", SW_PRODUCT_BUILD_ID_MAX, 0, &build_id, err, errlen)) ||
 	    (rc = sw_json_str(j, "hours", SW_PRODUCT_HOURS_MAX, 0, &hours, err, errlen)) ||
-	    (rc = sw_json_int(j, "licenses", 0, 1000000, creating, &p->licenses, err, errlen)))
+	    (rc = sw_json_int(j, "licenses", 0, 1000000, creating, &p->licenses, err, errlen)) ||
+	    (rc = sw_json_str(j, "on_reclaim", 8, 0, &policy, err, errlen)) ||
+	    (rc = sw_json_str(j, "reclaim_signal", SW_PRODUCT_SIGNAL_MAX, 0, &sig, err, errlen)) ||
+	    (rc = sw_json_int(j, "idle_s", 0, SW_PRODUCT_IDLE_MAX, 0, &p->idle_s, err, errlen)))
 		return rc;
+	if (policy && sw_reclaim_policy_parse(policy, &p->on_reclaim)) {
+		sw_seterr(err, errlen, "field 'on_reclaim' must be stop or run");
+		return SW_EINVAL;
+	}
+	if (sig)
+		snprintf(p->reclaim_signal, sizeof(p->reclaim_signal), "%s", sig);
 	e = json_object_get(j, "enforce");
 	if (e && !json_is_boolean(e)) {
 		sw_seterr(err, errlen, "field 'enforce' must be true or false");
@@ -193,23 +207,33 @@ static int product_store(struct sw_db *db, const struct sw_product *p, int creat
 			  other, p->version[0] ? " at version " : " for every version", p->version);
 		return SW_EEXIST;
 	}
-	struct sw_db_val v[] = {SW_DB_TEXT(p->exe),	   SW_DB_TEXT(p->version),
-				SW_DB_INT(p->licenses),	   SW_DB_INT(p->enforce),
-				SW_DB_TEXT(p->build_id),   SW_DB_TEXT(p->hours),
-				SW_DB_TEXT(p->deny_users), SW_DB_TEXT(p->deny_hosts),
-				SW_DB_TEXT(p->name),	   SW_DB_INT(sw_now_ms())};
+	struct sw_db_val v[] = {SW_DB_TEXT(p->exe),
+				SW_DB_TEXT(p->version),
+				SW_DB_INT(p->licenses),
+				SW_DB_INT(p->enforce),
+				SW_DB_TEXT(p->build_id),
+				SW_DB_TEXT(p->hours),
+				SW_DB_TEXT(p->deny_users),
+				SW_DB_TEXT(p->deny_hosts),
+				SW_DB_TEXT(sw_reclaim_policy_name(p->on_reclaim)),
+				SW_DB_TEXT(p->reclaim_signal),
+				SW_DB_INT(p->idle_s),
+				SW_DB_TEXT(p->name),
+				SW_DB_INT(sw_now_ms())};
 
 	if (creating)
 		return sw_db_exec(
 		    db,
 		    "INSERT INTO products (exe, version, licenses, enforce, build_id, "
-		    "hours, deny_users, deny_hosts, name, created_at) VALUES "
-		    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-		    v, 10, NULL, NULL, NULL, err, errlen);
-	return sw_db_exec(db,
-			  "UPDATE products SET exe = ?, version = ?, licenses = ?, enforce = ?, "
-			  "build_id = ?, hours = ?, deny_users = ?, deny_hosts = ? WHERE name = ?",
-			  v, 9, NULL, NULL, NULL, err, errlen);
+		    "hours, deny_users, deny_hosts, on_reclaim, reclaim_signal, idle_s, "
+		    "name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		    v, 13, NULL, NULL, NULL, err, errlen);
+	return sw_db_exec(
+	    db,
+	    "UPDATE products SET exe = ?, version = ?, licenses = ?, enforce = ?, "
+	    "build_id = ?, hours = ?, deny_users = ?, deny_hosts = ?, on_reclaim = ?, "
+	    "reclaim_signal = ?, idle_s = ? WHERE name = ?",
+	    v, 12, NULL, NULL, NULL, err, errlen);
 }
 
 static void on_pushed(const struct sw_http_result *res, void *arg)

@@ -323,6 +323,10 @@ void metering_revoked(struct server *s, json_t *serials);
 void metering_post_usage(struct sw_http_req *req, void *arg);
 void metering_get_usage(struct sw_http_req *req, void *arg);
 json_t *metering_meter_urls(struct server *s, json_t **names);
+
+/* licenses.c: who holds what, across every metering server, and reclaim */
+void licenses_get(struct sw_http_req *req, void *arg);
+void licenses_reclaim(struct sw_http_req *req, void *arg);
 struct sw_product;
 /* A usage record's product: as recorded, or the product its program runs as among `n`,
  * as the license servers choose. NULL when none. */

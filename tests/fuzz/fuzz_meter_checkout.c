@@ -1,4 +1,4 @@
-/* The meter's request bodies (checkout, heartbeat, check-in) and the site server's
+/* The meter's request bodies (checkout, heartbeat, check-in, reclaim) and the site server's
  * configuration answer, as the meter reads them from the network. */
 #include <stddef.h>
 #include <stdint.h>
@@ -16,6 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static struct heartbeat_req hb;
 	struct checkout_req co;
 	struct checkin_req ci;
+	struct reclaim_req rr;
 	struct meter_config conf;
 	char err[256];
 	json_t *j;
@@ -33,11 +34,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (hb.nleases > METER_HB_MAX_LEASES)
 			abort();
 		for (size_t i = 0; i < hb.nleases; i++)
-			if (!proto_id_valid(hb.leases[i]))
+			if (!proto_id_valid(hb.leases[i]) || hb.idle_s[i] < -1)
 				abort();
 	}
 	if (proto_checkin_parse(j, &ci, err, sizeof(err)) == 0 &&
 	    (!proto_id_valid(ci.client) || !proto_id_valid(ci.lease)))
+		abort();
+	if (proto_reclaim_parse(j, &rr, err, sizeof(err)) == 0 &&
+	    ((!rr.lease[0] && !rr.user[0] && !rr.host[0]) ||
+	     (rr.lease[0] && !proto_id_valid(rr.lease))))
 		abort();
 	json_decref(j);
 	return 0;

@@ -332,7 +332,11 @@ class Migration(unittest.TestCase):
             site.stop()
             # the database as the version before sql/011 left it: the migrations after
             # it undone too, so that the server applies them all again
-            db_exec(site, "DROP TABLE admins", "DROP TABLE admin_certs", "DROP TABLE audit",
+            db_exec(site, "ALTER TABLE products DROP COLUMN on_reclaim",
+                    "ALTER TABLE products DROP COLUMN reclaim_signal",
+                    "ALTER TABLE products DROP COLUMN idle_s",
+                    "DELETE FROM schema_migrations WHERE number = 15",
+                    "DROP TABLE admins", "DROP TABLE admin_certs", "DROP TABLE audit",
                     "DELETE FROM schema_migrations WHERE number = 14",
                     "ALTER TABLE systems DROP COLUMN cert_ca",
                     "ALTER TABLE systems DROP COLUMN trust",

@@ -389,6 +389,101 @@ static void test_request_bodies(void **state)
 	free(h);
 }
 
+/* An administrator's reclaim frees the license at once for the queue, leaves a note its
+ * client reads at its next heartbeat (its own client only), and a lease granted by the
+ * release is not taken back with it. */
+static void test_reclaim(void **state)
+{
+	static const char config[] =
+	    "{\"products\":[{\"name\":\"cad\",\"exe\":\"cad\",\"licenses\":1,\"allotment\":1,"
+	    "\"enforce\":true,\"on_reclaim\":\"run\",\"reclaim_signal\":\"USR1\","
+	    "\"idle_s\":300}],\"lease_ttl_ms\":30000}";
+	struct lease_table *t = table_with(config);
+	struct checkout_req a = req_for("cad", "alice", CLIENT_A, 0);
+	struct checkout_req b = req_for("cad", "alice", CLIENT_B, 60000);
+	struct checkout_out out;
+	struct waiter wa = {0}, wb = {.granted = on_granted};
+	struct reclaim_req r;
+	char id[33];
+	json_t *got, *note;
+
+	granted_log.n = 0;
+	assert_int_equal(lease_checkout(t, &a, "web1", WALL, 0, &wa, &out), 0);
+	assert_int_equal(out.result, CHECKOUT_GRANTED);
+	strcpy(id, out.lease->id);
+	assert_int_equal(lease_checkout(t, &b, "web2", WALL, 0, &wb, &out), 0);
+	assert_int_equal(out.result, CHECKOUT_QUEUED);
+	assert_int_equal(lease_idle_limit(t, id), 300);
+	/* idle, but not for long enough */
+	assert_int_equal(lease_idle_check(t, id, 299, WALL + 10, 10), 0);
+
+	memset(&r, 0, sizeof(r));
+	strcpy(r.user, "alice");
+	strcpy(r.by, "op1");
+	assert_non_null(got = json_array());
+	assert_int_equal(lease_reclaim(t, &r, WALL + 20, 20, got), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(got, 0), "lease")),
+			    id);
+	json_decref(got);
+	/* the waiter (also alice's) got the license, and keeps it */
+	assert_int_equal(granted_log.n, 1);
+	assert_int_equal(t->nleases, 1);
+	assert_string_equal(t->lhead->client, CLIENT_B);
+	/* the run is recorded up to the reclaim */
+	assert_string_equal(t->utail->id, id);
+	assert_int_equal(t->utail->end, WALL + 20);
+	assert_int_equal(lease_renew(t, id, CLIENT_A, "web1", WALL + 30, 30), SW_ENOTFOUND);
+	assert_null(lease_reclaimed_json(t, id, CLIENT_B));
+	assert_non_null(note = lease_reclaimed_json(t, id, CLIENT_A));
+	assert_string_equal(json_string_value(json_object_get(note, "reason")), "reclaimed by op1");
+	assert_string_equal(json_string_value(json_object_get(note, "on_reclaim")), "run");
+	assert_string_equal(json_string_value(json_object_get(note, "signal")), "USR1");
+	json_decref(note);
+
+	/* the waiter's program idles past the limit: taken back with the reason */
+	strcpy(id, t->lhead->id);
+	assert_int_equal(lease_idle_check(t, id, 301, WALL + 40, 40), 1);
+	assert_int_equal(t->nleases, 0);
+	assert_non_null(note = lease_reclaimed_json(t, id, CLIENT_B));
+	assert_non_null(
+	    strstr(json_string_value(json_object_get(note, "reason")), "idle for 301 s"));
+	json_decref(note);
+	/* the notes last until the leases would have expired, then go */
+	lease_expire_due(t, WALL + 120000, 120000);
+	assert_null(lease_reclaimed_json(t, id, CLIENT_B));
+	lease_table_free(t);
+}
+
+static void test_reclaim_bodies(void **state)
+{
+	static const char *bad[] = {
+	    "{}",
+	    "{\"product\":\"cad\"}",
+	    "{\"lease\":\"ABC\"}",
+	    "{\"user\":\"\"}",
+	    "{\"user\":\"a\\nb\"}",
+	    "{\"user\":\"a\",\"extra\":1}",
+	    "{\"user\":7}",
+	    "[]",
+	};
+	struct reclaim_req r;
+	char err[256];
+	json_t *j;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_non_null(j = json_loads(bad[i], JSON_DECODE_ANY, NULL));
+		assert_int_not_equal(proto_reclaim_parse(j, &r, err, sizeof(err)), 0);
+		json_decref(j);
+	}
+	assert_non_null(
+	    j = json_loads("{\"host\":\"ws1\",\"product\":\"cad\",\"by\":\"op1\"}", 0, NULL));
+	assert_int_equal(proto_reclaim_parse(j, &r, err, sizeof(err)), 0);
+	assert_string_equal(r.host, "ws1");
+	assert_string_equal(r.product, "cad");
+	assert_string_equal(r.lease, "");
+	json_decref(j);
+}
+
 static void test_revoked_serials(void **state)
 {
 	const char text[] = "{\"products\":[],\"lease_ttl_ms\":30000,\"revoked\":[\"0a1b2c\"]}";
@@ -421,6 +516,8 @@ int main(void)
 	    cmocka_unit_test(test_allotment_raised_serves_queue),
 	    cmocka_unit_test(test_request_bodies),
 	    cmocka_unit_test(test_revoked_serials),
+	    cmocka_unit_test(test_reclaim),
+	    cmocka_unit_test(test_reclaim_bodies),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

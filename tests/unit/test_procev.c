@@ -2,6 +2,7 @@
  * the kernel's own events for a child of this test. */
 #include "error.h"
 #include "procev.h"
+#include "procstat.h"
 #include "util.h"
 
 #include <linux/cn_proc.h>
@@ -131,9 +132,33 @@ static void test_kernel_events(void **state)
 	assert_true(saw_exit);
 }
 
+/* /proc/PID/stat: a command name with spaces and parentheses does not shift the fields;
+ * a line cut short is refused. */
+static void test_proc_stat(void **state)
+{
+	static const char line[] = "77 (a) b ) S 1 2 3) R 9 77 77 0 -1 4194560 1 0 0 0 "
+				   "300 40 5 6 20 0 1 0 123456 1000 100\n";
+	struct sw_proc_stat st;
+
+	assert_int_equal(sw_proc_stat_parse(line, strlen(line), &st), 0);
+	assert_int_equal(st.state, 'R');
+	assert_int_equal(st.ppid, 9);
+	assert_int_equal(st.pgrp, 77);
+	assert_int_equal(st.utime, 300);
+	assert_int_equal(st.stime, 40);
+	assert_int_equal(st.cutime, 5);
+	assert_int_equal(st.cstime, 6);
+	assert_int_equal(st.starttime, 123456);
+	assert_int_not_equal(sw_proc_stat_parse(line, 40, &st), 0);
+	assert_int_not_equal(sw_proc_stat_parse("1 (x", 4, &st), 0);
+	assert_int_equal(sw_proc_stat_read(getpid(), &st), 0);
+	assert_int_equal(st.ppid, getppid());
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_proc_stat),
 	    cmocka_unit_test(test_parse),
 	    cmocka_unit_test(test_kernel_events),
 	};

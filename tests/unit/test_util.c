@@ -215,9 +215,31 @@ static void test_printable(void **state)
 	}
 }
 
+static void test_duration_parse(void **state)
+{
+	int64_t v;
+
+	assert_int_equal(sw_duration_parse("90", 1, 86400, &v), 0);
+	assert_int_equal(v, 90);
+	assert_int_equal(sw_duration_parse("30m", 1, 86400, &v), 0);
+	assert_int_equal(v, 1800);
+	assert_int_equal(sw_duration_parse("7d", 1, 7 * 86400, &v), 0);
+	assert_int_equal(v, 7 * 86400);
+	assert_int_equal(sw_duration_parse("0", 0, 10, &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_not_equal(sw_duration_parse("8d", 1, 7 * 86400, &v), 0);
+	assert_int_not_equal(sw_duration_parse("0", 1, 10, &v), 0);
+	assert_int_not_equal(sw_duration_parse("-5m", 0, 86400, &v), 0);
+	assert_int_not_equal(sw_duration_parse("5x", 0, 86400, &v), 0);
+	assert_int_not_equal(sw_duration_parse("m", 0, 86400, &v), 0);
+	assert_int_not_equal(sw_duration_parse("", 0, 86400, &v), 0);
+	assert_int_not_equal(sw_duration_parse("99999999999999999d", 0, INT64_MAX, &v), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_duration_parse),
 	    cmocka_unit_test(test_number_parse),
 	    cmocka_unit_test(test_int_parse),
 	    cmocka_unit_test(test_printable),
