@@ -357,11 +357,11 @@ http {{
 """
 
 
-def start_nginx(bench, cert, key, ca, answers, cpu):
+def start_nginx(bench, cert, key, ca, answers, cpu, files=None):
     """nginx as one unprivileged master-less process on a free loopback port, mutual TLS
     with `cert`/`key` and clients checked against `ca`, answering each path of `answers`
-    (path -> JSON text) with 200 and that text. Returns the process with .url set to
-    https://127.0.0.1:PORT."""
+    (path -> JSON text) with 200 and that text, and each of `files` (path -> a file's
+    path) with the file. Returns the process with .url set to https://127.0.0.1:PORT."""
     nginx = os.environ.get("NGINX", "/usr/sbin/nginx")
     if not os.access(nginx, os.X_OK):
         raise RuntimeError(f"{nginx} not found (Debian: nginx-light); set NGINX=PATH")
@@ -374,7 +374,11 @@ def start_nginx(bench, cert, key, ca, answers, cpu):
         f"        location = {path} {{\n"
         f"            default_type application/json;\n"
         f"            return 200 '{body}';\n"
-        f"        }}\n" for path, body in answers.items())
+        f"        }}\n" for path, body in answers.items()) + "".join(
+        f"        location = {path} {{\n"
+        f"            default_type application/json;\n"
+        f"            alias {file};\n"
+        f"        }}\n" for path, file in (files or {}).items())
     with open(os.path.join(d, "nginx.conf"), "w") as f:
         f.write(NGINX_CONF.format(dir=d, port=port, cert=cert, key=key, ca=ca, nofile=nofile,
                                   conns=nofile - 64, locations=locations))

@@ -1,6 +1,8 @@
 // Software metering: the products and their licenses, the licenses in use now against
-// each count, and the peak of concurrent runs per day over a period, as a chart.
-import { api, clear, errorBox, h, table } from "./lib.js";
+// each count, who holds each one now (every license server asked, as `siteward license
+// status` does; an operator may take one back), and the peak of concurrent runs per day
+// over a period, as a chart.
+import { ago, api, can, clear, errorBox, h, notice, table } from "./lib.js";
 
 const DAY_MS = 86400000;
 
@@ -76,6 +78,59 @@ function chart(box, usage, products) {
   }).catch((e) => clear(box, errorBox(e)));
 }
 
+// The "Held now" card again, as the license servers answer now.
+async function reloadHeld() {
+  const old = document.getElementById("held");
+  try {
+    const lic = await api("GET", "/v1/licenses");
+    if (old && old.isConnected) old.replaceWith(held(lic, reloadHeld));
+  } catch (e) {
+    notice(e.message || String(e), "bad");
+  }
+}
+
+// Who holds which license now, and who waits; license servers that did not answer named.
+function held(lic, reload) {
+  const leases = lic.leases || [], queue = lic.queue || [];
+  const away = (lic.servers || []).filter((s) => s.state !== "answered");
+  const cols = [
+    { key: "product", label: "Product" },
+    { key: "user", label: "User" },
+    { key: "host", label: "Host" },
+    { key: "exe", label: "Program", render: (r) => `${r.exe} (${r.pid})` },
+    { key: "granted_at", label: "Since", render: (r) => ago(r.granted_at) },
+    { key: "server", label: "License server" },
+  ];
+  if (can("operator")) {
+    cols.push({ key: "lease", label: "", render: (r) => h("button", { type: "button",
+      class: "act", dataset: { lease: r.lease }, "aria-label": `Reclaim ${r.product} from ${
+        r.user}@${r.host}`, onclick: async (ev) => {
+        ev.target.disabled = true;
+        try {
+          const a = await api("POST", "/v1/licenses/reclaim", { lease: r.lease });
+          notice(a.outcome || "reclaimed");
+          reload();
+        } catch (e) {
+          ev.target.disabled = false;
+          notice(e.message || String(e), "bad");
+        }
+      } }, "Reclaim") });
+  }
+  return h("section", { class: "card", id: "held" }, h("h2", null, "Held now"),
+    away.map((s) => h("p", { class: "msg warn", role: "status" },
+      `License server ${s.system} did not answer (${s.error}): its licenses are not listed.`)),
+    leases.length ? table(cols, leases, { class: "leases" })
+      : h("p", { class: "quiet" }, "No license is in use."),
+    queue.length ? [h("h3", null, "Waiting"), table([
+      { key: "product", label: "Product" },
+      { key: "user", label: "User" },
+      { key: "host", label: "Host" },
+      { key: "since", label: "Waiting since", render: (r) => ago(r.since) },
+      { key: "position", label: "Place", class: "num" },
+      { key: "server", label: "License server" },
+    ], queue, { class: "queue" })] : []);
+}
+
 export function render(main, rest, params) {
   const days = Number(params.get("days")) || 30;
   const picker = h("select", { id: "days", "aria-label": "Period" },
@@ -88,8 +143,9 @@ export function render(main, rest, params) {
   (async () => {
     const since = Math.floor(Date.now() / DAY_MS - days + 1) * DAY_MS;
     try {
-      const [prod, usage, metrics] = await Promise.all([api("GET", "/v1/products"),
-        api("GET", "/v1/usage?since=" + since), metricsText().catch(() => "")]);
+      const [prod, usage, metrics, lic] = await Promise.all([api("GET", "/v1/products"),
+        api("GET", "/v1/usage?since=" + since), metricsText().catch(() => ""),
+        api("GET", "/v1/licenses").catch((e) => ({ error: e }))]);
       if (stopped) return;
       const used = inUse(metrics);
       const products = prod.products || [];
@@ -115,6 +171,8 @@ export function render(main, rest, params) {
             { key: "enforce", label: "Enforced", render: (r) => (r.enforce ? "yes" : "no") },
           ], rows, { class: "products" })
           : h("p", { class: "quiet" }, "No products: add one with siteward product add.")),
+        lic.error ? h("section", { class: "card" }, h("h2", null, "Held now"), errorBox(lic.error))
+          : held(lic, reloadHeld),
         h("section", { class: "card" }, h("div", { class: "toolbar" },
           h("h2", null, "Peak concurrent runs per day"), picker), box));
       chart(box, usage.usage || [], products);

@@ -107,7 +107,7 @@ async function operator(browser) {
   ok(`stop answered in ${Date.now() - t0} ms: "${answer}"`);
   await row.locator(".state", { hasText: "stopped" }).waitFor({ timeout: T });
   await page.locator(`button[data-action="logs"][data-service="${env.SERVICE}"]`).click();
-  await page.locator("pre.log").filter({ hasNotText: "reading the log" }).first()
+  await page.locator("pre.log:not([hidden])").filter({ hasNotText: "reading the log" }).first()
     .waitFor({ timeout: T });
   await screenshot(page, "system-stopped");
   await page.locator(`button[data-action="start"][data-service="${env.SERVICE}"]`).click();
@@ -121,6 +121,17 @@ async function operator(browser) {
   await page.locator("#peak-chart canvas").waitFor({ timeout: T });
   await screenshot(page, "metering");
   ok("the metering page shows the products and the peak of concurrent runs as a chart");
+  if (env.HELD) {
+    // who holds what now; the operator takes a license back, and its row goes
+    const lease = page.locator("table.leases tr", { hasText: env.HELD });
+    await lease.waitFor({ timeout: T });
+    await screenshot(page, "metering-held");
+    await lease.locator("button", { hasText: "Reclaim" }).click();
+    await page.locator("#notice", { hasText: "1 license taken back" }).waitFor({ timeout: T });
+    await page.locator("table.leases tr", { hasText: env.HELD }).waitFor({ state: "detached",
+      timeout: T });
+    ok("the operator took the license back from the metering page");
+  }
 
   if (env.PACKAGE) await upgrade(page);
   else console.log("skip: no PACKAGE, no upgrade");

@@ -7,6 +7,7 @@ systems, a service stopped with its answer, an upgrade followed live as a frozen
 system is deferred, the audit page, and a viewer shown no buttons and refused the
 same stop. Screenshots go to $SITEWARD_KEEP/console, or the site's folder (printed)."""
 import http.client
+import json
 import os
 import socket
 import re
@@ -18,7 +19,7 @@ import time
 import unittest
 import uuid
 
-from harness import Site, free_port, script, wait_for
+from harness import Site, free_port, prog, script, wait_for
 from test_upgrade import build_package
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -214,30 +215,62 @@ class ConsoleNoPort(unittest.TestCase):
                  "SITEWARD_BROWSER=0: the browser test runs in the first integration pass "
                  "only (the server paths it takes are the same under ASan and PostgreSQL)")
 class ConsoleBrowser(ConsoleSite):
+    def hold_a_license(self):
+        """w1 runs a license server, and a run of cadtool on w1 holds a license of it."""
+        w1 = self.site.agents["w1"]
+        self.site.cli("role", "add", "w1", "software-metering")
+
+        def listed():
+            try:
+                with open(os.path.join(w1.dir, "meters.json")) as f:
+                    return len(json.load(f)["meters"]) == 1
+            except (OSError, ValueError, KeyError):
+                return False
+        wait_for(listed, 20, "w1 to learn its license server")
+        tool = os.path.join(self.site.tmp, "cadtool")
+        shutil.copy("/bin/sleep", tool)
+        p = subprocess.Popen([prog("siteward-run"), "--verbose", "--agent", w1.dir, "--", tool,
+                              "600"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: p.poll() is not None or self.site.cli_json(
+                "license", "status")["leases"], 20, "the run to hold a license")
+        except AssertionError:
+            p.kill()
+            raise AssertionError("siteward-run: " + p.communicate()[1])
+        self.assertIsNone(p.poll(), p.stderr.read() if p.stderr else "")
+        return p
+
     def test_the_console_in_a_browser(self):
         keep = os.environ.get("SITEWARD_KEEP")
         out = os.path.join(keep, "console") if keep else os.path.join(self.site.tmp,
                                                                        "screenshots")
         pkg = build_package(self.site)
+        holder = self.hold_a_license()
         frozen = self.site.agents["w2"]
         env = dict(os.environ, CONSOLE_URL=f"https://127.0.0.1:{self.cport}",
                    API_URL=self.site.url, OPERATOR_DIR=self.dirs["op1"],
                    VIEWER_DIR=self.dirs["v1"], SYSTEM="w1", SERVICE="web", PACKAGE=pkg,
                    FROZEN="w2", FROZEN_PID=str(frozen.proc.pid), OUT=out, CHROMIUM=CHROMIUM,
-                   MEASURE="1")
+                   MEASURE="1", HELD="cadtool")
         t0 = time.monotonic()
         try:
             r = subprocess.run(["node", os.path.join(ROOT, "tests", "browser", "console.mjs")],
                                capture_output=True, text=True, timeout=600, env=env)
         finally:
             frozen.proc.signal(signal.SIGCONT)
+            if holder.poll() is None:
+                holder.kill()
         print(r.stdout + r.stderr)
+        # the license the operator took back in the browser: its program was stopped
+        _, err = holder.communicate(timeout=30)
+        self.assertIn("was taken back (reclaimed by op1)", err)
         print(f"screenshots in {out} ({time.monotonic() - t0:.0f} s in the browser)")
         if not keep and os.environ.get("SITEWARD_CONSOLE_SHOTS"):
             shutil.copytree(out, os.environ["SITEWARD_CONSOLE_SHOTS"], dirs_exist_ok=True)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertNotIn("FAIL", r.stdout)
         for what in ("logged in with the operator's PKCS#12 file", "stop answered",
+                     "the operator took the license back",
                      "w2 deferred", "the audit page shows the stop",
                      "the viewer sees no service buttons", "no errors"):
             self.assertIn(what, r.stdout)

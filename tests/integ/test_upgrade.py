@@ -211,9 +211,12 @@ class Refused(UpgradeSite):
         self.assertEqual(ys["a1"]["issues"], [])
         self.assertFalse(ys["a2"]["reachable"])
         # (it may also be reported late by then: a warning too)
-        # a new connection waits for the handshake, one kept from earlier for the answer
+        # a new connection waits for the handshake, one kept from earlier for the answer,
+        # and an agent frozen while its channel to the server was not up for the command
         self.assertTrue(any(re.fullmatch(r"agent not answering: (no connection after 3\.\d s: "
-                                         r"TLS handshake unanswered|no answer after 3\.\d s)",
+                                         r"TLS handshake unanswered|no answer after 3\.\d s|"
+                                         r"not connected: the command was not delivered "
+                                         r"within 3\.\d s)",
                                          i["message"].split(";")[0])
                             for i in ys["a2"]["issues"]), ys["a2"]["issues"])
         self.assertEqual({i["level"] for i in ys["a2"]["issues"]}, {"warning"})
