@@ -70,6 +70,9 @@ int cmd_token(struct cli *c, int argc, char **argv);
 int cmd_role(struct cli *c, int argc, char **argv);
 int cmd_service(struct cli *c, int argc, char **argv);
 
+/* group.c */
+int cmd_group(struct cli *c, int argc, char **argv);
+
 /* license.c */
 int cmd_license(struct cli *c, int argc, char **argv);
 

@@ -995,6 +995,9 @@ static const struct sw_http_route routes[] = {
     {"POST", "/v1/meter/config", SW_HTTP_AGENT, metering_get_config, 1024 * 1024},
     {"POST", "/v1/usage", SW_HTTP_AGENT, metering_post_usage, 1024 * 1024},
     {"GET", "/v1/usage", SW_HTTP_VIEWER, metering_get_usage, 0},
+    {"GET", "/v1/groups", SW_HTTP_VIEWER, groups_get, 0},
+    {"POST", "/v1/groups/*", SW_HTTP_ADMIN, groups_post, GROUPS_BODY_MAX},
+    {"DELETE", "/v1/groups/*", SW_HTTP_ADMIN, groups_delete, 0},
     {"GET", "/v1/licenses", SW_HTTP_VIEWER, licenses_get, 0},
     {"POST", "/v1/licenses/reclaim", SW_HTTP_OPERATOR, licenses_reclaim, 0},
     /* an operator runs upgrades: its package goes up first */

@@ -241,20 +241,19 @@ static void on_pushed(const struct sw_http_result *res, void *arg)
 	char *url = arg;
 
 	if (res->status != 202)
-		sw_info("%s: not told of the new products now (%s); it asks on its own poll", url,
-			res->status ? "refused" : res->error);
+		sw_info("%s: not told of the new configuration now (%s); it asks on its own poll",
+			url, res->status ? "refused" : res->error);
 	free(url);
 }
 
-/* The component manager pushes a changed product table: each metering server is told to
- * fetch it now, rather than at its next poll. A server that is away learns it from its
- * poll when it is back; nobody waits for these calls. */
-static void products_changed(struct server *s)
+/* The component manager pushes a changed configuration (products, groups): each
+ * metering server is told to fetch it now, rather than at its next poll. A server that
+ * is away learns it from its poll when it is back; nobody waits for these calls. */
+void metering_config_changed(struct server *s)
 {
 	json_t *urls, *names, *v;
 	size_t i;
 
-	s->products_version++;
 	urls = metering_meter_urls(s, &names);
 	json_array_foreach(urls, i, v)
 	{
@@ -269,6 +268,13 @@ static void products_changed(struct server *s)
 	}
 	json_decref(urls);
 	json_decref(names);
+}
+
+/* Agents fetch the products again too (a heartbeat's reply carries the version). */
+static void products_changed(struct server *s)
+{
+	s->products_version++;
+	metering_config_changed(s);
 }
 
 /* An administrator's look at, or change to, the products and exclusions: on the write
@@ -693,7 +699,7 @@ static int share_load(struct sw_db *db, const char *system, const char *product,
  * before, the reply built after. */
 struct config {
 	struct sw_http_req *req;
-	json_t *names, *former, *reports, *products;
+	json_t *names, *former, *reports, *products, *groups;
 	size_t me;
 	int *live; /* per name: meter_live() as the poll came */
 	int rc;
@@ -770,7 +776,8 @@ out:
 	return out;
 }
 
-/* One transaction: the reports and the shares computed from them. */
+/* One transaction: the products and groups as they stand, the reports, and the shares
+ * computed from them. */
 static void config_run(struct sw_db *db, void *arg)
 {
 	struct config *c = arg;
@@ -778,11 +785,11 @@ static void config_run(struct sw_db *db, void *arg)
 	json_t *p;
 	size_t i;
 
-	if (!(c->products = products_load_db(db, c->err, sizeof(c->err)))) {
-		c->rc = SW_EDB;
+	if ((c->rc = sw_db_begin(db, c->err, sizeof(c->err))))
 		return;
-	}
-	c->rc = sw_db_begin(db, c->err, sizeof(c->err));
+	if (!(c->products = products_load_db(db, c->err, sizeof(c->err))) ||
+	    !(c->groups = groups_read(db, NULL, 0, c->err, sizeof(c->err))))
+		c->rc = SW_EDB;
 	json_array_foreach(c->products, i, p)
 	{
 		const char *name = json_string_value(json_object_get(p, "name"));
@@ -809,6 +816,7 @@ static void config_free(struct config *c)
 	json_decref(c->former);
 	json_decref(c->reports);
 	json_decref(c->products);
+	json_decref(c->groups);
 	free(c->live);
 	free(c);
 }
@@ -827,9 +835,10 @@ static void config_done(struct server *s, void *arg)
 	revoked = json_array();
 	sw_strmap_each(s->revoked, collect_key, revoked);
 	sw_http_reply_json(c->req, 200,
-			   json_pack("{sO si si so si}", "products", c->products, "lease_ttl_ms",
+			   json_pack("{sO si si so si sO}", "products", c->products, "lease_ttl_ms",
 				     (int)s->lease_ttl_ms, "meters", (int)json_array_size(c->names),
-				     "revoked", revoked, "poll_ms", (int)s->meter_poll_ms));
+				     "revoked", revoked, "poll_ms", (int)s->meter_poll_ms, "groups",
+				     c->groups));
 	config_free(c);
 }
 

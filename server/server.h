@@ -320,6 +320,9 @@ void metering_exclude(struct sw_http_req *req, void *arg);
 void metering_get_config(struct sw_http_req *req, void *arg);
 /* Tells every metering server at once of certificates just revoked (a removal). */
 void metering_revoked(struct server *s, json_t *serials);
+/* Tells every metering server to fetch its configuration now (products or groups
+ * changed); one that is away learns it at its next poll. */
+void metering_config_changed(struct server *s);
 void metering_post_usage(struct sw_http_req *req, void *arg);
 void metering_get_usage(struct sw_http_req *req, void *arg);
 json_t *metering_meter_urls(struct server *s, json_t **names);
@@ -333,6 +336,18 @@ struct sw_product;
 const char *metering_attribute(const struct sw_product *const *v, size_t n, const json_t *r);
 int64_t metering_cutoff(const struct server *s);
 int metering_summarize(struct server *s);
+
+/* groups.c: named groups of users and hosts (lib/group.h) */
+/* A request may name a group's most members, each of the longest name, escaped. */
+#define GROUPS_BODY_MAX (2 * 1024 * 1024)
+/* Every group (or the one named `name`, NULL: all) as {"name", "users", "hosts"},
+ * sorted by name, members sorted too; with `full`, "created_at" and "created_by" as
+ * well. NULL on failure, with the reason in `err`. For the write queue's jobs, inside a
+ * transaction of theirs, so that its reads agree. */
+json_t *groups_read(struct sw_db *db, const char *name, int full, char *err, size_t errlen);
+void groups_get(struct sw_http_req *req, void *arg);
+void groups_post(struct sw_http_req *req, void *arg);
+void groups_delete(struct sw_http_req *req, void *arg);
 
 /* admins.c: named administrators, their roles, and the audit log */
 /* `record_first`: the site folder's own administrator is recorded if it is not yet (not

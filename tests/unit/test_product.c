@@ -30,6 +30,11 @@ uint64_t registry_generation(const struct server *s)
 	return 0;
 }
 
+json_t *groups_read(struct sw_db *db, const char *name, int full, char *err, size_t errlen)
+{
+	return NULL;
+}
+
 static int parse_text(const char *text, struct sw_product *p, char *err, size_t errlen)
 {
 	json_t *j = json_loads(text, 0, NULL);
