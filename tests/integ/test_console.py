@@ -237,7 +237,8 @@ class ConsoleBrowser(ConsoleSite):
         except AssertionError:
             p.kill()
             raise AssertionError("siteward-run: " + p.communicate()[1])
-        self.assertIsNone(p.poll(), p.stderr.read() if p.stderr else "")
+        if p.poll() is not None:
+            self.fail("siteward-run ended: " + p.communicate()[1])
         return p
 
     def test_the_console_in_a_browser(self):
