@@ -174,7 +174,8 @@ int cmd_group(struct cli *c, int argc, char **argv)
 		cli_error("out of memory");
 		return 1;
 	}
-	for (int i = 2; i < argc; i++) {
+	/* options come in pairs: --users LIST, --hosts LIST */
+	for (int i = 2; i < argc; i += 2) {
 		json_t *list;
 
 		if (i + 1 >= argc ||
@@ -188,7 +189,6 @@ int cmd_group(struct cli *c, int argc, char **argv)
 			goto out;
 		}
 		json_object_set_new(body, argv[i] + 2, list);
-		i++;
 	}
 	rc = 1;
 	if (add) {

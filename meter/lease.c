@@ -791,7 +791,8 @@ static void reclaim_one(struct lease_table *t, struct lease *l, const char *reas
 			int64_t mono)
 {
 	const struct product *p = product_by_name(t, l->product);
-	int64_t until = wall + (l->deadline - mono) + t->ttl_ms;
+	int64_t until = wall + (l->deadline - mono) +
+			(t->ttl_ms > METER_RECLAIM_NOTE_MS ? t->ttl_ms : METER_RECLAIM_NOTE_MS);
 	struct jtext *text;
 
 	text = jtext_dump(json_pack("{ss ss ss ss ss ss sI}", "lease", l->id, "client", l->client,

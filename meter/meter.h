@@ -30,6 +30,9 @@
 #define METER_JOURNAL_MAX    (16 * 1024 * 1024)
 #define METER_DEFAULT_TTL_MS 30000
 #define METER_MAX_REVOKED    200000
+/* A reclaimed lease's note lasts until the lease would have expired, and at least this
+ * long after, for a client that was away a while (frozen, a network cut) */
+#define METER_RECLAIM_NOTE_MS 60000
 
 /* JSON text made once and shared, never changed: a record's text is kept with it and
  * handed to the journal's thread for a snapshot while the loop goes on. Its count of

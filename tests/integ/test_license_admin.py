@@ -125,6 +125,32 @@ class Reclaim(unittest.TestCase):
             [l for l in ls if l["product"] == product]) == n else None)(leases(self.site, self.m)),
             15, f"{n} lease(s) of {product}")
 
+    def test_a_reclaim_survives_the_license_server_crashing(self):
+        out = os.path.join(self.site.tmp, "crash.out")
+        p = run(self.client, self.stopper, out, "600")
+        try:
+            lease = [l for l in self.holding("stopper") if l["product"] == "stopper"][0]
+            # the run is frozen (no heartbeat), its license is taken back, and the
+            # license server is killed before the run hears of it
+            os.kill(p.pid, signal.SIGSTOP)
+            self.site.cli("license", "reclaim", lease["lease"])
+            pid = self.m.service("meter")["pid"]
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: (self.m.service("meter") or {}).get("pid") not in (None, 0, pid) and
+                     leases(self.site, self.m) is not None, 30,
+                     "the agent to start the license server again")
+            # the journal kept the release: the license is free, and the note for the run
+            self.assertEqual([l for l in leases(self.site, self.m)
+                              if l["product"] == "stopper"], [])
+            os.kill(p.pid, signal.SIGCONT)
+            _, err = p.communicate(timeout=60)
+            self.assertIn("was taken back (reclaimed by admin)", err)
+            self.assertIn("TERM", lines(out))
+        finally:
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGCONT)
+                p.kill()
+
     def test_reclaim_by_lease_stops_the_program_and_the_next_run_gets_the_license(self):
         out = os.path.join(self.site.tmp, "stopper.out")
         first = run(self.client, self.stopper, out, "600")

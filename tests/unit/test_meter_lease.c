@@ -448,9 +448,41 @@ static void test_reclaim(void **state)
 	assert_non_null(
 	    strstr(json_string_value(json_object_get(note, "reason")), "idle for 301 s"));
 	json_decref(note);
-	/* the notes last until the leases would have expired, then go */
+	/* the notes last a minute past the leases' expiry, then go */
+	lease_expire_due(t, WALL + 80000, 80000);
+	assert_non_null(note = lease_reclaimed_json(t, id, CLIENT_B));
+	json_decref(note);
 	lease_expire_due(t, WALL + 120000, 120000);
 	assert_null(lease_reclaimed_json(t, id, CLIENT_B));
+	lease_table_free(t);
+}
+
+/* A note read back from the journal after a crash: kept while it lasts, a past one
+ * dropped, a malformed one refused. */
+static void test_reclaim_replayed(void **state)
+{
+	struct lease_table *t = table_with(cad_config);
+	char err[256];
+	json_t *rec, *note;
+
+	assert_non_null(rec =
+			    json_pack("{sI ss ss ss ss ss ss ss sI}", "seq", (json_int_t)1, "t",
+				      "reclaimed", "lease", CLIENT_B, "client", CLIENT_A, "product",
+				      "cad", "reason", "reclaimed by op1", "on_reclaim", "stop",
+				      "signal", "", "until", (json_int_t)(WALL + 5000)));
+	assert_int_equal(lease_apply(t, rec, WALL, 0, err, sizeof(err)), 0);
+	assert_non_null(note = lease_reclaimed_json(t, CLIENT_B, CLIENT_A));
+	assert_string_equal(json_string_value(json_object_get(note, "reason")), "reclaimed by op1");
+	json_decref(note);
+	/* the note's end is on the wall clock in the journal, on the monotonic one here */
+	lease_expire_due(t, WALL + 6000, 6000);
+	assert_null(lease_reclaimed_json(t, CLIENT_B, CLIENT_A));
+	/* one already past when it is read is not kept */
+	assert_int_equal(lease_apply(t, rec, WALL + 6000, 0, err, sizeof(err)), 0);
+	assert_null(lease_reclaimed_json(t, CLIENT_B, CLIENT_A));
+	json_object_set_new(rec, "client", json_string("not-an-id"));
+	assert_int_not_equal(lease_apply(t, rec, WALL, 0, err, sizeof(err)), 0);
+	json_decref(rec);
 	lease_table_free(t);
 }
 
@@ -518,6 +550,7 @@ int main(void)
 	    cmocka_unit_test(test_revoked_serials),
 	    cmocka_unit_test(test_reclaim),
 	    cmocka_unit_test(test_reclaim_bodies),
+	    cmocka_unit_test(test_reclaim_replayed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
