@@ -18,12 +18,37 @@ static const char product_usage[] =
     "         --deny-users U1,U2 --deny-hosts H1,H2  (an empty value clears)\n"
     "         --on-reclaim stop|run --reclaim-signal TERM|INT|HUP|USR1|USR2|none\n"
     "         --idle DURATION  (a license whose program used no CPU this long, like\n"
-    "         30m, is taken back; 0: never)";
+    "         30m, is taken back; 0: never)\n"
+    "         --reserve N --for GROUP  (licenses only the group's members may use)\n"
+    "         --max N --for GROUP|user:USER|host:HOST  (the most they hold at once)\n"
+    "         (a count of 0 removes the rule)";
+
+/* --reserve N --for GROUP, --max N --for GROUP|user:U|host:H, as the API's rule. */
+static json_t *rule_arg(const char *kind, const char *count, const char *target)
+{
+	const char *colon = strchr(target, ':'), *name = colon ? colon + 1 : target;
+	char what[8] = "group";
+	int64_t n;
+
+	if (sw_int_parse(count, 0, 1000000, &n)) {
+		cli_error("--%s takes a count of licenses (0 removes the rule)", kind);
+		return NULL;
+	}
+	if (colon) {
+		snprintf(what, sizeof(what), "%.*s", (int)(colon - target), target);
+		if (strcmp(what, "group") != 0 && strcmp(what, "user") != 0 &&
+		    strcmp(what, "host") != 0) {
+			cli_error("--for takes GROUP, group:GROUP, user:USER or host:HOST");
+			return NULL;
+		}
+	}
+	return json_pack("{ss sI ss}", "kind", kind, "count", (json_int_t)n, what, name);
+}
 
 static void print_products(const json_t *reply)
 {
 	json_t *p, *arr = json_object_get(reply, "products");
-	size_t i;
+	size_t i, rules = 0;
 
 	printf("%-20s %-24s %-10s %8s  %s\n", "PRODUCT", "EXECUTABLE", "VERSION", "LICENSES",
 	       "ENFORCED");
@@ -38,6 +63,25 @@ static void print_products(const json_t *reply)
 	}
 	if (json_array_size(arr) == 0)
 		printf("(no products: register one with 'siteward product add')\n");
+	json_array_foreach(arr, i, p)
+	{
+		json_t *r;
+		size_t k;
+
+		json_array_foreach(json_object_get(p, "rules"), k, r)
+		{
+			const char *target = json_object_get(r, "group")  ? "group"
+					     : json_object_get(r, "user") ? "user"
+									  : "host";
+			if (!rules++)
+				printf("\nrules:\n");
+			printf("  %s: %s %lld for %s %s\n",
+			       json_string_value(json_object_get(p, "name")),
+			       json_string_value(json_object_get(r, "kind")),
+			       (long long)json_integer_value(json_object_get(r, "count")), target,
+			       json_string_value(json_object_get(r, target)));
+		}
+	}
 }
 
 int cmd_product(struct cli *c, int argc, char **argv)
@@ -101,6 +145,19 @@ int cmd_product(struct cli *c, int argc, char **argv)
 			json_object_set_new(body, o + 2, json_string(argv[++i]));
 		} else if (i + 1 < argc && strcmp(o, "--build-id") == 0) {
 			json_object_set_new(body, "build_id", json_string(argv[++i]));
+		} else if (i + 3 < argc &&
+			   (strcmp(o, "--reserve") == 0 || strcmp(o, "--max") == 0) &&
+			   strcmp(argv[i + 2], "--for") == 0) {
+			json_t *rule = rule_arg(o + 2, argv[i + 1], argv[i + 3]);
+
+			if (!rule) {
+				json_decref(body);
+				return 2;
+			}
+			if (!json_object_get(body, "rule"))
+				json_object_set_new(body, "rule", json_array());
+			json_array_append_new(json_object_get(body, "rule"), rule);
+			i += 3;
 		} else if (i + 1 < argc && strcmp(o, "--on-reclaim") == 0) {
 			json_object_set_new(body, "on_reclaim", json_string(argv[++i]));
 		} else if (i + 1 < argc && strcmp(o, "--reclaim-signal") == 0) {

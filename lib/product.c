@@ -2,6 +2,7 @@
 #include "product.h"
 
 #include "error.h"
+#include "group.h"
 #include "json.h"
 #include "progver.h"
 #include "util.h"
@@ -54,6 +55,201 @@ void sw_product_init(struct sw_product *p)
 	memset(p, 0, sizeof(*p));
 	p->hours_from = p->hours_to = -1;
 	p->allotment = -1;
+}
+
+/* --- rules --- */
+
+static const char *const rule_kinds[] = {[SW_RULE_RESERVE] = "reserve", [SW_RULE_MAX] = "max"};
+static const char *const rule_targets[] = {
+    [SW_TARGET_GROUP] = "group", [SW_TARGET_USER] = "user", [SW_TARGET_HOST] = "host"};
+
+const char *sw_rule_kind_name(enum sw_rule_kind k)
+{
+	return (unsigned)k < SW_ARRAY_LEN(rule_kinds) ? rule_kinds[k] : "?";
+}
+
+const char *sw_rule_target_name(enum sw_rule_target t)
+{
+	return (unsigned)t < SW_ARRAY_LEN(rule_targets) ? rule_targets[t] : "?";
+}
+
+void sw_product_rule_key(const struct sw_product *p, const struct sw_product_rule *r, char *out,
+			 size_t outlen)
+{
+	snprintf(out, outlen, "%s/%s:%s:%s", p->name, sw_rule_kind_name(r->kind),
+		 sw_rule_target_name(r->target), r->name);
+}
+
+void sw_product_rule_text(const struct sw_product_rule *r, char *out, size_t outlen)
+{
+	snprintf(out, outlen, "%s %lld for %s %s", sw_rule_kind_name(r->kind), (long long)r->count,
+		 sw_rule_target_name(r->target), r->name);
+}
+
+int64_t sw_product_open_count(const struct sw_product *p)
+{
+	int64_t n = p->licenses;
+
+	for (size_t i = 0; i < p->nrules; i++)
+		if (p->rules[i].kind == SW_RULE_RESERVE)
+			n -= p->rules[i].count;
+	return n < 0 ? 0 : n;
+}
+
+int sw_product_rule_parse(const json_t *j, struct sw_product_rule *r, char *err, size_t errlen)
+{
+	const char *kind = NULL, *name = NULL;
+	size_t targets = 0;
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	r->allotment = -1;
+	if (!json_is_object(j)) {
+		sw_seterr(err, errlen, "a rule must be an object");
+		return SW_EINVAL;
+	}
+	if ((rc = sw_json_str(j, "kind", 8, 1, &kind, err, errlen)) ||
+	    (rc = sw_json_int(j, "count", 0, SW_PRODUCT_LICENSES_MAX, 1, &r->count, err, errlen)) ||
+	    (rc = sw_json_int(j, "allotment", 0, SW_PRODUCT_LICENSES_MAX, 0, &r->allotment, err,
+			      errlen)))
+		return rc;
+	if (strcmp(kind, "reserve") == 0)
+		r->kind = SW_RULE_RESERVE;
+	else if (strcmp(kind, "max") == 0)
+		r->kind = SW_RULE_MAX;
+	else {
+		sw_seterr(err, errlen, "a rule's kind must be reserve or max");
+		return SW_EINVAL;
+	}
+	for (size_t t = 0; t < SW_ARRAY_LEN(rule_targets); t++) {
+		const char *s = NULL;
+
+		if ((rc = sw_json_str(j, rule_targets[t], SW_RULE_NAME_MAX, 0, &s, err, errlen)))
+			return rc;
+		if (s) {
+			targets++;
+			r->target = (enum sw_rule_target)t;
+			name = s;
+		}
+	}
+	if (targets != 1) {
+		sw_seterr(err, errlen, "a rule names one group, user or host");
+		return SW_EINVAL;
+	}
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	return 0;
+}
+
+/* One rule's own check: its name by its target's rule, a reservation for a group. */
+static int rule_valid(const struct sw_product_rule *r, char *err, size_t errlen)
+{
+	int ok =
+	    r->target == SW_TARGET_USER ? sw_group_user_valid(r->name) : sw_name_valid(r->name);
+
+	if (!ok) {
+		sw_seterr(err, errlen, "a rule's %s '%.64s' is not a valid name",
+			  sw_rule_target_name(r->target), r->name);
+		return SW_EINVAL;
+	}
+	if (r->kind == SW_RULE_RESERVE && r->target != SW_TARGET_GROUP) {
+		sw_seterr(err, errlen, "licenses are reserved for a group (siteward group add)");
+		return SW_EINVAL;
+	}
+	if (r->count < 1) {
+		sw_seterr(err, errlen, "a rule's count must be at least 1");
+		return SW_EINVAL;
+	}
+	return 0;
+}
+
+static int rules_valid(const struct sw_product *p, char *err, size_t errlen)
+{
+	int64_t reserved = 0;
+	int rc;
+
+	if (p->nrules > SW_PRODUCT_RULES_MAX) {
+		sw_seterr(err, errlen, "a product has at most %d rules", SW_PRODUCT_RULES_MAX);
+		return SW_ETOOBIG;
+	}
+	for (size_t i = 0; i < p->nrules; i++) {
+		const struct sw_product_rule *r = &p->rules[i];
+
+		if ((rc = rule_valid(r, err, errlen)))
+			return rc;
+		for (size_t k = 0; k < i; k++)
+			if (p->rules[k].kind == r->kind && p->rules[k].target == r->target &&
+			    strcmp(p->rules[k].name, r->name) == 0) {
+				sw_seterr(err, errlen, "two rules '%s %s %s'",
+					  sw_rule_kind_name(r->kind),
+					  sw_rule_target_name(r->target), r->name);
+				return SW_EINVAL;
+			}
+		if (r->kind == SW_RULE_RESERVE)
+			reserved += r->count;
+	}
+	if (reserved > p->licenses) {
+		sw_seterr(err, errlen,
+			  "the reservations (%lld) are more than the product's %lld licenses",
+			  (long long)reserved, (long long)p->licenses);
+		return SW_EINVAL;
+	}
+	return 0;
+}
+
+int sw_product_rule_set(struct sw_product *p, const struct sw_product_rule *r, char *err,
+			size_t errlen)
+{
+	size_t i;
+	int rc;
+
+	for (i = 0; i < p->nrules; i++)
+		if (p->rules[i].kind == r->kind && p->rules[i].target == r->target &&
+		    strcmp(p->rules[i].name, r->name) == 0)
+			break;
+	if (r->count == 0) {
+		if (i == p->nrules) {
+			sw_seterr(err, errlen, "product %s has no rule '%s for %s %s'", p->name,
+				  sw_rule_kind_name(r->kind), sw_rule_target_name(r->target),
+				  r->name);
+			return SW_ENOTFOUND;
+		}
+		memmove(&p->rules[i], &p->rules[i + 1], (p->nrules - i - 1) * sizeof(*p->rules));
+		p->nrules--;
+		return 0;
+	}
+	if ((rc = rule_valid(r, err, errlen)))
+		return rc;
+	if (i == p->nrules) {
+		if (p->nrules == SW_PRODUCT_RULES_MAX) {
+			sw_seterr(err, errlen, "a product has at most %d rules",
+				  SW_PRODUCT_RULES_MAX);
+			return SW_ETOOBIG;
+		}
+		p->nrules++;
+	}
+	p->rules[i] = *r;
+	p->rules[i].allotment = -1;
+	return rules_valid(p, err, errlen);
+}
+
+json_t *sw_product_rules_json(const struct sw_product *p)
+{
+	json_t *arr = json_array();
+
+	for (size_t i = 0; arr && i < p->nrules; i++) {
+		const struct sw_product_rule *r = &p->rules[i];
+		json_t *o =
+		    json_pack("{ss sI ss}", "kind", sw_rule_kind_name(r->kind), "count",
+			      (json_int_t)r->count, sw_rule_target_name(r->target), r->name);
+
+		if (o && r->allotment >= 0)
+			json_object_set_new(o, "allotment", json_integer(r->allotment));
+		if (!o || json_array_append_new(arr, o)) {
+			json_decref(arr);
+			return NULL;
+		}
+	}
+	return arr;
 }
 
 int sw_product_exe_valid(const char *exe)
@@ -111,7 +307,7 @@ static int list_valid(const char *list)
 
 int sw_product_validate(struct sw_product *p, char *err, size_t errlen)
 {
-	int signo;
+	int signo, rc;
 
 	if (!sw_name_valid(p->name)) {
 		sw_seterr(err, errlen, "product name must be 1-63 letters, digits, '.', '_', '-'");
@@ -155,6 +351,8 @@ int sw_product_validate(struct sw_product *p, char *err, size_t errlen)
 		sw_seterr(err, errlen, "reclaim_signal must be TERM, INT, HUP, USR1, USR2 or none");
 		return SW_EINVAL;
 	}
+	if ((rc = rules_valid(p, err, errlen)))
+		return rc;
 	if (p->idle_s != 0 &&
 	    (p->idle_s < SW_PRODUCT_IDLE_MIN || p->idle_s > SW_PRODUCT_IDLE_MAX)) {
 		sw_seterr(err, errlen, "idle_s must be 0 (never) or %d s to %d s (a week)",
@@ -210,7 +408,7 @@ static int copy_str(const json_t *j, const char *key, size_t max, int required, 
 int sw_product_parse(const json_t *j, struct sw_product *p, char *err, size_t errlen)
 {
 	char why[200];
-	const json_t *enforce;
+	const json_t *enforce, *rules;
 	const char *policy = NULL;
 	int rc;
 
@@ -241,6 +439,17 @@ int sw_product_parse(const json_t *j, struct sw_product *p, char *err, size_t er
 	    (rc =
 		 sw_json_int(j, "idle_s", 0, SW_PRODUCT_IDLE_MAX, 0, &p->idle_s, why, sizeof(why))))
 		goto fail;
+	rules = json_object_get(j, "rules");
+	if (rules && (!json_is_array(rules) || json_array_size(rules) > SW_PRODUCT_RULES_MAX)) {
+		snprintf(why, sizeof(why), "rules must be a list of at most %d rules",
+			 SW_PRODUCT_RULES_MAX);
+		rc = SW_EINVAL;
+		goto fail;
+	}
+	for (size_t i = 0; i < json_array_size(rules); i++)
+		if ((rc = sw_product_rule_parse(json_array_get(rules, i), &p->rules[p->nrules++],
+						why, sizeof(why))))
+			goto fail;
 	if (policy && sw_reclaim_policy_parse(policy, &p->on_reclaim)) {
 		snprintf(why, sizeof(why), "on_reclaim must be stop or run");
 		rc = SW_EINVAL;
@@ -315,8 +524,9 @@ json_t *sw_product_json(const struct sw_product *p)
 	    list_json(p->deny_hosts), "on_reclaim", sw_reclaim_policy_name(p->on_reclaim),
 	    "reclaim_signal", p->reclaim_signal, "idle_s", (json_int_t)p->idle_s);
 
-	if (j && p->allotment >= 0 &&
-	    json_object_set_new(j, "allotment", json_integer(p->allotment))) {
+	if (j && ((p->allotment >= 0 &&
+		   json_object_set_new(j, "allotment", json_integer(p->allotment))) ||
+		  (p->nrules && json_object_set_new(j, "rules", sw_product_rules_json(p))))) {
 		json_decref(j);
 		return NULL;
 	}

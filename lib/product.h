@@ -32,6 +32,25 @@
  * run unlicensed with its use recorded. */
 enum sw_reclaim_policy { SW_RECLAIM_STOP, SW_RECLAIM_RUN };
 
+/* A product's rule: licenses reserved for a group's members (`reserve`), or the most a
+ * group, a user or a host may hold at once (`max`). Each is a pool of its own count,
+ * shared among the license servers as the product's licenses are; `allotment` is one
+ * license server's share of it (-1 where none was given). A reservation comes out of
+ * the product's count: the rest is the pool everyone draws from. */
+#define SW_PRODUCT_RULES_MAX 32
+#define SW_RULE_NAME_MAX     64
+#define SW_RULE_KEY_MAX	     (SW_PRODUCT_NAME_MAX + SW_RULE_NAME_MAX + 24)
+enum sw_rule_kind { SW_RULE_RESERVE, SW_RULE_MAX };
+enum sw_rule_target { SW_TARGET_GROUP, SW_TARGET_USER, SW_TARGET_HOST };
+
+struct sw_product_rule {
+	enum sw_rule_kind kind;
+	enum sw_rule_target target;
+	char name[SW_RULE_NAME_MAX + 1];
+	int64_t count;
+	int64_t allotment;
+};
+
 struct sw_product {
 	char name[SW_PRODUCT_NAME_MAX + 1];
 	char exe[SW_PRODUCT_EXE_MAX + 1];	    /* file name, no path */
@@ -49,7 +68,28 @@ struct sw_product {
 							   TERM to stop, none to run */
 	int64_t idle_s; /* a license whose program used no CPU this long is reclaimed; 0:
 			   never */
+	size_t nrules;
+	struct sw_product_rule rules[SW_PRODUCT_RULES_MAX];
 };
+
+/* "reserve" or "max"; "group", "user" or "host". */
+const char *sw_rule_kind_name(enum sw_rule_kind k);
+const char *sw_rule_target_name(enum sw_rule_target t);
+/* The pool's key among the product's pools: "PRODUCT/KIND:TARGET:NAME", what the site
+ * server's shares and a license server's reports name it by. */
+void sw_product_rule_key(const struct sw_product *p, const struct sw_product_rule *r, char *out,
+			 size_t outlen);
+/* The licenses of the pool everyone draws from: the count less every reservation. */
+int64_t sw_product_open_count(const struct sw_product *p);
+/* A rule for a person: "reserve 2 for group eng", "max 1 for user alice". */
+void sw_product_rule_text(const struct sw_product_rule *r, char *out, size_t outlen);
+/* Reads one rule ({kind, count, group|user|host, allotment}). 0, or SW_EINVAL. */
+int sw_product_rule_parse(const json_t *j, struct sw_product_rule *r, char *err, size_t errlen);
+/* Adds `r` to the product's rules, or replaces the rule of its kind and target; a count
+ * of 0 removes it. Then the product is validated. 0, or SW_EINVAL / SW_ETOOBIG. */
+int sw_product_rule_set(struct sw_product *p, const struct sw_product_rule *r, char *err,
+			size_t errlen);
+json_t *sw_product_rules_json(const struct sw_product *p);
 
 /* "stop" or "run"; NULL for anything else. */
 const char *sw_reclaim_policy_name(enum sw_reclaim_policy p);
@@ -77,8 +117,8 @@ void sw_product_init(struct sw_product *p);
 
 /* Reads one product as the site server sends it ({name, exe, version, build_id, hours,
  * deny_users, deny_hosts, licenses, enforce, allotment, on_reclaim, reclaim_signal,
- * idle_s}; name, exe and licenses required) and validates it. 0, or SW_EINVAL with a sentence in
- * `err`. */
+ * idle_s, rules}; name, exe and licenses required) and validates it. 0, or SW_EINVAL with a
+ * sentence in `err`. */
 int sw_product_parse(const json_t *j, struct sw_product *p, char *err, size_t errlen);
 
 /* Checks every field and derives hours_from/hours_to from `hours`: the one rule for

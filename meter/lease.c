@@ -15,6 +15,7 @@
 #include "meter.h"
 
 #include "error.h"
+#include "group.h"
 #include "json.h"
 #include "log.h"
 #include "progver.h"
@@ -29,6 +30,8 @@
 
 #define TTL_MIN_MS 1000
 #define TTL_MAX_MS 3600000
+
+static void groups_free(struct sw_strmap *groups);
 
 static void copy(char *dst, size_t size, const char *src)
 {
@@ -80,6 +83,7 @@ void lease_table_free(struct lease_table *t)
 	sw_strmap_free(t->leases);
 	sw_strmap_free(t->usage);
 	sw_strmap_free(t->revoked);
+	groups_free(t->groups);
 	free(t);
 }
 
@@ -108,8 +112,222 @@ struct product *lease_product_for(const struct lease_table *t, const struct chec
 }
 
 const char *const deny_reason_names[DENY_N] = {
-    "user", "host", "hours", "no_license", "queue_full", "server_full", "wait_timeout",
+    "user", "host", "hours", "no_license", "queue_full", "server_full", "wait_timeout", "rule",
 };
+
+/* --- groups and rules --- */
+
+static void mgroup_free(const char *key, void *value, void *arg)
+{
+	struct mgroup *g = value;
+
+	(void)key;
+	(void)arg;
+	sw_strmap_free(g->users);
+	sw_strmap_free(g->hosts);
+	free(g);
+}
+
+static void groups_free(struct sw_strmap *groups)
+{
+	if (groups) {
+		sw_strmap_each(groups, mgroup_free, NULL);
+		sw_strmap_free(groups);
+	}
+}
+
+/* The configuration's "groups": [{name, users, hosts}]; names as the site server
+ * checked them (lib/group.c), checked again. */
+static int groups_parse(const json_t *arr, struct sw_strmap **out, char *err, size_t errlen)
+{
+	const json_t *g;
+	size_t i;
+
+	*out = NULL;
+	if (!arr)
+		return 0;
+	if (!json_is_array(arr) || json_array_size(arr) > SW_GROUPS_MAX) {
+		sw_seterr(err, errlen, "'groups' must be a list of at most %d groups",
+			  SW_GROUPS_MAX);
+		return SW_EINVAL;
+	}
+	if (!(*out = sw_strmap_new()))
+		return SW_ENOMEM;
+	json_array_foreach(arr, i, g)
+	{
+		const char *name = json_string_value(json_object_get(g, "name"));
+		const json_t *users = NULL, *hosts = NULL, *v;
+		struct mgroup *m;
+		size_t k;
+		int rc;
+
+		if (!name || !sw_name_valid(name) || sw_strmap_get(*out, name)) {
+			sw_seterr(err, errlen,
+				  "groups[%zu]: a group's name is missing, invalid or "
+				  "given twice",
+				  i);
+			return SW_EINVAL;
+		}
+		json_t *members = json_pack("{sO* sO*}", "users", json_object_get(g, "users"),
+					    "hosts", json_object_get(g, "hosts"));
+		rc = members ? sw_group_members_check(members, &users, &hosts, err, errlen)
+			     : SW_ENOMEM;
+		if (rc || !(m = calloc(1, sizeof(*m)))) {
+			json_decref(members);
+			return rc ? rc : SW_ENOMEM;
+		}
+		m->users = sw_strmap_new();
+		m->hosts = sw_strmap_new();
+		if (!m->users || !m->hosts || sw_strmap_set(*out, name, m)) {
+			mgroup_free(NULL, m, NULL);
+			json_decref(members);
+			return SW_ENOMEM;
+		}
+		json_array_foreach(users, k, v) rc =
+		    rc ? rc : sw_strmap_set(m->users, json_string_value(v), m);
+		json_array_foreach(hosts, k, v) rc =
+		    rc ? rc : sw_strmap_set(m->hosts, json_string_value(v), m);
+		json_decref(members);
+		if (rc)
+			return SW_ENOMEM;
+	}
+	return 0;
+}
+
+static int in_group(const struct lease_table *t, const char *group, const char *user,
+		    const char *host)
+{
+	const struct mgroup *g = t->groups ? sw_strmap_get(t->groups, group) : NULL;
+
+	return g && (sw_strmap_get(g->users, user) || sw_strmap_get(g->hosts, host));
+}
+
+static int rule_matches(const struct lease_table *t, const struct sw_product_rule *r,
+			const char *user, const char *host)
+{
+	switch (r->target) {
+	case SW_TARGET_GROUP: return in_group(t, r->name, user, host);
+	case SW_TARGET_USER: return strcmp(r->name, user) == 0;
+	case SW_TARGET_HOST: return strcmp(r->name, host) == 0;
+	}
+	return 0;
+}
+
+/* A rule's licenses at this server: its share, or its count where none was given. */
+static int64_t rule_allot(const struct sw_product_rule *r)
+{
+	return r->allotment >= 0 ? r->allotment : r->count;
+}
+
+/* The reservation a lease of `user` on `host` may draw from: the first, in the rules'
+ * order, whose group holds them and whose share here has room; -1 for none. */
+static int reserve_for(const struct lease_table *t, const struct product *p, const char *user,
+		       const char *host)
+{
+	for (size_t i = 0; i < p->def.nrules; i++) {
+		const struct sw_product_rule *r = &p->def.rules[i];
+
+		if (r->kind == SW_RULE_RESERVE && p->rule_in_use[i] < rule_allot(r) &&
+		    rule_matches(t, r, user, host))
+			return (int)i;
+	}
+	return -1;
+}
+
+/* Counts a lease into its product's pools (dir 1), or out of them (-1). */
+static void account(const struct lease_table *t, struct product *p, const struct lease *l, int dir)
+{
+	int reserved = 0;
+
+	for (size_t i = 0; i < p->def.nrules; i++) {
+		const struct sw_product_rule *r = &p->def.rules[i];
+		int counts = r->kind == SW_RULE_MAX
+				 ? rule_matches(t, r, l->user, l->host)
+				 : (l->reserve[0] && !reserved && strcmp(r->name, l->reserve) == 0);
+
+		if (!counts)
+			continue;
+		if (r->kind == SW_RULE_RESERVE)
+			reserved = 1;
+		if (dir > 0)
+			p->rule_in_use[i]++;
+		else if (p->rule_in_use[i])
+			p->rule_in_use[i]--;
+	}
+	if (reserved)
+		return;
+	if (dir > 0)
+		p->open_in_use++;
+	else if (p->open_in_use)
+		p->open_in_use--;
+}
+
+/* Counts every lease of `p` again, after its rules or the groups changed. */
+static void recount(const struct lease_table *t, struct product *p)
+{
+	p->open_in_use = 0;
+	memset(p->rule_in_use, 0, sizeof(p->rule_in_use));
+	for (const struct lease *l = t->lhead; l; l = l->next)
+		if (strcmp(l->product, p->def.name) == 0)
+			account(t, p, l, 1);
+}
+
+/* Whether `user` on `host` may have a license of `p` now: 1, with the reservation it
+ * comes from in *reserve (-1: the open pool); 0, with the reason and *why. */
+static int may_take(const struct lease_table *t, const struct product *p, const char *user,
+		    const char *host, int *reserve, char *reason, size_t len, enum deny_reason *why)
+{
+	char rule[160];
+
+	*reserve = -1;
+	if (t->nleases >= METER_MAX_LEASES) {
+		*why = DENY_SERVER_FULL;
+		snprintf(reason, len, "this license server holds the most leases it can (%d)",
+			 METER_MAX_LEASES);
+		return 0;
+	}
+	if (!p->def.enforce || p->removed) {
+		*reserve = reserve_for(t, p, user, host);
+		return 1;
+	}
+	for (size_t i = 0; i < p->def.nrules; i++) {
+		const struct sw_product_rule *r = &p->def.rules[i];
+
+		if (r->kind != SW_RULE_MAX || p->rule_in_use[i] < rule_allot(r) ||
+		    !rule_matches(t, r, user, host))
+			continue;
+		sw_product_rule_text(r, rule, sizeof(rule));
+		*why = DENY_RULE;
+		if (rule_allot(r) < r->count)
+			snprintf(reason, len,
+				 "%s: the rule '%s' allows no more here (this license server's "
+				 "share of it is %lld, in use)",
+				 p->def.name, rule, (long long)rule_allot(r));
+		else
+			snprintf(reason, len, "%s: the rule '%s' allows no more at once",
+				 p->def.name, rule);
+		return 0;
+	}
+	if ((*reserve = reserve_for(t, p, user, host)) >= 0)
+		return 1;
+	if (p->open_in_use < (uint64_t)p->def.allotment)
+		return 1;
+	*why = DENY_NO_LICENSE;
+	reason[0] = '\0';
+	for (size_t i = 0; i < p->def.nrules; i++) {
+		const struct sw_product_rule *r = &p->def.rules[i];
+
+		if (r->kind == SW_RULE_RESERVE && p->rule_in_use[i] < rule_allot(r)) {
+			sw_product_rule_text(r, rule, sizeof(rule));
+			*why = DENY_RULE;
+			snprintf(reason, len,
+				 "the free licenses of %s are reserved for others (rule '%s')",
+				 p->def.name, rule);
+			break;
+		}
+	}
+	return 0;
+}
 
 /* Why a product's policy refuses this use now (and *why), or NULL. */
 static const char *policy_refusal(const struct product *p, const struct checkout_req *r,
@@ -172,13 +390,6 @@ static void product_drop_if_unused(struct lease_table *t, struct product *p)
 			return;
 		}
 	}
-}
-
-static int has_room(const struct lease_table *t, const struct product *p)
-{
-	if (t->nleases >= METER_MAX_LEASES)
-		return 0;
-	return !p->def.enforce || p->removed || p->in_use < (uint64_t)p->def.allotment;
 }
 
 /* Appends to the journal when there is one (see journal_append_text); returns the
@@ -303,10 +514,16 @@ static void usage_del(struct lease_table *t, struct usage *u)
 
 static json_t *lease_record(const struct lease *l)
 {
-	return json_pack("{ss ss ss ss ss ss sI sI sI}", "lease", l->id, "client", l->client,
-			 "product", l->product, "exe", l->exe, "user", l->user, "host", l->host,
-			 "pid", (json_int_t)l->pid, "granted_at", (json_int_t)l->granted_at,
-			 "wait_ms", (json_int_t)l->wait_ms);
+	json_t *j = json_pack("{ss ss ss ss ss ss sI sI sI}", "lease", l->id, "client", l->client,
+			      "product", l->product, "exe", l->exe, "user", l->user, "host",
+			      l->host, "pid", (json_int_t)l->pid, "granted_at",
+			      (json_int_t)l->granted_at, "wait_ms", (json_int_t)l->wait_ms);
+
+	if (j && l->reserve[0] && json_object_set_new(j, "reserve", json_string(l->reserve))) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
 }
 
 static void lease_free(struct lease *l)
@@ -340,6 +557,7 @@ static struct lease *lease_insert(struct lease_table *t, struct product *p, stru
 	t->ltail = l;
 	t->nleases++;
 	p->in_use++;
+	account(t, p, l, 1);
 	return l;
 }
 
@@ -359,11 +577,14 @@ static void lease_unlink(struct lease_table *t, struct lease *l)
 	t->nleases--;
 	if (p && p->in_use)
 		p->in_use--;
+	if (p)
+		account(t, p, l, -1);
 }
 
 /* A new lease, journaled. */
 static struct lease *grant(struct lease_table *t, struct product *p, const struct checkout_req *r,
-			   const char *host, int64_t wall, int64_t mono, int64_t wait_ms)
+			   const char *host, int reserve, int64_t wall, int64_t mono,
+			   int64_t wait_ms)
 {
 	struct lease tmp, *l;
 
@@ -379,6 +600,8 @@ static struct lease *grant(struct lease_table *t, struct product *p, const struc
 	tmp.granted_at = tmp.renewed_at = wall;
 	tmp.deadline = mono + t->ttl_ms;
 	tmp.wait_ms = wait_ms;
+	if (reserve >= 0)
+		copy(tmp.reserve, sizeof(tmp.reserve), p->def.rules[reserve].name);
 	l = lease_insert(t, p, &tmp);
 	if (!l)
 		return NULL;
@@ -426,14 +649,25 @@ static void waiter_unlink(struct lease_table *t, struct waiter *w)
 	t->nwaiting--;
 }
 
-/* Gives free licenses of `p` to its queue, first come first served. */
+/* Gives free licenses of `p` to its queue, first come first served among those the
+ * rules let have one (a member of a group may take its reservation past others who may
+ * not). */
 static void grant_waiters(struct lease_table *t, struct product *p, int64_t wall, int64_t mono)
 {
-	while (p->qhead && has_room(t, p)) {
-		struct waiter *w = p->qhead;
-		struct lease *l;
+	char reason[METER_REASON_MAX];
+	enum deny_reason why;
 
-		l = grant(t, p, &w->req, w->host, wall, mono, mono - w->since_mono);
+	for (struct waiter *w = p->qhead, *next; w; w = next) {
+		struct lease *l;
+		int reserve;
+
+		next = w->next;
+		if (!may_take(t, p, w->req.user, w->host, &reserve, reason, sizeof(reason), &why)) {
+			if (why == DENY_SERVER_FULL || !p->def.nrules)
+				return;
+			continue;
+		}
+		l = grant(t, p, &w->req, w->host, reserve, wall, mono, mono - w->since_mono);
 		if (!l) {
 			sw_err("cannot grant a lease of %s to a waiter", p->def.name);
 			return;
@@ -497,6 +731,7 @@ int lease_checkout(struct lease_table *t, const struct checkout_req *req, const 
 	int need_version;
 	struct product *p = lease_product_for(t, req, &need_version);
 	enum deny_reason why = DENY_NO_LICENSE;
+	int reserve, ok;
 
 	memset(out, 0, sizeof(*out));
 	if (!p) {
@@ -510,18 +745,18 @@ int lease_checkout(struct lease_table *t, const struct checkout_req *req, const 
 		return 0;
 	}
 	/* With others queued, a newcomer waits behind them even if the queue is being
-	 * served right now. */
-	if (has_room(t, p) && !p->qhead) {
-		out->lease = grant(t, p, req, host, wall, mono, 0);
+	 * served right now; under rules, the queue holds only those the rules keep out, and
+	 * one they let in goes first. */
+	ok = may_take(t, p, req->user, host, &reserve, out->reason, sizeof(out->reason), &why);
+	if (ok && (!p->qhead || p->def.nrules)) {
+		out->lease = grant(t, p, req, host, reserve, wall, mono, 0);
 		if (!out->lease)
 			return SW_ENOMEM;
 		out->result = CHECKOUT_GRANTED;
 		return 0;
 	}
-	if (t->nleases >= METER_MAX_LEASES) {
-		why = DENY_SERVER_FULL;
-		snprintf(out->reason, sizeof(out->reason),
-			 "this license server holds the most leases it can (%d)", METER_MAX_LEASES);
+	if (out->reason[0] && why != DENY_NO_LICENSE) {
+		/* a rule's, or a full server's, reason */
 	} else if (p->def.allotment == 0)
 		snprintf(out->reason, sizeof(out->reason),
 			 "no license of %s is allotted to this license server", p->def.name);
@@ -1030,7 +1265,8 @@ int lease_config_parse(const char *text, size_t len, struct meter_config *out, c
 	    (rc = sw_json_int(j, "lease_ttl_ms", TTL_MIN_MS, TTL_MAX_MS, 0, &out->ttl_ms, err,
 			      errlen)))
 		goto out;
-	if ((rc = revoked_parse(json_object_get(j, "revoked"), &out->revoked, err, errlen)))
+	if ((rc = revoked_parse(json_object_get(j, "revoked"), &out->revoked, err, errlen)) ||
+	    (rc = groups_parse(json_object_get(j, "groups"), &out->groups, err, errlen)))
 		goto out;
 	if ((rc = sw_product_array_parse(json_object_get(j, "products"), &v, &n, err, errlen)))
 		goto out;
@@ -1069,6 +1305,33 @@ void lease_config_cleanup(struct meter_config *conf)
 	conf->nproducts = 0;
 	sw_strmap_free(conf->revoked);
 	conf->revoked = NULL;
+	groups_free(conf->groups);
+	conf->groups = NULL;
+}
+
+void lease_pools_report(const struct lease_table *t, const struct product *p, json_t *out)
+{
+	char key[SW_RULE_KEY_MAX];
+
+	json_object_set_new(out, p->def.name,
+			    json_pack("{sI sI sI}", "allotment",
+				      (json_int_t)(p->def.allotment < 0 ? 0 : p->def.allotment),
+				      "in_use", (json_int_t)p->open_in_use, "waiting",
+				      (json_int_t)p->nwait));
+	for (size_t i = 0; i < p->def.nrules; i++) {
+		const struct sw_product_rule *r = &p->def.rules[i];
+		unsigned waiting = 0;
+
+		/* demand for a pool: those queued whom it would serve */
+		for (const struct waiter *w = p->qhead; w; w = w->next)
+			waiting += rule_matches(t, r, w->req.user, w->host) ? 1u : 0u;
+		sw_product_rule_key(&p->def, r, key, sizeof(key));
+		json_object_set_new(out, key,
+				    json_pack("{sI sI sI}", "allotment",
+					      (json_int_t)(r->allotment < 0 ? 0 : r->allotment),
+					      "in_use", (json_int_t)p->rule_in_use[i], "waiting",
+					      (json_int_t)waiting));
+	}
 }
 
 /* The configured products, which sw_product_match() chooses among; removed ones and
@@ -1118,7 +1381,13 @@ void lease_configure(struct lease_table *t, struct meter_config *conf, int64_t w
 	sw_strmap_free(t->revoked);
 	t->revoked = conf->revoked;
 	conf->revoked = NULL;
+	groups_free(t->groups);
+	t->groups = conf->groups;
+	conf->groups = NULL;
 	match_index(t);
+	/* the rules or their groups may have changed: each lease counted again */
+	for (p = t->products; p; p = p->next)
+		recount(t, p);
 	/* A larger allotment, an enforcement turned off or a product dropped frees room
 	 * for those waiting. */
 	for (p = t->products; p; p = next) {
@@ -1133,7 +1402,7 @@ void lease_configure(struct lease_table *t, struct meter_config *conf, int64_t w
 static int apply_grant(struct lease_table *t, const json_t *rec, int64_t wall, int64_t mono,
 		       char *err, size_t errlen)
 {
-	const char *id, *client, *product, *exe, *user, *host;
+	const char *id, *client, *product, *exe, *user, *host, *reserve = NULL;
 	struct lease tmp;
 	struct product *p;
 	int rc;
@@ -1147,8 +1416,11 @@ static int apply_grant(struct lease_table *t, const json_t *rec, int64_t wall, i
 	    (rc = sw_json_str(rec, "host", METER_HOST_MAX, 1, &host, err, errlen)) ||
 	    (rc = sw_json_int(rec, "pid", 0, INT32_MAX, 1, &tmp.pid, err, errlen)) ||
 	    (rc = sw_json_int(rec, "granted_at", 0, INT64_MAX, 1, &tmp.granted_at, err, errlen)) ||
-	    (rc = sw_json_int(rec, "wait_ms", 0, INT64_MAX, 0, &tmp.wait_ms, err, errlen)))
+	    (rc = sw_json_int(rec, "wait_ms", 0, INT64_MAX, 0, &tmp.wait_ms, err, errlen)) ||
+	    (rc = sw_json_str(rec, "reserve", SW_RULE_NAME_MAX, 0, &reserve, err, errlen)))
 		return rc;
+	if (reserve)
+		copy(tmp.reserve, sizeof(tmp.reserve), reserve);
 	if (!proto_id_valid(id) || !proto_id_valid(client) || !*product) {
 		sw_seterr(err, errlen, "grant record with a malformed lease or client id");
 		return SW_EINVAL;

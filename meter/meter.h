@@ -49,7 +49,10 @@ struct product {
 	struct product *next;
 	struct sw_product def; /* allotment: this meter's share */
 	int removed;	       /* no longer configured: matches nothing, holds its leases */
-	unsigned in_use;
+	unsigned in_use;       /* every lease of it */
+	unsigned open_in_use;  /* leases from the pool everyone draws from */
+	/* per rule of def.rules: a reservation's leases, or the leases a cap counts */
+	unsigned rule_in_use[SW_PRODUCT_RULES_MAX];
 	struct waiter *qhead, *qtail; /* FIFO */
 	unsigned nwait;
 };
@@ -65,10 +68,17 @@ struct lease {
 	char user[METER_USER_MAX + 1];
 	char host[METER_HOST_MAX + 1];
 	int64_t pid;
-	int64_t granted_at, renewed_at; /* wall ms */
-	int64_t deadline;		/* monotonic ms */
-	int64_t wait_ms;		/* how long the checkout queued */
-	struct jtext *text;		/* its grant record's fields, as JSON */
+	int64_t granted_at, renewed_at;	    /* wall ms */
+	int64_t deadline;		    /* monotonic ms */
+	int64_t wait_ms;		    /* how long the checkout queued */
+	char reserve[SW_RULE_NAME_MAX + 1]; /* the group whose reservation it is from; "": the
+					       pool everyone draws from */
+	struct jtext *text;		    /* its grant record's fields, as JSON */
+};
+
+/* A group of the site, as the configuration gave it: its users and its hosts. */
+struct mgroup {
+	struct sw_strmap *users, *hosts;
 };
 
 /* A usage record not yet accepted by the site server. A run's id is its lease's id, so a
@@ -161,6 +171,7 @@ enum deny_reason {
 	DENY_QUEUE_FULL,   /* and too many checkouts wait already */
 	DENY_SERVER_FULL,  /* this server holds the most leases it can */
 	DENY_WAIT_TIMEOUT, /* queued, and no license freed within the wait asked for */
+	DENY_RULE,	   /* a product's rule: a cap reached, or what is free is reserved */
 	DENY_N
 };
 extern const char *const deny_reason_names[DENY_N];
@@ -181,6 +192,7 @@ struct lease_table {
 	size_t nusage;
 	size_t nwaiting;
 	struct sw_strmap *revoked; /* serials of removed systems' certificates, or NULL */
+	struct sw_strmap *groups;  /* name -> struct mgroup, or NULL */
 	struct sw_strmap *reclaimed;
 	struct reclaimed *rhead, *rtail;
 	size_t nreclaimed;
@@ -209,6 +221,7 @@ struct meter_config {
 	int64_t ttl_ms;
 	int64_t poll_ms;	   /* how often to ask again; 0: the meter's default */
 	struct sw_strmap *revoked; /* owned; NULL when the answer had none */
+	struct sw_strmap *groups;  /* owned: name -> struct mgroup; NULL for none */
 };
 
 struct journal_buf {
@@ -317,6 +330,9 @@ json_t *lease_reclaimed_json(const struct lease_table *t, const char *id, const 
  * its product's limit is passed; 1 if it was. */
 int lease_idle_check(struct lease_table *t, const char *id, int64_t idle_s, int64_t wall,
 		     int64_t mono);
+/* What this license server has of each pool of a product, as its poll reports it to
+ * the site server: {name or rule key: {allotment, in_use, waiting}}. */
+void lease_pools_report(const struct lease_table *t, const struct product *p, json_t *out);
 /* The seconds of idleness after which the lease's product takes it back; 0: never. */
 int64_t lease_idle_limit(const struct lease_table *t, const char *id);
 /* Up to `max` pending records written by journal records <= durable_seq, marked as

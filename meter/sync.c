@@ -265,11 +265,7 @@ static void fetch_config(uv_timer_t *t)
 	json_t *report = json_object();
 	for (struct product *p = m->table->products; p; p = p->next)
 		if (!p->removed)
-			json_object_set_new(report, p->def.name,
-					    json_pack("{sI sI sI}", "allotment",
-						      (json_int_t)p->def.allotment, "in_use",
-						      (json_int_t)p->in_use, "waiting",
-						      (json_int_t)p->nwait));
+			lease_pools_report(m->table, p, report);
 	json_t *msg = json_pack("{so}", "products", report);
 	char *body = msg ? sw_json_dump(msg) : NULL;
 	json_decref(msg);

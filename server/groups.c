@@ -13,6 +13,7 @@
 #include "error.h"
 #include "group.h"
 #include "log.h"
+#include "product.h"
 #include "strmap.h"
 #include "util.h"
 
@@ -284,12 +285,47 @@ static int group_remove(struct sw_db *db, struct group_job *w)
 	return 0;
 }
 
+struct rule_user {
+	const char *group;
+	char product[SW_PRODUCT_NAME_MAX + 1];
+};
+
+/* A product whose rules name the group. */
+static int rule_user_row(void *arg, int ncols, const struct sw_db_val *row)
+{
+	struct rule_user *u = arg;
+	json_t *rules = json_loads(row[1].s, 0, NULL), *r;
+	size_t i;
+
+	json_array_foreach(rules, i, r)
+	{
+		const char *g = json_string_value(json_object_get(r, "group"));
+
+		if (g && strcmp(g, u->group) == 0 && !u->product[0])
+			snprintf(u->product, sizeof(u->product), "%s", row[0].s);
+	}
+	json_decref(rules);
+	return 0;
+}
+
 static int group_delete(struct sw_db *db, struct group_job *w)
 {
 	struct sw_db_val k[] = {SW_DB_TEXT(w->name)};
+	struct rule_user u = {.group = w->name};
 	int64_t changes = 0;
 	int rc;
 
+	/* a rule must not be left naming a group that is gone */
+	if ((rc = sw_db_exec(db, "SELECT name, rules FROM products", NULL, 0, rule_user_row, &u,
+			     NULL, w->err, sizeof(w->err))))
+		return rc;
+	if (u.product[0]) {
+		snprintf(w->err, sizeof(w->err),
+			 "product %s has a rule for group %s: remove it first ('siteward product "
+			 "set %s --reserve 0 --for %s', or --max)",
+			 u.product, w->name, u.product, w->name);
+		return SW_EEXIST;
+	}
 	if ((rc = sw_db_exec(db, "DELETE FROM group_members WHERE grp = ?", k, 1, NULL, NULL,
 			     &w->changed, w->err, sizeof(w->err))) ||
 	    (rc = sw_db_exec(db, "DELETE FROM groups WHERE name = ?", k, 1, NULL, NULL, &changes,

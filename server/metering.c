@@ -29,7 +29,27 @@
 
 #define PRODUCT_COLUMNS                                                                            \
 	"name, exe, version, licenses, enforce, build_id, hours, deny_users, deny_hosts, "         \
-	"on_reclaim, reclaim_signal, idle_s"
+	"on_reclaim, reclaim_signal, idle_s, rules"
+
+/* A stored product's rules, as they were checked when an administrator made them; a
+ * rule that does not read (never stored so) is left out and logged. */
+static void rules_read(struct sw_product *p, const char *text)
+{
+	json_t *arr = json_loads(text, 0, NULL), *v;
+	char err[200];
+	size_t i;
+
+	json_array_foreach(arr, i, v)
+	{
+		if (p->nrules == SW_PRODUCT_RULES_MAX)
+			break;
+		if (sw_product_rule_parse(v, &p->rules[p->nrules], err, sizeof(err)) == 0)
+			p->nrules++;
+		else
+			sw_err("product %s: a stored rule is left out: %s", p->name, err);
+	}
+	json_decref(arr);
+}
 
 /* A stored product, as it was checked when an administrator made it. */
 static void product_read(struct sw_product *p, const struct sw_db_val *row)
@@ -47,6 +67,7 @@ static void product_read(struct sw_product *p, const struct sw_db_val *row)
 	sw_reclaim_policy_parse(row[9].s, &p->on_reclaim);
 	snprintf(p->reclaim_signal, sizeof(p->reclaim_signal), "%s", row[10].s);
 	p->idle_s = row[11].i;
+	rules_read(p, row[12].s);
 }
 
 struct products {
@@ -136,7 +157,7 @@ static int product_update(struct sw_product *p, const json_t *j, int creating, c
 {
 	const char *exe = NULL, *version = NULL, *build_id = NULL, *hours = NULL;
 	const char *policy = NULL, *sig = NULL;
-	json_t *e;
+	json_t *e, *rule;
 	int rc;
 
 	if ((rc = sw_json_str(j, "exe", SW_PRODUCT_EXE_MAX, creating, &exe, err, errlen)) ||
@@ -154,6 +175,22 @@ static int product_update(struct sw_product *p, const json_t *j, int creating, c
 	}
 	if (sig)
 		snprintf(p->reclaim_signal, sizeof(p->reclaim_signal), "%s", sig);
+	/* rules added, changed, or (count 0) removed: one object, or a list of them */
+	if ((rule = json_object_get(j, "rule"))) {
+		struct sw_product_rule r;
+		size_t n = json_is_array(rule) ? json_array_size(rule) : 1;
+
+		if (n > SW_PRODUCT_RULES_MAX) {
+			sw_seterr(err, errlen, "at most %d rules at once", SW_PRODUCT_RULES_MAX);
+			return SW_EINVAL;
+		}
+		for (size_t i = 0; i < n; i++)
+			if ((rc = sw_product_rule_parse(
+				 json_is_array(rule) ? json_array_get(rule, i) : rule, &r, err,
+				 errlen)) ||
+			    (rc = sw_product_rule_set(p, &r, err, errlen)))
+				return rc;
+	}
 	e = json_object_get(j, "enforce");
 	if (e && !json_is_boolean(e)) {
 		sw_seterr(err, errlen, "field 'enforce' must be true or false");
@@ -207,6 +244,10 @@ static int product_store(struct sw_db *db, const struct sw_product *p, int creat
 			  other, p->version[0] ? " at version " : " for every version", p->version);
 		return SW_EEXIST;
 	}
+	json_t *rj = sw_product_rules_json(p);
+	char *rules = rj ? sw_json_dump(rj) : NULL;
+
+	json_decref(rj);
 	struct sw_db_val v[] = {SW_DB_TEXT(p->exe),
 				SW_DB_TEXT(p->version),
 				SW_DB_INT(p->licenses),
@@ -218,22 +259,32 @@ static int product_store(struct sw_db *db, const struct sw_product *p, int creat
 				SW_DB_TEXT(sw_reclaim_policy_name(p->on_reclaim)),
 				SW_DB_TEXT(p->reclaim_signal),
 				SW_DB_INT(p->idle_s),
+				SW_DB_TEXT(rules),
 				SW_DB_TEXT(p->name),
 				SW_DB_INT(sw_now_ms())};
 
+	if (!rules) {
+		sw_seterr(err, errlen, "out of memory");
+		return SW_ENOMEM;
+	}
 	if (creating)
-		return sw_db_exec(
+		rc = sw_db_exec(
 		    db,
 		    "INSERT INTO products (exe, version, licenses, enforce, build_id, "
 		    "hours, deny_users, deny_hosts, on_reclaim, reclaim_signal, idle_s, "
-		    "name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		    "rules, name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+		    "?, ?)",
+		    v, 14, NULL, NULL, NULL, err, errlen);
+	else
+		rc = sw_db_exec(
+		    db,
+		    "UPDATE products SET exe = ?, version = ?, licenses = ?, enforce = ?, "
+		    "build_id = ?, hours = ?, deny_users = ?, deny_hosts = ?, "
+		    "on_reclaim = ?, reclaim_signal = ?, idle_s = ?, rules = ? "
+		    "WHERE name = ?",
 		    v, 13, NULL, NULL, NULL, err, errlen);
-	return sw_db_exec(
-	    db,
-	    "UPDATE products SET exe = ?, version = ?, licenses = ?, enforce = ?, "
-	    "build_id = ?, hours = ?, deny_users = ?, deny_hosts = ?, on_reclaim = ?, "
-	    "reclaim_signal = ?, idle_s = ? WHERE name = ?",
-	    v, 12, NULL, NULL, NULL, err, errlen);
+	free(rules);
+	return rc;
 }
 
 static void on_pushed(const struct sw_http_result *res, void *arg)
@@ -320,10 +371,41 @@ static int products_list(struct sw_db *db, struct product_job *w)
 	return 0;
 }
 
+static int one_row(void *arg, int ncols, const struct sw_db_val *row)
+{
+	*(int *)arg = 1;
+	return 0;
+}
+
+/* Every group a rule names is one the site has. */
+static int rule_groups_exist(struct sw_db *db, const struct sw_product *p, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < p->nrules; i++) {
+		struct sw_db_val q[] = {SW_DB_TEXT(p->rules[i].name)};
+		int found = 0, rc;
+
+		if (p->rules[i].target != SW_TARGET_GROUP)
+			continue;
+		if ((rc = sw_db_exec(db, "SELECT name FROM groups WHERE name = ?", q, 1, one_row,
+				     &found, NULL, err, errlen)))
+			return rc;
+		if (!found) {
+			sw_seterr(err, errlen,
+				  "no group %s: make it first with 'siteward group add %s --users "
+				  "...'",
+				  p->rules[i].name, p->rules[i].name);
+			return SW_ENOTFOUND;
+		}
+	}
+	return 0;
+}
+
 static int product_add(struct sw_db *db, struct product_job *w)
 {
 	int rc = product_update(&w->p, w->body, 1, w->err, sizeof(w->err));
 
+	if (!rc)
+		rc = rule_groups_exist(db, &w->p, w->err, sizeof(w->err));
 	if (!rc)
 		rc = product_store(db, &w->p, 1, w->err, sizeof(w->err));
 	if (rc == SW_EEXIST && !strstr(w->err, "already meters"))
@@ -346,6 +428,8 @@ static int product_set(struct sw_db *db, struct product_job *w)
 	}
 	if (!rc)
 		rc = product_update(&c.p, w->body, 0, w->err, sizeof(w->err));
+	if (!rc)
+		rc = rule_groups_exist(db, &c.p, w->err, sizeof(w->err));
 	if (!rc)
 		rc = product_store(db, &c.p, 0, w->err, sizeof(w->err));
 	if (!rc)
@@ -793,16 +877,42 @@ static void config_run(struct sw_db *db, void *arg)
 	json_array_foreach(c->products, i, p)
 	{
 		const char *name = json_string_value(json_object_get(p, "name"));
-		json_t *rep = json_object_get(c->reports, name);
-		int64_t share;
+		json_t *rep = json_object_get(c->reports, name), *r;
+		int64_t open = json_integer_value(json_object_get(p, "licenses"));
+		size_t k;
 
 		if (c->rc)
 			break;
-		if (rep && (c->rc = store_report(db, me, name, rep, c->err, sizeof(c->err))))
+		/* Each rule is a pool of its own, shared among the metering servers by the
+		 * same rule as the licenses everyone draws from (the count less the
+		 * reservations), so no pool's shares ever sum past its count. */
+		json_array_foreach(json_object_get(p, "rules"), k, r)
+		{
+			struct sw_product_rule rule;
+			struct sw_product head;
+			char key[SW_RULE_KEY_MAX];
+
+			if (c->rc ||
+			    (c->rc = sw_product_rule_parse(r, &rule, c->err, sizeof(c->err))))
+				break;
+			snprintf(head.name, sizeof(head.name), "%s", name);
+			sw_product_rule_key(&head, &rule, key, sizeof(key));
+			if (rule.kind == SW_RULE_RESERVE)
+				open -= rule.count;
+			if ((rep = json_object_get(c->reports, key)) &&
+			    (c->rc = store_report(db, me, key, rep, c->err, sizeof(c->err))))
+				break;
+			json_object_set_new(
+			    r, "allotment",
+			    json_integer(share_for(db, c, key, rule.count, &c->rc)));
+		}
+		rep = json_object_get(c->reports, name);
+		if (c->rc ||
+		    (rep && (c->rc = store_report(db, me, name, rep, c->err, sizeof(c->err)))))
 			break;
-		share = share_for(db, c, name, json_integer_value(json_object_get(p, "licenses")),
-				  &c->rc);
-		json_object_set_new(p, "allotment", json_integer(share));
+		json_object_set_new(
+		    p, "allotment",
+		    json_integer(share_for(db, c, name, open < 0 ? 0 : open, &c->rc)));
 	}
 	if (!c->rc)
 		c->rc = sw_db_commit(db, c->err, sizeof(c->err));

@@ -168,11 +168,14 @@ static void licenses_run(struct sw_db *db, void *arg)
 {
 	struct scrape *sc = arg;
 
-	sc->rc = sw_db_exec(db,
-			    "SELECT p.name, p.licenses, "
-			    "(SELECT COALESCE(SUM(a.in_use), 0) FROM allotments a "
-			    "WHERE a.product = p.name) FROM products p ORDER BY p.name",
-			    NULL, 0, license_row, sc, NULL, sc->err, sizeof(sc->err));
+	sc->rc =
+	    sw_db_exec(db,
+		       "SELECT p.name, p.licenses, "
+		       "(SELECT COALESCE(SUM(a.in_use), 0) FROM allotments a "
+		       "WHERE a.product = p.name OR substr(a.product, 1, length(p.name) + 9) = "
+		       "p.name || '/reserve:') "
+		       "FROM products p ORDER BY p.name",
+		       NULL, 0, license_row, sc, NULL, sc->err, sizeof(sc->err));
 }
 
 static void licenses_done(struct server *s, void *arg)

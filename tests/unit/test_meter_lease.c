@@ -486,6 +486,80 @@ static void test_reclaim_replayed(void **state)
 	lease_table_free(t);
 }
 
+/* A product's rules at one license server: a cap on a user, a reservation for a group,
+ * each denial naming its rule, and the queue served by what the rules allow. */
+static void test_rules(void **state)
+{
+	static const char config[] =
+	    "{\"products\":[{\"name\":\"cad\",\"exe\":\"cad\",\"licenses\":5,\"allotment\":3,"
+	    "\"enforce\":true,\"rules\":[{\"kind\":\"reserve\",\"count\":2,\"group\":\"eng\","
+	    "\"allotment\":2},{\"kind\":\"max\",\"count\":1,\"user\":\"bob\",\"allotment\":1}]}],"
+	    "\"groups\":[{\"name\":\"eng\",\"users\":[\"alice\",\"carol\"],\"hosts\":[]}],"
+	    "\"lease_ttl_ms\":30000}";
+	struct lease_table *t = table_with(config);
+	struct checkout_req r;
+	struct checkout_out out;
+	struct waiter w = {0}, we = {.granted = on_granted};
+	const char *open_users[] = {"dave", "frank"};
+	char bob_lease[33];
+	json_t *rep;
+
+	granted_log.n = 0;
+	r = req_for("cad", "bob", CLIENT_A, 0);
+	assert_int_equal(lease_checkout(t, &r, "ws1", WALL, 0, &w, &out), 0);
+	assert_int_equal(out.result, CHECKOUT_GRANTED);
+	strcpy(bob_lease, out.lease->id);
+	/* bob's cap */
+	assert_int_equal(lease_checkout(t, &r, "ws1", WALL, 0, &w, &out), 0);
+	assert_int_equal(out.result, CHECKOUT_DENIED);
+	assert_non_null(strstr(out.reason, "max 1 for user bob"));
+	/* the open pool (5 less 2 reserved: this server's share is 3) */
+	for (int i = 0; i < 2; i++) {
+		r = req_for("cad", open_users[i], CLIENT_A, 0);
+		assert_int_equal(lease_checkout(t, &r, "ws2", WALL, 0, &w, &out), 0);
+		assert_int_equal(out.result, CHECKOUT_GRANTED);
+		assert_string_equal(out.lease->reserve, "");
+	}
+	/* erin is no member: what is free is eng's, and she waits */
+	r = req_for("cad", "erin", CLIENT_B, 60000);
+	assert_int_equal(lease_checkout(t, &r, "ws3", WALL, 0, &we, &out), 0);
+	assert_int_equal(out.result, CHECKOUT_QUEUED);
+	r.wait_ms = 0;
+	assert_int_equal(lease_checkout(t, &r, "ws3", WALL, 0, &w, &out), 0);
+	assert_int_equal(out.result, CHECKOUT_DENIED);
+	assert_non_null(strstr(out.reason, "reserved for others (rule 'reserve 2 for group eng')"));
+	/* eng's members take their reservation past her */
+	for (int i = 0; i < 2; i++) {
+		r = req_for("cad", i ? "carol" : "alice", CLIENT_A, 0);
+		assert_int_equal(lease_checkout(t, &r, "ws4", WALL, 0, &w, &out), 0);
+		assert_int_equal(out.result, CHECKOUT_GRANTED);
+		assert_string_equal(out.lease->reserve, "eng");
+	}
+	r = req_for("cad", "alice", CLIENT_A, 0);
+	assert_int_equal(lease_checkout(t, &r, "ws4", WALL, 0, &w, &out), 0);
+	assert_int_equal(out.result, CHECKOUT_DENIED);
+	assert_int_equal(t->nleases, 5);
+	/* what each pool holds, as the poll reports it */
+	assert_non_null(rep = json_object());
+	lease_pools_report(t, t->products, rep);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(rep, "cad"), "in_use")),
+			 3);
+	assert_int_equal(json_integer_value(json_object_get(
+			     json_object_get(rep, "cad/reserve:group:eng"), "in_use")),
+			 2);
+	assert_int_equal(
+	    json_integer_value(json_object_get(json_object_get(rep, "cad/max:user:bob"), "in_use")),
+	    1);
+	assert_int_equal(
+	    json_integer_value(json_object_get(json_object_get(rep, "cad"), "waiting")), 1);
+	json_decref(rep);
+	/* bob's license back: erin, waiting, gets it from the open pool */
+	assert_int_equal(lease_checkin(t, bob_lease, CLIENT_A, "ws1", WALL + 10, 10), 0);
+	assert_int_equal(granted_log.n, 1);
+	assert_int_equal(t->nleases, 5);
+	lease_table_free(t);
+}
+
 static void test_reclaim_bodies(void **state)
 {
 	static const char *bad[] = {
@@ -551,6 +625,7 @@ int main(void)
 	    cmocka_unit_test(test_reclaim),
 	    cmocka_unit_test(test_reclaim_bodies),
 	    cmocka_unit_test(test_reclaim_replayed),
+	    cmocka_unit_test(test_rules),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -105,6 +105,27 @@ static const struct {
     {"{\"name\":\"a\",\"exe\":\"a\",\"licenses\":1,\"on_reclaim\":\"pause\"}", "on_reclaim"},
     {"{\"name\":\"a\",\"exe\":\"a\",\"licenses\":1,\"reclaim_signal\":\"KILL\"}", "reclaim_signal"},
     {"{\"name\":\"a\",\"exe\":\"a\",\"licenses\":1,\"idle_s\":5}", "idle_s"},
+    {"{\"name\":\"a\",\"exe\":\"a\",\"licenses\":1,\"rules\":[{\"kind\":\"reserve\","
+     "\"count\":1,\"user\":\"u\"}]}",
+     "reserved for a group"},
+    {"{\"name\":\"a\",\"exe\":\"a\",\"licenses\":1,\"rules\":[{\"kind\":\"reserve\","
+     "\"count\":2,\"group\":\"g\"}]}",
+     "more than the product's"},
+    {"{\"name\":\"a\",\"exe\":\"a\",\"licenses\":3,\"rules\":[{\"kind\":\"max\",\"count\":1,"
+     "\"group\":\"g\"},{\"kind\":\"max\",\"count\":2,\"group\":\"g\"}]}",
+     "two rules"},
+    {"{\"name\":\"a\",\"exe\":\"a\",\"licenses\":3,\"rules\":[{\"kind\":\"limit\",\"count\":1,"
+     "\"group\":\"g\"}]}",
+     "reserve or max"},
+    {"{\"name\":\"a\",\"exe\":\"a\",\"licenses\":3,\"rules\":[{\"kind\":\"max\",\"count\":1,"
+     "\"group\":\"g\",\"user\":\"u\"}]}",
+     "one group, user or host"},
+    {"{\"name\":\"a\",\"exe\":\"a\",\"licenses\":3,\"rules\":[{\"kind\":\"max\",\"count\":0,"
+     "\"host\":\"h\"}]}",
+     "at least 1"},
+    {"{\"name\":\"a\",\"exe\":\"a\",\"licenses\":3,\"rules\":[{\"kind\":\"max\",\"count\":1,"
+     "\"user\":\"a b\"}]}",
+     "not a valid name"},
     {"{\"name\":\"a\",\"exe\":\"a\",\"licenses\":1,\"idle_s\":604801}", "idle_s"},
     {"{\"name\":\"a\",\"exe\":\"a\"}", "licenses"},
     {"{\"name\":\"a\",\"exe\":\"a\",\"licenses\":-1}", "licenses"},
