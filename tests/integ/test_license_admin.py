@@ -46,13 +46,15 @@ class Status(unittest.TestCase):
                                                   conf={"metering.meter_poll_ms": "500"})
         procs = []
         try:
-            procs = [run(client, tool, "60") for _ in range(3)]
+            # (each may wait: while the two servers' shares follow where the runs ask,
+            # one may find none free at first)
+            procs = [run(client, tool, "60", wait=30) for _ in range(3)]
 
             def held():
                 a, b = leases(site, m1), leases(site, m2)
                 return (a, b) if a is not None and b is not None and \
                     len(a) + len(b) == 3 else None
-            a, b = wait_for(held, 20, "three runs holding licenses")
+            a, b = wait_for(held, 40, "three runs holding licenses")
             got = site.cli_json("license", "status")
             self.assertEqual(got["unreachable"], [])
             self.assertEqual({s["system"]: s["state"] for s in got["servers"]},
@@ -232,6 +234,16 @@ class Reclaim(unittest.TestCase):
         status, body = self.site.api("POST", "/v1/licenses/reclaim", {"user": "a", "pid": 1})
         self.assertEqual(status, 400)
         self.assertIn("unknown field 'pid'", body["error"])
+        # a license server takes a reclaim from the site server alone: not from a
+        # machine, nor from an administrator going around the site's audit log
+        for ctx in (self.site.tls(os.path.join(self.client.dir, "agent.crt"),
+                                  os.path.join(self.client.dir, "agent.key")),
+                    self.site.tls(os.path.join(self.client.dir, "client.crt"),
+                                  os.path.join(self.client.dir, "client.key")),
+                    self.site.admin_tls()):
+            status, _ = self.site.api("POST", "/v1/reclaim", {"user": "root"}, ctx=ctx,
+                                      port=self.m.meter_port)
+            self.assertEqual(status, 403)
         r = self.site.cli("license", "reclaim", "--user", "nobody-here", check=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn("no license in use matched", r.stdout)
