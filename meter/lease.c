@@ -262,11 +262,14 @@ static void account(const struct lease_table *t, struct product *p, const struct
 		p->open_in_use--;
 }
 
-/* Counts every lease of `p` again, after its rules or the groups changed. */
+/* Counts every lease of `p` again, after its rules or the groups changed; a product
+ * without rules has every lease in its open pool, with no walk. */
 static void recount(const struct lease_table *t, struct product *p)
 {
-	p->open_in_use = 0;
+	p->open_in_use = p->def.nrules ? 0 : p->in_use;
 	memset(p->rule_in_use, 0, sizeof(p->rule_in_use));
+	if (!p->def.nrules)
+		return;
 	for (const struct lease *l = t->lhead; l; l = l->next)
 		if (strcmp(l->product, p->def.name) == 0)
 			account(t, p, l, 1);
