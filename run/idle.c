@@ -9,8 +9,6 @@
 
 #include <dirent.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #define IDLE_MAX_PROCS 4096 /* a tree bigger than this is counted this far */
 #define IDLE_MAX_DEPTH 64
@@ -32,7 +30,8 @@ static unsigned long long tree_ticks(pid_t pid, int depth, size_t *count)
 	if (!(d = opendir(path)))
 		return t;
 	while ((e = readdir(d))) {
-		char cpath[128], buf[4096], *p, *end;
+		char cpath[128];
+		long c;
 		FILE *f;
 
 		if (e->d_name[0] < '0' || e->d_name[0] > '9')
@@ -40,14 +39,10 @@ static unsigned long long tree_ticks(pid_t pid, int depth, size_t *count)
 		snprintf(cpath, sizeof(cpath), "/proc/%d/task/%.20s/children", (int)pid, e->d_name);
 		if (!(f = fopen(cpath, "re")))
 			continue;
-		while (fgets(buf, sizeof(buf), f))
-			for (p = buf;; p = end) {
-				long c = strtol(p, &end, 10);
-
-				if (end == p || c <= 0)
-					break;
-				t += tree_ticks((pid_t)c, depth + 1, count);
-			}
+		/* pids separated by spaces, read one number at a time (a long list is not cut
+		 * in the middle of one) */
+		while (fscanf(f, "%ld", &c) == 1 && c > 0)
+			t += tree_ticks((pid_t)c, depth + 1, count);
 		fclose(f);
 	}
 	closedir(d);
