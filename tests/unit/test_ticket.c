@@ -140,7 +140,7 @@ static void test_refusals(void **state)
 	free(copy);
 	/* malformed */
 	refused(f, "v1.e30=.AAAA.AAAA", "");
-	refused(f, "v2.a.b.c", "version 1");
+	refused(f, "v2.a.b.c", "begin with 'v1.'");
 	refused(f, "v1.a.b", "four parts");
 	refused(f, "v1.a.b.c.d", "four parts");
 	free(text);
