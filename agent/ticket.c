@@ -8,9 +8,14 @@
  *
  * A ticket is also kept in <dir>/tickets/<uid>, readable by that user alone, so a
  * program started while the agent is restarting still has one.
+ *
+ * The agent also keeps the machine's clock mark (lib/clockmark.h) in <dir>/clock.json,
+ * written at start, every minute and at stop: a borrowed license is checked against
+ * it, so a user who sets the clock back does not make the loan last longer.
  */
 #include "agent.h"
 
+#include "clockmark.h"
 #include "error.h"
 #include "log.h"
 #include "paths.h"
@@ -35,12 +40,36 @@ struct issued {
 	int64_t expires_ms;
 };
 
+#define CLOCKMARK_MS 60000
+
 struct tickets {
 	struct agent *a;
 	uv_pipe_t pipe;
 	struct sw_strmap *by_uid; /* uid → struct issued */
 	char path[PATH_MAX];
+	uv_timer_t mark_timer;
+	char mark[PATH_MAX + 16]; /* <dir>/clock.json */
+	int mark_failing;	  /* the last write failed, and was said */
 };
+
+static void clockmark(struct tickets *t)
+{
+	char err[PATH_MAX + 128];
+
+	if (sw_clockmark_write(t->mark, err, sizeof(err)) == 0) {
+		t->mark_failing = 0;
+	} else if (!t->mark_failing) {
+		t->mark_failing = 1;
+		sw_warn("cannot keep the clock mark: %s; a borrowed license is checked by "
+			"this machine's clock alone",
+			err);
+	}
+}
+
+static void on_mark_timer(uv_timer_t *h)
+{
+	clockmark(h->data);
+}
 
 static void issued_free(void *p)
 {
@@ -170,6 +199,11 @@ int ticket_start(struct agent *a)
 	}
 	t->a = a;
 	a->tickets = t;
+	sw_path_join(t->mark, sizeof(t->mark), a->dir, SW_CLOCKMARK_FILE);
+	clockmark(t);
+	uv_timer_init(a->loop, &t->mark_timer);
+	t->mark_timer.data = t;
+	uv_timer_start(&t->mark_timer, on_mark_timer, CLOCKMARK_MS, CLOCKMARK_MS);
 	/* the default folder's socket is /run/siteward/agent.sock (the unit's
 	 * RuntimeDirectory=); a --dir folder holds its own */
 	sw_path_runtime(a->dir, SW_PATH_AGENT_DIR, "agent.sock", t->path, sizeof(t->path));
@@ -202,6 +236,10 @@ void ticket_stop(struct agent *a)
 	unlink(t->path);
 	if (!uv_is_closing((uv_handle_t *)&t->pipe))
 		uv_close((uv_handle_t *)&t->pipe, NULL);
+	if (!uv_is_closing((uv_handle_t *)&t->mark_timer)) {
+		clockmark(t);
+		uv_close((uv_handle_t *)&t->mark_timer, NULL);
+	}
 }
 
 void ticket_renewed(struct agent *a)

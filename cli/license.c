@@ -94,9 +94,15 @@ static int status(struct cli *c, const char *product)
 	{
 		span(held, sizeof(held), now - num(l, "granted_at"));
 		span(left, sizeof(left), num(l, "expires_at") - now);
-		printf("%-16s %-12s %-16s %7lld %-16s %7s %7s %-12s %s\n", str(l, "product"),
-		       str(l, "user"), str(l, "host"), num(l, "pid"), str(l, "exe"), held, left,
-		       str(l, "server"), str(l, "lease"));
+		/* lent out with siteward-run borrow: held by the machine, not by a program */
+		if (json_object_get(l, "borrowed_until"))
+			printf("%-16s %-12s %-16s %7s %-16s %7s %7s %-12s %s\n", str(l, "product"),
+			       str(l, "user"), str(l, "host"), "-", "(borrowed)", held, left,
+			       str(l, "server"), str(l, "lease"));
+		else
+			printf("%-16s %-12s %-16s %7lld %-16s %7s %7s %-12s %s\n",
+			       str(l, "product"), str(l, "user"), str(l, "host"), num(l, "pid"),
+			       str(l, "exe"), held, left, str(l, "server"), str(l, "lease"));
 	}
 	if (json_array_size(json_object_get(reply, "queue")))
 		printf("\nwaiting for a license:\n%-16s %-12s %-16s %7s %-16s %7s %4s %s\n",

@@ -21,7 +21,10 @@ static const char product_usage[] =
     "         30m, is taken back; 0: never)\n"
     "         --reserve N --for GROUP  (licenses only the group's members may use)\n"
     "         --max N --for GROUP|user:USER|host:HOST  (the most they hold at once)\n"
-    "         (a count of 0 removes the rule)";
+    "         (a count of 0 removes the rule)\n"
+    "         --borrow N [--borrow-for DURATION]  (at most N licenses lent out at once\n"
+    "         with siteward-run borrow, each for up to DURATION, 7d if not given;\n"
+    "         0 stops lending)";
 
 /* --reserve N --for GROUP, --max N --for GROUP|user:U|host:H, as the API's rule. */
 static json_t *rule_arg(const char *kind, const char *count, const char *target)
@@ -70,11 +73,22 @@ static void print_products(const json_t *reply)
 
 		json_array_foreach(json_object_get(p, "rules"), k, r)
 		{
+			if (!rules++)
+				printf("\nrules:\n");
+			if (strcmp(json_string_value(json_object_get(r, "kind")), "borrow") == 0) {
+				char span[48];
+
+				sw_duration_text(json_integer_value(json_object_get(r, "max_s")),
+						 span, sizeof(span));
+				printf("  %s: borrow %lld at once, each for up to %s\n",
+				       json_string_value(json_object_get(p, "name")),
+				       (long long)json_integer_value(json_object_get(r, "count")),
+				       span);
+				continue;
+			}
 			const char *target = json_object_get(r, "group")  ? "group"
 					     : json_object_get(r, "user") ? "user"
 									  : "host";
-			if (!rules++)
-				printf("\nrules:\n");
 			printf("  %s: %s %lld for %s %s\n",
 			       json_string_value(json_object_get(p, "name")),
 			       json_string_value(json_object_get(r, "kind")),
@@ -158,6 +172,37 @@ int cmd_product(struct cli *c, int argc, char **argv)
 				json_object_set_new(body, "rule", json_array());
 			json_array_append_new(json_object_get(body, "rule"), rule);
 			i += 3;
+		} else if (i + 1 < argc && strcmp(o, "--borrow") == 0) {
+			int64_t n, span = 0;
+
+			if (sw_int_parse(argv[++i], 0, 1000000, &n)) {
+				cli_error("--borrow takes the most licenses lent out at once (0 "
+					  "stops lending)");
+				json_decref(body);
+				return 2;
+			}
+			if (i + 2 < argc && strcmp(argv[i + 1], "--borrow-for") == 0) {
+				if (sw_duration_parse(argv[i + 2], SW_BORROW_MIN_S,
+						      SW_BORROW_LIMIT_S, &span)) {
+					cli_error(
+					    "--borrow-for takes 1 minute to 90 days, like 14d");
+					json_decref(body);
+					return 2;
+				}
+				i += 2;
+			}
+			json_t *rule =
+			    json_pack("{ss sI}", "kind", "borrow", "count", (json_int_t)n);
+			if (span)
+				json_object_set_new(rule, "max_s", json_integer(span));
+			if (!json_object_get(body, "rule"))
+				json_object_set_new(body, "rule", json_array());
+			json_array_append_new(json_object_get(body, "rule"), rule);
+		} else if (strcmp(o, "--borrow-for") == 0) {
+			cli_error(
+			    "--borrow-for follows --borrow N, like --borrow 3 --borrow-for 14d");
+			json_decref(body);
+			return 2;
 		} else if (i + 1 < argc && strcmp(o, "--on-reclaim") == 0) {
 			json_object_set_new(body, "on_reclaim", json_string(argv[++i]));
 		} else if (i + 1 < argc && strcmp(o, "--reclaim-signal") == 0) {

@@ -59,7 +59,8 @@ void sw_product_init(struct sw_product *p)
 
 /* --- rules --- */
 
-static const char *const rule_kinds[] = {[SW_RULE_RESERVE] = "reserve", [SW_RULE_MAX] = "max"};
+static const char *const rule_kinds[] = {
+    [SW_RULE_RESERVE] = "reserve", [SW_RULE_MAX] = "max", [SW_RULE_BORROW] = "borrow"};
 static const char *const rule_targets[] = {
     [SW_TARGET_GROUP] = "group", [SW_TARGET_USER] = "user", [SW_TARGET_HOST] = "host"};
 
@@ -76,14 +77,32 @@ const char *sw_rule_target_name(enum sw_rule_target t)
 void sw_product_rule_key(const struct sw_product *p, const struct sw_product_rule *r, char *out,
 			 size_t outlen)
 {
-	snprintf(out, outlen, "%s/%s:%s:%s", p->name, sw_rule_kind_name(r->kind),
-		 sw_rule_target_name(r->target), r->name);
+	if (r->kind == SW_RULE_BORROW)
+		snprintf(out, outlen, "%s/borrow", p->name);
+	else
+		snprintf(out, outlen, "%s/%s:%s:%s", p->name, sw_rule_kind_name(r->kind),
+			 sw_rule_target_name(r->target), r->name);
 }
 
 void sw_product_rule_text(const struct sw_product_rule *r, char *out, size_t outlen)
 {
+	char span[48];
+
+	if (r->kind == SW_RULE_BORROW) {
+		sw_duration_text(r->max_s, span, sizeof(span));
+		snprintf(out, outlen, "borrow %lld for up to %s", (long long)r->count, span);
+		return;
+	}
 	snprintf(out, outlen, "%s %lld for %s %s", sw_rule_kind_name(r->kind), (long long)r->count,
 		 sw_rule_target_name(r->target), r->name);
+}
+
+const struct sw_product_rule *sw_product_borrow_rule(const struct sw_product *p)
+{
+	for (size_t i = 0; i < p->nrules; i++)
+		if (p->rules[i].kind == SW_RULE_BORROW)
+			return &p->rules[i];
+	return NULL;
 }
 
 int64_t sw_product_open_count(const struct sw_product *p)
@@ -117,9 +136,21 @@ int sw_product_rule_parse(const json_t *j, struct sw_product_rule *r, char *err,
 		r->kind = SW_RULE_RESERVE;
 	else if (strcmp(kind, "max") == 0)
 		r->kind = SW_RULE_MAX;
+	else if (strcmp(kind, "borrow") == 0)
+		r->kind = SW_RULE_BORROW;
 	else {
-		sw_seterr(err, errlen, "a rule's kind must be reserve or max");
+		sw_seterr(err, errlen, "a rule's kind must be reserve, max or borrow");
 		return SW_EINVAL;
+	}
+	if (r->kind == SW_RULE_BORROW) {
+		/* lent to whoever asks within the product's policy: no target */
+		for (size_t t = 0; t < SW_ARRAY_LEN(rule_targets); t++)
+			if (json_object_get(j, rule_targets[t])) {
+				sw_seterr(err, errlen,
+					  "a borrow rule names no group, user or host");
+				return SW_EINVAL;
+			}
+		return sw_json_int(j, "max_s", 1, SW_BORROW_LIMIT_S, 0, &r->max_s, err, errlen);
 	}
 	for (size_t t = 0; t < SW_ARRAY_LEN(rule_targets); t++) {
 		const char *s = NULL;
@@ -143,9 +174,15 @@ int sw_product_rule_parse(const json_t *j, struct sw_product_rule *r, char *err,
 /* One rule's own check: its name by its target's rule, a reservation for a group. */
 static int rule_valid(const struct sw_product_rule *r, char *err, size_t errlen)
 {
-	int ok =
-	    r->target == SW_TARGET_USER ? sw_group_user_valid(r->name) : sw_name_valid(r->name);
+	int ok = r->kind == SW_RULE_BORROW     ? !r->name[0]
+		 : r->target == SW_TARGET_USER ? sw_group_user_valid(r->name)
+					       : sw_name_valid(r->name);
 
+	if (r->kind == SW_RULE_BORROW &&
+	    (r->max_s < SW_BORROW_MIN_S || r->max_s > SW_BORROW_LIMIT_S)) {
+		sw_seterr(err, errlen, "a borrow rule's longest loan must be 1 minute to 90 days");
+		return SW_EINVAL;
+	}
 	if (!ok) {
 		sw_seterr(err, errlen, "a rule's %s '%.64s' is not a valid name",
 			  sw_rule_target_name(r->target), r->name);
@@ -199,6 +236,7 @@ static int rules_valid(const struct sw_product *p, char *err, size_t errlen)
 int sw_product_rule_set(struct sw_product *p, const struct sw_product_rule *r, char *err,
 			size_t errlen)
 {
+	struct sw_product_rule rule;
 	size_t i;
 	int rc;
 
@@ -217,7 +255,10 @@ int sw_product_rule_set(struct sw_product *p, const struct sw_product_rule *r, c
 		p->nrules--;
 		return 0;
 	}
-	if ((rc = rule_valid(r, err, errlen)))
+	rule = *r;
+	if (rule.kind == SW_RULE_BORROW && !rule.max_s)
+		rule.max_s = i < p->nrules ? p->rules[i].max_s : SW_BORROW_DEFAULT_S;
+	if ((rc = rule_valid(&rule, err, errlen)))
 		return rc;
 	if (i == p->nrules) {
 		if (p->nrules == SW_PRODUCT_RULES_MAX) {
@@ -227,7 +268,7 @@ int sw_product_rule_set(struct sw_product *p, const struct sw_product_rule *r, c
 		}
 		p->nrules++;
 	}
-	p->rules[i] = *r;
+	p->rules[i] = rule;
 	p->rules[i].allotment = -1;
 	return rules_valid(p, err, errlen);
 }
@@ -239,8 +280,11 @@ json_t *sw_product_rules_json(const struct sw_product *p)
 	for (size_t i = 0; arr && i < p->nrules; i++) {
 		const struct sw_product_rule *r = &p->rules[i];
 		json_t *o =
-		    json_pack("{ss sI ss}", "kind", sw_rule_kind_name(r->kind), "count",
-			      (json_int_t)r->count, sw_rule_target_name(r->target), r->name);
+		    r->kind == SW_RULE_BORROW
+			? json_pack("{ss sI sI}", "kind", "borrow", "count", (json_int_t)r->count,
+				    "max_s", (json_int_t)r->max_s)
+			: json_pack("{ss sI ss}", "kind", sw_rule_kind_name(r->kind), "count",
+				    (json_int_t)r->count, sw_rule_target_name(r->target), r->name);
 
 		if (o && r->allotment >= 0)
 			json_object_set_new(o, "allotment", json_integer(r->allotment));

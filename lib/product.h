@@ -36,11 +36,13 @@ enum sw_reclaim_policy { SW_RECLAIM_STOP, SW_RECLAIM_RUN };
  * group, a user or a host may hold at once (`max`). Each is a pool of its own count,
  * shared among the license servers as the product's licenses are; `allotment` is one
  * license server's share of it (-1 where none was given). A reservation comes out of
- * the product's count: the rest is the pool everyone draws from. */
+ * the product's count: the rest is the pool everyone draws from. A product may be
+ * borrowed (siteward-run borrow) only under its `borrow` rule: the most licenses lent out
+ * at once, and the longest loan (`max_s`); a borrow rule names no target. */
 #define SW_PRODUCT_RULES_MAX 32
 #define SW_RULE_NAME_MAX     64
 #define SW_RULE_KEY_MAX	     (SW_PRODUCT_NAME_MAX + SW_RULE_NAME_MAX + 24)
-enum sw_rule_kind { SW_RULE_RESERVE, SW_RULE_MAX };
+enum sw_rule_kind { SW_RULE_RESERVE, SW_RULE_MAX, SW_RULE_BORROW };
 enum sw_rule_target { SW_TARGET_GROUP, SW_TARGET_USER, SW_TARGET_HOST };
 
 struct sw_product_rule {
@@ -49,7 +51,11 @@ struct sw_product_rule {
 	char name[SW_RULE_NAME_MAX + 1];
 	int64_t count;
 	int64_t allotment;
+	int64_t max_s; /* borrow: the longest loan, seconds */
 };
+#define SW_BORROW_DEFAULT_S (7 * 86400LL)  /* a borrow rule's longest loan when not given */
+#define SW_BORROW_LIMIT_S   (90 * 86400LL) /* the longest any product allows */
+#define SW_BORROW_MIN_S	    60		   /* the shortest */
 
 struct sw_product {
 	char name[SW_PRODUCT_NAME_MAX + 1];
@@ -72,7 +78,7 @@ struct sw_product {
 	struct sw_product_rule rules[SW_PRODUCT_RULES_MAX];
 };
 
-/* "reserve" or "max"; "group", "user" or "host". */
+/* "reserve", "max" or "borrow"; "group", "user" or "host". */
 const char *sw_rule_kind_name(enum sw_rule_kind k);
 const char *sw_rule_target_name(enum sw_rule_target t);
 /* The pool's key among the product's pools: "PRODUCT/KIND:TARGET:NAME", what the site
@@ -81,15 +87,20 @@ void sw_product_rule_key(const struct sw_product *p, const struct sw_product_rul
 			 size_t outlen);
 /* The licenses of the pool everyone draws from: the count less every reservation. */
 int64_t sw_product_open_count(const struct sw_product *p);
-/* A rule for a person: "reserve 2 for group eng", "max 1 for user alice". */
+/* A rule for a person: "reserve 2 for group eng", "max 1 for user alice", "borrow 3 for
+ * up to 14d". */
 void sw_product_rule_text(const struct sw_product_rule *r, char *out, size_t outlen);
-/* Reads one rule ({kind, count, group|user|host, allotment}). 0, or SW_EINVAL. */
+/* Reads one rule ({kind, count, group|user|host, allotment}, or {kind: borrow, count,
+ * max_s, allotment}). 0, or SW_EINVAL. */
 int sw_product_rule_parse(const json_t *j, struct sw_product_rule *r, char *err, size_t errlen);
 /* Adds `r` to the product's rules, or replaces the rule of its kind and target; a count
- * of 0 removes it. Then the product is validated. 0, or SW_EINVAL / SW_ETOOBIG. */
+ * of 0 removes it. A borrow rule without max_s keeps the one it replaces, or takes
+ * SW_BORROW_DEFAULT_S. Then the product is validated. 0, or SW_EINVAL / SW_ETOOBIG. */
 int sw_product_rule_set(struct sw_product *p, const struct sw_product_rule *r, char *err,
 			size_t errlen);
 json_t *sw_product_rules_json(const struct sw_product *p);
+/* The product's borrow rule, or NULL: it may not be borrowed. */
+const struct sw_product_rule *sw_product_borrow_rule(const struct sw_product *p);
 
 /* "stop" or "run"; NULL for anything else. */
 const char *sw_reclaim_policy_name(enum sw_reclaim_policy p);

@@ -528,6 +528,22 @@ int sw_duration_parse(const char *s, int64_t min, int64_t max, int64_t *out)
 	return 0;
 }
 
+void sw_duration_text(int64_t seconds, char *out, size_t len)
+{
+	static const struct {
+		char unit;
+		int64_t seconds;
+	} units[] = {{'d', 86400}, {'h', 3600}, {'m', 60}};
+
+	for (size_t i = 0; i < SW_ARRAY_LEN(units); i++)
+		if (seconds > 0 && seconds % units[i].seconds == 0) {
+			snprintf(out, len, "%lld%c", (long long)(seconds / units[i].seconds),
+				 units[i].unit);
+			return;
+		}
+	snprintf(out, len, "%llds", (long long)seconds);
+}
+
 /* The length of the UTF-8 sequence at `p` and its code point, or 0 if it is not one
  * (overlong, a surrogate, past U+10FFFF, cut short). */
 static size_t utf8_next(const unsigned char *p, uint32_t *cp)

@@ -98,6 +98,8 @@ int sw_int_parse(const char *s, int64_t min, int64_t max, int64_t *out);
 /* A duration as people write it: seconds, or a number with s, m, h or d (90, 90s, 30m,
  * 8h, 7d), from `min` to `max` seconds. 0 and the seconds in *out, or SW_EINVAL. */
 int sw_duration_parse(const char *s, int64_t min, int64_t max, int64_t *out);
+/* A duration as sw_duration_parse() reads it, in the largest whole unit: 14d, 8h, 90s. */
+void sw_duration_text(int64_t seconds, char *out, size_t len);
 
 /* Text from another machine made safe to show on a terminal: control characters (C0,
  * DEL, C1, so also the ESC that starts a terminal's escape sequences), bidirectional

@@ -6,6 +6,8 @@
  */
 #include "meter.h"
 
+#include "borrow.h"
+
 #include "error.h"
 #include "json.h"
 #include "log.h"
@@ -156,6 +158,7 @@ static void on_wait_over(uv_timer_t *t)
 
 struct ticket_seen {
 	char user[65];
+	uint32_t uid;
 	char host[64];
 	char signer[41]; /* the agent certificate's serial */
 	int64_t expires_ms;
@@ -170,8 +173,8 @@ static void ticket_seen_free(const char *key, void *value, void *arg)
 /* The user a checkout is for. A machine's metering client (its key readable by every
  * user there) must show the user ticket its agent issued (lib/ticket.h); its agent,
  * the site server and administrators say whom they ask for. */
-static int checkout_user(struct meter *m, struct sw_http_req *req, struct checkout_req *r,
-			 char *err, size_t errlen)
+static int checkout_user(struct meter *m, struct sw_http_req *req, char *user, size_t usersize,
+			 uint32_t *uid, char *err, size_t errlen)
 {
 	const struct sw_identity *id = sw_http_req_identity(req);
 	const char *text = sw_http_req_header(req, SW_TICKET_HEADER);
@@ -214,6 +217,7 @@ static int checkout_user(struct meter *m, struct sw_http_req *req, struct checko
 			return SW_ENOMEM;
 		}
 		snprintf(seen->user, sizeof(seen->user), "%s", t.user);
+		seen->uid = t.uid;
 		snprintf(seen->host, sizeof(seen->host), "%s", t.host);
 		snprintf(seen->signer, sizeof(seen->signer), "%s", signer.serial);
 		seen->expires_ms = t.expires_ms;
@@ -232,7 +236,9 @@ static int checkout_user(struct meter *m, struct sw_http_req *req, struct checko
 				"was removed)");
 		return SW_EDENIED;
 	}
-	snprintf(r->user, sizeof(r->user), "%s", seen->user);
+	snprintf(user, usersize, "%s", seen->user);
+	if (uid)
+		*uid = seen->uid;
 	return 0;
 }
 
@@ -271,7 +277,7 @@ static void post_checkout(struct sw_http_req *req, void *arg)
 		return;
 	}
 	json_decref(j);
-	if ((rc = checkout_user(m, req, &r, err, sizeof(err)))) {
+	if ((rc = checkout_user(m, req, r.user, sizeof(r.user), NULL, err, sizeof(err)))) {
 		sw_info("checkout by %s refused: %s", caller(req), err);
 		sw_http_reply_error(req, sw_http_status(rc), "%s", err);
 		return;
@@ -420,6 +426,133 @@ static void post_checkin(struct sw_http_req *req, void *arg)
 	}
 	if ((c = call_new(m, req)))
 		reply_durable(c, 200, json_pack("{sb}", "released", 1));
+}
+
+/* A license lent out: the lease, and the text that carries it signed for offline use. */
+static json_t *borrowed_json(struct meter *m, const struct lease *l, const struct product *p,
+			     const struct borrow_req *r, char *err, size_t errlen)
+{
+	struct sw_identity me;
+	struct sw_borrow b;
+	char *text = NULL;
+	json_t *j = NULL;
+
+	memset(&b, 0, sizeof(b));
+	if (sw_pki_cert_identity(m->cert_pem, &me, err, errlen))
+		return NULL;
+	/* a license server enrolled before meter certificates serves with its agent's, which
+	 * a machine could not tell from another machine's: it lends nothing */
+	if (strcmp(me.role, SW_PKI_ROLE_METER) != 0) {
+		sw_seterr(err, errlen,
+			  "this license server has no meter certificate to sign a loan with; "
+			  "ask another, or renew its system's certificates");
+		return NULL;
+	}
+	snprintf(b.lease, sizeof(b.lease), "%s", l->id);
+	snprintf(b.client, sizeof(b.client), "%s", l->client);
+	snprintf(b.meter, sizeof(b.meter), "%s", me.cn);
+	snprintf(b.host, sizeof(b.host), "%s", l->host);
+	snprintf(b.user, sizeof(b.user), "%s", l->user);
+	snprintf(b.machine, sizeof(b.machine), "%s", r->machine);
+	b.uid = r->uid;
+	b.issued_ms = l->granted_at;
+	b.expires_ms = l->borrow_until;
+	b.product = p->def;
+	if (sw_borrow_make(m->key_pem, m->cert_pem, &b, &text, err, errlen) == 0)
+		j = json_pack("{sb ss ss sI ss}", "granted", 1, "lease", l->id, "product",
+			      l->product, "expires_ms", (json_int_t)l->borrow_until, "borrow",
+			      text);
+	free(text);
+	return j;
+}
+
+static void post_borrow(struct sw_http_req *req, void *arg)
+{
+	struct meter *m = arg;
+	struct borrow_req r;
+	struct checkout_out out;
+	struct call *c;
+	char err[400];
+	json_t *j, *reply;
+	int rc;
+
+	if (m->stopping) {
+		sw_http_reply_error(req, 503, "license server shutting down; ask again");
+		return;
+	}
+	if (!(j = sw_http_req_json(req)))
+		return;
+	rc = proto_borrow_parse(j, &r, err, sizeof(err));
+	json_decref(j);
+	if (rc) {
+		sw_http_reply_error(req, 400, "%s", err);
+		return;
+	}
+	if ((rc = checkout_user(m, req, r.user, sizeof(r.user), &r.uid, err, sizeof(err)))) {
+		sw_info("borrow by %s refused: %s", caller(req), err);
+		sw_http_reply_error(req, sw_http_status(rc), "%s", err);
+		return;
+	}
+	if (!r.user[0]) {
+		sw_http_reply_error(req, 400, "a borrow names its user");
+		return;
+	}
+	if (lease_borrow(m->table, &r, caller(req), sw_now_ms(), sw_mono_ms(), &out)) {
+		sw_http_reply_error(req, 500, "cannot lend a license: out of memory");
+		return;
+	}
+	if (out.result == CHECKOUT_UNMETERED) {
+		sw_http_reply_error(req, 404, "no product %s here", r.product);
+		return;
+	}
+	if (out.result == CHECKOUT_DENIED) {
+		sw_info("borrow of %s by %s@%s denied: %s", r.product, r.user, caller(req),
+			out.reason);
+		if ((c = call_new(m, req)))
+			reply_durable(c, 200, denied_json(out.product->def.name, out.reason, 0));
+		return;
+	}
+	if (!(reply = borrowed_json(m, out.lease, out.product, &r, err, sizeof(err)))) {
+		/* not lent after all: the license goes back at once */
+		lease_checkin(m->table, out.lease->id, out.lease->client, caller(req), sw_now_ms(),
+			      sw_mono_ms());
+		sw_http_reply_error(req, 503, "%s", err);
+		return;
+	}
+	sw_info("lease %s of %s lent to %s@%s until %lld", out.lease->id, out.lease->product,
+		r.user, caller(req), (long long)out.lease->borrow_until);
+	if ((c = call_new(m, req)))
+		reply_durable(c, 200, reply);
+	else
+		json_decref(reply);
+}
+
+/* The holder of a borrowed license asks what became of it: lent out still, written off
+ * by an administrator, or gone. */
+static void post_borrow_check(struct sw_http_req *req, void *arg)
+{
+	static const char *const states[] = {
+	    [BORROW_HELD] = "held", [BORROW_WRITTEN_OFF] = "written_off", [BORROW_GONE] = "gone"};
+	struct meter *m = arg;
+	struct checkin_req r;
+	char err[256];
+	json_t *j, *note = NULL, *reply;
+	enum borrow_state st;
+
+	if (!(j = sw_http_req_json(req)))
+		return;
+	if (proto_checkin_parse(j, &r, err, sizeof(err))) {
+		json_decref(j);
+		sw_http_reply_error(req, 400, "%s", err);
+		return;
+	}
+	json_decref(j);
+	st = lease_borrow_state(m->table, r.lease, r.client, caller(req), &note);
+	reply = json_pack("{ss}", "state", states[st]);
+	if (reply && note)
+		json_object_set_new(reply, "reason", json_incref(json_object_get(note, "reason")));
+	json_decref(note);
+	sw_http_reply_json(req, 200, reply);
 }
 
 static void get_health(struct sw_http_req *req, void *arg)
@@ -621,6 +754,8 @@ const struct sw_http_route api_routes[] = {
     {"POST", "/v1/checkout", ANY_SITE_CERT, post_checkout, METER_MAX_BODY},
     {"POST", "/v1/heartbeat", ANY_SITE_CERT, post_heartbeat, METER_MAX_BODY},
     {"POST", "/v1/checkin", ANY_SITE_CERT, post_checkin, METER_MAX_BODY},
+    {"POST", "/v1/borrow", ANY_SITE_CERT, post_borrow, METER_MAX_BODY},
+    {"POST", "/v1/borrow/check", ANY_SITE_CERT, post_borrow_check, METER_MAX_BODY},
     {"GET", "/metrics", SW_HTTP_ADMIN | SW_HTTP_SERVER | SW_HTTP_SCRAPE, get_metrics, 0},
 };
 const size_t api_nroutes = SW_ARRAY_LEN(api_routes);

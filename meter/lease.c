@@ -14,6 +14,7 @@
  */
 #include "meter.h"
 
+#include "clock.h"
 #include "error.h"
 #include "group.h"
 #include "json.h"
@@ -241,7 +242,8 @@ static void account(const struct lease_table *t, struct product *p, const struct
 
 	for (size_t i = 0; i < p->def.nrules; i++) {
 		const struct sw_product_rule *r = &p->def.rules[i];
-		int counts = r->kind == SW_RULE_MAX
+		int counts = r->kind == SW_RULE_BORROW ? l->borrow_until > 0
+			     : r->kind == SW_RULE_MAX
 				 ? rule_matches(t, r, l->user, l->host)
 				 : (l->reserve[0] && !reserved && strcmp(r->name, l->reserve) == 0);
 
@@ -278,7 +280,8 @@ static void recount(const struct lease_table *t, struct product *p)
 /* Whether `user` on `host` may have a license of `p` now: 1, with the reservation it
  * comes from in *reserve (-1: the open pool); 0, with the reason and *why. */
 static int may_take(const struct lease_table *t, const struct product *p, const char *user,
-		    const char *host, int *reserve, char *reason, size_t len, enum deny_reason *why)
+		    const char *host, int borrow, int *reserve, char *reason, size_t len,
+		    enum deny_reason *why)
 {
 	char rule[160];
 
@@ -296,8 +299,10 @@ static int may_take(const struct lease_table *t, const struct product *p, const 
 	for (size_t i = 0; i < p->def.nrules; i++) {
 		const struct sw_product_rule *r = &p->def.rules[i];
 
-		if (r->kind != SW_RULE_MAX || p->rule_in_use[i] < rule_allot(r) ||
-		    !rule_matches(t, r, user, host))
+		if (r->kind == SW_RULE_BORROW
+			? !borrow || p->rule_in_use[i] < rule_allot(r)
+			: r->kind != SW_RULE_MAX || p->rule_in_use[i] < rule_allot(r) ||
+			      !rule_matches(t, r, user, host))
 			continue;
 		sw_product_rule_text(r, rule, sizeof(rule));
 		*why = DENY_RULE;
@@ -522,7 +527,9 @@ static json_t *lease_record(const struct lease *l)
 			      l->host, "pid", (json_int_t)l->pid, "granted_at",
 			      (json_int_t)l->granted_at, "wait_ms", (json_int_t)l->wait_ms);
 
-	if (j && l->reserve[0] && json_object_set_new(j, "reserve", json_string(l->reserve))) {
+	if (j && ((l->reserve[0] && json_object_set_new(j, "reserve", json_string(l->reserve))) ||
+		  (l->borrow_until &&
+		   json_object_set_new(j, "borrow_until", json_integer(l->borrow_until))))) {
 		json_decref(j);
 		return NULL;
 	}
@@ -587,7 +594,7 @@ static void lease_unlink(struct lease_table *t, struct lease *l)
 /* A new lease, journaled. */
 static struct lease *grant(struct lease_table *t, struct product *p, const struct checkout_req *r,
 			   const char *host, int reserve, int64_t wall, int64_t mono,
-			   int64_t wait_ms)
+			   int64_t wait_ms, int64_t borrow_until)
 {
 	struct lease tmp, *l;
 
@@ -601,8 +608,9 @@ static struct lease *grant(struct lease_table *t, struct product *p, const struc
 	copy(tmp.host, sizeof(tmp.host), host);
 	tmp.pid = r->pid;
 	tmp.granted_at = tmp.renewed_at = wall;
-	tmp.deadline = mono + t->ttl_ms;
+	tmp.deadline = borrow_until ? mono + (borrow_until - wall) : mono + t->ttl_ms;
 	tmp.wait_ms = wait_ms;
+	tmp.borrow_until = borrow_until;
 	if (reserve >= 0)
 		copy(tmp.reserve, sizeof(tmp.reserve), p->def.rules[reserve].name);
 	l = lease_insert(t, p, &tmp);
@@ -665,12 +673,13 @@ static void grant_waiters(struct lease_table *t, struct product *p, int64_t wall
 		int reserve;
 
 		next = w->next;
-		if (!may_take(t, p, w->req.user, w->host, &reserve, reason, sizeof(reason), &why)) {
+		if (!may_take(t, p, w->req.user, w->host, 0, &reserve, reason, sizeof(reason),
+			      &why)) {
 			if (why == DENY_SERVER_FULL || !p->def.nrules)
 				return;
 			continue;
 		}
-		l = grant(t, p, &w->req, w->host, reserve, wall, mono, mono - w->since_mono);
+		l = grant(t, p, &w->req, w->host, reserve, wall, mono, mono - w->since_mono, 0);
 		if (!l) {
 			sw_err("cannot grant a lease of %s to a waiter", p->def.name);
 			return;
@@ -750,9 +759,9 @@ int lease_checkout(struct lease_table *t, const struct checkout_req *req, const 
 	/* With others queued, a newcomer waits behind them even if the queue is being
 	 * served right now; under rules, the queue holds only those the rules keep out, and
 	 * one they let in goes first. */
-	ok = may_take(t, p, req->user, host, &reserve, out->reason, sizeof(out->reason), &why);
+	ok = may_take(t, p, req->user, host, 0, &reserve, out->reason, sizeof(out->reason), &why);
 	if (ok && (!p->qhead || p->def.nrules)) {
-		out->lease = grant(t, p, req, host, reserve, wall, mono, 0);
+		out->lease = grant(t, p, req, host, reserve, wall, mono, 0, 0);
 		if (!out->lease)
 			return SW_ENOMEM;
 		out->result = CHECKOUT_GRANTED;
@@ -813,6 +822,70 @@ int lease_checkout(struct lease_table *t, const struct checkout_req *req, const 
 	return 0;
 }
 
+int lease_borrow(struct lease_table *t, const struct borrow_req *req, const char *host,
+		 int64_t wall, int64_t mono, struct checkout_out *out)
+{
+	struct product *p = product_by_name(t, req->product);
+	const struct sw_product_rule *rule;
+	struct checkout_req creq;
+	enum deny_reason why = DENY_RULE;
+	char span[48];
+	int reserve;
+
+	memset(out, 0, sizeof(*out));
+	memset(&creq, 0, sizeof(creq));
+	if (!p || p->removed) {
+		out->result = CHECKOUT_UNMETERED;
+		return 0;
+	}
+	out->product = p;
+	copy(creq.exe, sizeof(creq.exe), p->def.exe);
+	copy(creq.user, sizeof(creq.user), req->user);
+	copy(creq.client, sizeof(creq.client), req->client);
+	out->result = CHECKOUT_DENIED;
+	if (!(rule = sw_product_borrow_rule(&p->def))) {
+		snprintf(out->reason, sizeof(out->reason),
+			 "%s may not be borrowed (an administrator allows it: siteward product "
+			 "set %s --borrow N)",
+			 p->def.name, p->def.name);
+		return 0; /* asked for what the product does not offer: not a denial to count */
+	}
+	if (req->for_s > rule->max_s) {
+		sw_duration_text(rule->max_s, span, sizeof(span));
+		snprintf(out->reason, sizeof(out->reason), "%s may be borrowed for at most %s",
+			 p->def.name, span);
+		return 0;
+	}
+	if (!policy_refusal(p, &creq, host, wall, out->reason, sizeof(out->reason), &why) &&
+	    may_take(t, p, req->user, host, 1, &reserve, out->reason, sizeof(out->reason), &why)) {
+		out->lease =
+		    grant(t, p, &creq, host, reserve, wall, mono, 0, wall + req->for_s * 1000);
+		if (!out->lease)
+			return SW_ENOMEM;
+		out->result = CHECKOUT_GRANTED;
+		return 0;
+	}
+	if (!out->reason[0])
+		snprintf(out->reason, sizeof(out->reason),
+			 "no license of %s is free on this license server", p->def.name);
+	record_denial(t, p, &creq, host, wall, wall, 0, why);
+	return 0;
+}
+
+enum borrow_state lease_borrow_state(const struct lease_table *t, const char *id,
+				     const char *client, const char *host, json_t **note)
+{
+	const struct lease *l = lease_find(t, id);
+
+	*note = NULL;
+	if (l)
+		return l->borrow_until && strcmp(l->client, client) == 0 &&
+			       strcmp(l->host, host) == 0
+			   ? BORROW_HELD
+			   : BORROW_GONE;
+	return (*note = lease_reclaimed_json(t, id, client)) ? BORROW_WRITTEN_OFF : BORROW_GONE;
+}
+
 void lease_waiter_cancel(struct lease_table *t, struct waiter *w, int deny, int64_t wall,
 			 char *reason, size_t reasonlen)
 {
@@ -859,7 +932,8 @@ int lease_renew(struct lease_table *t, const char *id, const char *client, const
 	struct lease *l;
 	int rc;
 
-	if ((l = owned(t, id, client, host, &rc))) {
+	/* a borrowed license needs no heartbeat, and one does not shorten it */
+	if ((l = owned(t, id, client, host, &rc)) && !l->borrow_until) {
 		l->renewed_at = wall;
 		l->deadline = mono + t->ttl_ms;
 	}
@@ -889,7 +963,7 @@ size_t lease_expire_due(struct lease_table *t, int64_t wall, int64_t mono)
 			 l->host);
 		/* Releasing may grant waiters, which appends leases at the tail: they are
 		 * fresh, so walking on over them does no harm. */
-		release(t, l, l->renewed_at, wall, mono, NULL);
+		release(t, l, l->borrow_until ? l->borrow_until : l->renewed_at, wall, mono, NULL);
 		n++;
 	}
 	for (struct reclaimed *r = t->rhead, *next; r; r = next) {
@@ -916,6 +990,8 @@ json_t *lease_list_json(const struct lease_table *t, const char *product, int64_
 			      (json_int_t)l->pid, "client", l->client, "granted_at",
 			      (json_int_t)l->granted_at, "renewed_at", (json_int_t)l->renewed_at,
 			      "expires_at", (json_int_t)(wall + l->deadline - mono));
+		if (o && l->borrow_until)
+			json_object_set_new(o, "borrowed_until", json_integer(l->borrow_until));
 		if (!o || json_array_append_new(leases, o))
 			goto fail;
 	}
@@ -1420,7 +1496,9 @@ static int apply_grant(struct lease_table *t, const json_t *rec, int64_t wall, i
 	    (rc = sw_json_int(rec, "pid", 0, INT32_MAX, 1, &tmp.pid, err, errlen)) ||
 	    (rc = sw_json_int(rec, "granted_at", 0, INT64_MAX, 1, &tmp.granted_at, err, errlen)) ||
 	    (rc = sw_json_int(rec, "wait_ms", 0, INT64_MAX, 0, &tmp.wait_ms, err, errlen)) ||
-	    (rc = sw_json_str(rec, "reserve", SW_RULE_NAME_MAX, 0, &reserve, err, errlen)))
+	    (rc = sw_json_str(rec, "reserve", SW_RULE_NAME_MAX, 0, &reserve, err, errlen)) ||
+	    (rc = sw_json_int(rec, "borrow_until", 1, INT64_MAX / 2, 0, &tmp.borrow_until, err,
+			      errlen)))
 		return rc;
 	if (reserve)
 		copy(tmp.reserve, sizeof(tmp.reserve), reserve);
@@ -1444,6 +1522,9 @@ static int apply_grant(struct lease_table *t, const json_t *rec, int64_t wall, i
 	 * still alive keeps its lease by heartbeating within a ttl. */
 	tmp.renewed_at = wall;
 	tmp.deadline = mono + t->ttl_ms;
+	/* a borrowed license lasts until its end, whatever happened here meanwhile */
+	if (tmp.borrow_until)
+		tmp.deadline = mono + (tmp.borrow_until - wall);
 	if (!(p = product_placeholder(t, product)) || !lease_insert(t, p, &tmp))
 		return SW_ENOMEM;
 	return 0;

@@ -73,7 +73,9 @@ struct lease {
 	int64_t wait_ms;		    /* how long the checkout queued */
 	char reserve[SW_RULE_NAME_MAX + 1]; /* the group whose reservation it is from; "": the
 					       pool everyone draws from */
-	struct jtext *text;		    /* its grant record's fields, as JSON */
+	int64_t borrow_until; /* wall ms: lent out (siteward-run borrow) until then, with no
+				 heartbeat; 0: an ordinary lease */
+	struct jtext *text;   /* its grant record's fields, as JSON */
 };
 
 /* A group of the site, as the configuration gave it: its users and its hosts. */
@@ -143,6 +145,23 @@ struct heartbeat_req {
 	char leases[METER_HB_MAX_LEASES][METER_ID_LEN + 1];
 	int64_t idle_s[METER_HB_MAX_LEASES]; /* how long its program has used no CPU; -1
 						not said */
+};
+
+/* POST /v1/borrow, parsed; the user and uid are the ticket's. */
+struct borrow_req {
+	char product[METER_NAME_MAX + 1];
+	char client[METER_ID_LEN + 1];
+	char machine[65]; /* sw_borrow_machine() on the client; "" unknown */
+	char user[METER_USER_MAX + 1];
+	uint32_t uid;
+	int64_t for_s;
+};
+
+/* What a borrowed lease is now, for its holder (POST /v1/borrow/check). */
+enum borrow_state {
+	BORROW_HELD,	    /* lent out, as the holder thinks */
+	BORROW_WRITTEN_OFF, /* taken back by an administrator (siteward license reclaim) */
+	BORROW_GONE	    /* returned, expired or never lent */
 };
 
 struct checkin_req {
@@ -310,6 +329,15 @@ int lease_renew(struct lease_table *t, const char *id, const char *client, const
 		int64_t wall, int64_t mono);
 int lease_checkin(struct lease_table *t, const char *id, const char *client, const char *host,
 		  int64_t wall, int64_t mono);
+/* Lends a license of `req->product` until wall + for_s: granted (out->lease, with
+ * borrow_until) or denied with the reason (no borrow rule, too long, the rule's cap, no
+ * license free); never queued. */
+int lease_borrow(struct lease_table *t, const struct borrow_req *req, const char *host,
+		 int64_t wall, int64_t mono, struct checkout_out *out);
+/* What the holder `client` on `host` of borrowed lease `id` should think of it; with
+ * BORROW_WRITTEN_OFF, *note is the reclaim's note (caller decrefs). */
+enum borrow_state lease_borrow_state(const struct lease_table *t, const char *id,
+				     const char *client, const char *host, json_t **note);
 /* Expires leases past their deadline; returns how many. */
 size_t lease_expire_due(struct lease_table *t, int64_t wall, int64_t mono);
 struct lease *lease_find(const struct lease_table *t, const char *id);
@@ -396,6 +424,8 @@ int proto_checkout_parse(const json_t *j, struct checkout_req *out, char *err, s
 int proto_heartbeat_parse(const json_t *j, struct heartbeat_req *out, char *err, size_t errlen);
 int proto_checkin_parse(const json_t *j, struct checkin_req *out, char *err, size_t errlen);
 int proto_reclaim_parse(const json_t *j, struct reclaim_req *out, char *err, size_t errlen);
+/* {product, for_s, client, machine}; the user is the caller's to fill in. */
+int proto_borrow_parse(const json_t *j, struct borrow_req *out, char *err, size_t errlen);
 /* 1 if `s` is exactly 32 lowercase hex digits. */
 int proto_id_valid(const char *s);
 

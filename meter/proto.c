@@ -4,6 +4,7 @@
 #include "error.h"
 #include "json.h"
 #include "progver.h"
+#include "util.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -211,5 +212,38 @@ int proto_reclaim_parse(const json_t *j, struct reclaim_req *out, char *err, siz
 		sw_seterr(err, errlen, "a reclaim names a lease, a user or a host");
 		return SW_EINVAL;
 	}
+	return 0;
+}
+
+int proto_borrow_parse(const json_t *j, struct borrow_req *out, char *err, size_t errlen)
+{
+	static const char *const known[] = {"product", "for_s", "client", "machine",
+					    "user",    "uid",	NULL};
+	int64_t uid = 0;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (!json_is_object(j)) {
+		sw_seterr(err, errlen, "a borrow must be an object");
+		return SW_EINVAL;
+	}
+	if ((rc = only_known(j, known, err, errlen)) ||
+	    (rc = get_id(j, "client", out->client, err, errlen)) ||
+	    (rc = opt_text(j, "product", METER_NAME_MAX, out->product, err, errlen)) ||
+	    (rc = opt_text(j, "machine", 64, out->machine, err, errlen)) ||
+	    (rc = opt_text(j, "user", METER_USER_MAX, out->user, err, errlen)) ||
+	    (rc = sw_json_int(j, "uid", 0, UINT32_MAX, 0, &uid, err, errlen)) ||
+	    (rc = sw_json_int(j, "for_s", SW_BORROW_MIN_S, SW_BORROW_LIMIT_S, 1, &out->for_s, err,
+			      errlen)))
+		return rc;
+	if (!sw_name_valid(out->product)) {
+		sw_seterr(err, errlen, "a borrow names a product");
+		return SW_EINVAL;
+	}
+	if (out->machine[0] && strspn(out->machine, "0123456789abcdef") != strlen(out->machine)) {
+		sw_seterr(err, errlen, "machine must be lowercase hex");
+		return SW_EINVAL;
+	}
+	out->uid = (uint32_t)uid;
 	return 0;
 }

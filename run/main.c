@@ -31,7 +31,10 @@
 #define MAX_WAIT_SEC 3600u /* --wait: a metering server queues for an hour at most */
 
 static const char usage_text[] =
-    "usage: siteward-run [--agent ADIR] [--wait SECONDS] [--verbose] -- PROGRAM [ARGS...]\n";
+    "usage: siteward-run [--agent ADIR] [--wait SECONDS] [--verbose] -- PROGRAM [ARGS...]\n"
+    "       siteward-run [--agent ADIR] borrow PRODUCT --for DURATION\n"
+    "       siteward-run [--agent ADIR] return PRODUCT\n"
+    "       siteward-run [--agent ADIR] borrowed [--json]\n";
 
 void run_printable(char *out, size_t outlen, const char *in)
 {
@@ -128,7 +131,7 @@ static int run_child(struct run *r)
 
 /* Options, up to PROGRAM: 0 to go on; otherwise the exit status (-1 for 0: --help,
  * --version). */
-static int options(struct run *r, int argc, char **argv, const char **dir)
+static int options(struct run *r, int argc, char **argv, const char **dir, int *command)
 {
 	static const struct option longopts[] = {
 	    {"agent", required_argument, NULL, 'a'}, {"wait", required_argument, NULL, 'w'},
@@ -166,6 +169,8 @@ static int options(struct run *r, int argc, char **argv, const char **dir)
 		return RUN_EX_USAGE;
 	}
 	r->argv = argv + optind;
+	/* a command, unless "--" said PROGRAM follows */
+	*command = strcmp(argv[optind - 1], "--") != 0 && borrow_is_command(argv[optind]);
 	return 0;
 }
 
@@ -239,6 +244,11 @@ static int run_metered(struct run *r)
 {
 	int rc, status = RUN_EX_SOFTWARE;
 
+	/* A license borrowed for it: no checkout, no heartbeat; the loan is the record. */
+	if (borrow_covers(r)) {
+		r->lease.outcome = LEASE_BORROWED;
+		return run_child(r);
+	}
 	/* Every checkout request has its deadline; the loop ends when the last one does. */
 	lease_checkout(r);
 	while (r->lease.outcome == LEASE_PENDING)
@@ -288,7 +298,8 @@ static int run_metered(struct run *r)
 		while (lease_busy(r))
 			uv_run(r->loop, UV_RUN_ONCE);
 		break;
-	case LEASE_PENDING: break;
+	case LEASE_PENDING:
+	case LEASE_BORROWED: break;
 	}
 	return status;
 }
@@ -298,21 +309,25 @@ int main(int argc, char **argv)
 	static struct run r;
 	const char *dir;
 	char err[PATH_MAX + 128];
-	int status;
+	int status, command = 0;
 
 	if (child_init(&r.child)) {
 		fprintf(stderr, "siteward-run: cannot watch signals: %s\n", strerror(errno));
 		return RUN_EX_SOFTWARE;
 	}
-	if ((status = options(&r, argc, argv, &dir)))
+	if ((status = options(&r, argc, argv, &dir, &command)))
 		return status < 0 ? 0 : status;
 	identify(&r);
 	if (config_load(&r.conf, dir, err, sizeof(err))) {
 		fprintf(stderr, "siteward-run: %s\n", err);
 		return RUN_EX_CONFIG;
 	}
-	if (!(status = find_program(&r)) && !(status = run_open(&r)))
+	if (command) {
+		if (!(status = run_open(&r)))
+			status = borrow_command(&r, argc - (int)(r.argv - argv), r.argv);
+	} else if (!(status = find_program(&r)) && !(status = run_open(&r))) {
 		status = run_metered(&r);
+	}
 	finish(&r);
 	config_cleanup(&r.conf);
 	free(r.ticket);

@@ -44,7 +44,8 @@ enum lease_outcome {
 	LEASE_UNMETERED, /* not a registered product: exec it in place */
 	LEASE_DENIED,	 /* a server refused a license */
 	LEASE_FAILED,	 /* every server that answered answered with an error */
-	LEASE_OFFLINE	 /* no server answered */
+	LEASE_OFFLINE,	 /* no server answered */
+	LEASE_BORROWED	 /* a license this user borrowed here covers it (borrow.c) */
 };
 
 /* A license checked out from one metering server, and the requests that keep it. */
@@ -150,6 +151,15 @@ void lease_heartbeat_start(struct run *r);
 void lease_checkin(struct run *r);
 int lease_busy(const struct run *r);
 void lease_cleanup(struct lease *l);
+
+/* borrow.c */
+/* 1 if `s` is one of siteward-run's commands: borrow, return, borrowed. */
+int borrow_is_command(const char *s);
+/* Runs the command argv[0] with its arguments; the exit status. */
+int borrow_command(struct run *r, int argc, char **argv);
+/* 1 if a license this user borrowed on this system covers PROGRAM and stands: its
+ * license server says so, or, when it does not answer, its signed text checked here. */
+int borrow_covers(struct run *r);
 
 /* idle.c */
 /* Reads PROGRAM's CPU time; notes when it last grew. */

@@ -384,7 +384,7 @@ static int rule_groups_exist(struct sw_db *db, const struct sw_product *p, char 
 		struct sw_db_val q[] = {SW_DB_TEXT(p->rules[i].name)};
 		int found = 0, rc;
 
-		if (p->rules[i].target != SW_TARGET_GROUP)
+		if (p->rules[i].kind == SW_RULE_BORROW || p->rules[i].target != SW_TARGET_GROUP)
 			continue;
 		if ((rc = sw_db_exec(db, "SELECT name FROM groups WHERE name = ?", q, 1, one_row,
 				     &found, NULL, err, errlen)))

@@ -1,4 +1,4 @@
-/* The meter's request bodies (checkout, heartbeat, check-in, reclaim) and the site server's
+/* The meter's request bodies (checkout, heartbeat, check-in, reclaim, borrow) and the site server's
  * configuration answer, as the meter reads them from the network. */
 #include <stddef.h>
 #include <stdint.h>
@@ -17,6 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct checkout_req co;
 	struct checkin_req ci;
 	struct reclaim_req rr;
+	struct borrow_req br;
 	struct meter_config conf;
 	char err[256];
 	json_t *j;
@@ -43,6 +44,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (proto_reclaim_parse(j, &rr, err, sizeof(err)) == 0 &&
 	    ((!rr.lease[0] && !rr.user[0] && !rr.host[0]) ||
 	     (rr.lease[0] && !proto_id_valid(rr.lease))))
+		abort();
+	if (proto_borrow_parse(j, &br, err, sizeof(err)) == 0 &&
+	    (!proto_id_valid(br.client) || !br.product[0] || br.for_s < SW_BORROW_MIN_S ||
+	     br.for_s > SW_BORROW_LIMIT_S))
 		abort();
 	json_decref(j);
 	return 0;

@@ -116,7 +116,7 @@ static const struct {
      "two rules"},
     {"{\"name\":\"a\",\"exe\":\"a\",\"licenses\":3,\"rules\":[{\"kind\":\"limit\",\"count\":1,"
      "\"group\":\"g\"}]}",
-     "reserve or max"},
+     "reserve, max or borrow"},
     {"{\"name\":\"a\",\"exe\":\"a\",\"licenses\":3,\"rules\":[{\"kind\":\"max\",\"count\":1,"
      "\"group\":\"g\",\"user\":\"u\"}]}",
      "one group, user or host"},
@@ -126,6 +126,14 @@ static const struct {
     {"{\"name\":\"a\",\"exe\":\"a\",\"licenses\":3,\"rules\":[{\"kind\":\"max\",\"count\":1,"
      "\"user\":\"a b\"}]}",
      "not a valid name"},
+    {"{\"name\":\"a\",\"exe\":\"a\",\"licenses\":3,\"rules\":[{\"kind\":\"borrow\",\"count\":1,"
+     "\"max_s\":3600,\"group\":\"g\"}]}",
+     "names no group"},
+    {"{\"name\":\"a\",\"exe\":\"a\",\"licenses\":3,\"rules\":[{\"kind\":\"borrow\",\"count\":1,"
+     "\"max_s\":30}]}",
+     "longest loan"},
+    {"{\"name\":\"a\",\"exe\":\"a\",\"licenses\":3,\"rules\":[{\"kind\":\"borrow\",\"count\":1}]}",
+     "longest loan"},
     {"{\"name\":\"a\",\"exe\":\"a\",\"licenses\":1,\"idle_s\":604801}", "idle_s"},
     {"{\"name\":\"a\",\"exe\":\"a\"}", "licenses"},
     {"{\"name\":\"a\",\"exe\":\"a\",\"licenses\":-1}", "licenses"},
