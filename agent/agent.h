@@ -36,6 +36,7 @@ struct agent {
 	int usage_in_flight;
 	unsigned usage_batch; /* cached records per upload while isolating a refused one; 0: all */
 	json_t *meters;	      /* metering servers as last written to meters.json */
+	json_t *written_off;  /* loans written off here, as last written to written-off.json */
 	struct passive *passive;
 	unsigned passive_ms;	   /* how often running programs are scanned; 0: never */
 	int64_t last_heartbeat_ok; /* ms since the epoch, 0 if never */
@@ -130,6 +131,9 @@ int metrics_start(struct agent *a);
 void metrics_stop(struct agent *a);
 
 /* ticket.c: user tickets for siteward-run, on <dir>/agent.sock or /run/siteward/ */
+/* The heartbeat answer's loans written off here (NULL: none), for siteward-run, which
+ * refuses them, in <dir>/written-off.json. */
+void ticket_written_off(struct agent *a, const json_t *leases);
 int ticket_start(struct agent *a);
 void ticket_stop(struct agent *a);
 /* The agent's certificate changed: tickets signed with the one before are issued again. */

@@ -26,6 +26,7 @@ int heartbeat_took(struct agent *a, const json_t *j)
 	if (json_is_true(json_object_get(j, "renew")))
 		renew_now(a);
 	passive_products_version(a->passive, json_object_get(j, "products_version"));
+	ticket_written_off(a, json_object_get(j, "written_off"));
 	a->heartbeat_s = (unsigned)interval;
 	a->last_heartbeat_ok = sw_now_ms();
 	usage_upload(a);

@@ -249,6 +249,7 @@ static void agent_cleanup(struct agent *a)
 	free(a->key_pem);
 	json_decref(a->roles);
 	json_decref(a->meters);
+	json_decref(a->written_off);
 	ticket_free(a);
 	uv_loop_close(a->loop);
 	upgrade_free(a);

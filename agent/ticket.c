@@ -17,6 +17,7 @@
 
 #include "clockmark.h"
 #include "error.h"
+#include "json.h"
 #include "log.h"
 #include "paths.h"
 #include "strmap.h"
@@ -265,6 +266,38 @@ void ticket_renewed(struct agent *a)
 				unlinkat(dirfd(d), e->d_name, 0);
 		closedir(d);
 	}
+}
+
+void ticket_written_off(struct agent *a, const json_t *leases)
+{
+	char path[PATH_MAX + 32], err[PATH_MAX + 128], *text;
+	json_t *list = json_array(), *v;
+	size_t i;
+
+	/* lease ids only: the list is the site server's, the file is read by every user */
+	json_array_foreach(leases, i, v)
+	{
+		const char *id = json_string_value(v);
+
+		if (id && strlen(id) == 32 && strspn(id, "0123456789abcdef") == 32 && i < 10000)
+			json_array_append(list, v);
+	}
+	if (!list || json_equal(list, a->written_off) ||
+	    (!a->written_off && json_array_size(list) == 0)) {
+		json_decref(list);
+		return;
+	}
+	sw_path_join(path, sizeof(path), a->dir, "written-off.json");
+	text = sw_json_dump(list);
+	if (!text || sw_file_write_atomic(path, text, strlen(text), 0644, err, sizeof(err))) {
+		sw_warn("cannot write the loans written off here: %s",
+			text ? err : "out of memory");
+		json_decref(list);
+	} else {
+		json_decref(a->written_off);
+		a->written_off = list;
+	}
+	free(text);
 }
 
 void ticket_free(struct agent *a)

@@ -97,7 +97,9 @@ function held(lic, reload) {
     { key: "product", label: "Product" },
     { key: "user", label: "User" },
     { key: "host", label: "Host" },
-    { key: "exe", label: "Program", render: (r) => `${r.exe} (${r.pid})` },
+    // a loan (siteward-run borrow) is held by the machine until its end, not by a program
+    { key: "exe", label: "Program", render: (r) => r.borrowed_until
+      ? `borrowed until ${new Date(r.borrowed_until).toLocaleString()}` : `${r.exe} (${r.pid})` },
     { key: "granted_at", label: "Since", render: (r) => ago(r.granted_at) },
     { key: "server", label: "License server" },
   ];
@@ -114,7 +116,7 @@ function held(lic, reload) {
           ev.target.disabled = false;
           notice(e.message || String(e), "bad");
         }
-      } }, "Reclaim") });
+      } }, r.borrowed_until ? "Write off" : "Reclaim") });
   }
   return h("section", { class: "card", id: "held" }, h("h2", null, "Held now"),
     away.map((s) => h("p", { class: "msg warn", role: "status" },

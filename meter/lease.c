@@ -1146,11 +1146,17 @@ size_t lease_reclaim(struct lease_table *t, const struct reclaim_req *r, int64_t
 		    (!r->user[0] || strcmp(l->user, r->user) == 0) &&
 		    (!r->host[0] || strcmp(l->host, r->host) == 0) &&
 		    (!r->product[0] || strcmp(l->product, r->product) == 0)) {
-			if (out)
-				json_array_append_new(
-				    out, json_pack("{ss ss ss ss sI}", "lease", l->id, "product",
-						   l->product, "user", l->user, "host", l->host,
-						   "pid", (json_int_t)l->pid));
+			json_t *o = out ? json_pack("{ss ss ss ss sI}", "lease", l->id, "product",
+						    l->product, "user", l->user, "host", l->host,
+						    "pid", (json_int_t)l->pid)
+					: NULL;
+
+			/* a loan: the site server tells its machine it is written off */
+			if (o && l->borrow_until)
+				json_object_set_new(o, "borrowed_until",
+						    json_integer(l->borrow_until));
+			if (o)
+				json_array_append_new(out, o);
 			reclaim_one(t, l, reason, wall, mono);
 			n++;
 		}

@@ -157,8 +157,26 @@ static void when(int64_t ms, char *out, size_t len)
 		snprintf(out, len, "%lld", (long long)ms);
 }
 
+/* 1 if the agent was told by the site server that the loan was written off. */
+static int written_off(const struct run *r, const char *lease)
+{
+	char path[PATH_MAX + 32], *text = NULL;
+	json_t *list = NULL, *v;
+	size_t len, i;
+	int found = 0;
+
+	sw_path_join(path, sizeof(path), r->conf.dir, "written-off.json");
+	if (sw_file_read(path, 1024 * 1024, &text, &len, NULL, 0) == 0 &&
+	    (list = json_loadb(text, len, 0, NULL)))
+		json_array_foreach(list, i, v) found |=
+		    json_is_string(v) && strcmp(json_string_value(v), lease) == 0;
+	json_decref(list);
+	free(text);
+	return found;
+}
+
 /* The signed text checked as it stands here now: 0, or SW_EDENIED with the reason;
- * *expired when it is genuine but past its end. */
+ * *expired when it is genuine but over: past its end, or written off. */
 static int check_offline(const struct run *r, const char *text, struct sw_borrow *b,
 			 int64_t *behind_ms, int *expired, char *err, size_t errlen)
 {
@@ -181,6 +199,11 @@ static int check_offline(const struct run *r, const char *text, struct sw_borrow
 	sw_borrow_machine(machine);
 	rc = sw_borrow_valid(b, r->conf.host, (uint32_t)getuid(), machine, now, err, errlen);
 	*expired = rc && b->expires_ms <= now;
+	if (!rc && written_off(r, b->lease)) {
+		sw_seterr(err, errlen, "it was written off by the site (siteward license reclaim)");
+		rc = SW_EDENIED;
+		*expired = 1;
+	}
 out:
 	sw_pki_verifier_free(v);
 	free(ca);

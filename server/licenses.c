@@ -27,6 +27,7 @@ struct leg {
 };
 
 struct fanout {
+	struct server *s;
 	struct sw_http_req *req;
 	int reclaim;
 	json_t *names;	  /* the metering servers asked, by system name */
@@ -102,6 +103,146 @@ fail:
 	return NULL;
 }
 
+/* --- loans written off --- */
+
+struct wo_job {
+	char lease[33], system[64], product[64];
+	int64_t until_ms;
+	char err[256];
+	int rc;
+};
+
+static void wo_store(struct sw_db *db, void *arg)
+{
+	struct wo_job *j = arg;
+	struct sw_db_val v[] = {SW_DB_TEXT(j->lease), SW_DB_TEXT(j->system), SW_DB_TEXT(j->product),
+				SW_DB_INT(j->until_ms), SW_DB_INT(sw_now_ms())};
+
+	/* the ended ones go as a new one comes: the table holds loans that still run */
+	j->rc = sw_db_exec(db, "DELETE FROM written_off WHERE until_ms < ?", v + 4, 1, NULL, NULL,
+			   NULL, j->err, sizeof(j->err));
+	if (!j->rc)
+		j->rc = sw_db_exec(db,
+				   "INSERT INTO written_off (lease, system, product, until_ms) "
+				   "VALUES (?, ?, ?, ?) ON CONFLICT (lease) DO NOTHING",
+				   v, 4, NULL, NULL, NULL, j->err, sizeof(j->err));
+}
+
+static void wo_stored(struct server *s, void *arg)
+{
+	struct wo_job *j = arg;
+
+	(void)s;
+	if (j->rc)
+		sw_warn("loan %s written off, but not stored (%s): %s is told until the site "
+			"server restarts, and by its license server until the loan ends",
+			j->lease, j->err, j->system);
+	free(j);
+}
+
+static int wo_add(struct server *s, const char *lease, const char *system, int64_t until_ms)
+{
+	struct written_off *w = sw_strmap_get(s->written_off, lease);
+
+	if (w)
+		return 0;
+	if (!(w = calloc(1, sizeof(*w))))
+		return SW_ENOMEM;
+	snprintf(w->system, sizeof(w->system), "%s", system);
+	w->until_ms = until_ms;
+	if (sw_strmap_set(s->written_off, lease, w)) {
+		free(w);
+		return SW_ENOMEM;
+	}
+	return 0;
+}
+
+/* Each loan among what a reclaim took back, remembered and stored. */
+static void written_off_add(struct server *s, const json_t *items)
+{
+	const json_t *o;
+	size_t i;
+
+	json_array_foreach(items, i, o)
+	{
+		const char *lease = json_string_value(json_object_get(o, "lease"));
+		const char *host = json_string_value(json_object_get(o, "host"));
+		const char *product = json_string_value(json_object_get(o, "product"));
+		json_int_t until = json_integer_value(json_object_get(o, "borrowed_until"));
+		struct wo_job *j;
+
+		if (!lease || !host || !product || until <= 0 || strlen(lease) != 32 ||
+		    !sw_name_valid(host) || wo_add(s, lease, host, until))
+			continue;
+		if (!(j = calloc(1, sizeof(*j))))
+			continue;
+		snprintf(j->lease, sizeof(j->lease), "%s", lease);
+		snprintf(j->system, sizeof(j->system), "%s", host);
+		snprintf(j->product, sizeof(j->product), "%.63s", product);
+		j->until_ms = until;
+		if (dbq_push(s, 0, wo_store, wo_stored, j))
+			free(j);
+	}
+}
+
+static int wo_row(void *arg, int ncols, const struct sw_db_val *row)
+{
+	(void)ncols;
+	return wo_add(arg, row[0].s, row[1].s, row[2].i);
+}
+
+int licenses_load(struct server *s, char *err, size_t errlen)
+{
+	struct sw_db_val now[] = {SW_DB_INT(sw_now_ms())};
+
+	if (!(s->written_off = sw_strmap_new()))
+		return SW_ENOMEM;
+	return sw_db_exec(s->db,
+			  "SELECT lease, system, until_ms FROM written_off WHERE until_ms >= ?",
+			  now, 1, wo_row, s, NULL, err, errlen);
+}
+
+static void wo_free(const char *key, void *value, void *arg)
+{
+	(void)key, (void)arg;
+	free(value);
+}
+
+void licenses_free(struct server *s)
+{
+	if (s->written_off)
+		sw_strmap_each(s->written_off, wo_free, NULL);
+	sw_strmap_free(s->written_off);
+	s->written_off = NULL;
+}
+
+struct wo_collect {
+	const char *system;
+	int64_t now;
+	json_t *out;
+};
+
+static void wo_collect(const char *key, void *value, void *arg)
+{
+	const struct written_off *w = value;
+	struct wo_collect *c = arg;
+
+	if (w->until_ms < c->now || strcmp(w->system, c->system) != 0)
+		return;
+	if (!c->out)
+		c->out = json_array();
+	json_array_append_new(c->out, json_string(key));
+}
+
+json_t *licenses_written_off(struct server *s, const char *system)
+{
+	struct wo_collect c = {system, sw_now_ms(), NULL};
+
+	if (s->written_off && sw_strmap_count(s->written_off))
+		sw_strmap_each(s->written_off, wo_collect, &c);
+	return c.out;
+}
+
 static void finish(struct fanout *f)
 {
 	json_t *servers = json_array(), *unreachable = json_array(), *items, *reply;
@@ -128,6 +269,7 @@ static void finish(struct fanout *f)
 	reply = json_pack("{sO sO sI}", "servers", servers, "unreachable", unreachable,
 			  "elapsed_ms", (json_int_t)(sw_mono_ms() - f->t0));
 	if (f->reclaim) {
+		written_off_add(f->s, items);
 		json_object_set(reply, "reclaimed", items);
 		json_object_set_new(reply, "outcome",
 				    json_sprintf("%s: %zu license%s taken back%s", f->outcome,
@@ -199,6 +341,7 @@ static void fanout_start(struct server *s, struct sw_http_req *req, int reclaim,
 	f = calloc(1, sizeof(*f));
 	if (!f || !urls || !names)
 		goto oom;
+	f->s = s;
 	f->req = req;
 	f->reclaim = reclaim;
 	f->names = names;

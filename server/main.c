@@ -176,7 +176,8 @@ static int server_configure(struct server *s, const char *dir, int check_only, c
 		if ((rc = sw_db_migrate_with(s->db, sql[0] ? sql : NULL, err, errlen)))
 			return rc;
 	}
-	if ((rc = registry_load(s, err, errlen)) || (rc = admins_load(s, !check_only, err, errlen)))
+	if ((rc = registry_load(s, err, errlen)) ||
+	    (rc = admins_load(s, !check_only, err, errlen)) || (rc = licenses_load(s, err, errlen)))
 		return rc;
 	return check_only ? 0 : upgrade_load(s, err, errlen);
 }
@@ -325,6 +326,7 @@ static void server_cleanup(struct server *s)
 	json_decref(s->meter_urls);
 	json_decref(s->meter_names);
 	registry_free(s);
+	licenses_free(s);
 	admins_free(s);
 	console_free(s);
 	metrics_free(s);

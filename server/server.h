@@ -74,13 +74,14 @@ struct server {
 	unsigned lease_ttl_ms;	       /* a license lease not renewed this long expires */
 	unsigned meter_poll_ms;	       /* how often metering servers ask for their shares */
 	uv_timer_t summarize_timer;
-	uv_timer_t cert_timer;	   /* the server's certificate, looked at now and then */
-	unsigned cert_check_s;	   /* how often: [server] cert_check_interval_s */
-	uv_timer_t ca_timer;	   /* a rotation of the site's CA, moved on (ca.c) */
-	struct sw_strmap *systems; /* name → struct system */
-	struct sw_strmap *revoked; /* serial → (void *)1 */
-	struct sw_strmap *admins;  /* admins.c: name → its role */
-	struct system **dirty;	   /* systems to write at the next flush */
+	uv_timer_t cert_timer;	       /* the server's certificate, looked at now and then */
+	unsigned cert_check_s;	       /* how often: [server] cert_check_interval_s */
+	uv_timer_t ca_timer;	       /* a rotation of the site's CA, moved on (ca.c) */
+	struct sw_strmap *systems;     /* name → struct system */
+	struct sw_strmap *revoked;     /* serial → (void *)1 */
+	struct sw_strmap *written_off; /* lease → struct written_off: loans written off */
+	struct sw_strmap *admins;      /* admins.c: name → its role */
+	struct system **dirty;	       /* systems to write at the next flush */
 	size_t ndirty, dirty_cap;
 	uv_timer_t flush_timer;
 	struct sw_db *dbq_db; /* the write queue's own connection (dbq.c), NULL: none */
@@ -328,6 +329,17 @@ void metering_get_usage(struct sw_http_req *req, void *arg);
 json_t *metering_meter_urls(struct server *s, json_t **names);
 
 /* licenses.c: who holds what, across every metering server, and reclaim */
+/* A loan an administrator wrote off, told to its machine until it would have ended. */
+struct written_off {
+	char system[64];
+	int64_t until_ms;
+};
+/* Loads the loans written off and not yet ended. */
+int licenses_load(struct server *s, char *err, size_t errlen);
+void licenses_free(struct server *s);
+/* The loans written off on `system` that have not ended, as an array of lease ids; NULL
+ * for none. */
+json_t *licenses_written_off(struct server *s, const char *system);
 void licenses_get(struct sw_http_req *req, void *arg);
 void licenses_reclaim(struct sw_http_req *req, void *arg);
 struct sw_product;

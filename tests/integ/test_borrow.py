@@ -209,6 +209,28 @@ class OneServer(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)  # then an ordinary license
         self.assertFalse(os.path.exists(h2.path("cad")))
 
+        # written off while the license server is away: the site server tells the
+        # machine's agent at its next heartbeat, and the loan is refused offline too
+        r = h2.cmd("borrow", "cad", "--for", "10m")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lease = [l for l in leases(site, self.m) if "borrowed_until" in l][0]["lease"]
+        site.cli("license", "reclaim", lease)
+
+        def told():
+            try:
+                with open(os.path.join(self.c2.dir, "written-off.json")) as f:
+                    return lease in json.load(f)
+            except (OSError, ValueError):
+                return False
+        wait_for(told, 10, "c2's agent to hear the loan was written off")
+        self.m.stop()
+        self.m.kill_services()
+        wait_for(lambda: leases(site, self.m) is None, 10, "the license server to stop")
+        r = h2.run(tool, "0")
+        self.assertEqual(r.returncode, 75, r.stderr)
+        self.assertIn("it was written off by the site", r.stderr)
+        self.assertFalse(os.path.exists(h2.path("cad")))
+
 
 def allotment(site, m):
     try:

@@ -332,7 +332,9 @@ class Migration(unittest.TestCase):
             site.stop()
             # the database as the version before sql/011 left it: the migrations after
             # it undone too, so that the server applies them all again
-            db_exec(site, "ALTER TABLE products DROP COLUMN rules",
+            db_exec(site, "DROP TABLE written_off",
+                    "DELETE FROM schema_migrations WHERE number = 18",
+                    "ALTER TABLE products DROP COLUMN rules",
                     "DELETE FROM schema_migrations WHERE number = 17",
                     "DROP TABLE group_members", "DROP TABLE groups",
                     "DELETE FROM schema_migrations WHERE number = 16",

@@ -560,6 +560,91 @@ static void test_rules(void **state)
 	lease_table_free(t);
 }
 
+/* Loans: only under a borrow rule, no longer than it allows, no more at once than its
+ * count; a loan needs no heartbeat, survives a replay by its end on the wall clock, and
+ * its holder learns whether it stands. */
+static void test_borrow(void **state)
+{
+	static const char config[] =
+	    "{\"products\":[{\"name\":\"cad\",\"exe\":\"cad\",\"licenses\":3,\"allotment\":3,"
+	    "\"enforce\":true,\"rules\":[{\"kind\":\"borrow\",\"count\":1,\"max_s\":3600,"
+	    "\"allotment\":1}]},{\"name\":\"notes\",\"exe\":\"notes\",\"licenses\":1,"
+	    "\"allotment\":1,\"enforce\":true}],\"lease_ttl_ms\":30000}";
+	struct lease_table *t = table_with(config), *t2;
+	struct borrow_req b = {.for_s = 1800, .uid = 1000};
+	struct checkout_req r;
+	struct checkout_out out;
+	struct waiter w = {0};
+	char id[33], err[256];
+	json_t *rec, *note;
+
+	strcpy(b.product, "notes");
+	strcpy(b.client, CLIENT_A);
+	strcpy(b.user, "alice");
+	assert_int_equal(lease_borrow(t, &b, "laptop", WALL, 0, &out), 0);
+	assert_int_equal(out.result, CHECKOUT_DENIED);
+	assert_non_null(strstr(out.reason, "may not be borrowed"));
+	strcpy(b.product, "cad");
+	b.for_s = 7200;
+	assert_int_equal(lease_borrow(t, &b, "laptop", WALL, 0, &out), 0);
+	assert_int_equal(out.result, CHECKOUT_DENIED);
+	assert_non_null(strstr(out.reason, "at most 1h"));
+	b.for_s = 1800;
+	assert_int_equal(lease_borrow(t, &b, "laptop", WALL, 0, &out), 0);
+	assert_int_equal(out.result, CHECKOUT_GRANTED);
+	assert_int_equal(out.lease->borrow_until, WALL + 1800000);
+	strcpy(id, out.lease->id);
+	/* the rule's count: one lent at once */
+	strcpy(b.client, CLIENT_B);
+	assert_int_equal(lease_borrow(t, &b, "desk", WALL, 0, &out), 0);
+	assert_int_equal(out.result, CHECKOUT_DENIED);
+	assert_non_null(strstr(out.reason, "'borrow 1 for up to 1h'"));
+	/* a loan is a license in use: two more for everyone */
+	for (int i = 0; i < 2; i++) {
+		r = req_for("cad", "bob", CLIENT_B, 0);
+		assert_int_equal(lease_checkout(t, &r, "ws1", WALL, 0, &w, &out), 0);
+		assert_int_equal(out.result, CHECKOUT_GRANTED);
+	}
+	assert_int_equal(lease_checkout(t, &r, "ws1", WALL, 0, &w, &out), 0);
+	assert_int_equal(out.result, CHECKOUT_DENIED);
+	/* no heartbeat: past many ttls it stands, and a renewal does not shorten it */
+	assert_int_equal(lease_renew(t, id, CLIENT_A, "laptop", WALL + 1000, 1000), 0);
+	lease_expire_due(t, WALL + 600000, 600000);
+	assert_non_null(lease_find(t, id));
+	assert_int_equal(lease_borrow_state(t, id, CLIENT_A, "laptop", &note), BORROW_HELD);
+	assert_int_equal(lease_borrow_state(t, id, CLIENT_A, "desk", &note), BORROW_GONE);
+	/* replayed later, it ends when it ends by the wall clock */
+	assert_non_null(
+	    rec = json_loadb(lease_find(t, id)->text->s, lease_find(t, id)->text->len, 0, NULL));
+	json_object_set_new(rec, "seq", json_integer(1));
+	json_object_set_new(rec, "t", json_string("grant"));
+	t2 = table_with(config);
+	assert_int_equal(lease_apply(t2, rec, WALL + 1000000, 5, err, sizeof(err)), 0);
+	assert_int_equal(lease_find(t2, id)->borrow_until, WALL + 1800000);
+	assert_int_equal(lease_find(t2, id)->deadline, 5 + 800000);
+	lease_table_free(t2);
+	json_decref(rec);
+	/* written off: its holder is told so until it would have ended */
+	{
+		struct reclaim_req rr = {0};
+
+		strcpy(rr.lease, id);
+		strcpy(rr.by, "op1");
+		assert_non_null(rec = json_array());
+		assert_int_equal(lease_reclaim(t, &rr, WALL + 2000, 2000, rec), 1);
+		assert_int_equal(
+		    json_integer_value(json_object_get(json_array_get(rec, 0), "borrowed_until")),
+		    WALL + 1800000);
+		json_decref(rec);
+	}
+	assert_int_equal(lease_borrow_state(t, id, CLIENT_A, "laptop", &note), BORROW_WRITTEN_OFF);
+	assert_non_null(note);
+	json_decref(note);
+	lease_expire_due(t, WALL + 1900000, 1900000);
+	assert_int_equal(lease_borrow_state(t, id, CLIENT_A, "laptop", &note), BORROW_GONE);
+	lease_table_free(t);
+}
+
 static void test_reclaim_bodies(void **state)
 {
 	static const char *bad[] = {
@@ -626,6 +711,7 @@ int main(void)
 	    cmocka_unit_test(test_reclaim_bodies),
 	    cmocka_unit_test(test_reclaim_replayed),
 	    cmocka_unit_test(test_rules),
+	    cmocka_unit_test(test_borrow),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
