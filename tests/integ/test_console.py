@@ -20,6 +20,7 @@ import unittest
 import uuid
 
 from harness import Site, free_port, prog, script, wait_for
+from test_metering import meter_api
 from test_upgrade import build_package
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -227,16 +228,26 @@ class ConsoleBrowser(ConsoleSite):
             except (OSError, ValueError, KeyError):
                 return False
         wait_for(listed, 20, "w1 to learn its license server")
+        # named as soon as its service starts: asked before it listens, the run would
+        # go its offline way
+        def answers():
+            try:
+                return meter_api(self.site, w1, "GET", "/v1/health")[0] == 200
+            except OSError:
+                return False
+        wait_for(answers, 20, "w1's license server to answer")
         tool = os.path.join(self.site.tmp, "cadtool")
         shutil.copy("/bin/sleep", tool)
         p = subprocess.Popen([prog("siteward-run"), "--verbose", "--agent", w1.dir, "--", tool,
-                              "600"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              "600"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
         try:
             wait_for(lambda: p.poll() is not None or self.site.cli_json(
                 "license", "status")["leases"], 20, "the run to hold a license")
         except AssertionError:
-            p.kill()
-            raise AssertionError("siteward-run: " + p.communicate()[1])
+            # the program too, which holds the pipes
+            os.killpg(p.pid, signal.SIGKILL)
+            raise AssertionError("siteward-run: " + p.communicate(timeout=10)[1])
         if p.poll() is not None:
             self.fail("siteward-run ended: " + p.communicate()[1])
         return p
