@@ -89,7 +89,7 @@ class OneServer(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.site.stop()
+        cls.site.close()
 
     def borrow(self, holder, span="30m"):
         """Borrows cad once the license server has the borrow rule."""
@@ -292,7 +292,7 @@ class TwoServers(unittest.TestCase):
                 if p.poll() is None:
                     p.kill()
                 p.communicate()
-            site.stop()
+            site.close()
 
 
 if __name__ == "__main__":
