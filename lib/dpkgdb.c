@@ -1,0 +1,211 @@
+/* dpkg's database of installed packages: see dpkgdb.h. */
+#include "dpkgdb.h"
+
+#include "error.h"
+#include "progver.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+int sw_dpkg_name_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n < 2 || n > SW_DPKG_NAME_MAX ||
+	    !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
+		return 0;
+	return strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789+-.") == n;
+}
+
+static int arch_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n >= 1 && n <= SW_DPKG_ARCH_MAX &&
+	       strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-") == n;
+}
+
+/* One stanza's fields as they are read. */
+struct stanza {
+	char name[SW_DPKG_NAME_MAX + 2], version[SW_DPKG_VERSION_MAX + 2],
+	    arch[SW_DPKG_ARCH_MAX + 2], status[64];
+	int has_name, bad;
+};
+
+/* A field's value (its first line: continuation lines belong to the fields kept here
+ * only in ones that have none) into `out`; too long marks the stanza bad. */
+static void take(struct stanza *st, char *out, size_t size, const char *v, size_t n)
+{
+	while (n > 0 && (*v == ' ' || *v == '\t'))
+		v++, n--;
+	while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == '\r'))
+		n--;
+	if (n >= size - 1 || memchr(v, '\0', n)) {
+		st->bad = 1;
+		return;
+	}
+	memcpy(out, v, n);
+	out[n] = '\0';
+}
+
+static int push(struct sw_dpkg_list *l, const struct stanza *st)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 512;
+		struct sw_dpkg_pkg *v = realloc(l->v, cap * sizeof(*v));
+
+		if (!v)
+			return SW_ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	snprintf(l->v[l->n].name, sizeof(l->v[l->n].name), "%s", st->name);
+	snprintf(l->v[l->n].version, sizeof(l->v[l->n].version), "%s", st->version);
+	snprintf(l->v[l->n].arch, sizeof(l->v[l->n].arch), "%s", st->arch);
+	l->v[l->n].seq = l->n;
+	l->n++;
+	return 0;
+}
+
+/* Ends a stanza: an installed package is kept, one that does not read is counted. */
+static int stanza_end(struct sw_dpkg_list *l, struct stanza *st)
+{
+	const char *last;
+	int rc = 0;
+
+	if (st->has_name) {
+		last = strrchr(st->status, ' ');
+		last = last ? last + 1 : st->status;
+		if (st->bad || !sw_dpkg_name_valid(st->name))
+			l->skipped++;
+		else if (strcmp(last, "installed") != 0)
+			; /* removed with its configuration kept, half-installed, ... */
+		else if (!st->version[0] || !sw_prog_version_valid(st->version) ||
+			 !arch_valid(st->arch))
+			l->skipped++;
+		else if (l->n >= SW_DPKG_PACKAGES_MAX)
+			rc = SW_ETOOBIG;
+		else
+			rc = push(l, st);
+	}
+	memset(st, 0, sizeof(*st));
+	return rc;
+}
+
+static int by_name_arch(const void *a, const void *b)
+{
+	const struct sw_dpkg_pkg *x = a, *y = b;
+	int c = strcmp(x->name, y->name);
+
+	return c ? c : strcmp(x->arch, y->arch);
+}
+
+static int by_name_arch_seq(const void *a, const void *b)
+{
+	const struct sw_dpkg_pkg *x = a, *y = b;
+	int c = by_name_arch(a, b);
+
+	return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+int sw_dpkg_parse(const char *text, size_t len, struct sw_dpkg_list *out, char *err, size_t errlen)
+{
+	struct stanza st;
+	size_t pos = 0, w = 0;
+	int rc = 0;
+
+	sw_dpkg_list_free(out);
+	memset(&st, 0, sizeof(st));
+	if (len > SW_DPKG_STATUS_MAX) {
+		sw_seterr(err, errlen, "dpkg's status file is larger than %d bytes",
+			  SW_DPKG_STATUS_MAX);
+		return SW_ETOOBIG;
+	}
+	while (!rc && pos < len) {
+		const char *line = text + pos, *nl = memchr(line, '\n', len - pos), *colon;
+		size_t n = nl ? (size_t)(nl - line) : len - pos;
+
+		pos += n + (nl ? 1 : 0);
+		if (n > 0 && line[n - 1] == '\r')
+			n--;
+		if (n == 0) {
+			rc = stanza_end(out, &st);
+			continue;
+		}
+		if (line[0] == ' ' || line[0] == '\t')
+			continue; /* a continuation: of Description, Conffiles, ... */
+		if (!(colon = memchr(line, ':', n))) {
+			st.bad = 1;
+			continue;
+		}
+		size_t k = (size_t)(colon - line), vn = n - k - 1;
+		const char *v = colon + 1;
+
+		if (k == 7 && strncasecmp(line, "Package", 7) == 0) {
+			if (st.has_name) /* two in one stanza: the file is damaged here */
+				st.bad = 1;
+			st.has_name = 1;
+			take(&st, st.name, sizeof(st.name), v, vn);
+		} else if (k == 7 && strncasecmp(line, "Version", 7) == 0) {
+			take(&st, st.version, sizeof(st.version), v, vn);
+		} else if (k == 12 && strncasecmp(line, "Architecture", 12) == 0) {
+			take(&st, st.arch, sizeof(st.arch), v, vn);
+		} else if (k == 6 && strncasecmp(line, "Status", 6) == 0) {
+			take(&st, st.status, sizeof(st.status), v, vn);
+		}
+	}
+	if (!rc)
+		rc = stanza_end(out, &st);
+	if (rc) {
+		sw_seterr(err, errlen,
+			  rc == SW_ENOMEM ? "out of memory"
+					  : "dpkg's status file lists more than %d packages",
+			  SW_DPKG_PACKAGES_MAX);
+		sw_dpkg_list_free(out);
+		return rc;
+	}
+	/* sorted, and each package and architecture once (the first stanza wins) */
+	if (out->n)
+		qsort(out->v, out->n, sizeof(*out->v), by_name_arch_seq);
+	for (size_t r = 0; r < out->n; r++)
+		if (w == 0 || by_name_arch(&out->v[w - 1], &out->v[r]) != 0)
+			out->v[w++] = out->v[r];
+		else
+			out->skipped++;
+	out->n = w;
+	return 0;
+}
+
+int sw_dpkg_read(const char *path, struct sw_dpkg_list *out, char *err, size_t errlen)
+{
+	char *text = NULL;
+	size_t len = 0;
+	int rc;
+
+	if ((rc = sw_file_read(path, SW_DPKG_STATUS_MAX, &text, &len, err, errlen)))
+		return rc;
+	rc = sw_dpkg_parse(text, len, out, err, errlen);
+	free(text);
+	return rc;
+}
+
+void sw_dpkg_list_free(struct sw_dpkg_list *l)
+{
+	free(l->v);
+	memset(l, 0, sizeof(*l));
+}
+
+const struct sw_dpkg_pkg *sw_dpkg_find(const struct sw_dpkg_list *l, const char *name,
+				       const char *arch)
+{
+	struct sw_dpkg_pkg key;
+
+	if (!l->n)
+		return NULL;
+	snprintf(key.name, sizeof(key.name), "%s", name);
+	snprintf(key.arch, sizeof(key.arch), "%s", arch);
+	return bsearch(&key, l->v, l->n, sizeof(*l->v), by_name_arch);
+}

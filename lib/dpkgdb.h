@@ -1,0 +1,50 @@
+/*
+ * The Debian packages installed on a machine, read from dpkg's own database (the
+ * `status` file of /var/lib/dpkg), not from any program's output: deb822 stanzas of
+ * fields, continuation lines starting with a space. A package counts when its Status
+ * ends in "installed" (install, hold: the want flag does not matter; config-files,
+ * half-installed and the rest do not count).
+ *
+ * The file is read as untrusted: every field and the whole are bounded, a stanza that
+ * does not read is skipped and counted, and any bytes give a list of valid entries
+ * (fuzz_dpkgdb).
+ */
+#ifndef SW_DPKGDB_H
+#define SW_DPKGDB_H
+
+#include <stddef.h>
+
+#define SW_DPKG_NAME_MAX     100
+#define SW_DPKG_VERSION_MAX  100
+#define SW_DPKG_ARCH_MAX     32
+#define SW_DPKG_STATUS_MAX   (256 * 1024 * 1024) /* bytes of the status file */
+#define SW_DPKG_PACKAGES_MAX 200000
+
+struct sw_dpkg_pkg {
+	char name[SW_DPKG_NAME_MAX + 1];
+	char version[SW_DPKG_VERSION_MAX + 1];
+	char arch[SW_DPKG_ARCH_MAX + 1];
+	size_t seq; /* its place in the file: of two stanzas of one package, the first wins */
+};
+
+/* Installed packages, sorted by name then architecture, each once. */
+struct sw_dpkg_list {
+	struct sw_dpkg_pkg *v;
+	size_t n, cap;
+	size_t skipped; /* stanzas that named a package but did not read */
+};
+
+/* Reads the text of a status file into `out` (emptied first). 0, or SW_ENOMEM /
+ * SW_ETOOBIG. */
+int sw_dpkg_parse(const char *text, size_t len, struct sw_dpkg_list *out, char *err, size_t errlen);
+/* Reads the status file at `path`. */
+int sw_dpkg_read(const char *path, struct sw_dpkg_list *out, char *err, size_t errlen);
+void sw_dpkg_list_free(struct sw_dpkg_list *l);
+/* The entry of `name` and `arch` in a sorted list, or NULL. */
+const struct sw_dpkg_pkg *sw_dpkg_find(const struct sw_dpkg_list *l, const char *name,
+				       const char *arch);
+/* 1 if `s` is a package name as dpkg has it: lowercase letters, digits, + - . ; at least
+ * two, starting with a letter or digit. */
+int sw_dpkg_name_valid(const char *s);
+
+#endif
