@@ -46,8 +46,9 @@ struct agent {
 	int64_t started_ms;
 	char **argv; /* as main got it, for a re-exec */
 	struct upgrade *upgrade;
-	struct channel *channel; /* commands from the server over our own connection */
-	struct tickets *tickets; /* the local socket that tells users who they are */
+	struct channel *channel;     /* commands from the server over our own connection */
+	struct tickets *tickets;     /* the local socket that tells users who they are */
+	struct inventory *inventory; /* what the machine is and has, for the site */
 	/* Set when the agent is to re-execute itself once its loop has wound down. */
 	char restart_exe[PATH_MAX];
 	char restart_back[33];	 /* on failure, switch back to this version ("": run self_exe) */
@@ -129,6 +130,13 @@ int channel_open(const struct agent *a);
 /* metrics.c: DIR/metrics/siteward_agent.prom for node_exporter's textfile collector */
 int metrics_start(struct agent *a);
 void metrics_stop(struct agent *a);
+
+/* inventory.c: the machine's hardware and packages, sent whole once, then as deltas */
+int inventory_start(struct agent *a);
+/* The server answered a heartbeat: the first time, the inventory is collected. */
+void inventory_heard(struct agent *a);
+void inventory_stop(struct agent *a);
+void inventory_free(struct agent *a);
 
 /* ticket.c: user tickets for siteward-run, on <dir>/agent.sock or /run/siteward/ */
 /* The heartbeat answer's loans written off here (NULL: none), for siteward-run, which

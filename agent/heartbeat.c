@@ -30,6 +30,7 @@ int heartbeat_took(struct agent *a, const json_t *j)
 	a->heartbeat_s = (unsigned)interval;
 	a->last_heartbeat_ok = sw_now_ms();
 	usage_upload(a);
+	inventory_heard(a);
 	return 0;
 }
 

@@ -44,6 +44,7 @@ static const char *const known_settings[] = {
     "meter.listen",
     "metering.passive_interval_ms",
     "run.offline",
+    "inventory.dpkg_status",
     "metrics.file",
     NULL,
 };
@@ -199,7 +200,7 @@ static int agent_open(struct agent *a)
 	a->sigint.data = a->sigterm.data = a;
 	uv_signal_start(&a->sigint, on_signal, SIGINT);
 	uv_signal_start(&a->sigterm, on_signal, SIGTERM);
-	if (channel_start(a) || metrics_start(a) || renew_start(a)) {
+	if (channel_start(a) || metrics_start(a) || renew_start(a) || inventory_start(a)) {
 		fprintf(stderr, "siteward-agent: out of memory\n");
 		return 1;
 	}
@@ -223,6 +224,7 @@ static int agent_shutdown(struct agent *a)
 	passive_stop(a->passive);
 	ticket_stop(a);
 	renew_stop(a);
+	inventory_stop(a);
 	channel_stop(a);
 	metrics_stop(a);
 	upgrade_stop(a);
@@ -251,6 +253,7 @@ static void agent_cleanup(struct agent *a)
 	json_decref(a->meters);
 	json_decref(a->written_off);
 	ticket_free(a);
+	inventory_free(a);
 	uv_loop_close(a->loop);
 	upgrade_free(a);
 }

@@ -75,6 +75,8 @@ int cmd_group(struct cli *c, int argc, char **argv);
 
 /* license.c */
 int cmd_license(struct cli *c, int argc, char **argv);
+int cmd_inventory(struct cli *c, int argc, char **argv);
+int cmd_software(struct cli *c, int argc, char **argv);
 
 /* metering.c */
 int cmd_product(struct cli *c, int argc, char **argv);

@@ -748,6 +748,13 @@ static int remove_write(struct sw_db *db, struct reg_op *op)
 	if (!rc)
 		rc = sw_db_exec(db, "DELETE FROM system_roles WHERE system = ?", d, 1, NULL, NULL,
 				NULL, err, errlen);
+	/* its inventory goes with it; its package history stays, as its usage does */
+	if (!rc)
+		rc = sw_db_exec(db, "DELETE FROM packages WHERE system = ?", d, 1, NULL, NULL, NULL,
+				err, errlen);
+	if (!rc)
+		rc = sw_db_exec(db, "DELETE FROM inventory WHERE system = ?", d, 1, NULL, NULL,
+				NULL, err, errlen);
 	json_array_foreach(op->list, i, v)
 	{
 		struct sw_db_val r[] = {SW_DB_TEXT(json_string_value(v)), SW_DB_TEXT(op->name),

@@ -341,6 +341,10 @@ void licenses_free(struct server *s);
  * for none. */
 json_t *licenses_written_off(struct server *s, const char *system);
 void licenses_get(struct sw_http_req *req, void *arg);
+/* inventory.c: POST /v1/inventory (agents), GET /v1/inventory/NAME, GET /v1/software */
+void inventory_post(struct sw_http_req *req, void *arg);
+void inventory_get(struct sw_http_req *req, void *arg);
+void inventory_software(struct sw_http_req *req, void *arg);
 void licenses_reclaim(struct sw_http_req *req, void *arg);
 struct sw_product;
 /* A usage record's product: as recorded, or the product its program runs as among `n`,
