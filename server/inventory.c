@@ -30,6 +30,8 @@
 
 enum inv_kind { INV_UPLOAD, INV_SHOW, INV_SOFTWARE };
 
+#define BATCH_ROWS 100 /* packages that appeared, inserted by one statement */
+
 struct inv_job {
 	enum inv_kind kind;
 	struct sw_http_req *req;
@@ -37,8 +39,10 @@ struct inv_job {
 	char package[SW_DPKG_NAME_MAX + 1];
 	json_t *body; /* INV_UPLOAD: the request, checked */
 	json_t *out;
-	int64_t events; /* INV_UPLOAD: rows of history written */
-	int conflict;	/* INV_UPLOAD: the delta is from another version than the site's */
+	int64_t events;			 /* INV_UPLOAD: rows of history written */
+	const json_t *batch[BATCH_ROWS]; /* packages that appeared, not yet inserted */
+	size_t nbatch;
+	int conflict; /* INV_UPLOAD: the delta is from another version than the site's */
 	int rc;
 	char err[300];
 };
@@ -89,6 +93,50 @@ static int history(struct sw_db *db, struct inv_job *w, const char *name, const 
 			  v, 7, NULL, NULL, NULL, w->err, sizeof(w->err));
 }
 
+/* Inserts the packages that appeared, and their history, a statement each. */
+static int flush(struct sw_db *db, struct inv_job *w, int64_t now)
+{
+	static const char pkg_head[] = "INSERT INTO packages (system, name, arch, version, since) "
+				       "VALUES ",
+			  hist_head[] = "INSERT INTO package_history (system, name, arch, event, "
+					"version, old_version, at) VALUES ";
+	struct sw_db_val v[BATCH_ROWS * 7];
+	char sql[sizeof(hist_head) + BATCH_ROWS * 24];
+	size_t n = w->nbatch, k, len;
+	int rc;
+
+	if (!n)
+		return 0;
+	for (int pass = 0; pass < 2; pass++) {
+		len = (size_t)snprintf(sql, sizeof(sql), "%s", pass ? hist_head : pkg_head);
+		for (k = 0; k < n; k++) {
+			const json_t *p = w->batch[k];
+			struct sw_db_val *r = v + k * (pass ? 7 : 5);
+
+			len += (size_t)snprintf(sql + len, sizeof(sql) - len, "%s%s", k ? ", " : "",
+						pass ? "(?, ?, ?, ?, ?, ?, ?)" : "(?, ?, ?, ?, ?)");
+			r[0] = SW_DB_TEXT(w->system);
+			r[1] = SW_DB_TEXT(json_string_value(json_object_get(p, "n")));
+			r[2] = SW_DB_TEXT(json_string_value(json_object_get(p, "a")));
+			if (pass) {
+				r[3] = SW_DB_TEXT("appeared");
+				r[4] = SW_DB_TEXT(json_string_value(json_object_get(p, "v")));
+				r[5] = sw_db_text(NULL);
+				r[6] = SW_DB_INT(now);
+			} else {
+				r[3] = SW_DB_TEXT(json_string_value(json_object_get(p, "v")));
+				r[4] = SW_DB_INT(now);
+			}
+		}
+		if ((rc = sw_db_exec(db, sql, v, (int)(n * (pass ? 7 : 5)), NULL, NULL, NULL,
+				     w->err, sizeof(w->err))))
+			return rc;
+	}
+	w->events += (int64_t)n;
+	w->nbatch = 0;
+	return 0;
+}
+
 /* A package that came: new, or at another version than stored. */
 static int put(struct sw_db *db, struct inv_job *w, struct sw_strmap *have, const json_t *p,
 	       int64_t now)
@@ -114,14 +162,9 @@ static int put(struct sw_db *db, struct inv_job *w, struct sw_strmap *have, cons
 			return rc;
 		return history(db, w, n, a, "changed", v, old->version, now);
 	}
-	struct sw_db_val i[] = {SW_DB_TEXT(w->system), SW_DB_TEXT(n), SW_DB_TEXT(a), SW_DB_TEXT(v),
-				SW_DB_INT(now)};
-	if ((rc = sw_db_exec(db,
-			     "INSERT INTO packages (system, name, arch, version, since) VALUES (?, "
-			     "?, ?, ?, ?)",
-			     i, 5, NULL, NULL, NULL, w->err, sizeof(w->err))))
-		return rc;
-	return history(db, w, n, a, "appeared", v, NULL, now);
+	/* new ones come by the hundred (a first upload): a statement inserts many */
+	w->batch[w->nbatch++] = p;
+	return w->nbatch == BATCH_ROWS ? flush(db, w, now) : 0;
 }
 
 static int drop(struct sw_db *db, struct inv_job *w, const char *n, const char *a, const char *old,
@@ -220,6 +263,8 @@ static void upload_apply(struct sw_db *db, struct inv_job *w)
 				w->rc = drop(db, w, n, a, old->version, now);
 		}
 	}
+	if (!w->rc)
+		w->rc = flush(db, w, now);
 	if (w->rc)
 		goto out;
 	{
