@@ -198,6 +198,81 @@ void sw_dpkg_list_free(struct sw_dpkg_list *l)
 	memset(l, 0, sizeof(*l));
 }
 
+/* dpkg's verrevcmp(): a character's weight among non-digits. */
+static int order(int c)
+{
+	if (c >= '0' && c <= '9')
+		return 0;
+	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+		return c;
+	if (c == '~')
+		return -1;
+	return c ? c + 256 : 0;
+}
+
+static int verrevcmp(const char *a, const char *b)
+{
+	while (*a || *b) {
+		int first = 0;
+
+		while ((*a && !(*a >= '0' && *a <= '9')) || (*b && !(*b >= '0' && *b <= '9'))) {
+			int ac = order((unsigned char)*a), bc = order((unsigned char)*b);
+
+			if (ac != bc)
+				return ac - bc;
+			a++, b++;
+		}
+		while (*a == '0')
+			a++;
+		while (*b == '0')
+			b++;
+		while (*a >= '0' && *a <= '9' && *b >= '0' && *b <= '9') {
+			if (!first)
+				first = *a - *b;
+			a++, b++;
+		}
+		if (*a >= '0' && *a <= '9')
+			return 1;
+		if (*b >= '0' && *b <= '9')
+			return -1;
+		if (first)
+			return first;
+	}
+	return 0;
+}
+
+/* A version's epoch, and its upstream version and revision copied into `up` and `rev`. */
+static long long split_version(const char *v, char *up, size_t uplen, char *rev, size_t revlen)
+{
+	const char *colon = strchr(v, ':'), *dash;
+	long long epoch = 0;
+
+	if (colon) {
+		for (const char *p = v; p < colon && epoch < 1000000000; p++)
+			epoch = epoch * 10 + (*p >= '0' && *p <= '9' ? *p - '0' : 0);
+		v = colon + 1;
+	}
+	dash = strrchr(v, '-');
+	snprintf(up, uplen, "%.*s", (int)(dash ? (size_t)(dash - v) : strlen(v)), v);
+	snprintf(rev, revlen, "%s", dash ? dash + 1 : "");
+	return epoch;
+}
+
+int sw_dpkg_version_cmp(const char *a, const char *b)
+{
+	char ua[SW_DPKG_VERSION_MAX + 1], ra[SW_DPKG_VERSION_MAX + 1];
+	char ub[SW_DPKG_VERSION_MAX + 1], rb[SW_DPKG_VERSION_MAX + 1];
+	long long ea = split_version(a, ua, sizeof(ua), ra, sizeof(ra));
+	long long eb = split_version(b, ub, sizeof(ub), rb, sizeof(rb));
+	int c;
+
+	if (ea != eb)
+		return ea < eb ? -1 : 1;
+	if ((c = verrevcmp(ua, ub)))
+		return c;
+	return verrevcmp(ra, rb);
+}
+
 const struct sw_dpkg_pkg *sw_dpkg_find(const struct sw_dpkg_list *l, const char *name,
 				       const char *arch)
 {

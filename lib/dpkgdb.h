@@ -43,6 +43,10 @@ void sw_dpkg_list_free(struct sw_dpkg_list *l);
 /* The entry of `name` and `arch` in a sorted list, or NULL. */
 const struct sw_dpkg_pkg *sw_dpkg_find(const struct sw_dpkg_list *l, const char *name,
 				       const char *arch);
+/* Debian's order of versions (deb-version(7)): epoch, then upstream version, then
+ * revision, each compared as dpkg does (digits as numbers, '~' before everything, even
+ * the end). <0, 0 or >0. */
+int sw_dpkg_version_cmp(const char *a, const char *b);
 /* 1 if `s` is a package name as dpkg has it: lowercase letters, digits, + - . ; at least
  * two, starting with a letter or digit. */
 int sw_dpkg_name_valid(const char *s);

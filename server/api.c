@@ -1006,6 +1006,10 @@ static const struct sw_http_route routes[] = {
     {"POST", "/v1/inventory", SW_HTTP_AGENT, inventory_post, 32 * 1024 * 1024},
     {"GET", "/v1/inventory/*", SW_HTTP_VIEWER, inventory_get, 0},
     {"GET", "/v1/software", SW_HTTP_VIEWER, inventory_software, 0},
+    {"GET", "/v1/collections", SW_HTTP_VIEWER, collections_get, 0},
+    {"GET", "/v1/collections/*", SW_HTTP_VIEWER, collections_get, 0},
+    {"POST", "/v1/collections/*", SW_HTTP_OPERATOR, collections_post, 1024 * 1024},
+    {"DELETE", "/v1/collections/*", SW_HTTP_OPERATOR, collections_delete, 0},
     {"POST", "/v1/licenses/reclaim", SW_HTTP_OPERATOR, licenses_reclaim, 0},
     /* an operator runs upgrades: its package goes up first */
     {"POST", "/v1/upgrades", SW_HTTP_OPERATOR, upgrade_post, 0},

@@ -345,6 +345,10 @@ void licenses_get(struct sw_http_req *req, void *arg);
 void inventory_post(struct sw_http_req *req, void *arg);
 void inventory_get(struct sw_http_req *req, void *arg);
 void inventory_software(struct sw_http_req *req, void *arg);
+/* collections.c: GET|POST|DELETE /v1/collections[/NAME[/members]] */
+void collections_get(struct sw_http_req *req, void *arg);
+void collections_post(struct sw_http_req *req, void *arg);
+void collections_delete(struct sw_http_req *req, void *arg);
 void licenses_reclaim(struct sw_http_req *req, void *arg);
 struct sw_product;
 /* A usage record's product: as recorded, or the product its program runs as among `n`,

@@ -135,12 +135,47 @@ static void test_bounds(void **state)
 	assert_false(sw_dpkg_name_valid("-x"));
 }
 
+/* The order dpkg --compare-versions gives, checked against dpkg itself. */
+static void test_version_order(void **state)
+{
+	static const char *const v[][2] = {
+	    {"1.0", "1.0"},	      {"1.0", "1.1"},
+	    {"1.0~rc1", "1.0"},	      {"1.0", "1.0-1"},
+	    {"2:1.0", "1:9.9"},	      {"3.0.15-1~deb12u1", "3.0.15-1"},
+	    {"3.0.11-1", "3.0.15-1"}, {"1.10", "1.9"},
+	    {"1.0a", "1.0"},	      {"1.0+b1", "1.0"},
+	    {"0:1.0", "1.0"},	      {"1.0-1", "1.0-1.1"},
+	    {"1.001", "1.1"},	      {"1.0~~", "1.0~"},
+	    {"9.0", "10.0"},	      {"1.2.3-4+deb12u5", "1.2.3-4+deb12u10"},
+	};
+	char cmd[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(v) / sizeof(*v); i++) {
+		int ours = sw_dpkg_version_cmp(v[i][0], v[i][1]), lt, eq;
+
+		snprintf(cmd, sizeof(cmd), "dpkg --compare-versions '%s' lt '%s'", v[i][0],
+			 v[i][1]);
+		lt = system(cmd) == 0;
+		snprintf(cmd, sizeof(cmd), "dpkg --compare-versions '%s' eq '%s'", v[i][0],
+			 v[i][1]);
+		eq = system(cmd) == 0;
+		if ((ours < 0) != lt || (ours == 0) != eq)
+			fail_msg("%s vs %s: ours %d, dpkg says %s", v[i][0], v[i][1], ours,
+				 lt   ? "lt"
+				 : eq ? "eq"
+				      : "gt");
+		assert_int_equal(sw_dpkg_version_cmp(v[i][1], v[i][0]) < 0, !lt && !eq);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_agrees_with_dpkg_query),
 	    cmocka_unit_test(test_crafted),
 	    cmocka_unit_test(test_bounds),
+	    cmocka_unit_test(test_version_order),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

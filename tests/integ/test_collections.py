@@ -1,0 +1,100 @@
+"""Collections through the real programs: three agents whose dpkg databases differ (an
+old libssl3, the current one, none), collections by package version, by facts and role,
+and by name, their members following an install as the inventory reports it, and a
+malformed expression refused with where and why."""
+import os
+import re
+import shutil
+import unittest
+
+from harness import Site, wait_for
+
+
+def with_libssl3(text, version):
+    """dpkg's status text with libssl3 at `version`, or without it (None)."""
+    out = []
+    for s in text.split("\n\n"):
+        if re.search(r"^Package: libssl3$", s, re.M):
+            if version is None:
+                continue
+            s = re.sub(r"^Version: .*$", f"Version: {version}", s, flags=re.M)
+        out.append(s)
+    return "\n\n".join(out)
+
+
+class Collections(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.site = Site(heartbeat=1)
+        cls.site.start()
+        with open("/var/lib/dpkg/status") as f:
+            cls.text = f.read()
+        assert re.search(r"^Package: libssl3$", cls.text, re.M), "libssl3 is not installed"
+        cls.status = {}
+        for name, version in (("old", "3.0.9-1"), ("new", "3.0.99-1"), ("none", None)):
+            path = os.path.join(cls.site.tmp, f"status-{name}")
+            with open(path, "w") as f:
+                f.write(with_libssl3(cls.text, version))
+            cls.status[name] = path
+            a = cls.site.enroll(name, start=False)
+            with open(os.path.join(a.dir, "agent.conf"), "a") as f:
+                f.write(f"\n[inventory]\ndpkg_status = {path}\n")
+            a.start()
+        cls.site.cli("role", "add", "new", "test")
+        for name in ("old", "new", "none"):
+            wait_for(lambda: cls.site.cli("inventory", name, check=False).returncode == 0,
+                     20, f"{name}'s inventory")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.site.close()
+
+    def members(self, name):
+        return sorted(self.site.cli_json("collection", "members", name)["members"])
+
+    def test_members_by_version_facts_role_and_name(self):
+        site = self.site
+        with open("/etc/os-release") as f:
+            codename = re.search(r"VERSION_CODENAME=(\w+)", f.read()).group(1)
+        site.cli("collection", "add", "old-ssl", "--where", "package:libssl3 < 3.0.15-1~deb12u1")
+        site.cli("collection", "add", "has-ssl", "--where", "package:libssl3")
+        site.cli("collection", "add", "tests", "--where",
+                 f"os.codename = {codename} and role = test and memory >= 64M")
+        site.cli("collection", "add", "named", "--systems", "none,ghost")
+        self.assertEqual(self.members("old-ssl"), ["old"])
+        self.assertEqual(self.members("has-ssl"), ["new", "old"])
+        self.assertEqual(self.members("tests"), ["new"])
+        named = site.cli_json("collection", "members", "named")
+        self.assertEqual((named["members"], named["not_enrolled"]), (["none"], ["ghost"]))
+        listed = {c["name"]: c for c in site.cli_json("collection", "list")["collections"]}
+        self.assertEqual(listed["old-ssl"]["where"], "package:libssl3 < 3.0.15-1~deb12u1")
+        self.assertEqual(listed["named"]["systems"], ["none", "ghost"])
+
+        # an old libssl3 installed on "none": it joins as its inventory reports it
+        path = self.status["none"]
+        with open(path + "-new", "w") as f:
+            f.write(with_libssl3(self.text, "3.0.2-1"))
+        os.rename(path + "-new", path)
+        wait_for(lambda: self.members("old-ssl") == ["none", "old"], 20,
+                 "'none' to join old-ssl")
+        # a definition changed, then removed
+        site.cli("collection", "add", "old-ssl", "--where", "package:libssl3 < 3.0.5")
+        self.assertEqual(self.members("old-ssl"), ["none"])
+        site.cli("collection", "remove", "old-ssl")
+        r = site.cli("collection", "members", "old-ssl", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no collection old-ssl", r.stderr)
+
+    def test_malformed_expression_refused(self):
+        site = self.site
+        r = site.cli("collection", "add", "bad", "--where", "memory >= lots", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("at 11: a number", r.stderr)
+        r = site.cli("collection", "add", "bad", "--where", "colour = red", check=False)
+        self.assertIn("no such field", r.stderr)
+        names = [c["name"] for c in site.cli_json("collection", "list")["collections"]]
+        self.assertNotIn("bad", names)
+
+
+if __name__ == "__main__":
+    unittest.main()
