@@ -11,7 +11,8 @@
 
 static const char license_usage[] =
     "usage: siteward license status [--product NAME]\n"
-    "       siteward license reclaim LEASE | --user USER | --host HOST [--product NAME]";
+    "       siteward license reclaim LEASE | --user USER | --host HOST [--product NAME]\n"
+    "       siteward license report [--days N]";
 
 /* Each metering server's own deadline: within the CLI's, 3 s at most. */
 static unsigned each_ms(const struct cli *c)
@@ -146,6 +147,51 @@ static int reclaim(struct cli *c, json_t *body)
 	return n == 0 || away ? 1 : 0;
 }
 
+static void opt_num(char *out, size_t len, const json_t *o, const char *key)
+{
+	const json_t *v = json_object_get(o, key);
+
+	if (json_is_integer(v))
+		snprintf(out, len, "%lld", (long long)json_integer_value(v));
+	else
+		snprintf(out, len, "-");
+}
+
+/* Installed vs used vs licensed, per product: the licenses and installs that can go. */
+static int report(struct cli *c, const char *days)
+{
+	char path[80], cols[5][24];
+	json_t *reply, *p;
+	size_t i;
+
+	snprintf(path, sizeof(path), "/v1/licenses/report%s%s", days ? "?days=" : "",
+		 days ? days : "");
+	if (client_call(c, "GET", path, NULL, &reply))
+		return 1;
+	if (c->json) {
+		print_json(reply);
+		json_decref(reply);
+		return 0;
+	}
+	printf("the last %lld days\n",
+	       (long long)json_integer_value(json_object_get(reply, "days")));
+	printf("%-20s %8s %6s %6s %9s %6s %6s %7s\n", "PRODUCT", "LICENSES", "PEAK", "SPARE",
+	       "INSTALLED", "USED", "UNUSED", "USERS");
+	json_array_foreach(json_object_get(reply, "products"), i, p)
+	{
+		opt_num(cols[0], sizeof(cols[0]), p, "spare_licenses");
+		opt_num(cols[1], sizeof(cols[1]), p, "installed");
+		opt_num(cols[2], sizeof(cols[2]), p, "installed_unused");
+		printf("%-20s %8lld %6lld %6s %9s %6lld %6s %7lld\n", str(p, "product"),
+		       num(p, "licenses"), num(p, "peak"), cols[0], cols[1], num(p, "used_systems"),
+		       cols[2], num(p, "users"));
+	}
+	printf("SPARE: licenses never all in use at once; UNUSED: installs not run (a product "
+	       "without --package shows none)\n");
+	json_decref(reply);
+	return 0;
+}
+
 int cmd_license(struct cli *c, int argc, char **argv)
 {
 	const char *action = argc > 0 ? argv[0] : "";
@@ -164,6 +210,14 @@ int cmd_license(struct cli *c, int argc, char **argv)
 			}
 		}
 		return status(c, product);
+	}
+	if (strcmp(action, "report") == 0) {
+		if (argc == 1)
+			return report(c, NULL);
+		if (argc == 3 && strcmp(argv[1], "--days") == 0)
+			return report(c, argv[2]);
+		cli_error("%s", license_usage);
+		return 2;
 	}
 	if (strcmp(action, "reclaim") != 0) {
 		cli_error("%s", license_usage);

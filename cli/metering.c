@@ -15,6 +15,8 @@ static const char product_usage[] =
     "       siteward product remove NAME | siteward product list\n"
     "       siteward product exclude|include EXE   (passive metering)\n"
     "options: --version PATTERN --build-id HEX --enforce|--no-enforce --hours HH:MM-HH:MM\n"
+    "         --package NAME  (the Debian package it comes in: license report counts\n"
+    "         its installs; an empty value clears)\n"
     "         --deny-users U1,U2 --deny-hosts H1,H2  (an empty value clears)\n"
     "         --on-reclaim stop|run --reclaim-signal TERM|INT|HUP|USR1|USR2|none\n"
     "         --idle DURATION  (a license whose program used no CPU this long, like\n"
@@ -157,6 +159,8 @@ int cmd_product(struct cli *c, int argc, char **argv)
 			   (strcmp(o, "--exe") == 0 || strcmp(o, "--version") == 0 ||
 			    strcmp(o, "--hours") == 0)) {
 			json_object_set_new(body, o + 2, json_string(argv[++i]));
+		} else if (i + 1 < argc && strcmp(o, "--package") == 0) {
+			json_object_set_new(body, "package", json_string(argv[++i]));
 		} else if (i + 1 < argc && strcmp(o, "--build-id") == 0) {
 			json_object_set_new(body, "build_id", json_string(argv[++i]));
 		} else if (i + 3 < argc &&

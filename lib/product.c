@@ -1,6 +1,7 @@
 /* A product of the site: its one reading, its one check and its one matching rule. */
 #include "product.h"
 
+#include "dpkgdb.h"
 #include "error.h"
 #include "group.h"
 #include "json.h"
@@ -397,6 +398,10 @@ int sw_product_validate(struct sw_product *p, char *err, size_t errlen)
 	}
 	if ((rc = rules_valid(p, err, errlen)))
 		return rc;
+	if (p->package[0] && !sw_dpkg_name_valid(p->package)) {
+		sw_seterr(err, errlen, "package must be a Debian package name, like cad-suite");
+		return SW_EINVAL;
+	}
 	if (p->idle_s != 0 &&
 	    (p->idle_s < SW_PRODUCT_IDLE_MIN || p->idle_s > SW_PRODUCT_IDLE_MAX)) {
 		sw_seterr(err, errlen, "idle_s must be 0 (never) or %d s to %d s (a week)",
@@ -469,6 +474,8 @@ int sw_product_parse(const json_t *j, struct sw_product *p, char *err, size_t er
 	    (rc = copy_str(j, "build_id", SW_PRODUCT_BUILD_ID_MAX, 0, p->build_id, why,
 			   sizeof(why))) ||
 	    (rc = copy_str(j, "hours", SW_PRODUCT_HOURS_MAX, 0, p->hours, why, sizeof(why))) ||
+	    (rc =
+		 copy_str(j, "package", SW_PRODUCT_PACKAGE_MAX, 0, p->package, why, sizeof(why))) ||
 	    (rc = sw_json_int(j, "licenses", 0, SW_PRODUCT_LICENSES_MAX, 1, &p->licenses, why,
 			      sizeof(why))) ||
 	    (rc = sw_json_int(j, "allotment", 0, SW_PRODUCT_LICENSES_MAX, 0, &p->allotment, why,
@@ -568,7 +575,8 @@ json_t *sw_product_json(const struct sw_product *p)
 	    list_json(p->deny_hosts), "on_reclaim", sw_reclaim_policy_name(p->on_reclaim),
 	    "reclaim_signal", p->reclaim_signal, "idle_s", (json_int_t)p->idle_s);
 
-	if (j && ((p->allotment >= 0 &&
+	if (j && ((p->package[0] && json_object_set_new(j, "package", json_string(p->package))) ||
+		  (p->allotment >= 0 &&
 		   json_object_set_new(j, "allotment", json_integer(p->allotment))) ||
 		  (p->nrules && json_object_set_new(j, "rules", sw_product_rules_json(p))))) {
 		json_decref(j);

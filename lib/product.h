@@ -26,6 +26,7 @@
 #define SW_PRODUCT_IDLE_MIN	10     /* seconds */
 #define SW_PRODUCT_IDLE_MAX	604800 /* seconds: a week */
 #define SW_PRODUCT_SIGNAL_MAX	7
+#define SW_PRODUCT_PACKAGE_MAX	100
 
 /* What becomes of a program whose license an administrator or its idleness took back:
  * it is told with `reclaim_signal` (a signal it can catch), then stopped, or left to
@@ -62,6 +63,8 @@ struct sw_product {
 	char exe[SW_PRODUCT_EXE_MAX + 1];	    /* file name, no path */
 	char version[SW_PRODUCT_VERSION_MAX + 1];   /* glob over package versions; "" any */
 	char build_id[SW_PRODUCT_BUILD_ID_MAX + 1]; /* lowercase hex; "" not known by one */
+	char package[SW_PRODUCT_PACKAGE_MAX + 1];   /* the Debian package it comes in, for the
+						       report of installs; "" not known */
 	char hours[SW_PRODUCT_HOURS_MAX + 1];	    /* "HH:MM-HH:MM" as given; "" any time */
 	int hours_from, hours_to;		    /* minutes after midnight; -1: any time */
 	char deny_users[SW_PRODUCT_LIST_LEN];	    /* "a,b": names, comma-separated */

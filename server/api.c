@@ -1003,6 +1003,7 @@ static const struct sw_http_route routes[] = {
     {"POST", "/v1/groups/*", SW_HTTP_ADMIN, groups_post, GROUPS_BODY_MAX},
     {"DELETE", "/v1/groups/*", SW_HTTP_ADMIN, groups_delete, 0},
     {"GET", "/v1/licenses", SW_HTTP_VIEWER, licenses_get, 0},
+    {"GET", "/v1/licenses/report", SW_HTTP_VIEWER, inventory_license_report, 0},
     {"POST", "/v1/inventory", SW_HTTP_AGENT, inventory_post, 32 * 1024 * 1024},
     {"GET", "/v1/inventory/*", SW_HTTP_VIEWER, inventory_get, 0},
     {"GET", "/v1/software", SW_HTTP_VIEWER, inventory_software, 0},

@@ -7,6 +7,9 @@
  *   GET  /v1/inventory/NAME        one system's hardware, packages and their history
  *   GET  /v1/software[?package=P]  which systems have P at which version; without P, every
  *                                  package with how many systems have each version
+ *   GET  /v1/licenses/report[?days=N]  per metered product: licenses, the most in use at
+ *                                  once, the systems that have it installed and those that
+ *                                  ran it in the last N days (90): what can go
  *
  * Each upload is one transaction on the database queue: the packages stored are compared
  * with what came, each difference a row of package_history, so a refused or failed
@@ -27,8 +30,9 @@
 #include <string.h>
 
 #define HISTORY_SHOWN 500 /* of one system's package history, the latest */
+#define DAY_MS_INV    86400000LL
 
-enum inv_kind { INV_UPLOAD, INV_SHOW, INV_SOFTWARE };
+enum inv_kind { INV_UPLOAD, INV_SHOW, INV_SOFTWARE, INV_REPORT };
 
 #define BATCH_ROWS 100 /* packages that appeared, inserted by one statement */
 
@@ -40,6 +44,7 @@ struct inv_job {
 	json_t *body; /* INV_UPLOAD: the request, checked */
 	json_t *out;
 	int64_t events;			 /* INV_UPLOAD: rows of history written */
+	int64_t days;			 /* INV_REPORT: the window */
 	const json_t *batch[BATCH_ROWS]; /* packages that appeared, not yet inserted */
 	size_t nbatch;
 	int conflict; /* INV_UPLOAD: the delta is from another version than the site's */
@@ -433,6 +438,205 @@ static void software(struct sw_db *db, struct inv_job *w)
 	}
 }
 
+/* --- installed, used, licensed --- */
+
+struct product_row {
+	char name[64], package[SW_DPKG_NAME_MAX + 1];
+	int64_t licenses;
+	int enforce;
+};
+
+struct product_rows {
+	struct product_row *v;
+	size_t n, cap;
+};
+
+static int product_row(void *arg, int ncols, const struct sw_db_val *row)
+{
+	struct product_rows *r = arg;
+
+	(void)ncols;
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 16;
+		struct product_row *v = realloc(r->v, cap * sizeof(*v));
+
+		if (!v)
+			return SW_ENOMEM;
+		r->v = v;
+		r->cap = cap;
+	}
+	snprintf(r->v[r->n].name, sizeof(r->v[r->n].name), "%s", row[0].s);
+	snprintf(r->v[r->n].package, sizeof(r->v[r->n].package), "%s", row[2].s ? row[2].s : "");
+	r->v[r->n].licenses = row[1].i;
+	r->v[r->n].enforce = row[3].i != 0;
+	r->n++;
+	return 0;
+}
+
+static int set_row(void *arg, int ncols, const struct sw_db_val *row)
+{
+	(void)ncols;
+	return sw_strmap_set(arg, row[0].s, (void *)1) ? SW_ENOMEM : 0;
+}
+
+struct runs {
+	int64_t *starts, *ends;
+	size_t n, cap;
+};
+
+static int run_row(void *arg, int ncols, const struct sw_db_val *row)
+{
+	struct runs *r = arg;
+
+	(void)ncols;
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 256;
+		int64_t *s = realloc(r->starts, cap * sizeof(*s)), *e;
+
+		if (!s)
+			return SW_ENOMEM;
+		r->starts = s;
+		if (!(e = realloc(r->ends, cap * sizeof(*e))))
+			return SW_ENOMEM;
+		r->ends = e;
+		r->cap = cap;
+	}
+	r->starts[r->n] = row[0].i;
+	r->ends[r->n] = row[1].i < row[0].i ? row[0].i : row[1].i;
+	r->n++;
+	return 0;
+}
+
+static int cmp64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* The most runs at once: the starts and ends swept in order. */
+static int64_t runs_peak(struct runs *r)
+{
+	size_t i = 0, k = 0;
+	int64_t cur = 0, best = 0;
+
+	qsort(r->starts, r->n, sizeof(*r->starts), cmp64);
+	qsort(r->ends, r->n, sizeof(*r->ends), cmp64);
+	while (i < r->n) {
+		if (r->starts[i] < r->ends[k]) {
+			if (++cur > best)
+				best = cur;
+			i++;
+		} else {
+			cur--;
+			k++;
+		}
+	}
+	return best;
+}
+
+struct unused {
+	struct sw_strmap *used;
+	int64_t n;
+};
+
+static void count_unused(const char *key, void *value, void *arg)
+{
+	struct unused *u = arg;
+
+	(void)value;
+	if (!sw_strmap_get(u->used, key))
+		u->n++;
+}
+
+static int one_product(struct sw_db *db, struct inv_job *w, const struct product_row *p,
+		       int64_t cutoff)
+{
+	struct sw_strmap *used = sw_strmap_new(), *users = sw_strmap_new(), *have = NULL;
+	struct sw_db_val q[] = {SW_DB_TEXT(p->name), SW_DB_INT(cutoff)};
+	struct sw_db_val d[] = {SW_DB_TEXT(p->name), SW_DB_INT(cutoff / DAY_MS_INV * DAY_MS_INV)};
+	struct runs runs = {0};
+	int64_t peak = 0, daily = 0;
+	json_t *o;
+	int rc = SW_ENOMEM;
+
+	if (!used || !users)
+		goto out;
+	if ((rc = sw_db_exec(db,
+			     "SELECT DISTINCT host FROM usage WHERE product = ? AND kind = 'run' "
+			     "AND start_ms >= ?",
+			     q, 2, set_row, used, NULL, w->err, sizeof(w->err))) ||
+	    (rc = sw_db_exec(db,
+			     "SELECT DISTINCT user_name FROM usage WHERE product = ? AND kind = "
+			     "'run' AND start_ms >= ?",
+			     q, 2, set_row, users, NULL, w->err, sizeof(w->err))) ||
+	    (rc =
+		 sw_db_exec(db,
+			    "SELECT start_ms, end_ms FROM usage WHERE product = ? AND kind = 'run' "
+			    "AND start_ms >= ?",
+			    q, 2, run_row, &runs, NULL, w->err, sizeof(w->err))) ||
+	    /* days already condensed keep their own peak */
+	    (rc = sw_db_exec(db,
+			     "SELECT COALESCE(MAX(peak_concurrent), 0) FROM usage_daily WHERE "
+			     "product = ? AND day >= ?",
+			     d, 2, seq_row, &daily, NULL, w->err, sizeof(w->err))))
+		goto out;
+	peak = runs_peak(&runs);
+	if (daily > peak)
+		peak = daily;
+	o = json_pack("{ss sI sb sI sI sI}", "product", p->name, "licenses",
+		      (json_int_t)p->licenses, "enforced", p->enforce, "peak", (json_int_t)peak,
+		      "used_systems", (json_int_t)sw_strmap_count(used), "users",
+		      (json_int_t)sw_strmap_count(users));
+	if (!o)
+		goto out;
+	if (p->enforce)
+		json_object_set_new(o, "spare_licenses",
+				    json_integer(p->licenses > peak ? p->licenses - peak : 0));
+	if (p->package[0]) {
+		struct sw_db_val k[] = {SW_DB_TEXT(p->package)};
+		struct unused u = {used, 0};
+
+		if (!(have = sw_strmap_new()) ||
+		    (rc = sw_db_exec(db, "SELECT DISTINCT system FROM packages WHERE name = ?", k,
+				     1, set_row, have, NULL, w->err, sizeof(w->err)))) {
+			json_decref(o);
+			rc = have ? rc : SW_ENOMEM;
+			goto out;
+		}
+		sw_strmap_each(have, count_unused, &u);
+		json_object_set_new(o, "package", json_string(p->package));
+		json_object_set_new(o, "installed",
+				    json_integer((json_int_t)sw_strmap_count(have)));
+		json_object_set_new(o, "installed_unused", json_integer(u.n));
+	}
+	rc = json_array_append_new(json_object_get(w->out, "products"), o) ? SW_ENOMEM : 0;
+out:
+	free(runs.starts);
+	free(runs.ends);
+	sw_strmap_free(used);
+	sw_strmap_free(users);
+	sw_strmap_free(have);
+	return rc;
+}
+
+static void report(struct sw_db *db, struct inv_job *w)
+{
+	struct product_rows rows = {0};
+	int64_t cutoff = sw_now_ms() - w->days * DAY_MS_INV;
+
+	if (!(w->out = json_pack("{sI s[]}", "days", (json_int_t)w->days, "products"))) {
+		w->rc = SW_ENOMEM;
+		return;
+	}
+	w->rc =
+	    sw_db_exec(db, "SELECT name, licenses, package, enforce FROM products ORDER BY name",
+		       NULL, 0, product_row, &rows, NULL, w->err, sizeof(w->err));
+	for (size_t i = 0; !w->rc && i < rows.n; i++)
+		w->rc = one_product(db, w, &rows.v[i], cutoff);
+	free(rows.v);
+}
+
 static void inv_run(struct sw_db *db, void *arg)
 {
 	struct inv_job *w = arg;
@@ -449,6 +653,7 @@ static void inv_run(struct sw_db *db, void *arg)
 		break;
 	case INV_SHOW: show(db, w); break;
 	case INV_SOFTWARE: software(db, w); break;
+	case INV_REPORT: report(db, w); break;
 	}
 }
 
@@ -563,5 +768,25 @@ void inventory_software(struct sw_http_req *req, void *arg)
 	if ((w = job_new(req, INV_SOFTWARE))) {
 		snprintf(w->package, sizeof(w->package), "%s", p ? p : "");
 		submit(arg, w);
+	}
+}
+
+void inventory_license_report(struct sw_http_req *req, void *arg)
+{
+	struct server *s = arg;
+	const char *d = sw_http_req_query(req, "days");
+	int64_t days = 90;
+	struct inv_job *w;
+
+	if (d && sw_int_parse(d, 1, s->detail_days ? s->detail_days : 36500, &days)) {
+		sw_http_reply_error(req, 400,
+				    "days must be 1 to %u, the days the site keeps each run "
+				    "([metering] detail_days)",
+				    s->detail_days);
+		return;
+	}
+	if ((w = job_new(req, INV_REPORT))) {
+		w->days = days;
+		submit(s, w);
 	}
 }

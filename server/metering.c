@@ -29,7 +29,7 @@
 
 #define PRODUCT_COLUMNS                                                                            \
 	"name, exe, version, licenses, enforce, build_id, hours, deny_users, deny_hosts, "         \
-	"on_reclaim, reclaim_signal, idle_s, rules"
+	"on_reclaim, reclaim_signal, idle_s, rules, package"
 
 /* A stored product's rules, as they were checked when an administrator made them; a
  * rule that does not read (never stored so) is left out and logged. */
@@ -68,6 +68,7 @@ static void product_read(struct sw_product *p, const struct sw_db_val *row)
 	snprintf(p->reclaim_signal, sizeof(p->reclaim_signal), "%s", row[10].s);
 	p->idle_s = row[11].i;
 	rules_read(p, row[12].s);
+	snprintf(p->package, sizeof(p->package), "%s", row[13].s ? row[13].s : "");
 }
 
 struct products {
@@ -155,7 +156,7 @@ static int names_field(const json_t *j, const char *key, char *out, size_t len, 
 static int product_update(struct sw_product *p, const json_t *j, int creating, char *err,
 			  size_t errlen)
 {
-	const char *exe = NULL, *version = NULL, *build_id = NULL, *hours = NULL;
+	const char *exe = NULL, *version = NULL, *build_id = NULL, *hours = NULL, *package = NULL;
 	const char *policy = NULL, *sig = NULL;
 	json_t *e, *rule;
 	int rc;
@@ -167,8 +168,11 @@ static int product_update(struct sw_product *p, const json_t *j, int creating, c
 	    (rc = sw_json_int(j, "licenses", 0, 1000000, creating, &p->licenses, err, errlen)) ||
 	    (rc = sw_json_str(j, "on_reclaim", 8, 0, &policy, err, errlen)) ||
 	    (rc = sw_json_str(j, "reclaim_signal", SW_PRODUCT_SIGNAL_MAX, 0, &sig, err, errlen)) ||
-	    (rc = sw_json_int(j, "idle_s", 0, SW_PRODUCT_IDLE_MAX, 0, &p->idle_s, err, errlen)))
+	    (rc = sw_json_int(j, "idle_s", 0, SW_PRODUCT_IDLE_MAX, 0, &p->idle_s, err, errlen)) ||
+	    (rc = sw_json_str(j, "package", SW_PRODUCT_PACKAGE_MAX, 0, &package, err, errlen)))
 		return rc;
+	if (package)
+		snprintf(p->package, sizeof(p->package), "%s", package);
 	if (policy && sw_reclaim_policy_parse(policy, &p->on_reclaim)) {
 		sw_seterr(err, errlen, "field 'on_reclaim' must be stop or run");
 		return SW_EINVAL;
@@ -260,6 +264,7 @@ static int product_store(struct sw_db *db, const struct sw_product *p, int creat
 				SW_DB_TEXT(p->reclaim_signal),
 				SW_DB_INT(p->idle_s),
 				SW_DB_TEXT(rules),
+				SW_DB_TEXT(p->package),
 				SW_DB_TEXT(p->name),
 				SW_DB_INT(sw_now_ms())};
 
@@ -272,17 +277,17 @@ static int product_store(struct sw_db *db, const struct sw_product *p, int creat
 		    db,
 		    "INSERT INTO products (exe, version, licenses, enforce, build_id, "
 		    "hours, deny_users, deny_hosts, on_reclaim, reclaim_signal, idle_s, "
-		    "rules, name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-		    "?, ?)",
-		    v, 14, NULL, NULL, NULL, err, errlen);
+		    "rules, package, name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+		    "?, ?, ?, ?, ?)",
+		    v, 15, NULL, NULL, NULL, err, errlen);
 	else
 		rc = sw_db_exec(
 		    db,
 		    "UPDATE products SET exe = ?, version = ?, licenses = ?, enforce = ?, "
 		    "build_id = ?, hours = ?, deny_users = ?, deny_hosts = ?, "
-		    "on_reclaim = ?, reclaim_signal = ?, idle_s = ?, rules = ? "
+		    "on_reclaim = ?, reclaim_signal = ?, idle_s = ?, rules = ?, package = ? "
 		    "WHERE name = ?",
-		    v, 13, NULL, NULL, NULL, err, errlen);
+		    v, 14, NULL, NULL, NULL, err, errlen);
 	free(rules);
 	return rc;
 }

@@ -345,6 +345,7 @@ void licenses_get(struct sw_http_req *req, void *arg);
 void inventory_post(struct sw_http_req *req, void *arg);
 void inventory_get(struct sw_http_req *req, void *arg);
 void inventory_software(struct sw_http_req *req, void *arg);
+void inventory_license_report(struct sw_http_req *req, void *arg);
 /* collections.c: GET|POST|DELETE /v1/collections[/NAME[/members]] */
 void collections_get(struct sw_http_req *req, void *arg);
 void collections_post(struct sw_http_req *req, void *arg);

@@ -5,9 +5,10 @@ malformed expression refused with where and why."""
 import os
 import re
 import shutil
+import subprocess
 import unittest
 
-from harness import Site, wait_for
+from harness import Site, prog, wait_for
 
 
 def with_libssl3(text, version):
@@ -94,6 +95,36 @@ class Collections(unittest.TestCase):
         self.assertIn("no such field", r.stderr)
         names = [c["name"] for c in site.cli_json("collection", "list")["collections"]]
         self.assertNotIn("bad", names)
+
+    def test_installed_used_and_licensed(self):
+        """The report no peer gives in one place: a product's licenses, its peak, the
+        systems it is installed on and those that ran it, and so what can go."""
+        site = self.site
+        tool = os.path.join(site.tmp, "cadtool")
+        shutil.copy("/bin/true", tool)
+        site.cli("product", "add", "cad", "--exe", "cadtool", "--licenses", "5", "--enforce",
+                 "--package", "libssl3")
+        # no license server: the run goes its offline way, recorded for the agent to send
+        r = subprocess.run([prog("siteward-run"), "--agent", site.agents["old"].dir, "--",
+                            tool], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        wait_for(lambda: any("cadtool" in u for u in site.db_rows("usage")), 20,
+                 "the run's record at the site")
+        installed = sorted(s["system"] for s in site.cli_json(
+            "software", "--package", "libssl3")["systems"])
+        self.assertIn("old", installed)
+        got = {p["product"]: p for p in site.cli_json("license", "report")["products"]}
+        cad = got["cad"]
+        self.assertEqual((cad["licenses"], cad["peak"], cad["spare_licenses"]), (5, 1, 4))
+        self.assertEqual((cad["installed"], cad["used_systems"], cad["installed_unused"]),
+                         (len(installed), 1, len(installed) - 1))
+        self.assertEqual(cad["users"], 1)
+        text = site.cli("license", "report", "--days", "30").stdout
+        self.assertRegex(text, r"cad\s+5\s+1\s+4\s+%d\s+1\s+%d\s+1" %
+                         (len(installed), len(installed) - 1))
+        r = site.cli("license", "report", "--days", "0", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("days must be 1 to", r.stderr)
 
 
 if __name__ == "__main__":
