@@ -292,17 +292,15 @@ static int may_take(const struct lease_table *t, const struct product *p, const 
 			 METER_MAX_LEASES);
 		return 0;
 	}
-	if (!p->def.enforce || p->removed) {
-		*reserve = reserve_for(t, p, user, host);
-		return 1;
-	}
 	for (size_t i = 0; i < p->def.nrules; i++) {
 		const struct sw_product_rule *r = &p->def.rules[i];
 
+		/* what may be lent out holds whether the product is enforced or not: a lost
+		 * machine holds a bounded share either way */
 		if (r->kind == SW_RULE_BORROW
 			? !borrow || p->rule_in_use[i] < rule_allot(r)
-			: r->kind != SW_RULE_MAX || p->rule_in_use[i] < rule_allot(r) ||
-			      !rule_matches(t, r, user, host))
+			: !p->def.enforce || p->removed || r->kind != SW_RULE_MAX ||
+			      p->rule_in_use[i] < rule_allot(r) || !rule_matches(t, r, user, host))
 			continue;
 		sw_product_rule_text(r, rule, sizeof(rule));
 		*why = DENY_RULE;
@@ -316,7 +314,7 @@ static int may_take(const struct lease_table *t, const struct product *p, const 
 				 p->def.name, rule);
 		return 0;
 	}
-	if ((*reserve = reserve_for(t, p, user, host)) >= 0)
+	if ((*reserve = reserve_for(t, p, user, host)) >= 0 || !p->def.enforce || p->removed)
 		return 1;
 	if (p->open_in_use < (uint64_t)p->def.allotment)
 		return 1;

@@ -643,6 +643,26 @@ static void test_borrow(void **state)
 	lease_expire_due(t, WALL + 1900000, 1900000);
 	assert_int_equal(lease_borrow_state(t, id, CLIENT_A, "laptop", &note), BORROW_GONE);
 	lease_table_free(t);
+	/* a product that is not enforced still lends no more than its rule allows */
+	{
+		static const char open_config[] =
+		    "{\"products\":[{\"name\":\"cad\",\"exe\":\"cad\",\"licenses\":3,"
+		    "\"allotment\":3,\"enforce\":false,\"rules\":[{\"kind\":\"borrow\","
+		    "\"count\":1,\"max_s\":3600,\"allotment\":1}]}],\"lease_ttl_ms\":30000}";
+
+		t = table_with(open_config);
+		assert_int_equal(lease_borrow(t, &b, "laptop", WALL, 0, &out), 0);
+		assert_int_equal(out.result, CHECKOUT_GRANTED);
+		assert_int_equal(lease_borrow(t, &b, "desk", WALL, 0, &out), 0);
+		assert_int_equal(out.result, CHECKOUT_DENIED);
+		/* and ordinary runs of it are never denied */
+		for (int i = 0; i < 5; i++) {
+			r = req_for("cad", "bob", CLIENT_B, 0);
+			assert_int_equal(lease_checkout(t, &r, "ws1", WALL, 0, &w, &out), 0);
+			assert_int_equal(out.result, CHECKOUT_GRANTED);
+		}
+		lease_table_free(t);
+	}
 }
 
 static void test_reclaim_bodies(void **state)
