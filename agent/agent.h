@@ -131,6 +131,9 @@ int channel_open(const struct agent *a);
 int metrics_start(struct agent *a);
 void metrics_stop(struct agent *a);
 
+/* exec.c: POST /v1/exec, a command for the site's administrator, bounded */
+void exec_post(struct sw_http_req *req, void *arg);
+
 /* inventory.c: the machine's hardware and packages, sent whole once, then as deltas */
 int inventory_start(struct agent *a);
 /* The server answered a heartbeat: the first time, the inventory is collected. */

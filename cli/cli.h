@@ -77,6 +77,7 @@ int cmd_group(struct cli *c, int argc, char **argv);
 int cmd_license(struct cli *c, int argc, char **argv);
 int cmd_inventory(struct cli *c, int argc, char **argv);
 int cmd_collection(struct cli *c, int argc, char **argv);
+int cmd_exec(struct cli *c, int argc, char **argv);
 int cmd_software(struct cli *c, int argc, char **argv);
 
 /* metering.c */

@@ -97,6 +97,12 @@ static const struct command commands[] = {
      {{"collection add NAME --where EXPR | --systems A,B",
        "a collection of systems, by a condition on\ntheir facts and inventory, or by name"},
       {"collection list | members NAME | remove NAME", "the collections, and who is in one"}}},
+    {"exec",
+     NULL,
+     cmd_exec,
+     0,
+     {{"exec COLLECTION [--timeout S] -- COMMAND [ARGS]",
+       "run a command on every member, bounded:\neach one's exit status and output (admin)"}}},
     {"license",
      NULL,
      cmd_license,
@@ -220,8 +226,13 @@ static int options(struct cli *c, int argc, char **argv, char **args, int *nargs
 {
 	c->site_arg = sw_path_dir(NULL, "SITEWARD_SITE", SW_PATH_SERVER_DIR);
 	c->timeout_ms = 30000;
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--json") == 0) {
+	for (int i = 1, rest = 0; i < argc; i++) {
+		/* after "--", a command's own arguments (siteward exec): none is ours */
+		if (rest || strcmp(argv[i], "--") == 0) {
+			rest = 1;
+			if (*nargs < 63)
+				args[(*nargs)++] = argv[i];
+		} else if (strcmp(argv[i], "--json") == 0) {
 			c->json = 1;
 		} else if (strcmp(argv[i], "--site") == 0 && i + 1 < argc) {
 			c->site_arg = argv[++i];

@@ -1011,6 +1011,7 @@ static const struct sw_http_route routes[] = {
     {"GET", "/v1/collections/*", SW_HTTP_VIEWER, collections_get, 0},
     {"POST", "/v1/collections/*", SW_HTTP_OPERATOR, collections_post, 1024 * 1024},
     {"DELETE", "/v1/collections/*", SW_HTTP_OPERATOR, collections_delete, 0},
+    {"POST", "/v1/exec", SW_HTTP_ADMIN, exec_post, 256 * 1024},
     {"POST", "/v1/licenses/reclaim", SW_HTTP_OPERATOR, licenses_reclaim, 0},
     /* an operator runs upgrades: its package goes up first */
     {"POST", "/v1/upgrades", SW_HTTP_OPERATOR, upgrade_post, 0},

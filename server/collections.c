@@ -34,7 +34,9 @@ enum coll_kind { C_LIST, C_PUT, C_DELETE, C_MEMBERS };
 
 struct coll_job {
 	enum coll_kind kind;
-	struct sw_http_req *req;
+	struct sw_http_req *req; /* NULL: members for resolve_done */
+	collections_resolved resolve_done;
+	void *resolve_arg;
 	char name[64], by[128];
 	char *where;	 /* C_PUT */
 	json_t *systems; /* C_PUT: the names given; C_MEMBERS: {name, roles, facts} of each */
@@ -322,10 +324,12 @@ static void coll_done(struct server *s, void *arg)
 {
 	struct coll_job *w = arg;
 
-	(void)s;
 	if (w->rc == SW_ENOMEM)
 		sw_seterr(w->err, sizeof(w->err), "out of memory");
-	if (w->rc) {
+	if (!w->req) {
+		w->resolve_done(s, w->rc ? NULL : json_object_get(w->out, "members"), w->rc, w->err,
+				w->resolve_arg);
+	} else if (w->rc) {
 		sw_http_reply_error(w->req, sw_http_status(w->rc), "%s", w->err);
 	} else if (w->kind == C_LIST) {
 		sw_http_reply_json(w->req, 200, json_pack("{sO}", "collections", w->out));
@@ -419,6 +423,27 @@ void collections_get(struct sw_http_req *req, void *arg)
 	}
 	sw_strmap_each(s->systems, copy_system, w->systems);
 	submit(s, w);
+}
+
+int collections_resolve(struct server *s, const char *name, collections_resolved done, void *arg)
+{
+	struct coll_job *w = calloc(1, sizeof(*w));
+
+	if (!w || !(w->systems = json_array())) {
+		free(w);
+		return SW_ENOMEM;
+	}
+	w->kind = C_MEMBERS;
+	w->resolve_done = done;
+	w->resolve_arg = arg;
+	snprintf(w->name, sizeof(w->name), "%s", name);
+	snprintf(w->by, sizeof(w->by), "server");
+	sw_strmap_each(s->systems, copy_system, w->systems);
+	if (dbq_push(s, DBQ_SLOW_MS, coll_run, coll_done, w)) {
+		job_free(w);
+		return SW_ENOMEM;
+	}
+	return 0;
 }
 
 void collections_post(struct sw_http_req *req, void *arg)

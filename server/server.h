@@ -350,6 +350,13 @@ void inventory_license_report(struct sw_http_req *req, void *arg);
 void collections_get(struct sw_http_req *req, void *arg);
 void collections_post(struct sw_http_req *req, void *arg);
 void collections_delete(struct sw_http_req *req, void *arg);
+/* The members of collection `name` as they stand: done(s, members, 0, NULL, arg) with an
+ * array of system names, or done(s, NULL, rc, why, arg). */
+typedef void (*collections_resolved)(struct server *s, const json_t *members, int rc,
+				     const char *err, void *arg);
+int collections_resolve(struct server *s, const char *name, collections_resolved done, void *arg);
+/* exec.c: POST /v1/exec, a command on every member of a collection (administrators) */
+void exec_post(struct sw_http_req *req, void *arg);
 void licenses_reclaim(struct sw_http_req *req, void *arg);
 struct sw_product;
 /* A usage record's product: as recorded, or the product its program runs as among `n`,

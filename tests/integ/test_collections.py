@@ -2,10 +2,12 @@
 old libssl3, the current one, none), collections by package version, by facts and role,
 and by name, their members following an install as the inventory reports it, and a
 malformed expression refused with where and why."""
+import json
 import os
 import re
 import shutil
 import subprocess
+import time
 import unittest
 
 from harness import Site, prog, wait_for
@@ -125,6 +127,67 @@ class Collections(unittest.TestCase):
         r = site.cli("license", "report", "--days", "0", check=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn("days must be 1 to", r.stderr)
+
+    def test_exec_on_a_collection(self):
+        """A command on every member, bounded: exit statuses and output ends, a command
+        past its timeout killed with its children, a system away named, one that cannot
+        start said; administrators only, audited."""
+        site = self.site
+        site.cli("collection", "add", "trio", "--systems", "old,new,none")
+        r = site.cli("--json", "exec", "trio", "--timeout", "20", "--", "/bin/sh", "-c",
+                     "echo out; echo err >&2; exit 3", check=False)
+        self.assertEqual(r.returncode, 1, r.stderr)  # some exited other than 0
+        got = {x["system"]: x for x in json.loads(r.stdout)["systems"]}
+        self.assertEqual(sorted(got), ["new", "none", "old"])
+        for x in got.values():
+            self.assertEqual((x["state"], x["exit"], x["ok"]), ("exited", 3, False))
+            self.assertEqual(x["head"], "out\nerr\n")
+        # a lot of output: its first and last KiB, and how much
+        r = site.cli("--json", "exec", "trio", "--", "/bin/sh", "-c",
+                     "i=0; while [ $i -lt 5000 ]; do echo line$i; i=$((i+1)); done")
+        x = json.loads(r.stdout)["systems"][0]
+        self.assertEqual(x["bytes"], sum(len(f"line{i}\n") for i in range(5000)))
+        self.assertTrue(x["head"].startswith("line0\nline1\n"))
+        self.assertTrue(x["tail"].endswith("line4998\nline4999\n"))
+        self.assertLessEqual(len(x["tail"]), 1024)
+        # past its timeout: the command and what it started are killed, within the bound
+        mark = os.path.join(site.tmp, "survived")
+        t0 = time.monotonic()
+        r = site.cli("--json", "exec", "trio", "--timeout", "2", "--", "/bin/sh", "-c",
+                     f"(sleep 4; touch {mark}) & sleep 30", check=False)
+        elapsed = time.monotonic() - t0
+        states = {x["system"]: x["state"] for x in json.loads(r.stdout)["systems"]}
+        self.assertEqual(set(states.values()), {"timed out"})
+        self.assertLess(elapsed, 2 + 5 + 5)  # the timeout, the margin, and slack
+        time.sleep(3)  # past when the background child would have touched the file
+        self.assertFalse(os.path.exists(mark), "a child of the command outlived it")
+        # a command that cannot start
+        r = site.cli("--json", "exec", "trio", "--", "/nonexistent/tool", check=False)
+        x = json.loads(r.stdout)["systems"][0]
+        self.assertEqual(x["state"], "failed")
+        self.assertIn("no such file", x["error"].lower())
+        # a member away: named, and the rest answered
+        site.agents["none"].stop()
+        try:
+            t0 = time.monotonic()
+            r = site.cli("--json", "exec", "trio", "--timeout", "3", "--", "/bin/true",
+                         check=False)
+            got = {x["system"]: x for x in json.loads(r.stdout)["systems"]}
+            self.assertEqual(got["none"]["state"], "unreachable")
+            self.assertEqual((got["old"]["state"], got["old"]["ok"]), ("exited", True))
+            self.assertLess(time.monotonic() - t0, 3 + 5 + 5)
+        finally:
+            site.agents["none"].start()
+        # administrators only; every run is in the audit log
+        d = os.path.join(site.tmp, "op")
+        site.cli("admin", "add", "op1", "--role", "operator", "--out", d)
+        r = site.cli("--site", d, "exec", "trio", "--", "/bin/true", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("this needs the admin role; op1 is an operator", r.stderr)
+        recs = site.cli_json("audit")["records"]
+        self.assertEqual({(r["who"], r["status"]) for r in recs if r["path"] == "/v1/exec"
+                          } >= {("op1", 403)}, True)
+        self.assertTrue(any(r["path"] == "/v1/exec" and r["status"] == 200 for r in recs))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,10 @@ class Restart(unittest.TestCase):
             finally:
                 con.close()
         wait_for(lambda: stored() > 0, 15, "l1's first heartbeat written")
+        # and its inventory, the one other write it makes: queued behind the lock it
+        # would hold up the heartbeats' own write, which this test watches fail and retry
+        wait_for(lambda: self.site.cli("inventory", "l1", check=False).returncode == 0, 15,
+                 "l1's inventory written")
         con = sqlite3.connect(url, timeout=10, isolation_level=None)
         con.execute("BEGIN IMMEDIATE")
         try:
