@@ -39,9 +39,15 @@ class Holder:
                             product + ".lic")
 
     def cmd(self, *args, env=None, timeout=30):
-        return subprocess.run([prog("siteward-run"), "--agent", self.agent.dir, *args],
-                              capture_output=True, text=True, timeout=timeout,
-                              env=dict(self.env, **(env or {})))
+        argv = [prog("siteward-run"), "--agent", self.agent.dir, "--verbose", *args]
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                                  env=dict(self.env, **(env or {})))
+        except subprocess.TimeoutExpired as e:
+            # every wait of siteward-run is bounded: what it said, and where it was
+            raise AssertionError(f"{' '.join(args)} still running after {timeout} s; it "
+                                 f"said:\n{e.stderr}\nthe agent's log ends:\n"
+                                 f"{self.agent.proc.log()[-3000:] if self.agent.proc else ''}")
 
     def run(self, tool, *args, env=None):
         return self.cmd("--", tool, *args, env=env)
