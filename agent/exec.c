@@ -66,14 +66,19 @@ static void text_of(char *out, size_t len, const char *in, size_t n)
 	while (i < n && used + 1 < len) {
 		size_t k = 0;
 
-		while (i + k < n && in[i + k] != '\n' && in[i + k] != '\t')
+		while (i + k < n && in[i + k] != '\n' && in[i + k] != '\t' && in[i + k] != '\0')
 			k++;
 		memcpy(piece, in + i, k);
 		piece[k] = '\0';
 		sw_printable(out + used, len - used, piece);
 		used += strlen(out + used);
 		i += k;
-		if (i < n && used + 1 < len) {
+		if (i < n && in[i] == '\0') {
+			/* a NUL would end the text: shown as the escape sw_printable uses */
+			used += (size_t)snprintf(out + used, len - used, "\\x00");
+			used = used < len ? used : len - 1;
+			i++;
+		} else if (i < n && used + 1 < len) {
 			out[used++] = in[i++];
 			out[used] = '\0';
 		}

@@ -386,6 +386,7 @@ static int cmd_borrow(struct run *r, int argc, char **argv)
 				    "siteward-run: borrowed %s, but cannot keep it (%s); giving "
 				    "it back\n",
 				    product, err);
+				answer_free(&a);
 				ask(r, i, "/v1/checkin",
 				    json_pack("{ss ss}", "client", client, "lease", b.lease), &a);
 				answer_free(&a);

@@ -150,6 +150,9 @@ class Collections(unittest.TestCase):
         self.assertTrue(x["head"].startswith("line0\nline1\n"))
         self.assertTrue(x["tail"].endswith("line4998\nline4999\n"))
         self.assertLessEqual(len(x["tail"]), 1024)
+        # bytes a terminal or JSON would not take are shown escaped, a NUL among them
+        r = site.cli("--json", "exec", "trio", "--", "/usr/bin/printf", "a\\0b\\001c\\tz\\n")
+        self.assertEqual(json.loads(r.stdout)["systems"][0]["head"], "a\\x00b\\x01c\tz\n")
         # past its timeout: the command and what it started are killed, within the bound
         mark = os.path.join(site.tmp, "survived")
         t0 = time.monotonic()
