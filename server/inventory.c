@@ -23,6 +23,7 @@
 #include "json.h"
 #include "log.h"
 #include "strmap.h"
+#include "usagerec.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -507,34 +508,6 @@ static int run_row(void *arg, int ncols, const struct sw_db_val *row)
 	return 0;
 }
 
-static int cmp64(const void *a, const void *b)
-{
-	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-
-	return (x > y) - (x < y);
-}
-
-/* The most runs at once: the starts and ends swept in order. */
-static int64_t runs_peak(struct runs *r)
-{
-	size_t i = 0, k = 0;
-	int64_t cur = 0, best = 0;
-
-	qsort(r->starts, r->n, sizeof(*r->starts), cmp64);
-	qsort(r->ends, r->n, sizeof(*r->ends), cmp64);
-	while (i < r->n) {
-		if (r->starts[i] < r->ends[k]) {
-			if (++cur > best)
-				best = cur;
-			i++;
-		} else {
-			cur--;
-			k++;
-		}
-	}
-	return best;
-}
-
 struct unused {
 	struct sw_strmap *used;
 	int64_t n;
@@ -581,7 +554,7 @@ static int one_product(struct sw_db *db, struct inv_job *w, const struct product
 			     "product = ? AND day >= ?",
 			     d, 2, seq_row, &daily, NULL, w->err, sizeof(w->err))))
 		goto out;
-	peak = runs_peak(&runs);
+	peak = usagerec_peak(runs.starts, runs.ends, runs.n);
 	if (daily > peak)
 		peak = daily;
 	o = json_pack("{ss sI sb sI sI sI}", "product", p->name, "licenses",

@@ -1348,73 +1348,10 @@ static int usage_row(void *arg, int ncols, const struct sw_db_val *row)
 	return 0;
 }
 
-static int cmp64(const void *a, const void *b)
-{
-	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-
-	return (x > y) - (x < y);
-}
-
-/* Sorts by radix, 11 bits a pass over the span of the values (3 passes for a day's
- * starts): a year's report sorts millions of times, and qsort's call per comparison
- * was a fifth of it. */
-static void sort64(int64_t *v, size_t n)
-{
-	int64_t *tmp, *src = v, *dst;
-	uint64_t min = 0, span = 0;
-
-	if (n < 64 || !(tmp = malloc(n * sizeof(*tmp)))) {
-		qsort(v, n, sizeof(*v), cmp64);
-		return;
-	}
-	int64_t lo = v[0], hi = v[0];
-	for (size_t i = 1; i < n; i++) {
-		lo = v[i] < lo ? v[i] : lo;
-		hi = v[i] > hi ? v[i] : hi;
-	}
-	min = (uint64_t)lo;
-	span = (uint64_t)hi - min;
-	dst = tmp;
-	for (unsigned shift = 0; shift < 64 && (span >> shift); shift += 11) {
-		size_t count[2048] = {0}, at = 0;
-
-		for (size_t i = 0; i < n; i++)
-			count[(((uint64_t)src[i] - min) >> shift) & 2047]++;
-		for (size_t b = 0; b < 2048; b++) {
-			size_t c = count[b];
-			count[b] = at;
-			at += c;
-		}
-		for (size_t i = 0; i < n; i++)
-			dst[count[(((uint64_t)src[i] - min) >> shift) & 2047]++] = src[i];
-		int64_t *t = src;
-		src = dst;
-		dst = t;
-	}
-	if (src != v)
-		memcpy(v, src, n * sizeof(*v));
-	free(tmp);
-}
-
-/* The most runs at once: sweep the sorted starts and ends. */
+/* The most runs at once on the day. */
 static int64_t peak(struct day *d)
 {
-	size_t i = 0, k = 0;
-	int64_t cur = 0, best = 0;
-
-	sort64(d->starts, d->n);
-	sort64(d->ends, d->n);
-	while (i < d->n) {
-		if (d->starts[i] < d->ends[k]) {
-			if (++cur > best)
-				best = cur;
-			i++;
-		} else {
-			cur--;
-			k++;
-		}
-	}
-	return best;
+	return usagerec_peak(d->starts, d->ends, d->n);
 }
 
 static int licenses_row(void *arg, int ncols, const struct sw_db_val *row)

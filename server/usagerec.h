@@ -25,6 +25,10 @@ struct usage_rec {
  */
 int64_t usagerec_skew(int64_t now, int64_t their_now);
 
+/* The most runs at once among `n` runs from starts[i] to ends[i] (each end at or after
+ * its start): both sorted in place, then swept. */
+int64_t usagerec_peak(int64_t *starts, int64_t *ends, size_t n);
+
 /*
  * Reads record `r` of an upload whose sender's clock is `skew` ms ahead of the server's,
  * whose clock reads `now`. Times are moved onto the server's clock and must then fall

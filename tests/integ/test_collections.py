@@ -162,7 +162,12 @@ class Collections(unittest.TestCase):
         states = {x["system"]: x["state"] for x in json.loads(r.stdout)["systems"]}
         self.assertEqual(set(states.values()), {"timed out"})
         self.assertLess(elapsed, 2 + 5 + 5)  # the timeout, the margin, and slack
-        time.sleep(3)  # past when the background child would have touched the file
+
+        def child_gone():
+            # the background child's shell, which would touch the file: killed with its
+            # group (a zombie has no command line left to match)
+            return subprocess.run(["pgrep", "-f", mark], capture_output=True).returncode == 1
+        wait_for(child_gone, 5, "the command's background child to be gone")
         self.assertFalse(os.path.exists(mark), "a child of the command outlived it")
         # a command that cannot start
         r = site.cli("--json", "exec", "trio", "--", "/nonexistent/tool", check=False)

@@ -11,6 +11,7 @@
 #include "error.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define NOW 1800000000000LL /* 2027-01-15 */
@@ -123,12 +124,36 @@ static void test_skew(void **state)
 	assert_int_equal(usagerec_skew(NOW, NOW - 3600000), 3600000);
 }
 
+/* The most runs at once: touching ends and starts do not overlap; a run that ends when
+ * another starts leaves room for it. Enough runs for the radix sort, and a few for qsort. */
+static void test_peak(void **state)
+{
+	int64_t s1[] = {10, 0, 5, 20}, e1[] = {30, 10, 15, 25};
+	int64_t *s2 = malloc(1000 * sizeof(*s2)), *e2 = malloc(1000 * sizeof(*e2));
+
+	(void)state;
+	/* 0-10 ends as 10-30 starts; 5-15 is over by 20: two at once, never three */
+	assert_int_equal(usagerec_peak(s1, e1, 4), 2);
+	assert_int_equal(usagerec_peak(s1, e1, 0), 0);
+	assert_non_null(s2);
+	assert_non_null(e2);
+	for (int i = 0; i < 1000; i++) {
+		/* one after another, then 7 at once in the middle */
+		s2[i] = 1700000000000LL + (i < 993 ? i * 100 : 50000);
+		e2[i] = s2[i] + (i < 993 ? 100 : 10);
+	}
+	assert_int_equal(usagerec_peak(s2, e2, 1000), 8); /* the 7 and the run they fall in */
+	free(s2);
+	free(e2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_good_record_moved_by_skew),
 	    cmocka_unit_test(test_times_bounded),
 	    cmocka_unit_test(test_no_overflow),
+	    cmocka_unit_test(test_peak),
 	    cmocka_unit_test(test_names_checked),
 	    cmocka_unit_test(test_skew),
 	};
