@@ -28,6 +28,7 @@
 #include "json.h"
 #include "paths.h"
 #include "pki.h"
+#include "ticket.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -243,23 +244,38 @@ static void on_answer(const struct sw_http_result *res, void *arg)
 }
 
 /* POSTs `msg` (taken) to license server `i` and waits for the answer, which the
- * request's deadline bounds. */
+ * request's deadline bounds. Each call has a client of its own, gone before it returns:
+ * the checkout and the heartbeats that may follow use the run's client alone (sharing
+ * it, a run could wait for ever on a check-in whose transfer never started). */
 static void ask(struct run *r, int i, const char *path, json_t *msg, struct answer *a)
 {
-	char url[RUN_URL_MAX + 32], *body = msg ? sw_json_dump(msg) : NULL;
+	struct sw_http_client_opts ho = {.connect_timeout_ms = 2000,
+					 .ca_file = r->conf.ca,
+					 .cert_file = r->conf.cert,
+					 .key_file = r->conf.key,
+					 .peer_role = SW_PKI_ROLE_METER "|" SW_PKI_ROLE_AGENT};
+	char url[RUN_URL_MAX + 32], header[SW_TICKET_MAX + 32],
+	    *body = msg ? sw_json_dump(msg) : NULL;
+	struct sw_http_client *http = NULL;
 
 	memset(a, 0, sizeof(*a));
 	json_decref(msg);
 	snprintf(url, sizeof(url), "%s%s", r->conf.meters[i], path);
-	if (!body || sw_http_client_request_to(r->http, r->conf.meter_names[i], "POST", url, body,
-					       strlen(body), ASK_MS, on_answer, a)) {
+	if (r->ticket)
+		snprintf(header, sizeof(header), "%s: %s", SW_TICKET_HEADER, r->ticket);
+	if (!body || sw_http_client_new(r->loop, &ho, &http) ||
+	    (r->ticket && sw_http_client_header(http, header)) ||
+	    sw_http_client_request_to(http, r->conf.meter_names[i], "POST", url, body, strlen(body),
+				      ASK_MS, on_answer, a)) {
 		snprintf(a->error, sizeof(a->error), "out of memory");
 		free(body);
+		sw_http_client_free(http);
 		return;
 	}
 	free(body);
 	while (!a->done)
 		uv_run(r->loop, UV_RUN_ONCE);
+	sw_http_client_free(http);
 }
 
 static void answer_free(struct answer *a)
