@@ -249,17 +249,14 @@ static void on_answer(const struct sw_http_result *res, void *arg)
  * it, a run could wait for ever on a check-in whose transfer never started). */
 static void ask(struct run *r, int i, const char *path, json_t *msg, struct answer *a)
 {
-	struct sw_http_client_opts ho = {.connect_timeout_ms = 2000,
-					 .ca_file = r->conf.ca,
-					 .cert_file = r->conf.cert,
-					 .key_file = r->conf.key,
-					 .peer_role = SW_PKI_ROLE_METER "|" SW_PKI_ROLE_AGENT};
+	struct sw_http_client_opts ho;
 	char url[RUN_URL_MAX + 32], header[SW_TICKET_MAX + 32],
 	    *body = msg ? sw_json_dump(msg) : NULL;
 	struct sw_http_client *http = NULL;
 
 	memset(a, 0, sizeof(*a));
 	json_decref(msg);
+	run_http_opts(r, &ho);
 	snprintf(url, sizeof(url), "%s%s", r->conf.meters[i], path);
 	if (r->ticket)
 		snprintf(header, sizeof(header), "%s: %s", SW_TICKET_HEADER, r->ticket);

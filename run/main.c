@@ -190,12 +190,24 @@ static int find_program(struct run *r)
 	return 0;
 }
 
+void run_http_opts(const struct run *r, struct sw_http_client_opts *ho)
+{
+	memset(ho, 0, sizeof(*ho));
+	ho->connect_timeout_ms = CONNECT_MS;
+	ho->ca_file = r->conf.ca;
+	ho->cert_file = r->conf.cert;
+	ho->key_file = r->conf.key;
+	/* a metering server serves with its system's meter certificate, or, enrolled before
+	 * there was one, its agent certificate */
+	ho->peer_role = SW_PKI_ROLE_METER "|" SW_PKI_ROLE_AGENT;
+}
+
 /* The loop, the signals it watches, the client of the metering servers and the user
  * ticket it shows them: 0 or the exit status. */
 static int run_open(struct run *r)
 {
 	static uv_loop_t loop;
-	struct sw_http_client_opts ho = {.connect_timeout_ms = CONNECT_MS};
+	struct sw_http_client_opts ho;
 	char err[PATH_MAX + 128];
 
 	if (sw_random_hex(r->client, 16) || uv_loop_init(&loop) < 0) {
@@ -207,12 +219,7 @@ static int run_open(struct run *r)
 		fprintf(stderr, "siteward-run: cannot watch signals: out of resources\n");
 		return RUN_EX_SOFTWARE;
 	}
-	ho.ca_file = r->conf.ca;
-	ho.cert_file = r->conf.cert;
-	ho.key_file = r->conf.key;
-	/* a metering server serves with its system's meter certificate, or, enrolled before
-	 * there was one, its agent certificate */
-	ho.peer_role = SW_PKI_ROLE_METER "|" SW_PKI_ROLE_AGENT;
+	run_http_opts(r, &ho);
 	if (sw_http_client_new(r->loop, &ho, &r->http)) {
 		fprintf(stderr, "siteward-run: cannot start: out of memory\n");
 		return RUN_EX_SOFTWARE;

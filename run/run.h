@@ -10,6 +10,7 @@
 #include <uv.h>
 
 struct sw_http_client;
+struct sw_http_client_opts;
 
 /* siteward-run's own exit statuses (sysexits.h and the shell's), beside the program's. */
 enum {
@@ -128,6 +129,9 @@ void run_printable(char *out, size_t outlen, const char *in);
 /* Looks up the program's version once (its package's, from dpkg's database), for a
  * license server that needs it or an offline record. */
 void run_version(struct run *r);
+/* How a client of the metering servers connects: the machine's client identity, the
+ * connect bound, the roles a metering server may answer with. */
+void run_http_opts(const struct run *r, struct sw_http_client_opts *ho);
 
 /* ticket.c */
 /* Gets r->ticket from the agent, or the copy it keeps for this user; SW_ENOTFOUND with
