@@ -282,8 +282,11 @@ static void note(struct passive *p, pid_t pid)
 	if (proc_exe(pid, exe, sizeof(exe)) || !(product = product_for(p, exe, pid)) ||
 	    proc_stat(pid, &ppid, &start))
 		return;
-	if (proc_comm(ppid, parent, sizeof(parent)) == 0 && strcmp(parent, "siteward-run") == 0)
-		return; /* metered by its metering server */
+	/* Started by siteward-run: metered by its license server. A parent already gone
+	 * (a short run whose siteward-run reaped it and left between our reads) is not
+	 * known not to be siteward-run, and is left too. */
+	if (proc_comm(ppid, parent, sizeof(parent)) != 0 || strcmp(parent, "siteward-run") == 0)
+		return;
 	for (i = 0; i < p->nseen; i++)
 		if (p->seen[i].pid == pid && p->seen[i].starttime == start)
 			break;
