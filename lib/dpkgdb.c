@@ -32,23 +32,114 @@ static int arch_valid(const char *s)
 struct stanza {
 	char name[SW_DPKG_NAME_MAX + 2], version[SW_DPKG_VERSION_MAX + 2],
 	    arch[SW_DPKG_ARCH_MAX + 2], status[64];
-	int has_name, bad;
+	size_t lines; /* none: the blank lines between two stanzas */
+	int has_name;
+	char why[128]; /* set when the stanza does not read: the first reason, for a person */
 };
 
 /* A field's value (its first line: continuation lines belong to the fields kept here
- * only in ones that have none) into `out`; too long marks the stanza bad. */
-static void take(struct stanza *st, char *out, size_t size, const char *v, size_t n)
+ * only in ones that have none) into `out`; too long spoils the stanza. */
+static void take(struct stanza *st, const char *field, char *out, size_t size, const char *v,
+		 size_t n)
 {
 	while (n > 0 && (*v == ' ' || *v == '\t'))
 		v++, n--;
 	while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == '\r'))
 		n--;
 	if (n >= size - 1 || memchr(v, '\0', n)) {
-		st->bad = 1;
+		if (!st->why[0])
+			sw_seterr(st->why, sizeof(st->why),
+				  n >= size - 1 ? "has an over-long %s field (more than %zu bytes)"
+						: "has a NUL byte in its %s field",
+				  field, size - 2);
 		return;
 	}
 	memcpy(out, v, n);
 	out[n] = '\0';
+}
+
+/* The one deb822 reader, of dpkg's database and of a package's control file alike:
+ * calls `end` at the end of each stanza that has a line, and stops at its first error.
+ * `status`: whether the Status field is read, or ignored as a control file has none. */
+static int stanzas(const char *text, size_t len, int status,
+		   int (*end)(const struct stanza *st, void *arg), void *arg)
+{
+	struct stanza st;
+	size_t pos = 0, lineno = 0;
+	int rc = 0;
+
+	memset(&st, 0, sizeof(st));
+	while (!rc && pos < len) {
+		const char *line = text + pos, *nl = memchr(line, '\n', len - pos), *colon;
+		size_t n = nl ? (size_t)(nl - line) : len - pos;
+
+		pos += n + (nl ? 1 : 0);
+		lineno++;
+		if (n > 0 && line[n - 1] == '\r')
+			n--;
+		if (n == 0) {
+			if (st.lines)
+				rc = end(&st, arg);
+			memset(&st, 0, sizeof(st));
+			continue;
+		}
+		st.lines++;
+		if (line[0] == ' ' || line[0] == '\t')
+			continue; /* a continuation: of Description, Conffiles, ... */
+		if (!(colon = memchr(line, ':', n))) {
+			if (!st.why[0])
+				sw_seterr(st.why, sizeof(st.why),
+					  "has a line that is not a field (line %zu)", lineno);
+			continue;
+		}
+		size_t k = (size_t)(colon - line), vn = n - k - 1;
+		const char *v = colon + 1;
+
+		if (k == 7 && strncasecmp(line, "Package", 7) == 0) {
+			/* two in one stanza: the file is damaged here */
+			if (st.has_name && !st.why[0])
+				sw_seterr(st.why, sizeof(st.why), "has two Package fields");
+			st.has_name = 1;
+			take(&st, "Package", st.name, sizeof(st.name), v, vn);
+		} else if (k == 7 && strncasecmp(line, "Version", 7) == 0) {
+			take(&st, "Version", st.version, sizeof(st.version), v, vn);
+		} else if (k == 12 && strncasecmp(line, "Architecture", 12) == 0) {
+			take(&st, "Architecture", st.arch, sizeof(st.arch), v, vn);
+		} else if (status && k == 6 && strncasecmp(line, "Status", 6) == 0) {
+			take(&st, "Status", st.status, sizeof(st.status), v, vn);
+		}
+	}
+	if (!rc && st.lines)
+		rc = end(&st, arg);
+	return rc;
+}
+
+/* Why a stanza does not name a package, or NULL. */
+static const char *name_why(const struct stanza *st)
+{
+	if (st->why[0])
+		return st->why;
+	if (!st->has_name)
+		return "has no Package field";
+	if (!sw_dpkg_name_valid(st->name))
+		return "has a Package field that is not a package name (lowercase letters, "
+		       "digits, + - .)";
+	return NULL;
+}
+
+/* Why the package a stanza names has no version or architecture dpkg could give it, or
+ * NULL. */
+static const char *fields_why(const struct stanza *st)
+{
+	if (!st->version[0])
+		return "has no Version field";
+	if (!sw_prog_version_valid(st->version))
+		return "has a Version field that is not a valid version";
+	if (!st->arch[0])
+		return "has no Architecture field";
+	if (!arch_valid(st->arch))
+		return "has an Architecture field that is not a valid architecture";
+	return NULL;
 }
 
 static int push(struct sw_dpkg_list *l, const struct stanza *st)
@@ -70,29 +161,28 @@ static int push(struct sw_dpkg_list *l, const struct stanza *st)
 	return 0;
 }
 
-/* Ends a stanza: an installed package is kept, one that does not read is counted. */
-static int stanza_end(struct sw_dpkg_list *l, struct stanza *st)
+/* Ends a stanza of dpkg's database: an installed package is kept, one that does not
+ * read is counted. */
+static int status_end(const struct stanza *st, void *arg)
 {
+	struct sw_dpkg_list *l = arg;
 	const char *last;
-	int rc = 0;
 
-	if (st->has_name) {
-		last = strrchr(st->status, ' ');
-		last = last ? last + 1 : st->status;
-		if (st->bad || !sw_dpkg_name_valid(st->name))
-			l->skipped++;
-		else if (strcmp(last, "installed") != 0)
-			; /* removed with its configuration kept, half-installed, ... */
-		else if (!st->version[0] || !sw_prog_version_valid(st->version) ||
-			 !arch_valid(st->arch))
-			l->skipped++;
-		else if (l->n >= SW_DPKG_PACKAGES_MAX)
-			rc = SW_ETOOBIG;
-		else
-			rc = push(l, st);
-	}
-	memset(st, 0, sizeof(*st));
-	return rc;
+	if (!st->has_name)
+		return 0;
+	last = strrchr(st->status, ' ');
+	last = last ? last + 1 : st->status;
+	if (name_why(st))
+		l->skipped++;
+	else if (strcmp(last, "installed") != 0)
+		; /* removed with its configuration kept, half-installed, ... */
+	else if (fields_why(st))
+		l->skipped++;
+	else if (l->n >= SW_DPKG_PACKAGES_MAX)
+		return SW_ETOOBIG;
+	else
+		return push(l, st);
+	return 0;
 }
 
 static int by_name_arch(const void *a, const void *b)
@@ -113,53 +203,16 @@ static int by_name_arch_seq(const void *a, const void *b)
 
 int sw_dpkg_parse(const char *text, size_t len, struct sw_dpkg_list *out, char *err, size_t errlen)
 {
-	struct stanza st;
-	size_t pos = 0, w = 0;
-	int rc = 0;
+	size_t w = 0;
+	int rc;
 
 	sw_dpkg_list_free(out);
-	memset(&st, 0, sizeof(st));
 	if (len > SW_DPKG_STATUS_MAX) {
 		sw_seterr(err, errlen, "dpkg's status file is larger than %d bytes",
 			  SW_DPKG_STATUS_MAX);
 		return SW_ETOOBIG;
 	}
-	while (!rc && pos < len) {
-		const char *line = text + pos, *nl = memchr(line, '\n', len - pos), *colon;
-		size_t n = nl ? (size_t)(nl - line) : len - pos;
-
-		pos += n + (nl ? 1 : 0);
-		if (n > 0 && line[n - 1] == '\r')
-			n--;
-		if (n == 0) {
-			rc = stanza_end(out, &st);
-			continue;
-		}
-		if (line[0] == ' ' || line[0] == '\t')
-			continue; /* a continuation: of Description, Conffiles, ... */
-		if (!(colon = memchr(line, ':', n))) {
-			st.bad = 1;
-			continue;
-		}
-		size_t k = (size_t)(colon - line), vn = n - k - 1;
-		const char *v = colon + 1;
-
-		if (k == 7 && strncasecmp(line, "Package", 7) == 0) {
-			if (st.has_name) /* two in one stanza: the file is damaged here */
-				st.bad = 1;
-			st.has_name = 1;
-			take(&st, st.name, sizeof(st.name), v, vn);
-		} else if (k == 7 && strncasecmp(line, "Version", 7) == 0) {
-			take(&st, st.version, sizeof(st.version), v, vn);
-		} else if (k == 12 && strncasecmp(line, "Architecture", 12) == 0) {
-			take(&st, st.arch, sizeof(st.arch), v, vn);
-		} else if (k == 6 && strncasecmp(line, "Status", 6) == 0) {
-			take(&st, st.status, sizeof(st.status), v, vn);
-		}
-	}
-	if (!rc)
-		rc = stanza_end(out, &st);
-	if (rc) {
+	if ((rc = stanzas(text, len, 1, status_end, out))) {
 		sw_seterr(err, errlen,
 			  rc == SW_ENOMEM ? "out of memory"
 					  : "dpkg's status file lists more than %d packages",
@@ -176,6 +229,51 @@ int sw_dpkg_parse(const char *text, size_t len, struct sw_dpkg_list *out, char *
 		else
 			out->skipped++;
 	out->n = w;
+	return 0;
+}
+
+/* A control file's stanza; a second one is an error. */
+struct control {
+	struct stanza st;
+	size_t n;
+};
+
+static int control_end(const struct stanza *st, void *arg)
+{
+	struct control *c = arg;
+
+	if (c->n++)
+		return SW_EINVAL;
+	c->st = *st;
+	return 0;
+}
+
+int sw_dpkg_control_parse(const char *text, size_t len, struct sw_dpkg_pkg *out, char *err,
+			  size_t errlen)
+{
+	struct control c;
+	const char *why;
+
+	memset(out, 0, sizeof(*out));
+	memset(&c, 0, sizeof(c));
+	if (len > SW_DPKG_CONTROL_MAX) {
+		sw_seterr(err, errlen, "the control file is larger than %d bytes",
+			  SW_DPKG_CONTROL_MAX);
+		return SW_ETOOBIG;
+	}
+	if (stanzas(text, len, 0, control_end, &c))
+		why = "holds more than one stanza";
+	else if (!c.n)
+		why = "is empty";
+	else if (!(why = name_why(&c.st)))
+		why = fields_why(&c.st);
+	if (why) {
+		sw_seterr(err, errlen, "the control file %s", why);
+		return SW_EINVAL;
+	}
+	snprintf(out->name, sizeof(out->name), "%s", c.st.name);
+	snprintf(out->version, sizeof(out->version), "%s", c.st.version);
+	snprintf(out->arch, sizeof(out->arch), "%s", c.st.arch);
 	return 0;
 }
 

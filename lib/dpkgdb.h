@@ -19,6 +19,7 @@
 #define SW_DPKG_ARCH_MAX     32
 #define SW_DPKG_STATUS_MAX   (256 * 1024 * 1024) /* bytes of the status file */
 #define SW_DPKG_PACKAGES_MAX 200000
+#define SW_DPKG_CONTROL_MAX  (1024 * 1024) /* bytes of a package's control file */
 
 struct sw_dpkg_pkg {
 	char name[SW_DPKG_NAME_MAX + 1];
@@ -37,6 +38,13 @@ struct sw_dpkg_list {
 /* Reads the text of a status file into `out` (emptied first). 0, or SW_ENOMEM /
  * SW_ETOOBIG. */
 int sw_dpkg_parse(const char *text, size_t len, struct sw_dpkg_list *out, char *err, size_t errlen);
+/* Reads a package's control file (DEBIAN/control, or `control` in a .deb's control.tar:
+ * one stanza, no Status) into `out`, with the checks sw_dpkg_parse makes of an installed
+ * package's name, version and architecture; `seq` is 0. 0, or SW_EINVAL with the reason
+ * ("the control file has no Package field", "... holds more than one stanza"), or
+ * SW_ETOOBIG past SW_DPKG_CONTROL_MAX bytes; `out` is zeroed on failure. */
+int sw_dpkg_control_parse(const char *text, size_t len, struct sw_dpkg_pkg *out, char *err,
+			  size_t errlen);
 /* Reads the status file at `path`. */
 int sw_dpkg_read(const char *path, struct sw_dpkg_list *out, char *err, size_t errlen);
 void sw_dpkg_list_free(struct sw_dpkg_list *l);
