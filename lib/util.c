@@ -260,6 +260,58 @@ void sw_sha256_hex(const void *data, size_t len, char out[65])
 	out[64] = '\0';
 }
 
+int sw_file_sha256(const char *path, char out[65], uint64_t *size, char *err, size_t errlen)
+{
+	static const char digits[] = "0123456789abcdef";
+	unsigned char digest[32], *buf = malloc(1 << 16);
+	gnutls_hash_hd_t h = NULL;
+	uint64_t total = 0;
+	ssize_t n = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK), rc = SW_EIO;
+	struct stat st;
+
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		sw_seterr(err, errlen, "cannot read %s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		sw_seterr(err, errlen, "%s is not a regular file", path);
+		goto out;
+	}
+	if (!buf || gnutls_hash_init(&h, GNUTLS_DIG_SHA256) < 0) {
+		sw_seterr(err, errlen, "out of memory");
+		rc = SW_ENOMEM;
+		goto out;
+	}
+	while ((n = read(fd, buf, 1 << 16)) > 0 || (n < 0 && errno == EINTR)) {
+		if (n < 0)
+			continue;
+		gnutls_hash(h, buf, (size_t)n);
+		total += (uint64_t)n;
+	}
+	if (n < 0) {
+		sw_seterr(err, errlen, "cannot read %s: %s", path, strerror(errno));
+		goto out;
+	}
+	gnutls_hash_deinit(h, digest);
+	h = NULL;
+	for (int i = 0; i < 32; i++) {
+		out[2 * i] = digits[digest[i] >> 4];
+		out[2 * i + 1] = digits[digest[i] & 15];
+	}
+	out[64] = '\0';
+	if (size)
+		*size = total;
+	rc = 0;
+out:
+	if (h)
+		gnutls_hash_deinit(h, NULL);
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return rc;
+}
+
 int sw_consttime_eq(const char *a, const char *b)
 {
 	size_t la = strlen(a), lb = strlen(b);

@@ -56,6 +56,9 @@ uint32_t sw_random_u32(void);
 
 /* SHA-256 of `data` as lowercase hex (65 bytes). */
 void sw_sha256_hex(const void *data, size_t len, char out[65]);
+/* SHA-256 of the file at `path` as lowercase hex, and its size; read in pieces, for
+ * files of any size (on the thread pool for large ones). */
+int sw_file_sha256(const char *path, char out[65], uint64_t *size, char *err, size_t errlen);
 
 /* Compares two strings in time independent of where they differ. */
 int sw_consttime_eq(const char *a, const char *b);

@@ -107,6 +107,39 @@ static void test_write_atomic_makes_its_own_file(void **state)
 	rmdir(dir);
 }
 
+/* A file's hash read in pieces is the hash of its bytes at once, past one piece. */
+static void test_file_sha256(void **state)
+{
+	char dir[] = "/tmp/sw-test-util-XXXXXX", path[128], want[65], got[65], err[200];
+	size_t n = 200000;
+	unsigned char *data = malloc(n);
+	uint64_t size = 0;
+	FILE *f;
+
+	(void)state;
+	assert_non_null(data);
+	for (size_t i = 0; i < n; i++)
+		data[i] = (unsigned char)(i * 131 + i / 7);
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/blob", dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	assert_int_equal(fwrite(data, 1, n, f), n);
+	fclose(f);
+	sw_sha256_hex(data, n, want);
+	assert_int_equal(sw_file_sha256(path, got, &size, err, sizeof(err)), 0);
+	assert_string_equal(got, want);
+	assert_int_equal(size, n);
+	/* a folder, and a file that is not there: refused with the reason */
+	assert_int_equal(sw_file_sha256(dir, got, NULL, err, sizeof(err)), SW_EIO);
+	assert_non_null(strstr(err, "not a regular file"));
+	unlink(path);
+	assert_int_equal(sw_file_sha256(path, got, NULL, err, sizeof(err)), SW_EIO);
+	assert_non_null(strstr(err, "No such file"));
+	rmdir(dir);
+	free(data);
+}
+
 static void test_pem_read(void **state)
 {
 	char dir[] = "/tmp/sw-test-pem-XXXXXX", path[128], err[256], *pem = NULL;
@@ -244,6 +277,7 @@ int main(void)
 	    cmocka_unit_test(test_int_parse),
 	    cmocka_unit_test(test_printable),
 	    cmocka_unit_test(test_pem_read),
+	    cmocka_unit_test(test_file_sha256),
 	    cmocka_unit_test(test_loop_drain),
 	    cmocka_unit_test(test_write_atomic_makes_its_own_file),
 	};
