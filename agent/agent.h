@@ -133,6 +133,23 @@ void metrics_stop(struct agent *a);
 
 /* exec.c: POST /v1/exec, a command for the site's administrator, bounded */
 void exec_post(struct sw_http_req *req, void *arg);
+/* How a command run by exec_spawn() ended, and the first and last KiB of its output
+ * (standard output and error together, shown printable). */
+struct exec_result {
+	int timed_out;
+	int64_t status, signo, elapsed_ms;
+	const char *head, *tail;
+	uint64_t bytes;
+};
+typedef void (*exec_done)(const struct exec_result *r, void *arg);
+/* Runs argv (argv[0] a path, or a name looked up in env's PATH) with `env`, from /, in a
+ * process group of its own, killed whole at `timeout_ms`; `done` follows, never inside
+ * this call. Non-zero with `err` set, and `done` not called, when it cannot start. */
+int exec_spawn(struct agent *a, char **argv, char **env, int64_t timeout_ms, exec_done done,
+	       void *arg, char *err, size_t errlen);
+
+/* deploy.c: POST /v1/deploy, a package installed or removed for the site server */
+void deploy_post(struct sw_http_req *req, void *arg);
 
 /* inventory.c: the machine's hardware and packages, sent whole once, then as deltas */
 int inventory_start(struct agent *a);

@@ -176,6 +176,7 @@ static const struct sw_http_route routes[] = {
     {"GET", "/v1/services/*", SW_HTTP_SERVER, get_service, 0},
     {"POST", "/v1/services/*", SW_HTTP_SERVER, post_service, 0},
     {"POST", "/v1/exec", SW_HTTP_SERVER, exec_post, 64 * 1024},
+    {"POST", "/v1/deploy", SW_HTTP_SERVER, deploy_post, 64 * 1024},
     {"POST", "/v1/upgrade/stop", SW_HTTP_SERVER, upgrade_post_stop, 0},
     {"POST", "/v1/upgrade/start", SW_HTTP_SERVER, upgrade_post_start, 0},
     {"POST", "/v1/upgrade/stage", SW_HTTP_SERVER, upgrade_post_stage, 0},

@@ -30,7 +30,8 @@
 
 struct exec {
 	struct agent *a;
-	struct sw_http_req *req;
+	exec_done done;
+	void *arg;
 	uv_process_t proc;
 	uv_pipe_t out;
 	uv_timer_t timer;
@@ -90,6 +91,7 @@ static void answer(struct exec *e)
 	char head[EXEC_KEEP * 4 + 1], tail[EXEC_KEEP * 4 + 1], ring[EXEC_KEEP];
 	size_t n = e->ntail_total < EXEC_KEEP ? e->ntail_total : EXEC_KEEP;
 	size_t start = e->ntail_total < EXEC_KEEP ? 0 : e->ntail_total % EXEC_KEEP;
+	struct exec_result r;
 
 	if (e->answered)
 		return;
@@ -105,12 +107,14 @@ static void answer(struct exec *e)
 
 		text_of(tail, sizeof(tail), ring + skip, n - skip);
 	}
-	sw_http_reply_json(e->req, 200,
-			   json_pack("{sb sb sI sI sI ss ss sI}", "started", 1, "timed_out",
-				     e->timed_out, "exit", (json_int_t)e->status, "signal",
-				     (json_int_t)e->signo, "elapsed_ms",
-				     (json_int_t)(sw_mono_ms() - e->started), "head", head, "tail",
-				     tail, "bytes", (json_int_t)e->bytes));
+	r.timed_out = e->timed_out;
+	r.status = e->status;
+	r.signo = e->signo;
+	r.elapsed_ms = sw_mono_ms() - e->started;
+	r.head = head;
+	r.tail = tail;
+	r.bytes = e->bytes;
+	e->done(&r, e->arg);
 	uv_timer_stop(&e->timer);
 	if (!uv_is_closing((uv_handle_t *)&e->timer))
 		uv_close((uv_handle_t *)&e->timer, closed);
@@ -176,6 +180,77 @@ static void exited(uv_process_t *p, int64_t status, int signo)
 		uv_timer_start(&e->timer, on_timer, EXEC_DRAIN_MS, 0);
 }
 
+int exec_spawn(struct agent *a, char **argv, char **env, int64_t timeout_ms, exec_done done,
+	       void *arg, char *err, size_t errlen)
+{
+	uv_process_options_t o;
+	uv_stdio_container_t io[3];
+	struct exec *e;
+	int fds[2] = {-1, -1}, rc;
+
+	if (running >= EXEC_RUNNING) {
+		sw_seterr(err, errlen, "%d commands run here already; ask again", EXEC_RUNNING);
+		return SW_EBUSY;
+	}
+	if (!(e = calloc(1, sizeof(*e))) ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0) {
+		sw_seterr(err, errlen, "cannot run a command: %s", strerror(errno));
+		free(e);
+		return SW_EIO;
+	}
+	e->a = a;
+	e->done = done;
+	e->arg = arg;
+	e->started = sw_mono_ms();
+	memset(&o, 0, sizeof(o));
+	memset(io, 0, sizeof(io));
+	io[0].flags = UV_IGNORE;
+	io[1].flags = io[2].flags = UV_INHERIT_FD;
+	io[1].data.fd = io[2].data.fd = fds[1];
+	o.file = argv[0];
+	o.args = argv;
+	o.env = env;
+	o.cwd = "/";
+	o.flags = UV_PROCESS_DETACHED; /* its own process group, killed whole */
+	o.stdio = io;
+	o.stdio_count = 3;
+	o.exit_cb = exited;
+	e->proc.data = e->out.data = e->timer.data = e;
+	uv_pipe_init(a->loop, &e->out, 0);
+	uv_timer_init(a->loop, &e->timer);
+	e->open_handles = 2;
+	running++;
+	rc = uv_spawn(a->loop, &e->proc, &o);
+	close(fds[1]);
+	if (rc < 0) {
+		close(fds[0]);
+		sw_seterr(err, errlen, "cannot start %s: %s", argv[0], uv_strerror(rc));
+		e->answered = 1;
+		uv_close((uv_handle_t *)&e->out, closed);
+		uv_close((uv_handle_t *)&e->timer, closed);
+		return SW_ENOTFOUND;
+	}
+	e->open_handles = 3;
+	sw_info("exec: %s started (pid %d, at most %lld ms)", argv[0], e->proc.pid,
+		(long long)timeout_ms);
+	if (uv_pipe_open(&e->out, fds[0]) == 0)
+		uv_read_start((uv_stream_t *)&e->out, on_alloc, on_read);
+	else
+		e->eof = 1;
+	uv_timer_start(&e->timer, on_timer, (uint64_t)timeout_ms, 0);
+	return 0;
+}
+
+static void replied(const struct exec_result *r, void *arg)
+{
+	sw_http_reply_json(arg, 200,
+			   json_pack("{sb sb sI sI sI ss ss sI}", "started", 1, "timed_out",
+				     r->timed_out, "exit", (json_int_t)r->status, "signal",
+				     (json_int_t)r->signo, "elapsed_ms", (json_int_t)r->elapsed_ms,
+				     "head", r->head, "tail", r->tail, "bytes",
+				     (json_int_t)r->bytes));
+}
+
 void exec_post(struct sw_http_req *req, void *arg)
 {
 	struct agent *a = arg;
@@ -184,13 +259,10 @@ void exec_post(struct sw_http_req *req, void *arg)
 	    "HOME=/", NULL};
 	char *args[EXEC_ARGS_MAX + 1], err[300];
 	int64_t timeout_ms = 60000, deadline_ms = 0;
-	uv_process_options_t o;
-	uv_stdio_container_t io[3];
-	struct exec *e = NULL;
 	const json_t *argv, *v;
 	json_t *j;
 	size_t i;
-	int fds[2] = {-1, -1}, rc;
+	int rc;
 
 	if (!(j = sw_http_req_json(req)))
 		return;
@@ -219,57 +291,11 @@ void exec_post(struct sw_http_req *req, void *arg)
 		sw_http_reply_error(req, 410, "the request expired before it arrived; not run");
 		goto out;
 	}
-	if (running >= EXEC_RUNNING) {
-		sw_http_reply_error(req, 503, "%d commands run here already; ask again",
-				    EXEC_RUNNING);
-		goto out;
-	}
-	if (!(e = calloc(1, sizeof(*e))) ||
-	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0) {
-		sw_http_reply_error(req, 500, "cannot run a command: %s", strerror(errno));
-		free(e);
-		goto out;
-	}
-	e->a = a;
-	e->req = req;
-	e->started = sw_mono_ms();
-	memset(&o, 0, sizeof(o));
-	memset(io, 0, sizeof(io));
-	io[0].flags = UV_IGNORE;
-	io[1].flags = io[2].flags = UV_INHERIT_FD;
-	io[1].data.fd = io[2].data.fd = fds[1];
-	o.file = args[0];
-	o.args = args;
-	o.env = (char **)env;
-	o.cwd = "/";
-	o.flags = UV_PROCESS_DETACHED; /* its own process group, killed whole */
-	o.stdio = io;
-	o.stdio_count = 3;
-	o.exit_cb = exited;
-	e->proc.data = e->out.data = e->timer.data = e;
-	uv_pipe_init(a->loop, &e->out, 0);
-	uv_timer_init(a->loop, &e->timer);
-	e->open_handles = 2;
-	running++;
-	rc = uv_spawn(a->loop, &e->proc, &o);
-	close(fds[1]);
-	if (rc < 0) {
-		close(fds[0]);
-		sw_http_reply_json(req, 200,
-				   json_pack("{sb ss}", "started", 0, "error", uv_strerror(rc)));
-		e->answered = 1;
-		uv_close((uv_handle_t *)&e->out, closed);
-		uv_close((uv_handle_t *)&e->timer, closed);
-		goto out;
-	}
-	e->open_handles = 3;
-	sw_info("exec: %s started for the site server (pid %d, at most %lld ms)", args[0],
-		e->proc.pid, (long long)timeout_ms);
-	if (uv_pipe_open(&e->out, fds[0]) == 0)
-		uv_read_start((uv_stream_t *)&e->out, on_alloc, on_read);
-	else
-		e->eof = 1;
-	uv_timer_start(&e->timer, on_timer, (uint64_t)timeout_ms, 0);
+	rc = exec_spawn(a, args, (char **)env, timeout_ms, replied, req, err, sizeof(err));
+	if (rc == SW_EBUSY)
+		sw_http_reply_error(req, 503, "%s", err);
+	else if (rc)
+		sw_http_reply_json(req, 200, json_pack("{sb ss}", "started", 0, "error", err));
 out:
 	json_decref(j);
 }

@@ -45,6 +45,8 @@ static const char *const known_settings[] = {
     "metering.passive_interval_ms",
     "run.offline",
     "inventory.dpkg_status",
+    "deploy.root",
+    "deploy.dpkg",
     "metrics.file",
     NULL,
 };

@@ -78,6 +78,7 @@ int cmd_license(struct cli *c, int argc, char **argv);
 int cmd_inventory(struct cli *c, int argc, char **argv);
 int cmd_collection(struct cli *c, int argc, char **argv);
 int cmd_exec(struct cli *c, int argc, char **argv);
+int cmd_deploy(struct cli *c, int argc, char **argv);
 int cmd_software(struct cli *c, int argc, char **argv);
 
 /* metering.c */

@@ -1012,6 +1012,14 @@ static const struct sw_http_route routes[] = {
     {"POST", "/v1/collections/*", SW_HTTP_OPERATOR, collections_post, 1024 * 1024},
     {"DELETE", "/v1/collections/*", SW_HTTP_OPERATOR, collections_delete, 0},
     {"POST", "/v1/exec", SW_HTTP_ADMIN, exec_post, 256 * 1024},
+    /* software distribution: an operator's, as upgrades are */
+    {"POST", "/v1/content", SW_HTTP_OPERATOR | SW_HTTP_BODY_FILE, deploy_content_post,
+     (size_t)2 << 30},
+    {"GET", "/v1/content/*", SW_HTTP_AGENT, deploy_content_get, 0},
+    {"POST", "/v1/deployments", SW_HTTP_OPERATOR, deploy_post, 64 * 1024},
+    {"GET", "/v1/deployments", SW_HTTP_VIEWER, deploy_get, 0},
+    {"GET", "/v1/deployments/*", SW_HTTP_VIEWER, deploy_get, 0},
+    {"POST", "/v1/deployments/*", SW_HTTP_OPERATOR, deploy_action, 0},
     {"POST", "/v1/licenses/reclaim", SW_HTTP_OPERATOR, licenses_reclaim, 0},
     /* an operator runs upgrades: its package goes up first */
     {"POST", "/v1/upgrades", SW_HTTP_OPERATOR, upgrade_post, 0},

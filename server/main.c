@@ -47,6 +47,9 @@ static const char *const known_settings[] = {
     "metering.lease_ttl_ms",
     "metering.meter_poll_ms",
     "metering.summarize_interval_s",
+    "deploy.fetch_base_s",
+    "deploy.lock_wait_s",
+    "deploy.install_timeout_s",
     NULL,
 };
 
@@ -179,7 +182,9 @@ static int server_configure(struct server *s, const char *dir, int check_only, c
 	if ((rc = registry_load(s, err, errlen)) ||
 	    (rc = admins_load(s, !check_only, err, errlen)) || (rc = licenses_load(s, err, errlen)))
 		return rc;
-	return check_only ? 0 : upgrade_load(s, err, errlen);
+	if (check_only)
+		return 0;
+	return (rc = upgrade_load(s, err, errlen)) ? rc : deploy_load(s, err, errlen);
 }
 
 /* A server that runs for years passes the renewal age of its certificate while it runs:
@@ -323,6 +328,7 @@ static void server_cleanup(struct server *s)
 	s->stopping = 1;
 	sw_http_client_free(s->agents);
 	upgrade_free(s);
+	deploy_free(s);
 	json_decref(s->meter_urls);
 	json_decref(s->meter_names);
 	registry_free(s);

@@ -52,21 +52,28 @@ void package_signing_key(struct sw_http_req *req, void *arg)
 void package_get(struct sw_http_req *req, void *arg)
 {
 	struct server *s = arg;
-	const char *sha = sw_http_req_tail(req), *range = sw_http_req_header(req, "Range");
+	const char *sha = sw_http_req_tail(req);
 	char path[PATH_MAX];
-	unsigned long long from = 0;
-	struct stat st;
-	int fd;
 
 	if (strlen(sha) != 64 || strspn(sha, "0123456789abcdef") != 64) {
 		sw_http_reply_error(req, 400, "a package is named by its SHA-256");
 		return;
 	}
 	package_path(s, sha, path, sizeof(path));
+	package_serve(req, path);
+}
+
+void package_serve(struct sw_http_req *req, const char *path)
+{
+	const char *range = sw_http_req_header(req, "Range");
+	unsigned long long from = 0;
+	struct stat st;
+	int fd;
+
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
 		/* out of descriptors is a passing state, not a missing package */
-		sw_warn("cannot send package %.12s: %s", sha, strerror(errno));
+		sw_warn("cannot send %s: %s", path, strerror(errno));
 		sw_http_reply_busy(req, 1, "the server is out of file descriptors; try again");
 		return;
 	}

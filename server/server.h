@@ -92,6 +92,7 @@ struct server {
 	uv_signal_t sigint, sigterm;
 	int64_t started_ms;
 	struct upgrade *upgrade; /* the latest upgrade run, NULL if none */
+	struct deploys *deploys; /* deploy.c: software distribution */
 	int upgrade_starting;	 /* a new run's rows are on their way to the journal */
 	/* upgrade.c: moves on with every change of the latest run (what is journaled), its
 	 * systems' and its own each noting the generation they changed at; the watchers of
@@ -310,6 +311,8 @@ void upgrade_action(struct sw_http_req *req, void *arg);
 
 /* package.c */
 void package_get(struct sw_http_req *req, void *arg);
+/* Answers with the file at `path`, from the request's Range if it has one. */
+void package_serve(struct sw_http_req *req, const char *path);
 void package_signing_key(struct sw_http_req *req, void *arg);
 
 /* metering.c */
@@ -355,6 +358,14 @@ void collections_delete(struct sw_http_req *req, void *arg);
 typedef void (*collections_resolved)(struct server *s, const json_t *members, int rc,
 				     const char *err, void *arg);
 int collections_resolve(struct server *s, const char *name, collections_resolved done, void *arg);
+/* deploy.c: software distribution (siteward deploy) */
+int deploy_load(struct server *s, char *err, size_t errlen);
+void deploy_free(struct server *s);
+void deploy_content_post(struct sw_http_req *req, void *arg);
+void deploy_content_get(struct sw_http_req *req, void *arg);
+void deploy_post(struct sw_http_req *req, void *arg);
+void deploy_get(struct sw_http_req *req, void *arg);
+void deploy_action(struct sw_http_req *req, void *arg);
 /* exec.c: POST /v1/exec, a command on every member of a collection (administrators) */
 void exec_post(struct sw_http_req *req, void *arg);
 void licenses_reclaim(struct sw_http_req *req, void *arg);

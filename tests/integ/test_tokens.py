@@ -332,7 +332,9 @@ class Migration(unittest.TestCase):
             site.stop()
             # the database as the version before sql/011 left it: the migrations after
             # it undone too, so that the server applies them all again
-            db_exec(site, "ALTER TABLE products DROP COLUMN package",
+            db_exec(site, "DROP TABLE deployment_systems", "DROP TABLE deployments",
+                    "DELETE FROM schema_migrations WHERE number = 22",
+                    "ALTER TABLE products DROP COLUMN package",
                     "DELETE FROM schema_migrations WHERE number = 21",
                     "DROP TABLE collections",
                     "DELETE FROM schema_migrations WHERE number = 20",

@@ -1,0 +1,216 @@
+"""Software distribution through the real programs: five agents, each with a dpkg root
+of its own (dpkg --root, so that an install on one is not an install on all), a real
+.deb built with dpkg-deb, installed by the real dpkg. A deployment to the five where one
+has dpkg's lock held and one is stopped mid-run ends within the bound it printed, the
+held one deferred with its holder named and the stopped one caught up when started; the
+inventory follows the install and the removal; a tampered package is refused and the
+failure budget halts the rest; a member that joins the collection gets the package."""
+import fcntl
+import json
+import os
+import subprocess
+import time
+import unittest
+
+from harness import Site, wait_for
+
+NAMES = ["m1", "m2", "m3", "m4", "m5"]
+
+
+def build_deb(tmp, version, size=64 * 1024):
+    """A .deb of package sw-hello at `version`, with `size` bytes of payload."""
+    top = os.path.join(tmp, f"pkg-{version}")
+    os.makedirs(os.path.join(top, "DEBIAN"), exist_ok=True)
+    os.makedirs(os.path.join(top, "usr/share/sw-hello"), exist_ok=True)
+    with open(os.path.join(top, "DEBIAN/control"), "w") as f:
+        f.write(f"Package: sw-hello\nVersion: {version}\nArchitecture: all\n"
+                "Maintainer: siteward tests <tests@example.org>\n"
+                "Description: a package for the deployment tests\n")
+    with open(os.path.join(top, "usr/share/sw-hello/payload"), "wb") as f:
+        f.write(os.urandom(size))
+    out = os.path.join(tmp, f"sw-hello_{version}_all.deb")
+    subprocess.run(["dpkg-deb", "--build", "-Zgzip", top, out], check=True,
+                   capture_output=True, timeout=60)
+    return out
+
+
+class Deploy(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.site = site = Site(heartbeat=1, extra_conf={
+            "deploy.fetch_base_s": "5", "deploy.lock_wait_s": "2",
+            "deploy.install_timeout_s": "10"})
+        site.start()
+        cls.roots = {}
+        for name in NAMES:
+            root = os.path.join(site.tmp, f"root-{name}")
+            for d in ("var/lib/dpkg/info", "var/lib/dpkg/updates"):
+                os.makedirs(os.path.join(root, d))
+            open(os.path.join(root, "var/lib/dpkg/status"), "w").close()
+            cls.roots[name] = root
+            a = site.enroll(name, start=False)
+            with open(os.path.join(a.dir, "agent.conf"), "a") as f:
+                f.write(f"\n[inventory]\ndpkg_status = {root}/var/lib/dpkg/status\n"
+                        f"[deploy]\nroot = {root}\n")
+            if name == "m3":
+                # dpkg, slowly: the agent is stopped while it runs
+                wrapper = os.path.join(site.tmp, "slow-dpkg")
+                with open(wrapper, "w") as f:
+                    f.write(f"#!/bin/sh\ntouch {site.tmp}/m3-started\nsleep 3\n"
+                            "exec dpkg \"$@\"\n")
+                os.chmod(wrapper, 0o755)
+                with open(os.path.join(a.dir, "agent.conf"), "a") as f:
+                    f.write(f"dpkg = {wrapper}\n")
+            a.start()
+        cls.deb1 = build_deb(site.tmp, "1.0-1")
+        cls.deb2 = build_deb(site.tmp, "2.0-1")
+        site.cli("collection", "add", "fleet", "--systems", ",".join(NAMES))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.site.close()
+
+    def installed(self, name):
+        """sw-hello's version in `name`'s dpkg database, or None."""
+        with open(os.path.join(self.roots[name], "var/lib/dpkg/status")) as f:
+            for stanza in f.read().split("\n\n"):
+                if "Package: sw-hello\n" in stanza + "\n" and "ok installed" in stanza:
+                    for line in stanza.splitlines():
+                        if line.startswith("Version: "):
+                            return line[9:]
+        return None
+
+    def deployment(self, ident):
+        return self.site.cli_json("deploy", "status", str(ident))
+
+    def by_system(self, d):
+        return {y["system"]: y for y in d["systems"]}
+
+    def test_1_held_lock_and_stopped_agent(self):
+        site = self.site
+        lock = open(os.path.join(self.roots["m2"], "var/lib/dpkg/lock-frontend"), "w")
+        fcntl.lockf(lock, fcntl.LOCK_EX)
+        try:
+            t0 = time.monotonic()
+            p = subprocess.Popen(
+                [os.path.join(os.environ["SITEWARD_BUILD"], "siteward"), "--json", "deploy",
+                 self.deb1, "--to", "fleet", "--parallel", "5", "--max-failures", "1"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env=dict(os.environ, SITEWARD_SITE=site.dir))
+            # m3's dpkg has begun: its agent is stopped mid-run
+            wait_for(lambda: os.path.exists(os.path.join(site.tmp, "m3-started")), 30,
+                     "m3's dpkg to start")
+            site.agents["m3"].stop()
+            out, err = p.communicate(timeout=120)
+            took = time.monotonic() - t0
+        except BaseException:
+            lock.close()
+            raise
+        self.assertEqual(p.returncode, 1, err)  # not all done: two deferred
+        d = json.loads(out)
+        got = self.by_system(d)
+        bound = d["per_system_s"]  # five at once: one round
+        self.assertLessEqual(took, bound + 10, f"took {took:.1f} s; the bound was {bound} s")
+        for name in ("m1", "m4", "m5"):
+            self.assertEqual(got[name]["state"], "done", got[name])
+            self.assertEqual(self.installed(name), "1.0-1")
+        self.assertEqual(got["m2"]["state"], "deferred")
+        self.assertIn(f"held by pid {os.getpid()}", got["m2"]["reason"])
+        self.assertIsNone(self.installed("m2"))
+        self.assertEqual(got["m3"]["state"], "deferred")
+        # what it was last told: no answer to the call, or not back yet
+        self.assertRegex(got["m3"]["reason"], "no answer from its agent|not connected")
+        self.assertEqual((d["counts"]["running"], d["counts"]["pending"]), (0, 0))
+
+        # the lock let go, and m3 started again: both catch up
+        lock.close()
+        site.agents["m3"].start()
+        wait_for(lambda: all(y["state"] == "done"
+                             for y in self.deployment(d["id"])["systems"]), 60,
+                 "m2 and m3 to catch up")
+        self.assertEqual([self.installed(n) for n in NAMES], ["1.0-1"] * 5)
+        # the inventory follows the install, as deltas
+        wait_for(lambda: len(site.cli_json("software", "--package", "sw-hello")["systems"]) == 5,
+                 30, "the inventory of all five to show sw-hello")
+        site.cli("deploy", "cancel", str(d["id"]))
+
+        # removal, the same way
+        r = site.cli("--json", "deploy", "remove", "sw-hello", "--to", "fleet", "--parallel",
+                     "5", check=False)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual([self.installed(n) for n in NAMES], [None] * 5)
+        wait_for(lambda: not site.cli_json("software", "--package", "sw-hello")["systems"],
+                 30, "the inventory to show sw-hello gone")
+        site.cli("deploy", "cancel", str(json.loads(r.stdout)["id"]))
+
+    def test_2_tampered_package_refused_and_budget_halts(self):
+        site = self.site
+        site.cli("collection", "add", "pair", "--systems", "m4,m5")
+        site.cli("collection", "add", "nobody", "--systems", "ghost")
+        # stored by an upload, then damaged in the store
+        r = site.cli("--json", "deploy", self.deb2, "--to", "nobody", "--no-wait")
+        sha = json.loads(r.stdout)["sha256"]
+        path = os.path.join(site.dir, "packages", sha + ".deb")
+        with open(path, "r+b") as f:
+            f.seek(os.path.getsize(path) // 2)
+            b = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([b[0] ^ 0xFF]))
+        st, made = site.api("POST", "/v1/deployments", {
+            "sha256": sha, "collection": "pair", "parallel": 1, "max_failures": 0})
+        self.assertEqual(st, 200, made)
+        wait_for(lambda: self.deployment(made["id"])["state"] == "halted", 60,
+                 "the failure budget to halt the deployment")
+        d = self.deployment(made["id"])
+        failed = [y for y in d["systems"] if y["state"] == "failed"]
+        self.assertEqual(len(failed), 1, d)
+        self.assertIn("not the signed", failed[0]["reason"])
+        self.assertIn("more than --max-failures 0", d["reason"])
+        # the one not started is still pending, not tried; nothing installed 2.0
+        self.assertEqual([y["state"] for y in d["systems"]].count("pending"), 1)
+        self.assertNotIn(self.installed("m4"), ("2.0-1",))
+        self.assertNotIn(self.installed("m5"), ("2.0-1",))
+
+    def test_3_new_member_gets_it_and_window(self):
+        site = self.site
+        site.cli("collection", "add", "some", "--systems", "m1")
+        r = site.cli("--json", "deploy", self.deb2, "--to", "some", check=False)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        d = json.loads(r.stdout)
+        self.assertEqual(self.installed("m1"), "2.0-1")
+        # m2 joins the collection: the deployment, still active, reaches it
+        site.cli("collection", "add", "some", "--systems", "m1,m2")
+        wait_for(lambda: self.by_system(self.deployment(d["id"])).get("m2", {}).get("state")
+                 == "done", 30, "the new member to get the package")
+        self.assertEqual(self.installed("m2"), "2.0-1")
+        site.cli("deploy", "cancel", str(d["id"]))
+        # a window that is closed now: nothing starts, and the reason says so
+        h = (time.localtime().tm_hour + 3) % 24
+        r = site.cli("--json", "deploy", "remove", "sw-hello", "--to", "some", "--window",
+                     f"{h:02d}:00-{(h + 1) % 24:02d}:00", "--no-wait")
+        w = json.loads(r.stdout)
+        wait_for(lambda: all("waiting for the window" in y["reason"]
+                             for y in self.deployment(w["id"])["systems"]), 10,
+                 "the systems to wait for the window")
+        self.assertEqual(self.installed("m1"), "2.0-1")
+        c = site.cli_json("deploy", "cancel", str(w["id"]))
+        self.assertEqual(c["state"], "cancelled")
+        self.assertEqual({y["state"] for y in c["systems"]}, {"skipped"})
+        # bad input: a clear error, nothing made
+        r = site.cli("deploy", self.deb1, "--to", "fleet", "--window", "25:00-26:00",
+                     check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("HH:MM-HH:MM", r.stderr)
+        bad = os.path.join(site.tmp, "not-a.deb")
+        with open(bad, "wb") as f:
+            f.write(b"!<arch>\nnot a package at all\n")
+        r = site.cli("deploy", bad, "--to", "fleet", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("not a Debian package", r.stderr)
+        r = site.cli("deploy", self.deb1, "--to", "no-such", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no collection no-such", r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
