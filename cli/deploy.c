@@ -33,6 +33,14 @@ static const char *str(const json_t *o, const char *key)
 	return v ? v : "";
 }
 
+/* Whether the deployment still starts systems (not halted or cancelled). */
+static int active(const json_t *d)
+{
+	static const char *const states[] = {"active"};
+
+	return strcmp(str(d, "state"), states[0]) == 0;
+}
+
 static void counts_line(FILE *f, const json_t *d)
 {
 	const json_t *c = json_object_get(d, "counts");
@@ -98,7 +106,7 @@ static int follow(struct cli *c, json_t *d)
 		}
 		if (!num(n, "pending") && !num(n, "running"))
 			break;
-		if (strcmp(str(d, "state"), "active") != 0 || time(NULL) > until)
+		if (!active(d) || time(NULL) > until)
 			break;
 		nanosleep(&(struct timespec){.tv_sec = 1}, NULL);
 		json_decref(d);
@@ -113,7 +121,7 @@ static int follow(struct cli *c, json_t *d)
 		const json_t *n = json_object_get(d, "counts");
 
 		rc = num(n, "failed") || num(n, "deferred") || num(n, "pending") ||
-			     num(n, "running") || strcmp(str(d, "state"), "active") != 0
+			     num(n, "running") || !active(d)
 			 ? 1
 			 : 0;
 		if (!c->json && (num(n, "deferred") || num(n, "pending")))

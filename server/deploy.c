@@ -61,6 +61,18 @@
 enum dstate { D_PENDING, D_RUNNING, D_DONE, D_DEFERRED, D_FAILED, D_SKIPPED };
 static const char *const dstate_names[] = {"pending",  "running", "done",
 					   "deferred", "failed",  "skipped"};
+/* A deployment: starting systems; halted by its failure budget; cancelled. */
+enum depstate { DEP_ACTIVE, DEP_HALTED, DEP_CANCELLED };
+static const char *const depstate_names[] = {"active", "halted", "cancelled"};
+
+/* The index of `name` in `names`, or `def` when it is none of them. */
+static int state_parse(const char *name, const char *const *names, size_t n, int def)
+{
+	for (size_t i = 0; name && i < n; i++)
+		if (strcmp(name, names[i]) == 0)
+			return (int)i;
+	return def;
+}
 
 struct dsys {
 	char name[64];
@@ -78,7 +90,8 @@ struct dep {
 	char action[8], package[101], version[101], arch[33], sha[65];
 	int64_t size;
 	char *manifest, *signature;
-	char collection[64], window[16], state[16], reason[300], created_by[128];
+	char collection[64], window[16], reason[300], created_by[128];
+	enum depstate state;
 	int64_t parallel, max_failures, created_at;
 	int win_from, win_to; /* minutes after midnight, the server's local time; -1: none */
 	struct dsys *sys;
@@ -214,8 +227,9 @@ static json_t *dep_row(const struct dep *d)
 			 d->sha, "size", (json_int_t)d->size, "manifest", d->manifest, "signature",
 			 d->signature, "collection", d->collection, "parallel",
 			 (json_int_t)d->parallel, "max_failures", (json_int_t)d->max_failures,
-			 "window", d->window, "state", d->state, "reason", d->reason, "created_at",
-			 (json_int_t)d->created_at, "created_by", d->created_by);
+			 "window", d->window, "state", depstate_names[d->state], "reason",
+			 d->reason, "created_at", (json_int_t)d->created_at, "created_by",
+			 d->created_by);
 }
 
 static json_t *sys_row(const struct dsys *y)
@@ -271,11 +285,12 @@ static void set_state(struct dep *d, size_t i, enum dstate st, const char *fmt, 
 	save(d, 0, i);
 }
 
-static void set_dep_state(struct dep *d, const char *state, const char *reason)
+static void set_dep_state(struct dep *d, enum depstate state, const char *reason)
 {
-	snprintf(d->state, sizeof(d->state), "%s", state);
+	d->state = state;
 	snprintf(d->reason, sizeof(d->reason), "%s", reason);
-	sw_info("deployment %" PRId64 " %s%s%s", d->id, state, *reason ? ": " : "", reason);
+	sw_info("deployment %" PRId64 " %s%s%s", d->id, depstate_names[state], *reason ? ": " : "",
+		reason);
 	save(d, 1, SIZE_MAX - 1);
 }
 
@@ -317,7 +332,7 @@ static void on_members(struct server *s, const json_t *members, int rc, const ch
 
 	d->resolving = 0;
 	d->resolved_at = sw_mono_ms();
-	if (s->stopping || strcmp(d->state, "active") != 0)
+	if (s->stopping || d->state != DEP_ACTIVE)
 		return;
 	if (rc) {
 		sw_warn("deployment %" PRId64 ": the members of %s: %s", d->id, d->collection, err);
@@ -379,13 +394,14 @@ static void on_answer(const struct sw_http_result *res, void *arg)
 		return;
 	}
 	if (res->status == 200 && sw_json_parse_object(res->body, res->len, &a, NULL, 0) == 0) {
-		const char *st = json_string_value(json_object_get(a, "state"));
+		int st = state_parse(json_string_value(json_object_get(a, "state")), dstate_names,
+				     SW_ARRAY_LEN(dstate_names), D_FAILED);
 		const char *r = json_string_value(json_object_get(a, "reason"));
 
 		d->sys[i].unanswered = 0;
-		if (st && strcmp(st, "done") == 0) {
+		if (st == D_DONE) {
 			set_state(d, i, D_DONE, "%s", r ? r : "");
-		} else if (st && strcmp(st, "deferred") == 0) {
+		} else if (st == D_DEFERRED) {
 			d->sys[i].retry_at = sw_mono_ms() + backoff(&d->sys[i]);
 			set_state(d, i, D_DEFERRED, "%s", r ? r : "deferred by its agent");
 		} else {
@@ -443,7 +459,7 @@ static void tick_one(struct server *s, struct dep *d)
 	int open;
 	size_t i;
 
-	if (strcmp(d->state, "active") != 0)
+	if (d->state != DEP_ACTIVE)
 		return;
 	if (!d->resolving && (!d->resolved_at || now - d->resolved_at >= RESOLVE_MS)) {
 		d->resolving = 1;
@@ -459,7 +475,7 @@ static void tick_one(struct server *s, struct dep *d)
 			 "%" PRId64 " systems failed, more than --max-failures %" PRId64
 			 " allows; no more are started",
 			 failed, d->max_failures);
-		set_dep_state(d, "halted", why);
+		set_dep_state(d, DEP_HALTED, why);
 		return;
 	}
 	open = window_open(d);
@@ -541,7 +557,7 @@ static int load_dep_row(void *arg, int ncols, const struct sw_db_val *row)
 	d->max_failures = row[11].i;
 	snprintf(d->window, sizeof(d->window), "%s", row[12].s);
 	window_parse(d->window, &d->win_from, &d->win_to);
-	snprintf(d->state, sizeof(d->state), "%s", row[13].s);
+	d->state = state_parse(row[13].s, depstate_names, SW_ARRAY_LEN(depstate_names), DEP_HALTED);
 	snprintf(d->reason, sizeof(d->reason), "%s", row[14].s);
 	d->created_at = row[15].i;
 	snprintf(d->created_by, sizeof(d->created_by), "%s", row[16].s);
@@ -561,7 +577,6 @@ static int load_sys_row(void *arg, int ncols, const struct sw_db_val *row)
 {
 	struct server *s = arg;
 	struct dep *d;
-	size_t k;
 
 	(void)ncols;
 	for (d = s->deploys->head; d && d->id != row[0].i; d = d->next)
@@ -570,9 +585,8 @@ static int load_sys_row(void *arg, int ncols, const struct sw_db_val *row)
 		return 0;
 	if (add_sys(d, row[1].s, D_PENDING, row[3].s))
 		return SW_ENOMEM;
-	for (k = 0; k < SW_ARRAY_LEN(dstate_names); k++)
-		if (strcmp(row[2].s, dstate_names[k]) == 0)
-			d->sys[d->nsys - 1].state = (enum dstate)k;
+	d->sys[d->nsys - 1].state =
+	    (enum dstate)state_parse(row[2].s, dstate_names, SW_ARRAY_LEN(dstate_names), D_PENDING);
 	/* a call in flight when the server stopped is made again */
 	if (d->sys[d->nsys - 1].state == D_RUNNING)
 		d->sys[d->nsys - 1].state = D_PENDING;
@@ -793,13 +807,14 @@ void deploy_content_get(struct sw_http_req *req, void *arg)
 static json_t *dep_json(const struct server *s, const struct dep *d, int with_systems)
 {
 	size_t counts[SW_ARRAY_LEN(dstate_names)] = {0};
-	json_t *o = json_pack(
-	    "{sI ss ss ss ss ss sI ss sI sI ss ss sI ss sI}", "id", (json_int_t)d->id, "action",
-	    d->action, "package", d->package, "version", d->version, "arch", d->arch, "collection",
-	    d->collection, "parallel", (json_int_t)d->parallel, "window", d->window, "max_failures",
-	    (json_int_t)d->max_failures, "size", (json_int_t)d->size, "state", d->state, "reason",
-	    d->reason, "created_at", (json_int_t)d->created_at, "created_by", d->created_by,
-	    "per_system_s", (json_int_t)((per_system_ms(s, d) + 999) / 1000));
+	json_t *o =
+	    json_pack("{sI ss ss ss ss ss sI ss sI sI ss ss sI ss sI}", "id", (json_int_t)d->id,
+		      "action", d->action, "package", d->package, "version", d->version, "arch",
+		      d->arch, "collection", d->collection, "parallel", (json_int_t)d->parallel,
+		      "window", d->window, "max_failures", (json_int_t)d->max_failures, "size",
+		      (json_int_t)d->size, "state", depstate_names[d->state], "reason", d->reason,
+		      "created_at", (json_int_t)d->created_at, "created_by", d->created_by,
+		      "per_system_s", (json_int_t)((per_system_ms(s, d) + 999) / 1000));
 	json_t *c = json_object(), *list = json_array();
 
 	if (d->sha[0])
@@ -881,11 +896,11 @@ void deploy_action(struct sw_http_req *req, void *arg)
 		sw_http_reply_error(req, 404, "no deployment %s", id);
 		return;
 	}
-	if (strcmp(d->state, "cancelled") != 0) {
+	if (d->state != DEP_CANCELLED) {
 		char why[200];
 
 		snprintf(why, sizeof(why), "cancelled by %s", sw_http_req_identity(req)->cn);
-		set_dep_state(d, "cancelled", why);
+		set_dep_state(d, DEP_CANCELLED, why);
 		for (size_t i = 0; i < d->nsys; i++)
 			if (d->sys[i].state == D_PENDING || d->sys[i].state == D_DEFERRED)
 				set_state(d, i, D_SKIPPED, "the deployment was cancelled");
@@ -1058,7 +1073,7 @@ void deploy_post(struct sw_http_req *req, void *arg)
 	snprintf(d->action, sizeof(d->action), "%s", sha ? "install" : "remove");
 	snprintf(d->collection, sizeof(d->collection), "%s", coll);
 	snprintf(d->window, sizeof(d->window), "%s", window ? window : "");
-	snprintf(d->state, sizeof(d->state), "active");
+	d->state = DEP_ACTIVE;
 	snprintf(d->created_by, sizeof(d->created_by), "%s", sw_http_req_identity(req)->cn);
 	d->created_at = sw_now_ms();
 	rc = sha ? content_manifest(s, d, sha, err, sizeof(err))
