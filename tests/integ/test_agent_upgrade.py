@@ -640,7 +640,10 @@ class AgentUpgrade(unittest.TestCase):
         current = os.path.join(a.dir, "current")
         self.assertFalse(os.path.lexists(current) and
                          os.readlink(current).endswith("9.9.3"), "still switched to 9.9.3")
-        # its service ran through it all, adopted again
+        # its service ran through it all, adopted again (asked once its channel is back:
+        # the heartbeat that tells the version can come before the channel's poll)
+        wait_for(lambda: self.call(a, "GET", "/v1/status", timeout=5)[0] == 200, 45,
+                 "the agent's channel to be back")
         self.assertEqual(self.running(a, "coop")["pid"], coop_pid)
         self.assertEqual(processes_running("sb1-coop"), [coop_pid])
 

@@ -89,7 +89,9 @@ class FleetRestart(unittest.TestCase):
         return sum(f.connected for f in self.fleets)
 
     def test_every_agent_back_within_the_bound_after_a_restart(self):
-        wait_for(lambda: self.connected() == self.total, BOUND_S,
+        # the fleet's first connections are the set-up, not what is measured: on a
+        # loaded machine they may take longer than a restart's return is allowed
+        wait_for(lambda: self.connected() == self.total, 3 * BOUND_S,
                  f"all {self.total} agents to connect")
         log_before = len(self.site.server.log().splitlines())
         self.site.stop()
