@@ -24,6 +24,7 @@ struct agent {
 	struct sw_conf *conf;
 	struct sw_http_client *client; /* to the server: heartbeats, the channel, uploads */
 	struct sw_http_client *bulk;   /* to the server: package downloads */
+	struct sw_http_client *dp_client; /* to distribution points (deploy.c), NULL: none yet */
 	char *ca_pem, *cert_pem, *key_pem;
 	char
 	    ca_id[SW_PKI_BUNDLE_ID_LEN + 1]; /* sw_pki_bundle_id() of ca_pem: told each heartbeat */
@@ -49,6 +50,7 @@ struct agent {
 	struct channel *channel;     /* commands from the server over our own connection */
 	struct tickets *tickets;     /* the local socket that tells users who they are */
 	struct inventory *inventory; /* what the machine is and has, for the site */
+	struct dp *dp;		     /* dp.c: its distribution point, NULL: none */
 	/* Set when the agent is to re-execute itself once its loop has wound down. */
 	char restart_exe[PATH_MAX];
 	char restart_back[33];	 /* on failure, switch back to this version ("": run self_exe) */
@@ -147,6 +149,12 @@ typedef void (*exec_done)(const struct exec_result *r, void *arg);
  * this call. Non-zero with `err` set, and `done` not called, when it cannot start. */
 int exec_spawn(struct agent *a, char **argv, char **env, int64_t timeout_ms, exec_done done,
 	       void *arg, char *err, size_t errlen);
+
+/* dp.c: the distribution point a system of that role runs (see the file's head) */
+void dp_update(struct agent *a, int wanted);
+void dp_stop(struct agent *a);
+/* Where it listens ([distribution] listen), NULL while it does not. */
+const char *dp_address(const struct agent *a);
 
 /* deploy.c: POST /v1/deploy, a package installed or removed for the site server */
 void deploy_post(struct sw_http_req *req, void *arg);

@@ -54,6 +54,9 @@ struct job {
 	int64_t size, fetch_ms, lock_wait_ms, install_ms, t0, lock_since;
 	char root[PATH_MAX], admindir[PATH_MAX + 16], dpkg[PATH_MAX];
 	char part[PATH_MAX + 96], deb[PATH_MAX + 96];
+	/* the distribution point the server named, tried before the site server */
+	char dp_name[64], dp_url[320], from[400];
+	int via_dp, tried_server;
 	uv_timer_t timer;
 	int timer_open;
 	/* the check on the thread pool */
@@ -166,7 +169,8 @@ static void ran(const struct exec_result *r, void *arg)
 	}
 	if (strcmp(j->action, "install") == 0 ? strcmp(now, j->version) == 0 : !now[0]) {
 		if (strcmp(j->action, "install") == 0)
-			answer(j, "done", out, "installed %s %s", j->package, j->version);
+			answer(j, "done", out, "installed %s %s (%s)", j->package, j->version,
+			       j->from);
 		else
 			answer(j, "done", out, "removed %s", j->package);
 		return;
@@ -244,6 +248,8 @@ static void locks(struct job *j)
 
 /* --- 2: the package, fetched and checked --- */
 
+static void fetch_from(struct job *j, int dp);
+
 static void check_run(void *arg)
 {
 	struct job *j = arg;
@@ -278,6 +284,16 @@ static void check_done(void *arg, int timed_out)
 	}
 	if (j->rc) {
 		unlink(j->part); /* a new try fetches it whole */
+		if (j->via_dp && !j->tried_server) {
+			/* what the distribution point gave is not the package: the site's own */
+			snprintf(j->from, sizeof(j->from),
+				 "from the site server; distribution point "
+				 "%s: %.300s",
+				 j->dp_name, j->err);
+			sw_warn("deploy: %s", j->from);
+			fetch_from(j, 0);
+			return;
+		}
 		answer(j, "failed", NULL, "%s", j->err);
 		return;
 	}
@@ -304,6 +320,15 @@ static void fetched(const struct sw_http_download_result *res, void *arg)
 		answer(j, "deferred", NULL, "the agent is stopping");
 		return;
 	}
+	if (j->via_dp &&
+	    (res->status < 200 || res->status > 299 || res->size != (uint64_t)j->size)) {
+		snprintf(j->from, sizeof(j->from),
+			 "from the site server; distribution point %s: %.300s", j->dp_name,
+			 res->status ? (res->len ? res->body : "refused") : res->error);
+		sw_warn("deploy: %s", j->from);
+		fetch_from(j, 0);
+		return;
+	}
 	if (res->status != 200 && res->status != 206) {
 		answer(j, "deferred", NULL,
 		       "the download stopped at %" PRIu64 " of %" PRId64
@@ -324,9 +349,58 @@ static void fetched(const struct sw_http_download_result *res, void *arg)
 	check(j);
 }
 
+/* The client to distribution points: agents' certificates, each checked to be the
+ * system the server named. */
+static struct sw_http_client *dp_client(struct agent *a)
+{
+	char ca[PATH_MAX + 64], crt[PATH_MAX + 64], key[PATH_MAX + 64];
+
+	if (!a->dp_client) {
+		sw_path_join(ca, sizeof(ca), a->dir, "ca.crt");
+		sw_path_join(crt, sizeof(crt), a->dir, "agent.crt");
+		sw_path_join(key, sizeof(key), a->dir, "agent.key");
+		struct sw_http_client_opts co = {.ca_file = ca,
+						 .cert_file = crt,
+						 .key_file = key,
+						 .connect_timeout_ms = a->connect_timeout_ms,
+						 .peer_role = SW_PKI_ROLE_AGENT};
+		if (sw_http_client_new(a->loop, &co, &a->dp_client))
+			a->dp_client = NULL;
+	}
+	return a->dp_client;
+}
+
+/* From the distribution point (`dp`), or from the site server; resuming either way:
+ * the bytes are the package's, whoever sent them, and the hash tells. */
+static void fetch_from(struct job *j, int dp)
+{
+	char url[700];
+	int rc;
+
+	j->via_dp = dp;
+	if (dp && !dp_client(j->a))
+		j->via_dp = dp = 0;
+	if (!dp) {
+		j->tried_server = 1;
+		if (!j->from[0])
+			snprintf(j->from, sizeof(j->from), "from the site server");
+		snprintf(url, sizeof(url), "%s%s", j->a->server, j->path);
+		rc = sw_http_client_download(j->a->bulk, url, j->part, (uint64_t)j->size,
+					     (unsigned)j->fetch_ms, fetched, j);
+	} else {
+		snprintf(j->from, sizeof(j->from), "from distribution point %s", j->dp_name);
+		snprintf(url, sizeof(url), "%s%s", j->dp_url, j->path);
+		rc = sw_http_client_download_to(j->a->dp_client, j->dp_name, url, j->part,
+						(uint64_t)j->size, (unsigned)j->fetch_ms, fetched,
+						j);
+	}
+	if (rc)
+		answer(j, "failed", NULL, "cannot start the download into %s", j->part);
+}
+
 static void fetch(struct job *j)
 {
-	char dir[PATH_MAX + 16], url[600];
+	char dir[PATH_MAX + 16];
 	struct stat st;
 
 	snprintf(dir, sizeof(dir), "%s/content", j->a->dir);
@@ -343,10 +417,7 @@ static void fetch(struct job *j)
 	}
 	if (stat(j->part, &st) == 0 && (uint64_t)st.st_size > (uint64_t)j->size)
 		unlink(j->part); /* larger than the package: not a beginning of it */
-	snprintf(url, sizeof(url), "%s%s", j->a->server, j->path);
-	if (sw_http_client_download(j->a->bulk, url, j->part, (uint64_t)j->size,
-				    (unsigned)j->fetch_ms, fetched, j))
-		answer(j, "failed", NULL, "cannot start the download into %s", j->part);
+	fetch_from(j, j->dp_name[0] != '\0');
 }
 
 /* --- 1: the manifest, checked; already so? --- */
@@ -432,7 +503,7 @@ void deploy_post(struct sw_http_req *req, void *arg)
 	const char *manifest = NULL, *sig = NULL, *path = NULL;
 	int64_t deadline = 0;
 	struct job *j = NULL;
-	char err[300], url[400];
+	char err[300] = "", url[400];
 	json_t *b;
 
 	if (!(b = sw_http_req_json(req)))
@@ -468,6 +539,20 @@ void deploy_post(struct sw_http_req *req, void *arg)
 		sw_http_reply_error(req, 410, "the request expired before it arrived; not run");
 		free(j);
 		goto out;
+	}
+	const json_t *dp = json_object_get(b, "dp");
+	const char *dp_name = NULL, *dp_url = NULL;
+
+	if (dp && (sw_json_str(dp, "name", 63, 1, &dp_name, err, sizeof(err)) ||
+		   sw_json_str(dp, "url", 300, 1, &dp_url, err, sizeof(err)) ||
+		   strncmp(dp_url, "https://", 8) != 0 || !sw_name_valid(dp_name))) {
+		sw_http_reply_error(req, 400, "dp: %s", err[0] ? err : "not a distribution point");
+		free(j);
+		goto out;
+	}
+	if (dp) {
+		snprintf(j->dp_name, sizeof(j->dp_name), "%s", dp_name);
+		snprintf(j->dp_url, sizeof(j->dp_url), "%s", dp_url);
 	}
 	snprintf(j->manifest, sizeof(j->manifest), "%s", manifest);
 	snprintf(j->path, sizeof(j->path), "%s", path);

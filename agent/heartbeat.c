@@ -47,6 +47,8 @@ json_t *heartbeat_body(struct agent *a)
 		json_object_set_new(msg, "ca_id", json_string(a->ca_id));
 	if (msg && supervisor_find(a->sup, "meter") && a->meter_listen[0])
 		json_object_set_new(msg, "meter_address", json_string(a->meter_listen));
+	if (msg && dp_address(a))
+		json_object_set_new(msg, "dp_address", json_string(dp_address(a)));
 	return msg;
 }
 

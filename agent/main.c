@@ -46,6 +46,7 @@ static const char *const known_settings[] = {
     "run.offline",
     "inventory.dpkg_status",
     "deploy.root",
+    "distribution.listen",
     "deploy.dpkg",
     "metrics.file",
     NULL,
@@ -234,7 +235,9 @@ static int agent_shutdown(struct agent *a)
 	supervisor_free(a->sup);
 	sw_http_client_free(a->client);
 	sw_http_client_free(a->bulk);
-	a->client = a->bulk = NULL;
+	sw_http_client_free(a->dp_client);
+	a->client = a->bulk = a->dp_client = NULL;
+	dp_stop(a); /* after the downloads, whose ends it hears */
 	if (sw_loop_drain(a->loop, SW_LOOP_DRAIN_MS)) {
 		sw_warn("shutdown: work still pending after %u ms; exiting without freeing",
 			SW_LOOP_DRAIN_MS);

@@ -265,6 +265,7 @@ static int apply(struct agent *a, const json_t *wanted, int fresh)
 	}
 	json_decref(before);
 	save_roles(a);
+	dp_update(a, role_in(a->roles, "distribution-point"));
 	return 0;
 }
 

@@ -910,11 +910,19 @@ int sw_http_client_download(struct sw_http_client *c, const char *url, const cha
 			    uint64_t max_bytes, unsigned timeout_ms, sw_http_download_done cb,
 			    void *arg)
 {
+	return sw_http_client_download_to(c, NULL, url, path, max_bytes, timeout_ms, cb, arg);
+}
+
+int sw_http_client_download_to(struct sw_http_client *c, const char *peer_name, const char *url,
+			       const char *path, uint64_t max_bytes, unsigned timeout_ms,
+			       sw_http_download_done cb, void *arg)
+{
 	struct transfer *t;
 	struct stat st;
 	int fd;
 
-	if (strlen(path) >= sizeof(t->path))
+	if (strlen(path) >= sizeof(t->path) ||
+	    (peer_name && (!c->peer_role[0] || strlen(peer_name) >= sizeof(t->peer_name))))
 		return SW_EINVAL;
 	/* O_APPEND: whatever the file holds stays, and the body goes after it. */
 	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -929,6 +937,8 @@ int sw_http_client_download(struct sw_http_client *c, const char *url, const cha
 		close(fd);
 		return SW_ENOMEM;
 	}
+	if (peer_name)
+		snprintf(t->peer_name, sizeof(t->peer_name), "%s", peer_name);
 	t->dl_cb = cb;
 	t->fd = fd;
 	t->offset = (uint64_t)st.st_size;

@@ -114,6 +114,10 @@ int sw_http_client_stream(struct sw_http_client *c, const char *url, const char 
 int sw_http_client_download(struct sw_http_client *c, const char *url, const char *path,
 			    uint64_t max_bytes, unsigned timeout_ms, sw_http_download_done cb,
 			    void *arg);
+/* The same from one peer, checked as sw_http_client_request_to() checks it. */
+int sw_http_client_download_to(struct sw_http_client *c, const char *peer_name, const char *url,
+			       const char *path, uint64_t max_bytes, unsigned timeout_ms,
+			       sw_http_download_done cb, void *arg);
 
 /* Runs one request to completion on a private loop, for command-line programs. On a
  * transport failure returns its SW_E* code with the reason in `err`; otherwise 0 with

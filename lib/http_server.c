@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* While a TLS handshake waits for its client, libmicrohttpd 0.9.75 in epoll mode reports
@@ -1178,6 +1179,38 @@ const char *sw_http_req_header(const struct sw_http_req *req, const char *name)
 	if (!req->conn)
 		return NULL;
 	return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+int sw_http_reply_path(struct sw_http_req *req, const char *path, uint64_t *sent)
+{
+	const char *range = sw_http_req_header(req, "Range");
+	unsigned long long from = 0;
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+		/* out of descriptors is a passing state, not a missing file */
+		sw_warn("cannot send %s: %s", path, strerror(errno));
+		sw_http_reply_busy(req, 1, "out of file descriptors; try again");
+		return SW_EBUSY;
+	}
+	if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+		if (fd >= 0)
+			close(fd);
+		sw_http_reply_error(req, 404, "no such package here");
+		return SW_ENOTFOUND;
+	}
+	if (range && sscanf(range, "bytes=%llu-", &from) != 1)
+		from = 0;
+	if (from > (unsigned long long)st.st_size) {
+		close(fd);
+		sw_http_reply_error(req, 416, "the range starts past the end");
+		return SW_EINVAL;
+	}
+	if (sent)
+		*sent = (uint64_t)st.st_size - from;
+	sw_http_reply_file(req, fd, (uint64_t)st.st_size, from);
+	return 0;
 }
 
 void sw_http_reply_file(struct sw_http_req *req, int fd, uint64_t size, uint64_t offset)

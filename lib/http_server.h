@@ -146,6 +146,10 @@ const char *sw_http_req_header(const struct sw_http_req *req, const char *name);
 /* Answers with the bytes of the open file `fd` (of `size` bytes) from `offset` on: 200
  * for the whole file, 206 with Content-Range past a start. The reply owns `fd`. */
 void sw_http_reply_file(struct sw_http_req *req, int fd, uint64_t size, uint64_t offset);
+/* Answers with the regular file at `path`, from the request's "Range: bytes=N-" if it
+ * has one (206); 404 when there is none, 416 past its end, 503 when out of file
+ * descriptors. `sent` (may be NULL) gets the bytes the answer carries. */
+int sw_http_reply_path(struct sw_http_req *req, const char *path, uint64_t *sent);
 void sw_http_reply_json(struct sw_http_req *req, unsigned status, json_t *body);
 /* Replies with `len` bytes at `data` as `content_type`, neither copied nor freed: they
  * must outlive the server (files read once at start). `headers` are added to this

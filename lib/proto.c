@@ -122,7 +122,8 @@ static int heartbeat_base(const json_t *j, struct sw_heartbeat *out, char *err, 
 
 int sw_proto_role_known(const char *role)
 {
-	return strcmp(role, "software-metering") == 0 || strcmp(role, "test") == 0;
+	return strcmp(role, "software-metering") == 0 || strcmp(role, "distribution-point") == 0 ||
+	       strcmp(role, "test") == 0;
 }
 
 int sw_proto_roles_check(const json_t *roles, char *err, size_t errlen)
@@ -286,6 +287,8 @@ int sw_proto_heartbeat_parse(const json_t *j, struct sw_heartbeat *out, char *er
 	if (!rc)
 		rc = sw_json_str(j, "meter_address", 300, 0, &out->meter_address, err, errlen);
 	if (!rc)
+		rc = sw_json_str(j, "dp_address", 300, 0, &out->dp_address, err, errlen);
+	if (!rc)
 		rc = sw_json_int(j, "now", 0, INT64_MAX / 2, 0, &out->now, err, errlen);
 	if (!rc)
 		rc = sw_json_str(j, "ca_id", 64, 0, &out->ca_id, err, errlen);
@@ -295,6 +298,8 @@ int sw_proto_heartbeat_parse(const json_t *j, struct sw_heartbeat *out, char *er
 	}
 	if (!rc && out->meter_address)
 		rc = address_valid(out->meter_address, err, errlen);
+	if (!rc && out->dp_address)
+		rc = address_valid(out->dp_address, err, errlen);
 	if (rc) {
 		sw_proto_heartbeat_clear(out);
 		return rc;

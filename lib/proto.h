@@ -41,11 +41,12 @@ struct sw_heartbeat {
 	json_t *roles;		   /* checked copy: array of role names, or NULL if not sent */
 	json_t *services;	   /* checked copy: array of service states, or NULL if not sent */
 	const char *meter_address; /* HOST:PORT of the system's metering server, or NULL */
+	const char *dp_address;	   /* HOST:PORT of its distribution point, or NULL */
 	int64_t now;		   /* the agent's wall clock in ms, 0 if not sent */
 	const char *ca_id; /* the id of the CA bundle it trusts (sw_pki_bundle_id()), or NULL */
 };
 
-/* 1 for a role siteward knows: software-metering, test. */
+/* 1 for a role siteward knows: software-metering, distribution-point, test. */
 int sw_proto_role_known(const char *role);
 /* Checks an array of role names: known, no repeats, at most 32. */
 int sw_proto_roles_check(const json_t *roles, char *err, size_t errlen);

@@ -722,3 +722,39 @@ int sw_fds_open(void)
 	closedir(d);
 	return n - 1; /* not the descriptor that reads the folder */
 }
+
+/* The host of HOST[:PORT] as an address: its length in bytes (4 or 16), 0 if none. */
+static int addr_bytes(const char *s, unsigned char out[16])
+{
+	char host[256];
+	unsigned port;
+
+	if (sw_hostport_parse(s, host, sizeof(host), &port, 0, NULL, 0))
+		snprintf(host, sizeof(host), "%s", s);
+	if (inet_pton(AF_INET, host, out) == 1)
+		return 4;
+	return inet_pton(AF_INET6, host, out) == 1 ? 16 : 0;
+}
+
+int sw_addr_common_bits(const char *a, const char *b)
+{
+	unsigned char x[16], y[16];
+	int n = addr_bytes(a, x), bits = 0;
+
+	if (!n || n != addr_bytes(b, y))
+		return SW_EINVAL;
+	for (int i = 0; i < n; i++) {
+		unsigned char d = x[i] ^ y[i];
+
+		if (!d) {
+			bits += 8;
+			continue;
+		}
+		while (!(d & 0x80)) {
+			bits++;
+			d = (unsigned char)(d << 1);
+		}
+		break;
+	}
+	return bits;
+}

@@ -70,6 +70,10 @@ int sw_hostport_parse(const char *s, char *host, size_t hostlen, unsigned *port,
 
 /* 1 if `host` is an IPv4 or IPv6 literal. */
 int sw_ip_literal(const char *host);
+/* The leading bits two addresses (HOST or HOST:PORT, IPv4 or IPv6 literals) have in
+ * common: 32 or 128 for the same host; SW_EINVAL (below 0) when either is no IP
+ * literal or they are of two families. */
+int sw_addr_common_bits(const char *a, const char *b);
 
 /* The open-file limit (RLIMIT_NOFILE). The soft limit is often 1024 while the hard one
  * is far higher; a daemon that holds a descriptor per connection raises its soft limit

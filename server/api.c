@@ -339,6 +339,8 @@ static json_t *heartbeat_take(struct server *s, struct system *sys, struct sw_he
 	json_t *reply;
 
 	meter_reached_at(hb->meter_address, address, meter, sizeof(meter));
+	/* a distribution point is reached the same way; known from its heartbeats only */
+	meter_reached_at(hb->dp_address, address, sys->dp_address, sizeof(sys->dp_address));
 	registry_heard(s, sys, hb, address, meter, id->ca);
 	sw_counter_inc(s->mx_heartbeats);
 	upgrade_heard(s, sys);
@@ -591,6 +593,8 @@ static json_t *system_json(struct server *s, const struct system *sys, int64_t n
 		json_object_set_new(o, "cert_not_after",
 				    sys->cert_not_after ? json_integer(sys->cert_not_after)
 							: json_null());
+	if (o && sys->dp_address[0])
+		json_object_set_new(o, "distribution_point", json_string(sys->dp_address));
 	return o;
 }
 
@@ -718,7 +722,9 @@ static void set_role(struct server *s, struct sw_http_req *req, const struct tar
 		return;
 	if (!sw_proto_role_known(t->item)) {
 		sw_http_reply_error(
-		    req, 400, "unknown role '%s'; known roles: software-metering, test", t->item);
+		    req, 400,
+		    "unknown role '%s'; known roles: software-metering, distribution-point, test",
+		    t->item);
 		return;
 	}
 	if (!(c = calloc(1, sizeof(*c))) || !(c->op.roles = json_pack("[s]", t->item))) {

@@ -57,6 +57,9 @@
 #define STORE_BASE_MS	  10000
 #define STORE_BYTES_MS	  4096
 #define DEPLOYMENTS_SHOWN 100
+#define DP_ROLE		  "distribution-point"
+#define DP_PREFIX_V4	  24 /* a distribution point serves its own subnet: this… */
+#define DP_PREFIX_V6	  64 /* …or this many leading bits in common */
 
 enum dstate { D_PENDING, D_RUNNING, D_DONE, D_DEFERRED, D_FAILED, D_SKIPPED };
 static const char *const dstate_names[] = {"pending",  "running", "done",
@@ -109,13 +112,21 @@ struct deploys {
 
 /* --- the deployment's numbers --- */
 
-static int64_t per_system_ms(const struct server *s, const struct dep *d)
+/* One download's bound. */
+static int64_t fetch_ms(const struct server *s, const struct dep *d)
+{
+	return strcmp(d->action, "install") == 0 ? s->deploys->fetch_ms + d->size / FETCH_BYTES_MS
+						 : 0;
+}
+
+/* What one system may take: the download (twice when a distribution point is tried
+ * first, the site server after it), dpkg's lock, dpkg, and the call's margin. */
+static int64_t per_system_ms(const struct server *s, const struct dep *d, int via_dp)
 {
 	const struct deploys *ds = s->deploys;
-	int64_t fetch =
-	    strcmp(d->action, "install") == 0 ? ds->fetch_ms + d->size / FETCH_BYTES_MS : 0;
 
-	return fetch + ds->lock_wait_ms + ds->install_ms + CALL_MARGIN_MS;
+	return fetch_ms(s, d) * (via_dp ? 2 : 1) + ds->lock_wait_ms + ds->install_ms +
+	       CALL_MARGIN_MS;
 }
 
 static int window_parse(const char *w, int *from, int *to)
@@ -420,24 +431,81 @@ static void on_answer(const struct sw_http_result *res, void *arg)
 	free(leg);
 }
 
+/* --- distribution points --- */
+
+static int has_role(const struct system *sys, const char *role)
+{
+	size_t i;
+	json_t *r;
+
+	json_array_foreach(sys->roles, i, r) if (strcmp(json_string_value(r), role) == 0) return 1;
+	return 0;
+}
+
+struct dp_pick {
+	struct server *s;
+	const struct system *target, *best;
+	int bits;
+	uint32_t tie;
+};
+
+static void consider(const char *key, void *value, void *arg)
+{
+	struct dp_pick *p = arg;
+	const struct system *dp = value;
+	char both[140];
+	uint32_t tie = 2166136261u;
+	int bits;
+
+	(void)key;
+	if (dp == p->target || !dp->dp_address[0] || !has_role(dp, DP_ROLE) ||
+	    !channel_connected(p->s, dp))
+		return;
+	bits = sw_addr_common_bits(dp->address, p->target->address);
+	if (bits < (strchr(dp->address, '.') ? DP_PREFIX_V4 : DP_PREFIX_V6))
+		return;
+	/* among those as near, each system has its own, spread evenly (FNV-1a) */
+	snprintf(both, sizeof(both), "%s/%s", p->target->name, dp->name);
+	for (const char *c = both; *c; c++)
+		tie = (tie ^ (unsigned char)*c) * 16777619u;
+	if (!p->best || bits > p->bits || (bits == p->bits && tie < p->tie)) {
+		p->best = dp;
+		p->bits = bits;
+		p->tie = tie;
+	}
+}
+
+/* The distribution point nearest `sys` (sharing its subnet), or NULL: the site server. */
+static const struct system *nearest_dp(struct server *s, const struct system *sys)
+{
+	struct dp_pick p = {.s = s, .target = sys};
+
+	sw_strmap_each(s->systems, consider, &p);
+	return p.best;
+}
+
 static void start(struct dep *d, size_t i, struct system *sys)
 {
 	struct server *s = d->s;
 	struct deploys *ds = s->deploys;
 	struct leg *leg = calloc(1, sizeof(*leg));
-	int64_t bound = per_system_ms(s, d);
-	char path[100];
+	const struct system *dp = strcmp(d->action, "install") == 0 ? nearest_dp(s, sys) : NULL;
+	int64_t bound = per_system_ms(s, d, dp != NULL);
+	char path[100], url[320];
 	json_t *body;
 
 	if (!leg)
 		return;
 	snprintf(path, sizeof(path), "/v1/content/%s", d->sha);
-	body = json_pack("{ss ss ss sI sI sI sI}", "manifest", d->manifest, "signature",
-			 d->signature, "path", path, "fetch_ms",
-			 (json_int_t)(bound - ds->lock_wait_ms - ds->install_ms - CALL_MARGIN_MS),
-			 "lock_wait_ms", (json_int_t)ds->lock_wait_ms, "install_ms",
-			 (json_int_t)ds->install_ms, "deadline_ms",
-			 (json_int_t)(sw_now_ms() + bound + sys->clock_skew_ms));
+	body =
+	    json_pack("{ss ss ss sI sI sI sI}", "manifest", d->manifest, "signature", d->signature,
+		      "path", path, "fetch_ms", (json_int_t)fetch_ms(s, d), "lock_wait_ms",
+		      (json_int_t)ds->lock_wait_ms, "install_ms", (json_int_t)ds->install_ms,
+		      "deadline_ms", (json_int_t)(sw_now_ms() + bound + sys->clock_skew_ms));
+	if (body && dp) {
+		snprintf(url, sizeof(url), "https://%s", dp->dp_address);
+		json_object_set_new(body, "dp", json_pack("{ss ss}", "name", dp->name, "url", url));
+	}
 	leg->d = d;
 	snprintf(leg->name, sizeof(leg->name), "%s", sys->name);
 	d->sys[i].attempts++;
@@ -799,7 +867,7 @@ void deploy_content_get(struct sw_http_req *req, void *arg)
 		return;
 	}
 	content_path(s, sha, "deb", path, sizeof(path));
-	package_serve(req, path);
+	sw_http_reply_path(req, path, NULL);
 }
 
 /* --- the API --- */
@@ -814,7 +882,7 @@ static json_t *dep_json(const struct server *s, const struct dep *d, int with_sy
 		      "window", d->window, "max_failures", (json_int_t)d->max_failures, "size",
 		      (json_int_t)d->size, "state", depstate_names[d->state], "reason", d->reason,
 		      "created_at", (json_int_t)d->created_at, "created_by", d->created_by,
-		      "per_system_s", (json_int_t)((per_system_ms(s, d) + 999) / 1000));
+		      "per_system_s", (json_int_t)((per_system_ms(s, d, 1) + 999) / 1000));
 	json_t *c = json_object(), *list = json_array();
 
 	if (d->sha[0])
@@ -948,11 +1016,12 @@ static void on_first_members(struct server *s, const json_t *members, int rc, co
 	sw_info("deployment %" PRId64 ": %s %s %s on %s (%zu systems, %" PRId64
 		" at once, at most %" PRId64 " s each)",
 		d->id, d->action, d->package, d->version, d->collection, d->nsys, d->parallel,
-		(per_system_ms(s, d) + 999) / 1000);
+		(per_system_ms(s, d, 1) + 999) / 1000);
 	o = dep_json(s, d, 1);
 	/* the worst case for the members as they stand, all of them answering slowly */
 	json_object_set_new(
-	    o, "bound_s", json_integer((json_int_t)rounds * ((per_system_ms(s, d) + 999) / 1000)));
+	    o, "bound_s",
+	    json_integer((json_int_t)rounds * ((per_system_ms(s, d, 1) + 999) / 1000)));
 	sw_http_reply_json(c->req, 200, o);
 	free(c);
 	on_tick(&s->deploys->tick); /* the first ones start now */

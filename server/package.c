@@ -60,37 +60,7 @@ void package_get(struct sw_http_req *req, void *arg)
 		return;
 	}
 	package_path(s, sha, path, sizeof(path));
-	package_serve(req, path);
-}
-
-void package_serve(struct sw_http_req *req, const char *path)
-{
-	const char *range = sw_http_req_header(req, "Range");
-	unsigned long long from = 0;
-	struct stat st;
-	int fd;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
-		/* out of descriptors is a passing state, not a missing package */
-		sw_warn("cannot send %s: %s", path, strerror(errno));
-		sw_http_reply_busy(req, 1, "the server is out of file descriptors; try again");
-		return;
-	}
-	if (fd < 0 || fstat(fd, &st)) {
-		if (fd >= 0)
-			close(fd);
-		sw_http_reply_error(req, 404, "no such package on this server");
-		return;
-	}
-	if (range && sscanf(range, "bytes=%llu-", &from) != 1)
-		from = 0;
-	if (from > (unsigned long long)st.st_size) {
-		close(fd);
-		sw_http_reply_error(req, 416, "the range starts past the package's end");
-		return;
-	}
-	sw_http_reply_file(req, fd, (uint64_t)st.st_size, from);
+	sw_http_reply_path(req, path, NULL);
 }
 
 struct store {

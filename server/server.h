@@ -33,6 +33,7 @@ struct system {
 	json_t *roles;		 /* wanted here: array of role names, kept in the database */
 	json_t *services;	 /* as the agent last reported them */
 	char meter_address[300]; /* HOST:PORT of its metering server, "" if none */
+	char dp_address[300];	 /* HOST:PORT of its distribution point, "" if none */
 	int64_t clock_skew_ms;	 /* its clock minus ours, as of its last heartbeat */
 	int64_t meter_seen_ms;	 /* sw_mono_ms() of its metering server's last poll, 0: none */
 	enum sw_clock_state clock_state; /* as last logged */
@@ -311,8 +312,6 @@ void upgrade_action(struct sw_http_req *req, void *arg);
 
 /* package.c */
 void package_get(struct sw_http_req *req, void *arg);
-/* Answers with the file at `path`, from the request's Range if it has one. */
-void package_serve(struct sw_http_req *req, const char *path);
 void package_signing_key(struct sw_http_req *req, void *arg);
 
 /* metering.c */

@@ -8,11 +8,12 @@ failure budget halts the rest; a member that joins the collection gets the packa
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import time
 import unittest
 
-from harness import Site, wait_for
+from harness import Site, free_port, wait_for
 
 NAMES = ["m1", "m2", "m3", "m4", "m5"]
 
@@ -52,6 +53,10 @@ class Deploy(unittest.TestCase):
             with open(os.path.join(a.dir, "agent.conf"), "a") as f:
                 f.write(f"\n[inventory]\ndpkg_status = {root}/var/lib/dpkg/status\n"
                         f"[deploy]\nroot = {root}\n")
+            if name == "m5":
+                cls.dp_port = free_port()
+                with open(os.path.join(a.dir, "agent.conf"), "a") as f:
+                    f.write(f"[distribution]\nlisten = 127.0.0.1:{cls.dp_port}\n")
             if name == "m3":
                 # dpkg, slowly: the agent is stopped while it runs
                 wrapper = os.path.join(site.tmp, "slow-dpkg")
@@ -210,6 +215,48 @@ class Deploy(unittest.TestCase):
         r = site.cli("deploy", self.deb1, "--to", "no-such", check=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn("no collection no-such", r.stderr)
+
+    def test_4_distribution_point(self):
+        """A system of the distribution-point role serves its subnet (here, loopback):
+        members fetch from it, and it from the site server once; a distribution point
+        that does not answer costs its download's bound, then the site server serves."""
+        site = self.site
+        site.cli("role", "add", "m5", "distribution-point")
+        wait_for(lambda: site.systems()["m5"].get("distribution_point")
+                 == f"127.0.0.1:{self.dp_port}", 20, "the server to know m5's point")
+        site.cli("collection", "add", "three", "--systems", "m1,m3,m4")
+        deb3 = build_deb(site.tmp, "3.0-1")
+        r = site.cli("--json", "deploy", deb3, "--to", "three", "--parallel", "3",
+                     check=False)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        d = json.loads(r.stdout)
+        for y in d["systems"]:
+            self.assertIn("from distribution point m5", y["reason"], y)
+            self.assertEqual(self.installed(y["system"]), "3.0-1")
+        cached = os.path.join(site.agents["m5"].dir, "dp-cache", d["sha256"] + ".deb")
+        self.assertTrue(os.path.exists(cached))
+        log = site.agents["m5"].proc.log()
+        self.assertEqual(log.count("fetching " + d["sha256"][:12]), 1, log)
+        self.assertEqual(log.count(d["sha256"][:12] + " to m"), 3, log)
+        site.cli("deploy", "cancel", str(d["id"]))
+
+        # the point frozen: the member waits out its bound, then the site serves
+        deb4 = build_deb(site.tmp, "4.0-1")
+        site.cli("collection", "add", "one", "--systems", "m1")
+        site.agents["m5"].proc.signal(signal.SIGSTOP)
+        try:
+            r = site.cli("--json", "deploy", deb4, "--to", "one", check=False)
+        finally:
+            site.agents["m5"].proc.signal(signal.SIGCONT)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        y = json.loads(r.stdout)["systems"][0]
+        self.assertRegex(y["reason"], "from the site server; distribution point m5: "
+                         "no (connection|answer) after")
+        self.assertEqual(self.installed("m1"), "4.0-1")
+        site.cli("deploy", "cancel", str(json.loads(r.stdout)["id"]))
+        site.cli("role", "remove", "m5", "distribution-point")
+        wait_for(lambda: "distribution_point" not in site.systems()["m5"], 20,
+                 "m5 to stop serving")
 
 
 if __name__ == "__main__":

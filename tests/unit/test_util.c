@@ -140,6 +140,18 @@ static void test_file_sha256(void **state)
 	free(data);
 }
 
+static void test_addr_common_bits(void **state)
+{
+	(void)state;
+	assert_int_equal(sw_addr_common_bits("10.1.2.3", "10.1.2.3:8472"), 32);
+	assert_int_equal(sw_addr_common_bits("10.1.2.3", "10.1.2.200"), 24);
+	assert_int_equal(sw_addr_common_bits("10.1.2.3", "10.1.3.3"), 23);
+	assert_int_equal(sw_addr_common_bits("192.168.0.1", "10.0.0.1"), 0);
+	assert_int_equal(sw_addr_common_bits("[2001:db8::1]:443", "2001:db8::ffff"), 112);
+	assert_int_equal(sw_addr_common_bits("2001:db8::1", "10.0.0.1"), SW_EINVAL);
+	assert_int_equal(sw_addr_common_bits("web1.example", "10.0.0.1"), SW_EINVAL);
+}
+
 static void test_pem_read(void **state)
 {
 	char dir[] = "/tmp/sw-test-pem-XXXXXX", path[128], err[256], *pem = NULL;
@@ -278,6 +290,7 @@ int main(void)
 	    cmocka_unit_test(test_printable),
 	    cmocka_unit_test(test_pem_read),
 	    cmocka_unit_test(test_file_sha256),
+	    cmocka_unit_test(test_addr_common_bits),
 	    cmocka_unit_test(test_loop_drain),
 	    cmocka_unit_test(test_write_atomic_makes_its_own_file),
 	};
