@@ -22,8 +22,8 @@ struct agent {
 	char server[300];	/* https://HOST:PORT */
 	char meter_listen[300]; /* where the meter service listens, if it runs here */
 	struct sw_conf *conf;
-	struct sw_http_client *client; /* to the server: heartbeats, the channel, uploads */
-	struct sw_http_client *bulk;   /* to the server: package downloads */
+	struct sw_http_client *client;	  /* to the server: heartbeats, the channel, uploads */
+	struct sw_http_client *bulk;	  /* to the server: package downloads */
 	struct sw_http_client *dp_client; /* to distribution points (deploy.c), NULL: none yet */
 	char *ca_pem, *cert_pem, *key_pem;
 	char
@@ -139,6 +139,7 @@ void exec_post(struct sw_http_req *req, void *arg);
  * (standard output and error together, shown printable). */
 struct exec_result {
 	int timed_out;
+	int abandoned; /* the agent stops: the command runs on, unwatched */
 	int64_t status, signo, elapsed_ms;
 	const char *head, *tail;
 	uint64_t bytes;
@@ -149,6 +150,9 @@ typedef void (*exec_done)(const struct exec_result *r, void *arg);
  * this call. Non-zero with `err` set, and `done` not called, when it cannot start. */
 int exec_spawn(struct agent *a, char **argv, char **env, int64_t timeout_ms, exec_done done,
 	       void *arg, char *err, size_t errlen);
+/* The agent stops: each command's `done` hears so now (with `abandoned`), and the
+ * commands run on. */
+void exec_stop(struct agent *a);
 
 /* dp.c: the distribution point a system of that role runs (see the file's head) */
 void dp_update(struct agent *a, int wanted);
@@ -158,6 +162,8 @@ const char *dp_address(const struct agent *a);
 
 /* deploy.c: POST /v1/deploy, a package installed or removed for the site server */
 void deploy_post(struct sw_http_req *req, void *arg);
+/* The agent stops: deployments waiting for dpkg's lock are answered "deferred". */
+void deploy_stop(struct agent *a);
 
 /* inventory.c: the machine's hardware and packages, sent whole once, then as deltas */
 int inventory_start(struct agent *a);

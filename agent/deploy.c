@@ -46,6 +46,7 @@
 #define MANIFEST_MAX   4096
 
 struct job {
+	struct job *next, **prev; /* every deployment under way (deploy_stop()) */
 	struct agent *a;
 	struct sw_http_req *req;
 	char manifest[MANIFEST_MAX + 1], *signature, *pub;
@@ -58,7 +59,7 @@ struct job {
 	char dp_name[64], dp_url[320], from[400];
 	int via_dp, tried_server;
 	uv_timer_t timer;
-	int timer_open;
+	int timer_open, lock_waiting;
 	/* the check on the thread pool */
 	char got_sha[65];
 	struct sw_deb_info info;
@@ -66,10 +67,14 @@ struct job {
 	char err[400];
 };
 
+static struct job *jobs;
+
 static void job_closed(uv_handle_t *h)
 {
 	struct job *j = h->data;
 
+	if ((*j->prev = j->next))
+		j->next->prev = j->prev;
 	free(j->signature);
 	free(j->pub);
 	free(j);
@@ -158,6 +163,12 @@ static void ran(const struct exec_result *r, void *arg)
 	const char *out = r->tail && *r->tail ? r->tail : r->head;
 	char now[SW_DPKG_VERSION_MAX + 1], err[300];
 
+	if (r->abandoned) {
+		answer(j, "deferred", out,
+		       "the agent stopped while dpkg ran; dpkg runs on, and the next try sees "
+		       "what it did");
+		return;
+	}
 	if (r->timed_out) {
 		answer(j, "failed", out, "dpkg did not finish within %" PRId64 " s; killed",
 		       j->install_ms / 1000);
@@ -217,6 +228,8 @@ static void run_dpkg(struct job *j)
 static void try_locks(uv_timer_t *t)
 {
 	struct job *j = t->data;
+
+	j->lock_waiting = 0;
 	static const char *const names[] = {"lock-frontend", "lock"};
 	char path[PATH_MAX + 32], comm[64];
 
@@ -227,6 +240,7 @@ static void try_locks(uv_timer_t *t)
 		if (!(pid = lock_holder(path)))
 			continue;
 		if (sw_mono_ms() - j->lock_since < j->lock_wait_ms) {
+			j->lock_waiting = 1;
 			uv_timer_start(&j->timer, try_locks, LOCK_POLL_MS, 0);
 			return;
 		}
@@ -280,6 +294,10 @@ static void check_done(void *arg, int timed_out)
 
 	if (timed_out) {
 		answer(j, "failed", NULL, "checking the package did not finish in time");
+		return;
+	}
+	if (j->a->stopping) {
+		answer(j, "deferred", NULL, "the agent is stopping");
 		return;
 	}
 	if (j->rc) {
@@ -563,6 +581,10 @@ void deploy_post(struct sw_http_req *req, void *arg)
 	uv_timer_init(a->loop, &j->timer);
 	j->timer.data = j;
 	j->timer_open = 1;
+	if ((j->next = jobs))
+		jobs->prev = &j->next;
+	j->prev = &jobs;
+	jobs = j;
 	if (!(j->signature = strdup(sig))) {
 		answer(j, "failed", NULL, "out of memory");
 		goto out;
@@ -578,4 +600,18 @@ void deploy_post(struct sw_http_req *req, void *arg)
 		answer(j, "deferred", NULL, "cannot ask the server for the site's package key");
 out:
 	json_decref(b);
+}
+
+void deploy_stop(struct agent *a)
+{
+	struct job *j, *next;
+
+	for (j = jobs; j; j = next) {
+		next = j->next;
+		if (j->a == a && j->lock_waiting) {
+			j->lock_waiting = 0;
+			uv_timer_stop(&j->timer);
+			answer(j, "deferred", NULL, "the agent stopped while dpkg's lock was held");
+		}
+	}
 }

@@ -29,6 +29,7 @@
 #define EXEC_DRAIN_MS 1000 /* after the exit, for output a child left behind */
 
 struct exec {
+	struct exec *next, **prev; /* every command running (exec_stop() ends them) */
 	struct agent *a;
 	exec_done done;
 	void *arg;
@@ -36,7 +37,7 @@ struct exec {
 	uv_pipe_t out;
 	uv_timer_t timer;
 	int open_handles;
-	int exited, eof, timed_out, answered;
+	int exited, eof, timed_out, answered, abandoned;
 	int64_t status, signo;
 	int64_t started;
 	char head[EXEC_KEEP], tail[EXEC_KEEP];
@@ -45,6 +46,7 @@ struct exec {
 };
 
 static int running;
+static struct exec *all;
 
 static void closed(uv_handle_t *h)
 {
@@ -52,6 +54,8 @@ static void closed(uv_handle_t *h)
 
 	if (--e->open_handles == 0) {
 		running--;
+		if ((*e->prev = e->next))
+			e->next->prev = e->prev;
 		free(e);
 	}
 }
@@ -108,6 +112,7 @@ static void answer(struct exec *e)
 		text_of(tail, sizeof(tail), ring + skip, n - skip);
 	}
 	r.timed_out = e->timed_out;
+	r.abandoned = e->abandoned;
 	r.status = e->status;
 	r.signo = e->signo;
 	r.elapsed_ms = sw_mono_ms() - e->started;
@@ -220,6 +225,10 @@ int exec_spawn(struct agent *a, char **argv, char **env, int64_t timeout_ms, exe
 	uv_timer_init(a->loop, &e->timer);
 	e->open_handles = 2;
 	running++;
+	if ((e->next = all))
+		all->prev = &e->next;
+	e->prev = &all;
+	all = e;
 	rc = uv_spawn(a->loop, &e->proc, &o);
 	close(fds[1]);
 	if (rc < 0) {
@@ -241,8 +250,29 @@ int exec_spawn(struct agent *a, char **argv, char **env, int64_t timeout_ms, exe
 	return 0;
 }
 
+void exec_stop(struct agent *a)
+{
+	struct exec *e, *next;
+
+	for (e = all; e; e = next) {
+		next = e->next;
+		if (e->a != a || e->answered)
+			continue;
+		/* the command runs on (a package half installed is worse than one the agent
+		 * no longer watches); its caller hears that the agent stopped */
+		sw_warn("exec: pid %d runs on without the agent", e->proc.pid);
+		e->abandoned = 1;
+		answer(e);
+	}
+}
+
 static void replied(const struct exec_result *r, void *arg)
 {
+	if (r->abandoned) {
+		sw_http_reply_error(arg, 503,
+				    "the agent stopped while the command ran; it runs on");
+		return;
+	}
 	sw_http_reply_json(arg, 200,
 			   json_pack("{sb sb sI sI sI ss ss sI}", "started", 1, "timed_out",
 				     r->timed_out, "exit", (json_int_t)r->status, "signal",

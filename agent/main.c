@@ -228,6 +228,9 @@ static int agent_shutdown(struct agent *a)
 	ticket_stop(a);
 	renew_stop(a);
 	inventory_stop(a);
+	/* answers owed for commands and deployments, while the channel can take them */
+	deploy_stop(a);
+	exec_stop(a);
 	channel_stop(a);
 	metrics_stop(a);
 	upgrade_stop(a);

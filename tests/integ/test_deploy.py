@@ -39,8 +39,8 @@ class Deploy(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.site = site = Site(heartbeat=1, extra_conf={
-            "deploy.fetch_base_s": "5", "deploy.lock_wait_s": "2",
-            "deploy.install_timeout_s": "10"})
+            "deploy.fetch_base_s": "3", "deploy.lock_wait_s": "2",
+            "deploy.install_timeout_s": "6"})
         site.start()
         cls.roots = {}
         for name in NAMES:

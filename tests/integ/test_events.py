@@ -89,13 +89,18 @@ class Watcher(threading.Thread):
         return [i for i in self.snapshot() if i[1] == "event" and (not name or i[2] == name)]
 
     def connections(self):
-        """The items of each connection, in order."""
-        out = []
+        """The items of each connection, in order: from its opening to its end (closed or
+        broken); attempts between two connections that found the server away (refused
+        while it restarts) belong to neither."""
+        out, current = [], None
         for item in self.snapshot():
             if item[1] == "open":
-                out.append([])
-            if out:
-                out[-1].append(item)
+                current = []
+                out.append(current)
+            if current is not None:
+                current.append(item)
+                if item[1] in ("closed", "broken"):
+                    current = None
         return out
 
     def rebuilt(self):
