@@ -16,7 +16,9 @@ from harness import Site, prog, wait_for
 # times the cost) and on PostgreSQL the channel's code is the same, and the other
 # channel tests run it there; the suite keeps to its time.
 AGAIN = "asan" in os.environ.get("SITEWARD_BUILD", "") or os.environ.get("SITEWARD_TEST_DB")
-AGENTS = 5000
+# 3,000 in the suite, where it runs beside four other modules on two cores; 5,000 alone
+# were back in 27 s (README's Capacity)
+AGENTS = 3000
 PROCESSES = 3
 MAKERS = 6  # identity makers at once: the server takes enrollments faster than one asks
 HEARTBEAT_S = 5
@@ -109,9 +111,16 @@ class FleetRestart(unittest.TestCase):
                 self.assertIn("no connection after", r.stderr)
                 return False
             systems = json.loads(r.stdout)["systems"]
-            return sum(s["last_seen"] > since_ms for s in systems) == self.total
+            self.back_now = sum(s["last_seen"] > since_ms for s in systems)
+            return self.back_now == self.total
 
-        wait_for(back, BOUND_S, f"all {self.total} agents back after the restart", step=1)
+        self.back_now = 0
+        try:
+            wait_for(back, BOUND_S, f"all {self.total} agents back after the restart",
+                     step=1)
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {self.back_now} were, connected as the load "
+                                 f"processes count: {self.connected()}") from None
         took = time.monotonic() - t0
         print(f"\n{self.total} agents back {took:.1f} s after the restart began")
         self.assertEqual(len(self.site.systems()), self.total)
