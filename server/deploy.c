@@ -861,13 +861,15 @@ void deploy_content_get(struct sw_http_req *req, void *arg)
 	struct server *s = arg;
 	const char *sha = sw_http_req_tail(req);
 	char path[PATH_MAX];
+	uint64_t sent = 0;
 
 	if (strlen(sha) != 64 || strspn(sha, "0123456789abcdef") != 64) {
 		sw_http_reply_error(req, 400, "content is named by its SHA-256");
 		return;
 	}
 	content_path(s, sha, "deb", path, sizeof(path));
-	sw_http_reply_path(req, path, NULL);
+	if (sw_http_reply_path(req, path, &sent) == 0)
+		sw_counter_add(s->mx_content_bytes, sent);
 }
 
 /* --- the API --- */

@@ -51,6 +51,11 @@ int metrics_open(struct server *s, char *err, size_t errlen)
 			       "Usage records received from agents and license servers, in "
 			       "batches stored (duplicates included).",
 			       NULL);
+	s->mx_content_bytes =
+	    sw_metrics_counter(m, "siteward_content_bytes_served_total",
+			       "Bytes of deployments' packages the site server has sent (to agents "
+			       "and distribution points), as the answers were started.",
+			       NULL);
 	s->mx_db_job =
 	    sw_metrics_histogram(m, "siteward_db_job_duration_seconds",
 				 "Time a job of the database write queue took on its connection.",

@@ -126,6 +126,7 @@ struct server {
 	struct sw_metrics *metrics;
 	struct sw_counter *mx_heartbeats;	     /* heartbeats heard, alone or on a poll */
 	struct sw_counter *mx_usage_records;	     /* usage records received in stored batches */
+	struct sw_counter *mx_content_bytes;	     /* deployments' packages sent (deploy.c) */
 	struct sw_histogram *mx_db_job, *mx_db_wait; /* a write-queue job: run, and waited */
 };
 
