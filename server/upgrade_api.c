@@ -210,6 +210,9 @@ static void watch_changed(struct server *s)
 		return;
 	now = sw_mono_ms();
 	due = s->watch_sent_ms + WATCH_COALESCE_MS;
+	/* a timer counts from the loop's time, which stands still during a turn: brought
+	 * up to now, so that a busy turn does not bring the batch that much early */
+	uv_update_time(s->loop);
 	uv_timer_start(&s->watch_timer, on_watch_timer, due > now ? (uint64_t)(due - now) : 0, 0);
 }
 

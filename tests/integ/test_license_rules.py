@@ -105,8 +105,16 @@ class Rules(unittest.TestCase):
             # c1 is in lab: its two reserved licenses, wherever each is held
             ones = [run(c1, tool, "60") for _ in range(3)]
             procs += ones
-            wait_for(lambda: sum(1 for p in ones if p.poll() is not None) == 1 and
-                     held(site, meters) == 3, 30, "c1's two runs licensed, the third denied")
+            try:
+                wait_for(lambda: sum(1 for p in ones if p.poll() is not None) == 1 and
+                         held(site, meters) == 3, 60,
+                         "c1's two runs licensed, the third denied")
+            except AssertionError as e:
+                # what each run and license server came to, for the one who reads it
+                raise AssertionError(
+                    f"{e}: runs ended with {[p.poll() for p in ones]}, "
+                    f"{held(site, meters)} held; " +
+                    " | ".join(err for _, err in self.check(ones))) from None
             self.assertEqual([s for s, _ in self.check(ones)], [75])
             hosts = sorted(l["host"] for m in meters for l in leases(site, m))
             self.assertEqual(hosts, ["c1", "c1", "c2"])
