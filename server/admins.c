@@ -322,7 +322,7 @@ static void add_run(struct sw_db *db, void *arg)
 static void add_done(struct server *s, void *arg)
 {
 	struct admin_op *o = arg;
-	struct admin *a;
+	struct admin *a = NULL;
 
 	if (!o->rc && !(a = calloc(1, sizeof(*a))))
 		o->rc = SW_ENOMEM;
