@@ -68,6 +68,10 @@ struct agent {
 /* The clients to the server, from the agent's certificate files as they are now: the
  * channel's, and with `bulk` the one for downloads. */
 int agent_clients_new(struct agent *a, int bulk);
+/* A client with the agent's certificate whose peers must carry `peer_role`; at most
+ * `max_host_connections` to one server (0: no limit). */
+int agent_client_new(struct agent *a, const char *peer_role, unsigned max_host_connections,
+		     struct sw_http_client **out);
 
 /* renew.c: the agent's certificates renewed at two thirds of their life, over the
  * channel's connection (see siteward-agent(8)) */

@@ -371,20 +371,8 @@ static void fetched(const struct sw_http_download_result *res, void *arg)
  * system the server named. */
 static struct sw_http_client *dp_client(struct agent *a)
 {
-	char ca[PATH_MAX + 64], crt[PATH_MAX + 64], key[PATH_MAX + 64];
-
-	if (!a->dp_client) {
-		sw_path_join(ca, sizeof(ca), a->dir, "ca.crt");
-		sw_path_join(crt, sizeof(crt), a->dir, "agent.crt");
-		sw_path_join(key, sizeof(key), a->dir, "agent.key");
-		struct sw_http_client_opts co = {.ca_file = ca,
-						 .cert_file = crt,
-						 .key_file = key,
-						 .connect_timeout_ms = a->connect_timeout_ms,
-						 .peer_role = SW_PKI_ROLE_AGENT};
-		if (sw_http_client_new(a->loop, &co, &a->dp_client))
-			a->dp_client = NULL;
-	}
+	if (!a->dp_client && agent_client_new(a, SW_PKI_ROLE_AGENT, 0, &a->dp_client))
+		a->dp_client = NULL;
 	return a->dp_client;
 }
 

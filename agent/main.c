@@ -120,10 +120,10 @@ static int agent_configure(struct agent *a, const char *dir, char *err, size_t e
 	return agent_clients_new(a, 1);
 }
 
-int agent_clients_new(struct agent *a, int bulk)
+int agent_client_new(struct agent *a, const char *peer_role, unsigned max_host_connections,
+		     struct sw_http_client **out)
 {
 	char ca[PATH_MAX + 64], crt[PATH_MAX + 64], key[PATH_MAX + 64];
-	int rc;
 
 	sw_path_join(ca, sizeof(ca), a->dir, "ca.crt");
 	sw_path_join(crt, sizeof(crt), a->dir, "agent.crt");
@@ -132,13 +132,20 @@ int agent_clients_new(struct agent *a, int bulk)
 					 .cert_file = crt,
 					 .key_file = key,
 					 .connect_timeout_ms = a->connect_timeout_ms,
-					 .peer_role = SW_PKI_ROLE_SERVER};
+					 .peer_role = peer_role,
+					 .max_host_connections = max_host_connections};
+	return sw_http_client_new(a->loop, &co, out);
+}
+
+int agent_clients_new(struct agent *a, int bulk)
+{
+	int rc;
+
 	/* Packages come on a connection of their own, so a long download delays no poll. */
-	if (bulk && (rc = sw_http_client_new(a->loop, &co, &a->bulk)))
+	if (bulk && (rc = agent_client_new(a, SW_PKI_ROLE_SERVER, 0, &a->bulk)))
 		return rc;
 	/* Everything else goes on the one connection the channel keeps. */
-	co.max_host_connections = 1;
-	return sw_http_client_new(a->loop, &co, &a->client);
+	return agent_client_new(a, SW_PKI_ROLE_SERVER, 1, &a->client);
 }
 
 static void on_services_changed(void *arg)
