@@ -4,17 +4,23 @@
 
 void sw_clock_span(int64_t ms, char *out, size_t len)
 {
-	/* to the nearest second: a reading taken a few ms late is still "3h 0m" */
-	long long s = (long long)(((ms < 0 ? -ms : ms) + 500) / 1000);
+	/* to the nearest of the last unit shown: a reading taken a few seconds late (the
+	 * time the heartbeat travelled) is still "3h 0m" */
+	long long a = (long long)(ms < 0 ? -ms : ms), s = (a + 500) / 1000;
 
-	if (s < 60)
+	if (s < 60) {
 		snprintf(out, len, "%llds", s);
-	else if (s < 3600)
+	} else if (s < 3600) {
 		snprintf(out, len, "%lldm %llds", s / 60, s % 60);
-	else if (s < 86400)
-		snprintf(out, len, "%lldh %lldm", s / 3600, s % 3600 / 60);
-	else
-		snprintf(out, len, "%lldd %lldh", s / 86400, s % 86400 / 3600);
+	} else if (s < 86400) {
+		long long m = (a + 30000) / 60000;
+
+		snprintf(out, len, "%lldh %lldm", m / 60, m % 60);
+	} else {
+		long long h = (a + 1800000) / 3600000;
+
+		snprintf(out, len, "%lldd %lldh", h / 24, h % 24);
+	}
 }
 
 void sw_clock_describe(int64_t skew_ms, char *out, size_t len)

@@ -21,19 +21,28 @@ static void test_span(void **state)
 	assert_string_equal(buf, "0s");
 	sw_clock_span(-59 * S - 499, buf, sizeof(buf));
 	assert_string_equal(buf, "59s");
-	/* to the nearest second: a reading a few ms late is still a round figure */
+	/* to the nearest of the last unit shown: a reading a few ms, or seconds, late is
+	 * still a round figure */
 	sw_clock_span(3 * H - 3, buf, sizeof(buf));
 	assert_string_equal(buf, "3h 0m");
+	sw_clock_span(3 * H - 2 * S, buf, sizeof(buf));
+	assert_string_equal(buf, "3h 0m");
+	sw_clock_span(3 * H - 31 * S, buf, sizeof(buf));
+	assert_string_equal(buf, "2h 59m");
 	sw_clock_span(-59 * S - 500, buf, sizeof(buf));
 	assert_string_equal(buf, "1m 0s");
 	sw_clock_span(2 * MIN + 5 * S, buf, sizeof(buf));
 	assert_string_equal(buf, "2m 5s");
-	sw_clock_span(-(3 * H + 2 * MIN + 40 * S), buf, sizeof(buf));
+	sw_clock_span(-(3 * H + 2 * MIN + 20 * S), buf, sizeof(buf));
 	assert_string_equal(buf, "3h 2m");
+	sw_clock_span(-(3 * H + 2 * MIN + 40 * S), buf, sizeof(buf));
+	assert_string_equal(buf, "3h 3m");
 	sw_clock_span(3 * H, buf, sizeof(buf));
 	assert_string_equal(buf, "3h 0m");
-	sw_clock_span(8 * DAY + 2 * H + 59 * MIN, buf, sizeof(buf));
+	sw_clock_span(8 * DAY + 2 * H + 29 * MIN, buf, sizeof(buf));
 	assert_string_equal(buf, "8d 2h");
+	sw_clock_span(8 * DAY + 2 * H + 59 * MIN, buf, sizeof(buf));
+	assert_string_equal(buf, "8d 3h");
 	sw_clock_span(3650 * DAY, buf, sizeof(buf));
 	assert_string_equal(buf, "3650d 0h");
 	/* cut to the buffer, never past it */
