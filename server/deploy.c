@@ -433,15 +433,6 @@ static void on_answer(const struct sw_http_result *res, void *arg)
 
 /* --- distribution points --- */
 
-static int has_role(const struct system *sys, const char *role)
-{
-	size_t i;
-	json_t *r;
-
-	json_array_foreach(sys->roles, i, r) if (strcmp(json_string_value(r), role) == 0) return 1;
-	return 0;
-}
-
 struct dp_pick {
 	struct server *s;
 	const struct system *target, *best;
@@ -458,7 +449,7 @@ static void consider(const char *key, void *value, void *arg)
 	int bits;
 
 	(void)key;
-	if (dp == p->target || !dp->dp_address[0] || !has_role(dp, DP_ROLE) ||
+	if (dp == p->target || !dp->dp_address[0] || !registry_has_role(dp, DP_ROLE) ||
 	    !channel_connected(p->s, dp))
 		return;
 	bits = sw_addr_common_bits(dp->address, p->target->address);

@@ -625,15 +625,6 @@ struct meters_ctx {
 	json_t *names; /* systems with the software-metering role, by name */
 };
 
-static int has_role(const struct system *sys, const char *role)
-{
-	size_t i;
-	json_t *r;
-
-	json_array_foreach(sys->roles, i, r) if (strcmp(json_string_value(r), role) == 0) return 1;
-	return 0;
-}
-
 static void collect_key(const char *key, void *value, void *arg)
 {
 	json_array_append_new(arg, json_string(key));
@@ -660,7 +651,7 @@ static void collect_meters(const char *key, void *value, void *arg)
 	json_t *svc;
 	size_t i;
 
-	if (has_role(sys, "software-metering")) {
+	if (registry_has_role(sys, "software-metering")) {
 		json_array_append_new(m->current, json_string(sys->name));
 		return;
 	}
@@ -1176,7 +1167,7 @@ static void ingest_done(struct server *s, void *arg)
 static int vouches_for_hosts(const struct system *sys, const struct usage_rec *u)
 {
 	return sys && strcmp(u->source, "meter") == 0 &&
-	       (has_role(sys, "software-metering") || sys->meter_address[0]);
+	       (registry_has_role(sys, "software-metering") || sys->meter_address[0]);
 }
 
 void metering_post_usage(struct sw_http_req *req, void *arg)

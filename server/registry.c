@@ -354,6 +354,15 @@ void registry_heard(struct server *s, struct system *sys, struct sw_heartbeat *h
 	touch(s, sys);
 }
 
+int registry_has_role(const struct system *sys, const char *role)
+{
+	size_t i;
+	json_t *r;
+
+	json_array_foreach(sys->roles, i, r) if (strcmp(json_string_value(r), role) == 0) return 1;
+	return 0;
+}
+
 uint64_t registry_generation(const struct server *s)
 {
 	return s->registry_gen;

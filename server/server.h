@@ -188,6 +188,8 @@ void registry_heard(struct server *s, struct system *sys, struct sw_heartbeat *h
  * removed: what is made of those (metering.c's list of metering servers) is made again
  * when it has moved on. */
 uint64_t registry_generation(const struct server *s);
+/* Whether the server wants `role` on `sys`. */
+int registry_has_role(const struct system *sys, const char *role);
 int registry_flush(struct server *s);
 const char *registry_health(const struct server *s, const struct system *sys, int64_t now);
 /* A system whose agent certificate is this close to its end has not renewed it. */

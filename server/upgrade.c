@@ -427,13 +427,8 @@ void upgrade_role_changed(struct server *s, struct system *sys, const char *role
 static int is_metering(struct server *s, const char *name)
 {
 	struct system *sys = sw_strmap_get(s->systems, name);
-	json_t *r;
-	size_t i;
 
-	if (sys)
-		json_array_foreach(sys->roles, i, r) if (strcmp(json_string_value(r),
-								METERING_ROLE) == 0) return 1;
-	return 0;
+	return sys && registry_has_role(sys, METERING_ROLE);
 }
 
 /* The roles when a leg begins decide its order, and so its bound; a server that comes

@@ -353,19 +353,14 @@ static int64_t bound_preview(struct server *s, const struct sw_upgrade_req *r,
 	struct upgrade u = {.s = s, .size = m->package_size, .self_migrations = migrates(s, m)};
 	struct system **list = upgrade_systems_list(s), *sys;
 	size_t metering = 0, others = 0;
-	json_t *role;
-	size_t k;
 
 	opts_from(r, &u.o);
 	u.o.package_size = m->package_size;
 	snprintf(u.version, sizeof(u.version), "%s", m->version);
 	for (size_t i = 0; list && (sys = list[i]); i++) {
-		int is = 0;
 		if (strcmp(sys->version, m->version) == 0)
 			continue;
-		json_array_foreach(sys->roles, k, role) is |=
-		    strcmp(json_string_value(role), METERING_ROLE) == 0;
-		is ? metering++ : others++;
+		registry_has_role(sys, METERING_ROLE) ? metering++ : others++;
 	}
 	free(list);
 	return usys_run_bound_ms(&u.o, metering, others, upgrade_self_bound_ms(&u));
