@@ -130,15 +130,20 @@ def listening_sockets(pid):
 
 
 def wait_for(pred, timeout, what, step=0.05):
-    """Polls pred() until it is true; fails the test after `timeout` seconds."""
+    """Polls pred() until it is true; fails the test after `timeout` seconds. The
+    polls thin out, to a quarter second apart (or `step`, if longer): many predicates
+    run the CLI, and a long wait that ran it twenty times a second kept a core busy
+    starting programs (under ASan, most of a pass's processor time)."""
     deadline = time.monotonic() + timeout
+    gap, most = step, max(step, 0.25)
     while True:
         v = pred()
         if v:
             return v
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
+        time.sleep(gap)
+        gap = min(most, gap * 1.25)
 
 
 def fresh_pg_database():

@@ -10,6 +10,7 @@ import argparse
 import concurrent.futures
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -28,7 +29,11 @@ def run_module(name, pattern):
     result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
     bad = len(result.failures) + len(result.errors)
     passed = max(0, result.testsRun - bad - len(result.skipped))
-    print(f"COUNTS {passed} {bad} {len(result.skipped)}")
+    # what the module and the programs it ran cost the processors, to see where a
+    # pass's time goes
+    cpu = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+    print(f"COUNTS {passed} {bad} {len(result.skipped)} {cpu:.1f}")
     return 0 if bad == 0 else 1
 
 
@@ -57,19 +62,22 @@ def main():
                      key=lambda m: (-LONGEST.index(m) if m in LONGEST else 1, m))
     t0 = time.monotonic()
     totals = [0, 0, 0]
+    costs = []
 
     def one(mod):
         argv = [sys.executable, os.path.abspath(__file__), "--build", args.build,
                 "--module", mod] + (["-k", args.k] if args.k else [])
+        t = time.monotonic()
         p = subprocess.run(argv, capture_output=True, text=True, env=os.environ.copy(),
                            timeout=1800)
-        return mod, p
+        return mod, p, time.monotonic() - t
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.j)) as pool:
-        for mod, p in pool.map(one, modules):
+        for mod, p, wall in pool.map(one, modules):
             out = p.stdout + p.stderr
-            m = re.search(r"^COUNTS (\d+) (\d+) (\d+)$", p.stdout, re.M)
-            counts = [int(x) for x in m.groups()] if m else [0, 1, 0]
+            m = re.search(r"^COUNTS (\d+) (\d+) (\d+) ([\d.]+)$", p.stdout, re.M)
+            counts = [int(x) for x in m.groups()[:3]] if m else [0, 1, 0]
+            costs.append((wall, float(m.group(4)) if m else 0.0, mod))
             if not m:
                 out += f"\n{mod}: the module did not finish (exit {p.returncode})\n"
             for i in range(3):
@@ -78,6 +86,9 @@ def main():
                   f"{counts[2]} skipped")
             print("\n".join(l for l in out.splitlines() if not l.startswith("COUNTS ")))
             sys.stdout.flush()
+    print("\nmodules by time taken (wall s, CPU s of the module and its programs):")
+    for wall, cpu, mod in sorted(costs, reverse=True):
+        print(f"  {mod:28} {wall:6.1f} {cpu:6.1f}")
     print(f"integration: {time.monotonic() - t0:.1f}s")
     print(f"{totals[0]} passed, {totals[1]} failed, {totals[2]} skipped")
     return 0 if totals[1] == 0 and totals[0] > 0 else 1
