@@ -161,6 +161,9 @@ void exec_stop(struct agent *a);
 /* dp.c: the distribution point a system of that role runs (see the file's head) */
 void dp_update(struct agent *a, int wanted);
 void dp_stop(struct agent *a);
+/* The site server's list of revoked certificates (a heartbeat reply's), refused from
+ * now on; NULL: no change. */
+void dp_revoked(struct agent *a, const json_t *list);
 /* Where it listens ([distribution] listen), NULL while it does not. */
 const char *dp_address(const struct agent *a);
 

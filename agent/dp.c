@@ -11,12 +11,16 @@
  * <dir>/dp-cache: a package asked for and not there is fetched from the site server
  * (resuming, bounded), kept only when its bytes have the hash it is named by, and then
  * served to every request that waited for it. Requests wait at most FETCH_MS; the
- * client's own bound is shorter, and it falls back to the site server.
+ * client's own bound is shorter, and it falls back to the site server. A removed
+ * system is refused: the site server's heartbeat replies list the certificates it
+ * revoked, so one is refused here within a heartbeat of its removal.
  */
 #include "agent.h"
 
 #include "error.h"
 #include "log.h"
+#include "proto.h"
+#include "strmap.h"
 #include "util.h"
 #include "work.h"
 
@@ -49,6 +53,7 @@ struct dp {
 	struct sw_http_server *http;
 	char listen[300], dir[PATH_MAX + 16];
 	struct fetch *fetches;
+	struct sw_strmap *revoked; /* the serials of removed systems' certificates */
 	int closing;		  /* the role was removed: it stops once its downloads have ended */
 	uint64_t served, fetched; /* bytes sent to agents, and from the site server */
 };
@@ -194,6 +199,31 @@ static const struct sw_http_route routes[] = {
     {"GET", "/v1/content/*", SW_HTTP_AGENT, dp_get, 0},
 };
 
+static int dp_is_revoked(void *arg, const char *serial)
+{
+	const struct dp *dp = arg;
+
+	return dp->revoked && sw_strmap_get(dp->revoked, serial) != NULL;
+}
+
+void dp_revoked(struct agent *a, const json_t *list)
+{
+	struct sw_strmap *map;
+	char err[200];
+
+	if (!a->dp || !list)
+		return;
+	if (sw_proto_revoked_parse(list, &map, err, sizeof(err))) {
+		sw_strmap_free(map);
+		sw_warn("distribution point: the site server's list of revoked certificates: %s; "
+			"keeping the one before",
+			err);
+		return;
+	}
+	sw_strmap_free(a->dp->revoked);
+	a->dp->revoked = map;
+}
+
 static int dp_open(struct agent *a, char *err, size_t errlen)
 {
 	const char *listen = sw_conf_get(a->conf, "distribution", "listen", "0.0.0.0:" DP_PORT);
@@ -203,6 +233,7 @@ static int dp_open(struct agent *a, char *err, size_t errlen)
 					.ca_pem = a->ca_pem,
 					.routes = routes,
 					.nroutes = SW_ARRAY_LEN(routes),
+					.is_revoked = dp_is_revoked,
 					.max_connections = 2000};
 	int rc;
 
@@ -240,6 +271,7 @@ void dp_stop(struct agent *a)
 		return;
 	}
 	sw_http_server_stop(dp->http);
+	sw_strmap_free(dp->revoked);
 	free(dp);
 	a->dp = NULL;
 }

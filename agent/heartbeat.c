@@ -19,6 +19,7 @@ int heartbeat_took(struct agent *a, const json_t *j)
 	 * here, with no call from the server needed. */
 	if ((roles = json_object_get(j, "roles")))
 		roles_apply(a, roles);
+	dp_revoked(a, json_object_get(j, "revoked"));
 	usage_meters_save(a, json_object_get(j, "meters"), json_object_get(j, "meter_names"));
 	/* a rotation of the site's CA: the CAs to trust, then a certificate of the new one */
 	if (json_is_string(json_object_get(j, "ca")))

@@ -3,6 +3,7 @@
 #include "error.h"
 #include "json.h"
 #include "pkg.h"
+#include "strmap.h"
 #include "util.h"
 
 #include <limits.h>
@@ -496,6 +497,41 @@ int sw_proto_stage_req_parse(const json_t *j, struct sw_stage_req *out, char *er
 	if (strncmp(out->url, "https://", 8) != 0) {
 		sw_seterr(err, errlen, "url must be an https:// URL");
 		return SW_EINVAL;
+	}
+	return 0;
+}
+
+int sw_proto_revoked_parse(const json_t *arr, struct sw_strmap **out, char *err, size_t errlen)
+{
+	const json_t *v;
+	size_t i;
+
+	*out = NULL;
+	if (!arr || json_is_null(arr))
+		return 0;
+	if (!json_is_array(arr)) {
+		sw_seterr(err, errlen, "'revoked' must be an array");
+		return SW_EINVAL;
+	}
+	if (json_array_size(arr) > SW_MAX_REVOKED) {
+		sw_seterr(err, errlen, "more than %d revoked certificates", SW_MAX_REVOKED);
+		return SW_ETOOBIG;
+	}
+	if (!(*out = sw_strmap_new()))
+		return SW_ENOMEM;
+	json_array_foreach(arr, i, v)
+	{
+		const char *s = json_string_value(v);
+		size_t n = s ? strlen(s) : 0;
+
+		if (!s || n == 0 || n > 40 || n != json_string_length(v) ||
+		    strspn(s, "0123456789abcdef") != n) {
+			sw_seterr(err, errlen,
+				  "revoked[%zu] must be a certificate serial in lowercase hex", i);
+			return SW_EINVAL;
+		}
+		if (sw_strmap_set(*out, s, (void *)1))
+			return SW_ENOMEM;
 	}
 	return 0;
 }

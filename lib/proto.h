@@ -162,4 +162,11 @@ int sw_proto_poll_parse(const json_t *j, struct sw_poll *out, char *err, size_t 
 /* The reply to a poll, as the agent reads it: every command's fields checked. */
 int sw_proto_commands_check(const json_t *j, char *err, size_t errlen);
 
+/* The serials of removed systems' certificates, as the site server sends them to the
+ * servers that agents reach (license servers, distribution points): lowercase hex, at
+ * most SW_MAX_REVOKED. NULL or null: *out is NULL, none. */
+#define SW_MAX_REVOKED 200000
+struct sw_strmap;
+int sw_proto_revoked_parse(const json_t *arr, struct sw_strmap **out, char *err, size_t errlen);
+
 #endif

@@ -1295,42 +1295,6 @@ void usage_batch_cleanup(struct usage_batch *b)
 
 /* Configuration */
 
-/* The serials of removed systems' certificates: lowercase hex, as the server writes. */
-static int revoked_parse(const json_t *arr, struct sw_strmap **out, char *err, size_t errlen)
-{
-	const json_t *v;
-	size_t i;
-
-	*out = NULL;
-	if (!arr || json_is_null(arr))
-		return 0;
-	if (!json_is_array(arr)) {
-		sw_seterr(err, errlen, "'revoked' must be an array");
-		return SW_EINVAL;
-	}
-	if (json_array_size(arr) > METER_MAX_REVOKED) {
-		sw_seterr(err, errlen, "more than %d revoked certificates", METER_MAX_REVOKED);
-		return SW_ETOOBIG;
-	}
-	if (!(*out = sw_strmap_new()))
-		return SW_ENOMEM;
-	json_array_foreach(arr, i, v)
-	{
-		const char *s = json_string_value(v);
-		size_t n = s ? strlen(s) : 0;
-
-		if (!s || n == 0 || n > 40 || n != json_string_length(v) ||
-		    strspn(s, "0123456789abcdef") != n) {
-			sw_seterr(err, errlen,
-				  "revoked[%zu] must be a certificate serial in lowercase hex", i);
-			return SW_EINVAL;
-		}
-		if (sw_strmap_set(*out, s, (void *)1))
-			return SW_ENOMEM;
-	}
-	return 0;
-}
-
 int lease_config_parse(const char *text, size_t len, struct meter_config *out, char *err,
 		       size_t errlen)
 {
@@ -1348,7 +1312,8 @@ int lease_config_parse(const char *text, size_t len, struct meter_config *out, c
 	    (rc = sw_json_int(j, "lease_ttl_ms", TTL_MIN_MS, TTL_MAX_MS, 0, &out->ttl_ms, err,
 			      errlen)))
 		goto out;
-	if ((rc = revoked_parse(json_object_get(j, "revoked"), &out->revoked, err, errlen)) ||
+	if ((rc = sw_proto_revoked_parse(json_object_get(j, "revoked"), &out->revoked, err,
+					 errlen)) ||
 	    (rc = groups_parse(json_object_get(j, "groups"), &out->groups, err, errlen)))
 		goto out;
 	if ((rc = sw_product_array_parse(json_object_get(j, "products"), &v, &n, err, errlen)))

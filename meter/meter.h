@@ -6,6 +6,7 @@
 #include "http_server.h"
 #include "metrics.h"
 #include "product.h"
+#include "proto.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -29,7 +30,7 @@
 #define METER_UPLOAD_BATCH   500
 #define METER_JOURNAL_MAX    (16 * 1024 * 1024)
 #define METER_DEFAULT_TTL_MS 30000
-#define METER_MAX_REVOKED    200000
+#define METER_MAX_REVOKED    SW_MAX_REVOKED
 /* A reclaimed lease's note lasts until the lease would have expired, and at least this
  * long after, for a client that was away a while (frozen, a network cut) */
 #define METER_RECLAIM_NOTE_MS 60000

@@ -353,6 +353,9 @@ static json_t *heartbeat_take(struct server *s, struct system *sys, struct sw_he
 			  "products_version", (json_int_t)s->products_version);
 	if (reply)
 		ca_reply(s, sys, reply);
+	/* a distribution point refuses removed systems too */
+	if (reply && registry_has_role(sys, DP_ROLE))
+		json_object_set_new(reply, "revoked", registry_revoked_list(s));
 	/* loans written off here: its agent tells siteward-run, which then refuses them */
 	json_t *off = reply ? licenses_written_off(s, sys->name) : NULL;
 	if (off)

@@ -57,7 +57,6 @@
 #define STORE_BASE_MS	  10000
 #define STORE_BYTES_MS	  4096
 #define DEPLOYMENTS_SHOWN 100
-#define DP_ROLE		  "distribution-point"
 #define DP_PREFIX_V4	  24 /* a distribution point serves its own subnet: this… */
 #define DP_PREFIX_V6	  64 /* …or this many leading bits in common */
 

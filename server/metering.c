@@ -625,11 +625,6 @@ struct meters_ctx {
 	json_t *names; /* systems with the software-metering role, by name */
 };
 
-static void collect_key(const char *key, void *value, void *arg)
-{
-	json_array_append_new(arg, json_string(key));
-}
-
 static int by_string(const void *a, const void *b)
 {
 	return strcmp(json_string_value(*(json_t *const *)a),
@@ -938,8 +933,7 @@ static void config_done(struct server *s, void *arg)
 		return;
 	}
 	/* Metering servers refuse the certificates of removed systems too. */
-	revoked = json_array();
-	sw_strmap_each(s->revoked, collect_key, revoked);
+	revoked = registry_revoked_list(s);
 	sw_http_reply_json(c->req, 200,
 			   json_pack("{sO si si so si sO}", "products", c->products, "lease_ttl_ms",
 				     (int)s->lease_ttl_ms, "meters", (int)json_array_size(c->names),

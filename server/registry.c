@@ -354,6 +354,21 @@ void registry_heard(struct server *s, struct system *sys, struct sw_heartbeat *h
 	touch(s, sys);
 }
 
+static void collect_key(const char *key, void *value, void *arg)
+{
+	(void)value;
+	json_array_append_new(arg, json_string(key));
+}
+
+json_t *registry_revoked_list(const struct server *s)
+{
+	json_t *out = json_array();
+
+	if (out)
+		sw_strmap_each(s->revoked, collect_key, out);
+	return out;
+}
+
 int registry_has_role(const struct system *sys, const char *role)
 {
 	size_t i;

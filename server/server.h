@@ -190,6 +190,10 @@ void registry_heard(struct server *s, struct system *sys, struct sw_heartbeat *h
 uint64_t registry_generation(const struct server *s);
 /* Whether the server wants `role` on `sys`. */
 int registry_has_role(const struct system *sys, const char *role);
+/* The serials of removed systems' certificates, for the servers agents reach (license
+ * servers, distribution points) to refuse too. */
+json_t *registry_revoked_list(const struct server *s);
+#define DP_ROLE "distribution-point"
 int registry_flush(struct server *s);
 const char *registry_health(const struct server *s, const struct system *sys, int64_t now);
 /* A system whose agent certificate is this close to its end has not renewed it. */

@@ -9,6 +9,7 @@ import fcntl
 import json
 import os
 import signal
+import ssl
 import subprocess
 import time
 import unittest
@@ -239,6 +240,21 @@ class Deploy(unittest.TestCase):
         self.assertEqual(log.count("fetching " + d["sha256"][:12]), 1, log)
         self.assertEqual(log.count(d["sha256"][:12] + " to m"), 3, log)
         site.cli("deploy", "cancel", str(d["id"]))
+
+        # a removed system is refused by the point too, once a heartbeat tells it
+        def get_as(name):
+            a = site.agents[name]
+            ctx = site.tls(os.path.join(a.dir, "agent.crt"), os.path.join(a.dir, "agent.key"))
+            # what is checked here is the point's side; the agent checks the point's
+            # certificate (an agent's, which Python's client refuses to take as a server's)
+            ctx.verify_mode = ssl.CERT_NONE
+            status, _ = site.api("GET", f"/v1/content/{d['sha256']}", ctx=ctx,
+                                 port=self.dp_port)
+            return status
+        self.assertEqual(get_as("m4"), 200)
+        site.cli("systems", "remove", "m4")
+        wait_for(lambda: get_as("m4") == 403, 15, "the point to refuse removed m4")
+        self.assertEqual(get_as("m1"), 200)
 
         # the point frozen: the member waits out its bound, then the site serves
         deb4 = build_deb(site.tmp, "4.0-1")

@@ -2,6 +2,7 @@
 #include "error.h"
 #include "json.h"
 #include "proto.h"
+#include "strmap.h"
 #include "util.h"
 
 #include <setjmp.h>
@@ -261,6 +262,35 @@ static void test_util(void **state)
 }
 
 /* Every state's name reads back as that state; anything else, and NULL, is unknown. */
+static void test_revoked(void **state)
+{
+	static const char *bad[] = {
+	    "{}",  "[\"ABCD\"]",     "[\"\"]",
+	    "[7]", "[\"a1\", null]", "[\"0123456789abcdef0123456789abcdef012345678\"]"};
+	struct sw_strmap *m = NULL;
+	json_t *j;
+
+	(void)state;
+	assert_int_equal(sw_proto_revoked_parse(NULL, &m, NULL, 0), 0);
+	assert_null(m);
+	j = json_loads("[\"0a1b\", \"ff\"]", 0, NULL);
+	assert_int_equal(sw_proto_revoked_parse(j, &m, NULL, 0), 0);
+	assert_non_null(sw_strmap_get(m, "0a1b"));
+	assert_null(sw_strmap_get(m, "0a1c"));
+	sw_strmap_free(m);
+	json_decref(j);
+	for (size_t i = 0; i < SW_ARRAY_LEN(bad); i++) {
+		char err[200] = "";
+
+		j = json_loads(bad[i], JSON_DECODE_ANY, NULL);
+		assert_non_null(j);
+		assert_int_not_equal(sw_proto_revoked_parse(j, &m, err, sizeof(err)), 0);
+		assert_true(err[0]);
+		sw_strmap_free(m);
+		json_decref(j);
+	}
+}
+
 static void test_states(void **state)
 {
 	(void)state;
@@ -293,6 +323,7 @@ int main(void)
 	    cmocka_unit_test(test_json_object_only),
 	    cmocka_unit_test(test_util),
 	    cmocka_unit_test(test_states),
+	    cmocka_unit_test(test_revoked),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
