@@ -103,7 +103,7 @@ class Rules(unittest.TestCase):
             self.assertEqual(sorted(s for s, _ in self.check(procs)), [75, 75])
             self.assertEqual(held(site, meters), 1)
             # c1 is in lab: its two reserved licenses, wherever each is held
-            ones = [run(c1, tool, "60") for _ in range(3)]
+            ones = [run(c1, tool, "60", verbose=True) for _ in range(3)]
             procs += ones
             try:
                 wait_for(lambda: sum(1 for p in ones if p.poll() is not None) == 1 and
@@ -111,11 +111,18 @@ class Rules(unittest.TestCase):
                          "c1's two runs licensed, the third denied")
             except AssertionError as e:
                 # what each run and license server came to, for the one who reads it
+                ended = [p.poll() for p in ones]
+                for p in ones:
+                    p.kill()
+                logs = []
+                for m in meters:
+                    with open(os.path.join(m.dir, "logs", "meter.log"), errors="replace") as f:
+                        logs.append(f"{m.name}'s log ends:\n" + "".join(f.readlines()[-40:]))
                 raise AssertionError(
-                    f"{e}: runs ended with {[p.poll() for p in ones]}, "
-                    f"{held(site, meters)} held; " +
-                    " | ".join(err for _, err in self.check(ones))) from None
-            self.assertEqual([s for s, _ in self.check(ones)], [75])
+                    f"{e}: runs ended with {ended}, {held(site, meters)} held; runs said:\n" +
+                    "\n".join(p.stderr.read() for p in ones) + "\n".join(logs)) from None
+            ended = self.check(ones)
+            self.assertEqual([s for s, _ in ended], [75], ended)
             hosts = sorted(l["host"] for m in meters for l in leases(site, m))
             self.assertEqual(hosts, ["c1", "c1", "c2"])
             # never more than the count, at every look while they run

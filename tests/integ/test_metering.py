@@ -76,8 +76,8 @@ def leases(site, m):
     return body["leases"] if status == 200 else None
 
 
-def run(client, tool, *args, wait=None):
-    argv = [prog("siteward-run"), "--agent", client.dir]
+def run(client, tool, *args, wait=None, verbose=False):
+    argv = [prog("siteward-run"), "--agent", client.dir] + (["--verbose"] if verbose else [])
     if wait is not None:
         argv += ["--wait", str(wait)]
     return subprocess.Popen(argv + ["--", tool, *args], stdout=subprocess.PIPE,
