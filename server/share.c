@@ -6,6 +6,12 @@ static int64_t held(const struct share *s)
 	return s->applied > s->assigned ? s->applied : s->assigned;
 }
 
+/* What a server holds beyond what it has in use. */
+static int64_t free_held(const struct share *s)
+{
+	return held(s) > s->in_use ? held(s) - s->in_use : 0;
+}
+
 static int64_t min64(int64_t a, int64_t b)
 {
 	return a < b ? a : b;
@@ -56,9 +62,15 @@ int64_t share_of(const struct share *sh, size_t n, const struct share *former, s
 			if (i == me)
 				target++;
 		}
-	/* then the rest evenly over the live servers, the first ones first */
-	for (size_t i = 0; i < me; i++)
-		rank += sh[i].live != 0;
+	/* then the rest evenly over the live servers; the ones left over where free
+	 * licenses are now (the first ones first among equals), so that a grant on one
+	 * server does not move another's free license to it: a license on its way is
+	 * held by neither, and a client asking then is denied */
+	for (size_t i = 0; i < n; i++)
+		if (i != me && sh[i].live &&
+		    (free_held(&sh[i]) > free_held(&sh[me]) ||
+		     (free_held(&sh[i]) == free_held(&sh[me]) && i < me)))
+			rank++;
 	if (sh[me].live && nlive)
 		target += left / (int64_t)nlive + ((int64_t)rank < left % (int64_t)nlive);
 	for (size_t i = 0; i < n; i++)

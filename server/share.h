@@ -18,7 +18,9 @@ struct share {
 /*
  * The share of server `me` of `n`, in a fixed order every server is worked out in, of
  * `total` licenses. Targets follow demand: what is in use stays where it is; then each
- * live server's waiting clients; then what is left goes evenly to the live servers.
+ * live server's waiting clients; then what is left goes evenly to the live servers,
+ * any odd ones to those that hold the most free licenses now (then in order), so that
+ * licenses move only to even the shares out, never back and forth.
  * A server that has stopped reporting keeps its target at what it had in use, so free
  * licenses go where clients can reach them. But a share is raised only from licenses
  * that no other server holds or may still hold (the larger of what it last applied and

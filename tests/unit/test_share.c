@@ -36,6 +36,32 @@ static void test_even_split(void **state)
 	assert_int_equal(out[2], 2);
 }
 
+/* A grant on one server moves no free license to it from another: the odd license
+ * stays where it is free now. Left where it was, it is held by no server on its way,
+ * and a client asking there meanwhile is denied with a license free. */
+static void test_free_licenses_stay_put(void **state)
+{
+	(void)state;
+	/* two licenses, one each; the first server lends its own */
+	struct share sh[2] = {{1, 1, 0, 1, 1}, {1, 0, 0, 1, 1}};
+	int64_t out[3];
+
+	shares(sh, 2, 2, out);
+	assert_int_equal(out[0], 1);
+	assert_int_equal(out[1], 1);
+	/* the second lends its own too: nothing moves */
+	struct share both[2] = {{1, 1, 0, 1, 1}, {1, 1, 0, 1, 1}};
+	shares(both, 2, 2, out);
+	assert_int_equal(out[0], 1);
+	assert_int_equal(out[1], 1);
+	/* three free on one, none on two others: shares even out, the odd one stays */
+	struct share lop[3] = {{3, 0, 0, 3, 1}, {0, 0, 0, 0, 1}, {0, 0, 0, 0, 1}};
+	shares(lop, 3, 4, out);
+	assert_int_equal(out[0], 2);
+	assert_int_equal(out[1], 1);
+	assert_int_equal(out[2], 1);
+}
+
 /* In use stays where it is, then waiting clients, then the rest. */
 static void test_demand_first(void **state)
 {
@@ -137,6 +163,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_even_split),
 	    cmocka_unit_test(test_demand_first),
+	    cmocka_unit_test(test_free_licenses_stay_put),
 	    cmocka_unit_test(test_stale_server_gets_no_free_licenses),
 	    cmocka_unit_test(test_never_from_what_others_hold),
 	    cmocka_unit_test(test_random_standings_stay_within_the_count),
