@@ -418,6 +418,7 @@ static void fetch(struct job *j)
 	snprintf(j->deb, sizeof(j->deb), "%s/%s.deb", dir, j->sha);
 	/* fetched and checked by an earlier try: checked again, as a file here may change */
 	if (stat(j->deb, &st) == 0 && rename(j->deb, j->part) == 0) {
+		snprintf(j->from, sizeof(j->from), "fetched by an earlier try");
 		check(j);
 		return;
 	}

@@ -38,7 +38,7 @@ def run_module(name, pattern):
 
 
 # Modules that take a minute or more, the longest last.
-LONGEST = ["test_console", "test_agent_upgrade", "test_metering_server", "test_fleet", "test_upgrade",
+LONGEST = ["test_machines", "test_console", "test_agent_upgrade", "test_metering_server", "test_fleet", "test_upgrade",
            "test_services", "test_metering", "test_upgrade_kb"]
 
 

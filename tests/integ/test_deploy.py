@@ -1,11 +1,10 @@
 """Software distribution through the real programs: five agents, each with a dpkg root
 of its own (dpkg --root, so that an install on one is not an install on all), a real
-.deb built with dpkg-deb, installed by the real dpkg. A deployment to the five where one
-has dpkg's lock held and one is stopped mid-run ends within the bound it printed, the
-held one deferred with its holder named and the stopped one caught up when started; the
-inventory follows the install and the removal; a tampered package is refused and the
-failure budget halts the rest; a member that joins the collection gets the package."""
-import fcntl
+.deb built with dpkg-deb, installed by the real dpkg. A tampered package is refused and
+the failure budget halts the rest; a member that joins the collection gets the package;
+a window that is closed starts nothing; distribution points serve their members and
+refuse removed systems. The issue's own scenario (a held lock, a machine stopped
+mid-run, the inventory's deltas) runs on machines of their own: test_machines.py."""
 import json
 import os
 import signal
@@ -58,15 +57,6 @@ class Deploy(unittest.TestCase):
                 cls.dp_port = free_port()
                 with open(os.path.join(a.dir, "agent.conf"), "a") as f:
                     f.write(f"[distribution]\nlisten = 127.0.0.1:{cls.dp_port}\n")
-            if name == "m3":
-                # dpkg, slowly: the agent is stopped while it runs
-                wrapper = os.path.join(site.tmp, "slow-dpkg")
-                with open(wrapper, "w") as f:
-                    f.write(f"#!/bin/sh\ntouch {site.tmp}/m3-started\nsleep 3\n"
-                            "exec dpkg \"$@\"\n")
-                os.chmod(wrapper, 0o755)
-                with open(os.path.join(a.dir, "agent.conf"), "a") as f:
-                    f.write(f"dpkg = {wrapper}\n")
             a.start()
         cls.deb1 = build_deb(site.tmp, "1.0-1")
         cls.deb2 = build_deb(site.tmp, "2.0-1")
@@ -91,63 +81,6 @@ class Deploy(unittest.TestCase):
 
     def by_system(self, d):
         return {y["system"]: y for y in d["systems"]}
-
-    def test_1_held_lock_and_stopped_agent(self):
-        site = self.site
-        lock = open(os.path.join(self.roots["m2"], "var/lib/dpkg/lock-frontend"), "w")
-        fcntl.lockf(lock, fcntl.LOCK_EX)
-        try:
-            t0 = time.monotonic()
-            p = subprocess.Popen(
-                [os.path.join(os.environ["SITEWARD_BUILD"], "siteward"), "--json", "deploy",
-                 self.deb1, "--to", "fleet", "--parallel", "5", "--max-failures", "1"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                env=dict(os.environ, SITEWARD_SITE=site.dir))
-            # m3's dpkg has begun: its agent is stopped mid-run
-            wait_for(lambda: os.path.exists(os.path.join(site.tmp, "m3-started")), 30,
-                     "m3's dpkg to start")
-            site.agents["m3"].stop()
-            out, err = p.communicate(timeout=120)
-            took = time.monotonic() - t0
-        except BaseException:
-            lock.close()
-            raise
-        self.assertEqual(p.returncode, 1, err)  # not all done: two deferred
-        d = json.loads(out)
-        got = self.by_system(d)
-        bound = d["per_system_s"]  # five at once: one round
-        self.assertLessEqual(took, bound + 10, f"took {took:.1f} s; the bound was {bound} s")
-        for name in ("m1", "m4", "m5"):
-            self.assertEqual(got[name]["state"], "done", got[name])
-            self.assertEqual(self.installed(name), "1.0-1")
-        self.assertEqual(got["m2"]["state"], "deferred")
-        self.assertIn(f"held by pid {os.getpid()}", got["m2"]["reason"])
-        self.assertIsNone(self.installed("m2"))
-        self.assertEqual(got["m3"]["state"], "deferred")
-        # what it was last told: no answer to the call, or not back yet
-        self.assertRegex(got["m3"]["reason"], "no answer from its agent|not connected")
-        self.assertEqual((d["counts"]["running"], d["counts"]["pending"]), (0, 0))
-
-        # the lock let go, and m3 started again: both catch up
-        lock.close()
-        site.agents["m3"].start()
-        wait_for(lambda: all(y["state"] == "done"
-                             for y in self.deployment(d["id"])["systems"]), 60,
-                 "m2 and m3 to catch up")
-        self.assertEqual([self.installed(n) for n in NAMES], ["1.0-1"] * 5)
-        # the inventory follows the install, as deltas
-        wait_for(lambda: len(site.cli_json("software", "--package", "sw-hello")["systems"]) == 5,
-                 30, "the inventory of all five to show sw-hello")
-        site.cli("deploy", "cancel", str(d["id"]))
-
-        # removal, the same way
-        r = site.cli("--json", "deploy", "remove", "sw-hello", "--to", "fleet", "--parallel",
-                     "5", check=False)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual([self.installed(n) for n in NAMES], [None] * 5)
-        wait_for(lambda: not site.cli_json("software", "--package", "sw-hello")["systems"],
-                 30, "the inventory to show sw-hello gone")
-        site.cli("deploy", "cancel", str(json.loads(r.stdout)["id"]))
 
     def test_2_tampered_package_refused_and_budget_halts(self):
         site = self.site

@@ -216,8 +216,7 @@ class Passive(unittest.TestCase):
         self.site = Site(heartbeat=1)
         self.site.start()
         self.a = self.site.enroll("pm", start=False)
-        with open(os.path.join(self.a.dir, "agent.conf"), "a") as f:
-            f.write("\n[metering]\npassive_interval_ms = 200\n")
+        self.a.set_conf({"metering.passive_interval_ms": "200"})
         self.tool = "pmtool-" + uuid.uuid4().hex[:8]
         self.bin = os.path.join(self.site.tmp, self.tool)
         shutil.copy("/bin/sleep", self.bin)
@@ -280,8 +279,7 @@ class Passive(unittest.TestCase):
         """With the process connector, a run far shorter than the scan interval counts,
         and ends when its process does."""
         b = self.site.enroll("pm2", start=False)
-        with open(os.path.join(b.dir, "agent.conf"), "a") as f:
-            f.write("\n[metering]\npassive_interval_ms = 600000\n")
+        b.set_conf({"metering.passive_interval_ms": "600000"})
         b.start()
         wait_for(lambda: "passive metering: 1 product," in b.proc.log(), 15,
                  "the agent to fetch the product table")
