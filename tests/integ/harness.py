@@ -446,7 +446,11 @@ class Agent:
     def start(self):
         self.proc = Proc([prog("siteward-agent"), "--dir", self.dir],
                          os.path.join(self.site.tmp, f"agent-{self.name}.log"), self.env)
-        wait_for(lambda: self._heard_of(), 20, f"agent {self.name} to report")
+        # an agent started again was heard of before: its socket, which it makes before
+        # it first polls, says this one is up
+        sock = os.path.join(self.dir, "agent.sock")
+        wait_for(lambda: self._heard_of() and os.path.exists(sock), 20,
+                 f"agent {self.name} to report")
         return self.proc
 
     def _heard_of(self):

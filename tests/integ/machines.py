@@ -196,7 +196,9 @@ class Machine(Agent):
              "--propagation", "private", "sh", "-c", _BOOT, "boot", self.mdir, self.dir,
              prog("siteward-agent"), "--dir", self.dir],
             os.path.join(self.site.tmp, f"agent-{self.name}.log"), self.env)
-        wait_for(lambda: self._heard_of(), 30, f"machine {self.name}'s agent to report")
+        sock = os.path.join(self.dir, "agent.sock")
+        wait_for(lambda: self._heard_of() and os.path.exists(sock), 30,
+                 f"machine {self.name}'s agent to report")
         return self.proc
 
     def file(self, path):
