@@ -26,12 +26,26 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def why_not():
-    """Why machines cannot be made here, or None."""
+    """Why machines cannot be made here, or None. Beyond root and the tools, a network
+    namespace is made and given an address, as each machine's is: some roots (a chroot
+    whose /run is not the machine's) cannot, and say why."""
     if os.geteuid() != 0:
         return "machines of their own need root (network and mount namespaces)"
     for tool in ("ip", "unshare", "nsenter", "chroot"):
         if not shutil.which(tool):
             return f"machines of their own need {tool}"
+    tag = uuid.uuid4().hex[:6]
+    ns, end = f"swp{tag}", f"vp{tag}"
+    try:
+        ip("netns", "add", ns)
+        ip("link", "add", end, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        ip("-n", ns, "addr", "add", "10.254.0.2/24", "dev", "eth0")
+    except subprocess.CalledProcessError as e:
+        return f"cannot make a machine's network here: {' '.join(e.cmd)}: " + \
+            (e.stderr or b"").decode(errors="replace").strip()
+    finally:
+        subprocess.run(["ip", "link", "del", end], capture_output=True, timeout=30)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
     return None
 
 

@@ -52,7 +52,10 @@ def installed_in(status_path):
     return None
 
 
-@unittest.skipIf(machines.why_not(), machines.why_not())
+WHY_NOT = machines.why_not()
+
+
+@unittest.skipIf(WHY_NOT, WHY_NOT)
 class Machines(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
